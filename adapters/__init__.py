@@ -1,0 +1,1 @@
+"""Adapters: each implements core ports (or drives the core) with one technology."""

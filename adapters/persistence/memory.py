@@ -1,0 +1,430 @@
+"""The in-memory persistence fake: a `UnitOfWork` with real transaction semantics, no database.
+
+It is product code, not a test helper: testers run qbsync with it (`InMemoryPersistenceModule`), and the
+persistence contract suite holds it to exactly what the SQLAlchemy adapter does. So it behaves like a
+READ COMMITTED database rather than like a dict:
+
+* writes are staged in the unit of work and applied to the shared `InMemoryDatabase` only on `commit()`
+  (under its lock), so uncommitted changes are invisible to others and vanish on rollback;
+* objects are deep-copied in and out, so mutating a returned `SyncJob` changes nothing until `save()`;
+* `claim_next` holds a claim lock until the unit of work ends, as the SQL adapter holds SQLite's write
+  lock (`BEGIN IMMEDIATE`) or PostgreSQL's advisory lock: two workers never claim the same job, nor two
+  jobs with the same `lock_key`;
+* a request_id added by an uncommitted unit of work is reserved, as a unique index would hold it.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Generic, Self, TypeVar
+
+from core.domain import (
+    ApiKey,
+    AuditEvent,
+    ClosedJob,
+    EntityRef,
+    Job,
+    JobState,
+    Opportunity,
+    Payment,
+    SyncJob,
+    SyncRecord,
+    payments_oldest_first,
+)
+from core.ports import (
+    ApiKeyRepository,
+    AuditLog,
+    RequestIdTakenError,
+    SnapshotRepository,
+    SyncJobRepository,
+    SyncRecordRepository,
+    TenantRepository,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+# How long a second claimer waits for the claim lock before giving up; the same as SQLite's
+# busy_timeout in the SQL adapter, so a forgotten commit fails loudly instead of hanging forever.
+CLAIM_LOCK_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass
+class _Tables:
+    """The committed state. Values are private copies owned by the database."""
+
+    tenants: dict[str, bool] = field(default_factory=dict)
+    api_keys: dict[str, ApiKey] = field(default_factory=dict)  # by secret hash
+    opportunities: dict[tuple[str, str], Opportunity] = field(default_factory=dict)
+    payments: dict[tuple[str, str], tuple[str, Payment]] = field(default_factory=dict)
+    refund_owners: dict[tuple[str, str], str] = field(default_factory=dict)
+    crm_jobs: dict[tuple[str, str], tuple[str, Job, datetime | None]] = field(default_factory=dict)
+    sync_records: dict[tuple[str, EntityRef], SyncRecord] = field(default_factory=dict)
+    jobs: dict[tuple[str, str], SyncJob] = field(default_factory=dict)
+    audit: list[AuditEvent] = field(default_factory=list)
+
+
+class InMemoryDatabase:
+    """The state shared by all units of work (one per process, like one database).
+
+    `lock` guards every read and the apply step of every commit; `claim_lock` is held by the unit of
+    work that last claimed a job until it commits or rolls back (see the module docstring).
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.claim_lock = threading.Lock()
+        self.tables = _Tables()
+        # (tenant_id, request_id) -> the unit of work that added a job with it but has not committed.
+        self.reserved_request_ids: dict[tuple[str, str], object] = {}
+
+
+_DELETED = object()
+
+
+class _Staged(Generic[K, V]):
+    """Copy-on-write view of one committed table: reads fall through to it, writes stay here."""
+
+    def __init__(self, committed: dict[K, V]) -> None:
+        self._committed = committed
+        self._writes: dict[K, object] = {}
+
+    def get(self, key: K) -> V | None:
+        if key in self._writes:
+            value = self._writes[key]
+            return None if value is _DELETED else value  # type: ignore[return-value]
+        return self._committed.get(key)
+
+    def put(self, key: K, value: V) -> None:
+        self._writes[key] = value
+
+    def delete(self, key: K) -> None:
+        self._writes[key] = _DELETED
+
+    def items(self) -> Iterator[tuple[K, V]]:
+        for key in set(self._committed) | set(self._writes):
+            value = self.get(key)
+            if value is not None:
+                yield key, value
+
+    def apply(self) -> None:
+        for key, value in self._writes.items():
+            if value is _DELETED:
+                self._committed.pop(key, None)
+            else:
+                self._committed[key] = value  # type: ignore[assignment]
+        self._writes.clear()
+
+    def discard(self) -> None:
+        self._writes.clear()
+
+
+class _Transaction:
+    """What one unit of work has written but not yet committed."""
+
+    def __init__(self, tables: _Tables) -> None:
+        self.tenants = _Staged(tables.tenants)
+        self.api_keys = _Staged(tables.api_keys)
+        self.opportunities = _Staged(tables.opportunities)
+        self.payments = _Staged(tables.payments)
+        self.refund_owners = _Staged(tables.refund_owners)
+        self.crm_jobs = _Staged(tables.crm_jobs)
+        self.sync_records = _Staged(tables.sync_records)
+        self.jobs = _Staged(tables.jobs)
+        self._tables = tables
+        self.new_audit: list[AuditEvent] = []
+
+    def _all(self) -> tuple[_Staged[object, object], ...]:
+        return (
+            self.tenants,
+            self.api_keys,
+            self.opportunities,
+            self.payments,
+            self.refund_owners,
+            self.crm_jobs,
+            self.sync_records,
+            self.jobs,
+        )  # type: ignore[return-value]
+
+    def apply(self) -> None:
+        for staged in self._all():
+            staged.apply()
+        self._tables.audit.extend(self.new_audit)
+        self.new_audit.clear()
+
+    def discard(self) -> None:
+        for staged in self._all():
+            staged.discard()
+        self.new_audit.clear()
+
+
+def _copy(value: V) -> V:
+    return copy.deepcopy(value)
+
+
+class _Repository:
+    def __init__(self, db: InMemoryDatabase, tx: _Transaction) -> None:
+        self._db = db
+        self._tx = tx
+
+
+class InMemoryTenantRepository(_Repository, TenantRepository):
+    def ensure(self, tenant_id: str) -> None:
+        with self._db.lock:
+            if self._tx.tenants.get(tenant_id) is None:
+                self._tx.tenants.put(tenant_id, True)
+
+    def exists(self, tenant_id: str) -> bool:
+        with self._db.lock:
+            return self._tx.tenants.get(tenant_id) is not None
+
+
+class InMemoryApiKeyRepository(_Repository, ApiKeyRepository):
+    def add(self, key: ApiKey) -> None:
+        with self._db.lock:
+            if self._tx.api_keys.get(key.secret_hash) is not None:
+                raise ValueError("an API key with this hash already exists")  # a unique index in SQL
+            self._tx.api_keys.put(key.secret_hash, _copy(key))
+
+    def get_by_hash(self, secret_hash: str) -> ApiKey | None:
+        with self._db.lock:
+            return _copy(self._tx.api_keys.get(secret_hash))
+
+
+class InMemorySnapshotRepository(_Repository, SnapshotRepository):
+    def save_opportunity(self, tenant_id: str, opportunity: Opportunity) -> None:
+        with self._db.lock:
+            self._tx.opportunities.put((tenant_id, opportunity.opportunity_id), _copy(opportunity))
+
+    def get_opportunity(self, tenant_id: str, opportunity_id: str) -> Opportunity | None:
+        with self._db.lock:
+            return _copy(self._tx.opportunities.get((tenant_id, opportunity_id)))
+
+    def save_payment(self, tenant_id: str, opportunity_id: str, payment: Payment) -> None:
+        with self._db.lock:
+            # The refund -> payment map follows the stored payment: refunds it no longer has are
+            # forgotten, and a refund id seen last on this payment belongs to it (as in SQL).
+            for (tenant, refund_id), owner in list(self._tx.refund_owners.items()):
+                if tenant == tenant_id and owner == payment.payment_id:
+                    self._tx.refund_owners.delete((tenant, refund_id))
+            for refund in payment.refunds:
+                self._tx.refund_owners.put((tenant_id, refund.refund_id), payment.payment_id)
+            self._tx.payments.put((tenant_id, payment.payment_id), (opportunity_id, _copy(payment)))
+
+    def get_payment(self, tenant_id: str, payment_id: str) -> tuple[str, Payment] | None:
+        with self._db.lock:
+            return _copy(self._tx.payments.get((tenant_id, payment_id)))
+
+    def payments_of(self, tenant_id: str, opportunity_id: str) -> list[Payment]:
+        with self._db.lock:
+            found = [
+                _copy(payment)
+                for (tenant, _), (opp_id, payment) in self._tx.payments.items()
+                if tenant == tenant_id and opp_id == opportunity_id
+            ]
+        return payments_oldest_first(found)
+
+    def payment_of_refund(self, tenant_id: str, refund_id: str) -> str | None:
+        with self._db.lock:
+            return self._tx.refund_owners.get((tenant_id, refund_id))
+
+    def save_job(self, tenant_id: str, opportunity_id: str, job: Job, closed_time: datetime | None) -> None:
+        with self._db.lock:
+            earlier = self._tx.crm_jobs.get((tenant_id, job.job_id))
+            if earlier is not None and earlier[2] is not None:
+                closed_time = earlier[2]  # the first close-out counts
+            self._tx.crm_jobs.put((tenant_id, job.job_id), (opportunity_id, _copy(job), closed_time))
+
+    def get_job(self, tenant_id: str, job_id: str) -> tuple[str, Job, datetime | None] | None:
+        with self._db.lock:
+            return _copy(self._tx.crm_jobs.get((tenant_id, job_id)))
+
+    def closed_jobs_of(self, tenant_id: str, opportunity_id: str) -> list[ClosedJob]:
+        with self._db.lock:
+            closed = [
+                ClosedJob(opportunity_id=opp_id, job=_copy(job), closed_time=closed_time)
+                for (tenant, _), (opp_id, job, closed_time) in self._tx.crm_jobs.items()
+                if tenant == tenant_id and opp_id == opportunity_id and closed_time is not None
+            ]
+        return sorted(closed, key=lambda c: (c.closed_time, c.job.job_id))
+
+
+class InMemorySyncRecordRepository(_Repository, SyncRecordRepository):
+    def get(self, tenant_id: str, entity: EntityRef) -> SyncRecord | None:
+        with self._db.lock:
+            return _copy(self._tx.sync_records.get((tenant_id, entity)))
+
+    def save(self, record: SyncRecord) -> None:
+        with self._db.lock:
+            self._tx.sync_records.put((record.tenant_id, record.entity), _copy(record))
+
+
+def is_due(job: SyncJob, now: datetime) -> bool:
+    """PENDING and its time has come, or RUNNING under a lease that has run out.
+
+    A RUNNING job without a lease is treated as expired: claim_next always sets one, so such a job
+    can only come from a bug or a manual edit, and leaving it stuck forever would lose it (R7).
+    """
+    if job.state is JobState.PENDING:
+        return job.next_attempt_time is None or job.next_attempt_time <= now
+    if job.state is JobState.RUNNING:
+        return job.lease_expires is None or job.lease_expires < now
+    return False
+
+
+def holds_lease(job: SyncJob, now: datetime) -> bool:
+    """The complement of an expired lease: this job's worker may still be writing."""
+    return job.state is JobState.RUNNING and job.lease_expires is not None and job.lease_expires >= now
+
+
+class InMemorySyncJobRepository(_Repository, SyncJobRepository):
+    def __init__(self, db: InMemoryDatabase, tx: _Transaction, uow: InMemoryUnitOfWork) -> None:
+        super().__init__(db, tx)
+        self._uow = uow
+
+    def add(self, job: SyncJob) -> None:
+        with self._db.lock:
+            if job.request_id:
+                key = (job.tenant_id, job.request_id)
+                holder = self._db.reserved_request_ids.get(key, self._uow)
+                if holder is not self._uow or self._find_by_request_id(*key) is not None:
+                    raise RequestIdTakenError(f"request_id {job.request_id!r} is already used")
+                self._db.reserved_request_ids[key] = self._uow
+                self._uow.reserved.add(key)
+            if self._tx.jobs.get((job.tenant_id, job.job_id)) is not None:
+                raise ValueError(f"sync job {job.job_id} already exists")  # a primary key in SQL
+            self._tx.jobs.put((job.tenant_id, job.job_id), _copy(job))
+
+    def get(self, tenant_id: str, job_id: str) -> SyncJob | None:
+        with self._db.lock:
+            return _copy(self._tx.jobs.get((tenant_id, job_id)))
+
+    def find_by_request_id(self, tenant_id: str, request_id: str) -> SyncJob | None:
+        with self._db.lock:
+            return _copy(self._find_by_request_id(tenant_id, request_id))
+
+    def _find_by_request_id(self, tenant_id: str, request_id: str) -> SyncJob | None:
+        if not request_id:
+            return None  # an empty request_id means "not idempotent", never a match
+        for (tenant, _), job in self._tx.jobs.items():
+            if tenant == tenant_id and job.request_id == request_id:
+                return job
+        return None
+
+    def claim_next(self, worker_id: str, now: datetime, lease_expires: datetime) -> SyncJob | None:
+        self._uow.take_claim_lock()
+        with self._db.lock:
+            jobs = [job for _, job in self._tx.jobs.items()]
+            held = {job.lock_key: job.job_id for job in jobs if holds_lease(job, now)}
+            due = sorted(
+                (job for job in jobs if is_due(job, now) and held.get(job.lock_key, job.job_id) == job.job_id),
+                key=lambda job: (job.create_time, job.job_id, job.tenant_id),
+            )
+            if not due:
+                return None
+            job = _copy(due[0])
+            job.state = JobState.RUNNING
+            job.claimed_by = worker_id
+            job.lease_expires = lease_expires
+            job.attempts += 1
+            job.update_time = now
+            self._tx.jobs.put((job.tenant_id, job.job_id), _copy(job))
+            return job
+
+    def save(self, job: SyncJob) -> None:
+        with self._db.lock:
+            self._tx.jobs.put((job.tenant_id, job.job_id), _copy(job))
+
+    def list_failed(self, tenant_id: str, *, offset: int, limit: int) -> list[SyncJob]:
+        with self._db.lock:
+            failed = [
+                _copy(job)
+                for (tenant, _), job in self._tx.jobs.items()
+                if tenant == tenant_id and job.state is JobState.FAILED
+            ]
+        failed.sort(key=lambda job: (job.update_time, job.job_id), reverse=True)
+        return failed[offset : offset + limit]
+
+
+class InMemoryAuditLog(_Repository, AuditLog):
+    def append(self, event: AuditEvent) -> None:
+        with self._db.lock:
+            self._tx.new_audit.append(_copy(event))
+
+    def list(self, tenant_id: str, *, limit: int) -> list[AuditEvent]:
+        with self._db.lock:
+            # Position in the log breaks ties between events of the same time: later appended = newer.
+            events = [e for e in [*self._db.tables.audit, *self._tx.new_audit] if e.tenant_id == tenant_id]
+        ordered = sorted(enumerate(events), key=lambda pair: (pair[1].time, pair[0]), reverse=True)
+        return [_copy(event) for _, event in ordered[:limit]]
+
+
+class InMemoryUnitOfWork(UnitOfWork):
+    """One transaction over the in-memory database; rolled back on leaving `with` unless committed."""
+
+    def __init__(self, db: InMemoryDatabase) -> None:
+        self._db = db
+        self._tx = _Transaction(db.tables)
+        self._holds_claim_lock = False
+        self.reserved: set[tuple[str, str]] = set()
+        self.tenants = InMemoryTenantRepository(db, self._tx)
+        self.api_keys = InMemoryApiKeyRepository(db, self._tx)
+        self.snapshots = InMemorySnapshotRepository(db, self._tx)
+        self.sync_records = InMemorySyncRecordRepository(db, self._tx)
+        self.jobs = InMemorySyncJobRepository(db, self._tx, self)
+        self.audit = InMemoryAuditLog(db, self._tx)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.rollback()
+
+    def commit(self) -> None:
+        with self._db.lock:
+            self._tx.apply()
+            self._release()
+
+    def rollback(self) -> None:
+        with self._db.lock:
+            self._tx.discard()
+            self._release()
+
+    def take_claim_lock(self) -> None:
+        """Serialises claimers until this transaction ends, as SQLite's BEGIN IMMEDIATE does."""
+        if self._holds_claim_lock:
+            return
+        if not self._db.claim_lock.acquire(timeout=CLAIM_LOCK_TIMEOUT_SECONDS):
+            raise TimeoutError("another unit of work claimed a job and has not committed")
+        self._holds_claim_lock = True
+
+    def _release(self) -> None:
+        for key in self.reserved:
+            if self._db.reserved_request_ids.get(key) is self:
+                del self._db.reserved_request_ids[key]
+        self.reserved.clear()
+        if self._holds_claim_lock:
+            self._holds_claim_lock = False
+            self._db.claim_lock.release()
+
+
+class InMemoryUnitOfWorkFactory(UnitOfWorkFactory):
+    """Makes units of work over one shared `InMemoryDatabase` (a fresh one unless given)."""
+
+    def __init__(self, db: InMemoryDatabase | None = None) -> None:
+        self.db = db if db is not None else InMemoryDatabase()
+
+    def __call__(self) -> InMemoryUnitOfWork:
+        return InMemoryUnitOfWork(self.db)

@@ -1,0 +1,182 @@
+"""JSON for the CRM snapshots and job details stored as text.
+
+Amounts are written as decimal strings and times as ISO 8601 with their UTC offset, so both come back
+exactly (a JSON number would be read back as a float).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from core.domain import (
+    EntityRef,
+    EntityType,
+    InvoiceLine,
+    Job,
+    JobError,
+    Payment,
+    PaymentMethod,
+    Refund,
+    SyncAction,
+    SyncResult,
+)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _time(value: datetime) -> str:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value!r}: qbsync stores timezone-aware times only")
+    return value.astimezone(UTC).isoformat()
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def _exact(value: Decimal) -> str:
+    if not isinstance(value, Decimal):
+        raise TypeError(f"amounts and quantities must be Decimal, not {type(value).__name__}")
+    return str(value)
+
+
+def payment_to_json(payment: Payment) -> str:
+    return _dumps(
+        {
+            "payment_id": payment.payment_id,
+            "amount": _exact(payment.amount),
+            "method": payment.method.value,
+            "received_time": _time(payment.received_time),
+            "reference": payment.reference,
+            "refunds": [
+                {
+                    "refund_id": r.refund_id,
+                    "amount": _exact(r.amount),
+                    "refunded_time": _time(r.refunded_time),
+                    "memo": r.memo,
+                }
+                for r in payment.refunds
+            ],
+        }
+    )
+
+
+def payment_from_json(text: str) -> Payment:
+    data = json.loads(text)
+    return Payment(
+        payment_id=data["payment_id"],
+        amount=Decimal(data["amount"]),
+        method=PaymentMethod(data["method"]),
+        received_time=_parse_time(data["received_time"]),
+        reference=data["reference"],
+        refunds=tuple(
+            Refund(
+                refund_id=r["refund_id"],
+                amount=Decimal(r["amount"]),
+                refunded_time=_parse_time(r["refunded_time"]),
+                memo=r["memo"],
+            )
+            for r in data["refunds"]
+        ),
+    )
+
+
+def job_to_json(job: Job) -> str:
+    return _dumps(
+        {
+            "job_id": job.job_id,
+            "number": job.number,
+            "service_date": job.service_date.isoformat(),
+            "lines": [
+                {
+                    "description": line.description,
+                    "quantity": _exact(line.quantity),
+                    "unit_price": _exact(line.unit_price),
+                    "amount": _exact(line.amount),
+                }
+                for line in job.lines
+            ],
+        }
+    )
+
+
+def job_from_json(text: str) -> Job:
+    data = json.loads(text)
+    return Job(
+        job_id=data["job_id"],
+        number=data["number"],
+        service_date=date.fromisoformat(data["service_date"]),
+        lines=tuple(
+            InvoiceLine(
+                description=line["description"],
+                quantity=Decimal(line["quantity"]),
+                unit_price=Decimal(line["unit_price"]),
+                amount=Decimal(line["amount"]),
+            )
+            for line in data["lines"]
+        ),
+    )
+
+
+def applied_to_json(applied: Mapping[str, Decimal]) -> str:
+    return _dumps({job_id: _exact(amount) for job_id, amount in applied.items()})
+
+
+def applied_from_json(text: str) -> dict[str, Decimal]:
+    return {job_id: Decimal(amount) for job_id, amount in json.loads(text).items()}
+
+
+def results_to_json(results: list[SyncResult]) -> str:
+    return _dumps(
+        [
+            {
+                "entity_type": r.entity.type.value,
+                "entity_id": r.entity.id,
+                "quickbooks_id": r.quickbooks_id,
+                "action": r.action.value,
+            }
+            for r in results
+        ]
+    )
+
+
+def results_from_json(text: str) -> list[SyncResult]:
+    return [
+        SyncResult(
+            entity=EntityRef(EntityType(r["entity_type"]), r["entity_id"]),
+            quickbooks_id=r["quickbooks_id"],
+            action=SyncAction(r["action"]),
+        )
+        for r in json.loads(text)
+    ]
+
+
+def error_to_json(error: JobError | None) -> str | None:
+    if error is None:
+        return None
+    return _dumps(
+        {
+            "reason": error.reason,
+            "message": error.message,
+            "retryable": error.retryable,
+            "metadata": dict(error.metadata),
+        }
+    )
+
+
+def error_from_json(text: str | None) -> JobError | None:
+    if text is None:
+        return None
+    data = json.loads(text)
+    return JobError(
+        reason=data["reason"],
+        message=data["message"],
+        retryable=data["retryable"],
+        metadata=dict(data["metadata"]),
+    )

@@ -1,0 +1,163 @@
+"""The tables. Every CRM and sync row is keyed by tenant_id first: ids are unique within a tenant only.
+
+CRM snapshots that are only ever read whole (payments with their refunds, jobs with their lines) are
+stored as JSON text (see `codec`); what is queried or ordered on has its own column.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import ForeignKeyConstraint, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from adapters.persistence.sqlalchemy.columns import ExactDecimal, UtcDateTime
+
+# Named constraints, so that migrations and every dialect agree on the names.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class TenantRow(Base):
+    __tablename__ = "tenants"
+
+    tenant_id: Mapped[str] = mapped_column(String, primary_key=True)
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(String, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String)
+    secret_hash: Mapped[str] = mapped_column(String, unique=True)
+    permissions: Mapped[str] = mapped_column(Text)  # space-separated Permission values, sorted
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class OpportunityRow(Base):
+    __tablename__ = "opportunities"
+
+    tenant_id: Mapped[str] = mapped_column(String, primary_key=True)
+    opportunity_id: Mapped[str] = mapped_column(String, primary_key=True)
+    number: Mapped[str] = mapped_column(String)
+    customer_id: Mapped[str] = mapped_column(String)
+    first_name: Mapped[str] = mapped_column(Text)
+    last_name: Mapped[str] = mapped_column(Text)
+    company_name: Mapped[str] = mapped_column(Text)
+    email: Mapped[str] = mapped_column(Text)
+    phone: Mapped[str] = mapped_column(Text)
+
+
+class PaymentRow(Base):
+    __tablename__ = "payments"
+    __table_args__ = (Index(None, "tenant_id", "opportunity_id"),)
+
+    tenant_id: Mapped[str] = mapped_column(String, primary_key=True)
+    payment_id: Mapped[str] = mapped_column(String, primary_key=True)
+    opportunity_id: Mapped[str] = mapped_column(String)
+    data: Mapped[str] = mapped_column(Text)  # the Payment with its refunds, as JSON
+
+
+class RefundRow(Base):
+    """Which payment a refund belongs to, kept in step with the payment's JSON on every save."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "payment_id"], ["payments.tenant_id", "payments.payment_id"], ondelete="CASCADE"
+        ),
+        Index(None, "tenant_id", "payment_id"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String, primary_key=True)
+    refund_id: Mapped[str] = mapped_column(String, primary_key=True)
+    payment_id: Mapped[str] = mapped_column(String)
+
+
+class CrmJobRow(Base):
+    __tablename__ = "crm_jobs"
+    __table_args__ = (Index(None, "tenant_id", "opportunity_id"),)
+
+    tenant_id: Mapped[str] = mapped_column(String, primary_key=True)
+    job_id: Mapped[str] = mapped_column(String, primary_key=True)
+    opportunity_id: Mapped[str] = mapped_column(String)
+    closed_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    data: Mapped[str] = mapped_column(Text)  # the Job with its lines, as JSON
+
+
+class SyncRecordRow(Base):
+    __tablename__ = "sync_records"
+
+    tenant_id: Mapped[str] = mapped_column(String, primary_key=True)
+    entity_type: Mapped[str] = mapped_column(String, primary_key=True)
+    entity_id: Mapped[str] = mapped_column(String, primary_key=True)
+    state: Mapped[str] = mapped_column(String)
+    quickbooks_id: Mapped[str | None] = mapped_column(String)
+    sync_token: Mapped[str | None] = mapped_column(String)
+    quickbooks_type: Mapped[str] = mapped_column(String)
+    generation: Mapped[int] = mapped_column(Integer)
+    create_started: Mapped[bool]
+    content_hash: Mapped[str] = mapped_column(String)
+    last_synced_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str] = mapped_column(Text)
+    display_name: Mapped[str] = mapped_column(Text)
+    amount: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    applied: Mapped[str] = mapped_column(Text)  # {job_id: "amount"} as JSON
+
+
+class SyncJobRow(Base):
+    """The job queue. request_id is NULL when the caller sent none, so the unique constraint only
+    binds real request ids (NULLs never collide, on SQLite and PostgreSQL alike)."""
+
+    __tablename__ = "sync_jobs"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "request_id"),
+        Index(None, "state", "next_attempt_time"),
+        Index(None, "lock_key", "state"),
+        Index(None, "tenant_id", "state", "update_time"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String, primary_key=True)
+    job_id: Mapped[str] = mapped_column(String, primary_key=True)
+    kind: Mapped[str] = mapped_column(String)
+    target_type: Mapped[str] = mapped_column(String)
+    target_id: Mapped[str] = mapped_column(String)
+    opportunity_id: Mapped[str] = mapped_column(String)
+    customer_id: Mapped[str] = mapped_column(String)
+    lock_key: Mapped[str] = mapped_column(String)
+    state: Mapped[str] = mapped_column(String)
+    resync: Mapped[bool]
+    attempts: Mapped[int] = mapped_column(Integer)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    results: Mapped[str] = mapped_column(Text)  # list of SyncResult, as JSON
+    error: Mapped[str | None] = mapped_column(Text)  # JobError as JSON
+    request_id: Mapped[str | None] = mapped_column(String)
+    request_fingerprint: Mapped[str] = mapped_column(String)
+    next_attempt_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    claimed_by: Mapped[str] = mapped_column(String)
+    lease_expires: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    update_time: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AuditEventRow(Base):
+    __tablename__ = "audit_events"
+    __table_args__ = (Index(None, "tenant_id", "time"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String)
+    time: Mapped[datetime] = mapped_column(UtcDateTime)
+    kind: Mapped[str] = mapped_column(String)
+    entity_type: Mapped[str | None] = mapped_column(String)
+    entity_id: Mapped[str | None] = mapped_column(String)
+    job_id: Mapped[str] = mapped_column(String)
+    message: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,332 @@
+"""An in-memory QuickBooks Online company that behaves like QBO where the sync rules care.
+
+Shipped product code for testers (SPEC.md section 1): DisplayName is unique across customers, vendors and
+employees, inactive ones included; updates check the SyncToken (a stale one is re-read and re-applied,
+as the real adapter does); a repeated requestid replays the first answer; payments link refunds and
+invoices through their lines, and the balances follow (an invoice's balance drops by the payment lines
+linking it, a payment's unapplied amount by its lines). Faults can be injected before or after a write
+commits, to prove that a sync survives them.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections import deque
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+
+from core.accounting import (
+    AccountingCustomer,
+    InvoiceSpec,
+    NewCustomer,
+    PaymentSpec,
+    QuickBooksRef,
+    RefundSpec,
+    TxnKind,
+    TxnSpec,
+)
+from core.domain import normalise
+from core.errors import (
+    AccountingUnavailableError,
+    BookkeepingError,
+    CustomerUnusableError,
+    DuplicateNameError,
+    RecordGoneError,
+    ThrottledError,
+)
+from core.money import ZERO, money_sum
+from core.ports import AccountingSystem, AccountingSystems
+
+SANDBOX_APP = "https://app.sandbox.qbo.intuit.com"
+
+
+class Fault(enum.Enum):
+    """What goes wrong on the next call."""
+
+    UNAVAILABLE = "unavailable"  # refused before anything is written
+    THROTTLED = "throttled"  # a 429 before anything is written
+    COMMIT_THEN_LOSE = "commit_then_lose"  # the write commits, the answer is lost (timeout, reset, 5xx)
+
+
+@dataclass
+class FakeCustomer:
+    id: str
+    display_name: str
+    email: str
+    given_name: str = ""
+    family_name: str = ""
+    company_name: str = ""
+    phone: str = ""
+    note: str = ""
+    active: bool = True
+
+
+@dataclass
+class FakeTxn:
+    """A Payment, Purchase (expense or check) or Invoice as QBO holds it."""
+
+    id: str
+    entity: str  # "Payment", "Purchase" or "Invoice"
+    spec: TxnSpec
+    sync_token: int = 0
+    deleted: bool = False
+    voided: bool = False
+
+    @property
+    def live(self) -> bool:
+        return not (self.deleted or self.voided)
+
+    @property
+    def kind(self) -> TxnKind:
+        return self.spec.kind
+
+    @property
+    def total(self) -> Decimal:
+        if self.voided:
+            return ZERO
+        spec = self.spec
+        return spec.total if isinstance(spec, InvoiceSpec) else spec.amount
+
+
+def _entity_of(kind: TxnKind) -> str:
+    return {TxnKind.PAYMENT: "Payment", TxnKind.INVOICE: "Invoice"}.get(kind, "Purchase")
+
+
+@dataclass
+class FakeQuickBooks(AccountingSystem):
+    """One company (realm)."""
+
+    realm_id: str = "9130000000000001"
+    customers: dict[str, FakeCustomer] = field(default_factory=dict)
+    txns: dict[str, FakeTxn] = field(default_factory=dict)
+    other_names: set[str] = field(default_factory=set)  # vendors and employees
+    replays: dict[str, object] = field(default_factory=dict)
+    faults: deque[Fault] = field(default_factory=deque)
+    request_count: int = 0
+    write_count: int = 0
+    stale_token_retries: int = 0
+    _next_id: int = 1
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+
+    # --- the port ---------------------------------------------------------------------------------
+
+    def find_customers(self, display_name: str, email: str) -> list[AccountingCustomer]:
+        with self._lock:
+            self._call(write=False)
+            wanted_email = normalise(email)
+            return [
+                AccountingCustomer(c.id, c.display_name, c.email, c.active)
+                for c in self.customers.values()
+                if c.active and normalise(c.email) == wanted_email
+            ]
+
+    def create_customer(self, customer: NewCustomer, *, request_id: str) -> AccountingCustomer:
+        with self._lock:
+            return self._write(request_id, lambda: self._create_customer(customer))
+
+    def create(self, spec: TxnSpec, *, request_id: str) -> QuickBooksRef:
+        with self._lock:
+            return self._write(request_id, lambda: self._create(spec))
+
+    def update(self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str) -> QuickBooksRef:
+        with self._lock:
+            return self._write(request_id, lambda: self._update(ref, spec))
+
+    def find_by_marker(self, kind: TxnKind, marker: str) -> QuickBooksRef | None:
+        with self._lock:
+            self._call(write=False)
+            for txn in self.txns.values():
+                if txn.live and txn.entity == _entity_of(kind) and marker in txn.spec.private_note:
+                    return QuickBooksRef(txn.kind, txn.id, str(txn.sync_token))
+            return None
+
+    def link_for(self, kind: TxnKind | None, quickbooks_id: str) -> str:
+        page = {
+            None: f"customerdetail?nameId={quickbooks_id}",
+            TxnKind.PAYMENT: f"recvpayment?txnId={quickbooks_id}",
+            TxnKind.INVOICE: f"invoice?txnId={quickbooks_id}",
+            TxnKind.EXPENSE: f"expense?txnId={quickbooks_id}",
+            TxnKind.CHECK: f"check?txnId={quickbooks_id}",
+        }[kind]
+        return f"{SANDBOX_APP}/app/{page}&deeplinkcompanyid={self.realm_id}"
+
+    # --- what testers use ---------------------------------------------------------------------------
+
+    def inject(self, *faults: Fault) -> None:
+        """The next calls fail, one fault each, in order."""
+        with self._lock:
+            self.faults.extend(faults)
+
+    def forget_request_ids(self) -> None:
+        """QBO does not always honour requestid replay: make it forget, to prove we don't rely on it."""
+        with self._lock:
+            self.replays.clear()
+
+    def add_vendor(self, display_name: str) -> None:
+        with self._lock:
+            self.other_names.add(display_name)
+
+    def add_customer(self, display_name: str, email: str = "", *, active: bool = True) -> str:
+        """A customer created in QuickBooks by someone else."""
+        with self._lock:
+            if self._name_taken(display_name):
+                raise DuplicateNameError(display_name)
+            new_id = self._new_id()
+            self.customers[new_id] = FakeCustomer(new_id, display_name, email, active=active)
+            return new_id
+
+    def deactivate_customer(self, customer_id: str) -> None:
+        with self._lock:
+            self.customers[customer_id].active = False
+
+    def delete(self, quickbooks_id: str) -> None:
+        """Deletes a transaction in QuickBooks; payments linking it lose those lines, as in QBO."""
+        with self._lock:
+            self.txns[quickbooks_id].deleted = True
+            self._unlink(quickbooks_id)
+
+    def void(self, quickbooks_id: str) -> None:
+        with self._lock:
+            self.txns[quickbooks_id].voided = True
+            self._unlink(quickbooks_id)
+
+    def live(self, entity: str) -> list[FakeTxn]:
+        """Live Payments, Purchases or Invoices."""
+        with self._lock:
+            return [t for t in self.txns.values() if t.entity == entity and t.live]
+
+    def txn(self, quickbooks_id: str) -> FakeTxn:
+        return self.txns[quickbooks_id]
+
+    def invoice_balance(self, invoice_id: str) -> Decimal:
+        with self._lock:
+            return self.txns[invoice_id].total - self._linked_to(invoice_id)
+
+    def unapplied_amount(self, payment_id: str) -> Decimal:
+        with self._lock:
+            spec = self.txns[payment_id].spec
+            assert isinstance(spec, PaymentSpec)
+            return spec.amount - spec.linked_total
+
+    # --- behaviour ------------------------------------------------------------------------------
+
+    def _call(self, *, write: bool) -> Fault | None:
+        self.request_count += 1
+        fault = self.faults.popleft() if self.faults else None
+        if fault is Fault.UNAVAILABLE:
+            raise AccountingUnavailableError("QuickBooks is unavailable (injected)")
+        if fault is Fault.THROTTLED:
+            raise ThrottledError("QuickBooks throttled the request (injected)", retry_after_seconds=0)
+        if fault is Fault.COMMIT_THEN_LOSE and not write:
+            raise AccountingUnavailableError("QuickBooks did not answer (injected)")
+        return fault
+
+    def _write(self, request_id: str, do):  # type: ignore[no-untyped-def]
+        fault = self._call(write=True)
+        if request_id in self.replays:
+            result = self.replays[request_id]
+        else:
+            result = do()
+            self.write_count += 1
+            self.replays[request_id] = result
+        if fault is Fault.COMMIT_THEN_LOSE:
+            raise AccountingUnavailableError("the connection was reset after QuickBooks committed", maybe_committed=True)
+        return result
+
+    def _create_customer(self, new: NewCustomer) -> AccountingCustomer:
+        if self._name_taken(new.display_name):
+            raise DuplicateNameError(new.display_name)
+        new_id = self._new_id()
+        self.customers[new_id] = FakeCustomer(
+            new_id,
+            new.display_name,
+            new.email,
+            new.given_name,
+            new.family_name,
+            new.company_name,
+            new.phone,
+            new.note,
+        )
+        return AccountingCustomer(new_id, new.display_name, new.email)
+
+    def _create(self, spec: TxnSpec) -> QuickBooksRef:
+        self._check(spec, replacing=None)
+        new_id = self._new_id()
+        self.txns[new_id] = FakeTxn(new_id, _entity_of(spec.kind), spec)
+        return QuickBooksRef(spec.kind, new_id, "0")
+
+    def _update(self, ref: QuickBooksRef, spec: TxnSpec) -> QuickBooksRef:
+        txn = self.txns.get(ref.id)
+        if txn is None or not txn.live or txn.entity != _entity_of(spec.kind):
+            raise RecordGoneError(f"{_entity_of(spec.kind)} {ref.id} was deleted or voided in QuickBooks")
+        if ref.sync_token != str(txn.sync_token):
+            # QBO answers 5010 (stale object); the adapter re-reads and re-applies the full record.
+            self.stale_token_retries += 1
+        self._check(spec, replacing=txn)
+        txn.spec = spec
+        txn.sync_token += 1
+        return QuickBooksRef(spec.kind, txn.id, str(txn.sync_token))
+
+    def _check(self, spec: TxnSpec, replacing: FakeTxn | None) -> None:
+        """The business rules QBO enforces on a write."""
+        customer = self.customers.get(spec.customer_id)
+        if customer is None or not customer.active:
+            raise CustomerUnusableError(f"customer {spec.customer_id} is missing or inactive in QuickBooks")
+        if isinstance(spec, PaymentSpec):
+            if spec.linked_total > spec.amount:
+                raise BookkeepingError("a payment cannot apply more than its amount")
+            for line in spec.lines:
+                target = self.txns.get(line.txn_id)
+                if target is None or not target.live or target.entity != _entity_of(line.txn_kind):
+                    raise BookkeepingError(f"the payment links {line.txn_kind.value} {line.txn_id}, which is gone")
+                if target.spec.customer_id != spec.customer_id:
+                    raise BookkeepingError("a payment can only link its own customer's transactions")
+                if line.txn_kind is TxnKind.INVOICE:
+                    others = self._linked_to(line.txn_id, excluding=replacing.id if replacing else None)
+                    if others + line.amount > target.total:
+                        raise BookkeepingError(f"invoice {line.txn_id} would be over-applied")
+        if isinstance(spec, InvoiceSpec) and replacing is not None and spec.total < self._linked_to(replacing.id):
+            raise BookkeepingError("the invoice total would fall below the payments applied to it")
+        if isinstance(spec, RefundSpec) and spec.amount <= ZERO:
+            raise BookkeepingError("an expense needs a positive amount")
+
+    def _linked_to(self, txn_id: str, excluding: str | None = None) -> Decimal:
+        return money_sum(
+            line.amount
+            for t in self.txns.values()
+            if t.live and t.entity == "Payment" and t.id != excluding and isinstance(t.spec, PaymentSpec)
+            for line in t.spec.lines
+            if line.txn_id == txn_id
+        )
+
+    def _unlink(self, txn_id: str) -> None:
+        for t in self.txns.values():
+            if isinstance(t.spec, PaymentSpec) and any(line.txn_id == txn_id for line in t.spec.lines):
+                t.spec = replace(t.spec, lines=tuple(line for line in t.spec.lines if line.txn_id != txn_id))
+                t.sync_token += 1
+
+    def _name_taken(self, display_name: str) -> bool:
+        wanted = normalise(display_name)
+        names = [c.display_name for c in self.customers.values()] + list(self.other_names)
+        return any(normalise(n) == wanted for n in names)
+
+    def _new_id(self) -> str:
+        new_id = str(self._next_id)
+        self._next_id += 1
+        return new_id
+
+
+class FakeQuickBooksCompanies(AccountingSystems):
+    """One fake company per tenant, made on first use."""
+
+    def __init__(self) -> None:
+        self._companies: dict[str, FakeQuickBooks] = {}
+        self._lock = threading.Lock()
+
+    def for_tenant(self, tenant_id: str) -> FakeQuickBooks:
+        with self._lock:
+            if tenant_id not in self._companies:
+                realm = str(9130000000000000 + len(self._companies) + 1)
+                self._companies[tenant_id] = FakeQuickBooks(realm_id=realm)
+            return self._companies[tenant_id]

@@ -1,0 +1,130 @@
+"""The accounting shapes qbsync writes (SPEC.md section 5), as the core decides them.
+
+These are what the core asks the accounting system to hold; the QuickBooks adapter maps them to QBO
+entities (Customer, Payment, Purchase, Invoice) and the tenant's account settings.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from core.domain import InvoiceLine, PaymentMethod
+from core.money import money_sum
+
+
+class TxnKind(enum.Enum):
+    """QuickBooks transaction kinds qbsync writes. EXPENSE and CHECK are both QBO Purchases."""
+
+    PAYMENT = "Payment"
+    EXPENSE = "Expense"
+    CHECK = "Check"
+    INVOICE = "Invoice"
+
+
+@dataclass(frozen=True)
+class QuickBooksRef:
+    """A record in the accounting system: its kind, Id and the SyncToken an update must quote."""
+
+    kind: TxnKind
+    id: str
+    sync_token: str = "0"
+
+
+@dataclass(frozen=True)
+class AccountingCustomer:
+    id: str
+    display_name: str
+    email: str
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class NewCustomer:
+    display_name: str
+    given_name: str
+    family_name: str
+    company_name: str
+    email: str
+    phone: str
+    note: str
+
+
+@dataclass(frozen=True)
+class LinkLine:
+    """A payment line: part of the payment linked to a refund expense/check or applied to an invoice."""
+
+    txn_kind: TxnKind
+    txn_id: str
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class PaymentSpec:
+    customer_id: str
+    amount: Decimal
+    txn_date: date
+    method: PaymentMethod
+    reference: str
+    lines: tuple[LinkLine, ...]
+    private_note: str
+    marker: str
+
+    @property
+    def kind(self) -> TxnKind:
+        return TxnKind.PAYMENT
+
+    @property
+    def linked_total(self) -> Decimal:
+        return money_sum(line.amount for line in self.lines)
+
+
+@dataclass(frozen=True)
+class RefundSpec:
+    """A refund: an expense (or check) paid to the customer, its one line on Accounts Receivable."""
+
+    customer_id: str
+    amount: Decimal
+    txn_date: date
+    refund_kind: TxnKind
+    memo: str
+    private_note: str
+    marker: str
+
+    @property
+    def kind(self) -> TxnKind:
+        return self.refund_kind
+
+
+@dataclass(frozen=True)
+class InvoiceSpec:
+    customer_id: str
+    doc_number: str
+    txn_date: date
+    lines: tuple[InvoiceLine, ...]
+    private_note: str
+    marker: str
+
+    @property
+    def kind(self) -> TxnKind:
+        return TxnKind.INVOICE
+
+    @property
+    def total(self) -> Decimal:
+        return money_sum(line.amount for line in self.lines)
+
+
+TxnSpec = PaymentSpec | RefundSpec | InvoiceSpec
+
+
+def spec_fingerprint(spec: object) -> str:
+    """A stable digest of what would be written: equal digests mean there is nothing to update."""
+    return hashlib.sha256(repr(spec).encode()).hexdigest()
+
+
+def request_id_for(*parts: object) -> str:
+    """QBO's requestid: at most 50 characters, the same for every retry of one logical write."""
+    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:40]

@@ -1,0 +1,314 @@
+"""The CRM's records as qbsync receives them, and the sync state qbsync keeps about them.
+
+CRM records (Customer, Opportunity, Payment, Refund, Job) are immutable snapshots: each sync request
+brings the latest version and qbsync keeps the newest one it has seen. Sync state (SyncRecord, SyncJob)
+is what qbsync knows about the matching QuickBooks records.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from decimal import Decimal
+
+from core.money import ZERO, money_sum
+
+_SPACES = re.compile(r"\s+")
+
+
+def normalise(text: str) -> str:
+    """How names and emails are compared (R1): case, outer spaces and repeated inner spaces ignored."""
+    return _SPACES.sub(" ", text).strip().casefold()
+
+
+class PaymentMethod(enum.Enum):
+    CASH = "CASH"
+    CHECK = "CHECK"
+    CREDIT_CARD = "CREDIT_CARD"
+    ACH = "ACH"
+    OTHER = "OTHER"
+
+
+class EntityType(enum.Enum):
+    PAYMENT = "PAYMENT"
+    REFUND = "REFUND"
+    INVOICE = "INVOICE"
+    CUSTOMER = "CUSTOMER"
+
+
+@dataclass(frozen=True, order=True)
+class EntityRef:
+    """A CRM record: its type and CRM id (the job's id stands for its invoice)."""
+
+    type: EntityType
+    id: str
+
+    def __str__(self) -> str:
+        return f"{self.type.value.lower()} {self.id}"
+
+
+@dataclass(frozen=True)
+class Customer:
+    customer_id: str
+    first_name: str = ""
+    last_name: str = ""
+    company_name: str = ""
+    email: str = ""
+    phone: str = ""
+
+    @property
+    def display_name(self) -> str:
+        """`first last`, or the company name when both are empty (R1), with spaces tidied."""
+        person = " ".join(p for p in (self.first_name.strip(), self.last_name.strip()) if p)
+        name = person or self.company_name
+        return _SPACES.sub(" ", name).strip()
+
+    @property
+    def match_key(self) -> tuple[str, str]:
+        return normalise(self.display_name), normalise(self.email)
+
+
+@dataclass(frozen=True)
+class Opportunity:
+    opportunity_id: str
+    number: str
+    customer: Customer
+
+
+@dataclass(frozen=True)
+class Refund:
+    refund_id: str
+    amount: Decimal
+    refunded_time: datetime
+    memo: str = ""
+
+
+@dataclass(frozen=True)
+class Payment:
+    payment_id: str
+    amount: Decimal
+    method: PaymentMethod
+    received_time: datetime
+    reference: str = ""
+    refunds: tuple[Refund, ...] = ()
+
+    @property
+    def refunded(self) -> Decimal:
+        return money_sum(r.amount for r in self.refunds)
+
+    @property
+    def net_amount(self) -> Decimal:
+        """What the payment still holds after its refunds: the most it can apply to invoices."""
+        return self.amount - self.refunded
+
+    def with_refunds_merged(self, earlier: Payment | None) -> Payment:
+        """Refunds are never dropped by omission: one qbsync has seen stays, newest version wins."""
+        if earlier is None:
+            return self
+        merged = {r.refund_id: r for r in earlier.refunds}
+        merged.update({r.refund_id: r for r in self.refunds})
+        ordered = sorted(merged.values(), key=lambda r: (r.refunded_time, r.refund_id))
+        return replace(self, refunds=tuple(ordered))
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    description: str
+    quantity: Decimal
+    unit_price: Decimal
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class Job:
+    """A moving job; once closed out, its lines become a QuickBooks invoice (R5)."""
+
+    job_id: str
+    number: str
+    service_date: date
+    lines: tuple[InvoiceLine, ...] = ()
+
+    @property
+    def total(self) -> Decimal:
+        return money_sum(line.amount for line in self.lines)
+
+
+@dataclass(frozen=True)
+class ClosedJob:
+    """A job closed out for an opportunity, in the order close-outs happened (oldest invoice first)."""
+
+    opportunity_id: str
+    job: Job
+    closed_time: datetime
+
+
+class SyncState(enum.Enum):
+    NOT_SYNCED = "NOT_SYNCED"
+    PENDING = "PENDING"
+    SYNCED = "SYNCED"
+    FAILED = "FAILED"
+
+
+@dataclass
+class SyncRecord:
+    """What qbsync knows about the QuickBooks record of one CRM record (R8).
+
+    `generation` counts how often the QuickBooks record had to be recreated (R6); it is part of every
+    create's request id so that a recreate is never mistaken for a replay of the first create.
+    `create_started` is set (and committed) before a create is sent and cleared when its id is stored:
+    finding it set means an earlier attempt may have created the record, so look before creating (R7).
+    `amount` is the total last written (payment amount, invoice total).
+    `applied` (payments only) is what this payment applies to each invoice, by job id, as written.
+    """
+
+    tenant_id: str
+    entity: EntityRef
+    state: SyncState = SyncState.NOT_SYNCED
+    quickbooks_id: str | None = None
+    sync_token: str | None = None
+    quickbooks_type: str = ""
+    generation: int = 0
+    create_started: bool = False
+    content_hash: str = ""
+    last_synced_time: datetime | None = None
+    last_error: str = ""
+    display_name: str = ""
+    amount: Decimal | None = None
+    applied: dict[str, Decimal] = field(default_factory=dict)
+
+    @property
+    def resync_available(self) -> bool:
+        """Resync is offered exactly when the record was synced before (R8)."""
+        return self.last_synced_time is not None
+
+    @property
+    def applied_total(self) -> Decimal:
+        return money_sum(self.applied.values())
+
+
+class JobKind(enum.Enum):
+    SYNC_PAYMENT = "SYNC_PAYMENT"
+    CLOSE_OUT_JOB = "CLOSE_OUT_JOB"
+    SYNC_INVOICE = "SYNC_INVOICE"
+
+
+class JobState(enum.Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+    @property
+    def done(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED)
+
+
+class SyncAction(enum.Enum):
+    CREATED = "CREATED"
+    UPDATED = "UPDATED"
+    UNCHANGED = "UNCHANGED"
+    LINKED = "LINKED"
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    entity: EntityRef
+    quickbooks_id: str
+    action: SyncAction
+
+
+@dataclass(frozen=True)
+class JobError:
+    """Why a job failed: a stable reason, words for a bookkeeper, and whether retrying may help."""
+
+    reason: str
+    message: str
+    retryable: bool
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SyncJob:
+    """One accepted sync request, queued in the same transaction as the state it drives."""
+
+    job_id: str
+    tenant_id: str
+    kind: JobKind
+    target: EntityRef
+    opportunity_id: str
+    customer_id: str
+    create_time: datetime
+    update_time: datetime
+    state: JobState = JobState.PENDING
+    resync: bool = False
+    attempts: int = 0
+    max_attempts: int = 8
+    results: list[SyncResult] = field(default_factory=list)
+    error: JobError | None = None
+    request_id: str = ""
+    request_fingerprint: str = ""
+    next_attempt_time: datetime | None = None
+    claimed_by: str = ""
+    lease_expires: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        return f"syncJobs/{self.job_id}"
+
+    @property
+    def lock_key(self) -> str:
+        """Jobs with the same key never run at once: one writer per customer and its records."""
+        return f"{self.tenant_id}/customer/{self.customer_id}"
+
+
+class Permission(enum.Enum):
+    SYNC = "sync"
+    READ = "read"
+    QUICKBOOKS_VIEW = "quickbooks.view"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key as stored: only the hash of the secret is kept."""
+
+    key_id: str
+    tenant_id: str
+    secret_hash: str
+    permissions: frozenset[Permission]
+    create_time: datetime
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the tenant the key belongs to and what it may do."""
+
+    tenant_id: str
+    permissions: frozenset[Permission]
+
+    def can(self, permission: Permission) -> bool:
+        return permission in self.permissions
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    tenant_id: str
+    time: datetime
+    kind: str
+    entity: EntityRef | None
+    job_id: str
+    message: str
+
+
+def payments_oldest_first(payments: list[Payment]) -> list[Payment]:
+    return sorted(payments, key=lambda p: (p.received_time, p.payment_id))
+
+
+def applied_to_job(records: list[SyncRecord], job_id: str, *, excluding: str | None = None) -> Decimal:
+    """What the given payment records apply to one invoice, optionally leaving one payment out."""
+    return money_sum(
+        r.applied.get(job_id, ZERO) for r in records if excluding is None or r.entity.id != excluding
+    )

@@ -1,0 +1,137 @@
+"""Domain errors. Each carries a stable, machine-readable `reason` (the gRPC ErrorInfo reason)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class QbsyncError(Exception):
+    reason = "QBSYNC_ERROR"
+
+    def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata: dict[str, str] = dict(metadata or {})
+
+
+# --- the caller's mistakes -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class ValidationError(QbsyncError):
+    """Bad input: every offending field is named, and nothing has been stored."""
+
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        self.violations = list(violations)
+        fields = ", ".join(v.field for v in self.violations)
+        super().__init__(f"invalid request: {fields}")
+
+
+class UnauthenticatedError(QbsyncError):
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDeniedError(QbsyncError):
+    reason = "PERMISSION_DENIED"
+
+
+class NotFoundError(QbsyncError):
+    """Unknown here, or another tenant's: the two are never told apart."""
+
+    reason = "NOT_FOUND"
+
+
+class RequestIdReusedError(QbsyncError):
+    """The same request_id came with a different body."""
+
+    reason = "REQUEST_ID_REUSED"
+
+
+class FailedPreconditionError(QbsyncError):
+    reason = "FAILED_PRECONDITION"
+
+
+# --- what the accounting system says ------------------------------------------------------------
+
+
+class AccountingError(QbsyncError):
+    """Something the accounting system refused or could not do.
+
+    `retryable` tells the worker whether trying again later may succeed without a person's help.
+    """
+
+    reason = "QUICKBOOKS_ERROR"
+    retryable = False
+
+
+class AccountingUnavailableError(AccountingError):
+    """QuickBooks could not be reached or answered with a server error.
+
+    `maybe_committed` is True when the request was sent and the write may have happened anyway
+    (timeout, reset, 5xx after sending): the next attempt must look before it creates.
+    """
+
+    reason = "QUICKBOOKS_UNAVAILABLE"
+    retryable = True
+
+    def __init__(self, message: str, *, maybe_committed: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_committed = maybe_committed
+
+
+class ThrottledError(AccountingError):
+    reason = "QUICKBOOKS_THROTTLED"
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after_seconds: float = 60.0) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class DuplicateNameError(AccountingError):
+    """The DisplayName is already used by a customer, vendor or employee (QBO 6240)."""
+
+    reason = "DUPLICATE_NAME"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"the name {name!r} is already used in QuickBooks")
+        self.name = name
+
+
+class CustomerNameConflictError(AccountingError):
+    reason = "CUSTOMER_NAME_CONFLICT"
+
+
+class RecordGoneError(AccountingError):
+    """The QuickBooks record was deleted or voided there: it must be recreated (R6)."""
+
+    reason = "QUICKBOOKS_RECORD_GONE"
+
+
+class CustomerUnusableError(AccountingError):
+    """The linked QuickBooks customer no longer exists or is inactive: re-resolve it (R1)."""
+
+    reason = "QUICKBOOKS_CUSTOMER_UNUSABLE"
+
+
+class BookkeepingError(AccountingError):
+    """QuickBooks refused the write for a reason a person must fix (closed period, bad account...)."""
+
+    reason = "QUICKBOOKS_REJECTED"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason:
+            self.reason = reason
+
+
+class ReconnectRequiredError(AccountingError):
+    reason = "QUICKBOOKS_RECONNECT_REQUIRED"

@@ -1,0 +1,321 @@
+"""The use cases the API offers (SPEC.md section 3): accept syncs, show their state, retry them.
+
+Accepting a sync stores the CRM snapshot, marks the records PENDING and queues a SyncJob, all in one
+transaction (a transactional outbox): the job is never queued without its data, nor the data without
+its job. The work itself happens in the background (core/worker.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from core.accounting import TxnKind
+from core.domain import (
+    AuditEvent,
+    EntityRef,
+    EntityType,
+    Job,
+    JobKind,
+    JobState,
+    Opportunity,
+    Payment,
+    Permission,
+    Principal,
+    SyncJob,
+    SyncRecord,
+    SyncState,
+)
+from core.errors import (
+    FailedPreconditionError,
+    FieldViolation,
+    NotFoundError,
+    PermissionDeniedError,
+    RequestIdReusedError,
+    ValidationError,
+)
+from core.ports import AccountingSystems, Clock, IdSource, RequestIdTakenError, UnitOfWork, UnitOfWorkFactory
+from core.validation import refunds_within_payment, validate_job_request, validate_payment_request
+
+DEFAULT_MAX_ATTEMPTS = 8
+MAX_PAGE_SIZE = 100
+JOB_NAME_PREFIX = "syncJobs/"
+
+
+def require(principal: Principal, permission: Permission) -> None:
+    if not principal.can(permission):
+        raise PermissionDeniedError(f"this API key lacks the {permission.value!r} permission")
+
+
+def _fingerprint(*parts: object) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+class SyncService:
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        accounting: AccountingSystems,
+        clock: Clock,
+        ids: IdSource,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> None:
+        self._uow_factory = uow_factory
+        self._accounting = accounting
+        self._clock = clock
+        self._ids = ids
+        self._max_attempts = max_attempts
+
+    # --- mutating ---------------------------------------------------------------------------------
+
+    def sync_payment(
+        self, principal: Principal, opportunity: Opportunity, payment: Payment, request_id: str = ""
+    ) -> SyncJob:
+        """R3/R4: sync (or resync) one payment with its refunds."""
+        require(principal, Permission.SYNC)
+        _raise_if_any(validate_payment_request(opportunity, payment, request_id))
+        fingerprint = _fingerprint(JobKind.SYNC_PAYMENT, opportunity, payment)
+        target = EntityRef(EntityType.PAYMENT, payment.payment_id)
+
+        def stage(uow: UnitOfWork) -> None:
+            self._stage_opportunity(uow, principal.tenant_id, opportunity, "opportunity")
+            self._stage_payment(uow, principal.tenant_id, opportunity, payment, "payment")
+
+        return self._accept(principal, JobKind.SYNC_PAYMENT, target, opportunity, request_id, fingerprint, stage)
+
+    def close_out_job(
+        self, principal: Principal, opportunity: Opportunity, job: Job, payments: list[Payment], request_id: str = ""
+    ) -> SyncJob:
+        """R5: record the job as closed out and sync its invoice with the payments applied."""
+        return self._accept_job(principal, JobKind.CLOSE_OUT_JOB, opportunity, job, payments, request_id)
+
+    def sync_invoice(
+        self, principal: Principal, opportunity: Opportunity, job: Job, payments: list[Payment], request_id: str = ""
+    ) -> SyncJob:
+        """R5/R6: sync or resync the invoice of a job that was closed out."""
+        return self._accept_job(principal, JobKind.SYNC_INVOICE, opportunity, job, payments, request_id)
+
+    def retry(self, principal: Principal, name: str) -> SyncJob:
+        """Runs a FAILED job again, with a fresh allowance of attempts."""
+        require(principal, Permission.SYNC)
+        job_id = _job_id(name)
+        with self._uow_factory() as uow:
+            job = uow.jobs.get(principal.tenant_id, job_id)
+            if job is None:
+                raise NotFoundError(f"{name} not found")
+            if job.state is not JobState.FAILED:
+                raise FailedPreconditionError(
+                    f"{name} is {job.state.value}: only a FAILED job can be retried",
+                    metadata={"state": job.state.value},
+                )
+            now = self._clock.now()
+            job.state = JobState.PENDING
+            job.max_attempts = job.attempts + self._max_attempts
+            job.next_attempt_time = None
+            job.update_time = now
+            uow.jobs.save(job)
+            self._mark(uow, principal.tenant_id, [job.target], SyncState.PENDING, keep_error=True)
+            uow.audit.append(AuditEvent(principal.tenant_id, now, "RETRY_REQUESTED", job.target, job_id, ""))
+            uow.commit()
+            return job
+
+    # --- reading ------------------------------------------------------------------------------------
+
+    def get_job(self, principal: Principal, name: str) -> SyncJob:
+        require(principal, Permission.READ)
+        with self._uow_factory() as uow:
+            job = uow.jobs.get(principal.tenant_id, _job_id(name))
+        if job is None:
+            raise NotFoundError(f"{name} not found")
+        return job
+
+    def get_status(self, principal: Principal, entity: EntityRef) -> SyncRecord:
+        """R8: a record's sync state. A record qbsync was never sent is NOT_FOUND."""
+        require(principal, Permission.READ)
+        _check_entity(entity)
+        with self._uow_factory() as uow:
+            record = uow.sync_records.get(principal.tenant_id, entity)
+        if record is None:
+            raise NotFoundError(f"{entity} not found")
+        return record
+
+    def get_link(self, principal: Principal, entity: EntityRef) -> str:
+        """R9: the "View in QuickBooks" URL of a synced record."""
+        require(principal, Permission.QUICKBOOKS_VIEW)
+        _check_entity(entity)
+        with self._uow_factory() as uow:
+            record = uow.sync_records.get(principal.tenant_id, entity)
+        if record is None:
+            raise NotFoundError(f"{entity} not found")
+        if not record.quickbooks_id:
+            raise FailedPreconditionError(f"{entity} is not in QuickBooks yet", metadata={"state": record.state.value})
+        kind = None if entity.type is EntityType.CUSTOMER else TxnKind(record.quickbooks_type)
+        return self._accounting.for_tenant(principal.tenant_id).link_for(kind, record.quickbooks_id)
+
+    def list_errors(self, principal: Principal, page_size: int, page_token: str) -> tuple[list[SyncJob], str]:
+        """The tenant's failed syncs, newest first; the token is an opaque offset."""
+        require(principal, Permission.READ)
+        violations = []
+        if page_size < 0:
+            violations.append(FieldViolation("page_size", "must not be negative"))
+        if page_token and not page_token.isdigit():
+            violations.append(FieldViolation("page_token", "is not a token this service issued"))
+        _raise_if_any(violations)
+        limit = min(page_size or 50, MAX_PAGE_SIZE)
+        offset = int(page_token or 0)
+        with self._uow_factory() as uow:
+            jobs = uow.jobs.list_failed(principal.tenant_id, offset=offset, limit=limit + 1)
+        more = len(jobs) > limit
+        return jobs[:limit], str(offset + limit) if more else ""
+
+    # --- accepting --------------------------------------------------------------------------------
+
+    def _accept_job(
+        self,
+        principal: Principal,
+        kind: JobKind,
+        opportunity: Opportunity,
+        job: Job,
+        payments: list[Payment],
+        request_id: str,
+    ) -> SyncJob:
+        require(principal, Permission.SYNC)
+        _raise_if_any(validate_job_request(opportunity, job, payments, request_id))
+        fingerprint = _fingerprint(kind, opportunity, job, tuple(payments))
+        target = EntityRef(EntityType.INVOICE, job.job_id)
+        tenant = principal.tenant_id
+
+        def stage(uow: UnitOfWork) -> None:
+            self._stage_opportunity(uow, tenant, opportunity, "opportunity")
+            for i, payment in enumerate(payments):
+                self._stage_payment(uow, tenant, opportunity, payment, f"payments[{i}]")
+            known = uow.snapshots.get_job(tenant, job.job_id)
+            if known is not None and known[0] != opportunity.opportunity_id:
+                raise ValidationError(
+                    [FieldViolation("job.job_id", f"job {job.job_id} belongs to another opportunity")]
+                )
+            already_closed = known is not None and known[2] is not None
+            if kind is JobKind.SYNC_INVOICE and not already_closed:
+                raise FailedPreconditionError(
+                    f"job {job.job_id} has not been closed out: call CloseOutJob first (no invoice before close-out)"
+                )
+            uow.snapshots.save_job(tenant, opportunity.opportunity_id, job, self._clock.now())
+
+        return self._accept(principal, kind, target, opportunity, request_id, fingerprint, stage)
+
+    def _accept(
+        self,
+        principal: Principal,
+        kind: JobKind,
+        target: EntityRef,
+        opportunity: Opportunity,
+        request_id: str,
+        fingerprint: str,
+        stage: Callable[[UnitOfWork], None],
+    ) -> SyncJob:
+        tenant = principal.tenant_id
+        try:
+            with self._uow_factory() as uow:
+                if request_id:
+                    earlier = uow.jobs.find_by_request_id(tenant, request_id)
+                    if earlier is not None:
+                        return _same_request(earlier, fingerprint, request_id)
+                stage(uow)
+                record = uow.sync_records.get(tenant, target)
+                now = self._clock.now()
+                job = SyncJob(
+                    job_id=self._ids.new_id(),
+                    tenant_id=tenant,
+                    kind=kind,
+                    target=target,
+                    opportunity_id=opportunity.opportunity_id,
+                    customer_id=opportunity.customer.customer_id,
+                    create_time=now,
+                    update_time=now,
+                    resync=record is not None and record.resync_available,
+                    request_id=request_id,
+                    request_fingerprint=fingerprint,
+                    max_attempts=self._max_attempts,
+                )
+                self._mark(uow, tenant, [target], SyncState.PENDING)
+                uow.jobs.add(job)
+                uow.audit.append(AuditEvent(tenant, now, f"{kind.value}_ACCEPTED", target, job.job_id, ""))
+                uow.commit()
+                return job
+        except RequestIdTakenError:
+            # Two identical requests raced: the other one won; answer as if we had come second.
+            with self._uow_factory() as uow:
+                earlier = uow.jobs.find_by_request_id(tenant, request_id)
+            if earlier is None:
+                raise
+            return _same_request(earlier, fingerprint, request_id)
+
+    def _stage_opportunity(self, uow: UnitOfWork, tenant: str, opportunity: Opportunity, path: str) -> None:
+        known = uow.snapshots.get_opportunity(tenant, opportunity.opportunity_id)
+        if known is not None and known.customer.customer_id != opportunity.customer.customer_id:
+            raise ValidationError(
+                [
+                    FieldViolation(
+                        f"{path}.customer.customer_id",
+                        f"opportunity {opportunity.opportunity_id} belongs to customer {known.customer.customer_id}",
+                    )
+                ]
+            )
+        uow.snapshots.save_opportunity(tenant, opportunity)
+
+    def _stage_payment(
+        self, uow: UnitOfWork, tenant: str, opportunity: Opportunity, payment: Payment, path: str
+    ) -> None:
+        known = uow.snapshots.get_payment(tenant, payment.payment_id)
+        if known is not None and known[0] != opportunity.opportunity_id:
+            raise ValidationError(
+                [FieldViolation(f"{path}.payment_id", f"payment {payment.payment_id} belongs to another opportunity")]
+            )
+        merged = payment.with_refunds_merged(known[1] if known else None)
+        violations = refunds_within_payment(merged, path)
+        for i, refund in enumerate(payment.refunds):
+            owner = uow.snapshots.payment_of_refund(tenant, refund.refund_id)
+            if owner is not None and owner != payment.payment_id:
+                violations.append(
+                    FieldViolation(f"{path}.refunds[{i}].refund_id", f"refund {refund.refund_id} belongs to another payment")
+                )
+        _raise_if_any(violations)
+        uow.snapshots.save_payment(tenant, opportunity.opportunity_id, merged)
+        refs = [EntityRef(EntityType.PAYMENT, payment.payment_id)]
+        refs += [EntityRef(EntityType.REFUND, r.refund_id) for r in merged.refunds]
+        self._mark(uow, tenant, refs, SyncState.PENDING)
+
+    def _mark(
+        self, uow: UnitOfWork, tenant: str, refs: list[EntityRef], state: SyncState, *, keep_error: bool = False
+    ) -> None:
+        for ref in refs:
+            record = uow.sync_records.get(tenant, ref) or SyncRecord(tenant_id=tenant, entity=ref)
+            record.state = state
+            if not keep_error:
+                record.last_error = ""
+            uow.sync_records.save(record)
+
+
+def _same_request(earlier: SyncJob, fingerprint: str, request_id: str) -> SyncJob:
+    if earlier.request_fingerprint != fingerprint:
+        raise RequestIdReusedError(
+            f"request_id {request_id!r} was already used for a different request",
+            metadata={"request_id": request_id, "sync_job": earlier.name},
+        )
+    return earlier
+
+
+def _job_id(name: str) -> str:
+    if not name.startswith(JOB_NAME_PREFIX) or len(name) == len(JOB_NAME_PREFIX):
+        raise ValidationError([FieldViolation("name", "must look like syncJobs/{id}")])
+    return name[len(JOB_NAME_PREFIX) :]
+
+
+def _check_entity(entity: EntityRef) -> None:
+    if not entity.id.strip():
+        raise ValidationError([FieldViolation("entity.id", "is required")])
+
+
+def _raise_if_any(violations: list[FieldViolation]) -> None:
+    if violations:
+        raise ValidationError(violations)

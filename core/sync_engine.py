@@ -1,0 +1,419 @@
+"""Runs one sync job: the rules R1–R7 as a sequence of accounting-system writes.
+
+Every write is recorded in its own transaction as soon as the accounting system confirms it, so a crash
+between two writes loses nothing; before a create is sent, the intent is recorded, so a crash between
+QuickBooks' commit and ours is found again (by request id replay and by the record's marker) rather than
+written twice (R7).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from core.accounting import (
+    AccountingCustomer,
+    InvoiceSpec,
+    LinkLine,
+    NewCustomer,
+    PaymentSpec,
+    QuickBooksRef,
+    RefundSpec,
+    TxnKind,
+    TxnSpec,
+    request_id_for,
+    spec_fingerprint,
+)
+from core.allocation import InvoiceDue, PaymentFunds, plan_applications, shrink_only
+from core.domain import (
+    ClosedJob,
+    Customer,
+    EntityRef,
+    EntityType,
+    JobKind,
+    Opportunity,
+    Payment,
+    PaymentMethod,
+    Refund,
+    SyncAction,
+    SyncJob,
+    SyncRecord,
+    SyncResult,
+    SyncState,
+    normalise,
+)
+from core.errors import (
+    CustomerNameConflictError,
+    CustomerUnusableError,
+    DuplicateNameError,
+    FailedPreconditionError,
+    RecordGoneError,
+)
+from core.ports import AccountingSystem, AccountingSystems, Clock, UnitOfWorkFactory
+
+MAX_NAME_SUFFIX = 50
+
+
+def marker_for(tenant_id: str, entity: EntityRef, generation: int) -> str:
+    """The tag written into a record's private note so that qbsync can find it again (R7)."""
+    suffix = f"/{generation}" if generation else ""
+    return f"[qbsync {tenant_id}/{entity.type.value.lower()}/{entity.id}{suffix}]"
+
+
+def name_matches(quickbooks_name: str, crm_name: str) -> bool:
+    """R1/R2: the DisplayName is the CRM name, or the CRM name with the ` - N` qbsync adds on a clash."""
+    wanted = normalise(crm_name)
+    found = normalise(quickbooks_name)
+    return found == wanted or re.fullmatch(re.escape(wanted) + r" - \d+", found) is not None
+
+
+def oldest_first(customer: AccountingCustomer) -> tuple[int, str]:
+    """QBO Ids are increasing numbers: the lowest is the oldest."""
+    return (int(customer.id), customer.id) if customer.id.isdigit() else (2**63, customer.id)
+
+
+def refund_kind(method: PaymentMethod) -> TxnKind:
+    """A refund of a check is written as a check, any other as an expense (QUICKBOOKS.md)."""
+    return TxnKind.CHECK if method is PaymentMethod.CHECK else TxnKind.EXPENSE
+
+
+class SyncEngine:
+    def __init__(self, uow_factory: UnitOfWorkFactory, accounting: AccountingSystems, clock: Clock) -> None:
+        self._uow_factory = uow_factory
+        self._accounting = accounting
+        self._clock = clock
+
+    def run(self, job: SyncJob) -> list[SyncResult]:
+        run = _JobRun(job, self._uow_factory, self._accounting.for_tenant(job.tenant_id), self._clock)
+        if job.kind is JobKind.SYNC_PAYMENT:
+            run.sync_payment(job.target.id)
+        else:
+            run.sync_invoice(job.target.id)
+        return run.results
+
+
+@dataclass
+class _JobRun:
+    job: SyncJob
+    uow_factory: UnitOfWorkFactory
+    accounting: AccountingSystem
+    clock: Clock
+    results: list[SyncResult] = field(default_factory=list)
+    customer_id: str = ""
+
+    @property
+    def tenant(self) -> str:
+        return self.job.tenant_id
+
+    # --- the two kinds of job ----------------------------------------------------------------------
+
+    def sync_payment(self, payment_id: str) -> None:
+        """R3/R4/R6: the payment with all its refunds; applied only to invoices already synced."""
+        opportunity, payments, closed = self._load_opportunity()
+        payment = next((p for p in payments if p.payment_id == payment_id), None)
+        if payment is None:
+            raise FailedPreconditionError(f"payment {payment_id} is not known to qbsync")
+        self._resolve_customer(opportunity.customer)
+        invoices = [
+            InvoiceDue(c.job.job_id, rec.amount)
+            for c in closed
+            if (rec := self._record(EntityRef(EntityType.INVOICE, c.job.job_id))).quickbooks_id
+            and rec.amount is not None
+        ]
+        plan = plan_applications(
+            _funds(payments), invoices, self._current_applications(payments), movable={payment_id}
+        )
+        self._write_payment(opportunity, payment, plan.get(payment_id, {}), force=True)
+
+    def sync_invoice(self, job_id: str) -> None:
+        """R5: the job's invoice, the opportunity's payments (and refunds) synced and applied to it."""
+        opportunity, payments, closed = self._load_opportunity()
+        this = next((c for c in closed if c.job.job_id == job_id), None)
+        if this is None:
+            raise FailedPreconditionError(f"job {job_id} has not been closed out: no invoice before close-out")
+        self._resolve_customer(opportunity.customer)
+        invoices: list[InvoiceDue] = []
+        for c in closed:
+            rec = self._record(EntityRef(EntityType.INVOICE, c.job.job_id))
+            if c.job.job_id == job_id:
+                invoices.append(InvoiceDue(job_id, c.job.total))
+            elif rec.quickbooks_id and rec.amount is not None:
+                invoices.append(InvoiceDue(c.job.job_id, rec.amount))
+        current = self._current_applications(payments)
+        plan = plan_applications(
+            _funds(payments), invoices, current, movable={p.payment_id for p in payments}
+        )
+        # Lower applications first, so that neither a payment nor an invoice is ever over-applied
+        # while this job's writes are under way.
+        for payment in payments:
+            lowered = shrink_only(current.get(payment.payment_id, {}), plan.get(payment.payment_id, {}))
+            if lowered != current.get(payment.payment_id, {}):
+                self._write_payment(opportunity, payment, lowered, force=False)
+        self._write_invoice(opportunity, this)
+        for payment in payments:
+            self._write_payment(opportunity, payment, plan.get(payment.payment_id, {}), force=False)
+
+    # --- R1/R2: the customer ------------------------------------------------------------------------
+
+    def _resolve_customer(self, customer: Customer, *, requery: bool = False) -> str:
+        entity = EntityRef(EntityType.CUSTOMER, customer.customer_id)
+        record = self._record(entity)
+        if record.quickbooks_id and not requery:
+            self.customer_id = record.quickbooks_id
+            return self.customer_id
+        name, email = customer.display_name, customer.email.strip()
+        matches = [
+            c
+            for c in self.accounting.find_customers(name, email)
+            if c.active and name_matches(c.display_name, name) and normalise(c.email) == normalise(email)
+        ]
+        if matches:
+            chosen, action = min(matches, key=oldest_first), SyncAction.LINKED
+        else:
+            chosen, action = self._create_customer(customer, record), SyncAction.CREATED
+        record.quickbooks_id = chosen.id
+        record.display_name = chosen.display_name
+        record.quickbooks_type = "Customer"
+        self._mark_synced(record)
+        self._save(record)
+        self.results.append(SyncResult(entity, chosen.id, action))
+        self.customer_id = chosen.id
+        return chosen.id
+
+    def _create_customer(self, customer: Customer, record: SyncRecord) -> AccountingCustomer:
+        name = customer.display_name
+        for n in range(1, MAX_NAME_SUFFIX + 1):
+            candidate = name if n == 1 else f"{name} - {n}"
+            new = NewCustomer(
+                display_name=candidate,
+                given_name=customer.first_name.strip(),
+                family_name=customer.last_name.strip(),
+                company_name=customer.company_name.strip(),
+                email=customer.email.strip(),
+                phone=customer.phone.strip(),
+                note=f"CRM customer {customer.customer_id} "
+                + marker_for(self.tenant, record.entity, record.generation),
+            )
+            try:
+                return self.accounting.create_customer(
+                    new,
+                    request_id=request_id_for(self.tenant, record.entity, candidate, record.generation),
+                )
+            except DuplicateNameError:
+                continue
+        raise CustomerNameConflictError(
+            f"QuickBooks already has customers, vendors or employees named {name!r} up to "
+            f"{name!r} - {MAX_NAME_SUFFIX}; rename one of them and retry",
+            metadata={"display_name": name},
+        )
+
+    # --- the transactions ------------------------------------------------------------------------
+
+    def _write_payment(
+        self, opportunity: Opportunity, payment: Payment, applications: dict, *, force: bool
+    ) -> None:
+        kind = refund_kind(payment.method)
+        lines: list[LinkLine] = []
+        for refund in payment.refunds:
+            refund_id = self._write_refund(opportunity, payment, refund, kind)
+            lines.append(LinkLine(kind, refund_id, refund.amount))
+        for job_id, amount in applications.items():
+            invoice = self._record(EntityRef(EntityType.INVOICE, job_id))
+            if invoice.quickbooks_id:
+                lines.append(LinkLine(TxnKind.INVOICE, invoice.quickbooks_id, amount))
+
+        def spec(marker: str) -> PaymentSpec:
+            return PaymentSpec(
+                customer_id=self.customer_id,
+                amount=payment.amount,
+                txn_date=payment.received_time.date(),
+                method=payment.method,
+                reference=payment.reference,
+                lines=tuple(lines),
+                private_note=f"CRM payment {payment.payment_id}, opportunity {opportunity.number} {marker}",
+                marker=marker,
+            )
+
+        def remember(record: SyncRecord) -> None:
+            record.applied = dict(applications)
+            record.amount = payment.amount
+
+        target = self.job.target == EntityRef(EntityType.PAYMENT, payment.payment_id)
+        self._write(EntityRef(EntityType.PAYMENT, payment.payment_id), spec, force=force or target, on_written=remember)
+
+    def _write_refund(self, opportunity: Opportunity, payment: Payment, refund: Refund, kind: TxnKind) -> str:
+        def spec(marker: str) -> RefundSpec:
+            return RefundSpec(
+                customer_id=self.customer_id,
+                amount=refund.amount,
+                txn_date=refund.refunded_time.date(),
+                refund_kind=kind,
+                memo=refund.memo or f"Refund of payment {payment.payment_id}",
+                private_note=f"CRM refund {refund.refund_id} of payment {payment.payment_id}, "
+                f"opportunity {opportunity.number} {marker}",
+                marker=marker,
+            )
+
+        def remember(record: SyncRecord) -> None:
+            record.amount = refund.amount
+
+        # An explicit sync of the payment rewrites its refunds too, so that one deleted in QuickBooks is
+        # noticed and recreated (R6); as part of a close-out an unchanged refund is left alone.
+        target = self.job.target == EntityRef(EntityType.PAYMENT, payment.payment_id)
+        record = self._write(
+            EntityRef(EntityType.REFUND, refund.refund_id), spec, force=target, on_written=remember
+        )
+        assert record.quickbooks_id is not None
+        return record.quickbooks_id
+
+    def _write_invoice(self, opportunity: Opportunity, closed: ClosedJob) -> None:
+        job = closed.job
+
+        def spec(marker: str) -> InvoiceSpec:
+            return InvoiceSpec(
+                customer_id=self.customer_id,
+                doc_number=job.number,
+                txn_date=job.service_date,
+                lines=job.lines,
+                private_note=f"CRM job {job.job_id}, opportunity {opportunity.number} {marker}",
+                marker=marker,
+            )
+
+        def remember(record: SyncRecord) -> None:
+            record.amount = job.total
+
+        self._write(EntityRef(EntityType.INVOICE, job.job_id), spec, force=True, on_written=remember)
+
+    def _write(
+        self,
+        entity: EntityRef,
+        build: Callable[[str], TxnSpec],
+        *,
+        force: bool,
+        on_written: Callable[[SyncRecord], None],
+    ) -> SyncRecord:
+        """Creates or updates one record (R6), exactly once (R7). `force` writes even when nothing
+        changed, which is how a resync notices a record deleted in QuickBooks."""
+        record = self._record(entity)
+        try:
+            return self._write_once(record, build, force=force, on_written=on_written)
+        except CustomerUnusableError:
+            # R1: the linked customer was deleted or made inactive in QuickBooks: find or make another.
+            opportunity = self._opportunity()
+            self._resolve_customer(opportunity.customer, requery=True)
+            return self._write_once(self._record(entity), build, force=True, on_written=on_written)
+
+    def _write_once(
+        self,
+        record: SyncRecord,
+        build: Callable[[str], TxnSpec],
+        *,
+        force: bool,
+        on_written: Callable[[SyncRecord], None],
+    ) -> SyncRecord:
+        spec = build(marker_for(self.tenant, record.entity, record.generation))
+        digest = spec_fingerprint(spec)
+        unchanged = record.quickbooks_id is not None and record.content_hash == digest
+        if unchanged and not force:
+            self._finish(record, digest, None, SyncAction.UNCHANGED, on_written)
+            return record
+        ref: QuickBooksRef | None = None
+        action = SyncAction.UNCHANGED if unchanged else SyncAction.UPDATED
+        if record.quickbooks_id:
+            current = QuickBooksRef(spec.kind, record.quickbooks_id, record.sync_token or "0")
+            try:
+                ref = self.accounting.update(
+                    current,
+                    spec,
+                    request_id=request_id_for(self.tenant, record.entity, "update", record.sync_token, digest),
+                )
+            except RecordGoneError:
+                # R6: deleted or voided in QuickBooks: recreate it, under a new generation so that the
+                # create is not answered with the replay of the first one.
+                record.quickbooks_id = None
+                record.sync_token = None
+                record.generation += 1
+                record.create_started = False
+                self._save(record)
+                spec = build(marker_for(self.tenant, record.entity, record.generation))
+                digest = spec_fingerprint(spec)
+        if ref is None:
+            action = SyncAction.CREATED
+            marker = marker_for(self.tenant, record.entity, record.generation)
+            if record.create_started:
+                # An earlier attempt sent this create and never heard back: it may exist already.
+                found = self.accounting.find_by_marker(spec.kind, marker)
+                if found is not None:
+                    ref = self.accounting.update(
+                        found, spec, request_id=request_id_for(self.tenant, record.entity, "adopt", found.sync_token, digest)
+                    )
+            if ref is None:
+                record.create_started = True
+                self._save(record)
+                ref = self.accounting.create(
+                    spec, request_id=request_id_for(self.tenant, record.entity, "create", record.generation)
+                )
+        self._finish(record, digest, ref, action, on_written)
+        return record
+
+    def _finish(
+        self,
+        record: SyncRecord,
+        digest: str,
+        ref: QuickBooksRef | None,
+        action: SyncAction,
+        on_written: Callable[[SyncRecord], None],
+    ) -> None:
+        if ref is not None:
+            record.quickbooks_id = ref.id
+            record.sync_token = ref.sync_token
+            record.quickbooks_type = ref.kind.value
+        record.content_hash = digest
+        record.create_started = False
+        self._mark_synced(record)
+        on_written(record)
+        self._save(record)
+        assert record.quickbooks_id is not None
+        self.results.append(SyncResult(record.entity, record.quickbooks_id, action))
+
+    # --- state ------------------------------------------------------------------------------------
+
+    def _mark_synced(self, record: SyncRecord) -> None:
+        record.state = SyncState.SYNCED
+        record.last_synced_time = self.clock.now()
+        record.last_error = ""
+
+    def _opportunity(self) -> Opportunity:
+        with self.uow_factory() as uow:
+            opportunity = uow.snapshots.get_opportunity(self.tenant, self.job.opportunity_id)
+        if opportunity is None:
+            raise FailedPreconditionError(f"opportunity {self.job.opportunity_id} is not known to qbsync")
+        return opportunity
+
+    def _load_opportunity(self) -> tuple[Opportunity, list[Payment], list[ClosedJob]]:
+        opportunity = self._opportunity()
+        with self.uow_factory() as uow:
+            payments = uow.snapshots.payments_of(self.tenant, opportunity.opportunity_id)
+            closed = uow.snapshots.closed_jobs_of(self.tenant, opportunity.opportunity_id)
+        return opportunity, payments, closed
+
+    def _current_applications(self, payments: list[Payment]) -> dict[str, dict]:
+        return {
+            p.payment_id: dict(self._record(EntityRef(EntityType.PAYMENT, p.payment_id)).applied)
+            for p in payments
+        }
+
+    def _record(self, entity: EntityRef) -> SyncRecord:
+        with self.uow_factory() as uow:
+            record = uow.sync_records.get(self.tenant, entity)
+        return record or SyncRecord(tenant_id=self.tenant, entity=entity)
+
+    def _save(self, record: SyncRecord) -> None:
+        with self.uow_factory() as uow:
+            uow.sync_records.save(record)
+            uow.commit()
+
+
+def _funds(payments: list[Payment]) -> list[PaymentFunds]:
+    return [PaymentFunds(p.payment_id, p.net_amount) for p in payments]

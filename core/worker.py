@@ -1,0 +1,167 @@
+"""The background side: claim a queued sync job, run it, record how it ended.
+
+Failures that may pass (QuickBooks down or throttled, a crash) are retried with capped exponential
+backoff and jitter, up to the job's max_attempts; failures a person must fix end the job FAILED at once
+with a message a bookkeeper understands. Either way nothing accepted is lost (R7): a FAILED job can be
+retried with RetrySync.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from datetime import timedelta
+
+from core.domain import (
+    AuditEvent,
+    EntityRef,
+    EntityType,
+    JobError,
+    JobState,
+    SyncJob,
+    SyncRecord,
+    SyncResult,
+    SyncState,
+)
+from core.errors import AccountingError, QbsyncError, ThrottledError
+from core.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from core.sync_engine import SyncEngine
+
+log = logging.getLogger(__name__)
+
+
+class SyncWorker:
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        engine: SyncEngine,
+        clock: Clock,
+        *,
+        lease: timedelta = timedelta(seconds=120),
+        backoff_base: timedelta = timedelta(seconds=2),
+        backoff_cap: timedelta = timedelta(minutes=10),
+    ) -> None:
+        self._uow_factory = uow_factory
+        self._engine = engine
+        self._clock = clock
+        self._lease = lease
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+
+    def run_next(self, worker_id: str) -> SyncJob | None:
+        """Runs the next due job, if any, and returns it as it ended."""
+        now = self._clock.now()
+        with self._uow_factory() as uow:
+            job = uow.jobs.claim_next(worker_id, now, now + self._lease)
+            uow.commit()
+        if job is None:
+            return None
+        try:
+            results = self._engine.run(job)
+        except AccountingError as exc:
+            return self._failed(job, worker_id, JobError(exc.reason, exc.message, exc.retryable, exc.metadata), exc)
+        except QbsyncError as exc:
+            return self._failed(job, worker_id, JobError(exc.reason, exc.message, False, exc.metadata), exc)
+        except Exception as exc:  # noqa: BLE001 - a bug must not lose the job: record it, retry later.
+            log.exception("sync job %s crashed", job.name)
+            error = JobError("INTERNAL", "qbsync hit an unexpected error while syncing; it will try again", True)
+            return self._failed(job, worker_id, error, exc)
+        return self._succeeded(job, worker_id, results)
+
+    def run_until(self, stop: threading.Event, worker_id: str, idle_seconds: float = 0.2) -> None:
+        """The loop of one background worker thread; returns soon after `stop` is set."""
+        while not stop.is_set():
+            try:
+                ran = self.run_next(worker_id)
+            except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable: keep going.
+                log.exception("worker %s could not claim a job", worker_id)
+                ran = None
+            if ran is None:
+                stop.wait(idle_seconds)
+
+    def drain(self, worker_id: str = "drain", limit: int = 10_000) -> int:
+        """Runs due jobs until none is left (tests, the demo). Returns how many ran."""
+        count = 0
+        while count < limit and self.run_next(worker_id) is not None:
+            count += 1
+        return count
+
+    # --- endings ------------------------------------------------------------------------------------
+
+    def _succeeded(self, job: SyncJob, worker_id: str, results: list[SyncResult]) -> SyncJob:
+        with self._uow_factory() as uow:
+            current = self._still_ours(uow, job, worker_id)
+            if current is None:
+                return job
+            now = self._clock.now()
+            current.state = JobState.SUCCEEDED
+            current.results = results
+            current.error = None
+            current.update_time = now
+            current.claimed_by = ""
+            current.lease_expires = None
+            uow.jobs.save(current)
+            uow.audit.append(AuditEvent(job.tenant_id, now, "SYNC_SUCCEEDED", job.target, job.job_id, ""))
+            uow.commit()
+            return current
+
+    def _failed(self, job: SyncJob, worker_id: str, error: JobError, exc: BaseException) -> SyncJob:
+        with self._uow_factory() as uow:
+            current = self._still_ours(uow, job, worker_id)
+            if current is None:
+                return job
+            now = self._clock.now()
+            final = not error.retryable or current.attempts >= current.max_attempts
+            current.error = error
+            current.update_time = now
+            current.claimed_by = ""
+            current.lease_expires = None
+            if final:
+                current.state = JobState.FAILED
+                current.next_attempt_time = None
+            else:
+                current.state = JobState.PENDING
+                current.next_attempt_time = now + self._backoff(current.attempts, exc)
+            uow.jobs.save(current)
+            self._mark_records(uow, current, SyncState.FAILED if final else SyncState.PENDING, error.message)
+            kind = "SYNC_FAILED" if final else "SYNC_RETRY_SCHEDULED"
+            uow.audit.append(AuditEvent(job.tenant_id, now, kind, job.target, job.job_id, error.message))
+            uow.commit()
+            return current
+
+    def _backoff(self, attempts: int, exc: BaseException) -> timedelta:
+        base = self._backoff_base.total_seconds()
+        seconds = min(self._backoff_cap.total_seconds(), base * 2 ** max(attempts - 1, 0))
+        seconds *= 0.5 + random.random() / 2  # jitter, so that retries of many jobs spread out
+        if isinstance(exc, ThrottledError):
+            seconds = max(seconds, exc.retry_after_seconds)
+        return timedelta(seconds=seconds)
+
+    @staticmethod
+    def _still_ours(uow: UnitOfWork, job: SyncJob, worker_id: str) -> SyncJob | None:
+        """A worker whose lease ran out must not overwrite what the job's new owner records."""
+        current = uow.jobs.get(job.tenant_id, job.job_id)
+        if current is None or current.state is not JobState.RUNNING or current.claimed_by != worker_id:
+            log.warning("sync job %s is no longer held by %s; leaving it", job.name, worker_id)
+            return None
+        return current
+
+    @staticmethod
+    def _mark_records(uow: UnitOfWork, job: SyncJob, state: SyncState, message: str) -> None:
+        """The target and whatever of its records is still waiting show the failure (R8)."""
+        refs = [job.target]
+        if job.target.type is EntityType.PAYMENT:
+            found = uow.snapshots.get_payment(job.tenant_id, job.target.id)
+            payments = [found[1]] if found else []
+        else:
+            payments = uow.snapshots.payments_of(job.tenant_id, job.opportunity_id)
+            refs += [EntityRef(EntityType.PAYMENT, p.payment_id) for p in payments]
+        refs += [EntityRef(EntityType.REFUND, r.refund_id) for p in payments for r in p.refunds]
+        for ref in refs:
+            record = uow.sync_records.get(job.tenant_id, ref) or SyncRecord(tenant_id=job.tenant_id, entity=ref)
+            if ref != job.target and record.state is not SyncState.PENDING:
+                continue
+            record.state = state
+            record.last_error = message
+            uow.sync_records.save(record)
