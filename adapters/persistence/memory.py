@@ -324,7 +324,11 @@ class InMemorySyncJobRepository(_Repository, SyncJobRepository):
             jobs = [job for _, job in self._tx.jobs.items()]
             held = {job.lock_key: job.job_id for job in jobs if holds_lease(job, now)}
             due = sorted(
-                (job for job in jobs if is_due(job, now) and held.get(job.lock_key, job.job_id) == job.job_id),
+                (
+                    job
+                    for job in jobs
+                    if is_due(job, now) and held.get(job.lock_key, job.job_id) == job.job_id
+                ),
                 key=lambda job: (job.create_time, job.job_id, job.tenant_id),
             )
             if not due:

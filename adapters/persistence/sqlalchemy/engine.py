@@ -61,5 +61,5 @@ def _configure_sqlite(engine: Engine) -> None:
         # connection committed in between SQLite fails at once with SQLITE_BUSY (busy_timeout does not
         # apply to a stale snapshot). Taking the lock up front serialises writers, so two workers in
         # threads or processes can never both see a job as free and claim it. SQLite allows a single
-        # writer anyway, so this costs little; WAL still lets readers outside a transaction proceed.
+        # writer anyway, so this costs little.
         connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,401 @@
+"""Protobuf messages of `qbsync.v1` to and from the core's objects.
+
+Inbound, the conversion never stops at the first bad field: each problem a protobuf value has that the
+core cannot even represent (an amount with mixed signs, a missing time, a quantity that is not a number)
+becomes a `FieldViolation` named by its proto field path (`payment.refunds[1].amount`), and conversion
+goes on with a stand-in value so that the rest of the request is still checked. The servicer adds the
+core's own validation and reports every violation at once. Stand-ins never reach the core's use cases:
+a request with violations is rejected.
+
+Amounts are exact: a `google.type.Money` becomes a `Decimal` in whole cents without passing through a
+float, and back.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+
+from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
+from google.type import date_pb2, money_pb2
+
+from adapters.grpc.status import status_for_job_error
+from core.domain import (
+    Customer,
+    EntityRef,
+    EntityType,
+    InvoiceLine,
+    Job,
+    JobState,
+    Opportunity,
+    Payment,
+    PaymentMethod,
+    Refund,
+    SyncAction,
+    SyncJob,
+    SyncRecord,
+    SyncResult,
+    SyncState,
+)
+from core.errors import FieldViolation
+from core.money import CENT
+from qbsync.v1 import resources_pb2, sync_service_pb2
+
+# Stand-ins for values that could not be converted; see the module docstring.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_DATE = date(1970, 1, 1)
+_ZERO = Decimal(0)
+
+_CURRENCY_CODE = re.compile(r"[A-Z]{3}")
+_NANOS_PER_UNIT = 1_000_000_000
+_NANOS_PER_CENT = 10_000_000
+_MAX_NANOS = _NANOS_PER_UNIT - 1
+
+# Built from the domain enums, so that a value added to one side but not the other fails at import.
+_PAYMENT_METHODS = {m: resources_pb2.PaymentMethod.Value(f"PAYMENT_METHOD_{m.value}") for m in PaymentMethod}
+_PAYMENT_METHODS_IN: dict[int, PaymentMethod] = {v: m for m, v in _PAYMENT_METHODS.items()}
+_ENTITY_TYPES = {t: resources_pb2.EntityType.Value(f"ENTITY_TYPE_{t.value}") for t in EntityType}
+_ENTITY_TYPES_IN: dict[int, EntityType] = {v: t for t, v in _ENTITY_TYPES.items()}
+_SYNC_STATES = {s: resources_pb2.SyncState.Value(f"SYNC_STATE_{s.value}") for s in SyncState}
+_JOB_STATES = {s: resources_pb2.SyncJob.State.Value(f"STATE_{s.value}") for s in JobState}
+_SYNC_ACTIONS = {a: resources_pb2.SyncAction.Value(f"SYNC_ACTION_{a.value}") for a in SyncAction}
+
+Violations = list[FieldViolation]
+
+
+def _at(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+# --- values ------------------------------------------------------------------------------------------
+
+
+def money_from_proto(money: money_pb2.Money, path: str, violations: Violations) -> Decimal:
+    """The exact amount, in cents. An unset Money is zero (the core decides whether zero is allowed).
+
+    A malformed amount is reported and stands in as its exact value, so the core's checks of related
+    fields (refunds within payment) still see what the caller meant.
+    """
+    units, nanos = money.units, money.nanos
+    if money.currency_code and not _CURRENCY_CODE.fullmatch(money.currency_code):
+        violations.append(
+            FieldViolation(_at(path, "currency_code"), "must be a three-letter ISO 4217 code such as USD")
+        )
+    # scaleb shifts the decimal point without rounding: the sum is exact.
+    amount = Decimal(units) + Decimal(nanos).scaleb(-9)
+    if abs(nanos) > _MAX_NANOS:
+        violations.append(FieldViolation(path, "nanos must be between -999,999,999 and 999,999,999"))
+    elif (units > 0 and nanos < 0) or (units < 0 and nanos > 0):
+        violations.append(FieldViolation(path, "units and nanos must have the same sign"))
+    elif nanos % _NANOS_PER_CENT:
+        violations.append(FieldViolation(path, "must be in whole cents"))
+    else:
+        return amount.quantize(CENT)
+    return amount
+
+
+def money_to_proto(amount: Decimal, currency_code: str = "") -> money_pb2.Money:
+    """Raises ValueError for an amount finer than nanos: money must never be rounded silently."""
+    nanos_total = amount.scaleb(9)
+    if nanos_total != nanos_total.to_integral_value():
+        raise ValueError(f"{amount} cannot be represented exactly as google.type.Money")
+    total = int(nanos_total)
+    units, nanos = divmod(abs(total), _NANOS_PER_UNIT)
+    sign = -1 if total < 0 else 1  # Money wants units and nanos with the same sign.
+    return money_pb2.Money(currency_code=currency_code, units=sign * units, nanos=sign * nanos)
+
+
+def timestamp_from_proto(parent: Message, name: str, path: str, violations: Violations) -> datetime:
+    """A required timestamp field of `parent`, as a timezone-aware UTC datetime."""
+    field_path = _at(path, name)
+    if not parent.HasField(name):
+        violations.append(FieldViolation(field_path, "is required"))
+        return _EPOCH
+    timestamp: timestamp_pb2.Timestamp = getattr(parent, name)
+    try:
+        return timestamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        violations.append(FieldViolation(field_path, "is not a valid time"))
+        return _EPOCH
+
+
+def timestamp_to_proto(time: datetime) -> timestamp_pb2.Timestamp:
+    timestamp = timestamp_pb2.Timestamp()
+    timestamp.FromDatetime(time)
+    return timestamp
+
+
+def date_from_proto(parent: Message, name: str, path: str, violations: Violations) -> date:
+    """A required full date (google.type.Date allows partial dates; an invoice date cannot be one)."""
+    field_path = _at(path, name)
+    if not parent.HasField(name):
+        violations.append(FieldViolation(field_path, "is required"))
+        return _EPOCH_DATE
+    value: date_pb2.Date = getattr(parent, name)
+    if not (value.year and value.month and value.day):
+        violations.append(FieldViolation(field_path, "must be a full date: year, month and day"))
+        return _EPOCH_DATE
+    try:
+        return date(value.year, value.month, value.day)
+    except ValueError:
+        violations.append(FieldViolation(field_path, "is not a valid date"))
+        return _EPOCH_DATE
+
+
+def date_to_proto(value: date) -> date_pb2.Date:
+    return date_pb2.Date(year=value.year, month=value.month, day=value.day)
+
+
+def quantity_from_proto(text: str, path: str, violations: Violations) -> Decimal:
+    """A decimal string such as "3.5". A bad one stands in as zero, which the core also rejects; zero
+    also keeps the core from comparing the line's amount with a quantity the caller never sent."""
+    try:
+        quantity = Decimal(text.strip())
+    except InvalidOperation:
+        quantity = None
+    if quantity is None or not quantity.is_finite():
+        violations.append(FieldViolation(path, f'must be a decimal number such as "3.5", not {text!r}'))
+        return _ZERO
+    return quantity
+
+
+def quantity_to_proto(quantity: Decimal) -> str:
+    return str(quantity)
+
+
+# --- CRM records ---------------------------------------------------------------------------------------
+
+
+def customer_from_proto(msg: resources_pb2.Customer) -> Customer:
+    return Customer(
+        customer_id=msg.customer_id,
+        first_name=msg.first_name,
+        last_name=msg.last_name,
+        company_name=msg.company_name,
+        email=msg.email,
+        phone=msg.phone,
+    )
+
+
+def customer_to_proto(customer: Customer) -> resources_pb2.Customer:
+    return resources_pb2.Customer(
+        customer_id=customer.customer_id,
+        first_name=customer.first_name,
+        last_name=customer.last_name,
+        company_name=customer.company_name,
+        email=customer.email,
+        phone=customer.phone,
+    )
+
+
+def opportunity_from_proto(msg: resources_pb2.Opportunity) -> Opportunity:
+    return Opportunity(
+        opportunity_id=msg.opportunity_id, number=msg.number, customer=customer_from_proto(msg.customer)
+    )
+
+
+def opportunity_to_proto(opportunity: Opportunity) -> resources_pb2.Opportunity:
+    return resources_pb2.Opportunity(
+        opportunity_id=opportunity.opportunity_id,
+        number=opportunity.number,
+        customer=customer_to_proto(opportunity.customer),
+    )
+
+
+def refund_from_proto(msg: resources_pb2.Refund, path: str, violations: Violations) -> Refund:
+    return Refund(
+        refund_id=msg.refund_id,
+        amount=money_from_proto(msg.amount, _at(path, "amount"), violations),
+        refunded_time=timestamp_from_proto(msg, "refunded_time", path, violations),
+        memo=msg.memo,
+    )
+
+
+def refund_to_proto(refund: Refund) -> resources_pb2.Refund:
+    return resources_pb2.Refund(
+        refund_id=refund.refund_id,
+        amount=money_to_proto(refund.amount),
+        refunded_time=timestamp_to_proto(refund.refunded_time),
+        memo=refund.memo,
+    )
+
+
+def payment_method_from_proto(value: int, path: str, violations: Violations) -> PaymentMethod:
+    method = _PAYMENT_METHODS_IN.get(value)
+    if method is None:
+        unspecified = value == resources_pb2.PAYMENT_METHOD_UNSPECIFIED
+        description = "is required" if unspecified else f"unknown payment method {value}"
+        violations.append(FieldViolation(path, description))
+        return PaymentMethod.OTHER
+    return method
+
+
+def payment_from_proto(msg: resources_pb2.Payment, path: str, violations: Violations) -> Payment:
+    return Payment(
+        payment_id=msg.payment_id,
+        amount=money_from_proto(msg.amount, _at(path, "amount"), violations),
+        method=payment_method_from_proto(msg.method, _at(path, "method"), violations),
+        received_time=timestamp_from_proto(msg, "received_time", path, violations),
+        reference=msg.reference,
+        refunds=tuple(
+            refund_from_proto(refund, f"{_at(path, 'refunds')}[{i}]", violations)
+            for i, refund in enumerate(msg.refunds)
+        ),
+    )
+
+
+def payment_to_proto(payment: Payment) -> resources_pb2.Payment:
+    return resources_pb2.Payment(
+        payment_id=payment.payment_id,
+        amount=money_to_proto(payment.amount),
+        method=_PAYMENT_METHODS[payment.method],
+        received_time=timestamp_to_proto(payment.received_time),
+        reference=payment.reference,
+        refunds=[refund_to_proto(r) for r in payment.refunds],
+    )
+
+
+def invoice_line_from_proto(msg: resources_pb2.InvoiceLine, path: str, violations: Violations) -> InvoiceLine:
+    return InvoiceLine(
+        description=msg.description,
+        quantity=quantity_from_proto(msg.quantity, _at(path, "quantity"), violations),
+        unit_price=money_from_proto(msg.unit_price, _at(path, "unit_price"), violations),
+        amount=money_from_proto(msg.amount, _at(path, "amount"), violations),
+    )
+
+
+def invoice_line_to_proto(line: InvoiceLine) -> resources_pb2.InvoiceLine:
+    return resources_pb2.InvoiceLine(
+        description=line.description,
+        quantity=quantity_to_proto(line.quantity),
+        unit_price=money_to_proto(line.unit_price),
+        amount=money_to_proto(line.amount),
+    )
+
+
+def job_from_proto(msg: resources_pb2.Job, path: str, violations: Violations) -> Job:
+    return Job(
+        job_id=msg.job_id,
+        number=msg.number,
+        service_date=date_from_proto(msg, "service_date", path, violations),
+        lines=tuple(
+            invoice_line_from_proto(line, f"{_at(path, 'lines')}[{i}]", violations)
+            for i, line in enumerate(msg.lines)
+        ),
+    )
+
+
+def job_to_proto(job: Job) -> resources_pb2.Job:
+    return resources_pb2.Job(
+        job_id=job.job_id,
+        number=job.number,
+        service_date=date_to_proto(job.service_date),
+        lines=[invoice_line_to_proto(line) for line in job.lines],
+    )
+
+
+def entity_ref_from_proto(msg: resources_pb2.EntityRef, path: str, violations: Violations) -> EntityRef:
+    entity_type = _ENTITY_TYPES_IN.get(msg.type)
+    if entity_type is None:
+        unspecified = msg.type == resources_pb2.ENTITY_TYPE_UNSPECIFIED
+        description = "is required" if unspecified else f"unknown entity type {msg.type}"
+        violations.append(FieldViolation(_at(path, "type"), description))
+        entity_type = EntityType.PAYMENT
+    return EntityRef(entity_type, msg.id)
+
+
+def entity_ref_to_proto(entity: EntityRef) -> resources_pb2.EntityRef:
+    return resources_pb2.EntityRef(type=_ENTITY_TYPES[entity.type], id=entity.id)
+
+
+# --- requests -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    """A SyncPaymentRequest as the core takes it, with what conversion found wrong."""
+
+    opportunity: Opportunity
+    payment: Payment
+    request_id: str
+    violations: tuple[FieldViolation, ...]
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A CloseOutJobRequest or SyncInvoiceRequest as the core takes it, with what conversion found wrong."""
+
+    opportunity: Opportunity
+    job: Job
+    payments: list[Payment]
+    request_id: str
+    violations: tuple[FieldViolation, ...]
+
+
+def payment_request_from_proto(request: sync_service_pb2.SyncPaymentRequest) -> PaymentRequest:
+    violations: Violations = []
+    payment = payment_from_proto(request.payment, "payment", violations)
+    return PaymentRequest(
+        opportunity=opportunity_from_proto(request.opportunity),
+        payment=payment,
+        request_id=request.request_id,
+        violations=tuple(violations),
+    )
+
+
+def job_request_from_proto(
+    request: sync_service_pb2.CloseOutJobRequest | sync_service_pb2.SyncInvoiceRequest,
+) -> JobRequest:
+    violations: Violations = []
+    job = job_from_proto(request.job, "job", violations)
+    payments = [payment_from_proto(p, f"payments[{i}]", violations) for i, p in enumerate(request.payments)]
+    return JobRequest(
+        opportunity=opportunity_from_proto(request.opportunity),
+        job=job,
+        payments=payments,
+        request_id=request.request_id,
+        violations=tuple(violations),
+    )
+
+
+# --- sync state -----------------------------------------------------------------------------------------
+
+
+def sync_result_to_proto(result: SyncResult) -> resources_pb2.SyncResult:
+    return resources_pb2.SyncResult(
+        entity=entity_ref_to_proto(result.entity),
+        quickbooks_id=result.quickbooks_id,
+        action=_SYNC_ACTIONS[result.action],
+    )
+
+
+def sync_job_to_proto(job: SyncJob) -> resources_pb2.SyncJob:
+    msg = resources_pb2.SyncJob(
+        name=job.name,
+        state=_JOB_STATES[job.state],
+        target=entity_ref_to_proto(job.target),
+        resync=job.resync,
+        attempts=job.attempts,
+        results=[sync_result_to_proto(r) for r in job.results],
+        create_time=timestamp_to_proto(job.create_time),
+        update_time=timestamp_to_proto(job.update_time),
+    )
+    if job.error is not None:
+        msg.error.CopyFrom(status_for_job_error(job.error))
+    return msg
+
+
+def sync_status_to_proto(record: SyncRecord) -> resources_pb2.SyncStatus:
+    msg = resources_pb2.SyncStatus(
+        entity=entity_ref_to_proto(record.entity),
+        state=_SYNC_STATES[record.state],
+        quickbooks_id=record.quickbooks_id or "",
+        error_message=record.last_error,
+        resync_available=record.resync_available,
+    )
+    if record.last_synced_time is not None:
+        msg.last_synced_time.CopyFrom(timestamp_to_proto(record.last_synced_time))
+    return msg

@@ -1,0 +1,37 @@
+"""Injector modules that bind the `UnitOfWorkFactory` port to one persistence adapter.
+
+Neither module does I/O when it is built or imported: the SQL engine is created the first time the
+injector is asked for a `UnitOfWorkFactory` (and once only: it owns the connection pool).
+"""
+
+from __future__ import annotations
+
+from injector import Module, provider, singleton
+
+from adapters.persistence.memory import InMemoryUnitOfWorkFactory
+from core.ports import UnitOfWorkFactory
+
+
+class InMemoryPersistenceModule(Module):
+    """Everything in process memory: for tests and demos that need no database."""
+
+    @singleton
+    @provider
+    def unit_of_work_factory(self) -> UnitOfWorkFactory:
+        return InMemoryUnitOfWorkFactory()
+
+
+class SqlAlchemyPersistenceModule(Module):
+    """SQLite or PostgreSQL at `database_url`. The schema is not migrated here: that is `qbsync migrate`'s
+    (or the composition root's) decision, made once, not on every injector."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+
+    @singleton
+    @provider
+    def unit_of_work_factory(self) -> UnitOfWorkFactory:
+        # Imported here so that choosing the in-memory module never imports SQLAlchemy.
+        from adapters.persistence.sqlalchemy import SqlAlchemyUnitOfWorkFactory, create_engine_for
+
+        return SqlAlchemyUnitOfWorkFactory(create_engine_for(self.database_url))

@@ -1,0 +1,169 @@
+"""The sync job queue in SQL: idempotent adds and a claim that never hands one job to two workers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, exists, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import aliased
+
+from adapters.persistence.sqlalchemy import codec
+from adapters.persistence.sqlalchemy.models import SyncJobRow
+from adapters.persistence.sqlalchemy.repositories import SqlRepository
+from core.domain import EntityRef, EntityType, JobKind, JobState, SyncJob
+from core.ports import RequestIdTakenError, SyncJobRepository
+
+# One key for every claimer in the database (hashtext is stable across sessions and servers).
+_CLAIM_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('qbsync-claim'))")
+
+
+def _values(job: SyncJob) -> dict[str, Any]:
+    return {
+        "tenant_id": job.tenant_id,
+        "job_id": job.job_id,
+        "kind": job.kind.value,
+        "target_type": job.target.type.value,
+        "target_id": job.target.id,
+        "opportunity_id": job.opportunity_id,
+        "customer_id": job.customer_id,
+        "lock_key": job.lock_key,
+        "state": job.state.value,
+        "resync": job.resync,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "results": codec.results_to_json(job.results),
+        "error": codec.error_to_json(job.error),
+        # NULL, not "", when the caller sent no request_id: the unique constraint ignores NULLs.
+        "request_id": job.request_id or None,
+        "request_fingerprint": job.request_fingerprint,
+        "next_attempt_time": job.next_attempt_time,
+        "claimed_by": job.claimed_by,
+        "lease_expires": job.lease_expires,
+        "create_time": job.create_time,
+        "update_time": job.update_time,
+    }
+
+
+def _to_job(row: SyncJobRow) -> SyncJob:
+    return SyncJob(
+        job_id=row.job_id,
+        tenant_id=row.tenant_id,
+        kind=JobKind(row.kind),
+        target=EntityRef(EntityType(row.target_type), row.target_id),
+        opportunity_id=row.opportunity_id,
+        customer_id=row.customer_id,
+        create_time=row.create_time,
+        update_time=row.update_time,
+        state=JobState(row.state),
+        resync=row.resync,
+        attempts=row.attempts,
+        max_attempts=row.max_attempts,
+        results=codec.results_from_json(row.results),
+        error=codec.error_from_json(row.error),
+        request_id=row.request_id or "",
+        request_fingerprint=row.request_fingerprint,
+        next_attempt_time=row.next_attempt_time,
+        claimed_by=row.claimed_by,
+        lease_expires=row.lease_expires,
+    )
+
+
+class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
+    def add(self, job: SyncJob) -> None:
+        # ON CONFLICT DO NOTHING on the request_id constraint instead of catching IntegrityError: on
+        # PostgreSQL a failed INSERT aborts the whole transaction, and the caller still needs it to
+        # look up the job that holds the request_id. A clash on job_id still raises IntegrityError.
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        statement = (
+            insert(SyncJobRow)
+            .values(**_values(job))
+            .on_conflict_do_nothing(index_elements=["tenant_id", "request_id"])
+        )
+        result = self._session.execute(statement)
+        if job.request_id and result.rowcount == 0:  # type: ignore[attr-defined]
+            raise RequestIdTakenError(f"request_id {job.request_id!r} is already used")
+
+    def get(self, tenant_id: str, job_id: str) -> SyncJob | None:
+        row = self._one(
+            select(SyncJobRow).where(SyncJobRow.tenant_id == tenant_id, SyncJobRow.job_id == job_id)
+        )
+        return None if row is None else _to_job(row)
+
+    def find_by_request_id(self, tenant_id: str, request_id: str) -> SyncJob | None:
+        if not request_id:
+            return None  # an empty request_id means "not idempotent", never a match
+        row = self._one(
+            select(SyncJobRow).where(SyncJobRow.tenant_id == tenant_id, SyncJobRow.request_id == request_id)
+        )
+        return None if row is None else _to_job(row)
+
+    def claim_next(self, worker_id: str, now: datetime, lease_expires: datetime) -> SyncJob | None:
+        """See the port. Call it in its own unit of work and commit at once: the claim lock (SQLite's
+        write lock, PostgreSQL's advisory lock) is held until the transaction ends."""
+        postgres = self.dialect == "postgresql"
+        if postgres:
+            # Row locks alone cannot keep two jobs with the same lock_key apart: two workers could
+            # each lock a different PENDING job of one customer, both seeing no RUNNING sibling.
+            # This transaction-scoped lock makes "check lock_key free, then claim" atomic across
+            # processes; it is released at commit. (On SQLite, BEGIN IMMEDIATE already did that.)
+            self._session.execute(_CLAIM_LOCK)
+        other = aliased(SyncJobRow)
+        lock_held = exists().where(
+            other.lock_key == SyncJobRow.lock_key,
+            other.state == JobState.RUNNING.value,
+            other.lease_expires >= now,
+            or_(other.tenant_id != SyncJobRow.tenant_id, other.job_id != SyncJobRow.job_id),
+        )
+        due = or_(
+            and_(
+                SyncJobRow.state == JobState.PENDING.value,
+                or_(SyncJobRow.next_attempt_time.is_(None), SyncJobRow.next_attempt_time <= now),
+            ),
+            # A RUNNING job without a lease is treated as expired (it can only come from a bug).
+            and_(
+                SyncJobRow.state == JobState.RUNNING.value,
+                or_(SyncJobRow.lease_expires.is_(None), SyncJobRow.lease_expires < now),
+            ),
+        )
+        statement = (
+            select(SyncJobRow)
+            .where(due, ~lock_held)
+            .order_by(SyncJobRow.create_time, SyncJobRow.job_id, SyncJobRow.tenant_id)
+            .limit(1)
+        )
+        if postgres:
+            # Skip rows another transaction is writing (a worker saving its result) instead of waiting.
+            statement = statement.with_for_update(skip_locked=True, of=SyncJobRow)
+        row = self._one(statement)
+        if row is None:
+            return None
+        self._session.execute(
+            update(SyncJobRow)
+            .where(SyncJobRow.tenant_id == row.tenant_id, SyncJobRow.job_id == row.job_id)
+            .values(
+                state=JobState.RUNNING.value,
+                claimed_by=worker_id,
+                lease_expires=lease_expires,
+                attempts=SyncJobRow.attempts + 1,
+                update_time=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        claimed = self.get(row.tenant_id, row.job_id)
+        assert claimed is not None  # we hold the row
+        return claimed
+
+    def save(self, job: SyncJob) -> None:
+        self._upsert(SyncJobRow, _values(job), ["tenant_id", "job_id"])
+
+    def list_failed(self, tenant_id: str, *, offset: int, limit: int) -> list[SyncJob]:
+        rows = self._fresh(
+            select(SyncJobRow)
+            .where(SyncJobRow.tenant_id == tenant_id, SyncJobRow.state == JobState.FAILED.value)
+            .order_by(SyncJobRow.update_time.desc(), SyncJobRow.job_id.desc())
+            .offset(offset)
+            .limit(limit)
+        )
+        return [_to_job(row) for row in rows]

@@ -1,0 +1,1 @@
+"""Alembic migrations (a package only so that it ships with qbsync; Alembic loads it by path)."""

@@ -1,0 +1,338 @@
+"""The repositories over one SQLAlchemy `Session` (the unit of work's transaction).
+
+Writes are upserts (`INSERT ... ON CONFLICT DO UPDATE`, on SQLite and PostgreSQL alike) rather than
+read-then-insert, so two transactions saving the same record never fail on the primary key; reads ask
+for `populate_existing` so a row written by an upsert is never served stale from the identity map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from adapters.persistence.sqlalchemy import codec
+from adapters.persistence.sqlalchemy.models import (
+    ApiKeyRow,
+    AuditEventRow,
+    Base,
+    CrmJobRow,
+    OpportunityRow,
+    PaymentRow,
+    RefundRow,
+    SyncRecordRow,
+    TenantRow,
+)
+from core.domain import (
+    ApiKey,
+    AuditEvent,
+    ClosedJob,
+    Customer,
+    EntityRef,
+    EntityType,
+    Job,
+    Opportunity,
+    Payment,
+    Permission,
+    SyncRecord,
+    SyncState,
+    payments_oldest_first,
+)
+from core.ports import ApiKeyRepository, AuditLog, SnapshotRepository, SyncRecordRepository, TenantRepository
+
+R = TypeVar("R", bound=Base)
+
+
+class SqlRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    @property
+    def dialect(self) -> str:
+        return self._session.get_bind().dialect.name
+
+    def _fresh(self, statement: Select[R]) -> list[R]:
+        return list(self._session.scalars(statement.execution_options(populate_existing=True)))
+
+    def _one(self, statement: Select[R]) -> R | None:
+        rows = self._fresh(statement.limit(1))
+        return rows[0] if rows else None
+
+    def _upsert(
+        self,
+        model: type[Base],
+        values: dict[str, Any],
+        keys: Sequence[str],
+        *,
+        update: dict[str, Any] | None = None,
+    ) -> None:
+        """Insert `values`, or on a `keys` conflict set `update` (default: every non-key value).
+
+        An empty update means "insert if missing" (DO NOTHING).
+        """
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        statement = insert(model).values(**values)
+        if update is None:
+            update = {k: statement.excluded[k] for k in values if k not in keys}
+        if update:
+            statement = statement.on_conflict_do_update(index_elements=list(keys), set_=update)
+        else:
+            statement = statement.on_conflict_do_nothing(index_elements=list(keys))
+        self._session.execute(statement)
+
+
+class SqlAlchemyTenantRepository(SqlRepository, TenantRepository):
+    def ensure(self, tenant_id: str) -> None:
+        self._upsert(TenantRow, {"tenant_id": tenant_id}, ["tenant_id"], update={})
+
+    def exists(self, tenant_id: str) -> bool:
+        return self._one(select(TenantRow).where(TenantRow.tenant_id == tenant_id)) is not None
+
+
+class SqlAlchemyApiKeyRepository(SqlRepository, ApiKeyRepository):
+    def add(self, key: ApiKey) -> None:
+        self._session.add(
+            ApiKeyRow(
+                key_id=key.key_id,
+                tenant_id=key.tenant_id,
+                secret_hash=key.secret_hash,
+                permissions=" ".join(sorted(p.value for p in key.permissions)),
+                create_time=key.create_time,
+            )
+        )
+        self._session.flush()
+
+    def get_by_hash(self, secret_hash: str) -> ApiKey | None:
+        row = self._one(select(ApiKeyRow).where(ApiKeyRow.secret_hash == secret_hash))
+        if row is None:
+            return None
+        return ApiKey(
+            key_id=row.key_id,
+            tenant_id=row.tenant_id,
+            secret_hash=row.secret_hash,
+            permissions=frozenset(Permission(p) for p in row.permissions.split()),
+            create_time=row.create_time,
+        )
+
+
+class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
+    def save_opportunity(self, tenant_id: str, opportunity: Opportunity) -> None:
+        customer = opportunity.customer
+        self._upsert(
+            OpportunityRow,
+            {
+                "tenant_id": tenant_id,
+                "opportunity_id": opportunity.opportunity_id,
+                "number": opportunity.number,
+                "customer_id": customer.customer_id,
+                "first_name": customer.first_name,
+                "last_name": customer.last_name,
+                "company_name": customer.company_name,
+                "email": customer.email,
+                "phone": customer.phone,
+            },
+            ["tenant_id", "opportunity_id"],
+        )
+
+    def get_opportunity(self, tenant_id: str, opportunity_id: str) -> Opportunity | None:
+        row = self._one(
+            select(OpportunityRow).where(
+                OpportunityRow.tenant_id == tenant_id, OpportunityRow.opportunity_id == opportunity_id
+            )
+        )
+        if row is None:
+            return None
+        customer = Customer(
+            customer_id=row.customer_id,
+            first_name=row.first_name,
+            last_name=row.last_name,
+            company_name=row.company_name,
+            email=row.email,
+            phone=row.phone,
+        )
+        return Opportunity(opportunity_id=row.opportunity_id, number=row.number, customer=customer)
+
+    def save_payment(self, tenant_id: str, opportunity_id: str, payment: Payment) -> None:
+        self._upsert(
+            PaymentRow,
+            {
+                "tenant_id": tenant_id,
+                "payment_id": payment.payment_id,
+                "opportunity_id": opportunity_id,
+                "data": codec.payment_to_json(payment),
+            },
+            ["tenant_id", "payment_id"],
+        )
+        # The refund -> payment map follows the stored payment: refunds it no longer has are forgotten,
+        # and a refund id seen last on this payment belongs to it.
+        refund_ids = [r.refund_id for r in payment.refunds]
+        self._session.execute(
+            delete(RefundRow).where(
+                RefundRow.tenant_id == tenant_id,
+                (RefundRow.payment_id == payment.payment_id) | RefundRow.refund_id.in_(refund_ids),
+            )
+        )
+        for refund_id in refund_ids:
+            self._upsert(
+                RefundRow,
+                {"tenant_id": tenant_id, "refund_id": refund_id, "payment_id": payment.payment_id},
+                ["tenant_id", "refund_id"],
+            )
+
+    def get_payment(self, tenant_id: str, payment_id: str) -> tuple[str, Payment] | None:
+        row = self._one(
+            select(PaymentRow).where(PaymentRow.tenant_id == tenant_id, PaymentRow.payment_id == payment_id)
+        )
+        return None if row is None else (row.opportunity_id, codec.payment_from_json(row.data))
+
+    def payments_of(self, tenant_id: str, opportunity_id: str) -> list[Payment]:
+        rows = self._fresh(
+            select(PaymentRow).where(
+                PaymentRow.tenant_id == tenant_id, PaymentRow.opportunity_id == opportunity_id
+            )
+        )
+        return payments_oldest_first([codec.payment_from_json(row.data) for row in rows])
+
+    def payment_of_refund(self, tenant_id: str, refund_id: str) -> str | None:
+        row = self._one(
+            select(RefundRow).where(RefundRow.tenant_id == tenant_id, RefundRow.refund_id == refund_id)
+        )
+        return None if row is None else row.payment_id
+
+    def save_job(self, tenant_id: str, opportunity_id: str, job: Job, closed_time: datetime | None) -> None:
+        values = {
+            "tenant_id": tenant_id,
+            "job_id": job.job_id,
+            "opportunity_id": opportunity_id,
+            "closed_time": closed_time,
+            "data": codec.job_to_json(job),
+        }
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        excluded = insert(CrmJobRow).excluded
+        self._upsert(
+            CrmJobRow,
+            values,
+            ["tenant_id", "job_id"],
+            update={
+                "opportunity_id": excluded.opportunity_id,
+                "data": excluded.data,
+                # The first close-out counts: a closed_time once stored is never replaced nor erased.
+                "closed_time": func.coalesce(CrmJobRow.closed_time, excluded.closed_time),
+            },
+        )
+
+    def get_job(self, tenant_id: str, job_id: str) -> tuple[str, Job, datetime | None] | None:
+        row = self._one(select(CrmJobRow).where(CrmJobRow.tenant_id == tenant_id, CrmJobRow.job_id == job_id))
+        return None if row is None else (row.opportunity_id, codec.job_from_json(row.data), row.closed_time)
+
+    def closed_jobs_of(self, tenant_id: str, opportunity_id: str) -> list[ClosedJob]:
+        rows = self._fresh(
+            select(CrmJobRow)
+            .where(
+                CrmJobRow.tenant_id == tenant_id,
+                CrmJobRow.opportunity_id == opportunity_id,
+                CrmJobRow.closed_time.is_not(None),
+            )
+            .order_by(CrmJobRow.closed_time, CrmJobRow.job_id)
+        )
+        return [
+            ClosedJob(
+                opportunity_id=row.opportunity_id, job=codec.job_from_json(row.data), closed_time=closed
+            )
+            for row in rows
+            if (closed := row.closed_time) is not None
+        ]
+
+
+class SqlAlchemySyncRecordRepository(SqlRepository, SyncRecordRepository):
+    def get(self, tenant_id: str, entity: EntityRef) -> SyncRecord | None:
+        row = self._one(
+            select(SyncRecordRow).where(
+                SyncRecordRow.tenant_id == tenant_id,
+                SyncRecordRow.entity_type == entity.type.value,
+                SyncRecordRow.entity_id == entity.id,
+            )
+        )
+        if row is None:
+            return None
+        return SyncRecord(
+            tenant_id=row.tenant_id,
+            entity=EntityRef(EntityType(row.entity_type), row.entity_id),
+            state=SyncState(row.state),
+            quickbooks_id=row.quickbooks_id,
+            sync_token=row.sync_token,
+            quickbooks_type=row.quickbooks_type,
+            generation=row.generation,
+            create_started=row.create_started,
+            content_hash=row.content_hash,
+            last_synced_time=row.last_synced_time,
+            last_error=row.last_error,
+            display_name=row.display_name,
+            amount=row.amount,
+            applied=codec.applied_from_json(row.applied),
+        )
+
+    def save(self, record: SyncRecord) -> None:
+        self._upsert(
+            SyncRecordRow,
+            {
+                "tenant_id": record.tenant_id,
+                "entity_type": record.entity.type.value,
+                "entity_id": record.entity.id,
+                "state": record.state.value,
+                "quickbooks_id": record.quickbooks_id,
+                "sync_token": record.sync_token,
+                "quickbooks_type": record.quickbooks_type,
+                "generation": record.generation,
+                "create_started": record.create_started,
+                "content_hash": record.content_hash,
+                "last_synced_time": record.last_synced_time,
+                "last_error": record.last_error,
+                "display_name": record.display_name,
+                "amount": record.amount,
+                "applied": codec.applied_to_json(record.applied),
+            },
+            ["tenant_id", "entity_type", "entity_id"],
+        )
+
+
+class SqlAlchemyAuditLog(SqlRepository, AuditLog):
+    def append(self, event: AuditEvent) -> None:
+        self._session.add(
+            AuditEventRow(
+                tenant_id=event.tenant_id,
+                time=event.time,
+                kind=event.kind,
+                entity_type=None if event.entity is None else event.entity.type.value,
+                entity_id=None if event.entity is None else event.entity.id,
+                job_id=event.job_id,
+                message=event.message,
+            )
+        )
+        self._session.flush()
+
+    def list(self, tenant_id: str, *, limit: int) -> list[AuditEvent]:
+        rows = self._fresh(
+            select(AuditEventRow)
+            .where(AuditEventRow.tenant_id == tenant_id)
+            # The id breaks ties between events of the same time: appended later = newer.
+            .order_by(AuditEventRow.time.desc(), AuditEventRow.id.desc())
+            .limit(limit)
+        )
+        return [
+            AuditEvent(
+                tenant_id=row.tenant_id,
+                time=row.time,
+                kind=row.kind,
+                entity=None
+                if row.entity_type is None or row.entity_id is None
+                else EntityRef(EntityType(row.entity_type), row.entity_id),
+                job_id=row.job_id,
+                message=row.message,
+            )
+            for row in rows
+        ]

@@ -1,0 +1,75 @@
+"""The composition root: the only place that names concrete adapters.
+
+`bootstrap()` builds the production wiring; a tester passes modules that override it, e.g.
+`bootstrap(InMemoryPersistenceModule(), FakeQuickBooksModule())`. Later modules win.
+"""
+
+from __future__ import annotations
+
+from injector import Injector, Module, provider, singleton
+
+from adapters.persistence.module import SqlAlchemyPersistenceModule
+from adapters.quickbooks.module import FakeQuickBooksModule
+from adapters.system import SystemClock, UuidIdSource
+from core.auth import ApiKeys
+from core.ports import AccountingSystems, Clock, IdSource, UnitOfWorkFactory
+from core.service import SyncService
+from core.sync_engine import SyncEngine
+from core.worker import SyncWorker
+from qbsync.config import Settings
+
+
+class SettingsModule(Module):
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    @singleton
+    @provider
+    def settings(self) -> Settings:
+        return self._settings
+
+
+class SystemModule(Module):
+    @singleton
+    @provider
+    def clock(self) -> Clock:
+        return SystemClock()
+
+    @singleton
+    @provider
+    def ids(self) -> IdSource:
+        return UuidIdSource()
+
+
+class CoreModule(Module):
+    """The use cases, built from whatever adapters the other modules bind."""
+
+    @singleton
+    @provider
+    def sync_service(
+        self, uow: UnitOfWorkFactory, accounting: AccountingSystems, clock: Clock, ids: IdSource
+    ) -> SyncService:
+        return SyncService(uow, accounting, clock, ids)
+
+    @singleton
+    @provider
+    def api_keys(self, uow: UnitOfWorkFactory, clock: Clock, ids: IdSource) -> ApiKeys:
+        return ApiKeys(uow, clock, ids)
+
+    @singleton
+    @provider
+    def sync_worker(self, uow: UnitOfWorkFactory, accounting: AccountingSystems, clock: Clock) -> SyncWorker:
+        return SyncWorker(uow, SyncEngine(uow, accounting, clock), clock)
+
+
+def bootstrap(*overrides: Module, settings: Settings | None = None) -> Injector:
+    settings = settings or Settings.from_env()
+    modules: list[Module] = [
+        SettingsModule(settings),
+        SystemModule(),
+        SqlAlchemyPersistenceModule(settings.database_url),
+        FakeQuickBooksModule(),
+        CoreModule(),
+        *overrides,
+    ]
+    return Injector(modules, auto_bind=False)

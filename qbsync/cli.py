@@ -1,0 +1,124 @@
+"""`qbsync`, the operators' command line: serve, migrate, keys create, demo."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+import click
+
+from core.auth import ApiKeys, parse_permissions
+from core.errors import ValidationError
+from qbsync.bootstrap import bootstrap
+from qbsync.config import Settings
+
+ALL_PERMISSIONS = "sync,read,quickbooks.view,admin"
+
+
+def _settings() -> Settings:
+    settings = Settings.from_env()
+    settings.ensure_data_dir()
+    return settings
+
+
+def _migrate(settings: Settings) -> None:
+    from adapters.persistence.sqlalchemy.migrate import migrate
+
+    migrate(settings.database_url)
+
+
+@click.group()
+@click.option("--verbose", is_flag=True, help="Log debug detail.")
+def main(verbose: bool) -> None:
+    """qbsync keeps a moving company's books in QuickBooks Online in step with its CRM."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@main.command()
+def migrate() -> None:
+    """Creates or upgrades the database schema (QBSYNC_DATABASE_URL)."""
+    settings = _settings()
+    _migrate(settings)
+    click.echo("database is up to date")
+
+
+@main.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="The tenant (moving company) the key belongs to; created if new.")
+@click.option("--permissions", default=ALL_PERMISSIONS, show_default=True, help="Comma-separated permissions.")
+def keys_create(tenant: str, permissions: str) -> None:
+    """Creates an API key and prints it as the last line; only its hash is stored."""
+    settings = _settings()
+    try:
+        perms = parse_permissions([p.strip() for p in permissions.split(",") if p.strip()])
+        key = bootstrap(settings=settings).get(ApiKeys).create(tenant, perms)
+    except ValidationError as exc:
+        raise click.UsageError("; ".join(f"{v.field}: {v.description}" for v in exc.violations)) from exc
+    click.echo(f"created a key for tenant {tenant!r} with permissions {permissions}; keep it secret:")
+    click.echo(key)
+
+
+@main.command()
+@click.option("--listen", default=None, help="host:port (default QBSYNC_LISTEN or 127.0.0.1:50051).")
+@click.option("--workers", default=None, type=int, help="Background sync workers in this process.")
+def serve(listen: str | None, workers: int | None) -> None:
+    """Serves the gRPC API and runs the sync workers until SIGTERM or Ctrl-C."""
+    _serve(_override(_settings(), listen, workers), banner=None)
+
+
+@main.command()
+@click.option("--listen", default=None, help="host:port (default 127.0.0.1:50051).")
+def demo(listen: str | None) -> None:
+    """Migrates a local database, creates a `demo` tenant key, prints a first call, and serves."""
+    settings = _override(_settings(), listen, None)
+    _migrate(settings)
+    key = bootstrap(settings=settings).get(ApiKeys).create("demo", parse_permissions(ALL_PERMISSIONS.split(",")))
+    _serve(settings, banner=key)
+
+
+def _override(settings: Settings, listen: str | None, workers: int | None) -> Settings:
+    from dataclasses import replace
+
+    return replace(
+        settings,
+        listen=listen or settings.listen,
+        workers=settings.workers if workers is None else workers,
+    )
+
+
+def _serve(settings: Settings, banner: str | None) -> None:
+    from qbsync.runtime import Runtime
+
+    runtime = Runtime(bootstrap(settings=settings), settings)
+    port = runtime.start()
+    host = settings.listen.rsplit(":", 1)[0]
+    if banner:
+        click.echo(
+            f"\nqbsync is serving on {host}:{port} (database {settings.database_url}).\n"
+            f"Your demo API key (tenant 'demo', all permissions):\n\n  {banner}\n\n"
+            f"Make a first call from another terminal:\n\n"
+            f"  .venv/bin/python -m qbsync.first_call --target {host}:{port} --key {banner}\n"
+        )
+        sys.stdout.flush()
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logging.getLogger(__name__).info("received signal %s: shutting down gracefully", signum)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stopping.wait()
+    runtime.stop()
+
+
+if __name__ == "__main__":
+    main()
