@@ -86,4 +86,5 @@ def _applied_to(plan: Applications, job_id: str) -> Decimal:
 def shrink_only(current: dict[str, Decimal], target: dict[str, Decimal]) -> dict[str, Decimal]:
     """The applications of `current` lowered to `target` where it is lower: written first, so that no
     invoice is ever over-applied while the writes of one sync are under way."""
-    return {job: min(amount, target.get(job, ZERO)) for job, amount in current.items() if min(amount, target.get(job, ZERO)) > ZERO}
+    lowered = {job: min(amount, target.get(job, ZERO)) for job, amount in current.items()}
+    return {job: amount for job, amount in lowered.items() if amount > ZERO}

@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Iterable
 
 from core.domain import ApiKey, Permission, Principal
-from core.errors import UnauthenticatedError, ValidationError, FieldViolation
+from core.errors import FieldViolation, UnauthenticatedError, ValidationError
 from core.ports import Clock, IdSource, UnitOfWorkFactory
 
 KEY_PREFIX = "qbs_"

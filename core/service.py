@@ -277,7 +277,9 @@ class SyncService:
             owner = uow.snapshots.payment_of_refund(tenant, refund.refund_id)
             if owner is not None and owner != payment.payment_id:
                 violations.append(
-                    FieldViolation(f"{path}.refunds[{i}].refund_id", f"refund {refund.refund_id} belongs to another payment")
+                    FieldViolation(
+                        f"{path}.refunds[{i}].refund_id", f"refund {refund.refund_id} belongs to another payment"
+                    )
                 )
         _raise_if_any(violations)
         uow.snapshots.save_payment(tenant, opportunity.opportunity_id, merged)

@@ -346,7 +346,9 @@ class _JobRun:
                 found = self.accounting.find_by_marker(spec.kind, marker)
                 if found is not None:
                     ref = self.accounting.update(
-                        found, spec, request_id=request_id_for(self.tenant, record.entity, "adopt", found.sync_token, digest)
+                        found,
+                        spec,
+                        request_id=request_id_for(self.tenant, record.entity, "adopt", found.sync_token, digest),
                     )
             if ref is None:
                 record.create_started = True

@@ -57,7 +57,10 @@ def _id(value: str, path: str) -> list[FieldViolation]:
 
 
 def _opportunity(opportunity: Opportunity, path: str) -> list[FieldViolation]:
-    return [*_id(opportunity.opportunity_id, f"{path}.opportunity_id"), *_customer(opportunity.customer, f"{path}.customer")]
+    return [
+        *_id(opportunity.opportunity_id, f"{path}.opportunity_id"),
+        *_customer(opportunity.customer, f"{path}.customer"),
+    ]
 
 
 def _customer(customer: Customer, path: str) -> list[FieldViolation]:

@@ -43,7 +43,9 @@ def main() -> None:
             method=r.PAYMENT_METHOD_CREDIT_CARD,
             received_time=now,
             reference="deposit",
-            refunds=[r.Refund(refund_id=f"ref-{suffix}", amount=Money(currency_code="USD", units=50), refunded_time=now)],
+            refunds=[
+                r.Refund(refund_id=f"ref-{suffix}", amount=Money(currency_code="USD", units=50), refunded_time=now)
+            ],
         ),
         request_id=f"first-call-{suffix}",
     )

@@ -6,10 +6,10 @@ import logging
 import threading
 
 import grpc
+from adapters.grpc.server import build_server, stop_gracefully
+from adapters.grpc.servicer import SyncServicer
 from injector import Injector
 
-from adapters.grpc.server import build_server
-from adapters.grpc.servicer import SyncServicer
 from core.auth import ApiKeys
 from core.service import SyncService
 from core.worker import SyncWorker
@@ -45,10 +45,11 @@ class Runtime:
         return self.port
 
     def stop(self, grace: float | None = None) -> None:
-        """Stops taking calls, lets running ones finish, then stops the workers after their current job."""
+        """Health turns NOT_SERVING, calls in flight get `grace` seconds, then the workers stop after their
+        current job (a job cut short is simply claimed again once its lease runs out)."""
         grace = self._settings.grace_seconds if grace is None else grace
         if self.server is not None:
-            self.server.stop(grace).wait()
+            stop_gracefully(self.server, grace)
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=grace)

@@ -304,6 +304,8 @@ def entity_ref_from_proto(msg: resources_pb2.EntityRef, path: str, violations: V
         description = "is required" if unspecified else f"unknown entity type {msg.type}"
         violations.append(FieldViolation(_at(path, "type"), description))
         entity_type = EntityType.PAYMENT
+    if not msg.id.strip():
+        violations.append(FieldViolation(_at(path, "id"), "is required"))
     return EntityRef(entity_type, msg.id)
 
 

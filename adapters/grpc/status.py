@@ -32,6 +32,10 @@ from core.errors import (
 
 DOMAIN = "qbsync"
 INTERNAL_MESSAGE = "qbsync hit an unexpected error; it has been logged"
+# The status travels in trailing metadata, which clients cap (8 KiB by default): a request with
+# hundreds of bad lines must still get its INVALID_ARGUMENT, so only the first violations are sent.
+MAX_FIELD_VIOLATIONS = 50
+MAX_MESSAGE_LENGTH = 1000
 
 # Most specific first: the first class the error is an instance of decides its code.
 _CODES: tuple[tuple[type[QbsyncError], grpc.StatusCode], ...] = (
@@ -87,20 +91,26 @@ def _status(code: grpc.StatusCode, message: str, details: list[any_pb2.Any]) -> 
 def status_for_error(error: QbsyncError) -> status_pb2.Status:
     """The status a client receives for a domain error raised while serving its call."""
     details: list[Message] = [error_info(error.reason, error.metadata)]
+    message = error.message
     if isinstance(error, ValidationError):
+        shown = error.violations[:MAX_FIELD_VIOLATIONS]
         details.append(
             error_details_pb2.BadRequest(
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                    for v in error.violations
+                    for v in shown
                 ]
             )
         )
+        if len(shown) < len(error.violations):
+            message = f"{len(error.violations)} invalid fields; the first {len(shown)} are listed"
+    if len(message) > MAX_MESSAGE_LENGTH:
+        message = message[: MAX_MESSAGE_LENGTH - 1] + "…"
     if isinstance(error, ThrottledError):
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(error.retry_after_seconds * 1e9))
         details.append(error_details_pb2.RetryInfo(retry_delay=delay))
-    return _status(code_for(error), error.message, _packed(*details))
+    return _status(code_for(error), message, _packed(*details))
 
 
 def internal_status() -> status_pb2.Status:

@@ -10,13 +10,15 @@ READ COMMITTED database rather than like a dict:
 * `claim_next` holds a claim lock until the unit of work ends, as the SQL adapter holds SQLite's write
   lock (`BEGIN IMMEDIATE`) or PostgreSQL's advisory lock: two workers never claim the same job, nor two
   jobs with the same `lock_key`;
-* a request_id added by an uncommitted unit of work is reserved, as a unique index would hold it.
+* a request_id added by an uncommitted unit of work is held: another unit of work adding it waits for
+  that one to end, then is refused (committed) or gets it (rolled back), as with a unique index.
 """
 
 from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -51,9 +53,9 @@ from core.ports import (
 K = TypeVar("K")
 V = TypeVar("V")
 
-# How long a second claimer waits for the claim lock before giving up; the same as SQLite's
-# busy_timeout in the SQL adapter, so a forgotten commit fails loudly instead of hanging forever.
-CLAIM_LOCK_TIMEOUT_SECONDS = 30.0
+# How long a unit of work waits for another's claim lock or request_id before giving up; the same as
+# SQLite's busy_timeout in the SQL adapter, so a forgotten commit fails loudly instead of hanging.
+LOCK_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass
@@ -75,11 +77,13 @@ class InMemoryDatabase:
     """The state shared by all units of work (one per process, like one database).
 
     `lock` guards every read and the apply step of every commit; `claim_lock` is held by the unit of
-    work that last claimed a job until it commits or rolls back (see the module docstring).
+    work that last claimed a job until it commits or rolls back (see the module docstring);
+    `transaction_ended` wakes units of work waiting for a request_id another one has reserved.
     """
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
+        self.transaction_ended = threading.Condition(self.lock)
         self.claim_lock = threading.Lock()
         self.tables = _Tables()
         # (tenant_id, request_id) -> the unit of work that added a job with it but has not committed.
@@ -293,14 +297,24 @@ class InMemorySyncJobRepository(_Repository, SyncJobRepository):
         with self._db.lock:
             if job.request_id:
                 key = (job.tenant_id, job.request_id)
-                holder = self._db.reserved_request_ids.get(key, self._uow)
-                if holder is not self._uow or self._find_by_request_id(*key) is not None:
+                self._wait_for_other_holder(key)
+                if self._find_by_request_id(*key) is not None:
                     raise RequestIdTakenError(f"request_id {job.request_id!r} is already used")
                 self._db.reserved_request_ids[key] = self._uow
                 self._uow.reserved.add(key)
             if self._tx.jobs.get((job.tenant_id, job.job_id)) is not None:
                 raise ValueError(f"sync job {job.job_id} already exists")  # a primary key in SQL
             self._tx.jobs.put((job.tenant_id, job.job_id), _copy(job))
+
+    def _wait_for_other_holder(self, key: tuple[str, str]) -> None:
+        """As a unique index does: wait until another transaction that added the same key ends, so
+        that the caller then finds its job (committed) or may take the key (rolled back)."""
+        deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
+        while self._db.reserved_request_ids.get(key, self._uow) is not self._uow:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("another unit of work holds this request_id and has not ended")
+            self._db.transaction_ended.wait(remaining)
 
     def get(self, tenant_id: str, job_id: str) -> SyncJob | None:
         with self._db.lock:
@@ -324,11 +338,7 @@ class InMemorySyncJobRepository(_Repository, SyncJobRepository):
             jobs = [job for _, job in self._tx.jobs.items()]
             held = {job.lock_key: job.job_id for job in jobs if holds_lease(job, now)}
             due = sorted(
-                (
-                    job
-                    for job in jobs
-                    if is_due(job, now) and held.get(job.lock_key, job.job_id) == job.job_id
-                ),
+                (job for job in jobs if is_due(job, now) and held.get(job.lock_key, job.job_id) == job.job_id),
                 key=lambda job: (job.create_time, job.job_id, job.tenant_id),
             )
             if not due:
@@ -410,7 +420,7 @@ class InMemoryUnitOfWork(UnitOfWork):
         """Serialises claimers until this transaction ends, as SQLite's BEGIN IMMEDIATE does."""
         if self._holds_claim_lock:
             return
-        if not self._db.claim_lock.acquire(timeout=CLAIM_LOCK_TIMEOUT_SECONDS):
+        if not self._db.claim_lock.acquire(timeout=LOCK_TIMEOUT_SECONDS):
             raise TimeoutError("another unit of work claimed a job and has not committed")
         self._holds_claim_lock = True
 
@@ -418,7 +428,9 @@ class InMemoryUnitOfWork(UnitOfWork):
         for key in self.reserved:
             if self._db.reserved_request_ids.get(key) is self:
                 del self._db.reserved_request_ids[key]
-        self.reserved.clear()
+        if self.reserved:
+            self.reserved.clear()
+            self._db.transaction_ended.notify_all()
         if self._holds_claim_lock:
             self._holds_claim_lock = False
             self._db.claim_lock.release()

@@ -231,7 +231,9 @@ class FakeQuickBooks(AccountingSystem):
             self.write_count += 1
             self.replays[request_id] = result
         if fault is Fault.COMMIT_THEN_LOSE:
-            raise AccountingUnavailableError("the connection was reset after QuickBooks committed", maybe_committed=True)
+            raise AccountingUnavailableError(
+                "the connection was reset after QuickBooks committed", maybe_committed=True
+            )
         return result
 
     def _create_customer(self, new: NewCustomer) -> AccountingCustomer:

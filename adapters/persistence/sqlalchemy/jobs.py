@@ -75,20 +75,20 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
         # ON CONFLICT DO NOTHING on the request_id constraint instead of catching IntegrityError: on
         # PostgreSQL a failed INSERT aborts the whole transaction, and the caller still needs it to
         # look up the job that holds the request_id. A clash on job_id still raises IntegrityError.
+        # RETURNING tells whether the row went in (rowcount is not reliable for this on every driver).
         insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         statement = (
             insert(SyncJobRow)
             .values(**_values(job))
             .on_conflict_do_nothing(index_elements=["tenant_id", "request_id"])
+            .returning(SyncJobRow.job_id)
         )
-        result = self._session.execute(statement)
-        if job.request_id and result.rowcount == 0:  # type: ignore[attr-defined]
+        inserted = self._session.execute(statement).first()
+        if inserted is None:
             raise RequestIdTakenError(f"request_id {job.request_id!r} is already used")
 
     def get(self, tenant_id: str, job_id: str) -> SyncJob | None:
-        row = self._one(
-            select(SyncJobRow).where(SyncJobRow.tenant_id == tenant_id, SyncJobRow.job_id == job_id)
-        )
+        row = self._one(select(SyncJobRow).where(SyncJobRow.tenant_id == tenant_id, SyncJobRow.job_id == job_id))
         return None if row is None else _to_job(row)
 
     def find_by_request_id(self, tenant_id: str, request_id: str) -> SyncJob | None:

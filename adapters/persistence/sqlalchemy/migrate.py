@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 
 from adapters.persistence.sqlalchemy.engine import create_engine_for
 
@@ -16,8 +16,10 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 def alembic_config(url: str | URL) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    # render_as_string(hide_password=False): str(URL) would hide the password behind "***".
+    rendered = make_url(url).render_as_string(hide_password=False)
     # Alembic reads options through ConfigParser, where "%" starts an interpolation.
-    config.set_main_option("sqlalchemy.url", str(url).replace("%", "%%"))
+    config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
     return config
 
 

@@ -48,6 +48,8 @@ R = TypeVar("R", bound=Base)
 
 
 class SqlRepository:
+    """What every SQL repository shares: the unit of work's session, fresh reads, dialect upserts."""
+
     def __init__(self, session: Session) -> None:
         self._session = session
 
@@ -191,16 +193,12 @@ class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
 
     def payments_of(self, tenant_id: str, opportunity_id: str) -> list[Payment]:
         rows = self._fresh(
-            select(PaymentRow).where(
-                PaymentRow.tenant_id == tenant_id, PaymentRow.opportunity_id == opportunity_id
-            )
+            select(PaymentRow).where(PaymentRow.tenant_id == tenant_id, PaymentRow.opportunity_id == opportunity_id)
         )
         return payments_oldest_first([codec.payment_from_json(row.data) for row in rows])
 
     def payment_of_refund(self, tenant_id: str, refund_id: str) -> str | None:
-        row = self._one(
-            select(RefundRow).where(RefundRow.tenant_id == tenant_id, RefundRow.refund_id == refund_id)
-        )
+        row = self._one(select(RefundRow).where(RefundRow.tenant_id == tenant_id, RefundRow.refund_id == refund_id))
         return None if row is None else row.payment_id
 
     def save_job(self, tenant_id: str, opportunity_id: str, job: Job, closed_time: datetime | None) -> None:
@@ -240,9 +238,7 @@ class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
             .order_by(CrmJobRow.closed_time, CrmJobRow.job_id)
         )
         return [
-            ClosedJob(
-                opportunity_id=row.opportunity_id, job=codec.job_from_json(row.data), closed_time=closed
-            )
+            ClosedJob(opportunity_id=row.opportunity_id, job=codec.job_from_json(row.data), closed_time=closed)
             for row in rows
             if (closed := row.closed_time) is not None
         ]

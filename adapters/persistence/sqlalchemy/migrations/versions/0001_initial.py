@@ -45,9 +45,7 @@ def upgrade() -> None:
         sa.Column("message", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_events")),
     )
-    op.create_index(
-        op.f("ix_audit_events_tenant_id_time"), "audit_events", ["tenant_id", "time"], unique=False
-    )
+    op.create_index(op.f("ix_audit_events_tenant_id_time"), "audit_events", ["tenant_id", "time"], unique=False)
     op.create_table(
         "crm_jobs",
         sa.Column("tenant_id", sa.String(), nullable=False),
@@ -166,9 +164,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("tenant_id", "refund_id", name=op.f("pk_refunds")),
     )
-    op.create_index(
-        op.f("ix_refunds_tenant_id_payment_id"), "refunds", ["tenant_id", "payment_id"], unique=False
-    )
+    op.create_index(op.f("ix_refunds_tenant_id_payment_id"), "refunds", ["tenant_id", "payment_id"], unique=False)
 
 
 def downgrade() -> None:

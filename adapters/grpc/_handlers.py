@@ -1,0 +1,45 @@
+"""Wrapping the behaviour of a gRPC method handler, for server interceptors.
+
+A sync gRPC server calls `intercept_service` on its polling thread but runs the handler's behaviour
+on a worker thread, and consumes a response stream after the behaviour has returned. Whatever must
+happen around the servicer code (catching its errors, knowing the caller) therefore has to wrap the
+behaviour itself, and for response streams the iteration of the stream too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+# grpc's own services: they need no key, set their own statuses, and health's Watch relies on its
+# handler being left as it is (a non-blocking behaviour that takes a third argument).
+INFRASTRUCTURE_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def is_infrastructure(method: str) -> bool:
+    return method.startswith(INFRASTRUCTURE_METHOD_PREFIXES)
+
+
+# (request or request iterator, context) -> response or response iterator
+Behavior = Callable[[Any, grpc.ServicerContext], Any]
+# (behavior, is the response a stream?) -> wrapped behavior
+Wrapper = Callable[[Behavior, bool], Behavior]
+
+
+def wrap_handler(handler: grpc.RpcMethodHandler, wrap: Wrapper) -> grpc.RpcMethodHandler:
+    """The same handler, its behaviour replaced by `wrap(behaviour, response_streaming)`."""
+    serializers = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary, False), **serializers)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(wrap(handler.unary_stream, True), **serializers)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary, False), **serializers)
+    if handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream, True), **serializers)
+    raise ValueError("a method handler without a behaviour")

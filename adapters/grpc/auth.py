@@ -1,0 +1,109 @@
+"""Bearer-key authentication as a server interceptor (SPEC.md section 4).
+
+Every RPC but health checking and reflection needs `authorization: Bearer <api key>` metadata. The
+interceptor authenticates the key and runs the servicer with the caller's `Principal` in a context
+variable (`current_principal()`); permissions are the core's business, not this module's.
+
+The principal is set in a copy of the context that the handler (and, for a response stream, every
+step of its iteration) runs in: grpc runs handlers on pool threads it reuses, and a value set on the
+thread itself could outlive the call.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from grpc_status import rpc_status
+
+from adapters.grpc._handlers import Behavior, is_infrastructure, wrap_handler
+from adapters.grpc.status import status_for_error
+from core.domain import Principal
+from core.errors import UnauthenticatedError
+
+AUTHORIZATION = "authorization"
+
+Authenticate = Callable[[str], Principal]
+"""Takes the presented key; returns its principal or raises UnauthenticatedError (core.auth.ApiKeys)."""
+
+_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("qbsync_principal", default=None)
+
+
+def current_principal() -> Principal:
+    """The caller of the RPC being served. Fails closed: outside an authenticated call it raises."""
+    principal = _principal.get()
+    if principal is None:
+        raise UnauthenticatedError("no authenticated caller")
+    return principal
+
+
+def presented_key(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
+    """The API key of `authorization: Bearer <key>`; raises UnauthenticatedError without one."""
+    values = [value for key, value in metadata or () if key == AUTHORIZATION]
+    if not values:
+        raise UnauthenticatedError(
+            "missing API key: send `authorization: Bearer <api key>` metadata",
+            metadata={"metadata_key": AUTHORIZATION},
+        )
+    if len(values) > 1 or not isinstance(values[0], str):
+        raise UnauthenticatedError("send exactly one `authorization` metadata entry")
+    scheme, _, key = values[0].strip().partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise UnauthenticatedError("the `authorization` metadata must read `Bearer <api key>`")
+    return key.strip()
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    def __init__(self, authenticate: Authenticate) -> None:
+        self._authenticate = authenticate
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        # Callers need no key to ask whether the server is up or what it serves.
+        if handler is None or is_infrastructure(handler_call_details.method):
+            return handler
+        return wrap_handler(handler, self._wrap)
+
+    def _wrap(self, behavior: Behavior, response_streaming: bool) -> Behavior:
+        if response_streaming:
+
+            def authenticated_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                call_context = self._call_context(context)
+                responses = call_context.run(behavior, request, context)
+                try:
+                    while True:
+                        try:
+                            response = call_context.run(next, responses)
+                        except StopIteration:
+                            return
+                        yield response
+                finally:
+                    close = getattr(responses, "close", None)
+                    if close is not None:  # lets the servicer's generator clean up when the call ends early
+                        call_context.run(close)
+
+            return authenticated_stream
+
+        def authenticated(request: Any, context: grpc.ServicerContext) -> Any:
+            return self._call_context(context).run(behavior, request, context)
+
+        return authenticated
+
+    def _call_context(self, context: grpc.ServicerContext) -> contextvars.Context:
+        """A copy of the current context holding the caller's principal; aborts UNAUTHENTICATED."""
+        try:
+            principal = self._authenticate(presented_key(context.invocation_metadata()))
+        except UnauthenticatedError as exc:
+            # Answered here rather than left to ErrorMappingInterceptor, so that this interceptor is
+            # safe in any order: an unauthenticated call must never reach the servicer, nor be UNKNOWN.
+            context.abort_with_status(rpc_status.to_status(status_for_error(exc)))
+            raise  # not reached: abort_with_status raises
+        call_context = contextvars.copy_context()
+        call_context.run(_principal.set, principal)
+        return call_context

@@ -1,0 +1,320 @@
+"""Protobuf ↔ core conversion: exact money, UTC times, and every bad field named by its proto path.
+
+(No __init__.py here on purpose: as a package this folder would be imported as `grpc` by pytest.)
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2
+from google.type.date_pb2 import Date
+from google.type.money_pb2 import Money
+from hypothesis import given
+from hypothesis import strategies as st
+
+from adapters.grpc import convert
+from adapters.grpc.servicer import merge_violations
+from core.domain import (
+    Customer,
+    EntityRef,
+    EntityType,
+    InvoiceLine,
+    Job,
+    JobError,
+    JobKind,
+    JobState,
+    Opportunity,
+    Payment,
+    PaymentMethod,
+    Refund,
+    SyncAction,
+    SyncJob,
+    SyncRecord,
+    SyncResult,
+    SyncState,
+)
+from core.errors import FieldViolation
+from qbsync.v1 import resources_pb2 as r
+from qbsync.v1 import sync_service_pb2 as s
+
+INT64_MAX = 2**63 - 1
+T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+
+
+def from_proto(money: Money, path: str = "amount") -> tuple[Decimal, list[FieldViolation]]:
+    violations: list[FieldViolation] = []
+    return convert.money_from_proto(money, path, violations), violations
+
+
+# --- money ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("units", "nanos", "expected"),
+    [
+        (0, 0, "0.00"),
+        (0, 10_000_000, "0.01"),
+        (0, -10_000_000, "-0.01"),
+        (1, 750_000_000, "1.75"),
+        (-1, -750_000_000, "-1.75"),
+        (1234, 0, "1234.00"),
+        (INT64_MAX, 990_000_000, "9223372036854775807.99"),
+    ],
+)
+def test_money_converts_exactly(units: int, nanos: int, expected: str) -> None:
+    amount, violations = from_proto(Money(currency_code="USD", units=units, nanos=nanos))
+    assert violations == []
+    assert amount == Decimal(expected)
+    assert str(amount) == expected  # always whole cents, so equal amounts have one representation
+    assert convert.money_to_proto(amount) == Money(units=units, nanos=nanos)
+
+
+@given(st.integers(min_value=-(2**63) * 100 - 99, max_value=INT64_MAX * 100 + 99))
+def test_any_amount_in_cents_round_trips(cents: int) -> None:
+    amount = Decimal(cents).scaleb(-2)
+    money = convert.money_to_proto(amount)
+    assert (money.units >= 0 and money.nanos >= 0) or (money.units <= 0 and money.nanos <= 0)
+    assert from_proto(money) == (amount, [])
+
+
+def test_an_unset_money_is_zero() -> None:
+    assert from_proto(Money()) == (Decimal("0.00"), [])
+
+
+@pytest.mark.parametrize(
+    ("money", "description"),
+    [
+        (Money(units=10, nanos=5_000_000), "must be in whole cents"),
+        (Money(units=0, nanos=1), "must be in whole cents"),
+        (Money(units=1, nanos=-500_000_000), "units and nanos must have the same sign"),
+        (Money(units=-1, nanos=500_000_000), "units and nanos must have the same sign"),
+        (Money(units=1, nanos=1_000_000_000), "nanos must be between -999,999,999 and 999,999,999"),
+    ],
+)
+def test_malformed_money_is_a_violation_of_its_field(money: Money, description: str) -> None:
+    amount, violations = from_proto(money, "payment.amount")
+    assert violations == [FieldViolation("payment.amount", description)]
+    # The stand-in is the exact value sent, so checks of related fields still see what was meant.
+    assert amount == Decimal(money.units) + Decimal(money.nanos).scaleb(-9)
+
+
+@pytest.mark.parametrize("code", ["usd", "US", "USDX", "U$D"])
+def test_a_currency_code_must_be_three_capital_letters(code: str) -> None:
+    amount, violations = from_proto(Money(currency_code=code, units=5), "payment.amount")
+    assert [v.field for v in violations] == ["payment.amount.currency_code"]
+    assert amount == Decimal("5.00")
+
+
+def test_money_finer_than_nanos_is_refused_not_rounded() -> None:
+    with pytest.raises(ValueError):
+        convert.money_to_proto(Decimal("0.0000000001"))
+
+
+# --- CRM records --------------------------------------------------------------------------------------
+
+
+def sample_payment() -> Payment:
+    return Payment(
+        payment_id="pay-1",
+        amount=Decimal("500.00"),
+        method=PaymentMethod.CREDIT_CARD,
+        received_time=T0,
+        reference="auth 1234",
+        refunds=(
+            Refund("ref-1", Decimal("20.10"), T0 + timedelta(days=1), memo="damaged box"),
+            Refund("ref-2", Decimal("0.05"), T0 + timedelta(days=2, microseconds=7)),
+        ),
+    )
+
+
+def sample_job() -> Job:
+    return Job(
+        job_id="job-1",
+        number="J-1001",
+        service_date=date(2026, 2, 28),
+        lines=(
+            InvoiceLine("Movers, hours", Decimal("3.5"), Decimal("120.00"), Decimal("420.00")),
+            InvoiceLine("Boxes", Decimal("12"), Decimal("2.25"), Decimal("27.00")),
+        ),
+    )
+
+
+def test_a_payment_round_trips() -> None:
+    payment = sample_payment()
+    violations: list[FieldViolation] = []
+    assert convert.payment_from_proto(convert.payment_to_proto(payment), "payment", violations) == payment
+    assert violations == []
+
+
+def test_a_job_round_trips() -> None:
+    job = sample_job()
+    violations: list[FieldViolation] = []
+    msg = convert.job_to_proto(job)
+    assert msg.lines[0].quantity == "3.5"
+    assert convert.job_from_proto(msg, "job", violations) == job
+    assert violations == []
+
+
+def test_an_opportunity_round_trips() -> None:
+    opportunity = Opportunity("opp-1", "1001", Customer("c-1", "Mary", "O'Brien", "", "m@example.com", "555"))
+    assert convert.opportunity_from_proto(convert.opportunity_to_proto(opportunity)) == opportunity
+
+
+def test_times_become_utc_whatever_zone_they_were_sent_from() -> None:
+    eastern = datetime(2026, 3, 1, 4, 30, tzinfo=timezone(timedelta(hours=-5)))
+    msg = r.Refund(refund_id="ref-1", refunded_time=convert.timestamp_to_proto(eastern))
+    violations: list[FieldViolation] = []
+    refunded = convert.refund_from_proto(msg, "refund", violations).refunded_time
+    assert refunded == T0 and refunded.tzinfo == UTC
+
+
+def test_a_payment_request_names_every_bad_field() -> None:
+    request = s.SyncPaymentRequest(
+        opportunity=r.Opportunity(opportunity_id="opp-1"),
+        payment=r.Payment(
+            payment_id="pay-1",
+            amount=Money(units=100, nanos=1),  # sub-cent
+            # method unset, received_time missing
+            refunds=[
+                r.Refund(refund_id="ref-0", amount=Money(units=5), refunded_time=Timestamp(seconds=1)),
+                r.Refund(refund_id="ref-1", amount=Money(units=5, nanos=-10_000_000)),  # no refunded_time
+            ],
+        ),
+        request_id="req-1",
+    )
+    converted = convert.payment_request_from_proto(request)
+    assert sorted(v.field for v in converted.violations) == [
+        "payment.amount",
+        "payment.method",
+        "payment.received_time",
+        "payment.refunds[1].amount",
+        "payment.refunds[1].refunded_time",
+    ]
+    assert converted.request_id == "req-1"
+    assert converted.payment.refunds[0].amount == Decimal("5.00")
+
+
+def test_a_job_request_names_every_bad_field() -> None:
+    lines = [
+        r.InvoiceLine(description="ok", quantity="1", unit_price=Money(units=1), amount=Money(units=1)),
+        r.InvoiceLine(description="ok", quantity=" 2.50 ", unit_price=Money(units=1), amount=Money(units=2)),
+        r.InvoiceLine(description="bad", quantity="three", amount=Money(units=1, nanos=-1)),
+        r.InvoiceLine(description="bad", quantity="NaN"),
+    ]
+    request = s.CloseOutJobRequest(
+        job=r.Job(job_id="job-1", number="J-1", lines=lines),  # service_date missing
+        payments=[
+            r.Payment(payment_id="p0", amount=Money(units=1, nanos=5), method=r.PAYMENT_METHOD_CASH,
+                      received_time=Timestamp(seconds=1)),
+            r.Payment(payment_id="p1", amount=Money(units=1), method=99, received_time=Timestamp(seconds=1)),
+        ],
+    )
+    converted = convert.job_request_from_proto(request)
+    assert [v.field for v in converted.violations] == [
+        "job.service_date",
+        "job.lines[2].quantity",
+        "job.lines[2].amount",
+        "job.lines[3].quantity",
+        "payments[0].amount",
+        "payments[1].method",
+    ]
+    assert converted.job.lines[1].quantity == Decimal("2.50")
+    assert converted.job.lines[2].quantity == Decimal(0)  # the stand-in the core also rejects
+
+
+@pytest.mark.parametrize(
+    ("value", "description"),
+    [
+        (Date(year=2026, month=2), "must be a full date: year, month and day"),
+        (Date(year=2026, month=2, day=30), "is not a valid date"),
+    ],
+)
+def test_a_service_date_must_be_a_real_full_date(value: Date, description: str) -> None:
+    violations: list[FieldViolation] = []
+    convert.job_from_proto(r.Job(job_id="j", service_date=value), "job", violations)
+    assert violations == [FieldViolation("job.service_date", description)]
+
+
+def test_an_entity_ref_needs_a_type_and_an_id() -> None:
+    violations: list[FieldViolation] = []
+    convert.entity_ref_from_proto(r.EntityRef(), "entity", violations)
+    assert [v.field for v in violations] == ["entity.type", "entity.id"]
+    ref = convert.entity_ref_from_proto(r.EntityRef(type=r.ENTITY_TYPE_INVOICE, id="job-1"), "entity", [])
+    assert ref == EntityRef(EntityType.INVOICE, "job-1")
+
+
+def test_merged_violations_judge_each_field_once() -> None:
+    conversion = [FieldViolation("payment.amount", "must be in whole cents")]
+    validation = [
+        FieldViolation("payment.amount", "must be in whole cents (0.01)"),
+        FieldViolation("opportunity.customer.email", "not an email"),
+    ]
+    assert merge_violations(conversion, validation) == [conversion[0], validation[1]]
+
+
+# --- sync state out ---------------------------------------------------------------------------------
+
+
+def test_a_failed_sync_job_carries_its_error_as_a_status_with_error_info() -> None:
+    job = SyncJob(
+        job_id="j1",
+        tenant_id="t1",
+        kind=JobKind.SYNC_PAYMENT,
+        target=EntityRef(EntityType.PAYMENT, "pay-1"),
+        opportunity_id="opp-1",
+        customer_id="c-1",
+        create_time=T0,
+        update_time=T0 + timedelta(seconds=5, microseconds=250),
+        state=JobState.FAILED,
+        resync=True,
+        attempts=3,
+        results=[SyncResult(EntityRef(EntityType.CUSTOMER, "c-1"), "58", SyncAction.LINKED)],
+        error=JobError("QUICKBOOKS_RECONNECT_REQUIRED", "reconnect QuickBooks", False, {"realm": "123"}),
+    )
+    msg = convert.sync_job_to_proto(job)
+    assert (msg.name, msg.state, msg.resync, msg.attempts) == ("syncJobs/j1", r.SyncJob.STATE_FAILED, True, 3)
+    assert msg.target == r.EntityRef(type=r.ENTITY_TYPE_PAYMENT, id="pay-1")
+    assert list(msg.results) == [
+        r.SyncResult(entity=r.EntityRef(type=r.ENTITY_TYPE_CUSTOMER, id="c-1"), quickbooks_id="58",
+                     action=r.SYNC_ACTION_LINKED)
+    ]
+    assert msg.create_time.ToDatetime(tzinfo=UTC) == T0
+    assert msg.update_time.ToDatetime(tzinfo=UTC) == job.update_time
+    assert msg.error.code == 9  # FAILED_PRECONDITION: a person must reconnect first
+    assert msg.error.message == "reconnect QuickBooks"
+    info = error_details_pb2.ErrorInfo()
+    assert msg.error.details[0].Unpack(info)
+    assert (info.reason, info.domain) == ("QUICKBOOKS_RECONNECT_REQUIRED", "qbsync")
+    assert dict(info.metadata) == {"realm": "123", "retryable": "false"}
+
+
+def test_a_job_without_error_has_no_error_status() -> None:
+    job = SyncJob("j1", "t1", JobKind.SYNC_INVOICE, EntityRef(EntityType.INVOICE, "job-1"), "o", "c", T0, T0)
+    msg = convert.sync_job_to_proto(job)
+    assert msg.state == r.SyncJob.STATE_PENDING
+    assert not msg.HasField("error")
+
+
+def test_sync_status_of_a_record() -> None:
+    never = SyncRecord(tenant_id="t1", entity=EntityRef(EntityType.REFUND, "ref-1"), state=SyncState.PENDING)
+    msg = convert.sync_status_to_proto(never)
+    assert msg.state == r.SYNC_STATE_PENDING
+    assert not msg.HasField("last_synced_time") and not msg.resync_available and msg.quickbooks_id == ""
+
+    synced = SyncRecord(
+        tenant_id="t1",
+        entity=EntityRef(EntityType.REFUND, "ref-1"),
+        state=SyncState.FAILED,
+        quickbooks_id="77",
+        last_synced_time=T0,
+        last_error="the refund account is closed",
+    )
+    msg = convert.sync_status_to_proto(synced)
+    assert (msg.state, msg.quickbooks_id, msg.error_message) == (
+        r.SYNC_STATE_FAILED, "77", "the refund account is closed"
+    )
+    assert msg.resync_available and msg.last_synced_time.ToDatetime(tzinfo=UTC) == T0

@@ -1,0 +1,755 @@
+"""SPEC.md section 2 (R1–R10) as a hypothesis state machine.
+
+The machine plays the CRM: it makes customers (shared names, apostrophes, unicode, odd spacing,
+company-only), opportunities, payments with refunds, edits and close-outs, and sends them through
+SyncService; a SyncWorker drains the queue while the fake QuickBooks fails in every way it can (before
+and after a write commits, with and without requestid replay). Someone else meanwhile adds customers and
+vendors in QuickBooks, and deletes or voids what qbsync wrote.
+
+After every step the QuickBooks company itself (not qbsync's records) is checked against `Crm`, a plain
+model of what the CRM has said, which knows nothing of the code under test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+import pytest
+from hypothesis import HealthCheck, event, note, settings
+from hypothesis.errors import InvalidArgument
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from adapters.quickbooks.fake import FakeQuickBooks, FakeTxn, Fault
+from core.accounting import InvoiceSpec, PaymentSpec, RefundSpec, TxnKind
+from core.domain import (
+    Customer,
+    EntityRef,
+    EntityType,
+    InvoiceLine,
+    Job,
+    JobState,
+    Opportunity,
+    Payment,
+    PaymentMethod,
+    Refund,
+    SyncState,
+)
+from core.errors import FailedPreconditionError, NotFoundError, RequestIdReusedError, ValidationError
+from core.sync_engine import marker_for
+from tests.unit.support import Harness
+
+EXAMPLES = int(os.environ.get("QBSYNC_HYPOTHESIS_EXAMPLES", "200"))
+STEPS = int(os.environ.get("QBSYNC_HYPOTHESIS_STEPS", "50"))
+TENANT = "acme"
+CENT = Decimal("0.01")
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+# --- the model's own idea of names (R1), written without the code's helpers ------------------------
+
+
+def tidy(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def crm_name(customer: Customer) -> str:
+    person = " ".join(part for part in (customer.first_name.strip(), customer.last_name.strip()) if part)
+    return " ".join((person or customer.company_name).split())
+
+
+def name_is(quickbooks_name: str, name: str) -> bool:
+    """The DisplayName is the CRM name or the CRM name with a ` - N` suffix (R1/R2)."""
+    found, wanted = tidy(quickbooks_name), tidy(name)
+    if found == wanted:
+        return True
+    head, sep, tail = found.rpartition(" - ")
+    return bool(sep) and head == wanted and tail.isdigit()
+
+
+def first_free_name(name: str, taken: set[str]) -> str:
+    if tidy(name) not in taken:
+        return name
+    n = 2
+    while tidy(f"{name} - {n}") in taken:
+        n += 1
+    return f"{name} - {n}"
+
+
+MARKER = re.compile(r"\[qbsync (?P<tenant>[^/\]]+)/(?P<type>[a-z]+)/(?P<id>[^/\]]+)(?:/(?P<gen>\d+))?\]")
+
+
+def marked(txn: FakeTxn) -> tuple[str, str]:
+    """(type, CRM id) of the record a QuickBooks transaction was written for, from its private note."""
+    match = MARKER.search(txn.spec.private_note)
+    assert match is not None, f"QBO {txn.entity} {txn.id} carries no qbsync marker: {txn.spec.private_note!r}"
+    assert match["tenant"] == TENANT
+    return match["type"], match["id"]
+
+
+# --- what the CRM has said --------------------------------------------------------------------------
+
+
+@dataclass
+class CrmPayment:
+    payment_id: str
+    opportunity_id: str
+    amount: Decimal
+    method: PaymentMethod
+    received_time: datetime
+    refunds: list[Refund] = field(default_factory=list)
+    sent: bool = False
+
+    @property
+    def refunded(self) -> Decimal:
+        return sum((r.amount for r in self.refunds), Decimal("0.00"))
+
+    def as_sent(self, refunds: list[Refund] | None = None) -> Payment:
+        return Payment(
+            self.payment_id,
+            self.amount,
+            self.method,
+            self.received_time,
+            f"ref-{self.payment_id}",
+            tuple(self.refunds if refunds is None else refunds),
+        )
+
+
+@dataclass
+class CrmJob:
+    job_id: str
+    opportunity_id: str
+    number: str
+    service_date: date
+    lines: tuple[InvoiceLine, ...]
+
+    @property
+    def total(self) -> Decimal:
+        return sum((line.amount for line in self.lines), Decimal("0.00"))
+
+    def as_sent(self) -> Job:
+        return Job(self.job_id, self.number, self.service_date, self.lines)
+
+
+@dataclass
+class Crm:
+    customers: dict[str, Customer] = field(default_factory=dict)
+    opportunities: dict[str, Opportunity] = field(default_factory=dict)
+    payments: dict[str, CrmPayment] = field(default_factory=dict)
+    closed_jobs: dict[str, CrmJob] = field(default_factory=dict)  # in close-out order
+    links: dict[str, str] = field(default_factory=dict)  # CRM customer -> the QBO customer first linked
+    counter: int = 0
+
+    def new_id(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def payments_of(self, opportunity_id: str) -> list[CrmPayment]:
+        return [p for p in self.payments.values() if p.opportunity_id == opportunity_id]
+
+    def jobs_of(self, opportunity_id: str) -> list[CrmJob]:
+        return [j for j in self.closed_jobs.values() if j.opportunity_id == opportunity_id]
+
+    def customer_of(self, opportunity_id: str) -> Customer:
+        return self.opportunities[opportunity_id].customer
+
+
+# --- strategies ----------------------------------------------------------------------------------
+
+PEOPLE = [
+    ("Mary", "O'Brien"),
+    ("  mary", "  o'brien  "),
+    ("MARY", "O'BRIEN"),
+    ("Zoë", "Saldaña"),
+    ("Łukasz", "Żółkiewski"),
+    ("李", "小龙"),
+    ("Seán", "Ó Súilleabháin"),
+    ("Ann", "Lee"),
+]
+COMPANIES = ["Acme Movers", "  acme   MOVERS ", "Müller & Söhne", "O'Brien Bros."]
+EMAILS = ["", "mary@example.com", "MARY@Example.com ", "zoe@example.org", "li@例え.jp"]
+
+people = st.sampled_from(PEOPLE).map(lambda p: {"first_name": p[0], "last_name": p[1]})
+odd_people = st.tuples(
+    st.text(st.characters(categories=["Lu", "Ll", "Lo"]), min_size=1, max_size=6),
+    st.sampled_from(["", " ", "  "]),
+    st.text(st.characters(categories=["Lu", "Ll", "Lo"]), min_size=1, max_size=6),
+).map(lambda t: {"first_name": t[1] + t[0] + t[1], "last_name": t[2]})
+companies = st.sampled_from(COMPANIES).map(lambda c: {"company_name": c})
+customer_names = st.one_of(people, people, companies, odd_people)
+cents = st.one_of(st.integers(1, 60_000), st.sampled_from([100, 5_000, 10_000, 25_000]))
+methods = st.sampled_from(list(PaymentMethod))
+faults = st.lists(st.sampled_from(list(Fault)), min_size=1, max_size=3)
+
+
+def _note(text: str) -> None:
+    try:
+        note(text)
+    except InvalidArgument:  # a rule called by hand, outside hypothesis
+        pass
+
+
+def money(n: int) -> Decimal:
+    return Decimal(n).scaleb(-2)
+
+
+@st.composite
+def invoice_lines(draw: st.DrawFn) -> tuple[InvoiceLine, ...]:
+    lines = []
+    for _ in range(draw(st.integers(1, 3))):
+        quantity = draw(st.sampled_from([Decimal("1"), Decimal("2"), Decimal("3.5"), Decimal("0.5")]))
+        unit_price = money(draw(st.one_of(st.integers(0, 40_000), st.sampled_from([5_000, 10_000]))))
+        amount = (quantity * unit_price).quantize(CENT, rounding=ROUND_HALF_UP)
+        description = draw(st.sampled_from(["Move", "Packing", "Truck 26'", "Déménagement", "搬运"]))
+        lines.append(InvoiceLine(description, quantity, unit_price, amount))
+    return tuple(lines)
+
+
+# --- the machine ----------------------------------------------------------------------------------
+
+
+class SyncRulesMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.h = Harness()
+        self.p = self.h.principal(TENANT)
+        self.qbo: FakeQuickBooks = self.h.qbo(TENANT)
+        self.crm = Crm()
+        self.job_names: list[str] = []
+        self.requests: list[tuple[str, object, str]] = []  # (request_id, resend, job name)
+        self.forget_between_attempts = False
+        self.clock = T0
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def tick(self) -> datetime:
+        self.clock += timedelta(minutes=7)
+        return self.clock
+
+    def settle(self) -> None:
+        """Drain the worker; jobs that used up their attempts are retried (R7: nothing is lost)."""
+        for _ in range(40):
+            while self.h.worker.run_next("w") is not None:
+                if self.forget_between_attempts:
+                    self.qbo.forget_request_ids()
+            failed, _ = self.h.service.list_errors(self.p, 100, "")
+            if not failed:
+                self.forget_between_attempts = False
+                return
+            for job in failed:
+                assert job.error is not None
+                assert job.error.retryable, f"{job.name} failed for good: {job.error}"
+                self.h.service.retry(self.p, job.name)
+        raise AssertionError("jobs keep failing")
+
+    def send(self, call, *, customer_id: str, request: bool = False) -> str:  # type: ignore[no-untyped-def]
+        """Send a request, drain, and check the customer link made on the way (R1/R2)."""
+        before = {c.id: (c.display_name, c.email, c.active) for c in self.qbo.customers.values()}
+        taken = {tidy(c.display_name) for c in self.qbo.customers.values()} | {
+            tidy(n) for n in self.qbo.other_names
+        }
+        request_id = f"req-{len(self.requests) + 1}" if request else ""
+        job = call(request_id)
+        assert job.state is JobState.PENDING
+        self.job_names.append(job.name)
+        if request_id:
+            self.requests.append((request_id, call, job.name))
+        self.settle()
+        self.expect_link(customer_id, before, taken)
+        return job.name
+
+    def expect_link(self, customer_id: str, before: dict[str, tuple[str, str, bool]], taken: set[str]) -> None:
+        customer = self.crm.customers[customer_id]
+        status = self.h.service.get_status(self.p, EntityRef(EntityType.CUSTOMER, customer_id))
+        link = status.quickbooks_id
+        assert link is not None
+        if customer_id in self.crm.links:
+            assert link == self.crm.links[customer_id], "R1: the customer link changed"
+            return
+        name, email = crm_name(customer), tidy(customer.email)
+        candidates = [
+            qid for qid, (n, e, active) in before.items() if active and name_is(n, name) and tidy(e) == email
+        ]
+        if candidates:
+            assert link == min(candidates, key=int), f"R1: {name!r} must link the oldest of {candidates}"
+        else:
+            assert link not in before, f"R1: {name!r} linked {link} although nothing matched"
+            created = self.qbo.customers[link].display_name
+            assert tidy(created) == tidy(first_free_name(name, taken)), f"R2: created as {created!r}"
+            assert self.qbo.customers[link].email.strip() == customer.email.strip()
+        self.crm.links[customer_id] = link
+
+    def opportunity_payments(self, opportunity_id: str) -> list[Payment]:
+        return [p.as_sent() for p in self.crm.payments_of(opportunity_id)]
+
+    def live_by_record(self) -> dict[tuple[str, str], list[FakeTxn]]:
+        found: dict[tuple[str, str], list[FakeTxn]] = defaultdict(list)
+        for txn in self.qbo.txns.values():
+            if txn.live:
+                found[marked(txn)].append(txn)
+        return found
+
+    def one_live(self, kind: str, crm_id: str) -> FakeTxn:
+        txns = self.live_by_record().get((kind, crm_id), [])
+        assert len(txns) == 1, f"R7: {kind} {crm_id} has {len(txns)} live QBO records"
+        return txns[0]
+
+    def applied_to(self, invoice_id: str) -> Decimal:
+        return sum(
+            (
+                line.amount
+                for t in self.qbo.live("Payment")
+                for line in t.spec.lines  # type: ignore[union-attr]
+                if line.txn_kind is TxnKind.INVOICE and line.txn_id == invoice_id
+            ),
+            Decimal("0.00"),
+        )
+
+    def leftover(self, payment_id: str) -> Decimal:
+        """What a payment still holds in QuickBooks after its refund links and applications."""
+        spec = self.one_live("payment", payment_id).spec
+        assert isinstance(spec, PaymentSpec)
+        return spec.amount - sum((line.amount for line in spec.lines), Decimal("0.00"))
+
+    def check_invoices_filled(self, opportunity_id: str, payment_ids: list[str]) -> None:
+        """R3/R5: right after a payment (or all payments) of an opportunity was written, no invoice of
+        it is left open while one of those payments still has money to apply."""
+        open_invoices = [
+            j.job_id
+            for j in self.crm.jobs_of(opportunity_id)
+            if self.qbo.invoice_balance(self.one_live("invoice", j.job_id).id) > 0
+        ]
+        if open_invoices:
+            for payment_id in payment_ids:
+                assert self.leftover(payment_id) == 0, (
+                    f"R5: payment {payment_id} keeps {self.leftover(payment_id)} unapplied while "
+                    f"invoices {open_invoices} are open"
+                )
+
+    # --- the CRM's rules ------------------------------------------------------------------------
+
+    @initialize(
+        customers=st.lists(st.tuples(customer_names, st.sampled_from(EMAILS)), min_size=1, max_size=4),
+        someone_elses=st.lists(
+            st.tuples(customer_names, st.sampled_from(EMAILS), st.sampled_from(["", "", " - 2", " - 3"]), st.booleans()),
+            max_size=3,
+        ),
+        vendors=st.lists(customer_names, max_size=2),
+        deposits=st.lists(cents, min_size=1, max_size=4),
+    )
+    def a_crm_and_a_quickbooks_company(
+        self,
+        customers: list[tuple[dict[str, str], str]],
+        someone_elses: list[tuple[dict[str, str], str, str, bool]],
+        vendors: list[dict[str, str]],
+        deposits: list[int],
+    ) -> None:
+        """CRM customers (shared names likely) with deposits taken but not yet synced, and QuickBooks
+        names already taken by someone else."""
+        for names, email in customers:
+            self.new_customer(names, email, "")
+        for names, email, suffix, active in someone_elses:
+            self.someone_adds_a_customer_in_quickbooks(names, email, suffix, active)
+        for names in vendors:
+            self.someone_adds_a_vendor_in_quickbooks(names)
+        opportunities = sorted(self.crm.opportunities)
+        for i, amount in enumerate(deposits):
+            opportunity_id = opportunities[i % len(opportunities)]
+            payment = CrmPayment(self.crm.new_id("p"), opportunity_id, money(amount), PaymentMethod.CREDIT_CARD, self.tick())
+            self.crm.payments[payment.payment_id] = payment
+
+    @rule(names=customer_names, email=st.sampled_from(EMAILS), phone=st.sampled_from(["", "+1 555 0100"]))
+    def new_customer(self, names: dict[str, str], email: str, phone: str) -> None:
+        customer = Customer(self.crm.new_id("c"), email=email, phone=phone, **names)
+        self.crm.customers[customer.customer_id] = customer
+        opportunity_id = self.crm.new_id("o")
+        self.crm.opportunities[opportunity_id] = Opportunity(opportunity_id, f"#{opportunity_id}", customer)
+
+    @precondition(lambda self: self.crm.customers)
+    @rule(data=st.data())
+    def new_opportunity(self, data: st.DataObject) -> None:
+        customer = self.crm.customers[data.draw(st.sampled_from(sorted(self.crm.customers)))]
+        opportunity_id = self.crm.new_id("o")
+        self.crm.opportunities[opportunity_id] = Opportunity(opportunity_id, f"#{opportunity_id}", customer)
+
+    @rule(
+        names=customer_names,
+        email=st.sampled_from(EMAILS),
+        suffix=st.sampled_from(["", "", " - 2", " - 3"]),
+        active=st.booleans(),
+    )
+    def someone_adds_a_customer_in_quickbooks(
+        self, names: dict[str, str], email: str, suffix: str, active: bool
+    ) -> None:
+        name = crm_name(Customer("x", **names)) + suffix
+        if not self._name_taken(name):
+            self.qbo.add_customer(name, email.strip(), active=active)
+
+    def someone_adds_a_vendor_in_quickbooks(self, names: dict[str, str]) -> None:
+        name = crm_name(Customer("x", **names))
+        if not self._name_taken(name):
+            self.qbo.add_vendor(name)
+
+    def _name_taken(self, name: str) -> bool:
+        names = [c.display_name for c in self.qbo.customers.values()] + list(self.qbo.other_names)
+        return tidy(name) in {tidy(n) for n in names}
+
+    @precondition(lambda self: self.crm.opportunities)
+    @rule(data=st.data(), amount=cents, method=methods, sync=st.booleans(), request=st.booleans())
+    def take_payment(self, data: st.DataObject, amount: int, method: PaymentMethod, sync: bool, request: bool) -> None:
+        opportunity_id = data.draw(st.sampled_from(sorted(self.crm.opportunities)))
+        payment = CrmPayment(self.crm.new_id("p"), opportunity_id, money(amount), method, self.tick())
+        self.crm.payments[payment.payment_id] = payment
+        if sync:
+            self._sync_payment(payment, request=request)
+
+    def _sync_payment(
+        self, payment: CrmPayment, *, request: bool = False, refunds: list[Refund] | None = None, check: bool = True
+    ) -> None:
+        opportunity = self.crm.opportunities[payment.opportunity_id]
+        body = payment.as_sent(refunds)
+        _note(f"sync_payment {body}")
+        self.send(
+            lambda rid: self.h.service.sync_payment(self.p, opportunity, body, rid),
+            customer_id=opportunity.customer.customer_id,
+            request=request,
+        )
+        payment.sent = True
+        if check:
+            self.check_invoices_filled(payment.opportunity_id, [payment.payment_id])
+
+    @precondition(lambda self: any(p.amount > p.refunded for p in self.crm.payments.values()))
+    @rule(data=st.data(), whole=st.booleans(), send_all=st.booleans())
+    def refund(self, data: st.DataObject, whole: bool, send_all: bool) -> None:
+        """R4: a refund, partial or of all that is left; the CRM may send only the new refund."""
+        payment = data.draw(st.sampled_from([p for p in self.crm.payments.values() if p.amount > p.refunded]))
+        room = int((payment.amount - payment.refunded) * 100)
+        amount = money(room if whole else data.draw(st.integers(1, room)))
+        refund = Refund(self.crm.new_id("r"), amount, self.tick(), data.draw(st.sampled_from(["", "damaged sofa"])))
+        payment.refunds.append(refund)
+        self._sync_payment(payment, refunds=None if send_all or not payment.sent else [refund])
+
+    @precondition(lambda self: self.crm.payments)
+    @rule(data=st.data(), extra=st.integers(1, 10_000), send_all=st.booleans())
+    def refund_more_than_the_payment(self, data: st.DataObject, extra: int, send_all: bool) -> None:
+        """R4: refunds never exceed their payment: refused, naming payment.refunds, and nothing stored."""
+        payment = data.draw(st.sampled_from(sorted(self.crm.payments.values(), key=lambda p: p.payment_id)))
+        too_much = Refund(self.crm.new_id("r"), payment.amount - payment.refunded + money(extra), self.tick())
+        refunds = [*payment.refunds, too_much] if send_all or not payment.sent else [too_much]
+        opportunity = self.crm.opportunities[payment.opportunity_id]
+        with pytest.raises(ValidationError) as caught:
+            self.h.service.sync_payment(self.p, opportunity, payment.as_sent(refunds))
+        assert "payment.refunds" in [v.field for v in caught.value.violations]
+        self._nothing_stored(EntityRef(EntityType.REFUND, too_much.refund_id))
+
+    def _nothing_stored(self, entity: EntityRef) -> None:
+        with pytest.raises(NotFoundError):
+            self.h.service.get_status(self.p, entity)
+        assert self.h.worker.drain() == 0, "a refused request queued a job"
+
+    @precondition(lambda self: self.crm.payments)
+    @rule(data=st.data(), amount=cents, change_method=st.booleans())
+    def edit_payment_and_resync(self, data: st.DataObject, amount: int, change_method: bool) -> None:
+        """R6: a resync after the amount (or method) changed in the CRM; refunds stay within it."""
+        payment = data.draw(st.sampled_from(sorted(self.crm.payments.values(), key=lambda p: p.payment_id)))
+        payment.amount = max(money(amount), payment.refunded, CENT)
+        if change_method:
+            payment.method = data.draw(methods)
+        self._sync_payment(payment)
+
+    @precondition(lambda self: self.crm.opportunities)
+    @rule(data=st.data(), lines=invoice_lines(), request=st.booleans())
+    def close_out_job(self, data: st.DataObject, lines: tuple[InvoiceLine, ...], request: bool) -> None:
+        """R5: a new job closed out with the opportunity's payments (or an old one closed out again)."""
+        opportunity_id = data.draw(st.sampled_from(sorted(self.crm.opportunities)))
+        again = self.crm.jobs_of(opportunity_id)
+        if again and data.draw(st.booleans()):
+            job = data.draw(st.sampled_from(again))
+        else:
+            job_id = self.crm.new_id("j")
+            job = CrmJob(job_id, opportunity_id, f"M-{job_id}", date(2026, 3, 1) + timedelta(days=len(self.crm.closed_jobs)), lines)
+        self._sync_job(job, close_out=True, request=request)
+
+    @precondition(lambda self: self.crm.closed_jobs)
+    @rule(data=st.data(), lines=st.one_of(st.none(), invoice_lines()))
+    def edit_job_and_sync_invoice(self, data: st.DataObject, lines: tuple[InvoiceLine, ...] | None) -> None:
+        """R5/R6: SyncInvoice after the job's lines changed (or not): totals may fall below what was applied."""
+        job = self.crm.closed_jobs[data.draw(st.sampled_from(sorted(self.crm.closed_jobs)))]
+        if lines is not None:
+            job.lines = lines
+        self._sync_job(job, close_out=False)
+
+    def _sync_job(self, job: CrmJob, *, close_out: bool, request: bool = False, check: bool = True) -> None:
+        opportunity = self.crm.opportunities[job.opportunity_id]
+        payments = self.opportunity_payments(job.opportunity_id)
+        use = self.h.service.close_out_job if close_out else self.h.service.sync_invoice
+        body = job.as_sent()
+        _note(f"{use.__name__} {body} with {[p.payment_id for p in payments]}")
+        self.send(
+            lambda rid: use(self.p, opportunity, body, payments, rid),
+            customer_id=opportunity.customer.customer_id,
+            request=request,
+        )
+        self.crm.closed_jobs.setdefault(job.job_id, job)
+        for payment in self.crm.payments_of(job.opportunity_id):
+            payment.sent = True
+        if check:
+            self.check_invoices_filled(job.opportunity_id, [p.payment_id for p in payments])
+
+    @precondition(lambda self: self.crm.opportunities)
+    @rule(data=st.data(), lines=invoice_lines())
+    def sync_invoice_before_close_out(self, data: st.DataObject, lines: tuple[InvoiceLine, ...]) -> None:
+        """R3: no invoice before close-out; the refused request stores nothing."""
+        opportunity_id = data.draw(st.sampled_from(sorted(self.crm.opportunities)))
+        job = Job(self.crm.new_id("j"), "M-open", date(2026, 3, 1), lines)
+        with pytest.raises(FailedPreconditionError):
+            self.h.service.sync_invoice(
+                self.p, self.crm.opportunities[opportunity_id], job, self.opportunity_payments(opportunity_id)
+            )
+        self._nothing_stored(EntityRef(EntityType.INVOICE, job.job_id))
+
+    # --- QuickBooks misbehaving, and people editing it -----------------------------------------
+
+    @rule(which=faults, forget=st.booleans())
+    def quickbooks_will_fail(self, which: list[Fault], forget: bool) -> None:
+        """The next calls fail (before or after committing); maybe requestid replay is lost as well."""
+        self.qbo.inject(*which)
+        self.forget_between_attempts = self.forget_between_attempts or forget
+
+    @rule()
+    def quickbooks_forgets_request_ids(self) -> None:
+        self.qbo.forget_request_ids()
+
+    @precondition(lambda self: any(p.sent for p in self.crm.payments.values()))
+    @rule(data=st.data(), void=st.booleans())
+    def someone_deletes_in_quickbooks_then_resync(self, data: st.DataObject, void: bool) -> None:
+        """R6: a payment, refund or invoice deleted (or voided) in QuickBooks is recreated on resync,
+        even when other syncs of the same opportunity ran in between."""
+        choices = [("payment", p.payment_id, p.opportunity_id) for p in self.crm.payments.values() if p.sent]
+        choices += [
+            ("refund", r.refund_id, p.opportunity_id) for p in self.crm.payments.values() if p.sent for r in p.refunds
+        ]
+        choices += [("invoice", j.job_id, j.opportunity_id) for j in self.crm.closed_jobs.values()]
+        kind, crm_id, opportunity_id = data.draw(st.sampled_from(sorted(choices)))
+        txn = self.one_live(kind, crm_id)
+        (self.qbo.void if void else self.qbo.delete)(txn.id)
+        between = [("payment", p.payment_id) for p in self.crm.payments_of(opportunity_id)]
+        between += [("invoice", j.job_id) for j in self.crm.jobs_of(opportunity_id)]
+        for other_kind, other_id in data.draw(st.lists(st.sampled_from(between), max_size=2)):
+            if other_kind == "invoice":
+                job = self.crm.closed_jobs[other_id]
+                if data.draw(st.booleans()):
+                    job.lines = data.draw(invoice_lines())
+                self._sync_job(job, close_out=False, check=False)
+            else:
+                self._sync_payment(self.crm.payments[other_id], check=False)
+        if kind == "invoice":
+            self._sync_job(self.crm.closed_jobs[crm_id], close_out=False)
+        else:
+            payment = next(
+                p
+                for p in self.crm.payments.values()
+                if p.payment_id == crm_id or any(r.refund_id == crm_id for r in p.refunds)
+            )
+            self._sync_payment(payment)
+        assert self.one_live(kind, crm_id).id != txn.id
+
+    # --- request ids ---------------------------------------------------------------------------
+
+    @precondition(lambda self: self.requests)
+    @rule(data=st.data())
+    def same_request_again(self, data: st.DataObject) -> None:
+        """The same request_id and body: the same SyncJob, and nothing new happens."""
+        request_id, call, name = data.draw(st.sampled_from(self.requests))
+        writes = self.qbo.write_count
+        assert call(request_id).name == name  # type: ignore[operator]
+        assert self.h.worker.drain() == 0
+        assert self.qbo.write_count == writes
+
+    @precondition(lambda self: self.requests and self.crm.opportunities)
+    @rule(data=st.data(), amount=cents)
+    def request_id_reused_for_another_body(self, data: st.DataObject, amount: int) -> None:
+        request_id, _, _ = data.draw(st.sampled_from(self.requests))
+        opportunity = self.crm.opportunities[data.draw(st.sampled_from(sorted(self.crm.opportunities)))]
+        ghost = Payment(self.crm.new_id("p"), money(amount), PaymentMethod.CASH, self.tick())
+        with pytest.raises(RequestIdReusedError):
+            self.h.service.sync_payment(self.p, opportunity, ghost, request_id)
+        self._nothing_stored(EntityRef(EntityType.PAYMENT, ghost.payment_id))
+
+    def teardown(self) -> None:
+        # Shown by --hypothesis-show-statistics: proof that the runs reach the interesting states.
+        sent = [p for p in self.crm.payments.values() if p.sent]
+        event(f"payments synced: {min(len(sent), 6)}+")
+        event(f"refunds synced: {min(sum(len(p.refunds) for p in sent), 4)}+")
+        event(f"jobs closed: {min(len(self.crm.closed_jobs), 3)}+")
+        event(f"jobs run: {min(len(self.job_names), 10)}+")
+        event(f"QBO customers with a suffix: {any(' - ' in c.display_name for c in self.qbo.customers.values())}")
+        event(f"payments applied to an invoice: {any(l.txn_kind is TxnKind.INVOICE for t in self.qbo.live('Payment') for l in t.spec.lines)}")  # noqa: E501
+
+    # --- the rules of SPEC.md section 2, checked against the model -------------------------------
+
+    @invariant()
+    def every_job_succeeded(self) -> None:
+        for name in self.job_names:
+            job = self.h.service.get_job(self.p, name)
+            assert job.state is JobState.SUCCEEDED, (name, job.state, job.error)
+
+    @invariant()
+    def r1_r2_customers(self) -> None:
+        for customer_id, customer in self.crm.customers.items():
+            entity = EntityRef(EntityType.CUSTOMER, customer_id)
+            if customer_id not in self.crm.links:
+                with pytest.raises(NotFoundError):
+                    self.h.service.get_status(self.p, entity)
+                continue
+            link = self.crm.links[customer_id]
+            status = self.h.service.get_status(self.p, entity)
+            assert status.quickbooks_id == link, "R1: the link changed"
+            assert status.state is SyncState.SYNCED
+            found = self.qbo.customers[link]
+            assert found.active
+            assert name_is(found.display_name, crm_name(customer)), (found.display_name, crm_name(customer))
+            assert tidy(found.email) == tidy(customer.email)
+        # One QBO customer per (name, email), and a different one for every other (name, email).
+        keys = {cid: (tidy(crm_name(self.crm.customers[cid])), tidy(self.crm.customers[cid].email)) for cid in self.crm.links}
+        for a in keys:
+            for b in keys:
+                assert (keys[a] == keys[b]) == (self.crm.links[a] == self.crm.links[b]), (a, b, keys, self.crm.links)
+        # R2: DisplayNames are unique across customers (active or not) and vendors.
+        names = [tidy(c.display_name) for c in self.qbo.customers.values()] + [tidy(n) for n in self.qbo.other_names]
+        assert len(names) == len(set(names)), sorted(names)
+
+    @invariant()
+    def r3_to_r8_transactions(self) -> None:
+        crm = self.crm
+        sent = [p for p in crm.payments.values() if p.sent]
+        expected = {("payment", p.payment_id) for p in sent}
+        expected |= {("refund", r.refund_id) for p in sent for r in p.refunds}
+        expected |= {("invoice", job_id) for job_id in crm.closed_jobs}
+        live = self.live_by_record()
+        # R6/R7: exactly one live QBO record per CRM record sent, and none for anything else (R3).
+        assert set(live) == expected, (set(live) ^ expected)
+        for key, txns in live.items():
+            assert len(txns) == 1, f"R7: {key} has {len(txns)} live QBO records"
+        assert len(self.qbo.live("Payment")) == len(sent)
+        assert len(self.qbo.live("Purchase")) == sum(len(p.refunds) for p in sent)
+        assert len(self.qbo.live("Invoice")) == len(crm.closed_jobs)
+
+        invoice_of = {job_id: live[("invoice", job_id)][0] for job_id in crm.closed_jobs}
+        for payment in sent:
+            link = crm.links[crm.customer_of(payment.opportunity_id).customer_id]
+            txn = live[("payment", payment.payment_id)][0]
+            spec = txn.spec
+            assert isinstance(spec, PaymentSpec)
+            assert type(spec.amount) is Decimal and spec.amount == payment.amount
+            assert spec.customer_id == link and spec.method is payment.method
+            refund_kind = TxnKind.CHECK if payment.method is PaymentMethod.CHECK else TxnKind.EXPENSE
+            refund_lines = [line for line in spec.lines if line.txn_kind is not TxnKind.INVOICE]
+            assert len(refund_lines) == len(payment.refunds), "R4: every refund linked once from its payment"
+            for refund in payment.refunds:
+                expense = live[("refund", refund.refund_id)][0]
+                assert isinstance(expense.spec, RefundSpec) and expense.entity == "Purchase"
+                assert type(expense.spec.amount) is Decimal and expense.spec.amount == refund.amount
+                assert expense.spec.customer_id == link and expense.kind is refund_kind
+                links = [line for line in refund_lines if line.txn_id == expense.id]
+                assert [(line.txn_kind, line.amount) for line in links] == [(refund_kind, refund.amount)]
+            own_invoices = {invoice_of[j.job_id].id for j in crm.jobs_of(payment.opportunity_id)}
+            for line in spec.lines:
+                if line.txn_kind is TxnKind.INVOICE:
+                    assert line.txn_id in own_invoices, "a payment is only applied to its opportunity's invoices"
+                    assert line.amount > 0
+            if not own_invoices:
+                assert all(line.txn_kind is not TxnKind.INVOICE for line in spec.lines), "R3: deposit unapplied"
+            # R5: never more linked than the payment holds.
+            assert self.qbo.unapplied_amount(txn.id) >= 0
+
+        for job in crm.closed_jobs.values():
+            txn = invoice_of[job.job_id]
+            spec = txn.spec
+            assert isinstance(spec, InvoiceSpec)
+            assert spec.lines == job.lines and spec.doc_number == job.number
+            assert spec.customer_id == crm.links[crm.customer_of(job.opportunity_id).customer_id]
+            assert type(spec.total) is Decimal and spec.total == job.total, "R5: invoice total = the job's lines"
+            applied = self.applied_to(txn.id)
+            assert Decimal("0") <= applied <= job.total, f"R5: invoice {job.job_id} over-applied"
+            assert self.qbo.invoice_balance(txn.id) == job.total - applied
+
+        # R10: per QBO customer, the books balance with the CRM, to the cent.
+        crm_paid: dict[str, Decimal] = defaultdict(Decimal)
+        crm_refunded: dict[str, Decimal] = defaultdict(Decimal)
+        for payment in sent:
+            link = crm.links[crm.customer_of(payment.opportunity_id).customer_id]
+            crm_paid[link] += payment.amount
+            crm_refunded[link] += payment.refunded
+        qbo_paid: dict[str, Decimal] = defaultdict(Decimal)
+        qbo_refunded: dict[str, Decimal] = defaultdict(Decimal)
+        for txn in self.qbo.live("Payment"):
+            qbo_paid[txn.spec.customer_id] += txn.total
+        for txn in self.qbo.live("Purchase"):
+            qbo_refunded[txn.spec.customer_id] += txn.total
+        assert _nonzero(qbo_paid) == _nonzero(crm_paid)
+        assert _nonzero(qbo_refunded) == _nonzero(crm_refunded)
+
+        # R8: the state of every record sent, and NOT_FOUND for what never was.
+        records = [(EntityType.PAYMENT, ("payment", p.payment_id)) for p in sent]
+        records += [(EntityType.REFUND, ("refund", r.refund_id)) for p in sent for r in p.refunds]
+        records += [(EntityType.INVOICE, ("invoice", j)) for j in crm.closed_jobs]
+        for entity_type, key in records:
+            status = self.h.service.get_status(self.p, EntityRef(entity_type, key[1]))
+            assert status.state is SyncState.SYNCED, (key, status.state, status.last_error)
+            assert status.resync_available
+            assert status.quickbooks_id == live[key][0].id
+            assert status.last_error == ""
+        for payment in crm.payments.values():
+            if not payment.sent:
+                with pytest.raises(NotFoundError):
+                    self.h.service.get_status(self.p, EntityRef(EntityType.PAYMENT, payment.payment_id))
+
+
+SyncRulesMachine.TestCase.settings = settings(
+    max_examples=EXAMPLES,
+    stateful_step_count=STEPS,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestSyncRules = SyncRulesMachine.TestCase
+
+
+def test_markers_are_parsed_as_the_engine_writes_them() -> None:
+    """The machine finds records by the marker in their private note; keep its parser honest."""
+    for generation in (0, 1, 12):
+        text = f"CRM refund r7 of payment p3 {marker_for(TENANT, EntityRef(EntityType.REFUND, 'r7'), generation)}"
+        match = MARKER.search(text)
+        assert match is not None and (match["type"], match["id"]) == ("refund", "r7")
+
+
+def test_the_model_is_not_empty() -> None:
+    """A guard against an invariant that passes because both sides are empty."""
+    machine = SyncRulesMachine()
+    machine.new_customer({"first_name": "Mary", "last_name": "O'Brien"}, "mary@example.com", "")
+    machine.take_payment(_Draw([next(iter(machine.crm.opportunities))]), 10_000, PaymentMethod.CASH, True, False)
+    assert len(machine.qbo.live("Payment")) == 1
+    machine.r3_to_r8_transactions()
+    # A payment that vanishes from QuickBooks must be noticed.
+    machine.qbo.delete(machine.qbo.live("Payment")[0].id)
+    with pytest.raises(AssertionError):
+        machine.r3_to_r8_transactions()
+
+
+def _nonzero(sums: dict[str, Decimal]) -> dict[str, Decimal]:
+    return {k: v for k, v in sums.items() if v}
+
+
+class _Draw:
+    """Stands in for `st.data()` when a rule is called by hand."""
+
+    def __init__(self, values: list[object]) -> None:
+        self._values = list(values)
+
+    def draw(self, strategy: object) -> object:
+        return self._values.pop(0)
+
