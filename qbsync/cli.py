@@ -102,14 +102,14 @@ def _serve(settings: Settings, banner: str | None) -> None:
     runtime = Runtime(bootstrap(settings=settings), settings)
     port = runtime.start()
     host = settings.listen.rsplit(":", 1)[0]
+    click.echo(f"qbsync is serving on {host}:{port} (database {_redacted(settings.database_url)})")
     if banner:
         click.echo(
-            f"\nqbsync is serving on {host}:{port} (database {settings.database_url}).\n"
-            f"Your demo API key (tenant 'demo', all permissions):\n\n  {banner}\n\n"
+            f"\nYour demo API key (tenant 'demo', all permissions):\n\n  {banner}\n\n"
             f"Make a first call from another terminal:\n\n"
             f"  .venv/bin/python -m qbsync.first_call --target {host}:{port} --key {banner}\n"
         )
-        sys.stdout.flush()
+    sys.stdout.flush()
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -120,6 +120,13 @@ def _serve(settings: Settings, banner: str | None) -> None:
     signal.signal(signal.SIGINT, on_signal)
     stopping.wait()
     runtime.stop()
+
+
+def _redacted(url: str) -> str:
+    """A database URL fit for a log line: any password is masked."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 if __name__ == "__main__":

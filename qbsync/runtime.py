@@ -6,10 +6,10 @@ import logging
 import threading
 
 import grpc
-from adapters.grpc.server import build_server, stop_gracefully
-from adapters.grpc.servicer import SyncServicer
 from injector import Injector
 
+from adapters.grpc.server import build_server, stop_gracefully
+from adapters.grpc.servicer import SyncServicer
 from core.auth import ApiKeys
 from core.service import SyncService
 from core.worker import SyncWorker
