@@ -116,6 +116,13 @@ class RecordGoneError(AccountingError):
     reason = "QUICKBOOKS_RECORD_GONE"
 
 
+class LinkedRecordGoneError(AccountingError):
+    """A payment links a refund expense or an invoice that was deleted or voided in QuickBooks (QBO 2500,
+    "Invalid Reference Id"): recreate what it links, then write the payment again (R6)."""
+
+    reason = "QUICKBOOKS_LINKED_RECORD_GONE"
+
+
 class CustomerUnusableError(AccountingError):
     """The linked QuickBooks customer no longer exists or is inactive: re-resolve it (R1)."""
 

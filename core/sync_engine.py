@@ -48,6 +48,7 @@ from core.errors import (
     CustomerUnusableError,
     DuplicateNameError,
     FailedPreconditionError,
+    LinkedRecordGoneError,
     RecordGoneError,
 )
 from core.ports import AccountingSystem, AccountingSystems, Clock, UnitOfWorkFactory
@@ -101,6 +102,12 @@ class _JobRun:
     clock: Clock
     results: list[SyncResult] = field(default_factory=list)
     customer_id: str = ""
+    # Set once QuickBooks refused a payment for linking a record deleted there: from then on, what a
+    # payment links is checked (one read each, at most once per job) and recreated if gone. Off by default
+    # because reads are metered and such deletions are rare.
+    verify_links: bool = False
+    # Records whose QuickBooks record this run wrote or saw live.
+    confirmed: set[EntityRef] = field(default_factory=set)
 
     @property
     def tenant(self) -> str:
@@ -162,6 +169,10 @@ class _JobRun:
         if record.quickbooks_id and not requery:
             self.customer_id = record.quickbooks_id
             return self.customer_id
+        if record.quickbooks_id:
+            # The linked customer is gone or inactive: a new generation, so that creating its successor
+            # is not answered with the replay of the create that made the unusable one (R1).
+            record.generation += 1
         name, email = customer.display_name, customer.email.strip()
         matches = [
             c
@@ -213,13 +224,28 @@ class _JobRun:
     def _write_payment(
         self, opportunity: Opportunity, payment: Payment, applications: dict, *, force: bool
     ) -> None:
+        try:
+            self._write_payment_once(opportunity, payment, applications, force=force)
+        except LinkedRecordGoneError:
+            self.verify_links = True
+            self._write_payment_once(opportunity, payment, applications, force=True)
+
+    def _write_payment_once(
+        self, opportunity: Opportunity, payment: Payment, applications: dict, *, force: bool
+    ) -> None:
         kind = refund_kind(payment.method)
         lines: list[LinkLine] = []
         for refund in payment.refunds:
             refund_id = self._write_refund(opportunity, payment, refund, kind)
             lines.append(LinkLine(kind, refund_id, refund.amount))
         for job_id, amount in applications.items():
-            invoice = self._record(EntityRef(EntityType.INVOICE, job_id))
+            entity = EntityRef(EntityType.INVOICE, job_id)
+            if not self._still_live(entity, TxnKind.INVOICE):
+                # Deleted or voided in QuickBooks since it was written: a payment linking it would be
+                # refused (and retrying would never help), so recreate it first (R6).
+                closed = next(c for c in self._load_opportunity()[2] if c.job.job_id == job_id)
+                self._write_invoice(opportunity, closed)
+            invoice = self._record(entity)
             if invoice.quickbooks_id:
                 lines.append(LinkLine(TxnKind.INVOICE, invoice.quickbooks_id, amount))
 
@@ -258,11 +284,13 @@ class _JobRun:
         def remember(record: SyncRecord) -> None:
             record.amount = refund.amount
 
-        # An explicit sync of the payment rewrites its refunds too, so that one deleted in QuickBooks is
-        # noticed and recreated (R6); as part of a close-out an unchanged refund is left alone.
+        # An explicit sync of the payment rewrites its refunds too; otherwise an unchanged refund is left
+        # alone unless it was deleted or voided in QuickBooks: the payment about to be written must link
+        # a live expense, or QuickBooks refuses it for good (R4, R6).
         target = self.job.target == EntityRef(EntityType.PAYMENT, payment.payment_id)
+        entity = EntityRef(EntityType.REFUND, refund.refund_id)
         record = self._write(
-            EntityRef(EntityType.REFUND, refund.refund_id), spec, force=target, on_written=remember
+            entity, spec, force=target or not self._still_live(entity, kind), on_written=remember
         )
         assert record.quickbooks_id is not None
         return record.quickbooks_id
@@ -359,6 +387,20 @@ class _JobRun:
         self._finish(record, digest, ref, action, on_written)
         return record
 
+    def _still_live(self, entity: EntityRef, kind: TxnKind) -> bool:
+        """False when the record qbsync wrote for `entity` is gone from QuickBooks (deleted or voided
+        there); True when it is live or was never written (the write that follows creates it)."""
+        if not self.verify_links or entity in self.confirmed:
+            return True
+        record = self._record(entity)
+        if not record.quickbooks_id:
+            return True
+        found = self.accounting.find_by_marker(kind, marker_for(self.tenant, entity, record.generation))
+        if found is None:
+            return False
+        self.confirmed.add(entity)
+        return True
+
     def _finish(
         self,
         record: SyncRecord,
@@ -368,6 +410,7 @@ class _JobRun:
         on_written: Callable[[SyncRecord], None],
     ) -> None:
         if ref is not None:
+            self.confirmed.add(record.entity)
             record.quickbooks_id = ref.id
             record.sync_token = ref.sync_token
             record.quickbooks_type = ref.kind.value

@@ -32,6 +32,7 @@ from core.errors import (
     BookkeepingError,
     CustomerUnusableError,
     DuplicateNameError,
+    LinkedRecordGoneError,
     RecordGoneError,
     ThrottledError,
 )
@@ -47,6 +48,7 @@ class Fault(enum.Enum):
     UNAVAILABLE = "unavailable"  # refused before anything is written
     THROTTLED = "throttled"  # a 429 before anything is written
     COMMIT_THEN_LOSE = "commit_then_lose"  # the write commits, the answer is lost (timeout, reset, 5xx)
+    NONE = "none"  # the call goes through: lets a test aim a fault at a later call
 
 
 @dataclass
@@ -281,7 +283,9 @@ class FakeQuickBooks(AccountingSystem):
             for line in spec.lines:
                 target = self.txns.get(line.txn_id)
                 if target is None or not target.live or target.entity != _entity_of(line.txn_kind):
-                    raise BookkeepingError(f"the payment links {line.txn_kind.value} {line.txn_id}, which is gone")
+                    raise LinkedRecordGoneError(
+                        f"the payment links {line.txn_kind.value} {line.txn_id}, which is gone"
+                    )
                 if target.spec.customer_id != spec.customer_id:
                     raise BookkeepingError("a payment can only link its own customer's transactions")
                 if line.txn_kind is TxnKind.INVOICE:
