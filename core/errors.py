@@ -124,9 +124,11 @@ class LinkedRecordGoneError(AccountingError):
 
 
 class CustomerUnusableError(AccountingError):
-    """The linked QuickBooks customer no longer exists or is inactive: re-resolve it (R1)."""
+    """The linked QuickBooks customer no longer exists or is inactive: re-resolve it (R1). Retryable: the
+    next attempt finds or creates another."""
 
     reason = "QUICKBOOKS_CUSTOMER_UNUSABLE"
+    retryable = True
 
 
 class BookkeepingError(AccountingError):

@@ -86,12 +86,21 @@ class SyncEngine:
         self._clock = clock
 
     def run(self, job: SyncJob) -> list[SyncResult]:
-        run = _JobRun(job, self._uow_factory, self._accounting.for_tenant(job.tenant_id), self._clock)
-        if job.kind is JobKind.SYNC_PAYMENT:
-            run.sync_payment(job.target.id)
-        else:
-            run.sync_invoice(job.target.id)
+        accounting = self._accounting.for_tenant(job.tenant_id)
+        run = _JobRun(job, self._uow_factory, accounting, self._clock)
+        try:
+            run.sync_target()
+        except _CustomerReplaced:
+            # What of the opportunity is already in QuickBooks still names the old customer, and a payment
+            # can only be applied to its own customer's invoices: move it all, then sync again.
+            run = _JobRun(job, self._uow_factory, accounting, self._clock, results=run.results, replaced_customer=True)
+            run.move_to_linked_customer()
+            run.sync_target()
         return run.results
+
+
+class _CustomerReplaced(Exception):
+    """The linked QuickBooks customer was found deleted or inactive mid-job and replaced (R1)."""
 
 
 @dataclass
@@ -106,6 +115,7 @@ class _JobRun:
     # payment links is checked (one read each, at most once per job) and recreated if gone. Off by default
     # because reads are metered and such deletions are rare.
     verify_links: bool = False
+    replaced_customer: bool = False
     # Records whose QuickBooks record this run wrote or saw live.
     confirmed: set[EntityRef] = field(default_factory=set)
 
@@ -114,6 +124,24 @@ class _JobRun:
         return self.job.tenant_id
 
     # --- the two kinds of job ----------------------------------------------------------------------
+
+    def sync_target(self) -> None:
+        if self.job.kind is JobKind.SYNC_PAYMENT:
+            self.sync_payment(self.job.target.id)
+        else:
+            self.sync_invoice(self.job.target.id)
+
+    def move_to_linked_customer(self) -> None:
+        """Rewrites the opportunity's records for the customer now linked: payments first, unapplied
+        (QuickBooks refuses to move an invoice that payments are applied to), then the invoices."""
+        opportunity, payments, closed = self._load_opportunity()
+        self._resolve_customer(opportunity.customer)
+        for payment in payments:
+            if self._record(EntityRef(EntityType.PAYMENT, payment.payment_id)).quickbooks_id:
+                self._write_payment(opportunity, payment, {}, force=False)
+        for closed_job in closed:
+            if self._record(EntityRef(EntityType.INVOICE, closed_job.job.job_id)).quickbooks_id:
+                self._write_invoice(opportunity, closed_job)
 
     def sync_payment(self, payment_id: str) -> None:
         """R3/R4/R6: the payment with all its refunds; applied only to invoices already synced."""
@@ -327,10 +355,12 @@ class _JobRun:
         try:
             return self._write_once(record, build, force=force, on_written=on_written)
         except CustomerUnusableError:
+            if self.replaced_customer:
+                raise  # the replacement is unusable too: fail, and let the retry start afresh
             # R1: the linked customer was deleted or made inactive in QuickBooks: find or make another.
-            opportunity = self._opportunity()
-            self._resolve_customer(opportunity.customer, requery=True)
-            return self._write_once(self._record(entity), build, force=True, on_written=on_written)
+            self.replaced_customer = True
+            self._resolve_customer(self._opportunity().customer, requery=True)
+            raise _CustomerReplaced from None
 
     def _write_once(
         self,

@@ -342,11 +342,6 @@ def test_checks_are_refunded_by_check(h: Harness) -> None:
     assert qbo.unapplied_amount(pay.id) == D("0.00")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open bug: after re-resolving the customer (R1), a payment resync moves the payment to the new "
-    "customer but leaves its invoice on the old one, and QBO refuses the cross-customer link for good",
-)
 def test_a_customer_deactivated_after_close_out_moves_invoice_and_payment(h: Harness) -> None:
     p, qbo = h.principal(), h.qbo()
     run(h, h.service.close_out_job(p, OPP, MOVE, [payment("p1", "500.00")]))
