@@ -1,0 +1,115 @@
+"""Fault injection: make the next N matching API calls fail the way real networks and QBO fail.
+
+Kinds:
+- ``http500``: 500 with a JSON ``SystemFault`` (code 10000); ``"body": "html"`` sends an HTML page instead.
+- ``http503``: 503 with an HTML page (what a load balancer answers); ``"body": "json"`` for a JSON fault.
+- ``throttle`` / ``throttle_xml``: 429 ThrottleExceeded (code 3001) as JSON or as QBO's XML.
+- ``timeout``: hold the request ``seconds`` (default 5) without answering, then drop the connection.
+- ``reset``: close the socket (TCP RST) without answering, before doing anything.
+- ``commit_then_reset`` / ``commit_then_500``: apply the request, then lose the answer (RST, or a 500).
+  With a ``requestid`` the committed answer is kept for replay, as QBO keeps it.
+- ``auth401``: 401 AuthenticationFault as if the token had just expired.
+
+Filters (all optional): ``realm_id``, ``method`` (GET/POST), ``entity`` (Customer, ...; "query", "batch",
+"oauth" for the token endpoint), ``operation`` (create, update, delete, void, read, query, batch, token, or
+"write" for create/update/delete/void).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import asdict, dataclass
+
+from .shapes import JsonDict
+
+KINDS = frozenset({
+    "http500", "http503", "throttle", "throttle_xml", "timeout", "reset",
+    "commit_then_reset", "commit_then_500", "auth401",
+})
+WRITE_OPERATIONS = frozenset({"create", "update", "delete", "void"})
+_ids = itertools.count(1)
+
+
+@dataclass
+class FaultRule:
+    """One armed fault."""
+
+    kind: str
+    remaining: int = 1
+    realm_id: str | None = None
+    method: str | None = None
+    entity: str | None = None
+    operation: str | None = None
+    seconds: float = 5.0
+    body: str | None = None
+    id: int = 0
+    fired: int = 0
+
+    def matches(self, realm_id: str | None, method: str, entity: str | None, operation: str | None) -> bool:
+        """Whether a request with these attributes triggers this rule."""
+        if self.realm_id is not None and self.realm_id != realm_id:
+            return False
+        if self.method is not None and self.method.upper() != method.upper():
+            return False
+        if self.entity is not None and (entity or "").lower() != self.entity.lower():
+            return False
+        if self.operation is not None:
+            wanted = self.operation.lower()
+            if wanted == "write":
+                return operation in WRITE_OPERATIONS
+            return wanted == (operation or "")
+        return True
+
+
+class FaultBook:
+    """The armed faults, consumed first-armed first."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rules: list[FaultRule] = []
+
+    def arm(self, spec: JsonDict) -> FaultRule:
+        """Add a rule from the admin payload; raises ``ValueError`` on a bad one."""
+        kind = spec.get("kind")
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {sorted(KINDS)}")
+        count = int(spec.get("count", 1))
+        if count < 1:
+            raise ValueError("count must be >= 1")
+        rule = FaultRule(
+            kind=str(kind),
+            remaining=count,
+            realm_id=str(spec["realm_id"]) if spec.get("realm_id") is not None else None,
+            method=spec.get("method"),
+            entity=spec.get("entity"),
+            operation=spec.get("operation"),
+            seconds=float(spec.get("seconds", 5.0)),
+            body=spec.get("body"),
+            id=next(_ids),
+        )
+        with self._lock:
+            self._rules.append(rule)
+        return rule
+
+    def take(self, realm_id: str | None, method: str, entity: str | None, operation: str | None) -> FaultRule | None:
+        """The first rule matching the request, with one use consumed, or None."""
+        with self._lock:
+            for rule in self._rules:
+                if rule.matches(realm_id, method, entity, operation):
+                    rule.remaining -= 1
+                    rule.fired += 1
+                    if rule.remaining <= 0:
+                        self._rules.remove(rule)
+                    return rule
+        return None
+
+    def list(self) -> list[JsonDict]:
+        """Armed rules, for the admin API."""
+        with self._lock:
+            return [asdict(rule) for rule in self._rules]
+
+    def clear(self) -> None:
+        """Disarm everything."""
+        with self._lock:
+            self._rules.clear()
