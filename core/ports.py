@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from core.accounting import AccountingCustomer, NewCustomer, QuickBooksRef, TxnKind, TxnSpec
+from core.connection import QuickBooksConnection, TokenGrant
 from core.domain import (
     ApiKey,
     AuditEvent,
@@ -56,9 +57,11 @@ class AccountingSystem(Protocol):
         voided, `CustomerUnusableError` as `create` does."""
         ...
 
-    def find_by_marker(self, kind: TxnKind, marker: str) -> QuickBooksRef | None:
+    def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str) -> QuickBooksRef | None:
         """The live record of `kind` whose private note carries `marker`, if any: how a create whose
-        outcome was uncertain is found before it is attempted again (R7)."""
+        outcome was uncertain is found before it is attempted again (R7). `customer_id` is the customer
+        the record was written for: QuickBooks cannot search private notes, so an adapter narrows the
+        search by customer (it may ignore it; a record of another customer need not be found)."""
         ...
 
     def link_for(self, kind: TxnKind | None, quickbooks_id: str) -> str:
@@ -70,6 +73,27 @@ class AccountingSystems(Protocol):
     """Hands out each tenant's accounting system."""
 
     def for_tenant(self, tenant_id: str) -> AccountingSystem: ...
+
+
+class QuickBooksAuthorization(Protocol):
+    """Intuit's OAuth2 code flow for qbsync's own Intuit app (its client id and secret are configured).
+
+    `environment` is "sandbox", "production" or the URL of an OpenID discovery document.
+    """
+
+    # The app's credentials: each connection made through the flow keeps them, to refresh its tokens.
+    client_id: str
+    client_secret: str
+
+    def authorization_url(self, environment: str, redirect_uri: str, state: str) -> str: ...
+
+    def exchange_code(self, environment: str, redirect_uri: str, code: str) -> TokenGrant:
+        """Raises `BookkeepingError` (reason QUICKBOOKS_AUTHORIZATION_FAILED) when Intuit refuses the code."""
+        ...
+
+    def revoke(self, connection: QuickBooksConnection) -> None:
+        """Best effort: the tokens stop working at Intuit; failures are not raised."""
+        ...
 
 
 # --- persistence ------------------------------------------------------------------------------------
@@ -160,6 +184,16 @@ class SyncJobRepository(Protocol):
         ...
 
 
+class ConnectionRepository(Protocol):
+    """Each tenant's QuickBooks connection. Adapters encrypt the tokens and client secret at rest."""
+
+    def get(self, tenant_id: str) -> QuickBooksConnection | None: ...
+
+    def save(self, connection: QuickBooksConnection) -> None:
+        """Inserts or replaces the tenant's connection."""
+        ...
+
+
 class AuditLog(Protocol):
     def append(self, event: AuditEvent) -> None: ...
 
@@ -177,6 +211,7 @@ class UnitOfWork(Protocol):
     sync_records: SyncRecordRepository
     jobs: SyncJobRepository
     audit: AuditLog
+    connections: ConnectionRepository
 
     def __enter__(self) -> Self: ...
 

@@ -401,7 +401,7 @@ class _JobRun:
             marker = marker_for(self.tenant, record.entity, record.generation)
             if record.create_started:
                 # An earlier attempt sent this create and never heard back: it may exist already.
-                found = self.accounting.find_by_marker(spec.kind, marker)
+                found = self.accounting.find_by_marker(spec.kind, marker, self.customer_id)
                 if found is not None:
                     ref = self.accounting.update(
                         found,
@@ -425,7 +425,9 @@ class _JobRun:
         record = self._record(entity)
         if not record.quickbooks_id:
             return True
-        found = self.accounting.find_by_marker(kind, marker_for(self.tenant, entity, record.generation))
+        found = self.accounting.find_by_marker(
+            kind, marker_for(self.tenant, entity, record.generation), self.customer_id
+        )
         if found is None:
             return False
         self.confirmed.add(entity)

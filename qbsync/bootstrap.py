@@ -10,9 +10,11 @@ from injector import Injector, Module, provider, singleton
 
 from adapters.persistence.module import SqlAlchemyPersistenceModule
 from adapters.quickbooks.module import FakeQuickBooksModule
+from adapters.quickbooks.oauth_module import IntuitAuthorizationModule
 from adapters.system import SystemClock, UuidIdSource
 from core.auth import ApiKeys
-from core.ports import AccountingSystems, Clock, IdSource, UnitOfWorkFactory
+from core.connections_service import ConnectionService
+from core.ports import AccountingSystems, Clock, IdSource, QuickBooksAuthorization, UnitOfWorkFactory
 from core.service import SyncService
 from core.sync_engine import SyncEngine
 from core.worker import SyncWorker
@@ -53,6 +55,25 @@ class CoreModule(Module):
 
     @singleton
     @provider
+    def connection_service(
+        self,
+        uow: UnitOfWorkFactory,
+        authorization: QuickBooksAuthorization,
+        clock: Clock,
+        ids: IdSource,
+        settings: Settings,
+    ) -> ConnectionService:
+        return ConnectionService(
+            uow,
+            authorization,
+            clock,
+            ids,
+            default_environment=settings.qbo_environment,
+            default_redirect_uri=settings.qbo_redirect_uri,
+        )
+
+    @singleton
+    @provider
     def api_keys(self, uow: UnitOfWorkFactory, clock: Clock, ids: IdSource) -> ApiKeys:
         return ApiKeys(uow, clock, ids)
 
@@ -67,8 +88,9 @@ def bootstrap(*overrides: Module, settings: Settings | None = None) -> Injector:
     modules: list[Module] = [
         SettingsModule(settings),
         SystemModule(),
-        SqlAlchemyPersistenceModule(settings.database_url),
+        SqlAlchemyPersistenceModule(settings.database_url, settings.encryption_keys, settings.key_file),
         FakeQuickBooksModule(),
+        IntuitAuthorizationModule(settings.qbo_client_id, settings.qbo_client_secret),
         CoreModule(),
         *overrides,
     ]

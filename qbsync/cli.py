@@ -1,4 +1,4 @@
-"""`qbsync`, the operators' command line: serve, migrate, keys create, demo."""
+"""`qbsync`, the operators' command line: serve, migrate, keys create, demo, connect, emulator, errors, retry."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from core.auth import ApiKeys, parse_permissions
 from core.errors import ValidationError
 from qbsync.bootstrap import bootstrap
 from qbsync.config import Settings
+from qbsync.operator_commands import COMMANDS
 
 ALL_PERMISSIONS = "sync,read,quickbooks.view,admin"
 
@@ -127,6 +128,10 @@ def _redacted(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+for _command in COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapters.persistence.encryption import ENCRYPTION_KEY_ENV, parse_keys
+
 DEFAULT_DATA_DIR = Path("var")
+KEY_FILE_NAME = "secret.key"
 
 
 @dataclass(frozen=True)
@@ -16,6 +19,20 @@ class Settings:
     workers: int
     grace_seconds: float
     watch_poll_seconds: float
+    # Holds the SQLite file (by default) and the generated encryption key file (when no key is configured).
+    data_dir: Path = DEFAULT_DATA_DIR
+    # QBSYNC_ENCRYPTION_KEY: Fernet keys for the QuickBooks secrets at rest, the first one encrypting.
+    encryption_keys: tuple[str, ...] = field(default=(), repr=False)
+    # qbsync's own Intuit app, for the OAuth code flow of ConnectionService.
+    qbo_client_id: str = ""
+    qbo_client_secret: str = field(default="", repr=False)
+    qbo_environment: str = "sandbox"  # "sandbox", "production" or an OpenID discovery document URL
+    qbo_redirect_uri: str = ""
+
+    @property
+    def key_file(self) -> Path:
+        """Where a generated encryption key is kept when QBSYNC_ENCRYPTION_KEY is not set."""
+        return self.data_dir / KEY_FILE_NAME
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -27,6 +44,12 @@ class Settings:
             workers=int(env.get("QBSYNC_WORKERS", "4")),
             grace_seconds=float(env.get("QBSYNC_SHUTDOWN_GRACE_SECONDS", "10")),
             watch_poll_seconds=float(env.get("QBSYNC_WATCH_POLL_SECONDS", "0.1")),
+            data_dir=data_dir,
+            encryption_keys=parse_keys(env.get(ENCRYPTION_KEY_ENV, "")),
+            qbo_client_id=env.get("QBSYNC_QBO_CLIENT_ID", ""),
+            qbo_client_secret=env.get("QBSYNC_QBO_CLIENT_SECRET", ""),
+            qbo_environment=env.get("QBSYNC_QBO_ENVIRONMENT", "sandbox"),
+            qbo_redirect_uri=env.get("QBSYNC_QBO_REDIRECT_URI", ""),
         )
 
     def ensure_data_dir(self) -> None:

@@ -8,9 +8,11 @@ import threading
 import grpc
 from injector import Injector
 
+from adapters.grpc.connection_servicer import ConnectionServicer
 from adapters.grpc.server import build_server, stop_gracefully
 from adapters.grpc.servicer import SyncServicer
 from core.auth import ApiKeys
+from core.connections_service import ConnectionService
 from core.service import SyncService
 from core.worker import SyncWorker
 from qbsync.config import Settings
@@ -38,7 +40,10 @@ class Runtime:
             self._threads.append(thread)
         servicer = SyncServicer(self._injector.get(SyncService), poll_seconds=self._settings.watch_poll_seconds)
         self.server, self.port = build_server(
-            servicer, self._injector.get(ApiKeys).authenticate, self._settings.listen
+            servicer,
+            self._injector.get(ApiKeys).authenticate,
+            self._settings.listen,
+            connection_servicer=ConnectionServicer(self._injector.get(ConnectionService)),
         )
         self.server.start()
         log.info("qbsync listening on port %s with %s workers", self.port, self._settings.workers)

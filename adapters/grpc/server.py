@@ -1,4 +1,4 @@
-"""The gRPC server: SyncService behind the interceptors, with health checking and reflection.
+"""The gRPC server: SyncService (and ConnectionService) behind the interceptors, with health and reflection.
 
 Stopping is graceful: health turns NOT_SERVING first (so load balancers stop sending calls), then
 `server.stop(grace)` lets calls in flight finish for up to `grace` seconds.
@@ -19,13 +19,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from adapters.grpc.auth import Authenticate, AuthInterceptor
+from adapters.grpc.connection_servicer import ConnectionServicer
 from adapters.grpc.errors import ErrorMappingInterceptor
 from adapters.grpc.servicer import SyncServicer
-from qbsync.v1 import sync_service_pb2, sync_service_pb2_grpc
+from qbsync.v1 import connection_service_pb2, connection_service_pb2_grpc, sync_service_pb2, sync_service_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 SYNC_SERVICE_NAME: str = sync_service_pb2.DESCRIPTOR.services_by_name["SyncService"].full_name
+CONNECTION_SERVICE_NAME: str = connection_service_pb2.DESCRIPTOR.services_by_name["ConnectionService"].full_name
 DEFAULT_MAX_WORKERS = 16
 
 # Each server's health servicer, for stop_gracefully(); weak, so a dropped server is not kept alive.
@@ -37,10 +39,13 @@ def build_server(
     authenticate: Authenticate,
     listen: str,
     max_workers: int = DEFAULT_MAX_WORKERS,
+    *,
+    connection_servicer: ConnectionServicer | None = None,
 ) -> tuple[grpc.Server, int]:
     """A server (not started yet) bound to `listen`, and its port: "127.0.0.1:0" picks a free one.
 
     `max_workers` bounds the calls served at once; each open WatchSyncJob stream holds one.
+    `connection_servicer`, when given, also serves qbsync.v1.ConnectionService.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="qbsync-grpc"),
@@ -48,14 +53,18 @@ def build_server(
         interceptors=[ErrorMappingInterceptor(), AuthInterceptor(authenticate)],
     )
     sync_service_pb2_grpc.add_SyncServiceServicer_to_server(servicer, server)
+    services = [SYNC_SERVICE_NAME]
+    if connection_servicer is not None:
+        connection_service_pb2_grpc.add_ConnectionServiceServicer_to_server(connection_servicer, server)
+        services.append(CONNECTION_SERVICE_NAME)
 
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for service in ("", SYNC_SERVICE_NAME):  # "" is the whole server
+    for service in ("", *services):  # "" is the whole server
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     _HEALTH[server] = health_servicer
 
-    reflection.enable_server_reflection((SYNC_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection((*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
     port = server.add_insecure_port(listen)  # raises RuntimeError when it cannot bind
     return server, port

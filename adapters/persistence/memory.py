@@ -25,6 +25,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 
+from core.connection import QuickBooksConnection
 from core.domain import (
     ApiKey,
     AuditEvent,
@@ -41,6 +42,7 @@ from core.domain import (
 from core.ports import (
     ApiKeyRepository,
     AuditLog,
+    ConnectionRepository,
     RequestIdTakenError,
     SnapshotRepository,
     SyncJobRepository,
@@ -71,6 +73,7 @@ class _Tables:
     sync_records: dict[tuple[str, EntityRef], SyncRecord] = field(default_factory=dict)
     jobs: dict[tuple[str, str], SyncJob] = field(default_factory=dict)
     audit: list[AuditEvent] = field(default_factory=list)
+    connections: dict[str, QuickBooksConnection] = field(default_factory=dict)
 
 
 class InMemoryDatabase:
@@ -142,6 +145,7 @@ class _Transaction:
         self.crm_jobs = _Staged(tables.crm_jobs)
         self.sync_records = _Staged(tables.sync_records)
         self.jobs = _Staged(tables.jobs)
+        self.connections = _Staged(tables.connections)
         self._tables = tables
         self.new_audit: list[AuditEvent] = []
 
@@ -155,6 +159,7 @@ class _Transaction:
             self.crm_jobs,
             self.sync_records,
             self.jobs,
+            self.connections,
         )  # type: ignore[return-value]
 
     def apply(self) -> None:
@@ -380,6 +385,16 @@ class InMemoryAuditLog(_Repository, AuditLog):
         return [_copy(event) for _, event in ordered[:limit]]
 
 
+class InMemoryConnectionRepository(_Repository, ConnectionRepository):
+    def get(self, tenant_id: str) -> QuickBooksConnection | None:
+        with self._db.lock:
+            return _copy(self._tx.connections.get(tenant_id))
+
+    def save(self, connection: QuickBooksConnection) -> None:
+        with self._db.lock:
+            self._tx.connections.put(connection.tenant_id, _copy(connection))
+
+
 class InMemoryUnitOfWork(UnitOfWork):
     """One transaction over the in-memory database; rolled back on leaving `with` unless committed."""
 
@@ -394,6 +409,7 @@ class InMemoryUnitOfWork(UnitOfWork):
         self.sync_records = InMemorySyncRecordRepository(db, self._tx)
         self.jobs = InMemorySyncJobRepository(db, self._tx, self)
         self.audit = InMemoryAuditLog(db, self._tx)
+        self.connections = InMemoryConnectionRepository(db, self._tx)
 
     def __enter__(self) -> Self:
         return self

@@ -6,8 +6,12 @@ injector is asked for a `UnitOfWorkFactory` (and once only: it owns the connecti
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 from injector import Module, provider, singleton
 
+from adapters.persistence.encryption import SecretBox
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from core.ports import UnitOfWorkFactory
 
@@ -23,10 +27,17 @@ class InMemoryPersistenceModule(Module):
 
 class SqlAlchemyPersistenceModule(Module):
     """SQLite or PostgreSQL at `database_url`. The schema is not migrated here: that is `qbsync migrate`'s
-    (or the composition root's) decision, made once, not on every injector."""
+    (or the composition root's) decision, made once, not on every injector.
 
-    def __init__(self, database_url: str) -> None:
+    The QuickBooks secrets are encrypted with `encryption_keys` (the first encrypts, all decrypt), or,
+    when none are given, with a key generated into `key_file` the first time a secret is stored.
+    """
+
+    def __init__(
+        self, database_url: str, encryption_keys: Sequence[str] = (), key_file: Path = Path("var/secret.key")
+    ) -> None:
         self.database_url = database_url
+        self._secrets = SecretBox(encryption_keys, key_file)  # lazy: reads no key until first used
 
     @singleton
     @provider
@@ -34,4 +45,4 @@ class SqlAlchemyPersistenceModule(Module):
         # Imported here so that choosing the in-memory module never imports SQLAlchemy.
         from adapters.persistence.sqlalchemy import SqlAlchemyUnitOfWorkFactory, create_engine_for
 
-        return SqlAlchemyUnitOfWorkFactory(create_engine_for(self.database_url))
+        return SqlAlchemyUnitOfWorkFactory(create_engine_for(self.database_url), self._secrets)

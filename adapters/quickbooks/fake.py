@@ -135,7 +135,8 @@ class FakeQuickBooks(AccountingSystem):
         with self._lock:
             return self._write(request_id, lambda: self._update(ref, spec))
 
-    def find_by_marker(self, kind: TxnKind, marker: str) -> QuickBooksRef | None:
+    def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str = "") -> QuickBooksRef | None:
+        # customer_id narrows QBO's search; the marker alone identifies the record, so the fake ignores it.
         with self._lock:
             self._call(write=False)
             for txn in self.txns.values():

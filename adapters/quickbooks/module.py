@@ -5,7 +5,8 @@ from __future__ import annotations
 from injector import Module, provider, singleton
 
 from adapters.quickbooks.fake import FakeQuickBooksCompanies
-from core.ports import AccountingSystems
+from adapters.quickbooks.qbo import QuickBooksAccountingSystems, RateLimits, RequestLimiter, RetryPolicy
+from core.ports import AccountingSystems, Clock, UnitOfWorkFactory
 
 
 class FakeQuickBooksModule(Module):
@@ -18,3 +19,34 @@ class FakeQuickBooksModule(Module):
     @provider
     def accounting_systems(self) -> AccountingSystems:
         return self._companies or FakeQuickBooksCompanies()
+
+
+class QuickBooksModule(Module):
+    """Each tenant's real QuickBooks Online company (or the emulator, or Intuit's sandbox), from the
+    connection stored for it, through python-quickbooks over HTTP. Nothing is built or contacted until a
+    job asks for a tenant's company."""
+
+    def __init__(
+        self,
+        *,
+        http_timeout: float = 30.0,
+        limits: RateLimits | None = None,
+        limiter: RequestLimiter | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._http_timeout = http_timeout
+        self._limits = limits
+        self._limiter = limiter
+        self._retry = retry
+
+    @singleton
+    @provider
+    def accounting_systems(self, uow_factory: UnitOfWorkFactory, clock: Clock) -> AccountingSystems:
+        return QuickBooksAccountingSystems(
+            uow_factory,
+            clock,
+            http_timeout=self._http_timeout,
+            limits=self._limits,
+            limiter=self._limiter,
+            retry=self._retry,
+        )

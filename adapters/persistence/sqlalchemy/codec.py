@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from core.connection import ListRef, QuickBooksSettings
 from core.domain import (
     EntityRef,
     EntityType,
@@ -179,4 +180,40 @@ def error_from_json(text: str | None) -> JobError | None:
         message=data["message"],
         retryable=data["retryable"],
         metadata=dict(data["metadata"]),
+    )
+
+
+def _ref(ref: ListRef) -> dict[str, str]:
+    return {"id": ref.id, "name": ref.name}
+
+
+def _parse_ref(data: Mapping[str, str] | None) -> ListRef:
+    return ListRef(id=data["id"], name=data["name"]) if data else ListRef()
+
+
+def settings_to_json(settings: QuickBooksSettings) -> str:
+    return _dumps(
+        {
+            "deposit_account": _ref(settings.deposit_account),
+            "refund_bank_account": _ref(settings.refund_bank_account),
+            "accounts_receivable_account": _ref(settings.accounts_receivable_account),
+            "income_item": _ref(settings.income_item),
+            "payment_methods": {method.value: _ref(ref) for method, ref in settings.payment_methods.items()},
+            "doc_number_prefix": settings.doc_number_prefix,
+        }
+    )
+
+
+def settings_from_json(text: str) -> QuickBooksSettings:
+    # .get() throughout: a setting added later reads as unset (its default) from rows written before it.
+    data = json.loads(text)
+    return QuickBooksSettings(
+        deposit_account=_parse_ref(data.get("deposit_account")),
+        refund_bank_account=_parse_ref(data.get("refund_bank_account")),
+        accounts_receivable_account=_parse_ref(data.get("accounts_receivable_account")),
+        income_item=_parse_ref(data.get("income_item")),
+        payment_methods={
+            PaymentMethod(method): _parse_ref(ref) for method, ref in data.get("payment_methods", {}).items()
+        },
+        doc_number_prefix=data.get("doc_number_prefix", ""),
     )

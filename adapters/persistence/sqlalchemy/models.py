@@ -161,3 +161,26 @@ class AuditEventRow(Base):
     entity_id: Mapped[str | None] = mapped_column(String)
     job_id: Mapped[str] = mapped_column(String)
     message: Mapped[str] = mapped_column(Text)
+
+
+class QuickBooksConnectionRow(Base):
+    """A tenant's QuickBooks connection. `secrets` is one Fernet token over a JSON object holding the
+    client secret, both OAuth tokens and the pending anti-forgery state: nothing in it is ever queried,
+    and one ciphertext per row means one decryption per read and no column to forget to encrypt."""
+
+    __tablename__ = "quickbooks_connections"
+
+    tenant_id: Mapped[str] = mapped_column(String, primary_key=True)
+    realm_id: Mapped[str] = mapped_column(String)
+    environment: Mapped[str] = mapped_column(Text)  # "sandbox", "production" or a discovery URL
+    api_base_url: Mapped[str] = mapped_column(Text)
+    client_id: Mapped[str] = mapped_column(String)
+    secrets: Mapped[str] = mapped_column(Text)  # Fernet token (see adapters.persistence.encryption)
+    access_token_expires: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    refresh_token_expires: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    state: Mapped[str] = mapped_column(String)
+    connect_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    company_name: Mapped[str] = mapped_column(Text)
+    last_error: Mapped[str] = mapped_column(Text)
+    settings: Mapped[str] = mapped_column(Text)  # QuickBooksSettings as JSON (see codec)
+    redirect_uri: Mapped[str] = mapped_column(Text)

@@ -8,6 +8,8 @@ from typing import Self
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from adapters.persistence.encryption import SecretBox
+from adapters.persistence.sqlalchemy.connections import SqlAlchemyConnectionRepository
 from adapters.persistence.sqlalchemy.jobs import SqlAlchemySyncJobRepository
 from adapters.persistence.sqlalchemy.repositories import (
     SqlAlchemyApiKeyRepository,
@@ -26,8 +28,9 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
     written outside a transaction by mistake.
     """
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+    def __init__(self, session_factory: sessionmaker[Session], secrets: SecretBox | None = None) -> None:
         self._session_factory = session_factory
+        self._secrets = secrets
         self._session: Session | None = None
 
     def __enter__(self) -> Self:
@@ -39,6 +42,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         self.sync_records = SqlAlchemySyncRecordRepository(session)
         self.jobs = SqlAlchemySyncJobRepository(session)
         self.audit = SqlAlchemyAuditLog(session)
+        self.connections = SqlAlchemyConnectionRepository(session, self._secrets)
         return self
 
     def __exit__(
@@ -67,13 +71,18 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
 
 
 class SqlAlchemyUnitOfWorkFactory(UnitOfWorkFactory):
-    """Makes units of work over one engine; each thread (worker, RPC) takes its own."""
+    """Makes units of work over one engine; each thread (worker, RPC) takes its own.
 
-    def __init__(self, engine: Engine) -> None:
+    `secrets` encrypts the QuickBooks connections' tokens; without it, connections cannot be stored or
+    read (everything else works), so tools that never touch connections need no key.
+    """
+
+    def __init__(self, engine: Engine, secrets: SecretBox | None = None) -> None:
         self.engine = engine
+        self.secrets = secrets
         # expire_on_commit=False: repositories return domain objects, never rows, so nothing to expire;
         # autoflush is harmless but pointless since writes go straight to SQL.
         self._sessions = sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
 
     def __call__(self) -> SqlAlchemyUnitOfWork:
-        return SqlAlchemyUnitOfWork(self._sessions)
+        return SqlAlchemyUnitOfWork(self._sessions, self.secrets)

@@ -13,6 +13,7 @@ from persistence_builders import Backend
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
+from adapters.persistence.encryption import SecretBox, generate_key
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from adapters.persistence.sqlalchemy import SqlAlchemyUnitOfWorkFactory, create_engine_for, migrate
 from adapters.persistence.sqlalchemy.engine import normalise_url
@@ -55,7 +56,7 @@ def postgres_url() -> Iterator[URL]:
 def _sql_backend(name: str, url: URL) -> Iterator[Backend]:
     engine = create_engine_for(url)
     try:
-        yield Backend(name, SqlAlchemyUnitOfWorkFactory(engine), url)
+        yield Backend(name, SqlAlchemyUnitOfWorkFactory(engine, SecretBox([generate_key()])), url)
     finally:
         engine.dispose()
 

@@ -1,0 +1,91 @@
+"""`qbsync.v1.ConnectionService` messages to and from the core's connection objects.
+
+Outbound, a `Connection` carries where the company is and how healthy its tokens are, never a token,
+the client secret or the anti-forgery state: those stay in the server.
+"""
+
+from __future__ import annotations
+
+from adapters.grpc.convert import payment_method_from_proto, timestamp_to_proto
+from core.connection import PRODUCTION, SANDBOX, ConnectionState, ListRef, QuickBooksConnection, QuickBooksSettings
+from core.domain import PaymentMethod
+from core.errors import FieldViolation
+from qbsync.v1 import connection_service_pb2 as pb
+from qbsync.v1 import resources_pb2
+
+# Built from the domain enum, so that a state added on one side only fails at import.
+_STATES = {s: pb.ConnectionState.Value(f"CONNECTION_STATE_{s.value}") for s in ConnectionState}
+_PAYMENT_METHODS = {m: resources_pb2.PaymentMethod.Value(f"PAYMENT_METHOD_{m.value}") for m in PaymentMethod}
+
+
+def environment_from_proto(value: int, violations: list[FieldViolation]) -> str:
+    """The core's environment name; "" (unspecified) lets the server's default apply."""
+    if value == pb.ENVIRONMENT_SANDBOX:
+        return SANDBOX
+    if value == pb.ENVIRONMENT_PRODUCTION:
+        return PRODUCTION
+    if value != pb.ENVIRONMENT_UNSPECIFIED:
+        violations.append(FieldViolation("environment", f"unknown environment {value}"))
+    return ""
+
+
+def environment_to_proto(environment: str) -> pb.Environment.ValueType:
+    # A discovery URL (the emulator, a test double) is never the production company.
+    return pb.ENVIRONMENT_PRODUCTION if environment == PRODUCTION else pb.ENVIRONMENT_SANDBOX
+
+
+def list_ref_from_proto(msg: pb.QuickBooksListRef) -> ListRef:
+    return ListRef(id=msg.id.strip(), name=msg.name.strip())
+
+
+def list_ref_to_proto(ref: ListRef) -> pb.QuickBooksListRef:
+    return pb.QuickBooksListRef(id=ref.id, name=ref.name)
+
+
+def settings_from_proto(msg: pb.Settings, violations: list[FieldViolation]) -> QuickBooksSettings:
+    methods: dict[PaymentMethod, ListRef] = {}
+    for i, mapping in enumerate(msg.payment_methods):
+        path = f"settings.payment_methods[{i}]"
+        method = payment_method_from_proto(mapping.method, f"{path}.method", violations)
+        if method in methods and mapping.method in _PAYMENT_METHODS.values():
+            violations.append(FieldViolation(f"{path}.method", f"{method.value} is mapped more than once"))
+        methods[method] = list_ref_from_proto(mapping.quickbooks_payment_method)
+    return QuickBooksSettings(
+        deposit_account=list_ref_from_proto(msg.deposit_account),
+        refund_bank_account=list_ref_from_proto(msg.refund_bank_account),
+        accounts_receivable_account=list_ref_from_proto(msg.accounts_receivable_account),
+        income_item=list_ref_from_proto(msg.income_item),
+        payment_methods=methods,
+        doc_number_prefix=msg.doc_number_prefix,
+    )
+
+
+def settings_to_proto(settings: QuickBooksSettings) -> pb.Settings:
+    return pb.Settings(
+        deposit_account=list_ref_to_proto(settings.deposit_account),
+        refund_bank_account=list_ref_to_proto(settings.refund_bank_account),
+        accounts_receivable_account=list_ref_to_proto(settings.accounts_receivable_account),
+        income_item=list_ref_to_proto(settings.income_item),
+        payment_methods=[
+            pb.PaymentMethodMapping(method=_PAYMENT_METHODS[method], quickbooks_payment_method=list_ref_to_proto(ref))
+            for method, ref in sorted(settings.payment_methods.items(), key=lambda item: _PAYMENT_METHODS[item[0]])
+        ],
+        doc_number_prefix=settings.doc_number_prefix,
+    )
+
+
+def connection_to_proto(connection: QuickBooksConnection) -> pb.Connection:
+    msg = pb.Connection(
+        state=_STATES[connection.state],
+        realm_id=connection.realm_id,
+        company_name=connection.company_name,
+        environment=environment_to_proto(connection.environment),
+        settings=settings_to_proto(connection.settings),
+    )
+    if connection.connect_time is not None:
+        msg.connect_time.CopyFrom(timestamp_to_proto(connection.connect_time))
+    if connection.access_token_expires is not None:
+        msg.access_token_expire_time.CopyFrom(timestamp_to_proto(connection.access_token_expires))
+    if connection.refresh_token_expires is not None:
+        msg.refresh_token_expire_time.CopyFrom(timestamp_to_proto(connection.refresh_token_expires))
+    return msg

@@ -1,0 +1,171 @@
+"""One company's API session: fresh tokens, bounded retries, and the line between "safe to retry" and
+"the outcome is uncertain".
+
+Every call the adapter makes runs through `CompanySession.call`:
+- a token about to expire is refreshed first; a 401 refreshes once and retries (nothing was written);
+- a 429 waits `Retry-After` (or the policy's default) when that is short, a bounded number of times,
+  then gives up with `ThrottledError` so the worker reschedules the job instead of holding a thread;
+- a 5xx, timeout or reset is retried with capped exponential back-off and jitter: reads always, writes
+  because every write carries a `requestid` (the same on every retry, so QBO replays rather than
+  writes twice). A create whose attempt may have committed first runs its `recover` look-up, so a QBO
+  that does not honour the replay (QUICKBOOKS.md: *verify*) still gets no duplicate. When retries run
+  out, `AccountingUnavailableError(maybe_committed=...)` tells the core whether it must look first.
+
+A small loop rather than tenacity (not a dependency of the project): the loop needs per-outcome state
+(maybe-committed, the token that was refused) that tenacity would only carry through callbacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from quickbooks.exceptions import QuickbooksException
+
+from adapters.quickbooks.qbo.limiter import RequestLimiter
+from adapters.quickbooks.qbo.tokens import TokenKeeper
+from adapters.quickbooks.qbo.transport import (
+    QuickBooksClient,
+    ServerError,
+    Throttled,
+    TransportError,
+    Unauthorized,
+    api_base_url,
+)
+from core.connection import QuickBooksConnection
+from core.errors import AccountingUnavailableError, ReconnectRequiredError, ThrottledError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard the adapter tries before handing a failure back to the worker (which retries jobs later)."""
+
+    attempts: int = 4  # sends of one request facing 5xx/timeouts/resets
+    backoff_base: float = 0.5  # seconds; doubled per attempt, with full jitter
+    backoff_cap: float = 8.0
+    throttle_retries: int = 3  # 429s absorbed per call
+    throttle_default_wait: float = 60.0  # Intuit's advice when no Retry-After comes
+    throttle_max_wait: float = 10.0  # a longer wait is left to the worker (ThrottledError)
+    stale_retries: int = 3  # 5010 re-read-and-re-apply rounds per update
+
+
+class CompanySession:
+    """A tenant's client plus its current connection; safe to share between threads."""
+
+    def __init__(
+        self,
+        connection: QuickBooksConnection,
+        *,
+        tokens: TokenKeeper,
+        limiter: RequestLimiter,
+        policy: RetryPolicy,
+        timeout: float,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._connection = connection
+        self._guard = threading.Lock()
+        self._tokens = tokens
+        self._policy = policy
+        self._sleep = sleep
+        self.client = QuickBooksClient(
+            realm_id=connection.realm_id,
+            base_url=api_base_url(connection.api_base_url, connection.environment),
+            access_token=lambda: self.connection.access_token,
+            limiter=limiter,
+            timeout=timeout,
+        )
+
+    @property
+    def connection(self) -> QuickBooksConnection:
+        with self._guard:
+            return self._connection
+
+    def adopt(self, connection: QuickBooksConnection) -> None:
+        """A newer stored connection (tokens refreshed by another process, settings changed)."""
+        with self._guard:
+            self._connection = connection
+
+    def call(
+        self,
+        operation: Callable[[QuickBooksClient], T],
+        *,
+        write: bool,
+        what: str,
+        recover: Callable[[], T | None] | None = None,
+    ) -> T:
+        """Runs `operation` with the retries described in the module docstring. QBO Faults (`QboFault`)
+        pass through for the caller to interpret."""
+        policy = self._policy
+        failures = throttles = 0
+        maybe_committed = False
+        reauthorized = False
+        while True:
+            token = self._ensure_token()
+            try:
+                if maybe_committed and recover is not None:
+                    found = recover()
+                    if found is not None:
+                        return found
+                return operation(self.client)
+            except Unauthorized:
+                if reauthorized:
+                    raise ReconnectRequiredError(
+                        "QuickBooks refused a freshly refreshed access token: reconnect the company"
+                    ) from None
+                reauthorized = True
+                self.adopt(self._tokens.fresh(self.connection, rejected_token=token))
+            except Throttled as exc:
+                throttles += 1
+                wait = exc.retry_after if exc.retry_after is not None else policy.throttle_default_wait
+                if throttles > policy.throttle_retries or wait > policy.throttle_max_wait:
+                    raise ThrottledError(
+                        f"QuickBooks is limiting requests for this company ({what}); retrying in {wait:g}s",
+                        retry_after_seconds=wait,
+                    ) from None
+                log.info("quickbooks throttled", extra={"what": what, "wait": wait, "intuit_tid": exc.intuit_tid})
+                self._sleep(wait)
+            except (TransportError, QuickbooksException) as exc:
+                # QuickbooksException here is an answer the library could not parse (a 200 with a bad body).
+                sent = exc.maybe_sent if isinstance(exc, TransportError) else True
+                maybe_committed = maybe_committed or (write and sent)
+                failures += 1
+                if failures >= policy.attempts:
+                    raise AccountingUnavailableError(
+                        _unavailable_message(exc, what), maybe_committed=maybe_committed
+                    ) from None
+                log.info(
+                    "quickbooks call failed; retrying",
+                    extra={"what": what, "error": type(exc).__name__, "attempt": failures},
+                )
+                self._sleep(self._backoff(failures))
+
+    def _ensure_token(self) -> str:
+        connection = self.connection
+        fresh = self._tokens.fresh(connection)
+        if fresh is not connection:
+            self.adopt(fresh)
+        return fresh.access_token
+
+    def _backoff(self, failures: int) -> float:
+        ceiling = min(self._policy.backoff_cap, self._policy.backoff_base * (2 ** (failures - 1)))
+        return random.uniform(0, ceiling)
+
+
+def _unavailable_message(exc: Exception, what: str) -> str:
+    if isinstance(exc, ServerError):
+        detail = f"HTTP {exc.status}"
+    elif isinstance(exc, TransportError):
+        detail = str(exc)
+    else:
+        detail = "an answer that could not be read"
+    tid = getattr(exc, "intuit_tid", "")
+    return f"QuickBooks could not be reached for {what} ({detail}{', intuit_tid ' + tid if tid else ''}); will retry"

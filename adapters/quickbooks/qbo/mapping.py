@@ -1,0 +1,194 @@
+"""The core's accounting specs as python-quickbooks objects (SPEC.md section 5), and back.
+
+Objects are built "blank": python-quickbooks fills every attribute with a default ("" dates, 0 balances,
+"NeedToPrint"...) and `save()` sends every non-None one, so each object starts with all attributes None
+and gets exactly the fields qbsync means to write. An update is a full update: what is not sent is
+cleared, which is what "replace the record with the spec" means. Money is `Decimal` quantized to cents;
+python-quickbooks serialises `Decimal` as a JSON string ("300.10"), never through float.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, TypeAlias, TypeVar
+
+from quickbooks.objects.base import EmailAddress, LinkedTxn, PhoneNumber, Ref
+from quickbooks.objects.customer import Customer
+from quickbooks.objects.detailline import (
+    AccountBasedExpenseLine,
+    AccountBasedExpenseLineDetail,
+    SalesItemLine,
+    SalesItemLineDetail,
+)
+from quickbooks.objects.invoice import Invoice
+from quickbooks.objects.payment import Payment, PaymentLine
+from quickbooks.objects.purchase import Purchase
+
+from core.accounting import (
+    AccountingCustomer,
+    InvoiceSpec,
+    NewCustomer,
+    PaymentSpec,
+    RefundSpec,
+    TxnKind,
+    TxnSpec,
+)
+from core.connection import QuickBooksSettings
+
+CENT = Decimal("0.01")
+PAYMENT_REF_NUM_MAX = 21  # QBO's limit on PaymentRefNum
+
+T = TypeVar("T")
+
+# Payment | Purchase | Invoice: python-quickbooks ships no type hints.
+QboTxn: TypeAlias = Any
+
+
+def money(value: Decimal) -> Decimal:
+    return value.quantize(CENT)
+
+
+def blank(cls: type[T]) -> T:
+    """An instance of a python-quickbooks class with every attribute None (so nothing unasked is sent)."""
+    obj = cls()
+    for name in list(vars(obj)):
+        setattr(obj, name, None)
+    return obj
+
+
+def ref(value: str, ref_type: str | None = None) -> Ref:
+    result = blank(Ref)
+    result.value = value
+    if ref_type:
+        result.type = ref_type
+    return result
+
+
+def entity_class(kind: TxnKind) -> Any:
+    return {TxnKind.PAYMENT: Payment, TxnKind.INVOICE: Invoice}.get(kind, Purchase)
+
+
+def entity_name(kind: TxnKind) -> str:
+    return str(entity_class(kind).qbo_object_name)
+
+
+def customer_object(new: NewCustomer) -> Customer:
+    customer = blank(Customer)
+    customer.DisplayName = new.display_name
+    customer.GivenName = new.given_name or None
+    customer.FamilyName = new.family_name or None
+    customer.CompanyName = new.company_name or None
+    customer.Notes = new.note or None
+    if new.email:
+        customer.PrimaryEmailAddr = blank(EmailAddress)
+        customer.PrimaryEmailAddr.Address = new.email
+    if new.phone:
+        customer.PrimaryPhone = blank(PhoneNumber)
+        customer.PrimaryPhone.FreeFormNumber = new.phone
+    return customer
+
+
+def accounting_customer(customer: Any) -> AccountingCustomer:
+    email = getattr(customer, "PrimaryEmailAddr", None)
+    address = (email.get("Address") if isinstance(email, dict) else getattr(email, "Address", "")) if email else ""
+    return AccountingCustomer(
+        id=str(customer.Id),
+        display_name=str(customer.DisplayName or ""),
+        email=str(address or ""),
+        active=customer.Active is not False,
+    )
+
+
+def txn_object(spec: TxnSpec, settings: QuickBooksSettings) -> QboTxn:
+    """The QBO transaction for a spec, without Id/SyncToken (set them for an update)."""
+    if isinstance(spec, PaymentSpec):
+        return _payment(spec, settings)
+    if isinstance(spec, RefundSpec):
+        return _purchase(spec, settings)
+    return _invoice(spec, settings)
+
+
+def _payment(spec: PaymentSpec, settings: QuickBooksSettings) -> Payment:
+    payment = blank(Payment)
+    payment.CustomerRef = ref(spec.customer_id)
+    payment.TotalAmt = money(spec.amount)
+    payment.TxnDate = spec.txn_date.isoformat()
+    method = settings.payment_methods.get(spec.method)
+    if method is not None and method.is_set:
+        payment.PaymentMethodRef = ref(method.id)
+    # QBO refuses a longer PaymentRefNum; the full reference stays in the CRM.
+    payment.PaymentRefNum = spec.reference[:PAYMENT_REF_NUM_MAX] or None
+    payment.DepositToAccountRef = ref(settings.deposit_account.id)
+    payment.PrivateNote = spec.private_note
+    lines = []
+    for link in spec.lines:
+        line = blank(PaymentLine)
+        line.Amount = money(link.amount)
+        linked = blank(LinkedTxn)
+        linked.TxnId = link.txn_id
+        linked.TxnType = link.txn_kind.value  # "Invoice", "Expense" or "Check"
+        line.LinkedTxn = [linked]
+        lines.append(line)
+    payment.Line = lines  # every line, every time: QBO replaces payment lines all or nothing
+    return payment
+
+
+def _purchase(spec: RefundSpec, settings: QuickBooksSettings) -> Purchase:
+    purchase = blank(Purchase)
+    purchase.PaymentType = "Check" if spec.refund_kind is TxnKind.CHECK else "Cash"  # "Cash" shows as Expense
+    purchase.AccountRef = ref(settings.refund_bank_account.id)
+    purchase.EntityRef = ref(spec.customer_id, "Customer")
+    purchase.TotalAmt = money(spec.amount)
+    purchase.TxnDate = spec.txn_date.isoformat()
+    purchase.PrivateNote = spec.private_note
+    line = blank(AccountBasedExpenseLine)
+    line.DetailType = "AccountBasedExpenseLineDetail"
+    line.Amount = money(spec.amount)
+    line.Description = spec.memo or None
+    detail = blank(AccountBasedExpenseLineDetail)
+    detail.AccountRef = ref(settings.accounts_receivable_account.id)
+    line.AccountBasedExpenseLineDetail = detail
+    purchase.Line = [line]
+    return purchase
+
+
+def _invoice(spec: InvoiceSpec, settings: QuickBooksSettings) -> Invoice:
+    invoice = blank(Invoice)
+    invoice.CustomerRef = ref(spec.customer_id)
+    invoice.DocNumber = settings.doc_number_prefix + spec.doc_number
+    invoice.TxnDate = spec.txn_date.isoformat()
+    invoice.PrivateNote = spec.private_note
+    lines = []
+    for source in spec.lines:
+        line = blank(SalesItemLine)
+        line.DetailType = "SalesItemLineDetail"
+        line.Amount = money(source.amount)
+        line.Description = source.description or None
+        detail = blank(SalesItemLineDetail)
+        detail.ItemRef = ref(settings.income_item.id)
+        detail.Qty = source.quantity
+        detail.UnitPrice = source.unit_price
+        line.SalesItemLineDetail = detail
+        lines.append(line)
+    invoice.Line = lines
+    return invoice
+
+
+def kind_of(entity: str, record: dict[str, Any]) -> TxnKind:
+    """The TxnKind of a record read from QBO."""
+    if entity == "Purchase":
+        return TxnKind.CHECK if record.get("PaymentType") == "Check" else TxnKind.EXPENSE
+    return TxnKind(entity)
+
+
+def is_voided(record: dict[str, Any]) -> bool:
+    """QBO keeps a voided Payment or Invoice with zero amounts and "Voided" at the start of its PrivateNote
+    (there is no status field for it in the API). Both signs are required, so a genuine zero record or a
+    note that merely mentions voiding is not mistaken for one."""
+    note = str(record.get("PrivateNote") or "")
+    total = record.get("TotalAmt")
+    try:
+        zero = total is not None and Decimal(str(total)) == 0
+    except ArithmeticError:
+        zero = False
+    return zero and note.startswith("Voided")

@@ -1,0 +1,333 @@
+"""`AccountingSystem` over python-quickbooks: one tenant's QuickBooks Online company.
+
+Reads go through `CompanySession.call` as plain JSON (python-quickbooks' `get_single_object` and
+`query`); writes build python-quickbooks objects (`mapping.py`) and `save(qb=..., request_id=...)` them.
+QBO Faults are turned into the domain's errors here, where the operation's context (which customer,
+which setting, which linked record) is known — see `_refusal`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from typing import Any
+
+from adapters.quickbooks.qbo.calls import CompanySession
+from adapters.quickbooks.qbo.mapping import (
+    QboTxn,
+    accounting_customer,
+    customer_object,
+    entity_name,
+    is_voided,
+    kind_of,
+    txn_object,
+)
+from adapters.quickbooks.qbo.queries import PAGE_SIZE, escape, query_all, query_page
+from adapters.quickbooks.qbo.settings import ACCOUNT_SETTINGS, INCOME_ITEM, SettingsResolver, setting_error
+from adapters.quickbooks.qbo.transport import QboFault, QuickBooksClient
+from core.accounting import (
+    AccountingCustomer,
+    InvoiceSpec,
+    NewCustomer,
+    PaymentSpec,
+    QuickBooksRef,
+    RefundSpec,
+    TxnKind,
+    TxnSpec,
+)
+from core.connection import PRODUCTION
+from core.errors import (
+    AccountingError,
+    BookkeepingError,
+    CustomerUnusableError,
+    DuplicateNameError,
+    LinkedRecordGoneError,
+    RecordGoneError,
+)
+from core.ports import AccountingSystem, UnitOfWorkFactory
+
+log = logging.getLogger(__name__)
+
+PRODUCTION_APP = "https://app.qbo.intuit.com"
+SANDBOX_APP = "https://app.sandbox.qbo.intuit.com"
+CLOSED_PERIOD = "QUICKBOOKS_CLOSED_PERIOD"
+REQUEST_ID_MAX = 50
+
+
+class QuickBooksAccountingSystem(AccountingSystem):
+    """One tenant's company. Thread-safe: workers of one process share it."""
+
+    def __init__(
+        self,
+        session: CompanySession,
+        uow_factory: UnitOfWorkFactory,
+        *,
+        validated: set[tuple[str, str, str]],
+        validated_guard: threading.Lock,
+        stale_retries: int = 3,
+    ) -> None:
+        self.session = session
+        self._settings = SettingsResolver(session, uow_factory, validated, validated_guard)
+        self._stale_retries = stale_retries
+
+    # --- customers ---------------------------------------------------------------------------------
+
+    def find_customers(self, display_name: str, email: str) -> list[AccountingCustomer]:
+        # By email when there is one (filterable, and few customers share one); else by name prefix, so
+        # that "Name - 2" comes too. Only active customers: QBO hides inactive ones unless asked, and we
+        # say so explicitly.
+        if email.strip():
+            where = f"PrimaryEmailAddr = '{escape(email.strip())}' AND Active = true"
+        else:
+            where = f"DisplayName LIKE '{escape(' '.join(display_name.split()))}%' AND Active = true"
+        rows = query_all(self.session, "Customer", where, what="looking up customers")
+        return [accounting_customer(_Obj(row)) for row in rows if row.get("Active") is not False]
+
+    def create_customer(self, customer: NewCustomer, *, request_id: str) -> AccountingCustomer:
+        def save(qb: QuickBooksClient) -> AccountingCustomer:
+            return accounting_customer(customer_object(customer).save(qb=qb, request_id=request_id))
+
+        try:
+            return self.session.call(
+                save, write=True, what="creating a customer", recover=lambda: self._our_customer(customer)
+            )
+        except QboFault as fault:
+            if "6240" in fault.codes:
+                # Our own create may have committed on an attempt whose answer was lost, and a QBO that
+                # ignored the requestid replay would then call it a duplicate: check before saying so.
+                ours = self._our_customer(customer)
+                if ours is not None:
+                    return ours
+                raise DuplicateNameError(customer.display_name) from None
+            raise _rejected("create the customer " + repr(customer.display_name), fault) from None
+
+    def _our_customer(self, customer: NewCustomer) -> AccountingCustomer | None:
+        """The customer this very create made, if it exists (same DisplayName and the note qbsync wrote)."""
+        where = f"DisplayName = '{escape(customer.display_name)}' AND Active IN (true, false)"
+        for row in query_all(self.session, "Customer", where, what="looking up a customer"):
+            if customer.note and str(row.get("Notes") or "") == customer.note:
+                return accounting_customer(_Obj(row))
+        return None
+
+    # --- transactions ------------------------------------------------------------------------------
+
+    def create(self, spec: TxnSpec, *, request_id: str) -> QuickBooksRef:
+        settings = self._settings.for_kind(spec.kind)
+
+        def save(qb: QuickBooksClient) -> QuickBooksRef:
+            return _ref_of(spec.kind, txn_object(spec, settings).save(qb=qb, request_id=request_id))
+
+        try:
+            return self.session.call(
+                save,
+                write=True,
+                what=f"creating the {_label(spec.kind)}",
+                recover=lambda: self.find_by_marker(spec.kind, spec.marker, spec.customer_id),
+            )
+        except QboFault as fault:
+            raise self._refusal(spec, fault, action="create") from None
+
+    def update(self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str) -> QuickBooksRef:
+        settings = self._settings.for_kind(spec.kind)
+        sync_token = ref.sync_token
+        for round_ in range(self._stale_retries + 1):
+            # QBO replays a requestid's first answer, errors included: a re-applied update needs its own id
+            # (derived, so that a retried job sends the same ones again).
+            rid = request_id if round_ == 0 else _derived_request_id(request_id, f"stale{round_}")
+
+            def save(qb: QuickBooksClient, token: str = sync_token, rid: str = rid) -> QuickBooksRef:
+                record = txn_object(spec, settings)
+                record.Id = ref.id
+                record.SyncToken = token
+                return _ref_of(spec.kind, record.save(qb=qb, request_id=rid))
+
+            try:
+                return self.session.call(save, write=True, what=f"updating the {_label(spec.kind)} {ref.id}")
+            except QboFault as fault:
+                if "5010" in fault.codes and round_ < self._stale_retries:
+                    # Stale SyncToken: someone (or an unanswered attempt of ours) changed it; re-read it and
+                    # re-apply the full record.
+                    current = self._read_live(spec.kind, ref.id)
+                    sync_token = str(current.get("SyncToken", sync_token))
+                    continue
+                if fault.codes & {"610", "6000"} or "5010" in fault.codes:
+                    # 610: deleted (or a reference made inactive); 6000: e.g. "voided and cannot be modified".
+                    self._read_live(spec.kind, ref.id)  # raises RecordGoneError if gone or voided
+                raise self._refusal(spec, fault, action="update") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str = "") -> QuickBooksRef | None:
+        # QBO cannot filter on PrivateNote. Payments and invoices can be filtered by customer (one page
+        # usually holds all of a customer's); a Purchase's EntityRef is not filterable, so expenses or
+        # checks are scanned newest first — the record looked for is usually among the newest.
+        entity = entity_name(kind)
+        if kind is TxnKind.PAYMENT or kind is TxnKind.INVOICE:
+            where = f"CustomerRef = '{escape(customer_id)}'" if customer_id else ""
+        else:
+            where = f"PaymentType = '{'Check' if kind is TxnKind.CHECK else 'Cash'}'"
+        start = 1
+        while True:
+            page = query_page(
+                self.session, entity, where, order_by="MetaData.CreateTime DESC", start=start,
+                what=f"looking for a {_label(kind)} qbsync wrote",
+            )
+            for row in page:
+                if marker in str(row.get("PrivateNote") or "") and not is_voided(row):
+                    return QuickBooksRef(kind_of(entity, row), str(row["Id"]), str(row.get("SyncToken", "0")))
+            if len(page) < PAGE_SIZE:
+                return None
+            start += PAGE_SIZE
+
+    def link_for(self, kind: TxnKind | None, quickbooks_id: str) -> str:
+        connection = self.session.connection
+        host = PRODUCTION_APP if connection.environment == PRODUCTION else SANDBOX_APP
+        page = {
+            None: f"customerdetail?nameId={quickbooks_id}",
+            TxnKind.PAYMENT: f"recvpayment?txnId={quickbooks_id}",
+            TxnKind.INVOICE: f"invoice?txnId={quickbooks_id}",
+            TxnKind.EXPENSE: f"expense?txnId={quickbooks_id}",
+            TxnKind.CHECK: f"check?txnId={quickbooks_id}",
+        }[kind]
+        return f"{host}/app/{page}&deeplinkcompanyid={connection.realm_id}"
+
+    # --- reading ---------------------------------------------------------------------------------------
+
+    def _read(self, entity: str, record_id: str) -> dict[str, Any] | None:
+        """The record, or None when QBO has no such Id (deleted)."""
+        try:
+            answer = self.session.call(
+                lambda qb: qb.get_single_object(entity, record_id), write=False, what=f"reading {entity} {record_id}"
+            )
+        except QboFault as fault:
+            if "610" in fault.codes:
+                return None
+            raise _rejected(f"read {entity} {record_id}", fault) from None
+        return dict(answer.get(entity) or {})
+
+    def _read_live(self, kind: TxnKind, record_id: str) -> dict[str, Any]:
+        entity = entity_name(kind)
+        record = self._read(entity, record_id)
+        if record is None:
+            raise RecordGoneError(f"the {_label(kind)} {record_id} was deleted in QuickBooks")
+        if is_voided(record):
+            raise RecordGoneError(f"the {_label(kind)} {record_id} was voided in QuickBooks")
+        return record
+
+    # --- what a refusal means ----------------------------------------------------------------------
+
+    def _refusal(self, spec: TxnSpec, fault: QboFault, *, action: str) -> AccountingError:
+        """The domain error for a Fault on a transaction write. The Fault's `element` names the field at
+        fault when QBO gives it; when it does not, the references are checked one by one (a few reads,
+        only on this error path) so that the error says what a person or the core can act on."""
+        what = f"{action} the {_label(spec.kind)}"
+        if "6210" in fault.codes:
+            return BookkeepingError(
+                f"QuickBooks refused a transaction dated {spec.txn_date.isoformat()}: the books are closed for "
+                f"that date (QuickBooks said: {_said(fault)})",
+                reason=CLOSED_PERIOD,
+            )
+        if not _is_reference_fault(fault):
+            return _rejected(what, fault)
+        elements = " ".join(e.element for e in fault.errors)
+        if "LinkedTxn" in elements:
+            return LinkedRecordGoneError(
+                f"QuickBooks refused to {what}: it links a record that is gone ({_said(fault)})"
+            )
+        setting = _setting_of(elements, spec)
+        if setting is not None:
+            self._settings.forget(setting)
+            return setting_error(setting, f"points to something QuickBooks refused ({_said(fault)})")
+        if elements and "CustomerRef" not in elements and "EntityRef" not in elements:
+            return _rejected(what, fault)
+        customer = self._read("Customer", spec.customer_id)
+        if customer is None or customer.get("Active") is False:
+            state = "no longer exists" if customer is None else "is inactive"
+            return CustomerUnusableError(f"the QuickBooks customer {spec.customer_id} {state}")
+        if elements:
+            return _rejected(what, fault)
+        # No element: check what else the record refers to.
+        if isinstance(spec, PaymentSpec):
+            for link in spec.lines:
+                target = self._read(entity_name(link.txn_kind), link.txn_id)
+                if target is None or is_voided(target):
+                    return LinkedRecordGoneError(
+                        f"QuickBooks refused to {what}: the {_label(link.txn_kind)} {link.txn_id} it links is gone"
+                    )
+        for name in _settings_used(spec):
+            self._settings.forget(name)
+        try:
+            self._settings.for_kind(spec.kind)
+        except BookkeepingError as error:
+            return error
+        return _rejected(what, fault)
+
+
+class _Obj:
+    """Attribute access over a JSON record, for `accounting_customer`."""
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self._row = row
+
+    def __getattr__(self, name: str) -> Any:
+        return self._row.get(name)
+
+
+def _ref_of(kind: TxnKind, saved: QboTxn) -> QuickBooksRef:
+    return QuickBooksRef(kind, str(saved.Id), str(saved.SyncToken))
+
+
+def _label(kind: TxnKind) -> str:
+    return {TxnKind.PAYMENT: "payment", TxnKind.EXPENSE: "refund expense", TxnKind.CHECK: "refund check",
+            TxnKind.INVOICE: "invoice"}[kind]
+
+
+def _said(fault: QboFault) -> str:
+    parts = []
+    for e in fault.errors:
+        text = e.message if not e.detail or e.detail == e.message else f"{e.message}: {e.detail}"
+        parts.append(f"{text} (code {e.code}{', element ' + e.element if e.element else ''})")
+    said = "; ".join(parts) or f"HTTP {fault.status}"
+    return said + (f" [intuit_tid {fault.intuit_tid}]" if fault.intuit_tid else "")
+
+
+def _rejected(what: str, fault: QboFault) -> BookkeepingError:
+    return BookkeepingError(f"QuickBooks refused to {what}: {_said(fault)}")
+
+
+def _is_reference_fault(fault: QboFault) -> bool:
+    if fault.codes & {"2500", "610"}:
+        return True
+    text = " ".join(f"{e.message} {e.detail}" for e in fault.errors).lower()
+    return "invalid reference" in text or "made inactive" in text
+
+
+def _setting_of(elements: str, spec: TxnSpec) -> str | None:
+    """The setting that supplied the reference QBO names in `element`."""
+    if "DepositToAccountRef" in elements:
+        return "deposit_account"
+    if "ItemRef" in elements:
+        return INCOME_ITEM
+    if "AccountBasedExpenseLineDetail.AccountRef" in elements:
+        return "accounts_receivable_account"
+    if "AccountRef" in elements and isinstance(spec, RefundSpec):
+        return "refund_bank_account"
+    if "PaymentMethodRef" in elements:
+        return "payment method"
+    return None
+
+
+def _settings_used(spec: TxnSpec) -> tuple[str, ...]:
+    if isinstance(spec, PaymentSpec):
+        return ("deposit_account",)
+    if isinstance(spec, InvoiceSpec):
+        return (INCOME_ITEM,)
+    return tuple(name for name in ACCOUNT_SETTINGS if name != "deposit_account")
+
+
+def _derived_request_id(request_id: str, suffix: str) -> str:
+    """Another requestid for a re-applied write, ≤ 50 characters, the same for the same inputs."""
+    candidate = f"{request_id}-{suffix}"
+    if len(candidate) <= REQUEST_ID_MAX:
+        return candidate
+    return hashlib.sha256(candidate.encode()).hexdigest()[:40]

@@ -1,0 +1,94 @@
+"""`AccountingSystems` over python-quickbooks: each tenant's company, from its stored connection."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from adapters.quickbooks.qbo.calls import CompanySession, RetryPolicy
+from adapters.quickbooks.qbo.limiter import InProcessRequestLimiter, RateLimits, RequestLimiter
+from adapters.quickbooks.qbo.system import QuickBooksAccountingSystem
+from adapters.quickbooks.qbo.tokens import NOT_CONNECTED_MESSAGE, RECONNECT_MESSAGE, AuthClientFactory, TokenKeeper
+from adapters.quickbooks.qbo.transport import api_base_url, check_transport_security
+from core.connection import ConnectionState, QuickBooksConnection
+from core.errors import BookkeepingError, ReconnectRequiredError
+from core.ports import AccountingSystems, Clock, UnitOfWorkFactory
+
+
+def _identity(connection: QuickBooksConnection) -> tuple[str, ...]:
+    """What the HTTP client is built from: a change means a new client (tokens and settings are adopted)."""
+    return (
+        connection.realm_id,
+        connection.environment,
+        connection.api_base_url,
+        connection.client_id,
+        connection.client_secret,
+    )
+
+
+class QuickBooksAccountingSystems(AccountingSystems):
+    """Hands out each tenant's `QuickBooksAccountingSystem`, cached per tenant and rebuilt when the stored
+    connection points somewhere else. Building one does no I/O; the first call refreshes the token if
+    needed."""
+
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        *,
+        http_timeout: float = 30.0,
+        limits: RateLimits | None = None,
+        limiter: RequestLimiter | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        auth_client_factory: AuthClientFactory | None = None,
+    ) -> None:
+        self._uow_factory = uow_factory
+        self._timeout = http_timeout
+        self._limiter = limiter or InProcessRequestLimiter(limits or RateLimits())
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._tokens = TokenKeeper(uow_factory, clock, timeout=http_timeout, auth_client_factory=auth_client_factory)
+        self._systems: dict[str, tuple[tuple[str, ...], QuickBooksAccountingSystem]] = {}
+        self._guard = threading.Lock()
+        self._validated: set[tuple[str, str, str]] = set()
+        self._validated_guard = threading.Lock()
+
+    def for_tenant(self, tenant_id: str) -> QuickBooksAccountingSystem:
+        with self._uow_factory() as uow:
+            connection = uow.connections.get(tenant_id)
+        if connection is None or connection.state is ConnectionState.DISCONNECTED:
+            raise ReconnectRequiredError(NOT_CONNECTED_MESSAGE)
+        if connection.state is ConnectionState.RECONNECT_REQUIRED:
+            raise ReconnectRequiredError(connection.last_error or RECONNECT_MESSAGE)
+        identity = _identity(connection)
+        with self._guard:
+            cached = self._systems.get(tenant_id)
+            if cached is not None and cached[0] == identity:
+                system = cached[1]
+                system.session.adopt(connection)
+                return system
+            try:
+                check_transport_security(api_base_url(connection.api_base_url, connection.environment))
+                if connection.environment not in ("sandbox", "production"):
+                    check_transport_security(connection.environment)  # the OpenID discovery document
+            except ValueError as exc:
+                raise BookkeepingError(str(exc), reason="QUICKBOOKS_CONNECTION_INVALID") from None
+            session = CompanySession(
+                connection,
+                tokens=self._tokens,
+                limiter=self._limiter,
+                policy=self._retry,
+                timeout=self._timeout,
+                sleep=self._sleep,
+            )
+            system = QuickBooksAccountingSystem(
+                session,
+                self._uow_factory,
+                validated=self._validated,
+                validated_guard=self._validated_guard,
+                stale_retries=self._retry.stale_retries,
+            )
+            self._systems[tenant_id] = (identity, system)
+            return system

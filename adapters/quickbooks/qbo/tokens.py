@@ -1,0 +1,158 @@
+"""The company's OAuth tokens: refreshed ahead of expiry or after a 401, the rotated refresh token saved at once.
+
+Intuit rotates the refresh token on every refresh; the old one soon stops working. So the new pair is
+committed before anything else happens, and refreshes of one company are serialised (a per-tenant lock,
+then a re-read of the stored connection: another thread may have refreshed already), so that two workers
+never race each other into `invalid_grant`. Tokens never appear in a message or a log line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import requests
+from intuitlib.client import AuthClient
+from intuitlib.exceptions import AuthClientError
+
+from core.connection import ConnectionState, QuickBooksConnection
+from core.errors import AccountingUnavailableError, ReconnectRequiredError
+from core.ports import Clock, UnitOfWorkFactory
+
+RECONNECT_MESSAGE = "QuickBooks refused qbsync's authorization for this company: reconnect it"
+NOT_CONNECTED_MESSAGE = "QuickBooks is not connected for this company: connect it first"
+
+
+class TimeoutAuthClient(AuthClient):
+    """intuit-oauth's client with a timeout on every call (it sends none, so a hung token endpoint would
+    block a worker forever)."""
+
+    def __init__(self, *args: Any, timeout: float, **kwargs: Any) -> None:
+        self._timeout = timeout
+        super().__init__(*args, **kwargs)
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self._timeout)
+        return super().request(method, url, *args, **kwargs)
+
+
+AuthClientFactory = Callable[[QuickBooksConnection], AuthClient]
+
+
+class TokenKeeper:
+    """Keeps each tenant's access token fresh; shared by all of a process' clients."""
+
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        *,
+        timeout: float = 30.0,
+        auth_client_factory: AuthClientFactory | None = None,
+    ) -> None:
+        self._uow_factory = uow_factory
+        self._clock = clock
+        self._timeout = timeout
+        self._auth_client_factory = auth_client_factory or self._auth_client
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def fresh(self, connection: QuickBooksConnection, *, rejected_token: str | None = None) -> QuickBooksConnection:
+        """The connection with a usable access token: `connection` itself when its token is not about to
+        expire and was not `rejected_token` (refused with a 401), else refreshed."""
+        if rejected_token is None and not connection.needs_refresh(self._clock.now()):
+            return connection
+        with self._lock_for(connection.tenant_id):
+            stored = self._load(connection.tenant_id)
+            if stored.state is not ConnectionState.CONNECTED:
+                raise ReconnectRequiredError(stored.last_error or RECONNECT_MESSAGE)
+            refreshed_elsewhere = stored.access_token and stored.access_token != (
+                rejected_token if rejected_token is not None else connection.access_token
+            )
+            if refreshed_elsewhere and not stored.needs_refresh(self._clock.now()):
+                return stored
+            return self._refresh(stored)
+
+    def _refresh(self, stored: QuickBooksConnection) -> QuickBooksConnection:
+        try:
+            client = self._auth_client_factory(stored)
+            client.refresh(refresh_token=stored.refresh_token)
+        except AuthClientError as exc:
+            if _is_refused(exc):
+                self._mark_reconnect_required(stored, _oauth_error(exc))
+                raise ReconnectRequiredError(RECONNECT_MESSAGE) from None
+            raise AccountingUnavailableError(
+                f"QuickBooks' token service answered HTTP {exc.status_code}; will retry"
+            ) from None
+        except requests.RequestException as exc:
+            raise AccountingUnavailableError(
+                f"QuickBooks' token service could not be reached ({type(exc).__name__}); will retry"
+            ) from None
+        now = self._clock.now()
+        refresh_expires = (
+            now + timedelta(seconds=int(client.x_refresh_token_expires_in))
+            if client.x_refresh_token_expires_in
+            else stored.refresh_token_expires
+        )
+        updated = dataclasses.replace(
+            stored,
+            access_token=client.access_token,
+            # Intuit may answer without a new refresh token; the old one then stays valid.
+            refresh_token=client.refresh_token or stored.refresh_token,
+            access_token_expires=now + timedelta(seconds=int(client.expires_in or 3600)),
+            refresh_token_expires=refresh_expires,
+            last_error="",
+        )
+        with self._uow_factory() as uow:
+            uow.connections.save(updated)
+            uow.commit()
+        return updated
+
+    def _mark_reconnect_required(self, stored: QuickBooksConnection, oauth_error: str) -> None:
+        failed = dataclasses.replace(
+            stored,
+            state=ConnectionState.RECONNECT_REQUIRED,
+            access_token="",
+            last_error=f"{RECONNECT_MESSAGE} (Intuit said {oauth_error})",
+        )
+        with self._uow_factory() as uow:
+            uow.connections.save(failed)
+            uow.commit()
+
+    def _load(self, tenant_id: str) -> QuickBooksConnection:
+        with self._uow_factory() as uow:
+            stored = uow.connections.get(tenant_id)
+        if stored is None or stored.state is ConnectionState.DISCONNECTED:
+            raise ReconnectRequiredError(NOT_CONNECTED_MESSAGE)
+        return stored
+
+    def _lock_for(self, tenant_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(tenant_id, threading.Lock())
+
+    def _auth_client(self, connection: QuickBooksConnection) -> AuthClient:
+        # The constructor fetches the discovery document (one GET): refreshes are rare (hourly), so it is
+        # not worth caching a client that holds tokens.
+        return TimeoutAuthClient(
+            connection.client_id,
+            connection.client_secret,
+            connection.redirect_uri or "http://localhost/callback",
+            connection.environment,
+            timeout=self._timeout,
+        )
+
+
+def _oauth_error(exc: AuthClientError) -> str:
+    try:
+        return str(exc.response.json().get("error", f"HTTP {exc.status_code}"))
+    except (ValueError, AttributeError):
+        return f"HTTP {exc.status_code}"
+
+
+def _is_refused(exc: AuthClientError) -> bool:
+    """invalid_grant (dead or rotated-away refresh token) or invalid_client (the app's keys changed): only a
+    person reconnecting helps. Other failures (5xx, a discovery hiccup) are worth retrying."""
+    return exc.status_code in (400, 401) and _oauth_error(exc) in ("invalid_grant", "invalid_client")

@@ -1,0 +1,95 @@
+"""What a valid QuickBooks environment, endpoint URL and settings change look like.
+
+Pure checks returning `FieldViolation`s, shared by the connection use cases and the operators' CLI, so
+that both refuse the same things with the same words.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from core.connection import PRODUCTION, SANDBOX, QuickBooksSettings
+from core.errors import FieldViolation
+
+# The settings an UpdateSettings mask may name (QuickBooksSettings' fields).
+SETTINGS_FIELDS = (
+    "deposit_account",
+    "refund_bank_account",
+    "accounts_receivable_account",
+    "income_item",
+    "payment_methods",
+    "doc_number_prefix",
+)
+
+# QBO's DocNumber holds 21 characters; the job number needs most of them.
+MAX_DOC_NUMBER_PREFIX = 10
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: str, field: str) -> list[FieldViolation]:
+    """An absolute https URL, or plain http to this machine only: tokens and the client secret travel
+    over it, and the emulator (or a test double) on a loopback port is the one reason to skip TLS."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return [FieldViolation(field, f"{url!r} is not a URL")]
+    if parts.scheme not in ("http", "https") or not host:
+        return [FieldViolation(field, f"{url!r} is not an http(s) URL")]
+    if parts.scheme == "http" and not is_loopback(host):
+        return [
+            FieldViolation(
+                field,
+                f"plain http is refused for {host!r}: tokens would cross the network unencrypted; "
+                "use https (plain http is allowed for loopback addresses only)",
+            )
+        ]
+    return []
+
+
+def check_environment(environment: str, field: str = "environment") -> list[FieldViolation]:
+    """Exactly "sandbox" or "production" (python-quickbooks silently sends "Sandbox" to production), or the
+    URL of an OpenID discovery document (the emulator, a test double)."""
+    if environment in (SANDBOX, PRODUCTION):
+        return []
+    if "://" not in environment:
+        return [FieldViolation(field, f"{environment!r}: use sandbox, production or a discovery document URL")]
+    return check_url(environment, field)
+
+
+def check_required(**values: str) -> list[FieldViolation]:
+    return [FieldViolation(name, "is required") for name, value in values.items() if not value.strip()]
+
+
+def settings_to_change(settings: QuickBooksSettings, mask: list[str]) -> list[str]:
+    """The settings an update changes: those in `mask` or, with no mask, those the caller filled in."""
+    if mask:
+        return list(mask)
+    defaults = QuickBooksSettings()
+    return [name for name in SETTINGS_FIELDS if getattr(settings, name) != getattr(defaults, name)]
+
+
+def check_settings_update(settings: QuickBooksSettings, mask: list[str]) -> list[FieldViolation]:
+    fields = settings_to_change(settings, mask)
+    violations = [
+        FieldViolation(f"update_mask.paths[{i}]", f"unknown setting {name!r}; use {', '.join(SETTINGS_FIELDS)}")
+        for i, name in enumerate(fields)
+        if name not in SETTINGS_FIELDS
+    ]
+    if "doc_number_prefix" in fields and len(settings.doc_number_prefix) > MAX_DOC_NUMBER_PREFIX:
+        violations.append(
+            FieldViolation(
+                "settings.doc_number_prefix",
+                f"at most {MAX_DOC_NUMBER_PREFIX} characters (QuickBooks' DocNumber holds 21 in all)",
+            )
+        )
+    return violations

@@ -1,0 +1,245 @@
+"""The operators' commands: `connect`, `errors` and `retry` through click's runner on a real SQLite
+database, and `emulator` as a real process stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+from click.testing import CliRunner
+
+from adapters.persistence.encryption import SecretBox
+from adapters.persistence.sqlalchemy import SqlAlchemyUnitOfWorkFactory, create_engine_for, migrate
+from core.connection import ConnectionState, QuickBooksConnection
+from core.domain import EntityRef, EntityType, JobError, JobKind, JobState, SyncJob
+from qbsync.cli import main
+
+T0 = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
+LOOPBACK_DISCOVERY = "http://127.0.0.1:8765/.well-known/openid_configuration"
+
+
+@pytest.fixture
+def ops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SqlAlchemyUnitOfWorkFactory]:
+    """Configuration as an operator's shell would have it; yields a unit-of-work factory on the same
+    database that reads connections with the key file the commands generate."""
+    url = f"sqlite:///{tmp_path / 'ops.db'}"
+    monkeypatch.setenv("QBSYNC_DATABASE_URL", url)
+    monkeypatch.setenv("QBSYNC_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("QBSYNC_ENCRYPTION_KEY", raising=False)
+    migrate(url)
+    engine = create_engine_for(url)
+    try:
+        yield SqlAlchemyUnitOfWorkFactory(engine, SecretBox(key_file=tmp_path / "data" / "secret.key"))
+    finally:
+        engine.dispose()
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+# --- connect ---------------------------------------------------------------------------------------------
+
+
+def _connect_args(**overrides: str) -> list[str]:
+    options = {
+        "--tenant": "acme",
+        "--realm-id": "4620",
+        "--client-id": "cid",
+        "--client-secret": "s3cret-client",
+        "--refresh-token": "rt-s3cret",
+        "--environment": LOOPBACK_DISCOVERY,
+        "--api-base-url": "http://127.0.0.1:8765/v3",
+        **overrides,
+    }
+    return ["connect", *[part for pair in options.items() for part in pair]]
+
+
+def test_connect_stores_the_connection_encrypted_and_creates_the_tenant(
+    ops: SqlAlchemyUnitOfWorkFactory, tmp_path: Path
+) -> None:
+    code, output = _run(*_connect_args())
+    assert code == 0, output
+    assert "connected tenant 'acme' to QuickBooks company 4620" in output
+    assert "s3cret" not in output
+    with ops() as uow:
+        assert uow.tenants.exists("acme")
+        stored = uow.connections.get("acme")
+    assert stored is not None
+    assert (stored.refresh_token, stored.client_secret, stored.access_token) == ("rt-s3cret", "s3cret-client", "")
+    assert stored.state is ConnectionState.CONNECTED and stored.api_base_url == "http://127.0.0.1:8765/v3"
+    assert b"s3cret" not in (tmp_path / "ops.db").read_bytes()
+
+
+def test_connect_takes_secrets_from_the_environment(
+    ops: SqlAlchemyUnitOfWorkFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QBSYNC_CONNECT_CLIENT_SECRET", "from-env-secret")
+    monkeypatch.setenv("QBSYNC_CONNECT_REFRESH_TOKEN", "from-env-rt")
+    args = [a for a in _connect_args() if a not in ("--client-secret", "s3cret-client", "--refresh-token", "rt-s3cret")]
+    code, output = _run(*args, "--environment", "sandbox", "--api-base-url", "")
+    assert code == 0, output
+    with ops() as uow:
+        stored = uow.connections.get("acme")
+    assert stored is not None and stored.refresh_token == "from-env-rt" and stored.environment == "sandbox"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--api-base-url", "http://qbo.example.com/v3", "plain http is refused for 'qbo.example.com'"),
+        ("--environment", "http://10.0.0.5/.well-known/openid_configuration", "plain http is refused for '10.0.0.5'"),
+        ("--environment", "Sandbox", "use sandbox, production or a discovery document URL"),
+    ],
+)
+def test_connect_refuses_unsafe_or_unknown_endpoints(
+    ops: SqlAlchemyUnitOfWorkFactory, option: str, value: str, message: str
+) -> None:
+    code, output = _run(*_connect_args(**{option: value}))
+    assert code == 2
+    assert message in output
+    with ops() as uow:
+        assert uow.connections.get("acme") is None
+
+
+# --- errors and retry ----------------------------------------------------------------------------------------
+
+
+def _failed_job(job_id: str, minutes: int) -> SyncJob:
+    return SyncJob(
+        job_id=job_id,
+        tenant_id="acme",
+        kind=JobKind.SYNC_PAYMENT,
+        target=EntityRef(EntityType.PAYMENT, f"pay-{job_id}"),
+        opportunity_id="O1",
+        customer_id="C1",
+        create_time=T0,
+        update_time=T0 + timedelta(minutes=minutes),
+        state=JobState.FAILED,
+        attempts=8,
+        error=JobError("QUICKBOOKS_REJECTED", f"closed period ({job_id})", retryable=False),
+    )
+
+
+@pytest.fixture
+def failures(ops: SqlAlchemyUnitOfWorkFactory) -> SqlAlchemyUnitOfWorkFactory:
+    with ops() as uow:
+        uow.tenants.ensure("acme")
+        uow.tenants.ensure("other")
+        uow.jobs.add(_failed_job("old", 1))
+        uow.jobs.add(_failed_job("new", 5))
+        uow.jobs.add(replace(_failed_job("done", 9), state=JobState.SUCCEEDED, error=None))
+        uow.jobs.add(replace(_failed_job("theirs", 7), tenant_id="other"))
+        uow.commit()
+    return ops
+
+
+def test_errors_lists_failed_jobs_newest_first(failures: SqlAlchemyUnitOfWorkFactory) -> None:
+    code, output = _run("errors", "--tenant", "acme")
+    assert code == 0, output
+    lines = output.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["syncJobs/new", "syncJobs/old"]
+    assert "QUICKBOOKS_REJECTED: closed period (new)" in lines[0] and "attempts=8" in lines[0]
+    code, output = _run("errors", "--tenant", "acme", "--limit", "1")
+    assert output.strip().splitlines()[0].startswith("syncJobs/new") and len(output.strip().splitlines()) == 1
+
+
+def test_errors_for_a_tenant_without_failures_or_unknown(failures: SqlAlchemyUnitOfWorkFactory) -> None:
+    with failures() as uow:
+        uow.tenants.ensure("calm")
+        uow.commit()
+    assert _run("errors", "--tenant", "calm") == (0, "no failed syncs for tenant 'calm'\n")
+    code, output = _run("errors", "--tenant", "nobody")
+    assert code == 2 and "unknown tenant 'nobody'" in output
+
+
+def test_retry_puts_a_failed_job_back_in_the_queue(failures: SqlAlchemyUnitOfWorkFactory) -> None:
+    code, output = _run("retry", "--tenant", "acme", "syncJobs/old")
+    assert code == 0, output
+    assert "syncJobs/old is PENDING again" in output
+    with failures() as uow:
+        job = uow.jobs.get("acme", "old")
+    assert job is not None and job.state is JobState.PENDING and job.max_attempts > job.attempts
+    assert [line.split()[0] for line in _run("errors", "--tenant", "acme")[1].splitlines()] == ["syncJobs/new"]
+
+
+@pytest.mark.parametrize(
+    ("name", "code", "message"),
+    [
+        ("syncJobs/done", 1, "only a FAILED job can be retried"),
+        ("syncJobs/theirs", 1, "syncJobs/theirs not found"),  # another tenant's job is not found
+        ("jobs/old", 2, "must look like syncJobs/{id}"),
+    ],
+)
+def test_retry_refusals(failures: SqlAlchemyUnitOfWorkFactory, name: str, code: int, message: str) -> None:
+    exit_code, output = _run("retry", "--tenant", "acme", name)
+    assert exit_code == code
+    assert message in output
+
+
+# --- emulator -------------------------------------------------------------------------------------------------
+
+
+def test_emulator_serves_until_sigterm(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "qbsync.cli", "emulator", "--port", "0", "--realm", "4620"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "QBSYNC_DATA_DIR": str(tmp_path)},
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        match = re.search(r"emulator on (http://127\.0\.0\.1:\d+)", first)
+        assert match, first + (process.stderr.read() if process.stderr else "")
+        url = match.group(1)
+        discovery = requests.get(f"{url}/.well-known/openid_configuration", timeout=5).json()
+        assert discovery["token_endpoint"] == f"{url}/oauth2/v1/tokens/bearer"
+        assert requests.get(f"{url}/_emulator/realms", timeout=5).json()["realms"] == ["4620"]
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0
+    assert "qbsync connect --tenant demo --realm-id 4620" in out
+    assert "emulator stopped" in out
+
+
+def test_a_printed_connect_command_works(ops: SqlAlchemyUnitOfWorkFactory) -> None:
+    """The line `qbsync emulator --realm` prints is a valid `qbsync connect` (loopback http accepted)."""
+    from adapters.quickbooks.emulator import run_emulator
+
+    server = run_emulator("127.0.0.1", 0)
+    try:
+        creds = server.create_realm(realm_id="77")
+        code, output = _run(
+            *_connect_args(
+                **{
+                    "--realm-id": creds["realm_id"],
+                    "--client-id": creds["client_id"],
+                    "--client-secret": creds["client_secret"],
+                    "--refresh-token": creds["refresh_token"],
+                    "--environment": server.discovery_url,
+                    "--api-base-url": server.base_api_url,
+                }
+            )
+        )
+    finally:
+        server.stop()
+    assert code == 0, output
+    with ops() as uow:
+        stored = uow.connections.get("acme")
+    assert isinstance(stored, QuickBooksConnection) and stored.realm_id == "77"
+    assert stored.refresh_token == creds["refresh_token"]
