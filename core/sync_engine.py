@@ -216,7 +216,7 @@ class _JobRun:
         record.quickbooks_type = "Customer"
         self._mark_synced(record)
         self._save(record)
-        self.results.append(SyncResult(entity, chosen.id, action))
+        self._report(SyncResult(entity, chosen.id, action))
         self.customer_id = chosen.id
         return chosen.id
 
@@ -261,22 +261,55 @@ class _JobRun:
     def _write_payment_once(
         self, opportunity: Opportunity, payment: Payment, applications: dict, *, force: bool
     ) -> None:
+        self._lower_refund_links_first(opportunity, payment, applications)
         kind = refund_kind(payment.method)
         lines: list[LinkLine] = []
         for refund in payment.refunds:
             refund_id = self._write_refund(opportunity, payment, refund, kind)
             lines.append(LinkLine(kind, refund_id, refund.amount))
-        for job_id, amount in applications.items():
+        for job_id in applications:
             entity = EntityRef(EntityType.INVOICE, job_id)
             if not self._still_live(entity, TxnKind.INVOICE):
                 # Deleted or voided in QuickBooks since it was written: a payment linking it would be
                 # refused (and retrying would never help), so recreate it first (R6).
                 closed = next(c for c in self._load_opportunity()[2] if c.job.job_id == job_id)
                 self._write_invoice(opportunity, closed)
-            invoice = self._record(entity)
+        lines += self._invoice_lines(applications)
+        self._write_payment_record(opportunity, payment, lines, applications, force=force)
+
+    def _lower_refund_links_first(self, opportunity: Opportunity, payment: Payment, applications: dict) -> None:
+        """QuickBooks refuses an expense whose total falls below what a payment links to it: when a refund
+        shrinks, the payment's line to it (and any application that must shrink) is lowered first."""
+        record = self._record(EntityRef(EntityType.PAYMENT, payment.payment_id))
+        if not record.quickbooks_id:
+            return
+        lines: list[LinkLine] = []
+        shrinking = False
+        for refund in payment.refunds:
+            written = self._record(EntityRef(EntityType.REFUND, refund.refund_id))
+            if not written.quickbooks_id or written.amount is None:
+                continue
+            shrinking = shrinking or refund.amount < written.amount
+            linked = min(refund.amount, written.amount)
+            lines.append(LinkLine(TxnKind(written.quickbooks_type), written.quickbooks_id, linked))
+        if not shrinking:
+            return
+        lowered = shrink_only(record.applied, applications)
+        self._write_payment_record(
+            opportunity, payment, lines + self._invoice_lines(lowered), lowered, force=False
+        )
+
+    def _invoice_lines(self, applications: dict) -> list[LinkLine]:
+        lines = []
+        for job_id, amount in applications.items():
+            invoice = self._record(EntityRef(EntityType.INVOICE, job_id))
             if invoice.quickbooks_id:
                 lines.append(LinkLine(TxnKind.INVOICE, invoice.quickbooks_id, amount))
+        return lines
 
+    def _write_payment_record(
+        self, opportunity: Opportunity, payment: Payment, lines: list[LinkLine], applications: dict, *, force: bool
+    ) -> None:
         def spec(marker: str) -> PaymentSpec:
             return PaymentSpec(
                 customer_id=self.customer_id,
@@ -433,6 +466,18 @@ class _JobRun:
         self.confirmed.add(entity)
         return True
 
+    def _report(self, result: SyncResult) -> None:
+        """One result per record: a record written twice in a job (lowered, then raised) reports the
+        strongest of its actions."""
+        strength = [SyncAction.UNCHANGED, SyncAction.LINKED, SyncAction.UPDATED, SyncAction.CREATED]
+        for i, earlier in enumerate(self.results):
+            if earlier.entity == result.entity:
+                if strength.index(result.action) < strength.index(earlier.action):
+                    result = SyncResult(result.entity, result.quickbooks_id, earlier.action)
+                self.results[i] = result
+                return
+        self.results.append(result)
+
     def _finish(
         self,
         record: SyncRecord,
@@ -452,7 +497,7 @@ class _JobRun:
         on_written(record)
         self._save(record)
         assert record.quickbooks_id is not None
-        self.results.append(SyncResult(record.entity, record.quickbooks_id, action))
+        self._report(SyncResult(record.entity, record.quickbooks_id, action))
 
     # --- state ------------------------------------------------------------------------------------
 

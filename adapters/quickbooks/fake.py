@@ -297,6 +297,8 @@ class FakeQuickBooks(AccountingSystem):
             raise BookkeepingError("the invoice total would fall below the payments applied to it")
         if isinstance(spec, RefundSpec) and spec.amount <= ZERO:
             raise BookkeepingError("an expense needs a positive amount")
+        if isinstance(spec, RefundSpec) and replacing is not None and spec.amount < self._linked_to(replacing.id):
+            raise BookkeepingError("the expense total would fall below what its payment links to it")
 
     def _linked_to(self, txn_id: str, excluding: str | None = None) -> Decimal:
         return money_sum(

@@ -445,6 +445,19 @@ class SyncRulesMachine(RuleBasedStateMachine):
         payment.refunds.append(refund)
         self._sync_payment(payment, refunds=None if send_all or not payment.sent else [refund])
 
+    @precondition(lambda self: any(p.refunds for p in self.crm.payments.values()))
+    @rule(data=st.data())
+    def edit_refund_and_resync(self, data: st.DataObject) -> None:
+        """R4/R6: a refund's amount corrected in the CRM (lower or higher, within the payment), then resynced:
+        QuickBooks refuses an expense below what its payment links, so the order of writes matters."""
+        payment = data.draw(st.sampled_from([p for p in self.crm.payments.values() if p.refunds]))
+        index = data.draw(st.integers(0, len(payment.refunds) - 1))
+        old = payment.refunds[index]
+        room = int((payment.amount - payment.refunded + old.amount) * 100)
+        amount = money(data.draw(st.integers(1, room)))
+        payment.refunds[index] = Refund(old.refund_id, amount, old.refunded_time, old.memo)
+        self._sync_payment(payment)
+
     @precondition(lambda self: self.crm.payments)
     @rule(data=st.data(), extra=st.integers(1, 10_000), send_all=st.booleans())
     def refund_more_than_the_payment(self, data: st.DataObject, extra: int, send_all: bool) -> None:
