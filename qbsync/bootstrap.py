@@ -9,7 +9,7 @@ from __future__ import annotations
 from injector import Injector, Module, provider, singleton
 
 from adapters.persistence.module import SqlAlchemyPersistenceModule
-from adapters.quickbooks.module import FakeQuickBooksModule
+from adapters.quickbooks.module import QuickBooksModule
 from adapters.quickbooks.oauth_module import IntuitAuthorizationModule
 from adapters.system import SystemClock, UuidIdSource
 from core.auth import ApiKeys
@@ -89,7 +89,7 @@ def bootstrap(*overrides: Module, settings: Settings | None = None) -> Injector:
         SettingsModule(settings),
         SystemModule(),
         SqlAlchemyPersistenceModule(settings.database_url, settings.encryption_keys, settings.key_file),
-        FakeQuickBooksModule(),
+        QuickBooksModule(),
         IntuitAuthorizationModule(settings.qbo_client_id, settings.qbo_client_secret),
         CoreModule(),
         *overrides,

@@ -8,14 +8,19 @@ import sys
 import threading
 
 import click
+from injector import Injector
 
 from core.auth import ApiKeys, parse_permissions
+from core.connection import PRODUCTION, SANDBOX
+from core.connections_service import ConnectionService
 from core.errors import ValidationError
+from core.ports import UnitOfWorkFactory
 from qbsync.bootstrap import bootstrap
 from qbsync.config import Settings
 from qbsync.operator_commands import COMMANDS
 
 ALL_PERMISSIONS = "sync,read,quickbooks.view,admin"
+DEMO_TENANT = "demo"
 
 
 def _settings() -> Settings:
@@ -80,11 +85,41 @@ def serve(listen: str | None, workers: int | None) -> None:
 @main.command()
 @click.option("--listen", default=None, help="host:port (default 127.0.0.1:50051).")
 def demo(listen: str | None) -> None:
-    """Migrates a local database, creates a `demo` tenant key, prints a first call, and serves."""
+    """Migrates a local database, connects a `demo` tenant to the bundled QuickBooks emulator (unless it has
+    a real connection), creates a key for it, prints a first call, and serves."""
     settings = _override(_settings(), listen, None)
     _migrate(settings)
-    key = bootstrap(settings=settings).get(ApiKeys).create("demo", parse_permissions(ALL_PERMISSIONS.split(",")))
-    _serve(settings, banner=key)
+    injector = bootstrap(settings=settings)
+    emulator_note = _connect_demo_to_emulator(injector)
+    key = injector.get(ApiKeys).create(DEMO_TENANT, parse_permissions(ALL_PERMISSIONS.split(",")))
+    _serve(settings, banner=key, note=emulator_note)
+
+
+def _connect_demo_to_emulator(injector: Injector) -> str:
+    """Starts the emulator in this process and points the demo tenant at it, so that the first sync goes
+    through the real python-quickbooks adapter over HTTP. A demo tenant connected to Intuit stays so."""
+    from adapters.quickbooks.emulator import run_emulator
+
+    with injector.get(UnitOfWorkFactory)() as uow:  # type: ignore[type-abstract]
+        existing = uow.connections.get(DEMO_TENANT)
+    if existing is not None and existing.environment in (SANDBOX, PRODUCTION):
+        return f"The demo tenant syncs to its {existing.environment} QuickBooks company {existing.realm_id}."
+    emulator = run_emulator("127.0.0.1", 0)
+    company = emulator.create_realm(company_name="Demo Moving Co")
+    injector.get(ConnectionService).connect_with_tokens(
+        DEMO_TENANT,
+        company["realm_id"],
+        company["client_id"],
+        company["client_secret"],
+        company["refresh_token"],
+        company["access_token"],
+        environment=emulator.discovery_url,
+        api_base_url=emulator.base_api_url,
+    )
+    return (
+        f"It syncs to the bundled QuickBooks emulator at {emulator.url} (company {company['realm_id']});\n"
+        f"see what it holds: {emulator.url}/_emulator/realms/{company['realm_id']}/state"
+    )
 
 
 def _override(settings: Settings, listen: str | None, workers: int | None) -> Settings:
@@ -97,7 +132,7 @@ def _override(settings: Settings, listen: str | None, workers: int | None) -> Se
     )
 
 
-def _serve(settings: Settings, banner: str | None) -> None:
+def _serve(settings: Settings, banner: str | None, note: str = "") -> None:
     from qbsync.runtime import Runtime
 
     runtime = Runtime(bootstrap(settings=settings), settings)
@@ -106,9 +141,9 @@ def _serve(settings: Settings, banner: str | None) -> None:
     click.echo(f"qbsync is serving on {host}:{port} (database {_redacted(settings.database_url)})")
     if banner:
         click.echo(
-            f"\nYour demo API key (tenant 'demo', all permissions):\n\n  {banner}\n\n"
+            f"\nYour demo API key (tenant '{DEMO_TENANT}', all permissions):\n\n  {banner}\n\n"
             f"Make a first call from another terminal:\n\n"
-            f"  .venv/bin/python -m qbsync.first_call --target {host}:{port} --key {banner}\n"
+            f"  .venv/bin/python -m qbsync.first_call --target {host}:{port} --key {banner}\n\n{note}\n"
         )
     sys.stdout.flush()
     stopping = threading.Event()

@@ -73,3 +73,34 @@ def test_migrate_keys_serve_and_graceful_stop(tmp_path: Path) -> None:
     finally:
         if server.poll() is None:
             server.kill()
+
+
+def test_make_run_demo_and_the_readme_first_call(tmp_path: Path) -> None:
+    """What `make run` starts (`qbsync demo`), then the first call the README and the banner print."""
+    env = {**_env(tmp_path), "QBSYNC_DATA_DIR": str(tmp_path)}
+    demo = subprocess.Popen(
+        [*QBSYNC, "demo", "--listen", "127.0.0.1:0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        banner = ""
+        while "first_call" not in banner:
+            line = demo.stdout.readline()
+            assert line, f"demo exited early: {demo.stderr.read() if demo.stderr else ''}"
+            banner += line
+        command = re.search(r"python -m qbsync\.first_call --target (\S+) --key (\S+)", banner)
+        assert command, banner
+        call = subprocess.run(
+            [sys.executable, "-m", "qbsync.first_call", "--target", command.group(1), "--key", command.group(2)],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert call.returncode == 0, call.stderr
+        assert "STATE_SUCCEEDED" in call.stdout
+        assert "ENTITY_TYPE_PAYMENT" in call.stdout and "SYNC_ACTION_CREATED" in call.stdout
+        assert "View in QuickBooks: https://app.sandbox.qbo.intuit.com/app/recvpayment?txnId=" in call.stdout
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(timeout=30) == 0
+    finally:
+        if demo.poll() is None:
+            demo.kill()
