@@ -12,13 +12,21 @@ Routes (bodies are JSON objects; every field optional unless said otherwise):
   "expires_in", ...}``; creates and seeds the realm if new, and connects the app to it.
 - ``GET  /_emulator/realms`` → ``{"realms": [ids]}``
 - ``GET  /_emulator/realms/{realm}/state`` → records of every entity (rendered as the API would), deleted
-  and voided ids, balances (invoices, customers, payments' unapplied), notes, throttle gauge, live tokens.
+  and voided ids, balances (invoices, customers, payments' unapplied), notes, closing date, throttle gauge,
+  live tokens.
+- ``GET|POST /_emulator/realms/{realm}/closing_date`` ``{"date": "yyyy-MM-dd" | null}`` → ``{"closing_date"}``:
+  QBO's "Close the books". While set, API creates, updates, deletes and voids of a Payment, Purchase or
+  Invoice whose TxnDate (sent or stored) is on or before it answer Fault 6210 "Account Period Closed" (HTTP
+  400, ValidationFault; the Detail ends with the closing date, which real QBO's does not). null (or ``""``)
+  opens the books again. The ``records`` routes below are not refused: a bookkeeper in QBO can get past the
+  closing date.
 - ``GET  /_emulator/realms/{realm}/limits`` → ``{"in_flight", "max_in_flight", "requests_total",
   "admitted_last_minute", "throttled"}``
 - ``POST /_emulator/realms/{realm}/auth_code`` ``{"client_id", "redirect_uri"}`` → ``{"code"}`` for
   ``grant_type=authorization_code``.
 - ``POST /_emulator/realms/{realm}/records/{Entity}`` entity JSON → create (or, with an Id, update without
-  SyncToken check; ``"sparse": true`` merges) "as a bookkeeper would in QBO" → ``{Entity: record}``.
+  SyncToken check; ``"sparse": true`` merges) "as a bookkeeper would in QBO" (the closing date does not
+  apply) → ``{Entity: record}``.
 - ``POST /_emulator/realms/{realm}/records/{Entity}/{id}/{action}`` action ``delete`` | ``void`` |
   ``deactivate`` | ``activate`` | ``update`` (body: fields to merge) → ``{Entity: record}``.
 - ``POST /_emulator/faults`` ``{"kind" (required), "count": 1, "realm_id", "method", "entity",
@@ -175,6 +183,13 @@ def _realms(state: EmulatorState, method: str, parts: list[str], body: JsonDict)
             "tokens": state.oauth.summary(realm.realm_id),
             "at": time.time(),
         })
+    if rest == ["closing_date"]:
+        if method == "POST":
+            if "date" not in body:
+                raise _BadRequest('send {"date": "yyyy-MM-dd"} or {"date": null}')
+            realm.set_closing_date(body["date"])
+        closing = realm.closing_date
+        return json_response(200, {"closing_date": closing.isoformat() if closing else None})
     if rest == ["limits"]:
         return json_response(200, state.limiter.snapshot(realm.realm_id))
     if rest == ["auth_code"] and method == "POST":
@@ -194,20 +209,21 @@ def _records(realm: Any, parts: list[str], body: JsonDict) -> Response:
     entity = by_lower[parts[0].lower()]
     if len(parts) == 1:
         if body.get("Id") not in (None, "", 0, "0"):
-            return json_response(200, {entity: realm.update(entity, body, check_token=False)})
-        return json_response(200, {entity: realm.create(entity, body)})
+            return json_response(200, {entity: realm.update(entity, body, check_token=False, enforce_closing=False)})
+        return json_response(200, {entity: realm.create(entity, body, enforce_closing=False)})
     if len(parts) != 3:
         raise _BadRequest("use /records/{Entity} or /records/{Entity}/{id}/{action}")
     entity_id, action = parts[1], parts[2]
     target = {"Id": entity_id}
+    ui = {"check_token": False, "enforce_closing": False}
     if action == "delete":
-        return json_response(200, {entity: realm.delete(entity, target, check_token=False)})
+        return json_response(200, {entity: realm.delete(entity, target, **ui)})
     if action == "void":
-        return json_response(200, {entity: realm.void(entity, target, check_token=False)})
+        return json_response(200, {entity: realm.void(entity, target, **ui)})
     if action in ("deactivate", "activate"):
         change = {**target, "sparse": True, "Active": action == "activate"}
-        return json_response(200, {entity: realm.update(entity, change, check_token=False)})
+        return json_response(200, {entity: realm.update(entity, change, **ui)})
     if action == "update":
         change = {**body, **target, "sparse": True}
-        return json_response(200, {entity: realm.update(entity, change, check_token=False)})
+        return json_response(200, {entity: realm.update(entity, change, **ui)})
     raise _BadRequest(f"unknown action {action!r}")

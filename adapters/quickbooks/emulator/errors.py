@@ -123,3 +123,16 @@ def unsupported(detail: str) -> QboFault:
 def query_parse_error(detail: str) -> QboFault:
     """4000: QBO's QueryParserError."""
     return QboFault("4000", "Error parsing query", f"QueryParserError: {detail}")
+
+
+def closed_period(closing_date: str) -> QboFault:
+    """6210: a transaction dated on or before the company's closing date ("Close the books") is created,
+    changed, deleted or voided through the API. Message and Detail are the ones Intuit's "Handling common
+    errors" page gives; real QBO's Detail does not name the closing date — the emulator appends it (for
+    people reading test output), so a client must not parse it out of the Detail."""
+    return QboFault(
+        "6210",
+        "Account Period Closed",
+        "The account period has closed and the account books cannot be updated through the QBO Services API. "
+        f"Please use the QBO website to make these changes. (Closing date: {closing_date})",
+    )

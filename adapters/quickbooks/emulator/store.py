@@ -12,6 +12,11 @@ Rules worth knowing (each one a QBO behaviour a sync client must cope with):
   nor more than a linked transaction's open amount.
 - Deleting or voiding an invoice or purchase unlinks the payment lines that pointed at it (the payments keep
   their money as unapplied credit) — what QBO's UI does after its "this transaction is linked" warning.
+- With a closing date set ("Close the books"), creating, updating, deleting or voiding a Payment, Purchase or
+  Invoice whose TxnDate — the one sent or the one it had — is on or before it is Fault 6210. Only API writes
+  are refused: the admin API's "bookkeeper" writes pass (in QBO's UI the closing date is a warning, or a
+  password, a person can get past). Payments re-written because a transaction they link was deleted or
+  voided are not checked.
 """
 
 from __future__ import annotations
@@ -142,6 +147,7 @@ class Realm:
         self.voided: set[tuple[str, str]] = set()
         self.sequences: dict[str, int] = {}
         self.notes: list[str] = []  # observations a tester may want (duplicate DocNumbers)
+        self.closing_date: date | None = None  # QBO's "Close the books" date; None when the books are open
         # requestid → (HTTP status, body): a repeated requestid replays the first answer.
         self.replay: dict[str, tuple[int, bytes]] = {}
         stamp = qbo_time()
@@ -187,20 +193,26 @@ class Realm:
         return None
 
     # ----------------------------------------------------------------- public operations
-    def create(self, entity: str, body: JsonDict) -> JsonDict:
+    def create(self, entity: str, body: JsonDict, *, enforce_closing: bool = True) -> JsonDict:
         """POST /{entity} without an Id. Returns the rendered record."""
         with self.lock:
             self._writable(entity)
             record = self._strip(entity, body)
             self._normalize(entity, record, None)
+            if enforce_closing:
+                self._check_open(entity, record)
             return self.render(entity, self._insert(entity, record, normalized=True))
 
-    def update(self, entity: str, body: JsonDict, *, check_token: bool = True) -> JsonDict:
+    def update(
+        self, entity: str, body: JsonDict, *, check_token: bool = True, enforce_closing: bool = True
+    ) -> JsonDict:
         """POST /{entity} with Id + SyncToken: sparse (merge) when ``"sparse": true``, else full replacement."""
         with self.lock:
             self._writable(entity)
             entity_id = str(body.get("Id"))
             current = self._current(entity, entity_id, body, check_token)
+            if enforce_closing:
+                self._check_open(entity, current)
             if (entity, entity_id) in self.voided:
                 raise errors.business_rule(f"{entity} {entity_id} is voided and cannot be modified")
             changes = self._strip(entity, body)
@@ -210,6 +222,8 @@ class Realm:
             else:
                 record = changes
             self._normalize(entity, record, entity_id)
+            if enforce_closing:
+                self._check_open(entity, record)
             return self.render(entity, self._replace(entity, current, record))
 
     def save(self, entity: str, body: JsonDict) -> JsonDict:
@@ -224,26 +238,32 @@ class Realm:
                 raise errors.object_not_found(entity, str(entity_id))
             return self.render(entity, record)
 
-    def delete(self, entity: str, body: JsonDict, *, check_token: bool = True) -> JsonDict:
+    def delete(
+        self, entity: str, body: JsonDict, *, check_token: bool = True, enforce_closing: bool = True
+    ) -> JsonDict:
         """POST /{entity}?operation=delete: transactions only; names are made inactive instead."""
         with self.lock:
             if entity not in TXN_ENTITIES:
                 raise errors.unsupported(f"Operation Delete is not supported for {entity}; make it inactive.")
             entity_id = str(body.get("Id"))
             current = self._current(entity, entity_id, body, check_token)
+            if enforce_closing:
+                self._check_open(entity, current)
             self._unlink_payments(entity, entity_id)
             del self.records[entity][entity_id]
             self.deleted[entity][entity_id] = current
             self.voided.discard((entity, entity_id))
             return {"Id": entity_id, "status": "Deleted", "domain": "QBO"}
 
-    def void(self, entity: str, body: JsonDict, *, check_token: bool = True) -> JsonDict:
+    def void(self, entity: str, body: JsonDict, *, check_token: bool = True, enforce_closing: bool = True) -> JsonDict:
         """Void a Payment or Invoice: amounts become zero, PrivateNote is prefixed "Voided", the record stays."""
         with self.lock:
             if entity not in ("Payment", "Invoice"):
                 raise errors.unsupported(f"Operation Void is not supported for {entity}.")
             entity_id = str(body.get("Id"))
             current = self._current(entity, entity_id, body, check_token)
+            if enforce_closing:
+                self._check_open(entity, current)
             record = {k: v for k, v in copy.deepcopy(current).items() if k not in _READ_ONLY}
             for line in record.get("Line", []):
                 if "Amount" in line:
@@ -259,6 +279,12 @@ class Realm:
             self.voided.add((entity, entity_id))
             return self.render(entity, self._replace(entity, current, record))
 
+    def set_closing_date(self, value: str | None) -> date | None:
+        """Close the books on ``value`` (yyyy-MM-dd), or open them with None."""
+        with self.lock:
+            self.closing_date = None if value in (None, "") else date.fromisoformat(str(value))
+            return self.closing_date
+
     def query(self, text: str) -> JsonDict:
         """POST /query: the ``QueryResponse`` object."""
         with self.lock:
@@ -273,6 +299,7 @@ class Realm:
             ledger = self._ledger()
             return {
                 "realm_id": self.realm_id,
+                "closing_date": self.closing_date.isoformat() if self.closing_date else None,
                 "entities": {
                     name: [self.render(name, record, ledger) for record in self._ordered(name)] for name in ENTITIES
                 },
@@ -350,6 +377,17 @@ class Realm:
     def _writable(self, entity: str) -> None:
         if entity == "CompanyInfo":
             raise errors.unsupported("The emulator does not update CompanyInfo.")
+
+    def _check_open(self, entity: str, record: JsonDict) -> None:
+        """6210 when ``record`` is a transaction dated on or before the closing date."""
+        if self.closing_date is None or entity not in TXN_ENTITIES or not record.get("TxnDate"):
+            return
+        try:
+            txn_date = date.fromisoformat(str(record["TxnDate"]))
+        except ValueError:
+            return  # _txn_date reports a malformed date
+        if txn_date <= self.closing_date:
+            raise errors.closed_period(self.closing_date.isoformat())
 
     def _strip(self, entity: str, body: JsonDict) -> JsonDict:
         if not isinstance(body, dict):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import uuid
 from typing import Any
 
 from adapters.quickbooks.qbo.calls import CompanySession
@@ -115,26 +116,37 @@ class QuickBooksAccountingSystem(AccountingSystem):
     def create(self, spec: TxnSpec, *, request_id: str) -> QuickBooksRef:
         settings = self._settings.for_kind(spec.kind)
 
-        def save(qb: QuickBooksClient) -> QuickBooksRef:
-            return _ref_of(spec.kind, txn_object(spec, settings).save(qb=qb, request_id=request_id))
+        def send(rid: str) -> QuickBooksRef:
+            def save(qb: QuickBooksClient) -> QuickBooksRef:
+                return _ref_of(spec.kind, txn_object(spec, settings).save(qb=qb, request_id=rid))
 
-        try:
             return self.session.call(
                 save,
                 write=True,
                 what=f"creating the {_label(spec.kind)}",
                 recover=lambda: self.find_by_marker(spec.kind, spec.marker, spec.customer_id),
             )
+
+        try:
+            return send(request_id)
+        except QboFault:
+            pass
+        try:
+            return send(_fresh_request_id(request_id))  # see _fresh_request_id
         except QboFault as fault:
             raise self._refusal(spec, fault, action="create") from None
 
     def update(self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str) -> QuickBooksRef:
         settings = self._settings.for_kind(spec.kind)
         sync_token = ref.sync_token
-        for round_ in range(self._stale_retries + 1):
+        stale_round = 0
+        confirmed = False
+        while True:
             # QBO replays a requestid's first answer, errors included: a re-applied update needs its own id
             # (derived, so that a retried job sends the same ones again).
-            rid = request_id if round_ == 0 else _derived_request_id(request_id, f"stale{round_}")
+            rid = request_id if stale_round == 0 else _derived_request_id(request_id, f"stale{stale_round}")
+            if confirmed:
+                rid = _fresh_request_id(rid)
 
             def save(qb: QuickBooksClient, token: str = sync_token, rid: str = rid) -> QuickBooksRef:
                 record = txn_object(spec, settings)
@@ -145,17 +157,20 @@ class QuickBooksAccountingSystem(AccountingSystem):
             try:
                 return self.session.call(save, write=True, what=f"updating the {_label(spec.kind)} {ref.id}")
             except QboFault as fault:
-                if "5010" in fault.codes and round_ < self._stale_retries:
+                if "5010" in fault.codes and stale_round < self._stale_retries:
                     # Stale SyncToken: someone (or an unanswered attempt of ours) changed it; re-read it and
                     # re-apply the full record.
                     current = self._read_live(spec.kind, ref.id)
                     sync_token = str(current.get("SyncToken", sync_token))
+                    stale_round += 1
                     continue
                 if fault.codes & {"610", "6000"} or "5010" in fault.codes:
                     # 610: deleted (or a reference made inactive); 6000: e.g. "voided and cannot be modified".
                     self._read_live(spec.kind, ref.id)  # raises RecordGoneError if gone or voided
+                if not confirmed and "5010" not in fault.codes:
+                    confirmed = True  # once more under a fresh requestid: see _fresh_request_id
+                    continue
                 raise self._refusal(spec, fault, action="update") from None
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str = "") -> QuickBooksRef | None:
         # QBO cannot filter on PrivateNote. Payments and invoices can be filtered by customer (one page
@@ -222,9 +237,12 @@ class QuickBooksAccountingSystem(AccountingSystem):
         only on this error path) so that the error says what a person or the core can act on."""
         what = f"{action} the {_label(spec.kind)}"
         if "6210" in fault.codes:
+            day = spec.txn_date.isoformat()
             return BookkeepingError(
-                f"QuickBooks refused a transaction dated {spec.txn_date.isoformat()}: the books are closed for "
-                f"that date (QuickBooks said: {_said(fault)})",
+                f"QuickBooks refused to {what} dated {day}: the books are closed in QuickBooks on that date. "
+                f"Reopen the period in QuickBooks (Settings > Account and settings > Advanced > Accounting > "
+                f"Close the books: a closing date before {day}, or off), then retry the sync. "
+                f"(QuickBooks said: {_said(fault)})",
                 reason=CLOSED_PERIOD,
             )
         if not _is_reference_fault(fault):
@@ -323,6 +341,19 @@ def _settings_used(spec: TxnSpec) -> tuple[str, ...]:
     if isinstance(spec, InvoiceSpec):
         return (INCOME_ITEM,)
     return tuple(name for name in ACCOUNT_SETTINGS if name != "deposit_account")
+
+
+def _fresh_request_id(request_id: str) -> str:
+    """A never-used requestid, to send once more a write that QBO refused.
+
+    QBO replays a requestid's first answer, errors included, and the core sends the same requestid on every
+    attempt of one logical write. So once a write was refused (a Fault: nothing was written), retrying the
+    job after the cause was fixed in QuickBooks — books reopened, account reactivated — would only get the
+    old refusal back, forever. A refusal is therefore confirmed under a fresh requestid before it is
+    reported: one more send, on the error path only. Safe from duplicates: the refused send wrote nothing,
+    and a lost answer to the fresh one is recovered by marker (the create's `recover`, the core's look-up
+    before re-creating), as for any uncertain write."""
+    return _derived_request_id(request_id, uuid.uuid4().hex[:12])
 
 
 def _derived_request_id(request_id: str, suffix: str) -> str:

@@ -169,6 +169,53 @@ def test_a_record_edited_in_quickbooks_meanwhile_is_reread_and_updated(core: Cor
     assert "CRM payment p1" in pay["PrivateNote"] and pay["SyncToken"] == "2"
 
 
-@pytest.mark.skip(reason="the emulator has no closing date (no Fault 6210) yet; the mapping is in system._refusal")
-def test_a_closed_period_fails_the_job_naming_the_date() -> None:
-    raise AssertionError
+# --- closed books ---------------------------------------------------------------------------------
+
+
+def test_a_closed_period_fails_the_job_naming_the_date(core: CoreRig, rig: QboRig) -> None:
+    closing_date = f"/realms/{rig.realm_id}/closing_date"
+    rig.admin("POST", closing_date, {"date": "2026-04-30"})  # the payment is dated 2026-04-01
+    payment = Payment("p1", D("500.00"), PaymentMethod.CASH, T, "ref-p1")
+    job = core.service.sync_payment(core.principal, OPP, payment)
+    done = core.finish(job)
+    assert done.state is JobState.FAILED
+    assert done.attempts == 1  # not retryable: a person must reopen the books first
+    assert done.error.reason == "QUICKBOOKS_CLOSED_PERIOD" and not done.error.retryable
+    print(f"\n{done.error.message}")
+    assert "2026-04-01" in done.error.message and "closed" in done.error.message
+    assert "Close the books" in done.error.message
+    writes = [e for e in rig.log() if e["entity"] == "Payment" and e["operation"] == "create"]
+    # The job's requestid, then one fresh requestid confirming the refusal is not a replay; nothing more.
+    assert [e["status"] for e in writes] == [400, 400]
+    assert len({e["requestid"] for e in writes}) == 2 and not any(e["replayed"] for e in writes)
+    assert live(rig, "Payment") == []
+
+    rig.admin("POST", closing_date, {"date": None})  # the bookkeeper reopens the period
+    rig.clear_log()
+    core.service.retry(core.principal, job.name)
+    core.succeed(job)
+    (pay,) = live(rig, "Payment")
+    assert pay["TxnDate"] == "2026-04-01" and D(str(pay["TotalAmt"])) == D("500.00")
+    # The job's own requestid still answers with the old refusal (QBO replays errors too); the fresh one wrote.
+    writes = [e for e in rig.log() if e["entity"] == "Payment" and e["operation"] == "create"]
+    assert [(e["status"], e["replayed"]) for e in writes] == [(400, True), (200, False)]
+
+
+def test_a_payment_closed_after_it_was_synced_fails_the_close_out_until_reopened(core: CoreRig, rig: QboRig) -> None:
+    closing_date = f"/realms/{rig.realm_id}/closing_date"
+    core.succeed(core.service.sync_payment(core.principal, OPP, DEPOSIT))
+    rig.admin("POST", closing_date, {"date": "2026-04-02"})  # payment 2026-04-01 closed; the job's 04-03 open
+    job = core.service.close_out_job(core.principal, OPP, MOVE, [DEPOSIT])
+    done = core.finish(job)
+    assert done.state is JobState.FAILED and done.attempts == 1
+    assert done.error.reason == "QUICKBOOKS_CLOSED_PERIOD"
+    assert "update the payment" in done.error.message and "2026-04-01" in done.error.message
+    (invoice,) = live(rig, "Invoice")  # written before the payment was refused
+    assert D(str(invoice["Balance"])) == D("350.00")
+
+    rig.admin("POST", closing_date, {"date": None})
+    core.service.retry(core.principal, job.name)
+    core.succeed(job)
+    (pay,) = live(rig, "Payment")
+    assert sorted(line["LinkedTxn"][0]["TxnType"] for line in pay["Line"]) == ["Expense", "Invoice"]
+    assert len(live(rig, "Invoice")) == 1 and D(str(live(rig, "Invoice")[0]["Balance"])) == D("0.00")
