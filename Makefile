@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint proto proto-check clean
+.PHONY: run test lint proto proto-check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ test: $(STAMP) proto-check
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check core adapters qbsync tests
+	$(BIN)/ruff check core adapters qbsync tests bench
 	$(BIN)/mypy core adapters qbsync
 
 # Regenerates the Python stubs (committed) from proto/.
@@ -31,6 +31,11 @@ proto: $(STAMP)
 # Fails when the committed stubs differ from what proto/ generates.
 proto-check: $(STAMP)
 	$(BIN)/python -m qbsync.protogen --check
+
+# Sync throughput (1, 2, 4 worker processes on PostgreSQL vs 1 on SQLite; 0 and 100 ms QBO latency).
+# PostgreSQL runs need QBSYNC_TEST_DATABASE_URL; BENCH_ARGS e.g. "--syncs 60 --tenants 8".
+bench: $(STAMP)
+	$(BIN)/python bench/throughput.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -8,6 +8,7 @@ is what qbsync knows about the matching QuickBooks records.
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -69,6 +70,14 @@ class Customer:
     @property
     def match_key(self) -> tuple[str, str]:
         return normalise(self.display_name), normalise(self.email)
+
+    def identity_key(self, tenant_id: str) -> str:
+        """Who this customer is in QuickBooks' eyes (R1's match key), as a fixed-length key: two CRM
+        customers with the same name and email resolve to, or create, the same QuickBooks customer, so
+        their jobs must not run at once (see `SyncJob.identity_key`)."""
+        name, email = self.match_key
+        digest = hashlib.sha256(f"{name}|{email}".encode()).hexdigest()
+        return f"{tenant_id}/identity/{digest}"
 
 
 @dataclass(frozen=True)
@@ -253,6 +262,9 @@ class SyncJob:
     next_attempt_time: datetime | None = None
     claimed_by: str = ""
     lease_expires: datetime | None = None
+    # The customer's `Customer.identity_key` when the job was accepted; "" for jobs accepted before qbsync
+    # recorded it (they are kept apart by lock_key only).
+    identity_key: str = ""
 
     @property
     def name(self) -> str:
@@ -260,7 +272,9 @@ class SyncJob:
 
     @property
     def lock_key(self) -> str:
-        """Jobs with the same key never run at once: one writer per customer and its records."""
+        """Jobs with the same key never run at once: one writer per customer and its records. Jobs with
+        the same non-empty `identity_key` never run at once either: two CRM customers with one name and
+        email could otherwise both find no QuickBooks customer and both create one (R1, R7)."""
         return f"{self.tenant_id}/customer/{self.customer_id}"
 
 

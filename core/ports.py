@@ -6,6 +6,8 @@ returns, which domain error it raises, and what is idempotent.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
@@ -170,11 +172,24 @@ class SyncJobRepository(Protocol):
 
     def find_by_request_id(self, tenant_id: str, request_id: str) -> SyncJob | None: ...
 
+    def get_for_update(self, tenant_id: str, job_id: str) -> SyncJob | None:
+        """As `get`, and the job stays locked against other writers until this unit of work ends: how a
+        worker checks that it still holds a job and records the outcome without a claimer slipping in
+        between (on PostgreSQL a row lock; SQLite and the fake serialise writers already)."""
+        ...
+
     def claim_next(self, worker_id: str, now: datetime, lease_expires: datetime) -> SyncJob | None:
         """Atomically takes the oldest due job and marks it RUNNING for `worker_id` until
         `lease_expires`, incrementing its attempts. Due: PENDING with no next_attempt_time or one
         that has passed, or RUNNING with an expired lease. A job is never claimed while another job
-        with the same `lock_key` is RUNNING under an unexpired lease (one writer per record)."""
+        with the same `lock_key`, or the same non-empty `identity_key`, is RUNNING under an unexpired
+        lease (one writer per record, and per customer identity in QuickBooks)."""
+        ...
+
+    def extend_lease(self, tenant_id: str, job_id: str, worker_id: str, lease_expires: datetime) -> bool:
+        """Moves the lease of a job `worker_id` is running to `lease_expires` (the worker's heartbeat).
+        False, and nothing changed, when the job is no longer RUNNING for `worker_id` (its lease ran out
+        and another worker claimed it, or it ended)."""
         ...
 
     def save(self, job: SyncJob) -> None: ...
@@ -231,6 +246,40 @@ class UnitOfWorkFactory(Protocol):
     """Makes a fresh unit of work; each thread (worker, RPC) uses its own."""
 
     def __call__(self) -> UnitOfWork: ...
+
+
+# --- coordination between the threads and processes of one deployment -----------------------------
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Requests allowed per QuickBooks company (realm). Intuit's limits are the defaults (QUICKBOOKS.md); set
+    them lower to leave room for other apps of the same Intuit developer account, or in tests."""
+
+    per_minute: int = 500
+    per_second: int = 10
+    in_flight: int = 10
+    # QBO counts a request when it arrives, we when we send it: network jitter can bring two requests sent
+    # a second apart within a second of each other there. Windows a little longer than a second (and a
+    # minute) absorb that.
+    margin_seconds: float = 0.1
+
+
+class RequestLimiter(Protocol):
+    """Admits one HTTP request to a company's API, within `RateLimits` for every process that shares it."""
+
+    def acquire(self, realm_id: str) -> AbstractContextManager[None]:
+        """Blocks until the request may be sent; the request is in flight until the context exits."""
+        ...
+
+
+class CompanyLock(Protocol):
+    """Mutual exclusion per key (e.g. a tenant's token refresh) across everything that shares the lock:
+    the threads of one process, or every process of a deployment. A holder that dies releases it."""
+
+    def hold(self, key: str) -> AbstractContextManager[None]:
+        """Blocks until the lock for `key` is ours; released when the context exits."""
+        ...
 
 
 # --- time and identity ---------------------------------------------------------------------------

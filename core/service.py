@@ -236,6 +236,7 @@ class SyncService:
                     request_id=request_id,
                     request_fingerprint=fingerprint,
                     max_attempts=self._max_attempts,
+                    identity_key=opportunity.customer.identity_key(tenant),
                 )
                 self._mark(uow, tenant, [target], SyncState.PENDING)
                 uow.jobs.add(job)

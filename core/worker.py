@@ -25,6 +25,7 @@ from core.domain import (
     SyncState,
 )
 from core.errors import AccountingError, QbsyncError, ThrottledError
+from core.lease import LeaseHeartbeat
 from core.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from core.sync_engine import SyncEngine
 
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 
 
 class SyncWorker:
+    """Runs queued sync jobs. While a job runs, its lease is extended every `lease / 3` (`LeaseHeartbeat`),
+    so a job may run longer than its lease, and a worker that dies loses its jobs one lease later."""
+
     def __init__(
         self,
         uow_factory: UnitOfWorkFactory,
@@ -58,7 +62,9 @@ class SyncWorker:
         if job is None:
             return None
         try:
-            results = self._engine.run(job)
+            # The heartbeat stops before the outcome is recorded: a beat must not race the final write.
+            with LeaseHeartbeat(self._uow_factory, self._clock, job, worker_id, lease=self._lease):
+                results = self._engine.run(job)
         except AccountingError as exc:
             return self._failed(job, worker_id, JobError(exc.reason, exc.message, exc.retryable, exc.metadata), exc)
         except QbsyncError as exc:
@@ -140,8 +146,9 @@ class SyncWorker:
 
     @staticmethod
     def _still_ours(uow: UnitOfWork, job: SyncJob, worker_id: str) -> SyncJob | None:
-        """A worker whose lease ran out must not overwrite what the job's new owner records."""
-        current = uow.jobs.get(job.tenant_id, job.job_id)
+        """A worker whose lease ran out must not overwrite what the job's new owner records. The job is
+        read for update: no claimer can take it between this check and the commit of our outcome."""
+        current = uow.jobs.get_for_update(job.tenant_id, job.job_id)
         if current is None or current.state is not JobState.RUNNING or current.claimed_by != worker_id:
             log.warning("sync job %s is no longer held by %s; leaving it", job.name, worker_id)
             return None

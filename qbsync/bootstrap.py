@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from injector import Injector, Module, provider, singleton
 
 from adapters.persistence.module import SqlAlchemyPersistenceModule
@@ -79,8 +81,11 @@ class CoreModule(Module):
 
     @singleton
     @provider
-    def sync_worker(self, uow: UnitOfWorkFactory, accounting: AccountingSystems, clock: Clock) -> SyncWorker:
-        return SyncWorker(uow, SyncEngine(uow, accounting, clock), clock)
+    def sync_worker(
+        self, uow: UnitOfWorkFactory, accounting: AccountingSystems, clock: Clock, settings: Settings
+    ) -> SyncWorker:
+        lease = timedelta(seconds=settings.lease_seconds)
+        return SyncWorker(uow, SyncEngine(uow, accounting, clock), clock, lease=lease)
 
 
 def bootstrap(*overrides: Module, settings: Settings | None = None) -> Injector:

@@ -16,7 +16,7 @@ from core.connections_service import ConnectionService
 from core.errors import ValidationError
 from core.ports import UnitOfWorkFactory
 from qbsync.bootstrap import bootstrap
-from qbsync.config import Settings
+from qbsync.config import ROLES, Settings
 from qbsync.operator_commands import COMMANDS
 
 ALL_PERMISSIONS = "sync,read,quickbooks.view,admin"
@@ -24,7 +24,10 @@ DEMO_TENANT = "demo"
 
 
 def _settings() -> Settings:
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:  # e.g. QBSYNC_ROLE=db: say so plainly, not with a traceback
+        raise click.UsageError(f"bad configuration: {exc}") from exc
     settings.ensure_data_dir()
     return settings
 
@@ -76,10 +79,16 @@ def keys_create(tenant: str, permissions: str) -> None:
 
 @main.command()
 @click.option("--listen", default=None, help="host:port (default QBSYNC_LISTEN or 127.0.0.1:50051).")
-@click.option("--workers", default=None, type=int, help="Background sync workers in this process.")
-def serve(listen: str | None, workers: int | None) -> None:
-    """Serves the gRPC API and runs the sync workers until SIGTERM or Ctrl-C."""
-    _serve(_override(_settings(), listen, workers), banner=None)
+@click.option("--workers", default=None, type=int, help="Background sync workers in this process (QBSYNC_WORKERS).")
+@click.option(
+    "--role",
+    default=None,
+    type=click.Choice(ROLES),
+    help="api: the gRPC API only; worker: the sync workers only; all: both (QBSYNC_ROLE, default all).",
+)
+def serve(listen: str | None, workers: int | None, role: str | None) -> None:
+    """Serves the gRPC API and/or runs the sync workers (see --role) until SIGTERM or Ctrl-C."""
+    _serve(_override(_settings(), listen, workers, role), banner=None)
 
 
 @main.command()
@@ -122,13 +131,14 @@ def _connect_demo_to_emulator(injector: Injector) -> str:
     )
 
 
-def _override(settings: Settings, listen: str | None, workers: int | None) -> Settings:
+def _override(settings: Settings, listen: str | None, workers: int | None, role: str | None = None) -> Settings:
     from dataclasses import replace
 
     return replace(
         settings,
         listen=listen or settings.listen,
         workers=settings.workers if workers is None else workers,
+        role=role or settings.role,
     )
 
 
@@ -138,7 +148,13 @@ def _serve(settings: Settings, banner: str | None, note: str = "") -> None:
     runtime = Runtime(bootstrap(settings=settings), settings)
     port = runtime.start()
     host = settings.listen.rsplit(":", 1)[0]
-    click.echo(f"qbsync is serving on {host}:{port} (database {_redacted(settings.database_url)})")
+    database = _redacted(settings.database_url)
+    if settings.serves_api:
+        workers = f"{settings.workers} workers" if settings.runs_workers else "no workers"
+        click.echo(f"qbsync is serving on {host}:{port} with {workers} (database {database})")
+    else:
+        # Scripts and supervisors wait for this line as they wait for "serving on" from an API process.
+        click.echo(f"qbsync is running {settings.workers} workers, no API (database {database})")
     if banner:
         click.echo(
             f"\nYour demo API key (tenant '{DEMO_TENANT}', all permissions):\n\n  {banner}\n\n"

@@ -11,6 +11,12 @@ from adapters.persistence.encryption import ENCRYPTION_KEY_ENV, parse_keys
 DEFAULT_DATA_DIR = Path("var")
 KEY_FILE_NAME = "secret.key"
 
+# What a `qbsync serve` process runs: the gRPC API, the sync workers, or both (the one-machine default).
+ROLE_API = "api"
+ROLE_WORKER = "worker"
+ROLE_ALL = "all"
+ROLES = (ROLE_API, ROLE_WORKER, ROLE_ALL)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -28,6 +34,29 @@ class Settings:
     qbo_client_secret: str = field(default="", repr=False)
     qbo_environment: str = "sandbox"  # "sandbox", "production" or an OpenID discovery document URL
     qbo_redirect_uri: str = ""
+    # QBSYNC_ROLE: "api" serves gRPC only, "worker" runs the sync workers only, "all" both.
+    role: str = ROLE_ALL
+    # QBSYNC_LEASE_SECONDS: how long a claimed job is a worker's before another may take it over. Long
+    # enough for a slow sync; short enough that a job of a killed process is not stuck for long.
+    lease_seconds: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {self.role!r}")
+        if self.workers < 0:
+            raise ValueError("workers must not be negative")
+        if self.lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+
+    @property
+    def serves_api(self) -> bool:
+        """Whether this process listens for gRPC calls."""
+        return self.role in (ROLE_API, ROLE_ALL)
+
+    @property
+    def runs_workers(self) -> bool:
+        """Whether this process claims and runs sync jobs."""
+        return self.role in (ROLE_WORKER, ROLE_ALL)
 
     @property
     def key_file(self) -> Path:
@@ -50,6 +79,8 @@ class Settings:
             qbo_client_secret=env.get("QBSYNC_QBO_CLIENT_SECRET", ""),
             qbo_environment=env.get("QBSYNC_QBO_ENVIRONMENT", "sandbox"),
             qbo_redirect_uri=env.get("QBSYNC_QBO_REDIRECT_URI", ""),
+            role=env.get("QBSYNC_ROLE", ROLE_ALL).strip().lower() or ROLE_ALL,
+            lease_seconds=float(env.get("QBSYNC_LEASE_SECONDS", "120")),
         )
 
     def ensure_data_dir(self) -> None:

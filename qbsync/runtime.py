@@ -1,9 +1,18 @@
-"""A running qbsync process: the gRPC API and the background workers, stopped gracefully."""
+"""A running qbsync process: the gRPC API and/or the background workers (its role), stopped gracefully.
+
+One machine runs both in one process (role "all"). At scale, API processes sit behind a load balancer and
+worker processes only claim jobs from the shared database: they never talk to each other, so either kind
+can be added, removed or killed independently.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import uuid
+from dataclasses import replace
 
 import grpc
 from injector import Injector
@@ -21,23 +30,50 @@ log = logging.getLogger(__name__)
 
 
 class Runtime:
-    def __init__(self, injector: Injector, settings: Settings) -> None:
+    """The threads and server of one process. `role` overrides the settings' role (tests, benchmarks)."""
+
+    def __init__(self, injector: Injector, settings: Settings, role: str | None = None) -> None:
         self._injector = injector
-        self._settings = settings
+        self._settings = settings if role is None else replace(settings, role=role)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.server: grpc.Server | None = None
         self.port = 0
 
+    @property
+    def role(self) -> str:
+        return self._settings.role
+
     def start(self) -> int:
-        """Starts the workers and the server; returns the port the API listens on."""
+        """Starts what the role asks for; returns the port the API listens on (0 for a worker process)."""
+        if self._settings.runs_workers:
+            self._start_workers()
+        if self._settings.serves_api:
+            self._start_server()
+        log.info(
+            "qbsync started as %s: %s, %s worker threads",
+            self._settings.role,
+            f"listening on port {self.port}" if self.server is not None else "no API",
+            len(self._threads),
+        )
+        return self.port
+
+    def _start_workers(self) -> None:
         worker = self._injector.get(SyncWorker)
+        # Worker ids must be unique across every process sharing the database: the lease check
+        # (`claimed_by`) is what stops a worker whose lease ran out from overwriting the job's new owner.
+        prefix = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         for n in range(self._settings.workers):
             thread = threading.Thread(
-                target=worker.run_until, args=(self._stop, f"worker-{n}"), name=f"qbsync-worker-{n}", daemon=True
+                target=worker.run_until,
+                args=(self._stop, f"{prefix}-worker-{n}"),
+                name=f"qbsync-worker-{n}",
+                daemon=True,
             )
             thread.start()
             self._threads.append(thread)
+
+    def _start_server(self) -> None:
         servicer = SyncServicer(self._injector.get(SyncService), poll_seconds=self._settings.watch_poll_seconds)
         self.server, self.port = build_server(
             servicer,
@@ -46,8 +82,6 @@ class Runtime:
             connection_servicer=ConnectionServicer(self._injector.get(ConnectionService)),
         )
         self.server.start()
-        log.info("qbsync listening on port %s with %s workers", self.port, self._settings.workers)
-        return self.port
 
     def stop(self, grace: float | None = None) -> None:
         """Health turns NOT_SERVING, calls in flight get `grace` seconds, then the workers stop after their

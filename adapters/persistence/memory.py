@@ -9,7 +9,8 @@ READ COMMITTED database rather than like a dict:
 * objects are deep-copied in and out, so mutating a returned `SyncJob` changes nothing until `save()`;
 * `claim_next` holds a claim lock until the unit of work ends, as the SQL adapter holds SQLite's write
   lock (`BEGIN IMMEDIATE`) or PostgreSQL's advisory lock: two workers never claim the same job, nor two
-  jobs with the same `lock_key`;
+  jobs with the same `lock_key` or `identity_key`; `get_for_update` takes the same lock, as a row lock
+  keeps a claimer from slipping in before the outcome is committed;
 * a request_id added by an uncommitted unit of work is held: another unit of work adding it waits for
   that one to end, then is refused (committed) or gets it (rolled back), as with a unique index.
 """
@@ -293,6 +294,15 @@ def holds_lease(job: SyncJob, now: datetime) -> bool:
     return job.state is JobState.RUNNING and job.lease_expires is not None and job.lease_expires >= now
 
 
+def _blocked_by(job: SyncJob, holders: list[SyncJob]) -> bool:
+    """Another job holding a lease shares this one's lock_key or (non-empty) identity_key."""
+    return any(
+        other.job_id != job.job_id or other.tenant_id != job.tenant_id
+        for other in holders
+        if other.lock_key == job.lock_key or (job.identity_key and other.identity_key == job.identity_key)
+    )
+
+
 class InMemorySyncJobRepository(_Repository, SyncJobRepository):
     def __init__(self, db: InMemoryDatabase, tx: _Transaction, uow: InMemoryUnitOfWork) -> None:
         super().__init__(db, tx)
@@ -341,9 +351,9 @@ class InMemorySyncJobRepository(_Repository, SyncJobRepository):
         self._uow.take_claim_lock()
         with self._db.lock:
             jobs = [job for _, job in self._tx.jobs.items()]
-            held = {job.lock_key: job.job_id for job in jobs if holds_lease(job, now)}
+            holders = [job for job in jobs if holds_lease(job, now)]
             due = sorted(
-                (job for job in jobs if is_due(job, now) and held.get(job.lock_key, job.job_id) == job.job_id),
+                (job for job in jobs if is_due(job, now) and not _blocked_by(job, holders)),
                 key=lambda job: (job.create_time, job.job_id, job.tenant_id),
             )
             if not due:
@@ -356,6 +366,21 @@ class InMemorySyncJobRepository(_Repository, SyncJobRepository):
             job.update_time = now
             self._tx.jobs.put((job.tenant_id, job.job_id), _copy(job))
             return job
+
+    def get_for_update(self, tenant_id: str, job_id: str) -> SyncJob | None:
+        # The claim lock stands in for a row lock: no claimer gets between this read and the commit.
+        self._uow.take_claim_lock()
+        return self.get(tenant_id, job_id)
+
+    def extend_lease(self, tenant_id: str, job_id: str, worker_id: str, lease_expires: datetime) -> bool:
+        with self._db.lock:
+            job = self._tx.jobs.get((tenant_id, job_id))
+            if job is None or job.state is not JobState.RUNNING or job.claimed_by != worker_id:
+                return False
+            extended = _copy(job)
+            extended.lease_expires = lease_expires
+            self._tx.jobs.put((tenant_id, job_id), extended)
+            return True
 
     def save(self, job: SyncJob) -> None:
         with self._db.lock:

@@ -7,7 +7,8 @@ from typing import Any
 
 from sqlalchemy import and_, exists, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import InstrumentedAttribute, aliased
+from sqlalchemy.sql.expression import Exists
 
 from adapters.persistence.sqlalchemy import codec
 from adapters.persistence.sqlalchemy.models import SyncJobRow
@@ -29,6 +30,7 @@ def _values(job: SyncJob) -> dict[str, Any]:
         "opportunity_id": job.opportunity_id,
         "customer_id": job.customer_id,
         "lock_key": job.lock_key,
+        "identity_key": job.identity_key,
         "state": job.state.value,
         "resync": job.resync,
         "attempts": job.attempts,
@@ -67,6 +69,18 @@ def _to_job(row: SyncJobRow) -> SyncJob:
         next_attempt_time=row.next_attempt_time,
         claimed_by=row.claimed_by,
         lease_expires=row.lease_expires,
+        identity_key=row.identity_key,
+    )
+
+
+def _held_by_another(key: InstrumentedAttribute[str], now: datetime) -> Exists:
+    """Some other job with the same value in `key`'s column is RUNNING under an unexpired lease."""
+    other = aliased(SyncJobRow)
+    return exists().where(
+        getattr(other, key.key) == key,
+        other.state == JobState.RUNNING.value,
+        other.lease_expires >= now,
+        or_(other.tenant_id != SyncJobRow.tenant_id, other.job_id != SyncJobRow.job_id),
     )
 
 
@@ -109,13 +123,9 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
             # This transaction-scoped lock makes "check lock_key free, then claim" atomic across
             # processes; it is released at commit. (On SQLite, BEGIN IMMEDIATE already did that.)
             self._session.execute(_CLAIM_LOCK)
-        other = aliased(SyncJobRow)
-        lock_held = exists().where(
-            other.lock_key == SyncJobRow.lock_key,
-            other.state == JobState.RUNNING.value,
-            other.lease_expires >= now,
-            or_(other.tenant_id != SyncJobRow.tenant_id, other.job_id != SyncJobRow.job_id),
-        )
+        # Two EXISTS rather than one with an OR: each can use its own (key, state) index.
+        lock_held = _held_by_another(SyncJobRow.lock_key, now)
+        identity_held = and_(SyncJobRow.identity_key != "", _held_by_another(SyncJobRow.identity_key, now))
         due = or_(
             and_(
                 SyncJobRow.state == JobState.PENDING.value,
@@ -129,7 +139,7 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
         )
         statement = (
             select(SyncJobRow)
-            .where(due, ~lock_held)
+            .where(due, ~lock_held, ~identity_held)
             .order_by(SyncJobRow.create_time, SyncJobRow.job_id, SyncJobRow.tenant_id)
             .limit(1)
         )
@@ -154,6 +164,31 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
         claimed = self.get(row.tenant_id, row.job_id)
         assert claimed is not None  # we hold the row
         return claimed
+
+    def get_for_update(self, tenant_id: str, job_id: str) -> SyncJob | None:
+        statement = select(SyncJobRow).where(SyncJobRow.tenant_id == tenant_id, SyncJobRow.job_id == job_id)
+        if self.dialect == "postgresql":
+            # A claimer's SKIP LOCKED passes over the row until we commit, so it cannot take the job
+            # between our "still ours?" and our outcome. (SQLite's BEGIN IMMEDIATE already serialises.)
+            statement = statement.with_for_update()
+        row = self._one(statement)
+        return None if row is None else _to_job(row)
+
+    def extend_lease(self, tenant_id: str, job_id: str, worker_id: str, lease_expires: datetime) -> bool:
+        # One conditional UPDATE: the check and the write cannot be split by a claimer.
+        extended = self._session.execute(
+            update(SyncJobRow)
+            .where(
+                SyncJobRow.tenant_id == tenant_id,
+                SyncJobRow.job_id == job_id,
+                SyncJobRow.state == JobState.RUNNING.value,
+                SyncJobRow.claimed_by == worker_id,
+            )
+            .values(lease_expires=lease_expires)
+            .returning(SyncJobRow.job_id)
+            .execution_options(synchronize_session=False)
+        ).first()
+        return extended is not None
 
     def save(self, job: SyncJob) -> None:
         self._upsert(SyncJobRow, _values(job), ["tenant_id", "job_id"])

@@ -123,6 +123,7 @@ class SyncJobRow(Base):
         UniqueConstraint("tenant_id", "request_id"),
         Index(None, "state", "next_attempt_time"),
         Index(None, "lock_key", "state"),
+        Index(None, "identity_key", "state"),
         Index(None, "tenant_id", "state", "update_time"),
     )
 
@@ -134,6 +135,8 @@ class SyncJobRow(Base):
     opportunity_id: Mapped[str] = mapped_column(String)
     customer_id: Mapped[str] = mapped_column(String)
     lock_key: Mapped[str] = mapped_column(String)
+    # "" for jobs accepted before revision 0003 (the server default fills them in).
+    identity_key: Mapped[str] = mapped_column(String, server_default="")
     state: Mapped[str] = mapped_column(String)
     resync: Mapped[bool]
     attempts: Mapped[int] = mapped_column(Integer)
@@ -184,3 +187,28 @@ class QuickBooksConnectionRow(Base):
     last_error: Mapped[str] = mapped_column(Text)
     settings: Mapped[str] = mapped_column(Text)  # QuickBooksSettings as JSON (see codec)
     redirect_uri: Mapped[str] = mapped_column(Text)
+
+
+class RequestSlotRow(Base):
+    """A QuickBooks request in flight, held by one process (PostgresRequestLimiter). A slot whose holder
+    died is dropped once `expires` has passed, so a crash never keeps a company's cap taken."""
+
+    __tablename__ = "qbo_request_slots"
+    __table_args__ = (Index(None, "realm_id", "expires"),)
+
+    slot_id: Mapped[str] = mapped_column(String, primary_key=True)
+    realm_id: Mapped[str] = mapped_column(String)
+    holder: Mapped[str] = mapped_column(String)  # host:pid, for an operator wondering who holds a company
+    expires: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class RequestStartRow(Base):
+    """When a QuickBooks request was admitted, per company: the sliding one-second and one-minute windows.
+    Rows older than a minute are deleted by the next admission to the same company."""
+
+    __tablename__ = "qbo_request_starts"
+    __table_args__ = (Index(None, "realm_id", "started"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    realm_id: Mapped[str] = mapped_column(String)
+    started: Mapped[datetime] = mapped_column(UtcDateTime)

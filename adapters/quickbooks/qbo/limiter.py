@@ -1,114 +1,15 @@
 """Keeping under QuickBooks' per-company request limits, so that qbsync does not provoke 429s.
 
-Intuit meters each company (realm) per app: 500 requests a minute, 10 a second and 10 at once
-(QUICKBOOKS.md). Every HTTP request the adapter sends goes through `RequestLimiter.acquire(realm_id)`.
-The in-process limiter below is enough for one qbsync process; several processes sharing a company need a
-shared one (a PostgreSQL-backed limiter can implement the same protocol: a row per realm and a window
-table, taken with `SELECT ... FOR UPDATE`).
+Every HTTP request the adapter sends goes through `RequestLimiter.acquire(realm_id)`. The port and
+`RateLimits` live in `core.ports`; the in-process limiter (one process, e.g. on SQLite) in
+`adapters.inprocess`, the one shared by every process of a PostgreSQL deployment in
+`adapters.persistence.sqlalchemy.limiter`. Which one a deployment gets is the persistence module's
+choice. The names are re-exported here so that existing imports keep working.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
-from typing import Protocol
+from adapters.inprocess import InProcessRequestLimiter, UnlimitedRequestLimiter
+from core.ports import RateLimits, RequestLimiter
 
-
-@dataclass(frozen=True)
-class RateLimits:
-    """Requests allowed per company. Intuit's limits are the defaults; set them lower to leave room for
-    other apps of the same Intuit developer account, or in tests."""
-
-    per_minute: int = 500
-    per_second: int = 10
-    in_flight: int = 10
-    # QBO counts a request when it arrives, we when we send it: network jitter can bring two requests sent
-    # a second apart within a second of each other there. Windows a little longer than a second (and a
-    # minute) absorb that.
-    margin_seconds: float = 0.1
-
-
-class RequestLimiter(Protocol):
-    """Admits one HTTP request to a company's API."""
-
-    def acquire(self, realm_id: str) -> AbstractContextManager[None]:
-        """Blocks until the request may be sent; the request is in flight until the context exits."""
-        ...
-
-
-@dataclass
-class _Window:
-    """The requests of one company: start times in the last minute and how many are in flight."""
-
-    started: deque[float] = field(default_factory=deque)
-    in_flight: int = 0
-
-
-class InProcessRequestLimiter(RequestLimiter):
-    """Sliding one-second and one-minute windows plus a cap on concurrent requests, per company, shared by
-    every thread of this process."""
-
-    def __init__(
-        self,
-        limits: RateLimits | None = None,
-        *,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._limits = limits or RateLimits()
-        self._monotonic = monotonic
-        self._windows: dict[str, _Window] = {}
-        self._changed = threading.Condition()
-
-    @property
-    def limits(self) -> RateLimits:
-        return self._limits
-
-    @contextmanager
-    def acquire(self, realm_id: str) -> Iterator[None]:
-        self._admit(realm_id)
-        try:
-            yield
-        finally:
-            with self._changed:
-                self._windows[realm_id].in_flight -= 1
-                self._changed.notify_all()
-
-    def _admit(self, realm_id: str) -> None:
-        with self._changed:
-            window = self._windows.setdefault(realm_id, _Window())
-            while True:
-                now = self._monotonic()
-                while window.started and now - window.started[0] >= 60.0 + self._limits.margin_seconds:
-                    window.started.popleft()
-                wait = self._wait_needed(window, now)
-                if wait <= 0:
-                    window.started.append(now)
-                    window.in_flight += 1
-                    return
-                # Woken early when a request finishes (in-flight cap); otherwise when the window slides.
-                self._changed.wait(timeout=wait)
-
-    def _wait_needed(self, window: _Window, now: float) -> float:
-        limits = self._limits
-        waits = [0.0]
-        if window.in_flight >= limits.in_flight:
-            waits.append(1.0)  # a finishing request notifies sooner
-        minute, second = 60.0 + limits.margin_seconds, 1.0 + limits.margin_seconds
-        if len(window.started) >= limits.per_minute:
-            waits.append(minute - (now - window.started[-limits.per_minute]))
-        last_second = [t for t in window.started if now - t < second]
-        if len(last_second) >= limits.per_second:
-            waits.append(second - (now - last_second[-limits.per_second]))
-        return max(waits)
-
-
-class UnlimitedRequestLimiter(RequestLimiter):
-    """Admits everything at once: for a test double that does not meter requests."""
-
-    @contextmanager
-    def acquire(self, realm_id: str) -> Iterator[None]:
-        yield
+__all__ = ["InProcessRequestLimiter", "RateLimits", "RequestLimiter", "UnlimitedRequestLimiter"]

@@ -6,14 +6,14 @@ import threading
 import time
 from collections.abc import Callable
 
+from adapters.inprocess import InProcessRequestLimiter
 from adapters.quickbooks.qbo.calls import CompanySession, RetryPolicy
-from adapters.quickbooks.qbo.limiter import InProcessRequestLimiter, RateLimits, RequestLimiter
 from adapters.quickbooks.qbo.system import QuickBooksAccountingSystem
 from adapters.quickbooks.qbo.tokens import NOT_CONNECTED_MESSAGE, RECONNECT_MESSAGE, AuthClientFactory, TokenKeeper
 from adapters.quickbooks.qbo.transport import api_base_url, check_transport_security
 from core.connection import ConnectionState, QuickBooksConnection
 from core.errors import BookkeepingError, ReconnectRequiredError
-from core.ports import AccountingSystems, Clock, UnitOfWorkFactory
+from core.ports import AccountingSystems, Clock, CompanyLock, RateLimits, RequestLimiter, UnitOfWorkFactory
 
 
 def _identity(connection: QuickBooksConnection) -> tuple[str, ...]:
@@ -43,13 +43,23 @@ class QuickBooksAccountingSystems(AccountingSystems):
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         auth_client_factory: AuthClientFactory | None = None,
+        company_lock: CompanyLock | None = None,
     ) -> None:
+        """`limiter` (default: an in-process one with `limits`) admits every HTTP request; `company_lock`
+        (default: in-process) serialises token refreshes. Pass the shared ones when processes share
+        companies."""
         self._uow_factory = uow_factory
         self._timeout = http_timeout
         self._limiter = limiter or InProcessRequestLimiter(limits or RateLimits())
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
-        self._tokens = TokenKeeper(uow_factory, clock, timeout=http_timeout, auth_client_factory=auth_client_factory)
+        self._tokens = TokenKeeper(
+            uow_factory,
+            clock,
+            timeout=http_timeout,
+            auth_client_factory=auth_client_factory,
+            company_lock=company_lock,
+        )
         self._systems: dict[str, tuple[tuple[str, ...], QuickBooksAccountingSystem]] = {}
         self._guard = threading.Lock()
         self._validated: set[tuple[str, str, str]] = set()

@@ -1,15 +1,16 @@
 """The company's OAuth tokens: refreshed ahead of expiry or after a 401, the rotated refresh token saved at once.
 
 Intuit rotates the refresh token on every refresh; the old one soon stops working. So the new pair is
-committed before anything else happens, and refreshes of one company are serialised (a per-tenant lock,
-then a re-read of the stored connection: another thread may have refreshed already), so that two workers
-never race each other into `invalid_grant`. Tokens never appear in a message or a log line.
+committed before anything else happens, and refreshes of one company are serialised (a per-tenant
+`CompanyLock`, then a re-read of the stored connection: another thread or process may have refreshed
+already), so that two workers never race each other into `invalid_grant`. On PostgreSQL the lock is held
+across every process of the deployment, elsewhere across the threads of this one. Tokens never appear in a
+message or a log line.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -18,9 +19,10 @@ import requests
 from intuitlib.client import AuthClient
 from intuitlib.exceptions import AuthClientError
 
+from adapters.inprocess import InProcessCompanyLock
 from core.connection import ConnectionState, QuickBooksConnection
 from core.errors import AccountingUnavailableError, ReconnectRequiredError
-from core.ports import Clock, UnitOfWorkFactory
+from core.ports import Clock, CompanyLock, UnitOfWorkFactory
 
 RECONNECT_MESSAGE = "QuickBooks refused qbsync's authorization for this company: reconnect it"
 NOT_CONNECTED_MESSAGE = "QuickBooks is not connected for this company: connect it first"
@@ -42,6 +44,11 @@ class TimeoutAuthClient(AuthClient):
 AuthClientFactory = Callable[[QuickBooksConnection], AuthClient]
 
 
+def refresh_lock_key(tenant_id: str) -> str:
+    """The `CompanyLock` key that serialises a tenant's token refreshes."""
+    return f"qbo-token-refresh/{tenant_id}"
+
+
 class TokenKeeper:
     """Keeps each tenant's access token fresh; shared by all of a process' clients."""
 
@@ -52,20 +59,20 @@ class TokenKeeper:
         *,
         timeout: float = 30.0,
         auth_client_factory: AuthClientFactory | None = None,
+        company_lock: CompanyLock | None = None,
     ) -> None:
         self._uow_factory = uow_factory
         self._clock = clock
         self._timeout = timeout
         self._auth_client_factory = auth_client_factory or self._auth_client
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        self._company_lock = company_lock or InProcessCompanyLock()
 
     def fresh(self, connection: QuickBooksConnection, *, rejected_token: str | None = None) -> QuickBooksConnection:
         """The connection with a usable access token: `connection` itself when its token is not about to
         expire and was not `rejected_token` (refused with a 401), else refreshed."""
         if rejected_token is None and not connection.needs_refresh(self._clock.now()):
             return connection
-        with self._lock_for(connection.tenant_id):
+        with self._company_lock.hold(refresh_lock_key(connection.tenant_id)):
             stored = self._load(connection.tenant_id)
             if stored.state is not ConnectionState.CONNECTED:
                 raise ReconnectRequiredError(stored.last_error or RECONNECT_MESSAGE)
@@ -128,10 +135,6 @@ class TokenKeeper:
         if stored is None or stored.state is ConnectionState.DISCONNECTED:
             raise ReconnectRequiredError(NOT_CONNECTED_MESSAGE)
         return stored
-
-    def _lock_for(self, tenant_id: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(tenant_id, threading.Lock())
 
     def _auth_client(self, connection: QuickBooksConnection) -> AuthClient:
         # The constructor fetches the discovery document (one GET): refreshes are rare (hourly), so it is

@@ -1,17 +1,24 @@
-"""The injector modules bind the UnitOfWorkFactory port lazily, once."""
+"""The injector modules bind the UnitOfWorkFactory port lazily, once, and the coordination ports to what the
+database can share."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from injector import Injector
+from injector import Injector, Module, provider
 
+from adapters.inprocess import InProcessCompanyLock, InProcessRequestLimiter
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from adapters.persistence.module import InMemoryPersistenceModule, SqlAlchemyPersistenceModule
 from adapters.persistence.sqlalchemy import SqlAlchemyUnitOfWorkFactory, create_engine_for, migrate
+from adapters.persistence.sqlalchemy.company_lock import PostgresCompanyLock
 from adapters.persistence.sqlalchemy.engine import normalise_url
-from core.ports import UnitOfWorkFactory
+from adapters.persistence.sqlalchemy.limiter import PostgresRequestLimiter
+from adapters.quickbooks.module import QuickBooksModule
+from adapters.quickbooks.qbo import QuickBooksAccountingSystems
+from adapters.system import SystemClock
+from core.ports import AccountingSystems, Clock, CompanyLock, RateLimits, RequestLimiter, UnitOfWorkFactory
 
 
 def test_in_memory_module_binds_one_shared_factory() -> None:
@@ -55,3 +62,39 @@ def test_bare_postgresql_urls_mean_psycopg_3() -> None:
 def test_sqlite_in_memory_is_refused() -> None:
     with pytest.raises(ValueError, match="SQLite file"):
         create_engine_for("sqlite://")
+
+
+# --- the coordination ports follow the database ----------------------------------------------------------
+
+
+def test_in_memory_and_sqlite_modules_bind_in_process_coordination(tmp_path: Path) -> None:
+    for module in (InMemoryPersistenceModule(), SqlAlchemyPersistenceModule(f"sqlite:///{tmp_path / 'q.db'}")):
+        injector = Injector([module], auto_bind=False)
+        limiter = injector.get(RequestLimiter)  # type: ignore[type-abstract]
+        assert isinstance(limiter, InProcessRequestLimiter)
+        assert isinstance(injector.get(CompanyLock), InProcessCompanyLock)  # type: ignore[type-abstract]
+        assert injector.get(RequestLimiter) is limiter  # type: ignore[type-abstract]
+    assert not (tmp_path / "q.db").exists()
+
+
+def test_postgresql_module_binds_coordination_shared_by_every_process() -> None:
+    limits = RateLimits(per_minute=100, per_second=2, in_flight=1)
+    # No server at this address: binding must not connect (engines connect on first use).
+    module = SqlAlchemyPersistenceModule("postgresql://qbsync@127.0.0.1:1/none", rate_limits=limits)
+    injector = Injector([module], auto_bind=False)
+    limiter = injector.get(RequestLimiter)  # type: ignore[type-abstract]
+    assert isinstance(limiter, PostgresRequestLimiter) and limiter.limits == limits
+    assert isinstance(injector.get(CompanyLock), PostgresCompanyLock)  # type: ignore[type-abstract]
+
+
+def test_the_quickbooks_module_uses_the_bound_limiter_and_lock() -> None:
+    class Clocks(Module):
+        @provider
+        def clock(self) -> Clock:
+            return SystemClock()
+
+    injector = Injector([InMemoryPersistenceModule(), Clocks(), QuickBooksModule()], auto_bind=False)
+    systems = injector.get(AccountingSystems)  # type: ignore[type-abstract]
+    assert isinstance(systems, QuickBooksAccountingSystems)
+    assert systems._limiter is injector.get(RequestLimiter)  # type: ignore[type-abstract]
+    assert systems._tokens._company_lock is injector.get(CompanyLock)  # type: ignore[type-abstract]

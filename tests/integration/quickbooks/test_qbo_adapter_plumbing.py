@@ -5,13 +5,16 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from qbo_support import TENANT, QboRig
 
+from adapters.inprocess import InProcessCompanyLock
 from adapters.quickbooks.qbo import InProcessRequestLimiter, QuickBooksAccountingSystems, RateLimits
-from adapters.quickbooks.qbo.tokens import TimeoutAuthClient
+from adapters.quickbooks.qbo.tokens import TimeoutAuthClient, refresh_lock_key
 from adapters.system import SystemClock
 from core.connection import ConnectionState, QuickBooksConnection
 from core.errors import BookkeepingError, ReconnectRequiredError
@@ -47,6 +50,49 @@ def test_concurrent_workers_refresh_an_expired_token_once(rig: QboRig) -> None:
     assert errors == []
     assert refreshes == [stale.refresh_token]  # one refresh; the others adopted its result
     assert rig.connection().refresh_token != stale.refresh_token
+
+
+def test_token_refreshes_take_the_company_lock_they_are_given(rig: QboRig) -> None:
+    """Two `QuickBooksAccountingSystems` stand for two processes: each has its own TokenKeeper, and only the
+    shared `CompanyLock` (PostgreSQL's advisory lock in production) keeps them from refreshing twice."""
+    with rig.uow_factory() as uow:
+        stale = rig.connection()
+        uow.connections.save(dataclasses.replace(stale, access_token_expires=datetime.now(UTC) - timedelta(minutes=1)))
+        uow.commit()
+    refreshes: list[str] = []
+    held: list[str] = []
+
+    class RecordingLock(InProcessCompanyLock):
+        @contextmanager
+        def hold(self, key: str) -> Iterator[None]:
+            with super().hold(key):
+                held.append(key)
+                yield
+
+    def counting_factory(connection: QuickBooksConnection) -> TimeoutAuthClient:
+        refreshes.append(connection.refresh_token)
+        time.sleep(0.2)  # a slow token endpoint: the other "process" arrives meanwhile
+        return TimeoutAuthClient(
+            connection.client_id, connection.client_secret, connection.redirect_uri, connection.environment, timeout=5
+        )
+
+    lock = RecordingLock()
+    processes = [
+        QuickBooksAccountingSystems(
+            rig.uow_factory, SystemClock(), auth_client_factory=counting_factory, company_lock=lock
+        )
+        for _ in range(2)
+    ]
+    threads = [
+        threading.Thread(target=lambda s=s: s.for_tenant(TENANT).find_customers("Nobody", "nobody@example.com"))
+        for s in processes
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert refreshes == [stale.refresh_token]
+    assert held == [refresh_lock_key(TENANT)] * 2
 
 
 def test_the_limiter_keeps_to_the_per_second_and_in_flight_limits() -> None:
