@@ -115,6 +115,25 @@ def test_the_minute_window_and_the_in_flight_cap_make_a_company_wait(engine: Eng
     limiter.release(fourth)
 
 
+def test_a_request_counts_in_the_second_window_until_it_has_surely_arrived(engine: Engine) -> None:
+    """QuickBooks counts a request when it arrives, which may be long after it was admitted (a busy
+    machine, a slow connection): until it has been answered, it must count in the current second."""
+    limiter = PostgresRequestLimiter(engine, RateLimits(per_minute=500, per_second=2, in_flight=10))
+    realm = f"realm-{uuid.uuid4().hex[:8]}"
+    held = [limiter.try_admit(realm)[0], limiter.try_admit(realm)[0]]
+    assert None not in held
+    time.sleep(1.3)  # admitted over a second ago, but still in flight: they may not have arrived yet
+    assert limiter.try_admit(realm)[0] is None
+    for slot in held:
+        assert slot is not None
+        limiter.release(slot)
+    assert limiter.try_admit(realm)[0] is None  # just answered: they may have arrived a moment ago
+    time.sleep(1.2)
+    late, _ = limiter.try_admit(realm)
+    assert late is not None
+    limiter.release(late)
+
+
 def test_a_killed_holders_slot_is_free_again_after_its_lease(engine: Engine, postgres_url: URL) -> None:
     limits = RateLimits(per_minute=500, per_second=100, in_flight=1)
     realm = f"realm-{uuid.uuid4().hex[:8]}"
