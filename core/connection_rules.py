@@ -7,9 +7,12 @@ that both refuse the same things with the same words.
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from core.connection import PRODUCTION, SANDBOX, QuickBooksSettings
+from core.company_lists import LIST_SETTINGS, PAYMENT_METHOD_RULE, SettingRule
+from core.connection import PRODUCTION, SANDBOX, ListRef, QuickBooksSettings
+from core.domain import PaymentMethod
 from core.errors import FieldViolation
 
 # The settings an UpdateSettings mask may name (QuickBooksSettings' fields).
@@ -76,6 +79,35 @@ def settings_to_change(settings: QuickBooksSettings, mask: list[str]) -> list[st
         return list(mask)
     defaults = QuickBooksSettings()
     return [name for name in SETTINGS_FIELDS if getattr(settings, name) != getattr(defaults, name)]
+
+
+@dataclass(frozen=True)
+class ListSettingToCheck:
+    """One mapping of a settings update that points into the company's lists: `field` is its path in
+    UpdateSettingsRequest (what a violation names); `method` is set for a payment method's mapping."""
+
+    field: str
+    setting: str
+    rule: SettingRule
+    ref: ListRef
+    method: PaymentMethod | None = None
+
+
+def list_settings_to_check(settings: QuickBooksSettings, fields: list[str]) -> list[ListSettingToCheck]:
+    """The mappings an update sets (by id or by name) that must be found in the company before they are
+    stored. A mapping left empty goes back to its default and needs no check. Payment methods are
+    numbered in the order given, as UpdateSettingsRequest's `settings.payment_methods` list is."""
+    wanted: list[ListSettingToCheck] = []
+    for name, rule in LIST_SETTINGS.items():
+        ref: ListRef = getattr(settings, name)
+        if name in fields and (ref.id or ref.name):
+            wanted.append(ListSettingToCheck(f"settings.{name}", name, rule, ref))
+    if "payment_methods" in fields:
+        for i, (method, ref) in enumerate(settings.payment_methods.items()):
+            if ref.id or ref.name:
+                path = f"settings.payment_methods[{i}].quickbooks_payment_method"
+                wanted.append(ListSettingToCheck(path, "payment_methods", PAYMENT_METHOD_RULE, ref, method))
+    return wanted
 
 
 def check_settings_update(settings: QuickBooksSettings, mask: list[str]) -> list[FieldViolation]:

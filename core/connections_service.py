@@ -2,12 +2,13 @@
 
 An admin connects the tenant's QuickBooks company through Intuit's OAuth2 code flow
 (`get_authorization_url`, then `complete_authorization` with what Intuit sent back), reads it, maps
-accounts (`update_settings`) and disconnects. Operators can also connect with tokens they already hold
-(`connect_with_tokens`, the CLI's `qbsync connect`).
+accounts (`update_settings`, each mapping checked against the company) and disconnects. Operators can
+also connect with tokens they already hold (`connect_with_tokens`, the CLI's `qbsync connect`).
 
-Calls to Intuit happen outside any database transaction: a slow token endpoint must not hold the
-database's write lock. So the anti-forgery state is checked again when the tokens are saved, and used
-once.
+Calls to Intuit and to the company happen outside any database transaction: a slow token endpoint or
+QuickBooks API must not hold the database's write lock. So the anti-forgery state is checked again when
+the tokens are saved, and used once; and settings checked against a company are stored only if the
+same company is still connected.
 """
 
 from __future__ import annotations
@@ -15,18 +16,29 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import replace
+from typing import Any
 
+from core.company_lists import ListEntry
 from core.connection import ConnectionState, QuickBooksConnection, QuickBooksSettings
 from core.connection_rules import (
+    ListSettingToCheck,
     check_environment,
     check_required,
     check_settings_update,
     check_url,
+    list_settings_to_check,
     settings_to_change,
 )
 from core.domain import AuditEvent, Permission, Principal
 from core.errors import FailedPreconditionError, FieldViolation, NotFoundError, ValidationError
-from core.ports import Clock, IdSource, QuickBooksAuthorization, UnitOfWork, UnitOfWorkFactory
+from core.ports import (
+    AccountingSystems,
+    Clock,
+    IdSource,
+    QuickBooksAuthorization,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 from core.service import require
 
 
@@ -38,11 +50,14 @@ class ConnectionService:
         clock: Clock,
         ids: IdSource,
         *,
+        accounting: AccountingSystems,
         default_environment: str = "sandbox",
         default_redirect_uri: str = "",
     ) -> None:
-        """`default_environment` and `default_redirect_uri` apply when a caller leaves them empty."""
+        """`accounting` is each tenant's company, where settings are checked; `default_environment` and
+        `default_redirect_uri` apply when a caller leaves them empty."""
         self._uow_factory = uow_factory
+        self._accounting = accounting
         self._authorization = authorization
         self._clock = clock
         self._ids = ids
@@ -130,21 +145,63 @@ class ConnectionService:
     ) -> QuickBooksSettings:
         """Changes the settings named in `mask` (all that are set in `settings` when it is empty).
 
-        Settings may be made before the company is connected: they are kept on a DISCONNECTED record.
+        Each mapping to an account, item or payment method, by id or by name, is first looked up in the
+        company and must exist, be active and be of the type its use needs (core.company_lists); it is
+        stored with QuickBooks' id and name, so a name alone is resolved, never ignored. Any bad one is a
+        ValidationError naming each, and nothing is stored. Such a mapping needs the company connected
+        (FailedPreconditionError otherwise): an id that cannot be checked is not taken on trust, and would
+        only fail the first sync. The DocNumber prefix, and a mapping cleared back to its default, need no
+        company, so they may be set before connecting: they are kept on a DISCONNECTED record.
         """
         require(principal, Permission.ADMIN)
         fields = settings_to_change(settings, mask)
         violations = check_settings_update(settings, mask)
         _raise_if_any(violations)
         tenant = principal.tenant_id
+        realm_id, found = self._look_up(tenant, list_settings_to_check(settings, fields))
         with self._uow_factory() as uow:
             connection = uow.connections.get(tenant) or self._blank(tenant, self._default_environment)
+            if found and (connection.state is not ConnectionState.CONNECTED or connection.realm_id != realm_id):
+                # Ids belong to one company: those just checked may not exist in the one connected now.
+                raise FailedPreconditionError(
+                    "the QuickBooks connection changed while the settings were being checked: try again"
+                )
             changes = {name: getattr(settings, name) for name in fields}
-            connection.settings = replace(connection.settings, **changes)
+            connection.settings = replace(connection.settings, **_resolved(changes, found))
             uow.connections.save(connection)
             self._audit(uow, tenant, "QUICKBOOKS_SETTINGS_UPDATED", ", ".join(sorted(set(fields))))
             uow.commit()
         return connection.settings
+
+    def _look_up(
+        self, tenant_id: str, wanted: list[ListSettingToCheck]
+    ) -> tuple[str, list[tuple[ListSettingToCheck, ListEntry]]]:
+        """What each mapping points to in the tenant's company, and that company's realm. Called outside
+        any transaction: these are reads of QuickBooks. Raises ValidationError naming every mapping that
+        cannot be used."""
+        if not wanted:
+            return "", []
+        with self._uow_factory() as uow:
+            connection = uow.connections.get(tenant_id)
+        if connection is None or connection.state is not ConnectionState.CONNECTED:
+            raise FailedPreconditionError(
+                "connect the QuickBooks company first: "
+                f"{', '.join(item.field for item in wanted)} must be checked against it. "
+                "(Clearing a setting, or the DocNumber prefix, needs no connection.)",
+                metadata={"connection_state": connection.state.value if connection else "NONE"},
+            )
+        company = self._accounting.for_tenant(tenant_id)
+        found: list[tuple[ListSettingToCheck, ListEntry]] = []
+        violations: list[FieldViolation] = []
+        for item in wanted:
+            entry = company.find_list_entry(item.rule.kind, item.ref)
+            problem = item.rule.problem(item.ref, entry)
+            if problem is not None or entry is None:
+                violations.append(FieldViolation(item.field, problem or ""))
+            else:
+                found.append((item, entry))
+        _raise_if_any(violations)
+        return connection.realm_id, found
 
     def disconnect(self, principal: Principal) -> QuickBooksConnection:
         """Revokes the tokens at Intuit (best effort) and forgets every secret; settings are kept."""
@@ -247,6 +304,19 @@ class ConnectionService:
 
     def _audit(self, uow: UnitOfWork, tenant_id: str, kind: str, message: str) -> None:
         uow.audit.append(AuditEvent(tenant_id, self._clock.now(), kind, None, "", message))
+
+
+def _resolved(changes: dict[str, Any], found: list[tuple[ListSettingToCheck, ListEntry]]) -> dict[str, Any]:
+    """`changes` with each mapping replaced by what QuickBooks holds: its Id and its current name."""
+    resolved = dict(changes)
+    if "payment_methods" in resolved:
+        resolved["payment_methods"] = dict(resolved["payment_methods"])
+    for item, entry in found:
+        if item.method is None:
+            resolved[item.setting] = entry.ref
+        else:
+            resolved["payment_methods"][item.method] = entry.ref
+    return resolved
 
 
 def _raise_if_any(violations: list[FieldViolation]) -> None:

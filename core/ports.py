@@ -13,7 +13,8 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from core.accounting import AccountingCustomer, NewCustomer, QuickBooksRef, TxnKind, TxnSpec
-from core.connection import QuickBooksConnection, TokenGrant
+from core.company_lists import ListEntry, ListKind
+from core.connection import ListRef, QuickBooksConnection, TokenGrant
 from core.domain import (
     ApiKey,
     AuditEvent,
@@ -68,6 +69,15 @@ class AccountingSystem(Protocol):
 
     def link_for(self, kind: TxnKind | None, quickbooks_id: str) -> str:
         """The URL that opens the record in the QuickBooks web app (R9); kind None is a customer."""
+        ...
+
+    def find_list_entry(self, kind: ListKind, ref: ListRef) -> ListEntry | None:
+        """The entry of the company's `kind` list that `ref` names, active or not, or None when there is
+        none: by Id when `ref` has one (an Id QuickBooks could not have, such as "abc", is none), else by
+        name, ignoring case (the fully qualified name, Parent:Child, of a sub-account or sub-item; a bare
+        name matching several entries gives the lowest Id). A read only: how settings are checked against
+        the company (core.company_lists). Raises `AccountingUnavailableError`, `ThrottledError` or
+        `ReconnectRequiredError` when the company cannot be asked."""
         ...
 
 

@@ -26,6 +26,8 @@ from core.accounting import (
     TxnKind,
     TxnSpec,
 )
+from core.company_lists import ListEntry, ListKind, pick_by_name
+from core.connection import ListRef
 from core.domain import normalise
 from core.errors import (
     AccountingUnavailableError,
@@ -91,6 +93,26 @@ class FakeTxn:
         return spec.total if isinstance(spec, InvoiceSpec) else spec.amount
 
 
+def _seeded_lists() -> dict[ListKind, dict[str, ListEntry]]:
+    """The chart of accounts and lists a new QBO company starts with, as the emulator seeds them (the same
+    names, types and Ids: each list numbers its own entries)."""
+    accounts = [
+        ("Checking", "Bank", "Checking"),
+        ("Undeposited Funds", "Other Current Asset", "UndepositedFunds"),
+        ("Accounts Receivable (A/R)", "Accounts Receivable", "AccountsReceivable"),
+        ("Services", "Income", "ServiceFeeIncome"),
+        ("Credit Card", "Credit Card", "CreditCard"),
+    ]
+    lists: dict[ListKind, dict[str, ListEntry]] = {kind: {} for kind in ListKind}
+    for name, account_type, sub_type in accounts:
+        entry_id = str(len(lists[ListKind.ACCOUNT]) + 1)
+        lists[ListKind.ACCOUNT][entry_id] = ListEntry(ListKind.ACCOUNT, entry_id, name, True, account_type, sub_type)
+    lists[ListKind.ITEM]["1"] = ListEntry(ListKind.ITEM, "1", "Services", True, "Service", income_account_id="4")
+    for number, method in enumerate(["Cash", "Check", "Credit Card", "ACH", "Other"], start=1):
+        lists[ListKind.PAYMENT_METHOD][str(number)] = ListEntry(ListKind.PAYMENT_METHOD, str(number), method)
+    return lists
+
+
 def _entity_of(kind: TxnKind) -> str:
     return {TxnKind.PAYMENT: "Payment", TxnKind.INVOICE: "Invoice"}.get(kind, "Purchase")
 
@@ -103,6 +125,7 @@ class FakeQuickBooks(AccountingSystem):
     customers: dict[str, FakeCustomer] = field(default_factory=dict)
     txns: dict[str, FakeTxn] = field(default_factory=dict)
     other_names: set[str] = field(default_factory=set)  # vendors and employees
+    lists: dict[ListKind, dict[str, ListEntry]] = field(default_factory=_seeded_lists)  # accounts, items, methods
     replays: dict[str, object] = field(default_factory=dict)
     faults: deque[Fault] = field(default_factory=deque)
     request_count: int = 0
@@ -154,6 +177,12 @@ class FakeQuickBooks(AccountingSystem):
         }[kind]
         return f"{SANDBOX_APP}/app/{page}&deeplinkcompanyid={self.realm_id}"
 
+    def find_list_entry(self, kind: ListKind, ref: ListRef) -> ListEntry | None:
+        with self._lock:
+            self._call(write=False)
+            entries = self.lists[kind]
+            return entries.get(ref.id) if ref.id else pick_by_name(entries.values(), ref.name)
+
     # --- what testers use ---------------------------------------------------------------------------
 
     def inject(self, *faults: Fault) -> None:
@@ -178,6 +207,21 @@ class FakeQuickBooks(AccountingSystem):
             new_id = self._new_id()
             self.customers[new_id] = FakeCustomer(new_id, display_name, email, active=active)
             return new_id
+
+    def add_list_entry(
+        self, kind: ListKind, name: str, type: str = "", sub_type: str = "", *, income_account_id: str = ""
+    ) -> str:
+        """An account, item or payment method created in QuickBooks; returns its Id."""
+        with self._lock:
+            entries = self.lists[kind]
+            new_id = str(max((int(i) for i in entries), default=0) + 1)
+            entries[new_id] = ListEntry(kind, new_id, name, True, type, sub_type, income_account_id)
+            return new_id
+
+    def deactivate_list_entry(self, kind: ListKind, entry_id: str) -> None:
+        """Made inactive in QuickBooks (QBO's "delete" of an account, item or payment method)."""
+        with self._lock:
+            self.lists[kind][entry_id] = replace(self.lists[kind][entry_id], active=False)
 
     def deactivate_customer(self, customer_id: str) -> None:
         with self._lock:

@@ -125,7 +125,7 @@ def test_connect_configure_and_disconnect(api: Admin) -> None:
     assert connected.access_token_expire_time.ToDatetime() > connected.connect_time.ToDatetime()
 
     settings = c.Settings(
-        deposit_account=c.QuickBooksListRef(id="4", name="Undeposited Funds"),
+        deposit_account=c.QuickBooksListRef(id="2", name="Undeposited Funds"),
         income_item=c.QuickBooksListRef(id="1", name="Services"),  # not in the mask: ignored
         payment_methods=[
             c.PaymentMethodMapping(
@@ -136,7 +136,7 @@ def test_connect_configure_and_disconnect(api: Admin) -> None:
     )
     mask = FieldMask(paths=["deposit_account", "payment_methods", "doc_number_prefix"])
     updated = api.stub.UpdateSettings(c.UpdateSettingsRequest(settings=settings, update_mask=mask), metadata=api.admin)
-    assert updated.deposit_account.id == "4" and updated.doc_number_prefix == "MV-"
+    assert updated.deposit_account.id == "2" and updated.doc_number_prefix == "MV-"
     assert not updated.income_item.id
 
     shown = api.stub.GetConnection(c.GetConnectionRequest(), metadata=api.admin)

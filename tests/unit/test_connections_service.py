@@ -8,11 +8,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
+from adapters.quickbooks.fake import FakeQuickBooks, FakeQuickBooksCompanies, Fault
 from adapters.quickbooks.fake_oauth import FakeQuickBooksAuthorization
+from core.company_lists import ListKind
 from core.connection import ConnectionState, ListRef, QuickBooksSettings
 from core.connections_service import ConnectionService
 from core.domain import PaymentMethod, Permission, Principal
 from core.errors import (
+    AccountingUnavailableError,
     BookkeepingError,
     FailedPreconditionError,
     NotFoundError,
@@ -29,10 +32,17 @@ ADMIN = Principal("acme", frozenset({Permission.ADMIN}))
 class World:
     uow: InMemoryUnitOfWorkFactory = field(default_factory=InMemoryUnitOfWorkFactory)
     clock: StepClock = field(default_factory=StepClock)
+    companies: FakeQuickBooksCompanies = field(default_factory=FakeQuickBooksCompanies)
 
     def __post_init__(self) -> None:
         self.intuit = FakeQuickBooksAuthorization(self.clock, "app-id", "app-secret")
-        self.service = ConnectionService(self.uow, self.intuit, self.clock, CountingIds(), default_redirect_uri="")
+        self.service = ConnectionService(
+            self.uow, self.intuit, self.clock, CountingIds(), accounting=self.companies, default_redirect_uri=""
+        )
+
+    @property
+    def company(self) -> FakeQuickBooks:
+        return self.companies.for_tenant("acme")
 
     def connect(self, principal: Principal = ADMIN, realm_id: str = "4620") -> None:
         url, state = self.service.get_authorization_url(principal, REDIRECT, "sandbox")
@@ -160,6 +170,7 @@ def test_loopback_http_and_server_defaults_are_accepted(world: World) -> None:
         world.intuit,
         world.clock,
         CountingIds(),
+        accounting=world.companies,
         default_environment="http://127.0.0.1:8765/.well-known/openid_configuration",
         default_redirect_uri="http://localhost:8080/cb",
     )
@@ -183,17 +194,17 @@ def test_get_connection_is_not_found_before_anything(world: World) -> None:
 def test_settings_follow_the_mask(world: World) -> None:
     world.connect()
     wanted = QuickBooksSettings(
-        deposit_account=ListRef("4", "Undeposited Funds"),
+        deposit_account=ListRef("2", "Undeposited Funds"),
         income_item=ListRef("1", "Services"),
         payment_methods={PaymentMethod.CHECK: ListRef("2", "Check")},
         doc_number_prefix="MV-",
     )
     got = world.service.update_settings(ADMIN, wanted, ["deposit_account", "doc_number_prefix"])
-    assert got == QuickBooksSettings(deposit_account=ListRef("4", "Undeposited Funds"), doc_number_prefix="MV-")
+    assert got == QuickBooksSettings(deposit_account=ListRef("2", "Undeposited Funds"), doc_number_prefix="MV-")
     assert world.service.get_connection(ADMIN).settings == got
     # No mask: every setting the caller filled in.
     got = world.service.update_settings(ADMIN, QuickBooksSettings(income_item=ListRef("1", "Services")), [])
-    assert got.income_item == ListRef("1", "Services") and got.deposit_account.id == "4"
+    assert got.income_item == ListRef("1", "Services") and got.deposit_account.id == "2"
     # A masked field left empty goes back to its default.
     got = world.service.update_settings(ADMIN, QuickBooksSettings(), ["deposit_account"])
     assert not got.deposit_account.is_set and got.doc_number_prefix == "MV-"
@@ -220,7 +231,7 @@ def test_settings_may_come_before_the_connection_and_survive_it(world: World) ->
 
 def test_connecting_another_company_forgets_the_old_ones_account_ids(world: World) -> None:
     world.connect(realm_id="1")
-    world.service.update_settings(ADMIN, QuickBooksSettings(deposit_account=ListRef("4")), [])
+    world.service.update_settings(ADMIN, QuickBooksSettings(deposit_account=ListRef("2")), [])
     world.service.disconnect(ADMIN)
     world.connect(realm_id="2")
     assert world.service.get_connection(ADMIN).settings == QuickBooksSettings()
@@ -281,3 +292,150 @@ def test_connect_with_tokens_refuses_plain_http_off_this_machine(world: World) -
     assert [v.field for v in raised.value.violations] == ["realm_id", "environment", "api_base_url"]
     assert "plain http" in raised.value.violations[1].description
     assert world.stored() is None
+
+
+# --- settings checked against the company (the fake's chart: 1 Checking, 2 Undeposited Funds, 3 A/R,
+# --- 4 Services (Income), 5 Credit Card; item 1 Services; payment methods 1 Cash .. 5 Other) --------------
+
+
+def _violations(raised: pytest.ExceptionInfo[ValidationError]) -> dict[str, str]:
+    return {v.field: v.description for v in raised.value.violations}
+
+
+def test_an_income_account_as_deposit_account_is_refused_and_nothing_stored(world: World) -> None:
+    world.connect()
+    before = world.stored()
+    with pytest.raises(ValidationError) as raised:
+        world.service.update_settings(
+            ADMIN, QuickBooksSettings(deposit_account=ListRef(name="Services"), doc_number_prefix="MV-"), []
+        )
+    assert list(_violations(raised)) == ["settings.deposit_account"]
+    assert "'Services' (Id 4) is an Income account" in raised.value.violations[0].description
+    assert "Bank or Other Current Asset" in raised.value.violations[0].description
+    assert world.stored() == before  # not even the good doc_number_prefix
+
+
+def test_every_unusable_mapping_is_named_at_once(world: World) -> None:
+    world.connect()
+    bare = world.company.add_list_entry(ListKind.ITEM, "Bare Item", "Service")  # no income account
+    world.company.deactivate_list_entry(ListKind.PAYMENT_METHOD, "2")
+    wanted = QuickBooksSettings(
+        deposit_account=ListRef("99"),
+        refund_bank_account=ListRef("5", "Credit Card"),
+        accounts_receivable_account=ListRef(name="Checking"),
+        income_item=ListRef(bare),
+        payment_methods={
+            PaymentMethod.CASH: ListRef(name="Cash"),
+            PaymentMethod.CHECK: ListRef("2"),
+            PaymentMethod.OTHER: ListRef(name="Bitcoin"),
+        },
+    )
+    with pytest.raises(ValidationError) as raised:
+        world.service.update_settings(ADMIN, wanted, [])
+    found = _violations(raised)
+    assert list(found) == [
+        "settings.deposit_account",
+        "settings.refund_bank_account",
+        "settings.accounts_receivable_account",
+        "settings.income_item",
+        "settings.payment_methods[1].quickbooks_payment_method",
+        "settings.payment_methods[2].quickbooks_payment_method",
+    ]
+    assert found["settings.deposit_account"] == "QuickBooks has no account with Id 99"
+    assert "a Credit Card account" in found["settings.refund_bank_account"]
+    assert "must be a Bank account" in found["settings.refund_bank_account"]
+    assert "must be an Accounts Receivable account" in found["settings.accounts_receivable_account"]
+    assert "has no income account" in found["settings.income_item"]
+    assert "'Check' (Id 2) is inactive" in found["settings.payment_methods[1].quickbooks_payment_method"]
+    assert "named 'Bitcoin'" in found["settings.payment_methods[2].quickbooks_payment_method"]
+    assert world.stored().settings == QuickBooksSettings()
+
+
+def test_a_name_only_setting_is_stored_with_quickbooks_id_and_name(world: World) -> None:
+    world.connect()
+    got = world.service.update_settings(
+        ADMIN,
+        QuickBooksSettings(
+            deposit_account=ListRef(name="  undeposited   FUNDS "),
+            refund_bank_account=ListRef("1", "an old name"),  # by id: QuickBooks' name replaces the one given
+            income_item=ListRef(name="services"),
+            payment_methods={PaymentMethod.CHECK: ListRef(name="check"), PaymentMethod.ACH: ListRef()},
+        ),
+        ["deposit_account", "refund_bank_account", "income_item", "payment_methods"],
+    )
+    assert got.deposit_account == ListRef("2", "Undeposited Funds")
+    assert got.refund_bank_account == ListRef("1", "Checking")
+    assert got.income_item == ListRef("1", "Services")
+    assert got.payment_methods == {PaymentMethod.CHECK: ListRef("2", "Check"), PaymentMethod.ACH: ListRef()}
+    assert world.stored().settings == got
+
+
+def test_the_types_quickbooks_accepts_are_accepted(world: World) -> None:
+    world.connect()
+    savings = world.company.add_list_entry(ListKind.ACCOUNT, "Parent:Savings", "Bank", "Savings")
+    goods = world.company.add_list_entry(ListKind.ITEM, "Boxes", "NonInventory", income_account_id="4")
+    got = world.service.update_settings(
+        ADMIN,
+        QuickBooksSettings(
+            deposit_account=ListRef("1"),  # a bank account: deposited straight to the bank
+            refund_bank_account=ListRef(name="Savings"),  # a sub-account, by its own name
+            income_item=ListRef(goods),
+        ),
+        [],
+    )
+    assert got.deposit_account == ListRef("1", "Checking")
+    assert got.refund_bank_account == ListRef(savings, "Parent:Savings")
+    assert got.income_item == ListRef(goods, "Boxes")
+
+
+def test_an_inactive_account_is_refused(world: World) -> None:
+    world.connect()
+    world.company.deactivate_list_entry(ListKind.ACCOUNT, "3")
+    with pytest.raises(ValidationError) as raised:
+        world.service.update_settings(ADMIN, QuickBooksSettings(accounts_receivable_account=ListRef("3")), [])
+    assert "is inactive in QuickBooks" in _violations(raised)["settings.accounts_receivable_account"]
+
+
+def test_mappings_need_a_connected_company_but_the_prefix_and_clearing_do_not(world: World) -> None:
+    with pytest.raises(FailedPreconditionError, match="connect the QuickBooks company first: settings.income_item"):
+        world.service.update_settings(ADMIN, QuickBooksSettings(income_item=ListRef("1")), [])
+    assert world.stored() is None
+    cleared_and_prefixed = ["doc_number_prefix", "income_item"]
+    got = world.service.update_settings(ADMIN, QuickBooksSettings(doc_number_prefix="MV-"), cleared_and_prefixed)
+    assert got == QuickBooksSettings(doc_number_prefix="MV-")
+    assert world.company.request_count == 0  # nothing needed QuickBooks
+    world.connect()
+    world.service.disconnect(ADMIN)
+    with pytest.raises(FailedPreconditionError):
+        world.service.update_settings(ADMIN, QuickBooksSettings(deposit_account=ListRef(name="Checking")), [])
+
+
+def test_quickbooks_unreachable_stores_nothing(world: World) -> None:
+    world.connect()
+    before = world.stored()
+    world.company.inject(Fault.NONE, Fault.UNAVAILABLE)
+    with pytest.raises(AccountingUnavailableError):
+        world.service.update_settings(
+            ADMIN, QuickBooksSettings(deposit_account=ListRef("2"), refund_bank_account=ListRef("1")), []
+        )
+    assert world.stored() == before
+
+
+def test_settings_checked_in_one_company_are_not_stored_for_another(world: World) -> None:
+    world.connect(realm_id="1")
+
+    class Reconnecting(FakeQuickBooks):
+        """The admin reconnects to another company while the settings are being checked."""
+
+        def find_list_entry(self, kind, ref):  # type: ignore[no-untyped-def]
+            with world.uow() as uow:  # no transaction of update_settings is open: this would block
+                connection = uow.connections.get("acme")
+                connection.realm_id = "2"
+                uow.connections.save(connection)
+                uow.commit()
+            return super().find_list_entry(kind, ref)
+
+    world.companies._companies["acme"] = Reconnecting()
+    with pytest.raises(FailedPreconditionError, match="connection changed"):
+        world.service.update_settings(ADMIN, QuickBooksSettings(deposit_account=ListRef("2")), [])
+    assert world.stored().settings == QuickBooksSettings()

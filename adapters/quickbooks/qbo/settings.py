@@ -2,8 +2,10 @@
 
 An unset setting gets its default, found by name or type in the company's lists (SPEC.md section 5), and
 the result is saved on the connection so that later syncs need no look-ups. A configured setting is read
-once per process (per value) to check it exists, is active and has the right type: a wrong one fails the
-sync with a message naming the setting, which is what a bookkeeper can fix.
+once per process (per value) to check it exists, is active and has the right type — by the same rules
+and the same read as UpdateSettings (core.company_lists, lists.py), since it may have changed in
+QuickBooks since it was set: a wrong one fails the sync with a message naming the setting, which is what
+a bookkeeper can fix. A setting stored with a name and no Id is resolved by that name, never ignored.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from adapters.quickbooks.qbo.calls import CompanySession
+from adapters.quickbooks.qbo.lists import read_list_entry
 from adapters.quickbooks.qbo.queries import escape, query_all
-from adapters.quickbooks.qbo.transport import QboFault
 from core.accounting import TxnKind
+from core.company_lists import LIST_SETTINGS, ListKind
 from core.connection import ListRef, QuickBooksSettings
 from core.domain import PaymentMethod
 from core.errors import BookkeepingError
@@ -24,14 +27,11 @@ from core.ports import UnitOfWorkFactory
 
 SETTING_INVALID = "QUICKBOOKS_SETTING_INVALID"
 
-# setting → (label for people, QBO entity, account types allowed)
-ACCOUNT_SETTINGS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "deposit_account": ("deposit account", ("Bank", "Other Current Asset")),
-    "refund_bank_account": ("refund bank account", ("Bank",)),
-    "accounts_receivable_account": ("A/R account", ("Accounts Receivable",)),
-}
+# The settings that point to an account; what each may point to is core.company_lists' rule, the same one
+# UpdateSettings applies.
+ACCOUNT_SETTINGS = tuple(name for name, rule in LIST_SETTINGS.items() if rule.kind is ListKind.ACCOUNT)
 INCOME_ITEM = "income_item"
-LABELS = {**{name: label for name, (label, _) in ACCOUNT_SETTINGS.items()}, INCOME_ITEM: "income item"}
+LABELS = {name: rule.label for name, rule in LIST_SETTINGS.items()}
 
 NEEDED: dict[TxnKind, tuple[str, ...]] = {
     TxnKind.PAYMENT: ("deposit_account",),
@@ -80,6 +80,10 @@ class SettingsResolver:
             if current.is_set:
                 self._validate(name, current)
                 continue
+            if current.name:
+                # Given by name only (stored before UpdateSettings resolved names): resolved, never ignored.
+                resolved[name] = self._checked(name, current)
+                continue
             if name == INCOME_ITEM:
                 resolved[name] = self._default_item()
                 continue
@@ -87,7 +91,8 @@ class SettingsResolver:
                 accounts = query_all(self._session, "Account", "", what="looking up the chart of accounts")
             # One look-up of the chart of accounts resolves every unset account setting at once.
             for other in ACCOUNT_SETTINGS:
-                if not getattr(settings, other).is_set and other not in resolved:
+                given: ListRef = getattr(settings, other)
+                if not (given.id or given.name) and other not in resolved:
                     found = _default_account(other, accounts)
                     if found is not None:
                         resolved[other] = found
@@ -114,28 +119,19 @@ class SettingsResolver:
         with self._validated_guard:
             if key in self._validated:
                 return
-        entity = "Item" if name == INCOME_ITEM else "Account"
-        try:
-            record = self._session.call(
-                lambda qb: qb.get_single_object(entity, current.id)[entity], write=False, what=f"reading {entity}"
-            )
-        except QboFault as fault:
-            if "610" in fault.codes:
-                kind = "an item" if entity == "Item" else "an account"
-                raise setting_error(name, f"points to {kind} QuickBooks doesn't have (Id {current.id})") from None
-            raise
-        if record.get("Active") is False:
-            raise setting_error(name, f"points to {record.get('Name', '')!r} (Id {current.id}), which is inactive")
-        if entity == "Account":
-            allowed = ACCOUNT_SETTINGS[name][1]
-            if record.get("AccountType") not in allowed:
-                raise setting_error(
-                    name,
-                    f"points to {record.get('Name', '')!r} (Id {current.id}), a {record.get('AccountType')} "
-                    f"account; it must be a {' or '.join(allowed)} account",
-                )
+        self._checked(name, current)
         with self._validated_guard:
             self._validated.add(key)
+
+    def _checked(self, name: str, current: ListRef) -> ListRef:
+        """What the setting points to in the company (its Id and name), if it may be used; else raises
+        BookkeepingError naming the setting."""
+        rule = LIST_SETTINGS[name]
+        entry = read_list_entry(self._session, rule.kind, current)
+        problem = rule.problem(current, entry)
+        if problem is not None or entry is None:
+            raise setting_error(name, f"cannot be used: {problem}")
+        return entry.ref
 
     def _default_item(self) -> ListRef:
         items = query_all(self._session, "Item", "Type = 'Service'", what="looking up the income item")

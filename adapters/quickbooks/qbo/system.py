@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 from adapters.quickbooks.qbo.calls import CompanySession
+from adapters.quickbooks.qbo.lists import read_list_entry
 from adapters.quickbooks.qbo.mapping import (
     QboTxn,
     accounting_customer,
@@ -37,7 +38,8 @@ from core.accounting import (
     TxnKind,
     TxnSpec,
 )
-from core.connection import PRODUCTION
+from core.company_lists import ListEntry, ListKind
+from core.connection import PRODUCTION, ListRef
 from core.errors import (
     AccountingError,
     BookkeepingError,
@@ -205,6 +207,11 @@ class QuickBooksAccountingSystem(AccountingSystem):
             TxnKind.CHECK: f"check?txnId={quickbooks_id}",
         }[kind]
         return f"{host}/app/{page}&deeplinkcompanyid={connection.realm_id}"
+
+    # --- the company's lists ---------------------------------------------------------------------------
+
+    def find_list_entry(self, kind: ListKind, ref: ListRef) -> ListEntry | None:
+        return read_list_entry(self.session, kind, ref)
 
     # --- reading ---------------------------------------------------------------------------------------
 

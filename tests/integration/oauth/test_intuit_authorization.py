@@ -13,6 +13,7 @@ import requests
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from adapters.quickbooks.emulator import EmulatorServer, run_emulator
 from adapters.quickbooks.oauth import IntuitAuthorization
+from adapters.quickbooks.qbo import QuickBooksAccountingSystems
 from adapters.system import SystemClock, UuidIdSource
 from core.connection import ConnectionState, QuickBooksConnection
 from core.connections_service import ConnectionService
@@ -118,7 +119,8 @@ def test_without_an_app_the_flow_names_the_settings_to_set() -> None:
 def test_connection_service_end_to_end_with_the_emulator(emulator: EmulatorServer, app: dict[str, str]) -> None:
     uow = InMemoryUnitOfWorkFactory()
     intuit = IntuitAuthorization(app["client_id"], app["client_secret"], SystemClock())
-    service = ConnectionService(uow, intuit, SystemClock(), UuidIdSource())
+    systems = QuickBooksAccountingSystems(uow, SystemClock())
+    service = ConnectionService(uow, intuit, SystemClock(), UuidIdSource(), accounting=systems)
     admin = Principal("acme", frozenset({Permission.ADMIN}))
 
     url, state = service.get_authorization_url(admin, REDIRECT, emulator.discovery_url)
