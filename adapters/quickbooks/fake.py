@@ -108,8 +108,10 @@ def _seeded_lists() -> dict[ListKind, dict[str, ListEntry]]:
         entry_id = str(len(lists[ListKind.ACCOUNT]) + 1)
         lists[ListKind.ACCOUNT][entry_id] = ListEntry(ListKind.ACCOUNT, entry_id, name, True, account_type, sub_type)
     lists[ListKind.ITEM]["1"] = ListEntry(ListKind.ITEM, "1", "Services", True, "Service", income_account_id="4")
-    for number, method in enumerate(["Cash", "Check", "Credit Card", "ACH", "Other"], start=1):
-        lists[ListKind.PAYMENT_METHOD][str(number)] = ListEntry(ListKind.PAYMENT_METHOD, str(number), method)
+    methods = ["Cash", "Check", "Credit Card", "ACH", "Other"]
+    for number, method in enumerate(methods, start=1):
+        kind = "CREDIT_CARD" if method == "Credit Card" else "NON_CREDIT_CARD"
+        lists[ListKind.PAYMENT_METHOD][str(number)] = ListEntry(ListKind.PAYMENT_METHOD, str(number), method, True, kind)
     return lists
 
 

@@ -31,6 +31,9 @@ from qbsync.runtime import Runtime
 from qbsync.v1 import connection_service_pb2 as c
 from qbsync.v1 import connection_service_pb2_grpc
 from qbsync.v1 import resources_pb2 as r
+from qbsync.v1 import sync_service_pb2 as s
+from tests.e2e.conftest import EmulatedServer
+from tests.e2e.test_sync_service import opportunity, payment
 
 REDIRECT = "https://crm.example.com/qbo/callback"
 SERVICE = "qbsync.v1.ConnectionService"
@@ -83,6 +86,19 @@ def api(tmp_path: Path) -> Iterator[Admin]:
 
 def _code(call: pytest.ExceptionInfo[grpc.RpcError]) -> grpc.StatusCode:
     return call.value.code()  # type: ignore[attr-defined,no-any-return]
+
+
+def _bad_fields(call: pytest.ExceptionInfo[grpc.RpcError]) -> dict[str, str]:
+    """The BadRequest field violations of an INVALID_ARGUMENT: field → description."""
+    status = rpc_status.from_call(call.value)  # type: ignore[arg-type]
+    assert status is not None
+    fields: dict[str, str] = {}
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            request = error_details_pb2.BadRequest()
+            detail.Unpack(request)
+            fields |= {v.field: v.description for v in request.field_violations}
+    return fields
 
 
 def _connect(api: Admin) -> c.Connection:
@@ -204,3 +220,46 @@ def test_health_and_reflection_include_the_connection_service(api: Admin) -> Non
     reflection = reflection_pb2_grpc.ServerReflectionStub(api.channel)
     responses = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
     assert SERVICE in {svc.name for response in responses for svc in response.list_services_response.service}
+
+
+def test_settings_are_checked_against_the_company_and_the_next_sync_uses_them(emulated: EmulatedServer) -> None:
+    """Through the real adapter and the emulator: an Income account is no deposit account (issue 7), and a
+    setting given by name only is resolved to its id and used by the next sync."""
+    savings = emulated.admin(
+        "POST",
+        f"realms/{emulated.realm_id}/records/Account",
+        {"Name": "Moving Co Savings", "AccountType": "Bank", "AccountSubType": "Savings"},
+    )["Account"]
+    md = emulated.key("acme")
+    channel = grpc.insecure_channel(emulated.target)
+    try:
+        stub = connection_service_pb2_grpc.ConnectionServiceStub(channel)
+        before = stub.GetConnection(c.GetConnectionRequest(), metadata=md).settings
+
+        income = c.Settings(deposit_account=c.QuickBooksListRef(name="Services"), doc_number_prefix="MV-")
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.UpdateSettings(c.UpdateSettingsRequest(settings=income), metadata=md)
+        assert _code(refused) is grpc.StatusCode.INVALID_ARGUMENT
+        bad = _bad_fields(refused)
+        assert list(bad) == ["settings.deposit_account"]
+        assert "is an Income account" in bad["settings.deposit_account"]
+        assert stub.GetConnection(c.GetConnectionRequest(), metadata=md).settings == before  # nothing stored
+
+        by_name = c.Settings(deposit_account=c.QuickBooksListRef(name="moving co savings"))
+        updated = stub.UpdateSettings(
+            c.UpdateSettingsRequest(settings=by_name, update_mask=FieldMask(paths=["deposit_account"])), metadata=md
+        )
+        assert updated.deposit_account == c.QuickBooksListRef(id=savings["Id"], name="Moving Co Savings")
+        assert stub.GetConnection(c.GetConnectionRequest(), metadata=md).settings == updated
+    finally:
+        channel.close()
+
+    accepted = emulated.stub.SyncPayment(
+        s.SyncPaymentRequest(opportunity=opportunity(), payment=payment()), metadata=md
+    )
+    last = None
+    for update in emulated.stub.WatchSyncJob(s.GetSyncJobRequest(name=accepted.name), metadata=md, timeout=60):
+        last = update
+    assert last is not None and last.state == r.SyncJob.STATE_SUCCEEDED, last
+    [qbo_payment] = emulated.records("Payment")
+    assert qbo_payment["DepositToAccountRef"]["value"] == savings["Id"]

@@ -59,7 +59,7 @@ def _by_id(session: CompanySession, kind: ListKind, entry_id: str) -> ListEntry 
 def _by_name(session: CompanySession, kind: ListKind, name: str) -> ListEntry | None:
     """QBO's Name is an entry's own name (the last level), so that is what the query asks for; inactive
     entries are included so that the caller can be told the entry is inactive rather than missing."""
-    leaf = leaf_name(name)
+    leaf = " ".join(leaf_name(name).split())  # spacing is ignored, as the fake and the core's rule do
     if not leaf:
         return None
     where = f"Name = '{escape(leaf)}' AND Active IN (true, false)"

@@ -16,6 +16,7 @@ from adapters.quickbooks.fake import FakeQuickBooks
 from adapters.quickbooks.qbo import QuickBooksAccountingSystems, RateLimits, RetryPolicy
 from adapters.system import SystemClock
 from core.accounting import TxnKind
+from core.company_lists import ListKind
 from core.connection import QuickBooksConnection
 from core.ports import AccountingSystem
 
@@ -133,6 +134,14 @@ class Company(Protocol):
 
     def deactivate_customer(self, customer_id: str) -> None: ...
 
+    def add_list_entry(
+        self, kind: ListKind, name: str, type: str = "", sub_type: str = "", *, income_account_id: str = ""
+    ) -> str:
+        """An account, item or payment method someone created in QuickBooks; its Id."""
+        ...
+
+    def deactivate_list_entry(self, kind: ListKind, entry_id: str) -> None: ...
+
     def delete(self, kind: TxnKind, record_id: str) -> None: ...
 
     def void(self, kind: TxnKind, record_id: str) -> None: ...
@@ -164,6 +173,14 @@ class FakeCompany:
 
     def deactivate_customer(self, customer_id: str) -> None:
         self.fake.deactivate_customer(customer_id)
+
+    def add_list_entry(
+        self, kind: ListKind, name: str, type: str = "", sub_type: str = "", *, income_account_id: str = ""
+    ) -> str:
+        return self.fake.add_list_entry(kind, name, type, sub_type, income_account_id=income_account_id)
+
+    def deactivate_list_entry(self, kind: ListKind, entry_id: str) -> None:
+        self.fake.deactivate_list_entry(kind, entry_id)
 
     def delete(self, kind: TxnKind, record_id: str) -> None:
         self.fake.delete(record_id)
@@ -209,6 +226,21 @@ class EmulatedCompany:
 
     def deactivate_customer(self, customer_id: str) -> None:
         self.rig.act("Customer", customer_id, "deactivate")
+
+    def add_list_entry(
+        self, kind: ListKind, name: str, type: str = "", sub_type: str = "", *, income_account_id: str = ""
+    ) -> str:
+        record: dict[str, Any] = {"Name": name}
+        if kind is ListKind.ACCOUNT:
+            record.update({"AccountType": type, "AccountSubType": sub_type})
+        elif kind is ListKind.ITEM:
+            record["Type"] = type
+            if income_account_id:
+                record["IncomeAccountRef"] = {"value": income_account_id}
+        return str(self.rig.seed(kind.value, record)["Id"])
+
+    def deactivate_list_entry(self, kind: ListKind, entry_id: str) -> None:
+        self.rig.act(kind.value, entry_id, "deactivate")
 
     def delete(self, kind: TxnKind, record_id: str) -> None:
         self.rig.act(_ENTITY[kind], record_id, "delete")

@@ -21,6 +21,8 @@ from core.accounting import (
     RefundSpec,
     TxnKind,
 )
+from core.company_lists import LIST_SETTINGS, ListEntry, ListKind
+from core.connection import ListRef
 from core.domain import InvoiceLine, PaymentMethod
 from core.errors import (
     CustomerUnusableError,
@@ -226,3 +228,79 @@ def test_links_open_the_record_in_the_right_company(company: Company) -> None:
     link = company.system.link_for(TxnKind.CHECK, "42")
     assert link.startswith("https://app.sandbox.qbo.intuit.com/app/check?txnId=42&deeplinkcompanyid=")
     assert "/app/customerdetail?nameId=7&" in company.system.link_for(None, "7")
+
+
+# --- the company's lists (what settings point to) ----------------------------------------------------
+
+# A new company's chart of accounts and lists, as QBO (and the emulator) seed them and the fake copies.
+SEEDED = [
+    (ListKind.ACCOUNT, "1", "Checking", "Bank", "Checking", ""),
+    (ListKind.ACCOUNT, "2", "Undeposited Funds", "Other Current Asset", "UndepositedFunds", ""),
+    (ListKind.ACCOUNT, "3", "Accounts Receivable (A/R)", "Accounts Receivable", "AccountsReceivable", ""),
+    (ListKind.ACCOUNT, "4", "Services", "Income", "ServiceFeeIncome", ""),
+    (ListKind.ACCOUNT, "5", "Credit Card", "Credit Card", "CreditCard", ""),
+    (ListKind.ITEM, "1", "Services", "Service", "", "4"),
+    (ListKind.PAYMENT_METHOD, "2", "Check", "NON_CREDIT_CARD", "", ""),
+    (ListKind.PAYMENT_METHOD, "3", "Credit Card", "CREDIT_CARD", "", ""),
+]
+
+
+@pytest.mark.parametrize(("kind", "entry_id", "name", "type_", "sub_type", "income"), SEEDED)
+def test_a_list_entry_is_found_by_id_and_by_name(
+    company: Company, kind: ListKind, entry_id: str, name: str, type_: str, sub_type: str, income: str
+) -> None:
+    expected = ListEntry(kind, entry_id, name, True, type_, sub_type, income)
+    assert company.system.find_list_entry(kind, ListRef(entry_id)) == expected
+    assert company.system.find_list_entry(kind, ListRef(entry_id, "a name that is ignored")) == expected
+    assert company.system.find_list_entry(kind, ListRef(name=name)) == expected
+    assert company.system.find_list_entry(kind, ListRef(name=f"  {name.upper()} ")) == expected
+
+
+@pytest.mark.parametrize("ref", [ListRef("999"), ListRef("abc"), ListRef("../Customer/1"), ListRef("²"),
+                                 ListRef(name="No Such Account"), ListRef(name="Checking:Sub")])
+def test_what_the_company_lacks_is_none(company: Company, ref: ListRef) -> None:
+    assert company.system.find_list_entry(ListKind.ACCOUNT, ref) is None
+
+
+def test_inactive_entries_are_found_and_say_so(company: Company) -> None:
+    company.deactivate_list_entry(ListKind.ACCOUNT, "1")
+    company.deactivate_list_entry(ListKind.PAYMENT_METHOD, "2")
+    for kind, entry_id, name in [(ListKind.ACCOUNT, "1", "Checking"), (ListKind.PAYMENT_METHOD, "2", "Check")]:
+        by_id = company.system.find_list_entry(kind, ListRef(entry_id))
+        by_name = company.system.find_list_entry(kind, ListRef(name=name))
+        assert by_id is not None and by_id == by_name and not by_id.active
+
+
+def test_entries_made_in_quickbooks_are_found_with_their_types(company: Company) -> None:
+    bank = company.add_list_entry(ListKind.ACCOUNT, "O'Brien\\Savings", "Bank", "Savings")
+    goods = company.add_list_entry(ListKind.ITEM, "Boxes", "NonInventory", income_account_id="4")
+    method = company.add_list_entry(ListKind.PAYMENT_METHOD, "Venmo")
+    found = company.system.find_list_entry(ListKind.ACCOUNT, ListRef(name="o'brien\\savings"))
+    assert found == ListEntry(ListKind.ACCOUNT, bank, "O'Brien\\Savings", True, "Bank", "Savings")
+    item = company.system.find_list_entry(ListKind.ITEM, ListRef(goods))
+    assert item == ListEntry(ListKind.ITEM, goods, "Boxes", True, "NonInventory", "", "4")
+    venmo = company.system.find_list_entry(ListKind.PAYMENT_METHOD, ListRef(name="Venmo"))
+    assert venmo is not None and (venmo.id, venmo.name, venmo.type) == (method, "Venmo", "NON_CREDIT_CARD")
+    # An item's name is not an account's: each list is its own.
+    assert company.system.find_list_entry(ListKind.ACCOUNT, ListRef(name="Boxes")) is None
+
+
+@pytest.mark.parametrize(
+    ("setting", "ref", "usable"),
+    [
+        ("deposit_account", ListRef("2"), True),  # Undeposited Funds
+        ("deposit_account", ListRef("1"), True),  # straight to the bank
+        ("deposit_account", ListRef(name="Services"), False),  # an Income account (issue 7)
+        ("refund_bank_account", ListRef("1"), True),
+        ("refund_bank_account", ListRef("5"), False),  # a Credit Card account: not for Cash/Check purchases
+        ("accounts_receivable_account", ListRef("3"), True),
+        ("accounts_receivable_account", ListRef("2"), False),
+        ("income_item", ListRef("1"), True),
+    ],
+)
+def test_the_setting_rules_judge_both_companies_alike(
+    company: Company, setting: str, ref: ListRef, usable: bool
+) -> None:
+    rule = LIST_SETTINGS[setting]
+    entry = company.system.find_list_entry(rule.kind, ref)
+    assert (rule.problem(ref, entry) is None) is usable

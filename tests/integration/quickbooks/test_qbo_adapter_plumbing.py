@@ -162,3 +162,37 @@ def test_a_setting_pointing_to_a_missing_account_names_the_setting(rig: QboRig) 
         uow.commit()
     with pytest.raises(BookkeepingError, match="must be a Bank account"):
         rig.system.create(spec, request_id="r2")
+
+
+def test_a_setting_stored_by_name_only_is_resolved_at_sync_time_never_ignored(rig: QboRig) -> None:
+    """Settings stored before UpdateSettings resolved names (a name, no Id) are resolved by the same read and
+    rules, used, and saved with the Id; a name of the wrong type fails the sync naming the setting."""
+    from datetime import date
+    from decimal import Decimal
+
+    from core.accounting import NewCustomer, PaymentSpec
+    from core.connection import ListRef
+    from core.domain import PaymentMethod
+
+    def store(deposit: ListRef) -> None:
+        connection = rig.connection()
+        settings = dataclasses.replace(connection.settings, deposit_account=deposit)
+        with rig.uow_factory() as uow:
+            uow.connections.save(dataclasses.replace(connection, settings=settings))
+            uow.commit()
+
+    customer = rig.system.create_customer(NewCustomer("Name Only", "", "", "", "", "", ""), request_id="c1")
+
+    def spec(marker: str) -> PaymentSpec:
+        return PaymentSpec(customer.id, Decimal("9.00"), date(2026, 1, 2), PaymentMethod.CASH, "", (), "n", marker)
+
+    store(ListRef(name="Services"))  # the Income account
+    with pytest.raises(BookkeepingError, match=r"deposit account setting cannot be used: 'Services' \(Id 4\) is an"):
+        rig.system.create(spec("[m1]"), request_id="p1")
+    assert rig.records("Payment") == []
+
+    store(ListRef(name="checking"))
+    made = rig.system.create(spec("[m2]"), request_id="p2")
+    [written] = [p for p in rig.records("Payment") if p["Id"] == made.id]
+    assert written["DepositToAccountRef"]["value"] == "1"
+    assert rig.connection().settings.deposit_account == ListRef("1", "Checking")
