@@ -110,8 +110,9 @@ def _seeded_lists() -> dict[ListKind, dict[str, ListEntry]]:
     lists[ListKind.ITEM]["1"] = ListEntry(ListKind.ITEM, "1", "Services", True, "Service", income_account_id="4")
     methods = ["Cash", "Check", "Credit Card", "ACH", "Other"]
     for number, method in enumerate(methods, start=1):
-        kind = "CREDIT_CARD" if method == "Credit Card" else "NON_CREDIT_CARD"
-        lists[ListKind.PAYMENT_METHOD][str(number)] = ListEntry(ListKind.PAYMENT_METHOD, str(number), method, True, kind)
+        method_type = "CREDIT_CARD" if method == "Credit Card" else "NON_CREDIT_CARD"
+        entry = ListEntry(ListKind.PAYMENT_METHOD, str(number), method, True, method_type)
+        lists[ListKind.PAYMENT_METHOD][entry.id] = entry
     return lists
 
 
@@ -213,7 +214,9 @@ class FakeQuickBooks(AccountingSystem):
     def add_list_entry(
         self, kind: ListKind, name: str, type: str = "", sub_type: str = "", *, income_account_id: str = ""
     ) -> str:
-        """An account, item or payment method created in QuickBooks; returns its Id."""
+        """An account, item or payment method created in QuickBooks; returns its Id. An item's type defaults
+        to Service and a payment method's to NON_CREDIT_CARD, as in QBO."""
+        type = type or {ListKind.ITEM: "Service", ListKind.PAYMENT_METHOD: "NON_CREDIT_CARD"}.get(kind, "")
         with self._lock:
             entries = self.lists[kind]
             new_id = str(max((int(i) for i in entries), default=0) + 1)
