@@ -161,7 +161,7 @@ class QuickBooksAccountingSystem(AccountingSystem):
                     raise self._refusal(spec, fault, action="update") from None
                 rid, confirmed = _fresh_request_id(request_id), True  # once more: see _fresh_request_id
 
-    def _stale(self, kind: TxnKind, ref: QuickBooksRef) -> AccountingError:
+    def _stale(self, kind: TxnKind, ref: QuickBooksRef) -> StaleRecordError:
         """QBO 5010: the SyncToken sent is not the record's (edited in QuickBooks, or written meanwhile by a
         worker that took the job over). Not re-applied here: what to write over a newer version is the
         core's decision (only while its lease is held, and only its newest snapshot). One read, for the
