@@ -9,13 +9,14 @@ enough (in real seconds) that the heartbeat thread never beats during a test; te
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
 
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from adapters.quickbooks.fake import FakeQuickBooks, FakeQuickBooksCompanies
+from core.accounting import NewCustomer, PaymentSpec, QuickBooksRef, TxnKind
 from core.domain import (
     Customer,
     EntityRef,
@@ -31,7 +32,7 @@ from core.domain import (
     SyncState,
 )
 from core.errors import LeaseLostError
-from core.lease import JobLease, LeaseHeartbeat
+from core.lease import FencedAccountingSystem, JobLease, LeaseHeartbeat
 from core.ports import UnitOfWork
 from core.service import SyncService
 from core.sync_engine import MAX_STALE_ROUNDS, SyncEngine
@@ -182,6 +183,27 @@ def test_a_lease_extended_by_a_beat_is_held_until_the_new_expiry() -> None:
 # --- fencing: a worker that lost its lease writes nothing more ----------------------------------------
 
 
+def test_a_lost_lease_refuses_every_write_before_it_is_sent_and_lets_reads_through() -> None:
+    rig = Rig()
+    rig.sync("100.00")
+    job = rig.claim("w1")
+    fenced = FencedAccountingSystem(rig.qbo, JobLease(job, "w1", rig.clock, rig.clock.now() + LEASE))
+    customer = fenced.create_customer(NewCustomer("Ann Lee", "Ann", "Lee", "", "", "", ""), request_id="c")
+    spec = PaymentSpec(customer.id, Decimal("1.00"), date(2026, 1, 2), PaymentMethod.CASH, "", (), "", "[m]")
+    rig.clock.advance(PAST_LEASE)
+    sent = rig.qbo.request_count
+    writes = [
+        lambda: fenced.create_customer(NewCustomer("Bo Li", "", "", "", "", "", ""), request_id="c2"),
+        lambda: fenced.create(spec, request_id="p"),
+        lambda: fenced.update(QuickBooksRef(TxnKind.PAYMENT, "1", "0"), spec, request_id="u"),
+    ]
+    for write in writes:
+        with pytest.raises(LeaseLostError):
+            write()
+    assert rig.qbo.request_count == sent  # nothing reached QuickBooks
+    assert [c.id for c in fenced.find_customers("Ann Lee", "")] == [customer.id]  # reads change nothing
+
+
 @pytest.mark.parametrize(("stalls_after", "writes_by_w1"), [("create_customer", 1), ("create", 2)])
 def test_a_worker_whose_lease_is_taken_mid_job_makes_no_further_write(stalls_after: str, writes_by_w1: int) -> None:
     rig = Rig()
@@ -218,7 +240,7 @@ def test_a_worker_whose_lease_ran_out_stops_even_if_no_one_claimed_the_job_yet()
     assert (stored.state, stored.claimed_by, stored.error) == (JobState.RUNNING, "w1", None)  # left as it was
     with rig.uow_factory() as uow:
         customer = uow.sync_records.get("acme", EntityRef(EntityType.CUSTOMER, "c1"))
-    assert customer is None or customer.quickbooks_id is None  # the record save after the write was fenced too
+    assert customer is None  # the record save after the write was fenced too
     rig.worker.drain("w2")  # the lease has run out: another worker takes the job and finishes it
     assert rig.stored(job).state is JobState.SUCCEEDED
     assert len(rig.qbo.customers) == 1 and len(rig.qbo.live("Payment")) == 1  # w2 linked w1's customer
