@@ -162,3 +162,7 @@ class HookedCompanies(AccountingSystems):
     def hook(self, tenant_id: str, write: str, when: str, hook: Callable[[], None], times: int = 1) -> HookedCompany:
         self.hooked[tenant_id] = HookedCompany(self.companies.for_tenant(tenant_id), write, when, hook, times)
         return self.hooked[tenant_id]
+
+    def watch(self, tenant_id: str) -> HookedCompany:
+        """Only records what is sent (`amounts`); no hook."""
+        return self.hook(tenant_id, "", "before", lambda: None, times=0)

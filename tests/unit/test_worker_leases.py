@@ -322,7 +322,7 @@ def test_a_record_that_keeps_changing_fails_the_attempt_retryably_after_bounded_
 
 def test_an_older_queued_sync_run_after_a_newer_one_was_accepted_writes_the_newer_snapshot() -> None:
     rig = Rig()
-    hooked = rig.companies.hook("acme", "none", "before", lambda: None)
+    hooked = rig.companies.watch("acme")
     rig.sync("100.00")
     rig.sync("200.00")
     rig.sync("300.00")
