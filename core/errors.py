@@ -59,6 +59,16 @@ class FailedPreconditionError(QbsyncError):
     reason = "FAILED_PRECONDITION"
 
 
+# --- the worker's own state ------------------------------------------------------------------------
+
+
+class LeaseLostError(QbsyncError):
+    """The job run no longer holds its job's lease (it ran out, or another worker claimed the job): it
+    stops before its next write, and leaves the job, its records and its outcome to the new owner."""
+
+    reason = "LEASE_LOST"
+
+
 # --- what the accounting system says ------------------------------------------------------------
 
 
@@ -114,6 +124,19 @@ class RecordGoneError(AccountingError):
     """The QuickBooks record was deleted or voided there: it must be recreated (R6)."""
 
     reason = "QUICKBOOKS_RECORD_GONE"
+
+
+class StaleRecordError(AccountingError):
+    """The record changed in QuickBooks since qbsync last read or wrote it (a stale SyncToken, QBO 5010):
+    nothing was written. `sync_token` is the record's current one; the core decides what to write with
+    it. Retryable: the next attempt starts from the newest snapshot and the current SyncToken."""
+
+    reason = "QUICKBOOKS_RECORD_CHANGED"
+    retryable = True
+
+    def __init__(self, message: str, *, sync_token: str) -> None:
+        super().__init__(message)
+        self.sync_token = sync_token
 
 
 class LinkedRecordGoneError(AccountingError):

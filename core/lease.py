@@ -1,32 +1,93 @@
-"""A running job's heartbeat: its lease is extended while its worker is alive, and only then.
+"""A running job's lease: extended while its worker is alive, and checked before every write.
 
 The lease is what lets another worker take over a job whose worker died (R7: nothing accepted is lost).
 It must therefore be short, yet a job may legitimately run longer than any short lease (QuickBooks slow
 or throttled, many records). So a live worker keeps pushing its lease forward, every third of its length,
 from a thread of its own: two beats can be missed before anyone may reclaim the job. A dead worker stops
 beating, and its job is claimed again once the lease runs out.
+
+A worker that merely stalled (a long pause, a slow network) must not come back and write over what the
+job's new owner wrote: the run checks its `JobLease` before every QuickBooks write and every record it
+saves (fencing). The check is a comparison with the injected clock, not a database read: the lease is
+held until the expiry of its last successful extension, and lost from then on, whether or not another
+worker has claimed the job yet (none can claim it before that instant).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Self
 
+from core.accounting import AccountingCustomer, NewCustomer, QuickBooksRef, TxnKind, TxnSpec
+from core.company_lists import ListEntry, ListKind
+from core.connection import ListRef
 from core.domain import SyncJob
-from core.ports import Clock, UnitOfWorkFactory
+from core.errors import LeaseLostError
+from core.ports import AccountingSystem, Clock, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 
 
-class LeaseHeartbeat:
-    """Extends `job`'s lease for `worker_id` every `interval` while the `with` block runs.
+class JobLease:
+    """What one job run knows of its lease: held until `expires` (by `clock`), unless found lost earlier.
 
-    `lost` is set when the repository says the job is no longer ours (our lease ran out and another worker
-    claimed it): the beats stop, and whatever this worker records later is refused by the worker's own
-    "still ours?" check. A failed beat (the database briefly unreachable) is logged and tried again.
+    Lost is final: once `held()` has said no, it never says yes again, even if no one claimed the job
+    meanwhile. Thread-safe: the heartbeat thread extends it while the run checks it.
+    """
+
+    def __init__(self, job: SyncJob, worker_id: str, clock: Clock, expires: datetime) -> None:
+        self.job = job
+        self.worker_id = worker_id
+        self._clock = clock
+        self._expires = expires
+        self._lost = threading.Event()
+        self._guard = threading.Lock()
+
+    @property
+    def expires(self) -> datetime:
+        return self._expires
+
+    @property
+    def lost(self) -> bool:
+        return self._lost.is_set()
+
+    def held(self) -> bool:
+        with self._guard:
+            if not self._lost.is_set() and self._clock.now() >= self._expires:
+                log.warning("the lease of sync job %s held by %s ran out", self.job.name, self.worker_id)
+                self._lost.set()
+            return not self._lost.is_set()
+
+    def check(self) -> None:
+        """Raises `LeaseLostError` unless the lease is still held: call it before every write."""
+        if not self.held():
+            raise LeaseLostError(
+                f"sync job {self.job.name} is no longer held by {self.worker_id}; leaving it to its new owner",
+                metadata={"sync_job": self.job.name, "worker_id": self.worker_id},
+            )
+
+    def extended(self, expires: datetime) -> None:
+        """The repository moved the lease to `expires` (a successful heartbeat)."""
+        with self._guard:
+            if not self._lost.is_set():
+                self._expires = max(self._expires, expires)
+
+    def lose(self) -> None:
+        """The repository says the job is no longer ours."""
+        self._lost.set()
+
+
+class LeaseHeartbeat:
+    """Extends `job`'s lease for `worker_id` every `interval` while the `with` block runs; `lease` is what
+    the run checks before each write.
+
+    The lease is lost when the repository says the job is no longer ours (our lease ran out and another
+    worker claimed it), or when the clock passes the expiry of the last extension that got through (the
+    database unreachable for too long): the beats stop, and the run stops before its next write. A failed
+    beat is logged and tried again at the next interval.
     """
 
     def __init__(
@@ -39,14 +100,16 @@ class LeaseHeartbeat:
         lease: timedelta,
         interval: timedelta | None = None,
     ) -> None:
+        if job.lease_expires is None:
+            raise ValueError(f"sync job {job.name} was not claimed: it has no lease")
         self._uow_factory = uow_factory
         self._clock = clock
         self._job = job
         self._worker_id = worker_id
-        self._lease = lease
+        self._length = lease
         self._interval = (interval or lease / 3).total_seconds()
         self._stop = threading.Event()
-        self.lost = threading.Event()
+        self.lease = JobLease(job, worker_id, clock, job.lease_expires)
         self.beats = 0
         self._thread = threading.Thread(target=self._run, name=f"lease-{job.job_id}", daemon=True)
 
@@ -63,24 +126,65 @@ class LeaseHeartbeat:
         self._stop.set()
         self._thread.join()
 
+    def beat(self) -> bool:
+        """Extends the lease once; whether it is still held. What the thread does every interval."""
+        if not self.lease.held():
+            return False
+        expires = self._clock.now() + self._length
+        try:
+            extended = self._extend(expires)
+        except Exception:  # noqa: BLE001 - a missed beat is survivable; the next one may get through.
+            log.exception("could not extend the lease of sync job %s", self._job.name)
+            return self.lease.held()
+        if not extended:
+            log.warning("sync job %s is no longer held by %s; its lease ran out", self._job.name, self._worker_id)
+            self.lease.lose()
+            return False
+        self.lease.extended(expires)
+        self.beats += 1
+        return True
+
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            try:
-                extended = self._extend()
-            except Exception:  # noqa: BLE001 - a missed beat is survivable; the next one may get through.
-                log.exception("could not extend the lease of sync job %s", self._job.name)
-                continue
-            if not extended:
-                log.warning("sync job %s is no longer held by %s; its lease ran out", self._job.name, self._worker_id)
-                self.lost.set()
+            if not self.beat():
                 return
-            self.beats += 1
 
-    def _extend(self) -> bool:
+    def _extend(self, expires: datetime) -> bool:
         with self._uow_factory() as uow:
             job = self._job
-            extended = uow.jobs.extend_lease(
-                job.tenant_id, job.job_id, self._worker_id, self._clock.now() + self._lease
-            )
+            extended = uow.jobs.extend_lease(job.tenant_id, job.job_id, self._worker_id, expires)
             uow.commit()
         return extended
+
+
+class FencedAccountingSystem(AccountingSystem):
+    """The job run's view of the accounting system: every write is refused with `LeaseLostError`, before
+    it is sent, once the run's lease is lost. Reads go through: they change nothing."""
+
+    def __init__(self, system: AccountingSystem, lease: JobLease) -> None:
+        self._system = system
+        self._lease = lease
+
+    def find_customers(self, display_name: str, email: str) -> list[AccountingCustomer]:
+        return self._system.find_customers(display_name, email)
+
+    def create_customer(self, customer: NewCustomer, *, request_id: str) -> AccountingCustomer:
+        self._lease.check()
+        return self._system.create_customer(customer, request_id=request_id)
+
+    def create(self, spec: TxnSpec, *, request_id: str) -> QuickBooksRef:
+        self._lease.check()
+        return self._system.create(spec, request_id=request_id)
+
+    def update(self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str) -> QuickBooksRef:
+        self._lease.check()
+        return self._system.update(ref, spec, request_id=request_id)
+
+    def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str) -> QuickBooksRef | None:
+        return self._system.find_by_marker(kind, marker, customer_id)
+
+    def link_for(self, kind: TxnKind | None, quickbooks_id: str) -> str:
+        return self._system.link_for(kind, quickbooks_id)
+
+    def find_list_entry(self, kind: ListKind, ref: ListRef) -> ListEntry | None:
+        return self._system.find_list_entry(kind, ref)

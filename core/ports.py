@@ -55,8 +55,10 @@ class AccountingSystem(Protocol):
         ...
 
     def update(self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str) -> QuickBooksRef:
-        """Replaces the record with `spec` (all payment lines are sent). A stale SyncToken is
-        re-read and the update re-applied. Raises `RecordGoneError` if the record was deleted or
+        """Replaces the record with `spec` (all payment lines are sent) if `ref.sync_token` is still the
+        record's SyncToken. A stale one is never re-applied here, since the record may hold a newer
+        version than `spec`: it raises `StaleRecordError` carrying the current SyncToken (at most one read
+        to learn it), and nothing is written. Raises `RecordGoneError` if the record was deleted or
         voided, `CustomerUnusableError` as `create` does."""
         ...
 

@@ -50,10 +50,15 @@ from core.errors import (
     FailedPreconditionError,
     LinkedRecordGoneError,
     RecordGoneError,
+    StaleRecordError,
 )
+from core.lease import FencedAccountingSystem, JobLease
 from core.ports import AccountingSystem, AccountingSystems, Clock, UnitOfWorkFactory
 
 MAX_NAME_SUFFIX = 50
+# Runs of one job from the newest snapshots after QuickBooks said a record changed meanwhile (Fault 5010);
+# beyond them the attempt fails, retryably.
+MAX_STALE_ROUNDS = 3
 
 
 def marker_for(tenant_id: str, entity: EntityRef, generation: int) -> str:
@@ -85,15 +90,39 @@ class SyncEngine:
         self._accounting = accounting
         self._clock = clock
 
-    def run(self, job: SyncJob) -> list[SyncResult]:
-        accounting = self._accounting.for_tenant(job.tenant_id)
-        run = _JobRun(job, self._uow_factory, accounting, self._clock)
+    def run(self, job: SyncJob, lease: JobLease) -> list[SyncResult]:
+        """Runs the job while `lease` is held: every QuickBooks write and every record saved is refused
+        with `LeaseLostError` once it is not (fencing), so a worker that stalled past its lease writes
+        nothing over what the job's new owner wrote.
+
+        A record QuickBooks says changed since qbsync wrote it (`StaleRecordError`: edited there, or
+        written by the worker that took the job over) is never written from the snapshot this run loaded,
+        which may be older than the newest accepted one: the run starts over from the newest snapshots and
+        the record's current SyncToken, only while the lease is held, at most MAX_STALE_ROUNDS times."""
+        accounting = FencedAccountingSystem(self._accounting.for_tenant(job.tenant_id), lease)
+        results: list[SyncResult] = []
+        rounds = 1
+        while True:
+            try:
+                return self._run_once(job, lease, accounting, results)
+            except StaleRecordError:
+                lease.check()
+                if rounds >= MAX_STALE_ROUNDS:
+                    raise  # retryable: the worker tries again later, from the newest snapshots again
+                rounds += 1
+
+    def _run_once(
+        self, job: SyncJob, lease: JobLease, accounting: AccountingSystem, results: list[SyncResult]
+    ) -> list[SyncResult]:
+        run = _JobRun(job, self._uow_factory, accounting, self._clock, lease, results=results)
         try:
             run.sync_target()
         except _CustomerReplaced:
             # What of the opportunity is already in QuickBooks still names the old customer, and a payment
             # can only be applied to its own customer's invoices: move it all, then sync again.
-            run = _JobRun(job, self._uow_factory, accounting, self._clock, results=run.results, replaced_customer=True)
+            run = _JobRun(
+                job, self._uow_factory, accounting, self._clock, lease, results=run.results, replaced_customer=True
+            )
             run.move_to_linked_customer()
             run.sync_target()
         return run.results
@@ -109,6 +138,7 @@ class _JobRun:
     uow_factory: UnitOfWorkFactory
     accounting: AccountingSystem
     clock: Clock
+    lease: JobLease
     results: list[SyncResult] = field(default_factory=list)
     customer_id: str = ""
     # Set once QuickBooks refused a payment for linking a record deleted there: from then on, what a
@@ -419,6 +449,12 @@ class _JobRun:
                     spec,
                     request_id=request_id_for(self.tenant, record.entity, "update", record.sync_token, digest),
                 )
+            except StaleRecordError as stale:
+                # Changed in QuickBooks since qbsync wrote it: keep its current SyncToken, and let the run
+                # start over from the newest snapshots (SyncEngine.run) rather than re-send this spec.
+                record.sync_token = stale.sync_token
+                self._save(record)
+                raise
             except RecordGoneError:
                 # R6: deleted or voided in QuickBooks: recreate it, under a new generation so that the
                 # create is not answered with the replay of the first one.
@@ -532,6 +568,7 @@ class _JobRun:
         return record or SyncRecord(tenant_id=self.tenant, entity=entity)
 
     def _save(self, record: SyncRecord) -> None:
+        self.lease.check()  # fencing: once the job is another worker's, its records are too
         with self.uow_factory() as uow:
             uow.sync_records.save(record)
             uow.commit()

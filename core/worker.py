@@ -24,7 +24,7 @@ from core.domain import (
     SyncResult,
     SyncState,
 )
-from core.errors import AccountingError, QbsyncError, ThrottledError
+from core.errors import AccountingError, LeaseLostError, QbsyncError, ThrottledError
 from core.lease import LeaseHeartbeat
 from core.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from core.sync_engine import SyncEngine
@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 class SyncWorker:
     """Runs queued sync jobs. While a job runs, its lease is extended every `lease / 3` (`LeaseHeartbeat`),
-    so a job may run longer than its lease, and a worker that dies loses its jobs one lease later."""
+    so a job may run longer than its lease, and a worker that dies loses its jobs one lease later. A worker
+    that finds its lease lost mid-job stops there and leaves the job to its new owner (`JobLease`)."""
 
     def __init__(
         self,
@@ -63,8 +64,13 @@ class SyncWorker:
             return None
         try:
             # The heartbeat stops before the outcome is recorded: a beat must not race the final write.
-            with LeaseHeartbeat(self._uow_factory, self._clock, job, worker_id, lease=self._lease):
-                results = self._engine.run(job)
+            with LeaseHeartbeat(self._uow_factory, self._clock, job, worker_id, lease=self._lease) as heartbeat:
+                results = self._engine.run(job, heartbeat.lease)
+        except LeaseLostError as exc:
+            # Another worker owns the job now (or may at any moment): its outcome, its records' states and
+            # its audit trail are the new owner's to write.
+            log.warning("%s", exc.message)
+            return job
         except AccountingError as exc:
             return self._failed(job, worker_id, JobError(exc.reason, exc.message, exc.retryable, exc.metadata), exc)
         except QbsyncError as exc:

@@ -1,11 +1,11 @@
 """An in-memory QuickBooks Online company that behaves like QBO where the sync rules care.
 
 Shipped product code for testers (SPEC.md section 1): DisplayName is unique across customers, vendors and
-employees, inactive ones included; updates check the SyncToken (a stale one is re-read and re-applied,
-as the real adapter does); a repeated requestid replays the first answer; payments link refunds and
-invoices through their lines, and the balances follow (an invoice's balance drops by the payment lines
-linking it, a payment's unapplied amount by its lines). Faults can be injected before or after a write
-commits, to prove that a sync survives them.
+employees, inactive ones included; updates check the SyncToken (a stale one is refused with
+`StaleRecordError` carrying the current one, as the real adapter does); a repeated requestid replays the
+first answer; payments link refunds and invoices through their lines, and the balances follow (an
+invoice's balance drops by the payment lines linking it, a payment's unapplied amount by its lines).
+Faults can be injected before or after a write commits, to prove that a sync survives them.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from core.errors import (
     DuplicateNameError,
     LinkedRecordGoneError,
     RecordGoneError,
+    StaleRecordError,
     ThrottledError,
 )
 from core.money import ZERO, money_sum
@@ -133,7 +134,7 @@ class FakeQuickBooks(AccountingSystem):
     faults: deque[Fault] = field(default_factory=deque)
     request_count: int = 0
     write_count: int = 0
-    stale_token_retries: int = 0
+    stale_token_refusals: int = 0
     _next_id: int = 1
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -315,8 +316,13 @@ class FakeQuickBooks(AccountingSystem):
         if txn is None or not txn.live or txn.entity != _entity_of(spec.kind):
             raise RecordGoneError(f"{_entity_of(spec.kind)} {ref.id} was deleted or voided in QuickBooks")
         if ref.sync_token != str(txn.sync_token):
-            # QBO answers 5010 (stale object); the adapter re-reads and re-applies the full record.
-            self.stale_token_retries += 1
+            # QBO answers 5010 (stale object), and the adapter reads the record for its current SyncToken.
+            self.stale_token_refusals += 1
+            self.request_count += 1  # that read
+            raise StaleRecordError(
+                f"{txn.entity} {txn.id} changed in QuickBooks (SyncToken {txn.sync_token}, not {ref.sync_token})",
+                sync_token=str(txn.sync_token),
+            )
         self._check(spec, replacing=txn)
         txn.spec = spec
         txn.sync_token += 1

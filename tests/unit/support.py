@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import TypeVar
 
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from adapters.quickbooks.fake import FakeQuickBooks, FakeQuickBooksCompanies
+from core.accounting import AccountingCustomer, NewCustomer, PaymentSpec, QuickBooksRef, TxnKind, TxnSpec
 from core.auth import ApiKeys
 from core.domain import Permission, Principal
+from core.ports import AccountingSystem, AccountingSystems
 from core.service import SyncService
 from core.sync_engine import SyncEngine
 from core.worker import SyncWorker
 
 ALL_PERMISSIONS = frozenset(Permission)
+T = TypeVar("T")
 
 
 class StepClock:
@@ -26,6 +32,24 @@ class StepClock:
     def now(self) -> datetime:
         self._now += timedelta(seconds=1)
         return self._now
+
+
+class ManualClock:
+    """A clock that stands still until the test moves it: leases run out exactly when a test says so."""
+
+    def __init__(self, start: datetime = datetime(2026, 1, 1, tzinfo=UTC)) -> None:
+        self._now = start
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, by: timedelta) -> None:
+        self._now += by
+
+
+# The step clock moves a second per read and the worker checks its lease before every write: a lease of a
+# year keeps a long job of a test held (the leases tests use ManualClock and a short lease instead).
+STEP_CLOCK_LEASE = timedelta(days=365)
 
 
 class CountingIds:
@@ -49,7 +73,12 @@ class Harness:
         self.service = SyncService(self.uow_factory, self.companies, self.clock, self.ids)
         self.engine = SyncEngine(self.uow_factory, self.companies, self.clock)
         self.worker = SyncWorker(
-            self.uow_factory, self.engine, self.clock, backoff_base=timedelta(0), backoff_cap=timedelta(0)
+            self.uow_factory,
+            self.engine,
+            self.clock,
+            lease=STEP_CLOCK_LEASE,
+            backoff_base=timedelta(0),
+            backoff_cap=timedelta(0),
         )
         self.keys = ApiKeys(self.uow_factory, self.clock, self.ids)
 
@@ -61,3 +90,79 @@ class Harness:
 
     def qbo(self, tenant: str = "acme") -> FakeQuickBooks:
         return self.companies.for_tenant(tenant)
+
+
+class HookedCompany(AccountingSystem):
+    """An accounting system that runs `hook` around one kind of write, as if its worker stalled there.
+
+    `when` is "before" (checked, about to be sent) or "after" (QuickBooks answered; not yet recorded). The
+    hook runs on the first `times` such writes; `amounts` is every payment amount sent, in order."""
+
+    def __init__(
+        self,
+        system: AccountingSystem,
+        write: str,
+        when: str,
+        hook: Callable[[], None],
+        times: int = 1,
+    ) -> None:
+        self._system = system
+        self._write = write
+        self._when = when
+        self._hook = hook
+        self._times = times
+        self.amounts: list[Decimal] = []
+
+    def _around(self, write: str, send: Callable[[], T]) -> T:
+        fire = write == self._write and self._times > 0
+        if fire:
+            self._times -= 1
+        if fire and self._when == "before":
+            self._hook()
+        result = send()
+        if fire and self._when == "after":
+            self._hook()
+        return result
+
+    def find_customers(self, display_name: str, email: str) -> list[AccountingCustomer]:
+        return self._system.find_customers(display_name, email)
+
+    def create_customer(self, customer: NewCustomer, *, request_id: str) -> AccountingCustomer:
+        return self._around("create_customer", lambda: self._system.create_customer(customer, request_id=request_id))
+
+    def create(self, spec: TxnSpec, *, request_id: str) -> QuickBooksRef:
+        self._note(spec)
+        return self._around("create", lambda: self._system.create(spec, request_id=request_id))
+
+    def update(self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str) -> QuickBooksRef:
+        self._note(spec)
+        return self._around("update", lambda: self._system.update(ref, spec, request_id=request_id))
+
+    def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str) -> QuickBooksRef | None:
+        return self._system.find_by_marker(kind, marker, customer_id)
+
+    def link_for(self, kind: TxnKind | None, quickbooks_id: str) -> str:
+        return self._system.link_for(kind, quickbooks_id)
+
+    def _note(self, spec: TxnSpec) -> None:
+        if isinstance(spec, PaymentSpec):
+            self.amounts.append(spec.amount)
+
+
+@dataclass
+class HookedCompanies(AccountingSystems):
+    """Each tenant's company, with a `HookedCompany` in front of it once `hook` was called for the tenant."""
+
+    companies: AccountingSystems
+    hooked: dict[str, HookedCompany] = field(default_factory=dict)
+
+    def for_tenant(self, tenant_id: str) -> AccountingSystem:
+        return self.hooked.get(tenant_id) or self.companies.for_tenant(tenant_id)
+
+    def hook(self, tenant_id: str, write: str, when: str, hook: Callable[[], None], times: int = 1) -> HookedCompany:
+        self.hooked[tenant_id] = HookedCompany(self.companies.for_tenant(tenant_id), write, when, hook, times)
+        return self.hooked[tenant_id]
+
+    def watch(self, tenant_id: str) -> HookedCompany:
+        """Only records what is sent (`amounts`); no hook."""
+        return self.hook(tenant_id, "", "before", lambda: None, times=0)

@@ -1,149 +1,370 @@
-"""Leases outlive long jobs while their worker lives, and a worker that lost its job records nothing (R7);
-jobs of one customer identity (normalised name and email) are kept apart even across CRM customers."""
+"""Leases outlive long jobs while their worker lives; a worker that lost its lease writes nothing more, in
+QuickBooks or here, and a record changed meanwhile is rewritten only from the newest snapshot (R7, issue 7).
+Jobs of one customer identity (normalised name and email) are kept apart even across CRM customers.
+
+Time is a `ManualClock`: a lease runs out when a test moves the clock, never by waiting. The lease is long
+enough (in real seconds) that the heartbeat thread never beats during a test; tests beat by hand.
+"""
 
 from __future__ import annotations
 
 import threading
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
+import pytest
+
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
-from adapters.quickbooks.fake import FakeQuickBooksCompanies
-from adapters.system import SystemClock
-from core.domain import Customer, JobState, Opportunity, Payment, PaymentMethod, Permission, Principal, SyncJob
+from adapters.quickbooks.fake import FakeQuickBooks, FakeQuickBooksCompanies
+from core.accounting import NewCustomer, PaymentSpec, QuickBooksRef, TxnKind
+from core.domain import (
+    Customer,
+    EntityRef,
+    EntityType,
+    JobState,
+    Opportunity,
+    Payment,
+    PaymentMethod,
+    Permission,
+    Principal,
+    Refund,
+    SyncJob,
+    SyncState,
+)
+from core.errors import LeaseLostError
+from core.lease import FencedAccountingSystem, JobLease, LeaseHeartbeat
+from core.ports import UnitOfWork
 from core.service import SyncService
-from core.sync_engine import SyncEngine
+from core.sync_engine import MAX_STALE_ROUNDS, SyncEngine
 from core.worker import SyncWorker
-from tests.unit.support import CountingIds
+from tests.unit.support import CountingIds, HookedCompanies, ManualClock
 
-LEASE = timedelta(seconds=0.3)
-PAID = datetime(2026, 1, 5, tzinfo=UTC)
-
-
-class GatedEngine(SyncEngine):
-    """The real engine, held at the start of each run until the test opens the gate."""
-
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
-        self.started = threading.Event()
-        self.gate = threading.Event()
-
-    def run(self, job: SyncJob):  # type: ignore[no-untyped-def]
-        self.started.set()
-        assert self.gate.wait(30)
-        return super().run(job)
-
-
+LEASE = timedelta(minutes=10)
+PAST_LEASE = LEASE + timedelta(seconds=1)
 ANN = Customer("c1", "Ann", "Lee", email="ann@example.com")
+OPP = Opportunity("o1", "1001", ANN)
+P1 = EntityRef(EntityType.PAYMENT, "p1")
 
 
-def _setup(customer: Customer = ANN):  # type: ignore[no-untyped-def]
-    uow_factory = InMemoryUnitOfWorkFactory()
-    companies = FakeQuickBooksCompanies()
-    clock = SystemClock()
-    service = SyncService(uow_factory, companies, clock, CountingIds())
-    engine = GatedEngine(uow_factory, companies, clock)
-    worker = SyncWorker(uow_factory, engine, clock, lease=LEASE)
-    with uow_factory() as uow:
-        uow.tenants.ensure("acme")
-        uow.commit()
-    principal = Principal("acme", frozenset(Permission))
-    job = service.sync_payment(principal, Opportunity("o1", "1001", customer), _payment("p1"))
-    return uow_factory, service, engine, worker, principal, job
+class Rig:
+    """The core on in-memory persistence and the fake QuickBooks, behind a hook, with a manual clock."""
 
-
-def _payment(payment_id: str) -> Payment:
-    return Payment(payment_id, Decimal("100.00"), PaymentMethod.CHECK, PAID)
-
-
-def _stored(uow_factory: InMemoryUnitOfWorkFactory, job: SyncJob) -> SyncJob:
-    with uow_factory() as uow:
-        stored = uow.jobs.get(job.tenant_id, job.job_id)
-    assert stored is not None
-    return stored
-
-
-def _run_in_thread(worker: SyncWorker, worker_id: str) -> tuple[threading.Thread, list[SyncJob | None]]:
-    ended: list[SyncJob | None] = []
-    thread = threading.Thread(target=lambda: ended.append(worker.run_next(worker_id)))
-    thread.start()
-    return thread, ended
-
-
-def test_a_job_running_longer_than_its_lease_keeps_it_and_no_one_else_claims_it() -> None:
-    uow_factory, _, engine, worker, _, job = _setup()
-    thread, ended = _run_in_thread(worker, "w1")
-    assert engine.started.wait(10)
-    first_lease = _stored(uow_factory, job).lease_expires
-    assert first_lease is not None
-
-    deadline = time.monotonic() + 4 * LEASE.total_seconds()  # four leases: it would have expired thrice
-    while time.monotonic() < deadline:
-        now = datetime.now(UTC)
-        with uow_factory() as uow:
-            assert uow.jobs.claim_next("w2", now, now + LEASE) is None, "a live worker's job was taken"
+    def __init__(self) -> None:
+        self.uow_factory = InMemoryUnitOfWorkFactory()
+        self.companies = HookedCompanies(FakeQuickBooksCompanies())
+        self.clock = ManualClock()
+        self.service = SyncService(self.uow_factory, self.companies, self.clock, CountingIds())
+        self.engine = SyncEngine(self.uow_factory, self.companies, self.clock)
+        self.worker = SyncWorker(
+            self.uow_factory, self.engine, self.clock, lease=LEASE, backoff_base=timedelta(0), backoff_cap=timedelta(0)
+        )
+        with self.uow_factory() as uow:
+            uow.tenants.ensure("acme")
             uow.commit()
-        time.sleep(0.02)
-    extended = _stored(uow_factory, job)
-    assert (extended.state, extended.claimed_by) == (JobState.RUNNING, "w1")
-    assert extended.lease_expires is not None and extended.lease_expires > first_lease
+        self.principal = Principal("acme", frozenset(Permission))
 
-    engine.gate.set()
-    thread.join(30)
-    assert ended[0] is not None and ended[0].state is JobState.SUCCEEDED
-    done = _stored(uow_factory, job)
-    time.sleep(2 * LEASE.total_seconds())  # the heartbeat has stopped: nothing touches the job any more
-    assert _stored(uow_factory, job) == done
-    assert (done.state, done.claimed_by, done.lease_expires) == (JobState.SUCCEEDED, "", None)
+    @property
+    def qbo(self) -> FakeQuickBooks:
+        companies = self.companies.companies
+        assert isinstance(companies, FakeQuickBooksCompanies)
+        return companies.for_tenant("acme")
+
+    def sync(self, amount: str, *refunds: Refund, opportunity: Opportunity = OPP, payment_id: str = "p1") -> SyncJob:
+        self.clock.advance(timedelta(seconds=1))  # jobs accepted one after the other are claimed in that order
+        payment = Payment(payment_id, Decimal(amount), PaymentMethod.CHECK, self.clock.now(), "", refunds)
+        return self.service.sync_payment(self.principal, opportunity, payment)
+
+    def stored(self, job: SyncJob) -> SyncJob:
+        with self.uow_factory() as uow:
+            stored = uow.jobs.get(job.tenant_id, job.job_id)
+        assert stored is not None
+        return stored
+
+    def audit(self) -> list[str]:
+        with self.uow_factory() as uow:
+            return [event.kind for event in uow.audit.list("acme", limit=100)]
+
+    def payment_amount(self) -> Decimal:
+        (payment,) = self.qbo.live("Payment")
+        return payment.spec.amount  # type: ignore[union-attr]
+
+    def claim(self, worker_id: str) -> SyncJob:
+        now = self.clock.now()
+        with self.uow_factory() as uow:
+            job = uow.jobs.claim_next(worker_id, now, now + LEASE)
+            uow.commit()
+        assert job is not None
+        return job
+
+    def heartbeat(self, job: SyncJob, worker_id: str) -> LeaseHeartbeat:
+        return LeaseHeartbeat(self.uow_factory, self.clock, job, worker_id, lease=LEASE)
 
 
-def test_a_worker_whose_job_was_reclaimed_does_not_overwrite_the_new_owner() -> None:
-    uow_factory, _, engine, worker, _, job = _setup()
-    thread, ended = _run_in_thread(worker, "w1")
-    assert engine.started.wait(10)
-    # As if w1 had stalled past its lease and w2 had claimed the job (w1's heartbeat finds out).
-    with uow_factory() as uow:
-        taken = uow.jobs.get_for_update(job.tenant_id, job.job_id)
-        assert taken is not None
-        taken.claimed_by = "w2"
-        taken.lease_expires = datetime.now(UTC) + timedelta(minutes=5)
-        uow.jobs.save(taken)
-        uow.commit()
-    time.sleep(2 * LEASE.total_seconds())
-    engine.gate.set()
-    thread.join(30)
+def _take_over(rig: Rig) -> None:
+    """w1 stalls here past its lease; w2 claims the job and runs everything due to the end."""
+    rig.clock.advance(PAST_LEASE)
+    rig.worker.drain("w2")
 
-    stored = _stored(uow_factory, job)
-    assert (stored.state, stored.claimed_by) == (JobState.RUNNING, "w2")
-    assert stored.lease_expires == taken.lease_expires  # w1's heartbeat did not extend w2's lease
-    assert stored.results == [] and stored.attempts == 1
-    with uow_factory() as uow:
-        kinds = [event.kind for event in uow.audit.list("acme", limit=20)]
-    assert "SYNC_SUCCEEDED" not in kinds
-    assert ended[0] is not None
+
+# --- the heartbeat ----------------------------------------------------------------------------------
+
+
+def test_beats_keep_the_lease_past_its_first_expiry_and_no_one_else_claims_it() -> None:
+    rig = Rig()
+    rig.sync("100.00")
+    job = rig.claim("w1")
+    heartbeat = rig.heartbeat(job, "w1")
+    assert job.lease_expires is not None and heartbeat.lease.expires == job.lease_expires
+    for _ in range(4):  # four leases: without the beats it would have run out thrice
+        rig.clock.advance(LEASE / 3)
+        assert heartbeat.beat()
+        with rig.uow_factory() as uow:
+            assert uow.jobs.claim_next("w2", rig.clock.now(), rig.clock.now() + LEASE) is None
+            uow.commit()
+    assert rig.clock.now() > job.lease_expires and heartbeat.lease.held()
+    stored = rig.stored(job)
+    assert (stored.state, stored.claimed_by, stored.lease_expires) == (JobState.RUNNING, "w1", heartbeat.lease.expires)
+    assert heartbeat.beats == 4
+
+
+def test_a_beat_that_finds_the_job_claimed_by_another_worker_loses_the_lease_for_good() -> None:
+    rig = Rig()
+    rig.sync("100.00")
+    job = rig.claim("w1")
+    heartbeat = rig.heartbeat(job, "w1")
+    rig.clock.advance(PAST_LEASE)
+    taken = rig.claim("w2")
+    assert not heartbeat.beat()
+    assert heartbeat.lease.lost and not heartbeat.lease.held()
+    with pytest.raises(LeaseLostError):
+        heartbeat.lease.check()
+    assert rig.stored(job).lease_expires == taken.lease_expires  # w1 did not extend w2's lease
+
+
+def test_a_lease_whose_beats_fail_is_lost_when_the_clock_reaches_its_last_expiry() -> None:
+    rig = Rig()
+    rig.sync("100.00")
+    job = rig.claim("w1")
+    database = {"up": True}
+
+    def uow_factory() -> UnitOfWork:
+        if not database["up"]:
+            raise ConnectionError("the database is unreachable")
+        return rig.uow_factory()
+
+    heartbeat = LeaseHeartbeat(uow_factory, rig.clock, job, "w1", lease=LEASE)
+    rig.clock.advance(LEASE / 3)
+    assert heartbeat.beat()
+    last_expiry = heartbeat.lease.expires
+    database["up"] = False
+    rig.clock.advance(LEASE / 3)
+    assert heartbeat.beat()  # a missed beat is survivable: the lease still runs
+    rig.clock.advance(last_expiry - rig.clock.now() - timedelta(microseconds=1))
+    assert heartbeat.lease.held()
+    rig.clock.advance(timedelta(microseconds=1))  # the instant of the last expiry: others may claim it next
+    assert not heartbeat.beat() and heartbeat.lease.lost
+    database["up"] = True
+    assert not heartbeat.beat()  # lost is final, even though no one has claimed the job yet
+    assert rig.stored(job).lease_expires == last_expiry
+
+
+def test_a_lease_extended_by_a_beat_is_held_until_the_new_expiry() -> None:
+    rig = Rig()
+    rig.sync("100.00")
+    job = rig.claim("w1")
+    lease = JobLease(job, "w1", rig.clock, rig.clock.now() + timedelta(seconds=10))
+    lease.extended(rig.clock.now() + timedelta(seconds=30))
+    rig.clock.advance(timedelta(seconds=29))
+    assert lease.held()
+    rig.clock.advance(timedelta(seconds=1))
+    assert not lease.held()
+
+
+# --- fencing: a worker that lost its lease writes nothing more ----------------------------------------
+
+
+def test_a_lost_lease_refuses_every_write_before_it_is_sent_and_lets_reads_through() -> None:
+    rig = Rig()
+    rig.sync("100.00")
+    job = rig.claim("w1")
+    fenced = FencedAccountingSystem(rig.qbo, JobLease(job, "w1", rig.clock, rig.clock.now() + LEASE))
+    customer = fenced.create_customer(NewCustomer("Ann Lee", "Ann", "Lee", "", "", "", ""), request_id="c")
+    spec = PaymentSpec(customer.id, Decimal("1.00"), date(2026, 1, 2), PaymentMethod.CASH, "", (), "", "[m]")
+    rig.clock.advance(PAST_LEASE)
+    sent = rig.qbo.request_count
+    writes = [
+        lambda: fenced.create_customer(NewCustomer("Bo Li", "", "", "", "", "", ""), request_id="c2"),
+        lambda: fenced.create(spec, request_id="p"),
+        lambda: fenced.update(QuickBooksRef(TxnKind.PAYMENT, "1", "0"), spec, request_id="u"),
+    ]
+    for write in writes:
+        with pytest.raises(LeaseLostError):
+            write()
+    assert rig.qbo.request_count == sent  # nothing reached QuickBooks
+    assert [c.id for c in fenced.find_customers("Ann Lee", "")] == [customer.id]  # reads change nothing
+
+
+@pytest.mark.parametrize(("stalls_after", "writes_by_w1"), [("create_customer", 1), ("create", 2)])
+def test_a_worker_whose_lease_is_taken_mid_job_makes_no_further_write(stalls_after: str, writes_by_w1: int) -> None:
+    rig = Rig()
+    job = rig.sync("100.00", Refund("r1", Decimal("40.00"), rig.clock.now(), "sofa"))
+    counted: list[int] = []
+
+    def take_over() -> None:
+        counted.append(rig.qbo.write_count)  # w1's writes so far
+        _take_over(rig)
+        counted.append(rig.qbo.write_count)  # and w2's
+
+    rig.companies.hook("acme", stalls_after, "after", take_over)
+    ended = rig.worker.run_next("w1")
+
+    assert ended is not None and ended.job_id == job.job_id
+    assert counted[0] == writes_by_w1  # the customer, and the refund expense if it stalled after that
+    assert rig.qbo.write_count == counted[1]  # w1 resumed and wrote nothing more
+    assert len(rig.qbo.customers) == 1 and len(rig.qbo.live("Purchase")) == 1 and len(rig.qbo.live("Payment")) == 1
+    stored = rig.stored(job)
+    assert (stored.state, stored.claimed_by, stored.attempts) == (JobState.SUCCEEDED, "", 2)  # w2's outcome
+    assert rig.audit().count("SYNC_SUCCEEDED") == 1
+    assert "SYNC_FAILED" not in rig.audit() and "SYNC_RETRY_SCHEDULED" not in rig.audit()
+    assert rig.service.get_status(rig.principal, P1).state is SyncState.SYNCED
+
+
+def test_a_worker_whose_lease_ran_out_stops_even_if_no_one_claimed_the_job_yet() -> None:
+    rig = Rig()
+    job = rig.sync("100.00")
+    rig.companies.hook("acme", "create_customer", "after", lambda: rig.clock.advance(PAST_LEASE))
+    rig.worker.run_next("w1")
+
+    assert rig.qbo.write_count == 1  # the customer; no payment
+    stored = rig.stored(job)
+    assert (stored.state, stored.claimed_by, stored.error) == (JobState.RUNNING, "w1", None)  # left as it was
+    with rig.uow_factory() as uow:
+        customer = uow.sync_records.get("acme", EntityRef(EntityType.CUSTOMER, "c1"))
+    assert customer is None  # the record save after the write was fenced too
+    rig.worker.drain("w2")  # the lease has run out: another worker takes the job and finishes it
+    assert rig.stored(job).state is JobState.SUCCEEDED
+    assert len(rig.qbo.customers) == 1 and len(rig.qbo.live("Payment")) == 1  # w2 linked w1's customer
+
+
+# --- stale SyncTokens: never an older snapshot over a newer one ----------------------------------------
+
+
+def test_a_stalled_update_sent_after_a_newer_resync_never_overwrites_it() -> None:
+    rig = Rig()
+    rig.sync("100.00")
+    rig.worker.drain("w0")
+    older = rig.sync("200.00")
+    newer: list[SyncJob] = []
+
+    def stall_then_resume() -> None:
+        # w1 checked its lease and is sending its update (200.00, the SyncToken it read) when it stalls;
+        # meanwhile the CRM sends 300.00 and w2 writes it.
+        rig.clock.advance(PAST_LEASE)
+        newer.append(rig.sync("300.00"))
+        rig.worker.drain("w2")
+        assert rig.payment_amount() == Decimal("300.00")
+
+    hooked = rig.companies.hook("acme", "update", "before", stall_then_resume)
+    writes_before = rig.qbo.write_count
+    rig.worker.run_next("w1")
+
+    assert rig.payment_amount() == Decimal("300.00")  # QuickBooks refused w1's stale update; no retry
+    assert rig.qbo.stale_token_refusals == 1
+    assert hooked.amounts == [Decimal("200.00"), Decimal("300.00"), Decimal("300.00")]  # w1's, then w2's two
+    assert rig.qbo.write_count - writes_before == 2  # w2's two updates (both jobs), none of w1's
+    assert rig.stored(older).state is rig.stored(newer[0]).state is JobState.SUCCEEDED
+    record = rig.service.get_status(rig.principal, P1)
+    assert record.amount == Decimal("300.00") and record.sync_token == str(rig.qbo.live("Payment")[0].sync_token)
+    assert rig.audit().count("SYNC_SUCCEEDED") == 3 and "SYNC_RETRY_SCHEDULED" not in rig.audit()
+
+
+def test_a_record_changed_in_quickbooks_is_rewritten_from_the_newest_snapshot_while_the_lease_is_held() -> None:
+    rig = Rig()
+    rig.sync("100.00")
+    rig.worker.drain("w0")
+    older = rig.sync("200.00")
+    (payment,) = rig.qbo.live("Payment")
+
+    def edited_meanwhile() -> None:
+        payment.sync_token += 1  # a bookkeeper edits the payment in QuickBooks
+        rig.sync("300.00")  # and the CRM sends a newer version (its job waits for this one)
+
+    hooked = rig.companies.hook("acme", "update", "before", edited_meanwhile)
+    ended = rig.worker.run_next("w1")
+
+    assert ended is not None and ended.job_id == older.job_id and ended.state is JobState.SUCCEEDED
+    assert ended.attempts == 1  # in the same attempt: the run started over from the newest snapshot
+    assert hooked.amounts == [Decimal("200.00"), Decimal("300.00")]  # the 200.00 was refused, never re-sent
+    assert rig.payment_amount() == Decimal("300.00")
+    assert rig.service.get_status(rig.principal, P1).sync_token == str(payment.sync_token)
+
+
+def test_a_record_that_keeps_changing_fails_the_attempt_retryably_after_bounded_rounds() -> None:
+    rig = Rig()
+    rig.sync("100.00")
+    rig.worker.drain("w0")
+    job = rig.sync("200.00")
+    (payment,) = rig.qbo.live("Payment")
+
+    def edited() -> None:
+        payment.sync_token += 1
+
+    rig.companies.hook("acme", "update", "before", edited, times=MAX_STALE_ROUNDS)
+    ended = rig.worker.run_next("w1")
+
+    assert rig.qbo.stale_token_refusals == MAX_STALE_ROUNDS
+    assert ended is not None and ended.state is JobState.PENDING  # retried later, from the newest snapshot
+    assert ended.error is not None and ended.error.reason == "QUICKBOOKS_RECORD_CHANGED" and ended.error.retryable
+    assert rig.payment_amount() == Decimal("100.00")
+    rig.worker.drain("w1")
+    assert rig.stored(job).state is JobState.SUCCEEDED and rig.payment_amount() == Decimal("200.00")
+
+
+def test_an_older_queued_sync_run_after_a_newer_one_was_accepted_writes_the_newer_snapshot() -> None:
+    rig = Rig()
+    hooked = rig.companies.watch("acme")
+    rig.sync("100.00")
+    rig.sync("200.00")
+    rig.sync("300.00")
+    assert rig.worker.drain("w1") == 3
+    # Each job writes the newest accepted snapshot: never an older amount after a newer one.
+    assert hooked.amounts == [Decimal("300.00")] * 3
+    assert rig.payment_amount() == Decimal("300.00")
+
+
+# --- one writer per customer identity ------------------------------------------------------------------
 
 
 def test_jobs_of_two_crm_customers_with_one_name_and_email_never_run_at_once() -> None:
-    uow_factory, service, engine, worker, principal, first = _setup(ANN)
+    rig = Rig()
+    first = rig.sync("100.00")
     twin = Customer("c2", " ann ", "LEE", email="ANN@example.com ")  # another CRM record, same person
     other = Customer("c3", "Ann", "Lee", email="ann.lee@example.com")
-    second = service.sync_payment(principal, Opportunity("o2", "1002", twin), _payment("p2"))
-    third = service.sync_payment(principal, Opportunity("o3", "1003", other), _payment("p3"))
+    second = rig.sync("100.00", opportunity=Opportunity("o2", "1002", twin), payment_id="p2")
+    third = rig.sync("100.00", opportunity=Opportunity("o3", "1003", other), payment_id="p3")
     assert first.identity_key == second.identity_key != third.identity_key
     assert first.identity_key.startswith("acme/") and first.lock_key != second.lock_key
 
-    thread, _ = _run_in_thread(worker, "w1")
-    assert engine.started.wait(10)
-    now = datetime.now(UTC)
-    with uow_factory() as uow:
-        claimed = uow.jobs.claim_next("w2", now, now + timedelta(minutes=5))
-        assert uow.jobs.claim_next("w2", now, now + timedelta(minutes=5)) is None  # the twin's job waits
-        uow.commit()
-    assert claimed is not None and claimed.job_id == third.job_id
-    engine.gate.set()
-    thread.join(30)
-    with uow_factory() as uow:
-        after = uow.jobs.claim_next("w2", datetime.now(UTC), datetime.now(UTC) + timedelta(minutes=5))
-        uow.commit()
-    assert after is not None and after.job_id == second.job_id
+    started, gate = threading.Event(), threading.Event()
+    claimed: list[SyncJob] = []
+
+    def hold() -> None:
+        started.set()
+        assert gate.wait(30)
+
+    rig.companies.hook("acme", "create_customer", "before", hold)
+    thread = threading.Thread(target=lambda: rig.worker.run_next("w1"))
+    thread.start()
+    try:
+        assert started.wait(10)
+        claimed.append(rig.claim("w2"))
+        with rig.uow_factory() as uow:
+            now = rig.clock.now()
+            assert uow.jobs.claim_next("w2", now, now + LEASE) is None  # the twin's job waits
+            uow.commit()
+    finally:
+        gate.set()
+        thread.join(30)
+    assert claimed[0].job_id == third.job_id
+    assert rig.stored(first).state is JobState.SUCCEEDED
+    assert rig.claim("w2").job_id == second.job_id

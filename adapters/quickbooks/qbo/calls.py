@@ -55,7 +55,6 @@ class RetryPolicy:
     throttle_retries: int = 3  # 429s absorbed per call
     throttle_default_wait: float = 60.0  # Intuit's advice when no Retry-After comes
     throttle_max_wait: float = 10.0  # a longer wait is left to the worker (ThrottledError)
-    stale_retries: int = 3  # 5010 re-read-and-re-apply rounds per update
 
 
 class CompanySession:

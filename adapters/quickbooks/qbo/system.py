@@ -47,6 +47,7 @@ from core.errors import (
     DuplicateNameError,
     LinkedRecordGoneError,
     RecordGoneError,
+    StaleRecordError,
 )
 from core.ports import AccountingSystem, UnitOfWorkFactory
 
@@ -68,11 +69,9 @@ class QuickBooksAccountingSystem(AccountingSystem):
         *,
         validated: set[tuple[str, str, str]],
         validated_guard: threading.Lock,
-        stale_retries: int = 3,
     ) -> None:
         self.session = session
         self._settings = SettingsResolver(session, uow_factory, validated, validated_guard)
-        self._stale_retries = stale_retries
 
     # --- customers ---------------------------------------------------------------------------------
 
@@ -140,39 +139,42 @@ class QuickBooksAccountingSystem(AccountingSystem):
 
     def update(self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str) -> QuickBooksRef:
         settings = self._settings.for_kind(spec.kind)
-        sync_token = ref.sync_token
-        stale_round = 0
-        confirmed = False
-        while True:
-            # QBO replays a requestid's first answer, errors included: a re-applied update needs its own id
-            # (derived, so that a retried job sends the same ones again).
-            rid = request_id if stale_round == 0 else _derived_request_id(request_id, f"stale{stale_round}")
-            if confirmed:
-                rid = _fresh_request_id(rid)
 
-            def save(qb: QuickBooksClient, token: str = sync_token, rid: str = rid) -> QuickBooksRef:
+        def send(rid: str) -> QuickBooksRef:
+            def save(qb: QuickBooksClient) -> QuickBooksRef:
                 record = txn_object(spec, settings)
                 record.Id = ref.id
-                record.SyncToken = token
+                record.SyncToken = ref.sync_token
                 return _ref_of(spec.kind, record.save(qb=qb, request_id=rid))
 
+            return self.session.call(save, write=True, what=f"updating the {_label(spec.kind)} {ref.id}")
+
+        rid, confirmed = request_id, False
+        while True:
             try:
-                return self.session.call(save, write=True, what=f"updating the {_label(spec.kind)} {ref.id}")
+                return send(rid)
             except QboFault as fault:
-                if "5010" in fault.codes and stale_round < self._stale_retries:
-                    # Stale SyncToken: someone (or an unanswered attempt of ours) changed it; re-read it and
-                    # re-apply the full record.
-                    current = self._read_live(spec.kind, ref.id)
-                    sync_token = str(current.get("SyncToken", sync_token))
-                    stale_round += 1
-                    continue
-                if fault.codes & {"610", "6000"} or "5010" in fault.codes:
+                if "5010" in fault.codes:
+                    raise self._stale(spec.kind, ref) from None
+                if fault.codes & {"610", "6000"}:
                     # 610: deleted (or a reference made inactive); 6000: e.g. "voided and cannot be modified".
                     self._read_live(spec.kind, ref.id)  # raises RecordGoneError if gone or voided
-                if not confirmed and "5010" not in fault.codes:
-                    confirmed = True  # once more under a fresh requestid: see _fresh_request_id
-                    continue
-                raise self._refusal(spec, fault, action="update") from None
+                if confirmed:
+                    raise self._refusal(spec, fault, action="update") from None
+                rid, confirmed = _fresh_request_id(request_id), True  # once more: see _fresh_request_id
+
+    def _stale(self, kind: TxnKind, ref: QuickBooksRef) -> StaleRecordError:
+        """QBO 5010: the SyncToken sent is not the record's (edited in QuickBooks, or written meanwhile by a
+        worker that took the job over). Not re-applied here: what to write over a newer version is the
+        core's decision (only while its lease is held, and only its newest snapshot). One read, for the
+        current SyncToken; `RecordGoneError` if the record is gone."""
+        current = self._read_live(kind, ref.id)
+        token = str(current.get("SyncToken", ""))
+        return StaleRecordError(
+            f"the {_label(kind)} {ref.id} changed in QuickBooks since qbsync wrote it "
+            f"(SyncToken {token}, not {ref.sync_token})",
+            sync_token=token,
+        )
 
     def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str = "") -> QuickBooksRef | None:
         # QBO cannot filter on PrivateNote. Payments and invoices can be filtered by customer (one page

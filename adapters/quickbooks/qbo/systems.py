@@ -98,7 +98,6 @@ class QuickBooksAccountingSystems(AccountingSystems):
                 self._uow_factory,
                 validated=self._validated,
                 validated_guard=self._validated_guard,
-                stale_retries=self._retry.stale_retries,
             )
             self._systems[tenant_id] = (identity, system)
             return system

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Protocol
 
 import requests
@@ -15,7 +16,7 @@ from adapters.quickbooks.emulator import EmulatorServer
 from adapters.quickbooks.fake import FakeQuickBooks
 from adapters.quickbooks.qbo import QuickBooksAccountingSystems, RateLimits, RetryPolicy
 from adapters.system import SystemClock
-from core.accounting import TxnKind
+from core.accounting import PaymentSpec, TxnKind
 from core.company_lists import ListKind
 from core.connection import QuickBooksConnection
 from core.ports import AccountingSystem
@@ -156,6 +157,10 @@ class Company(Protocol):
         """(TxnType, TxnId) of each line of the payment."""
         ...
 
+    def payment_amount(self, payment_id: str) -> Decimal:
+        """The payment's TotalAmt as QuickBooks holds it."""
+        ...
+
 
 @dataclass
 class FakeCompany:
@@ -197,6 +202,11 @@ class FakeCompany:
     def payment_links(self, payment_id: str) -> list[tuple[str, str]]:
         spec = self.fake.txn(payment_id).spec
         return [(line.txn_kind.value, line.txn_id) for line in getattr(spec, "lines", ())]
+
+    def payment_amount(self, payment_id: str) -> Decimal:
+        spec = self.fake.txn(payment_id).spec
+        assert isinstance(spec, PaymentSpec)
+        return spec.amount
 
 
 _ENTITY = {
@@ -260,6 +270,10 @@ class EmulatedCompany:
         payment = next(p for p in self.rig.records("Payment") if p["Id"] == payment_id)
         return [(link["TxnType"], link["TxnId"]) for line in payment.get("Line", []) for link in line["LinkedTxn"]]
 
+    def payment_amount(self, payment_id: str) -> Decimal:
+        payment = next(p for p in self.rig.records("Payment") if p["Id"] == payment_id)
+        return Decimal(str(payment["TotalAmt"]))
+
 
 CompanyFactory = Callable[[], Company]
 
@@ -276,14 +290,19 @@ class CoreRig:
         from core.service import SyncService
         from core.sync_engine import SyncEngine
         from core.worker import SyncWorker
-        from tests.unit.support import CountingIds, StepClock
+        from tests.unit.support import STEP_CLOCK_LEASE, CountingIds, StepClock
 
         self.rig = rig
         clock = StepClock()
         self.service = SyncService(rig.uow_factory, rig.systems, clock, CountingIds())
         self.engine = SyncEngine(rig.uow_factory, rig.systems, clock)
         self.worker = SyncWorker(
-            rig.uow_factory, self.engine, clock, backoff_base=timedelta(0), backoff_cap=timedelta(0)
+            rig.uow_factory,
+            self.engine,
+            clock,
+            lease=STEP_CLOCK_LEASE,
+            backoff_base=timedelta(0),
+            backoff_cap=timedelta(0),
         )
         self.principal = Principal(TENANT, frozenset(Permission))
 

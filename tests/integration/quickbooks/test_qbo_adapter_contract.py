@@ -29,6 +29,7 @@ from core.errors import (
     DuplicateNameError,
     LinkedRecordGoneError,
     RecordGoneError,
+    StaleRecordError,
 )
 
 
@@ -150,12 +151,28 @@ def test_payment_links_its_refund_and_its_invoice(company: Company) -> None:
     assert fewer.sync_token == "2"
 
 
-def test_a_stale_sync_token_is_reread_and_the_update_reapplied(company: Company) -> None:
+def test_a_stale_sync_token_is_refused_with_the_current_one_and_nothing_written(company: Company) -> None:
     customer = company.system.create_customer(new_customer("Stale Token"), request_id="c-1").id
     paid = company.system.create(payment(customer), request_id="p-1")
+    company.touch(TxnKind.PAYMENT, paid.id)  # edited in QuickBooks (or by a worker that took the job over)
+    with pytest.raises(StaleRecordError) as stale:
+        company.system.update(paid, payment(customer, "310.00"), request_id="p-2")
+    assert stale.value.sync_token == "1" and stale.value.retryable
+    assert company.payment_amount(paid.id) == Decimal("300.10")  # the older spec was not re-applied
+
+    fresh = QuickBooksRef(TxnKind.PAYMENT, paid.id, stale.value.sync_token)
+    updated = company.system.update(fresh, payment(customer, "310.00"), request_id="p-3")
+    assert updated.id == paid.id and updated.sync_token == "2"
+    assert company.payment_amount(paid.id) == Decimal("310.00")
+
+
+def test_a_stale_sync_token_on_a_deleted_record_says_it_is_gone(company: Company) -> None:
+    customer = company.system.create_customer(new_customer("Stale Gone"), request_id="c-1").id
+    paid = company.system.create(payment(customer), request_id="p-1")
     company.touch(TxnKind.PAYMENT, paid.id)
-    updated = company.system.update(paid, payment(customer, "310.00"), request_id="p-2")
-    assert updated.id == paid.id and int(updated.sync_token) >= 2
+    company.delete(TxnKind.PAYMENT, paid.id)
+    with pytest.raises(RecordGoneError):
+        company.system.update(paid, payment(customer, "310.00"), request_id="p-2")
 
 
 @pytest.mark.parametrize(
