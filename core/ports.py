@@ -14,6 +14,7 @@ from typing import Protocol, Self
 
 from core.accounting import AccountingCustomer, NewCustomer, QuickBooksRef, TxnKind, TxnSpec
 from core.connection import QuickBooksConnection, TokenGrant
+from core.currency import CompanyCurrency
 from core.domain import (
     ApiKey,
     AuditEvent,
@@ -68,6 +69,12 @@ class AccountingSystem(Protocol):
 
     def link_for(self, kind: TxnKind | None, quickbooks_id: str) -> str:
         """The URL that opens the record in the QuickBooks web app (R9); kind None is a customer."""
+        ...
+
+    def company_currency(self) -> CompanyCurrency:
+        """The company's home currency and whether multicurrency is on, as QuickBooks' Preferences say
+        now (`CurrencyPrefs`; a read, never cached by the adapter). Raises as the other reads do
+        (`AccountingUnavailableError`, `ThrottledError`, `ReconnectRequiredError`)."""
         ...
 
 

@@ -26,6 +26,7 @@ from core.accounting import (
     TxnKind,
     TxnSpec,
 )
+from core.currency import CompanyCurrency
 from core.domain import normalise
 from core.errors import (
     AccountingUnavailableError,
@@ -108,6 +109,9 @@ class FakeQuickBooks(AccountingSystem):
     request_count: int = 0
     write_count: int = 0
     stale_token_retries: int = 0
+    # CurrencyPrefs: a new QuickBooks company in the US is in USD with multicurrency off.
+    home_currency: str = "USD"
+    multicurrency: bool = False
     _next_id: int = 1
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -154,7 +158,23 @@ class FakeQuickBooks(AccountingSystem):
         }[kind]
         return f"{SANDBOX_APP}/app/{page}&deeplinkcompanyid={self.realm_id}"
 
+    def company_currency(self) -> CompanyCurrency:
+        with self._lock:
+            self._call(write=False)
+            return CompanyCurrency(self.home_currency, self.multicurrency)
+
     # --- what testers use ---------------------------------------------------------------------------
+
+    def set_currency(self, home_currency: str | None = None, multicurrency: bool | None = None) -> None:
+        """Change CurrencyPrefs as a QuickBooks admin would, under QBO's rules (the emulator's too):
+        multicurrency cannot be turned off once on, and the home currency is fixed from then on."""
+        with self._lock:
+            if self.multicurrency and multicurrency is False:
+                raise ValueError("multicurrency cannot be turned off once it is on")
+            if self.multicurrency and home_currency not in (None, self.home_currency):
+                raise ValueError("the home currency cannot change once multicurrency is on")
+            self.home_currency = home_currency or self.home_currency
+            self.multicurrency = self.multicurrency if multicurrency is None else multicurrency
 
     def inject(self, *faults: Fault) -> None:
         """The next calls fail, one fault each, in order."""

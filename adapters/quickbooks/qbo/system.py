@@ -14,6 +14,8 @@ import threading
 import uuid
 from typing import Any
 
+from quickbooks.objects.preferences import Preferences
+
 from adapters.quickbooks.qbo.calls import CompanySession
 from adapters.quickbooks.qbo.mapping import (
     QboTxn,
@@ -38,6 +40,7 @@ from core.accounting import (
     TxnSpec,
 )
 from core.connection import PRODUCTION
+from core.currency import CompanyCurrency
 from core.errors import (
     AccountingError,
     BookkeepingError,
@@ -206,6 +209,12 @@ class QuickBooksAccountingSystem(AccountingSystem):
         }[kind]
         return f"{host}/app/{page}&deeplinkcompanyid={connection.realm_id}"
 
+    def company_currency(self) -> CompanyCurrency:
+        preferences = self.session.call(
+            lambda qb: Preferences.get(qb=qb), write=False, what="reading the company's preferences"
+        )
+        return _currency_of(preferences)
+
     # --- reading ---------------------------------------------------------------------------------------
 
     def _read(self, entity: str, record_id: str) -> dict[str, Any] | None:
@@ -362,3 +371,11 @@ def _derived_request_id(request_id: str, suffix: str) -> str:
     if len(candidate) <= REQUEST_ID_MAX:
         return candidate
     return hashlib.sha256(candidate.encode()).hexdigest()[:40]
+
+
+def _currency_of(preferences: Preferences) -> CompanyCurrency:
+    """`CurrencyPrefs` as python-quickbooks parses it: HomeCurrency is a Ref whose value is the ISO code.
+    QBO leaves out what is at its default, so a missing MultiCurrencyEnabled means off."""
+    prefs = preferences.CurrencyPrefs
+    home = getattr(getattr(prefs, "HomeCurrency", None), "value", "") or ""
+    return CompanyCurrency(home=str(home).upper(), multicurrency=bool(getattr(prefs, "MultiCurrencyEnabled", False)))

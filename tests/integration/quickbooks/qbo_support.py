@@ -112,6 +112,13 @@ class QboRig:
     def settings(self, **values: Any) -> None:
         self.admin("POST", "/settings", values)
 
+    def set_currency(self, home_currency: str | None = None, multicurrency: bool | None = None) -> bool:
+        """CurrencyPrefs changed in QBO's settings; False when the emulator refuses, as QBO would."""
+        body = {k: v for k, v in (("home_currency", home_currency), ("multicurrency", multicurrency)) if v is not None}
+        response = requests.post(f"{self.server.admin_url}/realms/{self.realm_id}/preferences", json=body, timeout=10)
+        assert response.status_code in (200, 400), response.text
+        return response.status_code == 200
+
     def log(self) -> list[dict[str, Any]]:
         return list(self.admin("GET", "/requests", realm_id=self.realm_id)["requests"])
 
@@ -147,6 +154,10 @@ class Company(Protocol):
         """(TxnType, TxnId) of each line of the payment."""
         ...
 
+    def set_currency(self, home_currency: str | None = None, multicurrency: bool | None = None) -> bool:
+        """The company's admin changes CurrencyPrefs; False when QuickBooks refuses the change."""
+        ...
+
 
 @dataclass
 class FakeCompany:
@@ -180,6 +191,13 @@ class FakeCompany:
     def payment_links(self, payment_id: str) -> list[tuple[str, str]]:
         spec = self.fake.txn(payment_id).spec
         return [(line.txn_kind.value, line.txn_id) for line in getattr(spec, "lines", ())]
+
+    def set_currency(self, home_currency: str | None = None, multicurrency: bool | None = None) -> bool:
+        try:
+            self.fake.set_currency(home_currency, multicurrency)
+        except ValueError:
+            return False
+        return True
 
 
 _ENTITY = {
@@ -227,6 +245,9 @@ class EmulatedCompany:
     def payment_links(self, payment_id: str) -> list[tuple[str, str]]:
         payment = next(p for p in self.rig.records("Payment") if p["Id"] == payment_id)
         return [(link["TxnType"], link["TxnId"]) for line in payment.get("Line", []) for link in line["LinkedTxn"]]
+
+    def set_currency(self, home_currency: str | None = None, multicurrency: bool | None = None) -> bool:
+        return self.rig.set_currency(home_currency, multicurrency)
 
 
 CompanyFactory = Callable[[], Company]

@@ -21,6 +21,7 @@ from core.accounting import (
     RefundSpec,
     TxnKind,
 )
+from core.currency import CompanyCurrency
 from core.domain import InvoiceLine, PaymentMethod
 from core.errors import (
     CustomerUnusableError,
@@ -226,3 +227,21 @@ def test_links_open_the_record_in_the_right_company(company: Company) -> None:
     link = company.system.link_for(TxnKind.CHECK, "42")
     assert link.startswith("https://app.sandbox.qbo.intuit.com/app/check?txnId=42&deeplinkcompanyid=")
     assert "/app/customerdetail?nameId=7&" in company.system.link_for(None, "7")
+
+
+def test_a_new_company_is_in_us_dollars_without_multicurrency(company: Company) -> None:
+    assert company.system.company_currency() == CompanyCurrency("USD", multicurrency=False)
+
+
+def test_the_company_currency_is_read_as_quickbooks_has_it_now(company: Company) -> None:
+    assert company.set_currency("CAD")
+    assert company.system.company_currency() == CompanyCurrency("CAD", multicurrency=False)
+    assert company.set_currency(multicurrency=True)
+    assert company.system.company_currency() == CompanyCurrency("CAD", multicurrency=True)
+
+
+def test_multicurrency_cannot_be_turned_off_nor_the_home_currency_changed_once_on(company: Company) -> None:
+    assert company.set_currency("GBP", multicurrency=True)
+    assert not company.set_currency(multicurrency=False)
+    assert not company.set_currency("USD")
+    assert company.system.company_currency() == CompanyCurrency("GBP", multicurrency=True)
