@@ -40,6 +40,8 @@ def connection(tenant_id: str = "t1", realm_id: str = "9130", **changes: object)
         state=ConnectionState.CONNECTED,
         connect_time=T0,
         company_name="Ann's Moving Co",
+        home_currency="USD",
+        multicurrency=False,
         last_error="",
         settings=QuickBooksSettings(
             deposit_account=ListRef("4", "Undeposited Funds"),
@@ -68,6 +70,16 @@ def _get(backend: Backend, tenant_id: str) -> QuickBooksConnection | None:
 
 
 # --- the contract ------------------------------------------------------------------------------------
+
+
+def test_the_company_currency_is_stored_with_the_connection(backend: Backend) -> None:
+    _save(backend, connection(home_currency="CAD", multicurrency=True), connection("t2", home_currency=""))
+    multicurrency, unread = _get(backend, "t1"), _get(backend, "t2")
+    assert multicurrency is not None and (multicurrency.home_currency, multicurrency.multicurrency) == ("CAD", True)
+    assert unread is not None and (unread.home_currency, unread.multicurrency) == ("", False)
+    _save(backend, connection(home_currency="CAD", multicurrency=False))  # a later read replaces it
+    again = _get(backend, "t1")
+    assert again is not None and (again.home_currency, again.multicurrency) == ("CAD", False)
 
 
 def test_a_saved_connection_comes_back_whole(backend: Backend) -> None:
