@@ -8,11 +8,17 @@ accounts (`update_settings`) and disconnects. Operators can also connect with to
 Calls to Intuit happen outside any database transaction: a slow token endpoint must not hold the
 database's write lock. So the anti-forgery state is checked again when the tokens are saved, and used
 once.
+
+Every connect reads the company's currency preferences (home currency, multicurrency; SPEC.md section 7)
+right after the tokens are saved, and stores them with the connection: the currency rule at accept time
+(core/currency.py) needs them. QuickBooks being unreachable then does not undo the connect: the tokens are
+kept, the preferences stay unread (USD is assumed meanwhile) and `refresh_company_currency` reads them again.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 from dataclasses import replace
 
@@ -24,10 +30,20 @@ from core.connection_rules import (
     check_url,
     settings_to_change,
 )
+from core.currency import CompanyCurrency
 from core.domain import AuditEvent, Permission, Principal
-from core.errors import FailedPreconditionError, FieldViolation, NotFoundError, ValidationError
-from core.ports import Clock, IdSource, QuickBooksAuthorization, UnitOfWork, UnitOfWorkFactory
+from core.errors import AccountingError, FailedPreconditionError, FieldViolation, NotFoundError, ValidationError
+from core.ports import (
+    AccountingSystems,
+    Clock,
+    IdSource,
+    QuickBooksAuthorization,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 from core.service import require
+
+log = logging.getLogger(__name__)
 
 
 class ConnectionService:
@@ -38,12 +54,15 @@ class ConnectionService:
         clock: Clock,
         ids: IdSource,
         *,
+        accounting: AccountingSystems,
         default_environment: str = "sandbox",
         default_redirect_uri: str = "",
     ) -> None:
-        """`default_environment` and `default_redirect_uri` apply when a caller leaves them empty."""
+        """`accounting` reads the connected company (its currency preferences); `default_environment` and
+        `default_redirect_uri` apply when a caller leaves them empty."""
         self._uow_factory = uow_factory
         self._authorization = authorization
+        self._accounting = accounting
         self._clock = clock
         self._ids = ids
         self._default_environment = default_environment
@@ -99,6 +118,7 @@ class ConnectionService:
                 # Account ids belong to one company: another company's would point at the wrong accounts.
                 connection.settings = QuickBooksSettings()
                 connection.company_name = ""
+                connection.home_currency, connection.multicurrency = "", False
             connection.realm_id = realm_id
             connection.client_id = self._authorization.client_id
             connection.client_secret = self._authorization.client_secret
@@ -113,7 +133,7 @@ class ConnectionService:
             uow.connections.save(connection)
             self._audit(uow, tenant, "QUICKBOOKS_CONNECTED", f"realm {realm_id}")
             uow.commit()
-        return connection
+        return self._with_company_currency(connection)
 
     # --- reading and changing -------------------------------------------------------------------
 
@@ -211,14 +231,46 @@ class ConnectionService:
                 state=ConnectionState.CONNECTED,
                 connect_time=self._clock.now(),
                 company_name=known.company_name if known is not None and same_company else "",
+                home_currency=known.home_currency if known is not None and same_company else "",
+                multicurrency=known.multicurrency if known is not None and same_company else False,
                 settings=known.settings if known is not None and same_company else QuickBooksSettings(),
             )
             uow.connections.save(connection)
             self._audit(uow, tenant_id, "QUICKBOOKS_CONNECTED", f"realm {realm_id} (tokens given by an operator)")
             uow.commit()
-        return connection
+        return self._with_company_currency(connection)
+
+    def refresh_company_currency(self, tenant_id: str) -> CompanyCurrency | None:
+        """Reads the company's CurrencyPrefs from QuickBooks and stores them with the tenant's connection
+        (only those two facts are written: a token refreshed meanwhile is kept). None, nothing stored and a
+        warning logged, when QuickBooks could not be read or the tenant has no connection."""
+        try:
+            currency = self._accounting.for_tenant(tenant_id).company_currency()
+        except AccountingError as error:
+            log.warning(
+                "could not read the QuickBooks preferences of tenant %s (%s): %s", tenant_id, error.reason, error
+            )
+            return None
+        with self._uow_factory() as uow:
+            known = uow.connections.get(tenant_id)
+            if known is None:
+                return None
+            if known.company_currency != currency:
+                uow.connections.save_company_currency(tenant_id, currency)
+                mode = "on" if currency.multicurrency else "off"
+                self._audit(
+                    uow, tenant_id, "QUICKBOOKS_CURRENCY_READ", f"home currency {currency.home}, multicurrency {mode}"
+                )
+                uow.commit()
+        return currency
 
     # --- helpers ------------------------------------------------------------------------------------
+
+    def _with_company_currency(self, connection: QuickBooksConnection) -> QuickBooksConnection:
+        currency = self.refresh_company_currency(connection.tenant_id)
+        if currency is None:
+            return connection
+        return replace(connection, home_currency=currency.home, multicurrency=currency.multicurrency)
 
     def _blank(self, tenant_id: str, environment: str) -> QuickBooksConnection:
         return QuickBooksConnection(

@@ -215,6 +215,12 @@ class ConnectionRepository(Protocol):
         """Inserts or replaces the tenant's connection."""
         ...
 
+    def save_company_currency(self, tenant_id: str, currency: CompanyCurrency) -> bool:
+        """Records the company's CurrencyPrefs (`home_currency`, `multicurrency`) on the tenant's connection
+        and changes nothing else, so a token another worker refreshed meanwhile is never written back over.
+        False, and nothing stored, when the tenant has no connection."""
+        ...
+
 
 class AuditLog(Protocol):
     def append(self, event: AuditEvent) -> None: ...

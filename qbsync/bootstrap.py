@@ -61,6 +61,7 @@ class CoreModule(Module):
         self,
         uow: UnitOfWorkFactory,
         authorization: QuickBooksAuthorization,
+        accounting: AccountingSystems,
         clock: Clock,
         ids: IdSource,
         settings: Settings,
@@ -70,6 +71,7 @@ class CoreModule(Module):
             authorization,
             clock,
             ids,
+            accounting=accounting,
             default_environment=settings.qbo_environment,
             default_redirect_uri=settings.qbo_redirect_uri,
         )

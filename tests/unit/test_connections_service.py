@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
+from adapters.quickbooks.fake import FakeQuickBooksCompanies, Fault
 from adapters.quickbooks.fake_oauth import FakeQuickBooksAuthorization
 from core.connection import ConnectionState, ListRef, QuickBooksSettings
 from core.connections_service import ConnectionService
@@ -32,7 +33,10 @@ class World:
 
     def __post_init__(self) -> None:
         self.intuit = FakeQuickBooksAuthorization(self.clock, "app-id", "app-secret")
-        self.service = ConnectionService(self.uow, self.intuit, self.clock, CountingIds(), default_redirect_uri="")
+        self.companies = FakeQuickBooksCompanies()
+        self.service = ConnectionService(
+            self.uow, self.intuit, self.clock, CountingIds(), accounting=self.companies, default_redirect_uri=""
+        )
 
     def connect(self, principal: Principal = ADMIN, realm_id: str = "4620") -> None:
         url, state = self.service.get_authorization_url(principal, REDIRECT, "sandbox")
@@ -160,6 +164,7 @@ def test_loopback_http_and_server_defaults_are_accepted(world: World) -> None:
         world.intuit,
         world.clock,
         CountingIds(),
+        accounting=world.companies,
         default_environment="http://127.0.0.1:8765/.well-known/openid_configuration",
         default_redirect_uri="http://localhost:8080/cb",
     )
@@ -281,3 +286,39 @@ def test_connect_with_tokens_refuses_plain_http_off_this_machine(world: World) -
     assert [v.field for v in raised.value.violations] == ["realm_id", "environment", "api_base_url"]
     assert "plain http" in raised.value.violations[1].description
     assert world.stored() is None
+
+
+# --- the company's currency (SPEC.md section 7) ----------------------------------------------------
+
+
+def test_completing_the_code_flow_reads_and_stores_the_company_currency(world: World) -> None:
+    world.companies.for_tenant("acme").set_currency("CAD", multicurrency=True)
+    world.connect()
+    assert (world.stored().home_currency, world.stored().multicurrency) == ("CAD", True)
+
+
+def test_connecting_with_tokens_reads_and_stores_the_company_currency(world: World) -> None:
+    world.companies.for_tenant("acme").set_currency("EUR")
+    connection = world.service.connect_with_tokens("acme", "77", "cid", "s", "rt1")
+    assert (connection.home_currency, connection.multicurrency) == ("EUR", False)
+    assert world.stored() == connection
+
+
+def test_a_failed_read_keeps_the_connection_and_the_last_known_currency(world: World) -> None:
+    world.service.connect_with_tokens("acme", "77", "cid", "s", "rt1")
+    world.companies.for_tenant("acme").inject(Fault.UNAVAILABLE)
+    connection = world.service.connect_with_tokens("acme", "77", "cid", "s", "rt2")
+    assert connection.state is ConnectionState.CONNECTED and connection.refresh_token == "rt2"
+    assert world.stored().home_currency == "USD"  # read at the first connect, same company: kept
+
+    world.companies.for_tenant("acme").inject(Fault.UNAVAILABLE)
+    world.service.connect_with_tokens("acme", "78", "cid", "s", "rt3")
+    assert world.stored().home_currency == ""  # another company: unknown until read
+
+
+def test_refreshing_the_currency_stores_a_change_made_in_quickbooks(world: World) -> None:
+    world.connect()
+    world.companies.for_tenant("acme").set_currency(multicurrency=True)
+    assert world.service.refresh_company_currency("acme") is not None
+    assert (world.stored().home_currency, world.stored().multicurrency) == ("USD", True)
+    assert world.service.refresh_company_currency("nobody") is None

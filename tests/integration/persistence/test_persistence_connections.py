@@ -16,6 +16,7 @@ from adapters.persistence.encryption import EncryptionKeyError, SecretBox, gener
 from adapters.persistence.sqlalchemy import SqlAlchemyUnitOfWorkFactory, create_engine_for
 from adapters.persistence.sqlalchemy.connections import MissingEncryptionKeyError
 from core.connection import ConnectionState, ListRef, QuickBooksConnection, QuickBooksSettings
+from core.currency import CompanyCurrency
 from core.domain import PaymentMethod
 
 REFRESH_TOKEN = "RT-very-secret-refresh-token-0123456789"
@@ -80,6 +81,16 @@ def test_the_company_currency_is_stored_with_the_connection(backend: Backend) ->
     _save(backend, connection(home_currency="CAD", multicurrency=False))  # a later read replaces it
     again = _get(backend, "t1")
     assert again is not None and (again.home_currency, again.multicurrency) == ("CAD", False)
+
+
+def test_saving_the_company_currency_changes_nothing_else(backend: Backend) -> None:
+    _save(backend, connection(home_currency="", refresh_token="RT-rotated"))
+    with backend.uow() as uow:
+        assert uow.connections.save_company_currency("t1", CompanyCurrency("EUR", multicurrency=True))
+        assert not uow.connections.save_company_currency("nobody", CompanyCurrency("EUR"))
+        uow.commit()
+    assert _get(backend, "t1") == connection(home_currency="EUR", multicurrency=True, refresh_token="RT-rotated")
+    assert _get(backend, "nobody") is None
 
 
 def test_a_saved_connection_comes_back_whole(backend: Backend) -> None:
