@@ -56,7 +56,9 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
         if req.violations:
             core_violations = validate_payment_request(req.opportunity, req.payment, req.request_id)
             _reject(principal, Permission.SYNC, merge_violations(req.violations, core_violations))
-        job = self._service.sync_payment(principal, req.opportunity, req.payment, req.request_id)
+        job = self._service.sync_payment(
+            principal, req.opportunity, req.payment, req.request_id, currencies=req.currencies
+        )
         return convert.sync_job_to_proto(job)
 
     def CloseOutJob(
@@ -64,7 +66,9 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
     ) -> resources_pb2.SyncJob:
         principal = current_principal()
         req = self._job_request(principal, request)
-        job = self._service.close_out_job(principal, req.opportunity, req.job, req.payments, req.request_id)
+        job = self._service.close_out_job(
+            principal, req.opportunity, req.job, req.payments, req.request_id, currencies=req.currencies
+        )
         return convert.sync_job_to_proto(job)
 
     def SyncInvoice(
@@ -72,7 +76,9 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
     ) -> resources_pb2.SyncJob:
         principal = current_principal()
         req = self._job_request(principal, request)
-        job = self._service.sync_invoice(principal, req.opportunity, req.job, req.payments, req.request_id)
+        job = self._service.sync_invoice(
+            principal, req.opportunity, req.job, req.payments, req.request_id, currencies=req.currencies
+        )
         return convert.sync_job_to_proto(job)
 
     def RetrySync(
