@@ -12,16 +12,17 @@ once.
 Every connect reads the company's currency preferences (home currency, multicurrency; SPEC.md section 7)
 right after the tokens are saved, and stores them with the connection: the currency rule at accept time
 (core/currency.py) needs them. QuickBooks being unreachable then does not undo the connect: the tokens are
-kept, the preferences stay unread (USD is assumed meanwhile) and `refresh_company_currency` reads them again.
+kept and the preferences stay unread, to be read by the first request that labels an amount with a currency
+(SyncService) or by `refresh_company_currency`.
 """
 
 from __future__ import annotations
 
 import hmac
-import logging
 import secrets
 from dataclasses import replace
 
+from core.company_currency import read_company_currency
 from core.connection import ConnectionState, QuickBooksConnection, QuickBooksSettings
 from core.connection_rules import (
     check_environment,
@@ -32,7 +33,7 @@ from core.connection_rules import (
 )
 from core.currency import CompanyCurrency
 from core.domain import AuditEvent, Permission, Principal
-from core.errors import AccountingError, FailedPreconditionError, FieldViolation, NotFoundError, ValidationError
+from core.errors import FailedPreconditionError, FieldViolation, NotFoundError, ValidationError
 from core.ports import (
     AccountingSystems,
     Clock,
@@ -42,8 +43,6 @@ from core.ports import (
     UnitOfWorkFactory,
 )
 from core.service import require
-
-log = logging.getLogger(__name__)
 
 
 class ConnectionService:
@@ -241,28 +240,9 @@ class ConnectionService:
         return self._with_company_currency(connection)
 
     def refresh_company_currency(self, tenant_id: str) -> CompanyCurrency | None:
-        """Reads the company's CurrencyPrefs from QuickBooks and stores them with the tenant's connection
-        (only those two facts are written: a token refreshed meanwhile is kept). None, nothing stored and a
-        warning logged, when QuickBooks could not be read or the tenant has no connection."""
-        try:
-            currency = self._accounting.for_tenant(tenant_id).company_currency()
-        except AccountingError as error:
-            log.warning(
-                "could not read the QuickBooks preferences of tenant %s (%s): %s", tenant_id, error.reason, error
-            )
-            return None
-        with self._uow_factory() as uow:
-            known = uow.connections.get(tenant_id)
-            if known is None:
-                return None
-            if known.company_currency != currency:
-                uow.connections.save_company_currency(tenant_id, currency)
-                mode = "on" if currency.multicurrency else "off"
-                self._audit(
-                    uow, tenant_id, "QUICKBOOKS_CURRENCY_READ", f"home currency {currency.home}, multicurrency {mode}"
-                )
-                uow.commit()
-        return currency
+        """Reads the company's CurrencyPrefs again and stores them (see `read_company_currency`); None when
+        QuickBooks could not be read. For after the currency settings were changed in QuickBooks."""
+        return read_company_currency(tenant_id, self._accounting, self._uow_factory, self._clock)
 
     # --- helpers ------------------------------------------------------------------------------------
 

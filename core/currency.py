@@ -11,10 +11,10 @@ Multicurrency companies: a foreign amount is refused there too, for now. Accepti
 check the customer's QuickBooks currency and to write `CurrencyRef` on the customer and its transactions,
 which qbsync does not do yet; refusing at the door is the side that never books a wrong amount.
 
-Before the tenant has connected (or before the company's preferences could be read), the home currency is
-not known: USD, the home currency of every US QuickBooks company, is assumed, so "USD" and "" are accepted
-and any other code is refused. When the company turns out to have another home currency, the rule applies
-from then on (README, "Currency").
+Before the tenant has connected, the home currency is not known: USD, the home currency of every US
+QuickBooks company, is assumed, so "USD" and "" are accepted and any other code is refused. A connected
+company whose preferences could not be read at connect time is read when a request first labels an amount
+with a currency (core/service.py); the guess stands only while QuickBooks cannot be reached (README, "Currency").
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ import hashlib
 from collections.abc import Callable, Sequence
 
 from core.accounting import TxnKind
+from core.company_currency import read_company_currency
+from core.connection import ConnectionState
 from core.currency import AmountCurrency, CompanyCurrency, currency_violations
 from core.domain import (
     AuditEvent,
@@ -288,7 +290,13 @@ class SyncService:
             return []  # an empty currency_code is the home currency, whatever it is: nothing to look up
         with self._uow_factory() as uow:
             connection = uow.connections.get(tenant)
-        company = connection.company_currency if connection is not None else CompanyCurrency()
+        if connection is None:
+            return currency_violations(currencies, CompanyCurrency())
+        company = connection.company_currency
+        if not company.known and connection.state is ConnectionState.CONNECTED:
+            # Connected, but QuickBooks could not be read at connect time: read it now rather than judge a
+            # labelled amount against the USD guess. Once read, this never happens again for the company.
+            company = read_company_currency(tenant, self._accounting, self._uow_factory, self._clock) or company
         return currency_violations(currencies, company)
 
     def _stage_opportunity(self, uow: UnitOfWork, tenant: str, opportunity: Opportunity, path: str) -> None:

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from adapters.quickbooks.fake import Fault
 from core.connection import QuickBooksConnection
 from core.currency import CURRENCY_NOT_SUPPORTED, AmountCurrency, CompanyCurrency, currency_violations
 from core.domain import Customer, EntityRef, EntityType, InvoiceLine, Job, Opportunity, Payment, PaymentMethod, Refund
@@ -166,3 +167,32 @@ def test_an_invoice_resync_is_checked_too() -> None:
     with pytest.raises(ValidationError) as raised:
         h.service.sync_invoice(h.principal(), OPP, JOB, [], currencies=amounts(("job.lines[0].amount", "MXN")))
     assert raised.value.reason == CURRENCY_NOT_SUPPORTED
+
+
+def test_a_connected_company_never_read_is_read_before_a_labelled_amount_is_judged() -> None:
+    h = Harness()
+    connect(h, "")  # connected, but QuickBooks could not be read at connect time
+    h.qbo().set_currency("CAD")
+    with pytest.raises(ValidationError) as raised:
+        h.service.sync_payment(h.principal(), OPP, PAYMENT, currencies=amounts(("payment.amount", "USD")))
+    assert "CAD" in raised.value.violations[0].description
+    with h.uow_factory() as uow:
+        stored = uow.connections.get("acme")
+        events = [e.kind for e in uow.audit.list("acme", limit=5)]
+    assert stored is not None and stored.home_currency == "CAD" and "QUICKBOOKS_CURRENCY_READ" in events
+
+    reads = h.qbo().request_count
+    h.service.sync_payment(h.principal(), OPP, PAYMENT, currencies=amounts(("payment.amount", "CAD")))
+    assert h.qbo().request_count == reads  # read once; from then on the stored preferences decide
+
+
+def test_an_unlabelled_request_or_an_unreachable_company_does_not_block_accepting() -> None:
+    h = Harness()
+    connect(h, "")
+    h.service.sync_payment(h.principal(), OPP, PAYMENT, "r1", currencies=amounts(("payment.amount", "")))
+    assert h.qbo().request_count == 0  # "" is the home currency, whatever it is: nothing to read
+    h.qbo().inject(Fault.UNAVAILABLE)
+    h.service.sync_payment(h.principal(), OPP, PAYMENT, "r2", currencies=amounts(("payment.amount", "USD")))
+    with h.uow_factory() as uow:
+        stored = uow.connections.get("acme")
+    assert stored is not None and stored.home_currency == ""  # still unread: USD assumed meanwhile
