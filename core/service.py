@@ -150,6 +150,12 @@ class SyncService:
             uow.commit()
             return job
 
+    def check_currencies(self, principal: Principal, currencies: Sequence[AmountCurrency]) -> list[FieldViolation]:
+        """What the currency rule says of a request's amounts, for a caller that reports it together with
+        what it found itself (the gRPC adapter, when conversion already rejected some fields)."""
+        require(principal, Permission.SYNC)
+        return self._currency_violations(principal.tenant_id, currencies)
+
     # --- reading ------------------------------------------------------------------------------------
 
     def get_job(self, principal: Principal, name: str) -> SyncJob:

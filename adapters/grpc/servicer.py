@@ -55,6 +55,7 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
         req = convert.payment_request_from_proto(request)
         if req.violations:
             core_violations = validate_payment_request(req.opportunity, req.payment, req.request_id)
+            core_violations += self._service.check_currencies(principal, req.currencies)
             _reject(principal, Permission.SYNC, merge_violations(req.violations, core_violations))
         job = self._service.sync_payment(
             principal, req.opportunity, req.payment, req.request_id, currencies=req.currencies
@@ -86,14 +87,15 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
     ) -> resources_pb2.SyncJob:
         return convert.sync_job_to_proto(self._service.retry(current_principal(), request.name))
 
-    @staticmethod
     def _job_request(
+        self,
         principal: Principal,
         request: sync_service_pb2.CloseOutJobRequest | sync_service_pb2.SyncInvoiceRequest,
     ) -> convert.JobRequest:
         req = convert.job_request_from_proto(request)
         if req.violations:
             core_violations = validate_job_request(req.opportunity, req.job, req.payments, req.request_id)
+            core_violations += self._service.check_currencies(principal, req.currencies)
             _reject(principal, Permission.SYNC, merge_violations(req.violations, core_violations))
         return req
 

@@ -179,3 +179,15 @@ def test_a_company_in_cad_takes_cad_and_refuses_usd(canadian: EmulatedServer) ->
     [qbo_payment] = canadian.records("Payment")
     [invoice] = canadian.records("Invoice")
     assert qbo_payment["TotalAmt"] == Decimal("500.00") and invoice["TotalAmt"] == Decimal("600.00")
+
+
+def test_a_foreign_amount_is_named_along_with_fields_conversion_rejected(server: Server) -> None:
+    md = server.key("acme")
+    eur = in_currency(payment(), "EUR")
+    eur.ClearField("received_time")
+    with pytest.raises(grpc.RpcError) as err:
+        server.stub.SyncPayment(s.SyncPaymentRequest(opportunity=opportunity(), payment=eur), metadata=md)
+    code, reason, fields = refusal(err.value)
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")  # not only a currency problem
+    assert set(fields) == {"payment.received_time", "payment.amount.currency_code"}
+    assert stored_rows(server.database_url) == dict.fromkeys(STORED_TABLES, 0)

@@ -44,7 +44,7 @@ from core.domain import (
     SyncJob,
     SyncRecord,
 )
-from core.errors import NotFoundError, UnauthenticatedError, ValidationError
+from core.errors import FieldViolation, NotFoundError, UnauthenticatedError, ValidationError
 from core.service import require
 from core.validation import validate_job_request, validate_payment_request
 from qbsync.v1 import resources_pb2 as r
@@ -106,6 +106,10 @@ class FakeSyncService:
         if violations:
             raise ValidationError(violations)
         return self._accept(principal, EntityRef(EntityType.PAYMENT, payment.payment_id), opportunity)
+
+    def check_currencies(self, principal: Principal, currencies: Sequence[AmountCurrency]) -> list[FieldViolation]:
+        require(principal, Permission.SYNC)
+        return currency_violations(currencies, CompanyCurrency())
 
     def close_out_job(
         self,
