@@ -9,12 +9,15 @@ from datetime import UTC, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from alembic import command
 from persistence_builders import T0, Backend
 from sqlalchemy import text
+from sqlalchemy.engine import URL
 
 from adapters.persistence.encryption import EncryptionKeyError, SecretBox, generate_key
 from adapters.persistence.sqlalchemy import SqlAlchemyUnitOfWorkFactory, create_engine_for
 from adapters.persistence.sqlalchemy.connections import MissingEncryptionKeyError
+from adapters.persistence.sqlalchemy.migrate import alembic_config
 from core.connection import ConnectionState, ListRef, QuickBooksConnection, QuickBooksSettings
 from core.currency import CompanyCurrency
 from core.domain import PaymentMethod
@@ -280,3 +283,22 @@ def test_the_persistence_module_makes_the_key_file_only_when_a_secret_is_stored(
     assert key_file.exists()
     with factory() as uow:
         assert uow.connections.get("t1") == connection()
+
+
+def _migrate_to(url: URL | None, revision: str, *, down: bool) -> None:
+    assert url is not None
+    engine = create_engine_for(url)
+    try:
+        with engine.begin() as db:
+            config = alembic_config(url)
+            config.attributes["connection"] = db
+            (command.downgrade if down else command.upgrade)(config, revision)
+    finally:
+        engine.dispose()
+
+
+def test_migration_0004_leaves_existing_connections_whole_and_unread(sql_backend: Backend) -> None:
+    _save(sql_backend, connection(home_currency="CAD", multicurrency=True))
+    _migrate_to(sql_backend.url, "0003", down=True)
+    _migrate_to(sql_backend.url, "head", down=False)
+    assert _get(sql_backend, "t1") == connection(home_currency="", multicurrency=False)
