@@ -168,7 +168,9 @@ def test_connecting_reads_the_company_currency_through_the_real_adapter(
     assert stored is not None and (stored.home_currency, stored.multicurrency) == ("CAD", True)
     assert any(e.kind == "QUICKBOOKS_CURRENCY_READ" and "CAD" in e.message for e in events)
     reads = requests.get(f"{emulator.admin_url}/requests", params={"realm_id": "4620"}, timeout=5).json()
-    assert [(r["method"], r["entity"], r["status"]) for r in reads["requests"]] == [("GET", "preferences", 200)]
+    assert [(r["method"], r["entity"], r["status"], r["minorversion"]) for r in reads["requests"]] == [
+        ("GET", "preferences", 200, "75")
+    ]
 
 
 def test_a_company_that_cannot_be_read_at_connect_time_stays_connected_unread(
