@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from core.currency import CompanyCurrency
 from core.domain import PaymentMethod
 
 SANDBOX = "sandbox"
@@ -66,6 +67,10 @@ class QuickBooksConnection:
     state: ConnectionState = ConnectionState.CONNECTED
     connect_time: datetime | None = None
     company_name: str = ""
+    # The company's CurrencyPrefs, read from QuickBooks at connect time ("" until read): facts about the
+    # company, like its name, stored with them and never with the tokens or the settings.
+    home_currency: str = ""
+    multicurrency: bool = False
     last_error: str = ""
     settings: QuickBooksSettings = field(default_factory=QuickBooksSettings)
     oauth_state: str = field(default="", repr=False)  # the pending authorization's anti-forgery token
@@ -76,6 +81,10 @@ class QuickBooksConnection:
         """Only the exact "sandbox" selects Intuit's sandbox hosts (QUICKBOOKS.md); a discovery URL is
         treated as a sandbox for links, since it is never the production company."""
         return self.environment != PRODUCTION
+
+    @property
+    def company_currency(self) -> CompanyCurrency:
+        return CompanyCurrency(self.home_currency, self.multicurrency)
 
     def needs_refresh(self, now: datetime, margin_seconds: float = 300) -> bool:
         """Refresh ahead of expiry, so that no request is sent with a token about to die."""

@@ -9,6 +9,12 @@ Calls to Intuit and to the company happen outside any database transaction: a sl
 QuickBooks API must not hold the database's write lock. So the anti-forgery state is checked again when
 the tokens are saved, and used once; and settings checked against a company are stored only if the
 same company is still connected.
+
+Every connect reads the company's currency preferences (home currency, multicurrency; SPEC.md section 7)
+right after the tokens are saved, and stores them with the connection: the currency rule at accept time
+(core/currency.py) needs them. QuickBooks being unreachable then does not undo the connect: the tokens are
+kept and the preferences stay unread, to be read by the first request that labels an amount with a currency
+(SyncService) or by `refresh_company_currency`.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import secrets
 from dataclasses import replace
 from typing import Any
 
+from core.company_currency import read_company_currency
 from core.company_lists import ListEntry
 from core.connection import ConnectionState, QuickBooksConnection, QuickBooksSettings
 from core.connection_rules import (
@@ -29,6 +36,7 @@ from core.connection_rules import (
     list_settings_to_check,
     settings_to_change,
 )
+from core.currency import CompanyCurrency
 from core.domain import AuditEvent, Permission, Principal
 from core.errors import FailedPreconditionError, FieldViolation, NotFoundError, ValidationError
 from core.ports import (
@@ -54,7 +62,8 @@ class ConnectionService:
         default_environment: str = "sandbox",
         default_redirect_uri: str = "",
     ) -> None:
-        """`accounting` is each tenant's company, where settings are checked; `default_environment` and
+        """`accounting` is each tenant's company: where settings are checked and its currency preferences
+        read; `default_environment` and
         `default_redirect_uri` apply when a caller leaves them empty."""
         self._uow_factory = uow_factory
         self._accounting = accounting
@@ -114,6 +123,7 @@ class ConnectionService:
                 # Account ids belong to one company: another company's would point at the wrong accounts.
                 connection.settings = QuickBooksSettings()
                 connection.company_name = ""
+                connection.home_currency, connection.multicurrency = "", False
             connection.realm_id = realm_id
             connection.client_id = self._authorization.client_id
             connection.client_secret = self._authorization.client_secret
@@ -128,7 +138,7 @@ class ConnectionService:
             uow.connections.save(connection)
             self._audit(uow, tenant, "QUICKBOOKS_CONNECTED", f"realm {realm_id}")
             uow.commit()
-        return connection
+        return self._with_company_currency(connection)
 
     # --- reading and changing -------------------------------------------------------------------
 
@@ -268,14 +278,27 @@ class ConnectionService:
                 state=ConnectionState.CONNECTED,
                 connect_time=self._clock.now(),
                 company_name=known.company_name if known is not None and same_company else "",
+                home_currency=known.home_currency if known is not None and same_company else "",
+                multicurrency=known.multicurrency if known is not None and same_company else False,
                 settings=known.settings if known is not None and same_company else QuickBooksSettings(),
             )
             uow.connections.save(connection)
             self._audit(uow, tenant_id, "QUICKBOOKS_CONNECTED", f"realm {realm_id} (tokens given by an operator)")
             uow.commit()
-        return connection
+        return self._with_company_currency(connection)
+
+    def refresh_company_currency(self, tenant_id: str) -> CompanyCurrency | None:
+        """Reads the company's CurrencyPrefs again and stores them (see `read_company_currency`); None when
+        QuickBooks could not be read. For after the currency settings were changed in QuickBooks."""
+        return read_company_currency(tenant_id, self._accounting, self._uow_factory, self._clock)
 
     # --- helpers ------------------------------------------------------------------------------------
+
+    def _with_company_currency(self, connection: QuickBooksConnection) -> QuickBooksConnection:
+        currency = self.refresh_company_currency(connection.tenant_id)
+        if currency is None:
+            return connection
+        return replace(connection, home_currency=currency.home, multicurrency=currency.multicurrency)
 
     def _blank(self, tenant_id: str, environment: str) -> QuickBooksConnection:
         return QuickBooksConnection(

@@ -20,12 +20,20 @@ class QbsyncError(Exception):
 
 @dataclass(frozen=True)
 class FieldViolation:
+    """`reason` names the rule broken when a client may want to branch on it (CURRENCY_NOT_SUPPORTED);
+    "" for plain bad input."""
+
     field: str
     description: str
+    reason: str = ""
 
 
 class ValidationError(QbsyncError):
-    """Bad input: every offending field is named, and nothing has been stored."""
+    """Bad input: every offending field is named, and nothing has been stored.
+
+    The error's reason is the violations' own when they all share one (every field refused for its
+    currency: CURRENCY_NOT_SUPPORTED), else INVALID_ARGUMENT.
+    """
 
     reason = "INVALID_ARGUMENT"
 
@@ -33,6 +41,9 @@ class ValidationError(QbsyncError):
         self.violations = list(violations)
         fields = ", ".join(v.field for v in self.violations)
         super().__init__(f"invalid request: {fields}")
+        reasons = {v.reason for v in self.violations}
+        if len(reasons) == 1 and "" not in reasons:
+            self.reason = reasons.pop()
 
 
 class UnauthenticatedError(QbsyncError):

@@ -24,6 +24,7 @@ from typing import Self
 from core.accounting import AccountingCustomer, NewCustomer, QuickBooksRef, TxnKind, TxnSpec
 from core.company_lists import ListEntry, ListKind
 from core.connection import ListRef
+from core.currency import CompanyCurrency
 from core.domain import SyncJob
 from core.errors import LeaseLostError
 from core.ports import AccountingSystem, Clock, UnitOfWorkFactory
@@ -188,3 +189,6 @@ class FencedAccountingSystem(AccountingSystem):
 
     def find_list_entry(self, kind: ListKind, ref: ListRef) -> ListEntry | None:
         return self._system.find_list_entry(kind, ref)
+
+    def company_currency(self) -> CompanyCurrency:
+        return self._system.company_currency()

@@ -15,6 +15,7 @@ from typing import Protocol, Self
 from core.accounting import AccountingCustomer, NewCustomer, QuickBooksRef, TxnKind, TxnSpec
 from core.company_lists import ListEntry, ListKind
 from core.connection import ListRef, QuickBooksConnection, TokenGrant
+from core.currency import CompanyCurrency
 from core.domain import (
     ApiKey,
     AuditEvent,
@@ -80,6 +81,10 @@ class AccountingSystem(Protocol):
         name matching several entries gives the lowest Id). A read only: how settings are checked against
         the company (core.company_lists). Raises `AccountingUnavailableError`, `ThrottledError` or
         `ReconnectRequiredError` when the company cannot be asked."""
+    def company_currency(self) -> CompanyCurrency:
+        """The company's home currency and whether multicurrency is on, as QuickBooks' Preferences say
+        now (`CurrencyPrefs`; a read, never cached by the adapter). Raises as the other reads do
+        (`AccountingUnavailableError`, `ThrottledError`, `ReconnectRequiredError`)."""
         ...
 
 
@@ -218,6 +223,12 @@ class ConnectionRepository(Protocol):
 
     def save(self, connection: QuickBooksConnection) -> None:
         """Inserts or replaces the tenant's connection."""
+        ...
+
+    def save_company_currency(self, tenant_id: str, currency: CompanyCurrency) -> bool:
+        """Records the company's CurrencyPrefs (`home_currency`, `multicurrency`) on the tenant's connection
+        and changes nothing else, so a token another worker refreshed meanwhile is never written back over.
+        False, and nothing stored, when the tenant has no connection."""
         ...
 
 

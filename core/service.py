@@ -8,9 +8,12 @@ its job. The work itself happens in the background (core/worker.py).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from core.accounting import TxnKind
+from core.company_currency import read_company_currency
+from core.connection import ConnectionState
+from core.currency import AmountCurrency, CompanyCurrency, currency_violations
 from core.domain import (
     AuditEvent,
     EntityRef,
@@ -69,11 +72,21 @@ class SyncService:
     # --- mutating ---------------------------------------------------------------------------------
 
     def sync_payment(
-        self, principal: Principal, opportunity: Opportunity, payment: Payment, request_id: str = ""
+        self,
+        principal: Principal,
+        opportunity: Opportunity,
+        payment: Payment,
+        request_id: str = "",
+        *,
+        currencies: Sequence[AmountCurrency] = (),
     ) -> SyncJob:
-        """R3/R4: sync (or resync) one payment with its refunds."""
+        """R3/R4: sync (or resync) one payment with its refunds.
+
+        `currencies`: the currency the CRM gave each amount (none given: all in the home currency); every
+        use case that accepts amounts takes it and refuses amounts QuickBooks would book wrongly (SPEC §7)."""
         require(principal, Permission.SYNC)
-        _raise_if_any(validate_payment_request(opportunity, payment, request_id))
+        violations = validate_payment_request(opportunity, payment, request_id)
+        _raise_if_any(violations + self._currency_violations(principal.tenant_id, currencies))
         fingerprint = _fingerprint(JobKind.SYNC_PAYMENT, opportunity, payment)
         target = EntityRef(EntityType.PAYMENT, payment.payment_id)
 
@@ -84,16 +97,34 @@ class SyncService:
         return self._accept(principal, JobKind.SYNC_PAYMENT, target, opportunity, request_id, fingerprint, stage)
 
     def close_out_job(
-        self, principal: Principal, opportunity: Opportunity, job: Job, payments: list[Payment], request_id: str = ""
+        self,
+        principal: Principal,
+        opportunity: Opportunity,
+        job: Job,
+        payments: list[Payment],
+        request_id: str = "",
+        *,
+        currencies: Sequence[AmountCurrency] = (),
     ) -> SyncJob:
         """R5: record the job as closed out and sync its invoice with the payments applied."""
-        return self._accept_job(principal, JobKind.CLOSE_OUT_JOB, opportunity, job, payments, request_id)
+        return self._accept_job(
+            principal, JobKind.CLOSE_OUT_JOB, opportunity, job, payments, request_id, currencies
+        )
 
     def sync_invoice(
-        self, principal: Principal, opportunity: Opportunity, job: Job, payments: list[Payment], request_id: str = ""
+        self,
+        principal: Principal,
+        opportunity: Opportunity,
+        job: Job,
+        payments: list[Payment],
+        request_id: str = "",
+        *,
+        currencies: Sequence[AmountCurrency] = (),
     ) -> SyncJob:
         """R5/R6: sync or resync the invoice of a job that was closed out."""
-        return self._accept_job(principal, JobKind.SYNC_INVOICE, opportunity, job, payments, request_id)
+        return self._accept_job(
+            principal, JobKind.SYNC_INVOICE, opportunity, job, payments, request_id, currencies
+        )
 
     def retry(self, principal: Principal, name: str) -> SyncJob:
         """Runs a FAILED job again, with a fresh allowance of attempts."""
@@ -118,6 +149,12 @@ class SyncService:
             uow.audit.append(AuditEvent(principal.tenant_id, now, "RETRY_REQUESTED", job.target, job_id, ""))
             uow.commit()
             return job
+
+    def check_currencies(self, principal: Principal, currencies: Sequence[AmountCurrency]) -> list[FieldViolation]:
+        """What the currency rule says of a request's amounts, for a caller that reports it together with
+        what it found itself (the gRPC adapter, when conversion already rejected some fields)."""
+        require(principal, Permission.SYNC)
+        return self._currency_violations(principal.tenant_id, currencies)
 
     # --- reading ------------------------------------------------------------------------------------
 
@@ -178,9 +215,11 @@ class SyncService:
         job: Job,
         payments: list[Payment],
         request_id: str,
+        currencies: Sequence[AmountCurrency],
     ) -> SyncJob:
         require(principal, Permission.SYNC)
-        _raise_if_any(validate_job_request(opportunity, job, payments, request_id))
+        violations = validate_job_request(opportunity, job, payments, request_id)
+        _raise_if_any(violations + self._currency_violations(principal.tenant_id, currencies))
         fingerprint = _fingerprint(kind, opportunity, job, tuple(payments))
         target = EntityRef(EntityType.INVOICE, job.job_id)
         tenant = principal.tenant_id
@@ -250,6 +289,21 @@ class SyncService:
             if earlier is None:
                 raise
             return _same_request(earlier, fingerprint, request_id)
+
+    def _currency_violations(self, tenant: str, currencies: Sequence[AmountCurrency]) -> list[FieldViolation]:
+        """SPEC §7 against the company's currency as last read from QuickBooks (core/currency.py)."""
+        if not any(amount.code for amount in currencies):
+            return []  # an empty currency_code is the home currency, whatever it is: nothing to look up
+        with self._uow_factory() as uow:
+            connection = uow.connections.get(tenant)
+        if connection is None:
+            return currency_violations(currencies, CompanyCurrency())
+        company = connection.company_currency
+        if not company.known and connection.state is ConnectionState.CONNECTED:
+            # Connected, but QuickBooks could not be read at connect time: read it now rather than judge a
+            # labelled amount against the USD guess. Once read, this never happens again for the company.
+            company = read_company_currency(tenant, self._accounting, self._uow_factory, self._clock) or company
+        return currency_violations(currencies, company)
 
     def _stage_opportunity(self, uow: UnitOfWork, tenant: str, opportunity: Opportunity, path: str) -> None:
         known = uow.snapshots.get_opportunity(tenant, opportunity.opportunity_id)

@@ -8,7 +8,8 @@ core's own validation and reports every violation at once. Stand-ins never reach
 a request with violations is rejected.
 
 Amounts are exact: a `google.type.Money` becomes a `Decimal` in whole cents without passing through a
-float, and back.
+float, and back. Each amount's `currency_code` is handed to the core as it was sent (`AmountCurrency`, by
+field path): whether a currency is acceptable is the core's rule (core/currency.py), not this adapter's.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from google.protobuf.message import Message
 from google.type import date_pb2, money_pb2
 
 from adapters.grpc.status import status_for_job_error
+from core.currency import AmountCurrency
 from core.domain import (
     Customer,
     EntityRef,
@@ -95,6 +97,26 @@ def money_from_proto(money: money_pb2.Money, path: str, violations: Violations) 
     else:
         return amount.quantize(CENT)
     return amount
+
+
+def amount_currencies(message: Message, path: str = "") -> tuple[AmountCurrency, ...]:
+    """The `currency_code` of every `google.type.Money` set anywhere in `message`, each named by its field
+    path (`payments[1].refunds[0].amount`). Found by walking the message rather than listed by hand, so an
+    amount field added to the API later is covered without anyone remembering to."""
+    found: list[AmountCurrency] = []
+    for descriptor, value in message.ListFields():
+        kind = descriptor.message_type
+        if kind is None or kind.GetOptions().map_entry:
+            continue  # scalars and maps hold no Money in this API
+        field_path = _at(path, descriptor.name)
+        items = list(enumerate(value)) if descriptor.is_repeated else [(None, value)]
+        for index, item in items:
+            item_path = field_path if index is None else f"{field_path}[{index}]"
+            if kind.full_name == money_pb2.Money.DESCRIPTOR.full_name:
+                found.append(AmountCurrency(item_path, item.currency_code))
+            else:
+                found.extend(amount_currencies(item, item_path))
+    return tuple(found)
 
 
 def money_to_proto(amount: Decimal, currency_code: str = "") -> money_pb2.Money:
@@ -324,6 +346,7 @@ class PaymentRequest:
     payment: Payment
     request_id: str
     violations: tuple[FieldViolation, ...]
+    currencies: tuple[AmountCurrency, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -335,6 +358,7 @@ class JobRequest:
     payments: list[Payment]
     request_id: str
     violations: tuple[FieldViolation, ...]
+    currencies: tuple[AmountCurrency, ...] = ()
 
 
 def payment_request_from_proto(request: sync_service_pb2.SyncPaymentRequest) -> PaymentRequest:
@@ -345,6 +369,7 @@ def payment_request_from_proto(request: sync_service_pb2.SyncPaymentRequest) -> 
         payment=payment,
         request_id=request.request_id,
         violations=tuple(violations),
+        currencies=amount_currencies(request),
     )
 
 
@@ -360,6 +385,7 @@ def job_request_from_proto(
         payments=payments,
         request_id=request.request_id,
         violations=tuple(violations),
+        currencies=amount_currencies(request),
     )
 
 

@@ -55,8 +55,11 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
         req = convert.payment_request_from_proto(request)
         if req.violations:
             core_violations = validate_payment_request(req.opportunity, req.payment, req.request_id)
+            core_violations += self._service.check_currencies(principal, req.currencies)
             _reject(principal, Permission.SYNC, merge_violations(req.violations, core_violations))
-        job = self._service.sync_payment(principal, req.opportunity, req.payment, req.request_id)
+        job = self._service.sync_payment(
+            principal, req.opportunity, req.payment, req.request_id, currencies=req.currencies
+        )
         return convert.sync_job_to_proto(job)
 
     def CloseOutJob(
@@ -64,7 +67,9 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
     ) -> resources_pb2.SyncJob:
         principal = current_principal()
         req = self._job_request(principal, request)
-        job = self._service.close_out_job(principal, req.opportunity, req.job, req.payments, req.request_id)
+        job = self._service.close_out_job(
+            principal, req.opportunity, req.job, req.payments, req.request_id, currencies=req.currencies
+        )
         return convert.sync_job_to_proto(job)
 
     def SyncInvoice(
@@ -72,7 +77,9 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
     ) -> resources_pb2.SyncJob:
         principal = current_principal()
         req = self._job_request(principal, request)
-        job = self._service.sync_invoice(principal, req.opportunity, req.job, req.payments, req.request_id)
+        job = self._service.sync_invoice(
+            principal, req.opportunity, req.job, req.payments, req.request_id, currencies=req.currencies
+        )
         return convert.sync_job_to_proto(job)
 
     def RetrySync(
@@ -80,14 +87,15 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
     ) -> resources_pb2.SyncJob:
         return convert.sync_job_to_proto(self._service.retry(current_principal(), request.name))
 
-    @staticmethod
     def _job_request(
+        self,
         principal: Principal,
         request: sync_service_pb2.CloseOutJobRequest | sync_service_pb2.SyncInvoiceRequest,
     ) -> convert.JobRequest:
         req = convert.job_request_from_proto(request)
         if req.violations:
             core_violations = validate_job_request(req.opportunity, req.job, req.payments, req.request_id)
+            core_violations += self._service.check_currencies(principal, req.currencies)
             _reject(principal, Permission.SYNC, merge_violations(req.violations, core_violations))
         return req
 

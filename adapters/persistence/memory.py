@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Generic, Self, TypeVar
 
 from core.connection import QuickBooksConnection
+from core.currency import CompanyCurrency
 from core.domain import (
     ApiKey,
     AuditEvent,
@@ -418,6 +419,15 @@ class InMemoryConnectionRepository(_Repository, ConnectionRepository):
     def save(self, connection: QuickBooksConnection) -> None:
         with self._db.lock:
             self._tx.connections.put(connection.tenant_id, _copy(connection))
+
+    def save_company_currency(self, tenant_id: str, currency: CompanyCurrency) -> bool:
+        with self._db.lock:
+            connection = _copy(self._tx.connections.get(tenant_id))
+            if connection is None:
+                return False
+            connection.home_currency, connection.multicurrency = currency.home, currency.multicurrency
+            self._tx.connections.put(tenant_id, connection)
+            return True
 
 
 class InMemoryUnitOfWork(UnitOfWork):

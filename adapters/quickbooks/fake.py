@@ -28,6 +28,7 @@ from core.accounting import (
 )
 from core.company_lists import ListEntry, ListKind, pick_by_name
 from core.connection import ListRef
+from core.currency import CompanyCurrency
 from core.domain import normalise
 from core.errors import (
     AccountingUnavailableError,
@@ -135,6 +136,9 @@ class FakeQuickBooks(AccountingSystem):
     request_count: int = 0
     write_count: int = 0
     stale_token_refusals: int = 0
+    # CurrencyPrefs: a new QuickBooks company in the US is in USD with multicurrency off.
+    home_currency: str = "USD"
+    multicurrency: bool = False
     _next_id: int = 1
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -186,8 +190,23 @@ class FakeQuickBooks(AccountingSystem):
             self._call(write=False)
             entries = self.lists[kind]
             return entries.get(ref.id) if ref.id else pick_by_name(entries.values(), ref.name)
+    def company_currency(self) -> CompanyCurrency:
+        with self._lock:
+            self._call(write=False)
+            return CompanyCurrency(self.home_currency, self.multicurrency)
 
     # --- what testers use ---------------------------------------------------------------------------
+
+    def set_currency(self, home_currency: str | None = None, multicurrency: bool | None = None) -> None:
+        """Change CurrencyPrefs as a QuickBooks admin would, under QBO's rules (the emulator's too):
+        multicurrency cannot be turned off once on, and the home currency is fixed from then on."""
+        with self._lock:
+            if self.multicurrency and multicurrency is False:
+                raise ValueError("multicurrency cannot be turned off once it is on")
+            if self.multicurrency and home_currency not in (None, self.home_currency):
+                raise ValueError("the home currency cannot change once multicurrency is on")
+            self.home_currency = home_currency or self.home_currency
+            self.multicurrency = self.multicurrency if multicurrency is None else multicurrency
 
     def inject(self, *faults: Fault) -> None:
         """The next calls fail, one fault each, in order."""

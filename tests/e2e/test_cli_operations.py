@@ -236,10 +236,14 @@ def test_a_printed_connect_command_works(ops: SqlAlchemyUnitOfWorkFactory) -> No
                 }
             )
         )
+        live = requests.get(f"{server.admin_url}/realms/77/state", timeout=5).json()["tokens"]["refresh_tokens"]
     finally:
         server.stop()
     assert code == 0, output
     with ops() as uow:
         stored = uow.connections.get("acme")
     assert isinstance(stored, QuickBooksConnection) and stored.realm_id == "77"
-    assert stored.refresh_token == creds["refresh_token"]
+    # Connecting read the company's currency, which took an access token: the refresh token given was
+    # used once and the rotated one stored (the one the emulator still honours).
+    assert stored.home_currency == "USD"
+    assert stored.refresh_token in live

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from adapters.persistence.encryption import SecretBox
@@ -12,6 +12,7 @@ from adapters.persistence.sqlalchemy import codec
 from adapters.persistence.sqlalchemy.models import QuickBooksConnectionRow
 from adapters.persistence.sqlalchemy.repositories import SqlRepository
 from core.connection import ConnectionState, QuickBooksConnection
+from core.currency import CompanyCurrency
 from core.ports import ConnectionRepository
 
 # The fields of QuickBooksConnection that are encrypted together into the `secrets` column.
@@ -46,6 +47,8 @@ class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
             state=ConnectionState(row.state),
             connect_time=row.connect_time,
             company_name=row.company_name,
+            home_currency=row.home_currency,
+            multicurrency=row.multicurrency,
             last_error=row.last_error,
             settings=codec.settings_from_json(row.settings),
             oauth_state=opened["oauth_state"],
@@ -68,12 +71,23 @@ class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
                 "state": connection.state.value,
                 "connect_time": connection.connect_time,
                 "company_name": connection.company_name,
+                "home_currency": connection.home_currency,
+                "multicurrency": connection.multicurrency,
                 "last_error": connection.last_error,
                 "settings": codec.settings_to_json(connection.settings),
                 "redirect_uri": connection.redirect_uri,
             },
             ["tenant_id"],
         )
+
+    def save_company_currency(self, tenant_id: str, currency: CompanyCurrency) -> bool:
+        statement = (
+            update(QuickBooksConnectionRow)
+            .where(QuickBooksConnectionRow.tenant_id == tenant_id)
+            .values(home_currency=currency.home, multicurrency=currency.multicurrency)
+        )
+        result = self._session.execute(statement)
+        return bool(getattr(result, "rowcount", 0))
 
     def _box(self) -> SecretBox:
         if self._secrets is None:

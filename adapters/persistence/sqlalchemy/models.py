@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import ForeignKeyConstraint, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKeyConstraint, Index, Integer, MetaData, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from adapters.persistence.sqlalchemy.columns import ExactDecimal, UtcDateTime
@@ -184,6 +184,9 @@ class QuickBooksConnectionRow(Base):
     state: Mapped[str] = mapped_column(String)
     connect_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
     company_name: Mapped[str] = mapped_column(Text)
+    # CurrencyPrefs as read from QuickBooks ("" = not read yet): company facts, written with company_name.
+    home_currency: Mapped[str] = mapped_column(String, server_default="")
+    multicurrency: Mapped[bool] = mapped_column(server_default=false())
     last_error: Mapped[str] = mapped_column(Text)
     settings: Mapped[str] = mapped_column(Text)  # QuickBooksSettings as JSON (see codec)
     redirect_uri: Mapped[str] = mapped_column(Text)

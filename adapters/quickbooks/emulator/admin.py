@@ -20,6 +20,10 @@ Routes (bodies are JSON objects; every field optional unless said otherwise):
   400, ValidationFault; the Detail ends with the closing date, which real QBO's does not). null (or ``""``)
   opens the books again. The ``records`` routes below are not refused: a bookkeeper in QBO can get past the
   closing date.
+- ``GET|POST /_emulator/realms/{realm}/preferences`` ``{"home_currency": "CAD", "multicurrency": true}`` →
+  ``{"CurrencyPrefs": {"HomeCurrency": {"value"}, "MultiCurrencyEnabled"}}``: the company's currency settings,
+  as the API's ``GET /preferences`` serves them. QBO's rules hold: once multicurrency is on it cannot be
+  turned off and the home currency cannot change (Fault 6000, HTTP 400). A new realm is USD, multicurrency off.
 - ``GET  /_emulator/realms/{realm}/limits`` → ``{"in_flight", "max_in_flight", "requests_total",
   "admitted_last_minute", "throttled"}``
 - ``POST /_emulator/realms/{realm}/auth_code`` ``{"client_id", "redirect_uri"}`` → ``{"code"}`` for
@@ -190,6 +194,15 @@ def _realms(state: EmulatorState, method: str, parts: list[str], body: JsonDict)
             realm.set_closing_date(body["date"])
         closing = realm.closing_date
         return json_response(200, {"closing_date": closing.isoformat() if closing else None})
+    if rest == ["preferences"]:
+        if method == "POST":
+            multicurrency = body.get("multicurrency")
+            if multicurrency is not None and not isinstance(multicurrency, bool):
+                raise _BadRequest("multicurrency must be true or false")
+            prefs = realm.set_currency(body.get("home_currency"), multicurrency)
+        else:
+            prefs = realm.preferences()["CurrencyPrefs"]
+        return json_response(200, {"CurrencyPrefs": prefs})
     if rest == ["limits"]:
         return json_response(200, state.limiter.snapshot(realm.realm_id))
     if rest == ["auth_code"] and method == "POST":

@@ -146,6 +146,9 @@ def _dispatch(realm: Realm, call: ApiCall) -> JsonDict:
         return {"QueryResponse": realm.query(str(call.body or ""))}
     if call.operation == "batch":
         return {"BatchItemResponse": _batch(realm, call.body)}
+    if call.entity == "preferences" and call.operation == "read":
+        # GET /preferences: one object per company, no Id in the path (python-quickbooks' PrefMixin).
+        return {"Preferences": realm.preferences()}
     entity = _entity_name(call)
     if call.operation == "read":
         if entity == "CompanyInfo":

@@ -148,6 +148,10 @@ class Realm:
         self.sequences: dict[str, int] = {}
         self.notes: list[str] = []  # observations a tester may want (duplicate DocNumbers)
         self.closing_date: date | None = None  # QBO's "Close the books" date; None when the books are open
+        # CurrencyPrefs: a new US company is in USD with multicurrency off (see set_currency for the rules).
+        self.home_currency = "USD"
+        self.multicurrency = False
+        self.preferences_stamp = qbo_time()
         # requestid → (HTTP status, body): a repeated requestid replays the first answer.
         self.replay: dict[str, tuple[int, bytes]] = {}
         stamp = qbo_time()
@@ -284,6 +288,47 @@ class Realm:
         with self.lock:
             self.closing_date = None if value in (None, "") else date.fromisoformat(str(value))
             return self.closing_date
+
+    def set_currency(self, home_currency: str | None = None, multicurrency: bool | None = None) -> JsonDict:
+        """Change CurrencyPrefs as the company's admin would in QBO's settings. QBO's rules: multicurrency
+        can never be turned off once on, and the home currency is fixed from then on. Returns the prefs."""
+        with self.lock:
+            if self.multicurrency and multicurrency is False:
+                raise errors.business_rule("Multicurrency cannot be turned off once it is on")
+            if self.multicurrency and home_currency not in (None, self.home_currency):
+                raise errors.business_rule("The home currency cannot be changed once multicurrency is on")
+            if home_currency is not None:
+                code = str(home_currency).upper()
+                if len(code) != 3 or not code.isalpha():
+                    raise errors.invalid_property(f"HomeCurrency {home_currency!r} is not an ISO 4217 code")
+                self.home_currency = code
+            if multicurrency is not None:
+                self.multicurrency = bool(multicurrency)
+            self.preferences_stamp = qbo_time()
+            return self._currency_prefs()
+
+    def preferences(self) -> JsonDict:
+        """GET /preferences: the ``Preferences`` object (the parts the emulator models). QBO answers the
+        whole company's preferences in one object, Id "1"; MultiCurrencyEnabled is sent even when false."""
+        with self.lock:
+            created = self.records["CompanyInfo"]["1"]["MetaData"]["CreateTime"]
+            return {
+                "AccountingInfoPrefs": {
+                    "BookCloseDate": self.closing_date.isoformat() if self.closing_date else None,
+                    "TrackDepartments": False,
+                    "ClassTrackingPerTxn": False,
+                    "ClassTrackingPerTxnLine": False,
+                },
+                "CurrencyPrefs": self._currency_prefs(),
+                "Id": "1",
+                "SyncToken": "0",
+                "domain": "QBO",
+                "sparse": False,
+                "MetaData": {"CreateTime": created, "LastUpdatedTime": self.preferences_stamp},
+            }
+
+    def _currency_prefs(self) -> JsonDict:
+        return {"HomeCurrency": {"value": self.home_currency}, "MultiCurrencyEnabled": self.multicurrency}
 
     def query(self, text: str) -> JsonDict:
         """POST /query: the ``QueryResponse`` object."""
@@ -546,7 +591,7 @@ class Realm:
         record["Classification"] = ACCOUNT_CLASSIFICATION[account_type]
         record["FullyQualifiedName"] = name
         record.setdefault("SubAccount", False)
-        record.setdefault("CurrencyRef", {"value": "USD", "name": "United States Dollar"})
+        record.setdefault("CurrencyRef", {"value": self.home_currency})
 
     def _item(self, record: JsonDict, own_id: str | None) -> None:
         record["FullyQualifiedName"] = self._list_name("Item", record, own_id)

@@ -14,6 +14,8 @@ import threading
 import uuid
 from typing import Any
 
+from quickbooks.objects.preferences import Preferences
+
 from adapters.quickbooks.qbo.calls import CompanySession
 from adapters.quickbooks.qbo.lists import read_list_entry
 from adapters.quickbooks.qbo.mapping import (
@@ -40,6 +42,7 @@ from core.accounting import (
 )
 from core.company_lists import ListEntry, ListKind
 from core.connection import PRODUCTION, ListRef
+from core.currency import CompanyCurrency
 from core.errors import (
     AccountingError,
     BookkeepingError,
@@ -214,6 +217,11 @@ class QuickBooksAccountingSystem(AccountingSystem):
 
     def find_list_entry(self, kind: ListKind, ref: ListRef) -> ListEntry | None:
         return read_list_entry(self.session, kind, ref)
+    def company_currency(self) -> CompanyCurrency:
+        preferences = self.session.call(
+            lambda qb: Preferences.get(qb=qb), write=False, what="reading the company's preferences"
+        )
+        return _currency_of(preferences)
 
     # --- reading ---------------------------------------------------------------------------------------
 
@@ -371,3 +379,11 @@ def _derived_request_id(request_id: str, suffix: str) -> str:
     if len(candidate) <= REQUEST_ID_MAX:
         return candidate
     return hashlib.sha256(candidate.encode()).hexdigest()[:40]
+
+
+def _currency_of(preferences: Preferences) -> CompanyCurrency:
+    """`CurrencyPrefs` as python-quickbooks parses it: HomeCurrency is a Ref whose value is the ISO code.
+    QBO leaves out what is at its default, so a missing MultiCurrencyEnabled means off."""
+    prefs = preferences.CurrencyPrefs
+    home = getattr(getattr(prefs, "HomeCurrency", None), "value", "") or ""
+    return CompanyCurrency(home=str(home).upper(), multicurrency=bool(getattr(prefs, "MultiCurrencyEnabled", False)))

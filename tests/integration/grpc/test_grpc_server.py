@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -30,6 +30,7 @@ from grpc_status import rpc_status
 
 from adapters.grpc.server import build_server, serve_until_signalled, stop_gracefully
 from adapters.grpc.servicer import SyncServicer
+from core.currency import AmountCurrency, CompanyCurrency, currency_violations
 from core.domain import (
     EntityRef,
     EntityType,
@@ -43,7 +44,7 @@ from core.domain import (
     SyncJob,
     SyncRecord,
 )
-from core.errors import NotFoundError, UnauthenticatedError, ValidationError
+from core.errors import FieldViolation, NotFoundError, UnauthenticatedError, ValidationError
 from core.service import require
 from core.validation import validate_job_request, validate_payment_request
 from qbsync.v1 import resources_pb2 as r
@@ -91,19 +92,38 @@ class FakeSyncService:
             return job
 
     def sync_payment(
-        self, principal: Principal, opportunity: Opportunity, payment: Payment, request_id: str = ""
+        self,
+        principal: Principal,
+        opportunity: Opportunity,
+        payment: Payment,
+        request_id: str = "",
+        *,
+        currencies: Sequence[AmountCurrency] = (),
     ) -> SyncJob:
         require(principal, Permission.SYNC)
         violations = validate_payment_request(opportunity, payment, request_id)
+        violations += currency_violations(currencies, CompanyCurrency())  # a tenant not connected yet
         if violations:
             raise ValidationError(violations)
         return self._accept(principal, EntityRef(EntityType.PAYMENT, payment.payment_id), opportunity)
 
+    def check_currencies(self, principal: Principal, currencies: Sequence[AmountCurrency]) -> list[FieldViolation]:
+        require(principal, Permission.SYNC)
+        return currency_violations(currencies, CompanyCurrency())
+
     def close_out_job(
-        self, principal: Principal, opportunity: Opportunity, job: Job, payments: list[Payment], request_id: str = ""
+        self,
+        principal: Principal,
+        opportunity: Opportunity,
+        job: Job,
+        payments: list[Payment],
+        request_id: str = "",
+        *,
+        currencies: Sequence[AmountCurrency] = (),
     ) -> SyncJob:
         require(principal, Permission.SYNC)
         violations = validate_job_request(opportunity, job, payments, request_id)
+        violations += currency_violations(currencies, CompanyCurrency())
         if violations:
             raise ValidationError(violations)
         return self._accept(principal, EntityRef(EntityType.INVOICE, job.job_id), opportunity)

@@ -13,10 +13,11 @@ import requests
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from adapters.quickbooks.emulator import EmulatorServer, run_emulator
 from adapters.quickbooks.oauth import IntuitAuthorization
-from adapters.quickbooks.qbo import QuickBooksAccountingSystems
+from adapters.quickbooks.qbo import QuickBooksAccountingSystems, RetryPolicy
 from adapters.system import SystemClock, UuidIdSource
 from core.connection import ConnectionState, QuickBooksConnection
 from core.connections_service import ConnectionService
+from core.currency import CompanyCurrency
 from core.domain import Permission, Principal
 from core.errors import AccountingUnavailableError, BookkeepingError, FailedPreconditionError
 
@@ -116,11 +117,16 @@ def test_without_an_app_the_flow_names_the_settings_to_set() -> None:
         intuit.authorization_url("sandbox", REDIRECT, "s")
 
 
+def _service(uow: InMemoryUnitOfWorkFactory, app: dict[str, str]) -> ConnectionService:
+    """The connection use cases with Intuit's OAuth client and the real QuickBooks adapter, over HTTP."""
+    intuit = IntuitAuthorization(app["client_id"], app["client_secret"], SystemClock())
+    accounting = QuickBooksAccountingSystems(uow, SystemClock(), http_timeout=5, retry=RetryPolicy(attempts=1))
+    return ConnectionService(uow, intuit, SystemClock(), UuidIdSource(), accounting=accounting)
+
+
 def test_connection_service_end_to_end_with_the_emulator(emulator: EmulatorServer, app: dict[str, str]) -> None:
     uow = InMemoryUnitOfWorkFactory()
-    intuit = IntuitAuthorization(app["client_id"], app["client_secret"], SystemClock())
-    systems = QuickBooksAccountingSystems(uow, SystemClock())
-    service = ConnectionService(uow, intuit, SystemClock(), UuidIdSource(), accounting=systems)
+    service = _service(uow, app)
     admin = Principal("acme", frozenset({Permission.ADMIN}))
 
     url, state = service.get_authorization_url(admin, REDIRECT, emulator.discovery_url)
@@ -132,3 +138,57 @@ def test_connection_service_end_to_end_with_the_emulator(emulator: EmulatorServe
 
     service.disconnect(admin)
     assert connection.refresh_token not in _live_refresh_tokens(emulator, "4620")
+
+
+def test_connecting_reads_the_company_currency_through_the_real_adapter(
+    emulator: EmulatorServer, app: dict[str, str]
+) -> None:
+    requests.post(
+        f"{emulator.admin_url}/realms/4620/preferences", json={"home_currency": "CAD", "multicurrency": True}, timeout=5
+    ).raise_for_status()
+    tokens = emulator.create_realm(realm_id="4620", client_id=app["client_id"], client_secret=app["client_secret"])
+    uow = InMemoryUnitOfWorkFactory()
+    service = _service(uow, app)
+
+    connection = service.connect_with_tokens(
+        "acme",
+        "4620",
+        app["client_id"],
+        app["client_secret"],
+        tokens["refresh_token"],
+        tokens["access_token"],
+        environment=emulator.discovery_url,
+        api_base_url=emulator.base_api_url,
+    )
+
+    assert (connection.home_currency, connection.multicurrency) == ("CAD", True)
+    with uow() as unit:
+        stored = unit.connections.get("acme")
+        events = unit.audit.list("acme", limit=10)
+    assert stored is not None and (stored.home_currency, stored.multicurrency) == ("CAD", True)
+    assert any(e.kind == "QUICKBOOKS_CURRENCY_READ" and "CAD" in e.message for e in events)
+    reads = requests.get(f"{emulator.admin_url}/requests", params={"realm_id": "4620"}, timeout=5).json()
+    assert [(r["method"], r["entity"], r["status"], r["minorversion"]) for r in reads["requests"]] == [
+        ("GET", "preferences", 200, "75")
+    ]
+
+
+def test_a_company_that_cannot_be_read_at_connect_time_stays_connected_unread(
+    emulator: EmulatorServer, app: dict[str, str]
+) -> None:
+    tokens = emulator.create_realm(realm_id="4620", client_id=app["client_id"], client_secret=app["client_secret"])
+    requests.post(
+        f"{emulator.admin_url}/faults", json={"kind": "http503", "realm_id": "4620", "count": 1}, timeout=5
+    ).raise_for_status()
+    uow = InMemoryUnitOfWorkFactory()
+    service = _service(uow, app)
+    connection = service.connect_with_tokens(
+        "acme", "4620", app["client_id"], app["client_secret"], tokens["refresh_token"], tokens["access_token"],
+        environment=emulator.discovery_url, api_base_url=emulator.base_api_url,
+    )
+    assert connection.state is ConnectionState.CONNECTED and connection.home_currency == ""
+
+    assert service.refresh_company_currency("acme") == CompanyCurrency("USD", multicurrency=False)
+    with uow() as unit:
+        stored = unit.connections.get("acme")
+    assert stored is not None and stored.home_currency == "USD"

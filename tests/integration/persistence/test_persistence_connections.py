@@ -9,13 +9,17 @@ from datetime import UTC, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from alembic import command
 from persistence_builders import T0, Backend
 from sqlalchemy import text
+from sqlalchemy.engine import URL
 
 from adapters.persistence.encryption import EncryptionKeyError, SecretBox, generate_key
 from adapters.persistence.sqlalchemy import SqlAlchemyUnitOfWorkFactory, create_engine_for
 from adapters.persistence.sqlalchemy.connections import MissingEncryptionKeyError
+from adapters.persistence.sqlalchemy.migrate import alembic_config
 from core.connection import ConnectionState, ListRef, QuickBooksConnection, QuickBooksSettings
+from core.currency import CompanyCurrency
 from core.domain import PaymentMethod
 
 REFRESH_TOKEN = "RT-very-secret-refresh-token-0123456789"
@@ -40,6 +44,8 @@ def connection(tenant_id: str = "t1", realm_id: str = "9130", **changes: object)
         state=ConnectionState.CONNECTED,
         connect_time=T0,
         company_name="Ann's Moving Co",
+        home_currency="USD",
+        multicurrency=False,
         last_error="",
         settings=QuickBooksSettings(
             deposit_account=ListRef("4", "Undeposited Funds"),
@@ -68,6 +74,26 @@ def _get(backend: Backend, tenant_id: str) -> QuickBooksConnection | None:
 
 
 # --- the contract ------------------------------------------------------------------------------------
+
+
+def test_the_company_currency_is_stored_with_the_connection(backend: Backend) -> None:
+    _save(backend, connection(home_currency="CAD", multicurrency=True), connection("t2", home_currency=""))
+    multicurrency, unread = _get(backend, "t1"), _get(backend, "t2")
+    assert multicurrency is not None and (multicurrency.home_currency, multicurrency.multicurrency) == ("CAD", True)
+    assert unread is not None and (unread.home_currency, unread.multicurrency) == ("", False)
+    _save(backend, connection(home_currency="CAD", multicurrency=False))  # a later read replaces it
+    again = _get(backend, "t1")
+    assert again is not None and (again.home_currency, again.multicurrency) == ("CAD", False)
+
+
+def test_saving_the_company_currency_changes_nothing_else(backend: Backend) -> None:
+    _save(backend, connection(home_currency="", refresh_token="RT-rotated"))
+    with backend.uow() as uow:
+        assert uow.connections.save_company_currency("t1", CompanyCurrency("EUR", multicurrency=True))
+        assert not uow.connections.save_company_currency("nobody", CompanyCurrency("EUR"))
+        uow.commit()
+    assert _get(backend, "t1") == connection(home_currency="EUR", multicurrency=True, refresh_token="RT-rotated")
+    assert _get(backend, "nobody") is None
 
 
 def test_a_saved_connection_comes_back_whole(backend: Backend) -> None:
@@ -257,3 +283,22 @@ def test_the_persistence_module_makes_the_key_file_only_when_a_secret_is_stored(
     assert key_file.exists()
     with factory() as uow:
         assert uow.connections.get("t1") == connection()
+
+
+def _migrate_to(url: URL | None, revision: str, *, down: bool) -> None:
+    assert url is not None
+    engine = create_engine_for(url)
+    try:
+        with engine.begin() as db:
+            config = alembic_config(url)
+            config.attributes["connection"] = db
+            (command.downgrade if down else command.upgrade)(config, revision)
+    finally:
+        engine.dispose()
+
+
+def test_migration_0004_leaves_existing_connections_whole_and_unread(sql_backend: Backend) -> None:
+    _save(sql_backend, connection(home_currency="CAD", multicurrency=True))
+    _migrate_to(sql_backend.url, "0003", down=True)
+    _migrate_to(sql_backend.url, "head", down=False)
+    assert _get(sql_backend, "t1") == connection(home_currency="", multicurrency=False)

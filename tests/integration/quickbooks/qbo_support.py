@@ -114,6 +114,13 @@ class QboRig:
     def settings(self, **values: Any) -> None:
         self.admin("POST", "/settings", values)
 
+    def set_currency(self, home_currency: str | None = None, multicurrency: bool | None = None) -> bool:
+        """CurrencyPrefs changed in QBO's settings; False when the emulator refuses, as QBO would."""
+        body = {k: v for k, v in (("home_currency", home_currency), ("multicurrency", multicurrency)) if v is not None}
+        response = requests.post(f"{self.server.admin_url}/realms/{self.realm_id}/preferences", json=body, timeout=10)
+        assert response.status_code in (200, 400), response.text
+        return response.status_code == 200
+
     def log(self) -> list[dict[str, Any]]:
         return list(self.admin("GET", "/requests", realm_id=self.realm_id)["requests"])
 
@@ -159,6 +166,8 @@ class Company(Protocol):
 
     def payment_amount(self, payment_id: str) -> Decimal:
         """The payment's TotalAmt as QuickBooks holds it."""
+    def set_currency(self, home_currency: str | None = None, multicurrency: bool | None = None) -> bool:
+        """The company's admin changes CurrencyPrefs; False when QuickBooks refuses the change."""
         ...
 
 
@@ -207,6 +216,12 @@ class FakeCompany:
         spec = self.fake.txn(payment_id).spec
         assert isinstance(spec, PaymentSpec)
         return spec.amount
+    def set_currency(self, home_currency: str | None = None, multicurrency: bool | None = None) -> bool:
+        try:
+            self.fake.set_currency(home_currency, multicurrency)
+        except ValueError:
+            return False
+        return True
 
 
 _ENTITY = {
@@ -273,6 +288,8 @@ class EmulatedCompany:
     def payment_amount(self, payment_id: str) -> Decimal:
         payment = next(p for p in self.rig.records("Payment") if p["Id"] == payment_id)
         return Decimal(str(payment["TotalAmt"]))
+    def set_currency(self, home_currency: str | None = None, multicurrency: bool | None = None) -> bool:
+        return self.rig.set_currency(home_currency, multicurrency)
 
 
 CompanyFactory = Callable[[], Company]

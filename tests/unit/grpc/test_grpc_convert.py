@@ -318,3 +318,42 @@ def test_sync_status_of_a_record() -> None:
         r.SYNC_STATE_FAILED, "77", "the refund account is closed"
     )
     assert msg.resync_available and msg.last_synced_time.ToDatetime(tzinfo=UTC) == T0
+
+
+# --- currencies: reported as sent, judged by the core ------------------------------------------------
+
+
+def test_every_amounts_currency_is_reported_by_its_field_path() -> None:
+    request = s.CloseOutJobRequest(
+        job=r.Job(
+            job_id="j1",
+            lines=[
+                r.InvoiceLine(unit_price=Money(currency_code="EUR", units=1), amount=Money(units=1)),
+            ],
+        ),
+        payments=[
+            r.Payment(payment_id="p1", amount=Money(currency_code="USD", units=5)),
+            r.Payment(
+                payment_id="p2",
+                amount=Money(currency_code="JPY", units=5),
+                refunds=[r.Refund(amount=Money(currency_code="GBP", units=1))],
+            ),
+        ],
+    )
+    found = convert.job_request_from_proto(request).currencies
+    assert [(a.field, a.code) for a in found] == [
+        ("job.lines[0].unit_price", "EUR"),
+        ("job.lines[0].amount", ""),
+        ("payments[0].amount", "USD"),
+        ("payments[1].amount", "JPY"),
+        ("payments[1].refunds[0].amount", "GBP"),
+    ]
+
+
+def test_a_payment_requests_currencies_are_reported_and_not_judged_here() -> None:
+    request = s.SyncPaymentRequest(
+        payment=r.Payment(payment_id="p1", amount=Money(currency_code="EUR", units=5))
+    )
+    converted = convert.payment_request_from_proto(request)
+    assert [(a.field, a.code) for a in converted.currencies] == [("payment.amount", "EUR")]
+    assert not any(v.field.endswith("currency_code") for v in converted.violations)

@@ -138,3 +138,13 @@ def test_hundreds_of_violations_still_fit_in_the_trailers() -> None:
     assert isinstance(bad_request, error_details_pb2.BadRequest)
     assert [v.field for v in bad_request.field_violations][-1] == "job.lines[49].quantity"
     assert status.message == "500 invalid fields; the first 50 are listed"
+
+
+def test_a_currency_refusal_is_invalid_argument_with_its_own_reason() -> None:
+    violation = FieldViolation("payment.amount.currency_code", "EUR is not USD", reason="CURRENCY_NOT_SUPPORTED")
+    status = status_for_error(ValidationError([violation]))
+    info = detail(status, error_details_pb2.ErrorInfo)
+    bad_request = detail(status, error_details_pb2.BadRequest)
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert info is not None and info.reason == "CURRENCY_NOT_SUPPORTED" and info.domain == "qbsync"
+    assert bad_request is not None and [v.field for v in bad_request.field_violations] == [violation.field]
