@@ -108,6 +108,7 @@ class FakeQuickBooks(AccountingSystem):
     request_count: int = 0
     write_count: int = 0
     stale_token_retries: int = 0
+    pending_deactivations: dict[str, int] = field(default_factory=dict)  # customer id -> calls to wait
     _next_id: int = 1
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -179,9 +180,16 @@ class FakeQuickBooks(AccountingSystem):
             self.customers[new_id] = FakeCustomer(new_id, display_name, email, active=active)
             return new_id
 
-    def deactivate_customer(self, customer_id: str) -> None:
+    def deactivate_customer(self, customer_id: str, *, after_calls: int | None = None) -> None:
+        """Someone makes the customer inactive in QuickBooks: now, or (`after_calls`=N) just before the
+        (N+1)th call from now, which lands in the middle of a sync. QBO cannot delete a customer: making
+        it inactive is QBO's "delete"."""
         with self._lock:
-            self.customers[customer_id].active = False
+            if after_calls is None:
+                self.customers[customer_id].active = False
+                self.pending_deactivations.pop(customer_id, None)
+            else:
+                self.pending_deactivations[customer_id] = after_calls
 
     def delete(self, quickbooks_id: str) -> None:
         """Deletes a transaction in QuickBooks; payments linking it lose those lines, as in QBO."""
@@ -216,6 +224,11 @@ class FakeQuickBooks(AccountingSystem):
 
     def _call(self, *, write: bool) -> Fault | None:
         self.request_count += 1
+        for customer_id, calls_left in list(self.pending_deactivations.items()):
+            if calls_left == 0:
+                self.deactivate_customer(customer_id)
+            else:
+                self.pending_deactivations[customer_id] = calls_left - 1
         fault = self.faults.popleft() if self.faults else None
         if fault is Fault.UNAVAILABLE:
             raise AccountingUnavailableError("QuickBooks is unavailable (injected)")
@@ -293,6 +306,11 @@ class FakeQuickBooks(AccountingSystem):
                     others = self._linked_to(line.txn_id, excluding=replacing.id if replacing else None)
                     if others + line.amount > target.total:
                         raise BookkeepingError(f"invoice {line.txn_id} would be over-applied")
+        if replacing is not None and spec.customer_id != replacing.spec.customer_id and self._linked_to(replacing.id):
+            # As the emulator (and, by our reading, QBO): a record a payment links keeps its customer.
+            raise BookkeepingError(
+                f"{replacing.entity} {replacing.id} is linked from a payment: its customer cannot change"
+            )
         if isinstance(spec, InvoiceSpec) and replacing is not None and spec.total < self._linked_to(replacing.id):
             raise BookkeepingError("the invoice total would fall below the payments applied to it")
         if isinstance(spec, RefundSpec) and spec.amount <= ZERO:

@@ -234,3 +234,102 @@ def test_a_record_deleted_in_quickbooks_is_recreated_on_resync(core: CoreRig, ri
     assert status(core, EntityType.PAYMENT, "p1").quickbooks_id == pay["Id"]
     assert links(pay) == {("Expense", expense["Id"], D("50.00"))}
     assert status(core, EntityType.REFUND, "r1").state is SyncState.SYNCED
+
+
+# --- R1: the linked customer made inactive in QuickBooks ------------------------------------------------
+#
+# Every combination of what an opportunity can have in QuickBooks when its customer is found inactive:
+# deposits with no, partial and whole refunds, payments applied to invoices, refunds after close-out, and a
+# second opportunity of the same customer. Then a sync of each kind. QBO (the emulator) refuses to move a
+# record a payment links, and a payment linking another customer's records.
+
+OPP_2 = Opportunity("o2", "1002", MARY)
+MOVE_2 = Job("j2", "INV-1002", date(2026, 4, 5), (InvoiceLine("Packing", D("1"), D("80.00"), D("80.00")),))
+HISTORIES: dict[str, list[tuple[str, Opportunity, Any]]] = {
+    "deposit": [("pay", OPP, payment("p1", "500.00"))],
+    "deposit with a refund": [("pay", OPP, payment("p1", "500.00", refund("r1", "50.00")))],
+    "fully refunded deposit": [("pay", OPP, payment("p1", "500.00", refund("r1", "200.00"), refund("r2", "300.00")))],
+    "fully refunded check": [
+        ("pay", OPP, payment("p1", "120.00", refund("r1", "120.00"), method=PaymentMethod.CHECK))
+    ],
+    "closed out, paid": [("close", OPP, (MOVE, [payment("p1", "500.00"), payment("p2", "40.00")]))],
+    "closed out, then a refund": [
+        ("close", OPP, (MOVE, [payment("p1", "300.00"), payment("p2", "100.00")])),
+        ("pay", OPP, payment("p2", "100.00", refund("r1", "60.00"))),
+    ],
+    "fully refunded deposit, then closed out": [
+        ("pay", OPP, payment("p1", "200.00", refund("r1", "200.00"))),
+        ("close", OPP, (MOVE, [payment("p1", "200.00", refund("r1", "200.00")), payment("p2", "400.00")])),
+    ],
+    "two opportunities": [
+        ("close", OPP, (MOVE, [payment("p1", "500.00", refund("r1", "25.00"))])),
+        ("close", OPP_2, (MOVE_2, [payment("p2", "50.00", refund("r2", "50.00")), payment("p3", "60.00")])),
+    ],
+}
+
+
+def _send(core: CoreRig, kind: str, opportunity: Opportunity, body: Any) -> None:
+    if kind == "pay":
+        core.succeed(core.service.sync_payment(core.principal, opportunity, body))
+    elif kind == "close":
+        core.succeed(core.service.close_out_job(core.principal, opportunity, *body))
+    else:
+        core.succeed(core.service.sync_invoice(core.principal, opportunity, *body))
+
+
+def _then(history: list[tuple[str, Opportunity, Any]], how: str) -> tuple[str, Opportunity, Any]:
+    """The sync that finds the customer inactive: the last payment again (perhaps with a new refund), the
+    last invoice again, or a new payment."""
+    kind, opportunity, body = history[-1]
+    last_payment = body if kind == "pay" else body[1][-1]
+    if how == "resync payment":
+        return "pay", opportunity, last_payment
+    if how == "refund now":
+        room = last_payment.net_amount
+        more = refund("r9", str(min(room, D("10.00")))) if room > 0 else None
+        return "pay", opportunity, Payment(
+            last_payment.payment_id, last_payment.amount, last_payment.method, T, last_payment.reference,
+            (*last_payment.refunds, *([more] if more else [])),
+        )
+    if how == "new payment":
+        return "pay", opportunity, payment("p8", "70.00")
+    assert how == "sync invoice"
+    if kind == "close":
+        return "invoice", opportunity, body
+    return "close", opportunity, (MOVE, [last_payment])
+
+
+@pytest.mark.parametrize("how", ["resync payment", "refund now", "new payment", "sync invoice"])
+@pytest.mark.parametrize("story", sorted(HISTORIES))
+def test_an_inactive_customer_is_replaced_and_everything_moves(core: CoreRig, rig: QboRig, story: str, how: str) -> None:
+    for kind, opportunity, body in HISTORIES[story]:
+        _send(core, kind, opportunity, body)
+    first = status(core, EntityType.CUSTOMER, "c1").quickbooks_id
+    before = {
+        entity: {r["Id"]: r for r in live(rig, entity)} for entity in ("Payment", "Purchase", "Invoice")
+    }
+    rig.act("Customer", first, "deactivate")
+
+    _send(core, *_then(HISTORIES[story], how))
+
+    second = status(core, EntityType.CUSTOMER, "c1").quickbooks_id
+    assert second != first
+    (successor,) = [c for c in rig.records("Customer") if c["Id"] == second]
+    assert successor["Active"] is True and successor["DisplayName"] == "Mary O'Brien - 2"
+    state = rig.state()
+    for entity, owner in (("Payment", "CustomerRef"), ("Purchase", "EntityRef"), ("Invoice", "CustomerRef")):
+        records = live(rig, entity)
+        assert all(r[owner]["value"] == second for r in records), (entity, records)
+        # Moved in place: every record that existed is still there under the same Id.
+        assert set(before[entity]) <= {r["Id"] for r in records}
+    # R4: every refund linked once from its payment, for its whole amount; R5/R10: the books balance.
+    expenses = {r["Id"]: D(str(r["TotalAmt"])) for r in live(rig, "Purchase")}
+    linked = [(txn_id, amount) for p in live(rig, "Payment") for (kind, txn_id, amount) in links(p) if kind != "Invoice"]
+    assert sorted(linked) == sorted(expenses.items())
+    for p in live(rig, "Payment"):
+        assert D(str(p["UnappliedAmt"])) >= 0
+    for invoice in live(rig, "Invoice"):
+        paid = sum((a for p in live(rig, "Payment") for (k, i, a) in links(p) if k == "Invoice" and i == invoice["Id"]),
+                   D("0"))
+        assert D(str(invoice["Balance"])) == D(str(invoice["TotalAmt"])) - paid >= 0
+    assert state["balances"]["customers"][first] == D("0.00")
