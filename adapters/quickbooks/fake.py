@@ -4,8 +4,10 @@ Shipped product code for testers (SPEC.md section 1): DisplayName is unique acro
 employees, inactive ones included; updates check the SyncToken (a stale one is re-read and re-applied,
 as the real adapter does); a repeated requestid replays the first answer; payments link refunds and
 invoices through their lines, and the balances follow (an invoice's balance drops by the payment lines
-linking it, a payment's unapplied amount by its lines). Faults can be injected before or after a write
-commits, to prove that a sync survives them.
+linking it, a payment's unapplied amount by its lines). As the emulator does, a payment links only its own
+customer's records and a record a payment links keeps its customer (moving them takes three writes). Faults
+can be injected before or after a write commits, and a customer made inactive in the middle of a sync, to
+prove that a sync survives them.
 """
 
 from __future__ import annotations
