@@ -342,3 +342,65 @@ def test_an_inactive_customer_is_replaced_and_everything_moves(emulator: Emulato
         paid = sum((a for p in now["Payment"] for (k, i, a) in links(p) if k == "Invoice" and i == invoice["Id"]), D(0))
         assert D(str(invoice["Balance"])) == D(str(invoice["TotalAmt"])) - paid >= 0
     assert D(str(state["balances"]["customers"][first])) == D("0.00")
+
+
+class _BeforeCall:
+    """The adapter, with `action` run once just before its (n+1)th call: someone in QuickBooks mid-job."""
+
+    CALLS = ("find_customers", "create_customer", "create", "update", "find_by_marker")
+
+    def __init__(self, systems: Any, n: int, action: Any) -> None:
+        self._systems, self._left, self._action = systems, n, action
+
+    def for_tenant(self, tenant_id: str) -> Any:
+        outer, inner = self, self._systems.for_tenant(tenant_id)
+
+        class Counting:
+            def __getattr__(self, name: str) -> Any:
+                method = getattr(inner, name)
+                if name not in _BeforeCall.CALLS:
+                    return method
+
+                def call(*args: Any, **kwargs: Any) -> Any:
+                    if outer._left == 0:
+                        outer._action()
+                    outer._left -= 1
+                    return method(*args, **kwargs)
+
+                return call
+
+        return Counting()
+
+
+@pytest.mark.parametrize(
+    ("sync", "n"), [("resync", 0), ("resync", 1), ("resync", 2), ("new payment", 0), ("new payment", 1)]
+)
+def test_a_customer_made_inactive_mid_job_is_replaced(emulator: EmulatorServer, sync: str, n: int) -> None:
+    """R1 against QBO's rules: the customer is made inactive in QuickBooks just before the sync's nth call
+    to it (each of its writes in turn); the job still succeeds, with everything of the customer moved."""
+    rig = QboRig.connect(emulator, limits=UNTHROTTLED)
+    first = {"id": ""}
+    wrapper = _BeforeCall(rig.systems, 10**6, lambda: rig.act("Customer", first["id"], "deactivate"))
+    core = CoreRig(rig, wrapper)
+    for kind, opportunity, body in HISTORIES["two opportunities"]:
+        _send(core, kind, opportunity, body)
+    first["id"] = status(core, EntityType.CUSTOMER, "c1").quickbooks_id
+    wrapper._left = n
+    if sync == "resync":
+        resynced = payment("p1", "500.00", refund("r1", "25.00"), refund("r7", "15.00"))
+        core.succeed(core.service.sync_payment(core.principal, OPP, resynced))
+    else:
+        core.succeed(core.service.sync_payment(core.principal, OPP_2, payment("p9", "100.00", refund("r7", "15.00"))))
+    assert wrapper._left < 0, "the customer was made inactive during the job"
+    link = status(core, EntityType.CUSTOMER, "c1").quickbooks_id
+    state = rig.state()
+    customers = {c["Id"]: c for c in state["entities"]["Customer"]}
+    assert customers[first["id"]]["Active"] is False and customers[link]["Active"] is True
+    owners = {r["CustomerRef"]["value"] for e in ("Payment", "Invoice") for r in state["entities"][e]}
+    owners |= {r["EntityRef"]["value"] for r in state["entities"]["Purchase"]}
+    assert owners == {link}
+    expenses = {r["Id"]: D(str(r["TotalAmt"])) for r in state["entities"]["Purchase"]}
+    linked = [(t, a) for p in state["entities"]["Payment"] for (k, t, a) in links(p) if k != "Invoice"]
+    assert sorted(linked) == sorted(expenses.items()) and len(expenses) == 3
+    for invoice in state["entities"]["Invoice"]:
+        assert D(str(invoice["Balance"])) >= 0
