@@ -139,6 +139,11 @@ class SnapshotRepository(Protocol):
 
     def get_opportunity(self, tenant_id: str, opportunity_id: str) -> Opportunity | None: ...
 
+    def opportunities_of_customer(self, tenant_id: str, customer_id: str) -> list[Opportunity]:
+        """The CRM customer's opportunities (as last received), by opportunity_id: what moves with the
+        customer when its QuickBooks customer is replaced (R1)."""
+        ...
+
     def save_payment(self, tenant_id: str, opportunity_id: str, payment: Payment) -> None: ...
 
     def get_payment(self, tenant_id: str, payment_id: str) -> tuple[str, Payment] | None:

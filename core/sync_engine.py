@@ -117,19 +117,34 @@ class SyncEngine:
         run = _JobRun(job, self._uow_factory, accounting, self._clock, lease, results=results)
         try:
             run.sync_target()
-        except _CustomerReplaced:
-            # What of the opportunity is already in QuickBooks still names the old customer, and a payment
-            # can only be applied to its own customer's invoices: move it all, then sync again.
+        except _CustomerReplaced as replaced:
+            # What of the customer is already in QuickBooks still names the old customer, and a payment
+            # can only link its own customer's records: move it all, link the new one, then sync again.
             run = _JobRun(
                 job, self._uow_factory, accounting, self._clock, lease, results=run.results, replaced_customer=True
             )
-            run.move_to_linked_customer()
+            run.move_to_linked_customer(replaced.successor)
             run.sync_target()
         return run.results
 
 
+@dataclass(frozen=True)
+class _Successor:
+    """The QuickBooks customer found or made to replace an unusable one, not yet linked: the link is
+    saved only once everything of the CRM customer has moved to it, so that a move cut short (a crash,
+    an outage) is done again by the retry, which finds the old customer unusable once more (R1, R7)."""
+
+    record: SyncRecord
+    customer: AccountingCustomer
+    action: SyncAction
+
+
 class _CustomerReplaced(Exception):
-    """The linked QuickBooks customer was found deleted or inactive mid-job and replaced (R1)."""
+    """The linked QuickBooks customer was found deleted or inactive mid-job; `successor` replaces it (R1)."""
+
+    def __init__(self, successor: _Successor) -> None:
+        super().__init__(successor.customer.id)
+        self.successor = successor
 
 
 @dataclass
@@ -161,17 +176,53 @@ class _JobRun:
         else:
             self.sync_invoice(self.job.target.id)
 
-    def move_to_linked_customer(self) -> None:
-        """Rewrites the opportunity's records for the customer now linked: payments first, unapplied
-        (QuickBooks refuses to move an invoice that payments are applied to), then the invoices."""
-        opportunity, payments, closed = self._load_opportunity()
-        self._resolve_customer(opportunity.customer)
-        for payment in payments:
-            if self._record(EntityRef(EntityType.PAYMENT, payment.payment_id)).quickbooks_id:
-                self._write_payment(opportunity, payment, {}, force=False)
+    def move_to_linked_customer(self, successor: _Successor) -> None:
+        """Moves every opportunity of the CRM customer to `successor`, then links it (R1).
+
+        QuickBooks refuses to change the customer of a record that a payment of another customer links,
+        and refuses a payment linking another customer's records (see the emulator's store), so each
+        opportunity moves in three steps: its payments go to the new customer linking nothing, then its
+        refunds and invoices follow, then the payments link their refunds again and are re-applied. Each
+        step only names the new customer, so it works wherever an interrupted earlier move left a record.
+        """
+        self.customer_id = successor.customer.id
+        customer = self._opportunity().customer
+        with self.uow_factory() as uow:
+            opportunities = uow.snapshots.opportunities_of_customer(self.tenant, customer.customer_id)
+        for opportunity in opportunities:
+            self._move_opportunity(opportunity)
+        self._link_customer(successor.record, successor.customer, successor.action)
+
+    def _move_opportunity(self, opportunity: Opportunity) -> None:
+        with self.uow_factory() as uow:
+            payments = uow.snapshots.payments_of(self.tenant, opportunity.opportunity_id)
+            closed = uow.snapshots.closed_jobs_of(self.tenant, opportunity.opportunity_id)
+        written = [p for p in payments if self._record(EntityRef(EntityType.PAYMENT, p.payment_id)).quickbooks_id]
+        for payment in written:
+            self._detach_payment(opportunity, payment)
+        for payment in written:
+            kind = refund_kind(payment.method)
+            for refund in payment.refunds:
+                if self._record(EntityRef(EntityType.REFUND, refund.refund_id)).quickbooks_id:
+                    self._write_refund(opportunity, payment, refund, kind)
+        invoices = []
         for closed_job in closed:
             if self._record(EntityRef(EntityType.INVOICE, closed_job.job.job_id)).quickbooks_id:
                 self._write_invoice(opportunity, closed_job)
+                invoices.append(InvoiceDue(closed_job.job.job_id, closed_job.job.total))
+        # What each payment applied before the move, trimmed to what payments and invoices now hold.
+        plan = plan_applications(
+            _funds(written), invoices, self._current_applications(written), movable={p.payment_id for p in written}
+        )
+        for payment in written:
+            self._write_payment(opportunity, payment, plan.get(payment.payment_id, {}), force=False)
+
+    def _detach_payment(self, opportunity: Opportunity, payment: Payment) -> None:
+        """The payment on the new customer with no lines: it no longer holds its refunds and invoices on
+        the old customer. Its record keeps the applications it had, to be restored after the move (also by
+        a retry, if the move is cut short)."""
+        applied = dict(self._record(EntityRef(EntityType.PAYMENT, payment.payment_id)).applied)
+        self._write_payment_record(opportunity, payment, [], applied, force=False)
 
     def sync_payment(self, payment_id: str) -> None:
         """R3/R4/R6: the payment with all its refunds; applied only to invoices already synced."""
@@ -221,16 +272,28 @@ class _JobRun:
 
     # --- R1/R2: the customer ------------------------------------------------------------------------
 
-    def _resolve_customer(self, customer: Customer, *, requery: bool = False) -> str:
+    def _resolve_customer(self, customer: Customer) -> str:
         entity = EntityRef(EntityType.CUSTOMER, customer.customer_id)
         record = self._record(entity)
-        if record.quickbooks_id and not requery:
+        if record.quickbooks_id:
             self.customer_id = record.quickbooks_id
             return self.customer_id
-        if record.quickbooks_id:
-            # The linked customer is gone or inactive: a new generation, so that creating its successor
-            # is not answered with the replay of the create that made the unusable one (R1).
-            record.generation += 1
+        chosen, action = self._find_or_create_customer(customer, record)
+        self._link_customer(record, chosen, action)
+        return chosen.id
+
+    def _successor_of(self, customer: Customer) -> _Successor:
+        """R1 again for a customer whose linked QuickBooks customer is gone or inactive."""
+        record = self._record(EntityRef(EntityType.CUSTOMER, customer.customer_id))
+        # A new generation, so that creating the successor is not answered with the replay of the create
+        # that made the unusable one. Not saved until the successor is linked: a retry counts the same.
+        record.generation += 1
+        chosen, action = self._find_or_create_customer(customer, record)
+        return _Successor(record, chosen, action)
+
+    def _find_or_create_customer(
+        self, customer: Customer, record: SyncRecord
+    ) -> tuple[AccountingCustomer, SyncAction]:
         name, email = customer.display_name, customer.email.strip()
         matches = [
             c
@@ -238,17 +301,17 @@ class _JobRun:
             if c.active and name_matches(c.display_name, name) and normalise(c.email) == normalise(email)
         ]
         if matches:
-            chosen, action = min(matches, key=oldest_first), SyncAction.LINKED
-        else:
-            chosen, action = self._create_customer(customer, record), SyncAction.CREATED
+            return min(matches, key=oldest_first), SyncAction.LINKED
+        return self._create_customer(customer, record), SyncAction.CREATED
+
+    def _link_customer(self, record: SyncRecord, chosen: AccountingCustomer, action: SyncAction) -> None:
         record.quickbooks_id = chosen.id
         record.display_name = chosen.display_name
         record.quickbooks_type = "Customer"
         self._mark_synced(record)
         self._save(record)
-        self._report(SyncResult(entity, chosen.id, action))
+        self._report(SyncResult(record.entity, chosen.id, action))
         self.customer_id = chosen.id
-        return chosen.id
 
     def _create_customer(self, customer: Customer, record: SyncRecord) -> AccountingCustomer:
         name = customer.display_name
@@ -422,8 +485,7 @@ class _JobRun:
                 raise  # the replacement is unusable too: fail, and let the retry start afresh
             # R1: the linked customer was deleted or made inactive in QuickBooks: find or make another.
             self.replaced_customer = True
-            self._resolve_customer(self._opportunity().customer, requery=True)
-            raise _CustomerReplaced from None
+            raise _CustomerReplaced(self._successor_of(self._opportunity().customer)) from None
 
     def _write_once(
         self,

@@ -218,6 +218,15 @@ class InMemorySnapshotRepository(_Repository, SnapshotRepository):
         with self._db.lock:
             return _copy(self._tx.opportunities.get((tenant_id, opportunity_id)))
 
+    def opportunities_of_customer(self, tenant_id: str, customer_id: str) -> list[Opportunity]:
+        with self._db.lock:
+            found = [
+                _copy(opportunity)
+                for (tenant, _), opportunity in self._tx.opportunities.items()
+                if tenant == tenant_id and opportunity.customer.customer_id == customer_id
+            ]
+        return sorted(found, key=lambda o: o.opportunity_id)
+
     def save_payment(self, tenant_id: str, opportunity_id: str, payment: Payment) -> None:
         with self._db.lock:
             # The refund -> payment map follows the stored payment: refunds it no longer has are

@@ -4,8 +4,10 @@ Shipped product code for testers (SPEC.md section 1): DisplayName is unique acro
 employees, inactive ones included; updates check the SyncToken (a stale one is refused with
 `StaleRecordError` carrying the current one, as the real adapter does); a repeated requestid replays the
 first answer; payments link refunds and invoices through their lines, and the balances follow (an
-invoice's balance drops by the payment lines linking it, a payment's unapplied amount by its lines).
-Faults can be injected before or after a write commits, to prove that a sync survives them.
+invoice's balance drops by the payment lines linking it, a payment's unapplied amount by its lines). As the
+emulator does, a payment links only its own customer's records and a record a payment links keeps its
+customer (moving them takes three writes). Faults can be injected before or after a write commits, and a
+customer made inactive in the middle of a sync, to prove that a sync survives them.
 """
 
 from __future__ import annotations
@@ -139,6 +141,7 @@ class FakeQuickBooks(AccountingSystem):
     # CurrencyPrefs: a new QuickBooks company in the US is in USD with multicurrency off.
     home_currency: str = "USD"
     multicurrency: bool = False
+    pending_deactivations: dict[str, int] = field(default_factory=dict)  # customer id -> calls to wait
     _next_id: int = 1
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -248,9 +251,16 @@ class FakeQuickBooks(AccountingSystem):
         with self._lock:
             self.lists[kind][entry_id] = replace(self.lists[kind][entry_id], active=False)
 
-    def deactivate_customer(self, customer_id: str) -> None:
+    def deactivate_customer(self, customer_id: str, *, after_calls: int | None = None) -> None:
+        """Someone makes the customer inactive in QuickBooks: now, or (`after_calls`=N) just before the
+        (N+1)th call from now, which lands in the middle of a sync. QBO cannot delete a customer: making
+        it inactive is QBO's "delete"."""
         with self._lock:
-            self.customers[customer_id].active = False
+            if after_calls is None:
+                self.customers[customer_id].active = False
+                self.pending_deactivations.pop(customer_id, None)
+            else:
+                self.pending_deactivations[customer_id] = after_calls
 
     def delete(self, quickbooks_id: str) -> None:
         """Deletes a transaction in QuickBooks; payments linking it lose those lines, as in QBO."""
@@ -285,6 +295,11 @@ class FakeQuickBooks(AccountingSystem):
 
     def _call(self, *, write: bool) -> Fault | None:
         self.request_count += 1
+        for customer_id, calls_left in list(self.pending_deactivations.items()):
+            if calls_left == 0:
+                self.deactivate_customer(customer_id)
+            else:
+                self.pending_deactivations[customer_id] = calls_left - 1
         fault = self.faults.popleft() if self.faults else None
         if fault is Fault.UNAVAILABLE:
             raise AccountingUnavailableError("QuickBooks is unavailable (injected)")
@@ -367,6 +382,11 @@ class FakeQuickBooks(AccountingSystem):
                     others = self._linked_to(line.txn_id, excluding=replacing.id if replacing else None)
                     if others + line.amount > target.total:
                         raise BookkeepingError(f"invoice {line.txn_id} would be over-applied")
+        if replacing is not None and spec.customer_id != replacing.spec.customer_id and self._linked_to(replacing.id):
+            # As the emulator (and, by our reading, QBO): a record a payment links keeps its customer.
+            raise BookkeepingError(
+                f"{replacing.entity} {replacing.id} is linked from a payment: its customer cannot change"
+            )
         if isinstance(spec, InvoiceSpec) and replacing is not None and spec.total < self._linked_to(replacing.id):
             raise BookkeepingError("the invoice total would fall below the payments applied to it")
         if isinstance(spec, RefundSpec) and spec.amount <= ZERO:

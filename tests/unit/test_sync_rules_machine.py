@@ -222,6 +222,8 @@ class SyncRulesMachine(RuleBasedStateMachine):
         self.requests: list[tuple[str, object, str]] = []  # (request_id, resend, job name)
         self.forget_between_attempts = False
         self.clock = T0
+        self.deactivated: set[str] = set()  # QBO customers the machine made inactive (R1: to be replaced)
+        self.replaced = 0  # CRM customers re-linked to a successor
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -264,11 +266,22 @@ class SyncRulesMachine(RuleBasedStateMachine):
         status = self.h.service.get_status(self.p, EntityRef(EntityType.CUSTOMER, customer_id))
         link = status.quickbooks_id
         assert link is not None
-        if customer_id in self.crm.links:
-            assert link == self.crm.links[customer_id], "R1: the customer link changed"
+        old = self.crm.links.get(customer_id)
+        if old is not None and old not in self.deactivated:
+            assert link == old, "R1: the customer link changed"
             return
+        if old is not None and link == old:
+            # Made inactive mid-job after the job's last write to it: the next sync replaces it.
+            assert before[old][2], "R1: a customer inactive before the sync is still linked after it"
+            return
+        if old is not None:
+            self.replaced += 1
         name, email = crm_name(customer), tidy(customer.email)
-        candidates = [qid for qid, (n, e, active) in before.items() if active and name_is(n, name) and tidy(e) == email]
+        candidates = [
+            qid
+            for qid, (n, e, active) in before.items()
+            if active and qid not in self.deactivated and name_is(n, name) and tidy(e) == email
+        ]
         if candidates:
             assert link == min(candidates, key=int), f"R1: {name!r} must link the oldest of {candidates}"
         else:
@@ -551,6 +564,42 @@ class SyncRulesMachine(RuleBasedStateMachine):
         self.qbo.inject(*which)
         self.forget_between_attempts = self.forget_between_attempts or forget
 
+    @precondition(lambda self: set(self.crm.links.values()) - self.deactivated)
+    @rule(data=st.data(), mid_job=st.booleans(), after_calls=st.integers(0, 12))
+    def someone_deactivates_a_customer_in_quickbooks(
+        self, data: st.DataObject, mid_job: bool, after_calls: int
+    ) -> None:
+        """R1: a linked customer made inactive in QuickBooks (QBO's "delete" of a customer), between syncs
+        or in the middle of a sync of one of its opportunities (after a random number of calls). The sync
+        that next writes for it finds or makes another customer and moves all of the CRM customer's
+        payments, refunds and invoices there: the invariants check that nothing stays behind."""
+        quickbooks_id = data.draw(st.sampled_from(sorted(set(self.crm.links.values()) - self.deactivated)))
+        self.deactivated.add(quickbooks_id)
+        if not mid_job:
+            self.qbo.deactivate_customer(quickbooks_id)
+            return
+        self.qbo.deactivate_customer(quickbooks_id, after_calls=after_calls)
+        customer_id = data.draw(st.sampled_from(sorted(c for c, q in self.crm.links.items() if q == quickbooks_id)))
+        opportunity_ids = sorted(
+            o for o, opportunity in self.crm.opportunities.items() if opportunity.customer.customer_id == customer_id
+        )
+        mine = [p for p in self.crm.payments.values() if p.opportunity_id in opportunity_ids]
+        syncs = [("payment", p.payment_id) for p in mine if p.sent]
+        syncs += [("invoice", j.job_id) for j in self.crm.closed_jobs.values() if j.opportunity_id in opportunity_ids]
+        syncs.append(("new payment", data.draw(st.sampled_from(opportunity_ids))))
+        kind, crm_id = data.draw(st.sampled_from(syncs))
+        _note(f"QBO customer {quickbooks_id} made inactive after {after_calls} calls of a sync of {kind} {crm_id}")
+        if kind == "invoice":
+            self._sync_job(self.crm.closed_jobs[crm_id], close_out=False)
+        elif kind == "payment":
+            self._sync_payment(self.crm.payments[crm_id])
+        else:
+            payment = CrmPayment(self.crm.new_id("p"), crm_id, money(5_000), PaymentMethod.CASH, self.tick())
+            self.crm.payments[payment.payment_id] = payment
+            self._sync_payment(payment)
+        if quickbooks_id in self.qbo.pending_deactivations:
+            self.qbo.deactivate_customer(quickbooks_id)  # the sync made fewer calls: now, then
+
     @rule()
     def quickbooks_forgets_request_ids(self) -> None:
         self.qbo.forget_request_ids()
@@ -618,6 +667,8 @@ class SyncRulesMachine(RuleBasedStateMachine):
         event(f"refunds synced: {min(sum(len(p.refunds) for p in sent), 4)}+")
         event(f"jobs closed: {min(len(self.crm.closed_jobs), 3)}+")
         event(f"jobs run: {min(len(self.job_names), 10)}+")
+        event(f"QBO customers made inactive: {min(len(self.deactivated), 2)}+")
+        event(f"CRM customers moved to a successor: {min(self.replaced, 2)}+")
         event(f"QBO customers with a suffix: {any(' - ' in c.display_name for c in self.qbo.customers.values())}")
         applied = any(line.txn_kind is TxnKind.INVOICE for t in self.qbo.live("Payment") for line in t.spec.lines)
         event(f"payments applied to an invoice: {applied}")
@@ -643,13 +694,16 @@ class SyncRulesMachine(RuleBasedStateMachine):
             assert status.quickbooks_id == link, "R1: the link changed"
             assert status.state is SyncState.SYNCED
             found = self.qbo.customers[link]
-            assert found.active
+            # Made inactive by the machine and not synced since: what is in QuickBooks stays with it (checked
+            # below) until a sync replaces it.
+            assert found.active or link in self.deactivated
             assert name_is(found.display_name, crm_name(customer)), (found.display_name, crm_name(customer))
             assert tidy(found.email) == tidy(customer.email)
         # One QBO customer per (name, email), and a different one for every other (name, email).
         keys = {
             cid: (tidy(crm_name(self.crm.customers[cid])), tidy(self.crm.customers[cid].email))
-            for cid in self.crm.links
+            for cid, link in self.crm.links.items()
+            if link not in self.deactivated
         }
         for a in keys:
             for b in keys:

@@ -351,3 +351,60 @@ def test_a_customer_deactivated_after_close_out_moves_invoice_and_payment(h: Har
     run(h, h.service.sync_payment(p, OPP, payment("p1", "500.00")))
     second = h.service.get_status(p, EntityRef(EntityType.CUSTOMER, "c1")).quickbooks_id
     assert only(qbo, "Invoice").spec.customer_id == second == only(qbo, "Payment").spec.customer_id
+
+
+OPP_2 = Opportunity("o2", "1002", MARY)
+MOVE_2 = Job("j2", "INV-1002", date(2026, 4, 5), (InvoiceLine("Packing", D("1"), D("80.00"), D("80.00")),))
+
+
+def _replacement_story(h: Harness) -> tuple[str, Payment]:
+    """Two opportunities of one customer in QuickBooks — a fully refunded deposit, a partly refunded check,
+    payments applied to invoices — then the customer is made inactive. Returns it and the payment to resync."""
+    p, qbo = h.principal(), h.qbo()
+    run(h, h.service.sync_payment(p, OPP, payment("p1", "200.00", refund("r1", "200.00"))))
+    paid = [payment("p1", "200.00", refund("r1", "200.00")), payment("p2", "400.00")]
+    run(h, h.service.close_out_job(p, OPP, MOVE, paid))
+    check = payment("p3", "100.00", refund("r2", "30.00"), method=PaymentMethod.CHECK)
+    run(h, h.service.close_out_job(p, OPP_2, MOVE_2, [check]))
+    first = h.service.get_status(p, EntityRef(EntityType.CUSTOMER, "c1")).quickbooks_id
+    assert first is not None
+    qbo.deactivate_customer(first)
+    return first, payment("p2", "400.00", refund("r3", "50.00"))
+
+
+def _calls_to_replace() -> int:
+    h = Harness()
+    _, resync = _replacement_story(h)
+    before = h.qbo().request_count
+    run(h, h.service.sync_payment(h.principal(), OPP, resync))
+    return h.qbo().request_count - before
+
+
+@pytest.mark.parametrize("fault", [Fault.UNAVAILABLE, Fault.COMMIT_THEN_LOSE])
+@pytest.mark.parametrize("call", range(_calls_to_replace()))
+def test_a_replacement_cut_short_is_completed_by_the_retry(call: int, fault: Fault) -> None:
+    """R1/R7: the customer is found inactive and the opportunity's move fails at each call in turn; the retry
+    finds the same successor and finishes the move, whatever state the first attempt left QuickBooks in."""
+    h = Harness()
+    qbo = h.qbo()
+    first, resync = _replacement_story(h)
+    qbo.inject(*[Fault.NONE] * call, fault)
+    run(h, h.service.sync_payment(h.principal(), OPP, resync))
+    second = h.service.get_status(h.principal(), EntityRef(EntityType.CUSTOMER, "c1")).quickbooks_id
+    assert second != first and len(qbo.customers) == 2  # one successor, made once
+    txns = qbo.live("Payment") + qbo.live("Purchase") + qbo.live("Invoice")
+    assert len(txns) == 3 + 3 + 2 and {t.spec.customer_id for t in txns} == {second}
+    for pay in qbo.live("Payment"):
+        assert isinstance(pay.spec, PaymentSpec)
+        assert qbo.unapplied_amount(pay.id) >= 0
+    refunds = {t.id: t.spec.amount for t in qbo.live("Purchase")}
+    linked = {
+        line.txn_id: line.amount
+        for t in qbo.live("Payment")
+        for line in t.spec.lines  # type: ignore[union-attr]
+        if line.txn_kind is not TxnKind.INVOICE
+    }
+    assert linked == refunds and sorted(refunds.values()) == [D("30.00"), D("50.00"), D("200.00")]
+    # p2 (400 - 50) still pays the 350 invoice in full; p3 (100 - 30) the 80 one as far as it can.
+    balances = sorted(qbo.invoice_balance(t.id) for t in qbo.live("Invoice"))
+    assert balances == [D("0.00"), D("10.00")]

@@ -121,6 +121,18 @@ class SqlAlchemyApiKeyRepository(SqlRepository, ApiKeyRepository):
         )
 
 
+def _opportunity_from(row: OpportunityRow) -> Opportunity:
+    customer = Customer(
+        customer_id=row.customer_id,
+        first_name=row.first_name,
+        last_name=row.last_name,
+        company_name=row.company_name,
+        email=row.email,
+        phone=row.phone,
+    )
+    return Opportunity(opportunity_id=row.opportunity_id, number=row.number, customer=customer)
+
+
 class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
     def save_opportunity(self, tenant_id: str, opportunity: Opportunity) -> None:
         customer = opportunity.customer
@@ -146,17 +158,15 @@ class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
                 OpportunityRow.tenant_id == tenant_id, OpportunityRow.opportunity_id == opportunity_id
             )
         )
-        if row is None:
-            return None
-        customer = Customer(
-            customer_id=row.customer_id,
-            first_name=row.first_name,
-            last_name=row.last_name,
-            company_name=row.company_name,
-            email=row.email,
-            phone=row.phone,
+        return None if row is None else _opportunity_from(row)
+
+    def opportunities_of_customer(self, tenant_id: str, customer_id: str) -> list[Opportunity]:
+        rows = self._fresh(
+            select(OpportunityRow)
+            .where(OpportunityRow.tenant_id == tenant_id, OpportunityRow.customer_id == customer_id)
+            .order_by(OpportunityRow.opportunity_id)
         )
-        return Opportunity(opportunity_id=row.opportunity_id, number=row.number, customer=customer)
+        return [_opportunity_from(row) for row in rows]
 
     def save_payment(self, tenant_id: str, opportunity_id: str, payment: Payment) -> None:
         self._upsert(

@@ -12,6 +12,13 @@ Rules worth knowing (each one a QBO behaviour a sync client must cope with):
   nor more than a linked transaction's open amount.
 - Deleting or voiding an invoice or purchase unlinks the payment lines that pointed at it (the payments keep
   their money as unapplied credit) — what QBO's UI does after its "this transaction is linked" warning.
+- Moving records to another customer (*guess*, the strict reading; no Intuit page says either way): a
+  payment's lines may only link its own customer's invoices and expenses, so its CustomerRef can change
+  only together with lines that fit the new customer (or none); an invoice's CustomerRef or a purchase's
+  EntityRef cannot change while a payment links it (6000). A write naming an inactive customer is refused
+  (2500, "made inactive"); QBO cannot delete a customer, only make it inactive. So a client moves a
+  payment with its links to a new customer in three writes: payment on the new customer linking nothing,
+  then the invoices and expenses, then the payment's lines again.
 - With a closing date set ("Close the books"), creating, updating, deleting or voiding a Payment, Purchase or
   Invoice whose TxnDate — the one sent or the one it had — is on or before it is Fault 6210. Only API writes
   are refused: the admin API's "bookkeeper" writes pass (in QBO's UI the closing date is a warning, or a
@@ -672,6 +679,7 @@ class Realm:
                 raise errors.business_rule(
                     f"Invoice {own_id} total {total} is less than the {applied} already paid on it", "Line.Amount"
                 )
+            self._keeps_customer_while_linked("Invoice", own_id, record["CustomerRef"]["value"])
         record["TotalAmt"] = total
 
     def _purchase(self, record: JsonDict, own_id: str | None) -> None:
@@ -717,14 +725,22 @@ class Realm:
             applied = self._ledger().applied.get(("Purchase", own_id), Decimal("0.00"))
             if total < applied:
                 raise errors.business_rule(f"Purchase {own_id} total {total} is less than {applied} linked to it")
-            linked = [p for p in self._ledger().linked_payments.get(("Purchase", own_id), [])]
-            for payment_id in linked:
-                customer = self.records["Payment"][payment_id]["CustomerRef"]["value"]
-                if (record.get("EntityRef") or {}).get("value") != customer:
-                    raise errors.business_rule(f"Purchase {own_id} is linked from Payment {payment_id} of another "
-                                               "customer; its payee cannot change")
+            self._keeps_customer_while_linked("Purchase", own_id, (record.get("EntityRef") or {}).get("value"))
         record["TotalAmt"] = total
         record.setdefault("Credit", False)
+
+    def _keeps_customer_while_linked(self, entity: str, own_id: str, customer_id: Any) -> None:
+        """An invoice's customer or a purchase's payee cannot change while a payment links it (*guess*, the
+        strict choice: QBO's UI unlinks such payments first, and a payment may only link its own customer's
+        transactions). A client moving them takes the payment lines off first, then puts them back."""
+        for payment_id in dict.fromkeys(self._ledger().linked_payments.get((entity, own_id), [])):
+            payment_customer = self.records["Payment"][payment_id]["CustomerRef"]["value"]
+            if customer_id != payment_customer:
+                role = "payee" if entity == "Purchase" else "customer"
+                raise errors.business_rule(
+                    f"{entity} {own_id} is linked from Payment {payment_id} of customer {payment_customer}; "
+                    f"its {role} cannot change", "CustomerRef" if entity == "Invoice" else "EntityRef",
+                )
 
     def _payment(self, record: JsonDict, own_id: str | None) -> None:
         self._ref(record, "CustomerRef", ["Customer"], "CustomerRef", required=True)

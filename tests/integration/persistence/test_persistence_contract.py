@@ -250,6 +250,23 @@ def test_closed_jobs_of_lists_close_outs_oldest_first(backend: Backend) -> None:
     assert all(c.opportunity_id == "O1" and c.job == crm_job(c.job.job_id) for c in closed)
 
 
+def test_a_customers_opportunities_are_listed_with_their_newest_customer_details(backend: Backend) -> None:
+    with backend.uow() as uow:
+        uow.tenants.ensure("t1")
+        uow.tenants.ensure("t2")
+        for opportunity_id, customer_id in (("O2", "C1"), ("O1", "C1"), ("O3", "C2")):
+            uow.snapshots.save_opportunity("t1", opportunity(opportunity_id, customer_id))
+        uow.snapshots.save_opportunity("t2", opportunity("O9", "C1"))
+        uow.snapshots.save_opportunity("t1", opportunity("O2", "C1", first_name="Anna"))
+        uow.commit()
+    with backend.uow() as uow:
+        assert uow.snapshots.opportunities_of_customer("t1", "C1") == [
+            opportunity("O1", "C1"),
+            opportunity("O2", "C1", first_name="Anna"),
+        ]
+        assert uow.snapshots.opportunities_of_customer("t1", "C9") == []
+
+
 # --- sync records, keys, tenants, audit ----------------------------------------------------------
 
 

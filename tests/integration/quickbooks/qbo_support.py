@@ -301,7 +301,8 @@ CompanyFactory = Callable[[], Company]
 class CoreRig:
     """SyncService + SyncWorker (zero back-off) on the rig's unit of work and the real adapter."""
 
-    def __init__(self, rig: QboRig) -> None:
+    def __init__(self, rig: QboRig, systems: Any = None) -> None:
+        """`systems` replaces the rig's adapter in the engine (a test wrapping it, e.g. to act mid-job)."""
         from core.auth import ApiKeys  # noqa: F401 - imported lazily: only scenario tests need the core
         from core.domain import Permission, Principal
         from core.service import SyncService
@@ -312,7 +313,7 @@ class CoreRig:
         self.rig = rig
         clock = StepClock()
         self.service = SyncService(rig.uow_factory, rig.systems, clock, CountingIds())
-        self.engine = SyncEngine(rig.uow_factory, rig.systems, clock)
+        self.engine = SyncEngine(rig.uow_factory, systems or rig.systems, clock)
         self.worker = SyncWorker(
             rig.uow_factory,
             self.engine,

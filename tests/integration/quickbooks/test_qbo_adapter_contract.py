@@ -26,6 +26,7 @@ from core.connection import ListRef
 from core.currency import CompanyCurrency
 from core.domain import InvoiceLine, PaymentMethod
 from core.errors import (
+    BookkeepingError,
     CustomerUnusableError,
     DuplicateNameError,
     LinkedRecordGoneError,
@@ -221,6 +222,37 @@ def test_writing_for_an_inactive_customer_is_refused_as_unusable(company: Compan
         company.system.create(spec, request_id="t-2")
     with pytest.raises(CustomerUnusableError):
         company.system.update(ref, spec, request_id="t-3")
+
+
+@pytest.mark.parametrize("kind", [TxnKind.EXPENSE, TxnKind.CHECK, TxnKind.INVOICE])
+@pytest.mark.parametrize("old_inactive", [False, True], ids=["active", "inactive"])
+def test_a_linked_record_moves_to_another_customer_once_unlinked(
+    company: Company, kind: TxnKind, old_inactive: bool
+) -> None:
+    """R1: the strict reading of QBO (see the emulator's store): a record a payment links keeps its customer,
+    and a payment links only its own customer's records; unlink, move, link again is accepted."""
+    old = company.system.create_customer(new_customer("Moving Away"), request_id="c-1").id
+    new = company.system.create_customer(new_customer("Moving Away - 2"), request_id="c-2").id
+
+    def linked_spec(customer: str) -> InvoiceSpec | RefundSpec:
+        return invoice(customer) if kind is TxnKind.INVOICE else refund(customer, kind=kind)
+
+    target = company.system.create(linked_spec(old), request_id="t-1")
+    line = LinkLine(kind, target.id, Decimal("50.00"))
+    paid = company.system.create(payment(old, lines=(line,)), request_id="p-1")
+    if old_inactive:
+        company.deactivate_customer(old)
+    else:
+        with pytest.raises(BookkeepingError):
+            company.system.update(target, linked_spec(new), request_id="t-2")
+    with pytest.raises(BookkeepingError):
+        company.system.update(paid, payment(new, lines=(line,)), request_id="p-2")
+
+    paid = company.system.update(paid, payment(new), request_id="p-3")
+    assert company.payment_links(paid.id) == []
+    target = company.system.update(target, linked_spec(new), request_id="t-3")
+    paid = company.system.update(paid, payment(new, lines=(line,)), request_id="p-4")
+    assert company.payment_links(paid.id) == [(kind.value, target.id)]
 
 
 def test_find_by_marker_finds_the_live_record_only(company: Company) -> None:

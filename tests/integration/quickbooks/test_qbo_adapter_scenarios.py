@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from qbo_support import CoreRig, QboRig
 
+from adapters.quickbooks.emulator import EmulatorServer
+from adapters.quickbooks.qbo import RateLimits
 from core.domain import (
     Customer,
     EntityRef,
@@ -234,3 +236,171 @@ def test_a_record_deleted_in_quickbooks_is_recreated_on_resync(core: CoreRig, ri
     assert status(core, EntityType.PAYMENT, "p1").quickbooks_id == pay["Id"]
     assert links(pay) == {("Expense", expense["Id"], D("50.00"))}
     assert status(core, EntityType.REFUND, "r1").state is SyncState.SYNCED
+
+
+# --- R1: the linked customer made inactive in QuickBooks ------------------------------------------------
+#
+# Every combination of what an opportunity can have in QuickBooks when its customer is found inactive:
+# deposits with no, partial and whole refunds, payments applied to invoices, refunds after close-out, and a
+# second opportunity of the same customer. Then a sync of each kind. QBO (the emulator) refuses to move a
+# record a payment links, and a payment linking another customer's records.
+
+OPP_2 = Opportunity("o2", "1002", MARY)
+# Intuit's 10 requests a second would make these 32 cases take 80 s; the limiter has its own tests.
+UNTHROTTLED = RateLimits(per_minute=100_000, per_second=1_000, in_flight=10)
+MOVE_2 = Job("j2", "INV-1002", date(2026, 4, 5), (InvoiceLine("Packing", D("1"), D("80.00"), D("80.00")),))
+HISTORIES: dict[str, list[tuple[str, Opportunity, Any]]] = {
+    "deposit": [("pay", OPP, payment("p1", "500.00"))],
+    "deposit with a refund": [("pay", OPP, payment("p1", "500.00", refund("r1", "50.00")))],
+    "fully refunded deposit": [("pay", OPP, payment("p1", "500.00", refund("r1", "200.00"), refund("r2", "300.00")))],
+    "fully refunded check": [
+        ("pay", OPP, payment("p1", "120.00", refund("r1", "120.00"), method=PaymentMethod.CHECK))
+    ],
+    "closed out, paid": [("close", OPP, (MOVE, [payment("p1", "500.00"), payment("p2", "40.00")]))],
+    "closed out, then a refund": [
+        ("close", OPP, (MOVE, [payment("p1", "300.00"), payment("p2", "100.00")])),
+        ("pay", OPP, payment("p2", "100.00", refund("r1", "60.00"))),
+    ],
+    "fully refunded deposit, then closed out": [
+        ("pay", OPP, payment("p1", "200.00", refund("r1", "200.00"))),
+        ("close", OPP, (MOVE, [payment("p1", "200.00", refund("r1", "200.00")), payment("p2", "400.00")])),
+    ],
+    "two opportunities": [
+        ("close", OPP, (MOVE, [payment("p1", "500.00", refund("r1", "25.00"))])),
+        ("close", OPP_2, (MOVE_2, [payment("p2", "50.00", refund("r2", "50.00")), payment("p3", "60.00")])),
+    ],
+}
+
+
+def _send(core: CoreRig, kind: str, opportunity: Opportunity, body: Any) -> None:
+    if kind == "pay":
+        core.succeed(core.service.sync_payment(core.principal, opportunity, body))
+    elif kind == "close":
+        core.succeed(core.service.close_out_job(core.principal, opportunity, *body))
+    else:
+        core.succeed(core.service.sync_invoice(core.principal, opportunity, *body))
+
+
+def _then(history: list[tuple[str, Opportunity, Any]], how: str) -> tuple[str, Opportunity, Any]:
+    """The sync that finds the customer inactive: the last payment again (perhaps with a new refund), the
+    last invoice again, or a new payment."""
+    kind, opportunity, body = history[-1]
+    last_payment = body if kind == "pay" else body[1][-1]
+    if how == "resync payment":
+        return "pay", opportunity, last_payment
+    if how == "refund now":
+        room = last_payment.net_amount
+        more = refund("r9", str(min(room, D("10.00")))) if room > 0 else None
+        return "pay", opportunity, Payment(
+            last_payment.payment_id, last_payment.amount, last_payment.method, T, last_payment.reference,
+            (*last_payment.refunds, *([more] if more else [])),
+        )
+    if how == "new payment":
+        return "pay", opportunity, payment("p8", "70.00")
+    assert how == "sync invoice"
+    if kind == "close":
+        return "invoice", opportunity, body
+    return "close", opportunity, (MOVE, [last_payment])
+
+
+@pytest.mark.parametrize("how", ["resync payment", "refund now", "new payment", "sync invoice"])
+@pytest.mark.parametrize("story", sorted(HISTORIES))
+def test_an_inactive_customer_is_replaced_and_everything_moves(emulator: EmulatorServer, story: str, how: str) -> None:
+    rig = QboRig.connect(emulator, limits=UNTHROTTLED)
+    core = CoreRig(rig)
+    for kind, opportunity, body in HISTORIES[story]:
+        _send(core, kind, opportunity, body)
+    first = status(core, EntityType.CUSTOMER, "c1").quickbooks_id
+    before = {
+        entity: {r["Id"]: r for r in live(rig, entity)} for entity in ("Payment", "Purchase", "Invoice")
+    }
+    rig.act("Customer", first, "deactivate")
+
+    _send(core, *_then(HISTORIES[story], how))
+
+    second = status(core, EntityType.CUSTOMER, "c1").quickbooks_id
+    assert second != first
+    state = rig.state()
+    voided = set(state["voided"])
+    now = {
+        entity: [r for r in state["entities"][entity] if f"{entity}/{r['Id']}" not in voided]
+        for entity in ("Payment", "Purchase", "Invoice")
+    }
+    (successor,) = [c for c in state["entities"]["Customer"] if c["Id"] == second]
+    assert successor["Active"] is True and successor["DisplayName"] == "Mary O'Brien - 2"
+    for entity, owner in (("Payment", "CustomerRef"), ("Purchase", "EntityRef"), ("Invoice", "CustomerRef")):
+        assert all(r[owner]["value"] == second for r in now[entity]), (entity, now[entity])
+        # Moved in place: every record that existed is still there under the same Id.
+        assert set(before[entity]) <= {r["Id"] for r in now[entity]}
+    # R4: every refund linked once from its payment, for its whole amount.
+    expenses = {r["Id"]: D(str(r["TotalAmt"])) for r in now["Purchase"]}
+    linked = [(txn_id, amount) for p in now["Payment"] for (kind, txn_id, amount) in links(p) if kind != "Invoice"]
+    assert sorted(linked) == sorted(expenses.items())
+    # R5/R10: nothing over-applied, balances follow, and the old customer is left owing nothing.
+    assert all(D(str(p["UnappliedAmt"])) >= 0 for p in now["Payment"])
+    for invoice in now["Invoice"]:
+        paid = sum((a for p in now["Payment"] for (k, i, a) in links(p) if k == "Invoice" and i == invoice["Id"]), D(0))
+        assert D(str(invoice["Balance"])) == D(str(invoice["TotalAmt"])) - paid >= 0
+    assert D(str(state["balances"]["customers"][first])) == D("0.00")
+
+
+class _BeforeCall:
+    """The adapter, with `action` run once just before its (n+1)th call: someone in QuickBooks mid-job."""
+
+    CALLS = ("find_customers", "create_customer", "create", "update", "find_by_marker")
+
+    def __init__(self, systems: Any, n: int, action: Any) -> None:
+        self._systems, self._left, self._action = systems, n, action
+
+    def for_tenant(self, tenant_id: str) -> Any:
+        outer, inner = self, self._systems.for_tenant(tenant_id)
+
+        class Counting:
+            def __getattr__(self, name: str) -> Any:
+                method = getattr(inner, name)
+                if name not in _BeforeCall.CALLS:
+                    return method
+
+                def call(*args: Any, **kwargs: Any) -> Any:
+                    if outer._left == 0:
+                        outer._action()
+                    outer._left -= 1
+                    return method(*args, **kwargs)
+
+                return call
+
+        return Counting()
+
+
+@pytest.mark.parametrize(
+    ("sync", "n"), [("resync", 0), ("resync", 1), ("resync", 2), ("new payment", 0), ("new payment", 1)]
+)
+def test_a_customer_made_inactive_mid_job_is_replaced(emulator: EmulatorServer, sync: str, n: int) -> None:
+    """R1 against QBO's rules: the customer is made inactive in QuickBooks just before the sync's nth call
+    to it (each of its writes in turn); the job still succeeds, with everything of the customer moved."""
+    rig = QboRig.connect(emulator, limits=UNTHROTTLED)
+    first = {"id": ""}
+    wrapper = _BeforeCall(rig.systems, 10**6, lambda: rig.act("Customer", first["id"], "deactivate"))
+    core = CoreRig(rig, wrapper)
+    for kind, opportunity, body in HISTORIES["two opportunities"]:
+        _send(core, kind, opportunity, body)
+    first["id"] = status(core, EntityType.CUSTOMER, "c1").quickbooks_id
+    wrapper._left = n
+    if sync == "resync":
+        resynced = payment("p1", "500.00", refund("r1", "25.00"), refund("r7", "15.00"))
+        core.succeed(core.service.sync_payment(core.principal, OPP, resynced))
+    else:
+        core.succeed(core.service.sync_payment(core.principal, OPP_2, payment("p9", "100.00", refund("r7", "15.00"))))
+    assert wrapper._left < 0, "the customer was made inactive during the job"
+    link = status(core, EntityType.CUSTOMER, "c1").quickbooks_id
+    state = rig.state()
+    customers = {c["Id"]: c for c in state["entities"]["Customer"]}
+    assert customers[first["id"]]["Active"] is False and customers[link]["Active"] is True
+    owners = {r["CustomerRef"]["value"] for e in ("Payment", "Invoice") for r in state["entities"][e]}
+    owners |= {r["EntityRef"]["value"] for r in state["entities"]["Purchase"]}
+    assert owners == {link}
+    expenses = {r["Id"]: D(str(r["TotalAmt"])) for r in state["entities"]["Purchase"]}
+    linked = [(t, a) for p in state["entities"]["Payment"] for (k, t, a) in links(p) if k != "Invoice"]
+    assert sorted(linked) == sorted(expenses.items()) and len(expenses) == 3
+    for invoice in state["entities"]["Invoice"]:
+        assert D(str(invoice["Balance"])) >= 0
