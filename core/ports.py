@@ -214,6 +214,12 @@ class ConnectionRepository(Protocol):
 
     def get(self, tenant_id: str) -> QuickBooksConnection | None: ...
 
+    def get_for_update(self, tenant_id: str) -> QuickBooksConnection | None:
+        """`get`, holding the connection's row lock until the unit of work ends: for a read-modify-write
+        (merging settings) that no other writer may get into. Do not call QuickBooks while holding it: a
+        token refresh would wait for the lock."""
+        ...
+
     def save(self, connection: QuickBooksConnection) -> None:
         """Inserts or replaces the whole connection, tokens included: only for the flows that replace the
         tokens (connecting, disconnecting). Anywhere else use the writers below."""

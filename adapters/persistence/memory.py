@@ -429,6 +429,9 @@ class InMemoryConnectionRepository(_Repository, ConnectionRepository):
         with self._db.lock:
             return _copy(self._tx.connections.get(tenant_id))
 
+    def get_for_update(self, tenant_id: str) -> QuickBooksConnection | None:
+        return self._locked(tenant_id)
+
     def save(self, connection: QuickBooksConnection) -> None:
         self._uow.take_connection_lock(connection.tenant_id)
         with self._db.lock:

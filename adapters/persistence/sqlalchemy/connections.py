@@ -42,7 +42,12 @@ class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
         self._secrets = secrets
 
     def get(self, tenant_id: str) -> QuickBooksConnection | None:
-        row = self._row(tenant_id)
+        return self._connection(self._row(tenant_id))
+
+    def get_for_update(self, tenant_id: str) -> QuickBooksConnection | None:
+        return self._connection(self._row(tenant_id, locked=True))
+
+    def _connection(self, row: QuickBooksConnectionRow | None) -> QuickBooksConnection | None:
         if row is None:
             return None
         opened = self._open(row)

@@ -161,10 +161,11 @@ class SettingsResolver:
         """Records the defaults on the stored connection, without overwriting a setting someone set since.
 
         Only the settings are written (`save_settings`): the tokens read here may have been rotated by a
-        refresh committed since, and must not be put back."""
+        refresh committed since, and must not be put back. They are read locked, so that a setting an admin
+        saves meanwhile is merged rather than overwritten."""
         tenant_id = self._session.connection.tenant_id
         with self._uow_factory() as uow:
-            stored = uow.connections.get(tenant_id) or self._session.connection
+            stored = uow.connections.get_for_update(tenant_id) or self._session.connection
             settings = stored.settings
             changes: dict[str, Any] = {n: ref for n, ref in resolved.items() if not getattr(settings, n).is_set}
             merged_methods = dict(settings.payment_methods)

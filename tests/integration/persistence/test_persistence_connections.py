@@ -200,6 +200,32 @@ def test_a_token_save_keeps_settings_saved_after_the_refresher_read_the_row(back
     assert stored == replace(_with_rotated_tokens(connection()), settings=QuickBooksSettings(doc_number_prefix="NEW-"))
 
 
+def test_a_connection_read_for_update_holds_other_writers_until_the_unit_of_work_ends(backend: Backend) -> None:
+    """A worker merging looked-up settings reads for update: an admin's save waits, then lands on top."""
+    _save(backend, connection())
+    admin_saved = threading.Event()
+
+    def admin_saves_a_setting() -> None:
+        with backend.uow() as uow:
+            uow.connections.save_settings("t1", QuickBooksSettings(doc_number_prefix="ADMIN-"))
+            uow.commit()
+        admin_saved.set()
+
+    admin = threading.Thread(target=admin_saves_a_setting)
+    with backend.uow() as uow:
+        read = uow.connections.get_for_update("t1")
+        assert read == connection()
+        admin.start()
+        assert not admin_saved.wait(timeout=0.5)  # held by the row lock
+        uow.connections.save_settings("t1", replace(read.settings, doc_number_prefix="WORKER-"))
+        uow.commit()
+    admin.join(timeout=30)
+    assert admin_saved.is_set()
+    assert _get(backend, "t1") == connection(settings=QuickBooksSettings(doc_number_prefix="ADMIN-"))
+    with backend.uow() as uow:
+        assert uow.connections.get_for_update("nobody") is None
+
+
 def test_tokens_are_saved_only_over_the_refresh_token_used_and_while_connected(backend: Backend) -> None:
     """A disconnection or reconnection made while a refresh was at Intuit stands."""
     _save(backend, connection(refresh_token="RT-of-a-reconnection"))

@@ -5,10 +5,9 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from qbo_support import TENANT, QboRig
@@ -199,38 +198,43 @@ def test_a_refused_refresh_token_marks_the_connection_but_keeps_its_settings(rig
     assert (stored.refresh_token, stored.settings) == (stale.refresh_token, stale.settings)
 
 
-class RefreshBeforeNextWrite(InMemoryUnitOfWorkFactory):
-    """Over the rig's database: while armed, another process refreshes the tokens at the emulator (strict
-    rotation: the old refresh token dies) and commits them just before a unit of work writes the
-    connection it read earlier."""
+class RefreshRightAfterRead(InMemoryUnitOfWorkFactory):
+    """Over the rig's database: while armed, the next time a unit of work reads the connection another
+    process refreshes the tokens at the emulator (strict rotation: the old refresh token dies) and saves
+    them, at once unless the read holds the row lock (then as soon as it is released)."""
 
     def __init__(self, rig: QboRig) -> None:
         super().__init__(rig.uow_factory.db)
         self.rig = rig
         self.armed = False
         self.rotated_to = ""
+        self.other_process = threading.Thread(target=self._refresh_elsewhere)
+        self._refreshed = threading.Event()
 
     def __call__(self) -> InMemoryUnitOfWork:
         uow = super().__call__()
-        for name in ("save", "save_settings"):
-            write = getattr(uow.connections, name)
-            setattr(uow.connections, name, lambda *a, write=write, **kw: self._first_refresh(write, a, kw))
+        for name in ("get", "get_for_update"):
+            read = getattr(uow.connections, name)
+            setattr(uow.connections, name, lambda tenant_id, read=read: self._then_refresh(read(tenant_id)))
         return uow
 
-    def _first_refresh(self, write: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _then_refresh(self, found: QuickBooksConnection | None) -> QuickBooksConnection | None:
         if self.armed:
             self.armed = False
-            current = self.rig.connection()
-            client = _auth_client(current)
-            client.refresh(refresh_token=current.refresh_token)
-            grant = TokenGrant(
-                client.access_token, client.refresh_token, datetime.now(UTC) + timedelta(hours=1), None
-            )
-            with self.rig.uow_factory() as other_process:
-                assert other_process.connections.save_tokens(TENANT, grant, replacing=current.refresh_token)
-                other_process.commit()
-            self.rotated_to = client.refresh_token
-        return write(*args, **kwargs)
+            self.other_process.start()
+            self._refreshed.wait(timeout=0.5)  # a lock-free read lets the refresh commit before the write
+        return found
+
+    def _refresh_elsewhere(self) -> None:
+        current = self.rig.connection()
+        client = _auth_client(current)
+        client.refresh(refresh_token=current.refresh_token)
+        grant = TokenGrant(client.access_token, client.refresh_token, datetime.now(UTC) + timedelta(hours=1), None)
+        with self.rig.uow_factory() as uow:
+            assert uow.connections.save_tokens(TENANT, grant, replacing=current.refresh_token)
+            uow.commit()
+        self.rotated_to = client.refresh_token
+        self._refreshed.set()
 
 
 def test_recording_looked_up_settings_keeps_tokens_rotated_since_they_were_read(rig: QboRig) -> None:
@@ -241,7 +245,7 @@ def test_recording_looked_up_settings_keeps_tokens_rotated_since_they_were_read(
 
     from core.accounting import NewCustomer, RefundSpec, TxnKind
 
-    factory = RefreshBeforeNextWrite(rig)
+    factory = RefreshRightAfterRead(rig)
     systems = QuickBooksAccountingSystems(factory, SystemClock(), auth_client_factory=_auth_client)
     system = systems.for_tenant(TENANT)
     customer = system.create_customer(NewCustomer("Look Up", "", "", "", "", "", ""), request_id="c1")
@@ -251,8 +255,9 @@ def test_recording_looked_up_settings_keeps_tokens_rotated_since_they_were_read(
         RefundSpec(customer.id, Decimal("5.00"), date(2026, 1, 2), TxnKind.EXPENSE, "", "note", "[m]"),
         request_id="r1",
     )
+    factory.other_process.join(timeout=30)
+    assert factory.rotated_to  # the other process did rotate the tokens, while the settings were being saved
     stored = rig.connection()
-    assert factory.rotated_to and not factory.armed  # the refresh came between the read and the write
     assert stored.settings.refund_bank_account.is_set and stored.settings.accounts_receivable_account.is_set
     assert stored.refresh_token == factory.rotated_to
     rig.admin("POST", "/tokens/expire", {"realm_id": rig.realm_id})
