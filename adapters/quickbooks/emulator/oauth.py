@@ -177,6 +177,7 @@ class OAuthRegistry:
             grant = self.refresh.pop(token, None)
             if grant is not None:
                 self.retired[token] = (grant.realm_id, "revoked")
+                self._retire(grant.predecessor, "revoked")  # lenient rotation: the one it replaced goes too
                 self.access = {
                     k: v for k, v in self.access.items()
                     if not (v.client_id == grant.client_id and v.realm_id == grant.realm_id)

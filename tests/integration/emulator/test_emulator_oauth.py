@@ -86,6 +86,16 @@ def test_lenient_rotation_keeps_the_old_token_until_the_new_one_is_used(connecti
     assert connection.state()["tokens"]["dead_refreshes"] == 1
 
 
+def test_revoking_under_lenient_rotation_kills_the_token_it_replaced_too(connection: Connection) -> None:
+    connection.admin("POST", "/settings", {"refresh_token_rotation": "lenient"})
+    client = connection.auth_client()
+    first = client.refresh_token
+    client.refresh()
+    assert client.revoke(token=client.refresh_token)
+    assert _refresh_fails(connection, first)
+    assert _refresh_fails(connection, client.refresh_token)
+
+
 def test_an_unknown_rotation_is_refused(connection: Connection) -> None:
     response = requests.post(
         f"{connection.server.admin_url}/settings", json={"refresh_token_rotation": "sometimes"}, timeout=10
