@@ -229,8 +229,8 @@ class ConnectionRepository(Protocol):
         """Stores a refreshed grant (both tokens, their expiries, the access token's lifetime) and clears
         `last_error`, changing nothing else, provided the connection is still CONNECTED and still holds
         `replacing`, the refresh token that was used; returns whether it did. False means the company was
-        disconnected or connected again meanwhile: the tokens stored then are newer and are kept. Raises
-        nothing of its own."""
+        disconnected or connected again meanwhile (or has no connection): the tokens stored then are newer
+        and are kept."""
         ...
 
     def mark_reconnect_required(self, tenant_id: str, last_error: str, *, refused_token: str) -> bool:

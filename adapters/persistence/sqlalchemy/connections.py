@@ -5,7 +5,8 @@ recording a looked-up setting must never put back the tokens it read, which a re
 since (see ConnectionRepository). The secrets are one ciphertext, so the writers that change one of them
 (`save_tokens`, `mark_reconnect_required`, `save_authorization_request`) read it with the row locked
 (FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers), change their part and
-seal it again, so that none undoes another's secret either.
+seal it again, so that none undoes another's secret either. `get_for_update` takes the same lock for
+callers that merge what they read (settings lookups).
 """
 
 from __future__ import annotations
