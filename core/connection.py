@@ -7,15 +7,24 @@ company must reconnect, so it is saved the moment it arrives.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from core.currency import CompanyCurrency
 from core.domain import PaymentMethod
 
 SANDBOX = "sandbox"
 PRODUCTION = "production"
+
+# Intuit's access tokens live an hour; one of unknown lifetime (stored before lifetimes were) is taken as that.
+USUAL_ACCESS_TOKEN_LIFETIME = timedelta(hours=1)
+# An access token is refreshed once it is in the last fifth of its life, and at most five minutes before
+# it expires: ahead of expiry, so no request is sent with a token about to die, but not before every
+# request when tokens are short-lived (a 60-second token is refreshed after 48 seconds, not each time).
+REFRESH_MARGIN_SHARE = 0.2
+MAX_REFRESH_MARGIN = timedelta(minutes=5)
 
 
 class ConnectionState(enum.Enum):
@@ -63,6 +72,7 @@ class QuickBooksConnection:
     access_token: str = field(default="", repr=False)
     access_token_expires: datetime | None = None
     refresh_token_expires: datetime | None = None
+    access_token_lifetime: timedelta | None = None  # as granted; None: unknown
     api_base_url: str = ""
     state: ConnectionState = ConnectionState.CONNECTED
     connect_time: datetime | None = None
@@ -86,11 +96,34 @@ class QuickBooksConnection:
     def company_currency(self) -> CompanyCurrency:
         return CompanyCurrency(self.home_currency, self.multicurrency)
 
-    def needs_refresh(self, now: datetime, margin_seconds: float = 300) -> bool:
-        """Refresh ahead of expiry, so that no request is sent with a token about to die."""
+    def needs_refresh(self, now: datetime) -> bool:
+        """Whether the access token is missing or near its expiry (see REFRESH_MARGIN_SHARE)."""
         if not self.access_token or self.access_token_expires is None:
             return True
-        return (self.access_token_expires - now).total_seconds() < margin_seconds
+        return self.access_token_expires - now < refresh_margin(self.access_token_lifetime)
+
+    def with_grant(self, grant: TokenGrant) -> QuickBooksConnection:
+        """This connection holding `grant`'s tokens, its last error cleared (the tokens work again)."""
+        return dataclasses.replace(
+            self,
+            access_token=grant.access_token,
+            refresh_token=grant.refresh_token,
+            access_token_expires=grant.access_token_expires,
+            refresh_token_expires=grant.refresh_token_expires,
+            access_token_lifetime=grant.access_token_lifetime,
+            last_error="",
+        )
+
+    def refused(self, last_error: str) -> QuickBooksConnection:
+        """This connection once Intuit refused its refresh token: someone must reconnect it."""
+        return dataclasses.replace(
+            self, state=ConnectionState.RECONNECT_REQUIRED, access_token="", last_error=last_error
+        )
+
+
+def refresh_margin(lifetime: timedelta | None) -> timedelta:
+    """How long before its expiry an access token granted for `lifetime` is refreshed."""
+    return min(MAX_REFRESH_MARGIN, (lifetime or USUAL_ACCESS_TOKEN_LIFETIME) * REFRESH_MARGIN_SHARE)
 
 
 @dataclass(frozen=True)
@@ -101,3 +134,4 @@ class TokenGrant:
     refresh_token: str = field(repr=False)
     access_token_expires: datetime
     refresh_token_expires: datetime | None
+    access_token_lifetime: timedelta | None = None  # None: not said

@@ -89,8 +89,10 @@ class ConnectionService:
         url = self._authorization.authorization_url(environment, redirect_uri, state)
         tenant = principal.tenant_id
         with self._uow_factory() as uow:
-            connection = uow.connections.get(tenant) or self._blank(tenant, environment)
-            if connection.state is ConnectionState.CONNECTED and connection.environment != environment:
+            connection = uow.connections.get(tenant)
+            if connection is None:
+                uow.connections.save(self._blank(tenant, environment))
+            elif connection.state is ConnectionState.CONNECTED and connection.environment != environment:
                 # The live connection keeps working until the new flow completes, so it cannot change
                 # environment under the workers' feet.
                 raise FailedPreconditionError(
@@ -98,10 +100,10 @@ class ConnectionService:
                     f"to {environment!r}",
                     metadata={"environment": connection.environment},
                 )
-            connection.environment = environment
-            connection.oauth_state = state
-            connection.redirect_uri = redirect_uri
-            uow.connections.save(connection)
+            # Only the pending authorization is written: the workers may be rotating the live tokens.
+            uow.connections.save_authorization_request(
+                tenant, environment=environment, redirect_uri=redirect_uri, oauth_state=state
+            )
             self._audit(uow, tenant, "QUICKBOOKS_AUTHORIZATION_STARTED", environment)
             uow.commit()
         return url, state
@@ -131,6 +133,7 @@ class ConnectionService:
             connection.refresh_token = grant.refresh_token
             connection.access_token_expires = grant.access_token_expires
             connection.refresh_token_expires = grant.refresh_token_expires
+            connection.access_token_lifetime = grant.access_token_lifetime
             connection.state = ConnectionState.CONNECTED
             connection.connect_time = self._clock.now()
             connection.last_error = ""
@@ -170,7 +173,10 @@ class ConnectionService:
         tenant = principal.tenant_id
         realm_id, found = self._look_up(tenant, list_settings_to_check(settings, fields))
         with self._uow_factory() as uow:
-            connection = uow.connections.get(tenant) or self._blank(tenant, self._default_environment)
+            connection = uow.connections.get(tenant)
+            if connection is None:
+                connection = self._blank(tenant, self._default_environment)
+                uow.connections.save(connection)
             if found and (connection.state is not ConnectionState.CONNECTED or connection.realm_id != realm_id):
                 # Ids belong to one company: those just checked may not exist in the one connected now.
                 raise FailedPreconditionError(
@@ -178,7 +184,7 @@ class ConnectionService:
                 )
             changes = {name: getattr(settings, name) for name in fields}
             connection.settings = replace(connection.settings, **_resolved(changes, found))
-            uow.connections.save(connection)
+            uow.connections.save_settings(tenant, connection.settings)  # never the tokens read with them
             self._audit(uow, tenant, "QUICKBOOKS_SETTINGS_UPDATED", ", ".join(sorted(set(fields))))
             uow.commit()
         return connection.settings

@@ -14,7 +14,7 @@ from typing import Protocol, Self
 
 from core.accounting import AccountingCustomer, NewCustomer, QuickBooksRef, TxnKind, TxnSpec
 from core.company_lists import ListEntry, ListKind
-from core.connection import ListRef, QuickBooksConnection, TokenGrant
+from core.connection import ListRef, QuickBooksConnection, QuickBooksSettings, TokenGrant
 from core.currency import CompanyCurrency
 from core.domain import (
     ApiKey,
@@ -222,12 +222,56 @@ class SyncJobRepository(Protocol):
 
 
 class ConnectionRepository(Protocol):
-    """Each tenant's QuickBooks connection. Adapters encrypt the tokens and client secret at rest."""
+    """Each tenant's QuickBooks connection. Adapters encrypt the tokens and client secret at rest.
+
+    A connection has writers that run at the same time, in several processes: workers refreshing its
+    tokens, workers recording the settings they looked up, an admin changing settings or starting an
+    authorization. Intuit rotates the refresh token on every refresh and the old one may die at once, so a
+    writer that put back the row it read would roll a rotated token back and force a reconnection. Hence
+    each of these writers changes only its own fields of the stored connection, whatever another unit of
+    work committed since this one read it: `save_tokens`, `mark_reconnect_required`, `save_settings`,
+    `save_authorization_request`. `save` replaces everything and is only for connecting and
+    disconnecting, which set the tokens themselves.
+    """
 
     def get(self, tenant_id: str) -> QuickBooksConnection | None: ...
 
+    def get_for_update(self, tenant_id: str) -> QuickBooksConnection | None:
+        """`get`, holding the connection's row lock until the unit of work ends: for a read-modify-write
+        (merging settings) that no other writer may get into. Do not call QuickBooks while holding it: a
+        token refresh would wait for the lock."""
+        ...
+
     def save(self, connection: QuickBooksConnection) -> None:
-        """Inserts or replaces the tenant's connection."""
+        """Inserts or replaces the whole connection, tokens included: only for the flows that replace the
+        tokens (connecting, disconnecting). Anywhere else use the writers below."""
+        ...
+
+    def save_tokens(self, tenant_id: str, grant: TokenGrant, *, replacing: str) -> bool:
+        """Stores a refreshed grant (both tokens, their expiries, the access token's lifetime) and clears
+        `last_error`, changing nothing else, provided the connection is still CONNECTED and still holds
+        `replacing`, the refresh token that was used; returns whether it did. False means the company was
+        disconnected or connected again meanwhile (or has no connection): the tokens stored then are newer
+        and are kept."""
+        ...
+
+    def mark_reconnect_required(self, tenant_id: str, last_error: str, *, refused_token: str) -> bool:
+        """Intuit refused `refused_token`: the connection becomes RECONNECT_REQUIRED with `last_error`, its
+        access token forgotten and nothing else changed, provided it still holds that refresh token (a
+        refresh or reconnection committed meanwhile stands); returns whether it did."""
+        ...
+
+    def save_settings(self, tenant_id: str, settings: QuickBooksSettings) -> None:
+        """Replaces the connection's settings, and nothing else. Raises NotFoundError when the tenant has
+        no connection (store a new one with `save`)."""
+        ...
+
+    def save_authorization_request(
+        self, tenant_id: str, *, environment: str, redirect_uri: str, oauth_state: str
+    ) -> None:
+        """Records a pending authorization (its anti-forgery state, where Intuit sends the admin back, the
+        environment), and nothing else: a live connection keeps working with its tokens until the new
+        authorization completes. Raises NotFoundError when the tenant has no connection."""
         ...
 
     def save_company_currency(self, tenant_id: str, currency: CompanyCurrency) -> bool:

@@ -12,12 +12,16 @@ READ COMMITTED database rather than like a dict:
   jobs with the same `lock_key` or `identity_key`; `get_for_update` takes the same lock, as a row lock
   keeps a claimer from slipping in before the outcome is committed;
 * a request_id added by an uncommitted unit of work is held: another unit of work adding it waits for
-  that one to end, then is refused (committed) or gets it (rolled back), as with a unique index.
+  that one to end, then is refused (committed) or gets it (rolled back), as with a unique index;
+* a unit of work that writes a connection holds that connection's row lock until it ends, as an UPDATE
+  does, so that the partial writers (`save_tokens`, `save_settings`, ...) change their fields of the row
+  as it is then, and never put back what another unit of work's committed write replaced.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +30,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 
-from core.connection import QuickBooksConnection
+from core.connection import ConnectionState, QuickBooksConnection, QuickBooksSettings, TokenGrant
 from core.currency import CompanyCurrency
 from core.domain import (
     ApiKey,
@@ -41,6 +45,7 @@ from core.domain import (
     SyncRecord,
     payments_oldest_first,
 )
+from core.errors import NotFoundError
 from core.ports import (
     ApiKeyRepository,
     AuditLog,
@@ -93,6 +98,7 @@ class InMemoryDatabase:
         self.tables = _Tables()
         # (tenant_id, request_id) -> the unit of work that added a job with it but has not committed.
         self.reserved_request_ids: dict[tuple[str, str], object] = {}
+        self.connection_locks: dict[str, threading.Lock] = {}  # tenant_id -> its connection's row lock
 
 
 _DELETED = object()
@@ -421,11 +427,23 @@ class InMemoryAuditLog(_Repository, AuditLog):
 
 
 class InMemoryConnectionRepository(_Repository, ConnectionRepository):
+    """Every write first takes the connection's row lock (see the module docstring): while this unit of
+    work holds it, nobody else commits a change to the row, so patching the row as read now and staging
+    the result writes only the fields patched."""
+
+    def __init__(self, db: InMemoryDatabase, tx: _Transaction, uow: InMemoryUnitOfWork) -> None:
+        super().__init__(db, tx)
+        self._uow = uow
+
     def get(self, tenant_id: str) -> QuickBooksConnection | None:
         with self._db.lock:
             return _copy(self._tx.connections.get(tenant_id))
 
+    def get_for_update(self, tenant_id: str) -> QuickBooksConnection | None:
+        return self._locked(tenant_id)
+
     def save(self, connection: QuickBooksConnection) -> None:
+        self._uow.take_connection_lock(connection.tenant_id)
         with self._db.lock:
             self._tx.connections.put(connection.tenant_id, _copy(connection))
 
@@ -437,6 +455,45 @@ class InMemoryConnectionRepository(_Repository, ConnectionRepository):
             connection.home_currency, connection.multicurrency = currency.home, currency.multicurrency
             self._tx.connections.put(tenant_id, connection)
             return True
+    def save_tokens(self, tenant_id: str, grant: TokenGrant, *, replacing: str) -> bool:
+        current = self._locked(tenant_id)
+        if current is None or current.state is not ConnectionState.CONNECTED or current.refresh_token != replacing:
+            return False
+        self._put(current.with_grant(grant))
+        return True
+
+    def mark_reconnect_required(self, tenant_id: str, last_error: str, *, refused_token: str) -> bool:
+        current = self._locked(tenant_id)
+        if current is None or current.refresh_token != refused_token:
+            return False
+        self._put(current.refused(last_error))
+        return True
+
+    def save_settings(self, tenant_id: str, settings: QuickBooksSettings) -> None:
+        self._put(dataclasses.replace(self._existing(tenant_id), settings=_copy(settings)))
+
+    def save_authorization_request(
+        self, tenant_id: str, *, environment: str, redirect_uri: str, oauth_state: str
+    ) -> None:
+        current = self._existing(tenant_id)
+        self._put(
+            dataclasses.replace(current, environment=environment, redirect_uri=redirect_uri, oauth_state=oauth_state)
+        )
+
+    def _locked(self, tenant_id: str) -> QuickBooksConnection | None:
+        """The row as it is now, locked until this unit of work ends."""
+        self._uow.take_connection_lock(tenant_id)
+        return self.get(tenant_id)
+
+    def _existing(self, tenant_id: str) -> QuickBooksConnection:
+        current = self._locked(tenant_id)
+        if current is None:
+            raise NotFoundError("this tenant has no QuickBooks connection")
+        return current
+
+    def _put(self, connection: QuickBooksConnection) -> None:
+        with self._db.lock:
+            self._tx.connections.put(connection.tenant_id, connection)
 
 
 class InMemoryUnitOfWork(UnitOfWork):
@@ -453,7 +510,8 @@ class InMemoryUnitOfWork(UnitOfWork):
         self.sync_records = InMemorySyncRecordRepository(db, self._tx)
         self.jobs = InMemorySyncJobRepository(db, self._tx, self)
         self.audit = InMemoryAuditLog(db, self._tx)
-        self.connections = InMemoryConnectionRepository(db, self._tx)
+        self.connections = InMemoryConnectionRepository(db, self._tx, self)
+        self._connection_locks: list[threading.Lock] = []
 
     def __enter__(self) -> Self:
         return self
@@ -484,7 +542,19 @@ class InMemoryUnitOfWork(UnitOfWork):
             raise TimeoutError("another unit of work claimed a job and has not committed")
         self._holds_claim_lock = True
 
+    def take_connection_lock(self, tenant_id: str) -> None:
+        """Holds the tenant's connection row lock until this transaction ends, as an UPDATE does."""
+        with self._db.lock:
+            lock = self._db.connection_locks.setdefault(tenant_id, threading.Lock())
+        if lock in self._connection_locks:
+            return
+        if not lock.acquire(timeout=LOCK_TIMEOUT_SECONDS):
+            raise TimeoutError("another unit of work wrote this QuickBooks connection and has not committed")
+        self._connection_locks.append(lock)
+
     def _release(self) -> None:
+        while self._connection_locks:
+            self._connection_locks.pop().release()
         for key in self.reserved:
             if self._db.reserved_request_ids.get(key) is self:
                 del self._db.reserved_request_ids[key]

@@ -61,6 +61,7 @@ class FakeQuickBooksAuthorization(QuickBooksAuthorization):
             refresh_token=f"fake-refresh-{n}",
             access_token_expires=now + timedelta(seconds=ACCESS_TOKEN_SECONDS),
             refresh_token_expires=now + timedelta(seconds=REFRESH_TOKEN_SECONDS),
+            access_token_lifetime=timedelta(seconds=ACCESS_TOKEN_SECONDS),
         )
 
     def revoke(self, connection: QuickBooksConnection) -> None:

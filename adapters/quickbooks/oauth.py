@@ -75,11 +75,13 @@ class IntuitAuthorization(QuickBooksAuthorization):
             ) from exc
         if not client.access_token or not client.refresh_token:
             raise BookkeepingError("Intuit's token answer holds no tokens", reason=AUTHORIZATION_FAILED)
+        expires = _after(now, client.expires_in)
         return TokenGrant(
             access_token=client.access_token,
             refresh_token=client.refresh_token,
-            access_token_expires=_after(now, client.expires_in) or now,
+            access_token_expires=expires or now,
             refresh_token_expires=_after(now, client.x_refresh_token_expires_in),
+            access_token_lifetime=expires - now if expires is not None else None,
         )
 
     def revoke(self, connection: QuickBooksConnection) -> None:

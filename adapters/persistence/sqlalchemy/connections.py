@@ -1,8 +1,19 @@
-"""Each tenant's QuickBooks connection, with its secrets encrypted before they reach the database."""
+"""Each tenant's QuickBooks connection, with its secrets encrypted before they reach the database.
+
+Writers other than `save` change only their own columns, in an UPDATE of the current row: a worker
+recording a looked-up setting must never put back the tokens it read, which a refresh may have rotated
+since (see ConnectionRepository). The secrets are one ciphertext, so the writers that change one of them
+(`save_tokens`, `mark_reconnect_required`, `save_authorization_request`) read it with the row locked
+(FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers), change their part and
+seal it again, so that none undoes another's secret either. `get_for_update` takes the same lock for
+callers that merge what they read (settings lookups).
+"""
 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -11,12 +22,16 @@ from adapters.persistence.encryption import SecretBox
 from adapters.persistence.sqlalchemy import codec
 from adapters.persistence.sqlalchemy.models import QuickBooksConnectionRow
 from adapters.persistence.sqlalchemy.repositories import SqlRepository
-from core.connection import ConnectionState, QuickBooksConnection
+from core.connection import ConnectionState, QuickBooksConnection, QuickBooksSettings, TokenGrant
 from core.currency import CompanyCurrency
+from core.errors import NotFoundError
 from core.ports import ConnectionRepository
 
 # The fields of QuickBooksConnection that are encrypted together into the `secrets` column.
 SECRET_FIELDS = ("client_secret", "refresh_token", "access_token", "oauth_state")
+# Kept beside them (not secret, but it describes the grant and changes with it; a column would need a
+# migration): the access token's lifetime in seconds, absent from rows written before it was kept.
+LIFETIME = "access_token_lifetime"
 
 
 class MissingEncryptionKeyError(RuntimeError):
@@ -29,10 +44,15 @@ class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
         self._secrets = secrets
 
     def get(self, tenant_id: str) -> QuickBooksConnection | None:
-        row = self._one(select(QuickBooksConnectionRow).where(QuickBooksConnectionRow.tenant_id == tenant_id))
+        return self._connection(self._row(tenant_id))
+
+    def get_for_update(self, tenant_id: str) -> QuickBooksConnection | None:
+        return self._connection(self._row(tenant_id, locked=True))
+
+    def _connection(self, row: QuickBooksConnectionRow | None) -> QuickBooksConnection | None:
         if row is None:
             return None
-        opened = json.loads(self._box().decrypt(row.secrets, what=f"the QuickBooks secrets of tenant {tenant_id!r}"))
+        opened = self._open(row)
         return QuickBooksConnection(
             tenant_id=row.tenant_id,
             realm_id=row.realm_id,
@@ -43,6 +63,7 @@ class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
             access_token=opened["access_token"],
             access_token_expires=row.access_token_expires,
             refresh_token_expires=row.refresh_token_expires,
+            access_token_lifetime=_lifetime(opened.get(LIFETIME)),
             api_base_url=row.api_base_url,
             state=ConnectionState(row.state),
             connect_time=row.connect_time,
@@ -56,7 +77,8 @@ class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
         )
 
     def save(self, connection: QuickBooksConnection) -> None:
-        sealed = self._box().encrypt(json.dumps({name: getattr(connection, name) for name in SECRET_FIELDS}))
+        secrets = {name: getattr(connection, name) for name in SECRET_FIELDS}
+        secrets[LIFETIME] = _seconds(connection.access_token_lifetime)
         self._upsert(
             QuickBooksConnectionRow,
             {
@@ -65,7 +87,7 @@ class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
                 "environment": connection.environment,
                 "api_base_url": connection.api_base_url,
                 "client_id": connection.client_id,
-                "secrets": sealed,
+                "secrets": self._seal(secrets),
                 "access_token_expires": connection.access_token_expires,
                 "refresh_token_expires": connection.refresh_token_expires,
                 "state": connection.state.value,
@@ -89,6 +111,83 @@ class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
         result = self._session.execute(statement)
         return bool(getattr(result, "rowcount", 0))
 
+    def save_tokens(self, tenant_id: str, grant: TokenGrant, *, replacing: str) -> bool:
+        row = self._row(tenant_id, locked=True)
+        if row is None or row.state != ConnectionState.CONNECTED.value:
+            return False
+        secrets = self._open(row)
+        if secrets["refresh_token"] != replacing:
+            return False
+        secrets.update(
+            access_token=grant.access_token,
+            refresh_token=grant.refresh_token,
+            **{LIFETIME: _seconds(grant.access_token_lifetime)},
+        )
+        self._update(
+            tenant_id,
+            secrets=self._seal(secrets),
+            access_token_expires=grant.access_token_expires,
+            refresh_token_expires=grant.refresh_token_expires,
+            last_error="",
+        )
+        return True
+
+    def mark_reconnect_required(self, tenant_id: str, last_error: str, *, refused_token: str) -> bool:
+        row = self._row(tenant_id, locked=True)
+        if row is None:
+            return False
+        secrets = self._open(row)
+        if secrets["refresh_token"] != refused_token:
+            return False
+        secrets["access_token"] = ""
+        self._update(
+            tenant_id,
+            secrets=self._seal(secrets),
+            state=ConnectionState.RECONNECT_REQUIRED.value,
+            last_error=last_error,
+        )
+        return True
+
+    def save_settings(self, tenant_id: str, settings: QuickBooksSettings) -> None:
+        if not self._update(tenant_id, settings=codec.settings_to_json(settings)):
+            raise NotFoundError("this tenant has no QuickBooks connection")
+
+    def save_authorization_request(
+        self, tenant_id: str, *, environment: str, redirect_uri: str, oauth_state: str
+    ) -> None:
+        row = self._row(tenant_id, locked=True)
+        if row is None:
+            raise NotFoundError("this tenant has no QuickBooks connection")
+        secrets = self._open(row)
+        secrets["oauth_state"] = oauth_state
+        self._update(tenant_id, secrets=self._seal(secrets), environment=environment, redirect_uri=redirect_uri)
+
+    def _row(self, tenant_id: str, *, locked: bool = False) -> QuickBooksConnectionRow | None:
+        statement = select(QuickBooksConnectionRow).where(QuickBooksConnectionRow.tenant_id == tenant_id)
+        if locked and self.dialect == "postgresql":
+            # Held to the commit: no other writer of the secrets gets between this read and our update.
+            statement = statement.with_for_update()
+        return self._one(statement)
+
+    def _update(self, tenant_id: str, **columns: Any) -> bool:
+        """Sets `columns` of the tenant's row, and no other; whether there was a row."""
+        result = self._session.execute(
+            update(QuickBooksConnectionRow)
+            .where(QuickBooksConnectionRow.tenant_id == tenant_id)
+            .values(**columns)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    def _open(self, row: QuickBooksConnectionRow) -> dict[str, Any]:
+        opened: dict[str, Any] = json.loads(
+            self._box().decrypt(row.secrets, what=f"the QuickBooks secrets of tenant {row.tenant_id!r}")
+        )
+        return opened
+
+    def _seal(self, secrets: dict[str, Any]) -> str:
+        return self._box().encrypt(json.dumps(secrets))
+
     def _box(self) -> SecretBox:
         if self._secrets is None:
             # Refusing beats storing tokens in the clear, or under a throwaway key lost at exit.
@@ -97,3 +196,11 @@ class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
                 "with a SecretBox (SqlAlchemyPersistenceModule does)"
             )
         return self._secrets
+
+
+def _seconds(lifetime: timedelta | None) -> float | None:
+    return None if lifetime is None else lifetime.total_seconds()
+
+
+def _lifetime(seconds: float | None) -> timedelta | None:
+    return None if seconds is None else timedelta(seconds=seconds)

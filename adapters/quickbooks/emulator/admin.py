@@ -5,15 +5,19 @@ Routes (bodies are JSON objects; every field optional unless said otherwise):
 - ``GET  /_emulator/health`` → ``{"ok": true}``
 - ``POST /_emulator/reset`` → forget everything (realms, tokens, faults, log, settings).
 - ``GET|POST /_emulator/settings`` ``{"latency_ms", "throttle_format": "json"|"xml", "retry_after",
-  "auth_required", "access_token_ttl", "limits": {"per_minute", "per_second", "concurrent",
-  "batch_per_minute"}}`` (0 disables a limit) → the settings now in force.
+  "auth_required", "access_token_ttl", "refresh_token_rotation": "strict"|"lenient", "limits":
+  {"per_minute", "per_second", "concurrent", "batch_per_minute"}}`` (0 disables a limit) → the settings
+  now in force. ``access_token_ttl`` (seconds, fractions allowed) applies to tokens issued from then on:
+  short-lived tokens make refreshes frequent. ``refresh_token_rotation`` "strict" (the default) kills a
+  refresh token the moment it is used, "lenient" only once its successor is used (see ``oauth.py``).
 - ``POST /_emulator/realms`` ``{"realm_id", "company_name", "client_id", "client_secret", "access_token",
   "refresh_token"}`` → ``{"realm_id", "client_id", "client_secret", "access_token", "refresh_token",
   "expires_in", ...}``; creates and seeds the realm if new, and connects the app to it.
 - ``GET  /_emulator/realms`` → ``{"realms": [ids]}``
 - ``GET  /_emulator/realms/{realm}/state`` → records of every entity (rendered as the API would), deleted
   and voided ids, balances (invoices, customers, payments' unapplied), notes, closing date, throttle gauge,
-  live tokens.
+  ``tokens``: the live access and refresh tokens, ``refreshes`` (refresh grants answered) and
+  ``dead_refreshes`` (refreshes refused because the token had been rotated away: a client lost one).
 - ``GET|POST /_emulator/realms/{realm}/closing_date`` ``{"date": "yyyy-MM-dd" | null}`` → ``{"closing_date"}``:
   QBO's "Close the books". While set, API creates, updates, deletes and voids of a Payment, Purchase or
   Invoice whose TxnDate (sent or stored) is on or before it answer Fault 6210 "Account Period Closed" (HTTP
@@ -155,6 +159,11 @@ def _apply_settings(state: EmulatorState, body: JsonDict) -> None:
         settings.auth_required = bool(body["auth_required"])
     if "access_token_ttl" in body:
         state.oauth.access_ttl = float(body["access_token_ttl"])
+    if "refresh_token_rotation" in body:
+        try:
+            state.oauth.set_rotation(str(body["refresh_token_rotation"]))
+        except ValueError as exc:
+            raise _BadRequest(str(exc)) from None
     if isinstance(body.get("limits"), dict):
         state.limits.update(body["limits"])
 

@@ -5,8 +5,11 @@
 ``refresh()`` posts ``grant_type=refresh_token`` with HTTP Basic client credentials and copies every key of
 the JSON answer onto itself (so the answer must not carry an ``id_token``, which it would try to verify).
 
-Refresh tokens rotate on every use and the old one dies at once (answering ``invalid_grant``): the strict
-reading of Intuit's rotation, so a client that loses the new token is caught in tests.
+Refresh tokens rotate on every use. By default (``rotation = "strict"``) the old one dies at once
+(answering ``invalid_grant``): the strict reading of Intuit's rotation, so a client that loses the new token
+is caught in tests. ``"lenient"`` is what Intuit is reported to do in practice (QUICKBOOKS.md, *verify*):
+the old token keeps working until the new one is first used. Either way, each realm counts its refreshes
+and the refreshes sent with a rotated-away token (``dead_refreshes``), so a test can prove none was lost.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from .shapes import JsonDict
 
 ACCESS_TOKEN_TTL = 3600.0
 REFRESH_TOKEN_TTL = 8_726_400.0  # 101 days, what Intuit reports in x_refresh_token_expires_in
+ROTATIONS = ("strict", "lenient")
 
 
 @dataclass
@@ -36,6 +40,7 @@ class _Refresh:
     client_id: str
     realm_id: str
     expires_at: float
+    predecessor: str = ""  # lenient rotation: the token this one replaced, alive until this one is used
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,16 @@ class OAuthRegistry:
         self.refresh: dict[str, _Refresh] = {}
         self.codes: dict[str, tuple[str, str, str]] = {}  # code → (client_id, realm_id, redirect_uri)
         self.access_ttl = ACCESS_TOKEN_TTL
-        self.retired: dict[str, str] = {}  # rotated-out refresh token → why it is dead (for the admin API)
+        self.retired: dict[str, tuple[str, str]] = {}  # dead refresh token → (realm, "rotated" | "revoked")
+        self.rotation = "strict"
+        self.refreshes: dict[str, int] = {}  # realm → refresh_token grants answered
+        self.dead_refreshes: dict[str, int] = {}  # realm → refreshes refused because the token was rotated away
+
+    def set_rotation(self, rotation: str) -> None:
+        if rotation not in ROTATIONS:
+            raise ValueError(f"refresh_token_rotation must be one of {', '.join(ROTATIONS)}")
+        with self._lock:
+            self.rotation = rotation
 
     def register(
         self,
@@ -123,13 +137,7 @@ class OAuthRegistry:
                 return 401, {"error": "invalid_client"}
             grant_type = form.get("grant_type")
             if grant_type == "refresh_token":
-                token = form.get("refresh_token", "")
-                grant = self.refresh.get(token)
-                if grant is None or grant.client_id != client_id or grant.expires_at <= time.time():
-                    return 400, {"error": "invalid_grant"}
-                del self.refresh[token]
-                self.retired[token] = "rotated"
-                return 200, self._issue(client_id, grant.realm_id)
+                return self._refresh_grant(client_id, form.get("refresh_token", ""))
             if grant_type == "authorization_code":
                 entry = self.codes.pop(form.get("code", ""), None)
                 if entry is None or entry[0] != client_id:
@@ -139,6 +147,27 @@ class OAuthRegistry:
                 return 200, self._issue(client_id, entry[1])
             return 400, {"error": "unsupported_grant_type"}
 
+    def _refresh_grant(self, client_id: str, token: str) -> tuple[int, JsonDict]:
+        grant = self.refresh.get(token)
+        if grant is None or grant.client_id != client_id or grant.expires_at <= time.time():
+            realm, why = self.retired.get(token, ("", ""))
+            if why == "rotated":
+                self.dead_refreshes[realm] = self.dead_refreshes.get(realm, 0) + 1
+            return 400, {"error": "invalid_grant"}
+        self._retire(grant.predecessor, "rotated")  # the new token is in use: the one it replaced dies
+        if self.rotation == "strict":
+            self._retire(token, "rotated")
+        answer = self._issue(client_id, grant.realm_id)
+        if self.rotation == "lenient":
+            self.refresh[str(answer["refresh_token"])].predecessor = token
+        self.refreshes[grant.realm_id] = self.refreshes.get(grant.realm_id, 0) + 1
+        return 200, answer
+
+    def _retire(self, token: str, why: str) -> None:
+        grant = self.refresh.pop(token, None)
+        if grant is not None:
+            self.retired[token] = (grant.realm_id, why)
+
     def revoke(self, authorization: str | None, token: str) -> int:
         """POST /oauth2/v1/tokens/revoke: kills a refresh token and every access token of its connection."""
         with self._lock:
@@ -147,7 +176,8 @@ class OAuthRegistry:
                 return 401
             grant = self.refresh.pop(token, None)
             if grant is not None:
-                self.retired[token] = "revoked"
+                self.retired[token] = (grant.realm_id, "revoked")
+                self._retire(grant.predecessor, "revoked")  # lenient rotation: the one it replaced goes too
                 self.access = {
                     k: v for k, v in self.access.items()
                     if not (v.client_id == grant.client_id and v.realm_id == grant.realm_id)
@@ -189,12 +219,11 @@ class OAuthRegistry:
                 if (token is None or t == token) and (realm_id is None or g.realm_id == realm_id)
             ]
             for t in doomed:
-                del self.refresh[t]
-                self.retired[t] = "revoked"
+                self._retire(t, "revoked")
             return len(doomed)
 
     def summary(self, realm_id: str) -> JsonDict:
-        """Live tokens of a realm (for the admin state)."""
+        """Live tokens of a realm and its refresh counts (for the admin state)."""
         with self._lock:
             now = time.time()
             return {
@@ -203,6 +232,8 @@ class OAuthRegistry:
                     for t, g in self.access.items() if g.realm_id == realm_id
                 ],
                 "refresh_tokens": [t for t, g in self.refresh.items() if g.realm_id == realm_id],
+                "refreshes": self.refreshes.get(realm_id, 0),
+                "dead_refreshes": self.dead_refreshes.get(realm_id, 0),
             }
 
 

@@ -92,7 +92,12 @@ class EmulatorState:
 
     def describe_settings(self) -> JsonDict:
         """Current settings and limits."""
-        return {**asdict(self.settings), "limits": asdict(self.limits), "access_token_ttl": self.oauth.access_ttl}
+        return {
+            **asdict(self.settings),
+            "limits": asdict(self.limits),
+            "access_token_ttl": self.oauth.access_ttl,
+            "refresh_token_rotation": self.oauth.rotation,
+        }
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -154,10 +154,14 @@ class SettingsResolver:
         return found
 
     def _save(self, resolved: dict[str, ListRef], methods: dict[PaymentMethod, ListRef]) -> QuickBooksSettings:
-        """Records the defaults on the stored connection, without overwriting a setting someone set since."""
+        """Records the defaults on the stored connection, without overwriting a setting someone set since.
+
+        Only the settings are written (`save_settings`): the tokens read here may have been rotated by a
+        refresh committed since, and must not be put back. They are read locked, so that a setting an admin
+        saves meanwhile is merged rather than overwritten."""
         tenant_id = self._session.connection.tenant_id
         with self._uow_factory() as uow:
-            stored = uow.connections.get(tenant_id) or self._session.connection
+            stored = uow.connections.get_for_update(tenant_id) or self._session.connection
             settings = stored.settings
             changes: dict[str, Any] = {n: ref for n, ref in resolved.items() if not getattr(settings, n).is_set}
             merged_methods = dict(settings.payment_methods)
@@ -165,16 +169,15 @@ class SettingsResolver:
                 merged_methods.setdefault(method, ref)
                 if not merged_methods[method].is_set:
                     merged_methods[method] = ref
-            updated = dataclasses.replace(
-                stored, settings=dataclasses.replace(settings, payment_methods=merged_methods, **changes)
-            )
-            uow.connections.save(updated)
+            merged = dataclasses.replace(settings, payment_methods=merged_methods, **changes)
+            uow.connections.save_settings(tenant_id, merged)
             uow.commit()
         with self._validated_guard:
             for name, ref in resolved.items():
-                self._validated.add((updated.realm_id, name, ref.id))
-        self._session.adopt(updated)
-        return updated.settings
+                self._validated.add((stored.realm_id, name, ref.id))
+        # Only the settings changed here: the session keeps the tokens it holds.
+        self._session.adopt(dataclasses.replace(self._session.connection, settings=merged))
+        return merged
 
 
 def _id_order(record: dict[str, Any]) -> tuple[int, str]:

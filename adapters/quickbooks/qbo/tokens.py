@@ -1,16 +1,17 @@
-"""The company's OAuth tokens: refreshed ahead of expiry or after a 401, the rotated refresh token saved at once.
+"""The company's OAuth tokens: refreshed near expiry or after a 401, the rotated refresh token saved at once.
 
-Intuit rotates the refresh token on every refresh; the old one soon stops working. So the new pair is
+Intuit rotates the refresh token on every refresh; the old one may stop working at once. So the new pair is
 committed before anything else happens, and refreshes of one company are serialised (a per-tenant
 `CompanyLock`, then a re-read of the stored connection: another thread or process may have refreshed
 already), so that two workers never race each other into `invalid_grant`. On PostgreSQL the lock is held
-across every process of the deployment, elsewhere across the threads of this one. Tokens never appear in a
-message or a log line.
+across every process of the deployment, elsewhere across the threads of this one. The pair is stored with
+`ConnectionRepository.save_tokens`, which changes the tokens only (a settings write committed meanwhile
+stands, and no other writer puts old tokens back), and only over the refresh token that was used (a
+disconnection or reconnection made meanwhile stands). Tokens never appear in a message or a log line.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -20,7 +21,7 @@ from intuitlib.client import AuthClient
 from intuitlib.exceptions import AuthClientError
 
 from adapters.inprocess import InProcessCompanyLock
-from core.connection import ConnectionState, QuickBooksConnection
+from core.connection import ConnectionState, QuickBooksConnection, TokenGrant
 from core.errors import AccountingUnavailableError, ReconnectRequiredError
 from core.ports import Clock, CompanyLock, UnitOfWorkFactory
 
@@ -99,34 +100,37 @@ class TokenKeeper:
                 f"QuickBooks' token service could not be reached ({type(exc).__name__}); will retry"
             ) from None
         now = self._clock.now()
-        refresh_expires = (
-            now + timedelta(seconds=int(client.x_refresh_token_expires_in))
-            if client.x_refresh_token_expires_in
-            else stored.refresh_token_expires
-        )
-        updated = dataclasses.replace(
-            stored,
+        lifetime = timedelta(seconds=float(client.expires_in or 3600))
+        grant = TokenGrant(
             access_token=client.access_token,
             # Intuit may answer without a new refresh token; the old one then stays valid.
             refresh_token=client.refresh_token or stored.refresh_token,
-            access_token_expires=now + timedelta(seconds=int(client.expires_in or 3600)),
-            refresh_token_expires=refresh_expires,
-            last_error="",
+            access_token_expires=now + lifetime,
+            refresh_token_expires=(
+                now + timedelta(seconds=int(client.x_refresh_token_expires_in))
+                if client.x_refresh_token_expires_in
+                else stored.refresh_token_expires
+            ),
+            access_token_lifetime=lifetime,
         )
         with self._uow_factory() as uow:
-            uow.connections.save(updated)
+            saved = uow.connections.save_tokens(stored.tenant_id, grant, replacing=stored.refresh_token)
             uow.commit()
-        return updated
+        if not saved:
+            # Disconnected or connected again while we were at Intuit: what is stored now is newer.
+            current = self._load(stored.tenant_id)
+            if current.state is not ConnectionState.CONNECTED:
+                raise ReconnectRequiredError(current.last_error or RECONNECT_MESSAGE)
+            return current
+        return stored.with_grant(grant)
 
     def _mark_reconnect_required(self, stored: QuickBooksConnection, oauth_error: str) -> None:
-        failed = dataclasses.replace(
-            stored,
-            state=ConnectionState.RECONNECT_REQUIRED,
-            access_token="",
-            last_error=f"{RECONNECT_MESSAGE} (Intuit said {oauth_error})",
-        )
         with self._uow_factory() as uow:
-            uow.connections.save(failed)
+            uow.connections.mark_reconnect_required(
+                stored.tenant_id,
+                f"{RECONNECT_MESSAGE} (Intuit said {oauth_error})",
+                refused_token=stored.refresh_token,
+            )
             uow.commit()
 
     def _load(self, tenant_id: str) -> QuickBooksConnection:

@@ -51,6 +51,60 @@ def test_refresh_rotates_and_old_refresh_token_is_invalid_grant(
         client.refresh(refresh_token=newest)
 
 
+def _refresh_fails(connection: Connection, refresh_token: str) -> bool:
+    try:
+        connection.auth_client(refresh_token=refresh_token).refresh()
+    except AuthClientError as exc:
+        assert exc.response.json()["error"] == "invalid_grant"
+        return True
+    return False
+
+
+def test_strict_rotation_counts_refreshes_and_the_dead_tokens_sent(connection: Connection) -> None:
+    assert connection.admin("GET", "/settings")["refresh_token_rotation"] == "strict"  # the default
+    client = connection.auth_client()
+    first = client.refresh_token
+    client.refresh()
+    assert _refresh_fails(connection, first)
+    assert _refresh_fails(connection, "never-issued")
+    tokens = connection.state()["tokens"]
+    # Only a rotated-away token counts as dead: that is a client that lost its newest one.
+    assert (tokens["refreshes"], tokens["dead_refreshes"]) == (1, 1)
+
+
+def test_lenient_rotation_keeps_the_old_token_until_the_new_one_is_used(connection: Connection) -> None:
+    """What Intuit is reported to do: the previous refresh token keeps working until its successor is used."""
+    connection.admin("POST", "/settings", {"refresh_token_rotation": "lenient"})
+    client = connection.auth_client()
+    first = client.refresh_token
+    client.refresh()
+    second = client.refresh_token
+    assert second != first
+    assert not _refresh_fails(connection, first)  # still alive: its successor was never used
+    client.refresh(refresh_token=second)
+    assert _refresh_fails(connection, first)
+    assert connection.state()["tokens"]["dead_refreshes"] == 1
+
+
+def test_revoking_under_lenient_rotation_kills_the_token_it_replaced_too(connection: Connection) -> None:
+    connection.admin("POST", "/settings", {"refresh_token_rotation": "lenient"})
+    client = connection.auth_client()
+    first = client.refresh_token
+    client.refresh()
+    assert client.revoke(token=client.refresh_token)
+    assert _refresh_fails(connection, first)
+    assert _refresh_fails(connection, client.refresh_token)
+
+
+def test_an_unknown_rotation_is_refused(connection: Connection) -> None:
+    response = requests.post(
+        f"{connection.server.admin_url}/settings", json={"refresh_token_rotation": "sometimes"}, timeout=10
+    )
+    assert response.status_code == 400
+    assert "strict, lenient" in response.text
+    assert connection.admin("GET", "/settings")["refresh_token_rotation"] == "strict"
+
+
 def test_wrong_client_secret_is_invalid_client(connection: Connection) -> None:
     client = AuthClient(connection.client_id, "not-the-secret", REDIRECT_URI,
                         environment=connection.server.discovery_url, refresh_token=connection.refresh_token)

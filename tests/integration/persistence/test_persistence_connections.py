@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from dataclasses import replace
 from datetime import UTC, timedelta, timezone
 from pathlib import Path
@@ -18,9 +19,10 @@ from adapters.persistence.encryption import EncryptionKeyError, SecretBox, gener
 from adapters.persistence.sqlalchemy import SqlAlchemyUnitOfWorkFactory, create_engine_for
 from adapters.persistence.sqlalchemy.connections import MissingEncryptionKeyError
 from adapters.persistence.sqlalchemy.migrate import alembic_config
-from core.connection import ConnectionState, ListRef, QuickBooksConnection, QuickBooksSettings
+from core.connection import ConnectionState, ListRef, QuickBooksConnection, QuickBooksSettings, TokenGrant
 from core.currency import CompanyCurrency
 from core.domain import PaymentMethod
+from core.errors import NotFoundError
 
 REFRESH_TOKEN = "RT-very-secret-refresh-token-0123456789"
 ACCESS_TOKEN = "AT-very-secret-access-token-0123456789"
@@ -40,6 +42,7 @@ def connection(tenant_id: str = "t1", realm_id: str = "9130", **changes: object)
         # Not UTC on purpose: what comes back must be the same instant, in UTC.
         access_token_expires=T0.astimezone(timezone(timedelta(hours=-5))) + timedelta(hours=1),
         refresh_token_expires=T0 + timedelta(days=101),
+        access_token_lifetime=timedelta(hours=1),
         api_base_url="http://127.0.0.1:8765/v3",
         state=ConnectionState.CONNECTED,
         connect_time=T0,
@@ -112,6 +115,7 @@ def test_unset_times_and_settings_round_trip(backend: Backend) -> None:
         access_token="",
         access_token_expires=None,
         refresh_token_expires=None,
+        access_token_lifetime=None,
         connect_time=None,
         settings=QuickBooksSettings(),
         oauth_state="",
@@ -159,6 +163,152 @@ def test_a_returned_connection_is_a_copy(backend: Backend) -> None:
     assert _get(backend, "t1") == connection()
 
 
+# --- partial writes: no writer puts back what another changed -------------------------------------------
+
+ROTATED = TokenGrant(
+    access_token="AT-rotated",
+    refresh_token="RT-rotated",
+    access_token_expires=T0 + timedelta(hours=2),
+    refresh_token_expires=T0 + timedelta(days=102),
+    access_token_lifetime=timedelta(seconds=60),
+)
+
+
+def _with_rotated_tokens(original: QuickBooksConnection) -> QuickBooksConnection:
+    return replace(
+        original,
+        access_token=ROTATED.access_token,
+        refresh_token=ROTATED.refresh_token,
+        access_token_expires=ROTATED.access_token_expires,
+        refresh_token_expires=ROTATED.refresh_token_expires,
+        access_token_lifetime=ROTATED.access_token_lifetime,
+    )
+
+
+def _save_rotated_tokens(backend: Backend) -> bool:
+    with backend.uow() as uow:
+        saved = uow.connections.save_tokens("t1", ROTATED, replacing=REFRESH_TOKEN)
+        uow.commit()
+    return saved
+
+
+def test_a_settings_save_keeps_a_token_save_made_after_the_settings_writer_read_the_row(backend: Backend) -> None:
+    """The bug of issue 7: a worker read the connection to record a looked-up setting, a refresh committed
+    rotated tokens, and the worker's write put the dead refresh token back."""
+    _save(backend, connection())
+    refreshed = threading.Event()
+    refresher = threading.Thread(target=lambda: _save_rotated_tokens(backend) and refreshed.set())
+    with backend.uow() as uow:
+        read = uow.connections.get("t1")
+        assert read is not None and read.refresh_token == REFRESH_TOKEN
+        refresher.start()
+        if backend.name != "sqlite":
+            # SQLite's BEGIN IMMEDIATE makes the refresh wait for this unit of work instead (serialised
+            # after it, which keeps the rotated token too); the others commit it now, between read and write.
+            assert refreshed.wait(timeout=10)
+            assert _get(backend, "t1") == _with_rotated_tokens(connection())
+        uow.connections.save_settings("t1", replace(read.settings, doc_number_prefix="NEW-"))
+        uow.commit()
+    refresher.join(timeout=30)
+    assert refreshed.is_set()
+    expected = _with_rotated_tokens(connection())
+    assert _get(backend, "t1") == replace(expected, settings=replace(expected.settings, doc_number_prefix="NEW-"))
+
+
+def test_a_token_save_keeps_settings_saved_after_the_refresher_read_the_row(backend: Backend) -> None:
+    """A refresh reads the connection, then spends a while at Intuit: a setting recorded meanwhile stays."""
+    _save(backend, connection(last_error="QuickBooks' token service answered HTTP 503"))
+    with backend.uow() as uow:
+        uow.connections.save_settings("t1", QuickBooksSettings(doc_number_prefix="NEW-"))
+        uow.commit()
+    assert _save_rotated_tokens(backend)
+    stored = _get(backend, "t1")
+    assert stored == replace(_with_rotated_tokens(connection()), settings=QuickBooksSettings(doc_number_prefix="NEW-"))
+
+
+def test_a_connection_read_for_update_holds_other_writers_until_the_unit_of_work_ends(backend: Backend) -> None:
+    """A worker merging looked-up settings reads for update: an admin's save waits, then lands on top."""
+    _save(backend, connection())
+    admin_saved = threading.Event()
+
+    def admin_saves_a_setting() -> None:
+        with backend.uow() as uow:
+            uow.connections.save_settings("t1", QuickBooksSettings(doc_number_prefix="ADMIN-"))
+            uow.commit()
+        admin_saved.set()
+
+    admin = threading.Thread(target=admin_saves_a_setting)
+    with backend.uow() as uow:
+        read = uow.connections.get_for_update("t1")
+        assert read == connection()
+        admin.start()
+        assert not admin_saved.wait(timeout=0.5)  # held by the row lock
+        uow.connections.save_settings("t1", replace(read.settings, doc_number_prefix="WORKER-"))
+        uow.commit()
+    admin.join(timeout=30)
+    assert admin_saved.is_set()
+    assert _get(backend, "t1") == connection(settings=QuickBooksSettings(doc_number_prefix="ADMIN-"))
+    with backend.uow() as uow:
+        assert uow.connections.get_for_update("nobody") is None
+
+
+def test_tokens_are_saved_only_over_the_refresh_token_used_and_while_connected(backend: Backend) -> None:
+    """A disconnection or reconnection made while a refresh was at Intuit stands."""
+    _save(backend, connection(refresh_token="RT-of-a-reconnection"))
+    assert not _save_rotated_tokens(backend)
+    assert _get(backend, "t1") == connection(refresh_token="RT-of-a-reconnection")
+    _save(backend, connection(state=ConnectionState.DISCONNECTED))
+    assert not _save_rotated_tokens(backend)
+    assert _get(backend, "t1") == connection(state=ConnectionState.DISCONNECTED)
+    with backend.uow() as uow:
+        assert not uow.connections.save_tokens("t2", ROTATED, replacing=REFRESH_TOKEN)
+
+
+def test_mark_reconnect_required_changes_only_the_state_the_access_token_and_the_error(backend: Backend) -> None:
+    _save(backend, connection())
+    with backend.uow() as uow:
+        assert not uow.connections.mark_reconnect_required("t1", "refused", refused_token="RT-rotated-away")
+        uow.commit()
+    assert _get(backend, "t1") == connection()  # a newer token than the one refused is kept
+    with backend.uow() as uow:
+        assert uow.connections.mark_reconnect_required("t1", "Intuit said invalid_grant", refused_token=REFRESH_TOKEN)
+        uow.commit()
+    assert _get(backend, "t1") == connection(
+        state=ConnectionState.RECONNECT_REQUIRED, access_token="", last_error="Intuit said invalid_grant"
+    )
+
+
+def test_an_authorization_request_changes_only_its_own_fields(backend: Backend) -> None:
+    _save(backend, connection())
+    with backend.uow() as uow:
+        uow.connections.save_authorization_request(
+            "t1", environment="sandbox", redirect_uri="https://crm.example.com/cb2", oauth_state="new-state"
+        )
+        uow.commit()
+    assert _get(backend, "t1") == connection(
+        environment="sandbox", redirect_uri="https://crm.example.com/cb2", oauth_state="new-state"
+    )
+
+
+def test_partial_writes_need_a_stored_connection(backend: Backend) -> None:
+    with backend.uow() as uow:
+        with pytest.raises(NotFoundError):
+            uow.connections.save_settings("t1", QuickBooksSettings())
+        with pytest.raises(NotFoundError):
+            uow.connections.save_authorization_request("t1", environment="sandbox", redirect_uri="", oauth_state="s")
+        assert not uow.connections.mark_reconnect_required("t1", "refused", refused_token=REFRESH_TOKEN)
+    assert _get(backend, "t1") is None
+
+
+def test_partial_writes_are_discarded_unless_committed(backend: Backend) -> None:
+    _save(backend, connection())
+    with backend.uow() as uow:
+        assert uow.connections.save_tokens("t1", ROTATED, replacing=REFRESH_TOKEN)
+        uow.connections.save_settings("t1", QuickBooksSettings())
+        assert uow.connections.get("t1") == replace(_with_rotated_tokens(connection()), settings=QuickBooksSettings())
+    assert _get(backend, "t1") == connection()
+
+
 # --- encryption at rest ----------------------------------------------------------------------------------
 
 
@@ -178,6 +328,19 @@ def test_no_secret_is_stored_in_plaintext(sql_backend: Backend) -> None:
     raw = _raw_row(sql_backend)
     assert "9130" in raw and "client-1" in raw  # the row is there, and readable where it may be
     for secret in (REFRESH_TOKEN, ACCESS_TOKEN, CLIENT_SECRET, OAUTH_STATE, "very-secret"):
+        assert secret not in raw
+
+
+def test_partial_writes_keep_every_secret_encrypted(sql_backend: Backend) -> None:
+    _save(sql_backend, connection())
+    assert _save_rotated_tokens(sql_backend)
+    with sql_backend.uow() as uow:
+        uow.connections.save_authorization_request(
+            "t1", environment="sandbox", redirect_uri="", oauth_state="st-0123456789"
+        )
+        uow.commit()
+    raw = _raw_row(sql_backend)
+    for secret in (ROTATED.refresh_token, ROTATED.access_token, CLIENT_SECRET, "st-0123456789"):
         assert secret not in raw
 
 
