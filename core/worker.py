@@ -24,7 +24,7 @@ from core.domain import (
     SyncResult,
     SyncState,
 )
-from core.errors import AccountingError, QbsyncError, ThrottledError
+from core.errors import AccountingError, QbsyncError, StorageUnavailableError, ThrottledError
 from core.lease import LeaseHeartbeat
 from core.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from core.sync_engine import SyncEngine
@@ -65,7 +65,7 @@ class SyncWorker:
             # The heartbeat stops before the outcome is recorded: a beat must not race the final write.
             with LeaseHeartbeat(self._uow_factory, self._clock, job, worker_id, lease=self._lease):
                 results = self._engine.run(job)
-        except AccountingError as exc:
+        except (AccountingError, StorageUnavailableError) as exc:  # both say whether a retry may succeed
             return self._failed(job, worker_id, JobError(exc.reason, exc.message, exc.retryable, exc.metadata), exc)
         except QbsyncError as exc:
             return self._failed(job, worker_id, JobError(exc.reason, exc.message, False, exc.metadata), exc)
