@@ -2,14 +2,16 @@
 
 Each observed case of issue 7 ("our own errors") as a call from outside: undecodable bytes, page tokens
 qbsync never issued, a quantity beyond any decimal, a 16k-character e-mail, and the database going away
-(the key lookup and every RPC answer UNAVAILABLE, and the same calls succeed once it is back).
+(the key lookup and every RPC answer UNAVAILABLE, and the same calls succeed once it is back), and
+Intuit being unreachable during a call (UNAVAILABLE too).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -28,9 +30,10 @@ from core.ports import UnitOfWorkFactory
 from qbsync.bootstrap import bootstrap
 from qbsync.config import Settings
 from qbsync.runtime import Runtime
+from qbsync.v1 import connection_service_pb2 as cs
+from qbsync.v1 import connection_service_pb2_grpc, sync_service_pb2_grpc
 from qbsync.v1 import resources_pb2 as r
 from qbsync.v1 import sync_service_pb2 as s
-from qbsync.v1 import sync_service_pb2_grpc
 from tests.e2e.test_sync_service import job, opportunity, payment
 
 MAX_TRAILER_BYTES = 8 * 1024
@@ -202,3 +205,40 @@ def test_while_the_database_is_away_every_rpc_is_unavailable_and_retrying_later_
             assert "Traceback" not in (raised.value.details() or "") and "sqlite" not in (raised.value.details() or "")
     # The same key and the same job are there once the database is back: UNAVAILABLE was worth retrying.
     assert api.stub.GetSyncJob(s.GetSyncJobRequest(name=accepted.name), metadata=md).name == accepted.name
+
+
+# --- QuickBooks (Intuit) going away, while the caller waits ---------------------------------------------
+
+
+def test_intuit_unreachable_during_a_call_is_unavailable_not_internal(tmp_path: Path) -> None:
+    """GetAuthorizationUrl reads Intuit's discovery document synchronously: with nothing listening there,
+    the real intuit-oauth client over real HTTP fails, and the caller is told to retry (UNAVAILABLE)."""
+    database = tmp_path / "qbsync.db"
+    migrate(f"sqlite:///{database}")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    settings = Settings.from_env(
+        {
+            "QBSYNC_DATA_DIR": str(tmp_path),
+            "QBSYNC_DATABASE_URL": f"sqlite:///{database}",
+            "QBSYNC_QBO_CLIENT_ID": "client",
+            "QBSYNC_QBO_CLIENT_SECRET": "secret",
+            "QBSYNC_QBO_ENVIRONMENT": f"http://127.0.0.1:{closed}/.well-known/openid_configuration",
+            "QBSYNC_QBO_REDIRECT_URI": "https://crm.example.com/qbo/callback",
+        }
+    )
+    settings = replace(settings, listen="127.0.0.1:0", role="api")
+    injector = bootstrap(FakeQuickBooksModule(FakeQuickBooksCompanies()), settings=settings)
+    runtime = Runtime(injector, settings)
+    port = runtime.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        md = [("authorization", f"Bearer {injector.get(ApiKeys).create('acme', frozenset(Permission))}")]
+        stub = connection_service_pb2_grpc.ConnectionServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.GetAuthorizationUrl(cs.GetAuthorizationUrlRequest(), metadata=md, timeout=30)
+        assert failure(raised.value)[:2] == (grpc.StatusCode.UNAVAILABLE, "QUICKBOOKS_UNAVAILABLE")
+    finally:
+        channel.close()
+        runtime.stop(grace=1)
