@@ -1,8 +1,8 @@
 """The API fuzzed from outside (issue 7, SPEC.md section 7): hypothesis over what a caller can send.
 
 A live server on loopback (gRPC → core → SQLite, the API role alone, so that only the calls of the test
-change what is stored) receives random bytes as raw requests and random field values in every request
-message of SyncService. Whatever arrives:
+change what is stored) receives random bytes as raw requests on every method (SyncService and
+ConnectionService) and random field values in every request message of SyncService. Whatever arrives:
 
 - the answer is never UNKNOWN or INTERNAL (nothing the caller sends is a bug of ours), and every error
   carries a google.rpc.Status with an ErrorInfo;
@@ -34,7 +34,6 @@ from grpc_status import rpc_status
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from adapters.grpc.server import SYNC_SERVICE_NAME
 from adapters.persistence.sqlalchemy.migrate import migrate
 from adapters.quickbooks.fake import FakeQuickBooksCompanies
 from adapters.quickbooks.module import FakeQuickBooksModule
@@ -43,13 +42,17 @@ from core.domain import Permission
 from qbsync.bootstrap import bootstrap
 from qbsync.config import Settings
 from qbsync.runtime import Runtime
+from qbsync.v1 import connection_service_pb2 as cs
 from qbsync.v1 import resources_pb2 as r
 from qbsync.v1 import sync_service_pb2 as s
 
 MAX_TRAILER_BYTES = 8 * 1024
 # Tables that only the fixture writes (the caller's key): the rest is what a call could store.
 NOT_CALLERS_DATA = {"api_keys", "tenants", "alembic_version"}
-METHODS = {m.name: m for m in s.DESCRIPTOR.services_by_name["SyncService"].methods}
+SYNC_METHODS = {m.name for m in s.DESCRIPTOR.services_by_name["SyncService"].methods}
+# Raw bytes go to ConnectionService's methods too (its field values are another part of issue 7's).
+SERVICES = [s.DESCRIPTOR.services_by_name["SyncService"], cs.DESCRIPTOR.services_by_name["ConnectionService"]]
+METHODS = {m.name: m for service in SERVICES for m in service.methods}
 FUZZ = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
@@ -77,7 +80,7 @@ class LiveApi:
 
     def call(self, method: str, request: bytes) -> grpc.RpcError | None:
         """Sends the request bytes as they are; the error, or None when the call succeeded."""
-        path = f"/{SYNC_SERVICE_NAME}/{method}"
+        path = f"/{METHODS[method].containing_service.full_name}/{method}"
         try:
             if METHODS[method].server_streaming:
                 # No workers run: a job stays PENDING and its watch would stream until the deadline.
@@ -300,7 +303,7 @@ def hostile(draw: st.DrawFn, method: str) -> Message:
 
 
 def test_every_method_is_fuzzed() -> None:
-    assert set(PLAUSIBLE) == set(METHODS)
+    assert set(PLAUSIBLE) == SYNC_METHODS
 
 
 @FUZZ
