@@ -65,10 +65,10 @@ _CODES: tuple[tuple[type[QbsyncError], grpc.StatusCode], ...] = (
     (AccountingError, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
-# Reasons a failed job may carry that deserve a code other than the retryable/not-retryable default.
 # How soon a client may call again after the database was unavailable (a restart or failover takes seconds).
 STORAGE_RETRY_SECONDS = 1.0
 
+# Reasons a failed job may carry that deserve a code other than the retryable/not-retryable default.
 _JOB_REASON_CODES = {
     ThrottledError.reason: grpc.StatusCode.UNAVAILABLE,
     AccountingUnavailableError.reason: grpc.StatusCode.UNAVAILABLE,
