@@ -2,7 +2,7 @@
 
 A live server on loopback (gRPC → core → SQLite, the API role alone, so that only the calls of the test
 change what is stored) receives random bytes as raw requests on every method (SyncService and
-ConnectionService) and random field values in every request message of SyncService. Whatever arrives:
+ConnectionService) and random field values in every request message of both. Whatever arrives:
 
 - the answer is never UNKNOWN or INTERNAL (nothing the caller sends is a bug of ours), and every error
   carries a google.rpc.Status with an ErrorInfo;
@@ -25,6 +25,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
@@ -37,6 +38,7 @@ from hypothesis import strategies as st
 from adapters.persistence.sqlalchemy.migrate import migrate
 from adapters.quickbooks.fake import FakeQuickBooksCompanies
 from adapters.quickbooks.module import FakeQuickBooksModule
+from adapters.quickbooks.oauth_module import FakeQuickBooksAuthorizationModule
 from core.auth import ApiKeys
 from core.domain import Permission
 from qbsync.bootstrap import bootstrap
@@ -50,7 +52,6 @@ MAX_TRAILER_BYTES = 8 * 1024
 # Tables that only the fixture writes (the caller's key): the rest is what a call could store.
 NOT_CALLERS_DATA = {"api_keys", "tenants", "alembic_version"}
 SYNC_METHODS = {m.name for m in s.DESCRIPTOR.services_by_name["SyncService"].methods}
-# Raw bytes go to ConnectionService's methods too (its field values are another part of issue 7's).
 SERVICES = [s.DESCRIPTOR.services_by_name["SyncService"], cs.DESCRIPTOR.services_by_name["ConnectionService"]]
 METHODS = {m.name: m for service in SERVICES for m in service.methods}
 FUZZ = settings(
@@ -100,7 +101,9 @@ def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
     url = f"sqlite:///{database}"
     migrate(url)
     config = Settings(database_url=url, listen="127.0.0.1:0", workers=0, grace_seconds=1, watch_poll_seconds=0.05)
-    injector = bootstrap(FakeQuickBooksModule(FakeQuickBooksCompanies()), settings=config)
+    injector = bootstrap(
+        FakeQuickBooksModule(FakeQuickBooksCompanies()), FakeQuickBooksAuthorizationModule(), settings=config
+    )
     key = injector.get(ApiKeys).create("acme", frozenset(Permission))
     runtime = Runtime(injector, config, role="api")
     port = runtime.start()
@@ -292,8 +295,10 @@ def slots(message: Message) -> list[tuple[Message, FieldDescriptor]]:
 
 @st.composite
 def hostile(draw: st.DrawFn, method: str) -> Message:
-    request = draw(PLAUSIBLE[method])
+    request = draw({**PLAUSIBLE, **PLAUSIBLE_CONNECTION}[method])
     for _ in range(draw(st.one_of(st.just(0), st.integers(1, 6)))):  # half of them left plausible
+        if not slots(request):  # a message without fields (GetConnectionRequest)
+            break
         holder, descriptor = draw(st.sampled_from(slots(request)))
         if descriptor.type == FieldDescriptor.TYPE_MESSAGE:
             holder.ClearField(descriptor.name)  # a required time, amount, customer... left out
@@ -302,8 +307,58 @@ def hostile(draw: st.DrawFn, method: str) -> Message:
     return request
 
 
+def list_refs() -> st.SearchStrategy[cs.QuickBooksListRef]:
+    return st.one_of(
+        st.builds(cs.QuickBooksListRef, id=st.sampled_from(["1", "35", "999"])),
+        st.builds(cs.QuickBooksListRef, name=st.sampled_from(["Undeposited Funds", "Checking", "Services"])),
+    )
+
+
+SETTING_NAMES = ["deposit_account", "refund_bank_account", "accounts_receivable_account", "income_item",
+                 "payment_methods", "doc_number_prefix"]
+PLAUSIBLE_CONNECTION: dict[str, st.SearchStrategy[Message]] = {
+    "GetAuthorizationUrl": st.builds(
+        cs.GetAuthorizationUrlRequest,
+        redirect_uri=st.sampled_from(["https://crm.example.com/qbo/callback"]),
+        environment=st.sampled_from([cs.ENVIRONMENT_SANDBOX, cs.ENVIRONMENT_PRODUCTION]),
+    ),
+    "CompleteAuthorization": st.builds(
+        cs.CompleteAuthorizationRequest,
+        code=st.sampled_from(["code-1"]),
+        state=st.sampled_from(["state-1"]),
+        realm_id=st.sampled_from(["4620"]),
+        redirect_uri=st.sampled_from(["", "https://crm.example.com/qbo/callback"]),
+    ),
+    "GetConnection": st.just(cs.GetConnectionRequest()),
+    "UpdateSettings": st.builds(
+        cs.UpdateSettingsRequest,
+        settings=st.builds(
+            cs.Settings,
+            deposit_account=list_refs(),
+            refund_bank_account=list_refs(),
+            accounts_receivable_account=list_refs(),
+            income_item=list_refs(),
+            payment_methods=st.lists(
+                st.builds(
+                    cs.PaymentMethodMapping,
+                    method=st.sampled_from([v for v in r.PaymentMethod.values() if v]),
+                    quickbooks_payment_method=list_refs(),
+                ),
+                max_size=2,
+                unique_by=lambda m: m.method,
+            ),
+            doc_number_prefix=st.sampled_from(["", "INV-"]),
+        ),
+        update_mask=st.builds(
+            FieldMask, paths=st.lists(st.one_of(st.sampled_from(SETTING_NAMES), HOSTILE_TEXT), max_size=3)
+        ),
+    ),
+    "Disconnect": st.just(cs.DisconnectRequest()),
+}
+
+
 def test_every_method_is_fuzzed() -> None:
-    assert set(PLAUSIBLE) == SYNC_METHODS
+    assert set(PLAUSIBLE) | set(PLAUSIBLE_CONNECTION) == set(METHODS)
 
 
 @FUZZ
@@ -334,3 +389,8 @@ test_random_GetSyncStatus_requests_are_never_our_error = fuzz_method("GetSyncSta
 test_random_GetQuickBooksLink_requests_are_never_our_error = fuzz_method("GetQuickBooksLink")
 test_random_ListSyncErrors_requests_are_never_our_error = fuzz_method("ListSyncErrors")
 test_random_RetrySync_requests_are_never_our_error = fuzz_method("RetrySync")
+test_random_GetAuthorizationUrl_requests_are_never_our_error = fuzz_method("GetAuthorizationUrl")
+test_random_CompleteAuthorization_requests_are_never_our_error = fuzz_method("CompleteAuthorization")
+test_random_GetConnection_requests_are_never_our_error = fuzz_method("GetConnection")
+test_random_UpdateSettings_requests_are_never_our_error = fuzz_method("UpdateSettings")
+test_random_Disconnect_requests_are_never_our_error = fuzz_method("Disconnect")
