@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from core.company_lists import LIST_SETTINGS, PAYMENT_METHOD_RULE, SettingRule
 from core.connection import PRODUCTION, SANDBOX, ListRef, QuickBooksSettings
 from core.domain import PaymentMethod
-from core.errors import FieldViolation
+from core.errors import FieldViolation, quoted
 
 # The settings an UpdateSettings mask may name (QuickBooksSettings' fields).
 SETTINGS_FIELDS = (
@@ -45,14 +45,14 @@ def check_url(url: str, field: str) -> list[FieldViolation]:
         parts = urlsplit(url)
         host = parts.hostname or ""
     except ValueError:
-        return [FieldViolation(field, f"{url!r} is not a URL")]
+        return [FieldViolation(field, f"{quoted(url)} is not a URL")]
     if parts.scheme not in ("http", "https") or not host:
-        return [FieldViolation(field, f"{url!r} is not an http(s) URL")]
+        return [FieldViolation(field, f"{quoted(url)} is not an http(s) URL")]
     if parts.scheme == "http" and not is_loopback(host):
         return [
             FieldViolation(
                 field,
-                f"plain http is refused for {host!r}: tokens would cross the network unencrypted; "
+                f"plain http is refused for {quoted(host)}: tokens would cross the network unencrypted; "
                 "use https (plain http is allowed for loopback addresses only)",
             )
         ]
@@ -65,7 +65,7 @@ def check_environment(environment: str, field: str = "environment") -> list[Fiel
     if environment in (SANDBOX, PRODUCTION):
         return []
     if "://" not in environment:
-        return [FieldViolation(field, f"{environment!r}: use sandbox, production or a discovery document URL")]
+        return [FieldViolation(field, f"{quoted(environment)}: use sandbox, production or a discovery document URL")]
     return check_url(environment, field)
 
 
@@ -113,7 +113,7 @@ def list_settings_to_check(settings: QuickBooksSettings, fields: list[str]) -> l
 def check_settings_update(settings: QuickBooksSettings, mask: list[str]) -> list[FieldViolation]:
     fields = settings_to_change(settings, mask)
     violations = [
-        FieldViolation(f"update_mask.paths[{i}]", f"unknown setting {name!r}; use {', '.join(SETTINGS_FIELDS)}")
+        FieldViolation(f"update_mask.paths[{i}]", f"unknown setting {quoted(name)}; use {', '.join(SETTINGS_FIELDS)}")
         for i, name in enumerate(fields)
         if name not in SETTINGS_FIELDS
     ]

@@ -178,3 +178,41 @@ class BookkeepingError(AccountingError):
 
 class ReconnectRequiredError(AccountingError):
     reason = "QUICKBOOKS_RECONNECT_REQUIRED"
+
+
+# --- ours: what the caller cannot fix, or cannot even send ------------------------------------------
+
+
+class UndecodableRequestError(ValidationError):
+    """The request's bytes are not a message of the method's request type: a client bug or a wrong stub."""
+
+    reason = "UNDECODABLE_REQUEST"
+
+    def __init__(self, request_type: str) -> None:
+        super().__init__([FieldViolation("request", f"the request bytes are not a valid {request_type}")])
+
+
+class StorageUnavailableError(QbsyncError):
+    """The database could not be reached or dropped the connection (restarted, failed over, file unreadable).
+
+    Nothing the caller sent is wrong and nothing of the operation was committed, so trying again later
+    may succeed without anyone's help: `retryable` is True, as for AccountingError's transient kinds.
+    """
+
+    reason = "DATABASE_UNAVAILABLE"
+    retryable = True
+
+    def __init__(self, message: str = "the database is unavailable; try again shortly") -> None:
+        super().__init__(message)
+
+
+# How much of a caller's value an error description repeats: enough to recognise it, and short enough
+# that a megabyte of bad input cannot make an error bigger than what clients accept (SPEC.md section 7).
+MAX_QUOTED_LENGTH = 64
+
+
+def quoted(value: str) -> str:
+    """`value` as a Python literal, cut to its first MAX_QUOTED_LENGTH characters (marked by "…")."""
+    if len(value) <= MAX_QUOTED_LENGTH:
+        return repr(value)
+    return repr(value[:MAX_QUOTED_LENGTH]) + "…"

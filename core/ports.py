@@ -290,7 +290,11 @@ class AuditLog(Protocol):
 
 
 class UnitOfWork(Protocol):
-    """One transaction over all repositories: rolled back on leaving the `with` block unless committed."""
+    """One transaction over all repositories: rolled back on leaving the `with` block unless committed.
+
+    Raises: StorageUnavailableError (on leaving the block) when the storage itself failed - unreachable,
+    restarted, connection lost - rather than the statement: nothing of the block was committed.
+    """
 
     tenants: TenantRepository
     api_keys: ApiKeyRepository

@@ -42,6 +42,9 @@ from core.validation import refunds_within_payment, validate_job_request, valida
 
 DEFAULT_MAX_ATTEMPTS = 8
 MAX_PAGE_SIZE = 100
+# A page token is the offset this service issued, in ASCII digits. Nine of them reach a billion failed
+# jobs, far past any tenant's, while keeping the offset within what every database's OFFSET takes.
+MAX_PAGE_TOKEN_DIGITS = 9
 JOB_NAME_PREFIX = "syncJobs/"
 
 
@@ -195,7 +198,7 @@ class SyncService:
         violations = []
         if page_size < 0:
             violations.append(FieldViolation("page_size", "must not be negative"))
-        if page_token and not page_token.isdigit():
+        if page_token and not _issued_page_token(page_token):
             violations.append(FieldViolation("page_token", "is not a token this service issued"))
         _raise_if_any(violations)
         limit = min(page_size or 50, MAX_PAGE_SIZE)
@@ -366,6 +369,12 @@ def _job_id(name: str) -> str:
     if not name.startswith(JOB_NAME_PREFIX) or len(name) == len(JOB_NAME_PREFIX):
         raise ValidationError([FieldViolation("name", "must look like syncJobs/{id}")])
     return name[len(JOB_NAME_PREFIX) :]
+
+
+def _issued_page_token(token: str) -> bool:
+    """Whether `token` could be one list_errors issued. Explicitly ASCII: str.isdigit() also accepts "²"
+    (which int() refuses) and other scripts' digits."""
+    return 0 < len(token) <= MAX_PAGE_TOKEN_DIGITS and token.isascii() and token.isdigit()
 
 
 def _check_entity(entity: EntityRef) -> None:

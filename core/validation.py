@@ -10,7 +10,7 @@ import re
 from decimal import Decimal
 
 from core.domain import Customer, Job, Opportunity, Payment
-from core.errors import FieldViolation
+from core.errors import FieldViolation, quoted
 from core.money import CENT, ZERO, has_at_most_cents, money_sum
 
 MAX_REQUEST_ID_LENGTH = 50
@@ -76,7 +76,7 @@ def _customer(customer: Customer, path: str) -> list[FieldViolation]:
         violations.append(FieldViolation(f"{path}.last_name", "the name must be at most 90 characters"))
     email = customer.email.strip()
     if email and not _EMAIL.match(email):
-        violations.append(FieldViolation(f"{path}.email", f"{customer.email!r} is not an email address"))
+        violations.append(FieldViolation(f"{path}.email", f"{quoted(customer.email)} is not an email address"))
     return violations
 
 

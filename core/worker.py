@@ -24,7 +24,7 @@ from core.domain import (
     SyncResult,
     SyncState,
 )
-from core.errors import AccountingError, LeaseLostError, QbsyncError, ThrottledError
+from core.errors import AccountingError, LeaseLostError, QbsyncError, StorageUnavailableError, ThrottledError
 from core.lease import LeaseHeartbeat
 from core.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from core.sync_engine import SyncEngine
@@ -71,7 +71,7 @@ class SyncWorker:
             # its audit trail are the new owner's to write.
             log.warning("%s", exc.message)
             return job
-        except AccountingError as exc:
+        except (AccountingError, StorageUnavailableError) as exc:  # both say whether a retry may succeed
             return self._failed(job, worker_id, JobError(exc.reason, exc.message, exc.retryable, exc.metadata), exc)
         except QbsyncError as exc:
             return self._failed(job, worker_id, JobError(exc.reason, exc.message, False, exc.metadata), exc)

@@ -26,12 +26,16 @@ def is_infrastructure(method: str) -> bool:
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
 # (behavior, is the response a stream?) -> wrapped behavior
 Wrapper = Callable[[Behavior, bool], Behavior]
+Deserializer = Callable[[bytes], Any]
 
 
-def wrap_handler(handler: grpc.RpcMethodHandler, wrap: Wrapper) -> grpc.RpcMethodHandler:
-    """The same handler, its behaviour replaced by `wrap(behaviour, response_streaming)`."""
+def wrap_handler(
+    handler: grpc.RpcMethodHandler, wrap: Wrapper, *, request_deserializer: Deserializer | None = None
+) -> grpc.RpcMethodHandler:
+    """The same handler, its behaviour replaced by `wrap(behaviour, response_streaming)` and, when given,
+    its request deserializer by `request_deserializer`."""
     serializers = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": request_deserializer or handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary is not None:

@@ -21,7 +21,7 @@ from grpc_status import rpc_status
 from adapters.grpc._handlers import Behavior, is_infrastructure, wrap_handler
 from adapters.grpc.status import status_for_error
 from core.domain import Principal
-from core.errors import UnauthenticatedError
+from core.errors import QbsyncError, UnauthenticatedError
 
 AUTHORIZATION = "authorization"
 
@@ -96,10 +96,11 @@ class AuthInterceptor(grpc.ServerInterceptor):
         return authenticated
 
     def _call_context(self, context: grpc.ServicerContext) -> contextvars.Context:
-        """A copy of the current context holding the caller's principal; aborts UNAUTHENTICATED."""
+        """A copy of the current context holding the caller's principal; aborts UNAUTHENTICATED, or
+        UNAVAILABLE when the keys cannot be looked up (StorageUnavailableError)."""
         try:
             principal = self._authenticate(presented_key(context.invocation_metadata()))
-        except UnauthenticatedError as exc:
+        except QbsyncError as exc:
             # Answered here rather than left to ErrorMappingInterceptor, so that this interceptor is
             # safe in any order: an unauthenticated call must never reach the servicer, nor be UNKNOWN.
             context.abort_with_status(rpc_status.to_status(status_for_error(exc)))

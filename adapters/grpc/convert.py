@@ -10,6 +10,9 @@ a request with violations is rejected.
 Amounts are exact: a `google.type.Money` becomes a `Decimal` in whole cents without passing through a
 float, and back. Each amount's `currency_code` is handed to the core as it was sent (`AmountCurrency`, by
 field path): whether a currency is acceptable is the core's rule (core/currency.py), not this adapter's.
+Numbers are read under local decimal contexts, never the thread's: whatever a caller
+sends (a thousand digits, an exponent of a million) becomes a value or a FieldViolation, never a decimal
+signal that the error mapping would take for a bug of ours (INTERNAL).
 """
 
 from __future__ import annotations
@@ -17,7 +20,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import (
+    Clamped,
+    Context,
+    Decimal,
+    DecimalException,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    Rounded,
+    Subnormal,
+    Underflow,
+    localcontext,
+)
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
@@ -42,7 +57,7 @@ from core.domain import (
     SyncResult,
     SyncState,
 )
-from core.errors import FieldViolation
+from core.errors import FieldViolation, quoted
 from core.money import CENT
 from qbsync.v1 import resources_pb2, sync_service_pb2
 
@@ -55,6 +70,25 @@ _CURRENCY_CODE = re.compile(r"[A-Z]{3}")
 _NANOS_PER_UNIT = 1_000_000_000
 _NANOS_PER_CENT = 10_000_000
 _MAX_NANOS = _NANOS_PER_UNIT - 1
+
+# Decimal strings: plain ASCII notation, as JSON and every language's decimal types write it (Decimal()
+# alone would also take "NaN", "Infinity" and other scripts' digits), and of a size the core can compute
+# with: at most MAX_DECIMAL_DIGITS digits, magnitude within 10**±MAX_DECIMAL_EXPONENT, so that no product
+# or sum with an amount can leave the default context's range. Tighter bounds of what QuickBooks takes are
+# the core's validation.
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+MAX_DECIMAL_TEXT_LENGTH = 100
+MAX_DECIMAL_DIGITS = 64
+MAX_DECIMAL_EXPONENT = 64
+_EVERY_SIGNAL = [Clamped, InvalidOperation, Inexact, Overflow, Rounded, Subnormal, Underflow]
+# create_decimal under this context either keeps the value exactly or raises DecimalException.
+_DECIMAL_TEXT_CONTEXT = Context(
+    prec=MAX_DECIMAL_DIGITS, Emax=MAX_DECIMAL_EXPONENT, Emin=-MAX_DECIMAL_EXPONENT, traps=_EVERY_SIGNAL
+)
+# Money: int64 units and int32 nanos need 19 + 9 digits; the default context has exactly 28 and nothing
+# would tell if an amount were rounded. Here every step is exact, or it raises (Rounded alone is not
+# trapped: quantizing 1.230000000 to cents drops only zeros).
+_MONEY_CONTEXT = Context(prec=40, traps=[InvalidOperation, Inexact, Overflow])
 
 # Built from the domain enums, so that a value added to one side but not the other fails at import.
 _PAYMENT_METHODS = {m: resources_pb2.PaymentMethod.Value(f"PAYMENT_METHOD_{m.value}") for m in PaymentMethod}
@@ -86,17 +120,18 @@ def money_from_proto(money: money_pb2.Money, path: str, violations: Violations) 
         violations.append(
             FieldViolation(_at(path, "currency_code"), "must be a three-letter ISO 4217 code such as USD")
         )
-    # scaleb shifts the decimal point without rounding: the sum is exact.
-    amount = Decimal(units) + Decimal(nanos).scaleb(-9)
-    if abs(nanos) > _MAX_NANOS:
-        violations.append(FieldViolation(path, "nanos must be between -999,999,999 and 999,999,999"))
-    elif (units > 0 and nanos < 0) or (units < 0 and nanos > 0):
-        violations.append(FieldViolation(path, "units and nanos must have the same sign"))
-    elif nanos % _NANOS_PER_CENT:
-        violations.append(FieldViolation(path, "must be in whole cents"))
-    else:
-        return amount.quantize(CENT)
-    return amount
+    with localcontext(_MONEY_CONTEXT):
+        # scaleb shifts the decimal point without rounding: the sum is exact.
+        amount = Decimal(units) + Decimal(nanos).scaleb(-9)
+        if abs(nanos) > _MAX_NANOS:
+            violations.append(FieldViolation(path, "nanos must be between -999,999,999 and 999,999,999"))
+        elif (units > 0 and nanos < 0) or (units < 0 and nanos > 0):
+            violations.append(FieldViolation(path, "units and nanos must have the same sign"))
+        elif nanos % _NANOS_PER_CENT:
+            violations.append(FieldViolation(path, "must be in whole cents"))
+        else:
+            return amount.quantize(CENT)
+        return amount
 
 
 def amount_currencies(message: Message, path: str = "") -> tuple[AmountCurrency, ...]:
@@ -171,15 +206,30 @@ def date_to_proto(value: date) -> date_pb2.Date:
     return date_pb2.Date(year=value.year, month=value.month, day=value.day)
 
 
+def decimal_from_text(text: str) -> Decimal | None:
+    """The exact value of a decimal string such as "3.5" or "1e3", or None when it is not one or is
+    beyond the digits and magnitude the core computes with (MAX_DECIMAL_DIGITS, MAX_DECIMAL_EXPONENT)."""
+    text = text.strip()
+    if len(text) > MAX_DECIMAL_TEXT_LENGTH or not _DECIMAL_TEXT.fullmatch(text):
+        return None
+    try:
+        return _DECIMAL_TEXT_CONTEXT.create_decimal(text)
+    except DecimalException:
+        return None
+
+
 def quantity_from_proto(text: str, path: str, violations: Violations) -> Decimal:
     """A decimal string such as "3.5". A bad one stands in as zero, which the core also rejects; zero
     also keeps the core from comparing the line's amount with a quantity the caller never sent."""
-    try:
-        quantity = Decimal(text.strip())
-    except InvalidOperation:
-        quantity = None
-    if quantity is None or not quantity.is_finite():
-        violations.append(FieldViolation(path, f'must be a decimal number such as "3.5", not {text!r}'))
+    quantity = decimal_from_text(text)
+    if quantity is None:
+        violations.append(
+            FieldViolation(
+                path,
+                f'must be a decimal number such as "3.5", at most {MAX_DECIMAL_DIGITS} digits '
+                f"and within 1e±{MAX_DECIMAL_EXPONENT}, not {quoted(text)}",
+            )
+        )
         return _ZERO
     return quantity
 

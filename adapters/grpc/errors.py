@@ -1,9 +1,10 @@
 """The error-mapping server interceptor: every exception a servicer raises becomes a proper status.
 
 Domain errors become the status `adapters.grpc.status` gives them (a precise code, an ErrorInfo, the
-BadRequest of a ValidationError). Anything else is a bug of ours: it is logged with its traceback and
-the caller gets INTERNAL with a generic message, so no internal detail (or secret) leaks, and never
-the UNKNOWN that grpc would otherwise send.
+BadRequest of a ValidationError); that includes the outages the adapters translate into domain errors
+(StorageUnavailableError, AccountingUnavailableError: UNAVAILABLE). Anything else is a bug of ours: it
+is logged with its traceback and the caller gets INTERNAL with a generic message, so no internal detail
+(or secret) leaks, and never the UNKNOWN that grpc would otherwise send.
 """
 
 from __future__ import annotations

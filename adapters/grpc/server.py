@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from adapters.grpc.auth import Authenticate, AuthInterceptor
 from adapters.grpc.connection_servicer import ConnectionServicer
+from adapters.grpc.decoding import DecodingInterceptor
 from adapters.grpc.errors import ErrorMappingInterceptor
 from adapters.grpc.servicer import SyncServicer
 from qbsync.v1 import connection_service_pb2, connection_service_pb2_grpc, sync_service_pb2, sync_service_pb2_grpc
@@ -49,8 +50,9 @@ def build_server(
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="qbsync-grpc"),
-        # Error mapping first (outermost), so it also maps what authentication raises.
-        interceptors=[ErrorMappingInterceptor(), AuthInterceptor(authenticate)],
+        # Error mapping first (outermost), so it also maps what authentication raises; decoding last, so
+        # that a caller is authenticated before its request bytes are judged.
+        interceptors=[ErrorMappingInterceptor(), AuthInterceptor(authenticate), DecodingInterceptor()],
     )
     sync_service_pb2_grpc.add_SyncServiceServicer_to_server(servicer, server)
     services = [SYNC_SERVICE_NAME]

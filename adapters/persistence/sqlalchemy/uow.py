@@ -1,11 +1,18 @@
-"""The unit of work over SQLAlchemy: one `Session`, hence one database transaction."""
+"""The unit of work over SQLAlchemy: one `Session`, hence one database transaction.
+
+It is also where the database's failures become the core's: a lost or refused connection leaves the
+unit of work as StorageUnavailableError, so that the API answers UNAVAILABLE (retry) and the workers
+retry the job, without either importing SQLAlchemy.
+"""
 
 from __future__ import annotations
 
+import logging
 from types import TracebackType
 from typing import Self
 
 from sqlalchemy import Engine
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from adapters.persistence.encryption import SecretBox
@@ -18,7 +25,36 @@ from adapters.persistence.sqlalchemy.repositories import (
     SqlAlchemySyncRecordRepository,
     SqlAlchemyTenantRepository,
 )
+from core.errors import StorageUnavailableError
 from core.ports import UnitOfWork, UnitOfWorkFactory
+
+log = logging.getLogger(__name__)
+
+# The database's trouble rather than the statement's: unreachable, restarted, dropped the connection, pool
+# exhausted, SQLite file locked or unreadable. IntegrityError, DataError and ProgrammingError are not here:
+# they are about what was sent, and trying again would fail the same way.
+_OUTAGES: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+)
+
+
+def is_outage(error: BaseException) -> bool:
+    """True for a failure of the database itself, which a later attempt may not meet."""
+    if isinstance(error, _OUTAGES):
+        return True
+    return isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated
+
+
+def storage_unavailable(error: BaseException) -> StorageUnavailableError:
+    """The core's error for an outage. Logged with the driver's own message only: SQLAlchemy's message
+    also quotes the statement's parameters (key hashes, encrypted tokens), which never go to a log."""
+    cause = error.orig if isinstance(error, sa_exc.DBAPIError) else error
+    first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    log.warning("database unavailable: %s: %s", type(cause).__name__, first_line)
+    return StorageUnavailableError()
 
 
 class SqlAlchemyUnitOfWork(UnitOfWork):
@@ -52,11 +88,18 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         tb: TracebackType | None,
     ) -> None:
         session, self._session = self._session, None
-        if session is not None:
-            try:
-                session.rollback()
-            finally:
-                session.close()
+        try:
+            if session is not None:
+                _roll_back_and_close(session)
+        except Exception as cleanup_error:
+            # A connection that died cannot roll back (the server dropped the transaction with it). Let
+            # the block's own error, if any, tell what happened; otherwise report the outage.
+            if exc is None:
+                if is_outage(cleanup_error):
+                    raise storage_unavailable(cleanup_error) from cleanup_error
+                raise
+        if exc is not None and is_outage(exc):
+            raise storage_unavailable(exc) from exc
 
     def commit(self) -> None:
         self._require_session().commit()
@@ -68,6 +111,13 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         if self._session is None:
             raise RuntimeError("use the unit of work in a `with` block")
         return self._session
+
+
+def _roll_back_and_close(session: Session) -> None:
+    try:
+        session.rollback()
+    finally:
+        session.close()
 
 
 class SqlAlchemyUnitOfWorkFactory(UnitOfWorkFactory):

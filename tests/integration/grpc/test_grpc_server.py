@@ -9,11 +9,13 @@ the adapter: authentication, conversion, error statuses, streaming, health, refl
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import signal
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -28,7 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
-from adapters.grpc.server import build_server, serve_until_signalled, stop_gracefully
+from adapters.grpc.server import SYNC_SERVICE_NAME, build_server, serve_until_signalled, stop_gracefully
 from adapters.grpc.servicer import SyncServicer
 from core.currency import AmountCurrency, CompanyCurrency, currency_violations
 from core.domain import (
@@ -44,7 +46,7 @@ from core.domain import (
     SyncJob,
     SyncRecord,
 )
-from core.errors import FieldViolation, NotFoundError, UnauthenticatedError, ValidationError
+from core.errors import FieldViolation, NotFoundError, StorageUnavailableError, UnauthenticatedError, ValidationError
 from core.service import require
 from core.validation import validate_job_request, validate_payment_request
 from qbsync.v1 import resources_pb2 as r
@@ -56,10 +58,13 @@ KEYS = {
     "all-key": Principal("acme", frozenset(Permission)),
     "read-key": Principal("acme", frozenset({Permission.READ})),
 }
+KEY_WHILE_THE_DATABASE_IS_DOWN = "db-down-key"
 SECRET_IN_A_BUG = "postgresql://qbsync:hunter2@db"
 
 
 def authenticate(key: str) -> Principal:
+    if key == KEY_WHILE_THE_DATABASE_IS_DOWN:
+        raise StorageUnavailableError()  # what core.auth.ApiKeys raises when the key lookup cannot connect
     try:
         return KEYS[key]
     except KeyError:
@@ -311,6 +316,102 @@ def test_without_the_permission_bad_input_is_still_permission_denied(served: Ser
         served.stub.SyncPayment(request, metadata=key("read-key"))
     code, info, _ = error_of(raised.value)
     assert (code, info.reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
+
+
+# --- errors that are ours (SPEC.md section 7) -------------------------------------------------------------
+
+# Bytes that no protobuf parser accepts: a length-delimited field 1 whose length runs past the end.
+UNDECODABLE = b"\x0a\xff\xff\xff\x0f"
+SYNC_METHODS = [m.name for m in s.DESCRIPTOR.services_by_name["SyncService"].methods]
+STREAMING_METHODS = {m.name for m in s.DESCRIPTOR.services_by_name["SyncService"].methods if m.server_streaming}
+
+
+def call_raw(channel: grpc.Channel, method: str, data: bytes, metadata: list[tuple[str, str]]) -> None:
+    """Sends `data` as the request of `method`, bytes as they are; consumes a streamed answer."""
+    path = f"/{SYNC_SERVICE_NAME}/{method}"
+    if method in STREAMING_METHODS:
+        list(channel.unary_stream(path)(data, metadata=metadata, timeout=10))
+    else:
+        channel.unary_unary(path)(data, metadata=metadata, timeout=10)
+
+
+@pytest.mark.parametrize("method", SYNC_METHODS)
+def test_undecodable_request_bytes_are_invalid_argument_on_every_method(served: Served, method: str) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        call_raw(served.channel, method, UNDECODABLE, key())
+    code, info, fields = error_of(raised.value)
+    assert (code, info.reason, fields) == (grpc.StatusCode.INVALID_ARGUMENT, "UNDECODABLE_REQUEST", ["request"])
+    assert served.service.accepted == []
+
+
+def test_undecodable_bytes_from_a_caller_without_a_key_are_unauthenticated(served: Served) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        call_raw(served.channel, "SyncPayment", UNDECODABLE, [])
+    assert error_of(raised.value)[0] == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_decodable_raw_request_is_served_as_usual(served: Served) -> None:
+    data = s.SyncPaymentRequest(opportunity=opportunity(), payment=payment()).SerializeToString()
+    call_raw(served.channel, "SyncPayment", data, key())
+    assert served.service.accepted == ["syncJobs/j1"]
+
+
+@pytest.mark.parametrize("quantity", ["9E+999999", "1e-999999", "NaN", "-Infinity", "1" * 100_000, "²", "٣"])
+def test_a_quantity_beyond_any_decimal_is_invalid_argument_naming_it(served: Served, quantity: str) -> None:
+    line = r.InvoiceLine(description="Movers", quantity=quantity, unit_price=money(120), amount=money(360))
+    request = s.CloseOutJobRequest(
+        opportunity=opportunity(),
+        job=r.Job(job_id="job-1", number="J-1", service_date=Date(year=2026, month=3, day=1), lines=[line]),
+    )
+    with pytest.raises(grpc.RpcError) as raised:
+        served.stub.CloseOutJob(request, metadata=key())
+    code, _, fields = error_of(raised.value)
+    assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["job.lines[0].quantity"])
+    assert served.service.accepted == []
+
+
+def trailer_bytes(error: grpc.RpcError) -> int:
+    """What the error's trailers take on the wire: binary values travel base64-encoded."""
+    total = 0
+    for name, value in error.trailing_metadata() or ():
+        encoded = len(base64.b64encode(value)) if isinstance(value, bytes) else len(value.encode())
+        total += len(name) + encoded
+    return total + len(urllib.parse.quote(error.details() or "", safe=" "))
+
+
+def test_a_sixteen_thousand_character_email_names_the_field_within_8_kib(served: Served) -> None:
+    email = "m" * 16_000 + "@@example.com"
+    request = s.SyncPaymentRequest(opportunity=opportunity(email=email), payment=payment())
+    with pytest.raises(grpc.RpcError) as raised:
+        served.stub.SyncPayment(request, metadata=key())
+    code, _, fields = error_of(raised.value)
+    assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["opportunity.customer.email"])
+    assert trailer_bytes(raised.value) < 8 * 1024
+    status = rpc_status.from_call(raised.value)
+    assert status is not None and len(status.SerializeToString()) < 8 * 1024
+    assert "m" * 64 in str(status.details[-1].value) and "m" * 65 not in str(status.details[-1].value)
+
+
+def test_thousands_of_bad_lines_still_get_their_invalid_argument_within_8_kib(served: Served) -> None:
+    lines = [r.InvoiceLine(description="é" * 500, quantity="x" * 90, amount=money(1)) for _ in range(3000)]
+    request = s.CloseOutJobRequest(
+        opportunity=opportunity(),
+        job=r.Job(job_id="job-1", number="J-1", service_date=Date(year=2026, month=3, day=1), lines=lines),
+    )
+    with pytest.raises(grpc.RpcError) as raised:
+        served.stub.CloseOutJob(request, metadata=key())
+    code, _, fields = error_of(raised.value)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert fields[0] == "job.lines[0].quantity"
+    assert trailer_bytes(raised.value) < 8 * 1024
+    assert "more" in (raised.value.details() or "")
+
+
+def test_a_database_outage_during_the_key_lookup_is_unavailable(served: Served) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        served.stub.GetSyncJob(s.GetSyncJobRequest(name="syncJobs/j1"), metadata=key(KEY_WHILE_THE_DATABASE_IS_DOWN))
+    code, info, _ = error_of(raised.value)
+    assert (code, info.reason) == (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE")
 
 
 # --- answers and errors --------------------------------------------------------------------------------

@@ -357,3 +357,47 @@ def test_a_payment_requests_currencies_are_reported_and_not_judged_here() -> Non
     converted = convert.payment_request_from_proto(request)
     assert [(a.field, a.code) for a in converted.currencies] == [("payment.amount", "EUR")]
     assert not any(v.field.endswith("currency_code") for v in converted.violations)
+
+
+# --- numbers a caller cannot make us crash on (SPEC.md section 7) ------------------------------------------
+
+
+@given(st.integers(-(2**63), INT64_MAX), st.integers(-(2**31), 2**31 - 1))
+def test_any_money_converts_or_is_named_never_raises(units: int, nanos: int) -> None:
+    amount, violations = from_proto(Money(currency_code="USD", units=units, nanos=nanos))
+    if not violations:
+        assert amount == Decimal(units) + Decimal(nanos).scaleb(-9)  # exact, not rounded to 28 digits
+    else:
+        assert [v.field for v in violations] == ["amount"]
+
+
+@given(st.one_of(st.text(), st.decimals(allow_nan=True, allow_infinity=True).map(str), st.from_regex(
+    r"\A[+-]?[0-9]{0,80}(\.[0-9]{0,80})?([eE][+-]?[0-9]{1,12})?\Z"
+)))
+def test_any_text_is_a_bounded_exact_decimal_or_none(text: str) -> None:
+    value = convert.decimal_from_text(text)  # never raises
+    if value is not None:
+        assert value.is_finite() and value == Decimal(text.strip())
+        assert len(value.as_tuple().digits) <= convert.MAX_DECIMAL_DIGITS
+        assert abs(value.adjusted()) <= convert.MAX_DECIMAL_EXPONENT or value == 0
+        product = value * Decimal(INT64_MAX)  # what validation computes with it stays in range
+        assert product.is_finite()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("3.5", "3.5"), (" 2 ", "2"), ("1e3", "1E+3"), ("+.5", "0.5"), ("0.000001", "0.000001"), ("-1", "-1")],
+)
+def test_decimal_strings_as_clients_write_them(text: str, expected: str) -> None:
+    assert convert.decimal_from_text(text) == Decimal(expected)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "NaN", "Infinity", "-inf", "9E+999999", "9E-999999", "1" * 65, "²", "١٢", "3,5", "0x10", "1_000"]
+)
+def test_what_is_not_a_plain_bounded_decimal_is_named_with_a_short_quote(text: str) -> None:
+    violations: list[FieldViolation] = []
+    assert convert.quantity_from_proto(text, "job.lines[0].quantity", violations) == 0
+    [violation] = violations
+    assert violation.field == "job.lines[0].quantity"
+    assert len(violation.description) < 200

@@ -7,7 +7,14 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from adapters.grpc.auth import presented_key
-from adapters.grpc.status import internal_status, status_for_error, status_for_job_error
+from adapters.grpc.status import (
+    MAX_MESSAGE_BYTES,
+    MAX_STATUS_BYTES,
+    MAX_TEXT_LENGTH,
+    internal_status,
+    status_for_error,
+    status_for_job_error,
+)
 from core.domain import JobError
 from core.errors import (
     AccountingUnavailableError,
@@ -20,9 +27,12 @@ from core.errors import (
     QbsyncError,
     ReconnectRequiredError,
     RequestIdReusedError,
+    StorageUnavailableError,
     ThrottledError,
     UnauthenticatedError,
+    UndecodableRequestError,
     ValidationError,
+    quoted,
 )
 
 
@@ -48,6 +58,7 @@ def detail(status: status_pb2.Status, kind: type) -> object | None:
         (FailedPreconditionError("not yet"), grpc.StatusCode.FAILED_PRECONDITION),
         (ThrottledError("slow down"), grpc.StatusCode.UNAVAILABLE),
         (AccountingUnavailableError("down"), grpc.StatusCode.UNAVAILABLE),
+        (StorageUnavailableError(), grpc.StatusCode.UNAVAILABLE),
         (ReconnectRequiredError("reconnect"), grpc.StatusCode.FAILED_PRECONDITION),
         (CustomerNameConflictError("taken"), grpc.StatusCode.FAILED_PRECONDITION),
         (BookkeepingError("closed period", reason="CLOSED_PERIOD"), grpc.StatusCode.FAILED_PRECONDITION),
@@ -133,11 +144,76 @@ def test_a_missing_or_malformed_authorization_is_unauthenticated(
 def test_hundreds_of_violations_still_fit_in_the_trailers() -> None:
     violations = [FieldViolation(f"job.lines[{i}].quantity", "must be a decimal number") for i in range(500)]
     status = status_for_error(ValidationError(violations))
-    assert status.ByteSize() + len(status.message) < 8 * 1024 // 2
+    assert status.ByteSize() <= MAX_STATUS_BYTES
     bad_request = detail(status, error_details_pb2.BadRequest)
     assert isinstance(bad_request, error_details_pb2.BadRequest)
-    assert [v.field for v in bad_request.field_violations][-1] == "job.lines[49].quantity"
-    assert status.message == "500 invalid fields; the first 50 are listed"
+    shown = [v.field for v in bad_request.field_violations]
+    assert shown == [f"job.lines[{i}].quantity" for i in range(len(shown))]  # the first ones, in order
+    assert 50 <= len(shown) < 500
+    assert status.message == f"invalid request: 500 invalid fields; the first {len(shown)} are listed"
+
+
+def test_a_few_violations_are_named_in_the_message_and_the_rest_counted() -> None:
+    violations = [FieldViolation(f"payments[{i}].amount", "x" * 2000) for i in range(20)]
+    status = status_for_error(ValidationError(violations))
+    bad_request = detail(status, error_details_pb2.BadRequest)
+    assert isinstance(bad_request, error_details_pb2.BadRequest)
+    shown = len(bad_request.field_violations)
+    assert 0 < shown < 20
+    descriptions = [v.description for v in bad_request.field_violations]
+    assert all(len(d) == MAX_TEXT_LENGTH and d.endswith("…") for d in descriptions)
+    assert status.message.endswith(f"payments[{shown - 1}].amount and {20 - shown} more")
+    assert status.ByteSize() <= MAX_STATUS_BYTES
+
+
+@pytest.mark.parametrize("char", ["a", "é", "€", "😀"])
+def test_any_validation_error_fits_the_budget_whatever_its_text(char: str) -> None:
+    huge = char * 20_000
+    violations = [FieldViolation(huge, huge), *(FieldViolation(f"f{i}{huge}", huge) for i in range(100))]
+    error = ValidationError(violations)
+    error.metadata["value"] = huge
+    status = status_for_error(error)
+    assert status.ByteSize() <= MAX_STATUS_BYTES
+    assert len(status.message.encode()) <= MAX_MESSAGE_BYTES
+    bad_request = detail(status, error_details_pb2.BadRequest)
+    assert isinstance(bad_request, error_details_pb2.BadRequest)
+    assert bad_request.field_violations[0].field.startswith(char * 10)  # the first field is still named
+
+
+def test_any_other_error_message_is_cut_to_the_budget_without_splitting_a_character() -> None:
+    status = status_for_error(FailedPreconditionError("€" * 10_000))
+    assert len(status.message.encode()) <= MAX_MESSAGE_BYTES
+    assert status.message.endswith("€…")
+
+
+def test_a_database_outage_is_unavailable_with_a_reason_and_when_to_retry() -> None:
+    status = status_for_error(StorageUnavailableError())
+    assert status.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    info = detail(status, error_details_pb2.ErrorInfo)
+    assert isinstance(info, error_details_pb2.ErrorInfo)
+    assert (info.reason, info.domain) == ("DATABASE_UNAVAILABLE", "qbsync")
+    retry = detail(status, error_details_pb2.RetryInfo)
+    assert isinstance(retry, error_details_pb2.RetryInfo)
+    assert retry.retry_delay.ToNanoseconds() > 0
+
+
+def test_undecodable_bytes_are_invalid_argument_with_their_own_reason() -> None:
+    status = status_for_error(UndecodableRequestError("qbsync.v1.SyncPaymentRequest"))
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    info = detail(status, error_details_pb2.ErrorInfo)
+    assert isinstance(info, error_details_pb2.ErrorInfo)
+    assert info.reason == "UNDECODABLE_REQUEST"
+    bad_request = detail(status, error_details_pb2.BadRequest)
+    assert isinstance(bad_request, error_details_pb2.BadRequest)
+    assert [v.field for v in bad_request.field_violations] == ["request"]
+    assert "qbsync.v1.SyncPaymentRequest" in bad_request.field_violations[0].description
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), [("abc", "'abc'"), ("x" * 64, repr("x" * 64)), ("y" * 65, repr("y" * 64) + "…")]
+)
+def test_a_quoted_value_is_cut_to_its_first_64_characters(value: str, shown: str) -> None:
+    assert quoted(value) == shown
 
 
 def test_a_currency_refusal_is_invalid_argument_with_its_own_reason() -> None:
