@@ -35,7 +35,14 @@ from core.errors import (
     ValidationError,
 )
 from core.ports import AccountingSystems, Clock, IdSource, RequestIdTakenError, UnitOfWork, UnitOfWorkFactory
-from core.validation import refunds_within_payment, validate_job_request, validate_payment_request
+from core.text import clean_job, clean_opportunity, clean_payment
+from core.validation import (
+    job_request_limits,
+    payment_request_limits,
+    refunds_within_payment,
+    validate_job_request,
+    validate_payment_request,
+)
 
 DEFAULT_MAX_ATTEMPTS = 8
 MAX_PAGE_SIZE = 100
@@ -73,7 +80,13 @@ class SyncService:
     ) -> SyncJob:
         """R3/R4: sync (or resync) one payment with its refunds."""
         require(principal, Permission.SYNC)
-        _raise_if_any(validate_payment_request(opportunity, payment, request_id))
+        opportunity, payment = clean_opportunity(opportunity), clean_payment(payment)
+        _raise_if_any(
+            [
+                *validate_payment_request(opportunity, payment, request_id),
+                *payment_request_limits(opportunity, payment, self._accounting.field_limits),
+            ]
+        )
         fingerprint = _fingerprint(JobKind.SYNC_PAYMENT, opportunity, payment)
         target = EntityRef(EntityType.PAYMENT, payment.payment_id)
 
@@ -180,7 +193,14 @@ class SyncService:
         request_id: str,
     ) -> SyncJob:
         require(principal, Permission.SYNC)
-        _raise_if_any(validate_job_request(opportunity, job, payments, request_id))
+        opportunity, job = clean_opportunity(opportunity), clean_job(job)
+        payments = [clean_payment(p) for p in payments]
+        _raise_if_any(
+            [
+                *validate_job_request(opportunity, job, payments, request_id),
+                *job_request_limits(opportunity, job, payments, self._accounting.field_limits),
+            ]
+        )
         fingerprint = _fingerprint(kind, opportunity, job, tuple(payments))
         target = EntityRef(EntityType.INVOICE, job.job_id)
         tenant = principal.tenant_id
