@@ -4,10 +4,11 @@ Applied to a request before it is validated, fingerprinted or stored, so that wh
 (R1) and writes is the same text.
 
 - A *control character* is any Unicode Cc (C0 and C1 controls: NUL, tab, newline, carriage return, DEL,
-  NEL...), Zl and Zp (line and paragraph separators: line breaks in all but name) and Cs (a lone surrogate:
-  not encodable as UTF-8, so neither storable nor sendable). Format characters (Cf: zero-width joiner,
-  bidirectional marks, soft hyphen) are kept in names and notes — they are part of how emoji and right-to-left
-  names are written — but refused in ids, where an invisible character can only be a mistake.
+  NEL...), Zl and Zp (line and paragraph separators: line breaks in all but name), Cs (a lone surrogate:
+  not encodable as UTF-8, so neither storable nor sendable) and the noncharacters (U+FFFE, U+FFFF...),
+  which XML — QBO's own storage — refuses. Format characters (Cf: zero-width joiner, bidirectional marks,
+  soft hyphen) are kept in names and notes — they are part of how emoji and right-to-left names are
+  written — but refused in ids, where an invisible character can only be a mistake.
 - Ids (payment_id, customer_id, request_id...) are keys: one with a control or format character is refused.
 - Names and notes have each run of control characters collapsed to one space.
 - Names (DisplayName, GivenName, FamilyName, CompanyName) have `:` replaced by a space too — QBO reserves it
@@ -29,12 +30,18 @@ _SPACES = re.compile(r"\s+")
 
 
 def is_control(char: str) -> bool:
-    return unicodedata.category(char) in _CONTROL_CATEGORIES
+    return unicodedata.category(char) in _CONTROL_CATEGORIES or _is_noncharacter(char)
+
+
+def _is_noncharacter(char: str) -> bool:
+    """U+FDD0..U+FDEF and the last two code points of every plane: never text (XML, so QBO, refuses them)."""
+    code = ord(char)
+    return 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE
 
 
 def usable_as_id(value: str) -> bool:
     """False when the id holds a control or format character."""
-    return not any(unicodedata.category(c) in _ID_REFUSED_CATEGORIES for c in value)
+    return not any(is_control(c) or unicodedata.category(c) in _ID_REFUSED_CATEGORIES for c in value)
 
 
 def collapse_controls(text: str) -> str:

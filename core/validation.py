@@ -150,13 +150,18 @@ def _job(job: Job, path: str) -> list[FieldViolation]:
 
 
 def _line_amount_differs(quantity: Decimal, unit_price: Decimal, amount: Decimal) -> bool:
-    """quantity × unit_price is not the amount to the cent. Computed with room for any exponent, so that an
-    absurd quantity (9E+999999) is answered by the bounds below rather than a decimal overflow here."""
+    """The amount is not quantity × unit_price rounded half-up to the cent — QuickBooks' own rule (it refuses
+    the line otherwise, Fault 6070). Computed exactly and with room for any exponent, so that an absurd
+    quantity (9E+999999) is answered by the bounds below rather than by a decimal overflow here."""
     if not (quantity.is_finite() and unit_price.is_finite()) or quantity <= ZERO:
         return False
     with localcontext() as context:
-        context.Emax, context.Emin = MAX_EMAX, MIN_EMIN
-        return abs(quantity * unit_price - amount) >= CENT
+        context.prec, context.Emax, context.Emin = 60, MAX_EMAX, MIN_EMIN
+        difference = quantity * unit_price - amount
+        return not -_HALF_CENT <= difference < _HALF_CENT
+
+
+_HALF_CENT = CENT / 2
 
 
 # --- what QuickBooks can hold (SPEC §7 "Text QBO cannot hold", "Bounds") ---------------------------------
@@ -221,7 +226,7 @@ def _payment_limits(payment: Payment, path: str, limits: FieldLimits) -> list[Fi
 
 def _job_limits(job: Job, path: str, limits: FieldLimits) -> list[FieldViolation]:
     violations = [
-        *_text_limit(job.number.strip(), f"{path}.number", limits.doc_number),
+        *_text_limit(job.number, f"{path}.number", limits.doc_number),
         *_date_limit(job.service_date, f"{path}.service_date", limits),
     ]
     line_violations: list[FieldViolation] = []
