@@ -114,8 +114,8 @@ def _payment(payment: Payment, path: str) -> list[FieldViolation]:
 
 def refunds_within_payment(payment: Payment, path: str) -> list[FieldViolation]:
     """R4: the refunds of a payment never exceed the payment."""
-    refunded = money_sum(r.amount for r in payment.refunds if r.amount > ZERO)
-    if refunded > payment.amount > ZERO:
+    refunded = money_sum(r.amount for r in payment.refunds if r.amount.is_finite() and r.amount > ZERO)
+    if payment.amount.is_finite() and refunded > payment.amount > ZERO:
         return [
             FieldViolation(
                 f"{path}.refunds",
