@@ -35,7 +35,7 @@ from core.errors import (
     ValidationError,
 )
 from core.ports import AccountingSystems, Clock, IdSource, RequestIdTakenError, UnitOfWork, UnitOfWorkFactory
-from core.text import clean_job, clean_opportunity, clean_payment
+from core.text import clean_job, clean_opportunity, clean_payment, usable_as_id
 from core.validation import (
     job_request_limits,
     payment_request_limits,
@@ -329,7 +329,7 @@ def _same_request(earlier: SyncJob, fingerprint: str, request_id: str) -> SyncJo
 
 
 def _job_id(name: str) -> str:
-    if not name.startswith(JOB_NAME_PREFIX) or len(name) == len(JOB_NAME_PREFIX):
+    if not name.startswith(JOB_NAME_PREFIX) or len(name) == len(JOB_NAME_PREFIX) or not usable_as_id(name):
         raise ValidationError([FieldViolation("name", "must look like syncJobs/{id}")])
     return name[len(JOB_NAME_PREFIX) :]
 
@@ -337,6 +337,9 @@ def _job_id(name: str) -> str:
 def _check_entity(entity: EntityRef) -> None:
     if not entity.id.strip():
         raise ValidationError([FieldViolation("entity.id", "is required")])
+    if not usable_as_id(entity.id):
+        # No stored id holds one (they are refused at accept); PostgreSQL could not even compare with a NUL.
+        raise ValidationError([FieldViolation("entity.id", "must not contain control or formatting characters")])
 
 
 def _raise_if_any(violations: list[FieldViolation]) -> None:
