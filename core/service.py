@@ -206,6 +206,7 @@ class SyncService:
         tenant = principal.tenant_id
 
         def stage(uow: UnitOfWork) -> None:
+            _raise_if_any(self._doc_number_fits(uow, tenant, job))
             self._stage_opportunity(uow, tenant, opportunity, "opportunity")
             for i, payment in enumerate(payments):
                 self._stage_payment(uow, tenant, opportunity, payment, f"payments[{i}]")
@@ -270,6 +271,21 @@ class SyncService:
             if earlier is None:
                 raise
             return _same_request(earlier, fingerprint, request_id)
+
+    def _doc_number_fits(self, uow: UnitOfWork, tenant: str, job: Job) -> list[FieldViolation]:
+        """The invoice number QuickBooks gets is the tenant's DocNumber prefix + the job number: both must fit
+        QBO's DocNumber (validation checked the number alone; the prefix is the tenant's setting)."""
+        connection = uow.connections.get(tenant)
+        prefix = connection.settings.doc_number_prefix if connection is not None else ""
+        room = self._accounting.field_limits.doc_number - len(prefix)
+        if prefix and len(job.number) > room:
+            return [
+                FieldViolation(
+                    "job.number", f"must be at most {room} characters: QuickBooks' DocNumber holds "
+                    f"{self._accounting.field_limits.doc_number}, and the invoice number prefix {prefix!r} comes first"
+                )
+            ]
+        return []
 
     def _stage_opportunity(self, uow: UnitOfWork, tenant: str, opportunity: Opportunity, path: str) -> None:
         known = uow.snapshots.get_opportunity(tenant, opportunity.opportunity_id)

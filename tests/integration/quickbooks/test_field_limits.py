@@ -9,20 +9,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
 import requests
-from qbo_support import Company, CoreRig, EmulatedCompany, FakeCompany, QboRig
+from qbo_support import TENANT, Company, CoreRig, EmulatedCompany, FakeCompany, QboRig
 
 from adapters.quickbooks.emulator import run_emulator
 from adapters.quickbooks.emulator.store import MAX_AMOUNT, MAX_LENGTH
 from adapters.quickbooks.fake import FakeQuickBooks
 from adapters.quickbooks.qbo.limits import QBO_FIELD_LIMITS, WHERE_APPLIED
 from core.accounting import InvoiceSpec, NewCustomer, RefundSpec, TxnKind
-from core.domain import Customer, InvoiceLine, JobState, Opportunity, Payment, PaymentMethod
-from core.errors import BookkeepingError
+from core.domain import Customer, InvoiceLine, Job, JobState, Opportunity, Payment, PaymentMethod
+from core.errors import BookkeepingError, ValidationError
 
 # FieldLimits attribute -> where the emulator keeps QBO's limit for it.
 EMULATOR_FIELD = {
@@ -150,3 +151,22 @@ def test_payment_references_are_truncated_on_purpose_and_the_rest_is_accepted(ri
     (written,) = rig.records("Payment")
     assert written["PaymentRefNum"] == reference[: QBO_FIELD_LIMITS.payment_reference]
 
+
+
+def test_the_invoice_number_prefix_counts_against_quickbooks_doc_number(rig: QboRig) -> None:
+    core = CoreRig(rig)
+    with rig.uow_factory() as uow:
+        connection = uow.connections.get(TENANT)
+        assert connection is not None
+        uow.connections.save(replace(connection, settings=replace(connection.settings, doc_number_prefix="INV-")))
+        uow.commit()
+    opportunity = Opportunity("o1", "1001", Customer("c1", "Mary", "O'Brien", email="mary@example.com"))
+    line = InvoiceLine("Move", Decimal("1"), Decimal("10.00"), Decimal("10.00"))
+    too_long = Job("j1", "N" * 18, date(2026, 4, 2), (line,))  # 4 + 18 = 22 > 21
+    with pytest.raises(ValidationError) as refused:
+        core.service.close_out_job(core.principal, opportunity, too_long, [])
+    assert [v.field for v in refused.value.violations] == ["job.number"]
+    fits = Job("j1", "N" * 17, date(2026, 4, 2), (line,))
+    done = core.finish(core.service.close_out_job(core.principal, opportunity, fits, []))
+    assert done.state is JobState.SUCCEEDED, done.error
+    assert [i["DocNumber"] for i in rig.records("Invoice")] == ["INV-" + "N" * 17]
