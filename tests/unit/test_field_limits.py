@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
-from adapters.quickbooks.qbo.limits import QBO_FIELD_LIMITS
+from adapters.quickbooks.qbo.limits import QBO_FIELD_LIMITS, markdown_table
 from core.domain import (
     Customer,
     EntityRef,
@@ -270,6 +271,11 @@ def test_a_line_amount_is_quantity_times_price_as_quickbooks_rounds_it(h: Harnes
     assert refused_fields(lambda: h.service.close_out_job(h.principal(), OPP, job, [])) == ["job.lines[0].amount"]
     exact = Job("j1", "1001", MOVE.service_date, (InvoiceLine("Move", D("0.5"), D("0.01"), D("0.01")),))
     h.service.close_out_job(h.principal(), OPP, exact, [])
+
+
+def test_the_readme_shows_the_table_qbsync_checks() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    assert markdown_table() in readme
 
 
 def _with(**changes: object) -> FieldLimits:

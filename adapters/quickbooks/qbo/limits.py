@@ -11,7 +11,8 @@ Sources: Intuit's API reference (Customer, Payment, Purchase, Invoice: "max N ch
 Fault QBO answers when one is exceeded (2050 "String length is either shorter or longer than supported by
 specification... Min:0 Max:N supported. Supplied length:M").
 
-README.md's "QuickBooks' limits" section is printed from here: `python -m adapters.quickbooks.qbo.limits`.
+README.md's "QuickBooks' limits" table is `markdown_table()` (printed by `python -m adapters.quickbooks.qbo.limits`;
+tests/unit/test_field_limits.py keeps the two in step).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ WHERE_APPLIED = (
     ("company_name", "Customer.CompanyName", "customer.company_name"),
     ("email", "Customer.PrimaryEmailAddr", "customer.email"),
     ("phone", "Customer.PrimaryPhone", "customer.phone"),
-    ("payment_reference", "Payment.PaymentRefNum", "payment.reference (truncated on purpose)"),
+    ("payment_reference", "Payment.PaymentRefNum", "payment.reference"),
     ("private_note", "Payment/Purchase/Invoice.PrivateNote", "composed by qbsync from CRM ids and numbers"),
     ("expense_line_description", "Purchase.Line.Description", "refunds[].memo"),
     ("doc_number", "Invoice.DocNumber", "settings' DocNumber prefix + job.number"),
@@ -61,11 +62,17 @@ WHERE_APPLIED = (
 )
 
 
+_OUTCOME = {
+    **dict.fromkeys(TRUNCATED_ON_PURPOSE, "truncated on purpose"),
+    "private_note": "cannot be: ids and opportunity.number (INVALID_ARGUMENT past 100 characters) bound it",
+}
+
+
 def markdown_table(limits: FieldLimits = QBO_FIELD_LIMITS) -> str:
     """The limits as README.md shows them."""
     rows = ["| QBO field | at most | from | when longer |", "|---|---|---|---|"]
     for attribute, qbo_field, source in WHERE_APPLIED:
-        outcome = "truncated on purpose" if attribute in TRUNCATED_ON_PURPOSE else "INVALID_ARGUMENT"
+        outcome = _OUTCOME.get(attribute, "INVALID_ARGUMENT")
         rows.append(f"| {qbo_field} | {getattr(limits, attribute)} characters | {source} | {outcome} |")
     rows.append(
         f"| amounts (TotalAmt, Line.Amount, UnitPrice) | {limits.max_amount} | every Money and the invoice "
