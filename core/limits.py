@@ -29,7 +29,7 @@ class FieldLimits:
     email: int
     phone: int
     # Payment, refund expense/check, invoice
-    payment_reference: int  # PaymentRefNum: truncated on purpose, never refused (see `truncated_on_purpose`)
+    payment_reference: int  # PaymentRefNum: truncated on purpose, never refused (TRUNCATED_ON_PURPOSE)
     private_note: int
     expense_line_description: int  # the refund's memo
     doc_number: int

@@ -14,6 +14,7 @@ from core.domain import Customer, Job, Opportunity, Payment
 from core.errors import FieldViolation
 from core.limits import FieldLimits, quantity_fits
 from core.money import CENT, ZERO, has_at_most_cents, money_sum
+from core.sync_engine import MAX_NAME_SUFFIX
 from core.text import usable_as_id
 
 MAX_REQUEST_ID_LENGTH = 50
@@ -23,8 +24,8 @@ MAX_ID_LENGTH = 100
 MAX_OPPORTUNITY_NUMBER_LENGTH = 100
 # Deliberately simple: one @, no spaces, a dot in the domain. QBO itself rejects worse.
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-# R2 may add " - 50" to a name that is taken (core.sync_engine.MAX_NAME_SUFFIX).
-_NAME_SUFFIX_ROOM = len(" - 50")
+# R2 may add up to " - 50" to a name that is taken.
+_NAME_SUFFIX_ROOM = len(f" - {MAX_NAME_SUFFIX}")
 
 
 def validate_payment_request(opportunity: Opportunity, payment: Payment, request_id: str) -> list[FieldViolation]:
