@@ -183,15 +183,18 @@ def job_request_limits(
     return violations
 
 
-def _text_limit(value: str, path: str, limit: int) -> list[FieldViolation]:
+def _text_limit(value: str, path: str, limit: int, *, why: str = "QuickBooks' limit") -> list[FieldViolation]:
     if len(value) > limit:
-        return [FieldViolation(path, f"must be at most {limit} characters (QuickBooks' limit), not {len(value)}")]
+        return [FieldViolation(path, f"must be at most {limit} characters ({why}), not {len(value)}")]
     return []
 
 
 def _opportunity_limits(opportunity: Opportunity, path: str, limits: FieldLimits) -> list[FieldViolation]:
     return [
-        *_text_limit(opportunity.number, f"{path}.number", MAX_OPPORTUNITY_NUMBER_LENGTH),
+        *_text_limit(
+            opportunity.number, f"{path}.number", MAX_OPPORTUNITY_NUMBER_LENGTH,
+            why="it goes into the note of every QuickBooks record",
+        ),
         *_customer_limits(opportunity.customer, f"{path}.customer", limits),
     ]
 
@@ -234,7 +237,8 @@ def _job_limits(job: Job, path: str, limits: FieldLimits) -> list[FieldViolation
     for i, line in enumerate(job.lines):
         line_path = f"{path}.lines[{i}]"
         line_violations += _text_limit(line.description, f"{line_path}.description", limits.invoice_line_description)
-        if not quantity_fits(line.quantity, limits):
+        # A quantity that is no number or not positive is refused by _job already.
+        if line.quantity.is_finite() and line.quantity > ZERO and not quantity_fits(line.quantity, limits):
             line_violations.append(
                 FieldViolation(
                     f"{line_path}.quantity",
@@ -251,7 +255,8 @@ def _job_limits(job: Job, path: str, limits: FieldLimits) -> list[FieldViolation
 
 
 def _amount_limit(value: Decimal, path: str, limits: FieldLimits, *, what: str = "") -> list[FieldViolation]:
-    if value.is_finite() and abs(value) > limits.max_amount:
+    # Negative amounts and ones that are no number are refused by _amount already.
+    if value.is_finite() and value > limits.max_amount:
         subject = f"{what} " if what else ""
         return [FieldViolation(path, f"{subject}must be at most {limits.max_amount} (QuickBooks holds no more)")]
     return []
