@@ -278,6 +278,7 @@ class FakeQuickBooks(AccountingSystem):
     def _check(self, spec: TxnSpec, replacing: FakeTxn | None) -> None:
         """The business rules QBO enforces on a write."""
         _refuse_what_qbo_cannot_hold(_txn_fields(spec), f"write the {_entity_of(spec.kind)}")
+        _refuse_amounts_qbo_cannot_hold(spec)
         customer = self.customers.get(spec.customer_id)
         if customer is None or not customer.active:
             raise CustomerUnusableError(f"customer {spec.customer_id} is missing or inactive in QuickBooks")
@@ -371,6 +372,23 @@ def _refuse_what_qbo_cannot_hold(fields: dict[str, tuple[str, int]], what: str) 
             )
         if element in _NAME_FIELDS and any(c in value for c in ":\t\n\r"):
             raise BookkeepingError(f"QuickBooks refused to {what}: {element} cannot contain ':', tab or newline")
+
+
+def _refuse_amounts_qbo_cannot_hold(spec: TxnSpec) -> None:
+    """The emulator's (QBO's) answer to an amount past the maximum: 2010 naming the property."""
+    # QBO computes an invoice's and a purchase's TotalAmt from their lines; a payment's is sent.
+    if isinstance(spec, PaymentSpec):
+        amounts = {"TotalAmt": spec.amount}
+    elif isinstance(spec, RefundSpec):
+        amounts = {"Line.Amount": spec.amount}
+    else:
+        amounts = {"Line.Amount": max((line.amount for line in spec.lines), default=ZERO)}
+    for element, amount in amounts.items():
+        if amount > QBO_FIELD_LIMITS.max_amount:
+            raise BookkeepingError(
+                f"QuickBooks refused to write the {_entity_of(spec.kind)}: Property {element} has an invalid "
+                f"value: '{amount}' (code 2010, element {element})"
+            )
 
 
 class FakeQuickBooksCompanies(AccountingSystems):

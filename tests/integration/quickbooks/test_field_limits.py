@@ -21,7 +21,7 @@ from adapters.quickbooks.emulator import run_emulator
 from adapters.quickbooks.emulator.store import MAX_AMOUNT, MAX_LENGTH
 from adapters.quickbooks.fake import FakeQuickBooks
 from adapters.quickbooks.qbo.limits import QBO_FIELD_LIMITS, WHERE_APPLIED
-from core.accounting import InvoiceSpec, NewCustomer, RefundSpec, TxnKind
+from core.accounting import InvoiceSpec, NewCustomer, PaymentSpec, RefundSpec, TxnKind
 from core.domain import Customer, InvoiceLine, Job, JobState, Opportunity, Payment, PaymentMethod
 from core.errors import BookkeepingError, ValidationError
 
@@ -114,6 +114,19 @@ def test_over_long_transaction_text_is_refused_naming_the_field(company: Company
     with pytest.raises(BookkeepingError) as refused:
         company.system.create(number, request_id="rq-3")
     assert "DocNumber" in refused.value.message
+
+
+def test_an_amount_past_the_maximum_is_refused(company: Company) -> None:
+    customer_id = company.system.create_customer(customer(), request_id="rq-c").id
+    too_big = PaymentSpec(customer_id, QBO_FIELD_LIMITS.max_amount + Decimal("0.01"), date(2026, 1, 2),
+                          PaymentMethod.CASH, "", (), "note", "[m]")
+    with pytest.raises(BookkeepingError) as refused:
+        company.system.create(too_big, request_id="rq-1")
+    assert "TotalAmt" in refused.value.message
+    largest = PaymentSpec(customer_id, QBO_FIELD_LIMITS.max_amount, date(2026, 1, 2), PaymentMethod.CASH, "", (),
+                          "note", "[m]")
+    company.system.create(largest, request_id="rq-2")
+    assert company.live_count("Payment") == 1
 
 
 def test_the_emulator_answers_with_quickbooks_fault_2050(rig: QboRig) -> None:
