@@ -19,8 +19,15 @@ def to_money(value: Decimal | int | str) -> Decimal:
 
 
 def has_at_most_cents(value: Decimal) -> bool:
-    """True when the amount needs no rounding to be written to QuickBooks."""
-    return value == value.quantize(CENT)
+    """True when the amount needs no rounding to be written to QuickBooks.
+
+    Read from the digits, not by quantizing: quantizing 1E+40 to cents overflows the decimal context."""
+    if not value.is_finite():
+        return False
+    _sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    beyond_cents = -2 - exponent
+    return beyond_cents <= 0 or all(d == 0 for d in digits[-beyond_cents:])
 
 
 def money_sum(values: object) -> Decimal:

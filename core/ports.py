@@ -27,6 +27,7 @@ from core.domain import (
     SyncJob,
     SyncRecord,
 )
+from core.limits import FieldLimits
 
 # --- the accounting system (QuickBooks Online, its emulator, or the in-memory fake) -------------
 
@@ -89,7 +90,11 @@ class AccountingSystem(Protocol):
 
 
 class AccountingSystems(Protocol):
-    """Hands out each tenant's accounting system."""
+    """Hands out each tenant's accounting system, and says what any of them can hold."""
+
+    # The longest text and largest numbers a written field may carry: SyncService refuses a request that
+    # exceeds them (INVALID_ARGUMENT) before accepting a job, so that no accepted job fails on them.
+    field_limits: FieldLimits
 
     def for_tenant(self, tenant_id: str) -> AccountingSystem: ...
 

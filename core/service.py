@@ -38,7 +38,14 @@ from core.errors import (
     ValidationError,
 )
 from core.ports import AccountingSystems, Clock, IdSource, RequestIdTakenError, UnitOfWork, UnitOfWorkFactory
-from core.validation import refunds_within_payment, validate_job_request, validate_payment_request
+from core.text import clean_job, clean_opportunity, clean_payment, usable_as_id
+from core.validation import (
+    job_request_limits,
+    payment_request_limits,
+    refunds_within_payment,
+    validate_job_request,
+    validate_payment_request,
+)
 
 DEFAULT_MAX_ATTEMPTS = 8
 MAX_PAGE_SIZE = 100
@@ -88,8 +95,14 @@ class SyncService:
         `currencies`: the currency the CRM gave each amount (none given: all in the home currency); every
         use case that accepts amounts takes it and refuses amounts QuickBooks would book wrongly (SPEC §7)."""
         require(principal, Permission.SYNC)
-        violations = validate_payment_request(opportunity, payment, request_id)
-        _raise_if_any(violations + self._currency_violations(principal.tenant_id, currencies))
+        opportunity, payment = clean_opportunity(opportunity), clean_payment(payment)
+        _raise_if_any(
+            [
+                *validate_payment_request(opportunity, payment, request_id),
+                *payment_request_limits(opportunity, payment, self._accounting.field_limits),
+                *self._currency_violations(principal.tenant_id, currencies),
+            ]
+        )
         fingerprint = _fingerprint(JobKind.SYNC_PAYMENT, opportunity, payment)
         target = EntityRef(EntityType.PAYMENT, payment.payment_id)
 
@@ -221,13 +234,21 @@ class SyncService:
         currencies: Sequence[AmountCurrency],
     ) -> SyncJob:
         require(principal, Permission.SYNC)
-        violations = validate_job_request(opportunity, job, payments, request_id)
-        _raise_if_any(violations + self._currency_violations(principal.tenant_id, currencies))
+        opportunity, job = clean_opportunity(opportunity), clean_job(job)
+        payments = [clean_payment(p) for p in payments]
+        _raise_if_any(
+            [
+                *validate_job_request(opportunity, job, payments, request_id),
+                *job_request_limits(opportunity, job, payments, self._accounting.field_limits),
+                *self._currency_violations(principal.tenant_id, currencies),
+            ]
+        )
         fingerprint = _fingerprint(kind, opportunity, job, tuple(payments))
         target = EntityRef(EntityType.INVOICE, job.job_id)
         tenant = principal.tenant_id
 
         def stage(uow: UnitOfWork) -> None:
+            _raise_if_any(self._doc_number_fits(uow, tenant, job))
             self._stage_opportunity(uow, tenant, opportunity, "opportunity")
             for i, payment in enumerate(payments):
                 self._stage_payment(uow, tenant, opportunity, payment, f"payments[{i}]")
@@ -308,6 +329,21 @@ class SyncService:
             company = read_company_currency(tenant, self._accounting, self._uow_factory, self._clock) or company
         return currency_violations(currencies, company)
 
+    def _doc_number_fits(self, uow: UnitOfWork, tenant: str, job: Job) -> list[FieldViolation]:
+        """The invoice number QuickBooks gets is the tenant's DocNumber prefix + the job number: both must fit
+        QBO's DocNumber (validation checked the number alone; the prefix is the tenant's setting)."""
+        connection = uow.connections.get(tenant)
+        prefix = connection.settings.doc_number_prefix if connection is not None else ""
+        room = self._accounting.field_limits.doc_number - len(prefix)
+        if prefix and len(job.number) > room:
+            return [
+                FieldViolation(
+                    "job.number", f"must be at most {room} characters: QuickBooks' DocNumber holds "
+                    f"{self._accounting.field_limits.doc_number}, and the invoice number prefix {prefix!r} comes first"
+                )
+            ]
+        return []
+
     def _stage_opportunity(self, uow: UnitOfWork, tenant: str, opportunity: Opportunity, path: str) -> None:
         known = uow.snapshots.get_opportunity(tenant, opportunity.opportunity_id)
         if known is not None and known.customer.customer_id != opportunity.customer.customer_id:
@@ -366,7 +402,7 @@ def _same_request(earlier: SyncJob, fingerprint: str, request_id: str) -> SyncJo
 
 
 def _job_id(name: str) -> str:
-    if not name.startswith(JOB_NAME_PREFIX) or len(name) == len(JOB_NAME_PREFIX):
+    if not name.startswith(JOB_NAME_PREFIX) or len(name) == len(JOB_NAME_PREFIX) or not usable_as_id(name):
         raise ValidationError([FieldViolation("name", "must look like syncJobs/{id}")])
     return name[len(JOB_NAME_PREFIX) :]
 
@@ -380,6 +416,9 @@ def _issued_page_token(token: str) -> bool:
 def _check_entity(entity: EntityRef) -> None:
     if not entity.id.strip():
         raise ValidationError([FieldViolation("entity.id", "is required")])
+    if not usable_as_id(entity.id):
+        # No stored id holds one (they are refused at accept); PostgreSQL could not even compare with a NUL.
+        raise ValidationError([FieldViolation("entity.id", "must not contain control or formatting characters")])
 
 
 def _raise_if_any(violations: list[FieldViolation]) -> None:

@@ -7,18 +7,25 @@ can point at the offending input.
 from __future__ import annotations
 
 import re
-from decimal import Decimal
+from datetime import date
+from decimal import MAX_EMAX, MIN_EMIN, Decimal, localcontext
 
 from core.domain import Customer, Job, Opportunity, Payment
 from core.errors import FieldViolation, quoted
+from core.limits import FieldLimits, quantity_fits
 from core.money import CENT, ZERO, has_at_most_cents, money_sum
+from core.sync_engine import MAX_NAME_SUFFIX
+from core.text import usable_as_id
 
 MAX_REQUEST_ID_LENGTH = 50
 MAX_ID_LENGTH = 100
+# The opportunity number goes into every record's PrivateNote: bounded like an id, so that the notes qbsync
+# composes always fit QuickBooks' PrivateNote (tests/unit/test_field_limits.py proves it).
+MAX_OPPORTUNITY_NUMBER_LENGTH = 100
 # Deliberately simple: one @, no spaces, a dot in the domain. QBO itself rejects worse.
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-# QBO forbids these in a DisplayName.
-_FORBIDDEN_NAME_CHARS = (":", "\t", "\n")
+# R2 may add up to " - 50" to a name that is taken.
+_NAME_SUFFIX_ROOM = len(f" - {MAX_NAME_SUFFIX}")
 
 
 def validate_payment_request(opportunity: Opportunity, payment: Payment, request_id: str) -> list[FieldViolation]:
@@ -45,6 +52,8 @@ def validate_job_request(
 def _request_id(request_id: str) -> list[FieldViolation]:
     if len(request_id) > MAX_REQUEST_ID_LENGTH:
         return [FieldViolation("request_id", f"must be at most {MAX_REQUEST_ID_LENGTH} characters")]
+    if not usable_as_id(request_id):
+        return [FieldViolation("request_id", _NO_CONTROLS)]
     return []
 
 
@@ -53,7 +62,12 @@ def _id(value: str, path: str) -> list[FieldViolation]:
         return [FieldViolation(path, "is required")]
     if len(value) > MAX_ID_LENGTH:
         return [FieldViolation(path, f"must be at most {MAX_ID_LENGTH} characters")]
+    if not usable_as_id(value):
+        return [FieldViolation(path, _NO_CONTROLS)]
     return []
+
+
+_NO_CONTROLS = "must not contain control or invisible formatting characters (tabs, line breaks, NUL...)"
 
 
 def _opportunity(opportunity: Opportunity, path: str) -> list[FieldViolation]:
@@ -70,10 +84,6 @@ def _customer(customer: Customer, path: str) -> list[FieldViolation]:
         violations.append(
             FieldViolation(f"{path}.last_name", "a name is required: first_name and last_name, or company_name")
         )
-    elif any(c in name for c in _FORBIDDEN_NAME_CHARS):
-        violations.append(FieldViolation(f"{path}.last_name", "a name cannot contain ':', tabs or line breaks"))
-    elif len(name) > 90:  # QBO's DisplayName limit is 100; leave room for a " - 12" suffix (R2).
-        violations.append(FieldViolation(f"{path}.last_name", "the name must be at most 90 characters"))
     email = customer.email.strip()
     if email and not _EMAIL.match(email):
         violations.append(FieldViolation(f"{path}.email", f"{quoted(customer.email)} is not an email address"))
@@ -81,6 +91,8 @@ def _customer(customer: Customer, path: str) -> list[FieldViolation]:
 
 
 def _amount(value: Decimal, path: str, *, allow_zero: bool = False) -> list[FieldViolation]:
+    if not value.is_finite():
+        return [FieldViolation(path, "must be a number")]
     if value < ZERO or (value == ZERO and not allow_zero):
         return [FieldViolation(path, "must be greater than zero" if not allow_zero else "must not be negative")]
     if not has_at_most_cents(value):
@@ -103,8 +115,8 @@ def _payment(payment: Payment, path: str) -> list[FieldViolation]:
 
 def refunds_within_payment(payment: Payment, path: str) -> list[FieldViolation]:
     """R4: the refunds of a payment never exceed the payment."""
-    refunded = money_sum(r.amount for r in payment.refunds if r.amount > ZERO)
-    if refunded > payment.amount > ZERO:
+    refunded = money_sum(r.amount for r in payment.refunds if r.amount.is_finite() and r.amount > ZERO)
+    if payment.amount.is_finite() and refunded > payment.amount > ZERO:
         return [
             FieldViolation(
                 f"{path}.refunds",
@@ -118,21 +130,142 @@ def _job(job: Job, path: str) -> list[FieldViolation]:
     violations = [*_id(job.job_id, f"{path}.job_id")]
     if not job.number.strip():
         violations.append(FieldViolation(f"{path}.number", "is required (it becomes the invoice number)"))
-    elif len(job.number) > 21:  # QBO DocNumber holds 21 characters.
-        violations.append(FieldViolation(f"{path}.number", "must be at most 21 characters"))
     if not job.lines:
         violations.append(FieldViolation(f"{path}.lines", "a closed-out job needs at least one invoice line"))
     for i, line in enumerate(job.lines):
         line_path = f"{path}.lines[{i}]"
         if not line.description.strip():
             violations.append(FieldViolation(f"{line_path}.description", "is required"))
-        if line.quantity <= ZERO:
+        if not line.quantity.is_finite():
+            violations.append(FieldViolation(f"{line_path}.quantity", "must be a number"))
+        elif line.quantity <= ZERO:
             violations.append(FieldViolation(f"{line_path}.quantity", "must be greater than zero"))
         violations += _amount(line.unit_price, f"{line_path}.unit_price", allow_zero=True)
         line_violations = _amount(line.amount, f"{line_path}.amount", allow_zero=True)
         violations += line_violations
-        if not line_violations and line.quantity > ZERO and abs(line.quantity * line.unit_price - line.amount) >= CENT:
+        if not line_violations and _line_amount_differs(line.quantity, line.unit_price, line.amount):
             violations.append(
                 FieldViolation(f"{line_path}.amount", "must equal quantity × unit_price (to the cent)")
             )
     return violations
+
+
+def _line_amount_differs(quantity: Decimal, unit_price: Decimal, amount: Decimal) -> bool:
+    """The amount is not quantity × unit_price rounded half-up to the cent — QuickBooks' own rule (it refuses
+    the line otherwise, Fault 6070). Computed exactly and with room for any exponent, so that an absurd
+    quantity (9E+999999) is answered by the bounds below rather than by a decimal overflow here."""
+    if not (quantity.is_finite() and unit_price.is_finite()) or quantity <= ZERO:
+        return False
+    with localcontext() as context:
+        context.prec, context.Emax, context.Emin = 60, MAX_EMAX, MIN_EMIN
+        difference = quantity * unit_price - amount
+        return not -_HALF_CENT <= difference < _HALF_CENT
+
+
+_HALF_CENT = CENT / 2
+
+
+# --- what QuickBooks can hold (SPEC §7 "Text QBO cannot hold", "Bounds") ---------------------------------
+# Run on a request already cleaned by core.text (no control characters left in names and notes). The
+# numbers come from the accounting adapter (`FieldLimits`); this is the one place that applies them.
+
+
+def payment_request_limits(opportunity: Opportunity, payment: Payment, limits: FieldLimits) -> list[FieldViolation]:
+    return [*_opportunity_limits(opportunity, "opportunity", limits), *_payment_limits(payment, "payment", limits)]
+
+
+def job_request_limits(
+    opportunity: Opportunity, job: Job, payments: list[Payment], limits: FieldLimits
+) -> list[FieldViolation]:
+    violations = [*_opportunity_limits(opportunity, "opportunity", limits), *_job_limits(job, "job", limits)]
+    for i, payment in enumerate(payments):
+        violations += _payment_limits(payment, f"payments[{i}]", limits)
+    return violations
+
+
+def _text_limit(value: str, path: str, limit: int, *, why: str = "QuickBooks' limit") -> list[FieldViolation]:
+    if len(value) > limit:
+        return [FieldViolation(path, f"must be at most {limit} characters ({why}), not {len(value)}")]
+    return []
+
+
+def _opportunity_limits(opportunity: Opportunity, path: str, limits: FieldLimits) -> list[FieldViolation]:
+    return [
+        *_text_limit(
+            opportunity.number, f"{path}.number", MAX_OPPORTUNITY_NUMBER_LENGTH,
+            why="it goes into the note of every QuickBooks record",
+        ),
+        *_customer_limits(opportunity.customer, f"{path}.customer", limits),
+    ]
+
+
+def _customer_limits(customer: Customer, path: str, limits: FieldLimits) -> list[FieldViolation]:
+    violations = [
+        *_text_limit(customer.first_name.strip(), f"{path}.first_name", limits.given_name),
+        *_text_limit(customer.last_name.strip(), f"{path}.last_name", limits.family_name),
+        *_text_limit(customer.company_name.strip(), f"{path}.company_name", limits.company_name),
+        # An e-mail that is no address is named once, by _customer; only a real address is measured.
+        *(_text_limit(email, f"{path}.email", limits.email) if _EMAIL.match(email := customer.email.strip()) else []),
+        *_text_limit(customer.phone.strip(), f"{path}.phone", limits.phone),
+    ]
+    # The DisplayName, with room for the " - N" a clashing name gets (R2).
+    person = bool(customer.first_name.strip() or customer.last_name.strip())
+    name_path = f"{path}.last_name" if person else f"{path}.company_name"
+    if not any(v.field == name_path for v in violations):
+        violations += _text_limit(customer.display_name, name_path, limits.display_name - _NAME_SUFFIX_ROOM)
+    return violations
+
+
+def _payment_limits(payment: Payment, path: str, limits: FieldLimits) -> list[FieldViolation]:
+    violations = [
+        *_amount_limit(payment.amount, f"{path}.amount", limits),
+        *_date_limit(payment.received_time.date(), f"{path}.received_time", limits),
+    ]
+    for i, refund in enumerate(payment.refunds):
+        refund_path = f"{path}.refunds[{i}]"
+        violations += _amount_limit(refund.amount, f"{refund_path}.amount", limits)
+        violations += _date_limit(refund.refunded_time.date(), f"{refund_path}.refunded_time", limits)
+        violations += _text_limit(refund.memo, f"{refund_path}.memo", limits.expense_line_description)
+    return violations
+
+
+def _job_limits(job: Job, path: str, limits: FieldLimits) -> list[FieldViolation]:
+    violations = [
+        *_text_limit(job.number, f"{path}.number", limits.doc_number),
+        *_date_limit(job.service_date, f"{path}.service_date", limits),
+    ]
+    line_violations: list[FieldViolation] = []
+    for i, line in enumerate(job.lines):
+        line_path = f"{path}.lines[{i}]"
+        line_violations += _text_limit(line.description, f"{line_path}.description", limits.invoice_line_description)
+        # A quantity that is no number or not positive is refused by _job already.
+        if line.quantity.is_finite() and line.quantity > ZERO and not quantity_fits(line.quantity, limits):
+            line_violations.append(
+                FieldViolation(
+                    f"{line_path}.quantity",
+                    f"must have at most {limits.quantity_integer_digits} digits before the decimal point and "
+                    f"{limits.quantity_fraction_digits} after",
+                )
+            )
+        line_violations += _amount_limit(line.unit_price, f"{line_path}.unit_price", limits)
+        line_violations += _amount_limit(line.amount, f"{line_path}.amount", limits)
+    violations += line_violations
+    if not line_violations and all(line.amount.is_finite() for line in job.lines):
+        violations += _amount_limit(job.total, f"{path}.lines", limits, what="the invoice total")
+    return violations
+
+
+def _amount_limit(value: Decimal, path: str, limits: FieldLimits, *, what: str = "") -> list[FieldViolation]:
+    # Negative amounts and ones that are no number are refused by _amount already.
+    if value.is_finite() and value > limits.max_amount:
+        subject = f"{what} " if what else ""
+        return [FieldViolation(path, f"{subject}must be at most {limits.max_amount} (QuickBooks holds no more)")]
+    return []
+
+
+def _date_limit(day: date, path: str, limits: FieldLimits) -> list[FieldViolation]:
+    if not limits.earliest_date <= day <= limits.latest_date:
+        return [
+            FieldViolation(path, f"must be between {limits.earliest_date} and {limits.latest_date} (QuickBooks' range)")
+        ]
+    return []

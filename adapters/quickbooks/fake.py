@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
+from adapters.quickbooks.qbo.limits import QBO_FIELD_LIMITS
 from core.accounting import (
     AccountingCustomer,
     InvoiceSpec,
@@ -324,6 +325,7 @@ class FakeQuickBooks(AccountingSystem):
         return result
 
     def _create_customer(self, new: NewCustomer) -> AccountingCustomer:
+        _refuse_what_qbo_cannot_hold(_customer_fields(new), "create the customer")
         if self._name_taken(new.display_name):
             raise DuplicateNameError(new.display_name)
         new_id = self._new_id()
@@ -364,6 +366,8 @@ class FakeQuickBooks(AccountingSystem):
 
     def _check(self, spec: TxnSpec, replacing: FakeTxn | None) -> None:
         """The business rules QBO enforces on a write."""
+        _refuse_what_qbo_cannot_hold(_txn_fields(spec), f"write the {_entity_of(spec.kind)}")
+        _refuse_amounts_qbo_cannot_hold(spec)
         customer = self.customers.get(spec.customer_id)
         if customer is None or not customer.active:
             raise CustomerUnusableError(f"customer {spec.customer_id} is missing or inactive in QuickBooks")
@@ -420,8 +424,71 @@ class FakeQuickBooks(AccountingSystem):
         return new_id
 
 
+# --- QBO's field limits, as QBO answers them (the same table the adapter and the core use) -----------------
+
+_NAME_FIELDS = ("DisplayName", "GivenName", "FamilyName")
+
+
+def _customer_fields(new: NewCustomer) -> dict[str, tuple[str, int]]:
+    """QBO field -> (value written, QBO's limit)."""
+    limits = QBO_FIELD_LIMITS
+    return {
+        "DisplayName": (new.display_name, limits.display_name),
+        "GivenName": (new.given_name, limits.given_name),
+        "FamilyName": (new.family_name, limits.family_name),
+        "CompanyName": (new.company_name, limits.company_name),
+        "PrimaryEmailAddr": (new.email, limits.email),
+        "PrimaryPhone": (new.phone, limits.phone),
+    }
+
+
+def _txn_fields(spec: TxnSpec) -> dict[str, tuple[str, int]]:
+    limits = QBO_FIELD_LIMITS
+    fields = {"PrivateNote": (spec.private_note, limits.private_note)}
+    if isinstance(spec, RefundSpec):
+        fields["Line.Description"] = (spec.memo, limits.expense_line_description)
+    if isinstance(spec, InvoiceSpec):
+        fields["DocNumber"] = (spec.doc_number, limits.doc_number)
+        for i, line in enumerate(spec.lines):
+            fields[f"Line[{i}].Description"] = (line.description, limits.invoice_line_description)
+    return fields
+
+
+def _refuse_what_qbo_cannot_hold(fields: dict[str, tuple[str, int]], what: str) -> None:
+    """QBO's Fault 2050 (too long) and its refusal of ':', tab and newline in names, as the adapter reports
+    them: a BookkeepingError naming the field."""
+    for element, (value, limit) in fields.items():
+        if len(value) > limit:
+            raise BookkeepingError(
+                f"QuickBooks refused to {what}: String length is either shorter or longer than supported by "
+                f"specification. Min:0 Max:{limit} supported. Supplied length:{len(value)} (code 2050, "
+                f"element {element})"
+            )
+        if element in _NAME_FIELDS and any(c in value for c in ":\t\n\r"):
+            raise BookkeepingError(f"QuickBooks refused to {what}: {element} cannot contain ':', tab or newline")
+
+
+def _refuse_amounts_qbo_cannot_hold(spec: TxnSpec) -> None:
+    """The emulator's (QBO's) answer to an amount past the maximum: 2010 naming the property."""
+    # QBO computes an invoice's and a purchase's TotalAmt from their lines; a payment's is sent.
+    if isinstance(spec, PaymentSpec):
+        amounts = {"TotalAmt": spec.amount}
+    elif isinstance(spec, RefundSpec):
+        amounts = {"Line.Amount": spec.amount}
+    else:
+        amounts = {"Line.Amount": max((line.amount for line in spec.lines), default=ZERO)}
+    for element, amount in amounts.items():
+        if amount > QBO_FIELD_LIMITS.max_amount:
+            raise BookkeepingError(
+                f"QuickBooks refused to write the {_entity_of(spec.kind)}: Property {element} has an invalid "
+                f"value: '{amount}' (code 2010, element {element})"
+            )
+
+
 class FakeQuickBooksCompanies(AccountingSystems):
     """One fake company per tenant, made on first use."""
+
+    field_limits = QBO_FIELD_LIMITS
 
     def __init__(self) -> None:
         self._companies: dict[str, FakeQuickBooks] = {}

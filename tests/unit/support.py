@@ -14,6 +14,7 @@ from adapters.quickbooks.fake import FakeQuickBooks, FakeQuickBooksCompanies
 from core.accounting import AccountingCustomer, NewCustomer, PaymentSpec, QuickBooksRef, TxnKind, TxnSpec
 from core.auth import ApiKeys
 from core.domain import Permission, Principal
+from core.limits import FieldLimits
 from core.ports import AccountingSystem, AccountingSystems
 from core.service import SyncService
 from core.sync_engine import SyncEngine
@@ -158,6 +159,10 @@ class HookedCompanies(AccountingSystems):
 
     def for_tenant(self, tenant_id: str) -> AccountingSystem:
         return self.hooked.get(tenant_id) or self.companies.for_tenant(tenant_id)
+
+    @property
+    def field_limits(self) -> FieldLimits:  # type: ignore[override]
+        return self.companies.field_limits
 
     def hook(self, tenant_id: str, write: str, when: str, hook: Callable[[], None], times: int = 1) -> HookedCompany:
         self.hooked[tenant_id] = HookedCompany(self.companies.for_tenant(tenant_id), write, when, hook, times)

@@ -89,6 +89,26 @@ ACCOUNT_CLASSIFICATION = {
 }
 
 DOC_NUMBER_MAX = 21  # QBO's limit on DocNumber length
+
+# What QBO says about text and amounts. Deliberately the emulator's own copy, not imported from the adapter's
+# table (adapters/quickbooks/qbo/limits.py): the emulator stands for QuickBooks, so a mistake in qbsync's table
+# shows up as a Fault here (tests/integration/quickbooks/test_field_limits.py also compares the two).
+# Lengths are Intuit's API reference ("max N chars"); a longer value is Fault 2050, as QBO answers it.
+_NAME_LIMITS = {
+    "DisplayName": 500, "Title": 16, "GivenName": 100, "MiddleName": 100, "FamilyName": 100, "Suffix": 16,
+    "CompanyName": 100, "PrintOnCheckName": 110, "Notes": 2000, "PrimaryEmailAddr.Address": 100,
+    "PrimaryPhone.FreeFormNumber": 30,
+}
+MAX_LENGTH: dict[str, dict[str, int]] = {
+    **dict.fromkeys(NAME_ENTITIES, _NAME_LIMITS),
+    "Payment": {"PaymentRefNum": 21, "PrivateNote": 4000},
+    "Purchase": {"DocNumber": DOC_NUMBER_MAX, "PrivateNote": 4000, "Line.Description": 4000},
+    "Invoice": {"DocNumber": DOC_NUMBER_MAX, "PrivateNote": 4000, "Line.Description": 4000, "CustomerMemo.value": 1000},
+}
+# Name fields QBO refuses ':' (its sub-customer separator), tab and newline in (Intuit's business rules).
+_PLAIN_NAME_FIELDS = ("DisplayName", "Title", "GivenName", "MiddleName", "FamilyName", "Suffix", "PrintOnCheckName")
+# *guess*: Intuit documents no maximum amount; 15 significant digits is what a double holds to the cent.
+MAX_AMOUNT = Decimal("9999999999999.99")
 _LINKABLE = {"Invoice": "Invoice", "Expense": "Purchase", "Check": "Purchase"}
 
 
@@ -113,7 +133,10 @@ def _has_id(body: JsonDict) -> bool:
 
 def _money_field(record: JsonDict, key: str, element: str, *, required: bool = False) -> Decimal | None:
     try:
-        amount = money(record.get(key))
+        exact = to_decimal(record.get(key))
+        if exact is not None and abs(exact) > MAX_AMOUNT:
+            raise ValueError("too large")
+        amount = money(exact)
     except ValueError as exc:
         raise errors.invalid_property(f"Property {element} has an invalid value: {record.get(key)!r}", element) from exc
     if amount is None and required:
@@ -132,6 +155,57 @@ def _txn_date(record: JsonDict) -> None:
         date.fromisoformat(str(value))
     except ValueError as exc:
         raise errors.invalid_property(f"TxnDate {value!r} is not a date (yyyy-MM-dd)", "TxnDate") from exc
+
+
+def _check_length(element: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise QboFault(
+            "2050", "String length is either shorter or longer than supported by specification",
+            f"String length specified does not match the supported length. Min:0 Max:{limit} supported. "
+            f"Supplied length:{len(value)}", element,
+        )
+
+
+def _values_at(record: JsonDict, path: str) -> Iterable[Any]:
+    """The values at a dotted path ("PrimaryPhone.FreeFormNumber"; "Line.Description" reads every line)."""
+    head, _, rest = path.partition(".")
+    value = record.get(head)
+    for item in value if isinstance(value, list) else [value]:
+        if not rest:
+            yield item
+        elif isinstance(item, dict):
+            yield from _values_at(item, rest)
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _xml_illegal(char: str) -> bool:
+    code = ord(char)
+    return (code < 0x20 and char not in "\t\n\r") or 0xD800 <= code <= 0xDFFF or code in (0xFFFE, 0xFFFF)
+
+
+def _check_text(entity: str, record: JsonDict) -> None:
+    """Fault 2050 for a value longer than QBO holds; 2040 for a character QBO cannot store anywhere (*guess*:
+    QBO keeps its data as XML 1.0, which has no NUL or other C0 control but tab and line breaks)."""
+    for text in _strings(record):
+        if any(_xml_illegal(char) for char in text):
+            raise QboFault(
+                "2040", "Invalid String",
+                "The String may contain unsupported or illegal chars: Element contains invalid characters",
+            )
+    for path, limit in MAX_LENGTH.get(entity, {}).items():
+        for value in _values_at(record, path):
+            if isinstance(value, str):
+                _check_length(path, value, limit)
 
 
 @dataclass
@@ -550,6 +624,7 @@ class Realm:
         }
         if "Active" in record and not isinstance(record["Active"], bool):
             record["Active"] = _is_true(record["Active"])
+        _check_text(entity, record)
         rules[entity](record, own_id)
 
     def _name_entity(self, record: JsonDict, own_id: str | None) -> None:
@@ -560,11 +635,12 @@ class Realm:
         if not name:
             raise errors.required_missing("DisplayName")
         name = str(name)
-        if any(char in name for char in ":\t\n\r"):
-            # *guess* at the code: QBO rejects these characters; 6000 keeps it a business-rule error.
-            raise errors.business_rule("DisplayName cannot contain a colon (:), tab or newline.", "DisplayName")
-        if len(name) > 500:
-            raise QboFault("2050", "Invalid String", "DisplayName is longer than 500 characters", "DisplayName")
+        for element in _PLAIN_NAME_FIELDS:
+            value = name if element == "DisplayName" else record.get(element)
+            if isinstance(value, str) and any(char in value for char in ":\t\n\r"):
+                # *guess* at the code: QBO rejects these characters; 6000 keeps it a business-rule error.
+                raise errors.business_rule(f"{element} cannot contain a colon (:), tab or newline.", element)
+        _check_length("DisplayName", name, _NAME_LIMITS["DisplayName"])  # also a DisplayName QBO made up
         for other_entity in NAME_ENTITIES:
             for other in self.records[other_entity].values():
                 if other["Id"] != own_id and str(other["DisplayName"]).casefold() == name.casefold():
@@ -620,12 +696,7 @@ class Realm:
         if doc_number is None:
             return
         doc_number = str(doc_number)
-        if len(doc_number) > DOC_NUMBER_MAX:
-            raise QboFault(
-                "2050", "Invalid String",
-                f"String length is either shorter or longer than supported by specification. Min:0 Max:"
-                f"{DOC_NUMBER_MAX} supported. Supplied length:{len(doc_number)}", "DocNumber",
-            )
+        _check_length("DocNumber", doc_number, DOC_NUMBER_MAX)
         for other in self.records[entity].values():
             if other["Id"] != own_id and other.get("DocNumber") == doc_number:
                 # QBO only rejects duplicates (6140) when the company turns on "warn if duplicate"; new

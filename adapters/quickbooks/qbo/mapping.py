@@ -24,6 +24,7 @@ from quickbooks.objects.invoice import Invoice
 from quickbooks.objects.payment import Payment, PaymentLine
 from quickbooks.objects.purchase import Purchase
 
+from adapters.quickbooks.qbo.limits import QBO_FIELD_LIMITS
 from core.accounting import (
     AccountingCustomer,
     InvoiceSpec,
@@ -36,7 +37,6 @@ from core.accounting import (
 from core.connection import QuickBooksSettings
 
 CENT = Decimal("0.01")
-PAYMENT_REF_NUM_MAX = 21  # QBO's limit on PaymentRefNum
 
 T = TypeVar("T")
 
@@ -116,8 +116,9 @@ def _payment(spec: PaymentSpec, settings: QuickBooksSettings) -> Payment:
     method = settings.payment_methods.get(spec.method)
     if method is not None and method.is_set:
         payment.PaymentMethodRef = ref(method.id)
-    # QBO refuses a longer PaymentRefNum; the full reference stays in the CRM.
-    payment.PaymentRefNum = spec.reference[:PAYMENT_REF_NUM_MAX] or None
+    # Truncated on purpose (core.limits.TRUNCATED_ON_PURPOSE): QBO refuses a longer PaymentRefNum, and the
+    # full reference stays in the CRM.
+    payment.PaymentRefNum = spec.reference[: QBO_FIELD_LIMITS.payment_reference] or None
     payment.DepositToAccountRef = ref(settings.deposit_account.id)
     payment.PrivateNote = spec.private_note
     lines = []

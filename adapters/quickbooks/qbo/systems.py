@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from adapters.inprocess import InProcessRequestLimiter
 from adapters.quickbooks.qbo.calls import CompanySession, RetryPolicy
+from adapters.quickbooks.qbo.limits import QBO_FIELD_LIMITS
 from adapters.quickbooks.qbo.system import QuickBooksAccountingSystem
 from adapters.quickbooks.qbo.tokens import NOT_CONNECTED_MESSAGE, RECONNECT_MESSAGE, AuthClientFactory, TokenKeeper
 from adapters.quickbooks.qbo.transport import api_base_url, check_transport_security
@@ -31,6 +32,8 @@ class QuickBooksAccountingSystems(AccountingSystems):
     """Hands out each tenant's `QuickBooksAccountingSystem`, cached per tenant and rebuilt when the stored
     connection points somewhere else. Building one does no I/O; the first call refreshes the token if
     needed."""
+
+    field_limits = QBO_FIELD_LIMITS
 
     def __init__(
         self,
