@@ -191,10 +191,11 @@ def test_retry_refusals(failures: SqlAlchemyUnitOfWorkFactory, name: str, code: 
 
 
 def test_emulator_serves_until_sigterm(tmp_path: Path) -> None:
+    errors = (tmp_path / "stderr.txt").open("w+")
     process = subprocess.Popen(
         [sys.executable, "-m", "qbsync.cli", "emulator", "--port", "0", "--realm", "4620"],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=errors,
         text=True,
         env={**os.environ, "QBSYNC_DATA_DIR": str(tmp_path)},
     )
@@ -202,16 +203,20 @@ def test_emulator_serves_until_sigterm(tmp_path: Path) -> None:
         assert process.stdout is not None
         first = process.stdout.readline()
         match = re.search(r"emulator on (http://127\.0\.0\.1:\d+)", first)
-        assert match, first + (process.stderr.read() if process.stderr else "")
+        assert match, first + (tmp_path / "stderr.txt").read_text()
         url = match.group(1)
         discovery = requests.get(f"{url}/.well-known/openid_configuration", timeout=5).json()
         assert discovery["token_endpoint"] == f"{url}/oauth2/v1/tokens/bearer"
         assert requests.get(f"{url}/_emulator/realms", timeout=5).json()["realms"] == ["4620"]
         process.send_signal(signal.SIGTERM)
-        out, _ = process.communicate(timeout=15)
+        process.wait(timeout=15)
+        # Read through the same text buffer as `first`: what readline() already buffered would be lost to
+        # communicate(), which reads the pipe underneath it.
+        out = first + process.stdout.read()
     finally:
         if process.poll() is None:
             process.kill()
+        errors.close()
     assert process.returncode == 0
     assert "qbsync connect --tenant demo --realm-id 4620" in out
     assert "emulator stopped" in out
