@@ -9,16 +9,19 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from qbo_support import FAST_RETRY, TENANT, QboRig
+from qbo_support import FAST_RETRY, TENANT, Company, EmulatedCompany, FakeCompany, QboRig
 
 from adapters.inprocess import UnlimitedRequestLimiter
+from adapters.quickbooks.emulator import run_emulator
+from adapters.quickbooks.fake import FakeQuickBooks
 from adapters.quickbooks.qbo import QuickBooksAccountingSystems
 from adapters.quickbooks.qbo.tokens import TimeoutAuthClient
+from core.accounting import NewCustomer, PaymentSpec
 from core.connection import QuickBooksConnection
 from core.domain import (
     Customer,
@@ -33,7 +36,8 @@ from core.domain import (
     Refund,
     SyncJob,
 )
-from core.ports import RequestLimiter
+from core.errors import LeaseLostError
+from core.ports import RequestLimiter, WriteFence
 from core.service import SyncService
 from core.sync_engine import SyncEngine
 from core.worker import SyncWorker
@@ -349,3 +353,54 @@ def test_a_stalled_update_is_not_sent_at_all_once_a_newer_resync_took_over(core:
     assert payment["SyncToken"] == "2"
     assert core.job(older).state is core.job(newer[0]).state is JobState.SUCCEEDED
     assert "SYNC_RETRY_SCHEDULED" not in core.audit() and "SYNC_FAILED" not in core.audit()
+
+
+# --- the port's contract, on the fake and on the emulator: the fence is checked once per write sent ---------
+
+
+class Gate(WriteFence):
+    """A fence that counts its checks, and refuses once closed."""
+
+    def __init__(self) -> None:
+        self.open = True
+        self.checks = 0
+
+    def check(self) -> None:
+        self.checks += 1
+        if not self.open:
+            raise LeaseLostError("the gate is closed")
+
+
+@pytest.fixture(params=["fake", "emulator"])
+def company(request: pytest.FixtureRequest) -> Iterator[Company]:
+    if request.param == "fake":
+        yield FakeCompany(FakeQuickBooks())
+        return
+    server = run_emulator("127.0.0.1", 0)
+    try:
+        yield EmulatedCompany(QboRig.connect(server))
+    finally:
+        server.stop()
+
+
+def test_every_write_checks_its_fence_as_it_is_sent_and_a_refused_one_writes_nothing(company: Company) -> None:
+    system, gate = company.system, Gate()
+    customer = system.create_customer(NewCustomer("Gate Keeper", "", "", "", "", "", "n"), request_id="c", fence=gate)
+    spec = PaymentSpec(customer.id, Decimal("10.00"), date(2026, 1, 2), PaymentMethod.CASH, "", (), "note", "[m]")
+    paid = system.create(spec, request_id="p", fence=gate)
+    updated = system.update(paid, dataclasses.replace(spec, amount=Decimal("12.00")), request_id="u", fence=gate)
+    assert gate.checks == 3  # one per write request sent; reads (settings, look-ups) are not fenced
+
+    gate.open = False
+    refused = [
+        lambda: system.create_customer(NewCustomer("Shut Out", "", "", "", "", "", "n"), request_id="c2", fence=gate),
+        lambda: system.create(dataclasses.replace(spec, marker="[m2]"), request_id="p2", fence=gate),
+        lambda: system.update(updated, spec, request_id="u2", fence=gate),
+    ]
+    for write in refused:
+        with pytest.raises(LeaseLostError):
+            write()
+    assert gate.checks == 6
+    assert "Shut Out" not in {c.display_name for c in system.find_customers("Shut Out", "")}
+    assert company.live_count("Payment") == 1
+    assert company.payment_amount(updated.id) == Decimal("12.00")
