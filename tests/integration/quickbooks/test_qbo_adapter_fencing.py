@@ -54,8 +54,9 @@ WRITES = ("create", "update", "delete", "void")
 
 class Stalls:
     """Where a worker can wait inside the adapter: for the rate limiter ("limiter"), in a token refresh
-    ("refresh"), in a retry's back-off ("backoff"). A test arms one; the next wait there lasts past the
-    lease (the manual clock moves on by `PAST_LEASE`), once. Unarmed, none of them waits at all."""
+    ("refresh"), before a retry (the back-off after a 5xx, the wait a 429 asks for: "backoff"). A test arms
+    one; the next wait there lasts past the lease (the manual clock moves on by `PAST_LEASE`), once.
+    Unarmed, none of them waits at all."""
 
     def __init__(self, clock: ManualClock) -> None:
         self._clock = clock
@@ -72,7 +73,7 @@ class Stalls:
             self.happened.append(where)
 
     def backoff(self, seconds: float) -> None:
-        """The adapter's `sleep` (between retries)."""
+        """The adapter's `sleep` (between retries): no real waiting in these tests."""
         self.wait("backoff")
 
 
@@ -300,15 +301,18 @@ def test_a_write_whose_token_refresh_outlasted_its_lease_is_never_sent(core: Fen
     assert [(e["entity"], e["status"]) for e in writes(rig)] == [("Customer", 200), ("Payment", 200)]
 
 
-def test_a_retry_after_a_5xx_is_not_sent_once_the_lease_ran_out_in_the_back_off(core: FencedCore, rig: QboRig) -> None:
+@pytest.mark.parametrize(("fault", "status"), [("http500", 500), ("throttle", 429)])
+def test_a_retry_is_not_sent_once_the_lease_ran_out_in_the_back_off(
+    core: FencedCore, rig: QboRig, fault: str, status: int
+) -> None:
     job = core.sync("500.00")
-    rig.fault("http500", entity="Customer", operation="create")
+    rig.fault(fault, entity="Customer", operation="create")
     core.companies.hook(TENANT, "create_customer", "before", lambda: core.stalls.arm("backoff"))
     rig.clear_log()
     core.worker.run_next("w1")
 
-    assert core.stalls.happened == ["backoff"]
-    assert [(e["entity"], e["status"]) for e in writes(rig)] == [("Customer", 500)]  # the retry was not sent
+    assert core.stalls.happened == ["backoff"]  # the back-off after a 5xx, or the wait a 429 asks for
+    assert [(e["entity"], e["status"]) for e in writes(rig)] == [("Customer", status)]  # the retry was not sent
     _left_to_its_new_owner(core, job)
     assert [(e["entity"], e["status"]) for e in writes(rig)][1:] == [("Customer", 200), ("Payment", 200)]
     assert [r["DisplayName"] for r in live(rig, "Customer")] == ["Mary O'Brien"]
