@@ -8,9 +8,12 @@ beating, and its job is claimed again once the lease runs out.
 
 A worker that merely stalled (a long pause, a slow network) must not come back and write over what the
 job's new owner wrote: the run checks its `JobLease` before every QuickBooks write and every record it
-saves (fencing). The check is a comparison with the injected clock, not a database read: the lease is
-held until the expiry of its last successful extension, and lost from then on, whether or not another
-worker has claimed the job yet (none can claim it before that instant).
+saves (fencing). The QuickBooks writes are checked by the accounting system itself, as the `WriteFence`
+of each write (`FencedAccountingSystem` hands it down): right before each request actually leaves, so a
+worker that stalled inside the adapter (waiting for the rate limiter, a token refresh, a retry's
+back-off) sends nothing once its lease is gone. The check is a comparison with the injected clock, not a
+database read: the lease is held until the expiry of its last successful extension, and lost from then on,
+whether or not another worker has claimed the job yet (none can claim it before that instant).
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ from core.connection import ListRef
 from core.currency import CompanyCurrency
 from core.domain import SyncJob
 from core.errors import LeaseLostError
-from core.ports import AccountingSystem, Clock, UnitOfWorkFactory
+from core.ports import UNFENCED, AccountingSystem, Clock, UnitOfWorkFactory, WriteFence
 
 log = logging.getLogger(__name__)
 
 
-class JobLease:
+class JobLease(WriteFence):
     """What one job run knows of its lease: held until `expires` (by `clock`), unless found lost earlier.
+    As a `WriteFence`, it lets a QuickBooks write be sent only while held.
 
     Lost is final: once `held()` has said no, it never says yes again, even if no one claimed the job
     meanwhile. Thread-safe: the heartbeat thread extends it while the run checks it.
@@ -159,8 +163,11 @@ class LeaseHeartbeat:
 
 
 class FencedAccountingSystem(AccountingSystem):
-    """The job run's view of the accounting system: every write is refused with `LeaseLostError`, before
-    it is sent, once the run's lease is lost. Reads go through: they change nothing."""
+    """The job run's view of the accounting system: the one place the run's lease is attached to its
+    writes. Each write is handed the lease as its `WriteFence`, which the accounting system checks right
+    before every request of the write is sent (after its own waits, before each resend), so that a write
+    is refused with `LeaseLostError`, unsent, once the lease is lost. Reads go through: they change
+    nothing."""
 
     def __init__(self, system: AccountingSystem, lease: JobLease) -> None:
         self._system = system
@@ -169,17 +176,22 @@ class FencedAccountingSystem(AccountingSystem):
     def find_customers(self, display_name: str, email: str) -> list[AccountingCustomer]:
         return self._system.find_customers(display_name, email)
 
-    def create_customer(self, customer: NewCustomer, *, request_id: str) -> AccountingCustomer:
-        self._lease.check()
-        return self._system.create_customer(customer, request_id=request_id)
+    def create_customer(
+        self, customer: NewCustomer, *, request_id: str, fence: WriteFence = UNFENCED
+    ) -> AccountingCustomer:
+        return self._system.create_customer(customer, request_id=request_id, fence=self._fence(fence))
 
-    def create(self, spec: TxnSpec, *, request_id: str) -> QuickBooksRef:
-        self._lease.check()
-        return self._system.create(spec, request_id=request_id)
+    def create(self, spec: TxnSpec, *, request_id: str, fence: WriteFence = UNFENCED) -> QuickBooksRef:
+        return self._system.create(spec, request_id=request_id, fence=self._fence(fence))
 
-    def update(self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str) -> QuickBooksRef:
-        self._lease.check()
-        return self._system.update(ref, spec, request_id=request_id)
+    def update(
+        self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str, fence: WriteFence = UNFENCED
+    ) -> QuickBooksRef:
+        return self._system.update(ref, spec, request_id=request_id, fence=self._fence(fence))
+
+    def _fence(self, fence: WriteFence) -> WriteFence:
+        """The run's lease; a caller that brings a fence of its own gets both checked."""
+        return self._lease if fence is UNFENCED else BothFences(self._lease, fence)
 
     def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str) -> QuickBooksRef | None:
         return self._system.find_by_marker(kind, marker, customer_id)
@@ -192,3 +204,15 @@ class FencedAccountingSystem(AccountingSystem):
 
     def company_currency(self) -> CompanyCurrency:
         return self._system.company_currency()
+
+
+class BothFences(WriteFence):
+    """Two fences, both checked: the first's refusal wins."""
+
+    def __init__(self, first: WriteFence, second: WriteFence) -> None:
+        self._first = first
+        self._second = second
+
+    def check(self) -> None:
+        self._first.check()
+        self._second.check()

@@ -32,12 +32,42 @@ from core.limits import FieldLimits
 # --- the accounting system (QuickBooks Online, its emulator, or the in-memory fake) -------------
 
 
+class WriteFence(Protocol):
+    """What a write must still satisfy at the moment it leaves: for a job run, that it holds its lease.
+
+    The accounting system calls `check` right before it sends each write request, every time it sends
+    one: after any wait (for its request limiter, a token refresh, a back-off) and before each resend
+    of the same write (a retry after a 5xx or timeout, a send under a fresh requestid). A write the fence
+    refuses is not sent, and the refusal is raised as is. What the fence guards is the core's business;
+    the accounting system only calls it.
+    """
+
+    def check(self) -> None:
+        """Returns when the write may be sent now; raises `LeaseLostError` when it may not."""
+        ...
+
+
+class Unfenced(WriteFence):
+    """The fence of a write that no lease guards (a tool, a test, a call outside a job run): it always
+    lets the write go."""
+
+    def check(self) -> None:
+        return None
+
+
+UNFENCED: WriteFence = Unfenced()
+
+
 class AccountingSystem(Protocol):
     """One tenant's QuickBooks company.
 
     Errors: `AccountingUnavailableError` (maybe_committed=True when a write may have happened),
     `ThrottledError`, `ReconnectRequiredError`, `BookkeepingError` for what a person must fix.
     Writes are idempotent per `request_id`: the same id returns the first write's result.
+    Every write takes a `fence` (`WriteFence`), checked right before each request of the write is sent,
+    whatever waits and resends happen inside the adapter: when it raises `LeaseLostError`, that request is
+    not sent and the error is raised (any earlier request of the same write may have been sent and
+    committed; its `request_id` and marker find it again).
     """
 
     def find_customers(self, display_name: str, email: str) -> list[AccountingCustomer]:
@@ -46,22 +76,27 @@ class AccountingSystem(Protocol):
         `email`. It may return more; the core applies the exact rule."""
         ...
 
-    def create_customer(self, customer: NewCustomer, *, request_id: str) -> AccountingCustomer:
+    def create_customer(
+        self, customer: NewCustomer, *, request_id: str, fence: WriteFence = UNFENCED
+    ) -> AccountingCustomer:
         """Raises `DuplicateNameError` when the DisplayName is taken by any customer, vendor or
-        employee, active or not (R2)."""
+        employee, active or not (R2); whatever `fence.check()` raises, nothing more sent."""
         ...
 
-    def create(self, spec: TxnSpec, *, request_id: str) -> QuickBooksRef:
+    def create(self, spec: TxnSpec, *, request_id: str, fence: WriteFence = UNFENCED) -> QuickBooksRef:
         """Creates the payment, refund or invoice. Raises `CustomerUnusableError` when the customer
-        no longer exists or is inactive."""
+        no longer exists or is inactive; whatever `fence.check()` raises, nothing more sent."""
         ...
 
-    def update(self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str) -> QuickBooksRef:
+    def update(
+        self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str, fence: WriteFence = UNFENCED
+    ) -> QuickBooksRef:
         """Replaces the record with `spec` (all payment lines are sent) if `ref.sync_token` is still the
         record's SyncToken. A stale one is never re-applied here, since the record may hold a newer
         version than `spec`: it raises `StaleRecordError` carrying the current SyncToken (at most one read
         to learn it), and nothing is written. Raises `RecordGoneError` if the record was deleted or
-        voided, `CustomerUnusableError` as `create` does."""
+        voided, `CustomerUnusableError` as `create` does; whatever `fence.check()` raises, nothing more
+        sent (the read for the current SyncToken is not a write and is not fenced)."""
         ...
 
     def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str) -> QuickBooksRef | None:

@@ -44,7 +44,7 @@ from core.errors import (
     ThrottledError,
 )
 from core.money import ZERO, money_sum
-from core.ports import AccountingSystem, AccountingSystems
+from core.ports import UNFENCED, AccountingSystem, AccountingSystems, WriteFence
 
 SANDBOX_APP = "https://app.sandbox.qbo.intuit.com"
 
@@ -158,17 +158,21 @@ class FakeQuickBooks(AccountingSystem):
                 if c.active and normalise(c.email) == wanted_email
             ]
 
-    def create_customer(self, customer: NewCustomer, *, request_id: str) -> AccountingCustomer:
+    def create_customer(
+        self, customer: NewCustomer, *, request_id: str, fence: WriteFence = UNFENCED
+    ) -> AccountingCustomer:
         with self._lock:
-            return self._write(request_id, lambda: self._create_customer(customer))
+            return self._write(request_id, fence, lambda: self._create_customer(customer))
 
-    def create(self, spec: TxnSpec, *, request_id: str) -> QuickBooksRef:
+    def create(self, spec: TxnSpec, *, request_id: str, fence: WriteFence = UNFENCED) -> QuickBooksRef:
         with self._lock:
-            return self._write(request_id, lambda: self._create(spec))
+            return self._write(request_id, fence, lambda: self._create(spec))
 
-    def update(self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str) -> QuickBooksRef:
+    def update(
+        self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str, fence: WriteFence = UNFENCED
+    ) -> QuickBooksRef:
         with self._lock:
-            return self._write(request_id, lambda: self._update(ref, spec))
+            return self._write(request_id, fence, lambda: self._update(ref, spec))
 
     def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str = "") -> QuickBooksRef | None:
         # customer_id narrows QBO's search; the marker alone identifies the record, so the fake ignores it.
@@ -310,7 +314,8 @@ class FakeQuickBooks(AccountingSystem):
             raise AccountingUnavailableError("QuickBooks did not answer (injected)")
         return fault
 
-    def _write(self, request_id: str, do):  # type: ignore[no-untyped-def]
+    def _write(self, request_id: str, fence: WriteFence, do):  # type: ignore[no-untyped-def]
+        fence.check()  # the moment the write would leave: a refused one is not sent (nor counted)
         fault = self._call(write=True)
         if request_id in self.replays:
             result = self.replays[request_id]

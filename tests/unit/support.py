@@ -15,7 +15,7 @@ from core.accounting import AccountingCustomer, NewCustomer, PaymentSpec, QuickB
 from core.auth import ApiKeys
 from core.domain import Permission, Principal
 from core.limits import FieldLimits
-from core.ports import AccountingSystem, AccountingSystems
+from core.ports import UNFENCED, AccountingSystem, AccountingSystems, WriteFence
 from core.service import SyncService
 from core.sync_engine import SyncEngine
 from core.worker import SyncWorker
@@ -96,8 +96,10 @@ class Harness:
 class HookedCompany(AccountingSystem):
     """An accounting system that runs `hook` around one kind of write, as if its worker stalled there.
 
-    `when` is "before" (checked, about to be sent) or "after" (QuickBooks answered; not yet recorded). The
-    hook runs on the first `times` such writes; `amounts` is every payment amount sent, in order."""
+    `when` is "before" (about to be handed to the system, whose fence is checked later, at send time),
+    "sending" (the system checked the write's fence and is sending its first request: the stall happens
+    while it is on the wire) or "after" (QuickBooks answered; not yet recorded). The hook runs on the first
+    `times` such writes; `amounts` is every payment amount handed on, in order."""
 
     def __init__(
         self,
@@ -114,13 +116,13 @@ class HookedCompany(AccountingSystem):
         self._times = times
         self.amounts: list[Decimal] = []
 
-    def _around(self, write: str, send: Callable[[], T]) -> T:
+    def _around(self, write: str, fence: WriteFence, send: Callable[[WriteFence], T]) -> T:
         fire = write == self._write and self._times > 0
         if fire:
             self._times -= 1
         if fire and self._when == "before":
             self._hook()
-        result = send()
+        result = send(_StallOnceChecked(fence, self._hook) if fire and self._when == "sending" else fence)
         if fire and self._when == "after":
             self._hook()
         return result
@@ -128,16 +130,28 @@ class HookedCompany(AccountingSystem):
     def find_customers(self, display_name: str, email: str) -> list[AccountingCustomer]:
         return self._system.find_customers(display_name, email)
 
-    def create_customer(self, customer: NewCustomer, *, request_id: str) -> AccountingCustomer:
-        return self._around("create_customer", lambda: self._system.create_customer(customer, request_id=request_id))
+    def create_customer(
+        self, customer: NewCustomer, *, request_id: str, fence: WriteFence = UNFENCED
+    ) -> AccountingCustomer:
+        return self._around(
+            "create_customer",
+            fence,
+            lambda fence: self._system.create_customer(customer, request_id=request_id, fence=fence),
+        )
 
-    def create(self, spec: TxnSpec, *, request_id: str) -> QuickBooksRef:
+    def create(self, spec: TxnSpec, *, request_id: str, fence: WriteFence = UNFENCED) -> QuickBooksRef:
         self._note(spec)
-        return self._around("create", lambda: self._system.create(spec, request_id=request_id))
+        return self._around(
+            "create", fence, lambda fence: self._system.create(spec, request_id=request_id, fence=fence)
+        )
 
-    def update(self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str) -> QuickBooksRef:
+    def update(
+        self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str, fence: WriteFence = UNFENCED
+    ) -> QuickBooksRef:
         self._note(spec)
-        return self._around("update", lambda: self._system.update(ref, spec, request_id=request_id))
+        return self._around(
+            "update", fence, lambda fence: self._system.update(ref, spec, request_id=request_id, fence=fence)
+        )
 
     def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str) -> QuickBooksRef | None:
         return self._system.find_by_marker(kind, marker, customer_id)
@@ -148,6 +162,21 @@ class HookedCompany(AccountingSystem):
     def _note(self, spec: TxnSpec) -> None:
         if isinstance(spec, PaymentSpec):
             self.amounts.append(spec.amount)
+
+
+class _StallOnceChecked(WriteFence):
+    """`fence`, then `hook` the first time it let a request go: a stall after the last check, with the
+    request already on its way."""
+
+    def __init__(self, fence: WriteFence, hook: Callable[[], None]) -> None:
+        self._fence = fence
+        self._hook: Callable[[], None] | None = hook
+
+    def check(self) -> None:
+        self._fence.check()
+        hook, self._hook = self._hook, None
+        if hook is not None:
+            hook()
 
 
 @dataclass

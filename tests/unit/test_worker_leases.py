@@ -257,14 +257,14 @@ def test_a_stalled_update_sent_after_a_newer_resync_never_overwrites_it() -> Non
     newer: list[SyncJob] = []
 
     def stall_then_resume() -> None:
-        # w1 checked its lease and is sending its update (200.00, the SyncToken it read) when it stalls;
-        # meanwhile the CRM sends 300.00 and w2 writes it.
+        # w1's update passed its lease check and is on its way (200.00, the SyncToken it read) when w1
+        # stalls; meanwhile the CRM sends 300.00 and w2 writes it.
         rig.clock.advance(PAST_LEASE)
         newer.append(rig.sync("300.00"))
         rig.worker.drain("w2")
         assert rig.payment_amount() == Decimal("300.00")
 
-    hooked = rig.companies.hook("acme", "update", "before", stall_then_resume)
+    hooked = rig.companies.hook("acme", "update", "sending", stall_then_resume)
     writes_before = rig.qbo.write_count
     rig.worker.run_next("w1")
 
@@ -276,6 +276,61 @@ def test_a_stalled_update_sent_after_a_newer_resync_never_overwrites_it() -> Non
     record = rig.service.get_status(rig.principal, P1)
     assert record.amount == Decimal("300.00") and record.sync_token == str(rig.qbo.live("Payment")[0].sync_token)
     assert rig.audit().count("SYNC_SUCCEEDED") == 3 and "SYNC_RETRY_SCHEDULED" not in rig.audit()
+
+
+def test_a_write_handed_on_with_the_lease_held_is_not_sent_once_it_runs_out_before_sending() -> None:
+    rig = Rig()
+    rig.sync("100.00")
+    rig.worker.drain("w0")
+    older = rig.sync("200.00")
+    newer: list[SyncJob] = []
+
+    def stall_then_resume() -> None:
+        # The fenced view handed w1's update on with the lease held; w1 stalls before it is sent.
+        rig.clock.advance(PAST_LEASE)
+        newer.append(rig.sync("300.00"))
+        rig.worker.drain("w2")
+
+    hooked = rig.companies.hook("acme", "update", "before", stall_then_resume)
+    writes_before = rig.qbo.write_count
+    rig.worker.run_next("w1")
+
+    assert hooked.amounts == [Decimal("200.00"), Decimal("300.00"), Decimal("300.00")]  # w1's, then w2's two
+    assert rig.qbo.write_count - writes_before == 2  # w2's two updates
+    assert rig.qbo.stale_token_refusals == 0  # w1's was checked as it would leave, and never sent
+    assert rig.payment_amount() == Decimal("300.00")
+    assert rig.stored(older).state is rig.stored(newer[0]).state is JobState.SUCCEEDED
+
+
+def test_the_fake_checks_a_writes_fence_before_it_is_sent_and_counts_nothing_refused() -> None:
+    rig = Rig()
+    rig.sync("100.00")
+    lease = JobLease(rig.claim("w1"), "w1", rig.clock, rig.clock.now() + LEASE)
+    customer = rig.qbo.create_customer(NewCustomer("Ann Lee", "", "", "", "", "", ""), request_id="c", fence=lease)
+    spec = PaymentSpec(customer.id, Decimal("1.00"), date(2026, 1, 2), PaymentMethod.CASH, "", (), "", "[m]")
+    paid = rig.qbo.create(spec, request_id="p", fence=lease)
+    rig.clock.advance(PAST_LEASE)
+    sent = rig.qbo.request_count
+    with pytest.raises(LeaseLostError):
+        rig.qbo.update(paid, spec, request_id="u", fence=lease)
+    with pytest.raises(LeaseLostError):
+        rig.qbo.create(spec, request_id="p2", fence=lease)
+    assert rig.qbo.request_count == sent and len(rig.qbo.live("Payment")) == 1
+
+
+def test_a_fenced_view_checks_the_runs_lease_and_a_callers_own_fence() -> None:
+    rig = Rig()
+    rig.sync("100.00")
+    job = rig.claim("w1")
+    fenced = FencedAccountingSystem(rig.qbo, JobLease(job, "w1", rig.clock, rig.clock.now() + LEASE))
+    other = JobLease(job, "w1", rig.clock, rig.clock.now() + timedelta(seconds=1))
+    rig.clock.advance(timedelta(seconds=1))  # the caller's fence is gone, the run's lease is not
+    sent = rig.qbo.request_count
+    with pytest.raises(LeaseLostError):
+        fenced.create_customer(NewCustomer("Bo Li", "", "", "", "", "", ""), request_id="c", fence=other)
+    assert rig.qbo.request_count == sent
+    fenced.create_customer(NewCustomer("Bo Li", "", "", "", "", "", ""), request_id="c")
+    assert rig.qbo.request_count == sent + 1
 
 
 def test_a_record_changed_in_quickbooks_is_rewritten_from_the_newest_snapshot_while_the_lease_is_held() -> None:

@@ -11,6 +11,11 @@ Every call the adapter makes runs through `CompanySession.call`:
   that does not honour the replay (QUICKBOOKS.md: *verify*) still gets no duplicate. When retries run
   out, `AccountingUnavailableError(maybe_committed=...)` tells the core whether it must look first.
 
+A write carries the core's `WriteFence`, checked right before each of its HTTP requests is sent: inside
+the request limiter's admission (so after any wait for it), after any token refresh, and on every resend
+above. A worker that stalled anywhere in here past its lease therefore sends nothing more; the fence's
+`LeaseLostError` leaves `call` as it is, not retried.
+
 A small loop rather than tenacity (not a dependency of the project): the loop needs per-outcome state
 (maybe-committed, the token that was refused) that tenacity would only carry through callbacks.
 """
@@ -21,7 +26,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -39,6 +45,7 @@ from adapters.quickbooks.qbo.transport import (
 )
 from core.connection import QuickBooksConnection
 from core.errors import AccountingUnavailableError, ReconnectRequiredError, ThrottledError
+from core.ports import UNFENCED, WriteFence
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +80,10 @@ class CompanySession:
         self._connection = connection
         self._guard = threading.Lock()
         self._tokens = tokens
+        self._limiter = limiter
         self._policy = policy
         self._sleep = sleep
+        self._timeout = timeout
         self.client = QuickBooksClient(
             realm_id=connection.realm_id,
             base_url=api_base_url(connection.api_base_url, connection.environment),
@@ -100,9 +109,12 @@ class CompanySession:
         write: bool,
         what: str,
         recover: Callable[[], T | None] | None = None,
+        fence: WriteFence = UNFENCED,
     ) -> T:
         """Runs `operation` with the retries described in the module docstring. QBO Faults (`QboFault`)
-        pass through for the caller to interpret."""
+        pass through for the caller to interpret, as does what `fence` raises (a write's requests are
+        each sent only after `fence.check()` returned)."""
+        client = self.client if fence is UNFENCED else self._fenced_client(fence)
         policy = self._policy
         failures = throttles = 0
         maybe_committed = False
@@ -114,7 +126,7 @@ class CompanySession:
                     found = recover()
                     if found is not None:
                         return found
-                return operation(self.client)
+                return operation(client)
             except Unauthorized:
                 if reauthorized:
                     raise ReconnectRequiredError(
@@ -147,6 +159,19 @@ class CompanySession:
                 )
                 self._sleep(self._backoff(failures))
 
+    def _fenced_client(self, fence: WriteFence) -> QuickBooksClient:
+        """A client for one write: the session's HTTP connections, limiter and current token, with
+        `fence` checked once each request is admitted, i.e. as late as a request can be stopped."""
+        shared = self.client
+        return QuickBooksClient(
+            realm_id=str(shared.company_id),
+            base_url=shared.api_url_v3,
+            access_token=lambda: self.connection.access_token,
+            limiter=_FencedLimiter(self._limiter, fence),
+            timeout=self._timeout,
+            session=shared.session,  # type: ignore[arg-type]
+        )
+
     def _ensure_token(self) -> str:
         connection = self.connection
         fresh = self._tokens.fresh(connection)
@@ -157,6 +182,21 @@ class CompanySession:
     def _backoff(self, failures: int) -> float:
         ceiling = min(self._policy.backoff_cap, self._policy.backoff_base * (2 ** (failures - 1)))
         return random.uniform(0, ceiling)
+
+
+class _FencedLimiter(RequestLimiter):
+    """`limiter`'s admission, then `fence.check()`: a request that waited to be admitted past its fence
+    is not sent (and gives its place back at once)."""
+
+    def __init__(self, limiter: RequestLimiter, fence: WriteFence) -> None:
+        self._limiter = limiter
+        self._fence = fence
+
+    @contextmanager
+    def acquire(self, realm_id: str) -> Iterator[None]:
+        with self._limiter.acquire(realm_id):
+            self._fence.check()
+            yield
 
 
 def _unavailable_message(exc: Exception, what: str) -> str:

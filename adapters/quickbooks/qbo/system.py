@@ -3,7 +3,9 @@
 Reads go through `CompanySession.call` as plain JSON (python-quickbooks' `get_single_object` and
 `query`); writes build python-quickbooks objects (`mapping.py`) and `save(qb=..., request_id=...)` them.
 QBO Faults are turned into the domain's errors here, where the operation's context (which customer,
-which setting, which linked record) is known — see `_refusal`.
+which setting, which linked record) is known — see `_refusal`. Each write hands its `WriteFence` to
+`CompanySession.call`, which checks it before every request of the write leaves (the resend under a fresh
+requestid included).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from core.errors import (
     RecordGoneError,
     StaleRecordError,
 )
-from core.ports import AccountingSystem, UnitOfWorkFactory
+from core.ports import UNFENCED, AccountingSystem, UnitOfWorkFactory, WriteFence
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +91,19 @@ class QuickBooksAccountingSystem(AccountingSystem):
         rows = query_all(self.session, "Customer", where, what="looking up customers")
         return [accounting_customer(_Obj(row)) for row in rows if row.get("Active") is not False]
 
-    def create_customer(self, customer: NewCustomer, *, request_id: str) -> AccountingCustomer:
+    def create_customer(
+        self, customer: NewCustomer, *, request_id: str, fence: WriteFence = UNFENCED
+    ) -> AccountingCustomer:
         def save(qb: QuickBooksClient) -> AccountingCustomer:
             return accounting_customer(customer_object(customer).save(qb=qb, request_id=request_id))
 
         try:
             return self.session.call(
-                save, write=True, what="creating a customer", recover=lambda: self._our_customer(customer)
+                save,
+                write=True,
+                what="creating a customer",
+                recover=lambda: self._our_customer(customer),
+                fence=fence,
             )
         except QboFault as fault:
             if "6240" in fault.codes:
@@ -117,7 +125,7 @@ class QuickBooksAccountingSystem(AccountingSystem):
 
     # --- transactions ------------------------------------------------------------------------------
 
-    def create(self, spec: TxnSpec, *, request_id: str) -> QuickBooksRef:
+    def create(self, spec: TxnSpec, *, request_id: str, fence: WriteFence = UNFENCED) -> QuickBooksRef:
         settings = self._settings.for_kind(spec.kind)
 
         def send(rid: str) -> QuickBooksRef:
@@ -129,6 +137,7 @@ class QuickBooksAccountingSystem(AccountingSystem):
                 write=True,
                 what=f"creating the {_label(spec.kind)}",
                 recover=lambda: self.find_by_marker(spec.kind, spec.marker, spec.customer_id),
+                fence=fence,
             )
 
         try:
@@ -140,7 +149,9 @@ class QuickBooksAccountingSystem(AccountingSystem):
         except QboFault as fault:
             raise self._refusal(spec, fault, action="create") from None
 
-    def update(self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str) -> QuickBooksRef:
+    def update(
+        self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str, fence: WriteFence = UNFENCED
+    ) -> QuickBooksRef:
         settings = self._settings.for_kind(spec.kind)
 
         def send(rid: str) -> QuickBooksRef:
@@ -150,7 +161,9 @@ class QuickBooksAccountingSystem(AccountingSystem):
                 record.SyncToken = ref.sync_token
                 return _ref_of(spec.kind, record.save(qb=qb, request_id=rid))
 
-            return self.session.call(save, write=True, what=f"updating the {_label(spec.kind)} {ref.id}")
+            return self.session.call(
+                save, write=True, what=f"updating the {_label(spec.kind)} {ref.id}", fence=fence
+            )
 
         rid, confirmed = request_id, False
         while True:

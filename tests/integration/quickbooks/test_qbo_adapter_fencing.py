@@ -1,16 +1,28 @@
 """Fencing through the real adapter over HTTP to the emulator (issue 7): a worker whose lease was taken
 mid-job sends QuickBooks nothing more, and a stalled worker's update never lands over a newer resync.
+The lease is checked as each write request leaves the adapter, so a worker that waited inside it (for the
+rate limiter, a token refresh, a retry's back-off) past its lease sends nothing more either.
 The writes are counted on the emulator's request log; leases run out on a manual clock, not by waiting."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from qbo_support import TENANT, QboRig
+from qbo_support import FAST_RETRY, TENANT, Company, EmulatedCompany, FakeCompany, QboRig
 
+from adapters.inprocess import UnlimitedRequestLimiter
+from adapters.quickbooks.emulator import run_emulator
+from adapters.quickbooks.fake import FakeQuickBooks
+from adapters.quickbooks.qbo import QuickBooksAccountingSystems
+from adapters.quickbooks.qbo.tokens import TimeoutAuthClient
+from core.accounting import NewCustomer, PaymentSpec
+from core.connection import QuickBooksConnection
 from core.domain import (
     Customer,
     EntityRef,
@@ -24,6 +36,8 @@ from core.domain import (
     Refund,
     SyncJob,
 )
+from core.errors import LeaseLostError
+from core.ports import RequestLimiter, WriteFence
 from core.service import SyncService
 from core.sync_engine import SyncEngine
 from core.worker import SyncWorker
@@ -38,8 +52,67 @@ OPP = Opportunity("o1", "1001", Customer("c1", "Mary", "O'Brien", email="mary@ex
 WRITES = ("create", "update", "delete", "void")
 
 
+class Stalls:
+    """Where a worker can wait inside the adapter: for the rate limiter ("limiter"), in a token refresh
+    ("refresh"), before a retry (the back-off after a 5xx, the wait a 429 asks for: "backoff"). A test arms
+    one; the next wait there lasts past the lease (the manual clock moves on by `PAST_LEASE`), once.
+    Unarmed, none of them waits at all."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self._clock = clock
+        self._armed: set[str] = set()
+        self.happened: list[str] = []
+
+    def arm(self, where: str) -> None:
+        self._armed.add(where)
+
+    def wait(self, where: str) -> None:
+        if where in self._armed:
+            self._armed.discard(where)
+            self._clock.advance(PAST_LEASE)
+            self.happened.append(where)
+
+    def backoff(self, seconds: float) -> None:
+        """The adapter's `sleep` (between retries): no real waiting in these tests."""
+        self.wait("backoff")
+
+
+class StallingLimiter(RequestLimiter):
+    """Admits every request, after the "limiter" stall when it is armed."""
+
+    def __init__(self, stalls: Stalls) -> None:
+        self._stalls = stalls
+        self._limiter = UnlimitedRequestLimiter()
+
+    @contextmanager
+    def acquire(self, realm_id: str) -> Iterator[None]:
+        self._stalls.wait("limiter")
+        with self._limiter.acquire(realm_id):
+            yield
+
+
+class StallingAuthClient(TimeoutAuthClient):
+    """intuit-oauth's client against the emulator's token endpoint, with the "refresh" stall after Intuit
+    answered (the new tokens are real, and are stored)."""
+
+    def __init__(self, connection: QuickBooksConnection, stalls: Stalls) -> None:
+        super().__init__(
+            connection.client_id,
+            connection.client_secret,
+            connection.redirect_uri or "http://localhost/callback",
+            connection.environment,
+            timeout=2.0,
+        )
+        self._stalls = stalls
+
+    def refresh(self, refresh_token: str | None = None) -> None:
+        super().refresh(refresh_token=refresh_token)
+        self._stalls.wait("refresh")
+
+
 class FencedCore:
-    """The core on the rig's unit of work and the real adapter (behind a hook), with a manual clock."""
+    """The core on the rig's unit of work and the real adapter (behind a hook), with a manual clock that
+    the adapter's tokens, limiter and back-off run on too."""
 
     def __init__(self, rig: QboRig) -> None:
         # Imported here, as qbo_support does: this directory's modules are imported before `tests` is.
@@ -47,7 +120,17 @@ class FencedCore:
 
         self.rig = rig
         self.clock: ManualClock = ManualClock(datetime(2026, 4, 2, tzinfo=UTC))
-        self.companies: HookedCompanies = HookedCompanies(rig.systems)
+        self.stalls = Stalls(self.clock)
+        self.systems = QuickBooksAccountingSystems(
+            rig.uow_factory,
+            self.clock,
+            http_timeout=2.0,
+            limiter=StallingLimiter(self.stalls),
+            retry=FAST_RETRY,
+            sleep=self.stalls.backoff,
+            auth_client_factory=lambda connection: StallingAuthClient(connection, self.stalls),
+        )
+        self.companies: HookedCompanies = HookedCompanies(self.systems)
         self.service = SyncService(rig.uow_factory, self.companies, self.clock, CountingIds())
         engine = SyncEngine(rig.uow_factory, self.companies, self.clock)
         self.worker = SyncWorker(
@@ -64,6 +147,11 @@ class FencedCore:
         """The worker running now stalls past its lease; w2 claims the job and runs all that is due."""
         self.clock.advance(PAST_LEASE)
         self.worker.drain("w2")
+
+    def token_expiring(self) -> None:
+        """The access token the adapter holds is at its expiry: its next request refreshes it first."""
+        session = self.systems.for_tenant(TENANT).session
+        session.adopt(dataclasses.replace(session.connection, access_token_expires=self.clock.now()))
 
     def job(self, job: SyncJob) -> SyncJob:
         return self.service.get_job(self.principal, job.name)
@@ -122,12 +210,12 @@ def test_a_stalled_update_sent_after_a_newer_resync_never_overwrites_it(core: Fe
     newer: list[SyncJob] = []
 
     def stall_then_resume() -> None:
-        # w1 checked its lease and is sending 400.00 with the SyncToken it read when it stalls; meanwhile the
-        # CRM sends 300.00 and w2 writes it.
+        # w1's update passed its lease check and is on its way (400.00, the SyncToken it read) when w1
+        # stalls; meanwhile the CRM sends 300.00 and w2 writes it.
         newer.append(core.sync("300.00"))
         core.take_over()
 
-    core.companies.hook(TENANT, "update", "before", stall_then_resume)
+    core.companies.hook(TENANT, "update", "sending", stall_then_resume)
     rig.clear_log()
     core.worker.run_next("w1")
 
@@ -166,3 +254,157 @@ def test_a_payment_edited_in_quickbooks_is_rewritten_from_the_newest_snapshot(co
     (rewritten,) = live(rig, "Payment")
     assert Decimal(str(rewritten["TotalAmt"])) == Decimal("300.00") and rewritten["SyncToken"] == "2"
     assert "CRM payment p1" in rewritten["PrivateNote"]
+
+
+# --- the lease is checked as each request leaves, after every wait inside the adapter -------------------
+
+
+def _left_to_its_new_owner(core: FencedCore, job: SyncJob) -> None:
+    """w1 recorded nothing (the job is as it claimed it); w2 then runs it to the end."""
+    stalled = core.job(job)
+    assert (stalled.state, stalled.attempts) == (JobState.RUNNING, 1)
+    core.worker.drain("w2")
+    done = core.job(job)
+    assert (done.state, done.attempts) == (JobState.SUCCEEDED, 2)
+
+
+def test_a_write_that_waited_at_the_rate_limiter_past_its_lease_is_never_sent(core: FencedCore, rig: QboRig) -> None:
+    job = core.sync("500.00")
+    # The customer create is handed to the adapter with the lease held; its request then waits to be admitted.
+    core.companies.hook(TENANT, "create_customer", "before", lambda: core.stalls.arm("limiter"))
+    rig.clear_log()
+    core.worker.run_next("w1")
+
+    assert core.stalls.happened == ["limiter"]
+    assert writes(rig) == []  # admitted after its lease ran out: not sent
+    _left_to_its_new_owner(core, job)
+    assert [(e["entity"], e["status"]) for e in writes(rig)] == [("Customer", 200), ("Payment", 200)]  # w2's
+    assert [r["DisplayName"] for r in live(rig, "Customer")] == ["Mary O'Brien"]
+
+
+def test_a_write_whose_token_refresh_outlasted_its_lease_is_never_sent(core: FencedCore, rig: QboRig) -> None:
+    job = core.sync("500.00")
+    first_token = rig.connection().access_token
+
+    def token_expires_then_refresh_stalls() -> None:
+        core.token_expiring()
+        core.stalls.arm("refresh")
+
+    core.companies.hook(TENANT, "create_customer", "before", token_expires_then_refresh_stalls)
+    rig.clear_log()
+    core.worker.run_next("w1")
+
+    assert core.stalls.happened == ["refresh"]
+    assert rig.connection().access_token != first_token  # the refresh went through and was kept
+    assert writes(rig) == []  # but the write waiting on it was not sent
+    _left_to_its_new_owner(core, job)
+    assert [(e["entity"], e["status"]) for e in writes(rig)] == [("Customer", 200), ("Payment", 200)]
+
+
+@pytest.mark.parametrize(("fault", "status"), [("http500", 500), ("throttle", 429)])
+def test_a_retry_is_not_sent_once_the_lease_ran_out_in_the_back_off(
+    core: FencedCore, rig: QboRig, fault: str, status: int
+) -> None:
+    job = core.sync("500.00")
+    rig.fault(fault, entity="Customer", operation="create")
+    core.companies.hook(TENANT, "create_customer", "before", lambda: core.stalls.arm("backoff"))
+    rig.clear_log()
+    core.worker.run_next("w1")
+
+    assert core.stalls.happened == ["backoff"]  # the back-off after a 5xx, or the wait a 429 asks for
+    assert [(e["entity"], e["status"]) for e in writes(rig)] == [("Customer", status)]  # the retry was not sent
+    _left_to_its_new_owner(core, job)
+    assert [(e["entity"], e["status"]) for e in writes(rig)][1:] == [("Customer", 200), ("Payment", 200)]
+    assert [r["DisplayName"] for r in live(rig, "Customer")] == ["Mary O'Brien"]
+
+
+def test_a_refusal_is_not_sent_again_under_a_fresh_requestid_once_the_lease_is_lost(
+    core: FencedCore, rig: QboRig
+) -> None:
+    rig.admin("POST", f"/realms/{rig.realm_id}/closing_date", {"date": "2026-04-30"})  # paid on 2026-04-01
+    job = core.sync("500.00")
+    # w1 stalls while its payment create is on the wire; QuickBooks refuses it (closed books).
+    core.companies.hook(TENANT, "create", "sending", lambda: core.clock.advance(PAST_LEASE))
+    rig.clear_log()
+    core.worker.run_next("w1")
+
+    sent = [e for e in writes(rig) if e["entity"] == "Payment"]
+    assert [e["status"] for e in sent] == [400]  # not confirmed under a fresh requestid: the lease is gone
+    stalled = core.job(job)
+    assert (stalled.state, stalled.error) == (JobState.RUNNING, None)  # w1 did not fail the job either
+    assert "SYNC_FAILED" not in core.audit()
+
+
+def test_a_stalled_update_is_not_sent_at_all_once_a_newer_resync_took_over(core: FencedCore, rig: QboRig) -> None:
+    core.sync("500.00")
+    core.worker.drain("w0")
+    older = core.sync("400.00")
+    newer: list[SyncJob] = []
+
+    def stall_then_resume() -> None:
+        # w1 handed its update (400.00) to the adapter with its lease held, and stalls before it is sent.
+        newer.append(core.sync("300.00"))
+        core.take_over()
+
+    core.companies.hook(TENANT, "update", "before", stall_then_resume)
+    rig.clear_log()
+    core.worker.run_next("w1")
+
+    (payment,) = live(rig, "Payment")
+    assert Decimal(str(payment["TotalAmt"])) == Decimal("300.00")
+    sent = [e for e in writes(rig) if e["entity"] == "Payment"]
+    assert [e["status"] for e in sent] == [200, 200]  # w2's two updates; w1's never left, not even to be refused
+    assert payment["SyncToken"] == "2"
+    assert core.job(older).state is core.job(newer[0]).state is JobState.SUCCEEDED
+    assert "SYNC_RETRY_SCHEDULED" not in core.audit() and "SYNC_FAILED" not in core.audit()
+
+
+# --- the port's contract, on the fake and on the emulator: the fence is checked once per write sent ---------
+
+
+class Gate(WriteFence):
+    """A fence that counts its checks, and refuses once closed."""
+
+    def __init__(self) -> None:
+        self.open = True
+        self.checks = 0
+
+    def check(self) -> None:
+        self.checks += 1
+        if not self.open:
+            raise LeaseLostError("the gate is closed")
+
+
+@pytest.fixture(params=["fake", "emulator"])
+def company(request: pytest.FixtureRequest) -> Iterator[Company]:
+    if request.param == "fake":
+        yield FakeCompany(FakeQuickBooks())
+        return
+    server = run_emulator("127.0.0.1", 0)
+    try:
+        yield EmulatedCompany(QboRig.connect(server))
+    finally:
+        server.stop()
+
+
+def test_every_write_checks_its_fence_as_it_is_sent_and_a_refused_one_writes_nothing(company: Company) -> None:
+    system, gate = company.system, Gate()
+    customer = system.create_customer(NewCustomer("Gate Keeper", "", "", "", "", "", "n"), request_id="c", fence=gate)
+    spec = PaymentSpec(customer.id, Decimal("10.00"), date(2026, 1, 2), PaymentMethod.CASH, "", (), "note", "[m]")
+    paid = system.create(spec, request_id="p", fence=gate)
+    updated = system.update(paid, dataclasses.replace(spec, amount=Decimal("12.00")), request_id="u", fence=gate)
+    assert gate.checks == 3  # one per write request sent; reads (settings, look-ups) are not fenced
+
+    gate.open = False
+    refused = [
+        lambda: system.create_customer(NewCustomer("Shut Out", "", "", "", "", "", "n"), request_id="c2", fence=gate),
+        lambda: system.create(dataclasses.replace(spec, marker="[m2]"), request_id="p2", fence=gate),
+        lambda: system.update(updated, spec, request_id="u2", fence=gate),
+    ]
+    for write in refused:
+        with pytest.raises(LeaseLostError):
+            write()
+    assert gate.checks == 6
+    assert "Shut Out" not in {c.display_name for c in system.find_customers("Shut Out", "")}
+    assert company.live_count("Payment") == 1
+    assert company.payment_amount(updated.id) == Decimal("12.00")
