@@ -117,6 +117,8 @@ class AccountingSystem(Protocol):
         name matching several entries gives the lowest Id). A read only: how settings are checked against
         the company (core.company_lists). Raises `AccountingUnavailableError`, `ThrottledError` or
         `ReconnectRequiredError` when the company cannot be asked."""
+        ...
+
     def company_currency(self) -> CompanyCurrency:
         """The company's home currency and whether multicurrency is on, as QuickBooks' Preferences say
         now (`CurrencyPrefs`; a read, never cached by the adapter). Raises as the other reads do

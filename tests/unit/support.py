@@ -13,6 +13,9 @@ from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from adapters.quickbooks.fake import FakeQuickBooks, FakeQuickBooksCompanies
 from core.accounting import AccountingCustomer, NewCustomer, PaymentSpec, QuickBooksRef, TxnKind, TxnSpec
 from core.auth import ApiKeys
+from core.company_lists import ListEntry, ListKind
+from core.connection import ListRef
+from core.currency import CompanyCurrency
 from core.domain import Permission, Principal
 from core.limits import FieldLimits
 from core.ports import UNFENCED, AccountingSystem, AccountingSystems, WriteFence
@@ -158,6 +161,12 @@ class HookedCompany(AccountingSystem):
 
     def link_for(self, kind: TxnKind | None, quickbooks_id: str) -> str:
         return self._system.link_for(kind, quickbooks_id)
+
+    def find_list_entry(self, kind: ListKind, ref: ListRef) -> ListEntry | None:
+        return self._system.find_list_entry(kind, ref)
+
+    def company_currency(self) -> CompanyCurrency:
+        return self._system.company_currency()
 
     def _note(self, spec: TxnSpec) -> None:
         if isinstance(spec, PaymentSpec):
