@@ -1,8 +1,11 @@
 """The API fuzzed from outside (issue 7, SPEC.md section 7): hypothesis over what a caller can send.
 
-A live server on loopback (gRPC → core → SQLite, the API role alone, so that only the calls of the test
+A live server on loopback (gRPC → core → database, the API role alone, so that only the calls of the test
 change what is stored) receives random bytes as raw requests on every method (SyncService and
-ConnectionService) and random field values in every request message of both. Whatever arrives:
+ConnectionService) and random field values in every request message of both. Every test runs on SQLite and
+on PostgreSQL (a schema of its own, when QBSYNC_TEST_DATABASE_URL is set): what one database refuses to
+hold (a NUL in text, a number out of a column's range) must be refused as the caller's mistake first.
+Whatever arrives:
 
 - the answer is never UNKNOWN or INTERNAL (nothing the caller sends is a bug of ours), and every error
   carries a google.rpc.Status with an ErrorInfo;
@@ -15,12 +18,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import sqlite3
+import os
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 
 import grpc
 import pytest
@@ -34,8 +37,11 @@ from google.type.money_pb2 import Money
 from grpc_status import rpc_status
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import Engine, MetaData, select, text
+from sqlalchemy.engine import URL
 
-from adapters.persistence.sqlalchemy.migrate import migrate
+from adapters.persistence.sqlalchemy import create_engine_for, migrate
+from adapters.persistence.sqlalchemy.engine import normalise_url
 from adapters.quickbooks.fake import FakeQuickBooksCompanies
 from adapters.quickbooks.module import FakeQuickBooksModule
 from adapters.quickbooks.oauth_module import FakeQuickBooksAuthorizationModule
@@ -48,6 +54,7 @@ from qbsync.v1 import connection_service_pb2 as cs
 from qbsync.v1 import resources_pb2 as r
 from qbsync.v1 import sync_service_pb2 as s
 
+POSTGRES_ENV = "QBSYNC_TEST_DATABASE_URL"
 MAX_TRAILER_BYTES = 8 * 1024
 # Tables that only the fixture writes (the caller's key): the rest is what a call could store.
 NOT_CALLERS_DATA = {"api_keys", "tenants", "alembic_version"}
@@ -62,21 +69,24 @@ FUZZ = settings(
 @dataclass
 class LiveApi:
     channel: grpc.Channel
-    database: Path
+    database: Engine  # the test's own view of the server's database
     metadata: list[tuple[str, str]]
     accepted: list[str] = field(default_factory=list)  # names of the jobs the server accepted
+    tables: MetaData = field(default_factory=MetaData)
+
+    def __post_init__(self) -> None:
+        self.tables.reflect(self.database)
 
     def known_job(self) -> str:
         return self.accepted[-1] if self.accepted else "syncJobs/none-yet"
 
     def stored(self) -> str:
-        """A digest of everything a call could have stored."""
+        """A digest of everything a call could have stored, read through SQLAlchemy on either backend."""
         digest = hashlib.sha256()
-        with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True) as connection:
-            tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-            for table in sorted(set(tables) - NOT_CALLERS_DATA):
-                rows = sorted(repr(row) for row in connection.execute(f'SELECT * FROM "{table}"'))
-                digest.update(repr((table, rows)).encode())
+        with self.database.connect() as connection:
+            for name in sorted(set(self.tables.tables) - NOT_CALLERS_DATA):
+                rows = sorted(repr(tuple(row)) for row in connection.execute(select(self.tables.tables[name])))
+                digest.update(repr((name, rows)).encode())
         return digest.hexdigest()
 
     def call(self, method: str, request: bytes) -> grpc.RpcError | None:
@@ -95,11 +105,45 @@ class LiveApi:
         return None
 
 
-@pytest.fixture(scope="module")
-def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
-    database = tmp_path_factory.mktemp("fuzz") / "qbsync.db"
-    url = f"sqlite:///{database}"
+def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[URL]:
+    url = normalise_url(f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'qbsync.db'}")
     migrate(url)
+    yield url
+
+
+def postgres_database() -> Iterator[URL]:
+    """A fresh schema, first on the search_path of every connection made with the URL; dropped afterwards
+    (as tests/integration/persistence does it, so that parallel runs never share data)."""
+    raw = os.environ.get(POSTGRES_ENV)
+    if not raw:
+        pytest.skip(f"{POSTGRES_ENV} not set (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+    base = normalise_url(raw)
+    schema = f"fuzz_{uuid.uuid4().hex[:12]}"
+    admin = create_engine_for(base)
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        url = base.update_query_dict({"options": f"-csearch_path={schema}"})
+        migrate(url)
+        yield url
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[URL]:
+    """Every fuzz test runs once per SQL backend: each has its own ways to refuse what it is given."""
+    if request.param == "sqlite":
+        yield from sqlite_database(tmp_path_factory)
+    else:
+        yield from postgres_database()
+
+
+@pytest.fixture(scope="module")
+def live_api(database_url: URL) -> Iterator[LiveApi]:
+    url = database_url.render_as_string(hide_password=False)
     config = Settings(database_url=url, listen="127.0.0.1:0", workers=0, grace_seconds=1, watch_poll_seconds=0.05)
     injector = bootstrap(
         FakeQuickBooksModule(FakeQuickBooksCompanies()), FakeQuickBooksAuthorizationModule(), settings=config
@@ -110,9 +154,11 @@ def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
     # Trailers over 8 KiB fail the call at the client (RESOURCE_EXHAUSTED) instead of passing unnoticed.
     limits = [("grpc.max_metadata_size", MAX_TRAILER_BYTES), ("grpc.absolute_max_metadata_size", MAX_TRAILER_BYTES)]
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=limits)
+    database = create_engine_for(database_url)
     try:
         yield LiveApi(channel, database, [("authorization", f"Bearer {key}")])
     finally:
+        database.dispose()
         channel.close()
         runtime.stop(grace=1)
 
@@ -359,6 +405,23 @@ PLAUSIBLE_CONNECTION: dict[str, st.SearchStrategy[Message]] = {
 
 def test_every_method_is_fuzzed() -> None:
     assert set(PLAUSIBLE) | set(PLAUSIBLE_CONNECTION) == set(METHODS)
+
+
+def test_the_digest_sees_what_an_accepted_call_stores(live_api: LiveApi) -> None:
+    """Otherwise "a refused call stores nothing" would hold of a digest blind to the backend's tables."""
+    customer = r.Customer(customer_id="c-digest", first_name="Mary", last_name="Smith")
+    payment = r.Payment(
+        payment_id="p-digest",
+        amount=Money(currency_code="USD", units=100),
+        method=r.PAYMENT_METHOD_CASH,
+        received_time=Timestamp(seconds=1_750_000_000),
+    )
+    request = s.SyncPaymentRequest(
+        opportunity=r.Opportunity(opportunity_id="opp-digest", number="1", customer=customer), payment=payment
+    )
+    before = live_api.stored()
+    assert live_api.call("SyncPayment", request.SerializeToString()) is None
+    assert live_api.stored() != before
 
 
 @FUZZ
