@@ -34,6 +34,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from google.type.date_pb2 import Date
 from google.type.money_pb2 import Money
+from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -457,3 +458,55 @@ test_random_CompleteAuthorization_requests_are_never_our_error = fuzz_method("Co
 test_random_GetConnection_requests_are_never_our_error = fuzz_method("GetConnection")
 test_random_UpdateSettings_requests_are_never_our_error = fuzz_method("UpdateSettings")
 test_random_Disconnect_requests_are_never_our_error = fuzz_method("Disconnect")
+
+
+# --- grpc's own services: health and reflection, which need no key --------------------------------------
+
+UNDECODABLE = b"\x0a\xff\xff\xff\x0f"  # a length-delimited field 1 whose length runs past the end
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
+REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+
+
+def call_infrastructure(api: LiveApi, path: str, request: bytes) -> grpc.RpcError | None:
+    """The error, or None when the call answered; a watch is left after its first answer."""
+    try:
+        if path == HEALTH_WATCH:
+            watch = api.channel.unary_stream(path)(request, timeout=10)
+            next(watch)
+            watch.cancel()
+        elif path == REFLECTION:
+            list(api.channel.stream_stream(path)(iter([request]), timeout=10))
+        else:
+            api.channel.unary_unary(path)(request, timeout=10)
+    except grpc.RpcError as error:
+        return error
+    return None
+
+
+@pytest.mark.parametrize("path", [HEALTH_CHECK, HEALTH_WATCH, REFLECTION])
+def test_undecodable_bytes_to_grpcs_own_services_are_invalid_argument(live_api: LiveApi, path: str) -> None:
+    error = call_infrastructure(live_api, path, UNDECODABLE)
+    assert error is not None and error.code() is grpc.StatusCode.INVALID_ARGUMENT, error
+    status = rpc_status.from_call(error)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info) and info.reason == "UNDECODABLE_REQUEST"
+
+
+def test_a_health_watch_still_streams_through_the_decoding_guard(live_api: LiveApi) -> None:
+    """Watch is non-blocking (grpc calls it with a callback): the guard must keep that working."""
+    request = health_pb2.HealthCheckRequest(service="qbsync.v1.SyncService").SerializeToString()
+    watch = live_api.channel.unary_stream(HEALTH_WATCH)(request, timeout=10)
+    first = health_pb2.HealthCheckResponse.FromString(next(watch))
+    watch.cancel()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@settings(FUZZ, max_examples=30)
+@given(path=st.sampled_from([HEALTH_CHECK, HEALTH_WATCH, REFLECTION]), request=st.binary(max_size=256))
+def test_random_bytes_to_grpcs_own_services_are_never_our_error(live_api: LiveApi, path: str, request: bytes) -> None:
+    error = call_infrastructure(live_api, path, request)
+    event(f"{path}: {'OK' if error is None else error.code().name}")
+    if error is not None:
+        assert error.code() not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL), (path, error.details())
