@@ -44,10 +44,12 @@ from sqlalchemy.engine import URL
 from adapters.persistence.sqlalchemy import create_engine_for, migrate
 from adapters.persistence.sqlalchemy.engine import normalise_url
 from adapters.quickbooks.fake import FakeQuickBooksCompanies
+from adapters.quickbooks.fake_oauth import FakeQuickBooksAuthorization
 from adapters.quickbooks.module import FakeQuickBooksModule
 from adapters.quickbooks.oauth_module import FakeQuickBooksAuthorizationModule
 from core.auth import ApiKeys
 from core.domain import Permission
+from core.ports import QuickBooksAuthorization
 from qbsync.bootstrap import bootstrap
 from qbsync.config import Settings
 from qbsync.runtime import Runtime
@@ -72,6 +74,7 @@ class LiveApi:
     channel: grpc.Channel
     database: Engine  # the test's own view of the server's database
     metadata: list[tuple[str, str]]
+    intuit: FakeQuickBooksAuthorization  # Intuit's side of the OAuth code flow
     accepted: list[str] = field(default_factory=list)  # names of the jobs the server accepted
     tables: MetaData = field(default_factory=MetaData)
 
@@ -157,7 +160,9 @@ def live_api(database_url: URL) -> Iterator[LiveApi]:
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=limits)
     database = create_engine_for(database_url)
     try:
-        yield LiveApi(channel, database, [("authorization", f"Bearer {key}")])
+        intuit = injector.get(QuickBooksAuthorization)  # type: ignore[type-abstract]
+        assert isinstance(intuit, FakeQuickBooksAuthorization)
+        yield LiveApi(channel, database, [("authorization", f"Bearer {key}")], intuit)
     finally:
         database.dispose()
         channel.close()
@@ -458,6 +463,53 @@ test_random_CompleteAuthorization_requests_are_never_our_error = fuzz_method("Co
 test_random_GetConnection_requests_are_never_our_error = fuzz_method("GetConnection")
 test_random_UpdateSettings_requests_are_never_our_error = fuzz_method("UpdateSettings")
 test_random_Disconnect_requests_are_never_our_error = fuzz_method("Disconnect")
+
+
+# --- what the fuzz found on PostgreSQL, pinned down -------------------------------------------------------
+
+REDIRECT = "https://crm.example.com/qbo/callback"
+
+
+def bad_fields(error: grpc.RpcError) -> list[str]:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    bad_request = error_details_pb2.BadRequest()
+    assert any(d.Unpack(bad_request) for d in status.details if d.Is(error_details_pb2.BadRequest.DESCRIPTOR))
+    return [v.field for v in bad_request.field_violations]
+
+
+def start_authorization(api: LiveApi) -> str:
+    """GetAuthorizationUrl as an admin would call it; the state it hands out."""
+    request = cs.GetAuthorizationUrlRequest(redirect_uri=REDIRECT, environment=cs.ENVIRONMENT_SANDBOX)
+    response = api.channel.unary_unary(f"/{cs.DESCRIPTOR.services_by_name['ConnectionService'].full_name}/"
+                                       "GetAuthorizationUrl")(request.SerializeToString(), metadata=api.metadata)
+    return cs.GetAuthorizationUrlResponse.FromString(response).state
+
+
+@pytest.mark.parametrize("control", ["\x00", "\n", "\t"])
+def test_a_redirect_uri_with_a_control_character_is_invalid_argument_naming_it(
+    live_api: LiveApi, control: str
+) -> None:
+    """Was INTERNAL on PostgreSQL (a NUL in the stored pending authorization); urlsplit drops tabs and
+    newlines, so a URL is judged as it is sent, before it is parsed."""
+    request = cs.GetAuthorizationUrlRequest(redirect_uri=REDIRECT + control, environment=cs.ENVIRONMENT_SANDBOX)
+    before = live_api.stored()
+    error = live_api.call("GetAuthorizationUrl", request.SerializeToString())
+    assert error is not None and error.code() is grpc.StatusCode.INVALID_ARGUMENT, error
+    assert bad_fields(error) == ["redirect_uri"]
+    assert live_api.stored() == before
+
+
+def test_a_realm_id_with_a_control_character_is_invalid_argument_naming_it(live_api: LiveApi) -> None:
+    """Was INTERNAL on PostgreSQL once the state and code were right: the realm id is stored as it came."""
+    state = start_authorization(live_api)
+    code = live_api.intuit.consent("sandbox", REDIRECT)
+    request = cs.CompleteAuthorizationRequest(code=code, state=state, realm_id="46\x0020", redirect_uri=REDIRECT)
+    before = live_api.stored()
+    error = live_api.call("CompleteAuthorization", request.SerializeToString())
+    assert error is not None and error.code() is grpc.StatusCode.INVALID_ARGUMENT, error
+    assert bad_fields(error) == ["realm_id"]
+    assert live_api.stored() == before
 
 
 # --- grpc's own services: health and reflection, which need no key --------------------------------------
