@@ -354,6 +354,9 @@ def hostile(draw: st.DrawFn, method: str) -> Message:
         holder, descriptor = draw(st.sampled_from(slots(request)))
         if descriptor.type == FieldDescriptor.TYPE_MESSAGE:
             holder.ClearField(descriptor.name)  # a required time, amount, customer... left out
+        elif descriptor.type == FieldDescriptor.TYPE_STRING and draw(st.booleans()):
+            # Hostile text after a plausible value: a URL or id that passes its checks but for a NUL.
+            setattr(holder, descriptor.name, getattr(holder, descriptor.name) + draw(HOSTILE_TEXT))
         else:
             setattr(holder, descriptor.name, draw(HOSTILE_SCALARS[descriptor.type]))
     return request
