@@ -210,6 +210,7 @@ INT64 = st.integers(-(2**63), 2**63 - 1)
 HOSTILE_TEXT = st.one_of(
     st.sampled_from(["", " ", "\x00", "\t\n", "a:b", "²", "١", "9E+999999", "9E-999999", "NaN", "-1", "1" * 70]),
     st.text(max_size=40),
+    st.text(st.sampled_from("\x00\t\n\r\x1f\x7f\x85\u2028\u200b"), min_size=1, max_size=3),  # controls alone
     st.text(min_size=1000, max_size=20_000),
 )
 HOSTILE_SCALARS: dict[int, st.SearchStrategy[object]] = {
