@@ -14,6 +14,7 @@ from core.company_lists import LIST_SETTINGS, PAYMENT_METHOD_RULE, SettingRule
 from core.connection import PRODUCTION, SANDBOX, ListRef, QuickBooksSettings
 from core.domain import PaymentMethod
 from core.errors import FieldViolation, quoted
+from core.text import is_control, usable_as_id
 
 # The settings an UpdateSettings mask may name (QuickBooksSettings' fields).
 SETTINGS_FIELDS = (
@@ -40,7 +41,12 @@ def is_loopback(host: str) -> bool:
 
 def check_url(url: str, field: str) -> list[FieldViolation]:
     """An absolute https URL, or plain http to this machine only: tokens and the client secret travel
-    over it, and the emulator (or a test double) on a loopback port is the one reason to skip TLS."""
+    over it, and the emulator (or a test double) on a loopback port is the one reason to skip TLS.
+
+    Control characters are refused before parsing: urlsplit drops tabs and newlines, so it would judge
+    another URL than the one stored, and a NUL is no text PostgreSQL can hold."""
+    if any(is_control(char) for char in url):
+        return [FieldViolation(field, "must not contain control characters (tabs, line breaks, NUL...)")]
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -67,6 +73,14 @@ def check_environment(environment: str, field: str = "environment") -> list[Fiel
     if "://" not in environment:
         return [FieldViolation(field, f"{quoted(environment)}: use sandbox, production or a discovery document URL")]
     return check_url(environment, field)
+
+
+def check_realm_id(realm_id: str, field: str = "realm_id") -> list[FieldViolation]:
+    """The company's id is a key: stored with the connection and part of every QuickBooks URL, so one with
+    a control or formatting character (a NUL PostgreSQL cannot hold) is refused like any other id."""
+    if not usable_as_id(realm_id):
+        return [FieldViolation(field, "must not contain control or invisible formatting characters")]
+    return []
 
 
 def check_required(**values: str) -> list[FieldViolation]:

@@ -30,6 +30,7 @@ from core.connection import ConnectionState, QuickBooksConnection, QuickBooksSet
 from core.connection_rules import (
     ListSettingToCheck,
     check_environment,
+    check_realm_id,
     check_required,
     check_settings_update,
     check_url,
@@ -113,7 +114,7 @@ class ConnectionService:
     ) -> QuickBooksConnection:
         """Exchanges Intuit's code for tokens and saves the connection CONNECTED."""
         require(principal, Permission.ADMIN)
-        _raise_if_any(check_required(code=code, state=state, realm_id=realm_id))
+        _raise_if_any(check_required(code=code, state=state, realm_id=realm_id) + check_realm_id(realm_id))
         tenant = principal.tenant_id
         with self._uow_factory() as uow:
             pending = self._pending(uow.connections.get(tenant), state, redirect_uri)
@@ -265,6 +266,7 @@ class ConnectionService:
             client_secret=client_secret,
             refresh_token=refresh_token,
         )
+        violations += check_realm_id(realm_id)
         violations += check_environment(environment)
         violations += check_url(api_base_url, "api_base_url") if api_base_url else []
         _raise_if_any(violations)

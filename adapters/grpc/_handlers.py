@@ -13,8 +13,9 @@ from typing import Any
 
 import grpc
 
-# grpc's own services: they need no key, set their own statuses, and health's Watch relies on its
-# handler being left as it is (a non-blocking behaviour that takes a third argument).
+# grpc's own services: they need no key and set their own statuses. A wrapper of their behaviours must
+# keep what grpc reads from them: health's Watch is marked `experimental_non_blocking` (functools.wraps
+# copies the mark) and is then called with a third argument (the wrapper passes it on).
 INFRASTRUCTURE_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 

@@ -6,18 +6,21 @@ stub would be told the bug is ours. This interceptor gives each method a deseria
 bytes that do not parse become a stand-in, and the behaviour answers it with UndecodableRequestError.
 
 Put it last (innermost) in the server's interceptors, so that the caller is authenticated before its
-request is judged; it sets the status itself, so it is also safe in any other position.
+request is judged; it sets the status itself, so it is also safe in any other position. It guards grpc's own
+services (health, reflection) too: their behaviours are passed on with their arity and grpc's marks intact
+(see _handlers).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import grpc
 from grpc_status import rpc_status
 
-from adapters.grpc._handlers import Behavior, Deserializer, is_infrastructure, wrap_handler
+from adapters.grpc._handlers import Behavior, Deserializer, wrap_handler
 from adapters.grpc.status import status_for_error
 from core.errors import UndecodableRequestError
 
@@ -56,20 +59,22 @@ class DecodingInterceptor(grpc.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
-        # grpc's own services keep their handlers as they are (see _handlers); a handler without a
-        # deserializer takes the raw bytes, which cannot fail to decode.
-        if handler is None or is_infrastructure(handler_call_details.method) or handler.request_deserializer is None:
+        # A handler without a deserializer takes the raw bytes, which cannot fail to decode.
+        if handler is None or handler.request_deserializer is None:
             return handler
         error = UndecodableRequestError(_request_type(handler.request_deserializer, handler_call_details.method))
         request_streaming = bool(handler.request_streaming)
 
         def wrap(behavior: Behavior, response_streaming: bool) -> Behavior:
-            def checked(request: Any, context: grpc.ServicerContext) -> Any:
+            # wraps: grpc reads how to run a behaviour from its attributes (health's non-blocking Watch,
+            # which then takes a third argument, passed on in `rest`).
+            @functools.wraps(behavior)
+            def checked(request: Any, context: grpc.ServicerContext, *rest: Any) -> Any:
                 if request_streaming:
-                    return behavior(_checked_stream(request, context, error), context)
+                    return behavior(_checked_stream(request, context, error), context, *rest)
                 if request is _UNDECODABLE:
                     _abort(context, error)
-                return behavior(request, context)
+                return behavior(request, context, *rest)
 
             return checked
 

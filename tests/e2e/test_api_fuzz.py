@@ -1,8 +1,11 @@
 """The API fuzzed from outside (issue 7, SPEC.md section 7): hypothesis over what a caller can send.
 
-A live server on loopback (gRPC → core → SQLite, the API role alone, so that only the calls of the test
+A live server on loopback (gRPC → core → database, the API role alone, so that only the calls of the test
 change what is stored) receives random bytes as raw requests on every method (SyncService and
-ConnectionService) and random field values in every request message of both. Whatever arrives:
+ConnectionService) and random field values in every request message of both. Every test runs on SQLite and
+on PostgreSQL (a schema of its own, when QBSYNC_TEST_DATABASE_URL is set): what one database refuses to
+hold (a NUL in text, a number out of a column's range) must be refused as the caller's mistake first.
+Whatever arrives:
 
 - the answer is never UNKNOWN or INTERNAL (nothing the caller sends is a bug of ours), and every error
   carries a google.rpc.Status with an ErrorInfo;
@@ -15,12 +18,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import sqlite3
+import os
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 
 import grpc
 import pytest
@@ -31,16 +34,22 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from google.type.date_pb2 import Date
 from google.type.money_pb2 import Money
+from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import Engine, MetaData, select, text
+from sqlalchemy.engine import URL
 
-from adapters.persistence.sqlalchemy.migrate import migrate
+from adapters.persistence.sqlalchemy import create_engine_for, migrate
+from adapters.persistence.sqlalchemy.engine import normalise_url
 from adapters.quickbooks.fake import FakeQuickBooksCompanies
+from adapters.quickbooks.fake_oauth import FakeQuickBooksAuthorization
 from adapters.quickbooks.module import FakeQuickBooksModule
 from adapters.quickbooks.oauth_module import FakeQuickBooksAuthorizationModule
 from core.auth import ApiKeys
 from core.domain import Permission
+from core.ports import QuickBooksAuthorization
 from qbsync.bootstrap import bootstrap
 from qbsync.config import Settings
 from qbsync.runtime import Runtime
@@ -48,6 +57,7 @@ from qbsync.v1 import connection_service_pb2 as cs
 from qbsync.v1 import resources_pb2 as r
 from qbsync.v1 import sync_service_pb2 as s
 
+POSTGRES_ENV = "QBSYNC_TEST_DATABASE_URL"
 MAX_TRAILER_BYTES = 8 * 1024
 # Tables that only the fixture writes (the caller's key): the rest is what a call could store.
 NOT_CALLERS_DATA = {"api_keys", "tenants", "alembic_version"}
@@ -62,21 +72,25 @@ FUZZ = settings(
 @dataclass
 class LiveApi:
     channel: grpc.Channel
-    database: Path
+    database: Engine  # the test's own view of the server's database
     metadata: list[tuple[str, str]]
+    intuit: FakeQuickBooksAuthorization  # Intuit's side of the OAuth code flow
     accepted: list[str] = field(default_factory=list)  # names of the jobs the server accepted
+    tables: MetaData = field(default_factory=MetaData)
+
+    def __post_init__(self) -> None:
+        self.tables.reflect(self.database)
 
     def known_job(self) -> str:
         return self.accepted[-1] if self.accepted else "syncJobs/none-yet"
 
     def stored(self) -> str:
-        """A digest of everything a call could have stored."""
+        """A digest of everything a call could have stored, read through SQLAlchemy on either backend."""
         digest = hashlib.sha256()
-        with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True) as connection:
-            tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-            for table in sorted(set(tables) - NOT_CALLERS_DATA):
-                rows = sorted(repr(row) for row in connection.execute(f'SELECT * FROM "{table}"'))
-                digest.update(repr((table, rows)).encode())
+        with self.database.connect() as connection:
+            for name in sorted(set(self.tables.tables) - NOT_CALLERS_DATA):
+                rows = sorted(repr(tuple(row)) for row in connection.execute(select(self.tables.tables[name])))
+                digest.update(repr((name, rows)).encode())
         return digest.hexdigest()
 
     def call(self, method: str, request: bytes) -> grpc.RpcError | None:
@@ -95,11 +109,45 @@ class LiveApi:
         return None
 
 
-@pytest.fixture(scope="module")
-def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
-    database = tmp_path_factory.mktemp("fuzz") / "qbsync.db"
-    url = f"sqlite:///{database}"
+def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[URL]:
+    url = normalise_url(f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'qbsync.db'}")
     migrate(url)
+    yield url
+
+
+def postgres_database() -> Iterator[URL]:
+    """A fresh schema, first on the search_path of every connection made with the URL; dropped afterwards
+    (as tests/integration/persistence does it, so that parallel runs never share data)."""
+    raw = os.environ.get(POSTGRES_ENV)
+    if not raw:
+        pytest.skip(f"{POSTGRES_ENV} not set (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+    base = normalise_url(raw)
+    schema = f"fuzz_{uuid.uuid4().hex[:12]}"
+    admin = create_engine_for(base)
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        url = base.update_query_dict({"options": f"-csearch_path={schema}"})
+        migrate(url)
+        yield url
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[URL]:
+    """Every fuzz test runs once per SQL backend: each has its own ways to refuse what it is given."""
+    if request.param == "sqlite":
+        yield from sqlite_database(tmp_path_factory)
+    else:
+        yield from postgres_database()
+
+
+@pytest.fixture(scope="module")
+def live_api(database_url: URL) -> Iterator[LiveApi]:
+    url = database_url.render_as_string(hide_password=False)
     config = Settings(database_url=url, listen="127.0.0.1:0", workers=0, grace_seconds=1, watch_poll_seconds=0.05)
     injector = bootstrap(
         FakeQuickBooksModule(FakeQuickBooksCompanies()), FakeQuickBooksAuthorizationModule(), settings=config
@@ -110,9 +158,13 @@ def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
     # Trailers over 8 KiB fail the call at the client (RESOURCE_EXHAUSTED) instead of passing unnoticed.
     limits = [("grpc.max_metadata_size", MAX_TRAILER_BYTES), ("grpc.absolute_max_metadata_size", MAX_TRAILER_BYTES)]
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=limits)
+    database = create_engine_for(database_url)
     try:
-        yield LiveApi(channel, database, [("authorization", f"Bearer {key}")])
+        intuit = injector.get(QuickBooksAuthorization)  # type: ignore[type-abstract]
+        assert isinstance(intuit, FakeQuickBooksAuthorization)
+        yield LiveApi(channel, database, [("authorization", f"Bearer {key}")], intuit)
     finally:
+        database.dispose()
         channel.close()
         runtime.stop(grace=1)
 
@@ -158,6 +210,7 @@ INT64 = st.integers(-(2**63), 2**63 - 1)
 HOSTILE_TEXT = st.one_of(
     st.sampled_from(["", " ", "\x00", "\t\n", "a:b", "²", "١", "9E+999999", "9E-999999", "NaN", "-1", "1" * 70]),
     st.text(max_size=40),
+    st.text(st.sampled_from("\x00\t\n\r\x1f\x7f\x85\u2028\u200b"), min_size=1, max_size=3),  # controls alone
     st.text(min_size=1000, max_size=20_000),
 )
 HOSTILE_SCALARS: dict[int, st.SearchStrategy[object]] = {
@@ -302,6 +355,9 @@ def hostile(draw: st.DrawFn, method: str) -> Message:
         holder, descriptor = draw(st.sampled_from(slots(request)))
         if descriptor.type == FieldDescriptor.TYPE_MESSAGE:
             holder.ClearField(descriptor.name)  # a required time, amount, customer... left out
+        elif descriptor.type == FieldDescriptor.TYPE_STRING and draw(st.booleans()):
+            # Hostile text after a plausible value: a URL or id that passes its checks but for a NUL.
+            setattr(holder, descriptor.name, getattr(holder, descriptor.name) + draw(HOSTILE_TEXT))
         else:
             setattr(holder, descriptor.name, draw(HOSTILE_SCALARS[descriptor.type]))
     return request
@@ -361,6 +417,23 @@ def test_every_method_is_fuzzed() -> None:
     assert set(PLAUSIBLE) | set(PLAUSIBLE_CONNECTION) == set(METHODS)
 
 
+def test_the_digest_sees_what_an_accepted_call_stores(live_api: LiveApi) -> None:
+    """Otherwise "a refused call stores nothing" would hold of a digest blind to the backend's tables."""
+    customer = r.Customer(customer_id="c-digest", first_name="Mary", last_name="Smith")
+    payment = r.Payment(
+        payment_id="p-digest",
+        amount=Money(currency_code="USD", units=100),
+        method=r.PAYMENT_METHOD_CASH,
+        received_time=Timestamp(seconds=1_750_000_000),
+    )
+    request = s.SyncPaymentRequest(
+        opportunity=r.Opportunity(opportunity_id="opp-digest", number="1", customer=customer), payment=payment
+    )
+    before = live_api.stored()
+    assert live_api.call("SyncPayment", request.SerializeToString()) is None
+    assert live_api.stored() != before
+
+
 @FUZZ
 @given(method=st.sampled_from(sorted(METHODS)), request=st.binary(max_size=512))
 def test_random_bytes_are_never_our_error(live_api: LiveApi, method: str, request: bytes) -> None:
@@ -394,3 +467,102 @@ test_random_CompleteAuthorization_requests_are_never_our_error = fuzz_method("Co
 test_random_GetConnection_requests_are_never_our_error = fuzz_method("GetConnection")
 test_random_UpdateSettings_requests_are_never_our_error = fuzz_method("UpdateSettings")
 test_random_Disconnect_requests_are_never_our_error = fuzz_method("Disconnect")
+
+
+# --- what the fuzz found on PostgreSQL, pinned down -------------------------------------------------------
+
+REDIRECT = "https://crm.example.com/qbo/callback"
+
+
+def bad_fields(error: grpc.RpcError) -> list[str]:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    bad_request = error_details_pb2.BadRequest()
+    assert any(d.Unpack(bad_request) for d in status.details if d.Is(error_details_pb2.BadRequest.DESCRIPTOR))
+    return [v.field for v in bad_request.field_violations]
+
+
+def start_authorization(api: LiveApi) -> str:
+    """GetAuthorizationUrl as an admin would call it; the state it hands out."""
+    request = cs.GetAuthorizationUrlRequest(redirect_uri=REDIRECT, environment=cs.ENVIRONMENT_SANDBOX)
+    response = api.channel.unary_unary(f"/{cs.DESCRIPTOR.services_by_name['ConnectionService'].full_name}/"
+                                       "GetAuthorizationUrl")(request.SerializeToString(), metadata=api.metadata)
+    return cs.GetAuthorizationUrlResponse.FromString(response).state
+
+
+@pytest.mark.parametrize("control", ["\x00", "\n", "\t"])
+def test_a_redirect_uri_with_a_control_character_is_invalid_argument_naming_it(
+    live_api: LiveApi, control: str
+) -> None:
+    """Was INTERNAL on PostgreSQL (a NUL in the stored pending authorization); urlsplit drops tabs and
+    newlines, so a URL is judged as it is sent, before it is parsed."""
+    request = cs.GetAuthorizationUrlRequest(redirect_uri=REDIRECT + control, environment=cs.ENVIRONMENT_SANDBOX)
+    before = live_api.stored()
+    error = live_api.call("GetAuthorizationUrl", request.SerializeToString())
+    assert error is not None and error.code() is grpc.StatusCode.INVALID_ARGUMENT, error
+    assert bad_fields(error) == ["redirect_uri"]
+    assert live_api.stored() == before
+
+
+def test_a_realm_id_with_a_control_character_is_invalid_argument_naming_it(live_api: LiveApi) -> None:
+    """Was INTERNAL on PostgreSQL once the state and code were right: the realm id is stored as it came."""
+    state = start_authorization(live_api)
+    code = live_api.intuit.consent("sandbox", REDIRECT)
+    request = cs.CompleteAuthorizationRequest(code=code, state=state, realm_id="46\x0020", redirect_uri=REDIRECT)
+    before = live_api.stored()
+    error = live_api.call("CompleteAuthorization", request.SerializeToString())
+    assert error is not None and error.code() is grpc.StatusCode.INVALID_ARGUMENT, error
+    assert bad_fields(error) == ["realm_id"]
+    assert live_api.stored() == before
+
+
+# --- grpc's own services: health and reflection, which need no key --------------------------------------
+
+UNDECODABLE = b"\x0a\xff\xff\xff\x0f"  # a length-delimited field 1 whose length runs past the end
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
+REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+
+
+def call_infrastructure(api: LiveApi, path: str, request: bytes) -> grpc.RpcError | None:
+    """The error, or None when the call answered; a watch is left after its first answer."""
+    try:
+        if path == HEALTH_WATCH:
+            watch = api.channel.unary_stream(path)(request, timeout=10)
+            next(watch)
+            watch.cancel()
+        elif path == REFLECTION:
+            list(api.channel.stream_stream(path)(iter([request]), timeout=10))
+        else:
+            api.channel.unary_unary(path)(request, timeout=10)
+    except grpc.RpcError as error:
+        return error
+    return None
+
+
+@pytest.mark.parametrize("path", [HEALTH_CHECK, HEALTH_WATCH, REFLECTION])
+def test_undecodable_bytes_to_grpcs_own_services_are_invalid_argument(live_api: LiveApi, path: str) -> None:
+    error = call_infrastructure(live_api, path, UNDECODABLE)
+    assert error is not None and error.code() is grpc.StatusCode.INVALID_ARGUMENT, error
+    status = rpc_status.from_call(error)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info) and info.reason == "UNDECODABLE_REQUEST"
+
+
+def test_a_health_watch_still_streams_through_the_decoding_guard(live_api: LiveApi) -> None:
+    """Watch is non-blocking (grpc calls it with a callback): the guard must keep that working."""
+    request = health_pb2.HealthCheckRequest(service="qbsync.v1.SyncService").SerializeToString()
+    watch = live_api.channel.unary_stream(HEALTH_WATCH)(request, timeout=10)
+    first = health_pb2.HealthCheckResponse.FromString(next(watch))
+    watch.cancel()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@settings(FUZZ, max_examples=30)
+@given(path=st.sampled_from([HEALTH_CHECK, HEALTH_WATCH, REFLECTION]), request=st.binary(max_size=256))
+def test_random_bytes_to_grpcs_own_services_are_never_our_error(live_api: LiveApi, path: str, request: bytes) -> None:
+    error = call_infrastructure(live_api, path, request)
+    event(f"{path}: {'OK' if error is None else error.code().name}")
+    if error is not None:
+        assert error.code() not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL), (path, error.details())
