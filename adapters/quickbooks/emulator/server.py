@@ -146,7 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
                                "operation": "token", "started_at": time.time(), "fault": None}
             rule = state.faults.take(None, method, "oauth", "token")
             form = dict(parse_qsl(raw.decode("utf-8", "replace")))
-            if rule is not None:
+            if rule is not None and rule.kind != "none":
                 entry["fault"] = rule.kind
                 response = admin.oauth_fault(rule.kind, rule.seconds)
                 if response is None:  # commit_then_*: the refresh happens, its answer is lost
