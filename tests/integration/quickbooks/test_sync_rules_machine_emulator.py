@@ -1,0 +1,91 @@
+"""The rules state machine of tests/unit/test_sync_rules_machine.py, run again against the emulator through the
+real python-quickbooks adapter over HTTP: the same rules, the same invariants, another QuickBooks (the
+fakeredis pattern: one state machine, both implementations).
+
+What the machine does to QuickBooks besides syncing goes through the emulator's admin API: customers and
+vendors added, customers made inactive (now, or after N API calls: mid-job), payments, expenses and invoices
+deleted or voided, faults armed, requestid replay forgotten. No rule is skipped. The fake's faults become the
+emulator's (qbo_support._EMULATED_FAULT); the adapter retries a 503 or a 429 itself, so the engine sees fewer
+failures than with the fake, but the books must end the same.
+
+One emulator thread serves the whole run; every example gets a fresh realm (a new company and connection), so
+nothing carries over between examples. Fewer, shorter examples than the unit run: every call is real HTTP.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from hypothesis import HealthCheck, settings
+from qbo_support import CoreRig, EmulatedCompany, QboRig
+
+from adapters.quickbooks.emulator import EmulatorServer, run_emulator
+
+# pytest imports this directory's modules with only this directory on sys.path (it is no package), before the
+# repository root is there; the machine itself lives in tests/unit, so the root is made importable first.
+_ROOT = str(Path(__file__).resolve().parents[3])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from tests.unit.test_sync_rules_machine import (  # noqa: E402
+    EXAMPLES,
+    STEPS,
+    QuickBooksSide,
+    SyncRulesMachine,
+)
+
+pytestmark = pytest.mark.emulator
+
+_server: EmulatorServer | None = None
+
+
+def shared_emulator() -> EmulatorServer:
+    """The run's one emulator, started on first use (hypothesis builds machines outside pytest's fixtures)."""
+    global _server
+    if _server is None:
+        _server = run_emulator("127.0.0.1", 0)
+    return _server
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_the_emulator() -> Iterator[None]:
+    yield
+    global _server
+    if _server is not None:
+        _server.stop()
+        _server = None
+
+
+class EmulatedSide(EmulatedCompany):
+    """The core (in-memory persistence, zero back-off) on the real adapter, connected to a fresh realm."""
+
+    def __init__(self, server: EmulatorServer) -> None:
+        super().__init__(QboRig.connect(server))
+        core = CoreRig(self.rig)
+        self.service = core.service
+        self.worker = core.worker
+        self.principal = core.principal
+
+
+class EmulatedSyncRulesMachine(SyncRulesMachine):
+    @staticmethod
+    def make_side() -> QuickBooksSide:
+        return EmulatedSide(shared_emulator())
+
+    def teardown(self) -> None:
+        super().teardown()
+        # Faults not taken by the end of an example are disarmed (they are per realm, but need not pile up).
+        requests.post(f"{shared_emulator().admin_url}/faults/clear", timeout=10)
+
+
+EmulatedSyncRulesMachine.TestCase.settings = settings(
+    max_examples=max(10, EXAMPLES // 10),
+    stateful_step_count=max(10, STEPS // 3),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestSyncRulesAgainstTheEmulator = EmulatedSyncRulesMachine.TestCase
