@@ -144,3 +144,46 @@ def test_a_voided_payment_does_not_hold_its_refund_to_an_inactive_customer(backe
     assert successor != customer
     assert [t.spec.customer_id for t in books.live("Payment")] == [successor]
     assert [t.spec.customer_id for t in books.live("Purchase")] == [successor]
+
+
+@pytest.mark.parametrize("backend", ["fake", "emulator"])
+def test_a_payment_applied_to_an_invoice_voided_in_quickbooks_resyncs(backend: str) -> None:
+    """Found by the emulator run: an invoice voided in QuickBooks while a payment is applied to it. The emulator
+    (QBO) answers the payment's resync with "exceeds its open balance" (6000 on Line.Amount), not with a gone
+    reference; the adapter must still report the link as gone, so the engine recreates the invoice (R6) and
+    re-applies the payment to it instead of failing the job for good."""
+    from datetime import UTC, date, datetime
+    from decimal import Decimal
+
+    from core.domain import (
+        Customer,
+        EntityRef,
+        EntityType,
+        InvoiceLine,
+        Job,
+        JobState,
+        Opportunity,
+        Payment,
+        PaymentMethod,
+    )
+    from tests.unit.test_sync_rules_machine import FakeSide
+
+    side: QuickBooksSide = FakeSide() if backend == "fake" else EmulatedSide(shared_emulator())
+    opportunity = Opportunity("o1", "1001", Customer("c1", "Mary", "O'Brien", email="mary@example.com"))
+    deposit = Payment("p1", Decimal("50.00"), PaymentMethod.CASH, datetime(2026, 3, 1, 9, 0, tzinfo=UTC), "ref-p1")
+    move = Job("j1", "M-j1", date(2026, 3, 2), (InvoiceLine("Move", Decimal("1"), Decimal("80.00"), Decimal("80.00")),))
+
+    def done(job_name: str) -> None:
+        side.worker.drain()
+        job = side.service.get_job(side.principal, job_name)
+        assert job.state is JobState.SUCCEEDED, job.error
+
+    done(side.service.close_out_job(side.principal, opportunity, move, [deposit]).name)
+    invoice = side.service.get_status(side.principal, EntityRef(EntityType.INVOICE, "j1")).quickbooks_id
+    assert invoice is not None
+    side.void(TxnKind.INVOICE, invoice)
+    done(side.service.sync_payment(side.principal, opportunity, deposit).name)
+    books = side.books()
+    [payment], [recreated] = books.live("Payment"), books.live("Invoice")
+    assert recreated.id != invoice
+    assert [(line.txn_id, line.amount) for line in payment.spec.lines] == [(recreated.id, Decimal("50.00"))]
