@@ -99,8 +99,8 @@ class EmulatedSyncRulesMachine(SyncRulesMachine):
 
 
 EmulatedSyncRulesMachine.TestCase.settings = settings(
-    max_examples=max(10, EXAMPLES // 10),
-    stateful_step_count=max(10, STEPS * 2 // 5),
+    max_examples=max(10, EXAMPLES // 8),
+    stateful_step_count=max(10, STEPS // 2),
     deadline=None,
     # No shrinking: over HTTP it takes minutes. A failure is reported as found (at most the steps above); the
     # same steps replay against the fake by hand, or the unit run finds and shrinks the same bug in seconds.
