@@ -94,8 +94,11 @@ class EmulatedSyncRulesMachine(SyncRulesMachine):
 
     def teardown(self) -> None:
         super().teardown()
-        # Faults not taken by the end of an example are disarmed (they are per realm, but need not pile up).
-        requests.post(f"{shared_emulator().admin_url}/faults/clear", timeout=10)
+        # Faults not taken by the end of an example are disarmed, and the request log (which `write_count`
+        # reads) is emptied: both are per realm, but need not pile up over a long run.
+        admin_url = shared_emulator().admin_url
+        requests.post(f"{admin_url}/faults/clear", timeout=10)
+        requests.post(f"{admin_url}/requests/clear", timeout=10)
 
 
 EmulatedSyncRulesMachine.TestCase.settings = settings(
