@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,18 @@ from qbo_support import CoreRig, EmulatedCompany, QboRig
 from adapters.quickbooks.emulator import EmulatorServer, run_emulator
 from adapters.quickbooks.qbo import RateLimits
 from core.accounting import TxnKind
+from core.domain import (
+    Customer,
+    EntityRef,
+    EntityType,
+    InvoiceLine,
+    Job,
+    JobState,
+    Opportunity,
+    Payment,
+    PaymentMethod,
+    Refund,
+)
 
 # pytest imports this directory's modules with only this directory on sys.path (it is no package), before the
 # repository root is there; the machine itself lives in tests/unit, so the root is made importable first.
@@ -37,6 +51,7 @@ if _ROOT not in sys.path:
 from tests.unit.test_sync_rules_machine import (  # noqa: E402
     EXAMPLES,
     STEPS,
+    FakeSide,
     QuickBooksSide,
     SyncRulesMachine,
 )
@@ -121,12 +136,6 @@ def test_a_voided_payment_does_not_hold_its_refund_to_an_inactive_customer(backe
     """Found by the emulator run: a fully refunded deposit, its payment voided in QuickBooks, then its customer
     made inactive. The resync writes a new payment for a new customer and moves the refund's expense there; the
     voided payment (amounts zero, it applies nothing) must not hold the expense to the old customer."""
-    from datetime import UTC, datetime
-    from decimal import Decimal
-
-    from core.domain import Customer, EntityRef, EntityType, JobState, Opportunity, Payment, PaymentMethod, Refund
-    from tests.unit.test_sync_rules_machine import FakeSide
-
     side: QuickBooksSide = FakeSide() if backend == "fake" else EmulatedSide(shared_emulator())
     paid = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
     mary = Customer("c1", "Mary", "O'Brien", email="mary@example.com")
@@ -160,22 +169,6 @@ def test_a_payment_applied_to_an_invoice_voided_in_quickbooks_resyncs(backend: s
     (QBO) answers the payment's resync with "exceeds its open balance" (6000 on Line.Amount), not with a gone
     reference; the adapter must still report the link as gone, so the engine recreates the invoice (R6) and
     re-applies the payment to it instead of failing the job for good."""
-    from datetime import UTC, date, datetime
-    from decimal import Decimal
-
-    from core.domain import (
-        Customer,
-        EntityRef,
-        EntityType,
-        InvoiceLine,
-        Job,
-        JobState,
-        Opportunity,
-        Payment,
-        PaymentMethod,
-    )
-    from tests.unit.test_sync_rules_machine import FakeSide
-
     side: QuickBooksSide = FakeSide() if backend == "fake" else EmulatedSide(shared_emulator())
     opportunity = Opportunity("o1", "1001", Customer("c1", "Mary", "O'Brien", email="mary@example.com"))
     deposit = Payment("p1", Decimal("50.00"), PaymentMethod.CASH, datetime(2026, 3, 1, 9, 0, tzinfo=UTC), "ref-p1")
