@@ -8,6 +8,10 @@ vendors in QuickBooks, and deletes or voids what qbsync wrote.
 
 After every step the QuickBooks company itself (not qbsync's records) is checked against `Crm`, a plain
 model of what the CRM has said, which knows nothing of the code under test.
+
+The machine reaches QuickBooks only through `QuickBooksSide` (and reads it through `Books`), so the same
+rules and invariants also run against the emulator through the real python-quickbooks adapter over HTTP
+(tests/integration/quickbooks/test_sync_rules_machine_emulator.py): the fakeredis pattern.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ import contextlib
 import os
 import re
 from collections import defaultdict
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Protocol
 
 import pytest
 from hypothesis import HealthCheck, event, note, settings
@@ -26,7 +32,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from adapters.quickbooks.fake import FakeQuickBooks, FakeTxn, Fault
+from adapters.quickbooks.fake import FakeCustomer, FakeQuickBooks, FakeTxn, Fault
 from core.accounting import InvoiceSpec, PaymentSpec, RefundSpec, TxnKind
 from core.domain import (
     Customer,
@@ -38,11 +44,14 @@ from core.domain import (
     Opportunity,
     Payment,
     PaymentMethod,
+    Principal,
     Refund,
     SyncState,
 )
 from core.errors import FailedPreconditionError, NotFoundError, RequestIdReusedError, ValidationError
+from core.service import SyncService
 from core.sync_engine import marker_for
+from core.worker import SyncWorker
 from tests.unit.support import Harness
 
 EXAMPLES = int(os.environ.get("QBSYNC_HYPOTHESIS_EXAMPLES", "200"))
@@ -208,15 +217,121 @@ def invoice_lines(draw: st.DrawFn) -> tuple[InvoiceLine, ...]:
     return tuple(lines)
 
 
+# --- the QuickBooks side: one interface, two backends ------------------------------------------------
+
+
+class Books(Protocol):
+    """The QuickBooks company as the invariants read it. Customers and transactions are given as the fake's
+    records (FakeCustomer, FakeTxn with a core spec), whichever backend they were read from."""
+
+    @property
+    def customers(self) -> Mapping[str, FakeCustomer]:
+        """Every customer, inactive ones included, by Id."""
+        ...
+
+    @property
+    def other_names(self) -> Collection[str]:
+        """DisplayNames of vendors and employees (R2: a customer's name must differ from them)."""
+        ...
+
+    def live(self, entity: str) -> list[FakeTxn]:
+        """Payments, Purchases or Invoices neither deleted nor voided."""
+        ...
+
+    def invoice_balance(self, invoice_id: str) -> Decimal: ...
+
+    def unapplied_amount(self, payment_id: str) -> Decimal: ...
+
+
+class QuickBooksSide(Protocol):
+    """The core (SyncService, SyncWorker) wired to one QuickBooks backend, and what someone else does in
+    that QuickBooks company meanwhile. Implemented by `FakeSide` (below) and by `EmulatedSide`
+    (tests/integration/quickbooks/test_sync_rules_machine_emulator.py: python-quickbooks and the emulator)."""
+
+    service: SyncService
+    worker: SyncWorker
+    principal: Principal
+
+    def books(self) -> Books:
+        """The company as it is now (a snapshot or a live view: re-read after anything may have changed)."""
+        ...
+
+    def add_customer(self, name: str, email: str = "", *, active: bool = True) -> str: ...
+
+    def add_vendor(self, name: str) -> None: ...
+
+    def deactivate_customer(self, customer_id: str, *, after_calls: int | None = None) -> None:
+        """Now, or (after_calls=N) just before the (N+1)th call from now: in the middle of a sync.
+        Deactivating now cancels a pending one."""
+        ...
+
+    def delete(self, kind: TxnKind, record_id: str) -> None: ...
+
+    def void(self, kind: TxnKind, record_id: str) -> None: ...
+
+    def inject(self, *faults: Fault) -> None:
+        """The next calls fail, one fault each, in order."""
+        ...
+
+    def forget_request_ids(self) -> None:
+        """QuickBooks forgets the answers it kept for requestid replay."""
+        ...
+
+    def write_count(self) -> int:
+        """Writes QuickBooks received so far (replayed ones may count: the machine compares two counts)."""
+        ...
+
+
+class FakeSide:
+    """The core on in-memory persistence and the in-memory fake QuickBooks."""
+
+    def __init__(self) -> None:
+        harness = Harness()
+        self.service = harness.service
+        self.worker = harness.worker
+        self.principal = harness.principal(TENANT)
+        self.fake: FakeQuickBooks = harness.qbo(TENANT)
+
+    def books(self) -> Books:
+        return self.fake  # a live view: the fake's own records
+
+    def add_customer(self, name: str, email: str = "", *, active: bool = True) -> str:
+        return self.fake.add_customer(name, email, active=active)
+
+    def add_vendor(self, name: str) -> None:
+        self.fake.add_vendor(name)
+
+    def deactivate_customer(self, customer_id: str, *, after_calls: int | None = None) -> None:
+        self.fake.deactivate_customer(customer_id, after_calls=after_calls)
+
+    def delete(self, kind: TxnKind, record_id: str) -> None:
+        self.fake.delete(record_id)
+
+    def void(self, kind: TxnKind, record_id: str) -> None:
+        self.fake.void(record_id)
+
+    def inject(self, *faults: Fault) -> None:
+        self.fake.inject(*faults)
+
+    def forget_request_ids(self) -> None:
+        self.fake.forget_request_ids()
+
+    def write_count(self) -> int:
+        return self.fake.write_count
+
+
 # --- the machine ----------------------------------------------------------------------------------
 
 
 class SyncRulesMachine(RuleBasedStateMachine):
+    """The rules against the fake; subclasses override `make_side` to run them against another backend."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.h = Harness()
-        self.p = self.h.principal(TENANT)
-        self.qbo: FakeQuickBooks = self.h.qbo(TENANT)
+        self.side = self.make_side()
+        self.h = self.side  # the core: .service and .worker
+        self.p = self.side.principal
+        self._books: Books | None = None
         self.crm = Crm()
         self.job_names: list[str] = []
         self.requests: list[tuple[str, object, str]] = []  # (request_id, resend, job name)
@@ -224,6 +339,20 @@ class SyncRulesMachine(RuleBasedStateMachine):
         self.clock = T0
         self.deactivated: set[str] = set()  # QBO customers the machine made inactive (R1: to be replaced)
         self.replaced = 0  # CRM customers re-linked to a successor
+
+    @staticmethod
+    def make_side() -> QuickBooksSide:
+        return FakeSide()
+
+    @property
+    def qbo(self) -> Books:
+        """QuickBooks as it was last read; `changed()` makes the next use read it again."""
+        if self._books is None:
+            self._books = self.side.books()
+        return self._books
+
+    def changed(self) -> None:
+        self._books = None
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -233,10 +362,11 @@ class SyncRulesMachine(RuleBasedStateMachine):
 
     def settle(self) -> None:
         """Drain the worker; jobs that used up their attempts are retried (R7: nothing is lost)."""
+        self.changed()
         for _ in range(40):
             while self.h.worker.run_next("w") is not None:
                 if self.forget_between_attempts:
-                    self.qbo.forget_request_ids()
+                    self.side.forget_request_ids()
             failed, _ = self.h.service.list_errors(self.p, 100, "")
             if not failed:
                 self.forget_between_attempts = False
@@ -258,6 +388,7 @@ class SyncRulesMachine(RuleBasedStateMachine):
         if request_id:
             self.requests.append((request_id, call, job.name))
         self.settle()
+        self.changed()
         self.expect_link(customer_id, before, taken)
         return job.name
 
@@ -296,8 +427,8 @@ class SyncRulesMachine(RuleBasedStateMachine):
 
     def live_by_record(self) -> dict[tuple[str, str], list[FakeTxn]]:
         found: dict[tuple[str, str], list[FakeTxn]] = defaultdict(list)
-        for txn in self.qbo.txns.values():
-            if txn.live:
+        for entity in ("Payment", "Purchase", "Invoice"):
+            for txn in self.qbo.live(entity):
                 found[marked(txn)].append(txn)
         return found
 
@@ -374,7 +505,8 @@ class SyncRulesMachine(RuleBasedStateMachine):
             email = customer.email if same_email else "someone.else@example.com"
             name = crm_name(customer).upper() + suffix
             if not self._name_taken(name):
-                self.qbo.add_customer(name, email.strip(), active=active)
+                self.side.add_customer(name, email.strip(), active=active)
+                self.changed()
         for names, email, suffix, active in someone_elses:
             self.someone_adds_a_customer_in_quickbooks(names, email, suffix, active)
         for names in vendors:
@@ -412,12 +544,14 @@ class SyncRulesMachine(RuleBasedStateMachine):
     ) -> None:
         name = crm_name(Customer("x", **names)) + suffix
         if not self._name_taken(name):
-            self.qbo.add_customer(name, email.strip(), active=active)
+            self.side.add_customer(name, email.strip(), active=active)
+            self.changed()
 
     def someone_adds_a_vendor_in_quickbooks(self, names: dict[str, str]) -> None:
         name = crm_name(Customer("x", **names))
         if not self._name_taken(name):
-            self.qbo.add_vendor(name)
+            self.side.add_vendor(name)
+            self.changed()
 
     def _name_taken(self, name: str) -> bool:
         names = [c.display_name for c in self.qbo.customers.values()] + list(self.qbo.other_names)
@@ -561,7 +695,7 @@ class SyncRulesMachine(RuleBasedStateMachine):
     @rule(which=faults, forget=st.booleans())
     def quickbooks_will_fail(self, which: list[Fault], forget: bool) -> None:
         """The next calls fail (before or after committing); maybe requestid replay is lost as well."""
-        self.qbo.inject(*which)
+        self.side.inject(*which)
         self.forget_between_attempts = self.forget_between_attempts or forget
 
     @precondition(lambda self: set(self.crm.links.values()) - self.deactivated)
@@ -576,9 +710,10 @@ class SyncRulesMachine(RuleBasedStateMachine):
         quickbooks_id = data.draw(st.sampled_from(sorted(set(self.crm.links.values()) - self.deactivated)))
         self.deactivated.add(quickbooks_id)
         if not mid_job:
-            self.qbo.deactivate_customer(quickbooks_id)
+            self.side.deactivate_customer(quickbooks_id)
+            self.changed()
             return
-        self.qbo.deactivate_customer(quickbooks_id, after_calls=after_calls)
+        self.side.deactivate_customer(quickbooks_id, after_calls=after_calls)
         customer_id = data.draw(st.sampled_from(sorted(c for c, q in self.crm.links.items() if q == quickbooks_id)))
         opportunity_ids = sorted(
             o for o, opportunity in self.crm.opportunities.items() if opportunity.customer.customer_id == customer_id
@@ -597,12 +732,13 @@ class SyncRulesMachine(RuleBasedStateMachine):
             payment = CrmPayment(self.crm.new_id("p"), crm_id, money(5_000), PaymentMethod.CASH, self.tick())
             self.crm.payments[payment.payment_id] = payment
             self._sync_payment(payment)
-        if quickbooks_id in self.qbo.pending_deactivations:
-            self.qbo.deactivate_customer(quickbooks_id)  # the sync made fewer calls: now, then
+        # If the sync made fewer calls, now; if it was made inactive already, this changes nothing.
+        self.side.deactivate_customer(quickbooks_id)
+        self.changed()
 
     @rule()
     def quickbooks_forgets_request_ids(self) -> None:
-        self.qbo.forget_request_ids()
+        self.side.forget_request_ids()
 
     @precondition(lambda self: any(p.sent for p in self.crm.payments.values()))
     @rule(data=st.data(), void=st.booleans())
@@ -616,7 +752,8 @@ class SyncRulesMachine(RuleBasedStateMachine):
         choices += [("invoice", j.job_id, j.opportunity_id) for j in self.crm.closed_jobs.values()]
         kind, crm_id, opportunity_id = data.draw(st.sampled_from(sorted(choices)))
         txn = self.one_live(kind, crm_id)
-        (self.qbo.void if void else self.qbo.delete)(txn.id)
+        (self.side.void if void else self.side.delete)(txn.kind, txn.id)
+        self.changed()
         between = [("payment", p.payment_id) for p in self.crm.payments_of(opportunity_id)]
         between += [("invoice", j.job_id) for j in self.crm.jobs_of(opportunity_id)]
         for other_kind, other_id in data.draw(st.lists(st.sampled_from(between), max_size=2)):
@@ -645,10 +782,10 @@ class SyncRulesMachine(RuleBasedStateMachine):
     def same_request_again(self, data: st.DataObject) -> None:
         """The same request_id and body: the same SyncJob, and nothing new happens."""
         request_id, call, name = data.draw(st.sampled_from(self.requests))
-        writes = self.qbo.write_count
+        writes = self.side.write_count()
         assert call(request_id).name == name  # type: ignore[operator]
         assert self.h.worker.drain() == 0
-        assert self.qbo.write_count == writes
+        assert self.side.write_count() == writes
 
     @precondition(lambda self: self.requests and self.crm.opportunities)
     @rule(data=st.data(), amount=cents)
@@ -677,12 +814,14 @@ class SyncRulesMachine(RuleBasedStateMachine):
 
     @invariant()
     def every_job_succeeded(self) -> None:
+        self.changed()
         for name in self.job_names:
             job = self.h.service.get_job(self.p, name)
             assert job.state is JobState.SUCCEEDED, (name, job.state, job.error)
 
     @invariant()
     def r1_r2_customers(self) -> None:
+        self.changed()
         for customer_id, customer in self.crm.customers.items():
             entity = EntityRef(EntityType.CUSTOMER, customer_id)
             if customer_id not in self.crm.links:
@@ -714,6 +853,7 @@ class SyncRulesMachine(RuleBasedStateMachine):
 
     @invariant()
     def r3_to_r8_transactions(self) -> None:
+        self.changed()
         crm = self.crm
         sent = [p for p in crm.payments.values() if p.sent]
         expected = {("payment", p.payment_id) for p in sent}
@@ -824,7 +964,8 @@ def test_the_model_is_not_empty() -> None:
     assert len(machine.qbo.live("Payment")) == 1
     machine.r3_to_r8_transactions()
     # A payment that vanishes from QuickBooks must be noticed.
-    machine.qbo.delete(machine.qbo.live("Payment")[0].id)
+    machine.side.delete(TxnKind.PAYMENT, machine.qbo.live("Payment")[0].id)
+    machine.changed()
     with pytest.raises(AssertionError):
         machine.r3_to_r8_transactions()
 

@@ -37,6 +37,12 @@ Routes (bodies are JSON objects; every field optional unless said otherwise):
   apply) → ``{Entity: record}``.
 - ``POST /_emulator/realms/{realm}/records/{Entity}/{id}/{action}`` action ``delete`` | ``void`` |
   ``deactivate`` | ``activate`` | ``update`` (body: fields to merge) → ``{Entity: record}``.
+  ``deactivate`` with ``{"after_calls": N}`` does it later instead: just before the (N+1)th API call to the
+  realm from now (a record made inactive in the middle of a sync; see ``faults.py``). A ``deactivate`` or
+  ``activate`` without it cancels a pending one.
+- ``POST /_emulator/realms/{realm}/requestids/forget`` → ``{"forgotten": n}``: QBO does not always honour
+  ``requestid`` replay; this makes the realm forget every answer kept for replay, so a test can prove a client
+  does not rely on it (the fake's ``forget_request_ids``).
 - ``POST /_emulator/faults`` ``{"kind" (required), "count": 1, "realm_id", "method", "entity",
   "operation", "seconds", "body"}`` → the armed rule; ``GET`` lists; ``DELETE`` (or ``POST
   /_emulator/faults/clear``) disarms all. Kinds and filters: see ``faults.py``.
@@ -218,12 +224,17 @@ def _realms(state: EmulatorState, method: str, parts: list[str], body: JsonDict)
         client_id = body.get("client_id") or next(iter(state.oauth.apps), "")
         code = state.oauth.authorization_code(str(client_id), realm.realm_id, str(body.get("redirect_uri", "")))
         return json_response(200, {"code": code})
+    if rest == ["requestids", "forget"] and method == "POST":
+        with realm.lock:
+            forgotten = len(realm.replay)
+            realm.replay.clear()
+        return json_response(200, {"forgotten": forgotten})
     if rest and rest[0] == "records" and method == "POST":
-        return _records(realm, rest[1:], body)
+        return _records(state, realm, rest[1:], body)
     return json_response(404, {"error": "not_found"})
 
 
-def _records(realm: Any, parts: list[str], body: JsonDict) -> Response:
+def _records(state: EmulatorState, realm: Any, parts: list[str], body: JsonDict) -> Response:
     """Changes made "in the QBO UI": the store's rules apply, SyncTokens are not checked."""
     by_lower = {name.lower(): name for name in ENTITIES}
     if not parts or parts[0].lower() not in by_lower:
@@ -243,6 +254,10 @@ def _records(realm: Any, parts: list[str], body: JsonDict) -> Response:
     if action == "void":
         return json_response(200, {entity: realm.void(entity, target, **ui)})
     if action in ("deactivate", "activate"):
+        if action == "deactivate" and body.get("after_calls") is not None:
+            state.faults.schedule_deactivation(realm.realm_id, entity, entity_id, int(body["after_calls"]))
+            return json_response(200, {entity: realm.read(entity, entity_id)})
+        state.faults.cancel_deactivation(realm.realm_id, entity, entity_id)
         change = {**target, "sparse": True, "Active": action == "activate"}
         return json_response(200, {entity: realm.update(entity, change, **ui)})
     if action == "update":

@@ -243,6 +243,10 @@ def _handle(state: EmulatorState, call: ApiCall, headers: dict[str, str], entry:
     realm = state.realm(call.realm_id, create=not state.settings.auth_required)
     if realm is None:
         return _auth_fault(403, f"Company {call.realm_id} does not exist in the emulator")
+    for entity, entity_id in state.faults.due_deactivations(call.realm_id):
+        # Someone in the QBO UI, between two calls of a sync: no SyncToken check, the closing date does not apply.
+        change = {"Id": entity_id, "sparse": True, "Active": False}
+        realm.update(entity, change, check_token=False, enforce_closing=False)
     rule = state.faults.take(call.realm_id, call.method, call.entity, call.operation)
     if rule is not None:
         entry["fault"] = rule.kind

@@ -9,6 +9,11 @@ Kinds:
 - ``commit_then_reset`` / ``commit_then_500``: apply the request, then lose the answer (RST, or a 500).
   With a ``requestid`` the committed answer is kept for replay, as QBO keeps it.
 - ``auth401``: 401 AuthenticationFault as if the token had just expired.
+- ``none``: the call goes through untouched; armed before other kinds, it aims them at later calls.
+
+Scheduled changes (``schedule_deactivation``): someone makes a record inactive in the QBO UI just before the
+(N+1)th API call to its realm from now, which lands in the middle of a sync (the fake's
+``deactivate_customer(after_calls=N)``). Every API call to the realm counts, reads included.
 
 Filters (all optional): ``realm_id``, ``method`` (GET/POST), ``entity`` (Customer, ...; "query", "batch",
 "oauth" for the token endpoint), ``operation`` (create, update, delete, void, read, query, batch, token, or
@@ -25,7 +30,7 @@ from .shapes import JsonDict
 
 KINDS = frozenset({
     "http500", "http503", "throttle", "throttle_xml", "timeout", "reset",
-    "commit_then_reset", "commit_then_500", "auth401",
+    "commit_then_reset", "commit_then_500", "auth401", "none",
 })
 WRITE_OPERATIONS = frozenset({"create", "update", "delete", "void"})
 _ids = itertools.count(1)
@@ -63,11 +68,38 @@ class FaultRule:
 
 
 class FaultBook:
-    """The armed faults, consumed first-armed first."""
+    """The armed faults, consumed first-armed first, and the scheduled deactivations."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rules: list[FaultRule] = []
+        # (realm, entity, id) -> API calls to let through before the record is made inactive
+        self._deactivations: dict[tuple[str, str, str], int] = {}
+
+    def schedule_deactivation(self, realm_id: str, entity: str, entity_id: str, after_calls: int) -> None:
+        """Make the record inactive just before the (after_calls+1)th API call to the realm from now."""
+        if after_calls < 0:
+            raise ValueError("after_calls must be >= 0")
+        with self._lock:
+            self._deactivations[(realm_id, entity, entity_id)] = after_calls
+
+    def cancel_deactivation(self, realm_id: str, entity: str, entity_id: str) -> None:
+        with self._lock:
+            self._deactivations.pop((realm_id, entity, entity_id), None)
+
+    def due_deactivations(self, realm_id: str | None) -> list[tuple[str, str]]:
+        """Counts one API call to the realm; (entity, id) of each record to make inactive before it runs."""
+        due = []
+        with self._lock:
+            for key, calls_left in list(self._deactivations.items()):
+                if key[0] != realm_id:
+                    continue
+                if calls_left == 0:
+                    due.append((key[1], key[2]))
+                    del self._deactivations[key]
+                else:
+                    self._deactivations[key] = calls_left - 1
+        return due
 
     def arm(self, spec: JsonDict) -> FaultRule:
         """Add a rule from the admin payload; raises ``ValueError`` on a bad one."""
@@ -110,6 +142,7 @@ class FaultBook:
             return [asdict(rule) for rule in self._rules]
 
     def clear(self) -> None:
-        """Disarm everything."""
+        """Disarm everything, scheduled deactivations included."""
         with self._lock:
             self._rules.clear()
+            self._deactivations.clear()

@@ -803,8 +803,11 @@ class Realm:
     def _keeps_customer_while_linked(self, entity: str, own_id: str, customer_id: Any) -> None:
         """An invoice's customer or a purchase's payee cannot change while a payment links it (*guess*, the
         strict choice: QBO's UI unlinks such payments first, and a payment may only link its own customer's
-        transactions). A client moving them takes the payment lines off first, then puts them back."""
+        transactions). A client moving them takes the payment lines off first, then puts them back. A voided
+        payment holds nothing: its lines are zero and apply nothing (as the fake, which counts live links only)."""
         for payment_id in dict.fromkeys(self._ledger().linked_payments.get((entity, own_id), [])):
+            if ("Payment", payment_id) in self.voided:
+                continue
             payment_customer = self.records["Payment"][payment_id]["CustomerRef"]["value"]
             if customer_id != payment_customer:
                 role = "payee" if entity == "Purchase" else "customer"

@@ -261,6 +261,19 @@ class QuickBooksAccountingSystem(AccountingSystem):
 
     # --- what a refusal means ----------------------------------------------------------------------
 
+    def _gone_link(self, spec: TxnSpec, what: str) -> LinkedRecordGoneError | None:
+        """For a payment: the first record a line links that was deleted or voided in QuickBooks, as the
+        error the engine recovers from (it recreates the record), or None."""
+        if not isinstance(spec, PaymentSpec):
+            return None
+        for link in spec.lines:
+            target = self._read(entity_name(link.txn_kind), link.txn_id)
+            if target is None or is_voided(target):
+                return LinkedRecordGoneError(
+                    f"QuickBooks refused to {what}: the {_label(link.txn_kind)} {link.txn_id} it links is gone"
+                )
+        return None
+
     def _refusal(self, spec: TxnSpec, fault: QboFault, *, action: str) -> AccountingError:
         """The domain error for a Fault on a transaction write. The Fault's `element` names the field at
         fault when QBO gives it; when it does not, the references are checked one by one (a few reads,
@@ -275,9 +288,11 @@ class QuickBooksAccountingSystem(AccountingSystem):
                 f"(QuickBooks said: {_said(fault)})",
                 reason=CLOSED_PERIOD,
             )
-        if not _is_reference_fault(fault):
-            return _rejected(what, fault)
         elements = " ".join(e.element for e in fault.errors)
+        if not _is_reference_fault(fault):
+            # A line refused as over-applied may link an invoice voided in QuickBooks (its balance is zero).
+            gone = self._gone_link(spec, what) if "Line" in elements else None
+            return gone or _rejected(what, fault)
         if "LinkedTxn" in elements:
             return LinkedRecordGoneError(
                 f"QuickBooks refused to {what}: it links a record that is gone ({_said(fault)})"
@@ -295,13 +310,9 @@ class QuickBooksAccountingSystem(AccountingSystem):
         if elements:
             return _rejected(what, fault)
         # No element: check what else the record refers to.
-        if isinstance(spec, PaymentSpec):
-            for link in spec.lines:
-                target = self._read(entity_name(link.txn_kind), link.txn_id)
-                if target is None or is_voided(target):
-                    return LinkedRecordGoneError(
-                        f"QuickBooks refused to {what}: the {_label(link.txn_kind)} {link.txn_id} it links is gone"
-                    )
+        gone = self._gone_link(spec, what)
+        if gone is not None:
+            return gone
         for name in _settings_used(spec):
             self._settings.forget(name)
         try:

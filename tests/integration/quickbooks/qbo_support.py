@@ -3,9 +3,10 @@ emulator's admin API, and the "QuickBooks side" of the contract suite for both t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -13,12 +14,14 @@ import requests
 
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from adapters.quickbooks.emulator import EmulatorServer
-from adapters.quickbooks.fake import FakeQuickBooks
+from adapters.quickbooks.fake import FakeCustomer, FakeQuickBooks, FakeTxn, Fault
 from adapters.quickbooks.qbo import QuickBooksAccountingSystems, RateLimits, RetryPolicy
+from adapters.quickbooks.qbo.settings import METHOD_NAMES
 from adapters.system import SystemClock
-from core.accounting import PaymentSpec, TxnKind
+from core.accounting import InvoiceSpec, LinkLine, PaymentSpec, RefundSpec, TxnKind, TxnSpec
 from core.company_lists import ListKind
 from core.connection import QuickBooksConnection
+from core.domain import InvoiceLine, PaymentMethod
 from core.ports import AccountingSystem
 
 TENANT = "acme"
@@ -98,6 +101,12 @@ class QboRig:
 
     def state(self) -> dict[str, Any]:
         return self.admin("GET", f"/realms/{self.realm_id}/state")  # type: ignore[no-any-return]
+
+    def exact_state(self) -> dict[str, Any]:
+        """The state with every JSON number read as a Decimal (money stays exact in the checks too)."""
+        response = requests.get(f"{self.server.admin_url}/realms/{self.realm_id}/state", timeout=10)
+        assert response.status_code == 200, response.text
+        return json.loads(response.text, parse_float=Decimal, parse_int=Decimal)  # type: ignore[no-any-return]
 
     def records(self, entity: str) -> list[dict[str, Any]]:
         return list(self.state()["entities"][entity])
@@ -249,8 +258,10 @@ class EmulatedCompany:
     def add_vendor(self, name: str) -> None:
         self.rig.seed("Vendor", {"DisplayName": name})
 
-    def deactivate_customer(self, customer_id: str) -> None:
-        self.rig.act("Customer", customer_id, "deactivate")
+    def deactivate_customer(self, customer_id: str, *, after_calls: int | None = None) -> None:
+        """Now, or just before the (after_calls+1)th API call to the realm from now (admin.py)."""
+        changes = {} if after_calls is None else {"after_calls": after_calls}
+        self.rig.act("Customer", customer_id, "deactivate", changes)
 
     def add_list_entry(
         self, kind: ListKind, name: str, type: str = "", sub_type: str = "", *, income_account_id: str = ""
@@ -290,6 +301,136 @@ class EmulatedCompany:
         return Decimal(str(payment["TotalAmt"]))
     def set_currency(self, home_currency: str | None = None, multicurrency: bool | None = None) -> bool:
         return self.rig.set_currency(home_currency, multicurrency)
+
+    # --- what the rules state machine needs besides (tests/unit/test_sync_rules_machine.py) -------------
+
+    def books(self) -> EmulatedBooks:
+        return EmulatedBooks.read(self.rig.exact_state())
+
+    def inject(self, *faults: Fault) -> None:
+        """The fake's faults as the emulator's: armed in order, each taken by the next API call to the realm."""
+        for fault in faults:
+            self.rig.fault(_EMULATED_FAULT[fault])
+
+    def forget_request_ids(self) -> None:
+        self.rig.admin("POST", f"/realms/{self.rig.realm_id}/requestids/forget")
+
+    def write_count(self) -> int:
+        """Write requests the realm received (answered, failed or replayed: every one the client sent)."""
+        return sum(1 for entry in self.rig.log() if entry["operation"] in ("create", "update", "delete", "void"))
+
+
+# The fake's faults, the emulator's way: refused before anything is written, throttled, or committed with the
+# answer lost. A 503 is retried inside the adapter (RetryPolicy) where the fake's UNAVAILABLE reaches the engine:
+# both must end with the same books.
+_EMULATED_FAULT = {
+    Fault.UNAVAILABLE: "http503",
+    Fault.THROTTLED: "throttle",
+    Fault.COMMIT_THEN_LOSE: "commit_then_reset",
+    Fault.NONE: "none",
+}
+_METHOD_BY_NAME = {names[0]: method for method, names in METHOD_NAMES.items()}
+
+
+@dataclass
+class EmulatedTxn(FakeTxn):
+    """A transaction read from the emulator, carrying QBO's own TotalAmt (not one computed from the spec)."""
+
+    total_amt: Decimal = Decimal("0.00")
+
+    @property
+    def total(self) -> Decimal:
+        return self.total_amt
+
+
+@dataclass
+class EmulatedBooks:
+    """An emulator realm's records read back as core specs, with QBO's own balances: what the rules state
+    machine checks, in the same shapes as the fake's records (`Books` in tests/unit/test_sync_rules_machine.py)."""
+
+    customers: dict[str, FakeCustomer]
+    other_names: set[str]
+    txns: list[EmulatedTxn]
+    invoice_balances: dict[str, Decimal]
+    unapplied: dict[str, Decimal]
+
+    @classmethod
+    def read(cls, state: dict[str, Any]) -> EmulatedBooks:
+        entities = state["entities"]
+        voided = set(state["voided"])
+        methods = {m["Id"]: _METHOD_BY_NAME.get(m["Name"]) for m in entities["PaymentMethod"]}
+        customers = {
+            c["Id"]: FakeCustomer(
+                c["Id"], c["DisplayName"], (c.get("PrimaryEmailAddr") or {}).get("Address", ""), active=c["Active"]
+            )
+            for c in entities["Customer"]
+        }
+        txns = [
+            EmulatedTxn(
+                record["Id"],
+                entity,
+                _spec(entity, record, methods),
+                voided=f"{entity}/{record['Id']}" in voided,
+                total_amt=record["TotalAmt"],
+            )
+            for entity in ("Payment", "Purchase", "Invoice")
+            for record in entities[entity]
+        ]
+        balances = state["balances"]
+        return cls(
+            customers,
+            {r["DisplayName"] for entity in ("Vendor", "Employee") for r in entities[entity]},
+            txns,
+            {k: v for k, v in balances["invoices"].items()},
+            {k: v for k, v in balances["payments_unapplied"].items() if v is not None},
+        )
+
+    def live(self, entity: str) -> list[FakeTxn]:
+        return [t for t in self.txns if t.entity == entity and t.live]
+
+    def invoice_balance(self, invoice_id: str) -> Decimal:
+        return self.invoice_balances[invoice_id]
+
+    def unapplied_amount(self, payment_id: str) -> Decimal:
+        return self.unapplied[payment_id]
+
+
+def _spec(entity: str, record: dict[str, Any], methods: dict[str, PaymentMethod | None]) -> TxnSpec:
+    """The core spec a QBO record holds (the marker is left out: the machine reads it from PrivateNote)."""
+    txn_date = date.fromisoformat(record["TxnDate"])
+    note = record.get("PrivateNote") or ""
+    if entity == "Payment":
+        method = methods.get((record.get("PaymentMethodRef") or {}).get("value", ""))
+        lines = tuple(
+            LinkLine(TxnKind(link["TxnType"]), link["TxnId"], line["Amount"])
+            for line in record.get("Line", [])
+            for link in line["LinkedTxn"]
+        )
+        return PaymentSpec(
+            record["CustomerRef"]["value"],
+            record["TotalAmt"],
+            txn_date,
+            method,  # type: ignore[arg-type]  # None (no method) fails the machine's check, as it should
+            record.get("PaymentRefNum") or "",
+            lines,
+            note,
+            "",
+        )
+    if entity == "Purchase":
+        kind = TxnKind.CHECK if record.get("PaymentType") == "Check" else TxnKind.EXPENSE
+        memo = next((line.get("Description") or "" for line in record.get("Line", [])), "")
+        return RefundSpec(record["EntityRef"]["value"], record["TotalAmt"], txn_date, kind, memo, note, "")
+    invoice_lines = tuple(
+        InvoiceLine(
+            line.get("Description") or "",
+            line["SalesItemLineDetail"]["Qty"],
+            line["SalesItemLineDetail"]["UnitPrice"],
+            line["Amount"],
+        )
+        for line in record.get("Line", [])
+        if line.get("DetailType") == "SalesItemLineDetail"
+    )
+    return InvoiceSpec(record["CustomerRef"]["value"], record.get("DocNumber") or "", txn_date, invoice_lines, note, "")
 
 
 CompanyFactory = Callable[[], Company]
