@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -39,7 +40,7 @@ from core.connection_rules import (
 )
 from core.currency import CompanyCurrency
 from core.domain import AuditEvent, Permission, Principal
-from core.errors import FailedPreconditionError, FieldViolation, NotFoundError, ValidationError
+from core.errors import FailedPreconditionError, FieldViolation, NotFoundError, ValidationError, merge_violations
 from core.ports import (
     AccountingSystems,
     Clock,
@@ -76,16 +77,27 @@ class ConnectionService:
 
     # --- the OAuth2 code flow -------------------------------------------------------------------
 
-    def get_authorization_url(self, principal: Principal, redirect_uri: str, environment: str) -> tuple[str, str]:
+    def get_authorization_url(
+        self,
+        principal: Principal,
+        redirect_uri: str,
+        environment: str,
+        *,
+        conversion_violations: Sequence[FieldViolation] = (),
+    ) -> tuple[str, str]:
         """The Intuit URL the admin opens, and the anti-forgery state it carries (remembered here, so that
-        only the flow this tenant started can complete)."""
+        only the flow this tenant started can complete).
+
+        `conversion_violations` (here and in update_settings): what the calling adapter could not convert,
+        reported with this use case's own findings in one ValidationError after the permission check, as
+        SyncService does."""
         require(principal, Permission.ADMIN)
         redirect_uri = redirect_uri or self._default_redirect_uri
         environment = environment or self._default_environment
         violations = check_required(redirect_uri=redirect_uri)
         violations += check_url(redirect_uri, "redirect_uri") if redirect_uri else []
         violations += check_environment(environment)
-        _raise_if_any(violations)
+        _raise_if_any(merge_violations(conversion_violations, violations))
         state = secrets.token_urlsafe(32)
         url = self._authorization.authorization_url(environment, redirect_uri, state)
         tenant = principal.tenant_id
@@ -155,7 +167,12 @@ class ConnectionService:
         return connection
 
     def update_settings(
-        self, principal: Principal, settings: QuickBooksSettings, mask: list[str]
+        self,
+        principal: Principal,
+        settings: QuickBooksSettings,
+        mask: list[str],
+        *,
+        conversion_violations: Sequence[FieldViolation] = (),
     ) -> QuickBooksSettings:
         """Changes the settings named in `mask` (all that are set in `settings` when it is empty).
 
@@ -169,8 +186,7 @@ class ConnectionService:
         """
         require(principal, Permission.ADMIN)
         fields = settings_to_change(settings, mask)
-        violations = check_settings_update(settings, mask)
-        _raise_if_any(violations)
+        _raise_if_any(merge_violations(conversion_violations, check_settings_update(settings, mask)))
         tenant = principal.tenant_id
         realm_id, found = self._look_up(tenant, list_settings_to_check(settings, fields))
         with self._uow_factory() as uow:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 
@@ -26,6 +26,16 @@ class FieldViolation:
     field: str
     description: str
     reason: str = ""
+
+
+def merge_violations(
+    conversion: Iterable[FieldViolation], validation: Iterable[FieldViolation]
+) -> list[FieldViolation]:
+    """All violations, each field judged once: a field an adapter could not convert holds a stand-in
+    value, so what the core's validation says about that field would describe the stand-in, not the input."""
+    conversion = list(conversion)
+    rejected = {v.field for v in conversion}
+    return conversion + [v for v in validation if v.field not in rejected]
 
 
 class ValidationError(QbsyncError):

@@ -36,6 +36,7 @@ from core.errors import (
     PermissionDeniedError,
     RequestIdReusedError,
     ValidationError,
+    merge_violations,
 )
 from core.ports import AccountingSystems, Clock, IdSource, RequestIdTakenError, UnitOfWork, UnitOfWorkFactory
 from core.text import clean_job, clean_opportunity, clean_payment, usable_as_id
@@ -89,19 +90,28 @@ class SyncService:
         request_id: str = "",
         *,
         currencies: Sequence[AmountCurrency] = (),
+        conversion_violations: Sequence[FieldViolation] = (),
     ) -> SyncJob:
         """R3/R4: sync (or resync) one payment with its refunds.
 
         `currencies`: the currency the CRM gave each amount (none given: all in the home currency); every
-        use case that accepts amounts takes it and refuses amounts QuickBooks would book wrongly (SPEC §7)."""
+        use case that accepts amounts takes it and refuses amounts QuickBooks would book wrongly (SPEC §7).
+
+        `conversion_violations`: what the calling adapter could not even convert (a mixed-sign amount, a
+        missing time); the fields named hold stand-ins. Every use case that takes input takes them, and
+        reports them with its own findings in one ValidationError, after the permission check: a caller
+        without the permission learns nothing from bad input that good input would not tell it."""
         require(principal, Permission.SYNC)
         opportunity, payment = clean_opportunity(opportunity), clean_payment(payment)
         _raise_if_any(
-            [
-                *validate_payment_request(opportunity, payment, request_id),
-                *payment_request_limits(opportunity, payment, self._accounting.field_limits),
-                *self._currency_violations(principal.tenant_id, currencies),
-            ]
+            merge_violations(
+                conversion_violations,
+                [
+                    *validate_payment_request(opportunity, payment, request_id),
+                    *payment_request_limits(opportunity, payment, self._accounting.field_limits),
+                    *self._currency_violations(principal.tenant_id, currencies),
+                ],
+            )
         )
         fingerprint = _fingerprint(JobKind.SYNC_PAYMENT, opportunity, payment)
         target = EntityRef(EntityType.PAYMENT, payment.payment_id)
@@ -121,10 +131,11 @@ class SyncService:
         request_id: str = "",
         *,
         currencies: Sequence[AmountCurrency] = (),
+        conversion_violations: Sequence[FieldViolation] = (),
     ) -> SyncJob:
         """R5: record the job as closed out and sync its invoice with the payments applied."""
         return self._accept_job(
-            principal, JobKind.CLOSE_OUT_JOB, opportunity, job, payments, request_id, currencies
+            principal, JobKind.CLOSE_OUT_JOB, opportunity, job, payments, request_id, currencies, conversion_violations
         )
 
     def sync_invoice(
@@ -136,10 +147,11 @@ class SyncService:
         request_id: str = "",
         *,
         currencies: Sequence[AmountCurrency] = (),
+        conversion_violations: Sequence[FieldViolation] = (),
     ) -> SyncJob:
         """R5/R6: sync or resync the invoice of a job that was closed out."""
         return self._accept_job(
-            principal, JobKind.SYNC_INVOICE, opportunity, job, payments, request_id, currencies
+            principal, JobKind.SYNC_INVOICE, opportunity, job, payments, request_id, currencies, conversion_violations
         )
 
     def retry(self, principal: Principal, name: str) -> SyncJob:
@@ -166,12 +178,6 @@ class SyncService:
             uow.commit()
             return job
 
-    def check_currencies(self, principal: Principal, currencies: Sequence[AmountCurrency]) -> list[FieldViolation]:
-        """What the currency rule says of a request's amounts, for a caller that reports it together with
-        what it found itself (the gRPC adapter, when conversion already rejected some fields)."""
-        require(principal, Permission.SYNC)
-        return self._currency_violations(principal.tenant_id, currencies)
-
     # --- reading ------------------------------------------------------------------------------------
 
     def get_job(self, principal: Principal, name: str) -> SyncJob:
@@ -182,20 +188,24 @@ class SyncService:
             raise NotFoundError(f"{name} not found")
         return job
 
-    def get_status(self, principal: Principal, entity: EntityRef) -> SyncRecord:
+    def get_status(
+        self, principal: Principal, entity: EntityRef, *, conversion_violations: Sequence[FieldViolation] = ()
+    ) -> SyncRecord:
         """R8: a record's sync state. A record qbsync was never sent is NOT_FOUND."""
         require(principal, Permission.READ)
-        _check_entity(entity)
+        _raise_if_any(merge_violations(conversion_violations, _entity_violations(entity)))
         with self._uow_factory() as uow:
             record = uow.sync_records.get(principal.tenant_id, entity)
         if record is None:
             raise NotFoundError(f"{entity} not found")
         return record
 
-    def get_link(self, principal: Principal, entity: EntityRef) -> str:
+    def get_link(
+        self, principal: Principal, entity: EntityRef, *, conversion_violations: Sequence[FieldViolation] = ()
+    ) -> str:
         """R9: the "View in QuickBooks" URL of a synced record."""
         require(principal, Permission.QUICKBOOKS_VIEW)
-        _check_entity(entity)
+        _raise_if_any(merge_violations(conversion_violations, _entity_violations(entity)))
         with self._uow_factory() as uow:
             record = uow.sync_records.get(principal.tenant_id, entity)
         if record is None:
@@ -232,16 +242,20 @@ class SyncService:
         payments: list[Payment],
         request_id: str,
         currencies: Sequence[AmountCurrency],
+        conversion_violations: Sequence[FieldViolation],
     ) -> SyncJob:
         require(principal, Permission.SYNC)
         opportunity, job = clean_opportunity(opportunity), clean_job(job)
         payments = [clean_payment(p) for p in payments]
         _raise_if_any(
-            [
-                *validate_job_request(opportunity, job, payments, request_id),
-                *job_request_limits(opportunity, job, payments, self._accounting.field_limits),
-                *self._currency_violations(principal.tenant_id, currencies),
-            ]
+            merge_violations(
+                conversion_violations,
+                [
+                    *validate_job_request(opportunity, job, payments, request_id),
+                    *job_request_limits(opportunity, job, payments, self._accounting.field_limits),
+                    *self._currency_violations(principal.tenant_id, currencies),
+                ],
+            )
         )
         fingerprint = _fingerprint(kind, opportunity, job, tuple(payments))
         target = EntityRef(EntityType.INVOICE, job.job_id)
@@ -413,12 +427,13 @@ def _issued_page_token(token: str) -> bool:
     return 0 < len(token) <= MAX_PAGE_TOKEN_DIGITS and token.isascii() and token.isdigit()
 
 
-def _check_entity(entity: EntityRef) -> None:
+def _entity_violations(entity: EntityRef) -> list[FieldViolation]:
     if not entity.id.strip():
-        raise ValidationError([FieldViolation("entity.id", "is required")])
+        return [FieldViolation("entity.id", "is required")]
     if not usable_as_id(entity.id):
         # No stored id holds one (they are refused at accept); PostgreSQL could not even compare with a NUL.
-        raise ValidationError([FieldViolation("entity.id", "must not contain control or formatting characters")])
+        return [FieldViolation("entity.id", "must not contain control or formatting characters")]
+    return []
 
 
 def _raise_if_any(violations: list[FieldViolation]) -> None:

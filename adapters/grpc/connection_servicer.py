@@ -1,7 +1,7 @@
 """`qbsync.v1.ConnectionService` over the core's ConnectionService use cases (permission `admin`).
 
-As in SyncServicer, a request whose conversion found problems is rejected only after the permission
-check, so a caller without `admin` learns nothing from bad input.
+As in SyncServicer, what conversion found wrong is passed to the use case, which checks the permission
+first and then reports it with its own findings.
 """
 
 from __future__ import annotations
@@ -10,12 +10,8 @@ import grpc
 
 from adapters.grpc import connection_convert as convert
 from adapters.grpc.auth import current_principal
-from adapters.grpc.servicer import merge_violations
-from core.connection_rules import check_settings_update
 from core.connections_service import ConnectionService
-from core.domain import Permission, Principal
-from core.errors import FieldViolation, ValidationError
-from core.service import require
+from core.errors import FieldViolation
 from qbsync.v1 import connection_service_pb2 as pb
 from qbsync.v1 import connection_service_pb2_grpc
 
@@ -27,11 +23,11 @@ class ConnectionServicer(connection_service_pb2_grpc.ConnectionServiceServicer):
     def GetAuthorizationUrl(
         self, request: pb.GetAuthorizationUrlRequest, context: grpc.ServicerContext
     ) -> pb.GetAuthorizationUrlResponse:
-        principal = current_principal()
         violations: list[FieldViolation] = []
         environment = convert.environment_from_proto(request.environment, violations)
-        _reject(principal, violations)
-        url, state = self._service.get_authorization_url(principal, request.redirect_uri, environment)
+        url, state = self._service.get_authorization_url(
+            current_principal(), request.redirect_uri, environment, conversion_violations=violations
+        )
         return pb.GetAuthorizationUrlResponse(authorization_url=url, state=state)
 
     def CompleteAuthorization(
@@ -46,20 +42,13 @@ class ConnectionServicer(connection_service_pb2_grpc.ConnectionServiceServicer):
         return convert.connection_to_proto(self._service.get_connection(current_principal()))
 
     def UpdateSettings(self, request: pb.UpdateSettingsRequest, context: grpc.ServicerContext) -> pb.Settings:
-        principal = current_principal()
         violations: list[FieldViolation] = []
         settings = convert.settings_from_proto(request.settings, violations)
-        mask = list(request.update_mask.paths)
-        if violations:  # report the core's findings too: every offending field at once
-            _reject(principal, merge_violations(violations, check_settings_update(settings, mask)))
-        updated = self._service.update_settings(principal, settings, mask)
+        updated = self._service.update_settings(
+            current_principal(), settings, list(request.update_mask.paths), conversion_violations=violations
+        )
         return convert.settings_to_proto(updated)
 
     def Disconnect(self, request: pb.DisconnectRequest, context: grpc.ServicerContext) -> pb.Connection:
         return convert.connection_to_proto(self._service.disconnect(current_principal()))
 
-
-def _reject(principal: Principal, violations: list[FieldViolation]) -> None:
-    if violations:
-        require(principal, Permission.ADMIN)
-        raise ValidationError(violations)

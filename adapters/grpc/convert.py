@@ -3,9 +3,10 @@
 Inbound, the conversion never stops at the first bad field: each problem a protobuf value has that the
 core cannot even represent (an amount with mixed signs, a missing time, a quantity that is not a number)
 becomes a `FieldViolation` named by its proto field path (`payment.refunds[1].amount`), and conversion
-goes on with a stand-in value so that the rest of the request is still checked. The servicer adds the
-core's own validation and reports every violation at once. Stand-ins never reach the core's use cases:
-a request with violations is rejected.
+goes on with a stand-in value so that the rest of the request is still checked. The servicer passes
+these violations to the use case, which checks the caller's permission first and then reports them with
+its own findings at once (core.errors.merge_violations): a request with violations is rejected, so a
+stand-in is never stored.
 
 Amounts are exact: a `google.type.Money` becomes a `Decimal` in whole cents without passing through a
 float, and back. Each amount's `currency_code` is handed to the core as it was sent (`AmountCurrency`, by

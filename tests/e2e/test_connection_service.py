@@ -129,6 +129,41 @@ def test_every_call_needs_the_admin_permission(api: Admin) -> None:
         assert _code(anonymous) is grpc.StatusCode.UNAUTHENTICATED
 
 
+def test_without_admin_bad_input_is_permission_denied_and_with_it_every_field_is_named(api: Admin) -> None:
+    """The permission comes first; after it, conversion's findings (an environment or payment method no
+    enum value names) and the core's (a redirect URI that is no URL, a prefix too long, an unknown mask
+    path) come back together in one INVALID_ARGUMENT."""
+    bad_start = c.GetAuthorizationUrlRequest(redirect_uri="not a url", environment=99)  # type: ignore[arg-type]
+    bad_settings = c.UpdateSettingsRequest(
+        settings=c.Settings(
+            payment_methods=[c.PaymentMethodMapping(method=r.PAYMENT_METHOD_UNSPECIFIED)],
+            doc_number_prefix="MUCH-TOO-LONG-A-PREFIX",
+        ),
+        update_mask=FieldMask(paths=["colour", "payment_methods", "doc_number_prefix"]),
+    )
+    calls = {
+        "GetAuthorizationUrl": (
+            lambda md: api.stub.GetAuthorizationUrl(bad_start, metadata=md),
+            {"environment", "redirect_uri"},
+        ),
+        "UpdateSettings": (
+            lambda md: api.stub.UpdateSettings(bad_settings, metadata=md),
+            {"update_mask.paths[0]", "settings.payment_methods[0].method", "settings.doc_number_prefix"},
+        ),
+    }
+    for method, (call, bad_fields) in calls.items():
+        with pytest.raises(grpc.RpcError) as denied:
+            call(api.reader)
+        assert (_code(denied), _bad_fields(denied)) == (grpc.StatusCode.PERMISSION_DENIED, {}), method
+        with pytest.raises(grpc.RpcError) as invalid:
+            call(api.admin)
+        assert _code(invalid) is grpc.StatusCode.INVALID_ARGUMENT, method
+        assert set(_bad_fields(invalid)) == bad_fields, method
+    with pytest.raises(grpc.RpcError) as missing:
+        api.stub.GetConnection(c.GetConnectionRequest(), metadata=api.admin)
+    assert _code(missing) is grpc.StatusCode.NOT_FOUND  # nothing was stored
+
+
 def test_connect_configure_and_disconnect(api: Admin) -> None:
     with pytest.raises(grpc.RpcError) as missing:
         api.stub.GetConnection(c.GetConnectionRequest(), metadata=api.admin)

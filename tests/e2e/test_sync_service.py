@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 
 import grpc
@@ -222,6 +223,106 @@ def test_bad_input_names_every_field_and_stores_nothing(server: Server) -> None:
     with pytest.raises(grpc.RpcError) as err:
         server.stub.GetSyncStatus(s.GetSyncStatusRequest(entity=entity(r.ENTITY_TYPE_PAYMENT, "pay-9")), metadata=md)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND  # nothing was stored
+    assert server.companies.for_tenant("acme").request_count == 0
+
+
+def _refusal(err: grpc.RpcError) -> tuple[grpc.StatusCode, str, set[str]]:
+    """The code, the ErrorInfo reason and the BadRequest fields of a refused call."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None
+    fields: set[str] = set()
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields |= {v.field for v in bad.field_violations}
+    return err.code(), _error_info(err).reason, fields
+
+
+def _unconvertible_payment() -> r.Payment:
+    """A payment protobuf holds but the core cannot: mixed-sign money, no received_time."""
+    bad = payment("pay-9")
+    bad.amount.CopyFrom(Money(currency_code="USD", units=5, nanos=-10_000_000))
+    bad.ClearField("received_time")
+    return bad
+
+
+def _unconvertible_job() -> r.Job:
+    line = r.InvoiceLine(description="Movers", quantity="three", unit_price=money("120.00"), amount=money("360.00"))
+    return r.Job(job_id="job-9", number="J-9", service_date=Date(year=2026, month=1, day=10), lines=[line])
+
+
+def test_bad_input_with_the_permission_is_one_invalid_argument_naming_conversion_and_validation(
+    server: Server,
+) -> None:
+    """What the adapter could not convert and what the core's rules refuse (the customer's email, a foreign
+    currency) come back together, in one INVALID_ARGUMENT."""
+    md = server.key("acme")
+    bad_customer = r.Opportunity(
+        opportunity_id="opp-9", customer=r.Customer(customer_id="cust-9", last_name="Doe", email="not-an-email")
+    )
+    bad = _unconvertible_payment()
+    bad.refunds.append(refund("ref-9", "1.00"))
+    bad.refunds[0].amount.currency_code = "EUR"
+    with pytest.raises(grpc.RpcError) as err:
+        server.stub.SyncPayment(s.SyncPaymentRequest(opportunity=bad_customer, payment=bad), metadata=md)
+    assert _refusal(err.value) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+        {
+            "payment.amount",  # conversion: mixed signs
+            "payment.received_time",  # conversion: missing
+            "opportunity.customer.email",  # validation
+            "payment.refunds[0].amount.currency_code",  # the currency rule
+        },
+    )
+
+    request = s.CloseOutJobRequest(opportunity=bad_customer, job=_unconvertible_job(), payments=[payment("pay-9")])
+    with pytest.raises(grpc.RpcError) as err:
+        server.stub.CloseOutJob(request, metadata=md)
+    assert _refusal(err.value) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+        {"job.lines[0].quantity", "opportunity.customer.email"},
+    )
+    assert server.companies.for_tenant("acme").request_count == 0
+
+
+def test_without_the_permission_bad_input_is_permission_denied_not_invalid_argument(server: Server) -> None:
+    """The permission is checked before the input, conversion's findings included: a caller without it
+    learns nothing from bad input that good input would not tell it."""
+    everything = server.key("acme")
+    reader = server.key("acme", Permission.READ)
+    syncer = server.key("acme", Permission.SYNC)
+    bad_payment = s.SyncPaymentRequest(opportunity=opportunity(), payment=_unconvertible_payment())
+    bad_close_out = s.CloseOutJobRequest(
+        opportunity=opportunity(), job=_unconvertible_job(), payments=[_unconvertible_payment()]
+    )
+    bad_invoice = s.SyncInvoiceRequest(
+        opportunity=opportunity(), job=_unconvertible_job(), payments=[_unconvertible_payment()]
+    )
+    no_entity = r.EntityRef()  # no type, no id: conversion refuses both
+    calls: dict[str, tuple[Callable[[list[tuple[str, str]]], object], list[tuple[str, str]]]] = {
+        "SyncPayment": (lambda md: server.stub.SyncPayment(bad_payment, metadata=md), reader),
+        "CloseOutJob": (lambda md: server.stub.CloseOutJob(bad_close_out, metadata=md), reader),
+        "SyncInvoice": (lambda md: server.stub.SyncInvoice(bad_invoice, metadata=md), reader),
+        "GetSyncStatus": (
+            lambda md: server.stub.GetSyncStatus(s.GetSyncStatusRequest(entity=no_entity), metadata=md),
+            syncer,
+        ),
+        "GetQuickBooksLink": (
+            lambda md: server.stub.GetQuickBooksLink(s.GetQuickBooksLinkRequest(entity=no_entity), metadata=md),
+            reader,
+        ),
+    }
+    for method, (call, lacking_the_permission) in calls.items():
+        with pytest.raises(grpc.RpcError) as denied:
+            call(lacking_the_permission)
+        code, reason, fields = _refusal(denied.value)
+        assert (code, reason, fields) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED", set()), method
+        with pytest.raises(grpc.RpcError) as invalid:
+            call(everything)  # the same request is bad: only the permission hid it
+        assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
     assert server.companies.for_tenant("acme").request_count == 0
 
 

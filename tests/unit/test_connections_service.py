@@ -18,6 +18,7 @@ from core.errors import (
     AccountingUnavailableError,
     BookkeepingError,
     FailedPreconditionError,
+    FieldViolation,
     NotFoundError,
     PermissionDeniedError,
     ValidationError,
@@ -161,6 +162,29 @@ def test_bad_flow_parameters_are_named(world: World, redirect_uri: str, environm
     with pytest.raises(ValidationError) as raised:
         world.service.get_authorization_url(ADMIN, redirect_uri, environment)
     assert [v.field for v in raised.value.violations] == bad
+    assert world.stored() is None
+
+
+def test_conversion_violations_are_reported_after_the_permission_with_the_use_cases_own(world: World) -> None:
+    reader = Principal("acme", frozenset(Permission) - {Permission.ADMIN})
+    environment = FieldViolation("environment", "unknown environment 99")
+    method = FieldViolation("settings.payment_methods[0].method", "is required")
+    calls = [
+        lambda who: world.service.get_authorization_url(who, "", "", conversion_violations=[environment]),
+        lambda who: world.service.update_settings(
+            who, QuickBooksSettings(doc_number_prefix="MUCH-TOO-LONG-A-PREFIX"), [], conversion_violations=[method]
+        ),
+    ]
+    for call in calls:
+        with pytest.raises(PermissionDeniedError):
+            call(reader)
+    with pytest.raises(ValidationError) as raised:
+        calls[0](ADMIN)
+    assert raised.value.violations[0] == environment
+    assert [v.field for v in raised.value.violations] == ["environment", "redirect_uri"]
+    with pytest.raises(ValidationError) as raised:
+        calls[1](ADMIN)
+    assert [v.field for v in raised.value.violations] == [method.field, "settings.doc_number_prefix"]
     assert world.stored() is None
 
 

@@ -23,7 +23,7 @@ from core.domain import (
     Refund,
     SyncState,
 )
-from core.errors import NotFoundError, PermissionDeniedError, ValidationError
+from core.errors import FieldViolation, NotFoundError, PermissionDeniedError, ValidationError
 from tests.unit.support import Harness
 
 D = Decimal
@@ -314,6 +314,41 @@ def test_permissions(h: Harness) -> None:
     with pytest.raises(PermissionDeniedError):
         h.service.get_link(reader, EntityRef(EntityType.PAYMENT, "p1"))
     assert h.service.get_job(reader, job.name).name == job.name
+
+
+def test_conversion_violations_are_reported_after_the_permission_with_the_use_cases_own(h: Harness) -> None:
+    """An adapter's conversion violations (the gRPC adapter's) go into the use case: a caller without the
+    permission is denied whatever they say; one with it gets them in one ValidationError with the use case's
+    findings, a field the adapter named being judged by the adapter only (it holds a stand-in)."""
+    reader = h.principal(permissions=frozenset({Permission.READ}))
+    syncer = h.principal(permissions=frozenset({Permission.SYNC}))
+    mixed = FieldViolation("payment.amount", "units and nanos must have the same sign")
+    unnamed = Opportunity("o1", "1001", Customer("c1", last_name="Doe", email="not an email"))
+    stand_in = payment("p1", "-1.00")  # validation alone would say payment.amount "must be positive"
+    no_type = [FieldViolation("entity.type", "is required")]
+    some_entity = EntityRef(EntityType.PAYMENT, "")
+    calls = [
+        (reader, lambda who: h.service.sync_payment(who, unnamed, stand_in, conversion_violations=[mixed])),
+        (reader, lambda who: h.service.close_out_job(who, unnamed, MOVE, [stand_in], conversion_violations=[mixed])),
+        (reader, lambda who: h.service.sync_invoice(who, unnamed, MOVE, [stand_in], conversion_violations=[mixed])),
+        (syncer, lambda who: h.service.get_status(who, some_entity, conversion_violations=no_type)),
+        (reader, lambda who: h.service.get_link(who, some_entity, conversion_violations=no_type)),
+    ]
+    for lacking, call in calls:
+        with pytest.raises(PermissionDeniedError):
+            call(lacking)
+        with pytest.raises(ValidationError):
+            call(h.principal())
+
+    with pytest.raises(ValidationError) as caught:
+        h.service.sync_payment(h.principal(), unnamed, stand_in, conversion_violations=[mixed])
+    assert caught.value.violations[0] == mixed
+    assert [v.field for v in caught.value.violations] == ["payment.amount", "opportunity.customer.email"]
+    with pytest.raises(ValidationError) as caught:
+        h.service.get_status(h.principal(), some_entity, conversion_violations=no_type)
+    assert [v.field for v in caught.value.violations] == ["entity.type", "entity.id"]
+    assert h.worker.drain() == 0
+    assert h.qbo().request_count == 0
 
 
 def test_another_tenants_records_are_not_found(h: Harness) -> None:

@@ -1,7 +1,8 @@
 """The gRPC adapter for real: build_server on a loopback port, called through the generated stubs.
 
 The core's SyncService is replaced by a small double with the same signatures and contract (it checks
-permissions and validates with core.validation, as the real one does), so that these tests are about
+permissions first, then reports the adapter's conversion violations with what core.validation finds, as
+the real one does), so that these tests are about
 the adapter: authentication, conversion, error statuses, streaming, health, reflection and stopping.
 
 (No __init__.py here on purpose: as a package this folder would be imported as `grpc` by pytest.)
@@ -46,7 +47,14 @@ from core.domain import (
     SyncJob,
     SyncRecord,
 )
-from core.errors import FieldViolation, NotFoundError, StorageUnavailableError, UnauthenticatedError, ValidationError
+from core.errors import (
+    FieldViolation,
+    NotFoundError,
+    StorageUnavailableError,
+    UnauthenticatedError,
+    ValidationError,
+    merge_violations,
+)
 from core.service import require
 from core.validation import validate_job_request, validate_payment_request
 from qbsync.v1 import resources_pb2 as r
@@ -104,17 +112,13 @@ class FakeSyncService:
         request_id: str = "",
         *,
         currencies: Sequence[AmountCurrency] = (),
+        conversion_violations: Sequence[FieldViolation] = (),
     ) -> SyncJob:
         require(principal, Permission.SYNC)
         violations = validate_payment_request(opportunity, payment, request_id)
         violations += currency_violations(currencies, CompanyCurrency())  # a tenant not connected yet
-        if violations:
-            raise ValidationError(violations)
+        _raise_if_any(merge_violations(conversion_violations, violations))
         return self._accept(principal, EntityRef(EntityType.PAYMENT, payment.payment_id), opportunity)
-
-    def check_currencies(self, principal: Principal, currencies: Sequence[AmountCurrency]) -> list[FieldViolation]:
-        require(principal, Permission.SYNC)
-        return currency_violations(currencies, CompanyCurrency())
 
     def close_out_job(
         self,
@@ -125,12 +129,12 @@ class FakeSyncService:
         request_id: str = "",
         *,
         currencies: Sequence[AmountCurrency] = (),
+        conversion_violations: Sequence[FieldViolation] = (),
     ) -> SyncJob:
         require(principal, Permission.SYNC)
         violations = validate_job_request(opportunity, job, payments, request_id)
         violations += currency_violations(currencies, CompanyCurrency())
-        if violations:
-            raise ValidationError(violations)
+        _raise_if_any(merge_violations(conversion_violations, violations))
         return self._accept(principal, EntityRef(EntityType.INVOICE, job.job_id), opportunity)
 
     sync_invoice = close_out_job
@@ -151,11 +155,18 @@ class FakeSyncService:
             job.attempts += state is JobState.RUNNING
             job.update_time = T0 + timedelta(seconds=seconds)
 
-    def get_status(self, principal: Principal, entity: EntityRef) -> SyncRecord:
+    def get_status(
+        self, principal: Principal, entity: EntityRef, *, conversion_violations: Sequence[FieldViolation] = ()
+    ) -> SyncRecord:
         require(principal, Permission.READ)
+        _raise_if_any(list(conversion_violations))
         return SyncRecord(tenant_id=principal.tenant_id, entity=entity)
 
-    def get_link(self, principal: Principal, entity: EntityRef) -> str:
+    def get_link(
+        self, principal: Principal, entity: EntityRef, *, conversion_violations: Sequence[FieldViolation] = ()
+    ) -> str:
+        require(principal, Permission.QUICKBOOKS_VIEW)
+        _raise_if_any(list(conversion_violations))
         raise RuntimeError(f"a bug that mentions {SECRET_IN_A_BUG}")
 
     def list_errors(self, principal: Principal, page_size: int, page_token: str) -> tuple[list[SyncJob], str]:
@@ -164,6 +175,11 @@ class FakeSyncService:
 
     def retry(self, principal: Principal, name: str) -> SyncJob:
         return self.get_job(principal, name)
+
+
+def _raise_if_any(violations: list[FieldViolation]) -> None:
+    if violations:
+        raise ValidationError(violations)
 
 
 @dataclass

@@ -17,7 +17,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.grpc import convert
-from adapters.grpc.servicer import merge_violations
 from core.domain import (
     Customer,
     EntityRef,
@@ -37,7 +36,7 @@ from core.domain import (
     SyncResult,
     SyncState,
 )
-from core.errors import FieldViolation
+from core.errors import FieldViolation, merge_violations
 from qbsync.v1 import resources_pb2 as r
 from qbsync.v1 import sync_service_pb2 as s
 
