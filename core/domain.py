@@ -193,6 +193,32 @@ class SyncRecord:
         """Resync is offered exactly when the record was synced before (R8)."""
         return self.last_synced_time is not None
 
+    # R8's state transitions, written once: the service, the worker and the engine all move a record
+    # through these, so what each state says about `last_error` and `last_synced_time` holds everywhere.
+
+    def mark_pending(self, *, keep_error: bool = False) -> None:
+        """A sync was requested. A fresh request clears the last error; a retry of a FAILED job keeps
+        it (`keep_error`), so the bookkeeper still sees why it failed until the retry has run."""
+        self.state = SyncState.PENDING
+        if not keep_error:
+            self.last_error = ""
+
+    def mark_synced(self, now: datetime) -> None:
+        """QuickBooks holds what the CRM holds, as of `now`; an earlier error no longer applies."""
+        self.state = SyncState.SYNCED
+        self.last_synced_time = now
+        self.last_error = ""
+
+    def mark_retrying(self, message: str) -> None:
+        """An attempt failed and another is scheduled: still PENDING, showing why the last one failed."""
+        self.state = SyncState.PENDING
+        self.last_error = message
+
+    def mark_failed(self, message: str) -> None:
+        """No attempt is left, or retrying cannot help: FAILED until someone fixes the cause."""
+        self.state = SyncState.FAILED
+        self.last_error = message
+
     @property
     def applied_total(self) -> Decimal:
         return money_sum(self.applied.values())

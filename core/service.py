@@ -27,7 +27,6 @@ from core.domain import (
     Principal,
     SyncJob,
     SyncRecord,
-    SyncState,
 )
 from core.errors import (
     FailedPreconditionError,
@@ -161,7 +160,7 @@ class SyncService:
             job.next_attempt_time = None
             job.update_time = now
             uow.jobs.save(job)
-            self._mark(uow, principal.tenant_id, [job.target], SyncState.PENDING, keep_error=True)
+            self._mark_pending(uow, principal.tenant_id, [job.target], keep_error=True)
             uow.audit.append(AuditEvent(principal.tenant_id, now, "RETRY_REQUESTED", job.target, job_id, ""))
             uow.commit()
             return job
@@ -301,7 +300,7 @@ class SyncService:
                     max_attempts=self._max_attempts,
                     identity_key=opportunity.customer.identity_key(tenant),
                 )
-                self._mark(uow, tenant, [target], SyncState.PENDING)
+                self._mark_pending(uow, tenant, [target])
                 uow.jobs.add(job)
                 uow.audit.append(AuditEvent(tenant, now, f"{kind.value}_ACCEPTED", target, job.job_id, ""))
                 uow.commit()
@@ -379,16 +378,12 @@ class SyncService:
         uow.snapshots.save_payment(tenant, opportunity.opportunity_id, merged)
         refs = [EntityRef(EntityType.PAYMENT, payment.payment_id)]
         refs += [EntityRef(EntityType.REFUND, r.refund_id) for r in merged.refunds]
-        self._mark(uow, tenant, refs, SyncState.PENDING)
+        self._mark_pending(uow, tenant, refs)
 
-    def _mark(
-        self, uow: UnitOfWork, tenant: str, refs: list[EntityRef], state: SyncState, *, keep_error: bool = False
-    ) -> None:
+    def _mark_pending(self, uow: UnitOfWork, tenant: str, refs: list[EntityRef], *, keep_error: bool = False) -> None:
         for ref in refs:
             record = uow.sync_records.get(tenant, ref) or SyncRecord(tenant_id=tenant, entity=ref)
-            record.state = state
-            if not keep_error:
-                record.last_error = ""
+            record.mark_pending(keep_error=keep_error)
             uow.sync_records.save(record)
 
 
