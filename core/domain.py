@@ -154,6 +154,28 @@ class ClosedJob:
     closed_time: datetime
 
 
+@dataclass(frozen=True)
+class StoredPayment:
+    """A payment as qbsync last received it, with the opportunity it was received for."""
+
+    opportunity_id: str
+    payment: Payment
+
+
+@dataclass(frozen=True)
+class StoredJob:
+    """A job as qbsync last received it, with its opportunity and when it was first closed out (None
+    while it is not): the first close-out counts (R5)."""
+
+    opportunity_id: str
+    job: Job
+    closed_time: datetime | None
+
+    @property
+    def closed_out(self) -> bool:
+        return self.closed_time is not None
+
+
 class SyncState(enum.Enum):
     NOT_SYNCED = "NOT_SYNCED"
     PENDING = "PENDING"

@@ -24,6 +24,8 @@ from core.domain import (
     Job,
     Opportunity,
     Payment,
+    StoredJob,
+    StoredPayment,
     SyncJob,
     SyncRecord,
 )
@@ -188,7 +190,7 @@ class SnapshotRepository(Protocol):
 
     def save_payment(self, tenant_id: str, opportunity_id: str, payment: Payment) -> None: ...
 
-    def get_payment(self, tenant_id: str, payment_id: str) -> tuple[str, Payment] | None:
+    def get_payment(self, tenant_id: str, payment_id: str) -> StoredPayment | None:
         """The payment and the id of its opportunity."""
         ...
 
@@ -204,7 +206,7 @@ class SnapshotRepository(Protocol):
         """Stores the job; a closed_time already recorded is kept (the first close-out counts)."""
         ...
 
-    def get_job(self, tenant_id: str, job_id: str) -> tuple[str, Job, datetime | None] | None:
+    def get_job(self, tenant_id: str, job_id: str) -> StoredJob | None:
         """The job, its opportunity id and when it was closed out (None if it was not)."""
         ...
 

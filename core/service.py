@@ -252,11 +252,11 @@ class SyncService:
             for i, payment in enumerate(payments):
                 self._stage_payment(uow, tenant, opportunity, payment, f"payments[{i}]")
             known = uow.snapshots.get_job(tenant, job.job_id)
-            if known is not None and known[0] != opportunity.opportunity_id:
+            if known is not None and known.opportunity_id != opportunity.opportunity_id:
                 raise ValidationError(
                     [FieldViolation("job.job_id", f"job {job.job_id} belongs to another opportunity")]
                 )
-            already_closed = known is not None and known[2] is not None
+            already_closed = known is not None and known.closed_out
             if kind is JobKind.SYNC_INVOICE and not already_closed:
                 raise FailedPreconditionError(
                     f"job {job.job_id} has not been closed out: call CloseOutJob first (no invoice before close-out)"
@@ -360,11 +360,11 @@ class SyncService:
         self, uow: UnitOfWork, tenant: str, opportunity: Opportunity, payment: Payment, path: str
     ) -> None:
         known = uow.snapshots.get_payment(tenant, payment.payment_id)
-        if known is not None and known[0] != opportunity.opportunity_id:
+        if known is not None and known.opportunity_id != opportunity.opportunity_id:
             raise ValidationError(
                 [FieldViolation(f"{path}.payment_id", f"payment {payment.payment_id} belongs to another opportunity")]
             )
-        merged = payment.with_refunds_merged(known[1] if known else None)
+        merged = payment.with_refunds_merged(known.payment if known else None)
         violations = refunds_within_payment(merged, path)
         for i, refund in enumerate(payment.refunds):
             owner = uow.snapshots.payment_of_refund(tenant, refund.refund_id)

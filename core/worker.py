@@ -167,7 +167,7 @@ class SyncWorker:
         refs = [job.target]
         if job.target.type is EntityType.PAYMENT:
             found = uow.snapshots.get_payment(job.tenant_id, job.target.id)
-            payments = [found[1]] if found else []
+            payments = [found.payment] if found else []
         else:
             payments = uow.snapshots.payments_of(job.tenant_id, job.opportunity_id)
             refs += [EntityRef(EntityType.PAYMENT, p.payment_id) for p in payments]
