@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 
-from core.money import ZERO, money_sum
+from core.money import money_sum
 
 _SPACES = re.compile(r"\s+")
 
@@ -241,10 +241,6 @@ class SyncRecord:
         self.state = SyncState.FAILED
         self.last_error = message
 
-    @property
-    def applied_total(self) -> Decimal:
-        return money_sum(self.applied.values())
-
 
 class JobKind(enum.Enum):
     SYNC_PAYMENT = "SYNC_PAYMENT"
@@ -367,10 +363,3 @@ class AuditEvent:
 
 def payments_oldest_first(payments: list[Payment]) -> list[Payment]:
     return sorted(payments, key=lambda p: (p.received_time, p.payment_id))
-
-
-def applied_to_job(records: list[SyncRecord], job_id: str, *, excluding: str | None = None) -> Decimal:
-    """What the given payment records apply to one invoice, optionally leaving one payment out."""
-    return money_sum(
-        r.applied.get(job_id, ZERO) for r in records if excluding is None or r.entity.id != excluding
-    )
