@@ -87,12 +87,6 @@ class QuickBooksConnection:
     redirect_uri: str = ""
 
     @property
-    def is_sandbox(self) -> bool:
-        """Only the exact "sandbox" selects Intuit's sandbox hosts (QUICKBOOKS.md); a discovery URL is
-        treated as a sandbox for links, since it is never the production company."""
-        return self.environment != PRODUCTION
-
-    @property
     def company_currency(self) -> CompanyCurrency:
         return CompanyCurrency(self.home_currency, self.multicurrency)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 
-from core.money import ZERO, money_sum
+from core.money import money_sum
 
 _SPACES = re.compile(r"\s+")
 
@@ -154,6 +154,28 @@ class ClosedJob:
     closed_time: datetime
 
 
+@dataclass(frozen=True)
+class StoredPayment:
+    """A payment as qbsync last received it, with the opportunity it was received for."""
+
+    opportunity_id: str
+    payment: Payment
+
+
+@dataclass(frozen=True)
+class StoredJob:
+    """A job as qbsync last received it, with its opportunity and when it was first closed out (None
+    while it is not): the first close-out counts (R5)."""
+
+    opportunity_id: str
+    job: Job
+    closed_time: datetime | None
+
+    @property
+    def closed_out(self) -> bool:
+        return self.closed_time is not None
+
+
 class SyncState(enum.Enum):
     NOT_SYNCED = "NOT_SYNCED"
     PENDING = "PENDING"
@@ -193,9 +215,31 @@ class SyncRecord:
         """Resync is offered exactly when the record was synced before (R8)."""
         return self.last_synced_time is not None
 
-    @property
-    def applied_total(self) -> Decimal:
-        return money_sum(self.applied.values())
+    # R8's state transitions, written once: the service, the worker and the engine all move a record
+    # through these, so what each state says about `last_error` and `last_synced_time` holds everywhere.
+
+    def mark_pending(self, *, keep_error: bool = False) -> None:
+        """A sync was requested. A fresh request clears the last error; a retry of a FAILED job keeps
+        it (`keep_error`), so the bookkeeper still sees why it failed until the retry has run."""
+        self.state = SyncState.PENDING
+        if not keep_error:
+            self.last_error = ""
+
+    def mark_synced(self, now: datetime) -> None:
+        """QuickBooks holds what the CRM holds, as of `now`; an earlier error no longer applies."""
+        self.state = SyncState.SYNCED
+        self.last_synced_time = now
+        self.last_error = ""
+
+    def mark_retrying(self, message: str) -> None:
+        """An attempt failed and another is scheduled: still PENDING, showing why the last one failed."""
+        self.state = SyncState.PENDING
+        self.last_error = message
+
+    def mark_failed(self, message: str) -> None:
+        """No attempt is left, or retrying cannot help: FAILED until someone fixes the cause."""
+        self.state = SyncState.FAILED
+        self.last_error = message
 
 
 class JobKind(enum.Enum):
@@ -319,10 +363,3 @@ class AuditEvent:
 
 def payments_oldest_first(payments: list[Payment]) -> list[Payment]:
     return sorted(payments, key=lambda p: (p.received_time, p.payment_id))
-
-
-def applied_to_job(records: list[SyncRecord], job_id: str, *, excluding: str | None = None) -> Decimal:
-    """What the given payment records apply to one invoice, optionally leaving one payment out."""
-    return money_sum(
-        r.applied.get(job_id, ZERO) for r in records if excluding is None or r.entity.id != excluding
-    )

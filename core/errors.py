@@ -107,7 +107,8 @@ class AccountingUnavailableError(AccountingError):
     """QuickBooks could not be reached or answered with a server error.
 
     `maybe_committed` is True when the request was sent and the write may have happened anyway
-    (timeout, reset, 5xx after sending): the next attempt must look before it creates.
+    (timeout, reset, 5xx after sending). The core does not read it and need not: R7's
+    `SyncRecord.create_started` already makes any attempt after an uncertain create look first.
     """
 
     reason = "QUICKBOOKS_UNAVAILABLE"

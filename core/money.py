@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal
 
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
-
-
-def to_money(value: Decimal | int | str) -> Decimal:
-    """Quantize to cents; refuses floats so that no binary rounding ever slips in."""
-    if isinstance(value, float):
-        raise TypeError("money must never be a float")
-    try:
-        return Decimal(value).quantize(CENT, rounding=ROUND_HALF_UP)
-    except InvalidOperation as exc:
-        raise ValueError(f"not an amount: {value!r}") from exc
 
 
 def has_at_most_cents(value: Decimal) -> bool:

@@ -1,7 +1,7 @@
 """The ports: what the core needs from the outside world, as `typing.Protocol`s.
 
 Adapters subclass these explicitly so mypy checks them. Every method states its contract: what it
-returns, which domain error it raises, and what is idempotent.
+returns, which domain error it raises (its `Raises:` sentence), and what is idempotent.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from core.domain import (
     Job,
     Opportunity,
     Payment,
+    StoredJob,
+    StoredPayment,
     SyncJob,
     SyncRecord,
 )
@@ -43,7 +45,8 @@ class WriteFence(Protocol):
     """
 
     def check(self) -> None:
-        """Returns when the write may be sent now; raises `LeaseLostError` when it may not."""
+        """Returns when the write may be sent now.
+        Raises: `LeaseLostError` when it may not (the lease ran out or another worker holds the job)."""
         ...
 
 
@@ -61,8 +64,10 @@ UNFENCED: WriteFence = Unfenced()
 class AccountingSystem(Protocol):
     """One tenant's QuickBooks company.
 
-    Errors: `AccountingUnavailableError` (maybe_committed=True when a write may have happened),
-    `ThrottledError`, `ReconnectRequiredError`, `BookkeepingError` for what a person must fix.
+    Errors: every method may raise `AccountingUnavailableError` (QuickBooks unreachable or failing),
+    `ThrottledError` and `ReconnectRequiredError`; writes may also raise `BookkeepingError` for what a
+    person must fix. After `AccountingUnavailableError` a write may have happened anyway: the core does
+    not ask the error (R7's `SyncRecord.create_started` already makes the next attempt look first).
     Writes are idempotent per `request_id`: the same id returns the first write's result.
     Every write takes a `fence` (`WriteFence`), checked right before each request of the write is sent,
     whatever waits and resends happen inside the adapter: when it raises `LeaseLostError`, that request is
@@ -73,19 +78,24 @@ class AccountingSystem(Protocol):
     def find_customers(self, display_name: str, email: str) -> list[AccountingCustomer]:
         """Active customers that may match (R1): at least every active customer whose DisplayName is
         `display_name` or `display_name - N` (case and spacing ignored) and whose primary email is
-        `email`. It may return more; the core applies the exact rule."""
+        `email`. It may return more; the core applies the exact rule.
+        Raises: only the errors every method may raise (see the class)."""
         ...
 
     def create_customer(
         self, customer: NewCustomer, *, request_id: str, fence: WriteFence = UNFENCED
     ) -> AccountingCustomer:
-        """Raises `DuplicateNameError` when the DisplayName is taken by any customer, vendor or
-        employee, active or not (R2); whatever `fence.check()` raises, nothing more sent."""
+        """Raises: `DuplicateNameError` when the DisplayName is taken by any customer, vendor or
+        employee, active or not (R2); `BookkeepingError` for another refusal; whatever `fence.check()`
+        raises, nothing more sent."""
         ...
 
     def create(self, spec: TxnSpec, *, request_id: str, fence: WriteFence = UNFENCED) -> QuickBooksRef:
-        """Creates the payment, refund or invoice. Raises `CustomerUnusableError` when the customer
-        no longer exists or is inactive; whatever `fence.check()` raises, nothing more sent."""
+        """Creates the payment, refund or invoice.
+        Raises: `CustomerUnusableError` when the customer no longer exists or is inactive;
+        `LinkedRecordGoneError` when a payment links a refund expense or invoice that was deleted or
+        voided; `BookkeepingError` for another refusal; whatever `fence.check()` raises, nothing more
+        sent."""
         ...
 
     def update(
@@ -94,20 +104,24 @@ class AccountingSystem(Protocol):
         """Replaces the record with `spec` (all payment lines are sent) if `ref.sync_token` is still the
         record's SyncToken. A stale one is never re-applied here, since the record may hold a newer
         version than `spec`: it raises `StaleRecordError` carrying the current SyncToken (at most one read
-        to learn it), and nothing is written. Raises `RecordGoneError` if the record was deleted or
-        voided, `CustomerUnusableError` as `create` does; whatever `fence.check()` raises, nothing more
-        sent (the read for the current SyncToken is not a write and is not fenced)."""
+        to learn it), and nothing is written.
+        Raises: `StaleRecordError` as said; `RecordGoneError` if the record was deleted or voided;
+        `CustomerUnusableError`, `LinkedRecordGoneError` and `BookkeepingError` as `create` does;
+        whatever `fence.check()` raises, nothing more sent (the read for the current SyncToken is not a
+        write and is not fenced)."""
         ...
 
     def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str) -> QuickBooksRef | None:
         """The live record of `kind` whose private note carries `marker`, if any: how a create whose
         outcome was uncertain is found before it is attempted again (R7). `customer_id` is the customer
         the record was written for: QuickBooks cannot search private notes, so an adapter narrows the
-        search by customer (it may ignore it; a record of another customer need not be found)."""
+        search by customer (it may ignore it; a record of another customer need not be found).
+        Raises: only the errors every method may raise (see the class)."""
         ...
 
     def link_for(self, kind: TxnKind | None, quickbooks_id: str) -> str:
-        """The URL that opens the record in the QuickBooks web app (R9); kind None is a customer."""
+        """The URL that opens the record in the QuickBooks web app (R9); kind None is a customer.
+        Raises: nothing: the URL is built from the connection, QuickBooks is not asked."""
         ...
 
     def find_list_entry(self, kind: ListKind, ref: ListRef) -> ListEntry | None:
@@ -115,14 +129,16 @@ class AccountingSystem(Protocol):
         none: by Id when `ref` has one (an Id QuickBooks could not have, such as "abc", is none), else by
         name, ignoring case (the fully qualified name, Parent:Child, of a sub-account or sub-item; a bare
         name matching several entries gives the lowest Id). A read only: how settings are checked against
-        the company (core.company_lists). Raises `AccountingUnavailableError`, `ThrottledError` or
-        `ReconnectRequiredError` when the company cannot be asked."""
+        the company (core.company_lists).
+        Raises: `AccountingUnavailableError`, `ThrottledError` or `ReconnectRequiredError` when the
+        company cannot be asked; `BookkeepingError` when QuickBooks refuses the read."""
         ...
 
     def company_currency(self) -> CompanyCurrency:
         """The company's home currency and whether multicurrency is on, as QuickBooks' Preferences say
-        now (`CurrencyPrefs`; a read, never cached by the adapter). Raises as the other reads do
-        (`AccountingUnavailableError`, `ThrottledError`, `ReconnectRequiredError`)."""
+        now (`CurrencyPrefs`; a read, never cached by the adapter).
+        Raises: as the other reads do (`AccountingUnavailableError`, `ThrottledError`,
+        `ReconnectRequiredError`)."""
         ...
 
 
@@ -133,7 +149,12 @@ class AccountingSystems(Protocol):
     # exceeds them (INVALID_ARGUMENT) before accepting a job, so that no accepted job fails on them.
     field_limits: FieldLimits
 
-    def for_tenant(self, tenant_id: str) -> AccountingSystem: ...
+    def for_tenant(self, tenant_id: str) -> AccountingSystem:
+        """The tenant's company, ready to use.
+        Raises: `ReconnectRequiredError` when the tenant has no usable connection (never connected,
+        disconnected, or waiting for a reconnection); storage failures as `UnitOfWork` says (the
+        connection is read from storage)."""
+        ...
 
 
 class QuickBooksAuthorization(Protocol):
@@ -146,14 +167,21 @@ class QuickBooksAuthorization(Protocol):
     client_id: str
     client_secret: str
 
-    def authorization_url(self, environment: str, redirect_uri: str, state: str) -> str: ...
+    def authorization_url(self, environment: str, redirect_uri: str, state: str) -> str:
+        """Where to send the admin to grant qbsync access.
+        Raises: `FailedPreconditionError` when no Intuit app is configured; for a discovery-document
+        `environment`, `AccountingUnavailableError` when it cannot be fetched and `BookkeepingError`
+        (reason QUICKBOOKS_AUTHORIZATION_FAILED) when it cannot be read."""
+        ...
 
     def exchange_code(self, environment: str, redirect_uri: str, code: str) -> TokenGrant:
-        """Raises `BookkeepingError` (reason QUICKBOOKS_AUTHORIZATION_FAILED) when Intuit refuses the code."""
+        """Raises: `BookkeepingError` (reason QUICKBOOKS_AUTHORIZATION_FAILED) when Intuit refuses the code
+        or answers without tokens; `AccountingUnavailableError` when Intuit cannot be reached;
+        `FailedPreconditionError` when no Intuit app is configured."""
         ...
 
     def revoke(self, connection: QuickBooksConnection) -> None:
-        """Best effort: the tokens stop working at Intuit; failures are not raised."""
+        """Best effort: the tokens stop working at Intuit. Raises: nothing; failures are logged only."""
         ...
 
 
@@ -162,62 +190,90 @@ class QuickBooksAuthorization(Protocol):
 
 class TenantRepository(Protocol):
     def ensure(self, tenant_id: str) -> None:
-        """Creates the tenant if it is new; idempotent."""
+        """Creates the tenant if it is new; idempotent.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
-    def exists(self, tenant_id: str) -> bool: ...
+    def exists(self, tenant_id: str) -> bool:
+        """Whether the tenant was ever ensured. Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
 
 
 class ApiKeyRepository(Protocol):
-    def add(self, key: ApiKey) -> None: ...
+    def add(self, key: ApiKey) -> None:
+        """Stores a new API key. Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
 
-    def get_by_hash(self, secret_hash: str) -> ApiKey | None: ...
+    def get_by_hash(self, secret_hash: str) -> ApiKey | None:
+        """The key whose secret hashes to `secret_hash`, if any.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
 
 
 class SnapshotRepository(Protocol):
     """The newest CRM records received, per tenant. Ids are unique within a tenant only."""
 
-    def save_opportunity(self, tenant_id: str, opportunity: Opportunity) -> None: ...
+    def save_opportunity(self, tenant_id: str, opportunity: Opportunity) -> None:
+        """Stores the opportunity, replacing an older version.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
 
-    def get_opportunity(self, tenant_id: str, opportunity_id: str) -> Opportunity | None: ...
+    def get_opportunity(self, tenant_id: str, opportunity_id: str) -> Opportunity | None:
+        """The opportunity as last received, if any.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
 
     def opportunities_of_customer(self, tenant_id: str, customer_id: str) -> list[Opportunity]:
         """The CRM customer's opportunities (as last received), by opportunity_id: what moves with the
-        customer when its QuickBooks customer is replaced (R1)."""
+        customer when its QuickBooks customer is replaced (R1).
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
-    def save_payment(self, tenant_id: str, opportunity_id: str, payment: Payment) -> None: ...
+    def save_payment(self, tenant_id: str, opportunity_id: str, payment: Payment) -> None:
+        """Stores the payment for its opportunity, replacing an older version and its refund map.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
 
-    def get_payment(self, tenant_id: str, payment_id: str) -> tuple[str, Payment] | None:
-        """The payment and the id of its opportunity."""
+    def get_payment(self, tenant_id: str, payment_id: str) -> StoredPayment | None:
+        """The payment and the id of its opportunity.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
     def payments_of(self, tenant_id: str, opportunity_id: str) -> list[Payment]:
-        """The opportunity's payments, oldest (received_time, then payment_id) first."""
+        """The opportunity's payments, oldest (received_time, then payment_id) first.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
     def payment_of_refund(self, tenant_id: str, refund_id: str) -> str | None:
-        """The id of the payment a refund belongs to, if qbsync has seen the refund."""
+        """The id of the payment a refund belongs to, if qbsync has seen the refund.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
     def save_job(self, tenant_id: str, opportunity_id: str, job: Job, closed_time: datetime | None) -> None:
-        """Stores the job; a closed_time already recorded is kept (the first close-out counts)."""
+        """Stores the job; a closed_time already recorded is kept (the first close-out counts).
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
-    def get_job(self, tenant_id: str, job_id: str) -> tuple[str, Job, datetime | None] | None:
-        """The job, its opportunity id and when it was closed out (None if it was not)."""
+    def get_job(self, tenant_id: str, job_id: str) -> StoredJob | None:
+        """The job, its opportunity id and when it was closed out (None if it was not).
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
     def closed_jobs_of(self, tenant_id: str, opportunity_id: str) -> list[ClosedJob]:
-        """The opportunity's closed-out jobs, oldest close-out (then job_id) first."""
+        """The opportunity's closed-out jobs, oldest close-out (then job_id) first.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
 
 class SyncRecordRepository(Protocol):
-    def get(self, tenant_id: str, entity: EntityRef) -> SyncRecord | None: ...
+    def get(self, tenant_id: str, entity: EntityRef) -> SyncRecord | None:
+        """The record, or None when qbsync never tracked it.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
 
     def save(self, record: SyncRecord) -> None:
-        """Inserts or replaces the record for (tenant_id, entity)."""
+        """Inserts or replaces the record for (tenant_id, entity).
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
 
@@ -227,19 +283,25 @@ class RequestIdTakenError(Exception):
 
 class SyncJobRepository(Protocol):
     def add(self, job: SyncJob) -> None:
-        """Raises `RequestIdTakenError` if the tenant already has a job with the same request_id."""
+        """Queues the job. Raises: `RequestIdTakenError` if the tenant already has a job with the same
+        request_id (nothing stored); storage failures as `UnitOfWork` says."""
         ...
 
     def get(self, tenant_id: str, job_id: str) -> SyncJob | None:
-        """Only the tenant's own jobs are found."""
+        """Only the tenant's own jobs are found.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
-    def find_by_request_id(self, tenant_id: str, request_id: str) -> SyncJob | None: ...
+    def find_by_request_id(self, tenant_id: str, request_id: str) -> SyncJob | None:
+        """The tenant's job accepted under `request_id`, if any.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
 
     def get_for_update(self, tenant_id: str, job_id: str) -> SyncJob | None:
         """As `get`, and the job stays locked against other writers until this unit of work ends: how a
         worker checks that it still holds a job and records the outcome without a claimer slipping in
-        between (on PostgreSQL a row lock; SQLite and the fake serialise writers already)."""
+        between (on PostgreSQL a row lock; SQLite and the fake serialise writers already).
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
     def claim_next(self, worker_id: str, now: datetime, lease_expires: datetime) -> SyncJob | None:
@@ -247,19 +309,24 @@ class SyncJobRepository(Protocol):
         `lease_expires`, incrementing its attempts. Due: PENDING with no next_attempt_time or one
         that has passed, or RUNNING with an expired lease. A job is never claimed while another job
         with the same `lock_key`, or the same non-empty `identity_key`, is RUNNING under an unexpired
-        lease (one writer per record, and per customer identity in QuickBooks)."""
+        lease (one writer per record, and per customer identity in QuickBooks).
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
     def extend_lease(self, tenant_id: str, job_id: str, worker_id: str, lease_expires: datetime) -> bool:
         """Moves the lease of a job `worker_id` is running to `lease_expires` (the worker's heartbeat).
         False, and nothing changed, when the job is no longer RUNNING for `worker_id` (its lease ran out
-        and another worker claimed it, or it ended)."""
+        and another worker claimed it, or it ended).
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
-    def save(self, job: SyncJob) -> None: ...
+    def save(self, job: SyncJob) -> None:
+        """Replaces the stored job. Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
 
     def list_failed(self, tenant_id: str, *, offset: int, limit: int) -> list[SyncJob]:
-        """The tenant's FAILED jobs, most recently updated first."""
+        """The tenant's FAILED jobs, most recently updated first.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
 
@@ -276,17 +343,21 @@ class ConnectionRepository(Protocol):
     disconnecting, which set the tokens themselves.
     """
 
-    def get(self, tenant_id: str) -> QuickBooksConnection | None: ...
+    def get(self, tenant_id: str) -> QuickBooksConnection | None:
+        """The tenant's connection, if it has one. Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
 
     def get_for_update(self, tenant_id: str) -> QuickBooksConnection | None:
         """`get`, holding the connection's row lock until the unit of work ends: for a read-modify-write
         (merging settings) that no other writer may get into. Do not call QuickBooks while holding it: a
-        token refresh would wait for the lock."""
+        token refresh would wait for the lock.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
     def save(self, connection: QuickBooksConnection) -> None:
         """Inserts or replaces the whole connection, tokens included: only for the flows that replace the
-        tokens (connecting, disconnecting). Anywhere else use the writers below."""
+        tokens (connecting, disconnecting). Anywhere else use the writers below.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
     def save_tokens(self, tenant_id: str, grant: TokenGrant, *, replacing: str) -> bool:
@@ -294,18 +365,20 @@ class ConnectionRepository(Protocol):
         `last_error`, changing nothing else, provided the connection is still CONNECTED and still holds
         `replacing`, the refresh token that was used; returns whether it did. False means the company was
         disconnected or connected again meanwhile (or has no connection): the tokens stored then are newer
-        and are kept."""
+        and are kept.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
     def mark_reconnect_required(self, tenant_id: str, last_error: str, *, refused_token: str) -> bool:
         """Intuit refused `refused_token`: the connection becomes RECONNECT_REQUIRED with `last_error`, its
         access token forgotten and nothing else changed, provided it still holds that refresh token (a
-        refresh or reconnection committed meanwhile stands); returns whether it did."""
+        refresh or reconnection committed meanwhile stands); returns whether it did.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
     def save_settings(self, tenant_id: str, settings: QuickBooksSettings) -> None:
-        """Replaces the connection's settings, and nothing else. Raises NotFoundError when the tenant has
-        no connection (store a new one with `save`)."""
+        """Replaces the connection's settings, and nothing else.
+        Raises: `NotFoundError` when the tenant has no connection (store a new one with `save`)."""
         ...
 
     def save_authorization_request(
@@ -313,21 +386,26 @@ class ConnectionRepository(Protocol):
     ) -> None:
         """Records a pending authorization (its anti-forgery state, where Intuit sends the admin back, the
         environment), and nothing else: a live connection keeps working with its tokens until the new
-        authorization completes. Raises NotFoundError when the tenant has no connection."""
+        authorization completes.
+        Raises: `NotFoundError` when the tenant has no connection."""
         ...
 
     def save_company_currency(self, tenant_id: str, currency: CompanyCurrency) -> bool:
         """Records the company's CurrencyPrefs (`home_currency`, `multicurrency`) on the tenant's connection
         and changes nothing else, so a token another worker refreshed meanwhile is never written back over.
-        False, and nothing stored, when the tenant has no connection."""
+        False, and nothing stored, when the tenant has no connection.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
 
 class AuditLog(Protocol):
-    def append(self, event: AuditEvent) -> None: ...
+    def append(self, event: AuditEvent) -> None:
+        """Records the event. Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
 
     def list(self, tenant_id: str, *, limit: int) -> list[AuditEvent]:
-        """Newest first."""
+        """Newest first.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
 
@@ -346,24 +424,36 @@ class UnitOfWork(Protocol):
     audit: AuditLog
     connections: ConnectionRepository
 
-    def __enter__(self) -> Self: ...
+    def __enter__(self) -> Self:
+        """Begins the transaction. Raises: nothing (the connection is taken on first use)."""
+        ...
 
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None: ...
+    ) -> None:
+        """Rolls back what was not committed. Raises: `StorageUnavailableError` as the class says;
+        otherwise lets the block's own error through."""
+        ...
 
-    def commit(self) -> None: ...
+    def commit(self) -> None:
+        """Makes the block's writes durable. Raises: a storage failure surfaces as `StorageUnavailableError`
+        on leaving the block; nothing is committed then."""
+        ...
 
-    def rollback(self) -> None: ...
+    def rollback(self) -> None:
+        """Forgets the block's uncommitted writes. Raises: nothing of its own."""
+        ...
 
 
 class UnitOfWorkFactory(Protocol):
     """Makes a fresh unit of work; each thread (worker, RPC) uses its own."""
 
-    def __call__(self) -> UnitOfWork: ...
+    def __call__(self) -> UnitOfWork:
+        """Raises: nothing (the unit of work connects when first used)."""
+        ...
 
 
 # --- coordination between the threads and processes of one deployment -----------------------------
@@ -387,7 +477,9 @@ class RequestLimiter(Protocol):
     """Admits one HTTP request to a company's API, within `RateLimits` for every process that shares it."""
 
     def acquire(self, realm_id: str) -> AbstractContextManager[None]:
-        """Blocks until the request may be sent; the request is in flight until the context exits."""
+        """Blocks until the request may be sent; the request is in flight until the context exits.
+        Raises: nothing of its own; one shared through PostgreSQL lets the database driver's error
+        through when it cannot reach the database."""
         ...
 
 
@@ -396,7 +488,9 @@ class CompanyLock(Protocol):
     the threads of one process, or every process of a deployment. A holder that dies releases it."""
 
     def hold(self, key: str) -> AbstractContextManager[None]:
-        """Blocks until the lock for `key` is ours; released when the context exits."""
+        """Blocks until the lock for `key` is ours; released when the context exits.
+        Raises: nothing of its own; one shared through PostgreSQL lets the database driver's error
+        through when it cannot reach the database."""
         ...
 
 
@@ -405,11 +499,11 @@ class CompanyLock(Protocol):
 
 class Clock(Protocol):
     def now(self) -> datetime:
-        """The current time, timezone-aware UTC."""
+        """The current time, timezone-aware UTC. Raises: nothing."""
         ...
 
 
 class IdSource(Protocol):
     def new_id(self) -> str:
-        """A new unique id (for sync jobs and API keys)."""
+        """A new unique id (for sync jobs and API keys). Raises: nothing."""
         ...

@@ -27,7 +27,6 @@ from core.domain import (
     Principal,
     SyncJob,
     SyncRecord,
-    SyncState,
 )
 from core.errors import (
     FailedPreconditionError,
@@ -173,7 +172,7 @@ class SyncService:
             job.next_attempt_time = None
             job.update_time = now
             uow.jobs.save(job)
-            self._mark(uow, principal.tenant_id, [job.target], SyncState.PENDING, keep_error=True)
+            self._mark_pending(uow, principal.tenant_id, [job.target], keep_error=True)
             uow.audit.append(AuditEvent(principal.tenant_id, now, "RETRY_REQUESTED", job.target, job_id, ""))
             uow.commit()
             return job
@@ -267,11 +266,11 @@ class SyncService:
             for i, payment in enumerate(payments):
                 self._stage_payment(uow, tenant, opportunity, payment, f"payments[{i}]")
             known = uow.snapshots.get_job(tenant, job.job_id)
-            if known is not None and known[0] != opportunity.opportunity_id:
+            if known is not None and known.opportunity_id != opportunity.opportunity_id:
                 raise ValidationError(
                     [FieldViolation("job.job_id", f"job {job.job_id} belongs to another opportunity")]
                 )
-            already_closed = known is not None and known[2] is not None
+            already_closed = known is not None and known.closed_out
             if kind is JobKind.SYNC_INVOICE and not already_closed:
                 raise FailedPreconditionError(
                     f"job {job.job_id} has not been closed out: call CloseOutJob first (no invoice before close-out)"
@@ -315,7 +314,7 @@ class SyncService:
                     max_attempts=self._max_attempts,
                     identity_key=opportunity.customer.identity_key(tenant),
                 )
-                self._mark(uow, tenant, [target], SyncState.PENDING)
+                self._mark_pending(uow, tenant, [target])
                 uow.jobs.add(job)
                 uow.audit.append(AuditEvent(tenant, now, f"{kind.value}_ACCEPTED", target, job.job_id, ""))
                 uow.commit()
@@ -375,11 +374,11 @@ class SyncService:
         self, uow: UnitOfWork, tenant: str, opportunity: Opportunity, payment: Payment, path: str
     ) -> None:
         known = uow.snapshots.get_payment(tenant, payment.payment_id)
-        if known is not None and known[0] != opportunity.opportunity_id:
+        if known is not None and known.opportunity_id != opportunity.opportunity_id:
             raise ValidationError(
                 [FieldViolation(f"{path}.payment_id", f"payment {payment.payment_id} belongs to another opportunity")]
             )
-        merged = payment.with_refunds_merged(known[1] if known else None)
+        merged = payment.with_refunds_merged(known.payment if known else None)
         violations = refunds_within_payment(merged, path)
         for i, refund in enumerate(payment.refunds):
             owner = uow.snapshots.payment_of_refund(tenant, refund.refund_id)
@@ -393,16 +392,12 @@ class SyncService:
         uow.snapshots.save_payment(tenant, opportunity.opportunity_id, merged)
         refs = [EntityRef(EntityType.PAYMENT, payment.payment_id)]
         refs += [EntityRef(EntityType.REFUND, r.refund_id) for r in merged.refunds]
-        self._mark(uow, tenant, refs, SyncState.PENDING)
+        self._mark_pending(uow, tenant, refs)
 
-    def _mark(
-        self, uow: UnitOfWork, tenant: str, refs: list[EntityRef], state: SyncState, *, keep_error: bool = False
-    ) -> None:
+    def _mark_pending(self, uow: UnitOfWork, tenant: str, refs: list[EntityRef], *, keep_error: bool = False) -> None:
         for ref in refs:
             record = uow.sync_records.get(tenant, ref) or SyncRecord(tenant_id=tenant, entity=ref)
-            record.state = state
-            if not keep_error:
-                record.last_error = ""
+            record.mark_pending(keep_error=keep_error)
             uow.sync_records.save(record)
 
 

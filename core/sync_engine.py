@@ -40,7 +40,6 @@ from core.domain import (
     SyncJob,
     SyncRecord,
     SyncResult,
-    SyncState,
     normalise,
 )
 from core.errors import (
@@ -308,7 +307,7 @@ class _JobRun:
         record.quickbooks_id = chosen.id
         record.display_name = chosen.display_name
         record.quickbooks_type = "Customer"
-        self._mark_synced(record)
+        record.mark_synced(self.clock.now())
         self._save(record)
         self._report(SyncResult(record.entity, chosen.id, action))
         self.customer_id = chosen.id
@@ -591,18 +590,11 @@ class _JobRun:
             record.quickbooks_type = ref.kind.value
         record.content_hash = digest
         record.create_started = False
-        self._mark_synced(record)
+        record.mark_synced(self.clock.now())
         on_written(record)
         self._save(record)
         assert record.quickbooks_id is not None
         self._report(SyncResult(record.entity, record.quickbooks_id, action))
-
-    # --- state ------------------------------------------------------------------------------------
-
-    def _mark_synced(self, record: SyncRecord) -> None:
-        record.state = SyncState.SYNCED
-        record.last_synced_time = self.clock.now()
-        record.last_error = ""
 
     def _opportunity(self) -> Opportunity:
         with self.uow_factory() as uow:

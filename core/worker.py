@@ -136,7 +136,7 @@ class SyncWorker:
                 current.state = JobState.PENDING
                 current.next_attempt_time = now + self._backoff(current.attempts, exc)
             uow.jobs.save(current)
-            self._mark_records(uow, current, SyncState.FAILED if final else SyncState.PENDING, error.message)
+            self._mark_records(uow, current, error.message, final=final)
             kind = "SYNC_FAILED" if final else "SYNC_RETRY_SCHEDULED"
             uow.audit.append(AuditEvent(job.tenant_id, now, kind, job.target, job.job_id, error.message))
             uow.commit()
@@ -161,12 +161,13 @@ class SyncWorker:
         return current
 
     @staticmethod
-    def _mark_records(uow: UnitOfWork, job: SyncJob, state: SyncState, message: str) -> None:
-        """The target and whatever of its records is still waiting show the failure (R8)."""
+    def _mark_records(uow: UnitOfWork, job: SyncJob, message: str, *, final: bool) -> None:
+        """The target and whatever of its records is still waiting show the failure (R8): FAILED when
+        no attempt is left (`final`), otherwise still PENDING with the error, as a retry is scheduled."""
         refs = [job.target]
         if job.target.type is EntityType.PAYMENT:
             found = uow.snapshots.get_payment(job.tenant_id, job.target.id)
-            payments = [found[1]] if found else []
+            payments = [found.payment] if found else []
         else:
             payments = uow.snapshots.payments_of(job.tenant_id, job.opportunity_id)
             refs += [EntityRef(EntityType.PAYMENT, p.payment_id) for p in payments]
@@ -175,6 +176,8 @@ class SyncWorker:
             record = uow.sync_records.get(job.tenant_id, ref) or SyncRecord(tenant_id=job.tenant_id, entity=ref)
             if ref != job.target and record.state is not SyncState.PENDING:
                 continue
-            record.state = state
-            record.last_error = message
+            if final:
+                record.mark_failed(message)
+            else:
+                record.mark_retrying(message)
             uow.sync_records.save(record)

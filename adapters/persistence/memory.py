@@ -41,6 +41,8 @@ from core.domain import (
     JobState,
     Opportunity,
     Payment,
+    StoredJob,
+    StoredPayment,
     SyncJob,
     SyncRecord,
     payments_oldest_first,
@@ -244,9 +246,13 @@ class InMemorySnapshotRepository(_Repository, SnapshotRepository):
                 self._tx.refund_owners.put((tenant_id, refund.refund_id), payment.payment_id)
             self._tx.payments.put((tenant_id, payment.payment_id), (opportunity_id, _copy(payment)))
 
-    def get_payment(self, tenant_id: str, payment_id: str) -> tuple[str, Payment] | None:
+    def get_payment(self, tenant_id: str, payment_id: str) -> StoredPayment | None:
         with self._db.lock:
-            return _copy(self._tx.payments.get((tenant_id, payment_id)))
+            found = self._tx.payments.get((tenant_id, payment_id))
+        if found is None:
+            return None
+        opportunity_id, payment = found
+        return StoredPayment(opportunity_id, _copy(payment))
 
     def payments_of(self, tenant_id: str, opportunity_id: str) -> list[Payment]:
         with self._db.lock:
@@ -268,9 +274,13 @@ class InMemorySnapshotRepository(_Repository, SnapshotRepository):
                 closed_time = earlier[2]  # the first close-out counts
             self._tx.crm_jobs.put((tenant_id, job.job_id), (opportunity_id, _copy(job), closed_time))
 
-    def get_job(self, tenant_id: str, job_id: str) -> tuple[str, Job, datetime | None] | None:
+    def get_job(self, tenant_id: str, job_id: str) -> StoredJob | None:
         with self._db.lock:
-            return _copy(self._tx.crm_jobs.get((tenant_id, job_id)))
+            found = self._tx.crm_jobs.get((tenant_id, job_id))
+        if found is None:
+            return None
+        opportunity_id, job, closed_time = found
+        return StoredJob(opportunity_id, _copy(job), closed_time)
 
     def closed_jobs_of(self, tenant_id: str, opportunity_id: str) -> list[ClosedJob]:
         with self._db.lock:

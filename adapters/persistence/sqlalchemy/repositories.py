@@ -38,6 +38,8 @@ from core.domain import (
     Opportunity,
     Payment,
     Permission,
+    StoredJob,
+    StoredPayment,
     SyncRecord,
     SyncState,
     payments_oldest_first,
@@ -195,11 +197,11 @@ class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
                 ["tenant_id", "refund_id"],
             )
 
-    def get_payment(self, tenant_id: str, payment_id: str) -> tuple[str, Payment] | None:
+    def get_payment(self, tenant_id: str, payment_id: str) -> StoredPayment | None:
         row = self._one(
             select(PaymentRow).where(PaymentRow.tenant_id == tenant_id, PaymentRow.payment_id == payment_id)
         )
-        return None if row is None else (row.opportunity_id, codec.payment_from_json(row.data))
+        return None if row is None else StoredPayment(row.opportunity_id, codec.payment_from_json(row.data))
 
     def payments_of(self, tenant_id: str, opportunity_id: str) -> list[Payment]:
         rows = self._fresh(
@@ -233,9 +235,9 @@ class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
             },
         )
 
-    def get_job(self, tenant_id: str, job_id: str) -> tuple[str, Job, datetime | None] | None:
+    def get_job(self, tenant_id: str, job_id: str) -> StoredJob | None:
         row = self._one(select(CrmJobRow).where(CrmJobRow.tenant_id == tenant_id, CrmJobRow.job_id == job_id))
-        return None if row is None else (row.opportunity_id, codec.job_from_json(row.data), row.closed_time)
+        return None if row is None else StoredJob(row.opportunity_id, codec.job_from_json(row.data), row.closed_time)
 
     def closed_jobs_of(self, tenant_id: str, opportunity_id: str) -> list[ClosedJob]:
         rows = self._fresh(

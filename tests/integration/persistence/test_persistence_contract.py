@@ -19,6 +19,8 @@ from core.domain import (
     JobError,
     JobState,
     Permission,
+    StoredJob,
+    StoredPayment,
     SyncAction,
     SyncJob,
     SyncRecord,
@@ -131,15 +133,15 @@ def test_money_round_trips_as_exact_decimals(backend: Backend) -> None:
         got_record = uow.sync_records.get("t1", PAYMENT_REF)
         got_job = uow.snapshots.get_job("t1", "J1")
     assert got is not None and got_record is not None and got_job is not None
-    _, got_payment = got
+    got_payment = got.payment
     assert got_payment == stored_payment
     # Same value *and* same digits: no float ever got in the way.
     assert str(got_payment.amount) == "1234567.89"
     assert [str(r.amount) for r in got_payment.refunds] == ["0.10", "0.01"]
     assert str(got_record.amount) == "1234567.89"
     assert {k: str(v) for k, v in got_record.applied.items()} == {"J1": "0.10", "J2": "3"}
-    assert got_job[1] == crm_job()
-    assert [str(line.quantity) for line in got_job[1].lines] == ["3.5", "1"]
+    assert got_job.job == crm_job()
+    assert [str(line.quantity) for line in got_job.job.lines] == ["3.5", "1"]
     assert all(isinstance(v, Decimal) for v in got_record.applied.values())
 
 
@@ -158,12 +160,12 @@ def test_datetimes_round_trip_timezone_aware(backend: Backend) -> None:
         got_crm = uow.snapshots.get_job("t1", "J1")
         got_record = uow.sync_records.get("t1", PAYMENT_REF)
     assert got_job is not None and got_crm is not None and got_record is not None
-    for value in (got_job.create_time, got_job.next_attempt_time, got_crm[2], got_record.last_synced_time):
+    for value in (got_job.create_time, got_job.next_attempt_time, got_crm.closed_time, got_record.last_synced_time):
         assert value is not None
         assert value.utcoffset() is not None, "came back naive"
     assert got_job.create_time == local
     assert got_job.next_attempt_time == local + timedelta(days=1)
-    assert got_crm[2] == local
+    assert got_crm.closed_time == local
     assert got_record.last_synced_time == local
     assert got_job.create_time.astimezone(UTC) == datetime(2025, 6, 30, 21, 59, 58, 999999, tzinfo=UTC)
 
@@ -194,15 +196,15 @@ def test_payments_with_refunds_and_the_refund_to_payment_map(backend: Backend) -
         assert uow.snapshots.payment_of_refund("t2", "R1") == "P9"
         assert uow.snapshots.payment_of_refund("t1", "R3") is None
         got = uow.snapshots.get_payment("t1", "P1")
-        assert got is not None and got[0] == "O1"
-        assert [r.refund_id for r in got[1].refunds] == ["R1", "R2"]
+        assert got is not None and got.opportunity_id == "O1"
+        assert [r.refund_id for r in got.payment.refunds] == ["R1", "R2"]
 
         # A newer version replaces the stored payment, refunds and all (and may move opportunity).
         newer = payment("P1", amount="50.00", refunds=(refund("R2", "5.00"), refund("R3", "1.00")))
         uow.snapshots.save_payment("t1", "O2", newer)
         uow.commit()
     with backend.uow() as uow:
-        assert uow.snapshots.get_payment("t1", "P1") == ("O2", newer)
+        assert uow.snapshots.get_payment("t1", "P1") == StoredPayment("O2", newer)
         assert uow.snapshots.payment_of_refund("t1", "R1") is None
         assert uow.snapshots.payment_of_refund("t1", "R3") == "P1"
         assert uow.snapshots.payment_of_refund("t2", "R1") == "P9"
@@ -225,13 +227,13 @@ def test_payments_of_lists_the_opportunitys_payments_oldest_first(backend: Backe
 def test_save_job_keeps_the_first_closed_time(backend: Backend) -> None:
     with backend.uow() as uow:
         uow.snapshots.save_job("t1", "O1", crm_job("J1"), None)
-        assert uow.snapshots.get_job("t1", "J1") == ("O1", crm_job("J1"), None)
+        assert uow.snapshots.get_job("t1", "J1") == StoredJob("O1", crm_job("J1"), None)
         uow.snapshots.save_job("t1", "O1", crm_job("J1"), at(5))
         uow.snapshots.save_job("t1", "O1", crm_job("J1", "Packing"), None)  # must not erase it
         uow.snapshots.save_job("t1", "O1", crm_job("J1", "Storage"), at(9))  # nor replace it
         uow.commit()
     with backend.uow() as uow:
-        assert uow.snapshots.get_job("t1", "J1") == ("O1", crm_job("J1", "Storage"), at(5))
+        assert uow.snapshots.get_job("t1", "J1") == StoredJob("O1", crm_job("J1", "Storage"), at(5))
         assert uow.snapshots.get_job("t2", "J1") is None
 
 
