@@ -9,7 +9,8 @@ Every call the adapter makes runs through `CompanySession.call`:
   because every write carries a `requestid` (the same on every retry, so QBO replays rather than
   writes twice). A create whose attempt may have committed first runs its `recover` look-up, so a QBO
   that does not honour the replay (QUICKBOOKS.md: *verify*) still gets no duplicate. When retries run
-  out, `AccountingUnavailableError(maybe_committed=...)` tells the core whether it must look first.
+  out, the error says whether the write may have committed (`maybe_committed`, for people reading it);
+  the core looks before it creates again anyway (a SyncRecord's `create_started`, R7).
 
 A write carries the core's `WriteFence`, checked right before each of its HTTP requests is sent: inside
 the request limiter's admission (so after any wait for it), after any token refresh, and on every resend
