@@ -242,13 +242,13 @@ class SyncRecord:
         self.last_error = message
 
 
-class JobKind(enum.Enum):
+class SyncJobKind(enum.Enum):
     SYNC_PAYMENT = "SYNC_PAYMENT"
     CLOSE_OUT_JOB = "CLOSE_OUT_JOB"
     SYNC_INVOICE = "SYNC_INVOICE"
 
 
-class JobState(enum.Enum):
+class SyncJobState(enum.Enum):
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
@@ -256,7 +256,7 @@ class JobState(enum.Enum):
 
     @property
     def done(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED)
+        return self in (SyncJobState.SUCCEEDED, SyncJobState.FAILED)
 
 
 class SyncAction(enum.Enum):
@@ -289,13 +289,13 @@ class SyncJob:
 
     job_id: str
     tenant_id: str
-    kind: JobKind
+    kind: SyncJobKind
     target: EntityRef
     opportunity_id: str
     customer_id: str
     create_time: datetime
     update_time: datetime
-    state: JobState = JobState.PENDING
+    state: SyncJobState = SyncJobState.PENDING
     resync: bool = False
     attempts: int = 0
     max_attempts: int = 8

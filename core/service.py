@@ -19,13 +19,13 @@ from core.domain import (
     EntityRef,
     EntityType,
     Job,
-    JobKind,
-    JobState,
     Opportunity,
     Payment,
     Permission,
     Principal,
     SyncJob,
+    SyncJobKind,
+    SyncJobState,
     SyncRecord,
 )
 from core.errors import (
@@ -112,14 +112,14 @@ class SyncService:
                 ],
             )
         )
-        fingerprint = _fingerprint(JobKind.SYNC_PAYMENT, opportunity, payment)
+        fingerprint = _fingerprint(SyncJobKind.SYNC_PAYMENT, opportunity, payment)
         target = EntityRef(EntityType.PAYMENT, payment.payment_id)
 
         def stage(uow: UnitOfWork) -> None:
             self._stage_opportunity(uow, principal.tenant_id, opportunity, "opportunity")
             self._stage_payment(uow, principal.tenant_id, opportunity, payment, "payment")
 
-        return self._accept(principal, JobKind.SYNC_PAYMENT, target, opportunity, request_id, fingerprint, stage)
+        return self._accept(principal, SyncJobKind.SYNC_PAYMENT, target, opportunity, request_id, fingerprint, stage)
 
     def close_out_job(
         self,
@@ -134,7 +134,14 @@ class SyncService:
     ) -> SyncJob:
         """R5: record the job as closed out and sync its invoice with the payments applied."""
         return self._accept_job(
-            principal, JobKind.CLOSE_OUT_JOB, opportunity, job, payments, request_id, currencies, conversion_violations
+            principal,
+            SyncJobKind.CLOSE_OUT_JOB,
+            opportunity,
+            job,
+            payments,
+            request_id,
+            currencies,
+            conversion_violations,
         )
 
     def sync_invoice(
@@ -150,7 +157,14 @@ class SyncService:
     ) -> SyncJob:
         """R5/R6: sync or resync the invoice of a job that was closed out."""
         return self._accept_job(
-            principal, JobKind.SYNC_INVOICE, opportunity, job, payments, request_id, currencies, conversion_violations
+            principal,
+            SyncJobKind.SYNC_INVOICE,
+            opportunity,
+            job,
+            payments,
+            request_id,
+            currencies,
+            conversion_violations,
         )
 
     def retry(self, principal: Principal, name: str) -> SyncJob:
@@ -161,13 +175,13 @@ class SyncService:
             job = uow.jobs.get(principal.tenant_id, job_id)
             if job is None:
                 raise NotFoundError(f"{name} not found")
-            if job.state is not JobState.FAILED:
+            if job.state is not SyncJobState.FAILED:
                 raise FailedPreconditionError(
                     f"{name} is {job.state.value}: only a FAILED job can be retried",
                     metadata={"state": job.state.value},
                 )
             now = self._clock.now()
-            job.state = JobState.PENDING
+            job.state = SyncJobState.PENDING
             job.max_attempts = job.attempts + self._max_attempts
             job.next_attempt_time = None
             job.update_time = now
@@ -235,7 +249,7 @@ class SyncService:
     def _accept_job(
         self,
         principal: Principal,
-        kind: JobKind,
+        kind: SyncJobKind,
         opportunity: Opportunity,
         job: Job,
         payments: list[Payment],
@@ -271,7 +285,7 @@ class SyncService:
                     [FieldViolation("job.job_id", f"job {job.job_id} belongs to another opportunity")]
                 )
             already_closed = known is not None and known.closed_out
-            if kind is JobKind.SYNC_INVOICE and not already_closed:
+            if kind is SyncJobKind.SYNC_INVOICE and not already_closed:
                 raise FailedPreconditionError(
                     f"job {job.job_id} has not been closed out: call CloseOutJob first (no invoice before close-out)"
                 )
@@ -282,7 +296,7 @@ class SyncService:
     def _accept(
         self,
         principal: Principal,
-        kind: JobKind,
+        kind: SyncJobKind,
         target: EntityRef,
         opportunity: Opportunity,
         request_id: str,

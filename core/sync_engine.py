@@ -31,13 +31,13 @@ from core.domain import (
     Customer,
     EntityRef,
     EntityType,
-    JobKind,
     Opportunity,
     Payment,
     PaymentMethod,
     Refund,
     SyncAction,
     SyncJob,
+    SyncJobKind,
     SyncRecord,
     SyncResult,
     normalise,
@@ -170,7 +170,7 @@ class _JobRun:
     # --- the two kinds of job ----------------------------------------------------------------------
 
     def sync_target(self) -> None:
-        if self.job.kind is JobKind.SYNC_PAYMENT:
+        if self.job.kind is SyncJobKind.SYNC_PAYMENT:
             self.sync_payment(self.job.target.id)
         else:
             self.sync_invoice(self.job.target.id)

@@ -18,8 +18,8 @@ from core.domain import (
     EntityRef,
     EntityType,
     JobError,
-    JobState,
     SyncJob,
+    SyncJobState,
     SyncRecord,
     SyncResult,
     SyncState,
@@ -107,7 +107,7 @@ class SyncWorker:
             if current is None:
                 return job
             now = self._clock.now()
-            current.state = JobState.SUCCEEDED
+            current.state = SyncJobState.SUCCEEDED
             current.results = results
             current.error = None
             current.update_time = now
@@ -130,10 +130,10 @@ class SyncWorker:
             current.claimed_by = ""
             current.lease_expires = None
             if final:
-                current.state = JobState.FAILED
+                current.state = SyncJobState.FAILED
                 current.next_attempt_time = None
             else:
-                current.state = JobState.PENDING
+                current.state = SyncJobState.PENDING
                 current.next_attempt_time = now + self._backoff(current.attempts, exc)
             uow.jobs.save(current)
             self._mark_records(uow, current, error.message, final=final)
@@ -155,7 +155,7 @@ class SyncWorker:
         """A worker whose lease ran out must not overwrite what the job's new owner records. The job is
         read for update: no claimer can take it between this check and the commit of our outcome."""
         current = uow.jobs.get_for_update(job.tenant_id, job.job_id)
-        if current is None or current.state is not JobState.RUNNING or current.claimed_by != worker_id:
+        if current is None or current.state is not SyncJobState.RUNNING or current.claimed_by != worker_id:
             log.warning("sync job %s is no longer held by %s; leaving it", job.name, worker_id)
             return None
         return current

@@ -47,13 +47,13 @@ from core.domain import (
     EntityType,
     InvoiceLine,
     Job,
-    JobState,
     Opportunity,
     Payment,
     PaymentMethod,
     Refund,
     SyncAction,
     SyncJob,
+    SyncJobState,
     SyncRecord,
     SyncResult,
     SyncState,
@@ -97,7 +97,7 @@ _PAYMENT_METHODS_IN: dict[int, PaymentMethod] = {v: m for m, v in _PAYMENT_METHO
 _ENTITY_TYPES = {t: resources_pb2.EntityType.Value(f"ENTITY_TYPE_{t.value}") for t in EntityType}
 _ENTITY_TYPES_IN: dict[int, EntityType] = {v: t for t, v in _ENTITY_TYPES.items()}
 _SYNC_STATES = {s: resources_pb2.SyncState.Value(f"SYNC_STATE_{s.value}") for s in SyncState}
-_JOB_STATES = {s: resources_pb2.SyncJob.State.Value(f"STATE_{s.value}") for s in JobState}
+_JOB_STATES = {s: resources_pb2.SyncJob.State.Value(f"STATE_{s.value}") for s in SyncJobState}
 _SYNC_ACTIONS = {a: resources_pb2.SyncAction.Value(f"SYNC_ACTION_{a.value}") for a in SyncAction}
 
 Violations = list[FieldViolation]

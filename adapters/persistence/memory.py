@@ -38,12 +38,12 @@ from core.domain import (
     ClosedJob,
     EntityRef,
     Job,
-    JobState,
     Opportunity,
     Payment,
     StoredJob,
     StoredPayment,
     SyncJob,
+    SyncJobState,
     SyncRecord,
     payments_oldest_first,
 )
@@ -308,16 +308,16 @@ def is_due(job: SyncJob, now: datetime) -> bool:
     A RUNNING job without a lease is treated as expired: claim_next always sets one, so such a job
     can only come from a bug or a manual edit, and leaving it stuck forever would lose it (R7).
     """
-    if job.state is JobState.PENDING:
+    if job.state is SyncJobState.PENDING:
         return job.next_attempt_time is None or job.next_attempt_time <= now
-    if job.state is JobState.RUNNING:
+    if job.state is SyncJobState.RUNNING:
         return job.lease_expires is None or job.lease_expires < now
     return False
 
 
 def holds_lease(job: SyncJob, now: datetime) -> bool:
     """The complement of an expired lease: this job's worker may still be writing."""
-    return job.state is JobState.RUNNING and job.lease_expires is not None and job.lease_expires >= now
+    return job.state is SyncJobState.RUNNING and job.lease_expires is not None and job.lease_expires >= now
 
 
 def _blocked_by(job: SyncJob, holders: list[SyncJob]) -> bool:
@@ -385,7 +385,7 @@ class InMemorySyncJobRepository(_Repository, SyncJobRepository):
             if not due:
                 return None
             job = _copy(due[0])
-            job.state = JobState.RUNNING
+            job.state = SyncJobState.RUNNING
             job.claimed_by = worker_id
             job.lease_expires = lease_expires
             job.attempts += 1
@@ -401,7 +401,7 @@ class InMemorySyncJobRepository(_Repository, SyncJobRepository):
     def extend_lease(self, tenant_id: str, job_id: str, worker_id: str, lease_expires: datetime) -> bool:
         with self._db.lock:
             job = self._tx.jobs.get((tenant_id, job_id))
-            if job is None or job.state is not JobState.RUNNING or job.claimed_by != worker_id:
+            if job is None or job.state is not SyncJobState.RUNNING or job.claimed_by != worker_id:
                 return False
             extended = _copy(job)
             extended.lease_expires = lease_expires
@@ -417,7 +417,7 @@ class InMemorySyncJobRepository(_Repository, SyncJobRepository):
             failed = [
                 _copy(job)
                 for (tenant, _), job in self._tx.jobs.items()
-                if tenant == tenant_id and job.state is JobState.FAILED
+                if tenant == tenant_id and job.state is SyncJobState.FAILED
             ]
         failed.sort(key=lambda job: (job.update_time, job.job_id), reverse=True)
         return failed[offset : offset + limit]

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from adapters.persistence.encryption import SecretBox
 from adapters.persistence.sqlalchemy import SqlAlchemyUnitOfWorkFactory, create_engine_for, migrate
 from core.connection import ConnectionState, QuickBooksConnection
-from core.domain import EntityRef, EntityType, JobError, JobKind, JobState, SyncJob
+from core.domain import EntityRef, EntityType, JobError, SyncJob, SyncJobKind, SyncJobState
 from qbsync.cli import main
 
 T0 = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
@@ -119,13 +119,13 @@ def _failed_job(job_id: str, minutes: int) -> SyncJob:
     return SyncJob(
         job_id=job_id,
         tenant_id="acme",
-        kind=JobKind.SYNC_PAYMENT,
+        kind=SyncJobKind.SYNC_PAYMENT,
         target=EntityRef(EntityType.PAYMENT, f"pay-{job_id}"),
         opportunity_id="O1",
         customer_id="C1",
         create_time=T0,
         update_time=T0 + timedelta(minutes=minutes),
-        state=JobState.FAILED,
+        state=SyncJobState.FAILED,
         attempts=8,
         error=JobError("QUICKBOOKS_REJECTED", f"closed period ({job_id})", retryable=False),
     )
@@ -138,7 +138,7 @@ def failures(ops: SqlAlchemyUnitOfWorkFactory) -> SqlAlchemyUnitOfWorkFactory:
         uow.tenants.ensure("other")
         uow.jobs.add(_failed_job("old", 1))
         uow.jobs.add(_failed_job("new", 5))
-        uow.jobs.add(replace(_failed_job("done", 9), state=JobState.SUCCEEDED, error=None))
+        uow.jobs.add(replace(_failed_job("done", 9), state=SyncJobState.SUCCEEDED, error=None))
         uow.jobs.add(replace(_failed_job("theirs", 7), tenant_id="other"))
         uow.commit()
     return ops
@@ -169,7 +169,7 @@ def test_retry_puts_a_failed_job_back_in_the_queue(failures: SqlAlchemyUnitOfWor
     assert "syncJobs/old is PENDING again" in output
     with failures() as uow:
         job = uow.jobs.get("acme", "old")
-    assert job is not None and job.state is JobState.PENDING and job.max_attempts > job.attempts
+    assert job is not None and job.state is SyncJobState.PENDING and job.max_attempts > job.attempts
     assert [line.split()[0] for line in _run("errors", "--tenant", "acme")[1].splitlines()] == ["syncJobs/new"]
 
 

@@ -21,11 +21,11 @@ from core.domain import (
     EntityType,
     InvoiceLine,
     Job,
-    JobState,
     Opportunity,
     Payment,
     PaymentMethod,
     Refund,
+    SyncJobState,
 )
 from core.errors import NotFoundError, ValidationError
 from core.limits import FieldLimits, quantity_fits
@@ -92,7 +92,7 @@ def test_control_characters_in_names_and_notes_become_one_space_and_colons_leave
     payment = paid("p1", "100.00", Refund("r1", D("10.00"), T, "damaged\x00\x00 sofa\n"), reference="chk\t42")
     job = h.service.sync_payment(h.principal(), opportunity, payment)
     h.worker.drain()
-    assert h.service.get_job(h.principal(), job.name).state is JobState.SUCCEEDED
+    assert h.service.get_job(h.principal(), job.name).state is SyncJobState.SUCCEEDED
     qbo = h.qbo()
     (made,) = qbo.customers.values()
     assert (made.display_name, made.given_name, made.family_name, made.company_name) == (
@@ -137,7 +137,7 @@ def test_each_customer_field_is_held_to_its_quickbooks_limit(h: Harness) -> None
                         "m" * (limits.email - len("@example.com")) + "@example.com", "5" * limits.phone)
     job = h.service.sync_payment(h.principal(), Opportunity("o1", "1", at_limit), paid())
     h.worker.drain()
-    assert h.service.get_job(h.principal(), job.name).state is JobState.SUCCEEDED
+    assert h.service.get_job(h.principal(), job.name).state is SyncJobState.SUCCEEDED
     over = Customer("c2", "G" * (limits.given_name + 1), "F" * (limits.family_name + 1),
                     "C" * (limits.company_name + 1), "m" * limits.email + "@example.com", "5" * (limits.phone + 1))
     fields = refused_fields(lambda: h.service.sync_payment(h.principal(), Opportunity("o2", "1", over), paid("p2")))

@@ -40,12 +40,12 @@ from core.domain import (
     EntityType,
     InvoiceLine,
     Job,
-    JobState,
     Opportunity,
     Payment,
     PaymentMethod,
     Principal,
     Refund,
+    SyncJobState,
     SyncState,
 )
 from core.errors import FailedPreconditionError, NotFoundError, RequestIdReusedError, ValidationError
@@ -383,7 +383,7 @@ class SyncRulesMachine(RuleBasedStateMachine):
         taken = {tidy(c.display_name) for c in self.qbo.customers.values()} | {tidy(n) for n in self.qbo.other_names}
         request_id = f"req-{len(self.requests) + 1}" if request else ""
         job = call(request_id)
-        assert job.state is JobState.PENDING
+        assert job.state is SyncJobState.PENDING
         self.job_names.append(job.name)
         if request_id:
             self.requests.append((request_id, call, job.name))
@@ -817,7 +817,7 @@ class SyncRulesMachine(RuleBasedStateMachine):
         self.changed()
         for name in self.job_names:
             job = self.h.service.get_job(self.p, name)
-            assert job.state is JobState.SUCCEEDED, (name, job.state, job.error)
+            assert job.state is SyncJobState.SUCCEEDED, (name, job.state, job.error)
 
     @invariant()
     def r1_r2_customers(self) -> None:

@@ -15,12 +15,12 @@ from core.domain import (
     EntityType,
     InvoiceLine,
     Job,
-    JobState,
     Opportunity,
     Payment,
     PaymentMethod,
     Permission,
     Refund,
+    SyncJobState,
     SyncState,
 )
 from core.errors import FieldViolation, NotFoundError, PermissionDeniedError, ValidationError
@@ -51,7 +51,7 @@ def h() -> Harness:
 def run(h: Harness, job) -> None:  # type: ignore[no-untyped-def]
     h.worker.drain()
     done = h.service.get_job(h.principal(), job.name)
-    assert done.state is JobState.SUCCEEDED, done.error
+    assert done.state is SyncJobState.SUCCEEDED, done.error
 
 
 def only(qbo: FakeQuickBooks, entity: str):  # type: ignore[no-untyped-def]

@@ -21,7 +21,6 @@ from core.domain import (
     Customer,
     EntityRef,
     EntityType,
-    JobState,
     Opportunity,
     Payment,
     PaymentMethod,
@@ -29,6 +28,7 @@ from core.domain import (
     Principal,
     Refund,
     SyncJob,
+    SyncJobState,
     SyncState,
 )
 from core.errors import LeaseLostError
@@ -123,7 +123,8 @@ def test_beats_keep_the_lease_past_its_first_expiry_and_no_one_else_claims_it() 
             uow.commit()
     assert rig.clock.now() > job.lease_expires and heartbeat.lease.held()
     stored = rig.stored(job)
-    assert (stored.state, stored.claimed_by, stored.lease_expires) == (JobState.RUNNING, "w1", heartbeat.lease.expires)
+    expected = (SyncJobState.RUNNING, "w1", heartbeat.lease.expires)
+    assert (stored.state, stored.claimed_by, stored.lease_expires) == expected
     assert heartbeat.beats == 4
 
 
@@ -223,7 +224,7 @@ def test_a_worker_whose_lease_is_taken_mid_job_makes_no_further_write(stalls_aft
     assert rig.qbo.write_count == counted[1]  # w1 resumed and wrote nothing more
     assert len(rig.qbo.customers) == 1 and len(rig.qbo.live("Purchase")) == 1 and len(rig.qbo.live("Payment")) == 1
     stored = rig.stored(job)
-    assert (stored.state, stored.claimed_by, stored.attempts) == (JobState.SUCCEEDED, "", 2)  # w2's outcome
+    assert (stored.state, stored.claimed_by, stored.attempts) == (SyncJobState.SUCCEEDED, "", 2)  # w2's outcome
     assert rig.audit().count("SYNC_SUCCEEDED") == 1
     assert "SYNC_FAILED" not in rig.audit() and "SYNC_RETRY_SCHEDULED" not in rig.audit()
     assert rig.service.get_status(rig.principal, P1).state is SyncState.SYNCED
@@ -237,12 +238,12 @@ def test_a_worker_whose_lease_ran_out_stops_even_if_no_one_claimed_the_job_yet()
 
     assert rig.qbo.write_count == 1  # the customer; no payment
     stored = rig.stored(job)
-    assert (stored.state, stored.claimed_by, stored.error) == (JobState.RUNNING, "w1", None)  # left as it was
+    assert (stored.state, stored.claimed_by, stored.error) == (SyncJobState.RUNNING, "w1", None)  # left as it was
     with rig.uow_factory() as uow:
         customer = uow.sync_records.get("acme", EntityRef(EntityType.CUSTOMER, "c1"))
     assert customer is None  # the record save after the write was fenced too
     rig.worker.drain("w2")  # the lease has run out: another worker takes the job and finishes it
-    assert rig.stored(job).state is JobState.SUCCEEDED
+    assert rig.stored(job).state is SyncJobState.SUCCEEDED
     assert len(rig.qbo.customers) == 1 and len(rig.qbo.live("Payment")) == 1  # w2 linked w1's customer
 
 
@@ -272,7 +273,7 @@ def test_a_stalled_update_sent_after_a_newer_resync_never_overwrites_it() -> Non
     assert rig.qbo.stale_token_refusals == 1
     assert hooked.amounts == [Decimal("200.00"), Decimal("300.00"), Decimal("300.00")]  # w1's, then w2's two
     assert rig.qbo.write_count - writes_before == 2  # w2's two updates (both jobs), none of w1's
-    assert rig.stored(older).state is rig.stored(newer[0]).state is JobState.SUCCEEDED
+    assert rig.stored(older).state is rig.stored(newer[0]).state is SyncJobState.SUCCEEDED
     record = rig.service.get_status(rig.principal, P1)
     assert record.amount == Decimal("300.00") and record.sync_token == str(rig.qbo.live("Payment")[0].sync_token)
     assert rig.audit().count("SYNC_SUCCEEDED") == 3 and "SYNC_RETRY_SCHEDULED" not in rig.audit()
@@ -299,7 +300,7 @@ def test_a_write_handed_on_with_the_lease_held_is_not_sent_once_it_runs_out_befo
     assert rig.qbo.write_count - writes_before == 2  # w2's two updates
     assert rig.qbo.stale_token_refusals == 0  # w1's was checked as it would leave, and never sent
     assert rig.payment_amount() == Decimal("300.00")
-    assert rig.stored(older).state is rig.stored(newer[0]).state is JobState.SUCCEEDED
+    assert rig.stored(older).state is rig.stored(newer[0]).state is SyncJobState.SUCCEEDED
 
 
 def test_the_fake_checks_a_writes_fence_before_it_is_sent_and_counts_nothing_refused() -> None:
@@ -347,7 +348,7 @@ def test_a_record_changed_in_quickbooks_is_rewritten_from_the_newest_snapshot_wh
     hooked = rig.companies.hook("acme", "update", "before", edited_meanwhile)
     ended = rig.worker.run_next("w1")
 
-    assert ended is not None and ended.job_id == older.job_id and ended.state is JobState.SUCCEEDED
+    assert ended is not None and ended.job_id == older.job_id and ended.state is SyncJobState.SUCCEEDED
     assert ended.attempts == 1  # in the same attempt: the run started over from the newest snapshot
     assert hooked.amounts == [Decimal("200.00"), Decimal("300.00")]  # the 200.00 was refused, never re-sent
     assert rig.payment_amount() == Decimal("300.00")
@@ -368,11 +369,11 @@ def test_a_record_that_keeps_changing_fails_the_attempt_retryably_after_bounded_
     ended = rig.worker.run_next("w1")
 
     assert rig.qbo.stale_token_refusals == MAX_STALE_ROUNDS
-    assert ended is not None and ended.state is JobState.PENDING  # retried later, from the newest snapshot
+    assert ended is not None and ended.state is SyncJobState.PENDING  # retried later, from the newest snapshot
     assert ended.error is not None and ended.error.reason == "QUICKBOOKS_RECORD_CHANGED" and ended.error.retryable
     assert rig.payment_amount() == Decimal("100.00")
     rig.worker.drain("w1")
-    assert rig.stored(job).state is JobState.SUCCEEDED and rig.payment_amount() == Decimal("200.00")
+    assert rig.stored(job).state is SyncJobState.SUCCEEDED and rig.payment_amount() == Decimal("200.00")
 
 
 def test_an_older_queued_sync_run_after_a_newer_one_was_accepted_writes_the_newer_snapshot() -> None:
@@ -421,5 +422,5 @@ def test_jobs_of_two_crm_customers_with_one_name_and_email_never_run_at_once() -
         gate.set()
         thread.join(30)
     assert claimed[0].job_id == third.job_id
-    assert rig.stored(first).state is JobState.SUCCEEDED
+    assert rig.stored(first).state is SyncJobState.SUCCEEDED
     assert rig.claim("w2").job_id == second.job_id

@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from adapters.quickbooks.fake import FakeQuickBooksCompanies
-from core.domain import Customer, JobState, Opportunity, Payment, PaymentMethod, Permission, Principal, SyncJob
+from core.domain import Customer, Opportunity, Payment, PaymentMethod, Permission, Principal, SyncJob, SyncJobState
 from core.errors import StorageUnavailableError
 from core.lease import JobLease
 from core.service import SyncService
@@ -48,7 +48,7 @@ def test_a_job_cut_short_by_a_database_outage_is_retried_and_then_succeeds() -> 
     job = service.sync_payment(principal, Opportunity("o1", "1001", Customer("c1", "Ann", "Lee")), payment)
 
     first = worker.run_next("w1")
-    assert first is not None and first.state is JobState.PENDING  # not FAILED: it will be tried again
+    assert first is not None and first.state is SyncJobState.PENDING  # not FAILED: it will be tried again
     assert first.error is not None and (first.error.reason, first.error.retryable) == ("DATABASE_UNAVAILABLE", True)
 
     with uow_factory() as uow:  # once the backoff has passed
@@ -58,4 +58,4 @@ def test_a_job_cut_short_by_a_database_outage_is_retried_and_then_succeeds() -> 
         uow.jobs.save(stored)
         uow.commit()
     second = worker.run_next("w1")
-    assert second is not None and second.state is JobState.SUCCEEDED
+    assert second is not None and second.state is SyncJobState.SUCCEEDED

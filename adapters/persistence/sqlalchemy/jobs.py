@@ -13,7 +13,7 @@ from sqlalchemy.sql.expression import Exists
 from adapters.persistence.sqlalchemy import codec
 from adapters.persistence.sqlalchemy.models import SyncJobRow
 from adapters.persistence.sqlalchemy.repositories import SqlRepository
-from core.domain import EntityRef, EntityType, JobKind, JobState, SyncJob
+from core.domain import EntityRef, EntityType, SyncJob, SyncJobKind, SyncJobState
 from core.ports import RequestIdTakenError, SyncJobRepository
 
 # One key for every claimer in the database (hashtext is stable across sessions and servers).
@@ -52,13 +52,13 @@ def _to_job(row: SyncJobRow) -> SyncJob:
     return SyncJob(
         job_id=row.job_id,
         tenant_id=row.tenant_id,
-        kind=JobKind(row.kind),
+        kind=SyncJobKind(row.kind),
         target=EntityRef(EntityType(row.target_type), row.target_id),
         opportunity_id=row.opportunity_id,
         customer_id=row.customer_id,
         create_time=row.create_time,
         update_time=row.update_time,
-        state=JobState(row.state),
+        state=SyncJobState(row.state),
         resync=row.resync,
         attempts=row.attempts,
         max_attempts=row.max_attempts,
@@ -78,7 +78,7 @@ def _held_by_another(key: InstrumentedAttribute[str], now: datetime) -> Exists:
     other = aliased(SyncJobRow)
     return exists().where(
         getattr(other, key.key) == key,
-        other.state == JobState.RUNNING.value,
+        other.state == SyncJobState.RUNNING.value,
         other.lease_expires >= now,
         or_(other.tenant_id != SyncJobRow.tenant_id, other.job_id != SyncJobRow.job_id),
     )
@@ -128,12 +128,12 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
         identity_held = and_(SyncJobRow.identity_key != "", _held_by_another(SyncJobRow.identity_key, now))
         due = or_(
             and_(
-                SyncJobRow.state == JobState.PENDING.value,
+                SyncJobRow.state == SyncJobState.PENDING.value,
                 or_(SyncJobRow.next_attempt_time.is_(None), SyncJobRow.next_attempt_time <= now),
             ),
             # A RUNNING job without a lease is treated as expired (it can only come from a bug).
             and_(
-                SyncJobRow.state == JobState.RUNNING.value,
+                SyncJobRow.state == SyncJobState.RUNNING.value,
                 or_(SyncJobRow.lease_expires.is_(None), SyncJobRow.lease_expires < now),
             ),
         )
@@ -153,7 +153,7 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
             update(SyncJobRow)
             .where(SyncJobRow.tenant_id == row.tenant_id, SyncJobRow.job_id == row.job_id)
             .values(
-                state=JobState.RUNNING.value,
+                state=SyncJobState.RUNNING.value,
                 claimed_by=worker_id,
                 lease_expires=lease_expires,
                 attempts=SyncJobRow.attempts + 1,
@@ -181,7 +181,7 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
             .where(
                 SyncJobRow.tenant_id == tenant_id,
                 SyncJobRow.job_id == job_id,
-                SyncJobRow.state == JobState.RUNNING.value,
+                SyncJobRow.state == SyncJobState.RUNNING.value,
                 SyncJobRow.claimed_by == worker_id,
             )
             .values(lease_expires=lease_expires)
@@ -196,7 +196,7 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
     def list_failed(self, tenant_id: str, *, offset: int, limit: int) -> list[SyncJob]:
         rows = self._fresh(
             select(SyncJobRow)
-            .where(SyncJobRow.tenant_id == tenant_id, SyncJobRow.state == JobState.FAILED.value)
+            .where(SyncJobRow.tenant_id == tenant_id, SyncJobRow.state == SyncJobState.FAILED.value)
             .order_by(SyncJobRow.update_time.desc(), SyncJobRow.job_id.desc())
             .offset(offset)
             .limit(limit)

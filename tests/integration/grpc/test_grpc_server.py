@@ -38,13 +38,13 @@ from core.domain import (
     EntityRef,
     EntityType,
     Job,
-    JobKind,
-    JobState,
     Opportunity,
     Payment,
     Permission,
     Principal,
     SyncJob,
+    SyncJobKind,
+    SyncJobState,
     SyncRecord,
 )
 from core.errors import (
@@ -93,7 +93,7 @@ class FakeSyncService:
             job = SyncJob(
                 job_id,
                 principal.tenant_id,
-                JobKind.SYNC_PAYMENT,
+                SyncJobKind.SYNC_PAYMENT,
                 target,
                 opportunity.opportunity_id,
                 opportunity.customer.customer_id,
@@ -147,12 +147,12 @@ class FakeSyncService:
             raise NotFoundError(f"{name} not found")
         return replace(job)
 
-    def advance(self, name: str, state: JobState, seconds: int) -> None:
+    def advance(self, name: str, state: SyncJobState, seconds: int) -> None:
         """What a worker would do to the job."""
         with self._lock:
             job = self.jobs[name.removeprefix("syncJobs/")]
             job.state = state
-            job.attempts += state is JobState.RUNNING
+            job.attempts += state is SyncJobState.RUNNING
             job.update_time = T0 + timedelta(seconds=seconds)
 
     def get_status(
@@ -475,7 +475,7 @@ def test_watch_streams_each_change_until_the_job_is_done(served: Served) -> None
     ).name
 
     def worker() -> None:
-        for seconds, state in enumerate((JobState.RUNNING, JobState.SUCCEEDED), start=1):
+        for seconds, state in enumerate((SyncJobState.RUNNING, SyncJobState.SUCCEEDED), start=1):
             time.sleep(0.15)
             served.service.advance(name, state, seconds)
 

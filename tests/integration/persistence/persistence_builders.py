@@ -14,12 +14,12 @@ from core.domain import (
     EntityType,
     InvoiceLine,
     Job,
-    JobKind,
     Opportunity,
     Payment,
     PaymentMethod,
     Refund,
     SyncJob,
+    SyncJobKind,
 )
 from core.ports import UnitOfWorkFactory
 
@@ -91,7 +91,7 @@ def sync_job(
     return SyncJob(
         job_id=job_id,
         tenant_id=tenant_id,
-        kind=JobKind.SYNC_PAYMENT,
+        kind=SyncJobKind.SYNC_PAYMENT,
         target=EntityRef(EntityType.PAYMENT, f"P-{job_id}"),
         opportunity_id="O1",
         customer_id=customer_id if customer_id is not None else f"C-{job_id}",

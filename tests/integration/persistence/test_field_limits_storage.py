@@ -18,13 +18,13 @@ from core.domain import (
     EntityType,
     InvoiceLine,
     Job,
-    JobState,
     Opportunity,
     Payment,
     PaymentMethod,
     Permission,
     Principal,
     Refund,
+    SyncJobState,
 )
 from core.errors import ValidationError
 from core.service import SyncService
@@ -53,7 +53,7 @@ def test_nul_in_names_and_notes_is_collapsed_before_it_is_stored(backend: Backen
                                                                                             job, [payment])]
     worker.drain()
     for job_accepted in accepted:
-        assert service.get_job(principal, job_accepted.name).state is JobState.SUCCEEDED
+        assert service.get_job(principal, job_accepted.name).state is SyncJobState.SUCCEEDED
     qbo = companies.for_tenant("acme")
     (made,) = qbo.customers.values()
     assert made.display_name == "Mary O'Brien Smith"

@@ -12,7 +12,7 @@ from datetime import timedelta
 from persistence_builders import Backend, at, sync_job
 from persistence_claim_worker import claim_until_empty
 
-from core.domain import JobState, SyncJob
+from core.domain import SyncJob, SyncJobState
 
 THREADS = 8
 NOW = at(60)
@@ -71,7 +71,7 @@ def test_threads_claim_every_job_exactly_once(backend: Backend) -> None:
             for job_id in ids:
                 stored = uow.jobs.get("t1", job_id)
                 assert stored is not None
-                assert (stored.state, stored.claimed_by, stored.attempts) == (JobState.RUNNING, worker_id, 1)
+                assert (stored.state, stored.claimed_by, stored.attempts) == (SyncJobState.RUNNING, worker_id, 1)
 
 
 def test_threads_never_run_two_jobs_of_one_lock_key_at_once(backend: Backend) -> None:
@@ -103,7 +103,7 @@ def test_threads_never_run_two_jobs_of_one_lock_key_at_once(backend: Backend) ->
             time.sleep(0.002)
             with guard:
                 running.discard(job.lock_key)  # before the commit below, so no false alarm
-            job.state = JobState.SUCCEEDED
+            job.state = SyncJobState.SUCCEEDED
             with backend.uow() as uow:
                 uow.jobs.save(job)
                 uow.commit()

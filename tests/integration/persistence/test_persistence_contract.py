@@ -17,12 +17,12 @@ from core.domain import (
     EntityRef,
     EntityType,
     JobError,
-    JobState,
     Permission,
     StoredJob,
     StoredPayment,
     SyncAction,
     SyncJob,
+    SyncJobState,
     SyncRecord,
     SyncResult,
     SyncState,
@@ -369,7 +369,7 @@ def test_audit_lists_newest_first_per_tenant(backend: Backend) -> None:
 def test_jobs_round_trip_and_are_found_only_by_their_tenant(backend: Backend) -> None:
     job = replace(
         sync_job("j1", request_id="req-1"),
-        state=JobState.FAILED,
+        state=SyncJobState.FAILED,
         resync=True,
         attempts=3,
         results=[SyncResult(EntityRef(EntityType.CUSTOMER, "C1"), "58", SyncAction.LINKED)],
@@ -395,17 +395,17 @@ def test_saved_job_changes_are_stored_and_returned_jobs_are_copies(backend: Back
     with backend.uow() as uow:
         job = uow.jobs.get("t1", "j1")
         assert job is not None
-        job.state = JobState.SUCCEEDED
+        job.state = SyncJobState.SUCCEEDED
         job.results.append(SyncResult(PAYMENT_REF, "7", SyncAction.CREATED))
         unsaved = uow.jobs.get("t1", "j1")
-        assert unsaved is not None and unsaved.state is JobState.PENDING and unsaved.results == []
+        assert unsaved is not None and unsaved.state is SyncJobState.PENDING and unsaved.results == []
         uow.jobs.save(job)
         job.attempts = 99  # after save: must not leak into the stored job
         uow.commit()
     with backend.uow() as uow:
         stored = uow.jobs.get("t1", "j1")
         assert stored is not None
-        assert stored.state is JobState.SUCCEEDED and stored.attempts == 0
+        assert stored.state is SyncJobState.SUCCEEDED and stored.attempts == 0
         assert stored.results == [SyncResult(PAYMENT_REF, "7", SyncAction.CREATED)]
 
 
@@ -493,7 +493,7 @@ def test_claim_next_takes_the_oldest_due_job_and_marks_it_running(backend: Backe
         uow.commit()
     assert claimed is not None and claimed.job_id == "j-old"
     assert (claimed.state, claimed.claimed_by, claimed.lease_expires, claimed.attempts, claimed.update_time) == (
-        JobState.RUNNING,
+        SyncJobState.RUNNING,
         "worker-1",
         at(15),
         1,
@@ -507,7 +507,7 @@ def test_claim_next_takes_the_oldest_due_job_and_marks_it_running(backend: Backe
 
 
 def test_claim_next_waits_for_next_attempt_time_and_skips_finished_jobs(backend: Backend) -> None:
-    finished = [replace(sync_job(f"j-{s.value}", created=at(-9)), state=s) for s in JobState if s.done]
+    finished = [replace(sync_job(f"j-{s.value}", created=at(-9)), state=s) for s in SyncJobState if s.done]
     _add(backend, replace(sync_job("j-later", created=at(0)), next_attempt_time=at(20)), *finished)
     assert _claim(backend, "w", at(19)) is None
     assert _claim(backend, "w", at(20)) == "j-later"  # due exactly at next_attempt_time
@@ -539,7 +539,7 @@ def test_claim_next_never_runs_two_jobs_with_the_same_lock_key(backend: Backend)
     with backend.uow() as uow:
         job = uow.jobs.get("t1", "j1")
         assert job is not None
-        job.state = JobState.SUCCEEDED
+        job.state = SyncJobState.SUCCEEDED
         uow.jobs.save(job)
         uow.commit()
     assert _claim(backend, "w2", at(11)) == "j2"
@@ -548,7 +548,7 @@ def test_claim_next_never_runs_two_jobs_with_the_same_lock_key(backend: Backend)
 def test_list_failed_is_newest_first_and_paginated(backend: Backend) -> None:
     def failed(job_id: str, updated: float, tenant_id: str = "t1") -> SyncJob:
         return replace(
-            sync_job(job_id, tenant_id=tenant_id, created=at(0)), state=JobState.FAILED, update_time=at(updated)
+            sync_job(job_id, tenant_id=tenant_id, created=at(0)), state=SyncJobState.FAILED, update_time=at(updated)
         )
 
     _add(
@@ -559,7 +559,7 @@ def test_list_failed_is_newest_first_and_paginated(backend: Backend) -> None:
         failed("j4", 3),
         failed("j5", 0),
         failed("j9", 9, tenant_id="t2"),
-        replace(sync_job("j-ok"), state=JobState.SUCCEEDED, update_time=at(8)),
+        replace(sync_job("j-ok"), state=SyncJobState.SUCCEEDED, update_time=at(8)),
         replace(sync_job("j-pending"), update_time=at(8)),
     )
     with backend.uow() as uow:

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from persistence_builders import Backend, at, sync_job
 
-from core.domain import JobState, SyncJob
+from core.domain import SyncJob, SyncJobState
 
 
 def _add(backend: Backend, *jobs: SyncJob) -> None:
@@ -77,7 +77,7 @@ def test_extend_lease_is_refused_once_the_job_was_reclaimed_or_ended(backend: Ba
     with backend.uow() as uow:
         done = uow.jobs.get("t1", "j2")
         assert done is not None
-        uow.jobs.save(replace(done, state=JobState.SUCCEEDED, claimed_by="", lease_expires=None))
+        uow.jobs.save(replace(done, state=SyncJobState.SUCCEEDED, claimed_by="", lease_expires=None))
         uow.commit()
     assert not _extend(backend, "j2", "w3", at(30))
     assert _get(backend, "j2").lease_expires is None
@@ -106,11 +106,11 @@ def test_no_claim_slips_between_get_for_update_and_the_commit(backend: Backend) 
         assert job is not None and job.claimed_by == "w1"
         claimer.start()
         claimer.join(timeout=0.5)  # PostgreSQL: skips the locked row now; SQLite/memory: waits for us
-        uow.jobs.save(replace(job, state=JobState.SUCCEEDED, claimed_by="", lease_expires=None))
+        uow.jobs.save(replace(job, state=SyncJobState.SUCCEEDED, claimed_by="", lease_expires=None))
         uow.commit()
     claimer.join(timeout=30)
     assert claimed == [None]
-    assert _get(backend, "j1").state is JobState.SUCCEEDED
+    assert _get(backend, "j1").state is SyncJobState.SUCCEEDED
 
 
 # --- identity_key -------------------------------------------------------------------------------------
@@ -143,7 +143,7 @@ def test_claim_next_never_runs_two_jobs_with_the_same_identity_key(backend: Back
     with backend.uow() as uow:
         job = uow.jobs.get("t1", "j1")
         assert job is not None
-        uow.jobs.save(replace(job, state=JobState.SUCCEEDED))
+        uow.jobs.save(replace(job, state=SyncJobState.SUCCEEDED))
         uow.commit()
     assert _claim(backend, "w2", at(16)) == "j2"
 
@@ -182,7 +182,7 @@ def test_threads_never_run_two_jobs_of_one_identity_at_once(backend: Backend) ->
             with guard:
                 running.discard(job.identity_key)
             with backend.uow() as uow:
-                uow.jobs.save(replace(job, state=JobState.SUCCEEDED))
+                uow.jobs.save(replace(job, state=SyncJobState.SUCCEEDED))
                 uow.commit()
             with guard:
                 finished.append(job.job_id)

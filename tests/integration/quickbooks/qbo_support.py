@@ -467,18 +467,18 @@ class CoreRig:
 
     def finish(self, job: Any, *, rounds: int = 50) -> Any:
         """Runs jobs until `job` is SUCCEEDED or FAILED; returns it as it ended."""
-        from core.domain import JobState
+        from core.domain import SyncJobState
 
         for _ in range(rounds):
             self.worker.drain()
             current = self.service.get_job(self.principal, job.name)
-            if current.state in (JobState.SUCCEEDED, JobState.FAILED):
+            if current.state in (SyncJobState.SUCCEEDED, SyncJobState.FAILED):
                 return current
         raise AssertionError(f"job {job.name} did not finish: {current}")
 
     def succeed(self, job: Any) -> Any:
-        from core.domain import JobState
+        from core.domain import SyncJobState
 
         done = self.finish(job)
-        assert done.state is JobState.SUCCEEDED, done.error
+        assert done.state is SyncJobState.SUCCEEDED, done.error
         return done

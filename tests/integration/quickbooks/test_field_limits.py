@@ -22,7 +22,7 @@ from adapters.quickbooks.emulator.store import MAX_AMOUNT, MAX_LENGTH
 from adapters.quickbooks.fake import FakeQuickBooks
 from adapters.quickbooks.qbo.limits import QBO_FIELD_LIMITS, WHERE_APPLIED
 from core.accounting import InvoiceSpec, NewCustomer, PaymentSpec, RefundSpec, TxnKind
-from core.domain import Customer, InvoiceLine, Job, JobState, Opportunity, Payment, PaymentMethod
+from core.domain import Customer, InvoiceLine, Job, Opportunity, Payment, PaymentMethod, SyncJobState
 from core.errors import BookkeepingError, ValidationError
 
 # FieldLimits attribute -> where the emulator keeps QBO's limit for it.
@@ -160,7 +160,7 @@ def test_payment_references_are_truncated_on_purpose_and_the_rest_is_accepted(ri
     reference = "ch_3MtwBwLkdIwHu7ix28a3tqPa-and-more"
     payment = Payment("p1", Decimal("100.00"), PaymentMethod.CREDIT_CARD, datetime(2026, 4, 1, tzinfo=UTC), reference)
     done = core.finish(core.service.sync_payment(core.principal, opportunity, payment))
-    assert done.state is JobState.SUCCEEDED, done.error
+    assert done.state is SyncJobState.SUCCEEDED, done.error
     (written,) = rig.records("Payment")
     assert written["PaymentRefNum"] == reference[: QBO_FIELD_LIMITS.payment_reference]
 
@@ -181,5 +181,5 @@ def test_the_invoice_number_prefix_counts_against_quickbooks_doc_number(rig: Qbo
     assert [v.field for v in refused.value.violations] == ["job.number"]
     fits = Job("j1", "N" * 17, date(2026, 4, 2), (line,))
     done = core.finish(core.service.close_out_job(core.principal, opportunity, fits, []))
-    assert done.state is JobState.SUCCEEDED, done.error
+    assert done.state is SyncJobState.SUCCEEDED, done.error
     assert [i["DocNumber"] for i in rig.records("Invoice")] == ["INV-" + "N" * 17]

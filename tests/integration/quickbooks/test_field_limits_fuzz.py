@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from qbo_support import CoreRig, QboRig
 
 from adapters.quickbooks.emulator import EmulatorServer, run_emulator
-from core.domain import Customer, InvoiceLine, Job, JobState, Opportunity, Payment, PaymentMethod, Refund
+from core.domain import Customer, InvoiceLine, Job, Opportunity, Payment, PaymentMethod, Refund, SyncJobState
 from core.errors import ValidationError
 
 EXAMPLES = int(os.environ.get("QBSYNC_HYPOTHESIS_EXAMPLES", "60"))
@@ -165,4 +165,4 @@ def test_quickbooks_never_refuses_a_field_qbsync_accepted(core: CoreRig, request
         return
     event("accepted")
     done = core.finish(job)
-    assert done.state is JobState.SUCCEEDED, (done.error, request)
+    assert done.state is SyncJobState.SUCCEEDED, (done.error, request)

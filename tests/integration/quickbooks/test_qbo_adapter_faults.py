@@ -20,11 +20,11 @@ from core.domain import (
     EntityType,
     InvoiceLine,
     Job,
-    JobState,
     Opportunity,
     Payment,
     PaymentMethod,
     Refund,
+    SyncJobState,
 )
 
 D = Decimal
@@ -73,7 +73,7 @@ def test_a_dead_refresh_token_needs_a_reconnect(core: CoreRig, rig: QboRig) -> N
     rig.admin("POST", "/tokens/revoke", {"realm_id": rig.realm_id})
     rig.admin("POST", "/tokens/expire", {"realm_id": rig.realm_id})
     done = core.finish(core.service.sync_payment(core.principal, OPP, DEPOSIT))
-    assert done.state is JobState.FAILED
+    assert done.state is SyncJobState.FAILED
     assert done.error.reason == "QUICKBOOKS_RECONNECT_REQUIRED"
     connection = rig.connection()
     assert connection.state is ConnectionState.RECONNECT_REQUIRED and "invalid_grant" in connection.last_error
@@ -178,7 +178,7 @@ def test_a_closed_period_fails_the_job_naming_the_date(core: CoreRig, rig: QboRi
     payment = Payment("p1", D("500.00"), PaymentMethod.CASH, T, "ref-p1")
     job = core.service.sync_payment(core.principal, OPP, payment)
     done = core.finish(job)
-    assert done.state is JobState.FAILED
+    assert done.state is SyncJobState.FAILED
     assert done.attempts == 1  # not retryable: a person must reopen the books first
     assert done.error.reason == "QUICKBOOKS_CLOSED_PERIOD" and not done.error.retryable
     print(f"\n{done.error.message}")
@@ -207,7 +207,7 @@ def test_a_payment_closed_after_it_was_synced_fails_the_close_out_until_reopened
     rig.admin("POST", closing_date, {"date": "2026-04-02"})  # payment 2026-04-01 closed; the job's 04-03 open
     job = core.service.close_out_job(core.principal, OPP, MOVE, [DEPOSIT])
     done = core.finish(job)
-    assert done.state is JobState.FAILED and done.attempts == 1
+    assert done.state is SyncJobState.FAILED and done.attempts == 1
     assert done.error.reason == "QUICKBOOKS_CLOSED_PERIOD"
     assert "update the payment" in done.error.message and "2026-04-01" in done.error.message
     (invoice,) = live(rig, "Invoice")  # written before the payment was refused

@@ -27,7 +27,6 @@ from core.domain import (
     Customer,
     EntityRef,
     EntityType,
-    JobState,
     Opportunity,
     Payment,
     PaymentMethod,
@@ -35,6 +34,7 @@ from core.domain import (
     Principal,
     Refund,
     SyncJob,
+    SyncJobState,
 )
 from core.errors import LeaseLostError
 from core.ports import RequestLimiter, WriteFence
@@ -199,7 +199,7 @@ def test_a_worker_whose_lease_is_taken_mid_job_sends_quickbooks_no_further_write
     (payment,) = live(rig, "Payment")
     assert Decimal(str(payment["TotalAmt"])) == Decimal("500.00")
     done = core.job(job)
-    assert (done.state, done.attempts) == (JobState.SUCCEEDED, 2)  # w2's run, recorded by w2
+    assert (done.state, done.attempts) == (SyncJobState.SUCCEEDED, 2)  # w2's run, recorded by w2
     assert core.audit().count("SYNC_SUCCEEDED") == 1 and "SYNC_RETRY_SCHEDULED" not in core.audit()
 
 
@@ -227,7 +227,7 @@ def test_a_stalled_update_sent_after_a_newer_resync_never_overwrites_it(core: Fe
     assert [e["status"] for e in sent] == [200, 200, 400]
     assert [e["operation"] for e in rig.log()[-2:]] == ["update", "read"]
     assert payment["SyncToken"] == "2"
-    assert core.job(older).state is core.job(newer[0]).state is JobState.SUCCEEDED
+    assert core.job(older).state is core.job(newer[0]).state is SyncJobState.SUCCEEDED
     record = core.service.get_status(core.principal, EntityRef(EntityType.PAYMENT, "p1"))
     assert record.amount == Decimal("300.00") and record.sync_token == "2"
     assert "SYNC_RETRY_SCHEDULED" not in core.audit() and "SYNC_FAILED" not in core.audit()
@@ -247,7 +247,7 @@ def test_a_payment_edited_in_quickbooks_is_rewritten_from_the_newest_snapshot(co
     rig.clear_log()
     done = core.worker.run_next("w1")
 
-    assert done is not None and done.job_id == older.job_id and done.state is JobState.SUCCEEDED
+    assert done is not None and done.job_id == older.job_id and done.state is SyncJobState.SUCCEEDED
     assert done.attempts == 1
     sent = [(e["status"], e["operation"]) for e in rig.log() if e["entity"] == "Payment"]
     assert sent == [(400, "update"), (200, "read"), (200, "update")]  # one read for the token, one rewrite
@@ -262,10 +262,10 @@ def test_a_payment_edited_in_quickbooks_is_rewritten_from_the_newest_snapshot(co
 def _left_to_its_new_owner(core: FencedCore, job: SyncJob) -> None:
     """w1 recorded nothing (the job is as it claimed it); w2 then runs it to the end."""
     stalled = core.job(job)
-    assert (stalled.state, stalled.attempts) == (JobState.RUNNING, 1)
+    assert (stalled.state, stalled.attempts) == (SyncJobState.RUNNING, 1)
     core.worker.drain("w2")
     done = core.job(job)
-    assert (done.state, done.attempts) == (JobState.SUCCEEDED, 2)
+    assert (done.state, done.attempts) == (SyncJobState.SUCCEEDED, 2)
 
 
 def test_a_write_that_waited_at_the_rate_limiter_past_its_lease_is_never_sent(core: FencedCore, rig: QboRig) -> None:
@@ -331,7 +331,7 @@ def test_a_refusal_is_not_sent_again_under_a_fresh_requestid_once_the_lease_is_l
     sent = [e for e in writes(rig) if e["entity"] == "Payment"]
     assert [e["status"] for e in sent] == [400]  # not confirmed under a fresh requestid: the lease is gone
     stalled = core.job(job)
-    assert (stalled.state, stalled.error) == (JobState.RUNNING, None)  # w1 did not fail the job either
+    assert (stalled.state, stalled.error) == (SyncJobState.RUNNING, None)  # w1 did not fail the job either
     assert "SYNC_FAILED" not in core.audit()
 
 
@@ -355,7 +355,7 @@ def test_a_stalled_update_is_not_sent_at_all_once_a_newer_resync_took_over(core:
     sent = [e for e in writes(rig) if e["entity"] == "Payment"]
     assert [e["status"] for e in sent] == [200, 200]  # w2's two updates; w1's never left, not even to be refused
     assert payment["SyncToken"] == "2"
-    assert core.job(older).state is core.job(newer[0]).state is JobState.SUCCEEDED
+    assert core.job(older).state is core.job(newer[0]).state is SyncJobState.SUCCEEDED
     assert "SYNC_RETRY_SCHEDULED" not in core.audit() and "SYNC_FAILED" not in core.audit()
 
 

@@ -35,11 +35,11 @@ from core.domain import (
     EntityType,
     InvoiceLine,
     Job,
-    JobState,
     Opportunity,
     Payment,
     PaymentMethod,
     Refund,
+    SyncJobState,
 )
 
 # pytest imports this directory's modules with only this directory on sys.path (it is no package), before the
@@ -147,7 +147,7 @@ def test_a_voided_payment_does_not_hold_its_refund_to_an_inactive_customer(backe
         job = side.service.sync_payment(side.principal, opportunity, deposit)
         side.worker.drain()
         done = side.service.get_job(side.principal, job.name)
-        assert done.state is JobState.SUCCEEDED, done.error
+        assert done.state is SyncJobState.SUCCEEDED, done.error
 
     sync()
     status = side.service.get_status(side.principal, EntityRef(EntityType.PAYMENT, "p1"))
@@ -177,7 +177,7 @@ def test_a_payment_applied_to_an_invoice_voided_in_quickbooks_resyncs(backend: s
     def done(job_name: str) -> None:
         side.worker.drain()
         job = side.service.get_job(side.principal, job_name)
-        assert job.state is JobState.SUCCEEDED, job.error
+        assert job.state is SyncJobState.SUCCEEDED, job.error
 
     done(side.service.close_out_job(side.principal, opportunity, move, [deposit]).name)
     invoice = side.service.get_status(side.principal, EntityRef(EntityType.INVOICE, "j1")).quickbooks_id

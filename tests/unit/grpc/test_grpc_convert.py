@@ -24,14 +24,14 @@ from core.domain import (
     InvoiceLine,
     Job,
     JobError,
-    JobKind,
-    JobState,
     Opportunity,
     Payment,
     PaymentMethod,
     Refund,
     SyncAction,
     SyncJob,
+    SyncJobKind,
+    SyncJobState,
     SyncRecord,
     SyncResult,
     SyncState,
@@ -262,13 +262,13 @@ def test_a_failed_sync_job_carries_its_error_as_a_status_with_error_info() -> No
     job = SyncJob(
         job_id="j1",
         tenant_id="t1",
-        kind=JobKind.SYNC_PAYMENT,
+        kind=SyncJobKind.SYNC_PAYMENT,
         target=EntityRef(EntityType.PAYMENT, "pay-1"),
         opportunity_id="opp-1",
         customer_id="c-1",
         create_time=T0,
         update_time=T0 + timedelta(seconds=5, microseconds=250),
-        state=JobState.FAILED,
+        state=SyncJobState.FAILED,
         resync=True,
         attempts=3,
         results=[SyncResult(EntityRef(EntityType.CUSTOMER, "c-1"), "58", SyncAction.LINKED)],
@@ -292,7 +292,7 @@ def test_a_failed_sync_job_carries_its_error_as_a_status_with_error_info() -> No
 
 
 def test_a_job_without_error_has_no_error_status() -> None:
-    job = SyncJob("j1", "t1", JobKind.SYNC_INVOICE, EntityRef(EntityType.INVOICE, "job-1"), "o", "c", T0, T0)
+    job = SyncJob("j1", "t1", SyncJobKind.SYNC_INVOICE, EntityRef(EntityType.INVOICE, "job-1"), "o", "c", T0, T0)
     msg = convert.sync_job_to_proto(job)
     assert msg.state == r.SyncJob.STATE_PENDING
     assert not msg.HasField("error")
