@@ -365,8 +365,9 @@ class SyncService:
         if prefix and len(job.number) > room:
             return [
                 FieldViolation(
-                    "job.number", f"must be at most {room} characters: QuickBooks' DocNumber holds "
-                    f"{self._accounting.field_limits.doc_number}, and the invoice number prefix {prefix!r} comes first"
+                    "job.number",
+                    f"must be at most {room} characters: QuickBooks' DocNumber holds "
+                    f"{self._accounting.field_limits.doc_number}, and the invoice number prefix {prefix!r} comes first",
                 )
             ]
         return []

@@ -10,11 +10,11 @@ import re
 from datetime import date
 from decimal import MAX_EMAX, MIN_EMIN, Decimal, localcontext
 
+from core.customer_matching import MAX_NAME_SUFFIX
 from core.domain import Customer, Job, Opportunity, Payment
 from core.errors import FieldViolation, quoted
 from core.limits import FieldLimits, quantity_fits
 from core.money import CENT, ZERO, has_at_most_cents, money_sum
-from core.sync_engine import MAX_NAME_SUFFIX
 from core.text import usable_as_id
 
 MAX_REQUEST_ID_LENGTH = 50
@@ -144,9 +144,7 @@ def _job(job: Job, path: str) -> list[FieldViolation]:
         line_violations = _amount(line.amount, f"{line_path}.amount", allow_zero=True)
         violations += line_violations
         if not line_violations and _line_amount_differs(line.quantity, line.unit_price, line.amount):
-            violations.append(
-                FieldViolation(f"{line_path}.amount", "must equal quantity × unit_price (to the cent)")
-            )
+            violations.append(FieldViolation(f"{line_path}.amount", "must equal quantity × unit_price (to the cent)"))
     return violations
 
 
@@ -192,7 +190,9 @@ def _text_limit(value: str, path: str, limit: int, *, why: str = "QuickBooks' li
 def _opportunity_limits(opportunity: Opportunity, path: str, limits: FieldLimits) -> list[FieldViolation]:
     return [
         *_text_limit(
-            opportunity.number, f"{path}.number", MAX_OPPORTUNITY_NUMBER_LENGTH,
+            opportunity.number,
+            f"{path}.number",
+            MAX_OPPORTUNITY_NUMBER_LENGTH,
             why="it goes into the note of every QuickBooks record",
         ),
         *_customer_limits(opportunity.customer, f"{path}.customer", limits),

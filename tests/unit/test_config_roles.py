@@ -20,9 +20,7 @@ def test_a_role_splits_the_api_from_the_workers(role: str, api: bool, workers: b
     assert (settings.workers, settings.lease_seconds) == (2, 5)
 
 
-@pytest.mark.parametrize(
-    "env", [{"QBSYNC_ROLE": "db"}, {"QBSYNC_WORKERS": "-1"}, {"QBSYNC_LEASE_SECONDS": "0"}]
-)
+@pytest.mark.parametrize("env", [{"QBSYNC_ROLE": "db"}, {"QBSYNC_WORKERS": "-1"}, {"QBSYNC_LEASE_SECONDS": "0"}])
 def test_nonsense_is_refused(env: dict[str, str]) -> None:
     with pytest.raises(ValueError):
         Settings.from_env(env)

@@ -10,7 +10,12 @@ from core.connection_rules import check_realm_id, check_url
 
 @pytest.mark.parametrize(
     "url",
-    ["https://crm.example.com/cb\x00", "https://crm.exa\tmple.com/cb", "https://crm.example.com/\ncb", "http://127.0.0.1\r/"],
+    [
+        "https://crm.example.com/cb\x00",
+        "https://crm.exa\tmple.com/cb",
+        "https://crm.example.com/\ncb",
+        "http://127.0.0.1\r/",
+    ],
 )
 def test_a_url_with_a_control_character_is_refused_naming_the_field(url: str) -> None:
     assert [v.field for v in check_url(url, "redirect_uri")] == ["redirect_uri"]

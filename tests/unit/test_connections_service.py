@@ -289,7 +289,13 @@ def test_disconnect_without_a_connection_is_not_found(world: World) -> None:
 
 def test_connect_with_tokens_creates_the_tenant(world: World) -> None:
     connection = world.service.connect_with_tokens(
-        "newco", "77", "cid", "csecret", "rt", "", "http://127.0.0.1:9/.well-known/openid_configuration",
+        "newco",
+        "77",
+        "cid",
+        "csecret",
+        "rt",
+        "",
+        "http://127.0.0.1:9/.well-known/openid_configuration",
         "http://127.0.0.1:9/v3",
     )
     with world.uow() as uow:
@@ -463,6 +469,8 @@ def test_settings_checked_in_one_company_are_not_stored_for_another(world: World
     with pytest.raises(FailedPreconditionError, match="connection changed"):
         world.service.update_settings(ADMIN, QuickBooksSettings(deposit_account=ListRef("2")), [])
     assert world.stored().settings == QuickBooksSettings()
+
+
 # --- the company's currency (SPEC.md section 7) ----------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from adapters.quickbooks.qbo.limits import QBO_FIELD_LIMITS, markdown_table
+from core.customer_matching import MAX_NAME_SUFFIX
 from core.domain import (
     Customer,
     EntityRef,
@@ -29,7 +30,6 @@ from core.domain import (
 )
 from core.errors import NotFoundError, ValidationError
 from core.limits import FieldLimits, quantity_fits
-from core.sync_engine import MAX_NAME_SUFFIX
 from core.text import clean_name, collapse_controls, usable_as_id
 from tests.unit.support import Harness
 
@@ -86,8 +86,9 @@ def test_a_control_or_invisible_character_in_any_id_is_refused_naming_it(h: Harn
 
 
 def test_control_characters_in_names_and_notes_become_one_space_and_colons_leave_names(h: Harness) -> None:
-    customer = Customer("c1", "Mary\t\tAnn", "O'Brien:\n Smith\x00", "Acme: Movers\r\n", "mary@example.com",
-                        "555\x001234")
+    customer = Customer(
+        "c1", "Mary\t\tAnn", "O'Brien:\n Smith\x00", "Acme: Movers\r\n", "mary@example.com", "555\x001234"
+    )
     opportunity = Opportunity("o1", "10\n01", customer)
     payment = paid("p1", "100.00", Refund("r1", D("10.00"), T, "damaged\x00\x00 sofa\n"), reference="chk\t42")
     job = h.service.sync_payment(h.principal(), opportunity, payment)
@@ -96,7 +97,10 @@ def test_control_characters_in_names_and_notes_become_one_space_and_colons_leave
     qbo = h.qbo()
     (made,) = qbo.customers.values()
     assert (made.display_name, made.given_name, made.family_name, made.company_name) == (
-        "Mary Ann O'Brien Smith", "Mary Ann", "O'Brien Smith", "Acme Movers"
+        "Mary Ann O'Brien Smith",
+        "Mary Ann",
+        "O'Brien Smith",
+        "Acme Movers",
     )
     assert made.phone == "555 1234"
     (expense,) = qbo.live("Purchase")
@@ -133,13 +137,25 @@ def test_a_150_character_company_name_is_refused_naming_it(h: Harness) -> None:
 
 def test_each_customer_field_is_held_to_its_quickbooks_limit(h: Harness) -> None:
     limits = QBO_FIELD_LIMITS
-    at_limit = Customer("c1", "G" * limits.given_name, "F" * limits.family_name, "C" * limits.company_name,
-                        "m" * (limits.email - len("@example.com")) + "@example.com", "5" * limits.phone)
+    at_limit = Customer(
+        "c1",
+        "G" * limits.given_name,
+        "F" * limits.family_name,
+        "C" * limits.company_name,
+        "m" * (limits.email - len("@example.com")) + "@example.com",
+        "5" * limits.phone,
+    )
     job = h.service.sync_payment(h.principal(), Opportunity("o1", "1", at_limit), paid())
     h.worker.drain()
     assert h.service.get_job(h.principal(), job.name).state is SyncJobState.SUCCEEDED
-    over = Customer("c2", "G" * (limits.given_name + 1), "F" * (limits.family_name + 1),
-                    "C" * (limits.company_name + 1), "m" * limits.email + "@example.com", "5" * (limits.phone + 1))
+    over = Customer(
+        "c2",
+        "G" * (limits.given_name + 1),
+        "F" * (limits.family_name + 1),
+        "C" * (limits.company_name + 1),
+        "m" * limits.email + "@example.com",
+        "5" * (limits.phone + 1),
+    )
     fields = refused_fields(lambda: h.service.sync_payment(h.principal(), Opportunity("o2", "1", over), paid("p2")))
     prefix = "opportunity.customer."
     assert sorted(fields) == [prefix + f for f in ("company_name", "email", "first_name", "last_name", "phone")]
@@ -177,9 +193,7 @@ def test_invoice_numbers_and_line_descriptions_are_held_to_quickbooks_limits(h: 
 
 def test_opportunity_numbers_are_bounded_so_that_composed_notes_fit(h: Harness) -> None:
     opportunity = Opportunity("o1", "9" * 101, MARY)
-    assert refused_fields(lambda: h.service.sync_payment(h.principal(), opportunity, paid())) == [
-        "opportunity.number"
-    ]
+    assert refused_fields(lambda: h.service.sync_payment(h.principal(), opportunity, paid())) == ["opportunity.number"]
 
 
 def test_the_longest_note_qbsync_composes_fits_quickbooks_private_note(h: Harness) -> None:
@@ -223,8 +237,15 @@ def test_an_invoice_total_past_the_maximum_is_refused(h: Harness) -> None:
     assert refused_fields(lambda: h.service.close_out_job(h.principal(), OPP, job, [])) == ["job.lines"]
 
 
-@pytest.mark.parametrize("when", [datetime(1, 1, 1, tzinfo=UTC), datetime(1899, 12, 31, 23, tzinfo=UTC),
-                                  datetime(2100, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)])
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(1899, 12, 31, 23, tzinfo=UTC),
+        datetime(2100, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, tzinfo=UTC),
+    ],
+)
 def test_dates_outside_1900_to_2099_are_refused_naming_them(h: Harness, when: datetime) -> None:
     payment = Payment("p1", D("100.00"), PaymentMethod.CASH, when, "", (Refund("r1", D("1.00"), when),))
     fields = refused_fields(lambda: h.service.sync_payment(h.principal(), OPP, payment))
@@ -243,8 +264,13 @@ def test_the_first_and_last_days_quickbooks_holds_are_accepted(h: Harness) -> No
 
 @pytest.mark.parametrize(
     ("quantity", "unit_price", "amount"),
-    [("9E+999999", "5.00", "1.00"), ("12345678901", "1.00", "12345678901.00"), ("0.0000001", "1.00", "0.00"),
-     ("1E-999999", "1.00", "0.00"), ("-9E+999999", "1.00", "1.00")],
+    [
+        ("9E+999999", "5.00", "1.00"),
+        ("12345678901", "1.00", "12345678901.00"),
+        ("0.0000001", "1.00", "0.00"),
+        ("1E-999999", "1.00", "0.00"),
+        ("-9E+999999", "1.00", "1.00"),
+    ],
 )
 def test_quantities_beyond_10_integer_and_6_fraction_digits_are_refused_without_overflow(
     h: Harness, quantity: str, unit_price: str, amount: str

@@ -49,8 +49,8 @@ from core.domain import (
     SyncState,
 )
 from core.errors import FailedPreconditionError, NotFoundError, RequestIdReusedError, ValidationError
+from core.record_writer import marker_for
 from core.service import SyncService
-from core.sync_engine import marker_for
 from core.worker import SyncWorker
 from tests.unit.support import Harness
 

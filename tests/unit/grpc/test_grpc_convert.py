@@ -207,8 +207,12 @@ def test_a_job_request_names_every_bad_field() -> None:
     request = s.CloseOutJobRequest(
         job=r.Job(job_id="job-1", number="J-1", lines=lines),  # service_date missing
         payments=[
-            r.Payment(payment_id="p0", amount=Money(units=1, nanos=5), method=r.PAYMENT_METHOD_CASH,
-                      received_time=Timestamp(seconds=1)),
+            r.Payment(
+                payment_id="p0",
+                amount=Money(units=1, nanos=5),
+                method=r.PAYMENT_METHOD_CASH,
+                received_time=Timestamp(seconds=1),
+            ),
             r.Payment(payment_id="p1", amount=Money(units=1), method=99, received_time=Timestamp(seconds=1)),
         ],
     )
@@ -278,8 +282,9 @@ def test_a_failed_sync_job_carries_its_error_as_a_status_with_error_info() -> No
     assert (msg.name, msg.state, msg.resync, msg.attempts) == ("syncJobs/j1", r.SyncJob.STATE_FAILED, True, 3)
     assert msg.target == r.EntityRef(type=r.ENTITY_TYPE_PAYMENT, id="pay-1")
     assert list(msg.results) == [
-        r.SyncResult(entity=r.EntityRef(type=r.ENTITY_TYPE_CUSTOMER, id="c-1"), quickbooks_id="58",
-                     action=r.SYNC_ACTION_LINKED)
+        r.SyncResult(
+            entity=r.EntityRef(type=r.ENTITY_TYPE_CUSTOMER, id="c-1"), quickbooks_id="58", action=r.SYNC_ACTION_LINKED
+        )
     ]
     assert msg.create_time.ToDatetime(tzinfo=UTC) == T0
     assert msg.update_time.ToDatetime(tzinfo=UTC) == job.update_time
@@ -314,7 +319,9 @@ def test_sync_status_of_a_record() -> None:
     )
     msg = convert.sync_status_to_proto(synced)
     assert (msg.state, msg.quickbooks_id, msg.error_message) == (
-        r.SYNC_STATE_FAILED, "77", "the refund account is closed"
+        r.SYNC_STATE_FAILED,
+        "77",
+        "the refund account is closed",
     )
     assert msg.resync_available and msg.last_synced_time.ToDatetime(tzinfo=UTC) == T0
 
@@ -350,9 +357,7 @@ def test_every_amounts_currency_is_reported_by_its_field_path() -> None:
 
 
 def test_a_payment_requests_currencies_are_reported_and_not_judged_here() -> None:
-    request = s.SyncPaymentRequest(
-        payment=r.Payment(payment_id="p1", amount=Money(currency_code="EUR", units=5))
-    )
+    request = s.SyncPaymentRequest(payment=r.Payment(payment_id="p1", amount=Money(currency_code="EUR", units=5)))
     converted = convert.payment_request_from_proto(request)
     assert [(a.field, a.code) for a in converted.currencies] == [("payment.amount", "EUR")]
     assert not any(v.field.endswith("currency_code") for v in converted.violations)
@@ -370,9 +375,13 @@ def test_any_money_converts_or_is_named_never_raises(units: int, nanos: int) -> 
         assert [v.field for v in violations] == ["amount"]
 
 
-@given(st.one_of(st.text(), st.decimals(allow_nan=True, allow_infinity=True).map(str), st.from_regex(
-    r"\A[+-]?[0-9]{0,80}(\.[0-9]{0,80})?([eE][+-]?[0-9]{1,12})?\Z"
-)))
+@given(
+    st.one_of(
+        st.text(),
+        st.decimals(allow_nan=True, allow_infinity=True).map(str),
+        st.from_regex(r"\A[+-]?[0-9]{0,80}(\.[0-9]{0,80})?([eE][+-]?[0-9]{1,12})?\Z"),
+    )
+)
 def test_any_text_is_a_bounded_exact_decimal_or_none(text: str) -> None:
     value = convert.decimal_from_text(text)  # never raises
     if value is not None:

@@ -45,8 +45,6 @@ def detail(status: status_pb2.Status, kind: type) -> object | None:
     return message
 
 
-
-
 @pytest.mark.parametrize(
     ("error", "code"),
     [
@@ -76,8 +74,10 @@ def test_each_domain_error_has_its_code_and_error_info(error: QbsyncError, code:
 
 
 def test_a_validation_error_lists_every_field_violation() -> None:
-    violations = [FieldViolation("payment.amount", "must be greater than zero"),
-                  FieldViolation("opportunity.customer.email", "not an email")]
+    violations = [
+        FieldViolation("payment.amount", "must be greater than zero"),
+        FieldViolation("opportunity.customer.email", "not an email"),
+    ]
     status = status_for_error(ValidationError(violations))
     bad_request = detail(status, error_details_pb2.BadRequest)
     assert isinstance(bad_request, error_details_pb2.BadRequest)

@@ -1,0 +1,161 @@
+"""R6 Resync updates, never duplicates; R7 Exactly once: how one CRM record's QuickBooks record is written.
+
+Every write is recorded in its own transaction as soon as QuickBooks confirms it, so a crash between two
+writes loses nothing. Before a create is sent, the intent is recorded (`create_started`), so a crash
+between QuickBooks' commit and ours is found again — by the request id QuickBooks replays and by the
+marker in the record's private note — rather than written twice. A record deleted or voided in
+QuickBooks is recreated under a new generation, so that its create is not answered with the replay of
+the first one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from core.accounting import QuickBooksRef, TxnKind, TxnSpec, request_id_for, spec_fingerprint
+from core.domain import EntityRef, SyncAction, SyncRecord, SyncResult
+from core.errors import RecordGoneError, StaleRecordError
+from core.sync_run import SyncRun
+
+# Of two writes of one record in a job (lowered, then raised), the result reports the stronger.
+_STRENGTH = [SyncAction.UNCHANGED, SyncAction.LINKED, SyncAction.UPDATED, SyncAction.CREATED]
+
+
+def marker_for(tenant_id: str, entity: EntityRef, generation: int) -> str:
+    """The tag written into a record's private note so that qbsync can find it again (R7)."""
+    suffix = f"/{generation}" if generation else ""
+    return f"[qbsync {tenant_id}/{entity.type.value.lower()}/{entity.id}{suffix}]"
+
+
+class SyncResults:
+    """What a job did: one result per record, the strongest of its actions."""
+
+    def __init__(self) -> None:
+        self._results: list[SyncResult] = []
+
+    def report(self, result: SyncResult) -> None:
+        for i, earlier in enumerate(self._results):
+            if earlier.entity == result.entity:
+                if _STRENGTH.index(result.action) < _STRENGTH.index(earlier.action):
+                    result = SyncResult(result.entity, result.quickbooks_id, earlier.action)
+                self._results[i] = result
+                return
+        self._results.append(result)
+
+    def as_list(self) -> list[SyncResult]:
+        return list(self._results)
+
+
+SpecBuilder = Callable[[str], TxnSpec]  # the record's spec, given the marker of its generation
+OnWritten = Callable[[SyncRecord], None]  # what the caller remembers of what was written
+
+
+class RecordWriter:
+    """Writes records of one QuickBooks customer (`customer_id`) for one run."""
+
+    def __init__(self, run: SyncRun, customer_id: str, results: SyncResults) -> None:
+        self._run = run
+        self.customer_id = customer_id
+        self._results = results
+        # Set once QuickBooks refused a payment for linking a record deleted there: from then on, what a
+        # payment links is checked (one read each, at most once per run) and recreated if gone. Off by
+        # default because reads are metered and such deletions are rare.
+        self._verify_links = False
+        self._confirmed: set[EntityRef] = set()  # records this run wrote, or saw live in QuickBooks
+
+    def verify_links_from_now_on(self) -> None:
+        self._verify_links = True
+
+    def write(self, entity: EntityRef, build: SpecBuilder, *, force: bool, on_written: OnWritten) -> SyncRecord:
+        """Creates or updates one record (R6), exactly once (R7). `force` writes even when nothing
+        changed, which is how a resync notices a record deleted in QuickBooks."""
+        record = self._run.record(entity)
+        spec = build(self._marker(record))
+        digest = spec_fingerprint(spec)
+        unchanged = record.quickbooks_id is not None and record.content_hash == digest
+        if unchanged and not force:
+            self._finish(record, digest, None, SyncAction.UNCHANGED, on_written)
+            return record
+        ref: QuickBooksRef | None = None
+        if record.quickbooks_id:
+            ref = self._update(record, spec, digest)
+            if ref is None:  # gone from QuickBooks: the new generation's spec is created below
+                spec = build(self._marker(record))
+                digest = spec_fingerprint(spec)
+        if ref is not None:
+            action = SyncAction.UNCHANGED if unchanged else SyncAction.UPDATED
+        else:
+            ref, action = self._create_once(record, spec, digest), SyncAction.CREATED
+        self._finish(record, digest, ref, action, on_written)
+        return record
+
+    def still_live(self, entity: EntityRef, kind: TxnKind) -> bool:
+        """False when the record qbsync wrote for `entity` is gone from QuickBooks (deleted or voided
+        there); True when it is live or was never written (the write that follows creates it)."""
+        if not self._verify_links or entity in self._confirmed:
+            return True
+        record = self._run.record(entity)
+        if not record.quickbooks_id:
+            return True
+        if self._run.accounting.find_by_marker(kind, self._marker(record), self.customer_id) is None:
+            return False
+        self._confirmed.add(entity)
+        return True
+
+    def _update(self, record: SyncRecord, spec: TxnSpec, digest: str) -> QuickBooksRef | None:
+        """R6: the same QuickBooks record, in place; None once it was found gone (deleted or voided), with
+        the record made ready to be recreated under its next generation."""
+        assert record.quickbooks_id is not None
+        current = QuickBooksRef(spec.kind, record.quickbooks_id, record.sync_token or "0")
+        tenant = self._run.tenant
+        try:
+            return self._run.accounting.update(
+                current, spec, request_id=request_id_for(tenant, record.entity, "update", record.sync_token, digest)
+            )
+        except StaleRecordError as stale:
+            # Changed in QuickBooks since qbsync wrote it: keep its current SyncToken, and let the run
+            # start over from the newest snapshots (SyncEngine.run) rather than re-send this spec.
+            record.sync_token = stale.sync_token
+            self._run.save(record)
+            raise
+        except RecordGoneError:
+            record.quickbooks_id = None
+            record.sync_token = None
+            record.generation += 1
+            record.create_started = False
+            self._run.save(record)
+            return None
+
+    def _create_once(self, record: SyncRecord, spec: TxnSpec, digest: str) -> QuickBooksRef:
+        """R7: a create an earlier attempt sent and never heard back from may exist already: adopt it."""
+        tenant = self._run.tenant
+        if record.create_started:
+            found = self._run.accounting.find_by_marker(spec.kind, self._marker(record), self.customer_id)
+            if found is not None:
+                return self._run.accounting.update(
+                    found, spec, request_id=request_id_for(tenant, record.entity, "adopt", found.sync_token, digest)
+                )
+        record.create_started = True
+        self._run.save(record)
+        return self._run.accounting.create(
+            spec, request_id=request_id_for(tenant, record.entity, "create", record.generation)
+        )
+
+    def _finish(
+        self, record: SyncRecord, digest: str, ref: QuickBooksRef | None, action: SyncAction, on_written: OnWritten
+    ) -> None:
+        if ref is not None:
+            self._confirmed.add(record.entity)
+            record.quickbooks_id = ref.id
+            record.sync_token = ref.sync_token
+            record.quickbooks_type = ref.kind.value
+        record.content_hash = digest
+        record.create_started = False
+        record.mark_synced(self._run.clock.now())
+        on_written(record)
+        self._run.save(record)
+        assert record.quickbooks_id is not None
+        self._results.report(SyncResult(record.entity, record.quickbooks_id, action))
+
+    def _marker(self, record: SyncRecord) -> str:
+        return marker_for(self._run.tenant, record.entity, record.generation)

@@ -1,0 +1,180 @@
+"""Carries out a plan's steps (core.sync_plans): the payments, refunds and invoices as QuickBooks has them.
+
+R4 is here: a payment is written after its refunds, linking each (a Purchase — or a Check for a check
+payment — against A/R); R6 is here for what a payment links: a refund or invoice deleted or voided in
+QuickBooks is recreated before the payment that must link it. Each record itself is written by
+`core.record_writer` (R6/R7).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from core.accounting import InvoiceSpec, LinkLine, PaymentSpec, RefundSpec, TxnKind
+from core.allocation import shrink_only
+from core.domain import ClosedJob, EntityRef, EntityType, Opportunity, Payment, PaymentMethod, Refund, SyncRecord
+from core.errors import LinkedRecordGoneError
+from core.record_writer import RecordWriter
+from core.sync_plans import DetachPayment, Plan, Step, WriteInvoice, WritePayment, WriteRefund
+from core.sync_run import OpportunityBooks, SyncRun
+
+
+def refund_kind(method: PaymentMethod) -> TxnKind:
+    """A refund of a check is written as a check, any other as an expense (QUICKBOOKS.md)."""
+    return TxnKind.CHECK if method is PaymentMethod.CHECK else TxnKind.EXPENSE
+
+
+class TransactionWriter:
+    """Writes the steps of plans for one QuickBooks customer. The job's own payment, when it is the
+    target, is always rewritten with its refunds: an explicit sync is how a resync repairs them (R4, R6)."""
+
+    def __init__(self, run: SyncRun, records: RecordWriter) -> None:
+        self._run = run
+        self._records = records
+        self._books: OpportunityBooks | None = None
+
+    def carry_out(self, plan: Plan) -> None:
+        self._books = plan.books
+        for step in plan.steps:
+            self._do(step)
+
+    def _do(self, step: Step) -> None:
+        match step:
+            case WritePayment(payment, applications, force):
+                self._write_payment(payment, applications, force=force)
+            case DetachPayment(payment):
+                applied = dict(self._run.record(_payment_ref(payment)).applied)
+                self._write_payment_record(payment, [], applied, force=False)
+            case WriteRefund(payment, refund):
+                self._write_refund(payment, refund)
+            case WriteInvoice(closed):
+                self._write_invoice(closed)
+
+    @property
+    def _opportunity(self) -> Opportunity:
+        assert self._books is not None, "carry_out sets the books"
+        return self._books.opportunity
+
+    def _explicit(self, payment: Payment) -> bool:
+        return self._run.job.target == _payment_ref(payment)
+
+    def _write_payment(self, payment: Payment, applications: dict[str, Decimal], *, force: bool) -> None:
+        try:
+            self._write_payment_once(payment, applications, force=force)
+        except LinkedRecordGoneError:
+            self._records.verify_links_from_now_on()
+            self._write_payment_once(payment, applications, force=True)
+
+    def _write_payment_once(self, payment: Payment, applications: dict[str, Decimal], *, force: bool) -> None:
+        self._lower_refund_links_first(payment, applications)
+        kind = refund_kind(payment.method)
+        lines = [LinkLine(kind, self._write_refund(payment, refund), refund.amount) for refund in payment.refunds]
+        for job_id in applications:
+            if not self._records.still_live(EntityRef(EntityType.INVOICE, job_id), TxnKind.INVOICE):
+                # Deleted or voided in QuickBooks since it was written: a payment linking it would be
+                # refused (and retrying would never help), so recreate it first (R6).
+                assert self._books is not None
+                closed = self._books.closed_job(job_id)
+                assert closed is not None, "a payment applies only to its opportunity's closed jobs"
+                self._write_invoice(closed)
+        lines += self._invoice_lines(applications)
+        self._write_payment_record(payment, lines, applications, force=force)
+
+    def _lower_refund_links_first(self, payment: Payment, applications: dict[str, Decimal]) -> None:
+        """QuickBooks refuses an expense whose total falls below what a payment links to it: when a refund
+        shrinks, the payment's line to it (and any application that must shrink) is lowered first."""
+        record = self._run.record(_payment_ref(payment))
+        if not record.quickbooks_id:
+            return
+        lines: list[LinkLine] = []
+        shrinking = False
+        for refund in payment.refunds:
+            written = self._run.record(EntityRef(EntityType.REFUND, refund.refund_id))
+            if not written.quickbooks_id or written.amount is None:
+                continue
+            shrinking = shrinking or refund.amount < written.amount
+            linked = min(refund.amount, written.amount)
+            lines.append(LinkLine(TxnKind(written.quickbooks_type), written.quickbooks_id, linked))
+        if shrinking:
+            lowered = shrink_only(record.applied, applications)
+            self._write_payment_record(payment, lines + self._invoice_lines(lowered), lowered, force=False)
+
+    def _invoice_lines(self, applications: dict[str, Decimal]) -> list[LinkLine]:
+        lines = []
+        for job_id, amount in applications.items():
+            invoice = self._run.record(EntityRef(EntityType.INVOICE, job_id))
+            if invoice.quickbooks_id:
+                lines.append(LinkLine(TxnKind.INVOICE, invoice.quickbooks_id, amount))
+        return lines
+
+    def _write_payment_record(
+        self, payment: Payment, lines: list[LinkLine], applications: dict[str, Decimal], *, force: bool
+    ) -> None:
+        opportunity, customer_id = self._opportunity, self._records.customer_id
+
+        def spec(marker: str) -> PaymentSpec:
+            return PaymentSpec(
+                customer_id=customer_id,
+                amount=payment.amount,
+                txn_date=payment.received_time.date(),
+                method=payment.method,
+                reference=payment.reference,
+                lines=tuple(lines),
+                private_note=f"CRM payment {payment.payment_id}, opportunity {opportunity.number} {marker}",
+                marker=marker,
+            )
+
+        def remember(record: SyncRecord) -> None:
+            record.applied = dict(applications)
+            record.amount = payment.amount
+
+        force = force or self._explicit(payment)
+        self._records.write(_payment_ref(payment), spec, force=force, on_written=remember)
+
+    def _write_refund(self, payment: Payment, refund: Refund) -> str:
+        opportunity, customer_id, kind = self._opportunity, self._records.customer_id, refund_kind(payment.method)
+
+        def spec(marker: str) -> RefundSpec:
+            return RefundSpec(
+                customer_id=customer_id,
+                amount=refund.amount,
+                txn_date=refund.refunded_time.date(),
+                refund_kind=kind,
+                memo=refund.memo or f"Refund of payment {payment.payment_id}",
+                private_note=f"CRM refund {refund.refund_id} of payment {payment.payment_id}, "
+                f"opportunity {opportunity.number} {marker}",
+                marker=marker,
+            )
+
+        def remember(record: SyncRecord) -> None:
+            record.amount = refund.amount
+
+        # Otherwise an unchanged refund is left alone unless it was deleted or voided in QuickBooks: the
+        # payment about to be written must link a live expense, or QuickBooks refuses it for good (R4, R6).
+        entity = EntityRef(EntityType.REFUND, refund.refund_id)
+        force = self._explicit(payment) or not self._records.still_live(entity, kind)
+        record = self._records.write(entity, spec, force=force, on_written=remember)
+        assert record.quickbooks_id is not None
+        return record.quickbooks_id
+
+    def _write_invoice(self, closed: ClosedJob) -> None:
+        opportunity, customer_id, job = self._opportunity, self._records.customer_id, closed.job
+
+        def spec(marker: str) -> InvoiceSpec:
+            return InvoiceSpec(
+                customer_id=customer_id,
+                doc_number=job.number,
+                txn_date=job.service_date,
+                lines=job.lines,
+                private_note=f"CRM job {job.job_id}, opportunity {opportunity.number} {marker}",
+                marker=marker,
+            )
+
+        def remember(record: SyncRecord) -> None:
+            record.amount = job.total
+
+        self._records.write(EntityRef(EntityType.INVOICE, job.job_id), spec, force=True, on_written=remember)
+
+
+def _payment_ref(payment: Payment) -> EntityRef:
+    return EntityRef(EntityType.PAYMENT, payment.payment_id)
