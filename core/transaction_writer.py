@@ -12,9 +12,9 @@ from decimal import Decimal
 
 from core.accounting import InvoiceSpec, LinkLine, PaymentSpec, RefundSpec, TxnKind
 from core.allocation import shrink_only
-from core.domain import ClosedJob, EntityRef, EntityType, Opportunity, Payment, PaymentMethod, Refund, SyncRecord
+from core.domain import ClosedJob, EntityRef, EntityType, Job, Opportunity, Payment, PaymentMethod, Refund, SyncRecord
 from core.errors import LinkedRecordGoneError
-from core.record_writer import RecordWriter
+from core.record_writer import RecordWriter, SpecBuilder
 from core.sync_plans import DetachPayment, Plan, Step, WriteInvoice, WritePayment, WriteRefund
 from core.sync_run import OpportunityBooks, SyncRun
 
@@ -110,70 +110,85 @@ class TransactionWriter:
     def _write_payment_record(
         self, payment: Payment, lines: list[LinkLine], applications: dict[str, Decimal], *, force: bool
     ) -> None:
-        opportunity, customer_id = self._opportunity, self._records.customer_id
-
-        def spec(marker: str) -> PaymentSpec:
-            return PaymentSpec(
-                customer_id=customer_id,
-                amount=payment.amount,
-                txn_date=payment.received_time.date(),
-                method=payment.method,
-                reference=payment.reference,
-                lines=tuple(lines),
-                private_note=f"CRM payment {payment.payment_id}, opportunity {opportunity.number} {marker}",
-                marker=marker,
-            )
-
         def remember(record: SyncRecord) -> None:
             record.applied = dict(applications)
             record.amount = payment.amount
 
+        spec = payment_spec(self._records.customer_id, self._opportunity, payment, lines)
         force = force or self._explicit(payment)
         self._records.write(_payment_ref(payment), spec, force=force, on_written=remember)
 
     def _write_refund(self, payment: Payment, refund: Refund) -> str:
-        opportunity, customer_id, kind = self._opportunity, self._records.customer_id, refund_kind(payment.method)
-
-        def spec(marker: str) -> RefundSpec:
-            return RefundSpec(
-                customer_id=customer_id,
-                amount=refund.amount,
-                txn_date=refund.refunded_time.date(),
-                refund_kind=kind,
-                memo=refund.memo or f"Refund of payment {payment.payment_id}",
-                private_note=f"CRM refund {refund.refund_id} of payment {payment.payment_id}, "
-                f"opportunity {opportunity.number} {marker}",
-                marker=marker,
-            )
-
         def remember(record: SyncRecord) -> None:
             record.amount = refund.amount
 
-        # Otherwise an unchanged refund is left alone unless it was deleted or voided in QuickBooks: the
-        # payment about to be written must link a live expense, or QuickBooks refuses it for good (R4, R6).
+        # An explicit sync of the payment rewrites its refunds too; otherwise an unchanged refund is left
+        # alone unless it was deleted or voided in QuickBooks: the payment about to be written must link
+        # a live expense, or QuickBooks refuses it for good (R4, R6).
+        spec = refund_spec(self._records.customer_id, self._opportunity, payment, refund)
         entity = EntityRef(EntityType.REFUND, refund.refund_id)
-        force = self._explicit(payment) or not self._records.still_live(entity, kind)
+        force = self._explicit(payment) or not self._records.still_live(entity, refund_kind(payment.method))
         record = self._records.write(entity, spec, force=force, on_written=remember)
         assert record.quickbooks_id is not None
         return record.quickbooks_id
 
     def _write_invoice(self, closed: ClosedJob) -> None:
-        opportunity, customer_id, job = self._opportunity, self._records.customer_id, closed.job
-
-        def spec(marker: str) -> InvoiceSpec:
-            return InvoiceSpec(
-                customer_id=customer_id,
-                doc_number=job.number,
-                txn_date=job.service_date,
-                lines=job.lines,
-                private_note=f"CRM job {job.job_id}, opportunity {opportunity.number} {marker}",
-                marker=marker,
-            )
+        job = closed.job
 
         def remember(record: SyncRecord) -> None:
             record.amount = job.total
 
+        spec = invoice_spec(self._records.customer_id, self._opportunity, job)
         self._records.write(EntityRef(EntityType.INVOICE, job.job_id), spec, force=True, on_written=remember)
+
+
+# The QuickBooks shapes: each builder makes a record's spec from the marker of the record's generation.
+
+
+def payment_spec(customer_id: str, opportunity: Opportunity, payment: Payment, lines: list[LinkLine]) -> SpecBuilder:
+    def spec(marker: str) -> PaymentSpec:
+        return PaymentSpec(
+            customer_id=customer_id,
+            amount=payment.amount,
+            txn_date=payment.received_time.date(),
+            method=payment.method,
+            reference=payment.reference,
+            lines=tuple(lines),
+            private_note=f"CRM payment {payment.payment_id}, opportunity {opportunity.number} {marker}",
+            marker=marker,
+        )
+
+    return spec
+
+
+def refund_spec(customer_id: str, opportunity: Opportunity, payment: Payment, refund: Refund) -> SpecBuilder:
+    def spec(marker: str) -> RefundSpec:
+        return RefundSpec(
+            customer_id=customer_id,
+            amount=refund.amount,
+            txn_date=refund.refunded_time.date(),
+            refund_kind=refund_kind(payment.method),
+            memo=refund.memo or f"Refund of payment {payment.payment_id}",
+            private_note=f"CRM refund {refund.refund_id} of payment {payment.payment_id}, "
+            f"opportunity {opportunity.number} {marker}",
+            marker=marker,
+        )
+
+    return spec
+
+
+def invoice_spec(customer_id: str, opportunity: Opportunity, job: Job) -> SpecBuilder:
+    def spec(marker: str) -> InvoiceSpec:
+        return InvoiceSpec(
+            customer_id=customer_id,
+            doc_number=job.number,
+            txn_date=job.service_date,
+            lines=job.lines,
+            private_note=f"CRM job {job.job_id}, opportunity {opportunity.number} {marker}",
+            marker=marker,
+        )
+
+    return spec
 
 
 def _payment_ref(payment: Payment) -> EntityRef:
