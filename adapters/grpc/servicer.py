@@ -10,17 +10,55 @@ ErrorMappingInterceptor turns them into statuses.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from functools import partial
+from typing import Protocol
 
 import grpc
 
 from adapters.grpc import convert
 from adapters.grpc.auth import current_principal
+from core.currency import AmountCurrency
+from core.domain import Job, Opportunity, Payment, Principal, SyncJob
 from core.errors import FieldViolation
 from core.service import SyncService
 from qbsync.v1 import resources_pb2, sync_service_pb2, sync_service_pb2_grpc
 
 DEFAULT_POLL_SECONDS = 0.1
+
+
+class _JobUseCase(Protocol):
+    """SyncService.close_out_job and SyncService.sync_invoice."""
+
+    def __call__(
+        self,
+        principal: Principal,
+        opportunity: Opportunity,
+        job: Job,
+        payments: list[Payment],
+        request_id: str = "",
+        *,
+        currencies: Sequence[AmountCurrency] = (),
+        conversion_violations: Sequence[FieldViolation] = (),
+    ) -> SyncJob: ...
+
+
+class _Accept(Protocol):
+    """A mutating use case, given the caller and the records of the request."""
+
+    def __call__(
+        self,
+        request_id: str = "",
+        *,
+        currencies: Sequence[AmountCurrency] = (),
+        conversion_violations: Sequence[FieldViolation] = (),
+    ) -> SyncJob: ...
+
+
+def _accept(req: convert.SyncRequest, use_case: _Accept) -> resources_pb2.SyncJob:
+    """Calls `use_case` with what every sync request carries besides its records."""
+    job = use_case(req.request_id, currencies=req.currencies, conversion_violations=req.violations)
+    return convert.sync_job_to_proto(job)
 
 
 class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
@@ -35,45 +73,26 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
         self, request: sync_service_pb2.SyncPaymentRequest, context: grpc.ServicerContext
     ) -> resources_pb2.SyncJob:
         req = convert.payment_request_from_proto(request)
-        job = self._service.sync_payment(
-            current_principal(),
-            req.opportunity,
-            req.payment,
-            req.request_id,
-            currencies=req.currencies,
-            conversion_violations=req.violations,
-        )
-        return convert.sync_job_to_proto(job)
+        return _accept(req, partial(self._service.sync_payment, current_principal(), req.opportunity, req.payment))
 
     def CloseOutJob(
         self, request: sync_service_pb2.CloseOutJobRequest, context: grpc.ServicerContext
     ) -> resources_pb2.SyncJob:
-        req = convert.job_request_from_proto(request)
-        job = self._service.close_out_job(
-            current_principal(),
-            req.opportunity,
-            req.job,
-            req.payments,
-            req.request_id,
-            currencies=req.currencies,
-            conversion_violations=req.violations,
-        )
-        return convert.sync_job_to_proto(job)
+        return self._accept_job(self._service.close_out_job, request)
 
     def SyncInvoice(
         self, request: sync_service_pb2.SyncInvoiceRequest, context: grpc.ServicerContext
     ) -> resources_pb2.SyncJob:
+        return self._accept_job(self._service.sync_invoice, request)
+
+    def _accept_job(
+        self,
+        use_case: _JobUseCase,
+        request: sync_service_pb2.CloseOutJobRequest | sync_service_pb2.SyncInvoiceRequest,
+    ) -> resources_pb2.SyncJob:
+        """CloseOutJob and SyncInvoice take the same request and differ only in the use case they call."""
         req = convert.job_request_from_proto(request)
-        job = self._service.sync_invoice(
-            current_principal(),
-            req.opportunity,
-            req.job,
-            req.payments,
-            req.request_id,
-            currencies=req.currencies,
-            conversion_violations=req.violations,
-        )
-        return convert.sync_job_to_proto(job)
+        return _accept(req, partial(use_case, current_principal(), req.opportunity, req.job, req.payments))
 
     def RetrySync(
         self, request: sync_service_pb2.RetrySyncRequest, context: grpc.ServicerContext
@@ -125,9 +144,7 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
     def ListSyncErrors(
         self, request: sync_service_pb2.ListSyncErrorsRequest, context: grpc.ServicerContext
     ) -> sync_service_pb2.ListSyncErrorsResponse:
-        jobs, next_page_token = self._service.list_errors(
-            current_principal(), request.page_size, request.page_token
-        )
+        jobs, next_page_token = self._service.list_errors(current_principal(), request.page_size, request.page_token)
         return sync_service_pb2.ListSyncErrorsResponse(
             sync_jobs=[convert.sync_job_to_proto(job) for job in jobs], next_page_token=next_page_token
         )
