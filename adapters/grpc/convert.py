@@ -378,11 +378,10 @@ def job_to_proto(job: Job) -> resources_pb2.Job:
 
 
 def entity_ref_from_proto(msg: resources_pb2.EntityRef, path: str, violations: Violations) -> EntityRef:
+    """The id is passed on as sent: whether it names anything (a blank one does not) is the core's rule."""
     entity_type = _enum_from_proto(
         _ENTITY_TYPES_IN, msg.type, "entity type", EntityType.PAYMENT, _at(path, "type"), violations
     )
-    if not msg.id.strip():
-        violations.append(FieldViolation(_at(path, "id"), "is required"))
     return EntityRef(entity_type, msg.id)
 
 

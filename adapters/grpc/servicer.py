@@ -12,35 +12,21 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from functools import partial
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import grpc
 
 from adapters.grpc import convert
 from adapters.grpc.auth import current_principal
 from core.currency import AmountCurrency
-from core.domain import Job, Opportunity, Payment, Principal, SyncJob
+from core.domain import EntityRef, Principal, SyncJob
 from core.errors import FieldViolation
 from core.service import SyncService
 from qbsync.v1 import resources_pb2, sync_service_pb2, sync_service_pb2_grpc
 
 DEFAULT_POLL_SECONDS = 0.1
 
-
-class _JobUseCase(Protocol):
-    """SyncService.close_out_job and SyncService.sync_invoice."""
-
-    def __call__(
-        self,
-        principal: Principal,
-        opportunity: Opportunity,
-        job: Job,
-        payments: list[Payment],
-        request_id: str = "",
-        *,
-        currencies: Sequence[AmountCurrency] = (),
-        conversion_violations: Sequence[FieldViolation] = (),
-    ) -> SyncJob: ...
+_Answer = TypeVar("_Answer", covariant=True)
 
 
 class _Accept(Protocol):
@@ -61,6 +47,21 @@ def _accept(req: convert.SyncRequest, use_case: _Accept) -> resources_pb2.SyncJo
     return convert.sync_job_to_proto(job)
 
 
+class _EntityUseCase(Protocol[_Answer]):
+    """A use case about one record (get_status, get_link)."""
+
+    def __call__(
+        self, principal: Principal, entity: EntityRef, *, conversion_violations: Sequence[FieldViolation] = ()
+    ) -> _Answer: ...
+
+
+def _on_entity(use_case: _EntityUseCase[_Answer], entity: resources_pb2.EntityRef) -> _Answer:
+    """Calls `use_case` about the request's `entity`."""
+    violations: list[FieldViolation] = []
+    ref = convert.entity_ref_from_proto(entity, "entity", violations)
+    return use_case(current_principal(), ref, conversion_violations=violations)
+
+
 class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
     def __init__(self, service: SyncService, *, poll_seconds: float = DEFAULT_POLL_SECONDS) -> None:
         """`poll_seconds`: how often WatchSyncJob looks for changes of the job it streams."""
@@ -78,19 +79,22 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
     def CloseOutJob(
         self, request: sync_service_pb2.CloseOutJobRequest, context: grpc.ServicerContext
     ) -> resources_pb2.SyncJob:
-        return self._accept_job(self._service.close_out_job, request)
+        return self._accept_job(request)
 
     def SyncInvoice(
         self, request: sync_service_pb2.SyncInvoiceRequest, context: grpc.ServicerContext
     ) -> resources_pb2.SyncJob:
-        return self._accept_job(self._service.sync_invoice, request)
+        return self._accept_job(request)
 
     def _accept_job(
-        self,
-        use_case: _JobUseCase,
-        request: sync_service_pb2.CloseOutJobRequest | sync_service_pb2.SyncInvoiceRequest,
+        self, request: sync_service_pb2.CloseOutJobRequest | sync_service_pb2.SyncInvoiceRequest
     ) -> resources_pb2.SyncJob:
-        """CloseOutJob and SyncInvoice take the same request and differ only in the use case they call."""
+        """The two job requests have the same fields; the request's type tells which use case takes it."""
+        use_case = (
+            self._service.close_out_job
+            if isinstance(request, sync_service_pb2.CloseOutJobRequest)
+            else self._service.sync_invoice
+        )
         req = convert.job_request_from_proto(request)
         return _accept(req, partial(use_case, current_principal(), req.opportunity, req.job, req.payments))
 
@@ -128,18 +132,12 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
     def GetSyncStatus(
         self, request: sync_service_pb2.GetSyncStatusRequest, context: grpc.ServicerContext
     ) -> resources_pb2.SyncStatus:
-        violations: list[FieldViolation] = []
-        entity = convert.entity_ref_from_proto(request.entity, "entity", violations)
-        record = self._service.get_status(current_principal(), entity, conversion_violations=violations)
-        return convert.sync_status_to_proto(record)
+        return convert.sync_status_to_proto(_on_entity(self._service.get_status, request.entity))
 
     def GetQuickBooksLink(
         self, request: sync_service_pb2.GetQuickBooksLinkRequest, context: grpc.ServicerContext
     ) -> sync_service_pb2.QuickBooksLink:
-        violations: list[FieldViolation] = []
-        entity = convert.entity_ref_from_proto(request.entity, "entity", violations)
-        url = self._service.get_link(current_principal(), entity, conversion_violations=violations)
-        return sync_service_pb2.QuickBooksLink(url=url)
+        return sync_service_pb2.QuickBooksLink(url=_on_entity(self._service.get_link, request.entity))
 
     def ListSyncErrors(
         self, request: sync_service_pb2.ListSyncErrorsRequest, context: grpc.ServicerContext
