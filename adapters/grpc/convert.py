@@ -319,6 +319,10 @@ def payment_method_from_proto(value: int, path: str, violations: Violations) -> 
     return _enum_from_proto(_PAYMENT_METHODS_IN, value, "payment method", PaymentMethod.OTHER, path, violations)
 
 
+def payment_method_to_proto(method: PaymentMethod) -> resources_pb2.PaymentMethod.ValueType:
+    return _PAYMENT_METHODS[method]
+
+
 def payment_from_proto(msg: resources_pb2.Payment, path: str, violations: Violations) -> Payment:
     return Payment(
         payment_id=msg.payment_id,
