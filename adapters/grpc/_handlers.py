@@ -8,6 +8,7 @@ behaviour itself, and for response streams the iteration of the stream too.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from typing import Any
 
@@ -48,3 +49,28 @@ def wrap_handler(
     if handler.stream_stream is not None:
         return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream, True), **serializers)
     raise ValueError("a method handler without a behaviour")
+
+
+class HandlerInterceptor(grpc.ServerInterceptor):
+    """A server interceptor that replaces the handler of each method it is given (`intercept_handler`).
+
+    Unknown methods (no handler: grpc answers UNIMPLEMENTED itself) are passed over, and so are grpc's own
+    services unless `intercepts_infrastructure` says otherwise.
+    """
+
+    intercepts_infrastructure = False
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or (is_infrastructure(method) and not self.intercepts_infrastructure):
+            return handler
+        return self.intercept_handler(handler, method)
+
+    @abc.abstractmethod
+    def intercept_handler(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        """The handler to run for `method` instead of `handler` (often `wrap_handler(handler, ...)`)."""

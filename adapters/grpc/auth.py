@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 from grpc_status import rpc_status
 
-from adapters.grpc._handlers import Behavior, is_infrastructure, wrap_handler
+from adapters.grpc._handlers import Behavior, HandlerInterceptor, wrap_handler
 from adapters.grpc.status import status_for_error
 from core.domain import Principal
 from core.errors import QbsyncError, UnauthenticatedError
@@ -55,19 +55,13 @@ def presented_key(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
     return key.strip()
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
+class AuthInterceptor(HandlerInterceptor):
+    """Callers need no key to ask whether the server is up or what it serves (grpc's own services)."""
+
     def __init__(self, authenticate: Authenticate) -> None:
         self._authenticate = authenticate
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
-        # Callers need no key to ask whether the server is up or what it serves.
-        if handler is None or is_infrastructure(handler_call_details.method):
-            return handler
+    def intercept_handler(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         return wrap_handler(handler, self._wrap)
 
     def _wrap(self, behavior: Behavior, response_streaming: bool) -> Behavior:

@@ -6,16 +6,14 @@ the client secret or the anti-forgery state: those stay in the server.
 
 from __future__ import annotations
 
-from adapters.grpc.convert import payment_method_from_proto, timestamp_to_proto
+from adapters.grpc.convert import payment_method_from_proto, payment_method_to_proto, timestamp_to_proto
 from core.connection import PRODUCTION, SANDBOX, ConnectionState, ListRef, QuickBooksConnection, QuickBooksSettings
 from core.domain import PaymentMethod
 from core.errors import FieldViolation
 from qbsync.v1 import connection_service_pb2 as pb
-from qbsync.v1 import resources_pb2
 
 # Built from the domain enum, so that a state added on one side only fails at import.
 _STATES = {s: pb.ConnectionState.Value(f"CONNECTION_STATE_{s.value}") for s in ConnectionState}
-_PAYMENT_METHODS = {m: resources_pb2.PaymentMethod.Value(f"PAYMENT_METHOD_{m.value}") for m in PaymentMethod}
 
 
 def environment_from_proto(value: int, violations: list[FieldViolation]) -> str:
@@ -47,7 +45,8 @@ def settings_from_proto(msg: pb.Settings, violations: list[FieldViolation]) -> Q
     for i, mapping in enumerate(msg.payment_methods):
         path = f"settings.payment_methods[{i}]"
         method = payment_method_from_proto(mapping.method, f"{path}.method", violations)
-        if method in methods and mapping.method in _PAYMENT_METHODS.values():
+        # A method sent as itself (not an unknown one standing in as OTHER, already reported) mapped twice.
+        if method in methods and mapping.method == payment_method_to_proto(method):
             violations.append(FieldViolation(f"{path}.method", f"{method.value} is mapped more than once"))
         methods[method] = list_ref_from_proto(mapping.quickbooks_payment_method)
     return QuickBooksSettings(
@@ -67,8 +66,12 @@ def settings_to_proto(settings: QuickBooksSettings) -> pb.Settings:
         accounts_receivable_account=list_ref_to_proto(settings.accounts_receivable_account),
         income_item=list_ref_to_proto(settings.income_item),
         payment_methods=[
-            pb.PaymentMethodMapping(method=_PAYMENT_METHODS[method], quickbooks_payment_method=list_ref_to_proto(ref))
-            for method, ref in sorted(settings.payment_methods.items(), key=lambda item: _PAYMENT_METHODS[item[0]])
+            pb.PaymentMethodMapping(
+                method=payment_method_to_proto(method), quickbooks_payment_method=list_ref_to_proto(ref)
+            )
+            for method, ref in sorted(
+                settings.payment_methods.items(), key=lambda item: payment_method_to_proto(item[0])
+            )
         ],
         doc_number_prefix=settings.doc_number_prefix,
     )

@@ -51,4 +51,3 @@ class ConnectionServicer(connection_service_pb2_grpc.ConnectionServiceServicer):
 
     def Disconnect(self, request: pb.DisconnectRequest, context: grpc.ServicerContext) -> pb.Connection:
         return convert.connection_to_proto(self._service.disconnect(current_principal()))
-

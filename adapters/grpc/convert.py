@@ -18,7 +18,9 @@ signal that the error mapping would take for a bug of ours (INTERNAL).
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import (
@@ -34,6 +36,7 @@ from decimal import (
     Underflow,
     localcontext,
 )
+from typing import TypeVar
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
@@ -99,12 +102,38 @@ _ENTITY_TYPES_IN: dict[int, EntityType] = {v: t for t, v in _ENTITY_TYPES.items(
 _SYNC_STATES = {s: resources_pb2.SyncState.Value(f"SYNC_STATE_{s.value}") for s in SyncState}
 _JOB_STATES = {s: resources_pb2.SyncJob.State.Value(f"STATE_{s.value}") for s in SyncJobState}
 _SYNC_ACTIONS = {a: resources_pb2.SyncAction.Value(f"SYNC_ACTION_{a.value}") for a in SyncAction}
+# A customer is the same strings under the same names on both sides: copied by name, so that a field added
+# to one side but not the other fails at import.
+_CUSTOMER_FIELDS = tuple(field.name for field in dataclasses.fields(Customer))
+if set(_CUSTOMER_FIELDS) != set(resources_pb2.Customer.DESCRIPTOR.fields_by_name):
+    raise ImportError("core.domain.Customer and qbsync.v1.Customer must have the same fields")
 
 Violations = list[FieldViolation]
+_Item = TypeVar("_Item")
+_Converted = TypeVar("_Converted")
+_Message = TypeVar("_Message", bound=Message)
 
 
 def _at(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
+
+
+def _each(
+    convert: Callable[[_Item, str, Violations], _Converted], items: Iterable[_Item], path: str, violations: Violations
+) -> tuple[_Converted, ...]:
+    """`convert` of every item of a repeated field, each named by its index (`payment.refunds[1]`)."""
+    return tuple(convert(item, f"{path}[{i}]", violations) for i, item in enumerate(items))
+
+
+def _enum_from_proto(
+    values: Mapping[int, _Converted], value: int, what: str, stand_in: _Converted, path: str, violations: Violations
+) -> _Converted:
+    """The domain value of a proto enum value; unset (`..._UNSPECIFIED = 0`) or unknown stands in as `stand_in`."""
+    found = values.get(value)
+    if found is None:
+        violations.append(FieldViolation(path, "is required" if value == 0 else f"unknown {what} {value}"))
+        return stand_in
+    return found
 
 
 # --- values ------------------------------------------------------------------------------------------
@@ -166,17 +195,24 @@ def money_to_proto(amount: Decimal, currency_code: str = "") -> money_pb2.Money:
     return money_pb2.Money(currency_code=currency_code, units=sign * units, nanos=sign * nanos)
 
 
+def _required(kind: type[_Message], parent: Message, name: str, path: str, violations: Violations) -> _Message | None:
+    """The message field `name` of `parent`, or None, reported as required, when it is not set."""
+    if not parent.HasField(name):
+        violations.append(FieldViolation(_at(path, name), "is required"))
+        return None
+    value: _Message = getattr(parent, name)
+    return value
+
+
 def timestamp_from_proto(parent: Message, name: str, path: str, violations: Violations) -> datetime:
     """A required timestamp field of `parent`, as a timezone-aware UTC datetime."""
-    field_path = _at(path, name)
-    if not parent.HasField(name):
-        violations.append(FieldViolation(field_path, "is required"))
+    timestamp = _required(timestamp_pb2.Timestamp, parent, name, path, violations)
+    if timestamp is None:
         return _EPOCH
-    timestamp: timestamp_pb2.Timestamp = getattr(parent, name)
     try:
         return timestamp.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
-        violations.append(FieldViolation(field_path, "is not a valid time"))
+        violations.append(FieldViolation(_at(path, name), "is not a valid time"))
         return _EPOCH
 
 
@@ -188,11 +224,10 @@ def timestamp_to_proto(time: datetime) -> timestamp_pb2.Timestamp:
 
 def date_from_proto(parent: Message, name: str, path: str, violations: Violations) -> date:
     """A required full date (google.type.Date allows partial dates; an invoice date cannot be one)."""
-    field_path = _at(path, name)
-    if not parent.HasField(name):
-        violations.append(FieldViolation(field_path, "is required"))
+    value = _required(date_pb2.Date, parent, name, path, violations)
+    if value is None:
         return _EPOCH_DATE
-    value: date_pb2.Date = getattr(parent, name)
+    field_path = _at(path, name)
     if not (value.year and value.month and value.day):
         violations.append(FieldViolation(field_path, "must be a full date: year, month and day"))
         return _EPOCH_DATE
@@ -243,31 +278,15 @@ def quantity_to_proto(quantity: Decimal) -> str:
 
 
 def customer_from_proto(msg: resources_pb2.Customer) -> Customer:
-    return Customer(
-        customer_id=msg.customer_id,
-        first_name=msg.first_name,
-        last_name=msg.last_name,
-        company_name=msg.company_name,
-        email=msg.email,
-        phone=msg.phone,
-    )
+    return Customer(**{name: getattr(msg, name) for name in _CUSTOMER_FIELDS})
 
 
 def customer_to_proto(customer: Customer) -> resources_pb2.Customer:
-    return resources_pb2.Customer(
-        customer_id=customer.customer_id,
-        first_name=customer.first_name,
-        last_name=customer.last_name,
-        company_name=customer.company_name,
-        email=customer.email,
-        phone=customer.phone,
-    )
+    return resources_pb2.Customer(**{name: getattr(customer, name) for name in _CUSTOMER_FIELDS})
 
 
 def opportunity_from_proto(msg: resources_pb2.Opportunity) -> Opportunity:
-    return Opportunity(
-        opportunity_id=msg.opportunity_id, number=msg.number, customer=customer_from_proto(msg.customer)
-    )
+    return Opportunity(opportunity_id=msg.opportunity_id, number=msg.number, customer=customer_from_proto(msg.customer))
 
 
 def opportunity_to_proto(opportunity: Opportunity) -> resources_pb2.Opportunity:
@@ -297,13 +316,11 @@ def refund_to_proto(refund: Refund) -> resources_pb2.Refund:
 
 
 def payment_method_from_proto(value: int, path: str, violations: Violations) -> PaymentMethod:
-    method = _PAYMENT_METHODS_IN.get(value)
-    if method is None:
-        unspecified = value == resources_pb2.PAYMENT_METHOD_UNSPECIFIED
-        description = "is required" if unspecified else f"unknown payment method {value}"
-        violations.append(FieldViolation(path, description))
-        return PaymentMethod.OTHER
-    return method
+    return _enum_from_proto(_PAYMENT_METHODS_IN, value, "payment method", PaymentMethod.OTHER, path, violations)
+
+
+def payment_method_to_proto(method: PaymentMethod) -> resources_pb2.PaymentMethod.ValueType:
+    return _PAYMENT_METHODS[method]
 
 
 def payment_from_proto(msg: resources_pb2.Payment, path: str, violations: Violations) -> Payment:
@@ -313,10 +330,7 @@ def payment_from_proto(msg: resources_pb2.Payment, path: str, violations: Violat
         method=payment_method_from_proto(msg.method, _at(path, "method"), violations),
         received_time=timestamp_from_proto(msg, "received_time", path, violations),
         reference=msg.reference,
-        refunds=tuple(
-            refund_from_proto(refund, f"{_at(path, 'refunds')}[{i}]", violations)
-            for i, refund in enumerate(msg.refunds)
-        ),
+        refunds=_each(refund_from_proto, msg.refunds, _at(path, "refunds"), violations),
     )
 
 
@@ -354,10 +368,7 @@ def job_from_proto(msg: resources_pb2.Job, path: str, violations: Violations) ->
         job_id=msg.job_id,
         number=msg.number,
         service_date=date_from_proto(msg, "service_date", path, violations),
-        lines=tuple(
-            invoice_line_from_proto(line, f"{_at(path, 'lines')}[{i}]", violations)
-            for i, line in enumerate(msg.lines)
-        ),
+        lines=_each(invoice_line_from_proto, msg.lines, _at(path, "lines"), violations),
     )
 
 
@@ -371,14 +382,10 @@ def job_to_proto(job: Job) -> resources_pb2.Job:
 
 
 def entity_ref_from_proto(msg: resources_pb2.EntityRef, path: str, violations: Violations) -> EntityRef:
-    entity_type = _ENTITY_TYPES_IN.get(msg.type)
-    if entity_type is None:
-        unspecified = msg.type == resources_pb2.ENTITY_TYPE_UNSPECIFIED
-        description = "is required" if unspecified else f"unknown entity type {msg.type}"
-        violations.append(FieldViolation(_at(path, "type"), description))
-        entity_type = EntityType.PAYMENT
-    if not msg.id.strip():
-        violations.append(FieldViolation(_at(path, "id"), "is required"))
+    """The id is passed on as sent: whether it names anything (a blank one does not) is the core's rule."""
+    entity_type = _enum_from_proto(
+        _ENTITY_TYPES_IN, msg.type, "entity type", EntityType.PAYMENT, _at(path, "type"), violations
+    )
     return EntityRef(entity_type, msg.id)
 
 
@@ -389,27 +396,30 @@ def entity_ref_to_proto(entity: EntityRef) -> resources_pb2.EntityRef:
 # --- requests -------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PaymentRequest:
-    """A SyncPaymentRequest as the core takes it, with what conversion found wrong."""
+@dataclass(frozen=True, kw_only=True)
+class SyncRequest:
+    """What every mutating sync request carries besides its own records, as the core takes it: the
+    opportunity, the idempotency key, the currency of each amount, and what conversion found wrong."""
 
     opportunity: Opportunity
-    payment: Payment
     request_id: str
     violations: tuple[FieldViolation, ...]
     currencies: tuple[AmountCurrency, ...] = ()
 
 
-@dataclass(frozen=True)
-class JobRequest:
-    """A CloseOutJobRequest or SyncInvoiceRequest as the core takes it, with what conversion found wrong."""
+@dataclass(frozen=True, kw_only=True)
+class PaymentRequest(SyncRequest):
+    """A SyncPaymentRequest."""
 
-    opportunity: Opportunity
+    payment: Payment
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobRequest(SyncRequest):
+    """A CloseOutJobRequest or SyncInvoiceRequest."""
+
     job: Job
     payments: list[Payment]
-    request_id: str
-    violations: tuple[FieldViolation, ...]
-    currencies: tuple[AmountCurrency, ...] = ()
 
 
 def payment_request_from_proto(request: sync_service_pb2.SyncPaymentRequest) -> PaymentRequest:
@@ -429,7 +439,7 @@ def job_request_from_proto(
 ) -> JobRequest:
     violations: Violations = []
     job = job_from_proto(request.job, "job", violations)
-    payments = [payment_from_proto(p, f"payments[{i}]", violations) for i, p in enumerate(request.payments)]
+    payments = list(_each(payment_from_proto, request.payments, "payments", violations))
     return JobRequest(
         opportunity=opportunity_from_proto(request.opportunity),
         job=job,

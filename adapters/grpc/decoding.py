@@ -14,13 +14,13 @@ services (health, reflection) too: their behaviours are passed on with their ari
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import grpc
 from grpc_status import rpc_status
 
-from adapters.grpc._handlers import Behavior, Deserializer, wrap_handler
+from adapters.grpc._handlers import Behavior, Deserializer, HandlerInterceptor, wrap_handler
 from adapters.grpc.status import status_for_error
 from core.errors import UndecodableRequestError
 
@@ -52,17 +52,14 @@ def _request_type(deserializer: Deserializer, method: str) -> str:
     return name if isinstance(name, str) else f"request of {method}"
 
 
-class DecodingInterceptor(grpc.ServerInterceptor):
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
+class DecodingInterceptor(HandlerInterceptor):
+    intercepts_infrastructure = True
+
+    def intercept_handler(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         # A handler without a deserializer takes the raw bytes, which cannot fail to decode.
-        if handler is None or handler.request_deserializer is None:
+        if handler.request_deserializer is None:
             return handler
-        error = UndecodableRequestError(_request_type(handler.request_deserializer, handler_call_details.method))
+        error = UndecodableRequestError(_request_type(handler.request_deserializer, method))
         request_streaming = bool(handler.request_streaming)
 
         def wrap(behavior: Behavior, response_streaming: bool) -> Behavior:
@@ -78,9 +75,7 @@ class DecodingInterceptor(grpc.ServerInterceptor):
 
             return checked
 
-        return wrap_handler(
-            handler, wrap, request_deserializer=guarded_deserializer(handler.request_deserializer)
-        )
+        return wrap_handler(handler, wrap, request_deserializer=guarded_deserializer(handler.request_deserializer))
 
 
 def _checked_stream(

@@ -10,33 +10,23 @@ is logged with its traceback and the caller gets INTERNAL with a generic message
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import grpc
 from grpc_status import rpc_status
 
-from adapters.grpc._handlers import Behavior, is_infrastructure, wrap_handler
+from adapters.grpc._handlers import Behavior, HandlerInterceptor, wrap_handler
 from adapters.grpc.status import internal_status, status_for_error
 from core.errors import QbsyncError
 
 log = logging.getLogger(__name__)
 
 
-class ErrorMappingInterceptor(grpc.ServerInterceptor):
+class ErrorMappingInterceptor(HandlerInterceptor):
     """Put it first in the server's interceptors, so that it also sees what later ones raise."""
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
-        method: str = handler_call_details.method
-        # None: an unknown method, which grpc answers UNIMPLEMENTED itself.
-        if handler is None or is_infrastructure(method):
-            return handler
-
+    def intercept_handler(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         def wrap(behavior: Behavior, response_streaming: bool) -> Behavior:
             return _guard_stream(behavior, method) if response_streaming else _guard_unary(behavior, method)
 

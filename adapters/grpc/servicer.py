@@ -10,17 +10,56 @@ ErrorMappingInterceptor turns them into statuses.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from functools import partial
+from typing import Protocol, TypeVar
 
 import grpc
 
 from adapters.grpc import convert
 from adapters.grpc.auth import current_principal
+from core.currency import AmountCurrency
+from core.domain import EntityRef, Principal, SyncJob
 from core.errors import FieldViolation
 from core.service import SyncService
 from qbsync.v1 import resources_pb2, sync_service_pb2, sync_service_pb2_grpc
 
 DEFAULT_POLL_SECONDS = 0.1
+
+_Answer = TypeVar("_Answer", covariant=True)
+
+
+class _Accept(Protocol):
+    """A mutating use case, given the caller and the records of the request."""
+
+    def __call__(
+        self,
+        request_id: str = "",
+        *,
+        currencies: Sequence[AmountCurrency] = (),
+        conversion_violations: Sequence[FieldViolation] = (),
+    ) -> SyncJob: ...
+
+
+def _accept(req: convert.SyncRequest, use_case: _Accept) -> resources_pb2.SyncJob:
+    """Calls `use_case` with what every sync request carries besides its records."""
+    job = use_case(req.request_id, currencies=req.currencies, conversion_violations=req.violations)
+    return convert.sync_job_to_proto(job)
+
+
+class _EntityUseCase(Protocol[_Answer]):
+    """A use case about one record (get_status, get_link)."""
+
+    def __call__(
+        self, principal: Principal, entity: EntityRef, *, conversion_violations: Sequence[FieldViolation] = ()
+    ) -> _Answer: ...
+
+
+def _on_entity(use_case: _EntityUseCase[_Answer], entity: resources_pb2.EntityRef) -> _Answer:
+    """Calls `use_case` about the request's `entity`."""
+    violations: list[FieldViolation] = []
+    ref = convert.entity_ref_from_proto(entity, "entity", violations)
+    return use_case(current_principal(), ref, conversion_violations=violations)
 
 
 class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
@@ -35,45 +74,29 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
         self, request: sync_service_pb2.SyncPaymentRequest, context: grpc.ServicerContext
     ) -> resources_pb2.SyncJob:
         req = convert.payment_request_from_proto(request)
-        job = self._service.sync_payment(
-            current_principal(),
-            req.opportunity,
-            req.payment,
-            req.request_id,
-            currencies=req.currencies,
-            conversion_violations=req.violations,
-        )
-        return convert.sync_job_to_proto(job)
+        return _accept(req, partial(self._service.sync_payment, current_principal(), req.opportunity, req.payment))
 
     def CloseOutJob(
         self, request: sync_service_pb2.CloseOutJobRequest, context: grpc.ServicerContext
     ) -> resources_pb2.SyncJob:
-        req = convert.job_request_from_proto(request)
-        job = self._service.close_out_job(
-            current_principal(),
-            req.opportunity,
-            req.job,
-            req.payments,
-            req.request_id,
-            currencies=req.currencies,
-            conversion_violations=req.violations,
-        )
-        return convert.sync_job_to_proto(job)
+        return self._accept_job(request)
 
     def SyncInvoice(
         self, request: sync_service_pb2.SyncInvoiceRequest, context: grpc.ServicerContext
     ) -> resources_pb2.SyncJob:
-        req = convert.job_request_from_proto(request)
-        job = self._service.sync_invoice(
-            current_principal(),
-            req.opportunity,
-            req.job,
-            req.payments,
-            req.request_id,
-            currencies=req.currencies,
-            conversion_violations=req.violations,
+        return self._accept_job(request)
+
+    def _accept_job(
+        self, request: sync_service_pb2.CloseOutJobRequest | sync_service_pb2.SyncInvoiceRequest
+    ) -> resources_pb2.SyncJob:
+        """The two job requests have the same fields; the request's type tells which use case takes it."""
+        use_case = (
+            self._service.close_out_job
+            if isinstance(request, sync_service_pb2.CloseOutJobRequest)
+            else self._service.sync_invoice
         )
-        return convert.sync_job_to_proto(job)
+        req = convert.job_request_from_proto(request)
+        return _accept(req, partial(use_case, current_principal(), req.opportunity, req.job, req.payments))
 
     def RetrySync(
         self, request: sync_service_pb2.RetrySyncRequest, context: grpc.ServicerContext
@@ -109,25 +132,17 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
     def GetSyncStatus(
         self, request: sync_service_pb2.GetSyncStatusRequest, context: grpc.ServicerContext
     ) -> resources_pb2.SyncStatus:
-        violations: list[FieldViolation] = []
-        entity = convert.entity_ref_from_proto(request.entity, "entity", violations)
-        record = self._service.get_status(current_principal(), entity, conversion_violations=violations)
-        return convert.sync_status_to_proto(record)
+        return convert.sync_status_to_proto(_on_entity(self._service.get_status, request.entity))
 
     def GetQuickBooksLink(
         self, request: sync_service_pb2.GetQuickBooksLinkRequest, context: grpc.ServicerContext
     ) -> sync_service_pb2.QuickBooksLink:
-        violations: list[FieldViolation] = []
-        entity = convert.entity_ref_from_proto(request.entity, "entity", violations)
-        url = self._service.get_link(current_principal(), entity, conversion_violations=violations)
-        return sync_service_pb2.QuickBooksLink(url=url)
+        return sync_service_pb2.QuickBooksLink(url=_on_entity(self._service.get_link, request.entity))
 
     def ListSyncErrors(
         self, request: sync_service_pb2.ListSyncErrorsRequest, context: grpc.ServicerContext
     ) -> sync_service_pb2.ListSyncErrorsResponse:
-        jobs, next_page_token = self._service.list_errors(
-            current_principal(), request.page_size, request.page_token
-        )
+        jobs, next_page_token = self._service.list_errors(current_principal(), request.page_size, request.page_token)
         return sync_service_pb2.ListSyncErrorsResponse(
             sync_jobs=[convert.sync_job_to_proto(job) for job in jobs], next_page_token=next_page_token
         )

@@ -159,14 +159,14 @@ class FakeSyncService:
         self, principal: Principal, entity: EntityRef, *, conversion_violations: Sequence[FieldViolation] = ()
     ) -> SyncRecord:
         require(principal, Permission.READ)
-        _raise_if_any(list(conversion_violations))
+        _raise_if_any(merge_violations(conversion_violations, _entity_violations(entity)))
         return SyncRecord(tenant_id=principal.tenant_id, entity=entity)
 
     def get_link(
         self, principal: Principal, entity: EntityRef, *, conversion_violations: Sequence[FieldViolation] = ()
     ) -> str:
         require(principal, Permission.QUICKBOOKS_VIEW)
-        _raise_if_any(list(conversion_violations))
+        _raise_if_any(merge_violations(conversion_violations, _entity_violations(entity)))
         raise RuntimeError(f"a bug that mentions {SECRET_IN_A_BUG}")
 
     def list_errors(self, principal: Principal, page_size: int, page_token: str) -> tuple[list[SyncJob], str]:
@@ -175,6 +175,11 @@ class FakeSyncService:
 
     def retry(self, principal: Principal, name: str) -> SyncJob:
         return self.get_job(principal, name)
+
+
+def _entity_violations(entity: EntityRef) -> list[FieldViolation]:
+    """As SyncService judges an entity: the adapter passes a blank id on, the use case reports it."""
+    return [] if entity.id.strip() else [FieldViolation("entity.id", "is required")]
 
 
 def _raise_if_any(violations: list[FieldViolation]) -> None:

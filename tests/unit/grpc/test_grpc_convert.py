@@ -242,10 +242,13 @@ def test_a_service_date_must_be_a_real_full_date(value: Date, description: str) 
     assert violations == [FieldViolation("job.service_date", description)]
 
 
-def test_an_entity_ref_needs_a_type_and_an_id() -> None:
+def test_an_entity_ref_needs_a_type_and_leaves_its_id_to_the_core() -> None:
+    # That a blank id is reported too (entity.type, entity.id) is the use case's finding: test_sync_scenarios
+    # and test_grpc_server's test_an_entity_without_type_or_id_is_invalid assert it.
     violations: list[FieldViolation] = []
-    convert.entity_ref_from_proto(r.EntityRef(), "entity", violations)
-    assert [v.field for v in violations] == ["entity.type", "entity.id"]
+    blank = convert.entity_ref_from_proto(r.EntityRef(), "entity", violations)
+    assert [v.field for v in violations] == ["entity.type"]
+    assert blank.id == ""
     ref = convert.entity_ref_from_proto(r.EntityRef(type=r.ENTITY_TYPE_INVOICE, id="job-1"), "entity", [])
     assert ref == EntityRef(EntityType.INVOICE, "job-1")
 
