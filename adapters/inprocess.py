@@ -1,9 +1,9 @@
 """In-process implementations of the coordination ports: `RequestLimiter` and `CompanyLock`.
 
 They coordinate the threads of one process, which is all a deployment on SQLite (or on the in-memory fake)
-has: the persistence modules bind them there. Several processes sharing PostgreSQL need the shared ones
-(`adapters.persistence.sqlalchemy.limiter`, `.company_lock`). Like `adapters.system`, this module belongs
-to no technology, so any adapter may build on it.
+has: `adapters.coordination.InProcessCoordinationModule` binds them there. Several processes sharing
+PostgreSQL need the shared ones (`adapters.persistence.sqlalchemy.limiter`, `.company_lock`). Like
+`adapters.system`, this module belongs to no technology, so any adapter may build on it.
 
 Intuit meters each company (realm) per app: 500 requests a minute, 10 a second and 10 at once
 (QUICKBOOKS.md); `RateLimits` holds those numbers.

@@ -1,6 +1,8 @@
 """The composition root: the only place that names concrete adapters.
 
-`bootstrap()` builds the production wiring; a tester passes modules that override it, e.g.
+`bootstrap()` builds the production wiring — persistence, coordination (chosen here, once, from the
+database URL), QuickBooks, Intuit's OAuth, the use cases and the gRPC API — for every entry point: the
+server (`qbsync.runtime`), the CLI and the tests. A tester passes modules that override it, e.g.
 `bootstrap(InMemoryPersistenceModule(), FakeQuickBooksModule())`. Later modules win.
 """
 
@@ -10,13 +12,24 @@ from datetime import timedelta
 
 from injector import Injector, Module, provider, singleton
 
+from adapters.coordination import INTUIT_RATE_LIMITS, InProcessCoordinationModule, PostgresCoordinationModule
+from adapters.grpc.connection_servicer import ConnectionServicer
+from adapters.grpc.server import GrpcServerFactory
+from adapters.grpc.servicer import SyncServicer
 from adapters.persistence.module import SqlAlchemyPersistenceModule
 from adapters.quickbooks.module import QuickBooksModule
 from adapters.quickbooks.oauth_module import IntuitAuthorizationModule
 from adapters.system import SystemClock, UuidIdSource
 from core.auth import ApiKeys
 from core.connections_service import ConnectionService
-from core.ports import AccountingSystems, Clock, IdSource, QuickBooksAuthorization, UnitOfWorkFactory
+from core.ports import (
+    AccountingSystems,
+    Clock,
+    IdSource,
+    QuickBooksAuthorization,
+    RateLimits,
+    UnitOfWorkFactory,
+)
 from core.service import SyncService
 from core.sync_engine import SyncEngine
 from core.worker import SyncWorker
@@ -90,15 +103,56 @@ class CoreModule(Module):
         return SyncWorker(uow, SyncEngine(uow, accounting, clock), clock, lease=lease)
 
 
+class GrpcModule(Module):
+    """The gRPC API: both servicers and the server they are served by, on the settings' address. The
+    server is provided as a factory: binding its port is the runtime's act, when it starts."""
+
+    @singleton
+    @provider
+    def sync_servicer(self, service: SyncService, settings: Settings) -> SyncServicer:
+        return SyncServicer(service, poll_seconds=settings.watch_poll_seconds)
+
+    @singleton
+    @provider
+    def connection_servicer(self, service: ConnectionService) -> ConnectionServicer:
+        return ConnectionServicer(service)
+
+    @singleton
+    @provider
+    def server_factory(
+        self, servicer: SyncServicer, connection_servicer: ConnectionServicer, keys: ApiKeys, settings: Settings
+    ) -> GrpcServerFactory:
+        return GrpcServerFactory(servicer, keys.authenticate, settings.listen, connection_servicer)
+
+
+def coordination_module(database_url: str, rate_limits: RateLimits = INTUIT_RATE_LIMITS) -> Module:
+    """Where the QuickBooks request limits and the token-refresh lock are kept: in PostgreSQL, which many
+    processes share, so that they hold for all of them; in this process on SQLite (one process does the
+    work) and with the in-memory fake."""
+    from adapters.persistence.sqlalchemy.engine import normalise_url
+
+    if normalise_url(database_url).get_backend_name() == "postgresql":
+        return PostgresCoordinationModule(database_url, rate_limits)
+    return InProcessCoordinationModule(rate_limits)
+
+
 def bootstrap(*overrides: Module, settings: Settings | None = None) -> Injector:
+    """The production wiring for `settings` (default: from the environment), with `overrides` last.
+
+    Each concrete adapter comes from one module, so an override replaces it whole: a tester's
+    `InMemoryPersistenceModule()` binds the unit of work, `FakeQuickBooksModule()` the accounting systems,
+    `InProcessCoordinationModule()` the limiter and lock (when the settings name a PostgreSQL database).
+    """
     settings = settings or Settings.from_env()
     modules: list[Module] = [
         SettingsModule(settings),
         SystemModule(),
         SqlAlchemyPersistenceModule(settings.database_url, settings.encryption_keys, settings.key_file),
+        coordination_module(settings.database_url),
         QuickBooksModule(),
         IntuitAuthorizationModule(settings.qbo_client_id, settings.qbo_client_secret),
         CoreModule(),
+        GrpcModule(),
         *overrides,
     ]
     return Injector(modules, auto_bind=False)

@@ -145,7 +145,7 @@ def _override(settings: Settings, listen: str | None, workers: int | None, role:
 def _serve(settings: Settings, banner: str | None, note: str = "") -> None:
     from qbsync.runtime import Runtime
 
-    runtime = Runtime(bootstrap(settings=settings), settings)
+    runtime = Runtime(bootstrap(settings=settings))
     port = runtime.start()
     host = settings.listen.rsplit(":", 1)[0]
     database = _redacted(settings.database_url)

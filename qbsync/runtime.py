@@ -1,5 +1,8 @@
 """A running qbsync process: the gRPC API and/or the background workers (its role), stopped gracefully.
 
+Everything it runs comes from the injector `bootstrap()` built (the settings, the workers, the server
+factory): the runtime only starts and stops it.
+
 One machine runs both in one process (role "all"). At scale, API processes sit behind a load balancer and
 worker processes only claim jobs from the shared database: they never talk to each other, so either kind
 can be added, removed or killed independently.
@@ -17,12 +20,7 @@ from dataclasses import replace
 import grpc
 from injector import Injector
 
-from adapters.grpc.connection_servicer import ConnectionServicer
-from adapters.grpc.server import build_server, stop_gracefully
-from adapters.grpc.servicer import SyncServicer
-from core.auth import ApiKeys
-from core.connections_service import ConnectionService
-from core.service import SyncService
+from adapters.grpc.server import GrpcServerFactory, stop_gracefully
 from core.worker import SyncWorker
 from qbsync.config import Settings
 
@@ -30,10 +28,12 @@ log = logging.getLogger(__name__)
 
 
 class Runtime:
-    """The threads and server of one process. `role` overrides the settings' role (tests, benchmarks)."""
+    """The threads and server of one process, as `injector`'s settings say. `role` overrides the settings'
+    role (tests, benchmarks)."""
 
-    def __init__(self, injector: Injector, settings: Settings, role: str | None = None) -> None:
+    def __init__(self, injector: Injector, role: str | None = None) -> None:
         self._injector = injector
+        settings = injector.get(Settings)
         self._settings = settings if role is None else replace(settings, role=role)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -74,13 +74,7 @@ class Runtime:
             self._threads.append(thread)
 
     def _start_server(self) -> None:
-        servicer = SyncServicer(self._injector.get(SyncService), poll_seconds=self._settings.watch_poll_seconds)
-        self.server, self.port = build_server(
-            servicer,
-            self._injector.get(ApiKeys).authenticate,
-            self._settings.listen,
-            connection_servicer=ConnectionServicer(self._injector.get(ConnectionService)),
-        )
+        self.server, self.port = self._injector.get(GrpcServerFactory).build()
         self.server.start()
 
     def stop(self, grace: float | None = None) -> None:

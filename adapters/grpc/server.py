@@ -12,6 +12,7 @@ import threading
 import weakref
 from collections.abc import Iterable
 from concurrent import futures
+from dataclasses import dataclass
 from types import FrameType
 
 import grpc
@@ -70,6 +71,28 @@ def build_server(
 
     port = server.add_insecure_port(listen)  # raises RuntimeError when it cannot bind
     return server, port
+
+
+@dataclass(frozen=True)
+class GrpcServerFactory:
+    """What the API server is built from, as the composition root wires it. `build()` binds the port, so
+    it is called by whoever starts the server (the runtime), never while the injector is being built."""
+
+    servicer: SyncServicer
+    authenticate: Authenticate
+    listen: str
+    connection_servicer: ConnectionServicer | None = None
+    max_workers: int = DEFAULT_MAX_WORKERS
+
+    def build(self) -> tuple[grpc.Server, int]:
+        """A new server (not started yet) and its port; see `build_server`."""
+        return build_server(
+            self.servicer,
+            self.authenticate,
+            self.listen,
+            self.max_workers,
+            connection_servicer=self.connection_servicer,
+        )
 
 
 def stop_gracefully(server: grpc.Server, grace_seconds: float) -> None:

@@ -26,20 +26,13 @@ class QuickBooksModule(Module):
     connection stored for it, through python-quickbooks over HTTP. Nothing is built or contacted until a
     job asks for a tenant's company.
 
-    The `RequestLimiter` and `CompanyLock` come from the injector: the persistence module binds them to
-    what its database can share (across processes on PostgreSQL, in this process otherwise), with the
-    deployment's `RateLimits`. `limiter` overrides the bound limiter (a test double that meters nothing).
+    The `RequestLimiter` and `CompanyLock` are the ones the injector binds (the coordination module the
+    composition root chose: shared across processes on PostgreSQL, in this process otherwise). A test
+    that wants other ones binds them in a later module.
     """
 
-    def __init__(
-        self,
-        *,
-        http_timeout: float = 30.0,
-        limiter: RequestLimiter | None = None,
-        retry: RetryPolicy | None = None,
-    ) -> None:
+    def __init__(self, *, http_timeout: float = 30.0, retry: RetryPolicy | None = None) -> None:
         self._http_timeout = http_timeout
-        self._limiter = limiter
         self._retry = retry
 
     @singleton
@@ -50,8 +43,8 @@ class QuickBooksModule(Module):
         return QuickBooksAccountingSystems(
             uow_factory,
             clock,
-            http_timeout=self._http_timeout,
-            limiter=self._limiter or limiter,
-            retry=self._retry,
+            limiter=limiter,
             company_lock=company_lock,
+            http_timeout=self._http_timeout,
+            retry=self._retry,
         )

@@ -49,7 +49,7 @@ def server(tmp_path) -> Iterator[Server]:  # type: ignore[no-untyped-def]
     )
     companies = FakeQuickBooksCompanies()
     injector = bootstrap(FakeQuickBooksModule(companies), settings=settings)
-    runtime = Runtime(injector, settings)
+    runtime = Runtime(injector)
     port = runtime.start()
     target = f"127.0.0.1:{port}"
     channel = grpc.insecure_channel(target)
@@ -122,7 +122,7 @@ def emulated(tmp_path) -> Iterator[EmulatedServer]:  # type: ignore[no-untyped-d
         environment=emulator.discovery_url,
         api_base_url=emulator.base_api_url,
     )
-    runtime = Runtime(injector, settings)
+    runtime = Runtime(injector)
     port = runtime.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:

@@ -153,7 +153,7 @@ def live_api(database_url: URL) -> Iterator[LiveApi]:
         FakeQuickBooksModule(FakeQuickBooksCompanies()), FakeQuickBooksAuthorizationModule(), settings=config
     )
     key = injector.get(ApiKeys).create("acme", frozenset(Permission))
-    runtime = Runtime(injector, config, role="api")
+    runtime = Runtime(injector, role="api")
     port = runtime.start()
     # Trailers over 8 KiB fail the call at the client (RESOURCE_EXHAUSTED) instead of passing unnoticed.
     limits = [("grpc.max_metadata_size", MAX_TRAILER_BYTES), ("grpc.absolute_max_metadata_size", MAX_TRAILER_BYTES)]

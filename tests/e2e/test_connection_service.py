@@ -63,7 +63,7 @@ def api(tmp_path: Path) -> Iterator[Admin]:
         data_dir=tmp_path / "data",  # no QBSYNC_ENCRYPTION_KEY: the key is generated here on first use
     )
     injector = bootstrap(FakeQuickBooksModule(), FakeQuickBooksAuthorizationModule(), settings=settings)
-    runtime = Runtime(injector, settings)
+    runtime = Runtime(injector)
     port = runtime.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     keys = injector.get(ApiKeys)

@@ -139,7 +139,7 @@ def canadian(tmp_path) -> Iterator[EmulatedServer]:  # type: ignore[no-untyped-d
         api_base_url=emulator.base_api_url,
     )
     assert connection.home_currency == "CAD"  # read at connect time, through python-quickbooks over HTTP
-    runtime = Runtime(injector, settings)
+    runtime = Runtime(injector)
     port = runtime.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:

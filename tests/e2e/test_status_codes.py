@@ -60,7 +60,7 @@ def api(tmp_path: Path) -> Iterator[Api]:
     migrate(url)
     settings = Settings(database_url=url, listen="127.0.0.1:0", workers=0, grace_seconds=1, watch_poll_seconds=0.05)
     injector = bootstrap(FakeQuickBooksModule(FakeQuickBooksCompanies()), settings=settings)
-    runtime = Runtime(injector, settings, role="api")
+    runtime = Runtime(injector, role="api")
     port = runtime.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     uow_factory = injector.get(UnitOfWorkFactory)  # type: ignore[type-abstract]
@@ -230,7 +230,7 @@ def test_intuit_unreachable_during_a_call_is_unavailable_not_internal(tmp_path: 
     )
     settings = replace(settings, listen="127.0.0.1:0", role="api")
     injector = bootstrap(FakeQuickBooksModule(FakeQuickBooksCompanies()), settings=settings)
-    runtime = Runtime(injector, settings)
+    runtime = Runtime(injector)
     port = runtime.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:

@@ -67,28 +67,36 @@ def fresh_postgres_schema(base: str) -> Iterator[str]:
         admin.dispose()
 
 
-def job_states(database_url: str) -> Counter[str]:
-    """How many sync jobs are in each state, straight from the database."""
+def rows(database_url: str, sql: str) -> list[tuple[Any, ...]]:
+    """The rows `sql` selects, straight from the database, on a connection of its own."""
     engine = create_engine_for(database_url)
     try:
         with engine.connect() as connection:
-            rows = connection.execute(text("SELECT state, count(*) FROM sync_jobs GROUP BY state")).all()
-        return Counter({str(state): int(count) for state, count in rows})
+            return [tuple(row) for row in connection.execute(text(sql)).all()]
     finally:
         engine.dispose()
+
+
+def job_states(database_url: str) -> Counter[str]:
+    """How many sync jobs are in each state, straight from the database."""
+    counted = rows(database_url, "SELECT state, count(*) FROM sync_jobs GROUP BY state")
+    return Counter({str(state): int(count) for state, count in counted})
 
 
 def running_claims(database_url: str) -> list[tuple[str, str]]:
     """(job_id, claimed_by) of every RUNNING job."""
-    engine = create_engine_for(database_url)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(
-                text("SELECT job_id, claimed_by FROM sync_jobs WHERE state = 'RUNNING'")
-            ).all()
-        return [(str(job_id), str(claimed_by)) for job_id, claimed_by in rows]
-    finally:
-        engine.dispose()
+    claims = rows(database_url, "SELECT job_id, claimed_by FROM sync_jobs WHERE state = 'RUNNING'")
+    return [(str(job_id), str(claimed_by)) for job_id, claimed_by in claims]
+
+
+def wait_until_settled(database_url: str, seconds: float, poll_seconds: float = 0.25) -> Counter[str]:
+    """The jobs' states once none is PENDING or RUNNING (or `seconds` have passed)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        states = job_states(database_url)
+        if states["PENDING"] + states["RUNNING"] == 0 or time.monotonic() > deadline:
+            return states
+        time.sleep(poll_seconds)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -252,6 +260,29 @@ class Cluster:
                 process.wait()
                 codes.append(None)
         return codes
+
+
+@contextmanager
+def running_emulator(log_dir: Path, settings: Json | None = None) -> Iterator[Emulator]:
+    """The emulator in a process of its own, with `settings` (its admin API's `POST settings`) applied;
+    stopped afterwards."""
+    server = Emulator(log_dir)
+    try:
+        if settings is not None:
+            server.admin("POST", "settings", settings)
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def running_cluster(database_url: str, log_dir: Path) -> Iterator[Cluster]:
+    """A deployment on `database_url`; every process it started is stopped afterwards."""
+    deployment = Cluster(database_url, log_dir)
+    try:
+        yield deployment
+    finally:
+        deployment.stop_all()
 
 
 # --- the CRM side: messages as a CRM would send them ----------------------------------------------------

@@ -28,15 +28,15 @@ from scale_support import (
     Emulator,
     Json,
     customer_message,
-    fresh_postgres_schema,
     job_message,
     job_states,
     payment_message,
+    rows,
     running_claims,
+    running_emulator,
+    wait_until_settled,
 )
-from sqlalchemy import text
 
-from adapters.persistence.sqlalchemy import create_engine_for
 from qbsync.v1 import resources_pb2 as r
 from qbsync.v1 import sync_service_pb2 as s
 from qbsync.v1 import sync_service_pb2_grpc as g
@@ -60,33 +60,13 @@ FINISH_WITHIN_SECONDS = 150
 
 
 @pytest.fixture
-def database_url() -> Iterator[str]:
-    with fresh_postgres_schema(os.environ[POSTGRES_ENV]) as url:
-        yield url
-
-
-@pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[Emulator]:
-    server = Emulator(tmp_path)
-    try:
-        # The emulator enforces Intuit's real limits per company (10 at once, 10 a second, 500 a minute);
-        # qbsync's limiter, shared through PostgreSQL by every worker process, must keep every request
-        # under them: the test asserts that the emulator never had to answer 429.
-        server.admin(
-            "POST", "settings", {"limits": {"concurrent": CONCURRENT_LIMIT, "per_second": 10, "per_minute": 500}}
-        )
+    # The emulator enforces Intuit's real limits per company (10 at once, 10 a second, 500 a minute);
+    # qbsync's limiter, shared through PostgreSQL by every worker process, must keep every request
+    # under them: the test asserts that the emulator never had to answer 429.
+    limits = {"concurrent": CONCURRENT_LIMIT, "per_second": 10, "per_minute": 500}
+    with running_emulator(tmp_path, {"limits": limits}) as server:
         yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def cluster(database_url: str, tmp_path: Path) -> Iterator[Cluster]:
-    deployment = Cluster(database_url, tmp_path)
-    try:
-        yield deployment
-    finally:
-        deployment.stop_all()
 
 
 # --- the CRM: what it holds, and the requests it sends ------------------------------------------------
@@ -202,15 +182,6 @@ def run_customer(stub: g.SyncServiceStub, md: Metadata, crm: CrmCustomer, c: int
 # --- checks ---------------------------------------------------------------------------------------------
 
 
-def wait_until_done(database_url: str, seconds: float) -> Counter[str]:
-    deadline = time.monotonic() + seconds
-    while True:
-        states = job_states(database_url)
-        if states["PENDING"] + states["RUNNING"] == 0 or time.monotonic() > deadline:
-            return states
-        time.sleep(0.5)
-
-
 def marked(records: list[Json], tenant: str, kind: str, crm_id: str) -> list[Json]:
     """The records whose private note carries qbsync's marker for one CRM record (any generation)."""
     pattern = re.compile(rf"\[qbsync {re.escape(tenant)}/{kind}/{re.escape(crm_id)}(/\d+)?\]")
@@ -259,13 +230,8 @@ def check_books(emulator: Emulator, realm_id: str, tenant: str, customers: list[
 
 
 def sync_record_states(database_url: str) -> Counter[str]:
-    engine = create_engine_for(database_url)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(text("SELECT state, count(*) FROM sync_records GROUP BY state")).all()
-        return Counter({str(state): int(count) for state, count in rows})
-    finally:
-        engine.dispose()
+    counted = rows(database_url, "SELECT state, count(*) FROM sync_records GROUP BY state")
+    return Counter({str(state): int(count) for state, count in counted})
 
 
 def kill_a_busy_worker(database_url: str, workers: list[int], seconds: float = 30) -> tuple[int, str]:
@@ -330,7 +296,7 @@ def test_many_syncs_through_an_api_process_and_four_worker_processes(
         job_names = {name for names, _ in results for name in names}
         assert requests_sent >= 300
 
-        states = wait_until_done(database_url, FINISH_WITHIN_SECONDS - (time.monotonic() - started))
+        states = wait_until_settled(database_url, FINISH_WITHIN_SECONDS - (time.monotonic() - started), 0.5)
         assert states == Counter({"SUCCEEDED": len(job_names)}), states
         killed = stub.GetSyncJob(
             s.GetSyncJobRequest(name=f"syncJobs/{killed_job}"), metadata=_metadata_of(killed_job, tenants, stub),

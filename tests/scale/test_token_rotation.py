@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,14 +29,13 @@ from scale_support import (
     Cluster,
     Emulator,
     customer_message,
-    fresh_postgres_schema,
     job_message,
-    job_states,
     payment_message,
+    rows,
+    running_emulator,
+    wait_until_settled,
 )
-from sqlalchemy import text
 
-from adapters.persistence.sqlalchemy import create_engine_for
 from qbsync.v1 import connection_service_pb2 as cs
 from qbsync.v1 import connection_service_pb2_grpc as cg
 from qbsync.v1 import sync_service_pb2 as s
@@ -60,51 +58,21 @@ SETTLE_WITHIN_SECONDS = 60  # after the last job was accepted (the machine may b
 
 
 @pytest.fixture
-def database_url() -> Iterator[str]:
-    with fresh_postgres_schema(os.environ[POSTGRES_ENV]) as url:
-        yield url
-
-
-@pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[Emulator]:
-    server = Emulator(tmp_path)
-    try:
-        server.admin(
-            "POST", "settings", {"access_token_ttl": ACCESS_TOKEN_SECONDS, "refresh_token_rotation": "strict"}
-        )
+    settings = {"access_token_ttl": ACCESS_TOKEN_SECONDS, "refresh_token_rotation": "strict"}
+    with running_emulator(tmp_path, settings) as server:
         yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def cluster(database_url: str, tmp_path: Path) -> Iterator[Cluster]:
-    deployment = Cluster(database_url, tmp_path)
-    try:
-        yield deployment
-    finally:
-        deployment.stop_all()
 
 
 def failed_jobs(database_url: str) -> list[tuple[str, str, str]]:
     """(tenant, kind, error) of every FAILED job."""
-    engine = create_engine_for(database_url)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(text("SELECT tenant_id, kind, error FROM sync_jobs WHERE state = 'FAILED'")).all()
-        return [(str(tenant), str(kind), str(error)) for tenant, kind, error in rows]
-    finally:
-        engine.dispose()
+    failed = rows(database_url, "SELECT tenant_id, kind, error FROM sync_jobs WHERE state = 'FAILED'")
+    return [(str(tenant), str(kind), str(error)) for tenant, kind, error in failed]
 
 
 def connection_states(database_url: str) -> dict[str, str]:
-    engine = create_engine_for(database_url)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(text("SELECT tenant_id, state FROM quickbooks_connections")).all()
-        return {str(tenant): str(state) for tenant, state in rows}
-    finally:
-        engine.dispose()
+    connections = rows(database_url, "SELECT tenant_id, state FROM quickbooks_connections")
+    return {str(tenant): str(state) for tenant, state in connections}
 
 
 def sync_customer(stub: g.SyncServiceStub, md: list[tuple[str, str]], tenant: str, c: int) -> list[str]:
@@ -173,12 +141,3 @@ def test_strict_rotation_with_short_lived_tokens_across_worker_processes_loses_n
         assert 1 <= tokens["refreshes"] < api_calls / 2, (tokens["refreshes"], api_calls)
     assert emulator.admin("GET", "errors")["errors"] == []
 
-
-def wait_until_settled(database_url: str, seconds: float) -> Counter[str]:
-    """The jobs' states once none is PENDING or RUNNING (or `seconds` have passed)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        states = job_states(database_url)
-        if states["PENDING"] + states["RUNNING"] == 0 or time.monotonic() > deadline:
-            return states
-        time.sleep(0.25)

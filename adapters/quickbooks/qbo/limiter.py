@@ -3,8 +3,8 @@
 Every HTTP request the adapter sends goes through `RequestLimiter.acquire(realm_id)`. The port and
 `RateLimits` live in `core.ports`; the in-process limiter (one process, e.g. on SQLite) in
 `adapters.inprocess`, the one shared by every process of a PostgreSQL deployment in
-`adapters.persistence.sqlalchemy.limiter`. Which one a deployment gets is the persistence module's
-choice. The names are re-exported here so that existing imports keep working.
+`adapters.persistence.sqlalchemy.limiter`. Which one a deployment gets is the composition root's
+choice (`adapters.coordination`). The names are re-exported here so that existing imports keep working.
 """
 
 from __future__ import annotations

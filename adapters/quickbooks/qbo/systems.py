@@ -6,7 +6,6 @@ import threading
 import time
 from collections.abc import Callable
 
-from adapters.inprocess import InProcessRequestLimiter
 from adapters.quickbooks.qbo.calls import CompanySession, RetryPolicy
 from adapters.quickbooks.qbo.limits import QBO_FIELD_LIMITS
 from adapters.quickbooks.qbo.system import QuickBooksAccountingSystem
@@ -14,7 +13,7 @@ from adapters.quickbooks.qbo.tokens import NOT_CONNECTED_MESSAGE, RECONNECT_MESS
 from adapters.quickbooks.qbo.transport import api_base_url, check_transport_security
 from core.connection import ConnectionState, QuickBooksConnection
 from core.errors import BookkeepingError, ReconnectRequiredError
-from core.ports import AccountingSystems, Clock, CompanyLock, RateLimits, RequestLimiter, UnitOfWorkFactory
+from core.ports import AccountingSystems, Clock, CompanyLock, RequestLimiter, UnitOfWorkFactory
 
 
 def _identity(connection: QuickBooksConnection) -> tuple[str, ...]:
@@ -40,20 +39,19 @@ class QuickBooksAccountingSystems(AccountingSystems):
         uow_factory: UnitOfWorkFactory,
         clock: Clock,
         *,
+        limiter: RequestLimiter,
+        company_lock: CompanyLock,
         http_timeout: float = 30.0,
-        limits: RateLimits | None = None,
-        limiter: RequestLimiter | None = None,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         auth_client_factory: AuthClientFactory | None = None,
-        company_lock: CompanyLock | None = None,
     ) -> None:
-        """`limiter` (default: an in-process one with `limits`) admits every HTTP request; `company_lock`
-        (default: in-process) serialises token refreshes. Pass the shared ones when processes share
-        companies."""
+        """`limiter` admits every HTTP request; `company_lock` serialises token refreshes. Both are the
+        deployment's (in-process, or shared through PostgreSQL when processes share companies): the adapter
+        takes what it is given."""
         self._uow_factory = uow_factory
         self._timeout = http_timeout
-        self._limiter = limiter or InProcessRequestLimiter(limits or RateLimits())
+        self._limiter = limiter
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
         self._tokens = TokenKeeper(

@@ -20,7 +20,6 @@ import requests
 from intuitlib.client import AuthClient
 from intuitlib.exceptions import AuthClientError
 
-from adapters.inprocess import InProcessCompanyLock
 from core.connection import ConnectionState, QuickBooksConnection, TokenGrant
 from core.errors import AccountingUnavailableError, ReconnectRequiredError
 from core.ports import Clock, CompanyLock, UnitOfWorkFactory
@@ -58,15 +57,15 @@ class TokenKeeper:
         uow_factory: UnitOfWorkFactory,
         clock: Clock,
         *,
+        company_lock: CompanyLock,
         timeout: float = 30.0,
         auth_client_factory: AuthClientFactory | None = None,
-        company_lock: CompanyLock | None = None,
     ) -> None:
         self._uow_factory = uow_factory
         self._clock = clock
         self._timeout = timeout
         self._auth_client_factory = auth_client_factory or self._auth_client
-        self._company_lock = company_lock or InProcessCompanyLock()
+        self._company_lock = company_lock
 
     def fresh(self, connection: QuickBooksConnection, *, rejected_token: str | None = None) -> QuickBooksConnection:
         """The connection with a usable access token: `connection` itself when its token is not about to

@@ -27,9 +27,7 @@ from adapters.grpc.server import build_server
 from adapters.grpc.servicer import SyncServicer
 from adapters.quickbooks.fake import FakeQuickBooksCompanies
 from adapters.quickbooks.module import FakeQuickBooksModule
-from core.connections_service import ConnectionService
 from core.domain import Permission, Principal
-from core.service import SyncService
 from qbsync.bootstrap import bootstrap
 from qbsync.config import Settings
 from qbsync.v1 import connection_service_pb2 as cs
@@ -59,11 +57,12 @@ def unreachable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def channel(unreachable_url: str, tmp_path: Path) -> Iterator[grpc.Channel]:
     settings = Settings.from_env({"QBSYNC_DATA_DIR": str(tmp_path), "QBSYNC_DATABASE_URL": unreachable_url})
     injector = bootstrap(FakeQuickBooksModule(FakeQuickBooksCompanies()), settings=settings)
+    # The servicers as bootstrap wires them; a caller who needs no stored key (the database is down).
     server, port = build_server(
-        SyncServicer(injector.get(SyncService)),
+        injector.get(SyncServicer),
         lambda key: CALLER,
         "127.0.0.1:0",
-        connection_servicer=ConnectionServicer(injector.get(ConnectionService)),
+        connection_servicer=injector.get(ConnectionServicer),
     )
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")

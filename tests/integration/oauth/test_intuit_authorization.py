@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from adapters.inprocess import InProcessCompanyLock, InProcessRequestLimiter
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from adapters.quickbooks.emulator import EmulatorServer, run_emulator
 from adapters.quickbooks.oauth import IntuitAuthorization
@@ -120,7 +121,14 @@ def test_without_an_app_the_flow_names_the_settings_to_set() -> None:
 def _service(uow: InMemoryUnitOfWorkFactory, app: dict[str, str]) -> ConnectionService:
     """The connection use cases with Intuit's OAuth client and the real QuickBooks adapter, over HTTP."""
     intuit = IntuitAuthorization(app["client_id"], app["client_secret"], SystemClock())
-    accounting = QuickBooksAccountingSystems(uow, SystemClock(), http_timeout=5, retry=RetryPolicy(attempts=1))
+    accounting = QuickBooksAccountingSystems(
+        uow,
+        SystemClock(),
+        limiter=InProcessRequestLimiter(),
+        company_lock=InProcessCompanyLock(),
+        http_timeout=5,
+        retry=RetryPolicy(attempts=1),
+    )
     return ConnectionService(uow, intuit, SystemClock(), UuidIdSource(), accounting=accounting)
 
 

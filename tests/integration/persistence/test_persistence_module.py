@@ -1,13 +1,15 @@
-"""The injector modules bind the UnitOfWorkFactory port lazily, once, and the coordination ports to what the
-database can share."""
+"""The injector modules bind the UnitOfWorkFactory port lazily, once; the composition root binds the
+coordination ports to what the database can share."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from injector import Injector, Module, provider
 
+from adapters.coordination import InProcessCoordinationModule
 from adapters.inprocess import InProcessCompanyLock, InProcessRequestLimiter
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from adapters.persistence.module import InMemoryPersistenceModule, SqlAlchemyPersistenceModule
@@ -19,6 +21,8 @@ from adapters.quickbooks.module import QuickBooksModule
 from adapters.quickbooks.qbo import QuickBooksAccountingSystems
 from adapters.system import SystemClock
 from core.ports import AccountingSystems, Clock, CompanyLock, RateLimits, RequestLimiter, UnitOfWorkFactory
+from qbsync.bootstrap import bootstrap, coordination_module
+from qbsync.config import Settings
 
 
 def test_in_memory_module_binds_one_shared_factory() -> None:
@@ -64,12 +68,17 @@ def test_sqlite_in_memory_is_refused() -> None:
         create_engine_for("sqlite://")
 
 
-# --- the coordination ports follow the database ----------------------------------------------------------
+# --- the coordination ports follow the database (chosen once, by the composition root) ---------------------
 
 
-def test_in_memory_and_sqlite_modules_bind_in_process_coordination(tmp_path: Path) -> None:
-    for module in (InMemoryPersistenceModule(), SqlAlchemyPersistenceModule(f"sqlite:///{tmp_path / 'q.db'}")):
-        injector = Injector([module], auto_bind=False)
+def test_in_memory_and_sqlite_deployments_get_in_process_coordination(tmp_path: Path) -> None:
+    settings = Settings.from_env({"QBSYNC_DATA_DIR": str(tmp_path)})
+    sqlite = f"sqlite:///{tmp_path / 'q.db'}"
+    for injector in (
+        Injector([InMemoryPersistenceModule(), coordination_module(sqlite)], auto_bind=False),
+        Injector([SqlAlchemyPersistenceModule(sqlite), coordination_module(sqlite)], auto_bind=False),
+        bootstrap(InMemoryPersistenceModule(), settings=replace(settings, database_url=sqlite)),
+    ):
         limiter = injector.get(RequestLimiter)  # type: ignore[type-abstract]
         assert isinstance(limiter, InProcessRequestLimiter)
         assert isinstance(injector.get(CompanyLock), InProcessCompanyLock)  # type: ignore[type-abstract]
@@ -77,14 +86,23 @@ def test_in_memory_and_sqlite_modules_bind_in_process_coordination(tmp_path: Pat
     assert not (tmp_path / "q.db").exists()
 
 
-def test_postgresql_module_binds_coordination_shared_by_every_process() -> None:
+def test_postgresql_deployments_get_coordination_shared_by_every_process(tmp_path: Path) -> None:
     limits = RateLimits(per_minute=100, per_second=2, in_flight=1)
     # No server at this address: binding must not connect (engines connect on first use).
-    module = SqlAlchemyPersistenceModule("postgresql://qbsync@127.0.0.1:1/none", rate_limits=limits)
-    injector = Injector([module], auto_bind=False)
+    url = "postgresql://qbsync@127.0.0.1:1/none"
+    injector = Injector([coordination_module(url, limits)], auto_bind=False)
     limiter = injector.get(RequestLimiter)  # type: ignore[type-abstract]
     assert isinstance(limiter, PostgresRequestLimiter) and limiter.limits == limits
     assert isinstance(injector.get(CompanyLock), PostgresCompanyLock)  # type: ignore[type-abstract]
+    assert injector.get(CompanyLock) is injector.get(CompanyLock)  # type: ignore[type-abstract]
+
+    settings = Settings.from_env({"QBSYNC_DATA_DIR": str(tmp_path), "QBSYNC_DATABASE_URL": url})
+    production = bootstrap(settings=settings)
+    assert isinstance(production.get(RequestLimiter), PostgresRequestLimiter)  # type: ignore[type-abstract]
+    assert isinstance(production.get(CompanyLock), PostgresCompanyLock)  # type: ignore[type-abstract]
+    # A tester keeps the database and overrides the coordination alone.
+    overridden = bootstrap(InProcessCoordinationModule(limits), settings=settings)
+    assert isinstance(overridden.get(RequestLimiter), InProcessRequestLimiter)  # type: ignore[type-abstract]
 
 
 def test_the_quickbooks_module_uses_the_bound_limiter_and_lock() -> None:
@@ -93,7 +111,9 @@ def test_the_quickbooks_module_uses_the_bound_limiter_and_lock() -> None:
         def clock(self) -> Clock:
             return SystemClock()
 
-    injector = Injector([InMemoryPersistenceModule(), Clocks(), QuickBooksModule()], auto_bind=False)
+    injector = Injector(
+        [InMemoryPersistenceModule(), InProcessCoordinationModule(), Clocks(), QuickBooksModule()], auto_bind=False
+    )
     systems = injector.get(AccountingSystems)  # type: ignore[type-abstract]
     assert isinstance(systems, QuickBooksAccountingSystems)
     assert systems._limiter is injector.get(RequestLimiter)  # type: ignore[type-abstract]

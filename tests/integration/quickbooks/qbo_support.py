@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import requests
 
+from adapters.inprocess import InProcessCompanyLock, InProcessRequestLimiter
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from adapters.quickbooks.emulator import EmulatorServer
 from adapters.quickbooks.fake import FakeCustomer, FakeQuickBooks, FakeTxn, Fault
@@ -76,7 +77,12 @@ class QboRig:
             uow.connections.save(connection)
             uow.commit()
         systems = QuickBooksAccountingSystems(
-            uow_factory, SystemClock(), http_timeout=http_timeout, limits=limits, retry=retry
+            uow_factory,
+            SystemClock(),
+            limiter=InProcessRequestLimiter(limits or RateLimits()),
+            company_lock=InProcessCompanyLock(),
+            http_timeout=http_timeout,
+            retry=retry,
         )
         return cls(server, str(credentials["realm_id"]), uow_factory, systems, credentials)
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from qbo_support import CoreRig, QboRig
 
+from adapters.inprocess import InProcessCompanyLock, InProcessRequestLimiter
 from adapters.quickbooks.emulator import EmulatorServer
 from adapters.quickbooks.qbo import QuickBooksAccountingSystems, RateLimits
 from adapters.system import SystemClock
@@ -62,9 +63,10 @@ def test_an_access_token_expiring_mid_run_is_refreshed_and_the_rotated_token_sav
     assert len(live(rig, "Invoice")) == 1
     # The saved pair works: another process' adapter, built from what was stored, refreshes with it.
     rig.admin("POST", "/tokens/expire", {"realm_id": rig.realm_id})
-    other = QboRig(
-        rig.server, rig.realm_id, rig.uow_factory, QuickBooksAccountingSystems(rig.uow_factory, SystemClock())
+    other_process = QuickBooksAccountingSystems(
+        rig.uow_factory, SystemClock(), limiter=InProcessRequestLimiter(), company_lock=InProcessCompanyLock()
     )
+    other = QboRig(rig.server, rig.realm_id, rig.uow_factory, other_process)
     assert [c.display_name for c in other.system.find_customers("Mary O'Brien", "mary@example.com")] == ["Mary O'Brien"]
     assert rig.connection().refresh_token not in (before.refresh_token, after.refresh_token)
 

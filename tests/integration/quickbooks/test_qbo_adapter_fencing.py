@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from qbo_support import FAST_RETRY, TENANT, Company, EmulatedCompany, FakeCompany, QboRig
 
-from adapters.inprocess import UnlimitedRequestLimiter
+from adapters.inprocess import InProcessCompanyLock, UnlimitedRequestLimiter
 from adapters.quickbooks.emulator import run_emulator
 from adapters.quickbooks.fake import FakeQuickBooks
 from adapters.quickbooks.qbo import QuickBooksAccountingSystems
@@ -126,6 +126,7 @@ class FencedCore:
             self.clock,
             http_timeout=2.0,
             limiter=StallingLimiter(self.stalls),
+            company_lock=InProcessCompanyLock(),
             retry=FAST_RETRY,
             sleep=self.stalls.backoff,
             auth_client_factory=lambda connection: StallingAuthClient(connection, self.stalls),

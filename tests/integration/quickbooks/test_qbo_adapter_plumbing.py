@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from qbo_support import TENANT, QboRig
 
-from adapters.inprocess import InProcessCompanyLock
+from adapters.inprocess import InProcessCompanyLock, InProcessRequestLimiter
 from adapters.persistence.memory import InMemoryUnitOfWork, InMemoryUnitOfWorkFactory
-from adapters.quickbooks.qbo import InProcessRequestLimiter, QuickBooksAccountingSystems, RateLimits
+from adapters.quickbooks.qbo import QuickBooksAccountingSystems, RateLimits
 from adapters.quickbooks.qbo.tokens import TimeoutAuthClient, refresh_lock_key
 from adapters.system import SystemClock
 from core.connection import ConnectionState, QuickBooksConnection, QuickBooksSettings, TokenGrant
@@ -34,7 +34,13 @@ def test_concurrent_workers_refresh_an_expired_token_once(rig: QboRig) -> None:
             connection.client_id, connection.client_secret, connection.redirect_uri, connection.environment, timeout=5
         )
 
-    systems = QuickBooksAccountingSystems(rig.uow_factory, SystemClock(), auth_client_factory=counting_factory)
+    systems = QuickBooksAccountingSystems(
+        rig.uow_factory,
+        SystemClock(),
+        limiter=InProcessRequestLimiter(),
+        company_lock=InProcessCompanyLock(),
+        auth_client_factory=counting_factory,
+    )
     errors: list[BaseException] = []
 
     def work() -> None:
@@ -80,7 +86,11 @@ def test_token_refreshes_take_the_company_lock_they_are_given(rig: QboRig) -> No
     lock = RecordingLock()
     processes = [
         QuickBooksAccountingSystems(
-            rig.uow_factory, SystemClock(), auth_client_factory=counting_factory, company_lock=lock
+            rig.uow_factory,
+            SystemClock(),
+            limiter=InProcessRequestLimiter(),
+            company_lock=lock,
+            auth_client_factory=counting_factory,
         )
         for _ in range(2)
     ]
@@ -127,7 +137,13 @@ def test_short_lived_tokens_are_refreshed_near_their_expiry_not_before_every_req
     rig.admin("POST", "/settings", {"access_token_ttl": 60, "refresh_token_rotation": "strict"})
     _expire_stored_token(rig)
     clock = ManualClock()
-    systems = QuickBooksAccountingSystems(rig.uow_factory, clock, auth_client_factory=_auth_client)
+    systems = QuickBooksAccountingSystems(
+        rig.uow_factory,
+        clock,
+        limiter=InProcessRequestLimiter(),
+        company_lock=InProcessCompanyLock(),
+        auth_client_factory=_auth_client,
+    )
 
     def refreshes_after_a_request() -> int:
         systems.for_tenant(TENANT).find_customers("Nobody", "nobody@example.com")
@@ -156,7 +172,11 @@ def test_a_refresh_keeps_settings_saved_while_it_was_at_intuit(rig: QboRig) -> N
         return _auth_client(connection)
 
     systems = QuickBooksAccountingSystems(
-        rig.uow_factory, SystemClock(), auth_client_factory=another_worker_saves_settings_meanwhile
+        rig.uow_factory,
+        SystemClock(),
+        limiter=InProcessRequestLimiter(),
+        company_lock=InProcessCompanyLock(),
+        auth_client_factory=another_worker_saves_settings_meanwhile,
     )
     systems.for_tenant(TENANT).find_customers("Nobody", "nobody@example.com")
     stored = rig.connection()
@@ -178,7 +198,11 @@ def test_a_disconnection_made_while_a_refresh_was_at_intuit_stands(rig: QboRig) 
         return _auth_client(connection)
 
     systems = QuickBooksAccountingSystems(
-        rig.uow_factory, SystemClock(), auth_client_factory=admin_disconnects_meanwhile
+        rig.uow_factory,
+        SystemClock(),
+        limiter=InProcessRequestLimiter(),
+        company_lock=InProcessCompanyLock(),
+        auth_client_factory=admin_disconnects_meanwhile,
     )
     with pytest.raises(ReconnectRequiredError):
         systems.for_tenant(TENANT).find_customers("Nobody", "nobody@example.com")
@@ -246,7 +270,13 @@ def test_recording_looked_up_settings_keeps_tokens_rotated_since_they_were_read(
     from core.accounting import NewCustomer, RefundSpec, TxnKind
 
     factory = RefreshRightAfterRead(rig)
-    systems = QuickBooksAccountingSystems(factory, SystemClock(), auth_client_factory=_auth_client)
+    systems = QuickBooksAccountingSystems(
+        factory,
+        SystemClock(),
+        limiter=InProcessRequestLimiter(),
+        company_lock=InProcessCompanyLock(),
+        auth_client_factory=_auth_client,
+    )
     system = systems.for_tenant(TENANT)
     customer = system.create_customer(NewCustomer("Look Up", "", "", "", "", "", ""), request_id="c1")
     assert not rig.connection().settings.refund_bank_account.is_set  # a fresh company: looked up on first use
