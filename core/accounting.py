@@ -13,7 +13,7 @@ from datetime import date
 from decimal import Decimal
 
 from core.domain import InvoiceLine, PaymentMethod
-from core.money import money_sum
+from core.money import ZERO, money_sum
 
 
 class TxnKind(enum.Enum):
@@ -32,6 +32,9 @@ class QuickBooksRef:
     kind: TxnKind
     id: str
     sync_token: str = "0"
+    # The record's TotalAmt as QuickBooks holds it after a write (None where not known, as in a query's
+    # answer): what the core compares with the total it sent (SPEC §8, INVOICE_TOTAL_MISMATCH).
+    total: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -100,21 +103,50 @@ class RefundSpec:
 
 
 @dataclass(frozen=True)
+class DiscountSpec:
+    """The invoice's one discount line (QuickBooks allows one per transaction): every CRM discount's
+    amount together, as an amount-based DiscountLineDetail, so QuickBooks recomputes nothing."""
+
+    amount: Decimal
+    description: str
+    apply_tax_after_discount: bool  # QBO's ApplyTaxAfterDiscount: the discount comes off before tax
+
+
+@dataclass(frozen=True)
 class InvoiceSpec:
+    """An invoice: its sales lines (each TAX or NON), then the discount, the tip and surcharge lines on
+    their items, and the CRM's tax total as TxnTaxDetail.TotalTax (SPEC §8)."""
+
     customer_id: str
     doc_number: str
     txn_date: date
     lines: tuple[InvoiceLine, ...]
     private_note: str
     marker: str
+    tax: Decimal = ZERO
+    tax_rate_name: str = ""
+    discount: DiscountSpec | None = None
+    tip: Decimal = ZERO
+    surcharge: Decimal = ZERO
 
     @property
     def kind(self) -> TxnKind:
         return TxnKind.INVOICE
 
     @property
-    def total(self) -> Decimal:
+    def lines_total(self) -> Decimal:
         return money_sum(line.amount for line in self.lines)
+
+    @property
+    def total(self) -> Decimal:
+        """The TotalAmt QuickBooks must arrive at: lines − discount + tax + tip + surcharge."""
+        discount = self.discount.amount if self.discount is not None else ZERO
+        return self.lines_total - discount + self.tax + self.tip + self.surcharge
+
+    @property
+    def taxable(self) -> bool:
+        """Whether QuickBooks is told about tax at all: a taxable line, or tax charged."""
+        return self.tax != 0 or any(line.taxable for line in self.lines)
 
 
 TxnSpec = PaymentSpec | RefundSpec | InvoiceSpec

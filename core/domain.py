@@ -13,9 +13,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
-from core.money import money_sum
+from core.money import CENT, ZERO, money_sum
 
 _SPACES = re.compile(r"\s+")
 
@@ -103,6 +103,10 @@ class Payment:
     received_time: datetime
     reference: str = ""
     refunds: tuple[Refund, ...] = ()
+    # The part of `amount` that is a tip (booked on the invoice's tip line, SPEC §8), and what the card
+    # processor kept of it (recorded for the payout's fee line, never netted from the payment).
+    tip: Decimal = ZERO
+    processing_fee: Decimal = ZERO
 
     @property
     def refunded(self) -> Decimal:
@@ -129,6 +133,29 @@ class InvoiceLine:
     quantity: Decimal
     unit_price: Decimal
     amount: Decimal
+    taxable: bool = False  # written with TaxCodeRef TAX, else NON (SPEC §8)
+
+
+@dataclass(frozen=True)
+class Discount:
+    """A discount on the whole invoice (SPEC §8): an `amount`, or a `percent` of the lines' total.
+
+    `after_tax` says whether the discount comes off after tax was charged (tax on the full lines) or
+    before (tax on the discounted lines). The CRM's tax total is sent as is either way, so it changes what
+    QuickBooks reports as taxable sales, never the invoice's total."""
+
+    description: str = ""
+    amount: Decimal | None = None
+    percent: Decimal | None = None
+    after_tax: bool = False
+
+    def amount_off(self, lines_total: Decimal) -> Decimal:
+        """What comes off the invoice: the amount, or the percent of `lines_total` rounded half up to the
+        cent (as a bookkeeper rounds, and as QuickBooks shows it)."""
+        if self.amount is not None:
+            return self.amount
+        assert self.percent is not None, "a discount is an amount or a percent (validation)"
+        return (lines_total * self.percent / 100).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 @dataclass(frozen=True)
@@ -139,10 +166,26 @@ class Job:
     number: str
     service_date: date
     lines: tuple[InvoiceLine, ...] = ()
+    tax: Decimal = ZERO  # the CRM's sales tax total, sent to QuickBooks as the invoice's tax (SPEC §8)
+    tax_rate_name: str = ""
+    discounts: tuple[Discount, ...] = ()
+    tip: Decimal = ZERO
+    surcharge: Decimal = ZERO  # a card fee charged to the customer
+
+    @property
+    def lines_total(self) -> Decimal:
+        return money_sum(line.amount for line in self.lines)
+
+    @property
+    def discount_total(self) -> Decimal:
+        lines_total = self.lines_total
+        return money_sum(d.amount_off(lines_total) for d in self.discounts)
 
     @property
     def total(self) -> Decimal:
-        return money_sum(line.amount for line in self.lines)
+        """The CRM total, what the payments are applied against and what QuickBooks' invoice must total to
+        the cent: lines − discounts + tax + tip + surcharge (SPEC §8)."""
+        return self.lines_total - self.discount_total + self.tax + self.tip + self.surcharge
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 
 
 class QbsyncError(Exception):
@@ -185,6 +186,21 @@ class BookkeepingError(AccountingError):
         super().__init__(message)
         if reason:
             self.reason = reason
+
+
+class InvoiceTotalMismatchError(AccountingError):
+    """QuickBooks' invoice total differs from the CRM's after the write (its own tax, its rounding): the
+    job fails rather than leave a balance due the customer does not owe (SPEC §8). A person looks: the
+    tax setting, a rate, a line QuickBooks treats differently; a resync writes the invoice again."""
+
+    reason = "INVOICE_TOTAL_MISMATCH"
+
+    def __init__(self, job_id: str, crm_total: Decimal, quickbooks_total: Decimal) -> None:
+        super().__init__(
+            f"QuickBooks totals the invoice of job {job_id} at {quickbooks_total}, the CRM at {crm_total}: "
+            "check the company's sales tax settings and the job's tax and lines, then resync",
+            metadata={"crm_total": str(crm_total), "quickbooks_total": str(quickbooks_total)},
+        )
 
 
 class ReconnectRequiredError(AccountingError):

@@ -11,6 +11,8 @@ the first one.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
 
 from core.accounting import QuickBooksRef, TxnKind, TxnSpec, request_id_for, spec_fingerprint
 from core.domain import EntityRef, SyncAction, SyncRecord, SyncResult
@@ -46,6 +48,15 @@ class SyncResults:
         return list(self._results)
 
 
+@dataclass(frozen=True)
+class Written:
+    """A record as written: its sync record, and its total as QuickBooks holds it now (None when nothing
+    was sent, the record being unchanged, or when QuickBooks' answer does not say)."""
+
+    record: SyncRecord
+    quickbooks_total: Decimal | None = None
+
+
 SpecBuilder = Callable[[str], TxnSpec]  # the record's spec, given the marker of its generation
 OnWritten = Callable[[SyncRecord], None]  # what the caller remembers of what was written
 
@@ -66,7 +77,7 @@ class RecordWriter:
     def verify_links_from_now_on(self) -> None:
         self._verify_links = True
 
-    def write(self, entity: EntityRef, build: SpecBuilder, *, force: bool, on_written: OnWritten) -> SyncRecord:
+    def write(self, entity: EntityRef, build: SpecBuilder, *, force: bool, on_written: OnWritten) -> Written:
         """Creates or updates one record (R6), exactly once (R7). `force` writes even when nothing
         changed, which is how a resync notices a record deleted in QuickBooks."""
         record = self._run.record(entity)
@@ -75,7 +86,7 @@ class RecordWriter:
         unchanged = record.quickbooks_id is not None and record.content_hash == digest
         if unchanged and not force:
             self._finish(record, digest, None, SyncAction.UNCHANGED, on_written)
-            return record
+            return Written(record)
         ref: QuickBooksRef | None = None
         if record.quickbooks_id:
             ref = self._update(record, spec, digest)
@@ -87,7 +98,7 @@ class RecordWriter:
         else:
             ref, action = self._create_once(record, spec, digest), SyncAction.CREATED
         self._finish(record, digest, ref, action, on_written)
-        return record
+        return Written(record, ref.total)
 
     def still_live(self, entity: EntityRef, kind: TxnKind) -> bool:
         """False when the record qbsync wrote for `entity` is gone from QuickBooks (deleted or voided

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from core.accounting import InvoiceSpec, LinkLine, PaymentSpec, RefundSpec, TxnKind
+from core.accounting import DiscountSpec, InvoiceSpec, LinkLine, PaymentSpec, RefundSpec, TxnKind
 from core.allocation import shrink_only
 from core.domain import ClosedJob, EntityRef, EntityType, Job, Opportunity, Payment, PaymentMethod, Refund, SyncRecord
-from core.errors import LinkedRecordGoneError
+from core.errors import InvoiceTotalMismatchError, LinkedRecordGoneError
+from core.money import money_sum
 from core.record_writer import RecordWriter, SpecBuilder
 from core.sync_plans import DetachPayment, Plan, Step, WriteInvoice, WritePayment, WriteRefund
 from core.sync_run import OpportunityBooks, SyncRun
@@ -128,7 +129,7 @@ class TransactionWriter:
         spec = refund_spec(self._records.customer_id, self._opportunity, payment, refund)
         entity = EntityRef(EntityType.REFUND, refund.refund_id)
         force = self._explicit(payment) or not self._records.still_live(entity, refund_kind(payment.method))
-        record = self._records.write(entity, spec, force=force, on_written=remember)
+        record = self._records.write(entity, spec, force=force, on_written=remember).record
         assert record.quickbooks_id is not None
         return record.quickbooks_id
 
@@ -139,7 +140,12 @@ class TransactionWriter:
             record.amount = job.total
 
         spec = invoice_spec(self._records.customer_id, self._opportunity, job)
-        self._records.write(EntityRef(EntityType.INVOICE, job.job_id), spec, force=True, on_written=remember)
+        entity = EntityRef(EntityType.INVOICE, job.job_id)
+        written = self._records.write(entity, spec, force=True, on_written=remember)
+        # SPEC §8: the books never show a balance the customer does not owe. The record is saved first
+        # (it is in QuickBooks); the job then fails before any payment is applied to a wrong total.
+        if written.quickbooks_total is not None and written.quickbooks_total != job.total:
+            raise InvoiceTotalMismatchError(job.job_id, job.total, written.quickbooks_total)
 
 
 # The QuickBooks shapes: each builder makes a record's spec from the marker of the record's generation.
@@ -178,6 +184,8 @@ def refund_spec(customer_id: str, opportunity: Opportunity, payment: Payment, re
 
 
 def invoice_spec(customer_id: str, opportunity: Opportunity, job: Job) -> SpecBuilder:
+    discount = discount_spec(job)
+
     def spec(marker: str) -> InvoiceSpec:
         return InvoiceSpec(
             customer_id=customer_id,
@@ -186,9 +194,31 @@ def invoice_spec(customer_id: str, opportunity: Opportunity, job: Job) -> SpecBu
             lines=job.lines,
             private_note=f"CRM job {job.job_id}, opportunity {opportunity.number} {marker}",
             marker=marker,
+            tax=job.tax,
+            tax_rate_name=job.tax_rate_name,
+            discount=discount,
+            tip=job.tip,
+            surcharge=job.surcharge,
         )
 
     return spec
+
+
+def discount_spec(job: Job) -> DiscountSpec | None:
+    """The job's discounts as QuickBooks' one discount line: their amounts together, each named with its
+    percent where it has one. Validation has made sure they agree on before or after tax."""
+    if not job.discounts:
+        return None
+    lines_total = job.lines_total
+    names = [
+        " ".join(filter(None, [d.description, f"({d.percent}%)" if d.percent is not None else ""]))
+        for d in job.discounts
+    ]
+    return DiscountSpec(
+        amount=money_sum(d.amount_off(lines_total) for d in job.discounts),
+        description="; ".join(n for n in names if n) or "Discount",
+        apply_tax_after_discount=not job.discounts[0].after_tax,
+    )
 
 
 def _payment_ref(payment: Payment) -> EntityRef:
