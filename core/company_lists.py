@@ -37,6 +37,7 @@ class ListKind(enum.Enum):
     ACCOUNT = "Account"
     ITEM = "Item"
     PAYMENT_METHOD = "PaymentMethod"
+    TAX_CODE = "TaxCode"
 
 
 @dataclass(frozen=True)

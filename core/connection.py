@@ -12,6 +12,7 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from core.company_tax import SalesTax
 from core.currency import CompanyCurrency
 from core.domain import PaymentMethod
 
@@ -54,6 +55,12 @@ class QuickBooksSettings:
     refund_bank_account: ListRef = field(default_factory=ListRef)  # default: the first bank account
     accounts_receivable_account: ListRef = field(default_factory=ListRef)  # default: Accounts Receivable
     income_item: ListRef = field(default_factory=ListRef)  # default: a service item named Services
+    # SPEC §8, each looked up only when a job needs it (a company without tips needs no tips item):
+    tax_code: ListRef = field(default_factory=ListRef)  # manual sales tax: the invoice's TxnTaxCodeRef
+    discount_account: ListRef = field(default_factory=ListRef)  # default: an account named Discounts given
+    tips_item: ListRef = field(default_factory=ListRef)  # income or liability: the bookkeeper's choice
+    surcharge_item: ListRef = field(default_factory=ListRef)  # the card fee charged to the customer
+    processing_fee_account: ListRef = field(default_factory=ListRef)  # what processors keep (payouts)
     payment_methods: dict[PaymentMethod, ListRef] = field(default_factory=dict)
     doc_number_prefix: str = ""
 
@@ -81,6 +88,8 @@ class QuickBooksConnection:
     # company, like its name, stored with them and never with the tokens or the settings.
     home_currency: str = ""
     multicurrency: bool = False
+    # The company's TaxPrefs, read with them (None until read): how QuickBooks treats sales tax (SPEC §8).
+    sales_tax: SalesTax | None = None
     last_error: str = ""
     settings: QuickBooksSettings = field(default_factory=QuickBooksSettings)
     oauth_state: str = field(default="", repr=False)  # the pending authorization's anti-forgery token
