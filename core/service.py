@@ -16,6 +16,7 @@ from core.connection import ConnectionState
 from core.currency import AmountCurrency, CompanyCurrency, currency_violations
 from core.domain import (
     AuditEvent,
+    AuditKind,
     EntityRef,
     EntityType,
     Job,
@@ -187,7 +188,7 @@ class SyncService:
             job.update_time = now
             uow.jobs.save(job)
             self._mark_pending(uow, principal.tenant_id, [job.target], keep_error=True)
-            uow.audit.append(AuditEvent(principal.tenant_id, now, "RETRY_REQUESTED", job.target, job_id, ""))
+            uow.audit.append(AuditEvent(principal.tenant_id, now, AuditKind.RETRY_REQUESTED, job.target, job_id, ""))
             uow.commit()
             return job
 
@@ -330,7 +331,7 @@ class SyncService:
                 )
                 self._mark_pending(uow, tenant, [target])
                 uow.jobs.add(job)
-                uow.audit.append(AuditEvent(tenant, now, f"{kind.value}_ACCEPTED", target, job.job_id, ""))
+                uow.audit.append(AuditEvent(tenant, now, AuditKind.accepted(kind), target, job.job_id, ""))
                 uow.commit()
                 return job
         except RequestIdTakenError:

@@ -82,7 +82,7 @@ class Rig:
 
     def audit(self) -> list[str]:
         with self.uow_factory() as uow:
-            return [event.kind for event in uow.audit.list("acme", limit=100)]
+            return [event.kind.value for event in uow.audit.list("acme", limit=100)]
 
     def payment_amount(self) -> Decimal:
         (payment,) = self.qbo.live("Payment")

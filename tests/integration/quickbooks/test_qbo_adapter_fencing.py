@@ -158,7 +158,7 @@ class FencedCore:
 
     def audit(self) -> list[str]:
         with self.rig.uow_factory() as uow:
-            return [event.kind for event in uow.audit.list(TENANT, limit=100)]
+            return [event.kind.value for event in uow.audit.list(TENANT, limit=100)]
 
 
 @pytest.fixture
