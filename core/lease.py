@@ -22,7 +22,6 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from types import TracebackType
 from typing import Self, TypeVar
 
 from core.domain import SyncJob
@@ -121,12 +120,7 @@ class LeaseHeartbeat:
         self._thread.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
 

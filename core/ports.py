@@ -471,9 +471,12 @@ class UnitOfWork(Protocol):
     audit: AuditLog
     connections: ConnectionRepository
 
+    # `__enter__` and `__exit__` have default bodies (cosmicpython's unit of work): an adapter writes only
+    # `commit` and `rollback`, unless it opens or closes something of its own on entering or leaving.
+
     def __enter__(self) -> Self:
         """Begins the transaction. Raises: nothing (the connection is taken on first use)."""
-        ...
+        return self
 
     def __exit__(
         self,
@@ -483,7 +486,7 @@ class UnitOfWork(Protocol):
     ) -> None:
         """Rolls back what was not committed. Raises: `StorageUnavailableError` as the class says;
         otherwise lets the block's own error through."""
-        ...
+        self.rollback()
 
     def commit(self) -> None:
         """Makes the block's writes durable. Raises: a storage failure surfaces as `StorageUnavailableError`
