@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from typing import Concatenate, ParamSpec, TypeVar
 
 from core.accounting import TxnKind
 from core.company_currency import read_company_currency
@@ -55,6 +56,9 @@ MAX_PAGE_SIZE = 100
 MAX_PAGE_TOKEN_DIGITS = 9
 JOB_NAME_PREFIX = "syncJobs/"
 
+P = ParamSpec("P")
+S = TypeVar("S")
+
 
 def require(principal: Principal, permission: Permission) -> None:
     if not principal.can(permission):
@@ -63,6 +67,19 @@ def require(principal: Principal, permission: Permission) -> None:
 
 def _fingerprint(*parts: object) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def _use_case_of_kind(
+    accept: Callable[Concatenate[S, SyncJobKind, P], SyncJob], kind: SyncJobKind, doc: str
+) -> Callable[Concatenate[S, P], SyncJob]:
+    """`accept` for jobs of `kind` only: a use case with the same parameters but the kind, typed as such."""
+
+    def use_case(self: S, /, *args: P.args, **kwargs: P.kwargs) -> SyncJob:
+        return accept(self, kind, *args, **kwargs)
+
+    use_case.__doc__ = doc
+    use_case.__name__ = use_case.__qualname__ = kind.value.lower()
+    return use_case
 
 
 class SyncService:
@@ -122,8 +139,9 @@ class SyncService:
 
         return self._accept(principal, SyncJobKind.SYNC_PAYMENT, target, opportunity, request_id, fingerprint, stage)
 
-    def close_out_job(
+    def _accept_job(
         self,
+        kind: SyncJobKind,
         principal: Principal,
         opportunity: Opportunity,
         job: Job,
@@ -133,40 +151,54 @@ class SyncService:
         currencies: Sequence[AmountCurrency] = (),
         conversion_violations: Sequence[FieldViolation] = (),
     ) -> SyncJob:
-        """R5: record the job as closed out and sync its invoice with the payments applied."""
-        return self._accept_job(
-            principal,
-            SyncJobKind.CLOSE_OUT_JOB,
-            opportunity,
-            job,
-            payments,
-            request_id,
-            currencies,
-            conversion_violations,
+        """CloseOutJob and SyncInvoice (the two use cases below), which take the same request and differ only
+        in `kind`: a SYNC_INVOICE job's invoice must have been closed out before."""
+        require(principal, Permission.SYNC)
+        opportunity, job = clean_opportunity(opportunity), clean_job(job)
+        payments = [clean_payment(p) for p in payments]
+        _raise_if_any(
+            merge_violations(
+                conversion_violations,
+                [
+                    *validate_job_request(opportunity, job, payments, request_id),
+                    *job_request_limits(opportunity, job, payments, self._accounting.field_limits),
+                    *self._currency_violations(principal.tenant_id, currencies),
+                ],
+            )
         )
+        fingerprint = _fingerprint(kind, opportunity, job, tuple(payments))
+        target = EntityRef(EntityType.INVOICE, job.job_id)
+        tenant = principal.tenant_id
 
-    def sync_invoice(
-        self,
-        principal: Principal,
-        opportunity: Opportunity,
-        job: Job,
-        payments: list[Payment],
-        request_id: str = "",
-        *,
-        currencies: Sequence[AmountCurrency] = (),
-        conversion_violations: Sequence[FieldViolation] = (),
-    ) -> SyncJob:
-        """R5/R6: sync or resync the invoice of a job that was closed out."""
-        return self._accept_job(
-            principal,
-            SyncJobKind.SYNC_INVOICE,
-            opportunity,
-            job,
-            payments,
-            request_id,
-            currencies,
-            conversion_violations,
-        )
+        def stage(uow: UnitOfWork) -> None:
+            _raise_if_any(self._doc_number_fits(uow, tenant, job))
+            self._stage_opportunity(uow, tenant, opportunity, "opportunity")
+            for i, payment in enumerate(payments):
+                self._stage_payment(uow, tenant, opportunity, payment, f"payments[{i}]")
+            known = uow.snapshots.get_job(tenant, job.job_id)
+            if known is not None and known.opportunity_id != opportunity.opportunity_id:
+                raise ValidationError(
+                    [FieldViolation("job.job_id", f"job {job.job_id} belongs to another opportunity")]
+                )
+            already_closed = known is not None and known.closed_out
+            if kind is SyncJobKind.SYNC_INVOICE and not already_closed:
+                raise FailedPreconditionError(
+                    f"job {job.job_id} has not been closed out: call CloseOutJob first (no invoice before close-out)"
+                )
+            uow.snapshots.save_job(tenant, opportunity.opportunity_id, job, self._clock.now())
+
+        return self._accept(principal, kind, target, opportunity, request_id, fingerprint, stage)
+
+    close_out_job = _use_case_of_kind(
+        _accept_job,
+        SyncJobKind.CLOSE_OUT_JOB,
+        "R5: record the job as closed out and sync its invoice with the payments applied.",
+    )
+    sync_invoice = _use_case_of_kind(
+        _accept_job,
+        SyncJobKind.SYNC_INVOICE,
+        "R5/R6: sync or resync the invoice of a job that was closed out.",
+    )
 
     def retry(self, principal: Principal, name: str) -> SyncJob:
         """Runs a FAILED job again, with a fresh allowance of attempts."""
@@ -206,28 +238,33 @@ class SyncService:
         self, principal: Principal, entity: EntityRef, *, conversion_violations: Sequence[FieldViolation] = ()
     ) -> SyncRecord:
         """R8: a record's sync state. A record qbsync was never sent is NOT_FOUND."""
-        require(principal, Permission.READ)
+        return self._sync_record(principal, Permission.READ, entity, conversion_violations)
+
+    def get_link(
+        self, principal: Principal, entity: EntityRef, *, conversion_violations: Sequence[FieldViolation] = ()
+    ) -> str:
+        """R9: the "View in QuickBooks" URL of a synced record."""
+        record = self._sync_record(principal, Permission.QUICKBOOKS_VIEW, entity, conversion_violations)
+        if not record.quickbooks_id:
+            raise FailedPreconditionError(f"{entity} is not in QuickBooks yet", metadata={"state": record.state.value})
+        kind = None if entity.type is EntityType.CUSTOMER else TxnKind(record.quickbooks_type)
+        return self._accounting.for_tenant(principal.tenant_id).link_for(kind, record.quickbooks_id)
+
+    def _sync_record(
+        self,
+        principal: Principal,
+        permission: Permission,
+        entity: EntityRef,
+        conversion_violations: Sequence[FieldViolation],
+    ) -> SyncRecord:
+        """The record of `entity`, for a caller with `permission`; NOT_FOUND when qbsync was never sent it."""
+        require(principal, permission)
         _raise_if_any(merge_violations(conversion_violations, _entity_violations(entity)))
         with self._uow_factory() as uow:
             record = uow.sync_records.get(principal.tenant_id, entity)
         if record is None:
             raise NotFoundError(f"{entity} not found")
         return record
-
-    def get_link(
-        self, principal: Principal, entity: EntityRef, *, conversion_violations: Sequence[FieldViolation] = ()
-    ) -> str:
-        """R9: the "View in QuickBooks" URL of a synced record."""
-        require(principal, Permission.QUICKBOOKS_VIEW)
-        _raise_if_any(merge_violations(conversion_violations, _entity_violations(entity)))
-        with self._uow_factory() as uow:
-            record = uow.sync_records.get(principal.tenant_id, entity)
-        if record is None:
-            raise NotFoundError(f"{entity} not found")
-        if not record.quickbooks_id:
-            raise FailedPreconditionError(f"{entity} is not in QuickBooks yet", metadata={"state": record.state.value})
-        kind = None if entity.type is EntityType.CUSTOMER else TxnKind(record.quickbooks_type)
-        return self._accounting.for_tenant(principal.tenant_id).link_for(kind, record.quickbooks_id)
 
     def list_errors(self, principal: Principal, page_size: int, page_token: str) -> tuple[list[SyncJob], str]:
         """The tenant's failed syncs, newest first; the token is an opaque offset."""
@@ -246,53 +283,6 @@ class SyncService:
         return jobs[:limit], str(offset + limit) if more else ""
 
     # --- accepting --------------------------------------------------------------------------------
-
-    def _accept_job(
-        self,
-        principal: Principal,
-        kind: SyncJobKind,
-        opportunity: Opportunity,
-        job: Job,
-        payments: list[Payment],
-        request_id: str,
-        currencies: Sequence[AmountCurrency],
-        conversion_violations: Sequence[FieldViolation],
-    ) -> SyncJob:
-        require(principal, Permission.SYNC)
-        opportunity, job = clean_opportunity(opportunity), clean_job(job)
-        payments = [clean_payment(p) for p in payments]
-        _raise_if_any(
-            merge_violations(
-                conversion_violations,
-                [
-                    *validate_job_request(opportunity, job, payments, request_id),
-                    *job_request_limits(opportunity, job, payments, self._accounting.field_limits),
-                    *self._currency_violations(principal.tenant_id, currencies),
-                ],
-            )
-        )
-        fingerprint = _fingerprint(kind, opportunity, job, tuple(payments))
-        target = EntityRef(EntityType.INVOICE, job.job_id)
-        tenant = principal.tenant_id
-
-        def stage(uow: UnitOfWork) -> None:
-            _raise_if_any(self._doc_number_fits(uow, tenant, job))
-            self._stage_opportunity(uow, tenant, opportunity, "opportunity")
-            for i, payment in enumerate(payments):
-                self._stage_payment(uow, tenant, opportunity, payment, f"payments[{i}]")
-            known = uow.snapshots.get_job(tenant, job.job_id)
-            if known is not None and known.opportunity_id != opportunity.opportunity_id:
-                raise ValidationError(
-                    [FieldViolation("job.job_id", f"job {job.job_id} belongs to another opportunity")]
-                )
-            already_closed = known is not None and known.closed_out
-            if kind is SyncJobKind.SYNC_INVOICE and not already_closed:
-                raise FailedPreconditionError(
-                    f"job {job.job_id} has not been closed out: call CloseOutJob first (no invoice before close-out)"
-                )
-            uow.snapshots.save_job(tenant, opportunity.opportunity_id, job, self._clock.now())
-
-        return self._accept(principal, kind, target, opportunity, request_id, fingerprint, stage)
 
     def _accept(
         self,
