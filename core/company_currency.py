@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 from core.currency import CompanyCurrency
-from core.domain import AuditEvent
+from core.domain import AuditEvent, AuditKind
 from core.errors import AccountingError
 from core.ports import AccountingSystems, Clock, UnitOfWorkFactory
 
@@ -34,6 +34,6 @@ def read_company_currency(
             uow.connections.save_company_currency(tenant_id, currency)
             mode = "on" if currency.multicurrency else "off"
             message = f"home currency {currency.home}, multicurrency {mode}"
-            uow.audit.append(AuditEvent(tenant_id, clock.now(), "QUICKBOOKS_CURRENCY_READ", None, "", message))
+            uow.audit.append(AuditEvent(tenant_id, clock.now(), AuditKind.QUICKBOOKS_CURRENCY_READ, None, "", message))
             uow.commit()
     return currency

@@ -31,6 +31,7 @@ MAX_DOC_NUMBER_PREFIX = 10
 
 
 def is_loopback(host: str) -> bool:
+    """Whether `host` (a URL's hostname) is this machine: the one place plain http may go (see `check_url`)."""
     if host == "localhost":
         return True
     try:

@@ -39,7 +39,7 @@ from core.connection_rules import (
     settings_to_change,
 )
 from core.currency import CompanyCurrency
-from core.domain import AuditEvent, Permission, Principal
+from core.domain import AuditEvent, AuditKind, Permission, Principal
 from core.errors import FailedPreconditionError, FieldViolation, NotFoundError, ValidationError, merge_violations
 from core.ports import (
     AccountingSystems,
@@ -117,7 +117,7 @@ class ConnectionService:
             uow.connections.save_authorization_request(
                 tenant, environment=environment, redirect_uri=redirect_uri, oauth_state=state
             )
-            self._audit(uow, tenant, "QUICKBOOKS_AUTHORIZATION_STARTED", environment)
+            self._audit(uow, tenant, AuditKind.QUICKBOOKS_AUTHORIZATION_STARTED, environment)
             uow.commit()
         return url, state
 
@@ -152,7 +152,7 @@ class ConnectionService:
             connection.last_error = ""
             connection.oauth_state = ""  # one use only
             uow.connections.save(connection)
-            self._audit(uow, tenant, "QUICKBOOKS_CONNECTED", f"realm {realm_id}")
+            self._audit(uow, tenant, AuditKind.QUICKBOOKS_CONNECTED, f"realm {realm_id}")
             uow.commit()
         return self._with_company_currency(connection)
 
@@ -202,7 +202,7 @@ class ConnectionService:
             changes = {name: getattr(settings, name) for name in fields}
             connection.settings = replace(connection.settings, **_resolved(changes, found))
             uow.connections.save_settings(tenant, connection.settings)  # never the tokens read with them
-            self._audit(uow, tenant, "QUICKBOOKS_SETTINGS_UPDATED", ", ".join(sorted(set(fields))))
+            self._audit(uow, tenant, AuditKind.QUICKBOOKS_SETTINGS_UPDATED, ", ".join(sorted(set(fields))))
             uow.commit()
         return connection.settings
 
@@ -256,7 +256,7 @@ class ConnectionService:
             connection.refresh_token_expires = None
             connection.oauth_state = ""
             uow.connections.save(connection)
-            self._audit(uow, tenant, "QUICKBOOKS_DISCONNECTED", "")
+            self._audit(uow, tenant, AuditKind.QUICKBOOKS_DISCONNECTED, "")
             uow.commit()
         return connection
 
@@ -307,7 +307,9 @@ class ConnectionService:
                 settings=known.settings if known is not None and same_company else QuickBooksSettings(),
             )
             uow.connections.save(connection)
-            self._audit(uow, tenant_id, "QUICKBOOKS_CONNECTED", f"realm {realm_id} (tokens given by an operator)")
+            self._audit(
+                uow, tenant_id, AuditKind.QUICKBOOKS_CONNECTED, f"realm {realm_id} (tokens given by an operator)"
+            )
             uow.commit()
         return self._with_company_currency(connection)
 
@@ -349,7 +351,7 @@ class ConnectionService:
             )
         return connection
 
-    def _audit(self, uow: UnitOfWork, tenant_id: str, kind: str, message: str) -> None:
+    def _audit(self, uow: UnitOfWork, tenant_id: str, kind: AuditKind, message: str) -> None:
         uow.audit.append(AuditEvent(tenant_id, self._clock.now(), kind, None, "", message))
 
 

@@ -394,11 +394,50 @@ class Principal:
         return permission in self.permissions
 
 
+class AuditKind(enum.Enum):
+    """What an audit event records. The values are what the audit log stores: never change one."""
+
+    # A sync request was accepted and its job queued (SyncService), one kind per SyncJobKind.
+    SYNC_PAYMENT_ACCEPTED = "SYNC_PAYMENT_ACCEPTED"
+    CLOSE_OUT_JOB_ACCEPTED = "CLOSE_OUT_JOB_ACCEPTED"
+    SYNC_INVOICE_ACCEPTED = "SYNC_INVOICE_ACCEPTED"
+    # Someone asked to run a FAILED job again (SyncService.retry).
+    RETRY_REQUESTED = "RETRY_REQUESTED"
+    # A job run ended well: its records are in QuickBooks (SyncWorker).
+    SYNC_SUCCEEDED = "SYNC_SUCCEEDED"
+    # A job run failed and another attempt is scheduled (SyncWorker).
+    SYNC_RETRY_SCHEDULED = "SYNC_RETRY_SCHEDULED"
+    # A job run failed with no attempt left, or with a failure retrying cannot fix (SyncWorker).
+    SYNC_FAILED = "SYNC_FAILED"
+    # An admin started Intuit's OAuth flow (ConnectionService.get_authorization_url).
+    QUICKBOOKS_AUTHORIZATION_STARTED = "QUICKBOOKS_AUTHORIZATION_STARTED"
+    # The tenant was connected to a company, through the OAuth flow or with an operator's tokens.
+    QUICKBOOKS_CONNECTED = "QUICKBOOKS_CONNECTED"
+    # An admin changed the account mapping or other settings (ConnectionService.update_settings).
+    QUICKBOOKS_SETTINGS_UPDATED = "QUICKBOOKS_SETTINGS_UPDATED"
+    # An admin disconnected the tenant from its company (ConnectionService.disconnect).
+    QUICKBOOKS_DISCONNECTED = "QUICKBOOKS_DISCONNECTED"
+    # The company's home currency or multicurrency setting was read and differed from what was stored.
+    QUICKBOOKS_CURRENCY_READ = "QUICKBOOKS_CURRENCY_READ"
+
+    @staticmethod
+    def accepted(kind: SyncJobKind) -> AuditKind:
+        """The kind recorded when a job of `kind` is accepted."""
+        return _ACCEPTED[kind]
+
+
+_ACCEPTED = {
+    SyncJobKind.SYNC_PAYMENT: AuditKind.SYNC_PAYMENT_ACCEPTED,
+    SyncJobKind.CLOSE_OUT_JOB: AuditKind.CLOSE_OUT_JOB_ACCEPTED,
+    SyncJobKind.SYNC_INVOICE: AuditKind.SYNC_INVOICE_ACCEPTED,
+}
+
+
 @dataclass(frozen=True)
 class AuditEvent:
     tenant_id: str
     time: datetime
-    kind: str
+    kind: AuditKind
     entity: EntityRef | None
     job_id: str
     message: str

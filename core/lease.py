@@ -20,19 +20,17 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
-from core.accounting import AccountingCustomer, NewCustomer, QuickBooksRef, TxnKind, TxnSpec
-from core.company_lists import ListEntry, ListKind
-from core.connection import ListRef
-from core.currency import CompanyCurrency
 from core.domain import SyncJob
 from core.errors import LeaseLostError
-from core.ports import UNFENCED, AccountingSystem, Clock, UnitOfWorkFactory, WriteFence
+from core.ports import UNFENCED, AccountingSystem, Clock, ForwardingAccountingSystem, UnitOfWorkFactory, WriteFence
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class JobLease(WriteFence):
@@ -122,12 +120,7 @@ class LeaseHeartbeat:
         self._thread.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
 
@@ -162,48 +155,21 @@ class LeaseHeartbeat:
         return extended
 
 
-class FencedAccountingSystem(AccountingSystem):
+class FencedAccountingSystem(ForwardingAccountingSystem):
     """The job run's view of the accounting system: the one place the run's lease is attached to its
     writes. Each write is handed the lease as its `WriteFence`, which the accounting system checks right
     before every request of the write is sent (after its own waits, before each resend), so that a write
     is refused with `LeaseLostError`, unsent, once the lease is lost. Reads go through: they change
-    nothing."""
+    nothing. Every write of the port goes through `_send` (`ForwardingAccountingSystem`), so a write added
+    to the port is fenced without an edit here."""
 
     def __init__(self, system: AccountingSystem, lease: JobLease) -> None:
-        self._system = system
+        super().__init__(system)
         self._lease = lease
 
-    def find_customers(self, display_name: str, email: str) -> list[AccountingCustomer]:
-        return self._system.find_customers(display_name, email)
-
-    def create_customer(
-        self, customer: NewCustomer, *, request_id: str, fence: WriteFence = UNFENCED
-    ) -> AccountingCustomer:
-        return self._system.create_customer(customer, request_id=request_id, fence=self._fence(fence))
-
-    def create(self, spec: TxnSpec, *, request_id: str, fence: WriteFence = UNFENCED) -> QuickBooksRef:
-        return self._system.create(spec, request_id=request_id, fence=self._fence(fence))
-
-    def update(
-        self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str, fence: WriteFence = UNFENCED
-    ) -> QuickBooksRef:
-        return self._system.update(ref, spec, request_id=request_id, fence=self._fence(fence))
-
-    def _fence(self, fence: WriteFence) -> WriteFence:
+    def _send(self, write: str, fence: WriteFence, send: Callable[[WriteFence], T]) -> T:
         """The run's lease; a caller that brings a fence of its own gets both checked."""
-        return self._lease if fence is UNFENCED else BothFences(self._lease, fence)
-
-    def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str) -> QuickBooksRef | None:
-        return self._system.find_by_marker(kind, marker, customer_id)
-
-    def link_for(self, kind: TxnKind | None, quickbooks_id: str) -> str:
-        return self._system.link_for(kind, quickbooks_id)
-
-    def find_list_entry(self, kind: ListKind, ref: ListRef) -> ListEntry | None:
-        return self._system.find_list_entry(kind, ref)
-
-    def company_currency(self) -> CompanyCurrency:
-        return self._system.company_currency()
+        return send(self._lease if fence is UNFENCED else BothFences(self._lease, fence))
 
 
 class BothFences(WriteFence):

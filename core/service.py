@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from typing import Concatenate, ParamSpec, TypeVar
 
 from core.accounting import TxnKind
 from core.company_currency import read_company_currency
@@ -16,6 +17,7 @@ from core.connection import ConnectionState
 from core.currency import AmountCurrency, CompanyCurrency, currency_violations
 from core.domain import (
     AuditEvent,
+    AuditKind,
     EntityRef,
     EntityType,
     Job,
@@ -54,6 +56,9 @@ MAX_PAGE_SIZE = 100
 MAX_PAGE_TOKEN_DIGITS = 9
 JOB_NAME_PREFIX = "syncJobs/"
 
+P = ParamSpec("P")
+S = TypeVar("S")
+
 
 def require(principal: Principal, permission: Permission) -> None:
     if not principal.can(permission):
@@ -62,6 +67,19 @@ def require(principal: Principal, permission: Permission) -> None:
 
 def _fingerprint(*parts: object) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def _use_case_of_kind(
+    accept: Callable[Concatenate[S, SyncJobKind, P], SyncJob], kind: SyncJobKind, doc: str
+) -> Callable[Concatenate[S, P], SyncJob]:
+    """`accept` for jobs of `kind` only: a use case with the same parameters but the kind, typed as such."""
+
+    def use_case(self: S, /, *args: P.args, **kwargs: P.kwargs) -> SyncJob:
+        return accept(self, kind, *args, **kwargs)
+
+    use_case.__doc__ = doc
+    use_case.__name__ = use_case.__qualname__ = kind.value.lower()
+    return use_case
 
 
 class SyncService:
@@ -121,142 +139,20 @@ class SyncService:
 
         return self._accept(principal, SyncJobKind.SYNC_PAYMENT, target, opportunity, request_id, fingerprint, stage)
 
-    def close_out_job(
-        self,
-        principal: Principal,
-        opportunity: Opportunity,
-        job: Job,
-        payments: list[Payment],
-        request_id: str = "",
-        *,
-        currencies: Sequence[AmountCurrency] = (),
-        conversion_violations: Sequence[FieldViolation] = (),
-    ) -> SyncJob:
-        """R5: record the job as closed out and sync its invoice with the payments applied."""
-        return self._accept_job(
-            principal,
-            SyncJobKind.CLOSE_OUT_JOB,
-            opportunity,
-            job,
-            payments,
-            request_id,
-            currencies,
-            conversion_violations,
-        )
-
-    def sync_invoice(
-        self,
-        principal: Principal,
-        opportunity: Opportunity,
-        job: Job,
-        payments: list[Payment],
-        request_id: str = "",
-        *,
-        currencies: Sequence[AmountCurrency] = (),
-        conversion_violations: Sequence[FieldViolation] = (),
-    ) -> SyncJob:
-        """R5/R6: sync or resync the invoice of a job that was closed out."""
-        return self._accept_job(
-            principal,
-            SyncJobKind.SYNC_INVOICE,
-            opportunity,
-            job,
-            payments,
-            request_id,
-            currencies,
-            conversion_violations,
-        )
-
-    def retry(self, principal: Principal, name: str) -> SyncJob:
-        """Runs a FAILED job again, with a fresh allowance of attempts."""
-        require(principal, Permission.SYNC)
-        job_id = _job_id(name)
-        with self._uow_factory() as uow:
-            job = uow.jobs.get(principal.tenant_id, job_id)
-            if job is None:
-                raise NotFoundError(f"{name} not found")
-            if job.state is not SyncJobState.FAILED:
-                raise FailedPreconditionError(
-                    f"{name} is {job.state.value}: only a FAILED job can be retried",
-                    metadata={"state": job.state.value},
-                )
-            now = self._clock.now()
-            job.state = SyncJobState.PENDING
-            job.max_attempts = job.attempts + self._max_attempts
-            job.next_attempt_time = None
-            job.update_time = now
-            uow.jobs.save(job)
-            self._mark_pending(uow, principal.tenant_id, [job.target], keep_error=True)
-            uow.audit.append(AuditEvent(principal.tenant_id, now, "RETRY_REQUESTED", job.target, job_id, ""))
-            uow.commit()
-            return job
-
-    # --- reading ------------------------------------------------------------------------------------
-
-    def get_job(self, principal: Principal, name: str) -> SyncJob:
-        require(principal, Permission.READ)
-        with self._uow_factory() as uow:
-            job = uow.jobs.get(principal.tenant_id, _job_id(name))
-        if job is None:
-            raise NotFoundError(f"{name} not found")
-        return job
-
-    def get_status(
-        self, principal: Principal, entity: EntityRef, *, conversion_violations: Sequence[FieldViolation] = ()
-    ) -> SyncRecord:
-        """R8: a record's sync state. A record qbsync was never sent is NOT_FOUND."""
-        require(principal, Permission.READ)
-        _raise_if_any(merge_violations(conversion_violations, _entity_violations(entity)))
-        with self._uow_factory() as uow:
-            record = uow.sync_records.get(principal.tenant_id, entity)
-        if record is None:
-            raise NotFoundError(f"{entity} not found")
-        return record
-
-    def get_link(
-        self, principal: Principal, entity: EntityRef, *, conversion_violations: Sequence[FieldViolation] = ()
-    ) -> str:
-        """R9: the "View in QuickBooks" URL of a synced record."""
-        require(principal, Permission.QUICKBOOKS_VIEW)
-        _raise_if_any(merge_violations(conversion_violations, _entity_violations(entity)))
-        with self._uow_factory() as uow:
-            record = uow.sync_records.get(principal.tenant_id, entity)
-        if record is None:
-            raise NotFoundError(f"{entity} not found")
-        if not record.quickbooks_id:
-            raise FailedPreconditionError(f"{entity} is not in QuickBooks yet", metadata={"state": record.state.value})
-        kind = None if entity.type is EntityType.CUSTOMER else TxnKind(record.quickbooks_type)
-        return self._accounting.for_tenant(principal.tenant_id).link_for(kind, record.quickbooks_id)
-
-    def list_errors(self, principal: Principal, page_size: int, page_token: str) -> tuple[list[SyncJob], str]:
-        """The tenant's failed syncs, newest first; the token is an opaque offset."""
-        require(principal, Permission.READ)
-        violations = []
-        if page_size < 0:
-            violations.append(FieldViolation("page_size", "must not be negative"))
-        if page_token and not _issued_page_token(page_token):
-            violations.append(FieldViolation("page_token", "is not a token this service issued"))
-        _raise_if_any(violations)
-        limit = min(page_size or 50, MAX_PAGE_SIZE)
-        offset = int(page_token or 0)
-        with self._uow_factory() as uow:
-            jobs = uow.jobs.list_failed(principal.tenant_id, offset=offset, limit=limit + 1)
-        more = len(jobs) > limit
-        return jobs[:limit], str(offset + limit) if more else ""
-
-    # --- accepting --------------------------------------------------------------------------------
-
     def _accept_job(
         self,
-        principal: Principal,
         kind: SyncJobKind,
+        principal: Principal,
         opportunity: Opportunity,
         job: Job,
         payments: list[Payment],
-        request_id: str,
-        currencies: Sequence[AmountCurrency],
-        conversion_violations: Sequence[FieldViolation],
+        request_id: str = "",
+        *,
+        currencies: Sequence[AmountCurrency] = (),
+        conversion_violations: Sequence[FieldViolation] = (),
     ) -> SyncJob:
+        """CloseOutJob and SyncInvoice (the two use cases below), which take the same request and differ only
+        in `kind`: a SYNC_INVOICE job's invoice must have been closed out before."""
         require(principal, Permission.SYNC)
         opportunity, job = clean_opportunity(opportunity), clean_job(job)
         payments = [clean_payment(p) for p in payments]
@@ -292,6 +188,101 @@ class SyncService:
             uow.snapshots.save_job(tenant, opportunity.opportunity_id, job, self._clock.now())
 
         return self._accept(principal, kind, target, opportunity, request_id, fingerprint, stage)
+
+    close_out_job = _use_case_of_kind(
+        _accept_job,
+        SyncJobKind.CLOSE_OUT_JOB,
+        "R5: record the job as closed out and sync its invoice with the payments applied.",
+    )
+    sync_invoice = _use_case_of_kind(
+        _accept_job,
+        SyncJobKind.SYNC_INVOICE,
+        "R5/R6: sync or resync the invoice of a job that was closed out.",
+    )
+
+    def retry(self, principal: Principal, name: str) -> SyncJob:
+        """Runs a FAILED job again, with a fresh allowance of attempts."""
+        require(principal, Permission.SYNC)
+        job_id = _job_id(name)
+        with self._uow_factory() as uow:
+            job = uow.jobs.get(principal.tenant_id, job_id)
+            if job is None:
+                raise NotFoundError(f"{name} not found")
+            if job.state is not SyncJobState.FAILED:
+                raise FailedPreconditionError(
+                    f"{name} is {job.state.value}: only a FAILED job can be retried",
+                    metadata={"state": job.state.value},
+                )
+            now = self._clock.now()
+            job.state = SyncJobState.PENDING
+            job.max_attempts = job.attempts + self._max_attempts
+            job.next_attempt_time = None
+            job.update_time = now
+            uow.jobs.save(job)
+            self._mark_pending(uow, principal.tenant_id, [job.target], keep_error=True)
+            uow.audit.append(AuditEvent(principal.tenant_id, now, AuditKind.RETRY_REQUESTED, job.target, job_id, ""))
+            uow.commit()
+            return job
+
+    # --- reading ------------------------------------------------------------------------------------
+
+    def get_job(self, principal: Principal, name: str) -> SyncJob:
+        require(principal, Permission.READ)
+        with self._uow_factory() as uow:
+            job = uow.jobs.get(principal.tenant_id, _job_id(name))
+        if job is None:
+            raise NotFoundError(f"{name} not found")
+        return job
+
+    def get_status(
+        self, principal: Principal, entity: EntityRef, *, conversion_violations: Sequence[FieldViolation] = ()
+    ) -> SyncRecord:
+        """R8: a record's sync state. A record qbsync was never sent is NOT_FOUND."""
+        return self._sync_record(principal, Permission.READ, entity, conversion_violations)
+
+    def get_link(
+        self, principal: Principal, entity: EntityRef, *, conversion_violations: Sequence[FieldViolation] = ()
+    ) -> str:
+        """R9: the "View in QuickBooks" URL of a synced record."""
+        record = self._sync_record(principal, Permission.QUICKBOOKS_VIEW, entity, conversion_violations)
+        if not record.quickbooks_id:
+            raise FailedPreconditionError(f"{entity} is not in QuickBooks yet", metadata={"state": record.state.value})
+        kind = None if entity.type is EntityType.CUSTOMER else TxnKind(record.quickbooks_type)
+        return self._accounting.for_tenant(principal.tenant_id).link_for(kind, record.quickbooks_id)
+
+    def _sync_record(
+        self,
+        principal: Principal,
+        permission: Permission,
+        entity: EntityRef,
+        conversion_violations: Sequence[FieldViolation],
+    ) -> SyncRecord:
+        """The record of `entity`, for a caller with `permission`; NOT_FOUND when qbsync was never sent it."""
+        require(principal, permission)
+        _raise_if_any(merge_violations(conversion_violations, _entity_violations(entity)))
+        with self._uow_factory() as uow:
+            record = uow.sync_records.get(principal.tenant_id, entity)
+        if record is None:
+            raise NotFoundError(f"{entity} not found")
+        return record
+
+    def list_errors(self, principal: Principal, page_size: int, page_token: str) -> tuple[list[SyncJob], str]:
+        """The tenant's failed syncs, newest first; the token is an opaque offset."""
+        require(principal, Permission.READ)
+        violations = []
+        if page_size < 0:
+            violations.append(FieldViolation("page_size", "must not be negative"))
+        if page_token and not _issued_page_token(page_token):
+            violations.append(FieldViolation("page_token", "is not a token this service issued"))
+        _raise_if_any(violations)
+        limit = min(page_size or 50, MAX_PAGE_SIZE)
+        offset = int(page_token or 0)
+        with self._uow_factory() as uow:
+            jobs = uow.jobs.list_failed(principal.tenant_id, offset=offset, limit=limit + 1)
+        more = len(jobs) > limit
+        return jobs[:limit], str(offset + limit) if more else ""
+
+    # --- accepting --------------------------------------------------------------------------------
 
     def _accept(
         self,
@@ -330,7 +321,7 @@ class SyncService:
                 )
                 self._mark_pending(uow, tenant, [target])
                 uow.jobs.add(job)
-                uow.audit.append(AuditEvent(tenant, now, f"{kind.value}_ACCEPTED", target, job.job_id, ""))
+                uow.audit.append(AuditEvent(tenant, now, AuditKind.accepted(kind), target, job.job_id, ""))
                 uow.commit()
                 return job
         except RequestIdTakenError:

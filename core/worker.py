@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from core.domain import (
     AuditEvent,
+    AuditKind,
     EntityRef,
     EntityType,
     JobError,
@@ -114,7 +115,7 @@ class SyncWorker:
             current.claimed_by = ""
             current.lease_expires = None
             uow.jobs.save(current)
-            uow.audit.append(AuditEvent(job.tenant_id, now, "SYNC_SUCCEEDED", job.target, job.job_id, ""))
+            uow.audit.append(AuditEvent(job.tenant_id, now, AuditKind.SYNC_SUCCEEDED, job.target, job.job_id, ""))
             uow.commit()
             return current
 
@@ -137,7 +138,7 @@ class SyncWorker:
                 current.next_attempt_time = now + self._backoff(current.attempts, exc)
             uow.jobs.save(current)
             self._mark_records(uow, current, error.message, final=final)
-            kind = "SYNC_FAILED" if final else "SYNC_RETRY_SCHEDULED"
+            kind = AuditKind.SYNC_FAILED if final else AuditKind.SYNC_RETRY_SCHEDULED
             uow.audit.append(AuditEvent(job.tenant_id, now, kind, job.target, job.job_id, error.message))
             uow.commit()
             return current

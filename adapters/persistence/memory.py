@@ -27,8 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import Generic, TypeVar
 
 from core.connection import ConnectionState, QuickBooksConnection, QuickBooksSettings, TokenGrant
 from core.currency import CompanyCurrency
@@ -522,17 +521,6 @@ class InMemoryUnitOfWork(UnitOfWork):
         self.audit = InMemoryAuditLog(db, self._tx)
         self.connections = InMemoryConnectionRepository(db, self._tx, self)
         self._connection_locks: list[threading.Lock] = []
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.rollback()
 
     def commit(self) -> None:
         with self._db.lock:

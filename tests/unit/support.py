@@ -11,14 +11,11 @@ from typing import TypeVar
 
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from adapters.quickbooks.fake import FakeQuickBooks, FakeQuickBooksCompanies
-from core.accounting import AccountingCustomer, NewCustomer, PaymentSpec, QuickBooksRef, TxnKind, TxnSpec
+from core.accounting import PaymentSpec, QuickBooksRef, TxnSpec
 from core.auth import ApiKeys
-from core.company_lists import ListEntry, ListKind
-from core.connection import ListRef
-from core.currency import CompanyCurrency
 from core.domain import Permission, Principal
 from core.limits import FieldLimits
-from core.ports import UNFENCED, AccountingSystem, AccountingSystems, WriteFence
+from core.ports import UNFENCED, AccountingSystem, AccountingSystems, ForwardingAccountingSystem, WriteFence
 from core.service import SyncService
 from core.sync_engine import SyncEngine
 from core.worker import SyncWorker
@@ -96,7 +93,7 @@ class Harness:
         return self.companies.for_tenant(tenant)
 
 
-class HookedCompany(AccountingSystem):
+class HookedCompany(ForwardingAccountingSystem):
     """An accounting system that runs `hook` around one kind of write, as if its worker stalled there.
 
     `when` is "before" (about to be handed to the system, whose fence is checked later, at send time),
@@ -112,14 +109,14 @@ class HookedCompany(AccountingSystem):
         hook: Callable[[], None],
         times: int = 1,
     ) -> None:
-        self._system = system
+        super().__init__(system)
         self._write = write
         self._when = when
         self._hook = hook
         self._times = times
         self.amounts: list[Decimal] = []
 
-    def _around(self, write: str, fence: WriteFence, send: Callable[[WriteFence], T]) -> T:
+    def _send(self, write: str, fence: WriteFence, send: Callable[[WriteFence], T]) -> T:
         fire = write == self._write and self._times > 0
         if fire:
             self._times -= 1
@@ -130,43 +127,15 @@ class HookedCompany(AccountingSystem):
             self._hook()
         return result
 
-    def find_customers(self, display_name: str, email: str) -> list[AccountingCustomer]:
-        return self._system.find_customers(display_name, email)
-
-    def create_customer(
-        self, customer: NewCustomer, *, request_id: str, fence: WriteFence = UNFENCED
-    ) -> AccountingCustomer:
-        return self._around(
-            "create_customer",
-            fence,
-            lambda fence: self._system.create_customer(customer, request_id=request_id, fence=fence),
-        )
-
     def create(self, spec: TxnSpec, *, request_id: str, fence: WriteFence = UNFENCED) -> QuickBooksRef:
         self._note(spec)
-        return self._around(
-            "create", fence, lambda fence: self._system.create(spec, request_id=request_id, fence=fence)
-        )
+        return super().create(spec, request_id=request_id, fence=fence)
 
     def update(
         self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str, fence: WriteFence = UNFENCED
     ) -> QuickBooksRef:
         self._note(spec)
-        return self._around(
-            "update", fence, lambda fence: self._system.update(ref, spec, request_id=request_id, fence=fence)
-        )
-
-    def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str) -> QuickBooksRef | None:
-        return self._system.find_by_marker(kind, marker, customer_id)
-
-    def link_for(self, kind: TxnKind | None, quickbooks_id: str) -> str:
-        return self._system.link_for(kind, quickbooks_id)
-
-    def find_list_entry(self, kind: ListKind, ref: ListRef) -> ListEntry | None:
-        return self._system.find_list_entry(kind, ref)
-
-    def company_currency(self) -> CompanyCurrency:
-        return self._system.company_currency()
+        return super().update(ref, spec, request_id=request_id, fence=fence)
 
     def _note(self, spec: TxnSpec) -> None:
         if isinstance(spec, PaymentSpec):

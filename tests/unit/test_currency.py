@@ -178,7 +178,7 @@ def test_a_connected_company_never_read_is_read_before_a_labelled_amount_is_judg
     assert "CAD" in raised.value.violations[0].description
     with h.uow_factory() as uow:
         stored = uow.connections.get("acme")
-        events = [e.kind for e in uow.audit.list("acme", limit=5)]
+        events = [e.kind.value for e in uow.audit.list("acme", limit=5)]
     assert stored is not None and stored.home_currency == "CAD" and "QUICKBOOKS_CURRENCY_READ" in events
 
     reads = h.qbo().request_count

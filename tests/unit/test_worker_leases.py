@@ -8,7 +8,9 @@ enough (in real seconds) that the heartbeat thread never beats during a test; te
 
 from __future__ import annotations
 
+import inspect
 import threading
+from collections.abc import Callable
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -33,7 +35,7 @@ from core.domain import (
 )
 from core.errors import LeaseLostError
 from core.lease import FencedAccountingSystem, JobLease, LeaseHeartbeat
-from core.ports import UnitOfWork
+from core.ports import AccountingSystem, UnitOfWork, WriteFence
 from core.service import SyncService
 from core.sync_engine import MAX_STALE_ROUNDS, SyncEngine
 from core.worker import SyncWorker
@@ -82,7 +84,7 @@ class Rig:
 
     def audit(self) -> list[str]:
         with self.uow_factory() as uow:
-            return [event.kind for event in uow.audit.list("acme", limit=100)]
+            return [event.kind.value for event in uow.audit.list("acme", limit=100)]
 
     def payment_amount(self) -> Decimal:
         (payment,) = self.qbo.live("Payment")
@@ -317,6 +319,45 @@ def test_the_fake_checks_a_writes_fence_before_it_is_sent_and_counts_nothing_ref
     with pytest.raises(LeaseLostError):
         rig.qbo.create(spec, request_id="p2", fence=lease)
     assert rig.qbo.request_count == sent and len(rig.qbo.live("Payment")) == 1
+
+
+class _Recording:
+    """Stands for an accounting system: records each call and checks a write's fence as a real one does."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Callable[..., object]:
+        def call(*args: object, fence: WriteFence | None = None, **kwargs: object) -> object:
+            if fence is not None:
+                fence.check()
+            self.calls.append(name)
+            return name
+
+        return call
+
+
+@pytest.mark.parametrize("method", [name for name in dir(AccountingSystem) if not name.startswith("_")])
+def test_every_port_method_is_forwarded_and_every_write_is_fenced(method: str) -> None:
+    """Whatever the port holds, now or later: a method taking a fence is a write and is refused once the
+    lease is lost; any other is handed on as is."""
+    rig = Rig()
+    rig.sync("100.00")
+    job = rig.claim("w1")
+    system = _Recording()
+    fenced = FencedAccountingSystem(system, JobLease(job, "w1", rig.clock, rig.clock.now() + LEASE))  # type: ignore[arg-type]
+    parameters = inspect.signature(getattr(AccountingSystem, method)).parameters
+    positional = [None for p in parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "self"]
+    keywords = {p.name: "x" for p in parameters.values() if p.kind is p.KEYWORD_ONLY and p.name != "fence"}
+    assert getattr(fenced, method)(*positional, **keywords) == method
+    rig.clock.advance(PAST_LEASE)
+    if "fence" in parameters:
+        with pytest.raises(LeaseLostError):
+            getattr(fenced, method)(*positional, **keywords)
+        assert system.calls == [method]
+    else:
+        assert getattr(fenced, method)(*positional, **keywords) == method
+        assert system.calls == [method, method]
 
 
 def test_a_fenced_view_checks_the_runs_lease_and_a_callers_own_fence() -> None:

@@ -30,6 +30,7 @@ from adapters.persistence.sqlalchemy.models import (
 from core.domain import (
     ApiKey,
     AuditEvent,
+    AuditKind,
     ClosedJob,
     Customer,
     EntityRef,
@@ -314,7 +315,7 @@ class SqlAlchemyAuditLog(SqlRepository, AuditLog):
             AuditEventRow(
                 tenant_id=event.tenant_id,
                 time=event.time,
-                kind=event.kind,
+                kind=event.kind.value,
                 entity_type=None if event.entity is None else event.entity.type.value,
                 entity_id=None if event.entity is None else event.entity.id,
                 job_id=event.job_id,
@@ -335,7 +336,7 @@ class SqlAlchemyAuditLog(SqlRepository, AuditLog):
             AuditEvent(
                 tenant_id=row.tenant_id,
                 time=row.time,
-                kind=row.kind,
+                kind=AuditKind(row.kind),
                 entity=None
                 if row.entity_type is None or row.entity_id is None
                 else EntityRef(EntityType(row.entity_type), row.entity_id),

@@ -8,7 +8,6 @@ retry the job, without either importing SQLAlchemy.
 from __future__ import annotations
 
 import logging
-from types import TracebackType
 from typing import Self
 
 from sqlalchemy import Engine
@@ -81,12 +80,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         self.connections = SqlAlchemyConnectionRepository(session, self._secrets)
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         session, self._session = self._session, None
         try:
             if session is not None:

@@ -11,7 +11,6 @@ them on their code.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import requests
 from quickbooks import QuickBooks
 
 from adapters.quickbooks.qbo.limiter import RequestLimiter
+from core.connection_rules import is_loopback
 
 PRODUCTION_API = "https://quickbooks.api.intuit.com/v3"
 SANDBOX_API = "https://sandbox-quickbooks.api.intuit.com/v3"
@@ -96,20 +96,10 @@ def api_base_url(api_base_url: str, environment: str) -> str:
     return SANDBOX_API if environment == "sandbox" else PRODUCTION_API
 
 
-def is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_transport_security(url: str) -> None:
     """Plain HTTP only to this machine (the emulator, a test double): tokens never cross a network in clear."""
-    scheme = urlsplit(url).scheme
-    if scheme == "https" or (scheme == "http" and is_loopback(url)):
+    parts = urlsplit(url)
+    if parts.scheme == "https" or (parts.scheme == "http" and is_loopback(parts.hostname or "")):
         return
     raise ValueError(
         f"refusing to send QuickBooks tokens to {url!r}: use https (plain http is allowed only for "

@@ -174,7 +174,7 @@ def test_connecting_reads_the_company_currency_through_the_real_adapter(
         stored = unit.connections.get("acme")
         events = unit.audit.list("acme", limit=10)
     assert stored is not None and (stored.home_currency, stored.multicurrency) == ("CAD", True)
-    assert any(e.kind == "QUICKBOOKS_CURRENCY_READ" and "CAD" in e.message for e in events)
+    assert any(e.kind.value == "QUICKBOOKS_CURRENCY_READ" and "CAD" in e.message for e in events)
     reads = requests.get(f"{emulator.admin_url}/requests", params={"realm_id": "4620"}, timeout=5).json()
     assert [(r["method"], r["entity"], r["status"], r["minorversion"]) for r in reads["requests"]] == [
         ("GET", "preferences", 200, "75")

@@ -14,6 +14,7 @@ from persistence_builders import T0, Backend, at, crm_job, opportunity, payment,
 from core.domain import (
     ApiKey,
     AuditEvent,
+    AuditKind,
     EntityRef,
     EntityType,
     JobError,
@@ -69,7 +70,7 @@ def test_uncommitted_changes_are_invisible_to_others_and_discarded(backend: Back
         uow.snapshots.save_opportunity("t1", opportunity())
         uow.jobs.add(sync_job("j1"))
         uow.sync_records.save(SyncRecord("t1", PAYMENT_REF))
-        uow.audit.append(AuditEvent("t1", T0, "job.created", None, "j1", "queued"))
+        uow.audit.append(AuditEvent("t1", T0, AuditKind.SYNC_PAYMENT_ACCEPTED, None, "j1", "queued"))
         # Our own writes are visible inside the transaction...
         assert uow.snapshots.get_opportunity("t1", "O1") == opportunity()
         assert uow.jobs.get("t1", "j1") is not None
@@ -341,11 +342,11 @@ def test_tenant_ensure_is_idempotent(backend: Backend) -> None:
 def test_audit_lists_newest_first_per_tenant(backend: Backend) -> None:
     payment_ref = EntityRef(EntityType.PAYMENT, "P1")
     events = [
-        AuditEvent("t1", at(1), "job.created", payment_ref, "j1", "first"),
-        AuditEvent("t1", at(3), "job.succeeded", None, "j1", "third"),
-        AuditEvent("t1", at(2), "job.started", payment_ref, "j1", "second"),
-        AuditEvent("t1", at(3), "job.note", None, "", "fourth, same time, appended later"),
-        AuditEvent("t2", at(9), "job.created", None, "j9", "other tenant"),
+        AuditEvent("t1", at(1), AuditKind.SYNC_PAYMENT_ACCEPTED, payment_ref, "j1", "first"),
+        AuditEvent("t1", at(3), AuditKind.SYNC_SUCCEEDED, None, "j1", "third"),
+        AuditEvent("t1", at(2), AuditKind.SYNC_RETRY_SCHEDULED, payment_ref, "j1", "second"),
+        AuditEvent("t1", at(3), AuditKind.QUICKBOOKS_SETTINGS_UPDATED, None, "", "fourth, same time, appended later"),
+        AuditEvent("t2", at(9), AuditKind.SYNC_PAYMENT_ACCEPTED, None, "j9", "other tenant"),
     ]
     with backend.uow() as uow:
         for event in events:
@@ -361,6 +362,16 @@ def test_audit_lists_newest_first_per_tenant(backend: Backend) -> None:
         assert uow.audit.list("t1", limit=2) == [events[3], events[1]]
         assert uow.audit.list("t1", limit=10)[-1] == events[0]
         assert [e.message for e in uow.audit.list("t2", limit=10)] == ["other tenant"]
+
+
+def test_every_audit_kind_round_trips(backend: Backend) -> None:
+    events = [AuditEvent("t1", at(i), kind, None, "", kind.name) for i, kind in enumerate(AuditKind)]
+    with backend.uow() as uow:
+        for event in events:
+            uow.audit.append(event)
+        uow.commit()
+    with backend.uow() as uow:
+        assert uow.audit.list("t1", limit=100) == events[::-1]
 
 
 # --- jobs ------------------------------------------------------------------------------------------

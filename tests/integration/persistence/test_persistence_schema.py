@@ -5,13 +5,14 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from persistence_builders import Backend
-from sqlalchemy import inspect
+from persistence_builders import T0, Backend
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import URL
 
 from adapters.persistence.sqlalchemy import create_engine_for, migrate
 from adapters.persistence.sqlalchemy.migrate import alembic_config
 from adapters.persistence.sqlalchemy.models import Base
+from core.domain import AuditEvent, AuditKind
 
 
 def test_migrated_schema_matches_the_models(sql_backend: Backend) -> None:
@@ -51,3 +52,19 @@ def test_sqlite_connections_use_wal_and_foreign_keys(sqlite_url: URL) -> None:
     finally:
         engine.dispose()
     assert pragmas == ["wal", 1, 30000]
+
+
+def test_audit_kinds_are_stored_as_their_names(sql_backend: Backend) -> None:
+    """The audit log's `kind` column holds the strings qbsync always wrote: the enum changed no stored value."""
+    assert sql_backend.url is not None
+    with sql_backend.uow() as uow:
+        uow.audit.append(AuditEvent("t1", T0, AuditKind.SYNC_PAYMENT_ACCEPTED, None, "j1", ""))
+        uow.audit.append(AuditEvent("t1", T0, AuditKind.QUICKBOOKS_CURRENCY_READ, None, "", ""))
+        uow.commit()
+    engine = create_engine_for(sql_backend.url)
+    try:
+        with engine.connect() as connection:
+            kinds = connection.execute(text("SELECT kind FROM audit_events ORDER BY id")).scalars().all()
+    finally:
+        engine.dispose()
+    assert kinds == ["SYNC_PAYMENT_ACCEPTED", "QUICKBOOKS_CURRENCY_READ"]

@@ -159,7 +159,7 @@ class FencedCore:
 
     def audit(self) -> list[str]:
         with self.rig.uow_factory() as uow:
-            return [event.kind for event in uow.audit.list(TENANT, limit=100)]
+            return [event.kind.value for event in uow.audit.list(TENANT, limit=100)]
 
 
 @pytest.fixture
