@@ -1,6 +1,7 @@
 """The rules state machine of tests/unit/test_sync_rules_machine.py, run again against the emulator through the
-real python-quickbooks adapter over HTTP: the same rules, the same invariants, another QuickBooks (the
-fakeredis pattern: one state machine, both implementations).
+real python-quickbooks adapter over HTTP: the same rules, the same model and invariants (tests/rules_model.py,
+one per rule of SPEC.md section 2), another QuickBooks (the fakeredis pattern: one state machine, both
+implementations).
 
 What the machine does to QuickBooks besides syncing goes through the emulator's admin API: customers and
 vendors added, customers made inactive (now, or after N API calls: mid-job), payments, expenses and invoices
@@ -91,6 +92,7 @@ class EmulatedSide(EmulatedCompany):
         self.service = core.service
         self.worker = core.worker
         self.principal = core.principal
+        self.realm_id = self.rig.realm_id
 
     def void(self, kind: TxnKind, record_id: str) -> None:
         """QBO's API has no void for a Purchase (the emulator answers "Operation Void is not supported for
