@@ -142,8 +142,9 @@ def test_a_voided_payment_does_not_hold_its_refund_to_an_inactive_customer(backe
     paid = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
     mary = Customer("c1", "Mary", "O'Brien", email="mary@example.com")
     opportunity = Opportunity("o1", "1001", mary)
-    deposit = Payment("p1", Decimal("329.00"), PaymentMethod.CREDIT_CARD, paid, "ref-p1",
-                      (Refund("r1", Decimal("329.00"), paid, ""),))
+    deposit = Payment(
+        "p1", Decimal("329.00"), PaymentMethod.CREDIT_CARD, paid, "ref-p1", (Refund("r1", Decimal("329.00"), paid, ""),)
+    )
 
     def sync() -> None:
         job = side.service.sync_payment(side.principal, opportunity, deposit)
