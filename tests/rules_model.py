@@ -23,6 +23,8 @@ Checked here: R1 to R10, each as far as the QuickBooks company and qbsync's answ
   (test_a_write_committed_but_unanswered_is_not_written_twice);
 - R8's PENDING and FAILED states and their transitions (the machine retries until everything is SYNCED):
   tests/unit/test_sync_record_states.py, tests/unit/test_worker_outages.py;
+- R4's A/R account line and refund bank account (what the adapter writes):
+  tests/integration/quickbooks/test_qbo_adapter_contract.py, test_qbo_adapter_scenarios.py;
 - R9's permission and production host: tests/unit/test_sync_scenarios.py (test_permissions),
   tests/integration/quickbooks/test_qbo_adapter_contract.py, tests/e2e/test_sync_service.py.
 """
@@ -378,8 +380,9 @@ def r3_deposit_is_a_payment_only(crm: Crm, seen: Seen) -> None:
 
 
 def r4_refunds_ride_with_their_payment(crm: Crm, seen: Seen) -> None:
-    """R4: each refund is an expense (a check for a check payment) against A/R, linked once from its payment
-    for its amount, and nothing else is linked from the payment as a refund."""
+    """R4: each refund is a QBO Purchase, an expense (a check for a check payment), linked once from its
+    payment for its amount, and nothing else is linked from the payment as a refund. (Its payee is R1's
+    check; its A/R line is the adapter's, tests/integration/quickbooks/test_qbo_adapter_contract.py.)"""
     for payment, spec in seen.payments(crm):
         refund_kind = _refund_kind(payment)
         refund_lines = [line for line in spec.lines if line.txn_kind is not TxnKind.INVOICE]
