@@ -7,7 +7,8 @@ and after a write commits, with and without requestid replay). Someone else mean
 vendors in QuickBooks, and deletes or voids what qbsync wrote.
 
 After every step the QuickBooks company itself (not qbsync's records) is checked against `Crm`, a plain
-model of what the CRM has said, which knows nothing of the code under test.
+model of what the CRM has said, which knows nothing of the code under test: one invariant per rule, each
+in tests/rules_model.py, so a failure names the rule that broke.
 
 The machine reaches QuickBooks only through `QuickBooksSide` (and reads it through `Books`), so the same
 rules and invariants also run against the emulator through the real python-quickbooks adapter over HTTP
@@ -18,10 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
-from collections import defaultdict
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Protocol
@@ -32,8 +29,8 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from adapters.quickbooks.fake import FakeCustomer, FakeQuickBooks, FakeTxn, Fault
-from core.accounting import InvoiceSpec, PaymentSpec, RefundSpec, TxnKind
+from adapters.quickbooks.fake import FakeQuickBooks, FakeTxn, Fault
+from core.accounting import TxnKind
 from core.domain import (
     Customer,
     EntityRef,
@@ -46,127 +43,43 @@ from core.domain import (
     Principal,
     Refund,
     SyncJobState,
-    SyncState,
 )
 from core.errors import FailedPreconditionError, NotFoundError, RequestIdReusedError, ValidationError
 from core.record_writer import marker_for
 from core.service import SyncService
 from core.worker import SyncWorker
+from tests.rules_model import (
+    INVARIANTS,
+    MARKER,
+    TENANT,
+    Before,
+    Books,
+    Crm,
+    CrmJob,
+    CrmPayment,
+    Seen,
+    crm_name,
+    invoices_filled,
+    link_made,
+    one_live,
+    r1_customer_matched_on_name_and_email,
+    r2_display_names_are_unique,
+    r3_deposit_is_a_payment_only,
+    r4_refunds_ride_with_their_payment,
+    r5_invoice_at_close_out,
+    r6_resync_updates_never_duplicates,
+    r7_exactly_once,
+    r8_state_you_can_show,
+    r9_view_in_quickbooks,
+    r10_the_books_balance,
+    tidy,
+)
 from tests.unit.support import Harness
 
 EXAMPLES = int(os.environ.get("QBSYNC_HYPOTHESIS_EXAMPLES", "200"))
 STEPS = int(os.environ.get("QBSYNC_HYPOTHESIS_STEPS", "50"))
-TENANT = "acme"
 CENT = Decimal("0.01")
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
-
-# --- the model's own idea of names (R1), written without the code's helpers ------------------------
-
-
-def tidy(text: str) -> str:
-    return " ".join(text.split()).casefold()
-
-
-def crm_name(customer: Customer) -> str:
-    person = " ".join(part for part in (customer.first_name.strip(), customer.last_name.strip()) if part)
-    return " ".join((person or customer.company_name).split())
-
-
-def name_is(quickbooks_name: str, name: str) -> bool:
-    """The DisplayName is the CRM name or the CRM name with a ` - N` suffix (R1/R2)."""
-    found, wanted = tidy(quickbooks_name), tidy(name)
-    if found == wanted:
-        return True
-    head, sep, tail = found.rpartition(" - ")
-    return bool(sep) and head == wanted and tail.isdigit()
-
-
-def first_free_name(name: str, taken: set[str]) -> str:
-    if tidy(name) not in taken:
-        return name
-    n = 2
-    while tidy(f"{name} - {n}") in taken:
-        n += 1
-    return f"{name} - {n}"
-
-
-MARKER = re.compile(r"\[qbsync (?P<tenant>[^/\]]+)/(?P<type>[a-z]+)/(?P<id>[^/\]]+)(?:/(?P<gen>\d+))?\]")
-
-
-def marked(txn: FakeTxn) -> tuple[str, str]:
-    """(type, CRM id) of the record a QuickBooks transaction was written for, from its private note."""
-    match = MARKER.search(txn.spec.private_note)
-    assert match is not None, f"QBO {txn.entity} {txn.id} carries no qbsync marker: {txn.spec.private_note!r}"
-    assert match["tenant"] == TENANT
-    return match["type"], match["id"]
-
-
-# --- what the CRM has said --------------------------------------------------------------------------
-
-
-@dataclass
-class CrmPayment:
-    payment_id: str
-    opportunity_id: str
-    amount: Decimal
-    method: PaymentMethod
-    received_time: datetime
-    refunds: list[Refund] = field(default_factory=list)
-    sent: bool = False
-
-    @property
-    def refunded(self) -> Decimal:
-        return sum((r.amount for r in self.refunds), Decimal("0.00"))
-
-    def as_sent(self, refunds: list[Refund] | None = None) -> Payment:
-        return Payment(
-            self.payment_id,
-            self.amount,
-            self.method,
-            self.received_time,
-            f"ref-{self.payment_id}",
-            tuple(self.refunds if refunds is None else refunds),
-        )
-
-
-@dataclass
-class CrmJob:
-    job_id: str
-    opportunity_id: str
-    number: str
-    service_date: date
-    lines: tuple[InvoiceLine, ...]
-
-    @property
-    def total(self) -> Decimal:
-        return sum((line.amount for line in self.lines), Decimal("0.00"))
-
-    def as_sent(self) -> Job:
-        return Job(self.job_id, self.number, self.service_date, self.lines)
-
-
-@dataclass
-class Crm:
-    customers: dict[str, Customer] = field(default_factory=dict)
-    opportunities: dict[str, Opportunity] = field(default_factory=dict)
-    payments: dict[str, CrmPayment] = field(default_factory=dict)
-    closed_jobs: dict[str, CrmJob] = field(default_factory=dict)  # in close-out order
-    links: dict[str, str] = field(default_factory=dict)  # CRM customer -> the QBO customer first linked
-    counter: int = 0
-
-    def new_id(self, prefix: str) -> str:
-        self.counter += 1
-        return f"{prefix}{self.counter}"
-
-    def payments_of(self, opportunity_id: str) -> list[CrmPayment]:
-        return [p for p in self.payments.values() if p.opportunity_id == opportunity_id]
-
-    def jobs_of(self, opportunity_id: str) -> list[CrmJob]:
-        return [j for j in self.closed_jobs.values() if j.opportunity_id == opportunity_id]
-
-    def customer_of(self, opportunity_id: str) -> Customer:
-        return self.opportunities[opportunity_id].customer
-
 
 # --- strategies ----------------------------------------------------------------------------------
 
@@ -220,29 +133,6 @@ def invoice_lines(draw: st.DrawFn) -> tuple[InvoiceLine, ...]:
 # --- the QuickBooks side: one interface, two backends ------------------------------------------------
 
 
-class Books(Protocol):
-    """The QuickBooks company as the invariants read it. Customers and transactions are given as the fake's
-    records (FakeCustomer, FakeTxn with a core spec), whichever backend they were read from."""
-
-    @property
-    def customers(self) -> Mapping[str, FakeCustomer]:
-        """Every customer, inactive ones included, by Id."""
-        ...
-
-    @property
-    def other_names(self) -> Collection[str]:
-        """DisplayNames of vendors and employees (R2: a customer's name must differ from them)."""
-        ...
-
-    def live(self, entity: str) -> list[FakeTxn]:
-        """Payments, Purchases or Invoices neither deleted nor voided."""
-        ...
-
-    def invoice_balance(self, invoice_id: str) -> Decimal: ...
-
-    def unapplied_amount(self, payment_id: str) -> Decimal: ...
-
-
 class QuickBooksSide(Protocol):
     """The core (SyncService, SyncWorker) wired to one QuickBooks backend, and what someone else does in
     that QuickBooks company meanwhile. Implemented by `FakeSide` (below) and by `EmulatedSide`
@@ -251,6 +141,7 @@ class QuickBooksSide(Protocol):
     service: SyncService
     worker: SyncWorker
     principal: Principal
+    realm_id: str  # the QuickBooks company (R9: links open it)
 
     def books(self) -> Books:
         """The company as it is now (a snapshot or a live view: re-read after anything may have changed)."""
@@ -291,6 +182,7 @@ class FakeSide:
         self.worker = harness.worker
         self.principal = harness.principal(TENANT)
         self.fake: FakeQuickBooks = harness.qbo(TENANT)
+        self.realm_id = self.fake.realm_id
 
     def books(self) -> Books:
         return self.fake  # a live view: the fake's own records
@@ -332,13 +224,11 @@ class SyncRulesMachine(RuleBasedStateMachine):
         self.h = self.side  # the core: .service and .worker
         self.p = self.side.principal
         self._books: Books | None = None
+        self._seen: Seen | None = None
         self.crm = Crm()
-        self.job_names: list[str] = []
         self.requests: list[tuple[str, object, str]] = []  # (request_id, resend, job name)
         self.forget_between_attempts = False
         self.clock = T0
-        self.deactivated: set[str] = set()  # QBO customers the machine made inactive (R1: to be replaced)
-        self.replaced = 0  # CRM customers re-linked to a successor
 
     @staticmethod
     def make_side() -> QuickBooksSide:
@@ -353,6 +243,19 @@ class SyncRulesMachine(RuleBasedStateMachine):
 
     def changed(self) -> None:
         self._books = None
+        self._seen = None
+
+    def seen(self) -> Seen:
+        """What the rules are checked against: QuickBooks as last read, and qbsync's answers."""
+        if self._seen is None:
+            self._seen = Seen(self.qbo, self.h.service, self.p, self.side.realm_id)
+        return self._seen
+
+    def check_invariants(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        """After every step, QuickBooks is read afresh once, for all the invariants (over HTTP, a read per
+        invariant would be most of the emulator run)."""
+        self.changed()
+        super().check_invariants(*args, **kwargs)
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -379,95 +282,23 @@ class SyncRulesMachine(RuleBasedStateMachine):
 
     def send(self, call, *, customer_id: str, request: bool = False) -> str:  # type: ignore[no-untyped-def]
         """Send a request, drain, and check the customer link made on the way (R1/R2)."""
-        before = {c.id: (c.display_name, c.email, c.active) for c in self.qbo.customers.values()}
-        taken = {tidy(c.display_name) for c in self.qbo.customers.values()} | {tidy(n) for n in self.qbo.other_names}
+        before = Before.read(self.qbo)
         request_id = f"req-{len(self.requests) + 1}" if request else ""
         job = call(request_id)
         assert job.state is SyncJobState.PENDING
-        self.job_names.append(job.name)
+        self.crm.accepted.append(job.name)
         if request_id:
             self.requests.append((request_id, call, job.name))
         self.settle()
         self.changed()
-        self.expect_link(customer_id, before, taken)
+        link_made(self.crm, self.seen(), customer_id, before)
         return job.name
-
-    def expect_link(self, customer_id: str, before: dict[str, tuple[str, str, bool]], taken: set[str]) -> None:
-        customer = self.crm.customers[customer_id]
-        status = self.h.service.get_status(self.p, EntityRef(EntityType.CUSTOMER, customer_id))
-        link = status.quickbooks_id
-        assert link is not None
-        old = self.crm.links.get(customer_id)
-        if old is not None and old not in self.deactivated:
-            assert link == old, "R1: the customer link changed"
-            return
-        if old is not None and link == old:
-            # Made inactive mid-job after the job's last write to it: the next sync replaces it.
-            assert before[old][2], "R1: a customer inactive before the sync is still linked after it"
-            return
-        if old is not None:
-            self.replaced += 1
-        name, email = crm_name(customer), tidy(customer.email)
-        candidates = [
-            qid
-            for qid, (n, e, active) in before.items()
-            if active and qid not in self.deactivated and name_is(n, name) and tidy(e) == email
-        ]
-        if candidates:
-            assert link == min(candidates, key=int), f"R1: {name!r} must link the oldest of {candidates}"
-        else:
-            assert link not in before, f"R1: {name!r} linked {link} although nothing matched"
-            created = self.qbo.customers[link].display_name
-            assert tidy(created) == tidy(first_free_name(name, taken)), f"R2: created as {created!r}"
-            assert self.qbo.customers[link].email.strip() == customer.email.strip()
-        self.crm.links[customer_id] = link
 
     def opportunity_payments(self, opportunity_id: str) -> list[Payment]:
         return [p.as_sent() for p in self.crm.payments_of(opportunity_id)]
 
-    def live_by_record(self) -> dict[tuple[str, str], list[FakeTxn]]:
-        found: dict[tuple[str, str], list[FakeTxn]] = defaultdict(list)
-        for entity in ("Payment", "Purchase", "Invoice"):
-            for txn in self.qbo.live(entity):
-                found[marked(txn)].append(txn)
-        return found
-
     def one_live(self, kind: str, crm_id: str) -> FakeTxn:
-        txns = self.live_by_record().get((kind, crm_id), [])
-        assert len(txns) == 1, f"R7: {kind} {crm_id} has {len(txns)} live QBO records"
-        return txns[0]
-
-    def applied_to(self, invoice_id: str) -> Decimal:
-        return sum(
-            (
-                line.amount
-                for t in self.qbo.live("Payment")
-                for line in t.spec.lines  # type: ignore[union-attr]
-                if line.txn_kind is TxnKind.INVOICE and line.txn_id == invoice_id
-            ),
-            Decimal("0.00"),
-        )
-
-    def leftover(self, payment_id: str) -> Decimal:
-        """What a payment still holds in QuickBooks after its refund links and applications."""
-        spec = self.one_live("payment", payment_id).spec
-        assert isinstance(spec, PaymentSpec)
-        return spec.amount - sum((line.amount for line in spec.lines), Decimal("0.00"))
-
-    def check_invoices_filled(self, opportunity_id: str, payment_ids: list[str]) -> None:
-        """R3/R5: right after a payment (or all payments) of an opportunity was written, no invoice of
-        it is left open while one of those payments still has money to apply."""
-        open_invoices = [
-            j.job_id
-            for j in self.crm.jobs_of(opportunity_id)
-            if self.qbo.invoice_balance(self.one_live("invoice", j.job_id).id) > 0
-        ]
-        if open_invoices:
-            for payment_id in payment_ids:
-                assert self.leftover(payment_id) == 0, (
-                    f"R5: payment {payment_id} keeps {self.leftover(payment_id)} unapplied while "
-                    f"invoices {open_invoices} are open"
-                )
+        return one_live(self.qbo, kind, crm_id)
 
     # --- the CRM's rules ------------------------------------------------------------------------
 
@@ -579,7 +410,7 @@ class SyncRulesMachine(RuleBasedStateMachine):
         )
         payment.sent = True
         if check:
-            self.check_invoices_filled(payment.opportunity_id, [payment.payment_id])
+            invoices_filled(self.crm, self.qbo, payment.opportunity_id, [payment.payment_id])
 
     @precondition(lambda self: any(p.amount > p.refunded for p in self.crm.payments.values()))
     @rule(data=st.data(), whole=st.booleans(), send_all=st.booleans())
@@ -676,7 +507,7 @@ class SyncRulesMachine(RuleBasedStateMachine):
         for payment in self.crm.payments_of(job.opportunity_id):
             payment.sent = True
         if check:
-            self.check_invoices_filled(job.opportunity_id, [p.payment_id for p in payments])
+            invoices_filled(self.crm, self.qbo, job.opportunity_id, [p.payment_id for p in payments])
 
     @precondition(lambda self: self.crm.opportunities)
     @rule(data=st.data(), lines=invoice_lines())
@@ -698,7 +529,7 @@ class SyncRulesMachine(RuleBasedStateMachine):
         self.side.inject(*which)
         self.forget_between_attempts = self.forget_between_attempts or forget
 
-    @precondition(lambda self: set(self.crm.links.values()) - self.deactivated)
+    @precondition(lambda self: set(self.crm.links.values()) - self.crm.deactivated)
     @rule(data=st.data(), mid_job=st.booleans(), after_calls=st.integers(0, 12))
     def someone_deactivates_a_customer_in_quickbooks(
         self, data: st.DataObject, mid_job: bool, after_calls: int
@@ -707,8 +538,8 @@ class SyncRulesMachine(RuleBasedStateMachine):
         or in the middle of a sync of one of its opportunities (after a random number of calls). The sync
         that next writes for it finds or makes another customer and moves all of the CRM customer's
         payments, refunds and invoices there: the invariants check that nothing stays behind."""
-        quickbooks_id = data.draw(st.sampled_from(sorted(set(self.crm.links.values()) - self.deactivated)))
-        self.deactivated.add(quickbooks_id)
+        quickbooks_id = data.draw(st.sampled_from(sorted(set(self.crm.links.values()) - self.crm.deactivated)))
+        self.crm.deactivated.add(quickbooks_id)
         if not mid_job:
             self.side.deactivate_customer(quickbooks_id)
             self.changed()
@@ -752,6 +583,7 @@ class SyncRulesMachine(RuleBasedStateMachine):
         choices += [("invoice", j.job_id, j.opportunity_id) for j in self.crm.closed_jobs.values()]
         kind, crm_id, opportunity_id = data.draw(st.sampled_from(sorted(choices)))
         txn = self.one_live(kind, crm_id)
+        self.crm.removed.add((kind, crm_id))
         (self.side.void if void else self.side.delete)(txn.kind, txn.id)
         self.changed()
         between = [("payment", p.payment_id) for p in self.crm.payments_of(opportunity_id)]
@@ -803,140 +635,55 @@ class SyncRulesMachine(RuleBasedStateMachine):
         event(f"payments synced: {min(len(sent), 6)}+")
         event(f"refunds synced: {min(sum(len(p.refunds) for p in sent), 4)}+")
         event(f"jobs closed: {min(len(self.crm.closed_jobs), 3)}+")
-        event(f"jobs run: {min(len(self.job_names), 10)}+")
-        event(f"QBO customers made inactive: {min(len(self.deactivated), 2)}+")
-        event(f"CRM customers moved to a successor: {min(self.replaced, 2)}+")
+        event(f"jobs run: {min(len(self.crm.accepted), 10)}+")
+        event(f"QBO customers made inactive: {min(len(self.crm.deactivated), 2)}+")
+        event(f"CRM customers moved to a successor: {min(self.crm.replaced, 2)}+")
         event(f"QBO customers with a suffix: {any(' - ' in c.display_name for c in self.qbo.customers.values())}")
         applied = any(line.txn_kind is TxnKind.INVOICE for t in self.qbo.live("Payment") for line in t.spec.lines)
         event(f"payments applied to an invoice: {applied}")
 
-    # --- the rules of SPEC.md section 2, checked against the model -------------------------------
+    # --- the rules of SPEC.md section 2, checked against the model (tests/rules_model.py) -----------
+    # One invariant per rule: a failure names the rule that broke.
 
     @invariant()
-    def every_job_succeeded(self) -> None:
-        self.changed()
-        for name in self.job_names:
-            job = self.h.service.get_job(self.p, name)
-            assert job.state is SyncJobState.SUCCEEDED, (name, job.state, job.error)
+    def r1_customer_matched_on_name_and_email(self) -> None:
+        r1_customer_matched_on_name_and_email(self.crm, self.seen())
 
     @invariant()
-    def r1_r2_customers(self) -> None:
-        self.changed()
-        for customer_id, customer in self.crm.customers.items():
-            entity = EntityRef(EntityType.CUSTOMER, customer_id)
-            if customer_id not in self.crm.links:
-                with pytest.raises(NotFoundError):
-                    self.h.service.get_status(self.p, entity)
-                continue
-            link = self.crm.links[customer_id]
-            status = self.h.service.get_status(self.p, entity)
-            assert status.quickbooks_id == link, "R1: the link changed"
-            assert status.state is SyncState.SYNCED
-            found = self.qbo.customers[link]
-            # Made inactive by the machine and not synced since: what is in QuickBooks stays with it (checked
-            # below) until a sync replaces it.
-            assert found.active or link in self.deactivated
-            assert name_is(found.display_name, crm_name(customer)), (found.display_name, crm_name(customer))
-            assert tidy(found.email) == tidy(customer.email)
-        # One QBO customer per (name, email), and a different one for every other (name, email).
-        keys = {
-            cid: (tidy(crm_name(self.crm.customers[cid])), tidy(self.crm.customers[cid].email))
-            for cid, link in self.crm.links.items()
-            if link not in self.deactivated
-        }
-        for a in keys:
-            for b in keys:
-                assert (keys[a] == keys[b]) == (self.crm.links[a] == self.crm.links[b]), (a, b, keys, self.crm.links)
-        # R2: DisplayNames are unique across customers (active or not) and vendors.
-        names = [tidy(c.display_name) for c in self.qbo.customers.values()] + [tidy(n) for n in self.qbo.other_names]
-        assert len(names) == len(set(names)), sorted(names)
+    def r2_display_names_are_unique(self) -> None:
+        r2_display_names_are_unique(self.crm, self.seen())
 
     @invariant()
-    def r3_to_r8_transactions(self) -> None:
-        self.changed()
-        crm = self.crm
-        sent = [p for p in crm.payments.values() if p.sent]
-        expected = {("payment", p.payment_id) for p in sent}
-        expected |= {("refund", r.refund_id) for p in sent for r in p.refunds}
-        expected |= {("invoice", job_id) for job_id in crm.closed_jobs}
-        live = self.live_by_record()
-        # R6/R7: exactly one live QBO record per CRM record sent, and none for anything else (R3).
-        assert set(live) == expected, set(live) ^ expected
-        for key, txns in live.items():
-            assert len(txns) == 1, f"R7: {key} has {len(txns)} live QBO records"
-        assert len(self.qbo.live("Payment")) == len(sent)
-        assert len(self.qbo.live("Purchase")) == sum(len(p.refunds) for p in sent)
-        assert len(self.qbo.live("Invoice")) == len(crm.closed_jobs)
+    def r3_deposit_is_a_payment_only(self) -> None:
+        r3_deposit_is_a_payment_only(self.crm, self.seen())
 
-        invoice_of = {job_id: live[("invoice", job_id)][0] for job_id in crm.closed_jobs}
-        for payment in sent:
-            link = crm.links[crm.customer_of(payment.opportunity_id).customer_id]
-            txn = live[("payment", payment.payment_id)][0]
-            spec = txn.spec
-            assert isinstance(spec, PaymentSpec)
-            assert type(spec.amount) is Decimal and spec.amount == payment.amount
-            assert spec.customer_id == link and spec.method is payment.method
-            refund_kind = TxnKind.CHECK if payment.method is PaymentMethod.CHECK else TxnKind.EXPENSE
-            refund_lines = [line for line in spec.lines if line.txn_kind is not TxnKind.INVOICE]
-            assert len(refund_lines) == len(payment.refunds), "R4: every refund linked once from its payment"
-            for refund in payment.refunds:
-                expense = live[("refund", refund.refund_id)][0]
-                assert isinstance(expense.spec, RefundSpec) and expense.entity == "Purchase"
-                assert type(expense.spec.amount) is Decimal and expense.spec.amount == refund.amount
-                assert expense.spec.customer_id == link and expense.kind is refund_kind
-                links = [line for line in refund_lines if line.txn_id == expense.id]
-                assert [(line.txn_kind, line.amount) for line in links] == [(refund_kind, refund.amount)]
-            own_invoices = {invoice_of[j.job_id].id for j in crm.jobs_of(payment.opportunity_id)}
-            for line in spec.lines:
-                if line.txn_kind is TxnKind.INVOICE:
-                    assert line.txn_id in own_invoices, "a payment is only applied to its opportunity's invoices"
-                    assert line.amount > 0
-            if not own_invoices:
-                assert all(line.txn_kind is not TxnKind.INVOICE for line in spec.lines), "R3: deposit unapplied"
-            # R5: never more linked than the payment holds.
-            assert self.qbo.unapplied_amount(txn.id) >= 0
+    @invariant()
+    def r4_refunds_ride_with_their_payment(self) -> None:
+        r4_refunds_ride_with_their_payment(self.crm, self.seen())
 
-        for job in crm.closed_jobs.values():
-            txn = invoice_of[job.job_id]
-            spec = txn.spec
-            assert isinstance(spec, InvoiceSpec)
-            assert spec.lines == job.lines and spec.doc_number == job.number
-            assert spec.customer_id == crm.links[crm.customer_of(job.opportunity_id).customer_id]
-            assert type(spec.total) is Decimal and spec.total == job.total, "R5: invoice total = the job's lines"
-            applied = self.applied_to(txn.id)
-            assert Decimal("0") <= applied <= job.total, f"R5: invoice {job.job_id} over-applied"
-            assert self.qbo.invoice_balance(txn.id) == job.total - applied
+    @invariant()
+    def r5_invoice_at_close_out(self) -> None:
+        r5_invoice_at_close_out(self.crm, self.seen())
 
-        # R10: per QBO customer, the books balance with the CRM, to the cent.
-        crm_paid: dict[str, Decimal] = defaultdict(Decimal)
-        crm_refunded: dict[str, Decimal] = defaultdict(Decimal)
-        for payment in sent:
-            link = crm.links[crm.customer_of(payment.opportunity_id).customer_id]
-            crm_paid[link] += payment.amount
-            crm_refunded[link] += payment.refunded
-        qbo_paid: dict[str, Decimal] = defaultdict(Decimal)
-        qbo_refunded: dict[str, Decimal] = defaultdict(Decimal)
-        for txn in self.qbo.live("Payment"):
-            qbo_paid[txn.spec.customer_id] += txn.total
-        for txn in self.qbo.live("Purchase"):
-            qbo_refunded[txn.spec.customer_id] += txn.total
-        assert _nonzero(qbo_paid) == _nonzero(crm_paid)
-        assert _nonzero(qbo_refunded) == _nonzero(crm_refunded)
+    @invariant()
+    def r6_resync_updates_never_duplicates(self) -> None:
+        r6_resync_updates_never_duplicates(self.crm, self.seen())
 
-        # R8: the state of every record sent, and NOT_FOUND for what never was.
-        records = [(EntityType.PAYMENT, ("payment", p.payment_id)) for p in sent]
-        records += [(EntityType.REFUND, ("refund", r.refund_id)) for p in sent for r in p.refunds]
-        records += [(EntityType.INVOICE, ("invoice", j)) for j in crm.closed_jobs]
-        for entity_type, key in records:
-            status = self.h.service.get_status(self.p, EntityRef(entity_type, key[1]))
-            assert status.state is SyncState.SYNCED, (key, status.state, status.last_error)
-            assert status.resync_available
-            assert status.quickbooks_id == live[key][0].id
-            assert status.last_error == ""
-        for payment in crm.payments.values():
-            if not payment.sent:
-                with pytest.raises(NotFoundError):
-                    self.h.service.get_status(self.p, EntityRef(EntityType.PAYMENT, payment.payment_id))
+    @invariant()
+    def r7_exactly_once(self) -> None:
+        r7_exactly_once(self.crm, self.seen())
+
+    @invariant()
+    def r8_state_you_can_show(self) -> None:
+        r8_state_you_can_show(self.crm, self.seen())
+
+    @invariant()
+    def r9_view_in_quickbooks(self) -> None:
+        r9_view_in_quickbooks(self.crm, self.seen())
+
+    @invariant()
+    def r10_the_books_balance(self) -> None:
+        r10_the_books_balance(self.crm, self.seen())
 
 
 SyncRulesMachine.TestCase.settings = settings(
@@ -962,16 +709,78 @@ def test_the_model_is_not_empty() -> None:
     machine.new_customer({"first_name": "Mary", "last_name": "O'Brien"}, "mary@example.com", "")
     machine.take_payment(_Draw([next(iter(machine.crm.opportunities))]), 10_000, PaymentMethod.CASH, True, False)
     assert len(machine.qbo.live("Payment")) == 1
-    machine.r3_to_r8_transactions()
+    _check_every_rule(machine)
     # A payment that vanishes from QuickBooks must be noticed.
     machine.side.delete(TxnKind.PAYMENT, machine.qbo.live("Payment")[0].id)
     machine.changed()
-    with pytest.raises(AssertionError):
-        machine.r3_to_r8_transactions()
+    with pytest.raises(AssertionError, match="^R7: "):
+        machine.r7_exactly_once()
 
 
-def _nonzero(sums: dict[str, Decimal]) -> dict[str, Decimal]:
-    return {k: v for k, v in sums.items() if v}
+def _check_every_rule(machine: SyncRulesMachine) -> None:
+    for check in INVARIANTS:
+        getattr(machine, check.__name__)()
+
+
+def _a_deposit_refunded_then_closed_out() -> SyncRulesMachine:
+    """Mary's $100.00 cash deposit, $10.00 of it refunded, then her $80.00 move closed out with it."""
+    machine = SyncRulesMachine()
+    machine.new_customer({"first_name": "Mary", "last_name": "O'Brien"}, "mary@example.com", "")
+    [opportunity_id] = machine.crm.opportunities
+    machine.take_payment(_Draw([opportunity_id]), 10_000, PaymentMethod.CASH, True, False)
+    [payment] = machine.crm.payments.values()
+    machine.refund(_Draw([payment, 1_000, ""]), False, True)
+    move = (InvoiceLine("Move", Decimal("1"), Decimal("80.00"), Decimal("80.00")),)
+    machine.close_out_job(_Draw([opportunity_id]), move, False)
+    _check_every_rule(machine)  # and R6 remembers the QBO Ids
+    return machine
+
+
+def _only_payment(machine: SyncRulesMachine) -> CrmPayment:
+    [payment] = machine.crm.payments.values()
+    return payment
+
+
+def _move_the_payment_to_a_new_opportunity(machine: SyncRulesMachine) -> None:
+    payment = _only_payment(machine)
+    machine.new_opportunity(_Draw([machine.crm.customer_of(payment.opportunity_id).customer_id]))
+    payment.opportunity_id = list(machine.crm.opportunities)[-1]
+
+
+def _reprice_the_job(machine: SyncRulesMachine) -> None:
+    [job] = machine.crm.closed_jobs.values()
+    job.lines = (InvoiceLine("Move", Decimal("1"), Decimal("90.00"), Decimal("90.00")),)
+
+
+def _raise_the_payment(machine: SyncRulesMachine) -> None:
+    _only_payment(machine).amount += Decimal("1.00")
+
+
+# Each rule broken in turn, by changing QuickBooks or what the model expects of it behind the machine's back.
+BREAKS = {
+    r1_customer_matched_on_name_and_email: lambda m: m.crm.links.update(c1=m.side.add_customer("Someone Else")),
+    r2_display_names_are_unique: lambda m: m.side.add_vendor("MARY O'BRIEN"),
+    r3_deposit_is_a_payment_only: _move_the_payment_to_a_new_opportunity,
+    r4_refunds_ride_with_their_payment: lambda m: setattr(_only_payment(m), "method", PaymentMethod.CHECK),
+    r5_invoice_at_close_out: _reprice_the_job,
+    r6_resync_updates_never_duplicates: lambda m: m.crm.quickbooks_ids.update({("payment", "p3"): "999"}),
+    r7_exactly_once: lambda m: m.side.delete(TxnKind.PAYMENT, m.qbo.live("Payment")[0].id),
+    r8_state_you_can_show: lambda m: m.crm.links.pop("c1"),
+    r9_view_in_quickbooks: lambda m: setattr(m.side, "realm_id", "another-company"),
+    r10_the_books_balance: _raise_the_payment,
+}
+
+
+@pytest.mark.parametrize("check", INVARIANTS, ids=[check.__name__ for check in INVARIANTS])
+def test_a_broken_rule_is_caught_and_named(check: object) -> None:
+    """Every invariant can fail, and its failure names its rule."""
+    machine = _a_deposit_refunded_then_closed_out()
+    assert set(machine.crm.customers) == {"c1"} and set(machine.crm.payments) == {"p3"}
+    BREAKS[check](machine)  # type: ignore[index]
+    machine.changed()
+    rule = check.__name__.split("_")[0].upper()  # type: ignore[attr-defined]
+    with pytest.raises(AssertionError, match=f"^{rule}: "):
+        getattr(machine, check.__name__)()  # type: ignore[attr-defined]
 
 
 class _Draw:

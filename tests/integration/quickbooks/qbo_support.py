@@ -352,7 +352,7 @@ class EmulatedTxn(FakeTxn):
 @dataclass
 class EmulatedBooks:
     """An emulator realm's records read back as core specs, with QBO's own balances: what the rules state
-    machine checks, in the same shapes as the fake's records (`Books` in tests/unit/test_sync_rules_machine.py)."""
+    machine checks, in the same shapes as the fake's records (`Books` in tests/rules_model.py)."""
 
     customers: dict[str, FakeCustomer]
     other_names: set[str]

@@ -1,6 +1,7 @@
 """The rules state machine of tests/unit/test_sync_rules_machine.py, run again against the emulator through the
-real python-quickbooks adapter over HTTP: the same rules, the same invariants, another QuickBooks (the
-fakeredis pattern: one state machine, both implementations).
+real python-quickbooks adapter over HTTP: the same rules, the same model and invariants (tests/rules_model.py,
+one per rule of SPEC.md section 2), another QuickBooks (the fakeredis pattern: one state machine, both
+implementations).
 
 What the machine does to QuickBooks besides syncing goes through the emulator's admin API: customers and
 vendors added, customers made inactive (now, or after N API calls: mid-job), payments, expenses and invoices
@@ -91,6 +92,7 @@ class EmulatedSide(EmulatedCompany):
         self.service = core.service
         self.worker = core.worker
         self.principal = core.principal
+        self.realm_id = self.rig.realm_id
 
     def void(self, kind: TxnKind, record_id: str) -> None:
         """QBO's API has no void for a Purchase (the emulator answers "Operation Void is not supported for
@@ -140,8 +142,9 @@ def test_a_voided_payment_does_not_hold_its_refund_to_an_inactive_customer(backe
     paid = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
     mary = Customer("c1", "Mary", "O'Brien", email="mary@example.com")
     opportunity = Opportunity("o1", "1001", mary)
-    deposit = Payment("p1", Decimal("329.00"), PaymentMethod.CREDIT_CARD, paid, "ref-p1",
-                      (Refund("r1", Decimal("329.00"), paid, ""),))
+    deposit = Payment(
+        "p1", Decimal("329.00"), PaymentMethod.CREDIT_CARD, paid, "ref-p1", (Refund("r1", Decimal("329.00"), paid, ""),)
+    )
 
     def sync() -> None:
         job = side.service.sync_payment(side.principal, opportunity, deposit)
