@@ -746,8 +746,12 @@ class Realm:
         if record["Type"] in ("Service", "NonInventory"):
             found = self._ref(record, "IncomeAccountRef", ["Account"], "IncomeAccountRef", required=True)
             assert found is not None
-            if found[1].get("AccountType") not in ("Income", "Other Income"):
-                raise errors.business_rule("IncomeAccountRef must be an income account", "IncomeAccountRef")
+            # A liability too (*guess* from bookkeepers' practice: a "Tips" item booking to Tips payable, money
+            # held for the crew rather than earned).
+            if found[1].get("AccountType") not in ("Income", "Other Income", "Other Current Liability"):
+                raise errors.business_rule(
+                    "IncomeAccountRef must be an income or other current liability account", "IncomeAccountRef"
+                )
         if "UnitPrice" in record:
             record["UnitPrice"] = to_decimal(record["UnitPrice"])
 

@@ -27,6 +27,7 @@ from adapters.quickbooks.qbo.mapping import (
     entity_name,
     is_voided,
     kind_of,
+    total_of,
     txn_object,
 )
 from adapters.quickbooks.qbo.queries import PAGE_SIZE, escape, query_all, query_page
@@ -130,7 +131,8 @@ class QuickBooksAccountingSystem(AccountingSystem):
 
         def send(rid: str) -> QuickBooksRef:
             def save(qb: QuickBooksClient) -> QuickBooksRef:
-                return _ref_of(spec.kind, txn_object(spec, settings).save(qb=qb, request_id=rid))
+                record = txn_object(spec, settings, self.session.connection.sales_tax)
+                return _ref_of(spec.kind, record.save(qb=qb, request_id=rid))
 
             return self.session.call(
                 save,
@@ -156,7 +158,7 @@ class QuickBooksAccountingSystem(AccountingSystem):
 
         def send(rid: str) -> QuickBooksRef:
             def save(qb: QuickBooksClient) -> QuickBooksRef:
-                record = txn_object(spec, settings)
+                record = txn_object(spec, settings, self.session.connection.sales_tax)
                 record.Id = ref.id
                 record.SyncToken = ref.sync_token
                 return _ref_of(spec.kind, record.save(qb=qb, request_id=rid))
@@ -333,7 +335,7 @@ class _Obj:
 
 
 def _ref_of(kind: TxnKind, saved: QboTxn) -> QuickBooksRef:
-    return QuickBooksRef(kind, str(saved.Id), str(saved.SyncToken))
+    return QuickBooksRef(kind, str(saved.Id), str(saved.SyncToken), total_of(saved))
 
 
 def _label(kind: TxnKind) -> str:
