@@ -7,10 +7,11 @@ Routes (bodies are JSON objects; every field optional unless said otherwise):
 - ``GET|POST /_emulator/settings`` ``{"latency_ms", "throttle_format": "json"|"xml", "retry_after",
   "auth_required", "access_token_ttl", "refresh_token_rotation": "strict"|"lenient", "log_bodies", "limits":
   {"per_minute", "per_second", "concurrent", "batch_per_minute"}}`` (0 disables a limit) → the settings
-  now in force. ``log_bodies`` (off by default, to keep the log small) records each API request's JSON body
-  in its log entry (``body``): what a client really sent. ``access_token_ttl`` (seconds, fractions allowed) applies to tokens issued from then on:
+  now in force. ``access_token_ttl`` (seconds, fractions allowed) applies to tokens issued from then on:
   short-lived tokens make refreshes frequent. ``refresh_token_rotation`` "strict" (the default) kills a
   refresh token the moment it is used, "lenient" only once its successor is used (see ``oauth.py``).
+  ``log_bodies`` (off by default, to keep the log small) records each API request's JSON body in its log
+  entry (``body``): what a client really sent.
 - ``POST /_emulator/realms`` ``{"realm_id", "company_name", "client_id", "client_secret", "access_token",
   "refresh_token"}`` → ``{"realm_id", "client_id", "client_secret", "access_token", "refresh_token",
   "expires_in", ...}``; creates and seeds the realm if new, and connects the app to it.

@@ -138,9 +138,7 @@ class TaxResult:
     rate_refs: tuple[JsonDict, ...] = ()
 
 
-def invoice_tax(
-    knobs: TaxKnobs, detail: Any, base: Decimal, any_taxable: bool, tax_code_rate: Any
-) -> TaxResult:
+def invoice_tax(knobs: TaxKnobs, detail: Any, base: Decimal, any_taxable: bool, tax_code_rate: Any) -> TaxResult:
     """The invoice's tax for the company's mode, from the ``TxnTaxDetail`` the client sent (``detail``).
     ``tax_code_rate(ref)`` resolves a TxnTaxCodeRef to (cleaned ref, rate percent, TaxRate refs)."""
     if detail is not None and not isinstance(detail, dict):

@@ -412,6 +412,8 @@ class Realm:
                 if "Amount" in line:
                     line["Amount"] = Decimal("0.00")
             record["TotalAmt"] = Decimal("0.00")
+            if "TxnTaxDetail" in record:
+                record["TxnTaxDetail"] = {"TotalTax": Decimal("0.00")}
             if entity == "Payment":
                 record["UnappliedAmt"] = Decimal("0.00")
             note = record.get("PrivateNote")

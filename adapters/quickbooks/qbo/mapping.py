@@ -171,7 +171,10 @@ def _invoice(spec: InvoiceSpec, settings: QuickBooksSettings, sales_tax: SalesTa
     invoice.PrivateNote = spec.private_note
     lines: list[Any] = [
         _sales_line(
-            settings.income_item.id, source.amount, source.description, (source.quantity, source.unit_price),
+            settings.income_item.id,
+            source.amount,
+            source.description,
+            (source.quantity, source.unit_price),
             tax_code=("TAX" if source.taxable else "NON") if coded else None,
         )
         for source in spec.lines
@@ -188,7 +191,8 @@ def _invoice(spec: InvoiceSpec, settings: QuickBooksSettings, sales_tax: SalesTa
         line.Description = spec.discount.description or None
         detail = blank(DiscountLineDetail)
         detail.PercentBased = False  # the CRM's amount, to the cent: QBO computing a percent could round otherwise
-        detail.DiscountAccountRef = ref(settings.discount_account.id)
+        if settings.discount_account.is_set:  # else QBO's own default discount account (Discounts given)
+            detail.DiscountAccountRef = ref(settings.discount_account.id)
         line.DiscountLineDetail = detail
         lines.append(line)
         invoice.ApplyTaxAfterDiscount = spec.discount.apply_tax_after_discount
@@ -205,8 +209,12 @@ def _invoice(spec: InvoiceSpec, settings: QuickBooksSettings, sales_tax: SalesTa
 
 
 def _sales_line(
-    item_id: str, amount: Decimal, description: str, quantity_price: tuple[Decimal, Decimal] | None,
-    *, tax_code: str | None,
+    item_id: str,
+    amount: Decimal,
+    description: str,
+    quantity_price: tuple[Decimal, Decimal] | None,
+    *,
+    tax_code: str | None,
 ) -> SalesItemLine:
     line = blank(SalesItemLine)
     line.DetailType = "SalesItemLineDetail"

@@ -138,7 +138,7 @@ class QuickBooksAccountingSystem(AccountingSystem):
                 save,
                 write=True,
                 what=f"creating the {_label(spec.kind)}",
-                recover=lambda: self.find_by_marker(spec.kind, spec.marker, spec.customer_id),
+                recover=lambda: self._find_written(spec.kind, spec.marker, spec.customer_id),
                 fence=fence,
             )
 
@@ -195,6 +195,22 @@ class QuickBooksAccountingSystem(AccountingSystem):
         )
 
     def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str = "") -> QuickBooksRef | None:
+        found = self._find_row_by_marker(kind, marker, customer_id)
+        if found is None:
+            return None
+        entity, row = found
+        return QuickBooksRef(kind_of(entity, row), str(row["Id"]), str(row.get("SyncToken", "0")))
+
+    def _find_written(self, kind: TxnKind, marker: str, customer_id: str) -> QuickBooksRef | None:
+        """The record a create whose answer was lost wrote, with its TotalAmt as a create's answer has it (so
+        the core still compares the invoice's total, SPEC §8)."""
+        found = self._find_row_by_marker(kind, marker, customer_id)
+        if found is None:
+            return None
+        entity, row = found
+        return QuickBooksRef(kind_of(entity, row), str(row["Id"]), str(row.get("SyncToken", "0")), total_of(_Obj(row)))
+
+    def _find_row_by_marker(self, kind: TxnKind, marker: str, customer_id: str) -> tuple[str, dict[str, Any]] | None:
         # QBO cannot filter on PrivateNote. Payments and invoices can be filtered by customer (one page
         # usually holds all of a customer's); a Purchase's EntityRef is not filterable, so expenses or
         # checks are scanned newest first — the record looked for is usually among the newest.
@@ -211,7 +227,7 @@ class QuickBooksAccountingSystem(AccountingSystem):
             )
             for row in page:
                 if marker in str(row.get("PrivateNote") or "") and not is_voided(row):
-                    return QuickBooksRef(kind_of(entity, row), str(row["Id"]), str(row.get("SyncToken", "0")))
+                    return entity, row
             if len(page) < PAGE_SIZE:
                 return None
             start += PAGE_SIZE
@@ -367,6 +383,10 @@ def _setting_of(elements: str, spec: TxnSpec) -> str | None:
     """The setting that supplied the reference QBO names in `element`."""
     if "DepositToAccountRef" in elements:
         return "deposit_account"
+    if "DiscountAccountRef" in elements:
+        return "discount_account"
+    if "TxnTaxCodeRef" in elements:
+        return "tax_code"
     if "ItemRef" in elements:
         return INCOME_ITEM
     if "AccountBasedExpenseLineDetail.AccountRef" in elements:

@@ -68,7 +68,10 @@ def company(connection: Connection) -> Company:
 
 def test_a_new_company_uses_automated_sales_tax_at_its_rate(company: Company) -> None:
     assert company.connection.admin("GET", f"/realms/{company.connection.realm_id}/sales_tax") == {
-        "sales_tax": "AUTOMATED", "ast_rate": 8.25, "invoice_total_drift": 0.0, "ignore_total_tax": False,
+        "sales_tax": "AUTOMATED",
+        "ast_rate": 8.25,
+        "invoice_total_drift": 0.0,
+        "ignore_total_tax": False,
     }
 
 
@@ -99,8 +102,10 @@ def test_automated_sales_tax_rounds_half_up_to_the_cent(company: Company) -> Non
 
 
 def test_automated_sales_tax_keeps_the_total_tax_sent(company: Company) -> None:
-    invoice = company.invoice([sales_line("200.00", "TAX"), sales_line("100.00", "NON")],
-                              TxnTaxDetail={"TotalTax": "15.00", "TxnTaxCodeRef": {"value": "99"}})
+    invoice = company.invoice(
+        [sales_line("200.00", "TAX"), sales_line("100.00", "NON")],
+        TxnTaxDetail={"TotalTax": "15.00", "TxnTaxCodeRef": {"value": "99"}},
+    )
     assert invoice["TxnTaxDetail"]["TotalTax"] == Decimal("15.00")
     assert "TxnTaxCodeRef" not in invoice["TxnTaxDetail"]  # AST ignores the tax code sent
     assert invoice["TotalAmt"] == Decimal("315.00")
@@ -148,16 +153,22 @@ def test_a_manual_tax_company_charges_its_tax_codes_rate(company: Company) -> No
     # Another code made by the bookkeeper: two rates, 4% state and 1.25% city.
     state = company.connection.seed("TaxRate", {"Name": "State", "RateValue": "4"})["Id"]
     city = company.connection.seed("TaxRate", {"Name": "City", "RateValue": "1.25"})["Id"]
-    combined = company.connection.seed("TaxCode", {"Name": "Portland", "SalesTaxRateList": {"TaxRateDetail": [
-        {"TaxRateRef": {"value": state}}, {"TaxRateRef": {"value": city}}]}})["Id"]
+    combined = company.connection.seed(
+        "TaxCode",
+        {
+            "Name": "Portland",
+            "SalesTaxRateList": {"TaxRateDetail": [{"TaxRateRef": {"value": state}}, {"TaxRateRef": {"value": city}}]},
+        },
+    )["Id"]
 
     taxed = company.invoice([sales_line("200.00", "TAX")], TxnTaxDetail={"TxnTaxCodeRef": {"value": code["Id"]}})
     assert (taxed["TxnTaxDetail"]["TotalTax"], taxed["TotalAmt"]) == (Decimal("13.00"), Decimal("213.00"))
     assert taxed["TxnTaxDetail"]["TaxLine"][0]["TaxLineDetail"]["TaxRateRef"]["value"] == rate_id
     combined_tax = company.invoice([sales_line("200.00", "TAX")], TxnTaxDetail={"TxnTaxCodeRef": {"value": combined}})
     assert combined_tax["TxnTaxDetail"]["TotalTax"] == Decimal("10.50")
-    kept = company.invoice([sales_line("200.00", "TAX")],
-                           TxnTaxDetail={"TxnTaxCodeRef": {"value": combined}, "TotalTax": "11.11"})
+    kept = company.invoice(
+        [sales_line("200.00", "TAX")], TxnTaxDetail={"TxnTaxCodeRef": {"value": combined}, "TotalTax": "11.11"}
+    )
     assert (kept["TxnTaxDetail"]["TotalTax"], kept["TotalAmt"]) == (Decimal("11.11"), Decimal("211.11"))
     unknown = company.fault([sales_line("200.00", "TAX")], TxnTaxDetail={"TxnTaxCodeRef": {"value": "999"}})
     assert (unknown["code"], unknown["element"]) == ("2500", "TxnTaxDetail.TxnTaxCodeRef")
@@ -209,8 +220,11 @@ def test_payments_apply_against_the_taxed_total_and_no_more(company: Company) ->
     connection = company.connection
 
     def pay(amount: str) -> int:
-        body = {"CustomerRef": {"value": company.customer}, "TotalAmt": amount, "Line": [
-            {"Amount": amount, "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}]}]}
+        body = {
+            "CustomerRef": {"value": company.customer},
+            "TotalAmt": amount,
+            "Line": [{"Amount": amount, "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}]}],
+        }
         return connection.api("POST", "/payment", json=body).status_code
 
     assert pay("216.01") == 400
@@ -221,6 +235,7 @@ def test_payments_apply_against_the_taxed_total_and_no_more(company: Company) ->
 def test_the_request_log_keeps_bodies_when_asked(company: Company) -> None:
     company.connection.admin("POST", "/settings", {"log_bodies": True})
     company.invoice([sales_line("10.00", "TAX")], TxnTaxDetail={"TotalTax": "0.83"})
-    log = requests.get(f"{company.connection.server.admin_url}/requests",
-                       params={"entity": "Invoice"}, timeout=10).json()["requests"]
+    log = requests.get(
+        f"{company.connection.server.admin_url}/requests", params={"entity": "Invoice"}, timeout=10
+    ).json()["requests"]
     assert log[-1]["body"]["TxnTaxDetail"] == {"TotalTax": "0.83"}

@@ -206,6 +206,7 @@ class Company(Protocol):
 
     def payment_amount(self, payment_id: str) -> Decimal:
         """The payment's TotalAmt as QuickBooks holds it."""
+
     def set_currency(self, home_currency: str | None = None, multicurrency: bool | None = None) -> bool:
         """The company's admin changes CurrencyPrefs; False when QuickBooks refuses the change."""
         ...
@@ -275,6 +276,7 @@ class FakeCompany:
         spec = self.fake.txn(payment_id).spec
         assert isinstance(spec, PaymentSpec)
         return spec.amount
+
     def set_currency(self, home_currency: str | None = None, multicurrency: bool | None = None) -> bool:
         try:
             self.fake.set_currency(home_currency, multicurrency)
@@ -367,6 +369,7 @@ class EmulatedCompany:
     def payment_amount(self, payment_id: str) -> Decimal:
         payment = next(p for p in self.rig.records("Payment") if p["Id"] == payment_id)
         return Decimal(str(payment["TotalAmt"]))
+
     def set_currency(self, home_currency: str | None = None, multicurrency: bool | None = None) -> bool:
         return self.rig.set_currency(home_currency, multicurrency)
 

@@ -36,7 +36,9 @@ def company(request: pytest.FixtureRequest) -> Iterator[Company]:
 
 def set_up_items(company: Company) -> None:
     """What a bookkeeper sets up for SPEC §8: a Tips item on a liability account, a surcharge item."""
-    tips_payable = company.add_list_entry(ListKind.ACCOUNT, "Tips payable", "Other Current Liability", "OtherCurrentLiabilities")
+    tips_payable = company.add_list_entry(
+        ListKind.ACCOUNT, "Tips payable", "Other Current Liability", "OtherCurrentLiabilities"
+    )
     tips = company.add_list_entry(ListKind.ITEM, "Tips", "Service", income_account_id=tips_payable)
     surcharge = company.add_list_entry(ListKind.ITEM, "Card surcharge", "Service", income_account_id="4")
     company.use_settings(tips_item=ListRef(tips), surcharge_item=ListRef(surcharge), discount_account=ListRef("6"))
@@ -57,10 +59,17 @@ LINES = (
 def taxed_invoice(customer_id: str, *, tax: str = "25.53", marker: str = "[m-i1]") -> InvoiceSpec:
     """Lines 400.10, a 10% discount of the moving before tax (35.00), tax 25.53, tip 30, surcharge 12.34."""
     return InvoiceSpec(
-        customer_id, "1001", date(2026, 1, 4), LINES, f"CRM job j1 {marker}", marker,
-        tax=Decimal(tax), tax_rate_name="Portland 8%",
+        customer_id,
+        "1001",
+        date(2026, 1, 4),
+        LINES,
+        f"CRM job j1 {marker}",
+        marker,
+        tax=Decimal(tax),
+        tax_rate_name="Portland 8%",
         discount=DiscountSpec(Decimal("35.00"), "Spring (10%)", apply_tax_after_discount=True),
-        tip=Decimal("30.00"), surcharge=Decimal("12.34"),
+        tip=Decimal("30.00"),
+        surcharge=Decimal("12.34"),
     )
 
 
@@ -79,8 +88,16 @@ def test_a_taxed_discounted_invoice_with_tip_and_surcharge_totals_as_the_crm(com
     assert (updated.sync_token, updated.total) == ("1", Decimal("434.44"))
 
     # Paid in full against that total: nothing left, and not a cent more can be applied.
-    paying = PaymentSpec(spec.customer_id, Decimal("434.44"), date(2026, 1, 5), PaymentMethod.CASH, "", (
-        LinkLine(created.kind, created.id, Decimal("434.44")),), "CRM payment p1 [m-p1]", "[m-p1]")
+    paying = PaymentSpec(
+        spec.customer_id,
+        Decimal("434.44"),
+        date(2026, 1, 5),
+        PaymentMethod.CASH,
+        "",
+        (LinkLine(created.kind, created.id, Decimal("434.44")),),
+        "CRM payment p1 [m-p1]",
+        "[m-p1]",
+    )
     paid = company.system.create(paying, request_id="p-1")
     assert paid.total == Decimal("434.44")
     assert company.invoice_figures(created.id) == (Decimal("434.44"), Decimal("0.00"))
@@ -90,8 +107,9 @@ def test_every_write_answers_its_total(company: Company) -> None:
     customer_id = customer(company)
     plain = InvoiceSpec(customer_id, "1002", date(2026, 1, 4), LINES[2:], "CRM job j2 [m-i2]", "[m-i2]")
     assert company.system.create(plain, request_id="i-1").total == Decimal("40.00")
-    deposit = PaymentSpec(customer_id, Decimal("12.30"), date(2026, 1, 5), PaymentMethod.CASH, "", (),
-                          "CRM payment p1 [m-p1]", "[m-p1]")
+    deposit = PaymentSpec(
+        customer_id, Decimal("12.30"), date(2026, 1, 5), PaymentMethod.CASH, "", (), "CRM payment p1 [m-p1]", "[m-p1]"
+    )
     assert company.system.create(deposit, request_id="p-1").total == Decimal("12.30")
 
 
