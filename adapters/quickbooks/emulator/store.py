@@ -24,6 +24,10 @@ Rules worth knowing (each one a QBO behaviour a sync client must cope with):
   are refused: the admin API's "bookkeeper" writes pass (in QBO's UI the closing date is a warning, or a
   password, a person can get past). Payments re-written because a transaction they link was deleted or
   voided are not checked.
+- Invoices follow the company's sales tax mode (``sales_tax.py``): lines marked TAX/NON, one discount line
+  (amount or percent of the sales lines' subtotal, on an existing account), ``ApplyTaxAfterDiscount``, and
+  ``TxnTaxDetail`` (automated sales tax computes its own tax unless TotalTax is sent). TotalAmt = sales lines −
+  discount + tax; Balance = TotalAmt − what payments apply.
 """
 
 from __future__ import annotations
@@ -486,6 +490,7 @@ class Realm:
             return {
                 "realm_id": self.realm_id,
                 "closing_date": self.closing_date.isoformat() if self.closing_date else None,
+                "sales_tax": self.tax.describe(),
                 "entities": {
                     name: [self.render(name, record, ledger) for record in self._ordered(name)] for name in ENTITIES
                 },
