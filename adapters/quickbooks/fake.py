@@ -8,6 +8,12 @@ invoice's balance drops by the payment lines linking it, a payment's unapplied a
 emulator does, a payment links only its own customer's records and a record a payment links keeps its
 customer (moving them takes three writes). Faults can be injected before or after a write commits, and a
 customer made inactive in the middle of a sync, to prove that a sync survives them.
+
+Sales tax as the emulator models QBO (adapters/quickbooks/emulator/sales_tax.py), given what the real adapter
+sends for a spec (TAX/NON lines, the CRM's tax as TxnTaxDetail.TotalTax when the invoice is taxable, one
+amount discount line, tip and surcharge lines): an invoice's TotalAmt is the lines, tip and surcharge, less
+the discount, plus the tax QBO keeps — the CRM's, or with `ignore_total_tax` automated sales tax's own at
+`ast_rate` — plus `invoice_total_drift`. Every write answers the record's TotalAmt (`QuickBooksRef.total`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import enum
 import threading
 from collections import deque
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from adapters.quickbooks.qbo.limits import QBO_FIELD_LIMITS
 from core.accounting import (
@@ -30,6 +36,7 @@ from core.accounting import (
     TxnSpec,
 )
 from core.company_lists import ListEntry, ListKind, pick_by_name
+from core.company_tax import SalesTax
 from core.connection import ListRef
 from core.currency import CompanyCurrency
 from core.domain import normalise
@@ -43,7 +50,7 @@ from core.errors import (
     StaleRecordError,
     ThrottledError,
 )
-from core.money import ZERO, money_sum
+from core.money import CENT, ZERO, money_sum
 from core.ports import UNFENCED, AccountingSystem, AccountingSystems, WriteFence
 
 SANDBOX_APP = "https://app.sandbox.qbo.intuit.com"
@@ -81,6 +88,7 @@ class FakeTxn:
     sync_token: int = 0
     deleted: bool = False
     voided: bool = False
+    quickbooks_total: Decimal | None = None  # an invoice's TotalAmt as QBO worked it out (None: the spec's)
 
     @property
     def live(self) -> bool:
@@ -94,6 +102,8 @@ class FakeTxn:
     def total(self) -> Decimal:
         if self.voided:
             return ZERO
+        if self.quickbooks_total is not None:
+            return self.quickbooks_total
         spec = self.spec
         return spec.total if isinstance(spec, InvoiceSpec) else spec.amount
 
@@ -107,7 +117,9 @@ def _seeded_lists() -> dict[ListKind, dict[str, ListEntry]]:
         ("Accounts Receivable (A/R)", "Accounts Receivable", "AccountsReceivable"),
         ("Services", "Income", "ServiceFeeIncome"),
         ("Credit Card", "Credit Card", "CreditCard"),
+        ("Discounts given", "Income", "DiscountsRefundsGiven"),
     ]
+    # No tips or surcharge item: a new company has none (tests add them, as a bookkeeper would).
     lists: dict[ListKind, dict[str, ListEntry]] = {kind: {} for kind in ListKind}
     for name, account_type, sub_type in accounts:
         entry_id = str(len(lists[ListKind.ACCOUNT]) + 1)
@@ -142,6 +154,11 @@ class FakeQuickBooks(AccountingSystem):
     # CurrencyPrefs: a new QuickBooks company in the US is in USD with multicurrency off.
     home_currency: str = "USD"
     multicurrency: bool = False
+    # How the company treats sales tax (the emulator's `sales_tax` state and admin controls, the same names):
+    sales_tax: SalesTax = SalesTax.AUTOMATED
+    ast_rate: Decimal = Decimal("8.25")  # percent, what automated sales tax charges
+    invoice_total_drift: Decimal = ZERO  # testers: added to every invoice's TotalAmt (INVOICE_TOTAL_MISMATCH)
+    ignore_total_tax: bool = False  # testers: automated sales tax computes its own tax even when TotalTax is sent
     pending_deactivations: dict[str, int] = field(default_factory=dict)  # customer id -> calls to wait
     _next_id: int = 1
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -215,6 +232,25 @@ class FakeQuickBooks(AccountingSystem):
                 raise ValueError("the home currency cannot change once multicurrency is on")
             self.home_currency = home_currency or self.home_currency
             self.multicurrency = self.multicurrency if multicurrency is None else multicurrency
+
+    def set_sales_tax(
+        self,
+        sales_tax: SalesTax | None = None,
+        *,
+        ast_rate: Decimal | None = None,
+        invoice_total_drift: Decimal | None = None,
+        ignore_total_tax: bool | None = None,
+    ) -> None:
+        """The emulator's ``POST /_emulator/realms/{realm}/sales_tax``: switching to MANUAL gives a company
+        without tax codes one, "Sales tax" at the AST rate, as the emulator does."""
+        with self._lock:
+            self.sales_tax = sales_tax or self.sales_tax
+            self.ast_rate = self.ast_rate if ast_rate is None else ast_rate
+            self.invoice_total_drift = self.invoice_total_drift if invoice_total_drift is None else invoice_total_drift
+            self.ignore_total_tax = self.ignore_total_tax if ignore_total_tax is None else ignore_total_tax
+            codes = self.lists[ListKind.TAX_CODE]
+            if self.sales_tax is SalesTax.MANUAL and not codes:
+                codes["1"] = ListEntry(ListKind.TAX_CODE, "1", "Sales tax", True)
 
     def inject(self, *faults: Fault) -> None:
         """The next calls fail, one fault each, in order."""
@@ -347,10 +383,10 @@ class FakeQuickBooks(AccountingSystem):
         return AccountingCustomer(new_id, new.display_name, new.email)
 
     def _create(self, spec: TxnSpec) -> QuickBooksRef:
-        self._check(spec, replacing=None)
+        total = self._check(spec, replacing=None)
         new_id = self._new_id()
-        self.txns[new_id] = FakeTxn(new_id, _entity_of(spec.kind), spec)
-        return QuickBooksRef(spec.kind, new_id, "0")
+        self.txns[new_id] = FakeTxn(new_id, _entity_of(spec.kind), spec, quickbooks_total=total)
+        return QuickBooksRef(spec.kind, new_id, "0", total)
 
     def _update(self, ref: QuickBooksRef, spec: TxnSpec) -> QuickBooksRef:
         txn = self.txns.get(ref.id)
@@ -364,13 +400,43 @@ class FakeQuickBooks(AccountingSystem):
                 f"{txn.entity} {txn.id} changed in QuickBooks (SyncToken {txn.sync_token}, not {ref.sync_token})",
                 sync_token=str(txn.sync_token),
             )
-        self._check(spec, replacing=txn)
+        total = self._check(spec, replacing=txn)
         txn.spec = spec
+        txn.quickbooks_total = total
         txn.sync_token += 1
-        return QuickBooksRef(spec.kind, txn.id, str(txn.sync_token))
+        return QuickBooksRef(spec.kind, txn.id, str(txn.sync_token), total)
 
-    def _check(self, spec: TxnSpec, replacing: FakeTxn | None) -> None:
-        """The business rules QBO enforces on a write."""
+    def _invoice_total(self, spec: InvoiceSpec) -> Decimal:
+        """TotalAmt as QBO works it out from what the adapter sends (see the module docstring): the
+        emulator's rules, refusals worded as the adapter reports them."""
+        coded = self.sales_tax is not SalesTax.NONE
+        if not coded and spec.tax:
+            raise BookkeepingError(
+                "QuickBooks refused to create the invoice: Business Validation Error: Sales tax is not set up "
+                "for this company: the invoice cannot carry sales tax (code 6000, element TxnTaxDetail)"
+            )
+        subtotal = spec.lines_total + spec.tip + spec.surcharge
+        discount = spec.discount.amount if spec.discount is not None else ZERO
+        if discount < 0 or discount > subtotal:
+            raise BookkeepingError(
+                "QuickBooks refused to create the invoice: Business Validation Error: The discount amount can't "
+                "be greater than the subtotal. (code 6000, element Line.Amount)"
+            )
+        taxable = money_sum(line.amount for line in spec.lines if line.taxable) if coded else ZERO
+        before_tax = spec.discount is not None and spec.discount.apply_tax_after_discount
+        if before_tax and discount and subtotal:
+            taxable -= (discount * taxable / subtotal).quantize(CENT, rounding=ROUND_HALF_UP)
+        sent = spec.tax if spec.taxable and coded else None
+        if sent is not None and not (self.sales_tax is SalesTax.AUTOMATED and self.ignore_total_tax):
+            tax = sent
+        elif self.sales_tax is SalesTax.AUTOMATED:
+            tax = (taxable * self.ast_rate / 100).quantize(CENT, rounding=ROUND_HALF_UP)
+        else:
+            tax = ZERO  # MANUAL without TotalTax: the adapter sends TotalTax whenever a line is taxable
+        return subtotal - discount + tax + self.invoice_total_drift
+
+    def _check(self, spec: TxnSpec, replacing: FakeTxn | None) -> Decimal:
+        """The business rules QBO enforces on a write; the record's TotalAmt as QBO will hold it."""
         _refuse_what_qbo_cannot_hold(_txn_fields(spec), f"write the {_entity_of(spec.kind)}")
         _refuse_amounts_qbo_cannot_hold(spec)
         customer = self.customers.get(spec.customer_id)
@@ -396,12 +462,14 @@ class FakeQuickBooks(AccountingSystem):
             raise BookkeepingError(
                 f"{replacing.entity} {replacing.id} is linked from a payment: its customer cannot change"
             )
-        if isinstance(spec, InvoiceSpec) and replacing is not None and spec.total < self._linked_to(replacing.id):
+        total = self._invoice_total(spec) if isinstance(spec, InvoiceSpec) else spec.amount
+        if isinstance(spec, InvoiceSpec) and replacing is not None and total < self._linked_to(replacing.id):
             raise BookkeepingError("the invoice total would fall below the payments applied to it")
         if isinstance(spec, RefundSpec) and spec.amount <= ZERO:
             raise BookkeepingError("an expense needs a positive amount")
         if isinstance(spec, RefundSpec) and replacing is not None and spec.amount < self._linked_to(replacing.id):
             raise BookkeepingError("the expense total would fall below what its payment links to it")
+        return total
 
     def _linked_to(self, txn_id: str, excluding: str | None = None) -> Decimal:
         return money_sum(

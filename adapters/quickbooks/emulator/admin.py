@@ -5,11 +5,13 @@ Routes (bodies are JSON objects; every field optional unless said otherwise):
 - ``GET  /_emulator/health`` → ``{"ok": true}``
 - ``POST /_emulator/reset`` → forget everything (realms, tokens, faults, log, settings).
 - ``GET|POST /_emulator/settings`` ``{"latency_ms", "throttle_format": "json"|"xml", "retry_after",
-  "auth_required", "access_token_ttl", "refresh_token_rotation": "strict"|"lenient", "limits":
+  "auth_required", "access_token_ttl", "refresh_token_rotation": "strict"|"lenient", "log_bodies", "limits":
   {"per_minute", "per_second", "concurrent", "batch_per_minute"}}`` (0 disables a limit) → the settings
   now in force. ``access_token_ttl`` (seconds, fractions allowed) applies to tokens issued from then on:
   short-lived tokens make refreshes frequent. ``refresh_token_rotation`` "strict" (the default) kills a
   refresh token the moment it is used, "lenient" only once its successor is used (see ``oauth.py``).
+  ``log_bodies`` (off by default, to keep the log small) records each API request's JSON body in its log
+  entry (``body``): what a client really sent.
 - ``POST /_emulator/realms`` ``{"realm_id", "company_name", "client_id", "client_secret", "access_token",
   "refresh_token"}`` → ``{"realm_id", "client_id", "client_secret", "access_token", "refresh_token",
   "expires_in", ...}``; creates and seeds the realm if new, and connects the app to it.
@@ -28,6 +30,17 @@ Routes (bodies are JSON objects; every field optional unless said otherwise):
   ``{"CurrencyPrefs": {"HomeCurrency": {"value"}, "MultiCurrencyEnabled"}}``: the company's currency settings,
   as the API's ``GET /preferences`` serves them. QBO's rules hold: once multicurrency is on it cannot be
   turned off and the home currency cannot change (Fault 6000, HTTP 400). A new realm is USD, multicurrency off.
+- ``GET|POST /_emulator/realms/{realm}/sales_tax`` ``{"sales_tax": "AUTOMATED"|"MANUAL"|"NONE", "ast_rate": "8.25",
+  "invoice_total_drift": "0.01", "ignore_total_tax": true}`` → those four, as now in force: how the company
+  treats sales tax (``sales_tax.py``; Preferences.TaxPrefs follows ``sales_tax``). AUTOMATED (the default)
+  computes tax at ``ast_rate`` percent on the TAX lines of an invoice that sends no ``TxnTaxDetail.TotalTax``
+  and keeps the TotalTax one sends; MANUAL takes the rate of the invoice's ``TxnTaxDetail.TxnTaxCodeRef`` (a
+  company switched to MANUAL without tax codes gets one, "Sales tax" at ``ast_rate``); NONE refuses tax codes
+  and tax. Testers' controls, to make the emulator disagree with a client: ``invoice_total_drift`` is added to
+  every invoice's TotalAmt written from then on (a QBO rounding its own way), ``ignore_total_tax`` makes AST
+  compute its own tax even when TotalTax is sent. More tax codes: ``POST .../records/TaxRate`` ``{"Name",
+  "RateValue"}`` then ``.../records/TaxCode`` ``{"Name", "SalesTaxRateList": {"TaxRateDetail": [{"TaxRateRef":
+  {"value": id}}]}}`` (the API itself refuses writes to them, as QBO does outside its TaxService).
 - ``GET  /_emulator/realms/{realm}/limits`` → ``{"in_flight", "max_in_flight", "requests_total",
   "admitted_last_minute", "throttled"}``
 - ``POST /_emulator/realms/{realm}/auth_code`` ``{"client_id", "redirect_uri"}`` → ``{"code"}`` for
@@ -50,7 +63,8 @@ Routes (bodies are JSON objects; every field optional unless said otherwise):
 - ``POST /_emulator/tokens/revoke`` ``{"realm_id", "refresh_token"}`` → ``{"revoked": n}``.
 - ``GET  /_emulator/requests?realm_id=&entity=&operation=&since=<seq>`` → ``{"requests": [...]}``, each
   ``{seq, realm_id, method, path, entity, operation, requestid, minorversion, status, outcome, fault,
-  throttled, replayed, started_at, ended_at, in_flight_at_start, intuit_tid}``;
+  throttled, replayed, started_at, ended_at, in_flight_at_start, intuit_tid}`` (and ``body`` with the
+  ``log_bodies`` setting);
   ``DELETE`` (or ``POST /_emulator/requests/clear``) empties it and resets the max-in-flight marks.
 - ``GET  /_emulator/errors`` → tracebacks of emulator bugs (should stay empty).
 """
@@ -163,6 +177,8 @@ def _apply_settings(state: EmulatorState, body: JsonDict) -> None:
         settings.retry_after = None if body["retry_after"] is None else int(body["retry_after"])
     if "auth_required" in body:
         settings.auth_required = bool(body["auth_required"])
+    if "log_bodies" in body:
+        settings.log_bodies = bool(body["log_bodies"])
     if "access_token_ttl" in body:
         state.oauth.access_ttl = float(body["access_token_ttl"])
     if "refresh_token_rotation" in body:
@@ -218,6 +234,10 @@ def _realms(state: EmulatorState, method: str, parts: list[str], body: JsonDict)
         else:
             prefs = realm.preferences()["CurrencyPrefs"]
         return json_response(200, {"CurrencyPrefs": prefs})
+    if rest == ["sales_tax"]:
+        if method == "POST":
+            return json_response(200, realm.set_sales_tax(body))
+        return json_response(200, realm.tax.describe())
     if rest == ["limits"]:
         return json_response(200, state.limiter.snapshot(realm.realm_id))
     if rest == ["auth_code"] and method == "POST":

@@ -36,6 +36,7 @@ class Settings:
     throttle_format: str = "json"  # "xml" answers real throttling in XML, as QBO sometimes does
     retry_after: int | None = None  # send Retry-After on 429 (QBO usually does not)
     auth_required: bool = True  # False: any caller reaches any realm, realms are created on first use
+    log_bodies: bool = False  # keep each API request's JSON body in the request log (what a client sent)
 
 
 class EmulatorState:

@@ -24,6 +24,10 @@ Rules worth knowing (each one a QBO behaviour a sync client must cope with):
   are refused: the admin API's "bookkeeper" writes pass (in QBO's UI the closing date is a warning, or a
   password, a person can get past). Payments re-written because a transaction they link was deleted or
   voided are not checked.
+- Invoices follow the company's sales tax mode (``sales_tax.py``): lines marked TAX/NON, one discount line
+  (amount or percent of the sales lines' subtotal, on an existing account), ``ApplyTaxAfterDiscount``, and
+  ``TxnTaxDetail`` (automated sales tax computes its own tax unless TotalTax is sent). TotalAmt = sales lines −
+  discount + tax; Balance = TotalAmt − what payments apply.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from . import errors
+from . import errors, sales_tax
 from .errors import QboFault
 from .query import parse_query, run_query
 from .shapes import JsonDict, money, now, qbo_time, to_decimal
@@ -44,7 +48,9 @@ from .shapes import JsonDict, money, now, qbo_time, to_decimal
 NAME_ENTITIES = ("Customer", "Vendor", "Employee")
 TXN_ENTITIES = ("Payment", "Invoice", "Purchase")
 LIST_ENTITIES = ("Account", "Item", "PaymentMethod")
-ENTITIES = (*NAME_ENTITIES, *TXN_ENTITIES, *LIST_ENTITIES, "CompanyInfo")
+# Sales tax lists: read-only through the API (QBO creates them through its TaxService), made by the admin API.
+TAX_ENTITIES = ("TaxCode", "TaxRate")
+ENTITIES = (*NAME_ENTITIES, *TXN_ENTITIES, *LIST_ENTITIES, *TAX_ENTITIES, "CompanyInfo")
 
 # Customers, vendors and employees share QBO's "names" Id sequence (a 6240 Detail "Id=58" may be a vendor);
 # transactions share another. Separate sequences make an Id used with the wrong entity fail loudly.
@@ -54,6 +60,8 @@ _SEQUENCE = {
     "Account": "Account",
     "Item": "Item",
     "PaymentMethod": "PaymentMethod",
+    "TaxCode": "TaxCode",
+    "TaxRate": "TaxRate",
 }
 
 # Fields QBO computes; whatever a client sends for them is ignored (python-quickbooks sends them all back).
@@ -68,6 +76,8 @@ _DERIVED = {
     "Account": {"CurrentBalance", "CurrentBalanceWithSubAccounts", "Classification", "FullyQualifiedName"},
     "Item": {"FullyQualifiedName"},
     "PaymentMethod": set(),
+    "TaxCode": set(),
+    "TaxRate": set(),
 }
 
 ACCOUNT_CLASSIFICATION = {
@@ -233,6 +243,8 @@ class Realm:
         self.home_currency = "USD"
         self.multicurrency = False
         self.preferences_stamp = qbo_time()
+        # How the company treats sales tax (see sales_tax.py), and the testers' controls to make it disagree.
+        self.tax = sales_tax.TaxKnobs()
         # requestid → (HTTP status, body): a repeated requestid replays the first answer.
         self.replay: dict[str, tuple[int, bytes]] = {}
         stamp = qbo_time()
@@ -258,7 +270,10 @@ class Realm:
             ("Accounts Receivable (A/R)", "Accounts Receivable", "AccountsReceivable"),
             ("Services", "Income", "ServiceFeeIncome"),
             ("Credit Card", "Credit Card", "CreditCard"),
+            # In a new QBO company's chart of accounts; the default account of a discount line.
+            ("Discounts given", "Income", "DiscountsRefundsGiven"),
         ]
+        # Deliberately no "Tips" or surcharge item: a new company has none (tests create them as a bookkeeper).
         for name, account_type, sub_type in accounts:
             self._insert("Account", {"Name": name, "AccountType": account_type, "AccountSubType": sub_type})
         income = self.find_by_name("Account", "Services")
@@ -276,6 +291,53 @@ class Realm:
             if str(record.get(key, "")).casefold() == name.casefold():
                 return record
         return None
+
+    @property
+    def sales_tax(self) -> str:
+        """"AUTOMATED", "MANUAL" or "NONE" (Preferences.TaxPrefs is read from this)."""
+        return self.tax.sales_tax
+
+    def set_sales_tax(self, changes: JsonDict) -> JsonDict:
+        """Change how the company treats sales tax (the admin API's ``sales_tax`` route): ``sales_tax`` (the
+        mode), ``ast_rate`` (percent), and the testers' ``invoice_total_drift`` and ``ignore_total_tax``.
+        Switching to MANUAL gives a company without tax codes one, "Sales tax" at the AST rate, as setting up
+        sales tax by hand would. Existing invoices keep their figures (QBO does not recompute them)."""
+        with self.lock:
+            knobs = self.tax
+            mode = changes.get("sales_tax", knobs.sales_tax)
+            if mode not in sales_tax.MODES:
+                raise errors.invalid_property(f"sales_tax must be one of {list(sales_tax.MODES)}", "sales_tax")
+            try:
+                rate = to_decimal(changes.get("ast_rate", knobs.ast_rate))
+                drift = money(changes.get("invoice_total_drift", knobs.invoice_total_drift))
+            except ValueError as exc:
+                raise errors.invalid_property(str(exc)) from exc
+            if rate is None or not 0 <= rate <= 100:
+                raise errors.invalid_property("ast_rate must be a percent between 0 and 100", "ast_rate")
+            ignore = changes.get("ignore_total_tax", knobs.ignore_total_tax)
+            if not isinstance(ignore, bool):
+                raise errors.invalid_property("ignore_total_tax must be true or false", "ignore_total_tax")
+            knobs.sales_tax, knobs.ast_rate, knobs.ignore_total_tax = mode, rate, ignore
+            knobs.invoice_total_drift = drift if drift is not None else Decimal("0.00")
+            if mode == sales_tax.MANUAL and not self.records["TaxCode"]:
+                self.add_tax_code("Sales tax", rate)
+            self.preferences_stamp = qbo_time()
+            return knobs.describe()
+
+    def add_tax_code(self, name: str, rate: Decimal) -> JsonDict:
+        """A TaxRate and a TaxCode charging it, as QBO's TaxService makes them. Returns the TaxCode."""
+        with self.lock:
+            tax_rate = self._insert("TaxRate", {"Name": name, "RateValue": rate})
+            return self._insert("TaxCode", {
+                "Name": name,
+                "Taxable": True,
+                "TaxGroup": True,
+                "SalesTaxRateList": {"TaxRateDetail": [
+                    {"TaxRateRef": {"value": tax_rate["Id"], "name": name}, "TaxTypeApplicable": "TaxOnAmount",
+                     "TaxOrder": 0},
+                ]},
+                "PurchaseTaxRateList": {"TaxRateDetail": []},
+            })
 
     # ----------------------------------------------------------------- public operations
     def create(self, entity: str, body: JsonDict, *, enforce_closing: bool = True) -> JsonDict:
@@ -354,6 +416,8 @@ class Realm:
                 if "Amount" in line:
                     line["Amount"] = Decimal("0.00")
             record["TotalAmt"] = Decimal("0.00")
+            if "TxnTaxDetail" in record:
+                record["TxnTaxDetail"] = {"TotalTax": Decimal("0.00")}
             if entity == "Payment":
                 record["UnappliedAmt"] = Decimal("0.00")
             note = record.get("PrivateNote")
@@ -426,6 +490,7 @@ class Realm:
             return {
                 "realm_id": self.realm_id,
                 "closing_date": self.closing_date.isoformat() if self.closing_date else None,
+                "sales_tax": self.tax.describe(),
                 "entities": {
                     name: [self.render(name, record, ledger) for record in self._ordered(name)] for name in ENTITIES
                 },
@@ -490,8 +555,12 @@ class Realm:
             payments = ledger.linked_payments.get(key, [])
             if payments:
                 out["LinkedTxn"] = [{"TxnId": pid, "TxnType": "Payment"} for pid in dict.fromkeys(payments)]
+            subtotal = sum(
+                (line["Amount"] for line in record.get("Line", []) if line.get("DetailType") == "SalesItemLineDetail"),
+                Decimal("0.00"),
+            )
             out["Line"] = [*out.get("Line", []), {
-                "Amount": record["TotalAmt"], "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {},
+                "Amount": subtotal, "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {},
             }]
         elif entity == "Customer":
             balance = ledger.customer_balance.get(record["Id"], Decimal("0.00"))
@@ -621,6 +690,8 @@ class Realm:
             "Invoice": self._invoice,
             "Payment": self._payment,
             "Purchase": self._purchase,
+            "TaxCode": self._tax_code,
+            "TaxRate": self._tax_rate,
         }
         if "Active" in record and not isinstance(record["Active"], bool):
             record["Active"] = _is_true(record["Active"])
@@ -682,10 +753,35 @@ class Realm:
         if record["Type"] in ("Service", "NonInventory"):
             found = self._ref(record, "IncomeAccountRef", ["Account"], "IncomeAccountRef", required=True)
             assert found is not None
-            if found[1].get("AccountType") not in ("Income", "Other Income"):
-                raise errors.business_rule("IncomeAccountRef must be an income account", "IncomeAccountRef")
+            # A liability too (*guess* from bookkeepers' practice: a "Tips" item booking to Tips payable, money
+            # held for the crew rather than earned).
+            if found[1].get("AccountType") not in ("Income", "Other Income", "Other Current Liability"):
+                raise errors.business_rule(
+                    "IncomeAccountRef must be an income or other current liability account", "IncomeAccountRef"
+                )
         if "UnitPrice" in record:
             record["UnitPrice"] = to_decimal(record["UnitPrice"])
+
+    def _tax_rate(self, record: JsonDict, own_id: str | None) -> None:
+        self._list_name("TaxRate", record, own_id)
+        try:
+            rate = to_decimal(record.get("RateValue"))
+        except ValueError as exc:
+            raise errors.invalid_property(str(exc), "RateValue") from exc
+        if rate is None:
+            raise errors.required_missing("RateValue")
+        record["RateValue"] = rate
+        record.setdefault("SpecialTaxType", "NONE")
+        record.setdefault("DisplayType", "ReadOnly")
+
+    def _tax_code(self, record: JsonDict, own_id: str | None) -> None:
+        self._list_name("TaxCode", record, own_id)
+        record.setdefault("Taxable", True)
+        record.setdefault("TaxGroup", True)
+        rates = (record.get("SalesTaxRateList") or {}).get("TaxRateDetail", [])
+        for number, item in enumerate(rates):
+            self._ref(item, "TaxRateRef", ["TaxRate"], f"SalesTaxRateList.TaxRateDetail[{number}].TaxRateRef",
+                      required=True)
 
     def _payment_method(self, record: JsonDict, own_id: str | None) -> None:
         self._list_name("PaymentMethod", record, own_id)
@@ -712,7 +808,8 @@ class Realm:
         lines = [line for line in record.get("Line", []) if line.get("DetailType") != "SubTotalLineDetail"]
         if not any(line.get("DetailType") == "SalesItemLineDetail" for line in lines):
             raise errors.required_missing("Line")
-        total = Decimal("0.00")
+        subtotal = taxable = Decimal("0.00")
+        discounts: list[JsonDict] = []
         for number, line in enumerate(lines, start=1):
             kind = line.get("DetailType")
             if kind == "DescriptionOnly":
@@ -738,12 +835,36 @@ class Realm:
                 # held to QBO's Amount = UnitPrice × Qty rule (6070).
                 if qty and price and money(qty * price) != amount:
                     raise errors.amount_mismatch(str(amount), str(money(qty * price)))
-                total += amount
+                subtotal += amount
+                if sales_tax.line_tax_code(detail, self.tax.sales_tax):
+                    taxable += amount
+            elif kind == "DiscountLineDetail":
+                discounts.append(line)
             else:
                 raise errors.invalid_property(f"Unsupported line DetailType {kind!r} on Invoice", "Line.DetailType")
             line["Id"] = str(number)
             line["LineNum"] = number
+        if len(discounts) > 1:
+            # *guess* at the answer: QBO takes one discount per transaction (its form has one discount field).
+            raise errors.business_rule("Only one discount line is allowed on a transaction", "Line.DiscountLineDetail")
+        discount = Decimal("0.00")
+        for line in discounts:
+            # The discount comes off the subtotal of every sales line, wherever the line sits.
+            discount = sales_tax.discount_amount(line, subtotal)
+            detail = line["DiscountLineDetail"]
+            if "DiscountAccountRef" not in detail:
+                default = self.find_by_name("Account", "Discounts given")  # *guess*: QBO's default account
+                if default is not None:
+                    detail["DiscountAccountRef"] = {"value": default["Id"]}
+            self._ref(detail, "DiscountAccountRef", ["Account"], "Line.DiscountLineDetail.DiscountAccountRef",
+                      required=True)
+        before_tax = _is_true(record.get("ApplyTaxAfterDiscount"))
+        record["ApplyTaxAfterDiscount"] = before_tax
+        base = sales_tax.taxable_base(taxable, subtotal, discount, before_tax)
+        tax = sales_tax.invoice_tax(self.tax, record.get("TxnTaxDetail"), base, taxable != 0, self._tax_code_rate)
+        record["TxnTaxDetail"] = sales_tax.tax_detail(tax, base)
         record["Line"] = lines
+        total = subtotal - discount + tax.total_tax + self.tax.invoice_total_drift
         if own_id is not None:
             applied = self._ledger().applied.get(("Invoice", own_id), Decimal("0.00"))
             if total < applied:
@@ -752,6 +873,21 @@ class Realm:
                 )
             self._keeps_customer_while_linked("Invoice", own_id, record["CustomerRef"]["value"])
         record["TotalAmt"] = total
+
+    def _tax_code_rate(self, ref: Any) -> tuple[JsonDict, Decimal, tuple[JsonDict, ...]]:
+        """A TxnTaxCodeRef resolved: the cleaned ref, the code's rate (its sales TaxRates added up) and them."""
+        holder = {"TxnTaxCodeRef": ref}
+        found = self._ref(holder, "TxnTaxCodeRef", ["TaxCode"], "TxnTaxDetail.TxnTaxCodeRef", required=True)
+        assert found is not None
+        rate = Decimal("0")
+        refs: list[JsonDict] = []
+        for item in (found[1].get("SalesTaxRateList") or {}).get("TaxRateDetail", []):
+            rate_id = str((item.get("TaxRateRef") or {}).get("value", ""))
+            tax_rate = self.records["TaxRate"].get(rate_id)
+            if tax_rate is not None:
+                rate += tax_rate["RateValue"]
+                refs.append({"value": rate_id, "name": tax_rate["Name"]})
+        return holder["TxnTaxCodeRef"], rate, tuple(refs)
 
     def _purchase(self, record: JsonDict, own_id: str | None) -> None:
         payment_type = record.get("PaymentType")

@@ -17,12 +17,15 @@ from quickbooks.objects.customer import Customer
 from quickbooks.objects.detailline import (
     AccountBasedExpenseLine,
     AccountBasedExpenseLineDetail,
+    DiscountLine,
+    DiscountLineDetail,
     SalesItemLine,
     SalesItemLineDetail,
 )
 from quickbooks.objects.invoice import Invoice
 from quickbooks.objects.payment import Payment, PaymentLine
 from quickbooks.objects.purchase import Purchase
+from quickbooks.objects.tax import TxnTaxDetail
 
 from adapters.quickbooks.qbo.limits import QBO_FIELD_LIMITS
 from core.accounting import (
@@ -34,6 +37,7 @@ from core.accounting import (
     TxnKind,
     TxnSpec,
 )
+from core.company_tax import SalesTax
 from core.connection import QuickBooksSettings
 
 CENT = Decimal("0.01")
@@ -99,13 +103,14 @@ def accounting_customer(customer: Any) -> AccountingCustomer:
     )
 
 
-def txn_object(spec: TxnSpec, settings: QuickBooksSettings) -> QboTxn:
-    """The QBO transaction for a spec, without Id/SyncToken (set them for an update)."""
+def txn_object(spec: TxnSpec, settings: QuickBooksSettings, sales_tax: SalesTax | None = None) -> QboTxn:
+    """The QBO transaction for a spec, without Id/SyncToken (set them for an update). `sales_tax` is the
+    company's mode (None: not read yet, taken as automated sales tax, what every new US company has)."""
     if isinstance(spec, PaymentSpec):
         return _payment(spec, settings)
     if isinstance(spec, RefundSpec):
         return _purchase(spec, settings)
-    return _invoice(spec, settings)
+    return _invoice(spec, settings, sales_tax or SalesTax.AUTOMATED)
 
 
 def _payment(spec: PaymentSpec, settings: QuickBooksSettings) -> Payment:
@@ -153,26 +158,85 @@ def _purchase(spec: RefundSpec, settings: QuickBooksSettings) -> Purchase:
     return purchase
 
 
-def _invoice(spec: InvoiceSpec, settings: QuickBooksSettings) -> Invoice:
+def _invoice(spec: InvoiceSpec, settings: QuickBooksSettings, sales_tax: SalesTax) -> Invoice:
+    """The invoice as the CRM has it (SPEC §8): sales lines marked TAX or NON, the tip and the surcharge on
+    their own items (never taxed), the one discount line (an amount, so QuickBooks recomputes nothing) and
+    the CRM's tax total as TxnTaxDetail.TotalTax, the override automated sales tax keeps. A company without
+    sales tax gets no tax codes: QuickBooks refuses them there."""
+    coded = sales_tax is not SalesTax.NONE
     invoice = blank(Invoice)
     invoice.CustomerRef = ref(spec.customer_id)
     invoice.DocNumber = settings.doc_number_prefix + spec.doc_number
     invoice.TxnDate = spec.txn_date.isoformat()
     invoice.PrivateNote = spec.private_note
-    lines = []
-    for source in spec.lines:
-        line = blank(SalesItemLine)
-        line.DetailType = "SalesItemLineDetail"
-        line.Amount = money(source.amount)
-        line.Description = source.description or None
-        detail = blank(SalesItemLineDetail)
-        detail.ItemRef = ref(settings.income_item.id)
-        detail.Qty = source.quantity
-        detail.UnitPrice = source.unit_price
-        line.SalesItemLineDetail = detail
+    lines: list[Any] = [
+        _sales_line(
+            settings.income_item.id,
+            source.amount,
+            source.description,
+            (source.quantity, source.unit_price),
+            tax_code=("TAX" if source.taxable else "NON") if coded else None,
+        )
+        for source in spec.lines
+    ]
+    non = "NON" if coded else None
+    if spec.tip:
+        lines.append(_sales_line(settings.tips_item.id, spec.tip, "Tip", None, tax_code=non))
+    if spec.surcharge:
+        lines.append(_sales_line(settings.surcharge_item.id, spec.surcharge, "Card surcharge", None, tax_code=non))
+    if spec.discount is not None:
+        line = blank(DiscountLine)
+        line.DetailType = "DiscountLineDetail"
+        line.Amount = money(spec.discount.amount)
+        line.Description = spec.discount.description or None
+        detail = blank(DiscountLineDetail)
+        detail.PercentBased = False  # the CRM's amount, to the cent: QBO computing a percent could round otherwise
+        if settings.discount_account.is_set:  # else QBO's own default discount account (Discounts given)
+            detail.DiscountAccountRef = ref(settings.discount_account.id)
+        line.DiscountLineDetail = detail
         lines.append(line)
+        invoice.ApplyTaxAfterDiscount = spec.discount.apply_tax_after_discount
     invoice.Line = lines
+    # Tax charged in a company without sales tax is still sent: QuickBooks' refusal then says why, where
+    # leaving it out would book an invoice short of what the customer was billed.
+    if spec.taxable and (coded or spec.tax):
+        tax = blank(TxnTaxDetail)
+        tax.TotalTax = money(spec.tax)
+        if sales_tax is SalesTax.MANUAL and settings.tax_code.is_set:
+            tax.TxnTaxCodeRef = ref(settings.tax_code.id)  # automated sales tax ignores a code: none sent
+        invoice.TxnTaxDetail = tax
     return invoice
+
+
+def _sales_line(
+    item_id: str,
+    amount: Decimal,
+    description: str,
+    quantity_price: tuple[Decimal, Decimal] | None,
+    *,
+    tax_code: str | None,
+) -> SalesItemLine:
+    line = blank(SalesItemLine)
+    line.DetailType = "SalesItemLineDetail"
+    line.Amount = money(amount)
+    line.Description = description or None
+    detail = blank(SalesItemLineDetail)
+    detail.ItemRef = ref(item_id)
+    if quantity_price is not None:
+        detail.Qty, detail.UnitPrice = quantity_price
+    if tax_code is not None:
+        detail.TaxCodeRef = ref(tax_code)
+    line.SalesItemLineDetail = detail
+    return line
+
+
+def total_of(saved: Any) -> Decimal | None:
+    """A saved record's TotalAmt as QuickBooks answered it (python-quickbooks parses it as a Decimal here:
+    the transport's use_decimal), exact; None when the answer has none."""
+    total = getattr(saved, "TotalAmt", None)
+    if total is None or total == "":
+        return None
+    return Decimal(str(total))
 
 
 def kind_of(entity: str, record: dict[str, Any]) -> TxnKind:

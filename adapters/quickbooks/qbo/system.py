@@ -27,6 +27,7 @@ from adapters.quickbooks.qbo.mapping import (
     entity_name,
     is_voided,
     kind_of,
+    total_of,
     txn_object,
 )
 from adapters.quickbooks.qbo.queries import PAGE_SIZE, escape, query_all, query_page
@@ -130,13 +131,14 @@ class QuickBooksAccountingSystem(AccountingSystem):
 
         def send(rid: str) -> QuickBooksRef:
             def save(qb: QuickBooksClient) -> QuickBooksRef:
-                return _ref_of(spec.kind, txn_object(spec, settings).save(qb=qb, request_id=rid))
+                record = txn_object(spec, settings, self.session.connection.sales_tax)
+                return _ref_of(spec.kind, record.save(qb=qb, request_id=rid))
 
             return self.session.call(
                 save,
                 write=True,
                 what=f"creating the {_label(spec.kind)}",
-                recover=lambda: self.find_by_marker(spec.kind, spec.marker, spec.customer_id),
+                recover=lambda: self._find_written(spec.kind, spec.marker, spec.customer_id),
                 fence=fence,
             )
 
@@ -156,7 +158,7 @@ class QuickBooksAccountingSystem(AccountingSystem):
 
         def send(rid: str) -> QuickBooksRef:
             def save(qb: QuickBooksClient) -> QuickBooksRef:
-                record = txn_object(spec, settings)
+                record = txn_object(spec, settings, self.session.connection.sales_tax)
                 record.Id = ref.id
                 record.SyncToken = ref.sync_token
                 return _ref_of(spec.kind, record.save(qb=qb, request_id=rid))
@@ -193,6 +195,22 @@ class QuickBooksAccountingSystem(AccountingSystem):
         )
 
     def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str = "") -> QuickBooksRef | None:
+        found = self._find_row_by_marker(kind, marker, customer_id)
+        if found is None:
+            return None
+        entity, row = found
+        return QuickBooksRef(kind_of(entity, row), str(row["Id"]), str(row.get("SyncToken", "0")))
+
+    def _find_written(self, kind: TxnKind, marker: str, customer_id: str) -> QuickBooksRef | None:
+        """The record a create whose answer was lost wrote, with its TotalAmt as a create's answer has it (so
+        the core still compares the invoice's total, SPEC §8)."""
+        found = self._find_row_by_marker(kind, marker, customer_id)
+        if found is None:
+            return None
+        entity, row = found
+        return QuickBooksRef(kind_of(entity, row), str(row["Id"]), str(row.get("SyncToken", "0")), total_of(_Obj(row)))
+
+    def _find_row_by_marker(self, kind: TxnKind, marker: str, customer_id: str) -> tuple[str, dict[str, Any]] | None:
         # QBO cannot filter on PrivateNote. Payments and invoices can be filtered by customer (one page
         # usually holds all of a customer's); a Purchase's EntityRef is not filterable, so expenses or
         # checks are scanned newest first — the record looked for is usually among the newest.
@@ -209,7 +227,7 @@ class QuickBooksAccountingSystem(AccountingSystem):
             )
             for row in page:
                 if marker in str(row.get("PrivateNote") or "") and not is_voided(row):
-                    return QuickBooksRef(kind_of(entity, row), str(row["Id"]), str(row.get("SyncToken", "0")))
+                    return entity, row
             if len(page) < PAGE_SIZE:
                 return None
             start += PAGE_SIZE
@@ -333,7 +351,7 @@ class _Obj:
 
 
 def _ref_of(kind: TxnKind, saved: QboTxn) -> QuickBooksRef:
-    return QuickBooksRef(kind, str(saved.Id), str(saved.SyncToken))
+    return QuickBooksRef(kind, str(saved.Id), str(saved.SyncToken), total_of(saved))
 
 
 def _label(kind: TxnKind) -> str:
@@ -365,6 +383,10 @@ def _setting_of(elements: str, spec: TxnSpec) -> str | None:
     """The setting that supplied the reference QBO names in `element`."""
     if "DepositToAccountRef" in elements:
         return "deposit_account"
+    if "DiscountAccountRef" in elements:
+        return "discount_account"
+    if "TxnTaxCodeRef" in elements:
+        return "tax_code"
     if "ItemRef" in elements:
         return INCOME_ITEM
     if "AccountBasedExpenseLineDetail.AccountRef" in elements:

@@ -3,6 +3,7 @@ emulator's admin API, and the "QuickBooks side" of the contract suite for both t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from adapters.quickbooks.qbo.settings import METHOD_NAMES
 from adapters.system import SystemClock
 from core.accounting import InvoiceSpec, LinkLine, PaymentSpec, RefundSpec, TxnKind, TxnSpec
 from core.company_lists import ListKind
-from core.connection import QuickBooksConnection
+from core.company_tax import SalesTax
+from core.connection import ListRef, QuickBooksConnection
 from core.domain import InvoiceLine, PaymentMethod
 from core.ports import AccountingSystem
 
@@ -136,6 +138,29 @@ class QboRig:
         assert response.status_code in (200, 400), response.text
         return response.status_code == 200
 
+    def set_sales_tax(self, mode: SalesTax | None = None, **controls: Any) -> dict[str, Any]:
+        """The company's sales tax (and the emulator's disagree controls, admin.py); the mode is also stored
+        on the connection, as reading the company's preferences at connect would."""
+        body = {k: str(v) if isinstance(v, Decimal) else v for k, v in controls.items() if v is not None}
+        if mode is not None:
+            body["sales_tax"] = mode.value
+            self.update_connection(sales_tax=mode)
+        return self.admin("POST", f"/realms/{self.realm_id}/sales_tax", body)  # type: ignore[no-any-return]
+
+    def update_connection(self, **changes: Any) -> None:
+        with self.uow_factory() as uow:
+            current = uow.connections.get(TENANT)
+            assert current is not None
+            uow.connections.save(dataclasses.replace(current, **changes))
+            uow.commit()
+
+    def use_settings(self, **refs: ListRef) -> None:
+        """Settings as UpdateSettings stores them (ids checked by the caller)."""
+        settings = dataclasses.replace(self.connection().settings, **refs)
+        with self.uow_factory() as uow:
+            uow.connections.save_settings(TENANT, settings)
+            uow.commit()
+
     def log(self) -> list[dict[str, Any]]:
         return list(self.admin("GET", "/requests", realm_id=self.realm_id)["requests"])
 
@@ -181,8 +206,28 @@ class Company(Protocol):
 
     def payment_amount(self, payment_id: str) -> Decimal:
         """The payment's TotalAmt as QuickBooks holds it."""
+
     def set_currency(self, home_currency: str | None = None, multicurrency: bool | None = None) -> bool:
         """The company's admin changes CurrencyPrefs; False when QuickBooks refuses the change."""
+        ...
+
+    def set_sales_tax(
+        self,
+        mode: SalesTax | None = None,
+        *,
+        ast_rate: Decimal | None = None,
+        invoice_total_drift: Decimal | None = None,
+        ignore_total_tax: bool | None = None,
+    ) -> None:
+        """How the company treats sales tax, and the controls that make QuickBooks disagree (admin.py)."""
+        ...
+
+    def use_settings(self, **refs: ListRef) -> None:
+        """The tenant's settings point there (the fake, which is the adapter too, needs none)."""
+        ...
+
+    def invoice_figures(self, invoice_id: str) -> tuple[Decimal, Decimal]:
+        """(TotalAmt, Balance) of an invoice as QuickBooks holds it."""
         ...
 
 
@@ -231,12 +276,31 @@ class FakeCompany:
         spec = self.fake.txn(payment_id).spec
         assert isinstance(spec, PaymentSpec)
         return spec.amount
+
     def set_currency(self, home_currency: str | None = None, multicurrency: bool | None = None) -> bool:
         try:
             self.fake.set_currency(home_currency, multicurrency)
         except ValueError:
             return False
         return True
+
+    def set_sales_tax(
+        self,
+        mode: SalesTax | None = None,
+        *,
+        ast_rate: Decimal | None = None,
+        invoice_total_drift: Decimal | None = None,
+        ignore_total_tax: bool | None = None,
+    ) -> None:
+        self.fake.set_sales_tax(
+            mode, ast_rate=ast_rate, invoice_total_drift=invoice_total_drift, ignore_total_tax=ignore_total_tax
+        )
+
+    def use_settings(self, **refs: ListRef) -> None:
+        pass
+
+    def invoice_figures(self, invoice_id: str) -> tuple[Decimal, Decimal]:
+        return self.fake.txn(invoice_id).total, self.fake.invoice_balance(invoice_id)
 
 
 _ENTITY = {
@@ -305,8 +369,29 @@ class EmulatedCompany:
     def payment_amount(self, payment_id: str) -> Decimal:
         payment = next(p for p in self.rig.records("Payment") if p["Id"] == payment_id)
         return Decimal(str(payment["TotalAmt"]))
+
     def set_currency(self, home_currency: str | None = None, multicurrency: bool | None = None) -> bool:
         return self.rig.set_currency(home_currency, multicurrency)
+
+    def set_sales_tax(
+        self,
+        mode: SalesTax | None = None,
+        *,
+        ast_rate: Decimal | None = None,
+        invoice_total_drift: Decimal | None = None,
+        ignore_total_tax: bool | None = None,
+    ) -> None:
+        self.rig.set_sales_tax(
+            mode, ast_rate=ast_rate, invoice_total_drift=invoice_total_drift, ignore_total_tax=ignore_total_tax
+        )
+
+    def use_settings(self, **refs: ListRef) -> None:
+        self.rig.use_settings(**refs)
+
+    def invoice_figures(self, invoice_id: str) -> tuple[Decimal, Decimal]:
+        state = self.rig.exact_state()
+        invoice = next(r for r in state["entities"]["Invoice"] if r["Id"] == invoice_id)
+        return invoice["TotalAmt"], state["balances"]["invoices"][invoice_id]
 
     # --- what the rules state machine needs besides (tests/unit/test_sync_rules_machine.py) -------------
 
@@ -426,12 +511,14 @@ def _spec(entity: str, record: dict[str, Any], methods: dict[str, PaymentMethod 
         kind = TxnKind.CHECK if record.get("PaymentType") == "Check" else TxnKind.EXPENSE
         memo = next((line.get("Description") or "" for line in record.get("Line", [])), "")
         return RefundSpec(record["EntityRef"]["value"], record["TotalAmt"], txn_date, kind, memo, note, "")
+    # Every sales line, the tip's and the surcharge's included (written without Qty and UnitPrice).
     invoice_lines = tuple(
         InvoiceLine(
             line.get("Description") or "",
-            line["SalesItemLineDetail"]["Qty"],
-            line["SalesItemLineDetail"]["UnitPrice"],
+            line["SalesItemLineDetail"].get("Qty", Decimal("1")),
+            line["SalesItemLineDetail"].get("UnitPrice", line["Amount"]),
             line["Amount"],
+            (line["SalesItemLineDetail"].get("TaxCodeRef") or {}).get("value") == "TAX",
         )
         for line in record.get("Line", [])
         if line.get("DetailType") == "SalesItemLineDetail"

@@ -289,6 +289,7 @@ SEEDED = [
     (ListKind.ACCOUNT, "3", "Accounts Receivable (A/R)", "Accounts Receivable", "AccountsReceivable", ""),
     (ListKind.ACCOUNT, "4", "Services", "Income", "ServiceFeeIncome", ""),
     (ListKind.ACCOUNT, "5", "Credit Card", "Credit Card", "CreditCard", ""),
+    (ListKind.ACCOUNT, "6", "Discounts given", "Income", "DiscountsRefundsGiven", ""),  # a discount line's account
     (ListKind.ITEM, "1", "Services", "Service", "", "4"),
     (ListKind.PAYMENT_METHOD, "2", "Check", "NON_CREDIT_CARD", "", ""),
     (ListKind.PAYMENT_METHOD, "3", "Credit Card", "CREDIT_CARD", "", ""),
