@@ -8,6 +8,7 @@ QuickBooks is recreated before the payment that must link it. Each record itself
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 from core.accounting import DiscountSpec, InvoiceSpec, LinkLine, PaymentSpec, RefundSpec, TxnKind
@@ -185,13 +186,17 @@ def refund_spec(customer_id: str, opportunity: Opportunity, payment: Payment, re
 
 def invoice_spec(customer_id: str, opportunity: Opportunity, job: Job) -> SpecBuilder:
     discount = discount_spec(job)
+    # With no tax charged, every line goes as NON: automated sales tax is reported not to honour a zero
+    # TotalTax override and would add its own tax to TAX lines (QUICKBOOKS.md), and a line nobody was
+    # charged tax on is, for the books, not taxable on this invoice.
+    lines = job.lines if job.tax else tuple(replace(line, taxable=False) for line in job.lines)
 
     def spec(marker: str) -> InvoiceSpec:
         return InvoiceSpec(
             customer_id=customer_id,
             doc_number=job.number,
             txn_date=job.service_date,
-            lines=job.lines,
+            lines=lines,
             private_note=f"CRM job {job.job_id}, opportunity {opportunity.number} {marker}",
             marker=marker,
             tax=job.tax,
