@@ -147,10 +147,17 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
                 or_(SyncJobRow.lease_expires.is_(None), SyncJobRow.lease_expires < now),
             ),
         )
+        # claim_rule.claim_order. The ids compare by code point, as Python's str does: SQLite's BINARY
+        # collation does so already, PostgreSQL's database collation (en_US.UTF-8, say) need not.
+        job_id, tenant_id = (
+            (SyncJobRow.job_id.collate("C"), SyncJobRow.tenant_id.collate("C"))
+            if postgres
+            else (SyncJobRow.job_id, SyncJobRow.tenant_id)
+        )
         statement = (
             select(SyncJobRow)
             .where(due, ~lock_held, ~identity_held)
-            .order_by(SyncJobRow.create_time, SyncJobRow.job_id, SyncJobRow.tenant_id)  # claim_rule.claim_order
+            .order_by(SyncJobRow.create_time, job_id, tenant_id)
             .limit(1)
         )
         if postgres:

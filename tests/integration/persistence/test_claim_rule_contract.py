@@ -128,6 +128,7 @@ _EDGES = [
     _sync_job("t2", "J2", R, customer_id="c5"),  # RUNNING with no lease: due
     _sync_job("t2", "j4", R, customer_id="c6", lease_expires=T0 + _US),  # held, blocks nobody
     _sync_job("t3", "j0", P, customer_id="c6", created=T0 - _US),  # t2/j4's customer id, another tenant: free
+    _sync_job("t3", "j4", P, customer_id="c8", identity_key="same/identity/a"),  # t1/j4 is another job
     _sync_job("t3", "j1", S, customer_id="c7"),  # finished: never claimed
     _sync_job("t3", "J2", F, customer_id="c7", next_attempt=T0),
 ]
