@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from persistence_builders import T0, Backend
+from persistence_builders import T0, Backend, sync_job
 from sqlalchemy import delete
 
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from adapters.persistence.sqlalchemy import create_engine_for
 from adapters.persistence.sqlalchemy.models import SyncJobRow
 from core.claim_rule import claimed, is_due, next_to_claim
-from core.domain import EntityRef, EntityType, SyncJob, SyncJobKind, SyncJobState
+from core.domain import SyncJob, SyncJobState
 from core.ports import UnitOfWorkFactory
 
 EXAMPLES = max(10, int(os.environ.get("QBSYNC_HYPOTHESIS_EXAMPLES", "200")) // 5)
@@ -51,45 +51,15 @@ _TENANTS = ["t1", "t2", "T3"]
 _JOB_IDS = ["j0", "j1", "J2", "j-3", "j4"]
 
 
-def _sync_job(
-    tenant_id: str,
-    job_id: str,
-    state: SyncJobState,
-    *,
-    customer_id: str = "c1",
-    created: datetime = T0,
-    next_attempt: datetime | None = None,
-    lease_expires: datetime | None = None,
-    identity_key: str = "",
-    attempts: int = 0,
-) -> SyncJob:
-    return SyncJob(
-        job_id=job_id,
-        tenant_id=tenant_id,
-        kind=SyncJobKind.SYNC_PAYMENT,
-        target=EntityRef(EntityType.PAYMENT, f"P-{job_id}"),
-        opportunity_id="O1",
-        customer_id=customer_id,  # lock_key is <tenant>/customer/<customer_id>
-        create_time=created,
-        update_time=created,
-        state=state,
-        attempts=attempts,
-        next_attempt_time=next_attempt,
-        claimed_by="w0" if state is SyncJobState.RUNNING else "",
-        lease_expires=lease_expires,
-        identity_key=identity_key,
-    )
-
-
 @st.composite
 def _tables(draw: st.DrawFn) -> list[SyncJob]:
     keys = draw(st.lists(st.tuples(st.sampled_from(_TENANTS), st.sampled_from(_JOB_IDS)), max_size=9, unique=True))
     maybe_instant = st.sampled_from([None, *_INSTANTS])
     return [
-        _sync_job(
-            tenant_id,
+        sync_job(
             job_id,
-            draw(_states),
+            tenant_id=tenant_id,
+            state=draw(_states),
             customer_id=draw(st.sampled_from(["c1", "c2", "c3"])),
             created=draw(_instants),
             next_attempt=draw(maybe_instant),
@@ -118,23 +88,28 @@ _US = timedelta(microseconds=1)
 P, R, S, F = SyncJobState.PENDING, SyncJobState.RUNNING, SyncJobState.SUCCEEDED, SyncJobState.FAILED
 
 # Every edge of the rule at once, whatever hypothesis draws: claimed at T0, then a microsecond later.
+_A = "same/identity/a"
 _EDGES = [
-    _sync_job("t1", "j0", P, customer_id="c1", next_attempt=T0),  # due at its very instant
-    _sync_job("t1", "j1", P, customer_id="c2", next_attempt=T0 + _US),  # due a microsecond later
-    _sync_job("t1", "j4", R, customer_id="c3", lease_expires=T0, identity_key="same/identity/a"),  # held
-    _sync_job("t1", "J2", P, customer_id="c3"),  # blocked by j4's lock_key until it runs out
-    _sync_job("t2", "j0", P, customer_id="c9", identity_key="same/identity/a"),  # blocked by identity
-    _sync_job("t2", "j1", R, customer_id="c4", lease_expires=T0 - _US),  # lease ran out: due again
-    _sync_job("t2", "J2", R, customer_id="c5"),  # RUNNING with no lease: due
-    _sync_job("t2", "j4", R, customer_id="c6", lease_expires=T0 + _US),  # held, blocks nobody
-    _sync_job("t3", "j0", P, customer_id="c6", created=T0 - _US),  # t2/j4's customer id, another tenant: free
-    _sync_job("t3", "j4", P, customer_id="c8", identity_key="same/identity/a"),  # t1/j4 is another job
-    _sync_job("t3", "j1", S, customer_id="c7"),  # finished: never claimed
-    _sync_job("t3", "J2", F, customer_id="c7", next_attempt=T0),
+    # t1: due at its very instant; due a microsecond later; a lease held up to T0, blocking J2 by lock_key
+    sync_job("j0", tenant_id="t1", state=P, customer_id="c1", next_attempt=T0),
+    sync_job("j1", tenant_id="t1", state=P, customer_id="c2", next_attempt=T0 + _US),
+    sync_job("j4", tenant_id="t1", state=R, customer_id="c3", lease_expires=T0, identity_key=_A),
+    sync_job("J2", tenant_id="t1", state=P, customer_id="c3"),
+    # t2: blocked by t1/j4's identity_key; a lease that ran out; RUNNING with no lease; a lease blocking no one
+    sync_job("j0", tenant_id="t2", state=P, customer_id="c9", identity_key=_A),
+    sync_job("j1", tenant_id="t2", state=R, customer_id="c4", lease_expires=T0 - _US),
+    sync_job("J2", tenant_id="t2", state=R, customer_id="c5"),
+    sync_job("j4", tenant_id="t2", state=R, customer_id="c6", lease_expires=T0 + _US),
+    # t3: t2/j4's customer id in another tenant (free); t1/j4's identity and job_id, yet another job
+    # (blocked); finished jobs, never claimed
+    sync_job("j0", tenant_id="t3", state=P, customer_id="c6", created=T0 - _US),
+    sync_job("j4", tenant_id="t3", state=P, customer_id="c8", identity_key=_A),
+    sync_job("j1", tenant_id="t3", state=S, customer_id="c7"),
+    sync_job("J2", tenant_id="t3", state=F, customer_id="c7", next_attempt=T0),
 ]
 # Ties on create_time fall through to job_id (code point order: "J2" < "j-3" < "j0"), then tenant_id.
 _TIES = [
-    _sync_job(tenant, job_id, P, customer_id=f"c-{job_id}")
+    sync_job(job_id, tenant_id=tenant, state=P, customer_id=f"c-{job_id}")
     for tenant in ("t2", "T3", "t1")
     for job_id in ("j0", "J2", "j-3")
 ]
