@@ -7,10 +7,11 @@ READ COMMITTED database rather than like a dict:
 * writes are staged in the unit of work and applied to the shared `InMemoryDatabase` only on `commit()`
   (under its lock), so uncommitted changes are invisible to others and vanish on rollback;
 * objects are deep-copied in and out, so mutating a returned `SyncJob` changes nothing until `save()`;
-* `claim_next` holds a claim lock until the unit of work ends, as the SQL adapter holds SQLite's write
-  lock (`BEGIN IMMEDIATE`) or PostgreSQL's advisory lock: two workers never claim the same job, nor two
-  jobs with the same `lock_key` or `identity_key`; `get_for_update` takes the same lock, as a row lock
-  keeps a claimer from slipping in before the outcome is committed;
+* `claim_next` takes the job the claim rule picks (`core.claim_rule.next_to_claim`) and holds a claim
+  lock until the unit of work ends, as the SQL adapter holds SQLite's write lock (`BEGIN IMMEDIATE`) or
+  PostgreSQL's advisory lock: two workers never claim the same job, nor two jobs with the same
+  `lock_key` or `identity_key`; `get_for_update` takes the same lock, as a row lock keeps a claimer
+  from slipping in before the outcome is committed;
 * a request_id added by an uncommitted unit of work is held: another unit of work adding it waits for
   that one to end, then is refused (committed) or gets it (rolled back), as with a unique index;
 * a unit of work that writes a connection holds that connection's row lock until it ends, as an UPDATE
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypeVar
 
+from core.claim_rule import claimed, next_to_claim
 from core.connection import ConnectionState, QuickBooksConnection, QuickBooksSettings, TokenGrant
 from core.currency import CompanyCurrency
 from core.domain import (
@@ -301,33 +303,6 @@ class InMemorySyncRecordRepository(_Repository, SyncRecordRepository):
             self._tx.sync_records.put((record.tenant_id, record.entity), _copy(record))
 
 
-def is_due(job: SyncJob, now: datetime) -> bool:
-    """PENDING and its time has come, or RUNNING under a lease that has run out.
-
-    A RUNNING job without a lease is treated as expired: claim_next always sets one, so such a job
-    can only come from a bug or a manual edit, and leaving it stuck forever would lose it (R7).
-    """
-    if job.state is SyncJobState.PENDING:
-        return job.next_attempt_time is None or job.next_attempt_time <= now
-    if job.state is SyncJobState.RUNNING:
-        return job.lease_expires is None or job.lease_expires < now
-    return False
-
-
-def holds_lease(job: SyncJob, now: datetime) -> bool:
-    """The complement of an expired lease: this job's worker may still be writing."""
-    return job.state is SyncJobState.RUNNING and job.lease_expires is not None and job.lease_expires >= now
-
-
-def _blocked_by(job: SyncJob, holders: list[SyncJob]) -> bool:
-    """Another job holding a lease shares this one's lock_key or (non-empty) identity_key."""
-    return any(
-        other.job_id != job.job_id or other.tenant_id != job.tenant_id
-        for other in holders
-        if other.lock_key == job.lock_key or (job.identity_key and other.identity_key == job.identity_key)
-    )
-
-
 class InMemorySyncJobRepository(_Repository, SyncJobRepository):
     def __init__(self, db: InMemoryDatabase, tx: _Transaction, uow: InMemoryUnitOfWork) -> None:
         super().__init__(db, tx)
@@ -375,20 +350,10 @@ class InMemorySyncJobRepository(_Repository, SyncJobRepository):
     def claim_next(self, worker_id: str, now: datetime, lease_expires: datetime) -> SyncJob | None:
         self._uow.take_claim_lock()
         with self._db.lock:
-            jobs = [job for _, job in self._tx.jobs.items()]
-            holders = [job for job in jobs if holds_lease(job, now)]
-            due = sorted(
-                (job for job in jobs if is_due(job, now) and not _blocked_by(job, holders)),
-                key=lambda job: (job.create_time, job.job_id, job.tenant_id),
-            )
-            if not due:
+            chosen = next_to_claim((job for _, job in self._tx.jobs.items()), now)
+            if chosen is None:
                 return None
-            job = _copy(due[0])
-            job.state = SyncJobState.RUNNING
-            job.claimed_by = worker_id
-            job.lease_expires = lease_expires
-            job.attempts += 1
-            job.update_time = now
+            job = claimed(_copy(chosen), worker_id, now, lease_expires)
             self._tx.jobs.put((job.tenant_id, job.job_id), _copy(job))
             return job
 

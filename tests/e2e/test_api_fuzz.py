@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import urllib.parse
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -38,7 +36,7 @@ from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, MetaData, select, text
+from sqlalchemy import Engine, MetaData, select
 from sqlalchemy.engine import URL
 
 from adapters.persistence.sqlalchemy import create_engine_for, migrate
@@ -56,8 +54,8 @@ from qbsync.runtime import Runtime
 from qbsync.v1 import connection_service_pb2 as cs
 from qbsync.v1 import resources_pb2 as r
 from qbsync.v1 import sync_service_pb2 as s
+from tests.postgres_schema import fresh_postgres_schema
 
-POSTGRES_ENV = "QBSYNC_TEST_DATABASE_URL"
 MAX_TRAILER_BYTES = 8 * 1024
 # Tables that only the fixture writes (the caller's key): the rest is what a call could store.
 NOT_CALLERS_DATA = {"api_keys", "tenants", "alembic_version"}
@@ -115,34 +113,14 @@ def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[URL]:
     yield url
 
 
-def postgres_database() -> Iterator[URL]:
-    """A fresh schema, first on the search_path of every connection made with the URL; dropped afterwards
-    (as tests/integration/persistence does it, so that parallel runs never share data)."""
-    raw = os.environ.get(POSTGRES_ENV)
-    if not raw:
-        pytest.skip(f"{POSTGRES_ENV} not set (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
-    base = normalise_url(raw)
-    schema = f"fuzz_{uuid.uuid4().hex[:12]}"
-    admin = create_engine_for(base)
-    with admin.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        url = base.update_query_dict({"options": f"-csearch_path={schema}"})
-        migrate(url)
-        yield url
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
-
-
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[URL]:
     """Every fuzz test runs once per SQL backend: each has its own ways to refuse what it is given."""
     if request.param == "sqlite":
         yield from sqlite_database(tmp_path_factory)
     else:
-        yield from postgres_database()
+        with fresh_postgres_schema("fuzz") as url:
+            yield url
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,10 @@
-"""The sync job queue in SQL: idempotent adds and a claim that never hands one job to two workers."""
+"""The sync job queue in SQL: idempotent adds and a claim that never hands one job to two workers.
+
+`claim_next` is the claim rule of `core.claim_rule` (due, blocked by a lease holder, claim order, what a
+claim sets) written as one statement in one transaction, so that choosing and taking a job cannot be
+split by another claimer. The rule is stated there; this is its translation, kept in step by the
+persistence contract suite (`test_claim_rule_contract.py` compares every pick with `next_to_claim`).
+"""
 
 from __future__ import annotations
 
@@ -74,7 +80,8 @@ def _to_job(row: SyncJobRow) -> SyncJob:
 
 
 def _held_by_another(key: InstrumentedAttribute[str], now: datetime) -> Exists:
-    """Some other job with the same value in `key`'s column is RUNNING under an unexpired lease."""
+    """Some other job with the same value in `key`'s column is RUNNING under an unexpired lease
+    (`claim_rule.holds_lease` and `claim_rule.blocks`)."""
     other = aliased(SyncJobRow)
     return exists().where(
         getattr(other, key.key) == key,
@@ -114,8 +121,9 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
         return None if row is None else _to_job(row)
 
     def claim_next(self, worker_id: str, now: datetime, lease_expires: datetime) -> SyncJob | None:
-        """See the port. Call it in its own unit of work and commit at once: the claim lock (SQLite's
-        write lock, PostgreSQL's advisory lock) is held until the transaction ends."""
+        """See the port; the rule is `core.claim_rule` (`next_to_claim`, then `claimed`), in SQL. Call it
+        in its own unit of work and commit at once: the claim lock (SQLite's write lock, PostgreSQL's
+        advisory lock) is held until the transaction ends."""
         postgres = self.dialect == "postgresql"
         if postgres:
             # Row locks alone cannot keep two jobs with the same lock_key apart: two workers could
@@ -126,6 +134,8 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
         # Two EXISTS rather than one with an OR: each can use its own (key, state) index.
         lock_held = _held_by_another(SyncJobRow.lock_key, now)
         identity_held = and_(SyncJobRow.identity_key != "", _held_by_another(SyncJobRow.identity_key, now))
+        # claim_rule.is_due, with the same `<=` (a retry at its instant) and `<` (a lease at its last
+        # instant is still held).
         due = or_(
             and_(
                 SyncJobRow.state == SyncJobState.PENDING.value,
@@ -137,10 +147,17 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
                 or_(SyncJobRow.lease_expires.is_(None), SyncJobRow.lease_expires < now),
             ),
         )
+        # claim_rule.claim_order. The ids compare by code point, as Python's str does: SQLite's BINARY
+        # collation does so already, PostgreSQL's database collation (en_US.UTF-8, say) need not.
+        job_id, tenant_id = (
+            (SyncJobRow.job_id.collate("C"), SyncJobRow.tenant_id.collate("C"))
+            if postgres
+            else (SyncJobRow.job_id, SyncJobRow.tenant_id)
+        )
         statement = (
             select(SyncJobRow)
             .where(due, ~lock_held, ~identity_held)
-            .order_by(SyncJobRow.create_time, SyncJobRow.job_id, SyncJobRow.tenant_id)
+            .order_by(SyncJobRow.create_time, job_id, tenant_id)
             .limit(1)
         )
         if postgres:

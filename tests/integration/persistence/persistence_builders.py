@@ -20,6 +20,7 @@ from core.domain import (
     Refund,
     SyncJob,
     SyncJobKind,
+    SyncJobState,
 )
 from core.ports import UnitOfWorkFactory
 
@@ -87,6 +88,11 @@ def sync_job(
     customer_id: str | None = None,
     created: datetime = T0,
     request_id: str = "",
+    state: SyncJobState = SyncJobState.PENDING,
+    next_attempt: datetime | None = None,
+    lease_expires: datetime | None = None,
+    identity_key: str = "",
+    attempts: int = 0,
 ) -> SyncJob:
     return SyncJob(
         job_id=job_id,
@@ -97,6 +103,12 @@ def sync_job(
         customer_id=customer_id if customer_id is not None else f"C-{job_id}",
         create_time=created,
         update_time=created,
+        state=state,
+        attempts=attempts,
         request_id=request_id,
         request_fingerprint="fp" if request_id else "",
+        next_attempt_time=next_attempt,
+        claimed_by="w0" if state is SyncJobState.RUNNING else "",
+        lease_expires=lease_expires,
+        identity_key=identity_key,
     )
