@@ -365,8 +365,10 @@ def _job_limits(job: Job, path: str, limits: FieldLimits) -> list[FieldViolation
         line_violations += _amount_limit(line.unit_price, f"{line_path}.unit_price", limits)
         line_violations += _amount_limit(line.amount, f"{line_path}.amount", limits)
     violations += line_violations
+    # A part past the maximum is named itself; the total it makes then says nothing more.
+    amount_violations: list[FieldViolation] = []
     for name, part in _charges(job):
-        violations += _amount_limit(part, f"{path}.{name}", limits)
+        amount_violations += _amount_limit(part, f"{path}.{name}", limits)
     violations += _text_limit(
         job.tax_rate_name,
         f"{path}.tax_rate_name",
@@ -377,14 +379,15 @@ def _job_limits(job: Job, path: str, limits: FieldLimits) -> list[FieldViolation
         discount_path = f"{path}.discounts[{i}]"
         violations += _text_limit(discount.description, f"{discount_path}.description", limits.invoice_line_description)
         if discount.amount is not None:
-            violations += _amount_limit(discount.amount, f"{discount_path}.amount", limits)
+            amount_violations += _amount_limit(discount.amount, f"{discount_path}.amount", limits)
+    violations += amount_violations
     if line_violations or not all(line.amount.is_finite() for line in job.lines):
         return violations
     lines_total = money_sum(line.amount for line in job.lines)
     if lines_total > limits.max_amount:
         return violations + _amount_limit(lines_total, f"{path}.lines", limits, what="the invoice total")
     totals = _totals(job)
-    if totals is None or any(v.field.startswith(f"{path}.discounts") for v in violations):
+    if totals is None or amount_violations or any(v.field.startswith(f"{path}.discounts") for v in violations):
         return violations
     violations += _amount_limit(totals[2], f"{path}.total", limits, what="the invoice total (with its charges)")
     # The one discount line QuickBooks gets names every discount (core.transaction_writer.discount_spec).
