@@ -24,6 +24,7 @@ from core.domain import (
     Opportunity,
     Payment,
     PaymentMethod,
+    Refund,
 )
 from core.errors import FieldViolation, NotFoundError, ValidationError
 from core.validation import MAX_TAX_RATE_NAME_LENGTH, job_request_limits, validate_job_request
@@ -293,3 +294,33 @@ def test_control_characters_in_the_rate_name_and_discount_descriptions_become_on
     assert stored is not None
     assert stored.job.tax_rate_name == "WA Seattle 9%"
     assert stored.job.discounts[0].description == "Spring move"
+
+
+# --- the snapshots keep them (R4, R5) --------------------------------------------------------------------
+
+
+def test_a_payments_tip_and_fee_survive_the_refund_merge_newest_version_winning(h: Harness) -> None:
+    first = paid(tip=D("20.00"), processing_fee=D("14.80"), refunds=(Refund("r1", D("5.00"), T),))
+    h.service.sync_payment(h.principal(), OPP, first)
+    # The CRM resends the payment with a corrected fee and a second refund, but without the first refund.
+    second = paid(tip=D("20.00"), processing_fee=D("14.50"), refunds=(Refund("r2", D("1.00"), T),))
+    h.service.close_out_job(h.principal(), OPP, job(tip=D("20.00")), [second])
+    with h.uow_factory() as uow:
+        stored = uow.snapshots.get_payment("acme", "p1")
+    assert stored is not None
+    assert [r.refund_id for r in stored.payment.refunds] == ["r1", "r2"]  # R4: never dropped by omission
+    assert (stored.payment.tip, stored.payment.processing_fee) == (D("20.00"), D("14.50"))
+    assert first.with_refunds_merged(None) is first
+    assert second.with_refunds_merged(first).processing_fee == D("14.50")
+
+
+def test_a_resync_stores_the_jobs_new_tax_and_keeps_its_first_close_out(h: Harness) -> None:
+    h.service.close_out_job(h.principal(), OPP, job(tax=D("28.35")), [])
+    with h.uow_factory() as uow:
+        first = uow.snapshots.get_job("acme", "j1")
+    changed = job(tax=D("30.10"), tax_rate_name="new rate", discounts=(Discount("x", amount=D("1.00")),))
+    h.service.sync_invoice(h.principal(), OPP, changed, [])
+    with h.uow_factory() as uow:
+        stored = uow.snapshots.get_job("acme", "j1")
+    assert first is not None and stored is not None
+    assert stored.job == changed and stored.closed_time == first.closed_time
