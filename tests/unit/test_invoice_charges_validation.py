@@ -12,6 +12,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adapters.quickbooks.qbo.limits import QBO_FIELD_LIMITS
 from core.domain import (
@@ -27,6 +29,7 @@ from core.domain import (
     Refund,
 )
 from core.errors import FieldViolation, NotFoundError, ValidationError
+from core.money import ZERO
 from core.validation import MAX_TAX_RATE_NAME_LENGTH, job_request_limits, validate_job_request
 from tests.unit.support import Harness
 
@@ -324,3 +327,53 @@ def test_a_resync_stores_the_jobs_new_tax_and_keeps_its_first_close_out(h: Harne
         stored = uow.snapshots.get_job("acme", "j1")
     assert first is not None and stored is not None
     assert stored.job == changed and stored.closed_time == first.closed_time
+
+
+# --- whatever the numbers, an answer -------------------------------------------------------------------
+
+_ANY_DECIMAL = st.one_of(
+    st.decimals(allow_nan=True, allow_infinity=True),
+    st.decimals(min_value=-1000, max_value=1000, places=3),
+    st.sampled_from([D("9E+999999"), D("-9E+999999"), D("1E-999999"), D("99.995"), D("100"), D("0.01")]),
+)
+_DISCOUNT = st.builds(
+    Discount,
+    description=st.text(max_size=5),
+    amount=st.none() | _ANY_DECIMAL,
+    percent=st.none() | _ANY_DECIMAL,
+    after_tax=st.booleans(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    tax=_ANY_DECIMAL,
+    tip=_ANY_DECIMAL,
+    surcharge=_ANY_DECIMAL,
+    discounts=st.lists(_DISCOUNT, max_size=3),
+    stated_total=st.none() | _ANY_DECIMAL,
+    line_amount=_ANY_DECIMAL,
+)
+def test_any_charges_are_judged_never_crashed_on(
+    tax: Decimal,
+    tip: Decimal,
+    surcharge: Decimal,
+    discounts: list[Discount],
+    stated_total: Decimal | None,
+    line_amount: Decimal,
+) -> None:
+    line = InvoiceLine("Move", D("1"), line_amount, line_amount, taxable=True)
+    candidate = job(
+        lines=(line, BOXES),
+        tax=tax,
+        tip=tip,
+        surcharge=surcharge,
+        discounts=tuple(discounts),
+        stated_total=stated_total,
+    )
+    found = violations(candidate)  # never raises: every value is a violation or accepted
+    if not found:
+        # Accepted: the parts are cents, the discounts at most the lines, and the total adds up.
+        assert candidate.discount_total <= candidate.lines_total
+        assert stated_total is None or stated_total == candidate.total
+        assert ZERO <= candidate.total <= QBO_FIELD_LIMITS.max_amount
