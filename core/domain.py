@@ -171,6 +171,10 @@ class Job:
     discounts: tuple[Discount, ...] = ()
     tip: Decimal = ZERO
     surcharge: Decimal = ZERO  # a card fee charged to the customer
+    # The grand total as the CRM states it (None when it does not): never written anywhere, only checked
+    # against `total` when the job is accepted, so that a CRM whose sums disagree with qbsync's is told
+    # before its customer is invoiced a different amount (SPEC §8).
+    stated_total: Decimal | None = None
 
     @property
     def lines_total(self) -> Decimal:

@@ -22,7 +22,7 @@ import re
 import unicodedata
 from dataclasses import replace
 
-from core.domain import Customer, InvoiceLine, Job, Opportunity, Payment, Refund
+from core.domain import Customer, Discount, InvoiceLine, Job, Opportunity, Payment, Refund
 
 _CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs"})
 _ID_REFUSED_CATEGORIES = _CONTROL_CATEGORIES | {"Cf"}
@@ -94,8 +94,20 @@ def _clean_refund(refund: Refund) -> Refund:
 
 
 def clean_job(job: Job) -> Job:
-    return replace(job, number=collapse_controls(job.number), lines=tuple(_clean_line(li) for li in job.lines))
+    """The tax rate's name and the discounts' descriptions are notes too: they reach the invoice's
+    discount line and what the bookkeeper reads beside QuickBooks' own rates."""
+    return replace(
+        job,
+        number=collapse_controls(job.number),
+        lines=tuple(_clean_line(li) for li in job.lines),
+        tax_rate_name=collapse_controls(job.tax_rate_name),
+        discounts=tuple(_clean_discount(d) for d in job.discounts),
+    )
 
 
 def _clean_line(line: InvoiceLine) -> InvoiceLine:
     return replace(line, description=collapse_controls(line.description))
+
+
+def _clean_discount(discount: Discount) -> Discount:
+    return replace(discount, description=collapse_controls(discount.description))

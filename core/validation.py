@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from decimal import MAX_EMAX, MIN_EMIN, Decimal, localcontext
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, InvalidOperation, Overflow, localcontext
 
 from core.customer_matching import MAX_NAME_SUFFIX
-from core.domain import Customer, Job, Opportunity, Payment
+from core.domain import Customer, Discount, Job, Opportunity, Payment
 from core.errors import FieldViolation, quoted
 from core.limits import FieldLimits, quantity_fits
 from core.money import CENT, ZERO, has_at_most_cents, money_sum
 from core.text import usable_as_id
+from core.transaction_writer import discount_spec
 
 MAX_REQUEST_ID_LENGTH = 50
 MAX_ID_LENGTH = 100
@@ -26,6 +27,14 @@ MAX_OPPORTUNITY_NUMBER_LENGTH = 100
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # R2 may add up to " - 50" to a name that is taken.
 _NAME_SUFFIX_ROOM = len(f" - {MAX_NAME_SUFFIX}")
+# The CRM's name of the tax rate it charged: bounded as QuickBooks bounds its own rate names (TaxRate.Name,
+# "Maximum of 100 chars" in Intuit's reference), so that it fits wherever the bookkeeper sees it beside them.
+MAX_TAX_RATE_NAME_LENGTH = 100
+# QuickBooks holds a discount percent with two decimals (12.75%) and drops any further ones (integrators'
+# reports, *verify*); a CRM percent finer than that would name a discount QuickBooks cannot show.
+MAX_PERCENT_DECIMALS = 2
+_PERCENT_STEP = Decimal(1).scaleb(-MAX_PERCENT_DECIMALS)
+_HUNDRED = Decimal(100)
 
 
 def validate_payment_request(opportunity: Opportunity, payment: Payment, request_id: str) -> list[FieldViolation]:
@@ -102,6 +111,14 @@ def _amount(value: Decimal, path: str, *, allow_zero: bool = False) -> list[Fiel
 
 def _payment(payment: Payment, path: str) -> list[FieldViolation]:
     violations = [*_id(payment.payment_id, f"{path}.payment_id"), *_amount(payment.amount, f"{path}.amount")]
+    for name, part in (("tip", payment.tip), ("processing_fee", payment.processing_fee)):
+        part_violations = _amount(part, f"{path}.{name}", allow_zero=True)
+        violations += part_violations
+        # Both are parts of what the customer paid: the tip of the payment, the fee out of it.
+        if not part_violations and payment.amount.is_finite() and part > payment.amount > ZERO:
+            violations.append(
+                FieldViolation(f"{path}.{name}", f"{part} is more than the payment's amount {payment.amount}")
+            )
     seen: set[str] = set()
     for i, refund in enumerate(payment.refunds):
         violations += _id(refund.refund_id, f"{path}.refunds[{i}].refund_id")
@@ -145,7 +162,105 @@ def _job(job: Job, path: str) -> list[FieldViolation]:
         violations += line_violations
         if not line_violations and _line_amount_differs(line.quantity, line.unit_price, line.amount):
             violations.append(FieldViolation(f"{line_path}.amount", "must equal quantity × unit_price (to the cent)"))
+    return violations + _job_charges(job, path)
+
+
+def _job_charges(job: Job, path: str) -> list[FieldViolation]:
+    """SPEC §8: tax, discounts, tip and surcharge, and the total they make with the lines."""
+    violations: list[FieldViolation] = []
+    for name, part in _charges(job):
+        violations += _amount(part, f"{path}.{name}", allow_zero=True)
+    if job.tax.is_finite() and job.tax > ZERO and not any(line.taxable for line in job.lines):
+        violations.append(
+            FieldViolation(f"{path}.tax", "tax is charged but no line is taxable: mark the taxed lines taxable")
+        )
+    for i, discount in enumerate(job.discounts):
+        violations += _discount(discount, f"{path}.discounts[{i}]")
+    # QuickBooks has one ApplyTaxAfterDiscount per invoice: the discounts cannot disagree about it.
+    if job.discounts:
+        first = job.discounts[0].after_tax
+        for i, discount in enumerate(job.discounts[1:], start=1):
+            if discount.after_tax != first:
+                violations.append(
+                    FieldViolation(
+                        f"{path}.discounts[{i}].after_tax",
+                        f"must be {str(first).lower()} like discounts[0].after_tax: QuickBooks takes all the "
+                        "discounts of an invoice off either before tax or after it",
+                    )
+                )
+    stated_violations = [] if job.stated_total is None else _amount(job.stated_total, f"{path}.total", allow_zero=True)
+    violations += stated_violations
+    totals = _totals(job)
+    if totals is None:
+        return violations  # a part is refused above: no sum of the parts would mean anything
+    lines_total, discount_total, total = totals
+    if discount_total > lines_total:
+        violations.append(
+            FieldViolation(
+                f"{path}.discounts",
+                f"the discounts total {discount_total}, which is more than the lines' total {lines_total}",
+            )
+        )
+    elif job.stated_total is not None and not stated_violations and job.stated_total != total:
+        violations.append(
+            FieldViolation(
+                f"{path}.total",
+                f"is {job.stated_total} but the invoice totals {total}: lines {lines_total} − discounts "
+                f"{discount_total} + tax {job.tax} + tip {job.tip} + surcharge {job.surcharge}",
+            )
+        )
     return violations
+
+
+def _discount(discount: Discount, path: str) -> list[FieldViolation]:
+    if discount.amount is None and discount.percent is None:
+        return [FieldViolation(path, "needs an amount or a percent")]
+    if discount.amount is not None and discount.percent is not None:
+        return [FieldViolation(path, "is an amount or a percent, not both")]
+    if discount.amount is not None:
+        return _amount(discount.amount, f"{path}.amount")
+    percent = discount.percent
+    assert percent is not None
+    if not percent.is_finite():
+        return [FieldViolation(f"{path}.percent", "must be a number")]
+    if not ZERO < percent <= _HUNDRED:
+        return [FieldViolation(f"{path}.percent", "must be more than 0 and at most 100")]
+    if percent != percent.quantize(_PERCENT_STEP):  # safe: at most 100 by now
+        return [
+            FieldViolation(
+                f"{path}.percent",
+                f"must have at most {MAX_PERCENT_DECIMALS} decimals (QuickBooks holds a percent such as 12.75): "
+                "send the amount off instead",
+            )
+        ]
+    return []
+
+
+def _charges(job: Job) -> tuple[tuple[str, Decimal], ...]:
+    """The job's amounts besides its lines and discounts, by field name."""
+    return (("tax", job.tax), ("tip", job.tip), ("surcharge", job.surcharge))
+
+
+def _totals(job: Job) -> tuple[Decimal, Decimal, Decimal] | None:
+    """The lines' total, the discounts' total and the CRM total (SPEC §8), or None while any part of them
+    is refused (then the parts' own violations say why, and a sum of them would mean nothing).
+
+    Computed exactly: every amount is then in cents and below `_SUMMABLE`, so any sum of them, and a
+    percent of one, keeps all its digits in `_SUM_CONTEXT`. Larger amounts are refused anyway, by QuickBooks'
+    maximum amount (`job_request_limits`)."""
+    amounts = [line.amount for line in job.lines] + [part for _, part in _charges(job)]
+    amounts += [d.amount for d in job.discounts if d.amount is not None]
+    if any(_amount(amount, "", allow_zero=True) or abs(amount) >= _SUMMABLE for amount in amounts):
+        return None
+    if any(_discount(discount, "") for discount in job.discounts):
+        return None
+    with localcontext(_SUM_CONTEXT):
+        return job.lines_total, job.discount_total, job.total
+
+
+_SUMMABLE = Decimal("1E+30")
+# Sums of a few million amounts below _SUMMABLE, and a percent of them, to the cent: exact in 60 digits.
+_SUM_CONTEXT = Context(prec=60, traps=[InvalidOperation, Overflow])
 
 
 def _line_amount_differs(quantity: Decimal, unit_price: Decimal, amount: Decimal) -> bool:
@@ -250,8 +365,40 @@ def _job_limits(job: Job, path: str, limits: FieldLimits) -> list[FieldViolation
         line_violations += _amount_limit(line.unit_price, f"{line_path}.unit_price", limits)
         line_violations += _amount_limit(line.amount, f"{line_path}.amount", limits)
     violations += line_violations
-    if not line_violations and all(line.amount.is_finite() for line in job.lines):
-        violations += _amount_limit(job.total, f"{path}.lines", limits, what="the invoice total")
+    # A part past the maximum is named itself; the total it makes then says nothing more.
+    amount_violations: list[FieldViolation] = []
+    for name, part in _charges(job):
+        amount_violations += _amount_limit(part, f"{path}.{name}", limits)
+    violations += _text_limit(
+        job.tax_rate_name,
+        f"{path}.tax_rate_name",
+        MAX_TAX_RATE_NAME_LENGTH,
+        why="as QuickBooks' own tax rate names",
+    )
+    for i, discount in enumerate(job.discounts):
+        discount_path = f"{path}.discounts[{i}]"
+        violations += _text_limit(discount.description, f"{discount_path}.description", limits.invoice_line_description)
+        if discount.amount is not None:
+            amount_violations += _amount_limit(discount.amount, f"{discount_path}.amount", limits)
+    violations += amount_violations
+    if line_violations or not all(line.amount.is_finite() for line in job.lines):
+        return violations
+    lines_total = money_sum(line.amount for line in job.lines)
+    if lines_total > limits.max_amount:
+        return violations + _amount_limit(lines_total, f"{path}.lines", limits, what="the invoice total")
+    totals = _totals(job)
+    if totals is None or amount_violations or any(v.field.startswith(f"{path}.discounts") for v in violations):
+        return violations
+    violations += _amount_limit(totals[2], f"{path}.total", limits, what="the invoice total (with its charges)")
+    # The one discount line QuickBooks gets names every discount (core.transaction_writer.discount_spec).
+    discount_line = discount_spec(job)
+    if discount_line is not None:
+        violations += _text_limit(
+            discount_line.description,
+            f"{path}.discounts",
+            limits.invoice_line_description,
+            why="QuickBooks' limit of the one discount line's description, which names every discount",
+        )
     return violations
 
 

@@ -46,6 +46,7 @@ from adapters.grpc.status import status_for_job_error
 from core.currency import AmountCurrency
 from core.domain import (
     Customer,
+    Discount,
     EntityRef,
     EntityType,
     InvoiceLine,
@@ -274,6 +275,23 @@ def quantity_to_proto(quantity: Decimal) -> str:
     return str(quantity)
 
 
+def percent_from_proto(text: str, path: str, violations: Violations) -> Decimal:
+    """A decimal string such as "12.5". A bad one stands in as zero, which the core also rejects (a
+    percent is more than zero), so the field is named once and no total is computed from the stand-in."""
+    percent = decimal_from_text(text)
+    if percent is None:
+        violations.append(FieldViolation(path, f'must be a decimal number such as "12.5", not {quoted(text)}'))
+        return _ZERO
+    return percent
+
+
+def _optional_money(parent: Message, name: str, path: str, violations: Violations) -> Decimal | None:
+    """A Money field whose absence means something (not given) other than zero."""
+    if not parent.HasField(name):
+        return None
+    return money_from_proto(getattr(parent, name), _at(path, name), violations)
+
+
 # --- CRM records ---------------------------------------------------------------------------------------
 
 
@@ -331,6 +349,8 @@ def payment_from_proto(msg: resources_pb2.Payment, path: str, violations: Violat
         received_time=timestamp_from_proto(msg, "received_time", path, violations),
         reference=msg.reference,
         refunds=_each(refund_from_proto, msg.refunds, _at(path, "refunds"), violations),
+        tip=money_from_proto(msg.tip, _at(path, "tip"), violations),
+        processing_fee=money_from_proto(msg.processing_fee, _at(path, "processing_fee"), violations),
     )
 
 
@@ -342,7 +362,14 @@ def payment_to_proto(payment: Payment) -> resources_pb2.Payment:
         received_time=timestamp_to_proto(payment.received_time),
         reference=payment.reference,
         refunds=[refund_to_proto(r) for r in payment.refunds],
+        tip=_money_unless_zero(payment.tip),
+        processing_fee=_money_unless_zero(payment.processing_fee),
     )
+
+
+def _money_unless_zero(amount: Decimal) -> money_pb2.Money | None:
+    """An amount that is zero when absent, left unset when it is zero (as a CRM would send it)."""
+    return money_to_proto(amount) if amount else None
 
 
 def invoice_line_from_proto(msg: resources_pb2.InvoiceLine, path: str, violations: Violations) -> InvoiceLine:
@@ -351,6 +378,7 @@ def invoice_line_from_proto(msg: resources_pb2.InvoiceLine, path: str, violation
         quantity=quantity_from_proto(msg.quantity, _at(path, "quantity"), violations),
         unit_price=money_from_proto(msg.unit_price, _at(path, "unit_price"), violations),
         amount=money_from_proto(msg.amount, _at(path, "amount"), violations),
+        taxable=msg.taxable,
     )
 
 
@@ -360,7 +388,28 @@ def invoice_line_to_proto(line: InvoiceLine) -> resources_pb2.InvoiceLine:
         quantity=quantity_to_proto(line.quantity),
         unit_price=money_to_proto(line.unit_price),
         amount=money_to_proto(line.amount),
+        taxable=line.taxable,
     )
+
+
+def discount_from_proto(msg: resources_pb2.Discount, path: str, violations: Violations) -> Discount:
+    """A discount with neither value set is passed on as such: that it needs one is the core's rule."""
+    value = msg.WhichOneof("value")
+    return Discount(
+        description=msg.description,
+        amount=money_from_proto(msg.amount, _at(path, "amount"), violations) if value == "amount" else None,
+        percent=percent_from_proto(msg.percent, _at(path, "percent"), violations) if value == "percent" else None,
+        after_tax=msg.after_tax,
+    )
+
+
+def discount_to_proto(discount: Discount) -> resources_pb2.Discount:
+    msg = resources_pb2.Discount(description=discount.description, after_tax=discount.after_tax)
+    if discount.amount is not None:
+        msg.amount.CopyFrom(money_to_proto(discount.amount))
+    elif discount.percent is not None:
+        msg.percent = str(discount.percent)
+    return msg
 
 
 def job_from_proto(msg: resources_pb2.Job, path: str, violations: Violations) -> Job:
@@ -369,6 +418,13 @@ def job_from_proto(msg: resources_pb2.Job, path: str, violations: Violations) ->
         number=msg.number,
         service_date=date_from_proto(msg, "service_date", path, violations),
         lines=_each(invoice_line_from_proto, msg.lines, _at(path, "lines"), violations),
+        tax=money_from_proto(msg.tax, _at(path, "tax"), violations),
+        tax_rate_name=msg.tax_rate_name,
+        discounts=_each(discount_from_proto, msg.discounts, _at(path, "discounts"), violations),
+        tip=money_from_proto(msg.tip, _at(path, "tip"), violations),
+        surcharge=money_from_proto(msg.surcharge, _at(path, "surcharge"), violations),
+        # Unset is "the CRM states no total", not a total of zero.
+        stated_total=_optional_money(msg, "total", path, violations),
     )
 
 
@@ -378,6 +434,12 @@ def job_to_proto(job: Job) -> resources_pb2.Job:
         number=job.number,
         service_date=date_to_proto(job.service_date),
         lines=[invoice_line_to_proto(line) for line in job.lines],
+        tax=_money_unless_zero(job.tax),
+        tax_rate_name=job.tax_rate_name,
+        discounts=[discount_to_proto(d) for d in job.discounts],
+        tip=_money_unless_zero(job.tip),
+        surcharge=_money_unless_zero(job.surcharge),
+        total=money_to_proto(job.stated_total) if job.stated_total is not None else None,
     )
 
 

@@ -241,6 +241,8 @@ class Payment(_message.Message):
     RECEIVED_TIME_FIELD_NUMBER: _builtins.int
     REFERENCE_FIELD_NUMBER: _builtins.int
     REFUNDS_FIELD_NUMBER: _builtins.int
+    TIP_FIELD_NUMBER: _builtins.int
+    PROCESSING_FEE_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
     """The CRM's id of the payment, unique within the tenant."""
     method: Global___PaymentMethod.ValueType
@@ -261,6 +263,19 @@ class Payment(_message.Message):
         total never exceeds the payment's amount.
         """
 
+    @_builtins.property
+    def tip(self) -> _money_pb2.Money:
+        """The part of `amount` that is the customer's tip (it pays the tip line of the job's invoice); unset
+        means none. Not negative, at most cents, at most `amount`.
+        """
+
+    @_builtins.property
+    def processing_fee(self) -> _money_pb2.Money:
+        """What the card processor kept of `amount` (its fee), recorded for the payout's bank deposit; the
+        payment is still booked at its full `amount`. Unset means none. Not negative, at most cents, at most
+        `amount`.
+        """
+
     def __init__(
         self,
         *,
@@ -270,10 +285,12 @@ class Payment(_message.Message):
         received_time: _timestamp_pb2.Timestamp | None = ...,
         reference: _builtins.str = ...,
         refunds: _abc.Iterable[Global___Refund] | None = ...,
+        tip: _money_pb2.Money | None = ...,
+        processing_fee: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "received_time", b"received_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "processing_fee", b"processing_fee", "received_time", b"received_time", "tip", b"tip"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "method", b"method", "payment_id", b"payment_id", "received_time", b"received_time", "reference", b"reference", "refunds", b"refunds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "method", b"method", "payment_id", b"payment_id", "processing_fee", b"processing_fee", "received_time", b"received_time", "reference", b"reference", "refunds", b"refunds", "tip", b"tip"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -327,10 +344,20 @@ class Job(_message.Message):
     NUMBER_FIELD_NUMBER: _builtins.int
     SERVICE_DATE_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
+    TAX_FIELD_NUMBER: _builtins.int
+    TAX_RATE_NAME_FIELD_NUMBER: _builtins.int
+    DISCOUNTS_FIELD_NUMBER: _builtins.int
+    TIP_FIELD_NUMBER: _builtins.int
+    SURCHARGE_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The CRM's id of the job, unique within the tenant; also the id of its invoice's EntityRef."""
     number: _builtins.str
     """The human-readable job number; the invoice's DocNumber is made from it."""
+    tax_rate_name: _builtins.str
+    """The name of the tax rate the CRM charged (such as "WA Seattle 10.35%"), for the bookkeeper; at most
+    100 characters.
+    """
     @_builtins.property
     def service_date(self) -> _date_pb2.Date:
         """The day the job was done: the invoice's date."""
@@ -339,6 +366,38 @@ class Job(_message.Message):
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___InvoiceLine]:
         """The lines of the job's invoice."""
 
+    @_builtins.property
+    def tax(self) -> _money_pb2.Money:
+        """The CRM's sales tax total for the job, sent to QuickBooks as the invoice's tax as is (QuickBooks'
+        own tax calculation never replaces it). Unset means no tax. Not negative, at most cents; more than
+        zero needs at least one `taxable` line.
+        """
+
+    @_builtins.property
+    def discounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Discount]:
+        """Discounts on the whole invoice, taken off the lines' total. QuickBooks holds one discount per
+        invoice, so all of them must agree on `after_tax`; together they are at most the lines' total.
+        """
+
+    @_builtins.property
+    def tip(self) -> _money_pb2.Money:
+        """The customer's tip, on its own invoice line (the tips item of the settings), never taxed. Unset
+        means none. Not negative, at most cents.
+        """
+
+    @_builtins.property
+    def surcharge(self) -> _money_pb2.Money:
+        """A card fee charged to the customer, on its own invoice line (the surcharge item of the settings),
+        never taxed. Unset means none. Not negative, at most cents.
+        """
+
+    @_builtins.property
+    def total(self) -> _money_pb2.Money:
+        """The CRM's own grand total of the invoice, optional: when set it must equal, to the cent, the lines'
+        total − discounts + tax + tip + surcharge, or the request is INVALID_ARGUMENT naming `job.total`
+        and the parts. The payments are applied against this total.
+        """
+
     def __init__(
         self,
         *,
@@ -346,14 +405,64 @@ class Job(_message.Message):
         number: _builtins.str = ...,
         service_date: _date_pb2.Date | None = ...,
         lines: _abc.Iterable[Global___InvoiceLine] | None = ...,
+        tax: _money_pb2.Money | None = ...,
+        tax_rate_name: _builtins.str = ...,
+        discounts: _abc.Iterable[Global___Discount] | None = ...,
+        tip: _money_pb2.Money | None = ...,
+        surcharge: _money_pb2.Money | None = ...,
+        total: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["service_date", b"service_date"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["service_date", b"service_date", "surcharge", b"surcharge", "tax", b"tax", "tip", b"tip", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "lines", b"lines", "number", b"number", "service_date", b"service_date"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["discounts", b"discounts", "job_id", b"job_id", "lines", b"lines", "number", b"number", "service_date", b"service_date", "surcharge", b"surcharge", "tax", b"tax", "tax_rate_name", b"tax_rate_name", "tip", b"tip", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class Discount(_message.Message):
+    """A discount on the whole invoice of a job: an amount, or a percent of the lines' total."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    PERCENT_FIELD_NUMBER: _builtins.int
+    AFTER_TAX_FIELD_NUMBER: _builtins.int
+    description: _builtins.str
+    """What the discount is for (such as "Senior discount"), shown on the invoice's discount line."""
+    percent: _builtins.str
+    """The percent of the lines' total that comes off, as a decimal string such as "12.5": more than 0,
+    at most 100, at most two decimals (what QuickBooks holds). The amount off is the lines' total times
+    the percent, rounded half up to the cent.
+    """
+    after_tax: _builtins.bool
+    """True when the discount comes off after tax was charged on the full lines, false (the default) when
+    it comes off before tax, so that the tax is charged on the discounted lines. The CRM's `Job.tax` is
+    the tax either way; this tells QuickBooks what the taxable sales were.
+    """
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """The amount off; more than zero, at most cents."""
+
+    def __init__(
+        self,
+        *,
+        description: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        percent: _builtins.str = ...,
+        after_tax: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "percent", b"percent", "value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_tax", b"after_tax", "amount", b"amount", "description", b"description", "percent", b"percent", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_value: _TypeAlias = _typing.Literal["amount", "percent"]  # noqa: Y015
+    _WhichOneofArgType_value: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_value) -> _WhichOneofReturnType_value | None: ...
+
+Global___Discount: _TypeAlias = Discount  # noqa: Y015
 
 @_typing.final
 class InvoiceLine(_message.Message):
@@ -365,10 +474,13 @@ class InvoiceLine(_message.Message):
     QUANTITY_FIELD_NUMBER: _builtins.int
     UNIT_PRICE_FIELD_NUMBER: _builtins.int
     AMOUNT_FIELD_NUMBER: _builtins.int
+    TAXABLE_FIELD_NUMBER: _builtins.int
     description: _builtins.str
     """What was charged for."""
     quantity: _builtins.str
     """The quantity, as a decimal string such as "3.5"."""
+    taxable: _builtins.bool
+    """True when sales tax is charged on this line (QuickBooks tax code TAX), false when not (NON)."""
     @_builtins.property
     def unit_price(self) -> _money_pb2.Money:
         """The price of one unit."""
@@ -384,10 +496,11 @@ class InvoiceLine(_message.Message):
         quantity: _builtins.str = ...,
         unit_price: _money_pb2.Money | None = ...,
         amount: _money_pb2.Money | None = ...,
+        taxable: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "unit_price", b"unit_price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "description", b"description", "quantity", b"quantity", "unit_price", b"unit_price"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "description", b"description", "quantity", b"quantity", "taxable", b"taxable", "unit_price", b"unit_price"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,7 +1,8 @@
 """JSON for the CRM snapshots and job details stored as text.
 
 Amounts are written as decimal strings and times as ISO 8601 with their UTC offset, so both come back
-exactly (a JSON number would be read back as a float).
+exactly (a JSON number would be read back as a float). Keys added later are read with `.get()` and the
+domain's default, so rows written before them still load (a payment stored before tips has none).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from core.connection import ListRef, QuickBooksSettings
 from core.domain import (
+    Discount,
     EntityRef,
     EntityType,
     InvoiceLine,
@@ -47,6 +49,17 @@ def _exact(value: Decimal) -> str:
     return str(value)
 
 
+def _exact_or_none(value: Decimal | None) -> str | None:
+    return None if value is None else _exact(value)
+
+
+def _decimal_or_none(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
+
+
+_NONE = "0.00"  # an amount added later (a tip, a tax) in a row written before it: there was none
+
+
 def payment_to_json(payment: Payment) -> str:
     return _dumps(
         {
@@ -64,6 +77,8 @@ def payment_to_json(payment: Payment) -> str:
                 }
                 for r in payment.refunds
             ],
+            "tip": _exact(payment.tip),
+            "processing_fee": _exact(payment.processing_fee),
         }
     )
 
@@ -85,6 +100,8 @@ def payment_from_json(text: str) -> Payment:
             )
             for r in data["refunds"]
         ),
+        tip=Decimal(data.get("tip", _NONE)),
+        processing_fee=Decimal(data.get("processing_fee", _NONE)),
     )
 
 
@@ -100,9 +117,24 @@ def job_to_json(job: Job) -> str:
                     "quantity": _exact(line.quantity),
                     "unit_price": _exact(line.unit_price),
                     "amount": _exact(line.amount),
+                    "taxable": line.taxable,
                 }
                 for line in job.lines
             ],
+            "tax": _exact(job.tax),
+            "tax_rate_name": job.tax_rate_name,
+            "discounts": [
+                {
+                    "description": d.description,
+                    "amount": _exact_or_none(d.amount),
+                    "percent": _exact_or_none(d.percent),
+                    "after_tax": d.after_tax,
+                }
+                for d in job.discounts
+            ],
+            "tip": _exact(job.tip),
+            "surcharge": _exact(job.surcharge),
+            "stated_total": _exact_or_none(job.stated_total),
         }
     )
 
@@ -119,9 +151,24 @@ def job_from_json(text: str) -> Job:
                 quantity=Decimal(line["quantity"]),
                 unit_price=Decimal(line["unit_price"]),
                 amount=Decimal(line["amount"]),
+                taxable=line.get("taxable", False),
             )
             for line in data["lines"]
         ),
+        tax=Decimal(data.get("tax", _NONE)),
+        tax_rate_name=data.get("tax_rate_name", ""),
+        discounts=tuple(
+            Discount(
+                description=d["description"],
+                amount=_decimal_or_none(d["amount"]),
+                percent=_decimal_or_none(d["percent"]),
+                after_tax=d["after_tax"],
+            )
+            for d in data.get("discounts", [])
+        ),
+        tip=Decimal(data.get("tip", _NONE)),
+        surcharge=Decimal(data.get("surcharge", _NONE)),
+        stated_total=_decimal_or_none(data.get("stated_total")),
     )
 
 

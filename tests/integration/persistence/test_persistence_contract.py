@@ -15,6 +15,7 @@ from core.domain import (
     ApiKey,
     AuditEvent,
     AuditKind,
+    Discount,
     EntityRef,
     EntityType,
     JobError,
@@ -144,6 +145,43 @@ def test_money_round_trips_as_exact_decimals(backend: Backend) -> None:
     assert got_job.job == crm_job()
     assert [str(line.quantity) for line in got_job.job.lines] == ["3.5", "1"]
     assert all(isinstance(v, Decimal) for v in got_record.applied.values())
+
+
+def test_tax_discounts_tips_surcharges_and_fees_round_trip_exactly(backend: Backend) -> None:
+    """SPEC §8's fields, with the digits they were sent with ("12.50" stays "12.50")."""
+    base = crm_job("J1")
+    charged = replace(
+        base,
+        lines=(replace(base.lines[0], taxable=True), base.lines[1]),
+        tax=Decimal("37.80"),
+        tax_rate_name="WA Seattle 9%",
+        discounts=(
+            Discount("Spring move", percent=Decimal("12.50"), after_tax=True),
+            Discount("Coupon", amount=Decimal("10.00"), after_tax=True),
+        ),
+        tip=Decimal("20.00"),
+        surcharge=Decimal("0.01"),
+        stated_total=Decimal("415.36"),
+    )
+    plain = crm_job("J2")  # no charges: stated_total stays None, not zero
+    tipped = replace(payment("P1", amount="500.00"), tip=Decimal("20.00"), processing_fee=Decimal("14.80"))
+    with backend.uow() as uow:
+        uow.snapshots.save_job("t1", "O1", charged, at(1))
+        uow.snapshots.save_job("t1", "O1", plain, None)
+        uow.snapshots.save_payment("t1", "O1", tipped)
+        uow.commit()
+    with backend.uow() as uow:
+        got_charged, got_plain = uow.snapshots.get_job("t1", "J1"), uow.snapshots.get_job("t1", "J2")
+        got_payment = uow.snapshots.get_payment("t1", "P1")
+        closed = uow.snapshots.closed_jobs_of("t1", "O1")
+    assert got_charged == StoredJob("O1", charged, at(1)) and [c.job for c in closed] == [charged]
+    assert got_plain is not None and got_plain.job == plain and got_plain.job.stated_total is None
+    assert [line.taxable for line in got_charged.job.lines] == [True, False]
+    assert [str(d.percent) for d in got_charged.job.discounts] == ["12.50", "None"]
+    assert [d.amount for d in got_charged.job.discounts] == [None, Decimal("10.00")]
+    assert str(got_charged.job.stated_total) == "415.36" and str(got_charged.job.surcharge) == "0.01"
+    assert got_payment is not None and got_payment.payment == tipped
+    assert (str(got_payment.payment.tip), str(got_payment.payment.processing_fee)) == ("20.00", "14.80")
 
 
 def test_datetimes_round_trip_timezone_aware(backend: Backend) -> None:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from adapters.grpc import convert
 from core.domain import (
     Customer,
+    Discount,
     EntityRef,
     EntityType,
     InvoiceLine,
@@ -37,6 +39,7 @@ from core.domain import (
     SyncState,
 )
 from core.errors import FieldViolation, merge_violations
+from core.validation import validate_job_request
 from qbsync.v1 import resources_pb2 as r
 from qbsync.v1 import sync_service_pb2 as s
 
@@ -156,6 +159,104 @@ def test_a_job_round_trips() -> None:
     assert msg.lines[0].quantity == "3.5"
     assert convert.job_from_proto(msg, "job", violations) == job
     assert violations == []
+
+
+def sample_job_with_charges() -> Job:
+    lines = tuple(replace(line, taxable=i == 0) for i, line in enumerate(sample_job().lines))
+    return replace(
+        sample_job(),
+        lines=lines,
+        tax=Decimal("37.80"),
+        tax_rate_name="WA Seattle 9%",
+        discounts=(
+            Discount("Spring move", percent=Decimal("12.5")),
+            Discount("Coupon", amount=Decimal("10.00")),
+        ),
+        tip=Decimal("20.00"),
+        surcharge=Decimal("13.41"),
+        # 447.00 − (55.88 + 10.00) + 37.80 + 20.00 + 13.41, 12.5% of 447.00 being 55.875 → 55.88
+        stated_total=Decimal("452.33"),
+    )
+
+
+def test_a_job_with_tax_discounts_tip_surcharge_and_total_round_trips() -> None:
+    job = sample_job_with_charges()
+    violations: list[FieldViolation] = []
+    msg = convert.job_to_proto(job)
+    assert [line.taxable for line in msg.lines] == [True, False]
+    assert msg.discounts[0].WhichOneof("value") == "percent" and msg.discounts[0].percent == "12.5"
+    assert msg.discounts[1].WhichOneof("value") == "amount"
+    assert convert.job_from_proto(msg, "job", violations) == job
+    assert violations == []
+    opportunity = Opportunity("o1", "1", Customer("c1", last_name="Doe"))
+    assert validate_job_request(opportunity, job, [], "") == []  # a job a CRM could send, total included
+
+
+def test_a_job_without_charges_states_no_total() -> None:
+    violations: list[FieldViolation] = []
+    msg = convert.job_to_proto(sample_job())
+    assert not msg.HasField("total") and not msg.HasField("tax") and not msg.discounts
+    converted = convert.job_from_proto(msg, "job", violations)
+    assert converted.stated_total is None and converted.tax == 0 and violations == []
+    # A total of zero is a stated total, not an absent one: validation compares it.
+    msg.total.CopyFrom(Money(currency_code="USD"))
+    assert convert.job_from_proto(msg, "job", violations).stated_total == Decimal("0.00")
+
+
+def test_a_payment_with_a_tip_and_a_processing_fee_round_trips() -> None:
+    payment = replace(sample_payment(), tip=Decimal("25.00"), processing_fee=Decimal("14.80"))
+    violations: list[FieldViolation] = []
+    msg = convert.payment_to_proto(payment)
+    assert msg.tip == Money(units=25) and msg.processing_fee == Money(units=14, nanos=800_000_000)
+    assert convert.payment_from_proto(msg, "payment", violations) == payment
+    assert violations == []
+
+
+def test_a_discount_with_neither_value_is_left_to_the_core() -> None:
+    violations: list[FieldViolation] = []
+    discount = convert.discount_from_proto(r.Discount(description="?"), "job.discounts[0]", violations)
+    assert discount == Discount("?") and violations == []
+
+
+def test_bad_charges_are_named_by_their_field_path() -> None:
+    msg = r.Job(
+        job_id="j1",
+        number="J-1",
+        service_date=Date(year=2026, month=2, day=28),
+        tax=Money(units=1, nanos=5),  # sub-cent
+        tip=Money(units=-1, nanos=500_000_000),  # mixed signs
+        discounts=[
+            r.Discount(description="ok", percent="12.5"),
+            r.Discount(description="bad", percent="12,5%"),
+            r.Discount(description="bad", amount=Money(units=1, nanos=1)),
+        ],
+        total=Money(units=1, nanos=-1),
+    )
+    violations: list[FieldViolation] = []
+    job = convert.job_from_proto(msg, "job", violations)
+    assert [v.field for v in violations] == [
+        "job.tax",
+        "job.discounts[1].percent",
+        "job.discounts[2].amount",
+        "job.tip",
+        "job.total",
+    ]
+    assert violations[1].description.startswith('must be a decimal number such as "12.5"')
+    assert job.discounts[0].percent == Decimal("12.5")
+    assert job.discounts[1].percent == 0  # the stand-in the core also rejects, so the field is named once
+
+
+def test_a_bad_percent_is_named_once_with_the_cores_findings() -> None:
+    request = s.CloseOutJobRequest(
+        opportunity=r.Opportunity(opportunity_id="o1", customer=r.Customer(customer_id="c1", last_name="Doe")),
+        job=convert.job_to_proto(replace(sample_job(), discounts=(Discount("x", percent=Decimal("5")),))),
+    )
+    request.job.discounts[0].percent = "five"
+    converted = convert.job_request_from_proto(request)
+    found = validate_job_request(converted.opportunity, converted.job, converted.payments, "")
+    assert [v.field for v in found] == ["job.discounts[0].percent"]  # what the stand-in 0 makes of it
+    merged = merge_violations(converted.violations, found)
+    assert [(v.field, v.description[:24]) for v in merged] == [("job.discounts[0].percent", "must be a decimal number")]
 
 
 def test_an_opportunity_round_trips() -> None:
@@ -356,6 +457,41 @@ def test_every_amounts_currency_is_reported_by_its_field_path() -> None:
         ("payments[0].amount", "USD"),
         ("payments[1].amount", "JPY"),
         ("payments[1].refunds[0].amount", "GBP"),
+    ]
+
+
+def test_the_currencies_of_tax_discounts_tips_surcharge_fees_and_total_are_reported_too() -> None:
+    request = s.CloseOutJobRequest(
+        job=r.Job(
+            job_id="j1",
+            tax=Money(currency_code="EUR", units=1),
+            discounts=[
+                r.Discount(percent="5"),
+                r.Discount(amount=Money(currency_code="GBP", units=1)),
+            ],
+            tip=Money(currency_code="JPY", units=1),
+            surcharge=Money(currency_code="CAD", units=1),
+            total=Money(currency_code="AUD", units=1),
+        ),
+        payments=[
+            r.Payment(
+                payment_id="p1",
+                amount=Money(currency_code="USD", units=5),
+                tip=Money(currency_code="CHF", units=1),
+                processing_fee=Money(currency_code="SEK", units=1),
+            )
+        ],
+    )
+    found = convert.job_request_from_proto(request).currencies
+    assert [(a.field, a.code) for a in found] == [
+        ("job.tax", "EUR"),
+        ("job.discounts[1].amount", "GBP"),
+        ("job.tip", "JPY"),
+        ("job.surcharge", "CAD"),
+        ("job.total", "AUD"),
+        ("payments[0].amount", "USD"),
+        ("payments[0].tip", "CHF"),
+        ("payments[0].processing_fee", "SEK"),
     ]
 
 
