@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from core.domain import InvoiceLine, PaymentMethod
+from core.domain import InvoiceLine, Job, PaymentMethod
 from core.money import ZERO, money_sum
 
 
@@ -110,6 +110,23 @@ class DiscountSpec:
     amount: Decimal
     description: str
     apply_tax_after_discount: bool  # QBO's ApplyTaxAfterDiscount: the discount comes off before tax
+
+    @staticmethod
+    def of(job: Job) -> DiscountSpec | None:
+        """The job's discounts as QuickBooks' one discount line: their amounts together, each named with its
+        percent where it has one. Validation has made sure they agree on before or after tax."""
+        if not job.discounts:
+            return None
+        lines_total = job.lines_total
+        names = [
+            " ".join(filter(None, [d.description, f"({d.percent}%)" if d.percent is not None else ""]))
+            for d in job.discounts
+        ]
+        return DiscountSpec(
+            amount=money_sum(d.amount_off(lines_total) for d in job.discounts),
+            description="; ".join(n for n in names if n) or "Discount",
+            apply_tax_after_discount=not job.discounts[0].after_tax,
+        )
 
 
 @dataclass(frozen=True)

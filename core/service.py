@@ -7,7 +7,6 @@ its job. The work itself happens in the background (core/worker.py).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -39,6 +38,7 @@ from core.errors import (
     ValidationError,
     merge_violations,
 )
+from core.fingerprint import request_fingerprint
 from core.ports import AccountingSystems, Clock, IdSource, RequestIdTakenError, UnitOfWork, UnitOfWorkFactory
 from core.text import clean_job, clean_opportunity, clean_payment, usable_as_id
 from core.validation import (
@@ -63,10 +63,6 @@ S = TypeVar("S")
 def require(principal: Principal, permission: Permission) -> None:
     if not principal.can(permission):
         raise PermissionDeniedError(f"this API key lacks the {permission.value!r} permission")
-
-
-def _fingerprint(*parts: object) -> str:
-    return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
 def _use_case_of_kind(
@@ -130,7 +126,7 @@ class SyncService:
                 ],
             )
         )
-        fingerprint = _fingerprint(SyncJobKind.SYNC_PAYMENT, opportunity, payment)
+        fingerprint = request_fingerprint(SyncJobKind.SYNC_PAYMENT, opportunity, payment)
         target = EntityRef(EntityType.PAYMENT, payment.payment_id)
 
         def stage(uow: UnitOfWork) -> None:
@@ -166,7 +162,7 @@ class SyncService:
                 ],
             )
         )
-        fingerprint = _fingerprint(kind, opportunity, job, tuple(payments))
+        fingerprint = request_fingerprint(kind, opportunity, job, tuple(payments))
         target = EntityRef(EntityType.INVOICE, job.job_id)
         tenant = principal.tenant_id
 

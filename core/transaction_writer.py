@@ -15,7 +15,6 @@ from core.accounting import DiscountSpec, InvoiceSpec, LinkLine, PaymentSpec, Re
 from core.allocation import shrink_only
 from core.domain import ClosedJob, EntityRef, EntityType, Job, Opportunity, Payment, PaymentMethod, Refund, SyncRecord
 from core.errors import InvoiceTotalMismatchError, LinkedRecordGoneError
-from core.money import money_sum
 from core.record_writer import RecordWriter, SpecBuilder
 from core.sync_plans import DetachPayment, Plan, Step, WriteInvoice, WritePayment, WriteRefund
 from core.sync_run import OpportunityBooks, SyncRun
@@ -185,7 +184,7 @@ def refund_spec(customer_id: str, opportunity: Opportunity, payment: Payment, re
 
 
 def invoice_spec(customer_id: str, opportunity: Opportunity, job: Job) -> SpecBuilder:
-    discount = discount_spec(job)
+    discount = DiscountSpec.of(job)
     # With no tax charged, every line goes as NON: automated sales tax is reported not to honour a zero
     # TotalTax override and would add its own tax to TAX lines (QUICKBOOKS.md), and a line nobody was
     # charged tax on is, for the books, not taxable on this invoice.
@@ -207,23 +206,6 @@ def invoice_spec(customer_id: str, opportunity: Opportunity, job: Job) -> SpecBu
         )
 
     return spec
-
-
-def discount_spec(job: Job) -> DiscountSpec | None:
-    """The job's discounts as QuickBooks' one discount line: their amounts together, each named with its
-    percent where it has one. Validation has made sure they agree on before or after tax."""
-    if not job.discounts:
-        return None
-    lines_total = job.lines_total
-    names = [
-        " ".join(filter(None, [d.description, f"({d.percent}%)" if d.percent is not None else ""]))
-        for d in job.discounts
-    ]
-    return DiscountSpec(
-        amount=money_sum(d.amount_off(lines_total) for d in job.discounts),
-        description="; ".join(n for n in names if n) or "Discount",
-        apply_tax_after_discount=not job.discounts[0].after_tax,
-    )
 
 
 def _payment_ref(payment: Payment) -> EntityRef:

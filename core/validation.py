@@ -10,13 +10,13 @@ import re
 from datetime import date
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, InvalidOperation, Overflow, localcontext
 
+from core.accounting import DiscountSpec
 from core.customer_matching import MAX_NAME_SUFFIX
 from core.domain import Customer, Discount, Job, Opportunity, Payment
 from core.errors import FieldViolation, quoted
 from core.limits import FieldLimits, quantity_fits
 from core.money import CENT, ZERO, has_at_most_cents, money_sum
 from core.text import usable_as_id
-from core.transaction_writer import discount_spec
 
 MAX_REQUEST_ID_LENGTH = 50
 MAX_ID_LENGTH = 100
@@ -390,8 +390,8 @@ def _job_limits(job: Job, path: str, limits: FieldLimits) -> list[FieldViolation
     if totals is None or amount_violations or any(v.field.startswith(f"{path}.discounts") for v in violations):
         return violations
     violations += _amount_limit(totals[2], f"{path}.total", limits, what="the invoice total (with its charges)")
-    # The one discount line QuickBooks gets names every discount (core.transaction_writer.discount_spec).
-    discount_line = discount_spec(job)
+    # The one discount line QuickBooks gets names every discount (core.accounting.DiscountSpec.of).
+    discount_line = DiscountSpec.of(job)
     if discount_line is not None:
         violations += _text_limit(
             discount_line.description,
