@@ -26,8 +26,8 @@ from typing import Self
 
 from core.accounting import AccountingCustomer, NewCustomer, QuickBooksRef, TxnKind, TxnSpec
 from core.company_lists import ListEntry, ListKind
+from core.company_preferences import CompanyPreferences
 from core.connection import ListRef
-from core.currency import CompanyCurrency
 from core.domain import SyncJob
 from core.errors import LeaseLostError
 from core.ports import UNFENCED, AccountingSystem, Clock, UnitOfWorkFactory, WriteFence
@@ -202,8 +202,8 @@ class FencedAccountingSystem(AccountingSystem):
     def find_list_entry(self, kind: ListKind, ref: ListRef) -> ListEntry | None:
         return self._system.find_list_entry(kind, ref)
 
-    def company_currency(self) -> CompanyCurrency:
-        return self._system.company_currency()
+    def company_preferences(self) -> CompanyPreferences:
+        return self._system.company_preferences()
 
 
 class BothFences(WriteFence):

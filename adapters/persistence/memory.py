@@ -30,8 +30,8 @@ from datetime import datetime
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 
+from core.company_preferences import CompanyPreferences
 from core.connection import ConnectionState, QuickBooksConnection, QuickBooksSettings, TokenGrant
-from core.currency import CompanyCurrency
 from core.domain import (
     ApiKey,
     AuditEvent,
@@ -457,14 +457,17 @@ class InMemoryConnectionRepository(_Repository, ConnectionRepository):
         with self._db.lock:
             self._tx.connections.put(connection.tenant_id, _copy(connection))
 
-    def save_company_currency(self, tenant_id: str, currency: CompanyCurrency) -> bool:
+    def save_company_preferences(self, tenant_id: str, preferences: CompanyPreferences) -> bool:
         with self._db.lock:
             connection = _copy(self._tx.connections.get(tenant_id))
             if connection is None:
                 return False
-            connection.home_currency, connection.multicurrency = currency.home, currency.multicurrency
+            connection.home_currency = preferences.currency.home
+            connection.multicurrency = preferences.currency.multicurrency
+            connection.sales_tax = preferences.sales_tax
             self._tx.connections.put(tenant_id, connection)
             return True
+
     def save_tokens(self, tenant_id: str, grant: TokenGrant, *, replacing: str) -> bool:
         current = self._locked(tenant_id)
         if current is None or current.state is not ConnectionState.CONNECTED or current.refresh_token != replacing:

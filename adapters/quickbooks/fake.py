@@ -30,6 +30,8 @@ from core.accounting import (
     TxnSpec,
 )
 from core.company_lists import ListEntry, ListKind, pick_by_name
+from core.company_preferences import CompanyPreferences
+from core.company_tax import SalesTax
 from core.connection import ListRef
 from core.currency import CompanyCurrency
 from core.domain import normalise
@@ -142,6 +144,8 @@ class FakeQuickBooks(AccountingSystem):
     # CurrencyPrefs: a new QuickBooks company in the US is in USD with multicurrency off.
     home_currency: str = "USD"
     multicurrency: bool = False
+    # TaxPrefs: every US company created since November 2017 has automated sales tax.
+    sales_tax: SalesTax = SalesTax.AUTOMATED
     pending_deactivations: dict[str, int] = field(default_factory=dict)  # customer id -> calls to wait
     _next_id: int = 1
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -198,10 +202,11 @@ class FakeQuickBooks(AccountingSystem):
             self._call(write=False)
             entries = self.lists[kind]
             return entries.get(ref.id) if ref.id else pick_by_name(entries.values(), ref.name)
-    def company_currency(self) -> CompanyCurrency:
+
+    def company_preferences(self) -> CompanyPreferences:
         with self._lock:
             self._call(write=False)
-            return CompanyCurrency(self.home_currency, self.multicurrency)
+            return CompanyPreferences(CompanyCurrency(self.home_currency, self.multicurrency), self.sales_tax)
 
     # --- what testers use ---------------------------------------------------------------------------
 
@@ -382,9 +387,7 @@ class FakeQuickBooks(AccountingSystem):
             for line in spec.lines:
                 target = self.txns.get(line.txn_id)
                 if target is None or not target.live or target.entity != _entity_of(line.txn_kind):
-                    raise LinkedRecordGoneError(
-                        f"the payment links {line.txn_kind.value} {line.txn_id}, which is gone"
-                    )
+                    raise LinkedRecordGoneError(f"the payment links {line.txn_kind.value} {line.txn_id}, which is gone")
                 if target.spec.customer_id != spec.customer_id:
                     raise BookkeepingError("a payment can only link its own customer's transactions")
                 if line.txn_kind is TxnKind.INVOICE:

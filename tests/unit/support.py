@@ -14,8 +14,8 @@ from adapters.quickbooks.fake import FakeQuickBooks, FakeQuickBooksCompanies
 from core.accounting import AccountingCustomer, NewCustomer, PaymentSpec, QuickBooksRef, TxnKind, TxnSpec
 from core.auth import ApiKeys
 from core.company_lists import ListEntry, ListKind
+from core.company_preferences import CompanyPreferences
 from core.connection import ListRef
-from core.currency import CompanyCurrency
 from core.domain import Permission, Principal
 from core.limits import FieldLimits
 from core.ports import UNFENCED, AccountingSystem, AccountingSystems, WriteFence
@@ -165,8 +165,8 @@ class HookedCompany(AccountingSystem):
     def find_list_entry(self, kind: ListKind, ref: ListRef) -> ListEntry | None:
         return self._system.find_list_entry(kind, ref)
 
-    def company_currency(self) -> CompanyCurrency:
-        return self._system.company_currency()
+    def company_preferences(self) -> CompanyPreferences:
+        return self._system.company_preferences()
 
     def _note(self, spec: TxnSpec) -> None:
         if isinstance(spec, PaymentSpec):

@@ -16,6 +16,8 @@ from adapters.quickbooks.emulator import EmulatorServer, run_emulator
 from adapters.quickbooks.oauth import IntuitAuthorization
 from adapters.quickbooks.qbo import QuickBooksAccountingSystems, RetryPolicy
 from adapters.system import SystemClock, UuidIdSource
+from core.company_preferences import CompanyPreferences
+from core.company_tax import SalesTax
 from core.connection import ConnectionState, QuickBooksConnection
 from core.connections_service import ConnectionService
 from core.currency import CompanyCurrency
@@ -191,12 +193,20 @@ def test_a_company_that_cannot_be_read_at_connect_time_stays_connected_unread(
     uow = InMemoryUnitOfWorkFactory()
     service = _service(uow, app)
     connection = service.connect_with_tokens(
-        "acme", "4620", app["client_id"], app["client_secret"], tokens["refresh_token"], tokens["access_token"],
-        environment=emulator.discovery_url, api_base_url=emulator.base_api_url,
+        "acme",
+        "4620",
+        app["client_id"],
+        app["client_secret"],
+        tokens["refresh_token"],
+        tokens["access_token"],
+        environment=emulator.discovery_url,
+        api_base_url=emulator.base_api_url,
     )
     assert connection.state is ConnectionState.CONNECTED and connection.home_currency == ""
 
-    assert service.refresh_company_currency("acme") == CompanyCurrency("USD", multicurrency=False)
+    assert service.refresh_company_preferences("acme") == CompanyPreferences(
+        CompanyCurrency("USD", multicurrency=False), SalesTax.AUTOMATED
+    )
     with uow() as unit:
         stored = unit.connections.get("acme")
     assert stored is not None and stored.home_currency == "USD"

@@ -19,6 +19,8 @@ from adapters.persistence.encryption import EncryptionKeyError, SecretBox, gener
 from adapters.persistence.sqlalchemy import SqlAlchemyUnitOfWorkFactory, create_engine_for
 from adapters.persistence.sqlalchemy.connections import MissingEncryptionKeyError
 from adapters.persistence.sqlalchemy.migrate import alembic_config
+from core.company_preferences import CompanyPreferences
+from core.company_tax import SalesTax
 from core.connection import ConnectionState, ListRef, QuickBooksConnection, QuickBooksSettings, TokenGrant
 from core.currency import CompanyCurrency
 from core.domain import PaymentMethod
@@ -92,10 +94,13 @@ def test_the_company_currency_is_stored_with_the_connection(backend: Backend) ->
 def test_saving_the_company_currency_changes_nothing_else(backend: Backend) -> None:
     _save(backend, connection(home_currency="", refresh_token="RT-rotated"))
     with backend.uow() as uow:
-        assert uow.connections.save_company_currency("t1", CompanyCurrency("EUR", multicurrency=True))
-        assert not uow.connections.save_company_currency("nobody", CompanyCurrency("EUR"))
+        eur = CompanyCurrency("EUR", multicurrency=True)
+        assert uow.connections.save_company_preferences("t1", CompanyPreferences(eur, SalesTax.MANUAL))
+        assert not uow.connections.save_company_preferences("nobody", CompanyPreferences(eur, SalesTax.NONE))
         uow.commit()
-    assert _get(backend, "t1") == connection(home_currency="EUR", multicurrency=True, refresh_token="RT-rotated")
+    assert _get(backend, "t1") == connection(
+        home_currency="EUR", multicurrency=True, sales_tax=SalesTax.MANUAL, refresh_token="RT-rotated"
+    )
     assert _get(backend, "nobody") is None
 
 
