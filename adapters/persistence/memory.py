@@ -467,7 +467,6 @@ class InMemoryConnectionRepository(_Repository, ConnectionRepository):
             connection.sales_tax = preferences.sales_tax
             self._tx.connections.put(tenant_id, connection)
             return True
-
     def save_tokens(self, tenant_id: str, grant: TokenGrant, *, replacing: str) -> bool:
         current = self._locked(tenant_id)
         if current is None or current.state is not ConnectionState.CONNECTED or current.refresh_token != replacing:

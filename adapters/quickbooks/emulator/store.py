@@ -95,16 +95,8 @@ DOC_NUMBER_MAX = 21  # QBO's limit on DocNumber length
 # shows up as a Fault here (tests/integration/quickbooks/test_field_limits.py also compares the two).
 # Lengths are Intuit's API reference ("max N chars"); a longer value is Fault 2050, as QBO answers it.
 _NAME_LIMITS = {
-    "DisplayName": 500,
-    "Title": 16,
-    "GivenName": 100,
-    "MiddleName": 100,
-    "FamilyName": 100,
-    "Suffix": 16,
-    "CompanyName": 100,
-    "PrintOnCheckName": 110,
-    "Notes": 2000,
-    "PrimaryEmailAddr.Address": 100,
+    "DisplayName": 500, "Title": 16, "GivenName": 100, "MiddleName": 100, "FamilyName": 100, "Suffix": 16,
+    "CompanyName": 100, "PrintOnCheckName": 110, "Notes": 2000, "PrimaryEmailAddr.Address": 100,
     "PrimaryPhone.FreeFormNumber": 30,
 }
 MAX_LENGTH: dict[str, dict[str, int]] = {
@@ -168,11 +160,9 @@ def _txn_date(record: JsonDict) -> None:
 def _check_length(element: str, value: str, limit: int) -> None:
     if len(value) > limit:
         raise QboFault(
-            "2050",
-            "String length is either shorter or longer than supported by specification",
+            "2050", "String length is either shorter or longer than supported by specification",
             f"String length specified does not match the supported length. Min:0 Max:{limit} supported. "
-            f"Supplied length:{len(value)}",
-            element,
+            f"Supplied length:{len(value)}", element,
         )
 
 
@@ -209,8 +199,7 @@ def _check_text(entity: str, record: JsonDict) -> None:
     for text in _strings(record):
         if any(_xml_illegal(char) for char in text):
             raise QboFault(
-                "2040",
-                "Invalid String",
+                "2040", "Invalid String",
                 "The String may contain unsupported or illegal chars: Element contains invalid characters",
             )
     for path, limit in MAX_LENGTH.get(entity, {}).items():
@@ -275,13 +264,9 @@ class Realm:
         income = self.find_by_name("Account", "Services")
         assert income is not None
         self._insert("Item", {"Name": "Services", "Type": "Service", "IncomeAccountRef": {"value": income["Id"]}})
-        for method, kind in [
-            ("Cash", "NON_CREDIT_CARD"),
-            ("Check", "NON_CREDIT_CARD"),
-            ("Credit Card", "CREDIT_CARD"),
-            ("ACH", "NON_CREDIT_CARD"),
-            ("Other", "NON_CREDIT_CARD"),
-        ]:
+        for method, kind in [("Cash", "NON_CREDIT_CARD"), ("Check", "NON_CREDIT_CARD"),
+                             ("Credit Card", "CREDIT_CARD"), ("ACH", "NON_CREDIT_CARD"),
+                             ("Other", "NON_CREDIT_CARD")]:
             self._insert("PaymentMethod", {"Name": method, "Type": kind})
 
     def find_by_name(self, entity: str, name: str) -> JsonDict | None:
@@ -515,14 +500,9 @@ class Realm:
             payments = ledger.linked_payments.get(key, [])
             if payments:
                 out["LinkedTxn"] = [{"TxnId": pid, "TxnType": "Payment"} for pid in dict.fromkeys(payments)]
-            out["Line"] = [
-                *out.get("Line", []),
-                {
-                    "Amount": record["TotalAmt"],
-                    "DetailType": "SubTotalLineDetail",
-                    "SubTotalLineDetail": {},
-                },
-            ]
+            out["Line"] = [*out.get("Line", []), {
+                "Amount": record["TotalAmt"], "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {},
+            }]
         elif entity == "Customer":
             balance = ledger.customer_balance.get(record["Id"], Decimal("0.00"))
             out["Balance"] = balance
@@ -572,28 +552,24 @@ class Realm:
         if not normalized:
             self._normalize(entity, record, None)
         stamp = qbo_time()
-        record.update(
-            {
-                "Id": self._next_id(entity),
-                "SyncToken": "0",
-                "domain": "QBO",
-                "sparse": False,
-                "MetaData": {"CreateTime": stamp, "LastUpdatedTime": stamp},
-            }
-        )
+        record.update({
+            "Id": self._next_id(entity),
+            "SyncToken": "0",
+            "domain": "QBO",
+            "sparse": False,
+            "MetaData": {"CreateTime": stamp, "LastUpdatedTime": stamp},
+        })
         self.records[entity][record["Id"]] = record
         return record
 
     def _replace(self, entity: str, current: JsonDict, record: JsonDict) -> JsonDict:
-        record.update(
-            {
-                "Id": current["Id"],
-                "SyncToken": str(int(current["SyncToken"]) + 1),
-                "domain": "QBO",
-                "sparse": False,
-                "MetaData": {"CreateTime": current["MetaData"]["CreateTime"], "LastUpdatedTime": qbo_time()},
-            }
-        )
+        record.update({
+            "Id": current["Id"],
+            "SyncToken": str(int(current["SyncToken"]) + 1),
+            "domain": "QBO",
+            "sparse": False,
+            "MetaData": {"CreateTime": current["MetaData"]["CreateTime"], "LastUpdatedTime": qbo_time()},
+        })
         self.records[entity][current["Id"]] = record
         return record
 
@@ -603,8 +579,7 @@ class Realm:
         for payment in list(self.records["Payment"].values()):
             lines = payment.get("Line", [])
             kept = [
-                line
-                for line in lines
+                line for line in lines
                 if not any(
                     link["TxnId"] == entity_id and link["TxnType"] in txn_types for link in line.get("LinkedTxn", [])
                 )
@@ -617,13 +592,7 @@ class Realm:
 
     # ----------------------------------------------------------------- references
     def _ref(
-        self,
-        record: JsonDict,
-        key: str,
-        entities: Iterable[str],
-        element: str,
-        *,
-        required: bool = False,
+        self, record: JsonDict, key: str, entities: Iterable[str], element: str, *, required: bool = False,
         allow_inactive: bool = False,
     ) -> tuple[str, JsonDict] | None:
         """Resolve ``record[key]`` (a ``{"value": id}`` ref) among ``entities``; fill in its ``name``."""
@@ -692,7 +661,7 @@ class Realm:
         record["FullyQualifiedName"] = name
         email = record.get("PrimaryEmailAddr")
         if email is not None and not (isinstance(email, dict) and isinstance(email.get("Address", ""), str)):
-            raise errors.invalid_property('PrimaryEmailAddr must be {"Address": ...}', "PrimaryEmailAddr")
+            raise errors.invalid_property("PrimaryEmailAddr must be {\"Address\": ...}", "PrimaryEmailAddr")
 
     def _list_name(self, entity: str, record: JsonDict, own_id: str | None) -> str:
         name = record.get("Name")
@@ -828,7 +797,8 @@ class Realm:
             amount = _money_field(line, "Amount", "Line.Amount", required=True)
             assert amount is not None
             detail = line.setdefault("AccountBasedExpenseLineDetail", {})
-            self._ref(detail, "AccountRef", ["Account"], "Line.AccountBasedExpenseLineDetail.AccountRef", required=True)
+            self._ref(detail, "AccountRef", ["Account"], "Line.AccountBasedExpenseLineDetail.AccountRef",
+                      required=True)
             total += amount
             line["Id"] = str(number)
             line["LineNum"] = number
@@ -853,8 +823,7 @@ class Realm:
                 role = "payee" if entity == "Purchase" else "customer"
                 raise errors.business_rule(
                     f"{entity} {own_id} is linked from Payment {payment_id} of customer {payment_customer}; "
-                    f"its {role} cannot change",
-                    "CustomerRef" if entity == "Invoice" else "EntityRef",
+                    f"its {role} cannot change", "CustomerRef" if entity == "Invoice" else "EntityRef",
                 )
 
     def _payment(self, record: JsonDict, own_id: str | None) -> None:
@@ -871,9 +840,8 @@ class Realm:
                 record["DepositToAccountRef"] = {"value": undeposited["Id"]}
         deposit = self._ref(record, "DepositToAccountRef", ["Account"], "DepositToAccountRef")
         if deposit is not None and deposit[1].get("AccountType") not in ("Bank", "Other Current Asset"):
-            raise errors.business_rule(
-                "DepositToAccountRef must be a bank or other current asset account", "DepositToAccountRef"
-            )
+            raise errors.business_rule("DepositToAccountRef must be a bank or other current asset account",
+                                       "DepositToAccountRef")
         _txn_date(record)
         ledger = self._ledger()
         applied_here: dict[tuple[str, str], Decimal] = {}
@@ -893,9 +861,8 @@ class Realm:
             target_entity = _LINKABLE[txn_type]
             target = self.records[target_entity].get(txn_id)
             if target is None:
-                raise errors.invalid_reference(
-                    "Line.LinkedTxn.TxnId", f"Invalid Reference Id : {txn_type} {txn_id} does not exist"
-                )
+                raise errors.invalid_reference("Line.LinkedTxn.TxnId",
+                                               f"Invalid Reference Id : {txn_type} {txn_id} does not exist")
             if target_entity == "Purchase":
                 is_check = target.get("PaymentType") == "Check"
                 if is_check != (txn_type == "Check"):
@@ -921,12 +888,8 @@ class Realm:
             if own_id is not None:  # the payment's own previous lines are being replaced
                 old = self.records["Payment"][own_id]
                 elsewhere -= sum(
-                    (
-                        line["Amount"]
-                        for line in old.get("Line", [])
-                        for link in line.get("LinkedTxn", [])
-                        if (_LINKABLE[link["TxnType"]], link["TxnId"]) == key
-                    ),
+                    (line["Amount"] for line in old.get("Line", [])
+                     for link in line.get("LinkedTxn", []) if (_LINKABLE[link["TxnType"]], link["TxnId"]) == key),
                     Decimal("0.00"),
                 )
             available = self.records[key[0]][key[1]]["TotalAmt"] - elsewhere
@@ -938,8 +901,8 @@ class Realm:
         unapplied = total - sum(applied_here.values(), Decimal("0.00"))
         if unapplied < 0:
             raise errors.business_rule(
-                f"The payment amount ({total}) is less than the total applied to transactions ({total - unapplied})",
-                "TotalAmt",
+                f"The payment amount ({total}) is less than the total applied to transactions "
+                f"({total - unapplied})", "TotalAmt",
             )
         record["UnappliedAmt"] = unapplied
         record.setdefault("ProcessPayment", False)
