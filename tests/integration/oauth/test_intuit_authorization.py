@@ -204,3 +204,28 @@ def test_a_company_that_cannot_be_read_at_connect_time_stays_connected_unread(
     with uow() as unit:
         stored = unit.connections.get("acme")
     assert stored is not None and stored.home_currency == "USD"
+
+
+def test_connecting_reads_the_sales_tax_mode_through_the_real_adapter_and_a_refresh_sees_a_change(
+    emulator: EmulatorServer, app: dict[str, str]
+) -> None:
+    tokens = emulator.create_realm(realm_id="4620", client_id=app["client_id"], client_secret=app["client_secret"])
+    realm = emulator.state.realm("4620")
+    assert realm is not None
+    realm.sales_tax = "MANUAL"  # type: ignore[attr-defined]  # sales tax set up by hand in QuickBooks
+    uow = InMemoryUnitOfWorkFactory()
+    service = _service(uow, app)
+    connection = service.connect_with_tokens(
+        "acme", "4620", app["client_id"], app["client_secret"], tokens["refresh_token"], tokens["access_token"],
+        environment=emulator.discovery_url, api_base_url=emulator.base_api_url,
+    )
+    assert connection.sales_tax is SalesTax.MANUAL
+
+    realm.sales_tax = "NONE"  # type: ignore[attr-defined]  # the company turned sales tax off
+    preferences = service.refresh_company_preferences("acme")
+    assert preferences is not None and preferences.sales_tax is SalesTax.NONE
+    with uow() as unit:
+        stored = unit.connections.get("acme")
+        events = [e.message for e in unit.audit.list("acme", limit=10) if e.kind == "QUICKBOOKS_SALES_TAX_READ"]
+    assert stored is not None and stored.sales_tax is SalesTax.NONE and stored.home_currency == "USD"
+    assert events == ["sales tax NONE (was MANUAL)", "sales tax MANUAL (was not read)"]  # newest first

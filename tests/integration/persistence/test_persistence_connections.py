@@ -104,6 +104,24 @@ def test_saving_the_company_currency_changes_nothing_else(backend: Backend) -> N
     assert _get(backend, "nobody") is None
 
 
+@pytest.mark.parametrize("mode", [*SalesTax, None])
+def test_the_sales_tax_mode_is_stored_with_the_connection(backend: Backend, mode: SalesTax | None) -> None:
+    _save(backend, connection(sales_tax=mode))
+    assert _get(backend, "t1") == connection(sales_tax=mode)
+
+
+def test_saving_the_company_preferences_replaces_a_known_sales_tax_mode_and_nothing_else(backend: Backend) -> None:
+    _save(backend, connection(sales_tax=SalesTax.AUTOMATED, settings=QuickBooksSettings(doc_number_prefix="X-")))
+    with backend.uow() as uow:
+        assert uow.connections.save_company_preferences("t1", CompanyPreferences(CompanyCurrency("USD"), SalesTax.NONE))
+        uow.commit()
+    expected = connection(sales_tax=SalesTax.NONE, settings=QuickBooksSettings(doc_number_prefix="X-"))
+    assert _get(backend, "t1") == expected
+    with backend.uow() as uow:  # not committed: discarded
+        uow.connections.save_company_preferences("t1", CompanyPreferences(CompanyCurrency("CAD"), SalesTax.MANUAL))
+    assert _get(backend, "t1") == expected
+
+
 def test_a_saved_connection_comes_back_whole(backend: Backend) -> None:
     _save(backend, connection())
     got = _get(backend, "t1")
@@ -470,3 +488,10 @@ def test_migration_0004_leaves_existing_connections_whole_and_unread(sql_backend
     _migrate_to(sql_backend.url, "0003", down=True)
     _migrate_to(sql_backend.url, "head", down=False)
     assert _get(sql_backend, "t1") == connection(home_currency="", multicurrency=False)
+
+
+def test_migration_0005_leaves_existing_connections_whole_with_the_sales_tax_unread(sql_backend: Backend) -> None:
+    _save(sql_backend, connection(home_currency="CAD", sales_tax=SalesTax.MANUAL))
+    _migrate_to(sql_backend.url, "0004", down=True)
+    _migrate_to(sql_backend.url, "head", down=False)
+    assert _get(sql_backend, "t1") == connection(home_currency="CAD", sales_tax=None)
