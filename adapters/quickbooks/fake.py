@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from adapters.quickbooks.qbo.limits import QBO_FIELD_LIMITS
+from core import company_preferences
 from core.accounting import (
     AccountingCustomer,
     InvoiceSpec,
@@ -30,7 +31,6 @@ from core.accounting import (
     TxnSpec,
 )
 from core.company_lists import ListEntry, ListKind, pick_by_name
-from core.company_preferences import CompanyPreferences
 from core.company_tax import SalesTax
 from core.connection import ListRef
 from core.currency import CompanyCurrency
@@ -144,7 +144,7 @@ class FakeQuickBooks(AccountingSystem):
     # CurrencyPrefs: a new QuickBooks company in the US is in USD with multicurrency off.
     home_currency: str = "USD"
     multicurrency: bool = False
-    # TaxPrefs: every US company created since November 2017 has automated sales tax.
+    # How the company treats sales tax (the emulator's `sales_tax` state and admin controls, the same names):
     sales_tax: SalesTax = SalesTax.AUTOMATED
     pending_deactivations: dict[str, int] = field(default_factory=dict)  # customer id -> calls to wait
     _next_id: int = 1
@@ -202,10 +202,11 @@ class FakeQuickBooks(AccountingSystem):
             self._call(write=False)
             entries = self.lists[kind]
             return entries.get(ref.id) if ref.id else pick_by_name(entries.values(), ref.name)
-    def company_preferences(self) -> CompanyPreferences:
+    def company_preferences(self) -> company_preferences.CompanyPreferences:
         with self._lock:
             self._call(write=False)
-            return CompanyPreferences(CompanyCurrency(self.home_currency, self.multicurrency), self.sales_tax)
+            currency = CompanyCurrency(self.home_currency, self.multicurrency)
+            return company_preferences.CompanyPreferences(currency, self.sales_tax)
 
     # --- what testers use ---------------------------------------------------------------------------
 
