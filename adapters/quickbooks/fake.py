@@ -19,7 +19,6 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from adapters.quickbooks.qbo.limits import QBO_FIELD_LIMITS
-from core import company_preferences
 from core.accounting import (
     AccountingCustomer,
     InvoiceSpec,
@@ -46,7 +45,7 @@ from core.errors import (
     ThrottledError,
 )
 from core.money import ZERO, money_sum
-from core.ports import UNFENCED, AccountingSystem, AccountingSystems, WriteFence
+from core.ports import UNFENCED, AccountingSystem, AccountingSystems, CompanyPreferences, WriteFence
 
 SANDBOX_APP = "https://app.sandbox.qbo.intuit.com"
 
@@ -202,11 +201,11 @@ class FakeQuickBooks(AccountingSystem):
             self._call(write=False)
             entries = self.lists[kind]
             return entries.get(ref.id) if ref.id else pick_by_name(entries.values(), ref.name)
-    def company_preferences(self) -> company_preferences.CompanyPreferences:
+    def company_preferences(self) -> CompanyPreferences:
         with self._lock:
             self._call(write=False)
             currency = CompanyCurrency(self.home_currency, self.multicurrency)
-            return company_preferences.CompanyPreferences(currency, self.sales_tax)
+            return CompanyPreferences(currency, self.sales_tax)
 
     # --- what testers use ---------------------------------------------------------------------------
 
