@@ -31,6 +31,7 @@ from qbsync.v1 import resources_pb2 as r
 from qbsync.v1 import sync_service_pb2 as s
 from tests.e2e.test_currency import STORED_TABLES, refusal, stored_rows
 from tests.e2e.test_sync_service import job, money, opportunity
+from tests.emulator_sales_tax import set_realm_sales_tax
 
 
 @dataclass
@@ -47,9 +48,7 @@ class Company:
     def set_sales_tax(self, mode: SalesTax) -> None:
         """The bookkeeper changes sales tax in QuickBooks (the emulator realm's state, which GET /preferences
         reads)."""
-        realm = self.emulator.state.realm(self.realm_id)
-        assert realm is not None
-        realm.sales_tax = mode.value  # type: ignore[attr-defined]
+        set_realm_sales_tax(self.emulator.state.realm(self.realm_id), mode.value)
 
 
 @pytest.fixture
@@ -70,9 +69,7 @@ def connect_company(tmp_path) -> Iterator:  # type: ignore[no-untyped-def,type-a
         emulator = run_emulator("127.0.0.1", 0)
         stops.append(emulator.stop)
         company = emulator.create_realm(company_name="Tax Test Movers")
-        realm = emulator.state.realm(company["realm_id"])
-        assert realm is not None
-        realm.sales_tax = mode.value  # type: ignore[attr-defined]
+        set_realm_sales_tax(emulator.state.realm(company["realm_id"]), mode.value)
         injector = bootstrap(settings=settings)  # the production wiring: QuickBooksModule over HTTP
         injector.get(ConnectionService).connect_with_tokens(
             "acme",

@@ -23,6 +23,7 @@ from core.connections_service import ConnectionService
 from core.currency import CompanyCurrency
 from core.domain import Permission, Principal
 from core.errors import AccountingUnavailableError, BookkeepingError, FailedPreconditionError
+from tests.emulator_sales_tax import set_realm_sales_tax
 
 REDIRECT = "http://127.0.0.1:9/callback"  # never called: the test reads the emulator's redirect
 
@@ -212,7 +213,7 @@ def test_connecting_reads_the_sales_tax_mode_through_the_real_adapter_and_a_refr
     tokens = emulator.create_realm(realm_id="4620", client_id=app["client_id"], client_secret=app["client_secret"])
     realm = emulator.state.realm("4620")
     assert realm is not None
-    realm.sales_tax = "MANUAL"  # type: ignore[attr-defined]  # sales tax set up by hand in QuickBooks
+    set_realm_sales_tax(realm, "MANUAL")  # sales tax set up by hand in QuickBooks
     uow = InMemoryUnitOfWorkFactory()
     service = _service(uow, app)
     connection = service.connect_with_tokens(
@@ -221,7 +222,7 @@ def test_connecting_reads_the_sales_tax_mode_through_the_real_adapter_and_a_refr
     )
     assert connection.sales_tax is SalesTax.MANUAL
 
-    realm.sales_tax = "NONE"  # type: ignore[attr-defined]  # the company turned sales tax off
+    set_realm_sales_tax(realm, "NONE")  # the company turned sales tax off
     preferences = service.refresh_company_preferences("acme")
     assert preferences is not None and preferences.sales_tax is SalesTax.NONE
     with uow() as unit:

@@ -16,6 +16,7 @@ from adapters.quickbooks.qbo.system import _sales_tax_of
 from core.company_preferences import CompanyPreferences
 from core.company_tax import SalesTax
 from core.currency import CompanyCurrency
+from tests.emulator_sales_tax import set_realm_sales_tax
 
 
 @pytest.fixture(params=["fake", "emulator"])
@@ -38,9 +39,7 @@ def set_sales_tax(company: Company, mode: SalesTax) -> None:
         company.fake.sales_tax = mode
         return
     assert isinstance(company, EmulatedCompany)
-    realm = company.rig.server.state.realm(company.rig.realm_id)
-    assert realm is not None
-    realm.sales_tax = mode.value  # type: ignore[attr-defined]
+    set_realm_sales_tax(company.rig.server.state.realm(company.rig.realm_id), mode.value)
 
 
 def test_a_new_company_has_automated_sales_tax(company: Company) -> None:
@@ -71,9 +70,7 @@ def _preferences_json(rig: QboRig) -> dict[str, Any]:
 def test_the_emulator_serves_tax_prefs_from_its_sales_tax_state(
     rig: QboRig, mode: str, using_sales_tax: bool, partner_tax_enabled: bool
 ) -> None:
-    realm = rig.server.state.realm(rig.realm_id)
-    assert realm is not None
-    realm.sales_tax = mode  # type: ignore[attr-defined]
+    set_realm_sales_tax(rig.server.state.realm(rig.realm_id), mode)
     prefs = _preferences_json(rig)
     assert prefs["TaxPrefs"] == {"UsingSalesTax": using_sales_tax, "PartnerTaxEnabled": partner_tax_enabled}
     assert prefs["CurrencyPrefs"]["HomeCurrency"] == {"value": "USD"}  # still one object for both
