@@ -30,6 +30,7 @@ from core.accounting import (
     TxnSpec,
 )
 from core.company_lists import ListEntry, ListKind, pick_by_name
+from core.company_preferences import CompanyPreferences
 from core.company_tax import SalesTax
 from core.connection import ListRef
 from core.currency import CompanyCurrency
@@ -45,7 +46,7 @@ from core.errors import (
     ThrottledError,
 )
 from core.money import ZERO, money_sum
-from core.ports import UNFENCED, AccountingSystem, AccountingSystems, CompanyPreferences, WriteFence
+from core.ports import UNFENCED, AccountingSystem, AccountingSystems, WriteFence
 
 SANDBOX_APP = "https://app.sandbox.qbo.intuit.com"
 
