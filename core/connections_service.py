@@ -10,11 +10,11 @@ QuickBooks API must not hold the database's write lock. So the anti-forgery stat
 the tokens are saved, and used once; and settings checked against a company are stored only if the
 same company is still connected.
 
-Every connect reads the company's currency preferences (home currency, multicurrency; SPEC.md section 7)
-right after the tokens are saved, and stores them with the connection: the currency rule at accept time
-(core/currency.py) needs them. QuickBooks being unreachable then does not undo the connect: the tokens are
-kept and the preferences stay unread, to be read by the first request that labels an amount with a currency
-(SyncService) or by `refresh_company_currency`.
+Every connect reads the company's preferences (home currency and multicurrency, SPEC.md section 7; the
+sales tax mode, section 8) right after the tokens are saved, and stores them with the connection: the
+currency and sales tax rules at accept time (core/currency.py, core/company_preferences.py) need them.
+QuickBooks being unreachable then does not undo the connect: the tokens are kept and the preferences stay
+unread, to be read by the first request that needs them (SyncService) or by `refresh_company_preferences`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from core.company_currency import read_company_currency
 from core.company_lists import ListEntry
+from core.company_preferences import CompanyPreferences, read_company_preferences
 from core.connection import ConnectionState, QuickBooksConnection, QuickBooksSettings
 from core.connection_rules import (
     ListSettingToCheck,
@@ -38,7 +38,6 @@ from core.connection_rules import (
     list_settings_to_check,
     settings_to_change,
 )
-from core.currency import CompanyCurrency
 from core.domain import AuditEvent, AuditKind, Permission, Principal
 from core.errors import FailedPreconditionError, FieldViolation, NotFoundError, ValidationError, merge_violations
 from core.ports import (
@@ -64,7 +63,7 @@ class ConnectionService:
         default_environment: str = "sandbox",
         default_redirect_uri: str = "",
     ) -> None:
-        """`accounting` is each tenant's company: where settings are checked and its currency preferences
+        """`accounting` is each tenant's company: where settings are checked and its preferences
         read; `default_environment` and
         `default_redirect_uri` apply when a caller leaves them empty."""
         self._uow_factory = uow_factory
@@ -139,6 +138,7 @@ class ConnectionService:
                 connection.settings = QuickBooksSettings()
                 connection.company_name = ""
                 connection.home_currency, connection.multicurrency = "", False
+                connection.sales_tax = None
             connection.realm_id = realm_id
             connection.client_id = self._authorization.client_id
             connection.client_secret = self._authorization.client_secret
@@ -154,7 +154,7 @@ class ConnectionService:
             uow.connections.save(connection)
             self._audit(uow, tenant, AuditKind.QUICKBOOKS_CONNECTED, f"realm {realm_id}")
             uow.commit()
-        return self._with_company_currency(connection)
+        return self._with_company_preferences(connection)
 
     # --- reading and changing -------------------------------------------------------------------
 
@@ -304,6 +304,7 @@ class ConnectionService:
                 company_name=known.company_name if known is not None and same_company else "",
                 home_currency=known.home_currency if known is not None and same_company else "",
                 multicurrency=known.multicurrency if known is not None and same_company else False,
+                sales_tax=known.sales_tax if known is not None and same_company else None,
                 settings=known.settings if known is not None and same_company else QuickBooksSettings(),
             )
             uow.connections.save(connection)
@@ -311,20 +312,26 @@ class ConnectionService:
                 uow, tenant_id, AuditKind.QUICKBOOKS_CONNECTED, f"realm {realm_id} (tokens given by an operator)"
             )
             uow.commit()
-        return self._with_company_currency(connection)
+        return self._with_company_preferences(connection)
 
-    def refresh_company_currency(self, tenant_id: str) -> CompanyCurrency | None:
-        """Reads the company's CurrencyPrefs again and stores them (see `read_company_currency`); None when
-        QuickBooks could not be read. For after the currency settings were changed in QuickBooks."""
-        return read_company_currency(tenant_id, self._accounting, self._uow_factory, self._clock)
+    def refresh_company_preferences(self, tenant_id: str) -> CompanyPreferences | None:
+        """Reads the company's Preferences again and stores them (see `read_company_preferences`); None when
+        QuickBooks could not be read. For after the currency or sales tax settings were changed in QuickBooks."""
+        return read_company_preferences(tenant_id, self._accounting, self._uow_factory, self._clock)
 
     # --- helpers ------------------------------------------------------------------------------------
 
-    def _with_company_currency(self, connection: QuickBooksConnection) -> QuickBooksConnection:
-        currency = self.refresh_company_currency(connection.tenant_id)
-        if currency is None:
+    def _with_company_preferences(self, connection: QuickBooksConnection) -> QuickBooksConnection:
+        preferences = self.refresh_company_preferences(connection.tenant_id)
+        if preferences is None:
             return connection
-        return replace(connection, home_currency=currency.home, multicurrency=currency.multicurrency)
+        currency = preferences.currency
+        return replace(
+            connection,
+            home_currency=currency.home,
+            multicurrency=currency.multicurrency,
+            sales_tax=preferences.sales_tax,
+        )
 
     def _blank(self, tenant_id: str, environment: str) -> QuickBooksConnection:
         return QuickBooksConnection(

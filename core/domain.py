@@ -423,6 +423,8 @@ class AuditKind(enum.Enum):
     QUICKBOOKS_DISCONNECTED = "QUICKBOOKS_DISCONNECTED"
     # The company's home currency or multicurrency setting was read and differed from what was stored.
     QUICKBOOKS_CURRENCY_READ = "QUICKBOOKS_CURRENCY_READ"
+    # The company's sales tax mode (TaxPrefs) was read and differed from what was stored (SPEC §8).
+    QUICKBOOKS_SALES_TAX_READ = "QUICKBOOKS_SALES_TAX_READ"
 
     @staticmethod
     def accepted(kind: SyncJobKind) -> AuditKind:

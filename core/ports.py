@@ -15,8 +15,8 @@ from typing import Protocol, Self, TypeVar
 
 from core.accounting import AccountingCustomer, NewCustomer, QuickBooksRef, TxnKind, TxnSpec
 from core.company_lists import ListEntry, ListKind
+from core.company_preferences import CompanyPreferences
 from core.connection import ListRef, QuickBooksConnection, QuickBooksSettings, TokenGrant
-from core.currency import CompanyCurrency
 from core.domain import (
     ApiKey,
     AuditEvent,
@@ -137,9 +137,10 @@ class AccountingSystem(Protocol):
         company cannot be asked; `BookkeepingError` when QuickBooks refuses the read."""
         ...
 
-    def company_currency(self) -> CompanyCurrency:
-        """The company's home currency and whether multicurrency is on, as QuickBooks' Preferences say
-        now (`CurrencyPrefs`; a read, never cached by the adapter).
+    def company_preferences(self) -> CompanyPreferences:
+        """What the company's Preferences say now, in one read (never cached by the adapter): its home
+        currency and whether multicurrency is on (`CurrencyPrefs`), and how it treats sales tax (`TaxPrefs`:
+        `PartnerTaxEnabled` is automated sales tax, else `UsingSalesTax` is manual sales tax, else none).
         Raises: as the other reads do (`AccountingUnavailableError`, `ThrottledError`,
         `ReconnectRequiredError`)."""
         ...
@@ -185,8 +186,8 @@ class ForwardingAccountingSystem(AccountingSystem):
     def find_list_entry(self, kind: ListKind, ref: ListRef) -> ListEntry | None:
         return self._system.find_list_entry(kind, ref)
 
-    def company_currency(self) -> CompanyCurrency:
-        return self._system.company_currency()
+    def company_preferences(self) -> CompanyPreferences:
+        return self._system.company_preferences()
 
 
 class AccountingSystems(Protocol):
@@ -437,9 +438,9 @@ class ConnectionRepository(Protocol):
         Raises: `NotFoundError` when the tenant has no connection."""
         ...
 
-    def save_company_currency(self, tenant_id: str, currency: CompanyCurrency) -> bool:
-        """Records the company's CurrencyPrefs (`home_currency`, `multicurrency`) on the tenant's connection
-        and changes nothing else, so a token another worker refreshed meanwhile is never written back over.
+    def save_company_preferences(self, tenant_id: str, preferences: CompanyPreferences) -> bool:
+        """Records the company's preferences (`home_currency`, `multicurrency`, `sales_tax`) on the tenant's
+        connection and changes nothing else, so a token another worker refreshed meanwhile is never written back over.
         False, and nothing stored, when the tenant has no connection.
         Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...

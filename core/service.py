@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 
 from core.accounting import TxnKind
-from core.company_currency import read_company_currency
+from core.company_preferences import read_company_preferences, sales_tax_violations
+from core.company_tax import SalesTax
 from core.connection import ConnectionState
 from core.currency import AmountCurrency, CompanyCurrency, currency_violations
 from core.domain import (
@@ -159,6 +160,7 @@ class SyncService:
                     *validate_job_request(opportunity, job, payments, request_id),
                     *job_request_limits(opportunity, job, payments, self._accounting.field_limits),
                     *self._currency_violations(principal.tenant_id, currencies),
+                    *self._sales_tax_violations(principal.tenant_id, job),
                 ],
             )
         )
@@ -340,8 +342,27 @@ class SyncService:
         if not company.known and connection.state is ConnectionState.CONNECTED:
             # Connected, but QuickBooks could not be read at connect time: read it now rather than judge a
             # labelled amount against the USD guess. Once read, this never happens again for the company.
-            company = read_company_currency(tenant, self._accounting, self._uow_factory, self._clock) or company
+            preferences = read_company_preferences(tenant, self._accounting, self._uow_factory, self._clock)
+            company = preferences.currency if preferences is not None else company
         return currency_violations(currencies, company)
+
+    def _sales_tax_violations(self, tenant: str, job: Job) -> list[FieldViolation]:
+        """SPEC §8: a job charging tax for a company without sales tax set up in QuickBooks is refused
+        (core/company_preferences.py), judged by the company's sales tax mode as last read."""
+        if job.tax <= 0:
+            return []  # no tax charged: whatever the company's mode, nothing to look up
+        with self._uow_factory() as uow:
+            connection = uow.connections.get(tenant)
+        if connection is None:
+            return []  # not connected: the mode is unknown, and an unknown mode refuses nothing
+        sales_tax = connection.sales_tax
+        if sales_tax in (None, SalesTax.NONE) and connection.state is ConnectionState.CONNECTED:
+            # None: QuickBooks could not be read at connect time; read it now, as for the currency. NONE: the
+            # refusal tells the bookkeeper to set sales tax up in QuickBooks and send the job again, so the
+            # resend must see what QuickBooks says now, not the stored answer (a read on refusals only).
+            preferences = read_company_preferences(tenant, self._accounting, self._uow_factory, self._clock)
+            sales_tax = preferences.sales_tax if preferences is not None else sales_tax
+        return sales_tax_violations(job.tax, sales_tax)
 
     def _doc_number_fits(self, uow: UnitOfWork, tenant: str, job: Job) -> list[FieldViolation]:
         """The invoice number QuickBooks gets is the tenant's DocNumber prefix + the job number: both must fit

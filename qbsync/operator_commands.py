@@ -14,7 +14,8 @@ import threading
 
 import click
 
-from core.connection import PRODUCTION, SANDBOX
+from core.company_tax import SalesTax
+from core.connection import PRODUCTION, SANDBOX, QuickBooksConnection
 from core.connection_rules import is_loopback
 from core.connections_service import ConnectionService
 from core.domain import Permission, Principal, SyncJob
@@ -79,6 +80,23 @@ def connect(
         f"connected tenant {tenant!r} to QuickBooks company {connection.realm_id} ({connection.environment}); "
         "its secrets are stored encrypted"
     )
+    click.echo(_company_preferences_line(connection))
+
+
+def _company_preferences_line(connection: QuickBooksConnection) -> str:
+    """What the connect read of the company's Preferences, or that it could not be read (it is read again
+    by the first sync that needs it)."""
+    if connection.sales_tax is None and not connection.home_currency:
+        return "its QuickBooks preferences could not be read yet (they are read by the first sync that needs them)"
+    currency = connection.home_currency or "not read"
+    multicurrency = "on" if connection.multicurrency else "off"
+    sales_tax = {
+        None: "not read",
+        SalesTax.AUTOMATED: "automated (QuickBooks keeps the tax total qbsync sends)",
+        SalesTax.MANUAL: "set up by hand",
+        SalesTax.NONE: "not set up: jobs charging tax are refused",
+    }[connection.sales_tax]
+    return f"home currency {currency}, multicurrency {multicurrency}; sales tax {sales_tax}"
 
 
 @click.command()

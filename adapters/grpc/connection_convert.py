@@ -7,6 +7,7 @@ the client secret or the anti-forgery state: those stay in the server.
 from __future__ import annotations
 
 from adapters.grpc.convert import payment_method_from_proto, payment_method_to_proto, timestamp_to_proto
+from core.company_tax import SalesTax
 from core.connection import PRODUCTION, SANDBOX, ConnectionState, ListRef, QuickBooksConnection, QuickBooksSettings
 from core.domain import PaymentMethod
 from core.errors import FieldViolation
@@ -14,6 +15,7 @@ from qbsync.v1 import connection_service_pb2 as pb
 
 # Built from the domain enum, so that a state added on one side only fails at import.
 _STATES = {s: pb.ConnectionState.Value(f"CONNECTION_STATE_{s.value}") for s in ConnectionState}
+_SALES_TAX_MODES = {m: pb.SalesTaxMode.Value(f"SALES_TAX_MODE_{m.value}") for m in SalesTax}
 
 
 def environment_from_proto(value: int, violations: list[FieldViolation]) -> str:
@@ -84,6 +86,7 @@ def connection_to_proto(connection: QuickBooksConnection) -> pb.Connection:
         company_name=connection.company_name,
         environment=environment_to_proto(connection.environment),
         settings=settings_to_proto(connection.settings),
+        sales_tax_mode=sales_tax_mode_to_proto(connection.sales_tax),
     )
     if connection.connect_time is not None:
         msg.connect_time.CopyFrom(timestamp_to_proto(connection.connect_time))
@@ -92,3 +95,8 @@ def connection_to_proto(connection: QuickBooksConnection) -> pb.Connection:
     if connection.refresh_token_expires is not None:
         msg.refresh_token_expire_time.CopyFrom(timestamp_to_proto(connection.refresh_token_expires))
     return msg
+
+
+def sales_tax_mode_to_proto(sales_tax: SalesTax | None) -> pb.SalesTaxMode.ValueType:
+    # None (never read) is UNSPECIFIED: a client must not take an unread company for one without sales tax.
+    return pb.SALES_TAX_MODE_UNSPECIFIED if sales_tax is None else _SALES_TAX_MODES[sales_tax]

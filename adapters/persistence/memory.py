@@ -31,8 +31,8 @@ from datetime import datetime
 from typing import Generic, TypeVar
 
 from core.claim_rule import claimed, next_to_claim
+from core.company_preferences import CompanyPreferences
 from core.connection import ConnectionState, QuickBooksConnection, QuickBooksSettings, TokenGrant
-from core.currency import CompanyCurrency
 from core.domain import (
     ApiKey,
     AuditEvent,
@@ -421,12 +421,14 @@ class InMemoryConnectionRepository(_Repository, ConnectionRepository):
         with self._db.lock:
             self._tx.connections.put(connection.tenant_id, _copy(connection))
 
-    def save_company_currency(self, tenant_id: str, currency: CompanyCurrency) -> bool:
+    def save_company_preferences(self, tenant_id: str, preferences: CompanyPreferences) -> bool:
         with self._db.lock:
             connection = _copy(self._tx.connections.get(tenant_id))
             if connection is None:
                 return False
-            connection.home_currency, connection.multicurrency = currency.home, currency.multicurrency
+            connection.home_currency = preferences.currency.home
+            connection.multicurrency = preferences.currency.multicurrency
+            connection.sales_tax = preferences.sales_tax
             self._tx.connections.put(tenant_id, connection)
             return True
     def save_tokens(self, tenant_id: str, grant: TokenGrant, *, replacing: str) -> bool:

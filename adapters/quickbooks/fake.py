@@ -36,6 +36,7 @@ from core.accounting import (
     TxnSpec,
 )
 from core.company_lists import ListEntry, ListKind, pick_by_name
+from core.company_preferences import CompanyPreferences
 from core.company_tax import SalesTax
 from core.connection import ListRef
 from core.currency import CompanyCurrency
@@ -215,10 +216,11 @@ class FakeQuickBooks(AccountingSystem):
             self._call(write=False)
             entries = self.lists[kind]
             return entries.get(ref.id) if ref.id else pick_by_name(entries.values(), ref.name)
-    def company_currency(self) -> CompanyCurrency:
+    def company_preferences(self) -> CompanyPreferences:
         with self._lock:
             self._call(write=False)
-            return CompanyCurrency(self.home_currency, self.multicurrency)
+            currency = CompanyCurrency(self.home_currency, self.multicurrency)
+            return CompanyPreferences(currency, self.sales_tax)
 
     # --- what testers use ---------------------------------------------------------------------------
 

@@ -27,17 +27,19 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from qbsync.v1 import resources_pb2 as qbsync_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"qbsync/v1/connection_service.proto\x12\tqbsync.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19qbsync/v1/resources.proto\"_\n\x1aGetAuthorizationUrlRequest\x12\x14\n\x0credirect_uri\x18\x01 \x01(\t\x12+\n\x0b\x65nvironment\x18\x02 \x01(\x0e\x32\x16.qbsync.v1.Environment\"G\n\x1bGetAuthorizationUrlResponse\x12\x19\n\x11\x61uthorization_url\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\"c\n\x1c\x43ompleteAuthorizationRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08realm_id\x18\x03 \x01(\t\x12\x14\n\x0credirect_uri\x18\x04 \x01(\t\"\x16\n\x14GetConnectionRequest\"o\n\x15UpdateSettingsRequest\x12%\n\x08settings\x18\x01 \x01(\x0b\x32\x13.qbsync.v1.Settings\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x13\n\x11\x44isconnectRequest\"\xe2\x02\n\nConnection\x12)\n\x05state\x18\x01 \x01(\x0e\x32\x1a.qbsync.v1.ConnectionState\x12\x10\n\x08realm_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63ompany_name\x18\x03 \x01(\t\x12+\n\x0b\x65nvironment\x18\x04 \x01(\x0e\x32\x16.qbsync.v1.Environment\x12\x30\n\x0c\x63onnect_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12=\n\x19refresh_token_expire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x08settings\x18\x08 \x01(\x0b\x32\x13.qbsync.v1.Settings\"-\n\x11QuickBooksListRef\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x81\x01\n\x14PaymentMethodMapping\x12(\n\x06method\x18\x01 \x01(\x0e\x32\x18.qbsync.v1.PaymentMethod\x12?\n\x19quickbooks_payment_method\x18\x02 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\"\xc7\x02\n\x08Settings\x12\x35\n\x0f\x64\x65posit_account\x18\x01 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x39\n\x13refund_bank_account\x18\x02 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x41\n\x1b\x61\x63\x63ounts_receivable_account\x18\x03 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x31\n\x0bincome_item\x18\x04 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x38\n\x0fpayment_methods\x18\x05 \x03(\x0b\x32\x1f.qbsync.v1.PaymentMethodMapping\x12\x19\n\x11\x64oc_number_prefix\x18\x06 \x01(\t*_\n\x0b\x45nvironment\x12\x1b\n\x17\x45NVIRONMENT_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45NVIRONMENT_SANDBOX\x10\x01\x12\x1a\n\x16\x45NVIRONMENT_PRODUCTION\x10\x02*\x9f\x01\n\x0f\x43onnectionState\x12 \n\x1c\x43ONNECTION_STATE_UNSPECIFIED\x10\x00\x12!\n\x1d\x43ONNECTION_STATE_DISCONNECTED\x10\x01\x12\x1e\n\x1a\x43ONNECTION_STATE_CONNECTED\x10\x02\x12\'\n#CONNECTION_STATE_RECONNECT_REQUIRED\x10\x03\x32\xa7\x03\n\x11\x43onnectionService\x12\x64\n\x13GetAuthorizationUrl\x12%.qbsync.v1.GetAuthorizationUrlRequest\x1a&.qbsync.v1.GetAuthorizationUrlResponse\x12W\n\x15\x43ompleteAuthorization\x12\'.qbsync.v1.CompleteAuthorizationRequest\x1a\x15.qbsync.v1.Connection\x12G\n\rGetConnection\x12\x1f.qbsync.v1.GetConnectionRequest\x1a\x15.qbsync.v1.Connection\x12G\n\x0eUpdateSettings\x12 .qbsync.v1.UpdateSettingsRequest\x1a\x13.qbsync.v1.Settings\x12\x41\n\nDisconnect\x12\x1c.qbsync.v1.DisconnectRequest\x1a\x15.qbsync.v1.Connectionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"qbsync/v1/connection_service.proto\x12\tqbsync.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19qbsync/v1/resources.proto\"_\n\x1aGetAuthorizationUrlRequest\x12\x14\n\x0credirect_uri\x18\x01 \x01(\t\x12+\n\x0b\x65nvironment\x18\x02 \x01(\x0e\x32\x16.qbsync.v1.Environment\"G\n\x1bGetAuthorizationUrlResponse\x12\x19\n\x11\x61uthorization_url\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\"c\n\x1c\x43ompleteAuthorizationRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08realm_id\x18\x03 \x01(\t\x12\x14\n\x0credirect_uri\x18\x04 \x01(\t\"\x16\n\x14GetConnectionRequest\"o\n\x15UpdateSettingsRequest\x12%\n\x08settings\x18\x01 \x01(\x0b\x32\x13.qbsync.v1.Settings\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x13\n\x11\x44isconnectRequest\"\x93\x03\n\nConnection\x12)\n\x05state\x18\x01 \x01(\x0e\x32\x1a.qbsync.v1.ConnectionState\x12\x10\n\x08realm_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63ompany_name\x18\x03 \x01(\t\x12+\n\x0b\x65nvironment\x18\x04 \x01(\x0e\x32\x16.qbsync.v1.Environment\x12\x30\n\x0c\x63onnect_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12=\n\x19refresh_token_expire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x08settings\x18\x08 \x01(\x0b\x32\x13.qbsync.v1.Settings\x12/\n\x0esales_tax_mode\x18\t \x01(\x0e\x32\x17.qbsync.v1.SalesTaxMode\"-\n\x11QuickBooksListRef\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x81\x01\n\x14PaymentMethodMapping\x12(\n\x06method\x18\x01 \x01(\x0e\x32\x18.qbsync.v1.PaymentMethod\x12?\n\x19quickbooks_payment_method\x18\x02 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\"\xc7\x02\n\x08Settings\x12\x35\n\x0f\x64\x65posit_account\x18\x01 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x39\n\x13refund_bank_account\x18\x02 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x41\n\x1b\x61\x63\x63ounts_receivable_account\x18\x03 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x31\n\x0bincome_item\x18\x04 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x38\n\x0fpayment_methods\x18\x05 \x03(\x0b\x32\x1f.qbsync.v1.PaymentMethodMapping\x12\x19\n\x11\x64oc_number_prefix\x18\x06 \x01(\t*_\n\x0b\x45nvironment\x12\x1b\n\x17\x45NVIRONMENT_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45NVIRONMENT_SANDBOX\x10\x01\x12\x1a\n\x16\x45NVIRONMENT_PRODUCTION\x10\x02*\x9f\x01\n\x0f\x43onnectionState\x12 \n\x1c\x43ONNECTION_STATE_UNSPECIFIED\x10\x00\x12!\n\x1d\x43ONNECTION_STATE_DISCONNECTED\x10\x01\x12\x1e\n\x1a\x43ONNECTION_STATE_CONNECTED\x10\x02\x12\'\n#CONNECTION_STATE_RECONNECT_REQUIRED\x10\x03*\x80\x01\n\x0cSalesTaxMode\x12\x1e\n\x1aSALES_TAX_MODE_UNSPECIFIED\x10\x00\x12\x1c\n\x18SALES_TAX_MODE_AUTOMATED\x10\x01\x12\x19\n\x15SALES_TAX_MODE_MANUAL\x10\x02\x12\x17\n\x13SALES_TAX_MODE_NONE\x10\x03\x32\xa7\x03\n\x11\x43onnectionService\x12\x64\n\x13GetAuthorizationUrl\x12%.qbsync.v1.GetAuthorizationUrlRequest\x1a&.qbsync.v1.GetAuthorizationUrlResponse\x12W\n\x15\x43ompleteAuthorization\x12\'.qbsync.v1.CompleteAuthorizationRequest\x1a\x15.qbsync.v1.Connection\x12G\n\rGetConnection\x12\x1f.qbsync.v1.GetConnectionRequest\x1a\x15.qbsync.v1.Connection\x12G\n\x0eUpdateSettings\x12 .qbsync.v1.UpdateSettingsRequest\x1a\x13.qbsync.v1.Settings\x12\x41\n\nDisconnect\x12\x1c.qbsync.v1.DisconnectRequest\x1a\x15.qbsync.v1.Connectionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qbsync.v1.connection_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENVIRONMENT']._serialized_start=1438
-  _globals['_ENVIRONMENT']._serialized_end=1533
-  _globals['_CONNECTIONSTATE']._serialized_start=1536
-  _globals['_CONNECTIONSTATE']._serialized_end=1695
+  _globals['_ENVIRONMENT']._serialized_start=1487
+  _globals['_ENVIRONMENT']._serialized_end=1582
+  _globals['_CONNECTIONSTATE']._serialized_start=1585
+  _globals['_CONNECTIONSTATE']._serialized_end=1744
+  _globals['_SALESTAXMODE']._serialized_start=1747
+  _globals['_SALESTAXMODE']._serialized_end=1875
   _globals['_GETAUTHORIZATIONURLREQUEST']._serialized_start=143
   _globals['_GETAUTHORIZATIONURLREQUEST']._serialized_end=238
   _globals['_GETAUTHORIZATIONURLRESPONSE']._serialized_start=240
@@ -51,13 +53,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DISCONNECTREQUEST']._serialized_start=551
   _globals['_DISCONNECTREQUEST']._serialized_end=570
   _globals['_CONNECTION']._serialized_start=573
-  _globals['_CONNECTION']._serialized_end=927
-  _globals['_QUICKBOOKSLISTREF']._serialized_start=929
-  _globals['_QUICKBOOKSLISTREF']._serialized_end=974
-  _globals['_PAYMENTMETHODMAPPING']._serialized_start=977
-  _globals['_PAYMENTMETHODMAPPING']._serialized_end=1106
-  _globals['_SETTINGS']._serialized_start=1109
-  _globals['_SETTINGS']._serialized_end=1436
-  _globals['_CONNECTIONSERVICE']._serialized_start=1698
-  _globals['_CONNECTIONSERVICE']._serialized_end=2121
+  _globals['_CONNECTION']._serialized_end=976
+  _globals['_QUICKBOOKSLISTREF']._serialized_start=978
+  _globals['_QUICKBOOKSLISTREF']._serialized_end=1023
+  _globals['_PAYMENTMETHODMAPPING']._serialized_start=1026
+  _globals['_PAYMENTMETHODMAPPING']._serialized_end=1155
+  _globals['_SETTINGS']._serialized_start=1158
+  _globals['_SETTINGS']._serialized_end=1485
+  _globals['_CONNECTIONSERVICE']._serialized_start=1878
+  _globals['_CONNECTIONSERVICE']._serialized_end=2301
 # @@protoc_insertion_point(module_scope)

@@ -74,6 +74,48 @@ CONNECTION_STATE_RECONNECT_REQUIRED: ConnectionState.ValueType  # 3
 """The refresh token expired or was revoked: an admin must connect again."""
 Global___ConnectionState: _TypeAlias = ConnectionState  # noqa: Y015
 
+class _SalesTaxMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SalesTaxModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SalesTaxMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SALES_TAX_MODE_UNSPECIFIED: _SalesTaxMode.ValueType  # 0
+    """Not read yet (QuickBooks could not be reached at connect time, or the tenant is not connected)."""
+    SALES_TAX_MODE_AUTOMATED: _SalesTaxMode.ValueType  # 1
+    """Automated sales tax (TaxPrefs.PartnerTaxEnabled; every US company created since November 2017):
+    QuickBooks computes tax from the addresses unless the invoice carries the tax total qbsync sends.
+    """
+    SALES_TAX_MODE_MANUAL: _SalesTaxMode.ValueType  # 2
+    """Sales tax set up by hand (TaxPrefs.UsingSalesTax without automated sales tax): the invoice names its
+    tax rate (the tax_code setting or the job's tax_rate_name).
+    """
+    SALES_TAX_MODE_NONE: _SalesTaxMode.ValueType  # 3
+    """Sales tax not set up in QuickBooks: a job charging tax is refused, INVALID_ARGUMENT with reason
+    SALES_TAX_NOT_SET_UP naming `job.tax`, until it is set up.
+    """
+
+class SalesTaxMode(_SalesTaxMode, metaclass=_SalesTaxModeEnumTypeWrapper):
+    """How the connected QuickBooks company treats sales tax, as its Preferences (TaxPrefs) said when last
+    read (SPEC §8). qbsync sends the CRM's tax total as the invoice's tax in every mode that has sales tax.
+    """
+
+SALES_TAX_MODE_UNSPECIFIED: SalesTaxMode.ValueType  # 0
+"""Not read yet (QuickBooks could not be reached at connect time, or the tenant is not connected)."""
+SALES_TAX_MODE_AUTOMATED: SalesTaxMode.ValueType  # 1
+"""Automated sales tax (TaxPrefs.PartnerTaxEnabled; every US company created since November 2017):
+QuickBooks computes tax from the addresses unless the invoice carries the tax total qbsync sends.
+"""
+SALES_TAX_MODE_MANUAL: SalesTaxMode.ValueType  # 2
+"""Sales tax set up by hand (TaxPrefs.UsingSalesTax without automated sales tax): the invoice names its
+tax rate (the tax_code setting or the job's tax_rate_name).
+"""
+SALES_TAX_MODE_NONE: SalesTaxMode.ValueType  # 3
+"""Sales tax not set up in QuickBooks: a job charging tax is refused, INVALID_ARGUMENT with reason
+SALES_TAX_NOT_SET_UP naming `job.tax`, until it is set up.
+"""
+Global___SalesTaxMode: _TypeAlias = SalesTaxMode  # noqa: Y015
+
 @_typing.final
 class GetAuthorizationUrlRequest(_message.Message):
     """Request of GetAuthorizationUrl."""
@@ -240,6 +282,7 @@ class Connection(_message.Message):
     ACCESS_TOKEN_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     REFRESH_TOKEN_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     SETTINGS_FIELD_NUMBER: _builtins.int
+    SALES_TAX_MODE_FIELD_NUMBER: _builtins.int
     state: Global___ConnectionState.ValueType
     """Where the connection stands."""
     realm_id: _builtins.str
@@ -248,6 +291,8 @@ class Connection(_message.Message):
     """The company's name in QuickBooks, when known."""
     environment: Global___Environment.ValueType
     """The environment the company lives in."""
+    sales_tax_mode: Global___SalesTaxMode.ValueType
+    """How the company treats sales tax, read from QuickBooks at connect time."""
     @_builtins.property
     def connect_time(self) -> _timestamp_pb2.Timestamp:
         """When the tenant connected."""
@@ -275,10 +320,11 @@ class Connection(_message.Message):
         access_token_expire_time: _timestamp_pb2.Timestamp | None = ...,
         refresh_token_expire_time: _timestamp_pb2.Timestamp | None = ...,
         settings: Global___Settings | None = ...,
+        sales_tax_mode: Global___SalesTaxMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["access_token_expire_time", b"access_token_expire_time", "connect_time", b"connect_time", "refresh_token_expire_time", b"refresh_token_expire_time", "settings", b"settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token_expire_time", b"access_token_expire_time", "company_name", b"company_name", "connect_time", b"connect_time", "environment", b"environment", "realm_id", b"realm_id", "refresh_token_expire_time", b"refresh_token_expire_time", "settings", b"settings", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token_expire_time", b"access_token_expire_time", "company_name", b"company_name", "connect_time", b"connect_time", "environment", b"environment", "realm_id", b"realm_id", "refresh_token_expire_time", b"refresh_token_expire_time", "sales_tax_mode", b"sales_tax_mode", "settings", b"settings", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -71,6 +71,7 @@ def test_connect_stores_the_connection_encrypted_and_creates_the_tenant(
     code, output = _run(*_connect_args())
     assert code == 0, output
     assert "connected tenant 'acme' to QuickBooks company 4620" in output
+    assert "preferences could not be read yet" in output  # nothing serves the endpoint: the read failed
     assert "s3cret" not in output
     with ops() as uow:
         assert uow.tenants.exists("acme")
@@ -252,3 +253,4 @@ def test_a_printed_connect_command_works(ops: SqlAlchemyUnitOfWorkFactory) -> No
     # used once and the rotated one stored (the one the emulator still honours).
     assert stored.home_currency == "USD"
     assert stored.refresh_token in live
+    assert "home currency USD, multicurrency off; sales tax automated" in output  # what the read found

@@ -11,6 +11,7 @@ from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from adapters.quickbooks.fake import FakeQuickBooks, FakeQuickBooksCompanies, Fault
 from adapters.quickbooks.fake_oauth import FakeQuickBooksAuthorization
 from core.company_lists import ListKind
+from core.company_tax import SalesTax
 from core.connection import ConnectionState, ListRef, QuickBooksSettings
 from core.connections_service import ConnectionService
 from core.domain import PaymentMethod, Permission, Principal
@@ -502,6 +503,51 @@ def test_a_failed_read_keeps_the_connection_and_the_last_known_currency(world: W
 def test_refreshing_the_currency_stores_a_change_made_in_quickbooks(world: World) -> None:
     world.connect()
     world.companies.for_tenant("acme").set_currency(multicurrency=True)
-    assert world.service.refresh_company_currency("acme") is not None
+    assert world.service.refresh_company_preferences("acme") is not None
     assert (world.stored().home_currency, world.stored().multicurrency) == ("USD", True)
-    assert world.service.refresh_company_currency("nobody") is None
+    assert world.service.refresh_company_preferences("nobody") is None
+
+
+# --- the company's sales tax mode (SPEC.md section 8) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", list(SalesTax))
+def test_connecting_reads_and_stores_the_sales_tax_mode_with_the_currency(world: World, mode: SalesTax) -> None:
+    world.companies.for_tenant("acme").sales_tax = mode
+    connection = world.service.connect_with_tokens("acme", "77", "cid", "s", "rt1")
+    assert connection.sales_tax is mode and connection.home_currency == "USD"
+    assert world.stored() == connection
+    assert world.companies.for_tenant("acme").request_count == 1  # one Preferences read for both
+    with world.uow() as uow:
+        events = [e for e in uow.audit.list("acme", limit=10) if e.kind.value == "QUICKBOOKS_SALES_TAX_READ"]
+    assert [e.message for e in events] == [f"sales tax {mode.value} (was not read)"]
+
+
+def test_the_code_flow_reads_the_sales_tax_mode_too(world: World) -> None:
+    world.companies.for_tenant("acme").sales_tax = SalesTax.MANUAL
+    world.connect()
+    assert world.stored().sales_tax is SalesTax.MANUAL
+
+
+def test_refreshing_stores_a_sales_tax_change_with_one_audit_event_per_change(world: World) -> None:
+    world.connect()
+    assert world.stored().sales_tax is SalesTax.AUTOMATED
+    world.companies.for_tenant("acme").sales_tax = SalesTax.NONE
+    preferences = world.service.refresh_company_preferences("acme")
+    assert preferences is not None and preferences.sales_tax is SalesTax.NONE
+    assert world.stored().sales_tax is SalesTax.NONE
+    assert world.service.refresh_company_preferences("acme") == preferences  # unchanged: no new event
+    with world.uow() as uow:
+        kinds = [e.kind.value for e in uow.audit.list("acme", limit=20)]
+    assert kinds.count("QUICKBOOKS_SALES_TAX_READ") == 2  # at connect, then the change
+    assert kinds.count("QUICKBOOKS_CURRENCY_READ") == 1  # the currency did not change
+
+
+def test_another_company_unread_forgets_the_sales_tax_mode(world: World) -> None:
+    world.service.connect_with_tokens("acme", "77", "cid", "s", "rt1")
+    world.companies.for_tenant("acme").inject(Fault.UNAVAILABLE)
+    world.service.connect_with_tokens("acme", "77", "cid", "s", "rt2")
+    assert world.stored().sales_tax is SalesTax.AUTOMATED  # same company: kept
+    world.companies.for_tenant("acme").inject(Fault.UNAVAILABLE)
+    world.service.connect_with_tokens("acme", "78", "cid", "s", "rt3")
+    assert world.stored().sales_tax is None  # another company: unknown until read

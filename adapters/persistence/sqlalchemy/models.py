@@ -187,6 +187,8 @@ class QuickBooksConnectionRow(Base):
     # CurrencyPrefs as read from QuickBooks ("" = not read yet): company facts, written with company_name.
     home_currency: Mapped[str] = mapped_column(String, server_default="")
     multicurrency: Mapped[bool] = mapped_column(server_default=false())
+    # TaxPrefs as read with them: a SalesTax value (AUTOMATED, MANUAL, NONE); NULL = not read yet.
+    sales_tax: Mapped[str | None] = mapped_column(String)
     last_error: Mapped[str] = mapped_column(Text)
     settings: Mapped[str] = mapped_column(Text)  # QuickBooksSettings as JSON (see codec)
     redirect_uri: Mapped[str] = mapped_column(Text)

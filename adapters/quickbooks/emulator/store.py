@@ -465,6 +465,7 @@ class Realm:
                     "ClassTrackingPerTxnLine": False,
                 },
                 "CurrencyPrefs": self._currency_prefs(),
+                "TaxPrefs": self._tax_prefs(),
                 "Id": "1",
                 "SyncToken": "0",
                 "domain": "QBO",
@@ -474,6 +475,15 @@ class Realm:
 
     def _currency_prefs(self) -> JsonDict:
         return {"HomeCurrency": {"value": self.home_currency}, "MultiCurrencyEnabled": self.multicurrency}
+
+    def _tax_prefs(self) -> JsonDict:
+        """TaxPrefs from the company's sales tax mode ("AUTOMATED", "MANUAL" or "NONE"; a new US company has
+        automated sales tax). An AST company has sales tax on too, so it sends both flags true; both are
+        sent even when false, like MultiCurrencyEnabled (*verify*: QBO may leave a false one out, which
+        qbsync reads as false either way)."""
+        state = getattr(self, "sales_tax", None) or "AUTOMATED"
+        mode = str(getattr(state, "value", state)).upper()  # a string, or an enum holding one
+        return {"UsingSalesTax": mode in ("AUTOMATED", "MANUAL"), "PartnerTaxEnabled": mode == "AUTOMATED"}
 
     def query(self, text: str) -> JsonDict:
         """POST /query: the ``QueryResponse`` object."""

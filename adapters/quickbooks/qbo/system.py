@@ -44,6 +44,8 @@ from core.accounting import (
     TxnSpec,
 )
 from core.company_lists import ListEntry, ListKind
+from core.company_preferences import CompanyPreferences
+from core.company_tax import SalesTax
 from core.connection import PRODUCTION, ListRef
 from core.currency import CompanyCurrency
 from core.errors import (
@@ -248,11 +250,18 @@ class QuickBooksAccountingSystem(AccountingSystem):
 
     def find_list_entry(self, kind: ListKind, ref: ListRef) -> ListEntry | None:
         return read_list_entry(self.session, kind, ref)
-    def company_currency(self) -> CompanyCurrency:
-        preferences = self.session.call(
-            lambda qb: Preferences.get(qb=qb), write=False, what="reading the company's preferences"
+    def company_preferences(self) -> CompanyPreferences:
+        # The raw JSON, not python-quickbooks' Preferences.get: its TaxPrefs starts with UsingSalesTax and
+        # PartnerTaxEnabled True and keeps those defaults for whatever QBO leaves out, so a company without
+        # sales tax would read as one with automated sales tax. The same GET /preferences it sends.
+        answer = self.session.call(
+            lambda qb: qb.get(f"{qb.api_url}/company/{qb.company_id}/preferences", {}),
+            write=False,
+            what="reading the company's preferences",
         )
-        return _currency_of(preferences)
+        raw = answer.get("Preferences") if isinstance(answer, dict) else None
+        raw = raw if isinstance(raw, dict) else {}
+        return CompanyPreferences(_currency_of(Preferences.from_json(raw)), _sales_tax_of(raw.get("TaxPrefs")))
 
     # --- reading ---------------------------------------------------------------------------------------
 
@@ -425,6 +434,20 @@ def _derived_request_id(request_id: str, suffix: str) -> str:
     if len(candidate) <= REQUEST_ID_MAX:
         return candidate
     return hashlib.sha256(candidate.encode()).hexdigest()[:40]
+
+
+def _sales_tax_of(tax_prefs: object) -> SalesTax:
+    """`TaxPrefs` as QBO sends it: PartnerTaxEnabled true is automated sales tax (AST decides the rates and
+    keeps a TotalTax sent to it); else UsingSalesTax true is sales tax set up by hand; else none. A missing
+    flag, or a missing TaxPrefs, is taken as false, as QBO leaves out booleans at their default (as with
+    MultiCurrencyEnabled). *Verify* against a sandbox company with sales tax never set up: whether QBO sends
+    UsingSalesTax false or omits TaxPrefs, and whether PartnerTaxEnabled is sent without UsingSalesTax."""
+    prefs = tax_prefs if isinstance(tax_prefs, dict) else {}
+    if prefs.get("PartnerTaxEnabled") is True:
+        return SalesTax.AUTOMATED
+    if prefs.get("UsingSalesTax") is True:
+        return SalesTax.MANUAL
+    return SalesTax.NONE
 
 
 def _currency_of(preferences: Preferences) -> CompanyCurrency:

@@ -16,11 +16,14 @@ from adapters.quickbooks.emulator import EmulatorServer, run_emulator
 from adapters.quickbooks.oauth import IntuitAuthorization
 from adapters.quickbooks.qbo import QuickBooksAccountingSystems, RetryPolicy
 from adapters.system import SystemClock, UuidIdSource
+from core.company_preferences import CompanyPreferences
+from core.company_tax import SalesTax
 from core.connection import ConnectionState, QuickBooksConnection
 from core.connections_service import ConnectionService
 from core.currency import CompanyCurrency
 from core.domain import Permission, Principal
 from core.errors import AccountingUnavailableError, BookkeepingError, FailedPreconditionError
+from tests.emulator_sales_tax import set_realm_sales_tax
 
 REDIRECT = "http://127.0.0.1:9/callback"  # never called: the test reads the emulator's redirect
 
@@ -196,7 +199,34 @@ def test_a_company_that_cannot_be_read_at_connect_time_stays_connected_unread(
     )
     assert connection.state is ConnectionState.CONNECTED and connection.home_currency == ""
 
-    assert service.refresh_company_currency("acme") == CompanyCurrency("USD", multicurrency=False)
+    assert service.refresh_company_preferences("acme") == CompanyPreferences(
+        CompanyCurrency("USD", multicurrency=False), SalesTax.AUTOMATED
+    )
     with uow() as unit:
         stored = unit.connections.get("acme")
     assert stored is not None and stored.home_currency == "USD"
+
+
+def test_connecting_reads_the_sales_tax_mode_through_the_real_adapter_and_a_refresh_sees_a_change(
+    emulator: EmulatorServer, app: dict[str, str]
+) -> None:
+    tokens = emulator.create_realm(realm_id="4620", client_id=app["client_id"], client_secret=app["client_secret"])
+    realm = emulator.state.realm("4620")
+    assert realm is not None
+    set_realm_sales_tax(realm, "MANUAL")  # sales tax set up by hand in QuickBooks
+    uow = InMemoryUnitOfWorkFactory()
+    service = _service(uow, app)
+    connection = service.connect_with_tokens(
+        "acme", "4620", app["client_id"], app["client_secret"], tokens["refresh_token"], tokens["access_token"],
+        environment=emulator.discovery_url, api_base_url=emulator.base_api_url,
+    )
+    assert connection.sales_tax is SalesTax.MANUAL
+
+    set_realm_sales_tax(realm, "NONE")  # the company turned sales tax off
+    preferences = service.refresh_company_preferences("acme")
+    assert preferences is not None and preferences.sales_tax is SalesTax.NONE
+    with uow() as unit:
+        stored = unit.connections.get("acme")
+        events = [e.message for e in unit.audit.list("acme", limit=10) if e.kind.value == "QUICKBOOKS_SALES_TAX_READ"]
+    assert stored is not None and stored.sales_tax is SalesTax.NONE and stored.home_currency == "USD"
+    assert events == ["sales tax NONE (was MANUAL)", "sales tax MANUAL (was not read)"]  # newest first

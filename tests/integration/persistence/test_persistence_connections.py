@@ -19,6 +19,8 @@ from adapters.persistence.encryption import EncryptionKeyError, SecretBox, gener
 from adapters.persistence.sqlalchemy import SqlAlchemyUnitOfWorkFactory, create_engine_for
 from adapters.persistence.sqlalchemy.connections import MissingEncryptionKeyError
 from adapters.persistence.sqlalchemy.migrate import alembic_config
+from core.company_preferences import CompanyPreferences
+from core.company_tax import SalesTax
 from core.connection import ConnectionState, ListRef, QuickBooksConnection, QuickBooksSettings, TokenGrant
 from core.currency import CompanyCurrency
 from core.domain import PaymentMethod
@@ -92,11 +94,32 @@ def test_the_company_currency_is_stored_with_the_connection(backend: Backend) ->
 def test_saving_the_company_currency_changes_nothing_else(backend: Backend) -> None:
     _save(backend, connection(home_currency="", refresh_token="RT-rotated"))
     with backend.uow() as uow:
-        assert uow.connections.save_company_currency("t1", CompanyCurrency("EUR", multicurrency=True))
-        assert not uow.connections.save_company_currency("nobody", CompanyCurrency("EUR"))
+        eur = CompanyCurrency("EUR", multicurrency=True)
+        assert uow.connections.save_company_preferences("t1", CompanyPreferences(eur, SalesTax.MANUAL))
+        assert not uow.connections.save_company_preferences("nobody", CompanyPreferences(eur, SalesTax.NONE))
         uow.commit()
-    assert _get(backend, "t1") == connection(home_currency="EUR", multicurrency=True, refresh_token="RT-rotated")
+    assert _get(backend, "t1") == connection(
+        home_currency="EUR", multicurrency=True, sales_tax=SalesTax.MANUAL, refresh_token="RT-rotated"
+    )
     assert _get(backend, "nobody") is None
+
+
+@pytest.mark.parametrize("mode", [*SalesTax, None])
+def test_the_sales_tax_mode_is_stored_with_the_connection(backend: Backend, mode: SalesTax | None) -> None:
+    _save(backend, connection(sales_tax=mode))
+    assert _get(backend, "t1") == connection(sales_tax=mode)
+
+
+def test_saving_the_company_preferences_replaces_a_known_sales_tax_mode_and_nothing_else(backend: Backend) -> None:
+    _save(backend, connection(sales_tax=SalesTax.AUTOMATED, settings=QuickBooksSettings(doc_number_prefix="X-")))
+    with backend.uow() as uow:
+        assert uow.connections.save_company_preferences("t1", CompanyPreferences(CompanyCurrency("USD"), SalesTax.NONE))
+        uow.commit()
+    expected = connection(sales_tax=SalesTax.NONE, settings=QuickBooksSettings(doc_number_prefix="X-"))
+    assert _get(backend, "t1") == expected
+    with backend.uow() as uow:  # not committed: discarded
+        uow.connections.save_company_preferences("t1", CompanyPreferences(CompanyCurrency("CAD"), SalesTax.MANUAL))
+    assert _get(backend, "t1") == expected
 
 
 def test_a_saved_connection_comes_back_whole(backend: Backend) -> None:
@@ -465,3 +488,10 @@ def test_migration_0004_leaves_existing_connections_whole_and_unread(sql_backend
     _migrate_to(sql_backend.url, "0003", down=True)
     _migrate_to(sql_backend.url, "head", down=False)
     assert _get(sql_backend, "t1") == connection(home_currency="", multicurrency=False)
+
+
+def test_migration_0005_leaves_existing_connections_whole_with_the_sales_tax_unread(sql_backend: Backend) -> None:
+    _save(sql_backend, connection(home_currency="CAD", sales_tax=SalesTax.MANUAL))
+    _migrate_to(sql_backend.url, "0004", down=True)
+    _migrate_to(sql_backend.url, "head", down=False)
+    assert _get(sql_backend, "t1") == connection(home_currency="CAD", sales_tax=None)

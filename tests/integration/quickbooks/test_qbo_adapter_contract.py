@@ -356,18 +356,18 @@ def test_the_setting_rules_judge_both_companies_alike(
     entry = company.system.find_list_entry(rule.kind, ref)
     assert (rule.problem(ref, entry) is None) is usable
 def test_a_new_company_is_in_us_dollars_without_multicurrency(company: Company) -> None:
-    assert company.system.company_currency() == CompanyCurrency("USD", multicurrency=False)
+    assert company.system.company_preferences().currency == CompanyCurrency("USD", multicurrency=False)
 
 
 def test_the_company_currency_is_read_as_quickbooks_has_it_now(company: Company) -> None:
     assert company.set_currency("CAD")
-    assert company.system.company_currency() == CompanyCurrency("CAD", multicurrency=False)
+    assert company.system.company_preferences().currency == CompanyCurrency("CAD", multicurrency=False)
     assert company.set_currency(multicurrency=True)
-    assert company.system.company_currency() == CompanyCurrency("CAD", multicurrency=True)
+    assert company.system.company_preferences().currency == CompanyCurrency("CAD", multicurrency=True)
 
 
 def test_multicurrency_cannot_be_turned_off_nor_the_home_currency_changed_once_on(company: Company) -> None:
     assert company.set_currency("GBP", multicurrency=True)
     assert not company.set_currency(multicurrency=False)
     assert not company.set_currency("USD")
-    assert company.system.company_currency() == CompanyCurrency("GBP", multicurrency=True)
+    assert company.system.company_preferences().currency == CompanyCurrency("GBP", multicurrency=True)
