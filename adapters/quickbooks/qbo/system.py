@@ -30,11 +30,10 @@ from adapters.quickbooks.qbo.mapping import (
     txn_object,
 )
 from adapters.quickbooks.qbo.queries import PAGE_SIZE, escape, query_all, query_page
-from adapters.quickbooks.qbo.settings import ACCOUNT_SETTINGS, INCOME_ITEM, SettingsResolver, setting_error
+from adapters.quickbooks.qbo.settings import INCOME_ITEM, SettingsResolver, setting_error, settings_needed
 from adapters.quickbooks.qbo.transport import QboFault, QuickBooksClient
 from core.accounting import (
     AccountingCustomer,
-    InvoiceSpec,
     NewCustomer,
     PaymentSpec,
     QuickBooksRef,
@@ -43,6 +42,7 @@ from core.accounting import (
     TxnSpec,
 )
 from core.company_lists import ListEntry, ListKind
+from core.company_tax import SalesTax
 from core.connection import PRODUCTION, ListRef
 from core.currency import CompanyCurrency
 from core.errors import (
@@ -126,7 +126,7 @@ class QuickBooksAccountingSystem(AccountingSystem):
     # --- transactions ------------------------------------------------------------------------------
 
     def create(self, spec: TxnSpec, *, request_id: str, fence: WriteFence = UNFENCED) -> QuickBooksRef:
-        settings = self._settings.for_kind(spec.kind)
+        settings = self._settings.for_spec(spec)
 
         def send(rid: str) -> QuickBooksRef:
             def save(qb: QuickBooksClient) -> QuickBooksRef:
@@ -152,7 +152,7 @@ class QuickBooksAccountingSystem(AccountingSystem):
     def update(
         self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str, fence: WriteFence = UNFENCED
     ) -> QuickBooksRef:
-        settings = self._settings.for_kind(spec.kind)
+        settings = self._settings.for_spec(spec)
 
         def send(rid: str) -> QuickBooksRef:
             def save(qb: QuickBooksClient) -> QuickBooksRef:
@@ -316,7 +316,7 @@ class QuickBooksAccountingSystem(AccountingSystem):
         for name in _settings_used(spec):
             self._settings.forget(name)
         try:
-            self._settings.for_kind(spec.kind)
+            self._settings.for_spec(spec)
         except BookkeepingError as error:
             return error
         return _rejected(what, fault)
@@ -377,11 +377,9 @@ def _setting_of(elements: str, spec: TxnSpec) -> str | None:
 
 
 def _settings_used(spec: TxnSpec) -> tuple[str, ...]:
-    if isinstance(spec, PaymentSpec):
-        return ("deposit_account",)
-    if isinstance(spec, InvoiceSpec):
-        return (INCOME_ITEM,)
-    return tuple(name for name in ACCOUNT_SETTINGS if name != "deposit_account")
+    """Every setting writing `spec` may have used: what it needs, the tax code whatever the company's
+    sales tax mode (checking one more setting again is harmless; missing the one at fault is not)."""
+    return settings_needed(spec, SalesTax.MANUAL)
 
 
 def _fresh_request_id(request_id: str) -> str:
