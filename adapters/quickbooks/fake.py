@@ -29,7 +29,7 @@ from core.accounting import (
     TxnKind,
     TxnSpec,
 )
-from core.company_lists import ListEntry, ListKind, pick_by_name
+from core.company_lists import TAX_CODE_RATE, ListEntry, ListKind, pick_by_name
 from core.connection import ListRef
 from core.currency import CompanyCurrency
 from core.domain import normalise
@@ -242,9 +242,14 @@ class FakeQuickBooks(AccountingSystem):
     def add_list_entry(
         self, kind: ListKind, name: str, type: str = "", sub_type: str = "", *, income_account_id: str = ""
     ) -> str:
-        """An account, item or payment method created in QuickBooks; returns its Id. An item's type defaults
-        to Service and a payment method's to NON_CREDIT_CARD, as in QBO."""
-        type = type or {ListKind.ITEM: "Service", ListKind.PAYMENT_METHOD: "NON_CREDIT_CARD"}.get(kind, "")
+        """An account, item, payment method or tax code created in QuickBooks; returns its Id. An item's type
+        defaults to Service, a payment method's to NON_CREDIT_CARD and a tax code's to a rate, as in QBO."""
+        defaults = {
+            ListKind.ITEM: "Service",
+            ListKind.PAYMENT_METHOD: "NON_CREDIT_CARD",
+            ListKind.TAX_CODE: TAX_CODE_RATE,
+        }
+        type = type or defaults.get(kind, "")
         with self._lock:
             entries = self.lists[kind]
             new_id = str(max((int(i) for i in entries), default=0) + 1)

@@ -37,6 +37,8 @@ LABELS = {name: rule.label for name, rule in LIST_SETTINGS.items()}
 # SPEC section 5's account settings: one look-up of the chart of accounts gives all of their defaults at
 # once. What rule each follows is core.company_lists', the same one UpdateSettings applies.
 ACCOUNT_SETTINGS = ("deposit_account", "refund_bank_account", "accounts_receivable_account")
+# The settings that supply an invoice line's ItemRef.
+ITEM_SETTINGS = tuple(name for name, rule in LIST_SETTINGS.items() if rule.kind is ListKind.ITEM)
 
 NEEDED: dict[TxnKind, tuple[str, ...]] = {
     TxnKind.PAYMENT: ("deposit_account",),

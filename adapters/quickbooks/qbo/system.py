@@ -30,7 +30,7 @@ from adapters.quickbooks.qbo.mapping import (
     txn_object,
 )
 from adapters.quickbooks.qbo.queries import PAGE_SIZE, escape, query_all, query_page
-from adapters.quickbooks.qbo.settings import INCOME_ITEM, SettingsResolver, setting_error, settings_needed
+from adapters.quickbooks.qbo.settings import ITEM_SETTINGS, SettingsResolver, setting_error, settings_needed
 from adapters.quickbooks.qbo.transport import QboFault, QuickBooksClient
 from core.accounting import (
     AccountingCustomer,
@@ -301,6 +301,10 @@ class QuickBooksAccountingSystem(AccountingSystem):
         if setting is not None:
             self._settings.forget(setting)
             return setting_error(setting, f"points to something QuickBooks refused ({_said(fault)})")
+        if "ItemRef" in elements:
+            # An invoice's items come from several settings (income, tips, surcharge): checked again, the
+            # one at fault is named.
+            return self._rechecked(spec) or _rejected(what, fault)
         if elements and "CustomerRef" not in elements and "EntityRef" not in elements:
             return _rejected(what, fault)
         customer = self._read("Customer", spec.customer_id)
@@ -313,13 +317,18 @@ class QuickBooksAccountingSystem(AccountingSystem):
         gone = self._gone_link(spec, what)
         if gone is not None:
             return gone
+        return self._rechecked(spec) or _rejected(what, fault)
+
+    def _rechecked(self, spec: TxnSpec) -> BookkeepingError | None:
+        """The settings `spec` used, checked again in QuickBooks: the error naming one that no longer does,
+        or None when all do."""
         for name in _settings_used(spec):
             self._settings.forget(name)
         try:
             self._settings.for_spec(spec)
         except BookkeepingError as error:
             return error
-        return _rejected(what, fault)
+        return None
 
 
 class _Obj:
@@ -365,8 +374,13 @@ def _setting_of(elements: str, spec: TxnSpec) -> str | None:
     """The setting that supplied the reference QBO names in `element`."""
     if "DepositToAccountRef" in elements:
         return "deposit_account"
+    if "DiscountAccountRef" in elements:
+        return "discount_account"
+    if "TxnTaxCodeRef" in elements:
+        return "tax_code"
     if "ItemRef" in elements:
-        return INCOME_ITEM
+        items = [name for name in _settings_used(spec) if name in ITEM_SETTINGS]
+        return items[0] if len(items) == 1 else None  # several: see _refusal
     if "AccountBasedExpenseLineDetail.AccountRef" in elements:
         return "accounts_receivable_account"
     if "AccountRef" in elements and isinstance(spec, RefundSpec):
