@@ -199,8 +199,14 @@ class SettingsResolver:
             else:
                 entries = [list_entry(ListKind.ACCOUNT, row) for row in accounts]
                 found = _default_by_name(name, entries)
-                if found is not None:
-                    resolved[name] = found
+                if found is None:
+                    names = " or ".join(repr(n) for n in DEFAULT_NAMES[name])
+                    raise setting_error(
+                        name,
+                        f"is not set and QuickBooks has no {rule.types[0]} account named {names} to use by "
+                        "default: create one in QuickBooks or set it",
+                    )
+                resolved[name] = found
             if name not in resolved:
                 raise setting_error(name, "is not set and QuickBooks has no account to use by default: set it")
         methods: dict[PaymentMethod, ListRef] = {}
