@@ -143,8 +143,7 @@ class SettingsResolver:
         """`needed` set and checked; `unmatched_rate`: the job's tax rate name QuickBooks has no rate of."""
         settings = self._session.connection.settings
         resolved: dict[str, ListRef] = {}
-        accounts: list[dict[str, Any]] | None = None
-        items: list[ListEntry] | None = None
+        lists = _CompanyLists(self._session)
         for name in needed:
             current: ListRef = getattr(settings, name)
             if current.is_set:
@@ -156,59 +155,20 @@ class SettingsResolver:
                 continue
             if name == INCOME_ITEM:
                 resolved[name] = self._default_item()
-                continue
-            if name == TAX_CODE:
-                # No default: which rate a job is taxed at is the bookkeeper's to say, never a guess.
-                if unmatched_rate:
-                    raise setting_error(
-                        name,
-                        f"is not set, and the job's tax rate {unmatched_rate!r} is no active sales tax rate in "
-                        "QuickBooks: create that rate in QuickBooks, or set the tax code",
-                    )
-                raise setting_error(
-                    name,
-                    "is not set: this company's sales tax is manual, so a taxed invoice must name a sales tax "
-                    "rate. Set the tax code, or send the job's tax_rate_name",
-                )
-            rule = LIST_SETTINGS[name]
-            if rule.kind is ListKind.ITEM:
-                if items is None:
-                    rows = query_all(
-                        self._session, "Item", "Type IN ('Service', 'NonInventory')", what="looking up items"
-                    )
-                    items = [list_entry(ListKind.ITEM, row) for row in rows]
-                found = _default_by_name(name, items)
-                if found is None:
-                    names = " or ".join(repr(n) for n in DEFAULT_NAMES[name])
-                    raise setting_error(
-                        name,
-                        f"is not set and QuickBooks has no item named {names} to use by default: {_ITEM_ADVICE[name]}",
-                    )
-                resolved[name] = found
-                continue
-            if accounts is None:
-                accounts = query_all(self._session, "Account", "", what="looking up the chart of accounts")
-            if name in ACCOUNT_SETTINGS:
+            elif name == TAX_CODE:
+                raise _no_tax_code(unmatched_rate)
+            elif name in ACCOUNT_SETTINGS:
                 # One look-up of the chart of accounts resolves every unset SPEC section 5 account at once.
                 for other in ACCOUNT_SETTINGS:
                     given: ListRef = getattr(settings, other)
                     if not (given.id or given.name) and other not in resolved:
-                        found = _default_account(other, accounts)
+                        found = _default_account(other, lists.accounts())
                         if found is not None:
                             resolved[other] = found
+                if name not in resolved:
+                    raise setting_error(name, "is not set and QuickBooks has no account to use by default: set it")
             else:
-                entries = [list_entry(ListKind.ACCOUNT, row) for row in accounts]
-                found = _default_by_name(name, entries)
-                if found is None:
-                    names = " or ".join(repr(n) for n in DEFAULT_NAMES[name])
-                    raise setting_error(
-                        name,
-                        f"is not set and QuickBooks has no {rule.types[0]} account named {names} to use by "
-                        "default: create one in QuickBooks or set it",
-                    )
-                resolved[name] = found
-            if name not in resolved:
-                raise setting_error(name, "is not set and QuickBooks has no account to use by default: set it")
+                resolved[name] = _section8_default(name, lists)
         methods: dict[PaymentMethod, ListRef] = {}
         if payment and not self._methods_looked_up:
             missing = [m for m in PaymentMethod if not settings.payment_methods.get(m, ListRef()).is_set]
@@ -329,6 +289,65 @@ def _default_account(setting: str, accounts: list[dict[str, Any]]) -> ListRef | 
     else:
         chosen = pick(lambda a: a.get("AccountType") == "Accounts Receivable")
     return ListRef(str(chosen["Id"]), str(chosen.get("Name", ""))) if chosen else None
+
+
+class _CompanyLists:
+    """The chart of accounts and the sales items, each read at most once while settings are resolved."""
+
+    def __init__(self, session: CompanySession) -> None:
+        self._session = session
+        self._accounts: list[dict[str, Any]] | None = None
+        self._items: list[ListEntry] | None = None
+
+    def accounts(self) -> list[dict[str, Any]]:
+        if self._accounts is None:
+            self._accounts = query_all(self._session, "Account", "", what="looking up the chart of accounts")
+        return self._accounts
+
+    def items(self) -> list[ListEntry]:
+        if self._items is None:
+            where = "Type IN ('Service', 'NonInventory')"
+            rows = query_all(self._session, "Item", where, what="looking up items")
+            self._items = [list_entry(ListKind.ITEM, row) for row in rows]
+        return self._items
+
+
+def _no_tax_code(unmatched_rate: str) -> BookkeepingError:
+    # No default: which rate a job is taxed at is the bookkeeper's to say, never a guess.
+    if unmatched_rate:
+        return setting_error(
+            TAX_CODE,
+            f"is not set, and the job's tax rate {unmatched_rate!r} is no active sales tax rate in QuickBooks: "
+            "create that rate in QuickBooks, or set the tax code",
+        )
+    return setting_error(
+        TAX_CODE,
+        "is not set: this company's sales tax is manual, so a taxed invoice must name a sales tax rate. Set the "
+        "tax code, or send the job's tax_rate_name",
+    )
+
+
+def _section8_default(setting: str, lists: _CompanyLists) -> ListRef:
+    """An unset SPEC section 8 item or account setting's default; raises BookkeepingError naming the
+    setting when the company has none."""
+    rule = LIST_SETTINGS[setting]
+    names = " or ".join(repr(n) for n in DEFAULT_NAMES[setting])
+    if rule.kind is ListKind.ITEM:
+        found = _default_by_name(setting, lists.items())
+        if found is None:
+            raise setting_error(
+                setting,
+                f"is not set and QuickBooks has no item named {names} to use by default: {_ITEM_ADVICE[setting]}",
+            )
+        return found
+    found = _default_by_name(setting, [list_entry(ListKind.ACCOUNT, row) for row in lists.accounts()])
+    if found is None:
+        raise setting_error(
+            setting,
+            f"is not set and QuickBooks has no {rule.types[0]} account named {names} to use by default: create one "
+            "in QuickBooks or set it",
+        )
+    return found
 
 
 def _default_by_name(setting: str, entries: list[ListEntry]) -> ListRef | None:
