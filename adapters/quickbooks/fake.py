@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from adapters.quickbooks.qbo.limits import QBO_FIELD_LIMITS
+from core import company_lists
 from core.accounting import (
     AccountingCustomer,
     InvoiceSpec,
@@ -29,7 +30,7 @@ from core.accounting import (
     TxnKind,
     TxnSpec,
 )
-from core.company_lists import TAX_CODE_RATE, ListEntry, ListKind, pick_by_name
+from core.company_lists import ListEntry, ListKind, pick_by_name
 from core.connection import ListRef
 from core.currency import CompanyCurrency
 from core.domain import normalise
@@ -247,7 +248,7 @@ class FakeQuickBooks(AccountingSystem):
         defaults = {
             ListKind.ITEM: "Service",
             ListKind.PAYMENT_METHOD: "NON_CREDIT_CARD",
-            ListKind.TAX_CODE: TAX_CODE_RATE,
+            ListKind.TAX_CODE: company_lists.TAX_CODE_RATE,
         }
         type = type or defaults.get(kind, "")
         with self._lock:

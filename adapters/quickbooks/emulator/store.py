@@ -682,11 +682,12 @@ class Realm:
         if record["Type"] in ("Service", "NonInventory"):
             found = self._ref(record, "IncomeAccountRef", ["Account"], "IncomeAccountRef", required=True)
             assert found is not None
-            # Intuit's Item page says an income account; bookkeepers link a "Tips" item to a liability such as
-            # Tips payable in QBO's UI (the tips are the crew's), so that is allowed too. *guess*: that the
-            # API accepts an Other Current Liability here as the UI does.
+            # A liability too (*guess* from bookkeepers' practice: a "Tips" item booking to Tips payable, money
+            # held for the crew rather than earned).
             if found[1].get("AccountType") not in ("Income", "Other Income", "Other Current Liability"):
-                raise errors.business_rule("IncomeAccountRef must be an income account", "IncomeAccountRef")
+                raise errors.business_rule(
+                    "IncomeAccountRef must be an income or other current liability account", "IncomeAccountRef"
+                )
         if "UnitPrice" in record:
             record["UnitPrice"] = to_decimal(record["UnitPrice"])
 
