@@ -440,73 +440,6 @@ def test_mappings_need_a_connected_company_but_the_prefix_and_clearing_do_not(wo
         world.service.update_settings(ADMIN, QuickBooksSettings(deposit_account=ListRef(name="Checking")), [])
 
 
-def test_quickbooks_unreachable_stores_nothing(world: World) -> None:
-    world.connect()
-    before = world.stored()
-    world.company.inject(Fault.NONE, Fault.UNAVAILABLE)
-    with pytest.raises(AccountingUnavailableError):
-        world.service.update_settings(
-            ADMIN, QuickBooksSettings(deposit_account=ListRef("2"), refund_bank_account=ListRef("1")), []
-        )
-    assert world.stored() == before
-
-
-def test_settings_checked_in_one_company_are_not_stored_for_another(world: World) -> None:
-    world.connect(realm_id="1")
-
-    class Reconnecting(FakeQuickBooks):
-        """The admin reconnects to another company while the settings are being checked."""
-
-        def find_list_entry(self, kind, ref):  # type: ignore[no-untyped-def]
-            with world.uow() as uow:  # no transaction of update_settings is open: this would block
-                connection = uow.connections.get("acme")
-                connection.realm_id = "2"
-                uow.connections.save(connection)
-                uow.commit()
-            return super().find_list_entry(kind, ref)
-
-    world.companies._companies["acme"] = Reconnecting()
-    with pytest.raises(FailedPreconditionError, match="connection changed"):
-        world.service.update_settings(ADMIN, QuickBooksSettings(deposit_account=ListRef("2")), [])
-    assert world.stored().settings == QuickBooksSettings()
-
-
-# --- the company's currency (SPEC.md section 7) ----------------------------------------------------
-
-
-def test_completing_the_code_flow_reads_and_stores_the_company_currency(world: World) -> None:
-    world.companies.for_tenant("acme").set_currency("CAD", multicurrency=True)
-    world.connect()
-    assert (world.stored().home_currency, world.stored().multicurrency) == ("CAD", True)
-
-
-def test_connecting_with_tokens_reads_and_stores_the_company_currency(world: World) -> None:
-    world.companies.for_tenant("acme").set_currency("EUR")
-    connection = world.service.connect_with_tokens("acme", "77", "cid", "s", "rt1")
-    assert (connection.home_currency, connection.multicurrency) == ("EUR", False)
-    assert world.stored() == connection
-
-
-def test_a_failed_read_keeps_the_connection_and_the_last_known_currency(world: World) -> None:
-    world.service.connect_with_tokens("acme", "77", "cid", "s", "rt1")
-    world.companies.for_tenant("acme").inject(Fault.UNAVAILABLE)
-    connection = world.service.connect_with_tokens("acme", "77", "cid", "s", "rt2")
-    assert connection.state is ConnectionState.CONNECTED and connection.refresh_token == "rt2"
-    assert world.stored().home_currency == "USD"  # read at the first connect, same company: kept
-
-    world.companies.for_tenant("acme").inject(Fault.UNAVAILABLE)
-    world.service.connect_with_tokens("acme", "78", "cid", "s", "rt3")
-    assert world.stored().home_currency == ""  # another company: unknown until read
-
-
-def test_refreshing_the_currency_stores_a_change_made_in_quickbooks(world: World) -> None:
-    world.connect()
-    world.companies.for_tenant("acme").set_currency(multicurrency=True)
-    assert world.service.refresh_company_currency("acme") is not None
-    assert (world.stored().home_currency, world.stored().multicurrency) == ("USD", True)
-    assert world.service.refresh_company_currency("nobody") is None
-
-
 # --- SPEC section 8: tax code, discount account, tips and surcharge items, processing-fee account ------
 
 
@@ -650,3 +583,70 @@ def test_section_8_mappings_need_a_connected_company_and_clearing_does_not(world
     got = world.service.update_settings(ADMIN, QuickBooksSettings(), ["tax_code", "discount_account"])
     assert got == QuickBooksSettings()
     assert world.company.request_count == 0
+
+
+def test_quickbooks_unreachable_stores_nothing(world: World) -> None:
+    world.connect()
+    before = world.stored()
+    world.company.inject(Fault.NONE, Fault.UNAVAILABLE)
+    with pytest.raises(AccountingUnavailableError):
+        world.service.update_settings(
+            ADMIN, QuickBooksSettings(deposit_account=ListRef("2"), refund_bank_account=ListRef("1")), []
+        )
+    assert world.stored() == before
+
+
+def test_settings_checked_in_one_company_are_not_stored_for_another(world: World) -> None:
+    world.connect(realm_id="1")
+
+    class Reconnecting(FakeQuickBooks):
+        """The admin reconnects to another company while the settings are being checked."""
+
+        def find_list_entry(self, kind, ref):  # type: ignore[no-untyped-def]
+            with world.uow() as uow:  # no transaction of update_settings is open: this would block
+                connection = uow.connections.get("acme")
+                connection.realm_id = "2"
+                uow.connections.save(connection)
+                uow.commit()
+            return super().find_list_entry(kind, ref)
+
+    world.companies._companies["acme"] = Reconnecting()
+    with pytest.raises(FailedPreconditionError, match="connection changed"):
+        world.service.update_settings(ADMIN, QuickBooksSettings(deposit_account=ListRef("2")), [])
+    assert world.stored().settings == QuickBooksSettings()
+
+
+# --- the company's currency (SPEC.md section 7) ----------------------------------------------------
+
+
+def test_completing_the_code_flow_reads_and_stores_the_company_currency(world: World) -> None:
+    world.companies.for_tenant("acme").set_currency("CAD", multicurrency=True)
+    world.connect()
+    assert (world.stored().home_currency, world.stored().multicurrency) == ("CAD", True)
+
+
+def test_connecting_with_tokens_reads_and_stores_the_company_currency(world: World) -> None:
+    world.companies.for_tenant("acme").set_currency("EUR")
+    connection = world.service.connect_with_tokens("acme", "77", "cid", "s", "rt1")
+    assert (connection.home_currency, connection.multicurrency) == ("EUR", False)
+    assert world.stored() == connection
+
+
+def test_a_failed_read_keeps_the_connection_and_the_last_known_currency(world: World) -> None:
+    world.service.connect_with_tokens("acme", "77", "cid", "s", "rt1")
+    world.companies.for_tenant("acme").inject(Fault.UNAVAILABLE)
+    connection = world.service.connect_with_tokens("acme", "77", "cid", "s", "rt2")
+    assert connection.state is ConnectionState.CONNECTED and connection.refresh_token == "rt2"
+    assert world.stored().home_currency == "USD"  # read at the first connect, same company: kept
+
+    world.companies.for_tenant("acme").inject(Fault.UNAVAILABLE)
+    world.service.connect_with_tokens("acme", "78", "cid", "s", "rt3")
+    assert world.stored().home_currency == ""  # another company: unknown until read
+
+
+def test_refreshing_the_currency_stores_a_change_made_in_quickbooks(world: World) -> None:
+    world.connect()
+    world.companies.for_tenant("acme").set_currency(multicurrency=True)
+    assert world.service.refresh_company_currency("acme") is not None
+    assert (world.stored().home_currency, world.stored().multicurrency) == ("USD", True)
+    assert world.service.refresh_company_currency("nobody") is None
