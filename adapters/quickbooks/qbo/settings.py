@@ -105,6 +105,13 @@ def settings_needed(spec: TxnSpec, sales_tax: SalesTax | None) -> tuple[str, ...
     return tuple(names)
 
 
+def settings_maybe_used(spec: TxnSpec) -> tuple[str, ...]:
+    """Every setting writing `spec` may have used: what it needs, and the tax code whatever the company's
+    sales tax mode (after a refusal, checking one more setting again is harmless; missing the one at fault
+    is not)."""
+    return settings_needed(spec, SalesTax.MANUAL)
+
+
 def setting_error(setting: str, problem: str) -> BookkeepingError:
     return BookkeepingError(f"the {LABELS.get(setting, setting)} setting {problem}", reason=SETTING_INVALID)
 
@@ -368,4 +375,4 @@ def _default_by_name(setting: str, entries: list[ListEntry]) -> ListRef | None:
     return by_type[0].ref if by_type else None
 
 
-__all__ = ["SettingsResolver", "setting_error", "settings_needed", "escape"]
+__all__ = ["SettingsResolver", "setting_error", "settings_maybe_used", "settings_needed", "escape"]

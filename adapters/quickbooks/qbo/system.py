@@ -30,7 +30,7 @@ from adapters.quickbooks.qbo.mapping import (
     txn_object,
 )
 from adapters.quickbooks.qbo.queries import PAGE_SIZE, escape, query_all, query_page
-from adapters.quickbooks.qbo.settings import ITEM_SETTINGS, SettingsResolver, setting_error, settings_needed
+from adapters.quickbooks.qbo.settings import ITEM_SETTINGS, SettingsResolver, setting_error, settings_maybe_used
 from adapters.quickbooks.qbo.transport import QboFault, QuickBooksClient
 from core.accounting import (
     AccountingCustomer,
@@ -42,7 +42,6 @@ from core.accounting import (
     TxnSpec,
 )
 from core.company_lists import ListEntry, ListKind
-from core.company_tax import SalesTax
 from core.connection import PRODUCTION, ListRef
 from core.currency import CompanyCurrency
 from core.errors import (
@@ -391,9 +390,7 @@ def _setting_of(elements: str, spec: TxnSpec) -> str | None:
 
 
 def _settings_used(spec: TxnSpec) -> tuple[str, ...]:
-    """Every setting writing `spec` may have used: what it needs, the tax code whatever the company's
-    sales tax mode (checking one more setting again is harmless; missing the one at fault is not)."""
-    return settings_needed(spec, SalesTax.MANUAL)
+    return settings_maybe_used(spec)
 
 
 def _fresh_request_id(request_id: str) -> str:
