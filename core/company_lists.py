@@ -16,6 +16,18 @@ chart of accounts:
 - A/R account: the Accounts Receivable account the refund expense's line is booked on (R4).
 - income item: a Service or NonInventory item with an income account, so each invoice line books income.
 - payment methods: any active PaymentMethod.
+SPEC section 8 adds, each needed only by a job that uses it:
+- tax code: the invoice's TxnTaxCodeRef in a company with manual sales tax, an active TaxCode that is a
+  rate (Intuit's TaxGroup): TAX and NON are pseudo codes that only mark a line taxable or not.
+- discount account: the DiscountLineDetail's DiscountAccountRef, an Income account (Intuit: "Income
+  account used to track discounts ... AccountType=Income and AccountSubType=DiscountsRefundsGiven", the
+  account QBO names "Discounts given"; any Income account is accepted, the subtype is the bookkeeper's).
+- tips item and surcharge item: the invoice lines for the tip and the card surcharge, Service or
+  NonInventory items with an income account. For tips that account may be a liability (Other Current
+  Liability, e.g. "Tips payable"): tips the crew is owed are not the company's income, and which one is
+  the bookkeeper's choice, so the item's account is not judged.
+- processing-fee account: where what card processors keep is booked (payouts), an Expense or Other
+  Expense account (QBO's "Bank charges", or "QuickBooks Payments Fees").
 """
 
 from __future__ import annotations
@@ -44,10 +56,10 @@ class ListKind(enum.Enum):
 class ListEntry:
     """An entry of a company list as the accounting system holds it.
 
-    `type` is an account's AccountType ("Bank", "Other Current Asset", ...) or an item's Type ("Service",
-    "NonInventory", ...); `sub_type` an account's AccountSubType ("UndepositedFunds", ...); an item's
-    `income_account_id` is its IncomeAccountRef ("" when it has none). `name` is the fully qualified name
-    (Parent:Child for a sub-account)."""
+    `type` is an account's AccountType ("Bank", "Other Current Asset", ...), an item's Type ("Service",
+    "NonInventory", ...) or a tax code's TAX_CODE_RATE / TAX_CODE_PSEUDO; `sub_type` an account's
+    AccountSubType ("UndepositedFunds", ...); an item's `income_account_id` is its IncomeAccountRef (""
+    when it has none). `name` is the fully qualified name (Parent:Child for a sub-account)."""
 
     kind: ListKind
     id: str
@@ -70,6 +82,7 @@ class SettingRule:
     kind: ListKind
     types: tuple[str, ...] = ()  # the types allowed; empty: any
     needs_income_account: bool = False
+    advice: str = ""  # what to choose instead, added to a wrong-type problem when the types say too little
 
     def problem(self, ref: ListRef, entry: ListEntry | None) -> str | None:
         """Why `entry` (what `ref` was resolved to; None: nothing) cannot be used, in words a bookkeeper
@@ -82,16 +95,26 @@ class SettingRule:
         if self.types and entry.type not in self.types:
             return (
                 f"{shown} is {_a(entry.type or 'untyped')} {self._noun()}; the {self.label} must be "
-                f"{_a(' or '.join(self.types))} {self._noun()}"
+                f"{_a(' or '.join(self.types))} {self._noun()}" + (f": {self.advice}" if self.advice else "")
             )
         if self.needs_income_account and not entry.income_account_id:
             return f"{shown} has no income account: give the item one in QuickBooks, or choose another"
         return None
 
     def _noun(self) -> str:
-        return {ListKind.ACCOUNT: "account", ListKind.ITEM: "item", ListKind.PAYMENT_METHOD: "payment method"}[
-            self.kind
-        ]
+        return _NOUNS[self.kind]
+
+
+_NOUNS = {
+    ListKind.ACCOUNT: "account",
+    ListKind.ITEM: "item",
+    ListKind.PAYMENT_METHOD: "payment method",
+    ListKind.TAX_CODE: "tax code",
+}
+# A TaxCode's `type` as ListEntry has it: Intuit's TaxGroup true (one or more rates: what an invoice's
+# TxnTaxCodeRef names) or false (the pseudo codes TAX and NON, which only mark lines).
+TAX_CODE_RATE = "rate"
+TAX_CODE_PSEUDO = "pseudo"
 
 
 # The settings that point into a company list (QuickBooksSettings' field names), and what each may point to.
@@ -100,6 +123,18 @@ LIST_SETTINGS: dict[str, SettingRule] = {
     "refund_bank_account": SettingRule("refund bank account", ListKind.ACCOUNT, ("Bank",)),
     "accounts_receivable_account": SettingRule("A/R account", ListKind.ACCOUNT, ("Accounts Receivable",)),
     "income_item": SettingRule("income item", ListKind.ITEM, ("Service", "NonInventory"), needs_income_account=True),
+    "tax_code": SettingRule(
+        "tax code",
+        ListKind.TAX_CODE,
+        (TAX_CODE_RATE,),
+        advice="choose one of the company's sales tax rates (TAX and NON only mark lines taxable or not)",
+    ),
+    "discount_account": SettingRule("discount account", ListKind.ACCOUNT, ("Income",)),
+    "tips_item": SettingRule("tips item", ListKind.ITEM, ("Service", "NonInventory"), needs_income_account=True),
+    "surcharge_item": SettingRule(
+        "surcharge item", ListKind.ITEM, ("Service", "NonInventory"), needs_income_account=True
+    ),
+    "processing_fee_account": SettingRule("processing-fee account", ListKind.ACCOUNT, ("Expense", "Other Expense")),
 }
 # Every value of the `payment_methods` setting.
 PAYMENT_METHOD_RULE = SettingRule("payment method", ListKind.PAYMENT_METHOD)

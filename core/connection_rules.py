@@ -22,6 +22,11 @@ SETTINGS_FIELDS = (
     "refund_bank_account",
     "accounts_receivable_account",
     "income_item",
+    "tax_code",
+    "discount_account",
+    "tips_item",
+    "surcharge_item",
+    "processing_fee_account",
     "payment_methods",
     "doc_number_prefix",
 )

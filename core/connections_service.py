@@ -176,7 +176,7 @@ class ConnectionService:
     ) -> QuickBooksSettings:
         """Changes the settings named in `mask` (all that are set in `settings` when it is empty).
 
-        Each mapping to an account, item or payment method, by id or by name, is first looked up in the
+        Each mapping to an account, item, payment method or tax code, by id or by name, is first looked up in the
         company and must exist, be active and be of the type its use needs (core.company_lists); it is
         stored with QuickBooks' id and name, so a name alone is resolved, never ignored. Any bad one is a
         ValidationError naming each, and nothing is stored. Such a mapping needs the company connected

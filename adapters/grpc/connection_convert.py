@@ -56,6 +56,11 @@ def settings_from_proto(msg: pb.Settings, violations: list[FieldViolation]) -> Q
         refund_bank_account=list_ref_from_proto(msg.refund_bank_account),
         accounts_receivable_account=list_ref_from_proto(msg.accounts_receivable_account),
         income_item=list_ref_from_proto(msg.income_item),
+        tax_code=list_ref_from_proto(msg.tax_code),
+        discount_account=list_ref_from_proto(msg.discount_account),
+        tips_item=list_ref_from_proto(msg.tips_item),
+        surcharge_item=list_ref_from_proto(msg.surcharge_item),
+        processing_fee_account=list_ref_from_proto(msg.processing_fee_account),
         payment_methods=methods,
         doc_number_prefix=msg.doc_number_prefix,
     )
@@ -67,6 +72,11 @@ def settings_to_proto(settings: QuickBooksSettings) -> pb.Settings:
         refund_bank_account=list_ref_to_proto(settings.refund_bank_account),
         accounts_receivable_account=list_ref_to_proto(settings.accounts_receivable_account),
         income_item=list_ref_to_proto(settings.income_item),
+        tax_code=list_ref_to_proto(settings.tax_code),
+        discount_account=list_ref_to_proto(settings.discount_account),
+        tips_item=list_ref_to_proto(settings.tips_item),
+        surcharge_item=list_ref_to_proto(settings.surcharge_item),
+        processing_fee_account=list_ref_to_proto(settings.processing_fee_account),
         payment_methods=[
             pb.PaymentMethodMapping(
                 method=payment_method_to_proto(method), quickbooks_payment_method=list_ref_to_proto(ref)

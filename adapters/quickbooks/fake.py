@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
 
 from adapters.quickbooks.qbo.limits import QBO_FIELD_LIMITS
+from core import company_lists
 from core.accounting import (
     AccountingCustomer,
     InvoiceSpec,
@@ -252,7 +253,7 @@ class FakeQuickBooks(AccountingSystem):
             self.ignore_total_tax = self.ignore_total_tax if ignore_total_tax is None else ignore_total_tax
             codes = self.lists[ListKind.TAX_CODE]
             if self.sales_tax is SalesTax.MANUAL and not codes:
-                codes["1"] = ListEntry(ListKind.TAX_CODE, "1", "Sales tax", True)
+                codes["1"] = ListEntry(ListKind.TAX_CODE, "1", "Sales tax", True, type=company_lists.TAX_CODE_RATE)
 
     def inject(self, *faults: Fault) -> None:
         """The next calls fail, one fault each, in order."""
@@ -280,9 +281,14 @@ class FakeQuickBooks(AccountingSystem):
     def add_list_entry(
         self, kind: ListKind, name: str, type: str = "", sub_type: str = "", *, income_account_id: str = ""
     ) -> str:
-        """An account, item or payment method created in QuickBooks; returns its Id. An item's type defaults
-        to Service and a payment method's to NON_CREDIT_CARD, as in QBO."""
-        type = type or {ListKind.ITEM: "Service", ListKind.PAYMENT_METHOD: "NON_CREDIT_CARD"}.get(kind, "")
+        """An account, item, payment method or tax code created in QuickBooks; returns its Id. An item's type
+        defaults to Service, a payment method's to NON_CREDIT_CARD and a tax code's to a rate, as in QBO."""
+        defaults = {
+            ListKind.ITEM: "Service",
+            ListKind.PAYMENT_METHOD: "NON_CREDIT_CARD",
+            ListKind.TAX_CODE: company_lists.TAX_CODE_RATE,
+        }
+        type = type or defaults.get(kind, "")
         with self._lock:
             entries = self.lists[kind]
             new_id = str(max((int(i) for i in entries), default=0) + 1)

@@ -398,6 +398,11 @@ class Settings(_message.Message):
     INCOME_ITEM_FIELD_NUMBER: _builtins.int
     PAYMENT_METHODS_FIELD_NUMBER: _builtins.int
     DOC_NUMBER_PREFIX_FIELD_NUMBER: _builtins.int
+    TAX_CODE_FIELD_NUMBER: _builtins.int
+    DISCOUNT_ACCOUNT_FIELD_NUMBER: _builtins.int
+    TIPS_ITEM_FIELD_NUMBER: _builtins.int
+    SURCHARGE_ITEM_FIELD_NUMBER: _builtins.int
+    PROCESSING_FEE_ACCOUNT_FIELD_NUMBER: _builtins.int
     doc_number_prefix: _builtins.str
     """Prepended to the job number to make the invoice's DocNumber."""
     @_builtins.property
@@ -420,6 +425,38 @@ class Settings(_message.Message):
     def payment_methods(self) -> _containers.RepeatedCompositeFieldContainer[Global___PaymentMethodMapping]:
         """The QuickBooks payment method for each CRM payment method."""
 
+    @_builtins.property
+    def tax_code(self) -> Global___QuickBooksListRef:
+        """The sales tax rate (a QuickBooks TaxCode) an invoice names in a company with manual sales tax, when
+        the job's `tax_rate_name` names none. No default: such a company must set it or send the rate name.
+        Not used with automated sales tax, which picks the rates itself and keeps the CRM's tax total.
+        """
+
+    @_builtins.property
+    def discount_account(self) -> Global___QuickBooksListRef:
+        """The Income account the invoice's discount line is booked to (default: the account named
+        "Discounts given", or another Income account of detail type Discounts/Refunds Given).
+        """
+
+    @_builtins.property
+    def tips_item(self) -> Global___QuickBooksListRef:
+        """The Service or NonInventory item a job's tip is written with (default: an item named "Tips",
+        "Tip" or "Gratuity"). Its account is the bookkeeper's choice: income, or a liability such as
+        "Tips payable" when the tips are the crew's.
+        """
+
+    @_builtins.property
+    def surcharge_item(self) -> Global___QuickBooksListRef:
+        """The Service or NonInventory item a job's card surcharge is written with (default: an item named
+        "Surcharge", "Card surcharge" or "Credit card surcharge").
+        """
+
+    @_builtins.property
+    def processing_fee_account(self) -> Global___QuickBooksListRef:
+        """The Expense account what card processors keep is booked to (default: an account named
+        "Merchant account fees", "QuickBooks Payments Fees", "Bank charges" or "Bank Charges & Fees").
+        """
+
     def __init__(
         self,
         *,
@@ -429,10 +466,15 @@ class Settings(_message.Message):
         income_item: Global___QuickBooksListRef | None = ...,
         payment_methods: _abc.Iterable[Global___PaymentMethodMapping] | None = ...,
         doc_number_prefix: _builtins.str = ...,
+        tax_code: Global___QuickBooksListRef | None = ...,
+        discount_account: Global___QuickBooksListRef | None = ...,
+        tips_item: Global___QuickBooksListRef | None = ...,
+        surcharge_item: Global___QuickBooksListRef | None = ...,
+        processing_fee_account: Global___QuickBooksListRef | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accounts_receivable_account", b"accounts_receivable_account", "deposit_account", b"deposit_account", "income_item", b"income_item", "refund_bank_account", b"refund_bank_account"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accounts_receivable_account", b"accounts_receivable_account", "deposit_account", b"deposit_account", "discount_account", b"discount_account", "income_item", b"income_item", "processing_fee_account", b"processing_fee_account", "refund_bank_account", b"refund_bank_account", "surcharge_item", b"surcharge_item", "tax_code", b"tax_code", "tips_item", b"tips_item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts_receivable_account", b"accounts_receivable_account", "deposit_account", b"deposit_account", "doc_number_prefix", b"doc_number_prefix", "income_item", b"income_item", "payment_methods", b"payment_methods", "refund_bank_account", b"refund_bank_account"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts_receivable_account", b"accounts_receivable_account", "deposit_account", b"deposit_account", "discount_account", b"discount_account", "doc_number_prefix", b"doc_number_prefix", "income_item", b"income_item", "payment_methods", b"payment_methods", "processing_fee_account", b"processing_fee_account", "refund_bank_account", b"refund_bank_account", "surcharge_item", b"surcharge_item", "tax_code", b"tax_code", "tips_item", b"tips_item"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -349,6 +349,7 @@ def list_refs() -> st.SearchStrategy[cs.QuickBooksListRef]:
 
 
 SETTING_NAMES = ["deposit_account", "refund_bank_account", "accounts_receivable_account", "income_item",
+                 "tax_code", "discount_account", "tips_item", "surcharge_item", "processing_fee_account",
                  "payment_methods", "doc_number_prefix"]
 PLAUSIBLE_CONNECTION: dict[str, st.SearchStrategy[Message]] = {
     "GetAuthorizationUrl": st.builds(
@@ -372,6 +373,11 @@ PLAUSIBLE_CONNECTION: dict[str, st.SearchStrategy[Message]] = {
             refund_bank_account=list_refs(),
             accounts_receivable_account=list_refs(),
             income_item=list_refs(),
+            tax_code=list_refs(),
+            discount_account=list_refs(),
+            tips_item=list_refs(),
+            surcharge_item=list_refs(),
+            processing_fee_account=list_refs(),
             payment_methods=st.lists(
                 st.builds(
                     cs.PaymentMethodMapping,

@@ -441,6 +441,151 @@ def test_mappings_need_a_connected_company_but_the_prefix_and_clearing_do_not(wo
         world.service.update_settings(ADMIN, QuickBooksSettings(deposit_account=ListRef(name="Checking")), [])
 
 
+# --- SPEC section 8: tax code, discount account, tips and surcharge items, processing-fee account ------
+
+
+@dataclass
+class Section8:
+    """Entries a bookkeeper made in the company for SPEC section 8 (names no new company has, so a
+    company seeding more of its own cannot take them)."""
+
+    tips_payable: str
+    tips: str
+    surcharge: str
+    promotions: str
+    fees: str
+    boston: str
+    pseudo: str
+
+
+def _section8(world: World) -> Section8:
+    company = world.company
+    tips_payable = company.add_list_entry(ListKind.ACCOUNT, "Crew tips payable", "Other Current Liability")
+    promotions = company.add_list_entry(ListKind.ACCOUNT, "Promotions", "Income", "DiscountsRefundsGiven")
+    return Section8(
+        tips_payable=tips_payable,
+        tips=company.add_list_entry(ListKind.ITEM, "Crew tips", "Service", income_account_id=tips_payable),
+        surcharge=company.add_list_entry(ListKind.ITEM, "Card fee", "NonInventory", income_account_id="4"),
+        promotions=promotions,
+        fees=company.add_list_entry(ListKind.ACCOUNT, "Processor fees", "Expense", "BankCharges"),
+        boston=company.add_list_entry(ListKind.TAX_CODE, "Boston"),
+        pseudo=company.add_list_entry(ListKind.TAX_CODE, "TAX", "pseudo"),
+    )
+
+
+def test_the_section_8_settings_are_checked_and_stored_with_quickbooks_id_and_name(world: World) -> None:
+    world.connect()
+    made = _section8(world)
+    got = world.service.update_settings(
+        ADMIN,
+        QuickBooksSettings(
+            tax_code=ListRef(name="boston"),
+            discount_account=ListRef(made.promotions, "an old name"),
+            tips_item=ListRef(name="CREW TIPS"),  # on a liability account: the bookkeeper's choice
+            surcharge_item=ListRef(made.surcharge),
+            processing_fee_account=ListRef(name="processor fees"),
+        ),
+        [],
+    )
+    assert got.tax_code == ListRef(made.boston, "Boston")
+    assert got.discount_account == ListRef(made.promotions, "Promotions")
+    assert got.tips_item == ListRef(made.tips, "Crew tips")
+    assert got.surcharge_item == ListRef(made.surcharge, "Card fee")
+    assert got.processing_fee_account == ListRef(made.fees, "Processor fees")
+    assert world.stored().settings == got
+    assert world.service.get_connection(ADMIN).settings == got
+
+
+def test_each_section_8_setting_follows_the_mask_like_the_others(world: World) -> None:
+    world.connect()
+    made = _section8(world)
+    everything = QuickBooksSettings(
+        tax_code=ListRef(made.boston),
+        discount_account=ListRef(made.promotions),
+        tips_item=ListRef(made.tips),
+        surcharge_item=ListRef(made.surcharge),
+        processing_fee_account=ListRef(made.fees),
+    )
+    got = world.service.update_settings(ADMIN, everything, ["tips_item"])
+    assert got == QuickBooksSettings(tips_item=ListRef(made.tips, "Crew tips"))
+    got = world.service.update_settings(ADMIN, everything, ["surcharge_item", "processing_fee_account"])
+    assert (got.tips_item.id, got.surcharge_item.id, got.processing_fee_account.id) == (
+        made.tips,
+        made.surcharge,
+        made.fees,
+    )
+    assert not got.tax_code.is_set and not got.discount_account.is_set
+    # A masked setting left empty goes back to its default (found by name on first use).
+    got = world.service.update_settings(ADMIN, QuickBooksSettings(), ["tips_item"])
+    assert not got.tips_item.is_set and got.surcharge_item.id == made.surcharge
+    assert world.stored().settings == got
+
+
+def test_every_unusable_section_8_mapping_is_named_at_once_and_nothing_stored(world: World) -> None:
+    world.connect()
+    made = _section8(world)
+    bare = world.company.add_list_entry(ListKind.ITEM, "Bare tip", "Service")  # no income account
+    inventory = world.company.add_list_entry(ListKind.ITEM, "Boxes", "Inventory", income_account_id="4")
+    old_rate = world.company.add_list_entry(ListKind.TAX_CODE, "Old rate")
+    world.company.deactivate_list_entry(ListKind.TAX_CODE, old_rate)
+    before = world.stored()
+    with pytest.raises(ValidationError) as raised:
+        world.service.update_settings(
+            ADMIN,
+            QuickBooksSettings(
+                tax_code=ListRef(made.pseudo),
+                discount_account=ListRef(made.fees),  # an Expense account
+                tips_item=ListRef(bare),
+                surcharge_item=ListRef(inventory),
+                processing_fee_account=ListRef(name="Services"),  # the Income account
+                doc_number_prefix="MV-",
+            ),
+            [],
+        )
+    found = _violations(raised)
+    assert list(found) == [
+        "settings.tax_code",
+        "settings.discount_account",
+        "settings.tips_item",
+        "settings.surcharge_item",
+        "settings.processing_fee_account",
+    ]
+    assert "'TAX'" in found["settings.tax_code"] and "is a pseudo tax code" in found["settings.tax_code"]
+    assert "choose one of the company's sales tax rates" in found["settings.tax_code"]
+    assert "'Processor fees'" in found["settings.discount_account"]
+    assert "is an Expense account; the discount account must be an Income account" in found["settings.discount_account"]
+    assert "has no income account" in found["settings.tips_item"]
+    assert (
+        "is an Inventory item; the surcharge item must be a Service or NonInventory item"
+        in found["settings.surcharge_item"]
+    )
+    assert (
+        "the processing-fee account must be an Expense or Other Expense account"
+        in found["settings.processing_fee_account"]
+    )
+    assert world.stored() == before  # not even the good prefix
+
+    with pytest.raises(ValidationError) as inactive:
+        world.service.update_settings(ADMIN, QuickBooksSettings(tax_code=ListRef(name="old rate")), [])
+    assert "'Old rate'" in _violations(inactive)["settings.tax_code"]
+    assert "is inactive in QuickBooks" in _violations(inactive)["settings.tax_code"]
+    with pytest.raises(ValidationError) as missing:
+        world.service.update_settings(ADMIN, QuickBooksSettings(tax_code=ListRef(name="Cambridge")), [])
+    assert _violations(missing) == {"settings.tax_code": "QuickBooks has no tax code named 'Cambridge'"}
+    assert world.stored() == before
+
+
+def test_section_8_mappings_need_a_connected_company_and_clearing_does_not(world: World) -> None:
+    with pytest.raises(FailedPreconditionError, match="settings.tax_code, settings.tips_item must be checked"):
+        world.service.update_settings(
+            ADMIN, QuickBooksSettings(tax_code=ListRef("1"), tips_item=ListRef(name="Tips")), ["tips_item", "tax_code"]
+        )
+    assert world.stored() is None
+    got = world.service.update_settings(ADMIN, QuickBooksSettings(), ["tax_code", "discount_account"])
+    assert got == QuickBooksSettings()
+    assert world.company.request_count == 0
+
+
 def test_quickbooks_unreachable_stores_nothing(world: World) -> None:
     world.connect()
     before = world.stored()

@@ -245,6 +245,11 @@ def settings_to_json(settings: QuickBooksSettings) -> str:
             "refund_bank_account": _ref(settings.refund_bank_account),
             "accounts_receivable_account": _ref(settings.accounts_receivable_account),
             "income_item": _ref(settings.income_item),
+            "tax_code": _ref(settings.tax_code),
+            "discount_account": _ref(settings.discount_account),
+            "tips_item": _ref(settings.tips_item),
+            "surcharge_item": _ref(settings.surcharge_item),
+            "processing_fee_account": _ref(settings.processing_fee_account),
             "payment_methods": {method.value: _ref(ref) for method, ref in settings.payment_methods.items()},
             "doc_number_prefix": settings.doc_number_prefix,
         }
@@ -259,6 +264,11 @@ def settings_from_json(text: str) -> QuickBooksSettings:
         refund_bank_account=_parse_ref(data.get("refund_bank_account")),
         accounts_receivable_account=_parse_ref(data.get("accounts_receivable_account")),
         income_item=_parse_ref(data.get("income_item")),
+        tax_code=_parse_ref(data.get("tax_code")),
+        discount_account=_parse_ref(data.get("discount_account")),
+        tips_item=_parse_ref(data.get("tips_item")),
+        surcharge_item=_parse_ref(data.get("surcharge_item")),
+        processing_fee_account=_parse_ref(data.get("processing_fee_account")),
         payment_methods={
             PaymentMethod(method): _parse_ref(ref) for method, ref in data.get("payment_methods", {}).items()
         },

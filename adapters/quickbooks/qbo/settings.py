@@ -6,6 +6,9 @@ once per process (per value) to check it exists, is active and has the right typ
 and the same read as UpdateSettings (core.company_lists, lists.py), since it may have changed in
 QuickBooks since it was set: a wrong one fails the sync with a message naming the setting, which is what
 a bookkeeper can fix. A setting stored with a name and no Id is resolved by that name, never ignored.
+
+A setting is resolved only when a record needs it (`settings_needed`): a company that never invoices a
+tip needs no tips item, and is never failed for lacking one.
 """
 
 from __future__ import annotations
@@ -16,22 +19,26 @@ from collections.abc import Callable
 from typing import Any
 
 from adapters.quickbooks.qbo.calls import CompanySession
-from adapters.quickbooks.qbo.lists import read_list_entry
+from adapters.quickbooks.qbo.lists import list_entry, read_list_entry
 from adapters.quickbooks.qbo.queries import escape, query_all
-from core.accounting import TxnKind
-from core.company_lists import LIST_SETTINGS, ListKind
+from core.accounting import InvoiceSpec, TxnKind, TxnSpec
+from core.company_lists import LIST_SETTINGS, ListEntry, ListKind, leaf_name
+from core.company_tax import SalesTax
 from core.connection import ListRef, QuickBooksSettings
-from core.domain import PaymentMethod
+from core.domain import PaymentMethod, normalise
 from core.errors import BookkeepingError
 from core.ports import UnitOfWorkFactory
 
 SETTING_INVALID = "QUICKBOOKS_SETTING_INVALID"
 
-# The settings that point to an account; what each may point to is core.company_lists' rule, the same one
-# UpdateSettings applies.
-ACCOUNT_SETTINGS = tuple(name for name, rule in LIST_SETTINGS.items() if rule.kind is ListKind.ACCOUNT)
 INCOME_ITEM = "income_item"
+TAX_CODE = "tax_code"
 LABELS = {name: rule.label for name, rule in LIST_SETTINGS.items()}
+# SPEC section 5's account settings: one look-up of the chart of accounts gives all of their defaults at
+# once. What rule each follows is core.company_lists', the same one UpdateSettings applies.
+ACCOUNT_SETTINGS = ("deposit_account", "refund_bank_account", "accounts_receivable_account")
+# The settings that supply an invoice line's ItemRef.
+ITEM_SETTINGS = tuple(name for name, rule in LIST_SETTINGS.items() if rule.kind is ListKind.ITEM)
 
 NEEDED: dict[TxnKind, tuple[str, ...]] = {
     TxnKind.PAYMENT: ("deposit_account",),
@@ -48,6 +55,61 @@ METHOD_NAMES: dict[PaymentMethod, tuple[str, ...]] = {
     PaymentMethod.ACH: ("ACH", "Other"),
     PaymentMethod.OTHER: ("Other",),
 }
+
+# SPEC section 8's defaults: the names tried, in order (an entry its rule refuses is passed over).
+# "Discounts given" is the Income account QBO's own examples book discounts to (Intuit's SalesReceipt page);
+# tips and surcharge items are the company's own creation (a new QBO company has neither); of the fee
+# accounts, "QuickBooks Payments Fees" is the one QBO Payments records its fees in, "Bank charges" (older
+# charts) and "Bank Charges & Fees" (newer ones) QBO's default chart's. *verify* the chart names against a
+# new sandbox company: missing one only means no default, never a wrong one.
+DEFAULT_NAMES: dict[str, tuple[str, ...]] = {
+    "discount_account": ("Discounts given",),
+    "tips_item": ("Tips", "Tip", "Gratuity"),
+    "surcharge_item": ("Surcharge", "Card surcharge", "Credit card surcharge"),
+    "processing_fee_account": (
+        "Merchant account fees",
+        "QuickBooks Payments Fees",
+        "Bank charges",
+        "Bank Charges & Fees",
+    ),
+}
+# Failing a name, the AccountSubType an account of that use has (Intuit: DiscountsRefundsGiven for
+# DiscountAccountRef; BankCharges is the Expense detail type "Bank charges").
+DEFAULT_SUB_TYPES: dict[str, str] = {
+    "discount_account": "DiscountsRefundsGiven",
+    "processing_fee_account": "BankCharges",
+}
+_ITEM_ADVICE = {
+    "tips_item": "create one in QuickBooks (on an income account, or a liability such as Tips payable when "
+    "the tips are the crew's) or set the tips item",
+    "surcharge_item": "create one in QuickBooks or set the surcharge item",
+}
+
+
+def settings_needed(spec: TxnSpec, sales_tax: SalesTax | None) -> tuple[str, ...]:
+    """The settings writing `spec` uses, and nothing else: a job without a tip never needs a tips item.
+
+    The tax code only for a taxed invoice in a company with manual sales tax: with automated sales tax
+    QuickBooks picks the rates itself (and keeps the TotalTax sent), and a company whose mode is not read
+    yet (None) is taken to have it, as the invoice mapping does."""
+    names = list(NEEDED[spec.kind])
+    if isinstance(spec, InvoiceSpec):
+        if spec.discount is not None:
+            names.append("discount_account")
+        if spec.tip:
+            names.append("tips_item")
+        if spec.surcharge:
+            names.append("surcharge_item")
+        if spec.taxable and sales_tax is SalesTax.MANUAL:
+            names.append(TAX_CODE)
+    return tuple(names)
+
+
+def settings_maybe_used(spec: TxnSpec) -> tuple[str, ...]:
+    """Every setting writing `spec` may have used: what it needs, and the tax code whatever the company's
+    sales tax mode (after a refusal, checking one more setting again is harmless; missing the one at fault
+    is not)."""
+    return settings_needed(spec, SalesTax.MANUAL)
 
 
 def setting_error(setting: str, problem: str) -> BookkeepingError:
@@ -69,13 +131,27 @@ class SettingsResolver:
         self._validated = validated
         self._validated_guard = validated_guard
         self._methods_looked_up = False
+        self._tax_rates: dict[str, ListRef] = {}  # a job's tax_rate_name (normalised) -> its TaxCode
 
-    def for_kind(self, kind: TxnKind) -> QuickBooksSettings:
-        """The settings, with everything a `kind` record needs set and checked (raises BookkeepingError)."""
+    def for_spec(self, spec: TxnSpec) -> QuickBooksSettings:
+        """The settings `spec` is written with, everything it needs set and checked (raises
+        BookkeepingError naming the setting). For a taxed invoice of a manual-tax company, the tax code is
+        the TaxCode the job's tax_rate_name names when there is one (for this record only: it is the
+        job's, not a setting), else the tax code setting."""
+        needed = settings_needed(spec, self._session.connection.sales_tax)
+        rate_name = spec.tax_rate_name.strip() if isinstance(spec, InvoiceSpec) and TAX_CODE in needed else ""
+        job_rate = self._tax_rate(rate_name) if rate_name else None
+        if job_rate is not None:
+            needed = tuple(name for name in needed if name != TAX_CODE)
+        settings = self._resolve(needed, payment=spec.kind is TxnKind.PAYMENT, unmatched_rate=rate_name)
+        return dataclasses.replace(settings, tax_code=job_rate) if job_rate is not None else settings
+
+    def _resolve(self, needed: tuple[str, ...], *, payment: bool, unmatched_rate: str = "") -> QuickBooksSettings:
+        """`needed` set and checked; `unmatched_rate`: the job's tax rate name QuickBooks has no rate of."""
         settings = self._session.connection.settings
         resolved: dict[str, ListRef] = {}
-        accounts: list[dict[str, Any]] | None = None
-        for name in NEEDED[kind]:
+        lists = _CompanyLists(self._session)
+        for name in needed:
             current: ListRef = getattr(settings, name)
             if current.is_set:
                 self._validate(name, current)
@@ -86,20 +162,22 @@ class SettingsResolver:
                 continue
             if name == INCOME_ITEM:
                 resolved[name] = self._default_item()
-                continue
-            if accounts is None:
-                accounts = query_all(self._session, "Account", "", what="looking up the chart of accounts")
-            # One look-up of the chart of accounts resolves every unset account setting at once.
-            for other in ACCOUNT_SETTINGS:
-                given: ListRef = getattr(settings, other)
-                if not (given.id or given.name) and other not in resolved:
-                    found = _default_account(other, accounts)
-                    if found is not None:
-                        resolved[other] = found
-            if name not in resolved:
-                raise setting_error(name, "is not set and QuickBooks has no account to use by default: set it")
+            elif name == TAX_CODE:
+                raise _no_tax_code(unmatched_rate)
+            elif name in ACCOUNT_SETTINGS:
+                # One look-up of the chart of accounts resolves every unset SPEC section 5 account at once.
+                for other in ACCOUNT_SETTINGS:
+                    given: ListRef = getattr(settings, other)
+                    if not (given.id or given.name) and other not in resolved:
+                        found = _default_account(other, lists.accounts())
+                        if found is not None:
+                            resolved[other] = found
+                if name not in resolved:
+                    raise setting_error(name, "is not set and QuickBooks has no account to use by default: set it")
+            else:
+                resolved[name] = _section8_default(name, lists)
         methods: dict[PaymentMethod, ListRef] = {}
-        if kind is TxnKind.PAYMENT and not self._methods_looked_up:
+        if payment and not self._methods_looked_up:
             missing = [m for m in PaymentMethod if not settings.payment_methods.get(m, ListRef()).is_set]
             if missing:
                 methods = self._default_methods(missing)
@@ -108,8 +186,25 @@ class SettingsResolver:
             settings = self._save(resolved, methods)
         return settings
 
+    def _tax_rate(self, rate_name: str) -> ListRef | None:
+        """The active sales tax rate (TaxCode) a job's tax_rate_name names, or None. Remembered once found,
+        until a write refuses it (`forget`)."""
+        key = normalise(rate_name)
+        known = self._tax_rates.get(key)
+        if known is not None:
+            return known
+        rule = LIST_SETTINGS[TAX_CODE]
+        wanted = ListRef(name=rate_name.strip())
+        entry = read_list_entry(self._session, ListKind.TAX_CODE, wanted)
+        if entry is None or rule.problem(wanted, entry) is not None:
+            return None
+        self._tax_rates[key] = entry.ref
+        return entry.ref
+
     def forget(self, setting: str) -> None:
         """QuickBooks refused a reference this setting supplied: check it again next time."""
+        if setting == TAX_CODE:
+            self._tax_rates.clear()  # a job's rate stands in for the setting
         with self._validated_guard:
             for key in [k for k in self._validated if k[1] == setting]:
                 self._validated.discard(key)
@@ -203,4 +298,81 @@ def _default_account(setting: str, accounts: list[dict[str, Any]]) -> ListRef | 
     return ListRef(str(chosen["Id"]), str(chosen.get("Name", ""))) if chosen else None
 
 
-__all__ = ["SettingsResolver", "setting_error", "escape"]
+class _CompanyLists:
+    """The chart of accounts and the sales items, each read at most once while settings are resolved."""
+
+    def __init__(self, session: CompanySession) -> None:
+        self._session = session
+        self._accounts: list[dict[str, Any]] | None = None
+        self._items: list[ListEntry] | None = None
+
+    def accounts(self) -> list[dict[str, Any]]:
+        if self._accounts is None:
+            self._accounts = query_all(self._session, "Account", "", what="looking up the chart of accounts")
+        return self._accounts
+
+    def items(self) -> list[ListEntry]:
+        if self._items is None:
+            where = "Type IN ('Service', 'NonInventory')"
+            rows = query_all(self._session, "Item", where, what="looking up items")
+            self._items = [list_entry(ListKind.ITEM, row) for row in rows]
+        return self._items
+
+
+def _no_tax_code(unmatched_rate: str) -> BookkeepingError:
+    # No default: which rate a job is taxed at is the bookkeeper's to say, never a guess.
+    if unmatched_rate:
+        return setting_error(
+            TAX_CODE,
+            f"is not set, and the job's tax rate {unmatched_rate!r} is no active sales tax rate in QuickBooks: "
+            "create that rate in QuickBooks, or set the tax code",
+        )
+    return setting_error(
+        TAX_CODE,
+        "is not set: this company's sales tax is manual, so a taxed invoice must name a sales tax rate. Set the "
+        "tax code, or send the job's tax_rate_name",
+    )
+
+
+def _section8_default(setting: str, lists: _CompanyLists) -> ListRef:
+    """An unset SPEC section 8 item or account setting's default; raises BookkeepingError naming the
+    setting when the company has none."""
+    rule = LIST_SETTINGS[setting]
+    names = " or ".join(repr(n) for n in DEFAULT_NAMES[setting])
+    if rule.kind is ListKind.ITEM:
+        found = _default_by_name(setting, lists.items())
+        if found is None:
+            raise setting_error(
+                setting,
+                f"is not set and QuickBooks has no item named {names} to use by default: {_ITEM_ADVICE[setting]}",
+            )
+        return found
+    found = _default_by_name(setting, [list_entry(ListKind.ACCOUNT, row) for row in lists.accounts()])
+    if found is None:
+        raise setting_error(
+            setting,
+            f"is not set and QuickBooks has no {rule.types[0]} account named {names} to use by default: create one "
+            "in QuickBooks or set it",
+        )
+    return found
+
+
+def _default_by_name(setting: str, entries: list[ListEntry]) -> ListRef | None:
+    """A SPEC section 8 setting's default among the active `entries`: the first of its names (in order)
+    held by an entry its rule accepts, else the lowest-Id accepted entry of its AccountSubType, if any."""
+    rule = LIST_SETTINGS[setting]
+    usable = sorted(
+        (e for e in entries if e.active and rule.problem(e.ref, e) is None),
+        key=lambda e: (int(e.id), e.id) if e.id.isdigit() else (2**63, e.id),
+    )
+    for name in DEFAULT_NAMES[setting]:
+        wanted = normalise(name)
+        for entry in usable:
+            if wanted in (normalise(entry.name), normalise(leaf_name(entry.name))):
+                return entry.ref
+    sub_type = DEFAULT_SUB_TYPES.get(setting)
+    by_type = [e for e in usable if sub_type and e.sub_type == sub_type]
+    return by_type[0].ref if by_type else None
+
+
+__all__ = ["SettingsResolver", "setting_error", "settings_maybe_used", "settings_needed", "escape"]

@@ -31,11 +31,10 @@ from adapters.quickbooks.qbo.mapping import (
     txn_object,
 )
 from adapters.quickbooks.qbo.queries import PAGE_SIZE, escape, query_all, query_page
-from adapters.quickbooks.qbo.settings import ACCOUNT_SETTINGS, INCOME_ITEM, SettingsResolver, setting_error
+from adapters.quickbooks.qbo.settings import ITEM_SETTINGS, SettingsResolver, setting_error, settings_maybe_used
 from adapters.quickbooks.qbo.transport import QboFault, QuickBooksClient
 from core.accounting import (
     AccountingCustomer,
-    InvoiceSpec,
     NewCustomer,
     PaymentSpec,
     QuickBooksRef,
@@ -129,7 +128,7 @@ class QuickBooksAccountingSystem(AccountingSystem):
     # --- transactions ------------------------------------------------------------------------------
 
     def create(self, spec: TxnSpec, *, request_id: str, fence: WriteFence = UNFENCED) -> QuickBooksRef:
-        settings = self._settings.for_kind(spec.kind)
+        settings = self._settings.for_spec(spec)
 
         def send(rid: str) -> QuickBooksRef:
             def save(qb: QuickBooksClient) -> QuickBooksRef:
@@ -156,7 +155,7 @@ class QuickBooksAccountingSystem(AccountingSystem):
     def update(
         self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str, fence: WriteFence = UNFENCED
     ) -> QuickBooksRef:
-        settings = self._settings.for_kind(spec.kind)
+        settings = self._settings.for_spec(spec)
 
         def send(rid: str) -> QuickBooksRef:
             def save(qb: QuickBooksClient) -> QuickBooksRef:
@@ -328,6 +327,10 @@ class QuickBooksAccountingSystem(AccountingSystem):
         if setting is not None:
             self._settings.forget(setting)
             return setting_error(setting, f"points to something QuickBooks refused ({_said(fault)})")
+        if "ItemRef" in elements:
+            # An invoice's items come from several settings (income, tips, surcharge): checked again, the
+            # one at fault is named.
+            return self._rechecked(spec) or _rejected(what, fault)
         if elements and "CustomerRef" not in elements and "EntityRef" not in elements:
             return _rejected(what, fault)
         customer = self._read("Customer", spec.customer_id)
@@ -340,13 +343,18 @@ class QuickBooksAccountingSystem(AccountingSystem):
         gone = self._gone_link(spec, what)
         if gone is not None:
             return gone
+        return self._rechecked(spec) or _rejected(what, fault)
+
+    def _rechecked(self, spec: TxnSpec) -> BookkeepingError | None:
+        """The settings `spec` used, checked again in QuickBooks: the error naming one that no longer does,
+        or None when all do."""
         for name in _settings_used(spec):
             self._settings.forget(name)
         try:
-            self._settings.for_kind(spec.kind)
+            self._settings.for_spec(spec)
         except BookkeepingError as error:
             return error
-        return _rejected(what, fault)
+        return None
 
 
 class _Obj:
@@ -397,7 +405,8 @@ def _setting_of(elements: str, spec: TxnSpec) -> str | None:
     if "TxnTaxCodeRef" in elements:
         return "tax_code"
     if "ItemRef" in elements:
-        return INCOME_ITEM
+        items = [name for name in _settings_used(spec) if name in ITEM_SETTINGS]
+        return items[0] if len(items) == 1 else None  # several: see _refusal
     if "AccountBasedExpenseLineDetail.AccountRef" in elements:
         return "accounts_receivable_account"
     if "AccountRef" in elements and isinstance(spec, RefundSpec):
@@ -408,11 +417,7 @@ def _setting_of(elements: str, spec: TxnSpec) -> str | None:
 
 
 def _settings_used(spec: TxnSpec) -> tuple[str, ...]:
-    if isinstance(spec, PaymentSpec):
-        return ("deposit_account",)
-    if isinstance(spec, InvoiceSpec):
-        return (INCOME_ITEM,)
-    return tuple(name for name in ACCOUNT_SETTINGS if name != "deposit_account")
+    return settings_maybe_used(spec)
 
 
 def _fresh_request_id(request_id: str) -> str:

@@ -332,6 +332,60 @@ def test_partial_writes_are_discarded_unless_committed(backend: Backend) -> None
     assert _get(backend, "t1") == connection()
 
 
+# --- SPEC section 8's settings -------------------------------------------------------------------------
+
+SECTION_8 = {
+    "tax_code": ListRef("CustomSalesTax", "CustomSalesTax"),  # a tax code's Id need not be a number
+    "discount_account": ListRef("86", "Discounts given"),
+    "tips_item": ListRef("19", "Tips"),
+    "surcharge_item": ListRef("20", "Card surcharge"),
+    "processing_fee_account": ListRef("", "Bank charges"),  # given by name only: resolved at sync time
+}
+
+
+def test_the_section_8_settings_are_stored_with_the_others(backend: Backend) -> None:
+    with_section_8 = replace(connection().settings, **SECTION_8)
+    _save(backend, connection(settings=with_section_8))
+    got = _get(backend, "t1")
+    assert got is not None and got.settings == with_section_8
+    with backend.uow() as uow:
+        uow.connections.save_settings("t1", replace(with_section_8, tips_item=ListRef(), tax_code=ListRef("7", "MA")))
+        uow.commit()
+    again = _get(backend, "t1")
+    assert again is not None
+    assert (again.settings.tips_item, again.settings.tax_code) == (ListRef(), ListRef("7", "MA"))
+    assert again.settings.surcharge_item == ListRef("20", "Card surcharge")
+    assert again == connection(settings=replace(with_section_8, tips_item=ListRef(), tax_code=ListRef("7", "MA")))
+
+
+def test_settings_stored_before_section_8_load_with_them_unset(sql_backend: Backend) -> None:
+    _save(sql_backend, connection())
+    assert sql_backend.url is not None
+    engine = create_engine_for(sql_backend.url)
+    old = (
+        '{"deposit_account": {"id": "4", "name": "Undeposited Funds"}, "refund_bank_account": {"id": "35", '
+        '"name": "Checking"}, "accounts_receivable_account": {"id": "84", "name": "Accounts Receivable (A/R)"}, '
+        '"income_item": {"id": "1", "name": "Services"}, "payment_methods": {"CASH": {"id": "1", "name": "Cash"}}, '
+        '"doc_number_prefix": "MV-"}'
+    )
+    try:
+        with engine.begin() as db:
+            db.execute(text("UPDATE quickbooks_connections SET settings = :old"), {"old": old})
+    finally:
+        engine.dispose()
+    got = _get(sql_backend, "t1")
+    assert got is not None
+    assert got.settings == QuickBooksSettings(
+        deposit_account=ListRef("4", "Undeposited Funds"),
+        refund_bank_account=ListRef("35", "Checking"),
+        accounts_receivable_account=ListRef("84", "Accounts Receivable (A/R)"),
+        income_item=ListRef("1", "Services"),
+        payment_methods={PaymentMethod.CASH: ListRef("1", "Cash")},
+        doc_number_prefix="MV-",
+    )
+    assert all(not getattr(got.settings, name).id and not getattr(got.settings, name).name for name in SECTION_8)
+
+
 # --- encryption at rest ----------------------------------------------------------------------------------
 
 
