@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import grpc
 import pytest
+from injector import Injector
 
 from adapters.persistence.sqlalchemy.migrate import migrate
 from adapters.quickbooks.emulator import EmulatorServer, run_emulator
@@ -76,6 +77,7 @@ class EmulatedServer:
     keys: ApiKeys
     emulator: EmulatorServer
     realm_id: str
+    injector: Injector  # the server's own wiring: a test connects another tenant through its ConnectionService
 
     def key(self, tenant: str) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self.keys.create(tenant, frozenset(Permission))}")]
@@ -132,6 +134,7 @@ def emulated(tmp_path) -> Iterator[EmulatedServer]:  # type: ignore[no-untyped-d
             injector.get(ApiKeys),
             emulator,
             company["realm_id"],
+            injector,
         )
     finally:
         channel.close()
