@@ -11,10 +11,8 @@ from collections.abc import Callable, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 
 from core.accounting import TxnKind
-from core.company_preferences import read_company_preferences, sales_tax_violations
-from core.company_tax import SalesTax
-from core.connection import ConnectionState
-from core.currency import AmountCurrency, CompanyCurrency, currency_violations
+from core.company_checks import CompanyChecks
+from core.currency import AmountCurrency
 from core.domain import (
     AuditEvent,
     AuditKind,
@@ -35,17 +33,16 @@ from core.errors import (
     FieldViolation,
     NotFoundError,
     PermissionDeniedError,
-    RequestIdReusedError,
     ValidationError,
     merge_violations,
 )
 from core.fingerprint import request_fingerprint
-from core.ports import AccountingSystems, Clock, IdSource, RequestIdTakenError, UnitOfWork, UnitOfWorkFactory
+from core.outbox import Outbox, mark_pending
+from core.ports import AccountingSystems, Clock, IdSource, UnitOfWork, UnitOfWorkFactory
 from core.text import clean_job, clean_opportunity, clean_payment, usable_as_id
 from core.validation import (
     job_request_limits,
     payment_request_limits,
-    refunds_within_payment,
     validate_job_request,
     validate_payment_request,
 )
@@ -93,6 +90,8 @@ class SyncService:
         self._clock = clock
         self._ids = ids
         self._max_attempts = max_attempts
+        self._outbox = Outbox(uow_factory, clock, ids, max_attempts)
+        self._company = CompanyChecks(uow_factory, accounting, clock)
 
     # --- mutating ---------------------------------------------------------------------------------
 
@@ -123,7 +122,7 @@ class SyncService:
                 [
                     *validate_payment_request(opportunity, payment, request_id),
                     *payment_request_limits(opportunity, payment, self._accounting.field_limits),
-                    *self._currency_violations(principal.tenant_id, currencies),
+                    *self._company.currency_violations(principal.tenant_id, currencies),
                 ],
             )
         )
@@ -131,10 +130,12 @@ class SyncService:
         target = EntityRef(EntityType.PAYMENT, payment.payment_id)
 
         def stage(uow: UnitOfWork) -> None:
-            self._stage_opportunity(uow, principal.tenant_id, opportunity, "opportunity")
-            self._stage_payment(uow, principal.tenant_id, opportunity, payment, "payment")
+            self._outbox.stage_opportunity(uow, principal.tenant_id, opportunity, "opportunity")
+            self._outbox.stage_payment(uow, principal.tenant_id, opportunity, payment, "payment")
 
-        return self._accept(principal, SyncJobKind.SYNC_PAYMENT, target, opportunity, request_id, fingerprint, stage)
+        return self._outbox.accept(
+            principal.tenant_id, SyncJobKind.SYNC_PAYMENT, target, opportunity, request_id, fingerprint, stage
+        )
 
     def _accept_job(
         self,
@@ -159,8 +160,8 @@ class SyncService:
                 [
                     *validate_job_request(opportunity, job, payments, request_id),
                     *job_request_limits(opportunity, job, payments, self._accounting.field_limits),
-                    *self._currency_violations(principal.tenant_id, currencies),
-                    *self._sales_tax_violations(principal.tenant_id, job),
+                    *self._company.currency_violations(principal.tenant_id, currencies),
+                    *self._company.sales_tax_violations(principal.tenant_id, job),
                 ],
             )
         )
@@ -169,10 +170,10 @@ class SyncService:
         tenant = principal.tenant_id
 
         def stage(uow: UnitOfWork) -> None:
-            _raise_if_any(self._doc_number_fits(uow, tenant, job))
-            self._stage_opportunity(uow, tenant, opportunity, "opportunity")
+            _raise_if_any(self._company.doc_number_fits(uow, tenant, job))
+            self._outbox.stage_opportunity(uow, tenant, opportunity, "opportunity")
             for i, payment in enumerate(payments):
-                self._stage_payment(uow, tenant, opportunity, payment, f"payments[{i}]")
+                self._outbox.stage_payment(uow, tenant, opportunity, payment, f"payments[{i}]")
             known = uow.snapshots.get_job(tenant, job.job_id)
             if known is not None and known.opportunity_id != opportunity.opportunity_id:
                 raise ValidationError(
@@ -185,7 +186,7 @@ class SyncService:
                 )
             uow.snapshots.save_job(tenant, opportunity.opportunity_id, job, self._clock.now())
 
-        return self._accept(principal, kind, target, opportunity, request_id, fingerprint, stage)
+        return self._outbox.accept(principal.tenant_id, kind, target, opportunity, request_id, fingerprint, stage)
 
     close_out_job = _use_case_of_kind(
         _accept_job,
@@ -217,7 +218,7 @@ class SyncService:
             job.next_attempt_time = None
             job.update_time = now
             uow.jobs.save(job)
-            self._mark_pending(uow, principal.tenant_id, [job.target], keep_error=True)
+            mark_pending(uow, principal.tenant_id, [job.target], keep_error=True)
             uow.audit.append(AuditEvent(principal.tenant_id, now, AuditKind.RETRY_REQUESTED, job.target, job_id, ""))
             uow.commit()
             return job
@@ -279,158 +280,6 @@ class SyncService:
             jobs = uow.jobs.list_failed(principal.tenant_id, offset=offset, limit=limit + 1)
         more = len(jobs) > limit
         return jobs[:limit], str(offset + limit) if more else ""
-
-    # --- accepting --------------------------------------------------------------------------------
-
-    def _accept(
-        self,
-        principal: Principal,
-        kind: SyncJobKind,
-        target: EntityRef,
-        opportunity: Opportunity,
-        request_id: str,
-        fingerprint: str,
-        stage: Callable[[UnitOfWork], None],
-    ) -> SyncJob:
-        tenant = principal.tenant_id
-        try:
-            with self._uow_factory() as uow:
-                if request_id:
-                    earlier = uow.jobs.find_by_request_id(tenant, request_id)
-                    if earlier is not None:
-                        return _same_request(earlier, fingerprint, request_id)
-                stage(uow)
-                record = uow.sync_records.get(tenant, target)
-                now = self._clock.now()
-                job = SyncJob(
-                    job_id=self._ids.new_id(),
-                    tenant_id=tenant,
-                    kind=kind,
-                    target=target,
-                    opportunity_id=opportunity.opportunity_id,
-                    customer_id=opportunity.customer.customer_id,
-                    create_time=now,
-                    update_time=now,
-                    resync=record is not None and record.resync_available,
-                    request_id=request_id,
-                    request_fingerprint=fingerprint,
-                    max_attempts=self._max_attempts,
-                    identity_key=opportunity.customer.identity_key(tenant),
-                )
-                self._mark_pending(uow, tenant, [target])
-                uow.jobs.add(job)
-                uow.audit.append(AuditEvent(tenant, now, AuditKind.accepted(kind), target, job.job_id, ""))
-                uow.commit()
-                return job
-        except RequestIdTakenError:
-            # Two identical requests raced: the other one won; answer as if we had come second.
-            with self._uow_factory() as uow:
-                earlier = uow.jobs.find_by_request_id(tenant, request_id)
-            if earlier is None:
-                raise
-            return _same_request(earlier, fingerprint, request_id)
-
-    def _currency_violations(self, tenant: str, currencies: Sequence[AmountCurrency]) -> list[FieldViolation]:
-        """SPEC §7 against the company's currency as last read from QuickBooks (core/currency.py)."""
-        if not any(amount.code for amount in currencies):
-            return []  # an empty currency_code is the home currency, whatever it is: nothing to look up
-        with self._uow_factory() as uow:
-            connection = uow.connections.get(tenant)
-        if connection is None:
-            return currency_violations(currencies, CompanyCurrency())
-        company = connection.company_currency
-        if not company.known and connection.state is ConnectionState.CONNECTED:
-            # Connected, but QuickBooks could not be read at connect time: read it now rather than judge a
-            # labelled amount against the USD guess. Once read, this never happens again for the company.
-            preferences = read_company_preferences(tenant, self._accounting, self._uow_factory, self._clock)
-            company = preferences.currency if preferences is not None else company
-        return currency_violations(currencies, company)
-
-    def _sales_tax_violations(self, tenant: str, job: Job) -> list[FieldViolation]:
-        """SPEC §8: a job charging tax for a company without sales tax set up in QuickBooks is refused
-        (core/company_preferences.py), judged by the company's sales tax mode as last read."""
-        if job.tax <= 0:
-            return []  # no tax charged: whatever the company's mode, nothing to look up
-        with self._uow_factory() as uow:
-            connection = uow.connections.get(tenant)
-        if connection is None:
-            return []  # not connected: the mode is unknown, and an unknown mode refuses nothing
-        sales_tax = connection.sales_tax
-        if sales_tax in (None, SalesTax.NONE) and connection.state is ConnectionState.CONNECTED:
-            # None: QuickBooks could not be read at connect time; read it now, as for the currency. NONE: the
-            # refusal tells the bookkeeper to set sales tax up in QuickBooks and send the job again, so the
-            # resend must see what QuickBooks says now, not the stored answer (a read on refusals only).
-            preferences = read_company_preferences(tenant, self._accounting, self._uow_factory, self._clock)
-            sales_tax = preferences.sales_tax if preferences is not None else sales_tax
-        return sales_tax_violations(job.tax, sales_tax)
-
-    def _doc_number_fits(self, uow: UnitOfWork, tenant: str, job: Job) -> list[FieldViolation]:
-        """The invoice number QuickBooks gets is the tenant's DocNumber prefix + the job number: both must fit
-        QBO's DocNumber (validation checked the number alone; the prefix is the tenant's setting)."""
-        connection = uow.connections.get(tenant)
-        prefix = connection.settings.doc_number_prefix if connection is not None else ""
-        room = self._accounting.field_limits.doc_number - len(prefix)
-        if prefix and len(job.number) > room:
-            return [
-                FieldViolation(
-                    "job.number",
-                    f"must be at most {room} characters: QuickBooks' DocNumber holds "
-                    f"{self._accounting.field_limits.doc_number}, and the invoice number prefix {prefix!r} comes first",
-                )
-            ]
-        return []
-
-    def _stage_opportunity(self, uow: UnitOfWork, tenant: str, opportunity: Opportunity, path: str) -> None:
-        known = uow.snapshots.get_opportunity(tenant, opportunity.opportunity_id)
-        if known is not None and known.customer.customer_id != opportunity.customer.customer_id:
-            raise ValidationError(
-                [
-                    FieldViolation(
-                        f"{path}.customer.customer_id",
-                        f"opportunity {opportunity.opportunity_id} belongs to customer {known.customer.customer_id}",
-                    )
-                ]
-            )
-        uow.snapshots.save_opportunity(tenant, opportunity)
-
-    def _stage_payment(
-        self, uow: UnitOfWork, tenant: str, opportunity: Opportunity, payment: Payment, path: str
-    ) -> None:
-        known = uow.snapshots.get_payment(tenant, payment.payment_id)
-        if known is not None and known.opportunity_id != opportunity.opportunity_id:
-            raise ValidationError(
-                [FieldViolation(f"{path}.payment_id", f"payment {payment.payment_id} belongs to another opportunity")]
-            )
-        merged = payment.with_refunds_merged(known.payment if known else None)
-        violations = refunds_within_payment(merged, path)
-        for i, refund in enumerate(payment.refunds):
-            owner = uow.snapshots.payment_of_refund(tenant, refund.refund_id)
-            if owner is not None and owner != payment.payment_id:
-                violations.append(
-                    FieldViolation(
-                        f"{path}.refunds[{i}].refund_id", f"refund {refund.refund_id} belongs to another payment"
-                    )
-                )
-        _raise_if_any(violations)
-        uow.snapshots.save_payment(tenant, opportunity.opportunity_id, merged)
-        refs = [EntityRef(EntityType.PAYMENT, payment.payment_id)]
-        refs += [EntityRef(EntityType.REFUND, r.refund_id) for r in merged.refunds]
-        self._mark_pending(uow, tenant, refs)
-
-    def _mark_pending(self, uow: UnitOfWork, tenant: str, refs: list[EntityRef], *, keep_error: bool = False) -> None:
-        for ref in refs:
-            record = uow.sync_records.get(tenant, ref) or SyncRecord(tenant_id=tenant, entity=ref)
-            record.mark_pending(keep_error=keep_error)
-            uow.sync_records.save(record)
-
-
-def _same_request(earlier: SyncJob, fingerprint: str, request_id: str) -> SyncJob:
-    if earlier.request_fingerprint != fingerprint:
-        raise RequestIdReusedError(
-            f"request_id {request_id!r} was already used for a different request",
-            metadata={"request_id": request_id, "sync_job": earlier.name},
-        )
-    return earlier
 
 
 def _job_id(name: str) -> str:

@@ -149,6 +149,7 @@ def canadian(tmp_path) -> Iterator[EmulatedServer]:  # type: ignore[no-untyped-d
             injector.get(ApiKeys),
             emulator,
             company["realm_id"],
+            injector,
         )
     finally:
         channel.close()

@@ -1,0 +1,72 @@
+"""What the tenant's QuickBooks company allows of a request, judged by what qbsync last read of it (its
+currency and sales tax mode, SPEC §7 and §8) and its settings (the DocNumber prefix). Each check reads the
+company again when what is stored cannot answer (read failed at connect time), never when it can."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from core.company_preferences import read_company_preferences, sales_tax_violations
+from core.company_tax import SalesTax
+from core.connection import ConnectionState
+from core.currency import AmountCurrency, CompanyCurrency, currency_violations
+from core.domain import Job
+from core.errors import FieldViolation
+from core.ports import AccountingSystems, Clock, UnitOfWork, UnitOfWorkFactory
+
+
+class CompanyChecks:
+    def __init__(self, uow_factory: UnitOfWorkFactory, accounting: AccountingSystems, clock: Clock) -> None:
+        self._uow_factory = uow_factory
+        self._accounting = accounting
+        self._clock = clock
+
+    def currency_violations(self, tenant: str, currencies: Sequence[AmountCurrency]) -> list[FieldViolation]:
+        """SPEC §7 against the company's currency as last read from QuickBooks (core/currency.py)."""
+        if not any(amount.code for amount in currencies):
+            return []  # an empty currency_code is the home currency, whatever it is: nothing to look up
+        with self._uow_factory() as uow:
+            connection = uow.connections.get(tenant)
+        if connection is None:
+            return currency_violations(currencies, CompanyCurrency())
+        company = connection.company_currency
+        if not company.known and connection.state is ConnectionState.CONNECTED:
+            # Connected, but QuickBooks could not be read at connect time: read it now rather than judge a
+            # labelled amount against the USD guess. Once read, this never happens again for the company.
+            preferences = read_company_preferences(tenant, self._accounting, self._uow_factory, self._clock)
+            company = preferences.currency if preferences is not None else company
+        return currency_violations(currencies, company)
+
+    def sales_tax_violations(self, tenant: str, job: Job) -> list[FieldViolation]:
+        """SPEC §8: a job charging tax for a company without sales tax set up in QuickBooks is refused
+        (core/company_preferences.py), judged by the company's sales tax mode as last read."""
+        if job.tax <= 0:
+            return []  # no tax charged: whatever the company's mode, nothing to look up
+        with self._uow_factory() as uow:
+            connection = uow.connections.get(tenant)
+        if connection is None:
+            return []  # not connected: the mode is unknown, and an unknown mode refuses nothing
+        sales_tax = connection.sales_tax
+        if sales_tax in (None, SalesTax.NONE) and connection.state is ConnectionState.CONNECTED:
+            # None: QuickBooks could not be read at connect time; read it now, as for the currency. NONE: the
+            # refusal tells the bookkeeper to set sales tax up in QuickBooks and send the job again, so the
+            # resend must see what QuickBooks says now, not the stored answer (a read on refusals only).
+            preferences = read_company_preferences(tenant, self._accounting, self._uow_factory, self._clock)
+            sales_tax = preferences.sales_tax if preferences is not None else sales_tax
+        return sales_tax_violations(job.tax, sales_tax)
+
+    def doc_number_fits(self, uow: UnitOfWork, tenant: str, job: Job) -> list[FieldViolation]:
+        """The invoice number QuickBooks gets is the tenant's DocNumber prefix + the job number: both must fit
+        QBO's DocNumber (validation checked the number alone; the prefix is the tenant's setting)."""
+        connection = uow.connections.get(tenant)
+        prefix = connection.settings.doc_number_prefix if connection is not None else ""
+        room = self._accounting.field_limits.doc_number - len(prefix)
+        if prefix and len(job.number) > room:
+            return [
+                FieldViolation(
+                    "job.number",
+                    f"must be at most {room} characters: QuickBooks' DocNumber holds "
+                    f"{self._accounting.field_limits.doc_number}, and the invoice number prefix {prefix!r} comes first",
+                )
+            ]
+        return []

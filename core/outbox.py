@@ -1,0 +1,135 @@
+"""Accepting a sync request as a transactional outbox (SPEC.md section 3): the CRM snapshot is stored, the
+records it names are marked PENDING and a SyncJob is queued, all in one transaction — the job is never
+queued without its data, nor the data without its job. A request_id makes a resend answer with the job it
+made (R7), judged by the request's fingerprint (core/fingerprint.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from core.domain import (
+    AuditEvent,
+    AuditKind,
+    EntityRef,
+    EntityType,
+    Opportunity,
+    Payment,
+    SyncJob,
+    SyncJobKind,
+    SyncRecord,
+)
+from core.errors import FieldViolation, RequestIdReusedError, ValidationError
+from core.ports import Clock, IdSource, RequestIdTakenError, UnitOfWork, UnitOfWorkFactory
+from core.validation import refunds_within_payment
+
+
+class Outbox:
+    def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock, ids: IdSource, max_attempts: int) -> None:
+        self._uow_factory = uow_factory
+        self._clock = clock
+        self._ids = ids
+        self._max_attempts = max_attempts
+
+    def accept(
+        self,
+        tenant: str,
+        kind: SyncJobKind,
+        target: EntityRef,
+        opportunity: Opportunity,
+        request_id: str,
+        fingerprint: str,
+        stage: Callable[[UnitOfWork], None],
+    ) -> SyncJob:
+        """Queues a job of `kind` for `target` after `stage` stored the request's snapshots (in the same
+        transaction); a request_id seen before answers with its job instead, if the request is the same."""
+        try:
+            with self._uow_factory() as uow:
+                if request_id:
+                    earlier = uow.jobs.find_by_request_id(tenant, request_id)
+                    if earlier is not None:
+                        return _same_request(earlier, fingerprint, request_id)
+                stage(uow)
+                record = uow.sync_records.get(tenant, target)
+                now = self._clock.now()
+                job = SyncJob(
+                    job_id=self._ids.new_id(),
+                    tenant_id=tenant,
+                    kind=kind,
+                    target=target,
+                    opportunity_id=opportunity.opportunity_id,
+                    customer_id=opportunity.customer.customer_id,
+                    create_time=now,
+                    update_time=now,
+                    resync=record is not None and record.resync_available,
+                    request_id=request_id,
+                    request_fingerprint=fingerprint,
+                    max_attempts=self._max_attempts,
+                    identity_key=opportunity.customer.identity_key(tenant),
+                )
+                mark_pending(uow, tenant, [target])
+                uow.jobs.add(job)
+                uow.audit.append(AuditEvent(tenant, now, AuditKind.accepted(kind), target, job.job_id, ""))
+                uow.commit()
+                return job
+        except RequestIdTakenError:
+            # Two identical requests raced: the other one won; answer as if we had come second.
+            with self._uow_factory() as uow:
+                earlier = uow.jobs.find_by_request_id(tenant, request_id)
+            if earlier is None:
+                raise
+            return _same_request(earlier, fingerprint, request_id)
+
+    @staticmethod
+    def stage_opportunity(uow: UnitOfWork, tenant: str, opportunity: Opportunity, path: str) -> None:
+        known = uow.snapshots.get_opportunity(tenant, opportunity.opportunity_id)
+        if known is not None and known.customer.customer_id != opportunity.customer.customer_id:
+            raise ValidationError(
+                [
+                    FieldViolation(
+                        f"{path}.customer.customer_id",
+                        f"opportunity {opportunity.opportunity_id} belongs to customer {known.customer.customer_id}",
+                    )
+                ]
+            )
+        uow.snapshots.save_opportunity(tenant, opportunity)
+
+    @staticmethod
+    def stage_payment(uow: UnitOfWork, tenant: str, opportunity: Opportunity, payment: Payment, path: str) -> None:
+        known = uow.snapshots.get_payment(tenant, payment.payment_id)
+        if known is not None and known.opportunity_id != opportunity.opportunity_id:
+            raise ValidationError(
+                [FieldViolation(f"{path}.payment_id", f"payment {payment.payment_id} belongs to another opportunity")]
+            )
+        merged = payment.with_refunds_merged(known.payment if known else None)
+        violations = refunds_within_payment(merged, path)
+        for i, refund in enumerate(payment.refunds):
+            owner = uow.snapshots.payment_of_refund(tenant, refund.refund_id)
+            if owner is not None and owner != payment.payment_id:
+                violations.append(
+                    FieldViolation(
+                        f"{path}.refunds[{i}].refund_id", f"refund {refund.refund_id} belongs to another payment"
+                    )
+                )
+        if violations:
+            raise ValidationError(violations)
+        uow.snapshots.save_payment(tenant, opportunity.opportunity_id, merged)
+        refs = [EntityRef(EntityType.PAYMENT, payment.payment_id)]
+        refs += [EntityRef(EntityType.REFUND, r.refund_id) for r in merged.refunds]
+        mark_pending(uow, tenant, refs)
+
+
+def mark_pending(uow: UnitOfWork, tenant: str, refs: list[EntityRef], *, keep_error: bool = False) -> None:
+    """R8: the records a request names are PENDING until its job runs (in the request's transaction)."""
+    for ref in refs:
+        record = uow.sync_records.get(tenant, ref) or SyncRecord(tenant_id=tenant, entity=ref)
+        record.mark_pending(keep_error=keep_error)
+        uow.sync_records.save(record)
+
+
+def _same_request(earlier: SyncJob, fingerprint: str, request_id: str) -> SyncJob:
+    if earlier.request_fingerprint != fingerprint:
+        raise RequestIdReusedError(
+            f"request_id {request_id!r} was already used for a different request",
+            metadata={"request_id": request_id, "sync_job": earlier.name},
+        )
+    return earlier
