@@ -154,7 +154,8 @@ def charges_for(draw: st.DrawFn, lines: tuple[InvoiceLine, ...]) -> Charges:
     to two discounts (amount or percent) sharing one after_tax and leaving at least a cent of the lines."""
     lines_total = sum((line.amount for line in lines), ZERO)
     taxable = any(line.taxable for line in lines)
-    tax = draw(optional_cents) if taxable else ZERO
+    # Mostly taxed where a line is taxable; untaxed still, the case automated sales tax would add its own to.
+    tax = draw(st.one_of(st.integers(1, 20_000).map(money), optional_cents)) if taxable else ZERO
     rate_name = draw(st.sampled_from(["", "", "Sales tax", "County 8.25%"])) if tax else ""
     after_tax = draw(st.booleans())
     discounts: list[Discount] = []
@@ -869,9 +870,9 @@ def test_the_model_is_not_empty() -> None:
     """A guard against an invariant that passes because both sides are empty."""
     machine = SyncRulesMachine()
     machine.new_customer({"first_name": "Mary", "last_name": "O'Brien"}, "mary@example.com", "")
-    machine.take_payment(_Draw([next(iter(machine.crm.opportunities))]), 10_000, PaymentMethod.CASH, True, False)
+    machine.take_payment(Drawn([next(iter(machine.crm.opportunities))]), 10_000, PaymentMethod.CASH, True, False)
     assert len(machine.qbo.live("Payment")) == 1
-    _check_every_rule(machine)
+    check_every_rule(machine)
     # A payment that vanishes from QuickBooks must be noticed.
     machine.side.delete(TxnKind.PAYMENT, machine.qbo.live("Payment")[0].id)
     machine.changed()
@@ -879,7 +880,7 @@ def test_the_model_is_not_empty() -> None:
         machine.r7_exactly_once()
 
 
-def _check_every_rule(machine: SyncRulesMachine) -> None:
+def check_every_rule(machine: SyncRulesMachine) -> None:
     for check in INVARIANTS:
         getattr(machine, check.__name__)()
 
@@ -899,19 +900,19 @@ MOVE_CHARGES = Charges(
 )
 
 
-def _a_deposit_refunded_then_closed_out() -> SyncRulesMachine:
+def a_deposit_refunded_then_closed_out(machine: SyncRulesMachine | None = None) -> SyncRulesMachine:
     """Mary's $100.00 cash deposit (a $3.00 tip in it, a $2.00 fee kept), $10.00 of it refunded, then her
-    $94.34 move closed out with it."""
-    machine = SyncRulesMachine()
+    $94.34 move closed out with it (on a new machine, or on `machine`, whose company is set up already)."""
+    machine = machine or SyncRulesMachine()
     machine.new_customer({"first_name": "Mary", "last_name": "O'Brien"}, "mary@example.com", "")
     [opportunity_id] = machine.crm.opportunities
-    machine.take_payment(_Draw([opportunity_id]), 10_000, PaymentMethod.CASH, True, False, (3, 2))
+    machine.take_payment(Drawn([opportunity_id]), 10_000, PaymentMethod.CASH, True, False, (3, 2))
     [payment] = machine.crm.payments.values()
-    machine.refund(_Draw([payment, 1_000, ""]), False, True)
-    machine.close_out_job(_Draw([opportunity_id]), (MOVE, MOVE_CHARGES), False)
+    machine.refund(Drawn([payment, 1_000, ""]), False, True)
+    machine.close_out_job(Drawn([opportunity_id]), (MOVE, MOVE_CHARGES), False)
     [job] = machine.crm.closed_jobs.values()
     assert job.total == Decimal("94.34")
-    _check_every_rule(machine)  # and R6 remembers the QBO Ids
+    check_every_rule(machine)  # and R6 remembers the QBO Ids
     return machine
 
 
@@ -922,7 +923,7 @@ def _only_payment(machine: SyncRulesMachine) -> CrmPayment:
 
 def _move_the_payment_to_a_new_opportunity(machine: SyncRulesMachine) -> None:
     payment = _only_payment(machine)
-    machine.new_opportunity(_Draw([machine.crm.customer_of(payment.opportunity_id).customer_id]))
+    machine.new_opportunity(Drawn([machine.crm.customer_of(payment.opportunity_id).customer_id]))
     payment.opportunity_id = list(machine.crm.opportunities)[-1]
 
 
@@ -985,6 +986,24 @@ BREAKS: list[tuple[Callable[[Crm, Seen], None], Callable[[SyncRulesMachine], obj
 ]
 
 
+def test_a_tax_change_is_resynced_on_the_fake() -> None:
+    """SPEC section 8: Mary's taxed move, its tax corrected to none and then to more: QuickBooks follows each
+    time (tests/integration/quickbooks/test_sync_rules_machine_emulator.py runs the same on the emulator)."""
+    resync_the_tax_changes(a_deposit_refunded_then_closed_out())
+
+
+def resync_the_tax_changes(machine: SyncRulesMachine) -> None:
+    """After `a_deposit_refunded_then_closed_out`: the tax dropped (the move's line then goes NON, and
+    automated sales tax adds none of its own), then raised past what the deposit covers."""
+    [job] = machine.crm.closed_jobs.values()
+    for tax, close_out in ((ZERO, False), (Decimal("12.00"), True)):
+        machine.tax_changes_and_resync(Drawn([job.job_id]), tax, close_out)
+        check_every_rule(machine)
+        invoice = machine.one_live("invoice", job.job_id)
+        assert (invoice.total, machine.qbo.invoice_tax(invoice.id)) == (job.total, tax)
+        assert [line.taxable for line in invoice.spec.lines] == [bool(tax), False]  # type: ignore[union-attr]
+
+
 def test_every_rule_can_be_broken() -> None:
     assert {check for check, _, _ in BREAKS} == set(INVARIANTS)
 
@@ -998,7 +1017,7 @@ def test_a_broken_rule_is_caught_and_named(
     check: Callable[[Crm, Seen], None], breaking: Callable[[SyncRulesMachine], object], says: str
 ) -> None:
     """Every invariant can fail, and its failure names its rule (and the part of it that broke)."""
-    machine = _a_deposit_refunded_then_closed_out()
+    machine = a_deposit_refunded_then_closed_out()
     assert set(machine.crm.customers) == {"c1"} and set(machine.crm.payments) == {"p3"}
     breaking(machine)
     machine.changed()
@@ -1007,8 +1026,8 @@ def test_a_broken_rule_is_caught_and_named(
         getattr(machine, check.__name__)()
 
 
-class _Draw:
-    """Stands in for `st.data()` when a rule is called by hand."""
+class Drawn:
+    """Stands in for `st.data()` when a rule is called by hand: the values it gives, in order."""
 
     def __init__(self, values: list[object]) -> None:
         self._values = list(values)
