@@ -1,8 +1,10 @@
 """SPEC.md section 2 (R1–R10) as a hypothesis state machine.
 
 The machine plays the CRM: it makes customers (shared names, apostrophes, unicode, odd spacing,
-company-only), opportunities, payments with refunds, edits and close-outs, and sends them through
-SyncService; a SyncWorker drains the queue while the fake QuickBooks fails in every way it can (before
+company-only), opportunities, payments with refunds (some with a tip and a processor's fee in them), edits and
+close-outs (lines taxable or not; half of the jobs with SPEC.md section 8's tax, discounts, tip and surcharge; a
+closed job's tax changed and resynced) in a company whose sales tax is automated, manual or none, and sends them
+through SyncService; a SyncWorker drains the queue while the fake QuickBooks fails in every way it can (before
 and after a write commits, with and without requestid replay). Someone else meanwhile adds customers and
 vendors in QuickBooks, and deletes or voids what qbsync wrote.
 
