@@ -14,7 +14,10 @@ as far as it goes). The machines are tests/unit/test_sync_rules_machine.py (the 
 and tests/integration/quickbooks/test_sync_rules_machine_emulator.py (the emulator through the real
 python-quickbooks adapter): the same model, the same invariants, two backends.
 
-Checked here: R1 to R10, each as far as the QuickBooks company and qbsync's answers show it. Not here:
+Checked here: R1 to R10, each as far as the QuickBooks company and qbsync's answers show it, with SPEC.md section
+8's invoices (tax, discounts, tips and surcharges) inside R5, R6 and R10: QuickBooks' own TotalAmt and TotalTax
+are the CRM's, the tip and the surcharge are lines of their own, and the balance is the CRM total less what was
+applied. Not here:
 - R1's "no query on the next sync": tests/unit/test_sync_scenarios.py
   (test_a_linked_customer_is_reused_without_a_query);
 - R7 across crashes and concurrent workers (a worker killed between QBO's commit and ours, two workers on
@@ -34,16 +37,18 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from functools import cached_property
 from typing import Protocol
 
 from adapters.quickbooks.fake import FakeCustomer, FakeTxn
 from core.accounting import InvoiceSpec, PaymentSpec, RefundSpec, TxnKind
+from core.company_tax import SalesTax
 from core.domain import (
     Customer,
+    Discount,
     EntityRef,
     EntityType,
     InvoiceLine,
@@ -62,6 +67,7 @@ from core.service import SyncService
 
 TENANT = "acme"
 ZERO = Decimal("0.00")
+CENT = Decimal("0.01")
 
 # --- the model's own idea of names (R1, R2), written without the code's helpers ---------------------
 
@@ -116,6 +122,10 @@ class CrmPayment:
     received_time: datetime
     refunds: list[Refund] = field(default_factory=list)
     sent: bool = False
+    # Parts of `amount` (SPEC section 8): what QuickBooks gets is the whole amount all the same, never net of
+    # the processor's fee (the fee is for payouts).
+    tip: Decimal = ZERO
+    processing_fee: Decimal = ZERO
 
     @property
     def refunded(self) -> Decimal:
@@ -129,7 +139,32 @@ class CrmPayment:
             self.received_time,
             f"ref-{self.payment_id}",
             tuple(self.refunds if refunds is None else refunds),
+            tip=self.tip,
+            processing_fee=self.processing_fee,
         )
+
+
+@dataclass(frozen=True)
+class Charges:
+    """What a job's invoice carries besides its lines (SPEC section 8). The discounts all share one `after_tax`."""
+
+    tax: Decimal = ZERO
+    tax_rate_name: str = ""
+    discounts: tuple[Discount, ...] = ()
+    tip: Decimal = ZERO
+    surcharge: Decimal = ZERO
+
+
+NO_CHARGES = Charges()
+
+
+def amount_off(discount: Discount, lines_total: Decimal) -> Decimal:
+    """The model's own reading of SPEC section 8: an amount, or the percent of the lines' total rounded half up
+    to the cent."""
+    if discount.amount is not None:
+        return discount.amount
+    assert discount.percent is not None
+    return (lines_total * discount.percent / 100).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 @dataclass
@@ -139,13 +174,43 @@ class CrmJob:
     number: str
     service_date: date
     lines: tuple[InvoiceLine, ...]
+    charges: Charges = NO_CHARGES
+
+    @property
+    def lines_total(self) -> Decimal:
+        return sum((line.amount for line in self.lines), ZERO)
+
+    @property
+    def discount_total(self) -> Decimal:
+        return sum((amount_off(d, self.lines_total) for d in self.charges.discounts), ZERO)
 
     @property
     def total(self) -> Decimal:
-        return sum((line.amount for line in self.lines), ZERO)
+        """The CRM total: lines − discounts + tax + tip + surcharge (SPEC section 8)."""
+        c = self.charges
+        return self.lines_total - self.discount_total + c.tax + c.tip + c.surcharge
+
+    @property
+    def lines_in_quickbooks(self) -> tuple[InvoiceLine, ...]:
+        """The lines as QuickBooks must hold them: marked TAX only when tax was charged (a line nobody paid tax
+        on is not taxable on this invoice, and automated sales tax would tax a TAX line the CRM did not)."""
+        if self.charges.tax:
+            return self.lines
+        return tuple(replace(line, taxable=False) for line in self.lines)
 
     def as_sent(self) -> Job:
-        return Job(self.job_id, self.number, self.service_date, self.lines)
+        c = self.charges
+        return Job(
+            self.job_id,
+            self.number,
+            self.service_date,
+            self.lines,
+            tax=c.tax,
+            tax_rate_name=c.tax_rate_name,
+            discounts=c.discounts,
+            tip=c.tip,
+            surcharge=c.surcharge,
+        )
 
 
 Key = tuple[str, str]  # ("payment" | "refund" | "invoice", CRM id): a CRM record, as its marker names it
@@ -166,6 +231,7 @@ class Crm:
     quickbooks_ids: dict[Key, str] = field(default_factory=dict)
     replaced: int = 0  # CRM customers re-linked to a successor
     counter: int = 0
+    sales_tax: SalesTax = SalesTax.AUTOMATED  # how the QuickBooks company treats sales tax (NONE: no job is taxed)
 
     def new_id(self, prefix: str) -> str:
         self.counter += 1
@@ -218,6 +284,12 @@ class Books(Protocol):
     def invoice_balance(self, invoice_id: str) -> Decimal: ...
 
     def unapplied_amount(self, payment_id: str) -> Decimal: ...
+
+    def invoice_tax(self, invoice_id: str) -> Decimal:
+        """The tax QuickBooks holds on the invoice (TxnTaxDetail.TotalTax), its own figure, not what was sent.
+        An invoice's spec gives its tip and surcharge as the amounts of their own lines (on the tips and
+        surcharge items) and its discount as its one discount line; its `total` is QBO's TotalAmt."""
+        ...
 
 
 def live_by_record(books: Books) -> dict[Key, list[FakeTxn]]:
@@ -403,17 +475,50 @@ def r4_refunds_ride_with_their_payment(crm: Crm, seen: Seen) -> None:
 
 
 def r5_invoice_at_close_out(crm: Crm, seen: Seen) -> None:
-    """R5: each closed-out job is a QBO Invoice of its lines' total, applied no more than its total, and no
-    payment links more than it holds."""
+    """R5 (with SPEC section 8): each closed-out job is a QBO Invoice whose own TotalAmt is the CRM total (lines
+    − discounts + tax + tip + surcharge) and whose TotalTax is the CRM's tax, with the tip and the surcharge
+    each a line of its own and the discounts one discount line taken before or after tax as the CRM took
+    them; applied no more than its total, and no payment links more than it holds."""
     for payment, _ in seen.payments(crm):
         txn = seen.one("payment", payment.payment_id)
         unapplied = seen.books.unapplied_amount(txn.id)
         assert unapplied >= 0, f"R5: payment {payment.payment_id} links {-unapplied} more than it holds"
     for job, txn in seen.invoices(crm):
-        assert isinstance(txn.spec, InvoiceSpec), f"R5: job {job.job_id} is a QBO {txn.entity}, not an Invoice"
-        assert txn.spec.total == job.total, "R5: invoice total = the job's lines"
+        spec = txn.spec
+        assert isinstance(spec, InvoiceSpec), f"R5: job {job.job_id} is a QBO {txn.entity}, not an Invoice"
+        wrong = [
+            f"{part} {found} in QuickBooks, {wanted} in the CRM"
+            for part, found, wanted in _invoice_parts(job, txn, seen.books)
+            if found != wanted
+        ]
+        assert not wrong, f"R5: invoice {job.job_id} is not the CRM's: " + "; ".join(wrong)
         applied = applied_to(seen.books, txn.id)
         assert Decimal("0") <= applied <= job.total, f"R5: invoice {job.job_id} over-applied"
+
+
+def _invoice_parts(job: CrmJob, txn: FakeTxn, books: Books) -> list[tuple[str, object, object]]:
+    """(part, what QuickBooks holds, what the CRM said) for each figure of SPEC section 8's invoice."""
+    spec = txn.spec
+    assert isinstance(spec, InvoiceSpec)
+    charges = job.charges
+    discount = spec.discount
+    parts: list[tuple[str, object, object]] = [
+        ("TotalAmt", txn.total, job.total),
+        ("TotalTax", books.invoice_tax(txn.id), charges.tax),
+        ("tip line", spec.tip, charges.tip),
+        ("surcharge line", spec.surcharge, charges.surcharge),
+        (
+            "discount line",
+            None if discount is None else discount.amount,
+            job.discount_total if charges.discounts else None,
+        ),
+        # What the lines and charges QuickBooks holds add up to, beside QBO's own TotalAmt.
+        ("sum of its lines and charges", spec.total, job.total),
+    ]
+    if discount is not None and charges.discounts:
+        # QBO's ApplyTaxAfterDiscount says the discount comes off before tax: the CRM's after_tax, negated.
+        parts.append(("ApplyTaxAfterDiscount", discount.apply_tax_after_discount, not charges.discounts[0].after_tax))
+    return parts
 
 
 def r6_resync_updates_never_duplicates(crm: Crm, seen: Seen) -> None:
@@ -436,7 +541,8 @@ def r6_resync_updates_never_duplicates(crm: Crm, seen: Seen) -> None:
     for job, txn in seen.invoices(crm):
         spec = txn.spec
         assert isinstance(spec, InvoiceSpec), f"R5: job {job.job_id} is a QBO {txn.entity}, not an Invoice"
-        assert spec.lines == job.lines, f"R6: invoice {job.job_id} has lines {spec.lines}, the CRM {job.lines}"
+        wanted = job.lines_in_quickbooks
+        assert spec.lines == wanted, f"R6: invoice {job.job_id} has lines {spec.lines}, the CRM {wanted}"
         assert spec.doc_number == job.number, f"R6: invoice {job.job_id} is number {spec.doc_number}, not {job.number}"
     now = {key: txns[0].id for key, txns in seen.live.items()}
     for key, quickbooks_id in now.items():
@@ -516,15 +622,16 @@ def r9_view_in_quickbooks(crm: Crm, seen: Seen) -> None:
 
 
 def r10_the_books_balance(crm: Crm, seen: Seen) -> None:
-    """R10: per QBO customer, payments and refund expenses sum to the CRM's, to the cent, in exact
-    decimals; each invoice's balance is its total minus what was applied to it."""
+    """R10: per QBO customer, payments (whole: tips in, processing fees not netted) and refund expenses sum
+    to the CRM's, to the cent, in exact decimals; each invoice's balance is the CRM total (SPEC section 8)
+    minus what was applied to it."""
     for payment, spec in seen.payments(crm):
         assert type(spec.amount) is Decimal, f"R10: payment {payment.payment_id} is {spec.amount!r}"
         for refund in payment.refunds:
             expense = seen.one("refund", refund.refund_id).spec
             assert type(expense.amount) is Decimal, f"R10: refund {refund.refund_id} is {expense.amount!r}"  # type: ignore[union-attr]
     for job, txn in seen.invoices(crm):
-        total = txn.spec.total  # type: ignore[union-attr]
+        total = txn.total  # QBO's TotalAmt
         assert type(total) is Decimal, f"R10: invoice {job.job_id} totals {total!r}"
         balance = seen.books.invoice_balance(txn.id)
         applied = applied_to(seen.books, txn.id)

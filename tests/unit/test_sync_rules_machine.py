@@ -1,8 +1,10 @@
 """SPEC.md section 2 (R1–R10) as a hypothesis state machine.
 
 The machine plays the CRM: it makes customers (shared names, apostrophes, unicode, odd spacing,
-company-only), opportunities, payments with refunds, edits and close-outs, and sends them through
-SyncService; a SyncWorker drains the queue while the fake QuickBooks fails in every way it can (before
+company-only), opportunities, payments with refunds (some with a tip and a processor's fee in them), edits and
+close-outs (lines taxable or not; half of the jobs with SPEC.md section 8's tax, discounts, tip and surcharge; a
+closed job's tax changed and resynced) in a company whose sales tax is automated, manual or none, and sends them
+through SyncService; a SyncWorker drains the queue while the fake QuickBooks fails in every way it can (before
 and after a write commits, with and without requestid replay). Someone else meanwhile adds customers and
 vendors in QuickBooks, and deletes or voids what qbsync wrote.
 
@@ -19,8 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Protocol
 
 import pytest
@@ -29,10 +34,12 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from adapters.quickbooks.fake import FakeQuickBooks, FakeTxn, Fault
-from core.accounting import TxnKind
+from adapters.quickbooks.fake import FakeCustomer, FakeQuickBooks, FakeTxn, Fault
+from core.accounting import InvoiceSpec, TxnKind
+from core.company_tax import SalesTax
 from core.domain import (
     Customer,
+    Discount,
     EntityRef,
     EntityType,
     InvoiceLine,
@@ -51,13 +58,17 @@ from core.worker import SyncWorker
 from tests.rules_model import (
     INVARIANTS,
     MARKER,
+    NO_CHARGES,
     TENANT,
+    ZERO,
     Before,
     Books,
+    Charges,
     Crm,
     CrmJob,
     CrmPayment,
     Seen,
+    amount_off,
     crm_name,
     invoices_filled,
     link_made,
@@ -121,13 +132,59 @@ def money(n: int) -> Decimal:
 @st.composite
 def invoice_lines(draw: st.DrawFn) -> tuple[InvoiceLine, ...]:
     lines = []
-    for _ in range(draw(st.integers(1, 3))):
+    for number in range(draw(st.integers(1, 3))):
         quantity = draw(st.sampled_from([Decimal("1"), Decimal("2"), Decimal("3.5"), Decimal("0.5")]))
-        unit_price = money(draw(st.one_of(st.integers(0, 40_000), st.sampled_from([5_000, 10_000]))))
+        # The first line is never free, so a job always totals more than zero (its discounts leave a cent).
+        cheapest = 1 if number == 0 else 0
+        unit_price = money(draw(st.one_of(st.integers(cheapest, 40_000), st.sampled_from([5_000, 10_000]))))
         amount = (quantity * unit_price).quantize(CENT, rounding=ROUND_HALF_UP)
         description = draw(st.sampled_from(["Move", "Packing", "Truck 26'", "Déménagement", "搬运"]))
-        lines.append(InvoiceLine(description, quantity, unit_price, amount))
+        lines.append(InvoiceLine(description, quantity, unit_price, amount, taxable=draw(st.booleans())))
     return tuple(lines)
+
+
+optional_cents = st.one_of(st.just(0), st.integers(1, 20_000)).map(money)
+percents = st.one_of(
+    st.sampled_from([Decimal("10"), Decimal("12.5"), Decimal("33.33"), Decimal("100")]),
+    st.integers(1, 10_000).map(money),  # 0.01% to 100.00%: at most two decimals, as QuickBooks holds them
+)
+
+
+@st.composite
+def charges_for(draw: st.DrawFn, lines: tuple[InvoiceLine, ...]) -> Charges:
+    """SPEC section 8's charges for these lines, valid as the CRM sends them: tax only with a taxable line, up
+    to two discounts (amount or percent) sharing one after_tax and leaving at least a cent of the lines."""
+    lines_total = sum((line.amount for line in lines), ZERO)
+    taxable = any(line.taxable for line in lines)
+    # Mostly taxed where a line is taxable; untaxed still, the case automated sales tax would add its own to.
+    tax = draw(st.one_of(st.integers(1, 20_000).map(money), optional_cents)) if taxable else ZERO
+    rate_name = draw(st.sampled_from(["", "", "Sales tax", "County 8.25%"])) if tax else ""
+    after_tax = draw(st.booleans())
+    discounts: list[Discount] = []
+    room = lines_total - CENT
+    for _ in range(draw(st.integers(0, 2))):
+        description = draw(st.sampled_from(["", "Spring special", "Repeat customer", "Militär"]))
+        if draw(st.booleans()) and room >= CENT:
+            discount = Discount(description, amount=money(draw(st.integers(1, int(room * 100)))), after_tax=after_tax)
+        else:
+            discount = Discount(description, percent=draw(percents), after_tax=after_tax)
+        off = amount_off(discount, lines_total)
+        if off <= room:  # else the CRM would not have let it through: left out
+            discounts.append(discount)
+            room -= off
+    return Charges(tax, rate_name, tuple(discounts), draw(optional_cents), draw(optional_cents))
+
+
+@st.composite
+def job_bodies(draw: st.DrawFn) -> tuple[tuple[InvoiceLine, ...], Charges]:
+    """A job's lines and charges; half of them plain lines with no charges, as before SPEC section 8."""
+    lines = draw(invoice_lines())
+    return lines, draw(st.one_of(st.just(NO_CHARGES), charges_for(lines)))
+
+
+def _share(amount: Decimal, percent: int) -> Decimal:
+    """`percent` of a payment, in whole cents and never more than it: its tip, or the processor's fee."""
+    return (amount * percent / 100).quantize(CENT, rounding=ROUND_DOWN)
 
 
 # --- the QuickBooks side: one interface, two backends ------------------------------------------------
@@ -172,6 +229,45 @@ class QuickBooksSide(Protocol):
         """Writes QuickBooks received so far (replayed ones may count: the machine compares two counts)."""
         ...
 
+    def set_sales_tax_mode(self, mode: SalesTax) -> None:
+        """How the company treats sales tax, and the tenant's settings that mode needs (a tax code for MANUAL).
+        Tips and surcharge items are set up from the start."""
+        ...
+
+
+class FakeBooks:
+    """The fake company as the invariants read it: its own records (a live view). The fake keeps no
+    TxnTaxDetail, so an invoice's tax is what its TotalAmt holds beyond the lines, tip and surcharge less the
+    discount, as the fake forms TotalAmt (adapters/quickbooks/fake.py, `_invoice_total`)."""
+
+    def __init__(self, fake: FakeQuickBooks) -> None:
+        self.fake = fake
+
+    @property
+    def customers(self) -> Mapping[str, FakeCustomer]:
+        return self.fake.customers
+
+    @property
+    def other_names(self) -> Collection[str]:
+        return self.fake.other_names
+
+    def live(self, entity: str) -> list[FakeTxn]:
+        return self.fake.live(entity)
+
+    def invoice_balance(self, invoice_id: str) -> Decimal:
+        return self.fake.invoice_balance(invoice_id)
+
+    def unapplied_amount(self, payment_id: str) -> Decimal:
+        return self.fake.unapplied_amount(payment_id)
+
+    def invoice_tax(self, invoice_id: str) -> Decimal:
+        txn = self.fake.txn(invoice_id)
+        spec = txn.spec
+        assert isinstance(spec, InvoiceSpec)
+        discount = spec.discount.amount if spec.discount is not None else ZERO
+        charged = spec.lines_total + spec.tip + spec.surcharge - discount
+        return txn.total - charged - self.fake.invoice_total_drift
+
 
 class FakeSide:
     """The core on in-memory persistence and the in-memory fake QuickBooks."""
@@ -185,7 +281,7 @@ class FakeSide:
         self.realm_id = self.fake.realm_id
 
     def books(self) -> Books:
-        return self.fake  # a live view: the fake's own records
+        return FakeBooks(self.fake)
 
     def add_customer(self, name: str, email: str = "", *, active: bool = True) -> str:
         return self.fake.add_customer(name, email, active=active)
@@ -210,6 +306,10 @@ class FakeSide:
 
     def write_count(self) -> int:
         return self.fake.write_count
+
+    def set_sales_tax_mode(self, mode: SalesTax) -> None:
+        # The fake is the adapter too: it needs no settings for the tax code, tips or surcharge.
+        self.fake.set_sales_tax(mode)
 
 
 # --- the machine ----------------------------------------------------------------------------------
@@ -316,6 +416,7 @@ class SyncRulesMachine(RuleBasedStateMachine):
             st.tuples(st.integers(0, 3), st.sampled_from(["", " - 2", " - 3", " - 7"]), st.booleans(), st.booleans()),
             max_size=4,
         ),
+        sales_tax=st.sampled_from([SalesTax.AUTOMATED, SalesTax.AUTOMATED, SalesTax.MANUAL, SalesTax.NONE]),
     )
     def a_crm_and_a_quickbooks_company(
         self,
@@ -324,9 +425,13 @@ class SyncRulesMachine(RuleBasedStateMachine):
         vendors: list[dict[str, str]],
         deposits: list[int],
         look_alikes: list[tuple[int, str, bool, bool]],
+        sales_tax: SalesTax,
     ) -> None:
-        """CRM customers (shared names likely) with deposits taken but not yet synced, and QuickBooks
-        names already taken by someone else."""
+        """CRM customers (shared names likely) with deposits taken but not yet synced, QuickBooks names
+        already taken by someone else, and the company's sales tax: automated (QuickBooks computes tax unless
+        told), manual (a tax code in the settings) or none (the CRM then charges no tax)."""
+        self.side.set_sales_tax_mode(sales_tax)
+        self.crm.sales_tax = sales_tax
         for names, email in customers:
             self.new_customer(names, email, "")
         crm_customers = list(self.crm.customers.values())
@@ -389,10 +494,27 @@ class SyncRulesMachine(RuleBasedStateMachine):
         return tidy(name) in {tidy(n) for n in names}
 
     @precondition(lambda self: self.crm.opportunities)
-    @rule(data=st.data(), amount=cents, method=methods, sync=st.booleans(), request=st.booleans())
-    def take_payment(self, data: st.DataObject, amount: int, method: PaymentMethod, sync: bool, request: bool) -> None:
+    @rule(
+        data=st.data(),
+        amount=cents,
+        method=methods,
+        sync=st.booleans(),
+        request=st.booleans(),
+        parts=st.tuples(st.integers(0, 100), st.integers(0, 6)),
+    )
+    def take_payment(
+        self,
+        data: st.DataObject,
+        amount: int,
+        method: PaymentMethod,
+        sync: bool,
+        request: bool,
+        parts: tuple[int, int] = (0, 0),
+    ) -> None:
+        """A payment, perhaps with a tip in it and a processing fee the card processor kept (percents of it)."""
         opportunity_id = data.draw(st.sampled_from(sorted(self.crm.opportunities)))
         payment = CrmPayment(self.crm.new_id("p"), opportunity_id, money(amount), method, self.tick())
+        payment.tip, payment.processing_fee = (_share(payment.amount, p) for p in parts)
         self.crm.payments[payment.payment_id] = payment
         if sync:
             self._sync_payment(payment, request=request)
@@ -460,37 +582,74 @@ class SyncRulesMachine(RuleBasedStateMachine):
         """R6: a resync after the amount (or method) changed in the CRM; refunds stay within it."""
         payment = data.draw(st.sampled_from(sorted(self.crm.payments.values(), key=lambda p: p.payment_id)))
         payment.amount = max(money(amount), payment.refunded, CENT)
+        # The tip and the processor's fee are parts of the payment: never more than it.
+        payment.tip, payment.processing_fee = (
+            min(payment.tip, payment.amount),
+            min(payment.processing_fee, payment.amount),
+        )
         if change_method:
             payment.method = data.draw(methods)
         self._sync_payment(payment)
 
+    def _fitted(self, charges: Charges) -> Charges:
+        """The charges as this company's CRM would send them: no tax where QuickBooks has no sales tax."""
+        if self.crm.sales_tax is SalesTax.NONE:
+            return replace(charges, tax=ZERO, tax_rate_name="")
+        return charges
+
+    def _new_body(self, job: CrmJob, body: tuple[tuple[InvoiceLine, ...], Charges]) -> None:
+        job.lines, charges = body
+        job.charges = self._fitted(charges)
+
     @precondition(lambda self: self.crm.opportunities)
-    @rule(data=st.data(), lines=invoice_lines(), request=st.booleans())
-    def close_out_job(self, data: st.DataObject, lines: tuple[InvoiceLine, ...], request: bool) -> None:
-        """R5: a new job closed out with the opportunity's payments (or an old one closed out again)."""
+    @rule(data=st.data(), body=job_bodies(), request=st.booleans())
+    def close_out_job(self, data: st.DataObject, body: tuple[tuple[InvoiceLine, ...], Charges], request: bool) -> None:
+        """R5: a new job closed out with the opportunity's payments (or an old one closed out again); its lines
+        taxable or not, perhaps with tax, discounts, a tip and a surcharge (SPEC section 8)."""
         opportunity_id = data.draw(st.sampled_from(sorted(self.crm.opportunities)))
         again = self.crm.jobs_of(opportunity_id)
         if again and data.draw(st.booleans()):
             job = data.draw(st.sampled_from(again))
         else:
             job_id = self.crm.new_id("j")
+            lines, charges = body
             job = CrmJob(
                 job_id,
                 opportunity_id,
                 f"M-{job_id}",
                 date(2026, 3, 1) + timedelta(days=len(self.crm.closed_jobs)),
                 lines,
+                self._fitted(charges),
             )
         self._sync_job(job, close_out=True, request=request)
 
     @precondition(lambda self: self.crm.closed_jobs)
-    @rule(data=st.data(), lines=st.one_of(st.none(), invoice_lines()))
-    def edit_job_and_sync_invoice(self, data: st.DataObject, lines: tuple[InvoiceLine, ...] | None) -> None:
-        """R5/R6: SyncInvoice after the job's lines changed (or not): totals may fall below what was applied."""
+    @rule(data=st.data(), body=st.one_of(st.none(), job_bodies()))
+    def edit_job_and_sync_invoice(
+        self, data: st.DataObject, body: tuple[tuple[InvoiceLine, ...], Charges] | None
+    ) -> None:
+        """R5/R6: SyncInvoice after the job's lines and charges changed (or not): totals may fall below what
+        was applied."""
         job = self.crm.closed_jobs[data.draw(st.sampled_from(sorted(self.crm.closed_jobs)))]
-        if lines is not None:
-            job.lines = lines
+        if body is not None:
+            self._new_body(job, body)
         self._sync_job(job, close_out=False)
+
+    @precondition(
+        lambda self: (
+            self.crm.sales_tax is not SalesTax.NONE
+            and any(line.taxable for j in self.crm.closed_jobs.values() for line in j.lines)
+        )
+    )
+    @rule(data=st.data(), tax=optional_cents, close_out=st.booleans())
+    def tax_changes_and_resync(self, data: st.DataObject, tax: Decimal, close_out: bool) -> None:
+        """SPEC section 8: a closed job's tax corrected in the CRM (a rate changed; perhaps to none), then the
+        job closed out again or its invoice synced: QuickBooks' tax, total and balance follow it, even below
+        what was applied, and no automated sales tax of QuickBooks' own creeps in."""
+        taxed = sorted(j for j, job in self.crm.closed_jobs.items() if any(line.taxable for line in job.lines))
+        job = self.crm.closed_jobs[data.draw(st.sampled_from(taxed))]
+        job.charges = replace(job.charges, tax=tax)
+        self._sync_job(job, close_out=close_out)
 
     def _sync_job(self, job: CrmJob, *, close_out: bool, request: bool = False, check: bool = True) -> None:
         opportunity = self.crm.opportunities[job.opportunity_id]
@@ -592,7 +751,7 @@ class SyncRulesMachine(RuleBasedStateMachine):
             if other_kind == "invoice":
                 job = self.crm.closed_jobs[other_id]
                 if data.draw(st.booleans()):
-                    job.lines = data.draw(invoice_lines())
+                    self._new_body(job, data.draw(job_bodies()))
                 self._sync_job(job, close_out=False, check=False)
             else:
                 self._sync_payment(self.crm.payments[other_id], check=False)
@@ -641,6 +800,12 @@ class SyncRulesMachine(RuleBasedStateMachine):
         event(f"QBO customers with a suffix: {any(' - ' in c.display_name for c in self.qbo.customers.values())}")
         applied = any(line.txn_kind is TxnKind.INVOICE for t in self.qbo.live("Payment") for line in t.spec.lines)
         event(f"payments applied to an invoice: {applied}")
+        event(f"sales tax: {self.crm.sales_tax.value}")
+        charges = [job.charges for job in self.crm.closed_jobs.values()]
+        event(f"invoices taxed: {any(c.tax for c in charges)}")
+        event(f"invoices discounted: {any(c.discounts for c in charges)}")
+        event(f"invoices with a tip or surcharge: {any(c.tip or c.surcharge for c in charges)}")
+        event(f"invoices without charges: {any(c == NO_CHARGES for c in charges)}")
 
     # --- the rules of SPEC.md section 2, checked against the model (tests/rules_model.py) -----------
     # One invariant per rule: a failure names the rule that broke.
@@ -707,9 +872,9 @@ def test_the_model_is_not_empty() -> None:
     """A guard against an invariant that passes because both sides are empty."""
     machine = SyncRulesMachine()
     machine.new_customer({"first_name": "Mary", "last_name": "O'Brien"}, "mary@example.com", "")
-    machine.take_payment(_Draw([next(iter(machine.crm.opportunities))]), 10_000, PaymentMethod.CASH, True, False)
+    machine.take_payment(Drawn([next(iter(machine.crm.opportunities))]), 10_000, PaymentMethod.CASH, True, False)
     assert len(machine.qbo.live("Payment")) == 1
-    _check_every_rule(machine)
+    check_every_rule(machine)
     # A payment that vanishes from QuickBooks must be noticed.
     machine.side.delete(TxnKind.PAYMENT, machine.qbo.live("Payment")[0].id)
     machine.changed()
@@ -717,22 +882,39 @@ def test_the_model_is_not_empty() -> None:
         machine.r7_exactly_once()
 
 
-def _check_every_rule(machine: SyncRulesMachine) -> None:
+def check_every_rule(machine: SyncRulesMachine) -> None:
     for check in INVARIANTS:
         getattr(machine, check.__name__)()
 
 
-def _a_deposit_refunded_then_closed_out() -> SyncRulesMachine:
-    """Mary's $100.00 cash deposit, $10.00 of it refunded, then her $80.00 move closed out with it."""
-    machine = SyncRulesMachine()
+# Mary's move: $80.00 taxable and $10.00 not, 10% off before tax ($9.00), $5.94 tax (8.25% of the $72.00 taxed
+# after the discount), a $5.00 tip and a $2.40 card surcharge: $94.34.
+MOVE = (
+    InvoiceLine("Move", Decimal("1"), Decimal("80.00"), Decimal("80.00"), taxable=True),
+    InvoiceLine("Stairs", Decimal("2"), Decimal("5.00"), Decimal("10.00")),
+)
+MOVE_CHARGES = Charges(
+    tax=Decimal("5.94"),
+    tax_rate_name="Sales tax",
+    discounts=(Discount("Spring special", percent=Decimal("10")),),
+    tip=Decimal("5.00"),
+    surcharge=Decimal("2.40"),
+)
+
+
+def a_deposit_refunded_then_closed_out(machine: SyncRulesMachine | None = None) -> SyncRulesMachine:
+    """Mary's $100.00 cash deposit (a $3.00 tip in it, a $2.00 fee kept), $10.00 of it refunded, then her
+    $94.34 move closed out with it (on a new machine, or on `machine`, whose company is set up already)."""
+    machine = machine or SyncRulesMachine()
     machine.new_customer({"first_name": "Mary", "last_name": "O'Brien"}, "mary@example.com", "")
     [opportunity_id] = machine.crm.opportunities
-    machine.take_payment(_Draw([opportunity_id]), 10_000, PaymentMethod.CASH, True, False)
+    machine.take_payment(Drawn([opportunity_id]), 10_000, PaymentMethod.CASH, True, False, (3, 2))
     [payment] = machine.crm.payments.values()
-    machine.refund(_Draw([payment, 1_000, ""]), False, True)
-    move = (InvoiceLine("Move", Decimal("1"), Decimal("80.00"), Decimal("80.00")),)
-    machine.close_out_job(_Draw([opportunity_id]), move, False)
-    _check_every_rule(machine)  # and R6 remembers the QBO Ids
+    machine.refund(Drawn([payment, 1_000, ""]), False, True)
+    machine.close_out_job(Drawn([opportunity_id]), (MOVE, MOVE_CHARGES), False)
+    [job] = machine.crm.closed_jobs.values()
+    assert job.total == Decimal("94.34")
+    check_every_rule(machine)  # and R6 remembers the QBO Ids
     return machine
 
 
@@ -743,48 +925,111 @@ def _only_payment(machine: SyncRulesMachine) -> CrmPayment:
 
 def _move_the_payment_to_a_new_opportunity(machine: SyncRulesMachine) -> None:
     payment = _only_payment(machine)
-    machine.new_opportunity(_Draw([machine.crm.customer_of(payment.opportunity_id).customer_id]))
+    machine.new_opportunity(Drawn([machine.crm.customer_of(payment.opportunity_id).customer_id]))
     payment.opportunity_id = list(machine.crm.opportunities)[-1]
 
 
-def _reprice_the_job(machine: SyncRulesMachine) -> None:
+def _the_job(machine: SyncRulesMachine) -> CrmJob:
     [job] = machine.crm.closed_jobs.values()
-    job.lines = (InvoiceLine("Move", Decimal("1"), Decimal("90.00"), Decimal("90.00")),)
+    return job
+
+
+def _reprice_the_job(machine: SyncRulesMachine) -> None:
+    _the_job(machine).lines = (InvoiceLine("Move", Decimal("1"), Decimal("95.00"), Decimal("95.00"), taxable=True),)
+
+
+def _recharge_the_job(**changes: object) -> Callable[[SyncRulesMachine], None]:
+    """The CRM's charges changed behind the machine's back (the invoice in QuickBooks kept the old ones)."""
+
+    def change(machine: SyncRulesMachine) -> None:
+        job = _the_job(machine)
+        job.charges = replace(job.charges, **changes)  # type: ignore[arg-type]
+
+    return change
 
 
 def _raise_the_payment(machine: SyncRulesMachine) -> None:
     _only_payment(machine).amount += Decimal("1.00")
 
 
-# Each rule broken in turn, by changing QuickBooks or what the model expects of it behind the machine's back.
-BREAKS = {
-    r1_customer_matched_on_name_and_email: lambda m: m.crm.links.update(c1=m.side.add_customer("Someone Else")),
-    r2_display_names_are_unique: lambda m: m.side.add_vendor("MARY O'BRIEN"),
-    r3_deposit_is_a_payment_only: _move_the_payment_to_a_new_opportunity,
-    r4_refunds_ride_with_their_payment: lambda m: setattr(_only_payment(m), "method", PaymentMethod.CHECK),
-    r5_invoice_at_close_out: _reprice_the_job,
-    r6_resync_updates_never_duplicates: lambda m: m.crm.quickbooks_ids.update({("payment", "p3"): "999"}),
-    r7_exactly_once: lambda m: m.side.delete(TxnKind.PAYMENT, m.qbo.live("Payment")[0].id),
-    r8_state_you_can_show: lambda m: m.crm.links.pop("c1"),
-    r9_view_in_quickbooks: lambda m: setattr(m.side, "realm_id", "another-company"),
-    r10_the_books_balance: _raise_the_payment,
-}
+def _untax_the_move(machine: SyncRulesMachine) -> None:
+    job = _the_job(machine)
+    job.lines = (replace(job.lines[0], taxable=False), *job.lines[1:])
 
 
-@pytest.mark.parametrize("check", INVARIANTS, ids=[check.__name__ for check in INVARIANTS])
-def test_a_broken_rule_is_caught_and_named(check: object) -> None:
-    """Every invariant can fail, and its failure names its rule."""
-    machine = _a_deposit_refunded_then_closed_out()
+# Each rule broken in turn (SPEC section 8's parts of R5 one by one), by changing QuickBooks or what the model
+# expects of it behind the machine's back: (rule, what breaks it, what its failure must say besides the rule).
+BREAKS: list[tuple[Callable[[Crm, Seen], None], Callable[[SyncRulesMachine], object], str]] = [
+    (r1_customer_matched_on_name_and_email, lambda m: m.crm.links.update(c1=m.side.add_customer("Someone Else")), ""),
+    (r2_display_names_are_unique, lambda m: m.side.add_vendor("MARY O'BRIEN"), ""),
+    (r3_deposit_is_a_payment_only, _move_the_payment_to_a_new_opportunity, ""),
+    (r4_refunds_ride_with_their_payment, lambda m: setattr(_only_payment(m), "method", PaymentMethod.CHECK), ""),
+    (r5_invoice_at_close_out, _reprice_the_job, "TotalAmt 94.34 in QuickBooks, 98.84 in the CRM"),
+    (r5_invoice_at_close_out, _recharge_the_job(tax=Decimal("6.94")), "TotalTax 5.94 in QuickBooks, 6.94 in the CRM"),
+    (r5_invoice_at_close_out, _recharge_the_job(tip=Decimal("6.00")), "tip line 5.00 in QuickBooks, 6.00 in the CRM"),
+    (r5_invoice_at_close_out, _recharge_the_job(surcharge=ZERO), "surcharge line 2.40 in QuickBooks, 0.00 in the"),
+    (
+        r5_invoice_at_close_out,
+        _recharge_the_job(discounts=(Discount(percent=Decimal("15")),)),
+        "discount line 9.00 in QuickBooks, 13.50 in the CRM",
+    ),
+    (
+        r5_invoice_at_close_out,
+        _recharge_the_job(discounts=(Discount("Spring special", percent=Decimal("10"), after_tax=True),)),
+        "ApplyTaxAfterDiscount True in QuickBooks, False in the CRM",
+    ),
+    (r6_resync_updates_never_duplicates, lambda m: m.crm.quickbooks_ids.update({("payment", "p3"): "999"}), ""),
+    (r6_resync_updates_never_duplicates, _untax_the_move, "invoice j5 has lines"),
+    (r7_exactly_once, lambda m: m.side.delete(TxnKind.PAYMENT, m.qbo.live("Payment")[0].id), ""),
+    (r8_state_you_can_show, lambda m: m.crm.links.pop("c1"), ""),
+    (r9_view_in_quickbooks, lambda m: setattr(m.side, "realm_id", "another-company"), ""),
+    (r10_the_books_balance, _raise_the_payment, "payments per customer"),
+    (r10_the_books_balance, _recharge_the_job(surcharge=Decimal("3.40")), "has balance 4.34, not 95.34 less 90.00"),
+]
+
+
+def test_a_tax_change_is_resynced_on_the_fake() -> None:
+    """SPEC section 8: Mary's taxed move, its tax corrected to none and then to more: QuickBooks follows each
+    time (tests/integration/quickbooks/test_sync_rules_machine_emulator.py runs the same on the emulator)."""
+    resync_the_tax_changes(a_deposit_refunded_then_closed_out())
+
+
+def resync_the_tax_changes(machine: SyncRulesMachine) -> None:
+    """After `a_deposit_refunded_then_closed_out`: the tax dropped (the move's line then goes NON, and
+    automated sales tax adds none of its own), then raised past what the deposit covers."""
+    [job] = machine.crm.closed_jobs.values()
+    for tax, close_out in ((ZERO, False), (Decimal("12.00"), True)):
+        machine.tax_changes_and_resync(Drawn([job.job_id]), tax, close_out)
+        check_every_rule(machine)
+        invoice = machine.one_live("invoice", job.job_id)
+        assert (invoice.total, machine.qbo.invoice_tax(invoice.id)) == (job.total, tax)
+        assert [line.taxable for line in invoice.spec.lines] == [bool(tax), False]  # type: ignore[union-attr]
+
+
+def test_every_rule_can_be_broken() -> None:
+    assert {check for check, _, _ in BREAKS} == set(INVARIANTS)
+
+
+@pytest.mark.parametrize(
+    ("check", "breaking", "says"),
+    BREAKS,
+    ids=[f"{check.__name__}-{i}" for i, (check, _, _) in enumerate(BREAKS)],
+)
+def test_a_broken_rule_is_caught_and_named(
+    check: Callable[[Crm, Seen], None], breaking: Callable[[SyncRulesMachine], object], says: str
+) -> None:
+    """Every invariant can fail, and its failure names its rule (and the part of it that broke)."""
+    machine = a_deposit_refunded_then_closed_out()
     assert set(machine.crm.customers) == {"c1"} and set(machine.crm.payments) == {"p3"}
-    BREAKS[check](machine)  # type: ignore[index]
+    breaking(machine)
     machine.changed()
-    rule = check.__name__.split("_")[0].upper()  # type: ignore[attr-defined]
-    with pytest.raises(AssertionError, match=f"^{rule}: "):
-        getattr(machine, check.__name__)()  # type: ignore[attr-defined]
+    rule = check.__name__.split("_")[0].upper()
+    with pytest.raises(AssertionError, match=f"^{rule}: .*{re.escape(says)}"):
+        getattr(machine, check.__name__)()
 
 
-class _Draw:
-    """Stands in for `st.data()` when a rule is called by hand."""
+class Drawn:
+    """Stands in for `st.data()` when a rule is called by hand: the values it gives, in order."""
 
     def __init__(self, values: list[object]) -> None:
         self._values = list(values)

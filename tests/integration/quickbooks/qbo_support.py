@@ -20,7 +20,7 @@ from adapters.quickbooks.fake import FakeCustomer, FakeQuickBooks, FakeTxn, Faul
 from adapters.quickbooks.qbo import QuickBooksAccountingSystems, RateLimits, RetryPolicy
 from adapters.quickbooks.qbo.settings import METHOD_NAMES
 from adapters.system import SystemClock
-from core.accounting import InvoiceSpec, LinkLine, PaymentSpec, RefundSpec, TxnKind, TxnSpec
+from core.accounting import DiscountSpec, InvoiceSpec, LinkLine, PaymentSpec, RefundSpec, TxnKind, TxnSpec
 from core.company_lists import ListKind
 from core.company_tax import SalesTax
 from core.connection import ListRef, QuickBooksConnection
@@ -396,7 +396,33 @@ class EmulatedCompany:
     # --- what the rules state machine needs besides (tests/unit/test_sync_rules_machine.py) -------------
 
     def books(self) -> EmulatedBooks:
-        return EmulatedBooks.read(self.rig.exact_state())
+        settings = self.rig.connection().settings
+        return EmulatedBooks.read(
+            self.rig.exact_state(), tips_item=settings.tips_item.id, surcharge_item=settings.surcharge_item.id
+        )
+
+    def set_up_charges(self) -> None:
+        """What a bookkeeper sets up for SPEC section 8, the way the machine's company has it: a Tips item on a
+        liability (the tips are the crew's), a Card surcharge item on the Services income account, and the
+        discount account, all in the tenant's settings."""
+        tips_payable = self.add_list_entry(
+            ListKind.ACCOUNT, "Tips payable", "Other Current Liability", "OtherCurrentLiabilities"
+        )
+        tips = self.add_list_entry(ListKind.ITEM, "Tips", "Service", income_account_id=tips_payable)
+        state = self.rig.state()["entities"]
+        services = next(a["Id"] for a in state["Account"] if a["Name"] == "Services")
+        discounts = next(a for a in state["Account"] if a["Name"] == "Discounts given")
+        surcharge = self.add_list_entry(ListKind.ITEM, "Card surcharge", "Service", income_account_id=services)
+        self.use_settings(
+            tips_item=ListRef(tips, "Tips"),
+            surcharge_item=ListRef(surcharge, "Card surcharge"),
+            discount_account=ListRef(discounts["Id"], discounts["Name"]),
+        )
+
+    def manual_tax_code(self) -> ListRef:
+        """The company's first sales tax rate (the one switching to MANUAL makes), as the tax code setting."""
+        code = self.rig.state()["entities"]["TaxCode"][0]
+        return ListRef(str(code["Id"]), str(code["Name"]))
 
     def inject(self, *faults: Fault) -> None:
         """The fake's faults as the emulator's: armed in order, each taken by the next API call to the realm."""
@@ -444,9 +470,12 @@ class EmulatedBooks:
     txns: list[EmulatedTxn]
     invoice_balances: dict[str, Decimal]
     unapplied: dict[str, Decimal]
+    invoice_taxes: dict[str, Decimal] = field(default_factory=dict)  # TxnTaxDetail.TotalTax by invoice Id
 
     @classmethod
-    def read(cls, state: dict[str, Any]) -> EmulatedBooks:
+    def read(cls, state: dict[str, Any], *, tips_item: str = "", surcharge_item: str = "") -> EmulatedBooks:
+        """`tips_item` and `surcharge_item` (the settings' Ids): the lines on them are read as the tip and the
+        surcharge; without them, as plain lines."""
         entities = state["entities"]
         voided = set(state["voided"])
         methods = {m["Id"]: _METHOD_BY_NAME.get(m["Name"]) for m in entities["PaymentMethod"]}
@@ -460,7 +489,7 @@ class EmulatedBooks:
             EmulatedTxn(
                 record["Id"],
                 entity,
-                _spec(entity, record, methods),
+                _spec(entity, record, methods, tips_item, surcharge_item),
                 voided=f"{entity}/{record['Id']}" in voided,
                 total_amt=record["TotalAmt"],
             )
@@ -474,6 +503,7 @@ class EmulatedBooks:
             txns,
             {k: v for k, v in balances["invoices"].items()},
             {k: v for k, v in balances["payments_unapplied"].items() if v is not None},
+            {r["Id"]: (r.get("TxnTaxDetail") or {}).get("TotalTax", Decimal("0.00")) for r in entities["Invoice"]},
         )
 
     def live(self, entity: str) -> list[FakeTxn]:
@@ -485,8 +515,17 @@ class EmulatedBooks:
     def unapplied_amount(self, payment_id: str) -> Decimal:
         return self.unapplied[payment_id]
 
+    def invoice_tax(self, invoice_id: str) -> Decimal:
+        return self.invoice_taxes[invoice_id]
 
-def _spec(entity: str, record: dict[str, Any], methods: dict[str, PaymentMethod | None]) -> TxnSpec:
+
+def _spec(
+    entity: str,
+    record: dict[str, Any],
+    methods: dict[str, PaymentMethod | None],
+    tips_item: str = "",
+    surcharge_item: str = "",
+) -> TxnSpec:
     """The core spec a QBO record holds (the marker is left out: the machine reads it from PrivateNote)."""
     txn_date = date.fromisoformat(record["TxnDate"])
     note = record.get("PrivateNote") or ""
@@ -511,19 +550,48 @@ def _spec(entity: str, record: dict[str, Any], methods: dict[str, PaymentMethod 
         kind = TxnKind.CHECK if record.get("PaymentType") == "Check" else TxnKind.EXPENSE
         memo = next((line.get("Description") or "" for line in record.get("Line", [])), "")
         return RefundSpec(record["EntityRef"]["value"], record["TotalAmt"], txn_date, kind, memo, note, "")
-    # Every sales line, the tip's and the surcharge's included (written without Qty and UnitPrice).
-    invoice_lines = tuple(
-        InvoiceLine(
-            line.get("Description") or "",
-            line["SalesItemLineDetail"].get("Qty", Decimal("1")),
-            line["SalesItemLineDetail"].get("UnitPrice", line["Amount"]),
-            line["Amount"],
-            (line["SalesItemLineDetail"].get("TaxCodeRef") or {}).get("value") == "TAX",
+    # The sales lines, the tip's and the surcharge's apart: the first untaxed line on each of their items. A second
+    # one, or one marked TAX, stays among the lines, where R6 finds it (the CRM has no such line).
+    invoice_lines: list[InvoiceLine] = []
+    charges: dict[str, Decimal] = {}
+    for line in record.get("Line", []):
+        if line.get("DetailType") != "SalesItemLineDetail":
+            continue
+        detail = line["SalesItemLineDetail"]
+        taxable = (detail.get("TaxCodeRef") or {}).get("value") == "TAX"
+        item = (detail.get("ItemRef") or {}).get("value", "")
+        charge = {tips_item: "tip", surcharge_item: "surcharge"}.get(item) if item else None
+        if charge is not None and charge not in charges and not taxable:
+            charges[charge] = line["Amount"]
+            continue
+        invoice_lines.append(
+            InvoiceLine(
+                line.get("Description") or "",
+                detail.get("Qty", Decimal("1")),  # a tip or surcharge line is written without Qty and UnitPrice
+                detail.get("UnitPrice", line["Amount"]),
+                line["Amount"],
+                taxable,
+            )
         )
-        for line in record.get("Line", [])
-        if line.get("DetailType") == "SalesItemLineDetail"
+    discounts = [line for line in record.get("Line", []) if line.get("DetailType") == "DiscountLineDetail"]
+    discount = None
+    if discounts:
+        # The emulator refuses a second discount line; one read back is the invoice's.
+        discount = DiscountSpec(
+            discounts[0]["Amount"], discounts[0].get("Description") or "", bool(record.get("ApplyTaxAfterDiscount"))
+        )
+    return InvoiceSpec(
+        record["CustomerRef"]["value"],
+        record.get("DocNumber") or "",
+        txn_date,
+        tuple(invoice_lines),
+        note,
+        "",
+        tax=(record.get("TxnTaxDetail") or {}).get("TotalTax", Decimal("0.00")),
+        discount=discount,
+        tip=charges.get("tip", Decimal("0.00")),
+        surcharge=charges.get("surcharge", Decimal("0.00")),
     )
-    return InvoiceSpec(record["CustomerRef"]["value"], record.get("DocNumber") or "", txn_date, invoice_lines, note, "")
 
 
 CompanyFactory = Callable[[], Company]

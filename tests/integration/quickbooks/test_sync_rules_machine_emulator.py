@@ -3,6 +3,11 @@ real python-quickbooks adapter over HTTP: the same rules, the same model and inv
 one per rule of SPEC.md section 2), another QuickBooks (the fakeredis pattern: one state machine, both
 implementations).
 
+The realm is set up as the machine's company is (qbo_support.EmulatedCompany.set_up_charges): a Tips item on a
+liability account and a Card surcharge item in the settings, its sales tax mode drawn per example (automated,
+manual with the rate the emulator makes as the tax code setting, or none), so the invoices' tax, discounts, tips
+and surcharges go through the real adapter and the emulator's sales tax (SPEC section 8).
+
 What the machine does to QuickBooks besides syncing goes through the emulator's admin API: customers and
 vendors added, customers made inactive (now, or after N API calls: mid-job), payments, expenses and invoices
 deleted or voided (an expense or check is deleted instead: QBO cannot void a Purchase), faults armed,
@@ -30,6 +35,7 @@ from qbo_support import CoreRig, EmulatedCompany, QboRig
 from adapters.quickbooks.emulator import EmulatorServer, run_emulator
 from adapters.quickbooks.qbo import RateLimits
 from core.accounting import TxnKind
+from core.company_tax import SalesTax
 from core.domain import (
     Customer,
     EntityRef,
@@ -55,6 +61,8 @@ from tests.unit.test_sync_rules_machine import (  # noqa: E402
     FakeSide,
     QuickBooksSide,
     SyncRulesMachine,
+    a_deposit_refunded_then_closed_out,
+    resync_the_tax_changes,
 )
 
 pytestmark = pytest.mark.emulator
@@ -93,6 +101,14 @@ class EmulatedSide(EmulatedCompany):
         self.worker = core.worker
         self.principal = core.principal
         self.realm_id = self.rig.realm_id
+        self.set_up_charges()
+
+    def set_sales_tax_mode(self, mode: SalesTax) -> None:
+        """The realm's sales tax (the connection's too, as reading the company at connect would), and for
+        MANUAL the tax code setting a taxed invoice needs: the rate the emulator made on switching."""
+        self.set_sales_tax(mode)
+        if mode is SalesTax.MANUAL:
+            self.use_settings(tax_code=self.manual_tax_code())
 
     def void(self, kind: TxnKind, record_id: str) -> None:
         """QBO's API has no void for a Purchase (the emulator answers "Operation Void is not supported for
@@ -191,3 +207,16 @@ def test_a_payment_applied_to_an_invoice_voided_in_quickbooks_resyncs(backend: s
     [payment], [recreated] = books.live("Payment"), books.live("Invoice")
     assert recreated.id != invoice
     assert [(line.txn_id, line.amount) for line in payment.spec.lines] == [(recreated.id, Decimal("50.00"))]
+
+
+@pytest.mark.parametrize("mode", [SalesTax.AUTOMATED, SalesTax.MANUAL])
+def test_a_taxed_discounted_invoice_with_a_tip_and_its_tax_changes(mode: SalesTax) -> None:
+    """SPEC section 8 through python-quickbooks and the emulator's sales tax, pinned (the generated runs reach a
+    taxed invoice in a few examples only): Mary's move, taxable and not, 10% off before tax, a tip to the Tips
+    liability item and a card surcharge, in a company with automated sales tax and in one with manual; every
+    rule holds, then again after its tax is dropped and after it is raised."""
+    machine = EmulatedSyncRulesMachine()
+    machine.side.set_sales_tax_mode(mode)
+    machine.crm.sales_tax = mode
+    a_deposit_refunded_then_closed_out(machine)
+    resync_the_tax_changes(machine)
