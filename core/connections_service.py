@@ -190,7 +190,7 @@ class ConnectionService:
         tenant = principal.tenant_id
         realm_id, found = self._look_up(tenant, list_settings_to_check(settings, fields))
         with self._uow_factory() as uow:
-            connection = uow.connections.get_for_update(tenant)  # a default a worker records meanwhile is kept
+            connection = uow.connections.get(tenant)
             if connection is None:
                 connection = self._blank(tenant, self._default_environment)
                 uow.connections.save(connection)

@@ -64,9 +64,12 @@ OnWritten = Callable[[SyncRecord], None]  # what the caller remembers of what wa
 class RecordWriter:
     """Writes records of one QuickBooks customer (`customer_id`) for one run."""
 
-    def __init__(self, run: SyncRun, customer_id: str, results: SyncResults) -> None:
+    def __init__(self, run: SyncRun, customer_id: str, results: SyncResults, *, replaced_customer_id: str = "") -> None:
         self._run = run
         self.customer_id = customer_id
+        # The customer `customer_id` replaces (R1), when this run moves records to it: a create sent for the
+        # old one and never answered left its record there, so that is where R7 must look for it too.
+        self._replaced_customer_id = replaced_customer_id
         self._results = results
         # Set once QuickBooks refused a payment for linking a record deleted there: from then on, what a
         # payment links is checked (one read each, at most once per run) and recreated if gone. Off by
@@ -141,7 +144,7 @@ class RecordWriter:
         """R7: a create an earlier attempt sent and never heard back from may exist already: adopt it."""
         tenant = self._run.tenant
         if record.create_started:
-            found = self._run.accounting.find_by_marker(spec.kind, self._marker(record), self.customer_id)
+            found = self._find_created(spec.kind, self._marker(record))
             if found is not None:
                 return self._run.accounting.update(
                     found, spec, request_id=request_id_for(tenant, record.entity, "adopt", found.sync_token, digest)
@@ -151,6 +154,12 @@ class RecordWriter:
         return self._run.accounting.create(
             spec, request_id=request_id_for(tenant, record.entity, "create", record.generation)
         )
+
+    def _find_created(self, kind: TxnKind, marker: str) -> QuickBooksRef | None:
+        found = self._run.accounting.find_by_marker(kind, marker, self.customer_id)
+        if found is None and self._replaced_customer_id:
+            found = self._run.accounting.find_by_marker(kind, marker, self._replaced_customer_id)
+        return found
 
     def _finish(
         self, record: SyncRecord, digest: str, ref: QuickBooksRef | None, action: SyncAction, on_written: OnWritten

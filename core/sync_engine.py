@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.customer_matching import CustomerMatching
-from core.domain import SyncJob, SyncJobKind, SyncResult
+from core.domain import EntityRef, EntityType, SyncJob, SyncJobKind, SyncResult
 from core.errors import CustomerUnusableError, StaleRecordError
 from core.lease import FencedAccountingSystem, JobLease
 from core.ports import AccountingSystems, Clock, UnitOfWorkFactory
@@ -77,8 +77,9 @@ class SyncEngine:
         # What of the customer is already in QuickBooks still names the old customer, and a payment can
         # only link its own customer's records: move it all, link the new one, then sync again. Should the
         # new one prove unusable too, the job fails (CustomerUnusableError) and the retry starts afresh.
+        replaced = run.record(EntityRef(EntityType.CUSTOMER, customer.customer_id)).quickbooks_id or ""
         successor = matching.successor(customer)
-        writer = self._writer(run, successor.customer.id, results)
+        writer = self._writer(run, successor.customer.id, results, replaced_customer_id=replaced)
         for opportunity in run.opportunities_of_customer():
             writer.carry_out(plan_customer_move(run.books_of(opportunity)))
         matching.link(successor)
@@ -93,8 +94,11 @@ class SyncEngine:
         return plan_invoice_sync(books, run.job.target.id)
 
     @staticmethod
-    def _writer(run: SyncRun, customer_id: str, results: SyncResults) -> TransactionWriter:
-        return TransactionWriter(run, RecordWriter(run, customer_id, results))
+    def _writer(
+        run: SyncRun, customer_id: str, results: SyncResults, *, replaced_customer_id: str = ""
+    ) -> TransactionWriter:
+        records = RecordWriter(run, customer_id, results, replaced_customer_id=replaced_customer_id)
+        return TransactionWriter(run, records)
 
     @staticmethod
     def _carry_out(plan: Plan, writer: TransactionWriter) -> Outcome:

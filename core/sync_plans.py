@@ -103,10 +103,15 @@ def plan_customer_move(books: OpportunityBooks) -> Plan:
     so it moves in three steps: its payments go to the new customer linking nothing, then its refunds and
     invoices follow, then the payments link their refunds again and are re-applied. Each step only names
     the new customer, so it works wherever an interrupted earlier move left a record."""
-    written = [p for p in books.payments if books.written(EntityType.PAYMENT, p.payment_id)]
+    # A record whose create was sent but never answered may be in QuickBooks on the old customer: it moves
+    # too (the writer adopts it there by its marker). Such a payment may link an invoice, which could not
+    # move before the payment lets go of it.
+    written = [p for p in books.payments if books.maybe_written(EntityType.PAYMENT, p.payment_id)]
     steps: list[Step] = [DetachPayment(p) for p in written]
-    steps += [WriteRefund(p, r) for p in written for r in p.refunds if books.written(EntityType.REFUND, r.refund_id)]
-    invoices = [c for c in books.closed if books.written(EntityType.INVOICE, c.job.job_id)]
+    steps += [
+        WriteRefund(p, r) for p in written for r in p.refunds if books.maybe_written(EntityType.REFUND, r.refund_id)
+    ]
+    invoices = [c for c in books.closed if books.maybe_written(EntityType.INVOICE, c.job.job_id)]
     steps += [WriteInvoice(c) for c in invoices]
     # What each payment applied before the move, trimmed to what payments and invoices now hold.
     plan = plan_applications(

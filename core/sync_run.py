@@ -32,6 +32,12 @@ class OpportunityBooks:
         """Whether qbsync has a QuickBooks record for it (written at least once)."""
         return self.record(entity_type, entity_id).quickbooks_id is not None
 
+    def maybe_written(self, entity_type: EntityType, entity_id: str) -> bool:
+        """Whether QuickBooks may hold a record for it: written, or a create was sent and its answer lost
+        (R7's create intent), so that it may exist without qbsync knowing its Id."""
+        record = self.record(entity_type, entity_id)
+        return record.quickbooks_id is not None or record.create_started
+
     def payment(self, payment_id: str) -> Payment | None:
         return next((p for p in self.payments if p.payment_id == payment_id), None)
 

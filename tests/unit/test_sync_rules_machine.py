@@ -1036,3 +1036,25 @@ class Drawn:
 
     def draw(self, strategy: object) -> object:
         return self._values.pop(0)
+
+
+@pytest.mark.parametrize("after_calls", [1, 2, 3, 4, 5])
+def test_a_payment_whose_create_answer_was_lost_moves_with_its_replaced_customer(after_calls: int) -> None:
+    """Found by this machine (1,000 examples): a new payment's create committed in QuickBooks but its answer
+    was lost, then the linked customer was deactivated. Its record knows no Id, only that the create was
+    sent; the move to the successor must still take it along (found by its marker on the old customer)
+    before the invoice it links can move — it used to fail for good with 'Invoice 2 is linked from a
+    payment: its customer cannot change'."""
+    machine = SyncRulesMachine()
+    machine.new_customer({"first_name": "Mary", "last_name": "O'Brien"}, "", "")
+    [opportunity] = machine.crm.opportunities
+    lines = (InvoiceLine("Move", Decimal("1"), Decimal("50.00"), Decimal("50.00")),)
+    machine.close_out_job(Drawn([opportunity]), (lines, Charges()), False)
+    check_every_rule(machine)
+    machine.quickbooks_will_fail([Fault.COMMIT_THEN_LOSE], True)
+    machine.quickbooks_will_fail([Fault.THROTTLED, Fault.UNAVAILABLE, Fault.COMMIT_THEN_LOSE], False)
+    crm_customer, link = next(iter(machine.crm.links.items()))
+    machine.someone_deactivates_a_customer_in_quickbooks(
+        Drawn([link, crm_customer, opportunity, ("new payment", opportunity)]), True, after_calls
+    )
+    check_every_rule(machine)
