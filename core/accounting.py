@@ -23,6 +23,7 @@ class TxnKind(enum.Enum):
     EXPENSE = "Expense"
     CHECK = "Check"
     INVOICE = "Invoice"
+    DEPOSIT = "Deposit"  # a payout: payments out of Undeposited Funds into the bank (SPEC §9)
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,51 @@ class InvoiceSpec:
         return self.tax != 0 or any(line.taxable for line in self.lines)
 
 
-TxnSpec = PaymentSpec | RefundSpec | InvoiceSpec
+class DepositLineKind(enum.Enum):
+    """What a line of a bank deposit is (SPEC §9); each kind but PAYMENT books to the account its setting
+    names: FEE processing_fee_account, REFUND and CHARGEBACK chargeback_account, ADJUSTMENT
+    adjustment_account."""
+
+    PAYMENT = "PAYMENT"  # a synced payment, linked out of Undeposited Funds
+    FEE = "FEE"
+    REFUND = "REFUND"
+    CHARGEBACK = "CHARGEBACK"
+    ADJUSTMENT = "ADJUSTMENT"
+
+
+@dataclass(frozen=True)
+class DepositLine:
+    """One line of a deposit. `amount` is signed: positive for a payment, negative for what the processor
+    kept back (fees, refunds, chargebacks); an adjustment either way. `txn_id` is the linked Payment's
+    QuickBooks Id (PAYMENT lines only)."""
+
+    kind: DepositLineKind
+    amount: Decimal
+    txn_id: str = ""
+    memo: str = ""
+
+
+@dataclass(frozen=True)
+class DepositSpec:
+    """A payout as one QBO Deposit into the payout bank account (setting payout_bank_account): its
+    TotalAmt is what reached the bank, the sum of its lines."""
+
+    txn_date: date
+    lines: tuple[DepositLine, ...]
+    private_note: str
+    marker: str
+    customer_id: str = ""  # a deposit names no customer; kept so every spec answers the writer alike
+
+    @property
+    def kind(self) -> TxnKind:
+        return TxnKind.DEPOSIT
+
+    @property
+    def total(self) -> Decimal:
+        return money_sum(line.amount for line in self.lines)
+
+
+TxnSpec = PaymentSpec | RefundSpec | InvoiceSpec | DepositSpec
 
 
 def spec_fingerprint(spec: object) -> str:
