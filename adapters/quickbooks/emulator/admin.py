@@ -16,13 +16,16 @@ Routes (bodies are JSON objects; every field optional unless said otherwise):
   "refresh_token"}`` → ``{"realm_id", "client_id", "client_secret", "access_token", "refresh_token",
   "expires_in", ...}``; creates and seeds the realm if new, and connects the app to it.
 - ``GET  /_emulator/realms`` → ``{"realms": [ids]}``
-- ``GET  /_emulator/realms/{realm}/state`` → records of every entity (rendered as the API would), deleted
-  and voided ids, balances (invoices, customers, payments' unapplied), notes, closing date, throttle gauge,
+- ``GET  /_emulator/realms/{realm}/state`` → records of every entity (rendered as the API would; Deposits
+  among them), deleted and voided ids, balances (invoices, customers, payments' unapplied, ``accounts``: the
+  balance of each Bank and Other Current Asset account by Id — Undeposited Funds falls and the bank rises as
+  payments are deposited — and ``payments_deposited``: payment Id → the Deposit holding it), notes, closing
+  date, throttle gauge,
   ``tokens``: the live access and refresh tokens, ``refreshes`` (refresh grants answered) and
   ``dead_refreshes`` (refreshes refused because the token had been rotated away: a client lost one).
 - ``GET|POST /_emulator/realms/{realm}/closing_date`` ``{"date": "yyyy-MM-dd" | null}`` → ``{"closing_date"}``:
-  QBO's "Close the books". While set, API creates, updates, deletes and voids of a Payment, Purchase or
-  Invoice whose TxnDate (sent or stored) is on or before it answer Fault 6210 "Account Period Closed" (HTTP
+  QBO's "Close the books". While set, API creates, updates, deletes and voids of a Payment, Purchase,
+  Invoice or Deposit whose TxnDate (sent or stored) is on or before it answer Fault 6210 "Account Period Closed" (HTTP
   400, ValidationFault; the Detail ends with the closing date, which real QBO's does not). null (or ``""``)
   opens the books again. The ``records`` routes below are not refused: a bookkeeper in QBO can get past the
   closing date.

@@ -19,8 +19,8 @@ Rules worth knowing (each one a QBO behaviour a sync client must cope with):
   (2500, "made inactive"); QBO cannot delete a customer, only make it inactive. So a client moves a
   payment with its links to a new customer in three writes: payment on the new customer linking nothing,
   then the invoices and expenses, then the payment's lines again.
-- With a closing date set ("Close the books"), creating, updating, deleting or voiding a Payment, Purchase or
-  Invoice whose TxnDate — the one sent or the one it had — is on or before it is Fault 6210. Only API writes
+- With a closing date set ("Close the books"), creating, updating, deleting or voiding a Payment, Purchase,
+  Deposit or Invoice whose TxnDate — the one sent or the one it had — is on or before it is Fault 6210. Only API writes
   are refused: the admin API's "bookkeeper" writes pass (in QBO's UI the closing date is a warning, or a
   password, a person can get past). Payments re-written because a transaction they link was deleted or
   voided are not checked.
@@ -28,6 +28,22 @@ Rules worth knowing (each one a QBO behaviour a sync client must cope with):
   (amount or percent of the sales lines' subtotal, on an existing account), ``ApplyTaxAfterDiscount``, and
   ``TxnTaxDetail`` (automated sales tax computes its own tax unless TotalTax is sent). TotalAmt = sales lines −
   discount + tax; Balance = TotalAmt − what payments apply.
+- Deposits (bank deposits, SPEC §9) move payments out of Undeposited Funds into a bank account
+  (``DepositToAccountRef``: a Bank or Other Current Asset account, not Undeposited Funds itself — *guess*, the
+  strict choice). A line either links one Payment (``LinkedTxn [{TxnId, TxnType: "Payment", TxnLineId: "0"}]``;
+  TxnLineId is required for a Deposit, Intuit's LinkedTxn reference) or books to an account
+  (``DetailType: "DepositLineDetail"``, ``DepositLineDetail.AccountRef``; negative for fees, refunds and
+  chargebacks the processor kept). TotalAmt is QBO's, the sum of the lines; a negative total is refused
+  (*guess*: QBO's UI will not save a negative deposit). A linked payment must exist and not be voided (2500
+  otherwise, *guess* at the code), be deposited to Undeposited Funds, be linked for its whole TotalAmt
+  (*guess*: QBO's deposit screen takes a payment whole), and be in one deposit only: a second deposit
+  linking it is Fault 6000 (*guess* at the code; Intuit: "a payment can be in one deposit only"). Deleting a
+  deposit, or updating it without a payment, releases that payment. While a payment is in a deposit it cannot
+  be deleted or voided, and its TotalAmt and DepositToAccountRef cannot change (6000, *guess*: QBO's UI
+  warns and edits the deposit; the API has no such dialogue, and the strict answer keeps the deposit's total
+  true). The ledger: the deposit account's balance rises by TotalAmt, Undeposited Funds falls by the linked
+  payments, and an asset account a line books to falls by that line (``Account.CurrentBalance`` of Bank and
+  Other Current Asset accounts, and the admin state's ``balances.accounts``).
 """
 
 from __future__ import annotations
@@ -46,7 +62,7 @@ from .query import parse_query, run_query
 from .shapes import JsonDict, money, now, qbo_time, to_decimal
 
 NAME_ENTITIES = ("Customer", "Vendor", "Employee")
-TXN_ENTITIES = ("Payment", "Invoice", "Purchase")
+TXN_ENTITIES = ("Payment", "Invoice", "Purchase", "Deposit")
 LIST_ENTITIES = ("Account", "Item", "PaymentMethod")
 # Sales tax lists: read-only through the API (QBO creates them through its TaxService), made by the admin API.
 TAX_ENTITIES = ("TaxCode", "TaxRate")
@@ -73,6 +89,7 @@ _DERIVED = {
     "Invoice": {"TotalAmt", "Balance", "HomeBalance", "HomeTotalAmt", "LinkedTxn"},
     "Payment": {"UnappliedAmt"},
     "Purchase": {"TotalAmt"},
+    "Deposit": {"TotalAmt", "HomeTotalAmt"},
     "Account": {"CurrentBalance", "CurrentBalanceWithSubAccounts", "Classification", "FullyQualifiedName"},
     "Item": {"FullyQualifiedName"},
     "PaymentMethod": set(),
@@ -114,7 +131,12 @@ MAX_LENGTH: dict[str, dict[str, int]] = {
     "Payment": {"PaymentRefNum": 21, "PrivateNote": 4000},
     "Purchase": {"DocNumber": DOC_NUMBER_MAX, "PrivateNote": 4000, "Line.Description": 4000},
     "Invoice": {"DocNumber": DOC_NUMBER_MAX, "PrivateNote": 4000, "Line.Description": 4000, "CustomerMemo.value": 1000},
+    "Deposit": {"DocNumber": DOC_NUMBER_MAX, "PrivateNote": 4000, "Line.Description": 4000},
 }
+# The account types a deposit may go into (Intuit: "the asset account"; a bank deposit screen lists these).
+_DEPOSIT_TO_TYPES = ("Bank", "Other Current Asset")
+# Accounts whose CurrentBalance the emulator keeps (where money sits: what payments and deposits move).
+_BALANCED_TYPES = ("Bank", "Other Current Asset")
 # Name fields QBO refuses ':' (its sub-customer separator), tab and newline in (Intuit's business rules).
 _PLAIN_NAME_FIELDS = ("DisplayName", "Title", "GivenName", "MiddleName", "FamilyName", "Suffix", "PrintOnCheckName")
 # *guess*: Intuit documents no maximum amount; 15 significant digits is what a double holds to the cent.
@@ -225,6 +247,8 @@ class Ledger:
     applied: dict[tuple[str, str], Decimal] = field(default_factory=dict)  # (entity, id) → sum of payment lines
     linked_payments: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     customer_balance: dict[str, Decimal] = field(default_factory=dict)
+    deposited_in: dict[str, str] = field(default_factory=dict)  # payment id → the Deposit linking it
+    account_balance: dict[str, Decimal] = field(default_factory=dict)  # Bank and Other Current Asset accounts
 
 
 class Realm:
@@ -396,6 +420,7 @@ class Realm:
             current = self._current(entity, entity_id, body, check_token)
             if enforce_closing:
                 self._check_open(entity, current)
+            self._not_deposited(entity, entity_id, "deleted")
             self._unlink_payments(entity, entity_id)
             del self.records[entity][entity_id]
             self.deleted[entity][entity_id] = current
@@ -411,6 +436,7 @@ class Realm:
             current = self._current(entity, entity_id, body, check_token)
             if enforce_closing:
                 self._check_open(entity, current)
+            self._not_deposited(entity, entity_id, "voided")
             record = {k: v for k, v in copy.deepcopy(current).items() if k not in _READ_ONLY}
             for line in record.get("Line", []):
                 if "Amount" in line:
@@ -519,6 +545,10 @@ class Realm:
                         payment_id: payment.get("UnappliedAmt")
                         for payment_id, payment in self.records["Payment"].items()
                     },
+                    # Bank and Other Current Asset accounts (Undeposited Funds among them), by Id.
+                    "accounts": dict(ledger.account_balance),
+                    # payment Id → the Deposit that took it out of Undeposited Funds.
+                    "payments_deposited": dict(ledger.deposited_in),
                 },
                 "notes": list(self.notes),
             }
@@ -553,7 +583,40 @@ class Realm:
                 if (detail.get("AccountRef") or {}).get("value") in receivable:
                     customer = entity_ref["value"]
                     balance[customer] = balance.get(customer, Decimal("0.00")) + line["Amount"]
+        self._money_ledger(ledger)
         return ledger
+
+    def _money_ledger(self, ledger: Ledger) -> None:
+        """Where the money sits: each Bank and Other Current Asset account's balance, and which deposit holds
+        each payment. A payment adds its TotalAmt to its DepositToAccountRef (Undeposited Funds, usually); a
+        Cash or Check purchase takes its TotalAmt from its bank account; a deposit adds its TotalAmt to its
+        account, takes each linked payment from the account that payment went to, and each line booked to
+        one of these accounts from that account (money moved from savings, say)."""
+        balances = ledger.account_balance
+        for account_id, account in self.records["Account"].items():
+            if account.get("AccountType") in _BALANCED_TYPES:
+                balances[account_id] = Decimal("0.00")
+
+        def move(account_id: Any, amount: Decimal) -> None:
+            if account_id in balances:
+                balances[account_id] += amount
+
+        for payment in self.records["Payment"].values():
+            move((payment.get("DepositToAccountRef") or {}).get("value"), payment["TotalAmt"])
+        for purchase in self.records["Purchase"].values():
+            if purchase.get("PaymentType") in ("Cash", "Check"):
+                move((purchase.get("AccountRef") or {}).get("value"), -purchase["TotalAmt"])
+        for deposit_id, deposit in self.records["Deposit"].items():
+            move(deposit["DepositToAccountRef"]["value"], deposit["TotalAmt"])
+            for line in deposit.get("Line", []):
+                links = line.get("LinkedTxn") or []
+                if links:
+                    payment_id = links[0]["TxnId"]
+                    ledger.deposited_in[payment_id] = deposit_id
+                    paid = self.records["Payment"].get(payment_id) or {}
+                    move((paid.get("DepositToAccountRef") or {}).get("value"), -line["Amount"])
+                else:
+                    move((line.get("DepositLineDetail") or {}).get("AccountRef", {}).get("value"), -line["Amount"])
 
     def render(self, entity: str, record: JsonDict, ledger: Ledger | None = None) -> JsonDict:
         """A deep copy of ``record`` with its derived fields filled in, as QBO would answer it."""
@@ -572,6 +635,8 @@ class Realm:
             out["Line"] = [*out.get("Line", []), {
                 "Amount": subtotal, "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {},
             }]
+        elif entity == "Account" and record["Id"] in ledger.account_balance:
+            out["CurrentBalance"] = ledger.account_balance[record["Id"]]
         elif entity == "Customer":
             balance = ledger.customer_balance.get(record["Id"], Decimal("0.00"))
             out["Balance"] = balance
@@ -700,6 +765,7 @@ class Realm:
             "Invoice": self._invoice,
             "Payment": self._payment,
             "Purchase": self._purchase,
+            "Deposit": self._deposit,
             "TaxCode": self._tax_code,
             "TaxRate": self._tax_rate,
         }
@@ -946,6 +1012,97 @@ class Realm:
         record["TotalAmt"] = total
         record.setdefault("Credit", False)
 
+    def _not_deposited(self, entity: str, entity_id: str, how: str) -> None:
+        """A payment in a deposit cannot be deleted or voided (Fault 6000, *guess* at the code: QBO's UI warns
+        that the deposit changes; the API does not take the payment out of the deposit for you)."""
+        if entity != "Payment":
+            return
+        deposit_id = self._ledger().deposited_in.get(entity_id)
+        if deposit_id is not None:
+            raise errors.business_rule(
+                f"Payment {entity_id} is in Deposit {deposit_id} and cannot be {how}; remove it from the deposit "
+                "first", "Id",
+            )
+
+    def _deposit(self, record: JsonDict, own_id: str | None) -> None:
+        found = self._ref(record, "DepositToAccountRef", ["Account"], "DepositToAccountRef", required=True)
+        assert found is not None
+        account = found[1]
+        if account.get("AccountType") not in _DEPOSIT_TO_TYPES or account.get("AccountSubType") == "UndepositedFunds":
+            raise errors.business_rule(
+                "DepositToAccountRef must be a bank or other current asset account other than Undeposited Funds",
+                "DepositToAccountRef",
+            )
+        self._doc_number("Deposit", record, own_id)
+        _txn_date(record)
+        lines = record.get("Line", [])
+        if not lines:
+            raise errors.required_missing("Line")
+        ledger = self._ledger()
+        linked_here: set[str] = set()
+        total = Decimal("0.00")
+        for number, line in enumerate(lines, start=1):
+            amount = _money_field(line, "Amount", "Line.Amount", required=True)
+            assert amount is not None
+            links = line.get("LinkedTxn") or []
+            if links:
+                self._deposit_link(line, links, amount, own_id, ledger, linked_here)
+                line.pop("DetailType", None)  # QBO answers a linked line without one
+                line.pop("DepositLineDetail", None)
+            elif line.get("DetailType") == "DepositLineDetail":
+                detail = line.setdefault("DepositLineDetail", {})
+                self._ref(detail, "AccountRef", ["Account"], "Line.DepositLineDetail.AccountRef", required=True)
+            else:
+                raise errors.invalid_property(
+                    f"Unsupported line DetailType {line.get('DetailType')!r} on Deposit", "Line.DetailType"
+                )
+            total += amount
+            line["Id"] = str(number)
+            line["LineNum"] = number
+        if total < 0:
+            raise errors.business_rule(f"A deposit's total cannot be negative ({total})", "Line.Amount")
+        record["TotalAmt"] = total
+        record.setdefault("HomeTotalAmt", total)
+
+    def _deposit_link(
+        self, line: JsonDict, links: list[Any], amount: Decimal, own_id: str | None, ledger: Ledger,
+        linked_here: set[str],
+    ) -> None:
+        """One line taking one Payment out of Undeposited Funds (see the module docstring for the rules)."""
+        if len(links) != 1 or not isinstance(links[0], dict):
+            raise errors.business_rule("Each deposit line must link exactly one transaction", "Line.LinkedTxn")
+        link = links[0]
+        txn_type, txn_id = link.get("TxnType"), str(link.get("TxnId", ""))
+        if txn_type != "Payment":
+            # QBO deposits other kinds too (sales receipts, refund receipts…); the emulator models payments only.
+            raise errors.invalid_property(f"Unsupported LinkedTxn.TxnType {txn_type!r} on Deposit",
+                                          "Line.LinkedTxn.TxnType")
+        if link.get("TxnLineId") in (None, ""):
+            raise errors.required_missing("Line.LinkedTxn.TxnLineId")
+        payment = self.records["Payment"].get(txn_id)
+        if payment is None or ("Payment", txn_id) in self.voided:
+            state = "does not exist" if payment is None else "is voided"
+            raise errors.invalid_reference("Line.LinkedTxn.TxnId", f"Invalid Reference Id : Payment {txn_id} {state}")
+        where = (payment.get("DepositToAccountRef") or {}).get("value")
+        account = self.records["Account"].get(str(where)) or {}
+        if account.get("AccountSubType") != "UndepositedFunds":
+            raise errors.business_rule(
+                f"Payment {txn_id} was deposited to {account.get('Name', where)!r}, not Undeposited Funds: it "
+                "cannot be in a deposit", "Line.LinkedTxn",
+            )
+        elsewhere = ledger.deposited_in.get(txn_id)
+        if txn_id in linked_here or (elsewhere is not None and elsewhere != own_id):
+            where_else = "this deposit" if txn_id in linked_here else f"Deposit {elsewhere}"
+            raise errors.business_rule(f"Payment {txn_id} is already deposited in {where_else}", "Line.LinkedTxn")
+        if amount != payment["TotalAmt"]:
+            raise errors.business_rule(
+                f"The deposit line for Payment {txn_id} ({amount}) must be the payment's total ({payment['TotalAmt']})",
+                "Line.Amount",
+            )
+        linked_here.add(txn_id)
+        link.clear()
+        link.update({"TxnId": txn_id, "TxnType": "Payment", "TxnLineId": "0"})
+
     def _keeps_customer_while_linked(self, entity: str, own_id: str, customer_id: Any) -> None:
         """An invoice's customer or a purchase's payee cannot change while a payment links it (*guess*, the
         strict choice: QBO's UI unlinks such payments first, and a payment may only link its own customer's
@@ -1042,3 +1199,17 @@ class Realm:
             )
         record["UnappliedAmt"] = unapplied
         record.setdefault("ProcessPayment", False)
+        if own_id is not None and own_id in ledger.deposited_in:
+            deposit_id = ledger.deposited_in[own_id]
+            old = self.records["Payment"][own_id]
+            for key in ("TotalAmt", "DepositToAccountRef"):
+                before, after = old.get(key), record.get(key)
+                if key == "DepositToAccountRef":
+                    before, after = (before or {}).get("value"), (after or {}).get("value")
+                if before != after:
+                    # *guess* at the code and wording: QBO's UI warns that the deposit changes too; the API
+                    # refuses, so a deposit's total stays what reached the bank.
+                    raise errors.business_rule(
+                        f"Payment {own_id} is in Deposit {deposit_id}: its {key} cannot change; remove it from "
+                        "the deposit first", key,
+                    )
