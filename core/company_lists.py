@@ -135,6 +135,16 @@ LIST_SETTINGS: dict[str, SettingRule] = {
         "surcharge item", ListKind.ITEM, ("Service", "NonInventory"), needs_income_account=True
     ),
     "processing_fee_account": SettingRule("processing-fee account", ListKind.ACCOUNT, ("Expense", "Other Expense")),
+    # SPEC section 9, payouts. The payout bank account is where the processor's money lands: a bank account.
+    "payout_bank_account": SettingRule("payout bank account", ListKind.ACCOUNT, ("Bank",)),
+    # Refunds and chargebacks a payout nets: Accounts Receivable (the default) reopens what the customer owes,
+    # as a refund expense does; a bookkeeper who writes chargebacks off as a loss books them to an expense
+    # (Expense or Other Expense). Not income: that would net a loss against sales and hide it.
+    "chargeback_account": SettingRule(
+        "chargeback account", ListKind.ACCOUNT, ("Accounts Receivable", "Expense", "Other Expense")
+    ),
+    # A payout's other adjustments (reserves released, corrections): only the bookkeeper knows, so any account.
+    "adjustment_account": SettingRule("adjustment account", ListKind.ACCOUNT),
 }
 # Every value of the `payment_methods` setting.
 PAYMENT_METHOD_RULE = SettingRule("payment method", ListKind.PAYMENT_METHOD)

@@ -14,6 +14,13 @@ sends for a spec (TAX/NON lines, the CRM's tax as TxnTaxDetail.TotalTax when the
 amount discount line, tip and surcharge lines): an invoice's TotalAmt is the lines, tip and surcharge, less
 the discount, plus the tax QBO keeps — the CRM's, or with `ignore_total_tax` automated sales tax's own at
 `ast_rate` — plus `invoice_total_drift`. Every write answers the record's TotalAmt (`QuickBooksRef.total`).
+
+Deposits as the emulator models QBO's (SPEC §9): a deposit's TotalAmt is the sum of its lines and cannot be
+negative; a PAYMENT line links a live payment (else `LinkedRecordGoneError`) for its whole amount, and a
+payment is in one deposit only (a second is refused with reason PAYMENT_ALREADY_DEPOSITED, as the adapter
+reports it); updating a deposit without a payment, or deleting it, releases the payment. Every payment the fake
+holds went to Undeposited Funds (the fake has no settings: the adapter's default deposit account). While a
+payment is in a deposit, it cannot be deleted or voided and its amount cannot change.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from adapters.quickbooks.qbo.limits import QBO_FIELD_LIMITS
 from core import company_lists
 from core.accounting import (
     AccountingCustomer,
+    DepositLineKind,
+    DepositSpec,
     InvoiceSpec,
     NewCustomer,
     PaymentSpec,
@@ -56,6 +65,7 @@ from core.money import CENT, ZERO, money_sum
 from core.ports import UNFENCED, AccountingSystem, AccountingSystems, WriteFence
 
 SANDBOX_APP = "https://app.sandbox.qbo.intuit.com"
+PAYMENT_ALREADY_DEPOSITED = "PAYMENT_ALREADY_DEPOSITED"  # the real adapter's reason (qbo/system.py)
 
 
 class Fault(enum.Enum):
@@ -82,10 +92,10 @@ class FakeCustomer:
 
 @dataclass
 class FakeTxn:
-    """A Payment, Purchase (expense or check) or Invoice as QBO holds it."""
+    """A Payment, Purchase (expense or check), Invoice or Deposit as QBO holds it."""
 
     id: str
-    entity: str  # "Payment", "Purchase" or "Invoice"
+    entity: str  # "Payment", "Purchase", "Invoice" or "Deposit"
     spec: TxnSpec
     sync_token: int = 0
     deleted: bool = False
@@ -107,7 +117,7 @@ class FakeTxn:
         if self.quickbooks_total is not None:
             return self.quickbooks_total
         spec = self.spec
-        return spec.total if isinstance(spec, InvoiceSpec) else spec.amount
+        return spec.total if isinstance(spec, InvoiceSpec | DepositSpec) else spec.amount
 
 
 def _seeded_lists() -> dict[ListKind, dict[str, ListEntry]]:
@@ -136,7 +146,7 @@ def _seeded_lists() -> dict[ListKind, dict[str, ListEntry]]:
 
 
 def _entity_of(kind: TxnKind) -> str:
-    return {TxnKind.PAYMENT: "Payment", TxnKind.INVOICE: "Invoice"}.get(kind, "Purchase")
+    return {TxnKind.PAYMENT: "Payment", TxnKind.INVOICE: "Invoice", TxnKind.DEPOSIT: "Deposit"}.get(kind, "Purchase")
 
 
 @dataclass
@@ -209,6 +219,7 @@ class FakeQuickBooks(AccountingSystem):
             TxnKind.INVOICE: f"invoice?txnId={quickbooks_id}",
             TxnKind.EXPENSE: f"expense?txnId={quickbooks_id}",
             TxnKind.CHECK: f"check?txnId={quickbooks_id}",
+            TxnKind.DEPOSIT: f"deposit?txnId={quickbooks_id}",
         }[kind]
         return f"{SANDBOX_APP}/app/{page}&deeplinkcompanyid={self.realm_id}"
 
@@ -312,15 +323,35 @@ class FakeQuickBooks(AccountingSystem):
                 self.pending_deactivations[customer_id] = after_calls
 
     def delete(self, quickbooks_id: str) -> None:
-        """Deletes a transaction in QuickBooks; payments linking it lose those lines, as in QBO."""
+        """Deletes a transaction in QuickBooks; payments linking it lose those lines, as in QBO. A payment in
+        a deposit is refused (BookkeepingError), as the emulator refuses it; a deleted deposit releases its
+        payments."""
         with self._lock:
+            self._not_deposited(quickbooks_id, "deleted")
             self.txns[quickbooks_id].deleted = True
             self._unlink(quickbooks_id)
 
     def void(self, quickbooks_id: str) -> None:
         with self._lock:
+            self._not_deposited(quickbooks_id, "voided")
             self.txns[quickbooks_id].voided = True
             self._unlink(quickbooks_id)
+
+    def deposit_holding(self, payment_id: str, excluding: str | None = None) -> str | None:
+        """The live deposit (other than `excluding`) that took the payment out of Undeposited Funds, if any."""
+        with self._lock:
+            for t in self.txns.values():
+                if t.live and t.id != excluding and isinstance(t.spec, DepositSpec):
+                    if any(line.kind is DepositLineKind.PAYMENT and line.txn_id == payment_id for line in t.spec.lines):
+                        return t.id
+            return None
+
+    def undeposited_funds(self) -> Decimal:
+        """What Undeposited Funds holds: every live payment not in a live deposit."""
+        with self._lock:
+            return money_sum(
+                t.total for t in self.txns.values() if t.entity == "Payment" and t.live and not self.deposit_holding(t.id)
+            )
 
     def live(self, entity: str) -> list[FakeTxn]:
         """Live Payments, Purchases or Invoices."""
@@ -447,6 +478,15 @@ class FakeQuickBooks(AccountingSystem):
         """The business rules QBO enforces on a write; the record's TotalAmt as QBO will hold it."""
         _refuse_what_qbo_cannot_hold(_txn_fields(spec), f"write the {_entity_of(spec.kind)}")
         _refuse_amounts_qbo_cannot_hold(spec)
+        if isinstance(spec, DepositSpec):
+            return self._check_deposit(spec, replacing)
+        if isinstance(spec, PaymentSpec) and replacing is not None and spec.amount != replacing.total:
+            holder = self.deposit_holding(replacing.id)
+            if holder is not None:
+                raise BookkeepingError(
+                    f"QuickBooks refused to update the payment: Payment {replacing.id} is in Deposit {holder}: "
+                    "its TotalAmt cannot change"
+                )
         customer = self.customers.get(spec.customer_id)
         if customer is None or not customer.active:
             raise CustomerUnusableError(f"customer {spec.customer_id} is missing or inactive in QuickBooks")
@@ -478,6 +518,36 @@ class FakeQuickBooks(AccountingSystem):
         if isinstance(spec, RefundSpec) and replacing is not None and spec.amount < self._linked_to(replacing.id):
             raise BookkeepingError("the expense total would fall below what its payment links to it")
         return total
+
+    def _check_deposit(self, spec: DepositSpec, replacing: FakeTxn | None) -> Decimal:
+        """The emulator's deposit rules (see the module docstring); the deposit's TotalAmt."""
+        seen: set[str] = set()
+        for line in spec.lines:
+            if line.kind is not DepositLineKind.PAYMENT:
+                continue
+            target = self.txns.get(line.txn_id)
+            if target is None or not target.live or target.entity != "Payment":
+                raise LinkedRecordGoneError(f"the deposit links payment {line.txn_id}, which is gone")
+            holder = self.deposit_holding(line.txn_id, excluding=replacing.id if replacing else None)
+            if line.txn_id in seen or holder is not None:
+                raise BookkeepingError(
+                    f"the payment {line.txn_id} is already in the deposit {holder or 'being written'}",
+                    reason=PAYMENT_ALREADY_DEPOSITED,
+                )
+            seen.add(line.txn_id)
+            if line.amount != target.total:
+                raise BookkeepingError(
+                    f"the deposit line for payment {line.txn_id} ({line.amount}) must be its total ({target.total})"
+                )
+        if spec.total < ZERO:
+            raise BookkeepingError(f"a deposit's total cannot be negative ({spec.total})")
+        return spec.total
+
+    def _not_deposited(self, txn_id: str, how: str) -> None:
+        txn = self.txns[txn_id]
+        holder = self.deposit_holding(txn_id) if txn.entity == "Payment" else None
+        if holder is not None:
+            raise BookkeepingError(f"payment {txn_id} is in deposit {holder} and cannot be {how}")
 
     def _linked_to(self, txn_id: str, excluding: str | None = None) -> Decimal:
         return money_sum(
@@ -528,6 +598,9 @@ def _txn_fields(spec: TxnSpec) -> dict[str, tuple[str, int]]:
     fields = {"PrivateNote": (spec.private_note, limits.private_note)}
     if isinstance(spec, RefundSpec):
         fields["Line.Description"] = (spec.memo, limits.expense_line_description)
+    if isinstance(spec, DepositSpec):
+        for i, deposit_line in enumerate(spec.lines):
+            fields[f"Line[{i}].Description"] = (deposit_line.memo, limits.invoice_line_description)
     if isinstance(spec, InvoiceSpec):
         fields["DocNumber"] = (spec.doc_number, limits.doc_number)
         for i, line in enumerate(spec.lines):
@@ -556,6 +629,8 @@ def _refuse_amounts_qbo_cannot_hold(spec: TxnSpec) -> None:
         amounts = {"TotalAmt": spec.amount}
     elif isinstance(spec, RefundSpec):
         amounts = {"Line.Amount": spec.amount}
+    elif isinstance(spec, DepositSpec):  # negative lines too: a fee past the maximum is refused alike
+        amounts = {"Line.Amount": max((abs(line.amount) for line in spec.lines), default=ZERO)}
     else:
         amounts = {"Line.Amount": max((line.amount for line in spec.lines), default=ZERO)}
     for element, amount in amounts.items():

@@ -250,6 +250,9 @@ def settings_to_json(settings: QuickBooksSettings) -> str:
             "tips_item": _ref(settings.tips_item),
             "surcharge_item": _ref(settings.surcharge_item),
             "processing_fee_account": _ref(settings.processing_fee_account),
+            "payout_bank_account": _ref(settings.payout_bank_account),
+            "chargeback_account": _ref(settings.chargeback_account),
+            "adjustment_account": _ref(settings.adjustment_account),
             "payment_methods": {method.value: _ref(ref) for method, ref in settings.payment_methods.items()},
             "doc_number_prefix": settings.doc_number_prefix,
         }
@@ -269,6 +272,9 @@ def settings_from_json(text: str) -> QuickBooksSettings:
         tips_item=_parse_ref(data.get("tips_item")),
         surcharge_item=_parse_ref(data.get("surcharge_item")),
         processing_fee_account=_parse_ref(data.get("processing_fee_account")),
+        payout_bank_account=_parse_ref(data.get("payout_bank_account")),
+        chargeback_account=_parse_ref(data.get("chargeback_account")),
+        adjustment_account=_parse_ref(data.get("adjustment_account")),
         payment_methods={
             PaymentMethod(method): _parse_ref(ref) for method, ref in data.get("payment_methods", {}).items()
         },

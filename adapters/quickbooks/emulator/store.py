@@ -1202,14 +1202,14 @@ class Realm:
         if own_id is not None and own_id in ledger.deposited_in:
             deposit_id = ledger.deposited_in[own_id]
             old = self.records["Payment"][own_id]
-            for key in ("TotalAmt", "DepositToAccountRef"):
-                before, after = old.get(key), record.get(key)
-                if key == "DepositToAccountRef":
+            for element in ("TotalAmt", "DepositToAccountRef"):
+                before, after = old.get(element), record.get(element)
+                if element == "DepositToAccountRef":
                     before, after = (before or {}).get("value"), (after or {}).get("value")
                 if before != after:
                     # *guess* at the code and wording: QBO's UI warns that the deposit changes too; the API
                     # refuses, so a deposit's total stays what reached the bank.
                     raise errors.business_rule(
-                        f"Payment {own_id} is in Deposit {deposit_id}: its {key} cannot change; remove it from "
-                        "the deposit first", key,
+                        f"Payment {own_id} is in Deposit {deposit_id}: its {element} cannot change; remove it from "
+                        "the deposit first", element,
                     )

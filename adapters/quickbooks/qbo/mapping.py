@@ -14,6 +14,7 @@ from typing import Any, TypeAlias, TypeVar
 
 from quickbooks.objects.base import EmailAddress, LinkedTxn, PhoneNumber, Ref
 from quickbooks.objects.customer import Customer
+from quickbooks.objects.deposit import Deposit, DepositLine, DepositLineDetail
 from quickbooks.objects.detailline import (
     AccountBasedExpenseLine,
     AccountBasedExpenseLineDetail,
@@ -30,6 +31,8 @@ from quickbooks.objects.tax import TxnTaxDetail
 from adapters.quickbooks.qbo.limits import QBO_FIELD_LIMITS
 from core.accounting import (
     AccountingCustomer,
+    DepositLineKind,
+    DepositSpec,
     InvoiceSpec,
     NewCustomer,
     PaymentSpec,
@@ -44,7 +47,7 @@ CENT = Decimal("0.01")
 
 T = TypeVar("T")
 
-# Payment | Purchase | Invoice: python-quickbooks ships no type hints.
+# Payment | Purchase | Invoice | Deposit: python-quickbooks ships no type hints.
 QboTxn: TypeAlias = Any
 
 
@@ -69,7 +72,7 @@ def ref(value: str, ref_type: str | None = None) -> Ref:
 
 
 def entity_class(kind: TxnKind) -> Any:
-    return {TxnKind.PAYMENT: Payment, TxnKind.INVOICE: Invoice}.get(kind, Purchase)
+    return {TxnKind.PAYMENT: Payment, TxnKind.INVOICE: Invoice, TxnKind.DEPOSIT: Deposit}.get(kind, Purchase)
 
 
 def entity_name(kind: TxnKind) -> str:
@@ -110,6 +113,8 @@ def txn_object(spec: TxnSpec, settings: QuickBooksSettings, sales_tax: SalesTax 
         return _payment(spec, settings)
     if isinstance(spec, RefundSpec):
         return _purchase(spec, settings)
+    if isinstance(spec, DepositSpec):
+        return _deposit(spec, settings)
     return _invoice(spec, settings, sales_tax or SalesTax.AUTOMATED)
 
 
@@ -156,6 +161,45 @@ def _purchase(spec: RefundSpec, settings: QuickBooksSettings) -> Purchase:
     line.AccountBasedExpenseLineDetail = detail
     purchase.Line = [line]
     return purchase
+
+
+# The setting naming the account a deposit line of each kind books to (a PAYMENT line links its payment and
+# needs none): what processors keep is an expense; refunds and chargebacks reverse what customers paid.
+DEPOSIT_LINE_SETTINGS: dict[DepositLineKind, str] = {
+    DepositLineKind.FEE: "processing_fee_account",
+    DepositLineKind.REFUND: "chargeback_account",
+    DepositLineKind.CHARGEBACK: "chargeback_account",
+    DepositLineKind.ADJUSTMENT: "adjustment_account",
+}
+
+
+def _deposit(spec: DepositSpec, settings: QuickBooksSettings) -> Deposit:
+    """A payout as QBO's bank deposit (SPEC §9): into the payout bank account, a line per payment linking it
+    out of Undeposited Funds for its whole amount, and a DepositLineDetail line for each amount the processor
+    kept (negative) or adjusted. TotalAmt is not sent: QuickBooks sums the lines, and the core compares."""
+    deposit = blank(Deposit)
+    deposit.DepositToAccountRef = ref(settings.payout_bank_account.id)
+    deposit.TxnDate = spec.txn_date.isoformat()
+    deposit.PrivateNote = spec.private_note
+    lines = []
+    for source in spec.lines:
+        line = blank(DepositLine)
+        line.Amount = money(source.amount)
+        line.Description = source.memo or None
+        if source.kind is DepositLineKind.PAYMENT:
+            linked = blank(LinkedTxn)
+            linked.TxnId = source.txn_id
+            linked.TxnType = "Payment"
+            linked.TxnLineId = "0"  # Intuit: required for a Deposit; "0" is the payment as a whole
+            line.LinkedTxn = [linked]  # and no DetailType: QBO takes a linked line without one
+        else:
+            line.DetailType = "DepositLineDetail"
+            detail = blank(DepositLineDetail)
+            detail.AccountRef = ref(getattr(settings, DEPOSIT_LINE_SETTINGS[source.kind]).id)
+            line.DepositLineDetail = detail
+        lines.append(line)
+    deposit.Line = lines  # every line, every time: a full update replaces them (dropped payments are released)
+    return deposit
 
 
 def _invoice(spec: InvoiceSpec, settings: QuickBooksSettings, sales_tax: SalesTax) -> Invoice:

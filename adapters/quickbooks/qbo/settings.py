@@ -20,8 +20,9 @@ from typing import Any
 
 from adapters.quickbooks.qbo.calls import CompanySession
 from adapters.quickbooks.qbo.lists import list_entry, read_list_entry
+from adapters.quickbooks.qbo.mapping import DEPOSIT_LINE_SETTINGS
 from adapters.quickbooks.qbo.queries import escape, query_all
-from core.accounting import InvoiceSpec, TxnKind, TxnSpec
+from core.accounting import DepositSpec, InvoiceSpec, TxnKind, TxnSpec
 from core.company_lists import LIST_SETTINGS, ListEntry, ListKind, leaf_name
 from core.company_tax import SalesTax
 from core.connection import ListRef, QuickBooksSettings
@@ -45,7 +46,13 @@ NEEDED: dict[TxnKind, tuple[str, ...]] = {
     TxnKind.EXPENSE: ("refund_bank_account", "accounts_receivable_account"),
     TxnKind.CHECK: ("refund_bank_account", "accounts_receivable_account"),
     TxnKind.INVOICE: (INCOME_ITEM,),
+    # The account lines' settings come with the lines that need them (settings_needed).
+    TxnKind.DEPOSIT: ("payout_bank_account",),
 }
+# SPEC section 9's accounts with a default found in the chart of accounts (the adjustment account has none:
+# what an adjustment is, only the bookkeeper knows).
+PAYOUT_ACCOUNT_SETTINGS = ("payout_bank_account", "chargeback_account")
+ADJUSTMENT_ACCOUNT = "adjustment_account"
 
 # QBO payment method names tried, in order, for each CRM method.
 METHOD_NAMES: dict[PaymentMethod, tuple[str, ...]] = {
@@ -102,6 +109,11 @@ def settings_needed(spec: TxnSpec, sales_tax: SalesTax | None) -> tuple[str, ...
             names.append("surcharge_item")
         if spec.taxable and sales_tax is SalesTax.MANUAL:
             names.append(TAX_CODE)
+    if isinstance(spec, DepositSpec):
+        for line in spec.lines:
+            setting = DEPOSIT_LINE_SETTINGS.get(line.kind)
+            if setting is not None and setting not in names:
+                names.append(setting)
     return tuple(names)
 
 
@@ -164,6 +176,19 @@ class SettingsResolver:
                 resolved[name] = self._default_item()
             elif name == TAX_CODE:
                 raise _no_tax_code(unmatched_rate)
+            elif name in PAYOUT_ACCOUNT_SETTINGS:
+                found = _default_account(name, lists.accounts())
+                if found is None:
+                    raise setting_error(name, "is not set and QuickBooks has no account to use by default: set it")
+                resolved[name] = found
+            elif name == ADJUSTMENT_ACCOUNT:
+                # No default, as for the tips item: which account an adjustment books to is the bookkeeper's
+                # choice, and a guess would misstate the books.
+                raise setting_error(
+                    name,
+                    "is not set: a payout with an adjustment needs the account adjustments book to. Set the "
+                    "adjustment account",
+                )
             elif name in ACCOUNT_SETTINGS:
                 # One look-up of the chart of accounts resolves every unset SPEC section 5 account at once.
                 for other in ACCOUNT_SETTINGS:
@@ -290,10 +315,15 @@ def _default_account(setting: str, accounts: list[dict[str, Any]]) -> ListRef | 
         chosen = pick(lambda a: str(a.get("Name", "")).casefold() == "undeposited funds") or pick(
             lambda a: a.get("AccountSubType") == "UndepositedFunds"
         )
-    elif setting == "refund_bank_account":
+    elif setting in ("refund_bank_account", "payout_bank_account"):
+        # Payouts, like refunds, default to the checking account: the one a processor pays into unless told.
         chosen = pick(lambda a: a.get("AccountType") == "Bank" and str(a.get("Name", "")).casefold() == "checking")
         chosen = chosen or pick(lambda a: a.get("AccountType") == "Bank")
     else:
+        # accounts_receivable_account, and chargeback_account: refunds and chargebacks a payout nets reverse
+        # payments customers made, so by default they go back on Accounts Receivable — where qbsync books a
+        # refund's expense too (Intuit's guidance on refunding a deposit) — reopening the customer's balance
+        # rather than hiding a loss in an expense the bookkeeper did not choose.
         chosen = pick(lambda a: a.get("AccountType") == "Accounts Receivable")
     return ListRef(str(chosen["Id"]), str(chosen.get("Name", ""))) if chosen else None
 

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import threading
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from quickbooks.objects.preferences import Preferences
@@ -21,6 +22,7 @@ from quickbooks.objects.preferences import Preferences
 from adapters.quickbooks.qbo.calls import CompanySession
 from adapters.quickbooks.qbo.lists import read_list_entry
 from adapters.quickbooks.qbo.mapping import (
+    DEPOSIT_LINE_SETTINGS,
     QboTxn,
     accounting_customer,
     customer_object,
@@ -35,6 +37,8 @@ from adapters.quickbooks.qbo.settings import ITEM_SETTINGS, SettingsResolver, se
 from adapters.quickbooks.qbo.transport import QboFault, QuickBooksClient
 from core.accounting import (
     AccountingCustomer,
+    DepositLineKind,
+    DepositSpec,
     NewCustomer,
     PaymentSpec,
     QuickBooksRef,
@@ -63,6 +67,12 @@ log = logging.getLogger(__name__)
 PRODUCTION_APP = "https://app.qbo.intuit.com"
 SANDBOX_APP = "https://app.sandbox.qbo.intuit.com"
 CLOSED_PERIOD = "QUICKBOOKS_CLOSED_PERIOD"
+PAYMENT_ALREADY_DEPOSITED = "PAYMENT_ALREADY_DEPOSITED"
+# How many pages (of PAGE_SIZE, newest first) of Deposits are read when looking for one: a deposit names no
+# customer to narrow the query by, and the one looked for — a create whose answer was lost, or the deposit
+# holding a payment — is among the newest. Bounded so that a company with years of deposits costs at most
+# this many reads (*a judgement*: 2000 deposits is years of daily payouts from a few processors).
+DEPOSIT_PAGES = 2
 REQUEST_ID_MAX = 50
 
 
@@ -179,7 +189,7 @@ class QuickBooksAccountingSystem(AccountingSystem):
                     # 610: deleted (or a reference made inactive); 6000: e.g. "voided and cannot be modified".
                     self._read_live(spec.kind, ref.id)  # raises RecordGoneError if gone or voided
                 if confirmed:
-                    raise self._refusal(spec, fault, action="update") from None
+                    raise self._refusal(spec, fault, action="update", own_id=ref.id) from None
                 rid, confirmed = _fresh_request_id(request_id), True  # once more: see _fresh_request_id
 
     def _stale(self, kind: TxnKind, ref: QuickBooksRef) -> StaleRecordError:
@@ -214,23 +224,30 @@ class QuickBooksAccountingSystem(AccountingSystem):
     def _find_row_by_marker(self, kind: TxnKind, marker: str, customer_id: str) -> tuple[str, dict[str, Any]] | None:
         # QBO cannot filter on PrivateNote. Payments and invoices can be filtered by customer (one page
         # usually holds all of a customer's); a Purchase's EntityRef is not filterable, so expenses or
-        # checks are scanned newest first — the record looked for is usually among the newest.
+        # checks are scanned newest first — the record looked for is usually among the newest. A deposit
+        # names no customer: the newest DEPOSIT_PAGES pages of deposits are scanned.
         entity = entity_name(kind)
+        pages: int | None = None
         if kind is TxnKind.PAYMENT or kind is TxnKind.INVOICE:
             where = f"CustomerRef = '{escape(customer_id)}'" if customer_id else ""
+        elif kind is TxnKind.DEPOSIT:
+            where, pages = "", DEPOSIT_PAGES
         else:
             where = f"PaymentType = '{'Check' if kind is TxnKind.CHECK else 'Cash'}'"
-        start = 1
-        while True:
-            page = query_page(
-                self.session, entity, where, order_by="MetaData.CreateTime DESC", start=start,
-                what=f"looking for a {_label(kind)} qbsync wrote",
-            )
-            for row in page:
-                if marker in str(row.get("PrivateNote") or "") and not is_voided(row):
-                    return entity, row
+        for row in self._newest(entity, where, f"looking for a {_label(kind)} qbsync wrote", pages):
+            if marker in str(row.get("PrivateNote") or "") and not is_voided(row):
+                return entity, row
+        return None
+
+    def _newest(self, entity: str, where: str, what: str, pages: int | None) -> Iterator[dict[str, Any]]:
+        """Rows newest first, a page at a time as they are consumed; at most `pages` pages (None: all)."""
+        start, read = 1, 0
+        while pages is None or read < pages:
+            page = query_page(self.session, entity, where, order_by="MetaData.CreateTime DESC", start=start, what=what)
+            read += 1
+            yield from page
             if len(page) < PAGE_SIZE:
-                return None
+                return
             start += PAGE_SIZE
 
     def link_for(self, kind: TxnKind | None, quickbooks_id: str) -> str:
@@ -242,6 +259,7 @@ class QuickBooksAccountingSystem(AccountingSystem):
             TxnKind.INVOICE: f"invoice?txnId={quickbooks_id}",
             TxnKind.EXPENSE: f"expense?txnId={quickbooks_id}",
             TxnKind.CHECK: f"check?txnId={quickbooks_id}",
+            TxnKind.DEPOSIT: f"deposit?txnId={quickbooks_id}",
         }[kind]
         return f"{host}/app/{page}&deeplinkcompanyid={connection.realm_id}"
 
@@ -300,10 +318,60 @@ class QuickBooksAccountingSystem(AccountingSystem):
                 )
         return None
 
-    def _refusal(self, spec: TxnSpec, fault: QboFault, *, action: str) -> AccountingError:
+    def _deposit_refusal(self, spec: DepositSpec, fault: QboFault, what: str, own_id: str) -> AccountingError:
+        """A refused Deposit, in what the core can act on: a linked payment gone (LinkedRecordGoneError: the
+        engine syncs it again), a payment already in another deposit (PAYMENT_ALREADY_DEPOSITED), a setting
+        QuickBooks refused. Found by reading the payments and the newest deposits (on this error path only),
+        not from QBO's wording, which Intuit does not document for these rules."""
+        payments = [line.txn_id for line in spec.lines if line.kind is DepositLineKind.PAYMENT]
+        for payment_id in payments:
+            target = self._read("Payment", payment_id)
+            if target is None or is_voided(target):
+                return LinkedRecordGoneError(
+                    f"QuickBooks refused to {what}: the payment {payment_id} it deposits is gone ({_said(fault)})"
+                )
+        duplicated = sorted({p for p in payments if payments.count(p) > 1})
+        if duplicated:
+            return BookkeepingError(
+                f"QuickBooks refused to {what}: it deposits the payment {duplicated[0]} twice ({_said(fault)})",
+                reason=PAYMENT_ALREADY_DEPOSITED,
+            )
+        holders = self._deposits_holding(set(payments), own_id)
+        if holders:
+            payment_id, deposit_id = sorted(holders.items())[0]
+            return BookkeepingError(
+                f"QuickBooks refused to {what}: the payment {payment_id} is already in the deposit {deposit_id} "
+                f"(a payment can be in one deposit only) ({_said(fault)})",
+                reason=PAYMENT_ALREADY_DEPOSITED,
+            )
+        elements = " ".join(e.element for e in fault.errors)
+        if _is_reference_fault(fault):
+            if "DepositToAccountRef" in elements:
+                self._settings.forget("payout_bank_account")
+                return setting_error("payout_bank_account", f"points to something QuickBooks refused ({_said(fault)})")
+            return self._rechecked(spec) or _rejected(what, fault)
+        return _rejected(what, fault)
+
+    def _deposits_holding(self, payments: set[str], own_id: str) -> dict[str, str]:
+        """payment Id → the other Deposit linking it, among the newest DEPOSIT_PAGES pages of deposits."""
+        holders: dict[str, str] = {}
+        if not payments:
+            return holders
+        for row in self._newest("Deposit", "", "looking for the deposits holding payments", DEPOSIT_PAGES):
+            if str(row.get("Id")) == own_id:
+                continue
+            for line in row.get("Line") or []:
+                for link in line.get("LinkedTxn") or []:
+                    txn_id = str(link.get("TxnId", ""))
+                    if link.get("TxnType") == "Payment" and txn_id in payments:
+                        holders.setdefault(txn_id, str(row.get("Id")))
+        return holders
+
+    def _refusal(self, spec: TxnSpec, fault: QboFault, *, action: str, own_id: str = "") -> AccountingError:
         """The domain error for a Fault on a transaction write. The Fault's `element` names the field at
         fault when QBO gives it; when it does not, the references are checked one by one (a few reads,
-        only on this error path) so that the error says what a person or the core can act on."""
+        only on this error path) so that the error says what a person or the core can act on. `own_id`: the
+        record an update writes."""
         what = f"{action} the {_label(spec.kind)}"
         if "6210" in fault.codes:
             day = spec.txn_date.isoformat()
@@ -314,6 +382,8 @@ class QuickBooksAccountingSystem(AccountingSystem):
                 f"(QuickBooks said: {_said(fault)})",
                 reason=CLOSED_PERIOD,
             )
+        if isinstance(spec, DepositSpec):
+            return self._deposit_refusal(spec, fault, what, own_id)
         elements = " ".join(e.element for e in fault.errors)
         if not _is_reference_fault(fault):
             # A line refused as over-applied may link an invoice voided in QuickBooks (its balance is zero).
@@ -373,7 +443,7 @@ def _ref_of(kind: TxnKind, saved: QboTxn) -> QuickBooksRef:
 
 def _label(kind: TxnKind) -> str:
     return {TxnKind.PAYMENT: "payment", TxnKind.EXPENSE: "refund expense", TxnKind.CHECK: "refund check",
-            TxnKind.INVOICE: "invoice"}[kind]
+            TxnKind.INVOICE: "invoice", TxnKind.DEPOSIT: "deposit"}[kind]
 
 
 def _said(fault: QboFault) -> str:
@@ -399,7 +469,7 @@ def _is_reference_fault(fault: QboFault) -> bool:
 def _setting_of(elements: str, spec: TxnSpec) -> str | None:
     """The setting that supplied the reference QBO names in `element`."""
     if "DepositToAccountRef" in elements:
-        return "deposit_account"
+        return "payout_bank_account" if isinstance(spec, DepositSpec) else "deposit_account"
     if "DiscountAccountRef" in elements:
         return "discount_account"
     if "TxnTaxCodeRef" in elements:

@@ -230,6 +230,22 @@ class Company(Protocol):
         """(TotalAmt, Balance) of an invoice as QuickBooks holds it."""
         ...
 
+    def deposit_figures(self, deposit_id: str) -> tuple[Decimal, list[str]]:
+        """(TotalAmt, the Ids of the payments it links, in line order) of a deposit as QuickBooks holds it."""
+        ...
+
+    def undeposited_funds(self) -> Decimal:
+        """What Undeposited Funds holds: the live payments no deposit took out of it."""
+        ...
+
+    def inject(self, *faults: Fault) -> None:
+        """The next calls fail, one fault each, in order (the fake's faults; the emulator's equivalents)."""
+        ...
+
+    def forget_request_ids(self) -> None:
+        """QuickBooks forgets the answers it keeps for requestid replay."""
+        ...
+
 
 @dataclass
 class FakeCompany:
@@ -302,12 +318,26 @@ class FakeCompany:
     def invoice_figures(self, invoice_id: str) -> tuple[Decimal, Decimal]:
         return self.fake.txn(invoice_id).total, self.fake.invoice_balance(invoice_id)
 
+    def deposit_figures(self, deposit_id: str) -> tuple[Decimal, list[str]]:
+        txn = self.fake.txn(deposit_id)
+        return txn.total, [line.txn_id for line in getattr(txn.spec, "lines", ()) if line.txn_id]
+
+    def undeposited_funds(self) -> Decimal:
+        return self.fake.undeposited_funds()
+
+    def inject(self, *faults: Fault) -> None:
+        self.fake.inject(*faults)
+
+    def forget_request_ids(self) -> None:
+        self.fake.forget_request_ids()
+
 
 _ENTITY = {
     TxnKind.PAYMENT: "Payment",
     TxnKind.INVOICE: "Invoice",
     TxnKind.EXPENSE: "Purchase",
     TxnKind.CHECK: "Purchase",
+    TxnKind.DEPOSIT: "Deposit",
 }
 
 
@@ -392,6 +422,16 @@ class EmulatedCompany:
         state = self.rig.exact_state()
         invoice = next(r for r in state["entities"]["Invoice"] if r["Id"] == invoice_id)
         return invoice["TotalAmt"], state["balances"]["invoices"][invoice_id]
+
+    def deposit_figures(self, deposit_id: str) -> tuple[Decimal, list[str]]:
+        deposit = next(r for r in self.rig.exact_state()["entities"]["Deposit"] if r["Id"] == deposit_id)
+        links = [link["TxnId"] for line in deposit["Line"] for link in line.get("LinkedTxn", [])]
+        return deposit["TotalAmt"], links
+
+    def undeposited_funds(self) -> Decimal:
+        state = self.rig.exact_state()
+        funds = next(a["Id"] for a in state["entities"]["Account"] if a.get("AccountSubType") == "UndepositedFunds")
+        return state["balances"]["accounts"][funds]  # type: ignore[no-any-return]
 
     # --- what the rules state machine needs besides (tests/unit/test_sync_rules_machine.py) -------------
 
