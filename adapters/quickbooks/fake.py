@@ -341,17 +341,17 @@ class FakeQuickBooks(AccountingSystem):
         """The live deposit (other than `excluding`) that took the payment out of Undeposited Funds, if any."""
         with self._lock:
             for t in self.txns.values():
-                if t.live and t.id != excluding and isinstance(t.spec, DepositSpec):
-                    if any(line.kind is DepositLineKind.PAYMENT and line.txn_id == payment_id for line in t.spec.lines):
-                        return t.id
+                if not (t.live and t.id != excluding and isinstance(t.spec, DepositSpec)):
+                    continue
+                if any(line.kind is DepositLineKind.PAYMENT and line.txn_id == payment_id for line in t.spec.lines):
+                    return t.id
             return None
 
     def undeposited_funds(self) -> Decimal:
         """What Undeposited Funds holds: every live payment not in a live deposit."""
         with self._lock:
-            return money_sum(
-                t.total for t in self.txns.values() if t.entity == "Payment" and t.live and not self.deposit_holding(t.id)
-            )
+            payments = [t for t in self.txns.values() if t.entity == "Payment" and t.live]
+            return money_sum(t.total for t in payments if self.deposit_holding(t.id) is None)
 
     def live(self, entity: str) -> list[FakeTxn]:
         """Live Payments, Purchases or Invoices."""

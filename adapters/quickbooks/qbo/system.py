@@ -22,7 +22,6 @@ from quickbooks.objects.preferences import Preferences
 from adapters.quickbooks.qbo.calls import CompanySession
 from adapters.quickbooks.qbo.lists import read_list_entry
 from adapters.quickbooks.qbo.mapping import (
-    DEPOSIT_LINE_SETTINGS,
     QboTxn,
     accounting_customer,
     customer_object,

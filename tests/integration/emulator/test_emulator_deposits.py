@@ -17,7 +17,10 @@ CHECKING, UNDEPOSITED, RECEIVABLE = "1", "2", "3"  # the seeded chart of account
 
 def call(conn: Connection, method: str, route: str, body: Any = None, **params: str) -> requests.Response:
     return conn.api(
-        method, route, params={"minorversion": "75", **params}, data=None if body is None else json.dumps(body),
+        method,
+        route,
+        params={"minorversion": "75", **params},
+        data=None if body is None else json.dumps(body),
         headers={"Content-Type": "application/json"},
     )
 
@@ -53,31 +56,50 @@ def linked(payment_id: str, amount: str) -> dict[str, Any]:
 
 
 def account_line(account_id: str, amount: str, memo: str = "") -> dict[str, Any]:
-    line: dict[str, Any] = {"Amount": amount, "DetailType": "DepositLineDetail",
-                            "DepositLineDetail": {"AccountRef": {"value": account_id}}}
+    line: dict[str, Any] = {
+        "Amount": amount,
+        "DetailType": "DepositLineDetail",
+        "DepositLineDetail": {"AccountRef": {"value": account_id}},
+    }
     if memo:
         line["Description"] = memo
     return line
 
 
 def deposit_body(*lines: dict[str, Any], note: str = "payout po_1") -> dict[str, Any]:
-    return {"DepositToAccountRef": {"value": CHECKING}, "TxnDate": "2026-01-05", "PrivateNote": note,
-            "Line": list(lines)}
+    return {
+        "DepositToAccountRef": {"value": CHECKING},
+        "TxnDate": "2026-01-05",
+        "PrivateNote": note,
+        "Line": list(lines),
+    }
 
 
 @pytest.fixture
 def fees(connection: Connection) -> str:
-    return str(connection.seed("Account", {"Name": "Merchant account fees", "AccountType": "Expense",
-                                           "AccountSubType": "BankCharges"})["Id"])
+    return str(
+        connection.seed(
+            "Account", {"Name": "Merchant account fees", "AccountType": "Expense", "AccountSubType": "BankCharges"}
+        )["Id"]
+    )
 
 
 def test_a_deposit_is_created_read_updated_queried_and_deleted(connection: Connection, fees: str) -> None:
     who = customer(connection)
     p1, p2 = payment(connection, who, "300.10"), payment(connection, who, "200.00")
-    created = ok(call(connection, "POST", "/deposit", deposit_body(
-        linked(p1["Id"], "300.10"), linked(p2["Id"], "200.00"), account_line(fees, "-14.50", "card fees"),
-        account_line(RECEIVABLE, "-50.00", "refund r1"),
-    )))["Deposit"]
+    created = ok(
+        call(
+            connection,
+            "POST",
+            "/deposit",
+            deposit_body(
+                linked(p1["Id"], "300.10"),
+                linked(p2["Id"], "200.00"),
+                account_line(fees, "-14.50", "card fees"),
+                account_line(RECEIVABLE, "-50.00", "refund r1"),
+            ),
+        )
+    )["Deposit"]
     assert created["TotalAmt"] == D("435.60")  # QBO's sum of the lines, whatever the client sends
     assert created["SyncToken"] == "0" and created["DepositToAccountRef"]["value"] == CHECKING
     assert [line["LinkedTxn"] for line in created["Line"][:2]] == [
@@ -111,9 +133,18 @@ def test_the_ledger_moves_payments_from_undeposited_funds_to_the_bank(connection
     balances = exact_state(connection)["balances"]
     assert balances["accounts"][UNDEPOSITED] == D("500.10") and balances["accounts"][CHECKING] == 0
 
-    made = ok(call(connection, "POST", "/deposit", deposit_body(
-        linked(p1["Id"], "300.10"), linked(p2["Id"], "200.00"), account_line(fees, "-14.50"),
-    )))["Deposit"]
+    made = ok(
+        call(
+            connection,
+            "POST",
+            "/deposit",
+            deposit_body(
+                linked(p1["Id"], "300.10"),
+                linked(p2["Id"], "200.00"),
+                account_line(fees, "-14.50"),
+            ),
+        )
+    )["Deposit"]
     state = exact_state(connection)
     assert state["balances"]["accounts"][UNDEPOSITED] == 0  # Undeposited Funds holds nothing now
     assert state["balances"]["accounts"][CHECKING] == D("485.60")  # what reached the bank
@@ -122,8 +153,14 @@ def test_the_ledger_moves_payments_from_undeposited_funds_to_the_bank(connection
     assert checking["CurrentBalance"] == D("485.60")
 
     # Dropping a payment in an update releases it back to Undeposited Funds.
-    ok(call(connection, "POST", "/deposit", {**deposit_body(linked(p1["Id"], "300.10")), "Id": made["Id"],
-                                             "SyncToken": "0"}))
+    ok(
+        call(
+            connection,
+            "POST",
+            "/deposit",
+            {**deposit_body(linked(p1["Id"], "300.10")), "Id": made["Id"], "SyncToken": "0"},
+        )
+    )
     balances = exact_state(connection)["balances"]
     assert balances["accounts"][UNDEPOSITED] == D("200.00") and balances["accounts"][CHECKING] == D("300.10")
     assert balances["payments_deposited"] == {p1["Id"]: made["Id"]}
@@ -184,7 +221,12 @@ def test_a_deposited_payment_cannot_be_deleted_voided_or_changed(connection: Con
         assert refused["code"] == "6000" and f"Deposit {made['Id']}" in refused["Detail"]
     changed = {"CustomerRef": {"value": who}, "TotalAmt": "310.00", **token}
     assert fault(call(connection, "POST", "/payment", changed))["code"] == "6000"
-    elsewhere = {"CustomerRef": {"value": who}, "TotalAmt": "300.10", "DepositToAccountRef": {"value": CHECKING}, **token}
+    elsewhere = {
+        "CustomerRef": {"value": who},
+        "TotalAmt": "300.10",
+        "DepositToAccountRef": {"value": CHECKING},
+        **token,
+    }
     assert fault(call(connection, "POST", "/payment", elsewhere))["code"] == "6000"
     # Other changes go through (a memo), and once out of the deposit the payment may go.
     memo = {"CustomerRef": {"value": who}, "TotalAmt": "300.10", "PrivateNote": "checked", **token}
@@ -219,8 +261,11 @@ def test_a_deposit_in_a_closed_period_is_refused(connection: Connection) -> None
 
 def test_the_commit_then_reset_fault_writes_the_deposit_once(connection: Connection) -> None:
     paid = payment(connection, customer(connection), "300.10")
-    connection.admin("POST", "/faults", {"kind": "commit_then_reset", "realm_id": connection.realm_id,
-                                         "entity": "Deposit", "operation": "create"})
+    connection.admin(
+        "POST",
+        "/faults",
+        {"kind": "commit_then_reset", "realm_id": connection.realm_id, "entity": "Deposit", "operation": "create"},
+    )
     with pytest.raises(requests.ConnectionError):
         call(connection, "POST", "/deposit", deposit_body(linked(paid["Id"], "300.10")), requestid="dep-1")
     replayed = ok(call(connection, "POST", "/deposit", deposit_body(linked(paid["Id"], "300.10")), requestid="dep-1"))

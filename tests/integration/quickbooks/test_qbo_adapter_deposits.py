@@ -49,7 +49,13 @@ def customer(company: Company) -> str:
 
 def paid(company: Company, customer_id: str, amount: str, n: int) -> str:
     spec = PaymentSpec(
-        customer_id, D(amount), date(2026, 1, 2), PaymentMethod.CREDIT_CARD, f"ch_{n}", (), f"p{n} [m-p{n}]",
+        customer_id,
+        D(amount),
+        date(2026, 1, 2),
+        PaymentMethod.CREDIT_CARD,
+        f"ch_{n}",
+        (),
+        f"p{n} [m-p{n}]",
         f"[m-p{n}]",
     )
     return company.system.create(spec, request_id=f"p-{n}").id
