@@ -358,6 +358,20 @@ def test_the_section_8_settings_are_stored_with_the_others(backend: Backend) -> 
     assert again == connection(settings=replace(with_section_8, tips_item=ListRef(), tax_code=ListRef("7", "MA")))
 
 
+def test_the_section_9_payout_settings_are_stored_with_the_others(backend: Backend) -> None:
+    """The defaults the adapter records on first use (checking, A/R) and the bookkeeper's adjustment account
+    survive a reload, so later payouts need no look-ups."""
+    payouts = replace(
+        connection().settings,
+        payout_bank_account=ListRef("35", "Checking"),
+        chargeback_account=ListRef("84", "Accounts Receivable (A/R)"),
+        adjustment_account=ListRef("", "Processor reserve"),
+    )
+    _save(backend, connection(settings=payouts))
+    got = _get(backend, "t1")
+    assert got is not None and got.settings == payouts
+
+
 def test_settings_stored_before_section_8_load_with_them_unset(sql_backend: Backend) -> None:
     _save(sql_backend, connection())
     assert sql_backend.url is not None
