@@ -43,7 +43,9 @@ Rules worth knowing (each one a QBO behaviour a sync client must cope with):
   warns and edits the deposit; the API has no such dialogue, and the strict answer keeps the deposit's total
   true). The ledger: the deposit account's balance rises by TotalAmt, Undeposited Funds falls by the linked
   payments, and an asset account a line books to falls by that line (``Account.CurrentBalance`` of Bank and
-  Other Current Asset accounts, and the admin state's ``balances.accounts``).
+  Other Current Asset accounts, and the admin state's ``balances.accounts``). A line booked to Accounts
+  Receivable needs no customer here (*verify*: QBO requires a customer on an A/R line of a journal entry, and
+  may on a deposit line too — DepositLineDetail.Entity).
 """
 
 from __future__ import annotations

@@ -323,7 +323,8 @@ def _default_account(setting: str, accounts: list[dict[str, Any]]) -> ListRef | 
         # accounts_receivable_account, and chargeback_account: refunds and chargebacks a payout nets reverse
         # payments customers made, so by default they go back on Accounts Receivable — where qbsync books a
         # refund's expense too (Intuit's guidance on refunding a deposit) — reopening the customer's balance
-        # rather than hiding a loss in an expense the bookkeeper did not choose.
+        # rather than hiding a loss in an expense the bookkeeper did not choose. *verify*: QBO may want a
+        # customer (DepositLineDetail.Entity) on a deposit line booked to A/R, as it does on a journal entry's.
         chosen = pick(lambda a: a.get("AccountType") == "Accounts Receivable")
     return ListRef(str(chosen["Id"]), str(chosen.get("Name", ""))) if chosen else None
 

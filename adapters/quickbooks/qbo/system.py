@@ -468,7 +468,7 @@ def _is_reference_fault(fault: QboFault) -> bool:
 def _setting_of(elements: str, spec: TxnSpec) -> str | None:
     """The setting that supplied the reference QBO names in `element`."""
     if "DepositToAccountRef" in elements:
-        return "payout_bank_account" if isinstance(spec, DepositSpec) else "deposit_account"
+        return "deposit_account"  # a Deposit's is the payout bank account: see _deposit_refusal
     if "DiscountAccountRef" in elements:
         return "discount_account"
     if "TxnTaxCodeRef" in elements:

@@ -119,7 +119,11 @@ def test_a_deposit_is_created_read_updated_queried_and_deleted(connection: Conne
     assert updated["SyncToken"] == "1" and updated["TotalAmt"] == D("300.10") and len(updated["Line"]) == 1
 
     rows = ok(call(connection, "GET", "/query", query="select * from Deposit"))["QueryResponse"]["Deposit"]
-    assert [row["Id"] for row in rows] == [created["Id"]]
+    assert [row["Id"] for row in rows] == [created["Id"]] and rows[0]["TotalAmt"] == D("300.10")
+    dated = "select * from Deposit where TxnDate = '2026-01-05' order by MetaData.CreateTime desc"
+    assert len(ok(call(connection, "GET", "/query", query=dated))["QueryResponse"]["Deposit"]) == 1
+    later = "select * from Deposit where TxnDate > '2026-01-05'"
+    assert "Deposit" not in ok(call(connection, "GET", "/query", query=later))["QueryResponse"]
 
     gone = ok(call(connection, "POST", "/deposit", {"Id": created["Id"], "SyncToken": "1"}, operation="delete"))
     assert gone["Deposit"]["status"] == "Deleted"

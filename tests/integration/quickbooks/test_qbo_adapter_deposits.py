@@ -181,3 +181,29 @@ def test_a_deposit_whose_create_answer_was_lost_is_adopted_by_its_marker(company
     # Adopted, a resync updates that deposit rather than making a second.
     updated = company.system.update(found, spec, request_id="d-2")
     assert updated.id == found.id and company.live_count("Deposit") == 1
+
+
+def test_a_resync_may_keep_its_payments_but_not_take_another_deposits(company: Company) -> None:
+    fee_account(company)
+    who = customer(company)
+    first, second = paid(company, who, "300.10", 1), paid(company, who, "200.00", 2)
+    one = company.system.create(payout(DepositLine(PAYMENT, D("300.10"), first)), request_id="d-1")
+    two = company.system.create(
+        payout(DepositLine(PAYMENT, D("200.00"), second), marker="[qbsync acme/payout/po_2]"), request_id="d-2"
+    )
+    kept = company.system.update(
+        one, payout(DepositLine(PAYMENT, D("300.10"), first), DepositLine(FEE, D("-1.00"))), request_id="d-3"
+    )
+    assert kept.total == D("299.10")
+    with pytest.raises(BookkeepingError) as refused:
+        company.system.update(
+            two,
+            payout(
+                DepositLine(PAYMENT, D("200.00"), second),
+                DepositLine(PAYMENT, D("300.10"), first),
+                marker="[qbsync acme/payout/po_2]",
+            ),
+            request_id="d-4",
+        )
+    assert refused.value.reason == "PAYMENT_ALREADY_DEPOSITED"
+    assert company.deposit_figures(two.id) == (D("200.00"), [second])
