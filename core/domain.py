@@ -38,6 +38,7 @@ class EntityType(enum.Enum):
     REFUND = "REFUND"
     INVOICE = "INVOICE"
     CUSTOMER = "CUSTOMER"
+    PAYOUT = "PAYOUT"
 
 
 @dataclass(frozen=True, order=True)
@@ -125,6 +126,35 @@ class Payment:
         merged.update({r.refund_id: r for r in self.refunds})
         ordered = sorted(merged.values(), key=lambda r: (r.refunded_time, r.refund_id))
         return replace(self, refunds=tuple(ordered))
+
+
+@dataclass(frozen=True)
+class PayoutAdjustment:
+    """Another amount in a payout (a reserve held or released, a correction): signed, with its memo."""
+
+    amount: Decimal
+    memo: str = ""
+
+
+@dataclass(frozen=True)
+class Payout:
+    """What the processor (or a deposit slip) put into the bank on one day, as one amount (SPEC §9).
+
+    It names the payments and refunds it carries by id: they are the CRM's records qbsync already has, and
+    the payout only says which of them this one bank deposit holds."""
+
+    payout_id: str
+    arrival_date: date
+    amount: Decimal
+    payment_ids: tuple[str, ...] = ()
+    refund_ids: tuple[str, ...] = ()
+    fees: Decimal = ZERO
+    chargebacks: Decimal = ZERO
+    adjustments: tuple[PayoutAdjustment, ...] = ()
+
+    @property
+    def adjustments_total(self) -> Decimal:
+        return money_sum(a.amount for a in self.adjustments)
 
 
 @dataclass(frozen=True)
@@ -293,6 +323,7 @@ class SyncJobKind(enum.Enum):
     SYNC_PAYMENT = "SYNC_PAYMENT"
     CLOSE_OUT_JOB = "CLOSE_OUT_JOB"
     SYNC_INVOICE = "SYNC_INVOICE"
+    SYNC_PAYOUT = "SYNC_PAYOUT"
 
 
 class SyncJobState(enum.Enum):
@@ -405,6 +436,7 @@ class AuditKind(enum.Enum):
     SYNC_PAYMENT_ACCEPTED = "SYNC_PAYMENT_ACCEPTED"
     CLOSE_OUT_JOB_ACCEPTED = "CLOSE_OUT_JOB_ACCEPTED"
     SYNC_INVOICE_ACCEPTED = "SYNC_INVOICE_ACCEPTED"
+    SYNC_PAYOUT_ACCEPTED = "SYNC_PAYOUT_ACCEPTED"
     # Someone asked to run a FAILED job again (SyncService.retry).
     RETRY_REQUESTED = "RETRY_REQUESTED"
     # A job run ended well: its records are in QuickBooks (SyncWorker).
@@ -436,6 +468,7 @@ _ACCEPTED = {
     SyncJobKind.SYNC_PAYMENT: AuditKind.SYNC_PAYMENT_ACCEPTED,
     SyncJobKind.CLOSE_OUT_JOB: AuditKind.CLOSE_OUT_JOB_ACCEPTED,
     SyncJobKind.SYNC_INVOICE: AuditKind.SYNC_INVOICE_ACCEPTED,
+    SyncJobKind.SYNC_PAYOUT: AuditKind.SYNC_PAYOUT_ACCEPTED,
 }
 
 

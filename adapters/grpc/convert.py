@@ -54,6 +54,8 @@ from core.domain import (
     Opportunity,
     Payment,
     PaymentMethod,
+    Payout,
+    PayoutAdjustment,
     Refund,
     SyncAction,
     SyncJob,
@@ -443,6 +445,43 @@ def job_to_proto(job: Job) -> resources_pb2.Job:
     )
 
 
+def payout_adjustment_from_proto(
+    msg: resources_pb2.PayoutAdjustment, path: str, violations: Violations
+) -> PayoutAdjustment:
+    return PayoutAdjustment(amount=money_from_proto(msg.amount, _at(path, "amount"), violations), memo=msg.memo)
+
+
+def payout_adjustment_to_proto(adjustment: PayoutAdjustment) -> resources_pb2.PayoutAdjustment:
+    return resources_pb2.PayoutAdjustment(amount=money_to_proto(adjustment.amount), memo=adjustment.memo)
+
+
+def payout_from_proto(msg: resources_pb2.Payout, path: str, violations: Violations) -> Payout:
+    """Ids are passed on as sent: whether each names a record qbsync knows is the core's rule."""
+    return Payout(
+        payout_id=msg.payout_id,
+        arrival_date=date_from_proto(msg, "arrival_date", path, violations),
+        amount=money_from_proto(msg.amount, _at(path, "amount"), violations),
+        payment_ids=tuple(msg.payment_ids),
+        refund_ids=tuple(msg.refund_ids),
+        fees=money_from_proto(msg.fees, _at(path, "fees"), violations),
+        chargebacks=money_from_proto(msg.chargebacks, _at(path, "chargebacks"), violations),
+        adjustments=_each(payout_adjustment_from_proto, msg.adjustments, _at(path, "adjustments"), violations),
+    )
+
+
+def payout_to_proto(payout: Payout) -> resources_pb2.Payout:
+    return resources_pb2.Payout(
+        payout_id=payout.payout_id,
+        arrival_date=date_to_proto(payout.arrival_date),
+        amount=money_to_proto(payout.amount),
+        payment_ids=list(payout.payment_ids),
+        refund_ids=list(payout.refund_ids),
+        fees=_money_unless_zero(payout.fees),
+        chargebacks=_money_unless_zero(payout.chargebacks),
+        adjustments=[payout_adjustment_to_proto(a) for a in payout.adjustments],
+    )
+
+
 def entity_ref_from_proto(msg: resources_pb2.EntityRef, path: str, violations: Violations) -> EntityRef:
     """The id is passed on as sent: whether it names anything (a blank one does not) is the core's rule."""
     entity_type = _enum_from_proto(
@@ -506,6 +545,27 @@ def job_request_from_proto(
         opportunity=opportunity_from_proto(request.opportunity),
         job=job,
         payments=payments,
+        request_id=request.request_id,
+        violations=tuple(violations),
+        currencies=amount_currencies(request),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PayoutRequest:
+    """A SyncPayoutRequest: no opportunity (a payout's payments may belong to many), else as SyncRequest."""
+
+    payout: Payout
+    request_id: str
+    violations: tuple[FieldViolation, ...]
+    currencies: tuple[AmountCurrency, ...] = ()
+
+
+def payout_request_from_proto(request: sync_service_pb2.SyncPayoutRequest) -> PayoutRequest:
+    violations: Violations = []
+    payout = payout_from_proto(request.payout, "payout", violations)
+    return PayoutRequest(
+        payout=payout,
         request_id=request.request_id,
         violations=tuple(violations),
         currencies=amount_currencies(request),

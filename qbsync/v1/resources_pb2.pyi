@@ -75,6 +75,10 @@ class _EntityTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EntityType
     """The invoice of a closed-out job; its id is the job's `job_id`."""
     ENTITY_TYPE_CUSTOMER: _EntityType.ValueType  # 4
     """A CRM customer and the QuickBooks customer it is linked to."""
+    ENTITY_TYPE_PAYOUT: _EntityType.ValueType  # 5
+    """A payout (the processor's or a deposit slip's bank deposit), written to QuickBooks as one Deposit; its
+    id is the payout's `payout_id`.
+    """
 
 class EntityType(_EntityType, metaclass=_EntityTypeEnumTypeWrapper):
     """The kind of CRM record an EntityRef points to."""
@@ -89,6 +93,10 @@ ENTITY_TYPE_INVOICE: EntityType.ValueType  # 3
 """The invoice of a closed-out job; its id is the job's `job_id`."""
 ENTITY_TYPE_CUSTOMER: EntityType.ValueType  # 4
 """A CRM customer and the QuickBooks customer it is linked to."""
+ENTITY_TYPE_PAYOUT: EntityType.ValueType  # 5
+"""A payout (the processor's or a deposit slip's bank deposit), written to QuickBooks as one Deposit; its
+id is the payout's `payout_id`.
+"""
 Global___EntityType: _TypeAlias = EntityType  # noqa: Y015
 
 class _SyncState:
@@ -333,6 +341,104 @@ class Refund(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Refund: _TypeAlias = Refund  # noqa: Y015
+
+@_typing.final
+class Payout(_message.Message):
+    """A payout: what the card processor (or a cash or check deposit slip) put into the bank on one day, as
+    one amount. Written to QuickBooks as one Deposit that takes the listed payments out of Undeposited
+    Funds. The parts must add up: the listed payments' amounts − the listed refunds' amounts − fees −
+    chargebacks + the adjustments = amount.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYOUT_ID_FIELD_NUMBER: _builtins.int
+    ARRIVAL_DATE_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    PAYMENT_IDS_FIELD_NUMBER: _builtins.int
+    REFUND_IDS_FIELD_NUMBER: _builtins.int
+    FEES_FIELD_NUMBER: _builtins.int
+    CHARGEBACKS_FIELD_NUMBER: _builtins.int
+    ADJUSTMENTS_FIELD_NUMBER: _builtins.int
+    payout_id: _builtins.str
+    """The CRM's (or processor's) id of the payout, unique within the tenant; also the id of its EntityRef."""
+    @_builtins.property
+    def arrival_date(self) -> _date_pb2.Date:
+        """The day the money arrived in the bank: the Deposit's date."""
+
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """What arrived in the bank; positive, at most cents."""
+
+    @_builtins.property
+    def payment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The payments the payout deposits; each must be known to qbsync (sent with SyncPayment, CloseOutJob or
+        SyncInvoice) and in no other payout.
+        """
+
+    @_builtins.property
+    def refund_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The refunds taken out of the payout; each belongs to a listed payment or to one in an earlier payout."""
+
+    @_builtins.property
+    def fees(self) -> _money_pb2.Money:
+        """What the processor kept as its fees; not negative, at most cents. Unset means none (a deposit slip)."""
+
+    @_builtins.property
+    def chargebacks(self) -> _money_pb2.Money:
+        """What the processor took back for disputes; not negative, at most cents. Unset means none."""
+
+    @_builtins.property
+    def adjustments(self) -> _containers.RepeatedCompositeFieldContainer[Global___PayoutAdjustment]:
+        """Anything else in the payout (a reserve released or held, a correction), each with its memo."""
+
+    def __init__(
+        self,
+        *,
+        payout_id: _builtins.str = ...,
+        arrival_date: _date_pb2.Date | None = ...,
+        amount: _money_pb2.Money | None = ...,
+        payment_ids: _abc.Iterable[_builtins.str] | None = ...,
+        refund_ids: _abc.Iterable[_builtins.str] | None = ...,
+        fees: _money_pb2.Money | None = ...,
+        chargebacks: _money_pb2.Money | None = ...,
+        adjustments: _abc.Iterable[Global___PayoutAdjustment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "arrival_date", b"arrival_date", "chargebacks", b"chargebacks", "fees", b"fees"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjustments", b"adjustments", "amount", b"amount", "arrival_date", b"arrival_date", "chargebacks", b"chargebacks", "fees", b"fees", "payment_ids", b"payment_ids", "payout_id", b"payout_id", "refund_ids", b"refund_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Payout: _TypeAlias = Payout  # noqa: Y015
+
+@_typing.final
+class PayoutAdjustment(_message.Message):
+    """One other amount in a payout."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    MEMO_FIELD_NUMBER: _builtins.int
+    memo: _builtins.str
+    """What it is, shown on the Deposit's line."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """The amount, signed: positive adds to the deposit, negative takes from it; at most cents, not zero."""
+
+    def __init__(
+        self,
+        *,
+        amount: _money_pb2.Money | None = ...,
+        memo: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "memo", b"memo"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PayoutAdjustment: _TypeAlias = PayoutAdjustment  # noqa: Y015
 
 @_typing.final
 class Job(_message.Message):

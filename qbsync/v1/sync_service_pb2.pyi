@@ -136,6 +136,34 @@ class SyncInvoiceRequest(_message.Message):
 Global___SyncInvoiceRequest: _TypeAlias = SyncInvoiceRequest  # noqa: Y015
 
 @_typing.final
+class SyncPayoutRequest(_message.Message):
+    """Request of SyncPayout."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYOUT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Optional, at most 50 characters: makes the call idempotent (see SyncPaymentRequest.request_id)."""
+    @_builtins.property
+    def payout(self) -> _resources_pb2.Payout:
+        """The payout, with the ids of the payments and refunds it deposits."""
+
+    def __init__(
+        self,
+        *,
+        payout: _resources_pb2.Payout | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payout", b"payout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payout", b"payout", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SyncPayoutRequest: _TypeAlias = SyncPayoutRequest  # noqa: Y015
+
+@_typing.final
 class GetSyncJobRequest(_message.Message):
     """Request of GetSyncJob and WatchSyncJob."""
 
