@@ -25,6 +25,7 @@ from core.domain import (
     Job,
     Opportunity,
     Payment,
+    Payout,
     StoredJob,
     StoredPayment,
     SyncJob,
@@ -309,6 +310,23 @@ class SnapshotRepository(Protocol):
 
     def closed_jobs_of(self, tenant_id: str, opportunity_id: str) -> list[ClosedJob]:
         """The opportunity's closed-out jobs, oldest close-out (then job_id) first.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def save_payout(self, tenant_id: str, payout: Payout) -> None:
+        """Stores the payout's newest snapshot and makes its `payment_ids` exactly the payments assigned to
+        it: a payment a resync no longer lists is no longer in any payout. The caller checks first that no
+        listed payment is in another payout (`payout_of_payment`, in the same unit of work).
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def get_payout(self, tenant_id: str, payout_id: str) -> Payout | None:
+        """The payout as last saved, or None.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def payout_of_payment(self, tenant_id: str, payment_id: str) -> str | None:
+        """The id of the payout the payment is assigned to, or None.
         Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 

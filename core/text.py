@@ -22,7 +22,7 @@ import re
 import unicodedata
 from dataclasses import replace
 
-from core.domain import Customer, Discount, InvoiceLine, Job, Opportunity, Payment, Refund
+from core.domain import Customer, Discount, InvoiceLine, Job, Opportunity, Payment, Payout, Refund
 
 _CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs"})
 _ID_REFUSED_CATEGORIES = _CONTROL_CATEGORIES | {"Cf"}
@@ -91,6 +91,13 @@ def clean_payment(payment: Payment) -> Payment:
 
 def _clean_refund(refund: Refund) -> Refund:
     return replace(refund, memo=collapse_controls(refund.memo))
+
+
+def clean_payout(payout: Payout) -> Payout:
+    """The adjustments' memos are the Deposit lines' descriptions: notes, cleaned like a refund's memo."""
+    return replace(
+        payout, adjustments=tuple(replace(a, memo=collapse_controls(a.memo)) for a in payout.adjustments)
+    )
 
 
 def clean_job(job: Job) -> Job:

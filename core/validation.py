@@ -7,12 +7,13 @@ can point at the offending input.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import date
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, InvalidOperation, Overflow, localcontext
 
 from core.accounting import DiscountSpec
 from core.customer_matching import MAX_NAME_SUFFIX
-from core.domain import Customer, Discount, Job, Opportunity, Payment
+from core.domain import Customer, Discount, Job, Opportunity, Payment, Payout
 from core.errors import FieldViolation, quoted
 from core.limits import FieldLimits, quantity_fits
 from core.money import CENT, ZERO, has_at_most_cents, money_sum
@@ -55,6 +56,78 @@ def validate_job_request(
         if payment.payment_id in seen:
             violations.append(FieldViolation(f"payments[{i}].payment_id", "the same payment is listed twice"))
         seen.add(payment.payment_id)
+    return violations
+
+
+def validate_payout_request(payout: Payout, request_id: str) -> list[FieldViolation]:
+    """SPEC §9, what can be judged from the request alone; whether the parts add up needs the listed
+    payments' stored amounts (`payout_parts_violations`, at staging)."""
+    violations = [
+        *_request_id(request_id),
+        *_id(payout.payout_id, "payout.payout_id"),
+        *_amount(payout.amount, "payout.amount"),
+        *_amount(payout.fees, "payout.fees", allow_zero=True),
+        *_amount(payout.chargebacks, "payout.chargebacks", allow_zero=True),
+    ]
+    for name, ids in (("payment_ids", payout.payment_ids), ("refund_ids", payout.refund_ids)):
+        seen: set[str] = set()
+        for i, value in enumerate(ids):
+            violations += _id(value, f"payout.{name}[{i}]")
+            if value in seen:
+                violations.append(FieldViolation(f"payout.{name}[{i}]", f"{value} is listed twice"))
+            seen.add(value)
+    for i, adjustment in enumerate(payout.adjustments):
+        path = f"payout.adjustments[{i}].amount"
+        # Signed: a reserve held takes from the deposit, one released adds to it; zero would be a line of nothing.
+        if not adjustment.amount.is_finite():
+            violations.append(FieldViolation(path, "must be a number"))
+        elif adjustment.amount == ZERO:
+            violations.append(FieldViolation(path, "must not be zero"))
+        elif not has_at_most_cents(adjustment.amount):
+            violations.append(FieldViolation(path, f"must be in whole cents ({CENT})"))
+    if not payout.payment_ids and not payout.adjustments:
+        # A Deposit needs at least one line that brings money in.
+        violations.append(FieldViolation("payout.payment_ids", "a payout needs at least one payment or adjustment"))
+    return violations
+
+
+def payout_parts_violations(
+    payout: Payout, payment_amounts: Mapping[str, Decimal], refund_amounts: Mapping[str, Decimal]
+) -> list[FieldViolation]:
+    """SPEC §9: the listed payments − the listed refunds − fees − chargebacks + adjustments = amount, to the
+    cent. Judged once every listed payment and refund is known (`*_amounts` hold their stored amounts)."""
+    if any(p not in payment_amounts for p in payout.payment_ids) or any(
+        r not in refund_amounts for r in payout.refund_ids
+    ):
+        return []  # an unknown payment or refund is named by its own precondition; no sum can be judged
+    payments = money_sum(payment_amounts[p] for p in payout.payment_ids)
+    refunds = money_sum(refund_amounts[r] for r in payout.refund_ids)
+    parts = payments - refunds - payout.fees - payout.chargebacks + payout.adjustments_total
+    if parts == payout.amount:
+        return []
+    return [
+        FieldViolation(
+            "payout.amount",
+            f"{payout.amount} is not what the parts add up to: payments {payments} − refunds {refunds}"
+            f" − fees {payout.fees} − chargebacks {payout.chargebacks} + adjustments"
+            f" {payout.adjustments_total} = {parts}",
+        )
+    ]
+
+
+def payout_request_limits(payout: Payout, limits: FieldLimits) -> list[FieldViolation]:
+    violations = [
+        *_amount_limit(payout.amount, "payout.amount", limits),
+        *_amount_limit(payout.fees, "payout.fees", limits),
+        *_amount_limit(payout.chargebacks, "payout.chargebacks", limits),
+        *_date_limit(payout.arrival_date, "payout.arrival_date", limits),
+    ]
+    for i, adjustment in enumerate(payout.adjustments):
+        path = f"payout.adjustments[{i}]"
+        if adjustment.amount.is_finite() and abs(adjustment.amount) > limits.max_amount:
+            violations.append(FieldViolation(f"{path}.amount", f"must be within ±{limits.max_amount}"))
+        # The memo is the Deposit line's description, as a refund's memo is its expense line's.
+        violations += _text_limit(adjustment.memo, f"{path}.memo", limits.expense_line_description)
     return violations
 
 

@@ -41,6 +41,7 @@ from core.domain import (
     Job,
     Opportunity,
     Payment,
+    Payout,
     StoredJob,
     StoredPayment,
     SyncJob,
@@ -80,6 +81,8 @@ class _Tables:
     payments: dict[tuple[str, str], tuple[str, Payment]] = field(default_factory=dict)
     refund_owners: dict[tuple[str, str], str] = field(default_factory=dict)
     crm_jobs: dict[tuple[str, str], tuple[str, Job, datetime | None]] = field(default_factory=dict)
+    payouts: dict[tuple[str, str], Payout] = field(default_factory=dict)
+    payout_of_payment: dict[tuple[str, str], str] = field(default_factory=dict)  # (tenant, payment) -> payout
     sync_records: dict[tuple[str, EntityRef], SyncRecord] = field(default_factory=dict)
     jobs: dict[tuple[str, str], SyncJob] = field(default_factory=dict)
     audit: list[AuditEvent] = field(default_factory=list)
@@ -154,6 +157,8 @@ class _Transaction:
         self.payments = _Staged(tables.payments)
         self.refund_owners = _Staged(tables.refund_owners)
         self.crm_jobs = _Staged(tables.crm_jobs)
+        self.payouts = _Staged(tables.payouts)
+        self.payout_of_payment = _Staged(tables.payout_of_payment)
         self.sync_records = _Staged(tables.sync_records)
         self.jobs = _Staged(tables.jobs)
         self.connections = _Staged(tables.connections)
@@ -168,6 +173,8 @@ class _Transaction:
             self.payments,
             self.refund_owners,
             self.crm_jobs,
+            self.payouts,
+            self.payout_of_payment,
             self.sync_records,
             self.jobs,
             self.connections,
@@ -291,6 +298,24 @@ class InMemorySnapshotRepository(_Repository, SnapshotRepository):
                 if tenant == tenant_id and opp_id == opportunity_id and closed_time is not None
             ]
         return sorted(closed, key=lambda c: (c.closed_time, c.job.job_id))
+
+    def save_payout(self, tenant_id: str, payout: Payout) -> None:
+        with self._db.lock:
+            # The assignment follows the stored payout, as in SQL: payments it no longer lists leave it.
+            for (tenant, payment_id), owner in list(self._tx.payout_of_payment.items()):
+                if tenant == tenant_id and owner == payout.payout_id:
+                    self._tx.payout_of_payment.delete((tenant, payment_id))
+            for payment_id in payout.payment_ids:
+                self._tx.payout_of_payment.put((tenant_id, payment_id), payout.payout_id)
+            self._tx.payouts.put((tenant_id, payout.payout_id), _copy(payout))
+
+    def get_payout(self, tenant_id: str, payout_id: str) -> Payout | None:
+        with self._db.lock:
+            return _copy(self._tx.payouts.get((tenant_id, payout_id)))
+
+    def payout_of_payment(self, tenant_id: str, payment_id: str) -> str | None:
+        with self._db.lock:
+            return self._tx.payout_of_payment.get((tenant_id, payment_id))
 
 
 class InMemorySyncRecordRepository(_Repository, SyncRecordRepository):

@@ -23,6 +23,8 @@ from core.domain import (
     JobError,
     Payment,
     PaymentMethod,
+    Payout,
+    PayoutAdjustment,
     Refund,
     SyncAction,
     SyncResult,
@@ -169,6 +171,35 @@ def job_from_json(text: str) -> Job:
         tip=Decimal(data.get("tip", _NONE)),
         surcharge=Decimal(data.get("surcharge", _NONE)),
         stated_total=_decimal_or_none(data.get("stated_total")),
+    )
+
+
+def payout_to_json(payout: Payout) -> str:
+    return _dumps(
+        {
+            "payout_id": payout.payout_id,
+            "arrival_date": payout.arrival_date.isoformat(),
+            "amount": _exact(payout.amount),
+            "payment_ids": list(payout.payment_ids),
+            "refund_ids": list(payout.refund_ids),
+            "fees": _exact(payout.fees),
+            "chargebacks": _exact(payout.chargebacks),
+            "adjustments": [{"amount": _exact(a.amount), "memo": a.memo} for a in payout.adjustments],
+        }
+    )
+
+
+def payout_from_json(text: str) -> Payout:
+    data = json.loads(text)
+    return Payout(
+        payout_id=data["payout_id"],
+        arrival_date=date.fromisoformat(data["arrival_date"]),
+        amount=Decimal(data["amount"]),
+        payment_ids=tuple(data["payment_ids"]),
+        refund_ids=tuple(data["refund_ids"]),
+        fees=Decimal(data["fees"]),
+        chargebacks=Decimal(data["chargebacks"]),
+        adjustments=tuple(PayoutAdjustment(Decimal(a["amount"]), a["memo"]) for a in data["adjustments"]),
     )
 
 

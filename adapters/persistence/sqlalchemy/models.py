@@ -94,6 +94,31 @@ class CrmJobRow(Base):
     data: Mapped[str] = mapped_column(Text)  # the Job with its lines, as JSON
 
 
+class PayoutRow(Base):
+    __tablename__ = "payouts"
+
+    tenant_id: Mapped[str] = mapped_column(String, primary_key=True)
+    payout_id: Mapped[str] = mapped_column(String, primary_key=True)
+    data: Mapped[str] = mapped_column(Text)  # the Payout with its payment and refund ids, as JSON
+
+
+class PayoutPaymentRow(Base):
+    """Which payout a payment is in, kept in step with the payout's JSON on every save. The key is the
+    payment alone, so that the database itself holds a payment to one payout (SPEC §9)."""
+
+    __tablename__ = "payout_payments"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "payout_id"], ["payouts.tenant_id", "payouts.payout_id"], ondelete="CASCADE"
+        ),
+        Index(None, "tenant_id", "payout_id"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String, primary_key=True)
+    payment_id: Mapped[str] = mapped_column(String, primary_key=True)
+    payout_id: Mapped[str] = mapped_column(String)
+
+
 class SyncRecordRow(Base):
     __tablename__ = "sync_records"
 

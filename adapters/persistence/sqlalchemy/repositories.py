@@ -23,6 +23,8 @@ from adapters.persistence.sqlalchemy.models import (
     CrmJobRow,
     OpportunityRow,
     PaymentRow,
+    PayoutPaymentRow,
+    PayoutRow,
     RefundRow,
     SyncRecordRow,
     TenantRow,
@@ -38,6 +40,7 @@ from core.domain import (
     Job,
     Opportunity,
     Payment,
+    Payout,
     Permission,
     StoredJob,
     StoredPayment,
@@ -256,6 +259,38 @@ class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
             if (closed := row.closed_time) is not None
         ]
 
+
+    def save_payout(self, tenant_id: str, payout: Payout) -> None:
+        self._upsert(
+            PayoutRow,
+            {"tenant_id": tenant_id, "payout_id": payout.payout_id, "data": codec.payout_to_json(payout)},
+            ["tenant_id", "payout_id"],
+        )
+        # The assignment follows the stored payout: payments it no longer lists leave it. A listed payment
+        # still in another payout is the caller's precondition; the key refuses it should one slip past.
+        self._session.execute(
+            delete(PayoutPaymentRow).where(
+                PayoutPaymentRow.tenant_id == tenant_id, PayoutPaymentRow.payout_id == payout.payout_id
+            )
+        )
+        for payment_id in payout.payment_ids:
+            self._upsert(
+                PayoutPaymentRow,
+                {"tenant_id": tenant_id, "payment_id": payment_id, "payout_id": payout.payout_id},
+                ["tenant_id", "payment_id"],
+            )
+
+    def get_payout(self, tenant_id: str, payout_id: str) -> Payout | None:
+        row = self._one(select(PayoutRow).where(PayoutRow.tenant_id == tenant_id, PayoutRow.payout_id == payout_id))
+        return None if row is None else codec.payout_from_json(row.data)
+
+    def payout_of_payment(self, tenant_id: str, payment_id: str) -> str | None:
+        row = self._one(
+            select(PayoutPaymentRow).where(
+                PayoutPaymentRow.tenant_id == tenant_id, PayoutPaymentRow.payment_id == payment_id
+            )
+        )
+        return None if row is None else row.payout_id
 
 class SqlAlchemySyncRecordRepository(SqlRepository, SyncRecordRepository):
     def get(self, tenant_id: str, entity: EntityRef) -> SyncRecord | None:
