@@ -11,56 +11,31 @@ from __future__ import annotations
 from decimal import Decimal
 
 from google.rpc import error_details_pb2
-from google.type.date_pb2 import Date
 
 from core.connections_service import ConnectionService
 from qbsync.v1 import resources_pb2 as r
 from qbsync.v1 import sync_service_pb2 as s
 from tests.e2e.conftest import EmulatedServer
-from tests.e2e.test_sync_service import money, opportunity, ts
+from tests.e2e.test_invoice_charges import charged_job, paid_in_full
+from tests.e2e.test_sync_service import money, opportunity
 from tests.e2e.test_sync_via_emulator import finished
 
 D = Decimal
 
 
 def taxed_job(tax: str = "48.60", total: str = "736.90") -> r.Job:
-    """600.00 taxable hours + 85.50 untaxed materials, 10% off (68.55), the CRM's tax, a 50.00 tip, a 21.35
-    card surcharge: 685.50 − 68.55 + 48.60 + 50.00 + 21.35 = 736.90."""
-    return r.Job(
-        job_id="job-1",
-        number="J-2001",
-        service_date=Date(year=2026, month=1, day=10),
-        lines=[
-            r.InvoiceLine(
-                description="Movers (hours)",
-                quantity="5",
-                unit_price=money("120.00"),
-                amount=money("600.00"),
-                taxable=True,
-            ),
-            r.InvoiceLine(
-                description="Packing materials", quantity="1", unit_price=money("85.50"), amount=money("85.50")
-            ),
-        ],
-        tax=money(tax),
-        tax_rate_name="Seattle",
-        discounts=[r.Discount(description="Spring move", percent="10")],
-        tip=money("50.00"),
-        surcharge=money("21.35"),
-        total=money(total),
-    )
+    """test_invoice_charges' job (600.00 taxable hours + 85.50 untaxed materials, 10% off, a 50.00 tip, a 21.35
+    card surcharge) with the CRM's tax as given and a rate QuickBooks may know by name."""
+    job = charged_job(total=total)
+    job.tax.CopyFrom(money(tax))
+    job.tax_rate_name = "Seattle"
+    return job
 
 
 def card_payment(amount: str = "736.90") -> r.Payment:
-    return r.Payment(
-        payment_id="pay-1",
-        amount=money(amount),
-        method=r.PAYMENT_METHOD_CREDIT_CARD,
-        received_time=ts(0),
-        reference="card",
-        tip=money("50.00"),
-        processing_fee=money("22.11"),
-    )
+    payment = paid_in_full()
+    payment.amount.CopyFrom(money(amount))
+    return payment
 
 
 def books_for_tips(emulated: EmulatedServer, realm_id: str) -> dict[str, str]:
