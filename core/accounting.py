@@ -169,8 +169,8 @@ class InvoiceSpec:
 
 class DepositLineKind(enum.Enum):
     """What a line of a bank deposit is (SPEC §9); each kind but PAYMENT books to the account its setting
-    names: FEE processing_fee_account, REFUND and CHARGEBACK chargeback_account, ADJUSTMENT
-    adjustment_account."""
+    names: FEE processing_fee_account, REFUND refund_bank_account (where the refund's expense was paid from,
+    so that the refund counts once), CHARGEBACK chargeback_account, ADJUSTMENT adjustment_account."""
 
     PAYMENT = "PAYMENT"  # a synced payment, linked out of Undeposited Funds
     FEE = "FEE"

@@ -137,8 +137,8 @@ LIST_SETTINGS: dict[str, SettingRule] = {
     "processing_fee_account": SettingRule("processing-fee account", ListKind.ACCOUNT, ("Expense", "Other Expense")),
     # SPEC section 9, payouts. The payout bank account is where the processor's money lands: a bank account.
     "payout_bank_account": SettingRule("payout bank account", ListKind.ACCOUNT, ("Bank",)),
-    # Refunds and chargebacks a payout nets: Accounts Receivable (the default) reopens what the customer owes,
-    # as a refund expense does; a bookkeeper who writes chargebacks off as a loss books them to an expense
+    # Chargebacks a payout nets: Accounts Receivable (the default) reopens what the customer owes, as a
+    # refund expense does; a bookkeeper who writes chargebacks off as a loss books them to an expense
     # (Expense or Other Expense). Not income: that would net a loss against sales and hide it.
     "chargeback_account": SettingRule(
         "chargeback account", ListKind.ACCOUNT, ("Accounts Receivable", "Expense", "Other Expense")

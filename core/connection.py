@@ -63,7 +63,7 @@ class QuickBooksSettings:
     processing_fee_account: ListRef = field(default_factory=ListRef)  # what processors keep (payouts)
     # SPEC §9, payouts:
     payout_bank_account: ListRef = field(default_factory=ListRef)  # default: the checking account
-    chargeback_account: ListRef = field(default_factory=ListRef)  # refunds and chargebacks a payout nets
+    chargeback_account: ListRef = field(default_factory=ListRef)  # chargebacks a payout nets
     adjustment_account: ListRef = field(default_factory=ListRef)  # a payout's other adjustments
     payment_methods: dict[PaymentMethod, ListRef] = field(default_factory=dict)
     doc_number_prefix: str = ""

@@ -396,7 +396,10 @@ class SyncJob:
     def lock_key(self) -> str:
         """Jobs with the same key never run at once: one writer per customer and its records. Jobs with
         the same non-empty `identity_key` never run at once either: two CRM customers with one name and
-        email could otherwise both find no QuickBooks customer and both create one (R1, R7)."""
+        email could otherwise both find no QuickBooks customer and both create one (R1, R7). A payout's
+        job writes its deposit only (its payments are their own jobs'), so it is kept apart per payout."""
+        if self.kind is SyncJobKind.SYNC_PAYOUT:
+            return f"{self.tenant_id}/payout/{self.target.id}"
         return f"{self.tenant_id}/customer/{self.customer_id}"
 
 

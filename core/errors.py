@@ -80,6 +80,11 @@ class RequestIdReusedError(QbsyncError):
 class FailedPreconditionError(QbsyncError):
     reason = "FAILED_PRECONDITION"
 
+    def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None, reason: str = "") -> None:
+        super().__init__(message, metadata=metadata)
+        if reason:
+            self.reason = reason
+
 
 # --- the worker's own state ------------------------------------------------------------------------
 
@@ -188,6 +193,17 @@ class BookkeepingError(AccountingError):
             self.reason = reason
 
 
+class PaymentAlreadyDepositedError(BookkeepingError):
+    """QuickBooks holds the payment in another deposit (a payment can be in one deposit only). Retryable:
+    when that deposit is another payout's that no longer lists the payment, its own job releases it; a
+    deposit made by hand in QuickBooks must be edited there, and the job fails once its attempts run out."""
+
+    retryable = True
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="PAYMENT_ALREADY_DEPOSITED")
+
+
 class InvoiceTotalMismatchError(AccountingError):
     """QuickBooks' invoice total differs from the CRM's after the write (its own tax, its rounding): the
     job fails rather than leave a balance due the customer does not owe (SPEC §8). A person looks: the
@@ -201,6 +217,27 @@ class InvoiceTotalMismatchError(AccountingError):
             "check the company's sales tax settings and the job's tax and lines, then resync",
             metadata={"crm_total": str(crm_total), "quickbooks_total": str(quickbooks_total)},
         )
+
+
+class DepositTotalMismatchError(AccountingError):
+    """QuickBooks' deposit total differs from the payout's amount after the write: the deposit would not
+    match the bank feed (SPEC §9). The record is kept; a person looks, and a resync writes it again."""
+
+    reason = "DEPOSIT_TOTAL_MISMATCH"
+
+    def __init__(self, payout_id: str, amount: Decimal, quickbooks_total: Decimal) -> None:
+        super().__init__(
+            f"QuickBooks totals the deposit of payout {payout_id} at {quickbooks_total}, the payout is {amount}",
+            metadata={"payout_amount": str(amount), "quickbooks_total": str(quickbooks_total)},
+        )
+
+
+class PayoutWaitingError(AccountingError):
+    """A payout's deposit can only link payments (and net refunds) that are in QuickBooks as the payout
+    lists them; their own sync jobs are queued. Retryable: the next attempt finds them written."""
+
+    reason = "PAYOUT_WAITING_FOR_PAYMENTS"
+    retryable = True
 
 
 class ReconnectRequiredError(AccountingError):

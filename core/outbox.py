@@ -18,9 +18,11 @@ from core.domain import (
     SyncJobKind,
     SyncRecord,
 )
-from core.errors import FieldViolation, RequestIdReusedError, ValidationError
+from core.errors import FailedPreconditionError, FieldViolation, RequestIdReusedError, ValidationError
 from core.ports import Clock, IdSource, RequestIdTakenError, UnitOfWork, UnitOfWorkFactory
 from core.validation import refunds_within_payment
+
+PAYMENT_DEPOSITED = "PAYMENT_DEPOSITED"  # the reason a change to a payment in a payout is refused
 
 
 class Outbox:
@@ -35,13 +37,14 @@ class Outbox:
         tenant: str,
         kind: SyncJobKind,
         target: EntityRef,
-        opportunity: Opportunity,
+        opportunity: Opportunity | None,
         request_id: str,
         fingerprint: str,
         stage: Callable[[UnitOfWork], None],
     ) -> SyncJob:
         """Queues a job of `kind` for `target` after `stage` stored the request's snapshots (in the same
-        transaction); a request_id seen before answers with its job instead, if the request is the same."""
+        transaction); a request_id seen before answers with its job instead, if the request is the same.
+        `opportunity`: the one the job syncs; None for a payout, whose payments may belong to many."""
         try:
             with self._uow_factory() as uow:
                 if request_id:
@@ -49,26 +52,7 @@ class Outbox:
                     if earlier is not None:
                         return _same_request(earlier, fingerprint, request_id)
                 stage(uow)
-                record = uow.sync_records.get(tenant, target)
-                now = self._clock.now()
-                job = SyncJob(
-                    job_id=self._ids.new_id(),
-                    tenant_id=tenant,
-                    kind=kind,
-                    target=target,
-                    opportunity_id=opportunity.opportunity_id,
-                    customer_id=opportunity.customer.customer_id,
-                    create_time=now,
-                    update_time=now,
-                    resync=record is not None and record.resync_available,
-                    request_id=request_id,
-                    request_fingerprint=fingerprint,
-                    max_attempts=self._max_attempts,
-                    identity_key=opportunity.customer.identity_key(tenant),
-                )
-                mark_pending(uow, tenant, [target])
-                uow.jobs.add(job)
-                uow.audit.append(AuditEvent(tenant, now, AuditKind.accepted(kind), target, job.job_id, ""))
+                job = self.queue(uow, tenant, kind, target, opportunity, request_id=request_id, fingerprint=fingerprint)
                 uow.commit()
                 return job
         except RequestIdTakenError:
@@ -78,6 +62,40 @@ class Outbox:
             if earlier is None:
                 raise
             return _same_request(earlier, fingerprint, request_id)
+
+    def queue(
+        self,
+        uow: UnitOfWork,
+        tenant: str,
+        kind: SyncJobKind,
+        target: EntityRef,
+        opportunity: Opportunity | None,
+        *,
+        request_id: str = "",
+        fingerprint: str = "",
+    ) -> SyncJob:
+        """Adds the job to `uow` (the caller commits), its target PENDING, with its audit event."""
+        record = uow.sync_records.get(tenant, target)
+        now = self._clock.now()
+        job = SyncJob(
+            job_id=self._ids.new_id(),
+            tenant_id=tenant,
+            kind=kind,
+            target=target,
+            opportunity_id=opportunity.opportunity_id if opportunity else "",
+            customer_id=opportunity.customer.customer_id if opportunity else "",
+            create_time=now,
+            update_time=now,
+            resync=record is not None and record.resync_available,
+            request_id=request_id,
+            request_fingerprint=fingerprint,
+            max_attempts=self._max_attempts,
+            identity_key=opportunity.customer.identity_key(tenant) if opportunity else "",
+        )
+        mark_pending(uow, tenant, [target])
+        uow.jobs.add(job)
+        uow.audit.append(AuditEvent(tenant, now, AuditKind.accepted(kind), target, job.job_id, ""))
+        return job
 
     @staticmethod
     def stage_opportunity(uow: UnitOfWork, tenant: str, opportunity: Opportunity, path: str) -> None:
@@ -100,6 +118,8 @@ class Outbox:
             raise ValidationError(
                 [FieldViolation(f"{path}.payment_id", f"payment {payment.payment_id} belongs to another opportunity")]
             )
+        if known is not None and known.payment.amount != payment.amount:
+            _refuse_changing_deposited(uow, tenant, payment.payment_id, path)
         merged = payment.with_refunds_merged(known.payment if known else None)
         violations = refunds_within_payment(merged, path)
         for i, refund in enumerate(payment.refunds):
@@ -124,6 +144,19 @@ def mark_pending(uow: UnitOfWork, tenant: str, refs: list[EntityRef], *, keep_er
         record = uow.sync_records.get(tenant, ref) or SyncRecord(tenant_id=tenant, entity=ref)
         record.mark_pending(keep_error=keep_error)
         uow.sync_records.save(record)
+
+
+def _refuse_changing_deposited(uow: UnitOfWork, tenant: str, payment_id: str, path: str) -> None:
+    """SPEC §9: a payment in a payout is in a bank deposit, which must keep matching the bank: its amount
+    cannot change (QuickBooks refuses too) until the payout is resynced without it."""
+    payout_id = uow.snapshots.payout_of_payment(tenant, payment_id)
+    if payout_id is not None:
+        raise FailedPreconditionError(
+            f"payment {payment_id} is deposited in payout {payout_id}: its amount cannot change while it is; "
+            f"resync payout {payout_id} without it first",
+            metadata={"payment_id": payment_id, "payout_id": payout_id, "field": f"{path}.amount"},
+            reason=PAYMENT_DEPOSITED,
+        )
 
 
 def _same_request(earlier: SyncJob, fingerprint: str, request_id: str) -> SyncJob:

@@ -21,6 +21,7 @@ from core.domain import (
     Job,
     Opportunity,
     Payment,
+    Payout,
     Permission,
     Principal,
     SyncJob,
@@ -38,13 +39,16 @@ from core.errors import (
 )
 from core.fingerprint import request_fingerprint
 from core.outbox import Outbox, mark_pending
+from core.payout_intake import stage_payout
 from core.ports import AccountingSystems, Clock, IdSource, UnitOfWork, UnitOfWorkFactory
 from core.text import clean_job, clean_opportunity, clean_payment, usable_as_id
 from core.validation import (
     job_request_limits,
     payment_request_limits,
+    payout_request_limits,
     validate_job_request,
     validate_payment_request,
+    validate_payout_request,
 )
 
 DEFAULT_MAX_ATTEMPTS = 8
@@ -198,6 +202,37 @@ class SyncService:
         SyncJobKind.SYNC_INVOICE,
         "R5/R6: sync or resync the invoice of a job that was closed out.",
     )
+
+    def sync_payout(
+        self,
+        principal: Principal,
+        payout: Payout,
+        request_id: str = "",
+        *,
+        currencies: Sequence[AmountCurrency] = (),
+        conversion_violations: Sequence[FieldViolation] = (),
+    ) -> SyncJob:
+        """SPEC §9: the payout as one bank deposit, its payments synced first (core/payout_intake.py)."""
+        require(principal, Permission.SYNC)
+        _raise_if_any(
+            merge_violations(
+                conversion_violations,
+                [
+                    *validate_payout_request(payout, request_id),
+                    *payout_request_limits(payout, self._accounting.field_limits),
+                    *self._company.currency_violations(principal.tenant_id, currencies),
+                ],
+            )
+        )
+        fingerprint = request_fingerprint(SyncJobKind.SYNC_PAYOUT, payout)
+        target = EntityRef(EntityType.PAYOUT, payout.payout_id)
+
+        def stage(uow: UnitOfWork) -> None:
+            stage_payout(uow, principal.tenant_id, payout, self._outbox)
+
+        return self._outbox.accept(
+            principal.tenant_id, SyncJobKind.SYNC_PAYOUT, target, None, request_id, fingerprint, stage
+        )
 
     def retry(self, principal: Principal, name: str) -> SyncJob:
         """Runs a FAILED job again, with a fresh allowance of attempts."""

@@ -5,6 +5,7 @@
 - `core.sync_plans`: R3 Deposit = payment only, R5 Invoice at close-out, the customer move of R1;
 - `core.transaction_writer`: R4 Refunds ride with their payment, R6 for what a payment links;
 - `core.record_writer`: R6 Resync updates, never duplicates, R7 Exactly once (markers, generations);
+- `core.payout_sync`: SPEC §9, a payout's bank deposit (its payments are their own jobs');
 - `core.sync_run`: the job's records, saved only while its lease is held (fencing, R7).
 """
 
@@ -16,6 +17,7 @@ from core.customer_matching import CustomerMatching
 from core.domain import EntityRef, EntityType, SyncJob, SyncJobKind, SyncResult
 from core.errors import CustomerUnusableError, StaleRecordError
 from core.lease import FencedAccountingSystem, JobLease
+from core.payout_sync import write_payout_deposit
 from core.ports import AccountingSystems, Clock, UnitOfWorkFactory
 from core.record_writer import RecordWriter, SyncResults
 from core.sync_plans import Plan, plan_customer_move, plan_invoice_sync, plan_payment_sync
@@ -69,6 +71,9 @@ class SyncEngine:
         raise AssertionError("unreachable: the last round returns or raises")
 
     def _run_once(self, run: SyncRun, results: SyncResults) -> None:
+        if run.job.kind is SyncJobKind.SYNC_PAYOUT:
+            write_payout_deposit(run, results)  # a deposit names no customer: nothing to match (SPEC §9)
+            return
         matching = CustomerMatching(run, results)
         customer = run.opportunity().customer
         plan = self._plan(run)  # a target qbsync does not know fails here, before anything is written

@@ -95,9 +95,7 @@ def _clean_refund(refund: Refund) -> Refund:
 
 def clean_payout(payout: Payout) -> Payout:
     """The adjustments' memos are the Deposit lines' descriptions: notes, cleaned like a refund's memo."""
-    return replace(
-        payout, adjustments=tuple(replace(a, memo=collapse_controls(a.memo)) for a in payout.adjustments)
-    )
+    return replace(payout, adjustments=tuple(replace(a, memo=collapse_controls(a.memo)) for a in payout.adjustments))
 
 
 def clean_job(job: Job) -> Job:

@@ -57,6 +57,7 @@ from core.errors import (
     CustomerUnusableError,
     DuplicateNameError,
     LinkedRecordGoneError,
+    PaymentAlreadyDepositedError,
     RecordGoneError,
     StaleRecordError,
     ThrottledError,
@@ -529,11 +530,12 @@ class FakeQuickBooks(AccountingSystem):
             if target is None or not target.live or target.entity != "Payment":
                 raise LinkedRecordGoneError(f"the deposit links payment {line.txn_id}, which is gone")
             holder = self.deposit_holding(line.txn_id, excluding=replacing.id if replacing else None)
-            if line.txn_id in seen or holder is not None:
+            if line.txn_id in seen:
                 raise BookkeepingError(
-                    f"the payment {line.txn_id} is already in the deposit {holder or 'being written'}",
-                    reason=PAYMENT_ALREADY_DEPOSITED,
+                    f"the deposit links the payment {line.txn_id} twice", reason=PAYMENT_ALREADY_DEPOSITED
                 )
+            if holder is not None:
+                raise PaymentAlreadyDepositedError(f"the payment {line.txn_id} is already in the deposit {holder}")
             seen.add(line.txn_id)
             if line.amount != target.total:
                 raise BookkeepingError(

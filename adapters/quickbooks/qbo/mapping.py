@@ -164,10 +164,13 @@ def _purchase(spec: RefundSpec, settings: QuickBooksSettings) -> Purchase:
 
 
 # The setting naming the account a deposit line of each kind books to (a PAYMENT line links its payment and
-# needs none): what processors keep is an expense; refunds and chargebacks reverse what customers paid.
+# needs none): what processors keep is an expense; chargebacks reverse what customers paid. A refund is
+# already in the books as qbsync's refund expense, paid from the refund bank account (R4): the processor
+# paid it out of the payout instead, so the deposit's refund line gives that account back what the expense
+# took from it. Booked anywhere else (A/R, an expense) the refund would count twice.
 DEPOSIT_LINE_SETTINGS: dict[DepositLineKind, str] = {
     DepositLineKind.FEE: "processing_fee_account",
-    DepositLineKind.REFUND: "chargeback_account",
+    DepositLineKind.REFUND: "refund_bank_account",
     DepositLineKind.CHARGEBACK: "chargeback_account",
     DepositLineKind.ADJUSTMENT: "adjustment_account",
 }

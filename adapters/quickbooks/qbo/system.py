@@ -56,6 +56,7 @@ from core.errors import (
     CustomerUnusableError,
     DuplicateNameError,
     LinkedRecordGoneError,
+    PaymentAlreadyDepositedError,
     RecordGoneError,
     StaleRecordError,
 )
@@ -338,10 +339,9 @@ class QuickBooksAccountingSystem(AccountingSystem):
         holders = self._deposits_holding(set(payments), own_id)
         if holders:
             payment_id, deposit_id = sorted(holders.items())[0]
-            return BookkeepingError(
+            return PaymentAlreadyDepositedError(
                 f"QuickBooks refused to {what}: the payment {payment_id} is already in the deposit {deposit_id} "
-                f"(a payment can be in one deposit only) ({_said(fault)})",
-                reason=PAYMENT_ALREADY_DEPOSITED,
+                f"(a payment can be in one deposit only) ({_said(fault)})"
             )
         elements = " ".join(e.element for e in fault.errors)
         if _is_reference_fault(fault):

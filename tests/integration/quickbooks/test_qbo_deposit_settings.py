@@ -69,7 +69,7 @@ def test_each_line_books_to_the_account_its_setting_names(rig: QboRig) -> None:
         "LinkedTxn": [{"TxnId": payment, "TxnType": "Payment", "TxnLineId": "0"}],
     }
     accounts = [line["DepositLineDetail"]["AccountRef"]["value"] for line in sent["Line"][1:]]
-    assert accounts == [fees, losses, losses, reserve]
+    assert accounts == [fees, losses, CHECKING, reserve]  # the refund: back to the refund bank account
     assert all(line["DetailType"] == "DepositLineDetail" for line in sent["Line"][1:])
     assert [line["Amount"] for line in sent["Line"]] == ["300.10", "-9.00", "-20.00", "-30.00", "5.25"]
 
@@ -80,12 +80,15 @@ def test_each_line_books_to_the_account_its_setting_names(rig: QboRig) -> None:
 def test_the_defaults_are_checking_and_accounts_receivable(rig: QboRig) -> None:
     payment = _payment(rig)
     spec = _payout(
-        DepositLine(DepositLineKind.PAYMENT, D("300.10"), payment), DepositLine(DepositLineKind.REFUND, D("-50.00"))
+        DepositLine(DepositLineKind.PAYMENT, D("300.10"), payment),
+        DepositLine(DepositLineKind.CHARGEBACK, D("-50.00")),
+        DepositLine(DepositLineKind.REFUND, D("-20.00")),
     )
     made = rig.system.create(spec, request_id="d1")
     [deposit] = rig.records("Deposit")
     assert deposit["Id"] == made.id and deposit["DepositToAccountRef"]["value"] == CHECKING
     assert deposit["Line"][1]["DepositLineDetail"]["AccountRef"]["value"] == RECEIVABLE
+    assert deposit["Line"][2]["DepositLineDetail"]["AccountRef"]["value"] == CHECKING  # the refund bank account
     settings = rig.connection().settings  # saved, so later payouts need no look-ups
     assert (settings.payout_bank_account.id, settings.chargeback_account.id) == (CHECKING, RECEIVABLE)
     assert not settings.adjustment_account.is_set and not settings.processing_fee_account.is_set
@@ -121,7 +124,7 @@ def test_a_wrong_typed_setting_fails_naming_it(rig: QboRig, setting: str, accoun
     wrong = _account(rig, "Wrong place", account_type)
     rig.use_settings(**{setting: ListRef(wrong)})
     spec = _payout(
-        DepositLine(DepositLineKind.PAYMENT, D("300.10"), payment), DepositLine(DepositLineKind.REFUND, D("-5.00"))
+        DepositLine(DepositLineKind.PAYMENT, D("300.10"), payment), DepositLine(DepositLineKind.CHARGEBACK, D("-5.00"))
     )
     with pytest.raises(BookkeepingError) as failed:
         rig.system.create(spec, request_id="d1")
@@ -137,4 +140,9 @@ def test_a_payout_needs_only_the_settings_of_its_lines() -> None:
         DepositLine(DepositLineKind.REFUND, D("-3.00")),
         DepositLine(DepositLineKind.CHARGEBACK, D("-4.00")),
     )
-    assert settings_needed(card, None) == ("payout_bank_account", "processing_fee_account", "chargeback_account")
+    assert settings_needed(card, None) == (
+        "payout_bank_account",
+        "processing_fee_account",
+        "refund_bank_account",
+        "chargeback_account",
+    )
