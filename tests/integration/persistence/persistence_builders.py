@@ -93,14 +93,17 @@ def sync_job(
     lease_expires: datetime | None = None,
     identity_key: str = "",
     attempts: int = 0,
+    payout_id: str = "",
 ) -> SyncJob:
+    """A SyncPayment job; with `payout_id`, that payout's SyncPayout job instead, which names no opportunity,
+    customer or identity (its lock key is `<tenant>/payout/<payout_id>`, SPEC §9)."""
     return SyncJob(
         job_id=job_id,
         tenant_id=tenant_id,
-        kind=SyncJobKind.SYNC_PAYMENT,
-        target=EntityRef(EntityType.PAYMENT, f"P-{job_id}"),
-        opportunity_id="O1",
-        customer_id=customer_id if customer_id is not None else f"C-{job_id}",
+        kind=SyncJobKind.SYNC_PAYOUT if payout_id else SyncJobKind.SYNC_PAYMENT,
+        target=EntityRef(EntityType.PAYOUT, payout_id) if payout_id else EntityRef(EntityType.PAYMENT, f"P-{job_id}"),
+        opportunity_id="" if payout_id else "O1",
+        customer_id="" if payout_id else customer_id if customer_id is not None else f"C-{job_id}",
         create_time=created,
         update_time=created,
         state=state,
@@ -110,5 +113,5 @@ def sync_job(
         next_attempt_time=next_attempt,
         claimed_by="w0" if state is SyncJobState.RUNNING else "",
         lease_expires=lease_expires,
-        identity_key=identity_key,
+        identity_key="" if payout_id else identity_key,
     )

@@ -27,7 +27,7 @@ from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from adapters.persistence.sqlalchemy import create_engine_for
 from adapters.persistence.sqlalchemy.models import SyncJobRow
 from core.claim_rule import claimed, is_due, next_to_claim
-from core.domain import SyncJob, SyncJobState
+from core.domain import SyncJob, SyncJobKind, SyncJobState
 from core.ports import UnitOfWorkFactory
 
 EXAMPLES = max(10, int(os.environ.get("QBSYNC_HYPOTHESIS_EXAMPLES", "200")) // 5)
@@ -67,6 +67,8 @@ def _tables(draw: st.DrawFn) -> list[SyncJob]:
             # Shared across tenants too: the rule compares the keys, whatever they contain.
             identity_key=draw(st.sampled_from(["", "", "same/identity/a", "same/identity/b"])),
             attempts=draw(st.integers(0, 3)),
+            # A payout's job (SPEC §9): no customer or identity, locked per payout, in another tenant too.
+            payout_id=draw(st.sampled_from(["", "", "", "po1", "po2"])),
         )
         for tenant_id, job_id in keys
     ]
@@ -107,6 +109,19 @@ _EDGES = [
     sync_job("j1", tenant_id="t3", state=S, customer_id="c7"),
     sync_job("J2", tenant_id="t3", state=F, customer_id="c7", next_attempt=T0),
 ]
+# Payout jobs (SPEC §9; lock key `<tenant>/payout/<id>`, no customer, no identity): one holding its lease
+# blocks its payout's next job only, not another payout's, not a payment job with an empty identity, not the
+# same payout id in another tenant; a payout job is claimed in create order among payment jobs.
+_PAYOUTS = [
+    sync_job("j0", tenant_id="t1", state=R, lease_expires=T0, payout_id="po1"),
+    sync_job("j1", tenant_id="t1", state=P, created=T0 - _US, payout_id="po1"),
+    sync_job("J2", tenant_id="t1", state=P, payout_id="po2"),
+    sync_job("j-3", tenant_id="t1", state=P, customer_id="c1", created=T0 - _US),
+    sync_job("j4", tenant_id="t1", state=P, customer_id="c2", created=T0 + _US),
+    sync_job("j1", tenant_id="t2", state=P, payout_id="po1", created=T0 - _US),
+    sync_job("j0", tenant_id="t2", state=R, customer_id="c1", lease_expires=T0 + _US),
+    sync_job("J2", tenant_id="t2", state=P, customer_id="c1"),
+]
 # Ties on create_time fall through to job_id (code point order: "J2" < "j-3" < "j0"), then tenant_id.
 _TIES = [
     sync_job(job_id, tenant_id=tenant, state=P, customer_id=f"c-{job_id}")
@@ -139,12 +154,13 @@ def fresh_table(backend: Backend) -> Iterator[Callable[[], UnitOfWorkFactory]]:
 def test_claim_next_takes_the_job_the_claim_rule_picks(
     backend: Backend, fresh_table: Callable[[], UnitOfWorkFactory]
 ) -> None:
-    seen = {"claims": 0, "blocked": 0}
+    seen = {"claims": 0, "blocked": 0, "payouts": 0}
 
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(table=_tables(), rounds=_rounds)
     @example(table=_EDGES, rounds=_TWO_ROUNDS)
     @example(table=_TIES, rounds=_TWO_ROUNDS)
+    @example(table=_PAYOUTS, rounds=_TWO_ROUNDS)
     def check(table: list[SyncJob], rounds: list[tuple[timedelta, timedelta]]) -> None:
         uow_factory = fresh_table()
         with uow_factory() as uow:
@@ -170,6 +186,7 @@ def test_claim_next_takes_the_job_the_claim_rule_picks(
                 want = claimed(expected, worker, now, now + lease)
                 assert got == want, f"{backend.name} at {now}: claimed {got}, the rule claims {want}"
                 model[(want.tenant_id, want.job_id)] = want
+                seen["payouts"] += want.kind is SyncJobKind.SYNC_PAYOUT
                 claims += 1
                 assert claims <= len(table) * len(rounds), "every claim takes a job out of the round"
 
@@ -182,3 +199,4 @@ def test_claim_next_takes_the_job_the_claim_rule_picks(
     # Hypothesis drew tables that exercised the rule: jobs were claimed, and some were held back.
     assert seen["claims"] > 0
     assert seen["blocked"] > 0
+    assert seen["payouts"] > 0, "payout jobs were claimed too"
