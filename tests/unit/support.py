@@ -69,10 +69,13 @@ class Harness:
     companies: FakeQuickBooksCompanies = field(default_factory=FakeQuickBooksCompanies)
     clock: StepClock = field(default_factory=StepClock)
     ids: CountingIds = field(default_factory=CountingIds)
+    # What the core talks to, when not `companies` itself: e.g. `HookedCompanies(companies)` in front of them.
+    accounting: AccountingSystems | None = None
 
     def __post_init__(self) -> None:
-        self.service = SyncService(self.uow_factory, self.companies, self.clock, self.ids)
-        self.engine = SyncEngine(self.uow_factory, self.companies, self.clock)
+        accounting = self.accounting or self.companies
+        self.service = SyncService(self.uow_factory, accounting, self.clock, self.ids)
+        self.engine = SyncEngine(self.uow_factory, accounting, self.clock)
         self.worker = SyncWorker(
             self.uow_factory,
             self.engine,
