@@ -449,6 +449,29 @@ def test_a_resync_that_drops_a_payment_updates_the_deposit_and_releases_it(h: Ha
     assert qbo.undeposited_funds() == D("0")
 
 
+def test_a_payout_taking_a_payment_before_the_old_deposit_released_it_waits_retryably(h: Harness) -> None:
+    synced(h, payment("p1", "300.00"), payment("p2", "200.00"))
+    h.service.sync_payout(h.principal(), payout("po1", "500.00", "p1", "p2"))
+    h.worker.drain()
+    release = h.service.sync_payout(h.principal(), payout("po1", "300.00", "p1"))
+    take = h.service.sync_payout(h.principal(), payout("po2", "200.00", "p2"))
+    # Two payouts' jobs do not block each other: the taker may run while the old deposit still holds p2.
+    set_next_attempt(h, release, T + timedelta(days=365))
+    first = h.worker.run_next("w1")
+    assert first is not None and first.job_id == take.job_id
+    assert first.state is SyncJobState.PENDING
+    assert first.error is not None
+    assert (first.error.reason, first.error.retryable) == ("PAYMENT_ALREADY_DEPOSITED", True)
+    assert len(deposits(h.qbo())) == 1
+    set_next_attempt(h, release, None)
+    h.worker.drain()
+    assert ended(h, release).state is SyncJobState.SUCCEEDED
+    assert ended(h, take).state is SyncJobState.SUCCEEDED
+    second = record(h, EntityRef(EntityType.PAYOUT, "po2")).quickbooks_id
+    assert h.qbo().deposit_holding(qbo_id(h, "p2")) == second
+    assert len(deposits(h.qbo())) == 2
+
+
 class _TotalOff(ForwardingAccountingSystem):
     """QuickBooks answering a deposit total a cent off what was sent (a line it treated differently)."""
 
