@@ -188,9 +188,7 @@ def test_section_8_settings_are_checked_against_the_emulated_company(emulated: E
 SECTION_9 = ["payout_bank_account", "chargeback_account", "adjustment_account"]
 
 
-def test_update_settings_and_get_connection_round_trip_the_payout_settings(
-    api: Admin, company: FakeQuickBooks
-) -> None:
+def test_update_settings_and_get_connection_round_trip_the_payout_settings(api: Admin, company: FakeQuickBooks) -> None:
     _connect(api)
     savings = company.add_list_entry(ListKind.ACCOUNT, "Payout savings", "Bank", "Savings")
     losses = company.add_list_entry(ListKind.ACCOUNT, "Chargeback losses", "Other Expense")
