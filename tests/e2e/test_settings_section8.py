@@ -262,3 +262,32 @@ def test_wrong_typed_payout_settings_are_invalid_argument_naming_each_and_nothin
     )
     assert "No such account" in found["settings.adjustment_account"]
     assert api.stub.GetConnection(c.GetConnectionRequest(), metadata=api.admin).settings == before
+
+
+def test_payout_settings_are_checked_against_the_emulated_company(emulated: EmulatedServer) -> None:
+    """Through the real adapter: a bank account made in the company is found by name; a wrong type is refused."""
+    realm = f"realms/{emulated.realm_id}/records"
+    clearing = emulated.admin(
+        "POST", f"{realm}/Account", {"Name": "Processor clearing", "AccountType": "Bank", "AccountSubType": "Checking"}
+    )["Account"]
+    md = emulated.key("acme")
+    channel = grpc.insecure_channel(emulated.target)
+    try:
+        stub = connection_service_pb2_grpc.ConnectionServiceStub(channel)
+        wanted = c.Settings(payout_bank_account=c.QuickBooksListRef(name="processor clearing"))
+        updated = stub.UpdateSettings(c.UpdateSettingsRequest(settings=wanted), metadata=md)
+        assert updated.payout_bank_account == c.QuickBooksListRef(id=clearing["Id"], name="Processor clearing")
+        assert updated.chargeback_account == c.QuickBooksListRef()  # not sent: stays unset
+        assert stub.GetConnection(c.GetConnectionRequest(), metadata=md).settings == updated
+
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.UpdateSettings(
+                c.UpdateSettingsRequest(settings=c.Settings(chargeback_account=c.QuickBooksListRef(name="Services"))),
+                metadata=md,
+            )
+        assert _code(refused) is grpc.StatusCode.INVALID_ARGUMENT
+        said = _bad_fields(refused)["settings.chargeback_account"]
+        assert "is an Income account; the chargeback account must be an Accounts Receivable" in said
+        assert stub.GetConnection(c.GetConnectionRequest(), metadata=md).settings == updated
+    finally:
+        channel.close()
