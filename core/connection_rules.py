@@ -27,6 +27,9 @@ SETTINGS_FIELDS = (
     "tips_item",
     "surcharge_item",
     "processing_fee_account",
+    "payout_bank_account",
+    "chargeback_account",
+    "adjustment_account",
     "payment_methods",
     "doc_number_prefix",
 )

@@ -330,6 +330,12 @@ class SnapshotRepository(Protocol):
         Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
+    def list_payouts(self, tenant_id: str, *, offset: int, limit: int) -> list[Payout]:
+        """The tenant's payouts as last saved, newest arrival date first; payouts of one day by payout_id
+        descending, compared by code point (as Python's str), so that pages never overlap or skip one.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
 
 class SyncRecordRepository(Protocol):
     def get(self, tenant_id: str, entity: EntityRef) -> SyncRecord | None:

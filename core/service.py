@@ -40,6 +40,7 @@ from core.errors import (
 from core.fingerprint import request_fingerprint
 from core.outbox import Outbox, mark_pending
 from core.payout_intake import stage_payout
+from core.payout_listing import PayoutStatus, payouts_page
 from core.ports import AccountingSystems, Clock, IdSource, UnitOfWork, UnitOfWorkFactory
 from core.text import clean_job, clean_opportunity, clean_payment, usable_as_id
 from core.validation import (
@@ -60,6 +61,7 @@ JOB_NAME_PREFIX = "syncJobs/"
 
 P = ParamSpec("P")
 S = TypeVar("S")
+T = TypeVar("T")
 
 
 def require(principal: Principal, permission: Permission) -> None:
@@ -303,18 +305,19 @@ class SyncService:
     def list_errors(self, principal: Principal, page_size: int, page_token: str) -> tuple[list[SyncJob], str]:
         """The tenant's failed syncs, newest first; the token is an opaque offset."""
         require(principal, Permission.READ)
-        violations = []
-        if page_size < 0:
-            violations.append(FieldViolation("page_size", "must not be negative"))
-        if page_token and not _issued_page_token(page_token):
-            violations.append(FieldViolation("page_token", "is not a token this service issued"))
-        _raise_if_any(violations)
-        limit = min(page_size or 50, MAX_PAGE_SIZE)
-        offset = int(page_token or 0)
+        offset, limit = _page(page_size, page_token)
         with self._uow_factory() as uow:
             jobs = uow.jobs.list_failed(principal.tenant_id, offset=offset, limit=limit + 1)
-        more = len(jobs) > limit
-        return jobs[:limit], str(offset + limit) if more else ""
+        return _page_of(jobs, offset, limit)
+
+    def list_payouts(self, principal: Principal, page_size: int, page_token: str) -> tuple[list[PayoutStatus], str]:
+        """SPEC §9: the tenant's payouts, newest arrival date first, each with its sync record (state, the
+        Deposit's QuickBooks Id, last error); paged as list_errors is."""
+        require(principal, Permission.READ)
+        offset, limit = _page(page_size, page_token)
+        with self._uow_factory() as uow:
+            statuses = payouts_page(uow, principal.tenant_id, offset=offset, limit=limit + 1)
+        return _page_of(statuses, offset, limit)
 
 
 def _job_id(name: str) -> str:
@@ -323,8 +326,25 @@ def _job_id(name: str) -> str:
     return name[len(JOB_NAME_PREFIX) :]
 
 
+def _page(page_size: int, page_token: str) -> tuple[int, int]:
+    """The offset and limit a list request asks for (page_size 0: the default), or a ValidationError."""
+    violations = []
+    if page_size < 0:
+        violations.append(FieldViolation("page_size", "must not be negative"))
+    if page_token and not _issued_page_token(page_token):
+        violations.append(FieldViolation("page_token", "is not a token this service issued"))
+    _raise_if_any(violations)
+    return int(page_token or 0), min(page_size or 50, MAX_PAGE_SIZE)
+
+
+def _page_of(found: list[T], offset: int, limit: int) -> tuple[list[T], str]:
+    """A page from `limit + 1` rows read at `offset`: the extra row only tells that there is a next page."""
+    more = len(found) > limit
+    return found[:limit], str(offset + limit) if more else ""
+
+
 def _issued_page_token(token: str) -> bool:
-    """Whether `token` could be one list_errors issued. Explicitly ASCII: str.isdigit() also accepts "²"
+    """Whether `token` could be one a list use case issued. Explicitly ASCII: str.isdigit() also accepts "²"
     (which int() refuses) and other scripts' digits."""
     return 0 < len(token) <= MAX_PAGE_TOKEN_DIGITS and token.isascii() and token.isdigit()
 

@@ -1,4 +1,5 @@
-"""The operators' commands around QuickBooks: `connect`, `emulator`, `errors`, `retry` (SPEC.md section 6).
+"""The operators' commands around QuickBooks: `connect`, `emulator`, `errors`, `retry` (SPEC.md section 6),
+`payouts` (section 9).
 
 Registered on the `qbsync` group by qbsync.cli. Secrets given to `connect` may come from environment
 variables instead of the command line, where `ps` and shell history would show them; they are never
@@ -11,6 +12,8 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 import click
 
@@ -20,12 +23,15 @@ from core.connection_rules import is_loopback
 from core.connections_service import ConnectionService
 from core.domain import Permission, Principal, SyncJob
 from core.errors import QbsyncError, ValidationError
+from core.payout_listing import PayoutStatus
 from core.ports import UnitOfWorkFactory
-from core.service import SyncService
+from core.service import MAX_PAGE_SIZE, SyncService
 from qbsync.bootstrap import bootstrap
 from qbsync.config import Settings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def _settings() -> Settings:
@@ -150,23 +156,54 @@ def _describe(job: SyncJob) -> str:
     return f"{job.name}  {when}  {job.kind.value} {job.target}  attempts={job.attempts}  {error}"
 
 
+def _first(limit: int, page: Callable[[int, str], tuple[list[T], str]]) -> list[T]:
+    """The first `limit` items of a paged list use case (`page(page_size, page_token)`)."""
+    found: list[T] = []
+    token = ""
+    while len(found) < limit:
+        items, token = page(min(limit - len(found), MAX_PAGE_SIZE), token)
+        found += items
+        if not token:
+            break
+    return found
+
+
 @click.command()
 @click.option("--tenant", required=True)
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="At most this many.")
 def errors(tenant: str, limit: int) -> None:
     """Lists the tenant's failed syncs, newest first."""
     service = _known_tenant(_settings(), tenant)
-    jobs: list[SyncJob] = []
-    token = ""
-    while len(jobs) < limit:
-        page, token = service.list_errors(_operator(tenant), min(limit - len(jobs), 100), token)
-        jobs += page
-        if not token:
-            break
+    jobs = _first(limit, lambda size, token: service.list_errors(_operator(tenant), size, token))
     if not jobs:
         click.echo(f"no failed syncs for tenant {tenant!r}")
     for job in jobs:
         click.echo(_describe(job))
+
+
+def _describe_payout(status: PayoutStatus) -> str:
+    payout, record = status.payout, status.record
+    # "-" rather than nothing: the columns stay countable for `awk` and `cut`.
+    deposit = record.quickbooks_id or "-"
+    line = (
+        f"{payout.payout_id}  {payout.arrival_date.isoformat()}  {payout.amount}  payments={len(payout.payment_ids)}"
+        f"  {record.state.value}  deposit={deposit}"
+    )
+    return f"{line}  {record.last_error}" if record.last_error else line
+
+
+@click.command()
+@click.option("--tenant", required=True)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="At most this many.")
+def payouts(tenant: str, limit: int) -> None:
+    """Lists the tenant's payouts, newest arrival first: id, arrival date, amount, number of payments, sync
+    state, the QuickBooks Deposit's Id and the last error."""
+    service = _known_tenant(_settings(), tenant)
+    statuses = _first(limit, lambda size, token: service.list_payouts(_operator(tenant), size, token))
+    if not statuses:
+        click.echo(f"no payouts for tenant {tenant!r}")
+    for status in statuses:
+        click.echo(_describe_payout(status))
 
 
 @click.command()
@@ -184,4 +221,4 @@ def retry(tenant: str, name: str) -> None:
     click.echo(f"{job.name} is {job.state.value} again; it will be retried")
 
 
-COMMANDS = (connect, emulator, errors, retry)
+COMMANDS = (connect, emulator, errors, payouts, retry)

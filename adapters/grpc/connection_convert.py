@@ -61,6 +61,9 @@ def settings_from_proto(msg: pb.Settings, violations: list[FieldViolation]) -> Q
         tips_item=list_ref_from_proto(msg.tips_item),
         surcharge_item=list_ref_from_proto(msg.surcharge_item),
         processing_fee_account=list_ref_from_proto(msg.processing_fee_account),
+        payout_bank_account=list_ref_from_proto(msg.payout_bank_account),
+        chargeback_account=list_ref_from_proto(msg.chargeback_account),
+        adjustment_account=list_ref_from_proto(msg.adjustment_account),
         payment_methods=methods,
         doc_number_prefix=msg.doc_number_prefix,
     )
@@ -77,6 +80,9 @@ def settings_to_proto(settings: QuickBooksSettings) -> pb.Settings:
         tips_item=list_ref_to_proto(settings.tips_item),
         surcharge_item=list_ref_to_proto(settings.surcharge_item),
         processing_fee_account=list_ref_to_proto(settings.processing_fee_account),
+        payout_bank_account=list_ref_to_proto(settings.payout_bank_account),
+        chargeback_account=list_ref_to_proto(settings.chargeback_account),
+        adjustment_account=list_ref_to_proto(settings.adjustment_account),
         payment_methods=[
             pb.PaymentMethodMapping(
                 method=payment_method_to_proto(method), quickbooks_payment_method=list_ref_to_proto(ref)

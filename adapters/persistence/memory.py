@@ -317,6 +317,12 @@ class InMemorySnapshotRepository(_Repository, SnapshotRepository):
         with self._db.lock:
             return self._tx.payout_of_payment.get((tenant_id, payment_id))
 
+    def list_payouts(self, tenant_id: str, *, offset: int, limit: int) -> list[Payout]:
+        with self._db.lock:
+            payouts = [_copy(p) for (tenant, _), p in self._tx.payouts.items() if tenant == tenant_id]
+        payouts.sort(key=lambda p: (p.arrival_date, p.payout_id), reverse=True)
+        return payouts[offset : offset + limit]
+
 
 class InMemorySyncRecordRepository(_Repository, SyncRecordRepository):
     def get(self, tenant_id: str, entity: EntityRef) -> SyncRecord | None:

@@ -403,6 +403,9 @@ class Settings(_message.Message):
     TIPS_ITEM_FIELD_NUMBER: _builtins.int
     SURCHARGE_ITEM_FIELD_NUMBER: _builtins.int
     PROCESSING_FEE_ACCOUNT_FIELD_NUMBER: _builtins.int
+    PAYOUT_BANK_ACCOUNT_FIELD_NUMBER: _builtins.int
+    CHARGEBACK_ACCOUNT_FIELD_NUMBER: _builtins.int
+    ADJUSTMENT_ACCOUNT_FIELD_NUMBER: _builtins.int
     doc_number_prefix: _builtins.str
     """Prepended to the job number to make the invoice's DocNumber."""
     @_builtins.property
@@ -457,6 +460,24 @@ class Settings(_message.Message):
         "Merchant account fees", "QuickBooks Payments Fees", "Bank charges" or "Bank Charges & Fees").
         """
 
+    @_builtins.property
+    def payout_bank_account(self) -> Global___QuickBooksListRef:
+        """The Bank account a payout's Deposit is written into: where the processor's money (or a deposit
+        slip's cash and checks) lands (default: the account named "Checking").
+        """
+
+    @_builtins.property
+    def chargeback_account(self) -> Global___QuickBooksListRef:
+        """The account the chargebacks a payout nets are booked to: Accounts Receivable (the default, which
+        reopens what the customer owes), or an Expense or Other Expense account to write them off as a loss.
+        """
+
+    @_builtins.property
+    def adjustment_account(self) -> Global___QuickBooksListRef:
+        """The account a payout's other adjustments (reserves held or released, corrections) are booked to;
+        any account. No default: required once a payout has an adjustment.
+        """
+
     def __init__(
         self,
         *,
@@ -471,10 +492,13 @@ class Settings(_message.Message):
         tips_item: Global___QuickBooksListRef | None = ...,
         surcharge_item: Global___QuickBooksListRef | None = ...,
         processing_fee_account: Global___QuickBooksListRef | None = ...,
+        payout_bank_account: Global___QuickBooksListRef | None = ...,
+        chargeback_account: Global___QuickBooksListRef | None = ...,
+        adjustment_account: Global___QuickBooksListRef | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accounts_receivable_account", b"accounts_receivable_account", "deposit_account", b"deposit_account", "discount_account", b"discount_account", "income_item", b"income_item", "processing_fee_account", b"processing_fee_account", "refund_bank_account", b"refund_bank_account", "surcharge_item", b"surcharge_item", "tax_code", b"tax_code", "tips_item", b"tips_item"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accounts_receivable_account", b"accounts_receivable_account", "adjustment_account", b"adjustment_account", "chargeback_account", b"chargeback_account", "deposit_account", b"deposit_account", "discount_account", b"discount_account", "income_item", b"income_item", "payout_bank_account", b"payout_bank_account", "processing_fee_account", b"processing_fee_account", "refund_bank_account", b"refund_bank_account", "surcharge_item", b"surcharge_item", "tax_code", b"tax_code", "tips_item", b"tips_item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts_receivable_account", b"accounts_receivable_account", "deposit_account", b"deposit_account", "discount_account", b"discount_account", "doc_number_prefix", b"doc_number_prefix", "income_item", b"income_item", "payment_methods", b"payment_methods", "processing_fee_account", b"processing_fee_account", "refund_bank_account", b"refund_bank_account", "surcharge_item", b"surcharge_item", "tax_code", b"tax_code", "tips_item", b"tips_item"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts_receivable_account", b"accounts_receivable_account", "adjustment_account", b"adjustment_account", "chargeback_account", b"chargeback_account", "deposit_account", b"deposit_account", "discount_account", b"discount_account", "doc_number_prefix", b"doc_number_prefix", "income_item", b"income_item", "payment_methods", b"payment_methods", "payout_bank_account", b"payout_bank_account", "processing_fee_account", b"processing_fee_account", "refund_bank_account", b"refund_bank_account", "surcharge_item", b"surcharge_item", "tax_code", b"tax_code", "tips_item", b"tips_item"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -350,7 +350,8 @@ def list_refs() -> st.SearchStrategy[cs.QuickBooksListRef]:
 
 SETTING_NAMES = ["deposit_account", "refund_bank_account", "accounts_receivable_account", "income_item",
                  "tax_code", "discount_account", "tips_item", "surcharge_item", "processing_fee_account",
-                 "payment_methods", "doc_number_prefix"]
+                 "payout_bank_account", "chargeback_account", "adjustment_account", "payment_methods",
+                 "doc_number_prefix"]
 PLAUSIBLE_CONNECTION: dict[str, st.SearchStrategy[Message]] = {
     "GetAuthorizationUrl": st.builds(
         cs.GetAuthorizationUrlRequest,
@@ -378,6 +379,9 @@ PLAUSIBLE_CONNECTION: dict[str, st.SearchStrategy[Message]] = {
             tips_item=list_refs(),
             surcharge_item=list_refs(),
             processing_fee_account=list_refs(),
+            payout_bank_account=list_refs(),
+            chargeback_account=list_refs(),
+            adjustment_account=list_refs(),
             payment_methods=st.lists(
                 st.builds(
                     cs.PaymentMethodMapping,

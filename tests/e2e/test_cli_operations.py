@@ -1,4 +1,4 @@
-"""The operators' commands: `connect`, `errors` and `retry` through click's runner on a real SQLite
+"""The operators' commands: `connect`, `errors`, `retry` and `payouts` through click's runner on a real SQLite
 database, and `emulator` as a real process stopped with SIGTERM."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,17 @@ from click.testing import CliRunner
 from adapters.persistence.encryption import SecretBox
 from adapters.persistence.sqlalchemy import SqlAlchemyUnitOfWorkFactory, create_engine_for, migrate
 from core.connection import ConnectionState, QuickBooksConnection
-from core.domain import EntityRef, EntityType, JobError, SyncJob, SyncJobKind, SyncJobState
+from core.domain import (
+    EntityRef,
+    EntityType,
+    JobError,
+    Payout,
+    SyncJob,
+    SyncJobKind,
+    SyncJobState,
+    SyncRecord,
+    SyncState,
+)
 from qbsync.cli import main
 
 T0 = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
@@ -186,6 +197,62 @@ def test_retry_refusals(failures: SqlAlchemyUnitOfWorkFactory, name: str, code: 
     exit_code, output = _run("retry", "--tenant", "acme", name)
     assert exit_code == code
     assert message in output
+
+
+# --- payouts --------------------------------------------------------------------------------------------------
+
+
+def _payout_record(payout_id: str, state: SyncState, quickbooks_id: str | None = None, error: str = "") -> SyncRecord:
+    return SyncRecord("acme", EntityRef(EntityType.PAYOUT, payout_id), state, quickbooks_id, last_error=error)
+
+
+@pytest.fixture
+def payouts(ops: SqlAlchemyUnitOfWorkFactory) -> SqlAlchemyUnitOfWorkFactory:
+    with ops() as uow:
+        for tenant in ("acme", "other", "calm"):
+            uow.tenants.ensure(tenant)
+        deposited = Payout("po-jan5", date(2026, 1, 5), Decimal("436.00"), ("p1", "p2"), ("r1",), fees=Decimal("14.00"))
+        uow.snapshots.save_payout("acme", deposited)
+        uow.sync_records.save(_payout_record("po-jan5", SyncState.SYNCED, "145"))
+        waiting = Payout("po-jan7", date(2026, 1, 7), Decimal("75.00"), ("p3",))
+        uow.snapshots.save_payout("acme", waiting)
+        uow.sync_records.save(
+            _payout_record("po-jan7", SyncState.FAILED, error="PAYOUT_PAYMENT_FAILED: payment p3 failed to sync")
+        )
+        uow.snapshots.save_payout("acme", Payout("po-jan6", date(2026, 1, 6), Decimal("9.99"), ("p4",)))
+        uow.sync_records.save(_payout_record("po-jan6", SyncState.PENDING))
+        uow.snapshots.save_payout("other", Payout("po-theirs", date(2026, 2, 1), Decimal("1.00"), ("p9",)))
+        uow.commit()
+    return ops
+
+
+def test_payouts_lists_each_payout_newest_first_with_its_deposit(payouts: SqlAlchemyUnitOfWorkFactory) -> None:
+    code, output = _run("payouts", "--tenant", "acme")
+    assert code == 0, output
+    assert output.splitlines() == [
+        "po-jan7  2026-01-07  75.00  payments=1  FAILED  deposit=-  PAYOUT_PAYMENT_FAILED: payment p3 failed to sync",
+        "po-jan6  2026-01-06  9.99  payments=1  PENDING  deposit=-",
+        "po-jan5  2026-01-05  436.00  payments=2  SYNCED  deposit=145",
+    ]
+    code, output = _run("payouts", "--tenant", "acme", "--limit", "2")
+    assert [line.split()[0] for line in output.splitlines()] == ["po-jan7", "po-jan6"]
+
+
+def test_payouts_for_a_tenant_without_any_unknown_or_with_more_than_a_page(
+    payouts: SqlAlchemyUnitOfWorkFactory,
+) -> None:
+    assert _run("payouts", "--tenant", "calm") == (0, "no payouts for tenant 'calm'\n")
+    code, output = _run("payouts", "--tenant", "nobody")
+    assert code == 2 and "unknown tenant 'nobody'" in output
+    with payouts() as uow:
+        for day in range(105):  # past the use case's 100 a page: the command asks for the next
+            payout = Payout(f"po{day:03}", date(2025, 1, 1) + timedelta(days=day), Decimal("1.00"), (f"q{day}",))
+            uow.snapshots.save_payout("calm", payout)
+        uow.commit()
+    code, output = _run("payouts", "--tenant", "calm", "--limit", "103")
+    ids = [line.split()[0] for line in output.splitlines()]
+    assert ids == [f"po{day:03}" for day in range(104, 1, -1)]
+    assert "NOT_SYNCED  deposit=-" in output.splitlines()[0]  # stored without a record: shown as never synced
 
 
 # --- emulator -------------------------------------------------------------------------------------------------

@@ -182,3 +182,112 @@ def test_section_8_settings_are_checked_against_the_emulated_company(emulated: E
         assert stub.GetConnection(c.GetConnectionRequest(), metadata=md).settings == updated
     finally:
         channel.close()
+
+
+# SPEC section 9's settings: where a payout's Deposit lands and where its chargebacks and adjustments go.
+SECTION_9 = ["payout_bank_account", "chargeback_account", "adjustment_account"]
+
+
+def test_update_settings_and_get_connection_round_trip_the_payout_settings(api: Admin, company: FakeQuickBooks) -> None:
+    _connect(api)
+    savings = company.add_list_entry(ListKind.ACCOUNT, "Payout savings", "Bank", "Savings")
+    losses = company.add_list_entry(ListKind.ACCOUNT, "Chargeback losses", "Other Expense")
+    reserve = company.add_list_entry(ListKind.ACCOUNT, "Processor reserve", "Other Current Asset")
+    unset = api.stub.GetConnection(c.GetConnectionRequest(), metadata=api.admin).settings
+    for name in SECTION_9:  # nothing stored yet: each is unset, not given a default over the wire
+        assert getattr(unset, name) == c.QuickBooksListRef(), name
+
+    wanted = c.Settings(
+        payout_bank_account=c.QuickBooksListRef(name=" payout SAVINGS "),
+        chargeback_account=c.QuickBooksListRef(id=losses),
+        adjustment_account=c.QuickBooksListRef(id=reserve, name="an old name"),
+        processing_fee_account=c.QuickBooksListRef(name="Checking"),  # wrong type, but not in the mask: ignored
+    )
+    updated = api.stub.UpdateSettings(
+        c.UpdateSettingsRequest(settings=wanted, update_mask=FieldMask(paths=SECTION_9)), metadata=api.admin
+    )
+    assert updated.payout_bank_account == c.QuickBooksListRef(id=savings, name="Payout savings")
+    assert updated.chargeback_account == c.QuickBooksListRef(id=losses, name="Chargeback losses")
+    assert updated.adjustment_account == c.QuickBooksListRef(id=reserve, name="Processor reserve")
+    assert updated.processing_fee_account == c.QuickBooksListRef()
+    assert api.stub.GetConnection(c.GetConnectionRequest(), metadata=api.admin).settings == updated
+
+    # With no mask, only what is filled in changes: A/R for chargebacks; the other two stay as stored.
+    receivable = c.QuickBooksListRef(name="Accounts Receivable (A/R)")
+    again = api.stub.UpdateSettings(
+        c.UpdateSettingsRequest(settings=c.Settings(chargeback_account=receivable)), metadata=api.admin
+    )
+    assert again.chargeback_account == c.QuickBooksListRef(id="3", name="Accounts Receivable (A/R)")
+    assert (again.payout_bank_account, again.adjustment_account) == (
+        updated.payout_bank_account,
+        updated.adjustment_account,
+    )
+
+    # Cleared through the mask: back to unset (its default applies on first use), the others untouched.
+    cleared = api.stub.UpdateSettings(
+        c.UpdateSettingsRequest(settings=c.Settings(), update_mask=FieldMask(paths=["adjustment_account"])),
+        metadata=api.admin,
+    )
+    assert cleared.adjustment_account == c.QuickBooksListRef()
+    assert cleared.payout_bank_account == updated.payout_bank_account
+    assert cleared.chargeback_account == again.chargeback_account
+    assert api.stub.GetConnection(c.GetConnectionRequest(), metadata=api.admin).settings == cleared
+
+
+def test_wrong_typed_payout_settings_are_invalid_argument_naming_each_and_nothing_is_stored(
+    api: Admin, company: FakeQuickBooks
+) -> None:
+    _connect(api)
+    company.add_list_entry(ListKind.ACCOUNT, "Sales of moves", "Income")
+    before = api.stub.UpdateSettings(
+        c.UpdateSettingsRequest(settings=c.Settings(payout_bank_account=c.QuickBooksListRef(name="Checking"))),
+        metadata=api.admin,
+    )
+    assert before.payout_bank_account == c.QuickBooksListRef(id="1", name="Checking")
+    bad = c.Settings(
+        payout_bank_account=c.QuickBooksListRef(name="Undeposited Funds"),  # Other Current Asset, not a bank
+        chargeback_account=c.QuickBooksListRef(name="Sales of moves"),  # income would hide the loss
+        adjustment_account=c.QuickBooksListRef(name="No such account"),  # any type, but it must exist
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        api.stub.UpdateSettings(c.UpdateSettingsRequest(settings=bad), metadata=api.admin)
+    assert _code(refused) is grpc.StatusCode.INVALID_ARGUMENT
+    found = _bad_fields(refused)
+    assert list(found) == [f"settings.{name}" for name in SECTION_9]
+    assert "is an Other Current Asset account; the payout bank account must be a Bank account" in (
+        found["settings.payout_bank_account"]
+    )
+    assert "the chargeback account must be an Accounts Receivable or Expense or Other Expense account" in (
+        found["settings.chargeback_account"]
+    )
+    assert "No such account" in found["settings.adjustment_account"]
+    assert api.stub.GetConnection(c.GetConnectionRequest(), metadata=api.admin).settings == before
+
+
+def test_payout_settings_are_checked_against_the_emulated_company(emulated: EmulatedServer) -> None:
+    """Through the real adapter: a bank account made in the company is found by name; a wrong type is refused."""
+    realm = f"realms/{emulated.realm_id}/records"
+    clearing = emulated.admin(
+        "POST", f"{realm}/Account", {"Name": "Processor clearing", "AccountType": "Bank", "AccountSubType": "Checking"}
+    )["Account"]
+    md = emulated.key("acme")
+    channel = grpc.insecure_channel(emulated.target)
+    try:
+        stub = connection_service_pb2_grpc.ConnectionServiceStub(channel)
+        wanted = c.Settings(payout_bank_account=c.QuickBooksListRef(name="processor clearing"))
+        updated = stub.UpdateSettings(c.UpdateSettingsRequest(settings=wanted), metadata=md)
+        assert updated.payout_bank_account == c.QuickBooksListRef(id=clearing["Id"], name="Processor clearing")
+        assert updated.chargeback_account == c.QuickBooksListRef()  # not sent: stays unset
+        assert stub.GetConnection(c.GetConnectionRequest(), metadata=md).settings == updated
+
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.UpdateSettings(
+                c.UpdateSettingsRequest(settings=c.Settings(chargeback_account=c.QuickBooksListRef(name="Services"))),
+                metadata=md,
+            )
+        assert _code(refused) is grpc.StatusCode.INVALID_ARGUMENT
+        said = _bad_fields(refused)["settings.chargeback_account"]
+        assert "is an Income account; the chargeback account must be an Accounts Receivable" in said
+        assert stub.GetConnection(c.GetConnectionRequest(), metadata=md).settings == updated
+    finally:
+        channel.close()

@@ -6,10 +6,10 @@ stored as JSON text (see `codec`); what is queried or ordered on has its own col
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import ForeignKeyConstraint, Index, Integer, MetaData, String, Text, UniqueConstraint, false
+from sqlalchemy import Date, ForeignKeyConstraint, Index, Integer, MetaData, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from adapters.persistence.sqlalchemy.columns import ExactDecimal, UtcDateTime
@@ -96,9 +96,13 @@ class CrmJobRow(Base):
 
 class PayoutRow(Base):
     __tablename__ = "payouts"
+    __table_args__ = (Index(None, "tenant_id", "arrival_date", "payout_id"),)  # list_payouts' order
 
     tenant_id: Mapped[str] = mapped_column(String, primary_key=True)
     payout_id: Mapped[str] = mapped_column(String, primary_key=True)
+    # The snapshot's arrival date again, to list by. Nullable only because migration 0007 added it to a
+    # table that may have had rows (it fills them in); every save writes it.
+    arrival_date: Mapped[date | None] = mapped_column(Date)
     data: Mapped[str] = mapped_column(Text)  # the Payout with its payment and refund ids, as JSON
 
 

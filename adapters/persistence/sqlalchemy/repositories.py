@@ -263,7 +263,12 @@ class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
     def save_payout(self, tenant_id: str, payout: Payout) -> None:
         self._upsert(
             PayoutRow,
-            {"tenant_id": tenant_id, "payout_id": payout.payout_id, "data": codec.payout_to_json(payout)},
+            {
+                "tenant_id": tenant_id,
+                "payout_id": payout.payout_id,
+                "arrival_date": payout.arrival_date,
+                "data": codec.payout_to_json(payout),
+            },
             ["tenant_id", "payout_id"],
         )
         # The assignment follows the stored payout: payments it no longer lists leave it. A listed payment
@@ -291,6 +296,19 @@ class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
             )
         )
         return None if row is None else row.payout_id
+
+    def list_payouts(self, tenant_id: str, *, offset: int, limit: int) -> list[Payout]:
+        # Ids compare by code point, as Python's str does: SQLite's BINARY collation does so already,
+        # PostgreSQL's database collation (en_US.UTF-8, say) need not.
+        payout_id = PayoutRow.payout_id.collate("C") if self.dialect == "postgresql" else PayoutRow.payout_id
+        rows = self._fresh(
+            select(PayoutRow)
+            .where(PayoutRow.tenant_id == tenant_id)
+            .order_by(PayoutRow.arrival_date.desc(), payout_id.desc())
+            .offset(offset)
+            .limit(limit)
+        )
+        return [codec.payout_from_json(row.data) for row in rows]
 
 class SqlAlchemySyncRecordRepository(SqlRepository, SyncRecordRepository):
     def get(self, tenant_id: str, entity: EntityRef) -> SyncRecord | None:
