@@ -107,6 +107,9 @@ class AccountingError(QbsyncError):
 
     reason = "QUICKBOOKS_ERROR"
     retryable = False
+    # False for an attempt that found only that another job must run first: it is tried again later
+    # without using up the job's allowance of attempts (see SyncWorker._failed).
+    uses_attempt = True
 
 
 class AccountingUnavailableError(AccountingError):
@@ -238,6 +241,7 @@ class PayoutWaitingError(AccountingError):
 
     reason = "PAYOUT_WAITING_FOR_PAYMENTS"
     retryable = True
+    uses_attempt = False  # the payments' jobs may be in a long backoff of their own (an outage)
 
 
 class ReconnectRequiredError(AccountingError):

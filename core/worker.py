@@ -32,6 +32,10 @@ from core.sync_engine import SyncEngine
 
 log = logging.getLogger(__name__)
 
+# How many attempts a job may spend waiting for other jobs (a payout for its payments) before it fails
+# anyway: with the backoff's 10-minute cap, many hours — the other job ends long before, SUCCEEDED or FAILED.
+MAX_WAITING_ATTEMPTS = 100
+
 
 class SyncWorker:
     """Runs queued sync jobs. While a job runs, its lease is extended every `lease / 3` (`LeaseHeartbeat`),
@@ -125,6 +129,8 @@ class SyncWorker:
             if current is None:
                 return job
             now = self._clock.now()
+            if isinstance(exc, AccountingError) and not exc.uses_attempt and current.attempts < MAX_WAITING_ATTEMPTS:
+                current.max_attempts += 1  # it waited for another job: that was no attempt of its own
             final = not error.retryable or current.attempts >= current.max_attempts
             current.error = error
             current.update_time = now

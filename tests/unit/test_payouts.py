@@ -367,6 +367,19 @@ def test_the_payout_job_waits_retryably_while_its_payment_job_has_not_run(h: Har
     assert [line.txn_id for line in the_deposit(h.qbo()).lines] == [qbo_id(h, "p1")]
 
 
+def test_waiting_for_its_payments_uses_up_none_of_the_payout_jobs_attempts(h: Harness) -> None:
+    own = h.service.sync_payment(h.principal(), OPP_ANN, payment("p1", "300.00"))
+    job = h.service.sync_payout(h.principal(), payout("po1", "300.00", "p1"))
+    set_next_attempt(h, own, T + timedelta(days=365))  # the payment's job in a long backoff (an outage)
+    for _ in range(job.max_attempts + 3):  # more rounds than the job has attempts
+        waited = h.worker.run_next("w1")
+        assert waited is not None and waited.job_id == job.job_id
+        assert waited.state is SyncJobState.PENDING
+    set_next_attempt(h, own, None)
+    h.worker.drain()
+    assert ended(h, job).state is SyncJobState.SUCCEEDED
+
+
 def test_a_payment_whose_sync_failed_fails_the_payout_for_good(h: Harness) -> None:
     failing_payment_writes(h)
     h.service.sync_payment(h.principal(), OPP_ANN, payment("p1", "300.00"))
