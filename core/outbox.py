@@ -118,8 +118,8 @@ class Outbox:
             raise ValidationError(
                 [FieldViolation(f"{path}.payment_id", f"payment {payment.payment_id} belongs to another opportunity")]
             )
-        if known is not None and known.payment.amount != payment.amount:
-            _refuse_changing_deposited(uow, tenant, payment.payment_id, path)
+        if known is not None:
+            _refuse_changing_deposited(uow, tenant, known.payment, payment, path)
         merged = payment.with_refunds_merged(known.payment if known else None)
         violations = refunds_within_payment(merged, path)
         for i, refund in enumerate(payment.refunds):
@@ -146,17 +146,33 @@ def mark_pending(uow: UnitOfWork, tenant: str, refs: list[EntityRef], *, keep_er
         uow.sync_records.save(record)
 
 
-def _refuse_changing_deposited(uow: UnitOfWork, tenant: str, payment_id: str, path: str) -> None:
-    """SPEC §9: a payment in a payout is in a bank deposit, which must keep matching the bank: its amount
-    cannot change (QuickBooks refuses too) until the payout is resynced without it."""
-    payout_id = uow.snapshots.payout_of_payment(tenant, payment_id)
-    if payout_id is not None:
-        raise FailedPreconditionError(
-            f"payment {payment_id} is deposited in payout {payout_id}: its amount cannot change while it is; "
-            f"resync payout {payout_id} without it first",
-            metadata={"payment_id": payment_id, "payout_id": payout_id, "field": f"{path}.amount"},
-            reason=PAYMENT_DEPOSITED,
-        )
+def _refuse_changing_deposited(uow: UnitOfWork, tenant: str, known: Payment, payment: Payment, path: str) -> None:
+    """SPEC §9: a payment in a payout is in a bank deposit, which must keep matching the bank: its amount, and
+    that of a refund the payout nets, cannot change (QuickBooks refuses the first too) until the payout is
+    resynced without it. (A refund netted by a later payout than its payment's is not found here: no index
+    maps refunds to payouts.)"""
+    earlier = {r.refund_id: r.amount for r in known.refunds}
+    resized = [(i, r) for i, r in enumerate(payment.refunds) if earlier.get(r.refund_id, r.amount) != r.amount]
+    if known.amount == payment.amount and not resized:
+        return
+    payout_id = uow.snapshots.payout_of_payment(tenant, payment.payment_id)
+    if payout_id is None:
+        return
+    if known.amount != payment.amount:
+        field, what = f"{path}.amount", f"payment {payment.payment_id}"
+    else:
+        payout = uow.snapshots.get_payout(tenant, payout_id)
+        netted = [(i, r) for i, r in resized if payout is not None and r.refund_id in payout.refund_ids]
+        if not netted:
+            return
+        i, refund = netted[0]
+        field, what = f"{path}.refunds[{i}].amount", f"refund {refund.refund_id}"
+    raise FailedPreconditionError(
+        f"{what} is deposited in payout {payout_id}: its amount cannot change while it is; "
+        f"resync payout {payout_id} without it first",
+        metadata={"payment_id": payment.payment_id, "payout_id": payout_id, "field": field},
+        reason=PAYMENT_DEPOSITED,
+    )
 
 
 def _same_request(earlier: SyncJob, fingerprint: str, request_id: str) -> SyncJob:

@@ -581,3 +581,17 @@ def test_two_jobs_of_one_payout_never_run_at_once(h: Harness) -> None:
     later = claim(h, "w2")
     assert later is not None and later.job_id == other.job_id
     assert claim(h, "w3") is None
+
+
+def test_a_netted_refunds_amount_cannot_change_while_its_payout_nets_it(h: Harness) -> None:
+    synced(h, payment("p1", "300.00", refund("r1", "50.00"), refund("r2", "10.00")))
+    h.service.sync_payout(h.principal(), payout("po1", "250.00", "p1", refund_ids=("r1",)))
+    h.worker.drain()
+    bigger = payment("p1", "300.00", refund("r1", "60.00"), refund("r2", "10.00"))
+    error = refused(lambda: h.service.sync_payment(h.principal(), OPP_ANN, bigger))
+    assert error.reason == "PAYMENT_DEPOSITED"
+    assert (error.metadata["payout_id"], error.metadata["field"]) == ("po1", "payment.refunds[0].amount")
+    # A refund the payout does not net may change: the deposit does not hold it.
+    changed = h.service.sync_payment(h.principal(), OPP_ANN, payment("p1", "300.00", refund("r2", "12.00")))
+    h.worker.drain()
+    assert ended(h, changed).state is SyncJobState.SUCCEEDED
