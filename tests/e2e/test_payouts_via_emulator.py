@@ -281,8 +281,8 @@ def test_a_card_payout_with_fees_and_a_refund_is_one_deposit_and_moves_the_money
     assert account_lines(deposit) == {checking: D("-50.00"), fees: D("-14.00")}
     assert "/payout/po-1]" in deposit["PrivateNote"]  # R7's marker: a lost answer is found again
 
-    # Checking: -50 (the refund) + 436 (the deposit) + 50 (the refund line takes the refund back out of
-    # the expense it was paid as) = 436, what reached the bank; the payments left Undeposited Funds.
+    # Checking: -50 (the refund, as synced) + 436 (the deposit) + 50 (its refund line: the processor paid
+    # the refund out of the payout, not the bank) = 436, what reached the bank; the refund counts once.
     assert company.balance("Checking") == D("436.00")
     assert company.balance("Undeposited Funds") == D("0.00")
     assert company.deposited() == {p1: deposit["Id"], p2: deposit["Id"]}
@@ -319,6 +319,7 @@ def test_a_payout_of_a_payment_not_synced_yet_syncs_it_first_and_once(company: C
     accepted = company.send_payout(payout("po-1", "300.00", ["p1"]))  # no worker ran in between
     assert company.records("Payment") == []
     assert company.status(r.ENTITY_TYPE_PAYMENT, "p1").state == r.SYNC_STATE_PENDING
+    assert company.status(r.ENTITY_TYPE_PAYOUT, "po-1").state == r.SYNC_STATE_PENDING
 
     done = company.settle(accepted.name)
     assert done.state == r.SyncJob.STATE_SUCCEEDED, done.error.message
