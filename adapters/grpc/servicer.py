@@ -41,7 +41,7 @@ class _Accept(Protocol):
     ) -> SyncJob: ...
 
 
-def _accept(req: convert.SyncRequest, use_case: _Accept) -> resources_pb2.SyncJob:
+def _accept(req: convert.SyncRequest | convert.PayoutRequest, use_case: _Accept) -> resources_pb2.SyncJob:
     """Calls `use_case` with what every sync request carries besides its records."""
     job = use_case(req.request_id, currencies=req.currencies, conversion_violations=req.violations)
     return convert.sync_job_to_proto(job)
@@ -97,6 +97,12 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
         )
         req = convert.job_request_from_proto(request)
         return _accept(req, partial(use_case, current_principal(), req.opportunity, req.job, req.payments))
+
+    def SyncPayout(
+        self, request: sync_service_pb2.SyncPayoutRequest, context: grpc.ServicerContext
+    ) -> resources_pb2.SyncJob:
+        req = convert.payout_request_from_proto(request)
+        return _accept(req, partial(self._service.sync_payout, current_principal(), req.payout))
 
     def RetrySync(
         self, request: sync_service_pb2.RetrySyncRequest, context: grpc.ServicerContext

@@ -56,6 +56,11 @@ class SyncServiceStub:
                 request_serializer=qbsync_dot_v1_dot_sync__service__pb2.SyncInvoiceRequest.SerializeToString,
                 response_deserializer=qbsync_dot_v1_dot_resources__pb2.SyncJob.FromString,
                 _registered_method=True)
+        self.SyncPayout = channel.unary_unary(
+                '/qbsync.v1.SyncService/SyncPayout',
+                request_serializer=qbsync_dot_v1_dot_sync__service__pb2.SyncPayoutRequest.SerializeToString,
+                response_deserializer=qbsync_dot_v1_dot_resources__pb2.SyncJob.FromString,
+                _registered_method=True)
         self.GetSyncJob = channel.unary_unary(
                 '/qbsync.v1.SyncService/GetSyncJob',
                 request_serializer=qbsync_dot_v1_dot_sync__service__pb2.GetSyncJobRequest.SerializeToString,
@@ -121,6 +126,17 @@ class SyncServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SyncPayout(self, request, context):
+        """Accepts a payout (SPEC §9): the processor's transfer (or a cash deposit slip) of payments already
+        sent with SyncPayment, less its refunds, fees and chargebacks, plus its adjustments; its amount must
+        be that sum. Queues the sync of each listed payment not yet in QuickBooks, then syncs or resyncs
+        the payout as one QuickBooks Deposit. Returns at once with a PENDING job. A payment in another
+        payout, or one never sent, is FAILED_PRECONDITION and nothing is stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetSyncJob(self, request, context):
         """Returns one sync job.
         """
@@ -180,6 +196,11 @@ def add_SyncServiceServicer_to_server(servicer, server):
             'SyncInvoice': grpc.unary_unary_rpc_method_handler(
                     servicer.SyncInvoice,
                     request_deserializer=qbsync_dot_v1_dot_sync__service__pb2.SyncInvoiceRequest.FromString,
+                    response_serializer=qbsync_dot_v1_dot_resources__pb2.SyncJob.SerializeToString,
+            ),
+            'SyncPayout': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncPayout,
+                    request_deserializer=qbsync_dot_v1_dot_sync__service__pb2.SyncPayoutRequest.FromString,
                     response_serializer=qbsync_dot_v1_dot_resources__pb2.SyncJob.SerializeToString,
             ),
             'GetSyncJob': grpc.unary_unary_rpc_method_handler(
@@ -299,6 +320,33 @@ class SyncService:
             target,
             '/qbsync.v1.SyncService/SyncInvoice',
             qbsync_dot_v1_dot_sync__service__pb2.SyncInvoiceRequest.SerializeToString,
+            qbsync_dot_v1_dot_resources__pb2.SyncJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncPayout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qbsync.v1.SyncService/SyncPayout',
+            qbsync_dot_v1_dot_sync__service__pb2.SyncPayoutRequest.SerializeToString,
             qbsync_dot_v1_dot_resources__pb2.SyncJob.FromString,
             options,
             channel_credentials,

@@ -51,6 +51,13 @@ class SyncServiceStub:
     """
     SyncInvoice: _grpc.UnaryUnaryMultiCallable[_sync_service_pb2.SyncInvoiceRequest, _resources_pb2.SyncJob]
     """Syncs or resyncs the invoice of a completed job on demand. Returns at once with a PENDING job."""
+    SyncPayout: _grpc.UnaryUnaryMultiCallable[_sync_service_pb2.SyncPayoutRequest, _resources_pb2.SyncJob]
+    """Accepts a payout (SPEC §9): the processor's transfer (or a cash deposit slip) of payments already
+    sent with SyncPayment, less its refunds, fees and chargebacks, plus its adjustments; its amount must
+    be that sum. Queues the sync of each listed payment not yet in QuickBooks, then syncs or resyncs
+    the payout as one QuickBooks Deposit. Returns at once with a PENDING job. A payment in another
+    payout, or one never sent, is FAILED_PRECONDITION and nothing is stored.
+    """
     GetSyncJob: _grpc.UnaryUnaryMultiCallable[_sync_service_pb2.GetSyncJobRequest, _resources_pb2.SyncJob]
     """Returns one sync job."""
     WatchSyncJob: _grpc.UnaryStreamMultiCallable[_sync_service_pb2.GetSyncJobRequest, _resources_pb2.SyncJob]
@@ -88,6 +95,13 @@ class SyncServiceAsyncStub(SyncServiceStub):
     """
     SyncInvoice: _aio.UnaryUnaryMultiCallable[_sync_service_pb2.SyncInvoiceRequest, _resources_pb2.SyncJob]  # type: ignore[assignment]
     """Syncs or resyncs the invoice of a completed job on demand. Returns at once with a PENDING job."""
+    SyncPayout: _aio.UnaryUnaryMultiCallable[_sync_service_pb2.SyncPayoutRequest, _resources_pb2.SyncJob]  # type: ignore[assignment]
+    """Accepts a payout (SPEC §9): the processor's transfer (or a cash deposit slip) of payments already
+    sent with SyncPayment, less its refunds, fees and chargebacks, plus its adjustments; its amount must
+    be that sum. Queues the sync of each listed payment not yet in QuickBooks, then syncs or resyncs
+    the payout as one QuickBooks Deposit. Returns at once with a PENDING job. A payment in another
+    payout, or one never sent, is FAILED_PRECONDITION and nothing is stored.
+    """
     GetSyncJob: _aio.UnaryUnaryMultiCallable[_sync_service_pb2.GetSyncJobRequest, _resources_pb2.SyncJob]  # type: ignore[assignment]
     """Returns one sync job."""
     WatchSyncJob: _aio.UnaryStreamMultiCallable[_sync_service_pb2.GetSyncJobRequest, _resources_pb2.SyncJob]  # type: ignore[assignment]
@@ -140,6 +154,19 @@ class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.SyncJob, _abc.Awaitable[_resources_pb2.SyncJob]]:
         """Syncs or resyncs the invoice of a completed job on demand. Returns at once with a PENDING job."""
+
+    @_abc_1.abstractmethod
+    def SyncPayout(
+        self,
+        request: _sync_service_pb2.SyncPayoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.SyncJob, _abc.Awaitable[_resources_pb2.SyncJob]]:
+        """Accepts a payout (SPEC §9): the processor's transfer (or a cash deposit slip) of payments already
+        sent with SyncPayment, less its refunds, fees and chargebacks, plus its adjustments; its amount must
+        be that sum. Queues the sync of each listed payment not yet in QuickBooks, then syncs or resyncs
+        the payout as one QuickBooks Deposit. Returns at once with a PENDING job. A payment in another
+        payout, or one never sent, is FAILED_PRECONDITION and nothing is stored.
+        """
 
     @_abc_1.abstractmethod
     def GetSyncJob(

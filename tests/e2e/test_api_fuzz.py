@@ -283,6 +283,32 @@ def job_requests(
     return kind(opportunity=opportunity, job=job, payments=listed, request_id=draw(REQUEST_IDS))
 
 
+@st.composite
+def payout_requests(draw: st.DrawFn) -> s.SyncPayoutRequest:
+    """Payment ids as payments() makes them, so that some name payments a plausible SyncPayment stored; the
+    amount seldom equals the parts (INVALID_ARGUMENT), which is also a plausible mistake."""
+    payment_ids = draw(
+        st.lists(st.sampled_from([f"{o}-p{n}" for o in sorted(OPPORTUNITIES) for n in (1, 2, 3)]), max_size=3)
+    )
+    refund_ids = draw(st.lists(st.sampled_from([f"{p}-r{n}" for p in payment_ids for n in (0, 1)]), max_size=2)
+                      if payment_ids else st.just([]))
+    adjustments = draw(st.lists(st.builds(r.PayoutAdjustment, amount=cents(-5000, 5000),
+                                          memo=st.sampled_from(["", "reserve"])), max_size=2))
+    payout = r.Payout(
+        payout_id=f"po-{draw(st.integers(1, 3))}",
+        arrival_date=Date(year=2026, month=3, day=draw(st.integers(1, 28))),
+        amount=draw(cents(1, 300_000)),
+        payment_ids=payment_ids,
+        refund_ids=refund_ids,
+        adjustments=adjustments,
+    )
+    if draw(st.booleans()):
+        payout.fees.CopyFrom(draw(cents(0, 5000)))
+    if draw(st.booleans()):
+        payout.chargebacks.CopyFrom(draw(cents(0, 5000)))
+    return s.SyncPayoutRequest(payout=payout, request_id=draw(REQUEST_IDS))
+
+
 ENTITIES = st.builds(
     r.EntityRef,
     type=st.sampled_from([v for v in r.EntityType.values() if v]),
@@ -294,6 +320,7 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Message]] = {
     "SyncPayment": payment_requests(),
     "CloseOutJob": job_requests(s.CloseOutJobRequest),
     "SyncInvoice": job_requests(s.SyncInvoiceRequest),
+    "SyncPayout": payout_requests(),
     "GetSyncJob": st.builds(s.GetSyncJobRequest, name=JOB_NAMES),
     "WatchSyncJob": st.builds(s.GetSyncJobRequest, name=JOB_NAMES),
     "GetSyncStatus": st.builds(s.GetSyncStatusRequest, entity=ENTITIES),
@@ -444,6 +471,7 @@ def fuzz_method(method: str) -> Callable[[LiveApi], None]:
 test_random_SyncPayment_requests_are_never_our_error = fuzz_method("SyncPayment")
 test_random_CloseOutJob_requests_are_never_our_error = fuzz_method("CloseOutJob")
 test_random_SyncInvoice_requests_are_never_our_error = fuzz_method("SyncInvoice")
+test_random_SyncPayout_requests_are_never_our_error = fuzz_method("SyncPayout")
 test_random_GetSyncJob_requests_are_never_our_error = fuzz_method("GetSyncJob")
 test_random_WatchSyncJob_requests_are_never_our_error = fuzz_method("WatchSyncJob")
 test_random_GetSyncStatus_requests_are_never_our_error = fuzz_method("GetSyncStatus")

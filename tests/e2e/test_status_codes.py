@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.rpc import error_details_pb2
+from google.type.date_pb2 import Date
 from grpc_status import rpc_status
 
 from adapters.grpc.server import SYNC_SERVICE_NAME
@@ -34,9 +35,15 @@ from qbsync.v1 import connection_service_pb2 as cs
 from qbsync.v1 import connection_service_pb2_grpc, sync_service_pb2_grpc
 from qbsync.v1 import resources_pb2 as r
 from qbsync.v1 import sync_service_pb2 as s
-from tests.e2e.test_sync_service import job, opportunity, payment
+from tests.e2e.test_sync_service import job, money, opportunity, payment
 
 MAX_TRAILER_BYTES = 8 * 1024
+
+
+def payout(payout_id: str, payment_ids: list[str], amount: str = "500.00") -> r.Payout:
+    return r.Payout(
+        payout_id=payout_id, arrival_date=Date(year=2026, month=1, day=5), amount=money(amount), payment_ids=payment_ids
+    )
 
 
 @dataclass
@@ -181,6 +188,8 @@ def every_rpc(api: Api, md: list[tuple[str, str]]) -> list[tuple[str, object]]:
             s.CloseOutJobRequest(opportunity=opportunity(), job=job("job-2")), metadata=md)),
         ("SyncInvoice", lambda: api.stub.SyncInvoice(
             s.SyncInvoiceRequest(opportunity=opportunity(), job=job("job-2")), metadata=md)),
+        ("SyncPayout", lambda: api.stub.SyncPayout(s.SyncPayoutRequest(payout=payout("po-1", ["pay-1"])),
+                                                   metadata=md)),
         ("GetSyncJob", lambda: api.stub.GetSyncJob(s.GetSyncJobRequest(name="syncJobs/x"), metadata=md)),
         ("WatchSyncJob", lambda: list(api.stub.WatchSyncJob(s.GetSyncJobRequest(name="syncJobs/x"), metadata=md))),
         ("GetSyncStatus", lambda: api.stub.GetSyncStatus(s.GetSyncStatusRequest(entity=ref), metadata=md)),

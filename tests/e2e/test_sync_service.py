@@ -301,11 +301,22 @@ def test_without_the_permission_bad_input_is_permission_denied_not_invalid_argum
     bad_invoice = s.SyncInvoiceRequest(
         opportunity=opportunity(), job=_unconvertible_job(), payments=[_unconvertible_payment()]
     )
+    # A day that does not exist (conversion refuses it) and fees that are not cents (validation does).
+    bad_payout = s.SyncPayoutRequest(
+        payout=r.Payout(
+            payout_id="po-1",
+            arrival_date=Date(year=2026, month=2, day=30),
+            amount=money("100.00"),
+            payment_ids=["pay-1"],
+            fees=money("0.001"),
+        )
+    )
     no_entity = r.EntityRef()  # no type, no id: conversion refuses both
     calls: dict[str, tuple[Callable[[list[tuple[str, str]]], object], list[tuple[str, str]]]] = {
         "SyncPayment": (lambda md: server.stub.SyncPayment(bad_payment, metadata=md), reader),
         "CloseOutJob": (lambda md: server.stub.CloseOutJob(bad_close_out, metadata=md), reader),
         "SyncInvoice": (lambda md: server.stub.SyncInvoice(bad_invoice, metadata=md), reader),
+        "SyncPayout": (lambda md: server.stub.SyncPayout(bad_payout, metadata=md), reader),
         "GetSyncStatus": (
             lambda md: server.stub.GetSyncStatus(s.GetSyncStatusRequest(entity=no_entity), metadata=md),
             syncer,

@@ -87,11 +87,14 @@ def every_call(channel: grpc.Channel) -> dict[str, Callable[[], object]]:
     job = r.Job(job_id="j-1", number="J-1", service_date=Date(year=2026, month=1, day=2), lines=[line])
     ref = r.EntityRef(type=r.ENTITY_TYPE_PAYMENT, id="p-1")
     name = s.GetSyncJobRequest(name="syncJobs/1")
+    payout = r.Payout(payout_id="po-1", arrival_date=Date(year=2026, month=1, day=5),
+                      amount=Money(currency_code="USD", units=10), payment_ids=["p-1"])
     return {
         "SyncPayment": lambda: sync.SyncPayment(s.SyncPaymentRequest(opportunity=opportunity(), payment=pay),
                                                 metadata=MD),
         "CloseOutJob": lambda: sync.CloseOutJob(s.CloseOutJobRequest(opportunity=opportunity(), job=job), metadata=MD),
         "SyncInvoice": lambda: sync.SyncInvoice(s.SyncInvoiceRequest(opportunity=opportunity(), job=job), metadata=MD),
+        "SyncPayout": lambda: sync.SyncPayout(s.SyncPayoutRequest(payout=payout), metadata=MD),
         "GetSyncJob": lambda: sync.GetSyncJob(name, metadata=MD),
         "WatchSyncJob": lambda: list(sync.WatchSyncJob(name, metadata=MD)),
         "GetSyncStatus": lambda: sync.GetSyncStatus(s.GetSyncStatusRequest(entity=ref), metadata=MD),
