@@ -13,11 +13,12 @@ from injector import Injector
 from core.auth import ApiKeys, parse_permissions
 from core.connection import PRODUCTION, SANDBOX
 from core.connections_service import ConnectionService
-from core.errors import ValidationError
+from core.errors import StorageUnavailableError, ValidationError
 from core.ports import UnitOfWorkFactory
 from qbsync.bootstrap import bootstrap
 from qbsync.config import ROLES, ConfigError, Settings
 from qbsync.operator_commands import COMMANDS
+from qbsync.tls import check_listen_is_safe, load_server_tls
 
 ALL_PERMISSIONS = "sync,read,quickbooks.view,admin"
 DEMO_TENANT = "demo"
@@ -55,8 +56,21 @@ class _Commands(click.Group):
         except ListenError as exc:
             raise ConfigurationProblem(f"{exc}; choose another address with --listen or QBSYNC_LISTEN") from exc
         except OperationalError as exc:  # the URL parsed, but there is no database there (or no way in)
-            reason = str(exc.orig or exc).strip().splitlines()[0]  # the driver's words; never the password
-            raise click.ClickException(f"cannot reach the database of QBSYNC_DATABASE_URL: {reason}") from exc
+            raise click.ClickException(
+                f"cannot reach the database of QBSYNC_DATABASE_URL: {_driver_says(exc)}"
+            ) from exc
+        except StorageUnavailableError as exc:  # down, or never migrated (the cause says which)
+            raise click.ClickException(
+                f"the database of QBSYNC_DATABASE_URL is unavailable ({_driver_says(exc.__cause__ or exc)}); "
+                "is it up, and has `qbsync migrate` run?"
+            ) from exc
+
+
+def _driver_says(error: BaseException) -> str:
+    """The first line of the database driver's own message: SQLAlchemy's would quote the statement and its
+    parameters (key hashes, encrypted tokens); a driver's names the host, never the password."""
+    cause = getattr(error, "orig", None) or error
+    return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
 
 
 def _settings() -> Settings:
@@ -136,6 +150,8 @@ def demo(listen: str | None, insecure: bool) -> None:
     """Migrates a local database, connects a `demo` tenant to the bundled QuickBooks emulator (unless it has
     a real connection), creates a key for it, prints a first call, and serves."""
     settings = _override(_settings(), listen, None, insecure=insecure)
+    check_listen_is_safe(settings)  # before a key is made for a server that would refuse to start
+    load_server_tls(settings)
     _migrate(settings)
     injector = bootstrap(settings=settings)
     emulator_note = _connect_demo_to_emulator(injector)

@@ -280,6 +280,53 @@ def test_cli_serves_tls_and_mtls_and_says_so(tmp_path: Path, pki: Pki) -> None:
     assert "BEGIN" not in stderr  # no PEM, least of all the private key, reaches a log line
 
 
+def test_the_first_call_over_mtls_to_the_demo(tmp_path: Path, pki: Pki) -> None:
+    """`make run` with TLS settings, then the README's first call with its TLS options."""
+    env = _env(
+        tmp_path,
+        QBSYNC_DATA_DIR=str(tmp_path),
+        QBSYNC_WORKERS="1",
+        QBSYNC_TLS_CERT=str(pki.server.cert),
+        QBSYNC_TLS_KEY=str(pki.server.key),
+        QBSYNC_TLS_CLIENT_CA=str(pki.ca),
+    )
+    demo = subprocess.Popen(
+        [*QBSYNC, "demo", "--listen", "localhost:0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert demo.stdout is not None
+        banner = ""
+        while "-m qbsync.first_call" not in banner:
+            line = demo.stdout.readline()
+            assert line, f"demo exited early: {demo.stderr.read() if demo.stderr else ''}"
+            banner += line
+        command = re.search(r"first_call --target (\S+) --key (\S+) --tls-ca", banner)
+        assert command, banner
+        first_call = [
+            sys.executable,
+            "-m",
+            "qbsync.first_call",
+            "--target",
+            command.group(1),
+            "--key",
+            command.group(2),
+        ]
+        tls = ["--tls-ca", str(pki.ca)]
+        call = subprocess.run(
+            [*first_call, *tls, "--tls-cert", str(pki.client.cert), "--tls-key", str(pki.client.key)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert call.returncode == 0, call.stderr
+        assert "STATE_SUCCEEDED" in call.stdout and "View in QuickBooks: https://" in call.stdout
+        refused = subprocess.run([*first_call, *tls], capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "UNAVAILABLE" in refused.stderr  # no client certificate
+    finally:
+        demo.terminate()
+        demo.communicate(timeout=30)
+
+
 def test_cli_refuses_plaintext_beyond_loopback_unless_insecure(tmp_path: Path) -> None:
     env = _env(tmp_path)
     subprocess.run([*QBSYNC, "migrate"], env=env, check=True, capture_output=True, timeout=60)
@@ -311,35 +358,36 @@ def test_cli_refuses_a_taken_port(tmp_path: Path) -> None:
 
 def test_cli_configuration_mistakes_are_one_line_naming_the_variable(tmp_path: Path, pki: Pki) -> None:
     missing = tmp_path / "no-such.pem"
-    mistakes: list[tuple[dict[str, str], list[str], str]] = [
-        ({"QBSYNC_WORKERS": "four"}, ["QBSYNC_WORKERS", "'four'", "whole number"], "serve"),
-        ({"QBSYNC_WORKERS": "-2"}, ["QBSYNC_WORKERS", "negative"], "serve"),
-        ({"QBSYNC_LEASE_SECONDS": "soon"}, ["QBSYNC_LEASE_SECONDS", "number"], "serve"),
-        ({"QBSYNC_ROLE": "db"}, ["QBSYNC_ROLE", "api, worker, all"], "serve"),
-        ({"QBSYNC_DATABASE_URL": "not a url"}, ["QBSYNC_DATABASE_URL", "sqlite:///"], "migrate"),
-        ({"QBSYNC_DATABASE_URL": "mysql://u:hunter2@db/x"}, ["QBSYNC_DATABASE_URL", "'mysql'"], "migrate"),
-        ({"QBSYNC_LISTEN": "50051"}, ["QBSYNC_LISTEN", "host:port"], "serve"),
-        ({"QBSYNC_INSECURE": "perhaps"}, ["QBSYNC_INSECURE", "'perhaps'"], "serve"),
+    serving = ["serve", "--listen", "127.0.0.1:0"]
+    mistakes: list[tuple[dict[str, str], list[str], list[str]]] = [
+        ({"QBSYNC_WORKERS": "four"}, ["QBSYNC_WORKERS", "'four'", "whole number"], serving),
+        ({"QBSYNC_WORKERS": "-2"}, ["QBSYNC_WORKERS", "negative"], serving),
+        ({"QBSYNC_LEASE_SECONDS": "soon"}, ["QBSYNC_LEASE_SECONDS", "number"], serving),
+        ({"QBSYNC_ROLE": "db"}, ["QBSYNC_ROLE", "api, worker, all"], serving),
+        ({"QBSYNC_DATABASE_URL": "not a url"}, ["QBSYNC_DATABASE_URL", "sqlite:///"], ["migrate"]),
+        ({"QBSYNC_DATABASE_URL": "mysql://u:hunter2@db/x"}, ["QBSYNC_DATABASE_URL", "'mysql'"], ["migrate"]),
+        ({"QBSYNC_LISTEN": "50051"}, ["QBSYNC_LISTEN", "host:port"], ["serve"]),
+        ({"QBSYNC_INSECURE": "perhaps"}, ["QBSYNC_INSECURE", "'perhaps'"], serving),
         (
             {"QBSYNC_TLS_CERT": str(missing), "QBSYNC_TLS_KEY": str(pki.server.key)},
             ["QBSYNC_TLS_CERT", str(missing)],
-            "serve",
+            serving,
         ),
-        ({"QBSYNC_TLS_CERT": str(pki.server.cert)}, ["QBSYNC_TLS_KEY", "must be set"], "serve"),
+        ({"QBSYNC_TLS_CERT": str(pki.server.cert)}, ["QBSYNC_TLS_KEY", "must be set"], serving),
         (
             {"QBSYNC_TLS_CERT": str(pki.server.key), "QBSYNC_TLS_KEY": str(pki.server.key)},
             ["QBSYNC_TLS_CERT", "no PEM certificate"],
-            "serve",
+            serving,
         ),
         (
             {"QBSYNC_TLS_CERT": str(pki.server.cert), "QBSYNC_TLS_KEY": str(pki.client.key)},
             ["QBSYNC_TLS_KEY", "not the key of"],
-            "serve",
+            serving,
         ),
         (
             {"QBSYNC_TLS_CERT": str(pki.server.cert), "QBSYNC_TLS_KEY": str(pki.server.cert)},
             ["QBSYNC_TLS_KEY", "private key"],
-            "serve",
+            serving,
         ),
         (
             {
@@ -348,16 +396,17 @@ def test_cli_configuration_mistakes_are_one_line_naming_the_variable(tmp_path: P
                 "QBSYNC_TLS_CLIENT_CA": str(missing),
             },
             ["QBSYNC_TLS_CLIENT_CA", "cannot be read"],
-            "serve",
+            serving,
         ),
+        # Every command, not only serve, reads the configuration the same way.
+        ({"QBSYNC_WORKERS": "four"}, ["QBSYNC_WORKERS"], ["keys", "create", "--tenant", "acme"]),
+        ({"QBSYNC_LEASE_SECONDS": "inf"}, ["QBSYNC_LEASE_SECONDS", "finite"], ["errors", "--tenant", "acme"]),
+        ({}, ["QBSYNC_LISTEN", "--insecure"], ["demo", "--listen", "0.0.0.0:0"]),
     ]
     migrated = _env(tmp_path)
     subprocess.run([*QBSYNC, "migrate"], env=migrated, check=True, capture_output=True, timeout=60)
-    for extra, words, command in mistakes:
-        line = _refused(
-            [command, "--listen", "127.0.0.1:0"] if command == "serve" and "QBSYNC_LISTEN" not in extra else [command],
-            {**migrated, **extra},
-        )
+    for extra, words, args in mistakes:
+        line = _refused(args, {**migrated, **extra})
         assert line.startswith("Error: configuration: ")
         for word in words:
             assert word in line, (extra, line)
@@ -375,6 +424,15 @@ def test_cli_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert "QBSYNC_DATABASE_URL" in done.stderr and "hunter2" not in done.stderr
+
+    # A database that was never migrated: said so, with what to do.
+    fresh = _env(tmp_path, QBSYNC_DATABASE_URL=f"sqlite:///{tmp_path / 'fresh.db'}")
+    done = subprocess.run(
+        [*QBSYNC, "keys", "create", "--tenant", "acme"], env=fresh, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "Error: the database of QBSYNC_DATABASE_URL is unavailable (no such table" in done.stderr
+    assert "`qbsync migrate`" in done.stderr
 
 
 def test_cli_version() -> None:
