@@ -220,8 +220,8 @@ def _serve(settings: Settings, banner: str | None, note: str = "") -> None:
         click.echo(
             f"\nYour demo API key (tenant '{DEMO_TENANT}', all permissions):\n\n  {banner}\n\n"
             f"Make a first call from another terminal:\n\n"
-            f"  .venv/bin/python -m qbsync.first_call --target {host}:{port} --key {banner}"
-            f"{' --tls-ca CA.pem  (the CA that signed QBSYNC_TLS_CERT)' if settings.tls else ''}\n\n{note}\n"
+            f"  .venv/bin/python -m qbsync.first_call --target {host}:{port} --key {banner}{_tls_options(settings)}"
+            f"\n\n{note}\n"
         )
     sys.stdout.flush()
     stopping = threading.Event()
@@ -234,6 +234,18 @@ def _serve(settings: Settings, banner: str | None, note: str = "") -> None:
     signal.signal(signal.SIGINT, on_signal)
     stopping.wait()
     runtime.stop()
+
+
+def _tls_options(settings: Settings) -> str:
+    """What the printed first call needs to get through this server's TLS (files the operator names)."""
+    if not settings.tls:
+        return ""
+    if settings.tls_client_ca_file is None:
+        return " --tls-ca CA.crt\n  (CA.crt: the CA that signed QBSYNC_TLS_CERT)"
+    return (
+        " --tls-ca CA.crt --tls-cert CLIENT.crt --tls-key CLIENT.key\n"
+        "  (CA.crt: the CA that signed QBSYNC_TLS_CERT; CLIENT.*: a certificate QBSYNC_TLS_CLIENT_CA issued)"
+    )
 
 
 def _redacted(url: str) -> str:
