@@ -34,6 +34,7 @@ from core.service import SyncService
 from core.sync_engine import SyncEngine
 from core.worker import SyncWorker
 from qbsync.config import Settings
+from qbsync.tls import check_listen_is_safe, load_server_tls
 
 
 class SettingsModule(Module):
@@ -122,7 +123,11 @@ class GrpcModule(Module):
     def server_factory(
         self, servicer: SyncServicer, connection_servicer: ConnectionServicer, keys: ApiKeys, settings: Settings
     ) -> GrpcServerFactory:
-        return GrpcServerFactory(servicer, keys.authenticate, settings.listen, connection_servicer)
+        # Checked here, before anything binds: plaintext beyond loopback is refused, TLS files must be sound.
+        check_listen_is_safe(settings)
+        return GrpcServerFactory(
+            servicer, keys.authenticate, settings.listen, connection_servicer, tls=load_server_tls(settings)
+        )
 
 
 def coordination_module(database_url: str, rate_limits: RateLimits = INTUIT_RATE_LIMITS) -> Module:

@@ -1,7 +1,12 @@
-"""Configuration from environment variables, with embedded defaults so that `make run` needs no set-up."""
+"""Configuration from environment variables, with embedded defaults so that `make run` needs no set-up.
+
+A mistake in it is a `ConfigError` naming the variable (`qbsync` prints it as one line and exits 78,
+sysexits' EX_CONFIG), never a traceback.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +21,23 @@ ROLE_API = "api"
 ROLE_WORKER = "worker"
 ROLE_ALL = "all"
 ROLES = (ROLE_API, ROLE_WORKER, ROLE_ALL)
+
+# The gRPC server's TLS (PEM files) and the one way to listen in plaintext beyond this machine.
+TLS_CERT_ENV = "QBSYNC_TLS_CERT"
+TLS_KEY_ENV = "QBSYNC_TLS_KEY"
+TLS_CLIENT_CA_ENV = "QBSYNC_TLS_CLIENT_CA"
+INSECURE_ENV = "QBSYNC_INSECURE"
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+class ConfigError(ValueError):
+    """A setting qbsync cannot run with; the message names the variable (and the flag, if there is one)."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable} {problem}")
+        self.variable = variable
 
 
 @dataclass(frozen=True)
@@ -39,14 +61,34 @@ class Settings:
     # QBSYNC_LEASE_SECONDS: how long a claimed job is a worker's before another may take it over. Long
     # enough for a slow sync; short enough that a job of a killed process is not stuck for long.
     lease_seconds: float = 120.0
+    # QBSYNC_TLS_CERT / QBSYNC_TLS_KEY: the server's certificate (chain) and private key, PEM files; both or
+    # neither. QBSYNC_TLS_CLIENT_CA: CA certificates (PEM) that client certificates must chain to (mTLS:
+    # then every caller needs one). Read and checked by `qbsync.tls` when the API starts.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    # QBSYNC_INSECURE / --insecure: allow plaintext gRPC on an address other than loopback (behind a
+    # TLS-terminating proxy, or on a network you trust). Loopback never needs it.
+    insecure: bool = False
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
-            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {self.role!r}")
+            raise ConfigError("QBSYNC_ROLE (--role)", f"must be one of {', '.join(ROLES)}, not {self.role!r}")
         if self.workers < 0:
-            raise ValueError("workers must not be negative")
-        if self.lease_seconds <= 0:
-            raise ValueError("lease_seconds must be positive")
+            raise ConfigError("QBSYNC_WORKERS (--workers)", f"must not be negative, not {self.workers}")
+        if not self.lease_seconds > 0:
+            raise ConfigError("QBSYNC_LEASE_SECONDS", f"must be positive, not {self.lease_seconds}")
+        if not self.grace_seconds >= 0:
+            raise ConfigError("QBSYNC_SHUTDOWN_GRACE_SECONDS", f"must not be negative, not {self.grace_seconds}")
+        if not self.watch_poll_seconds > 0:
+            raise ConfigError("QBSYNC_WATCH_POLL_SECONDS", f"must be positive, not {self.watch_poll_seconds}")
+        _check_listen(self.listen)
+        _check_database_url(self.database_url)
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            missing = TLS_KEY_ENV if self.tls_key_file is None else TLS_CERT_ENV
+            raise ConfigError(missing, f"must be set too: {TLS_CERT_ENV} and {TLS_KEY_ENV} go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ConfigError(TLS_CLIENT_CA_ENV, f"needs {TLS_CERT_ENV} and {TLS_KEY_ENV}: mTLS is TLS first")
 
     @property
     def serves_api(self) -> bool:
@@ -63,16 +105,26 @@ class Settings:
         """Where a generated encryption key is kept when QBSYNC_ENCRYPTION_KEY is not set."""
         return self.data_dir / KEY_FILE_NAME
 
+    @property
+    def listen_host(self) -> str:
+        """The host part of `listen`, without the brackets of an IPv6 address."""
+        return self.listen.rsplit(":", 1)[0].removeprefix("[").removesuffix("]")
+
+    @property
+    def tls(self) -> bool:
+        """Whether the API serves TLS."""
+        return self.tls_cert_file is not None
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
         data_dir = Path(env.get("QBSYNC_DATA_DIR", str(DEFAULT_DATA_DIR)))
         return cls(
             database_url=env.get("QBSYNC_DATABASE_URL", f"sqlite:///{data_dir / 'qbsync.db'}"),
-            listen=env.get("QBSYNC_LISTEN", "127.0.0.1:50051"),
-            workers=int(env.get("QBSYNC_WORKERS", "4")),
-            grace_seconds=float(env.get("QBSYNC_SHUTDOWN_GRACE_SECONDS", "10")),
-            watch_poll_seconds=float(env.get("QBSYNC_WATCH_POLL_SECONDS", "0.1")),
+            listen=env.get("QBSYNC_LISTEN", "127.0.0.1:50051").strip(),
+            workers=env_int(env, "QBSYNC_WORKERS", 4),
+            grace_seconds=env_float(env, "QBSYNC_SHUTDOWN_GRACE_SECONDS", 10),
+            watch_poll_seconds=env_float(env, "QBSYNC_WATCH_POLL_SECONDS", 0.1),
             data_dir=data_dir,
             encryption_keys=parse_keys(env.get(ENCRYPTION_KEY_ENV, "")),
             qbo_client_id=env.get("QBSYNC_QBO_CLIENT_ID", ""),
@@ -80,7 +132,11 @@ class Settings:
             qbo_environment=env.get("QBSYNC_QBO_ENVIRONMENT", "sandbox"),
             qbo_redirect_uri=env.get("QBSYNC_QBO_REDIRECT_URI", ""),
             role=env.get("QBSYNC_ROLE", ROLE_ALL).strip().lower() or ROLE_ALL,
-            lease_seconds=float(env.get("QBSYNC_LEASE_SECONDS", "120")),
+            lease_seconds=env_float(env, "QBSYNC_LEASE_SECONDS", 120),
+            tls_cert_file=env_path(env, TLS_CERT_ENV),
+            tls_key_file=env_path(env, TLS_KEY_ENV),
+            tls_client_ca_file=env_path(env, TLS_CLIENT_CA_ENV),
+            insecure=env_bool(env, INSECURE_ENV),
         )
 
     def ensure_data_dir(self) -> None:
@@ -88,3 +144,71 @@ class Settings:
         prefix = "sqlite:///"
         if self.database_url.startswith(prefix) and ":memory:" not in self.database_url:
             Path(self.database_url[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def env_int(env: dict[str, str], name: str, default: int) -> int:
+    """A whole number from `env[name]` (unset or blank: `default`); anything else is a ConfigError."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(name, f"must be a whole number, not {text!r}") from None
+
+
+def env_float(env: dict[str, str], name: str, default: float) -> float:
+    """A finite number (of seconds, say) from `env[name]` (unset or blank: `default`)."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(name, f"must be a number, not {text!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(name, f"must be a finite number, not {text!r}")
+    return value
+
+
+def env_bool(env: dict[str, str], name: str) -> bool:
+    """1/true/yes/on or 0/false/no/off (unset or blank: false); anything else is a ConfigError."""
+    text = env.get(name, "").strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(name, f"must be 1 or 0 (true/false, yes/no, on/off), not {text!r}")
+
+
+def env_path(env: dict[str, str], name: str) -> Path | None:
+    """A file path from `env[name]`, or None when unset or blank (whether it exists is checked on use)."""
+    text = env.get(name, "").strip()
+    return Path(text).expanduser() if text else None
+
+
+def _check_listen(listen: str) -> None:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError("QBSYNC_LISTEN (--listen)", f"must be host:port (e.g. 127.0.0.1:50051), not {listen!r}")
+
+
+def _check_database_url(url: str) -> None:
+    """Parsed, never connected to: whether the database is up is the database's business, not the config's."""
+    from sqlalchemy.exc import ArgumentError
+
+    from adapters.persistence.sqlalchemy.engine import normalise_url
+
+    try:
+        parsed = normalise_url(url)
+    except ArgumentError:
+        raise ConfigError("QBSYNC_DATABASE_URL", _DATABASE_URL_FORMS) from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError("QBSYNC_DATABASE_URL", f"names {backend!r}: it {_DATABASE_URL_FORMS}")
+    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise ConfigError("QBSYNC_DATABASE_URL", "must name a SQLite file (sqlite:///path.db), not a memory database")
+
+
+# The URL itself is never quoted back: it may hold the database password.
+_DATABASE_URL_FORMS = "must be sqlite:///path.db or postgresql+psycopg://user:password@host:5432/db"

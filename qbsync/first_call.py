@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import uuid
+from pathlib import Path
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -24,6 +25,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--target", default="127.0.0.1:50051")
     parser.add_argument("--key", required=True, help="an API key from `qbsync keys create` or `make run`")
+    parser.add_argument("--tls-ca", help="TLS: the CA certificate (PEM) the server's certificate chains to")
+    parser.add_argument("--tls-cert", help="mTLS: this client's certificate (PEM)")
+    parser.add_argument("--tls-key", help="mTLS: this client's private key (PEM)")
     args = parser.parse_args()
 
     now = Timestamp()
@@ -50,7 +54,7 @@ def main() -> None:
         request_id=f"first-call-{suffix}",
     )
     metadata = [("authorization", f"Bearer {args.key}")]
-    with grpc.insecure_channel(args.target) as channel:
+    with _channel(args) as channel:
         stub = g.SyncServiceStub(channel)
         job = stub.SyncPayment(request, metadata=metadata, timeout=10)
         print(f"accepted {job.name}: {r.SyncJob.State.Name(job.state)}")
@@ -66,6 +70,18 @@ def main() -> None:
             timeout=10,
         )
         print(f"View in QuickBooks: {link.url}")
+
+
+def _channel(args: argparse.Namespace) -> grpc.Channel:
+    """Plaintext unless a TLS option is given (`make run` serves plaintext on loopback)."""
+    if not (args.tls_ca or args.tls_cert):
+        return grpc.insecure_channel(args.target)
+
+    def read(path: str | None) -> bytes | None:
+        return Path(path).read_bytes() if path else None
+
+    credentials = grpc.ssl_channel_credentials(read(args.tls_ca), read(args.tls_key), read(args.tls_cert))
+    return grpc.secure_channel(args.target, credentials)
 
 
 if __name__ == "__main__":

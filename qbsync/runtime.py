@@ -46,10 +46,14 @@ class Runtime:
 
     def start(self) -> int:
         """Starts what the role asks for; returns the port the API listens on (0 for a worker process)."""
+        if self._settings.serves_api:
+            # Bound before any worker starts: a taken port or a TLS mistake stops the process with nothing
+            # to clean up (see ListenError and ConfigError).
+            self.server, self.port = self._injector.get(GrpcServerFactory).build()
         if self._settings.runs_workers:
             self._start_workers()
-        if self._settings.serves_api:
-            self._start_server()
+        if self.server is not None:
+            self.server.start()
         log.info(
             "qbsync started as %s: %s, %s worker threads",
             self._settings.role,
@@ -72,10 +76,6 @@ class Runtime:
             )
             thread.start()
             self._threads.append(thread)
-
-    def _start_server(self) -> None:
-        self.server, self.port = self._injector.get(GrpcServerFactory).build()
-        self.server.start()
 
     def stop(self, grace: float | None = None) -> None:
         """Health turns NOT_SERVING, calls in flight get `grace` seconds, then the workers stop after their

@@ -1,18 +1,25 @@
 """The gRPC server: SyncService (and ConnectionService) behind the interceptors, with health and reflection.
 
+The port is served with TLS (and mTLS, given a client CA) when `tls` is given, in plaintext otherwise;
+whether plaintext is acceptable on the address is the caller's rule (`qbsync.tls`). The port is this
+server's alone: grpc's SO_REUSEPORT is turned off, so a second server on a taken port fails to bind
+(`ListenError`) instead of silently sharing the calls with the first.
+
 Stopping is graceful: health turns NOT_SERVING first (so load balancers stop sending calls), then
 `server.stop(grace)` lets calls in flight finish for up to `grace` seconds.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
+import socket
 import threading
 import weakref
 from collections.abc import Iterable
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 
 import grpc
@@ -43,17 +50,20 @@ def build_server(
     max_workers: int = DEFAULT_MAX_WORKERS,
     *,
     connection_servicer: ConnectionServicer | None = None,
+    tls: ServerTls | None = None,
 ) -> tuple[grpc.Server, int]:
     """A server (not started yet) bound to `listen`, and its port: "127.0.0.1:0" picks a free one.
 
     `max_workers` bounds the calls served at once; each open WatchSyncJob stream holds one.
-    `connection_servicer`, when given, also serves qbsync.v1.ConnectionService.
+    `connection_servicer`, when given, also serves qbsync.v1.ConnectionService. `tls`, when given, is the
+    only way in: the port speaks no plaintext. Raises ListenError when the address cannot be bound.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="qbsync-grpc"),
         # Error mapping first (outermost), so it also maps what authentication raises; decoding last, so
         # that a caller is authenticated before its request bytes are judged.
         interceptors=[ErrorMappingInterceptor(), AuthInterceptor(authenticate), DecodingInterceptor()],
+        options=[("grpc.so_reuseport", 0)],
     )
     sync_service_pb2_grpc.add_SyncServiceServicer_to_server(servicer, server)
     services = [SYNC_SERVICE_NAME]
@@ -69,8 +79,60 @@ def build_server(
 
     reflection.enable_server_reflection((*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
-    port = server.add_insecure_port(listen)  # raises RuntimeError when it cannot bind
+    taken = f"cannot listen on {listen}: the port is taken (is another qbsync serving there?)"
+    if _is_taken(listen):
+        raise ListenError(taken)
+    try:
+        port = server.add_secure_port(listen, tls.credentials()) if tls else server.add_insecure_port(listen)
+    except RuntimeError as exc:  # grpc says only "Failed to bind to address ..."
+        if _is_taken(listen):  # taken in the meantime
+            raise ListenError(taken) from exc
+        raise ListenError(f"cannot listen on {listen}: not an address of this machine") from exc
     return server, port
+
+
+def _is_taken(listen: str) -> bool:
+    """Whether another socket listens on `listen` already, asked of the operating system before grpc binds:
+    grpc would add its own error line on stderr, and keeps the reason for its debug log."""
+    host, _, port = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not port.isdigit() or int(port) == 0:
+        return False
+    try:
+        addresses = socket.getaddrinfo(host or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return False  # not resolvable: grpc's bind fails, and that is the error
+    for family, kind, proto, _name, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            # As grpc binds (SO_REUSEADDR: a port in TIME_WAIT is free), so only a listening socket is "taken".
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+    return False
+
+
+class ListenError(RuntimeError):
+    """The server could not bind its address: taken by another process, or not an address of this machine."""
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """PEM bytes: the certificate chain the server presents, its private key, and (for mTLS) the CA
+    certificates a client's certificate must chain to; with `client_ca`, a client without one is refused."""
+
+    certificate_chain: bytes
+    private_key: bytes = field(repr=False)
+    client_ca: bytes | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.private_key, self.certificate_chain)],
+            root_certificates=self.client_ca,
+            require_client_auth=self.client_ca is not None,
+        )
 
 
 @dataclass(frozen=True)
@@ -83,6 +145,7 @@ class GrpcServerFactory:
     listen: str
     connection_servicer: ConnectionServicer | None = None
     max_workers: int = DEFAULT_MAX_WORKERS
+    tls: ServerTls | None = None
 
     def build(self) -> tuple[grpc.Server, int]:
         """A new server (not started yet) and its port; see `build_server`."""
@@ -92,6 +155,7 @@ class GrpcServerFactory:
             self.listen,
             self.max_workers,
             connection_servicer=self.connection_servicer,
+            tls=self.tls,
         )
 
 
