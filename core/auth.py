@@ -1,24 +1,59 @@
-"""API keys: who is calling, for which tenant, with which permissions (SPEC.md section 4).
+"""API keys: who is calling, for which tenant, with which permissions (SPEC.md sections 4 and 12).
 
 A key reads `qbs_<key id>_<secret>`. Only a SHA-256 of the whole key is stored: the secret is 256 random
-bits, so a fast hash is as safe as a slow one and keeps authentication cheap on every call.
+bits, so a fast hash is as safe as a slow one and keeps authentication cheap on every call. The key id is
+not secret: operators list and revoke keys by it, and failed authentications are logged by it.
+
+A revoked or expired key is refused exactly like an unknown one, in the same words, so that a caller
+holding an old key learns nothing about which keys exist.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
 import secrets
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 
+from core.auth_throttle import FailedAuthentications
 from core.domain import ApiKey, Permission, Principal
-from core.errors import FieldViolation, UnauthenticatedError, ValidationError
+from core.errors import FieldViolation, NotFoundError, UnauthenticatedError, ValidationError
 from core.ports import Clock, IdSource, UnitOfWorkFactory
 
+log = logging.getLogger(__name__)
+
 KEY_PREFIX = "qbs_"
+MALFORMED_KEY = "missing or malformed API key"
+INVALID_KEY = "unknown, revoked or expired API key"  # one message for the three: never tell which
+
+# A key's last use is recorded when the stored one is at least this old, not on every call: a write per
+# call would turn every read RPC into a write transaction (on SQLite, queued behind the workers' writes for
+# the one write lock; on PostgreSQL, a row update and its WAL per call on the hottest row). "Last used"
+# answers "is anyone still using this key?", for which a minute is precise enough. The stored value itself
+# is the memory, so every process agrees on it and each key costs at most about one write a minute.
+LAST_USE_PRECISION = timedelta(minutes=1)
+
+# What may be logged as the id part of a presented key: ids are short hex (uuid4) in production. Anything
+# else is logged as "?" rather than echoed, so that a mangled key (say, a secret pasted without its id)
+# never puts secret characters, or a forged log line, into the log.
+_LOGGABLE_KEY_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 
 def hash_key(presented_key: str) -> str:
     return hashlib.sha256(presented_key.encode()).hexdigest()
+
+
+def presented_key_id(presented_key: str) -> str:
+    """The id part of a presented key when it has the shape `qbs_<id>_<secret>` and the id looks like
+    one, else "" (the failures of such keys are counted per address alone)."""
+    if not presented_key.startswith(KEY_PREFIX):
+        return ""
+    key_id, separator, secret = presented_key[len(KEY_PREFIX) :].partition("_")
+    if not separator or not secret or not _LOGGABLE_KEY_ID.fullmatch(key_id):
+        return ""
+    return key_id
 
 
 def parse_permissions(names: Iterable[str]) -> frozenset[Permission]:
@@ -32,17 +67,33 @@ def parse_permissions(names: Iterable[str]) -> frozenset[Permission]:
 
 
 class ApiKeys:
-    """Issues keys (operators, through the CLI) and authenticates them (every RPC)."""
+    """Issues, lists and revokes keys (operators, through the CLI) and authenticates them (every RPC)."""
 
-    def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock, ids: IdSource) -> None:
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        ids: IdSource,
+        failures: FailedAuthentications | None = None,
+    ) -> None:
         self._uow_factory = uow_factory
         self._clock = clock
         self._ids = ids
+        self._failures = failures or FailedAuthentications(clock)
 
-    def create(self, tenant_id: str, permissions: frozenset[Permission]) -> str:
-        """Creates the tenant if it is new and returns the key; only its hash is kept."""
+    def create(self, tenant_id: str, permissions: frozenset[Permission], expire_time: datetime | None = None) -> str:
+        """Creates the tenant if it is new and returns the key; only its hash is kept. `expire_time`, when
+        given, must be in the future and name its time zone."""
+        violations = []
         if not tenant_id.strip():
-            raise ValidationError([FieldViolation("tenant", "is required")])
+            violations.append(FieldViolation("tenant", "is required"))
+        if expire_time is not None:
+            if expire_time.tzinfo is None or expire_time.utcoffset() is None:
+                violations.append(FieldViolation("expires", "must name its time zone (e.g. end in Z)"))
+            elif expire_time <= self._clock.now():
+                violations.append(FieldViolation("expires", f"{expire_time.isoformat()} is not in the future"))
+        if violations:
+            raise ValidationError(violations)
         key_id = self._ids.new_id()
         presented = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
         with self._uow_factory() as uow:
@@ -54,16 +105,71 @@ class ApiKeys:
                     secret_hash=hash_key(presented),
                     permissions=permissions,
                     create_time=self._clock.now(),
+                    expire_time=expire_time,
                 )
             )
             uow.commit()
         return presented
 
-    def authenticate(self, presented_key: str) -> Principal:
+    def list_keys(self, tenant_id: str | None = None) -> list[ApiKey]:
+        """Every key (of one tenant, when named), revoked and expired ones included, oldest first."""
+        with self._uow_factory() as uow:
+            return uow.api_keys.list_keys(tenant_id)
+
+    def revoke(self, key_id: str) -> ApiKey:
+        """Revokes the key from now on and returns it; revoking it again changes nothing (it keeps its first
+        revocation time). Raises NotFoundError for an unknown id."""
+        with self._uow_factory() as uow:
+            if uow.api_keys.get(key_id) is None:
+                raise NotFoundError(f"no API key with id {key_id!r}", metadata={"key_id": key_id})
+            uow.api_keys.revoke(key_id, self._clock.now())
+            uow.commit()
+            revoked = uow.api_keys.get(key_id)
+        assert revoked is not None  # it was there, and keys are never deleted
+        return revoked
+
+    def authenticate(self, presented_key: str, peer: str = "") -> Principal:
+        """The key's principal, or UnauthenticatedError (malformed, unknown, revoked or expired key).
+
+        `peer` is the caller's address. A failure is logged by key id and address — never the key — and
+        counted (core.auth_throttle): after a few in a row, the same key id from the same address is refused
+        for a while with TooManyFailedAuthenticationsError, before the key is looked at."""
+        key_id = presented_key_id(presented_key)
+        self._failures.check(key_id, peer)
+        try:
+            principal = self._principal(presented_key)
+        except UnauthenticatedError:
+            in_a_row, refused_for = self._failures.failed(key_id, peer)
+            logged_id = key_id or "?"
+            log.warning(
+                "failed authentication: key id %s from %s (%d in a row)",
+                logged_id,
+                peer or "?",
+                in_a_row,
+                extra={"key_id": logged_id, "peer": peer, "failures": in_a_row},
+            )
+            if refused_for:
+                log.warning(
+                    "refusing key id %s from %s for %.0f s after %d failed authentications",
+                    logged_id,
+                    peer or "?",
+                    refused_for.total_seconds(),
+                    in_a_row,
+                    extra={"key_id": logged_id, "peer": peer, "failures": in_a_row},
+                )
+            raise
+        self._failures.succeeded(key_id, peer)
+        return principal
+
+    def _principal(self, presented_key: str) -> Principal:
         if not presented_key.startswith(KEY_PREFIX):
-            raise UnauthenticatedError("missing or malformed API key")
+            raise UnauthenticatedError(MALFORMED_KEY)
+        now = self._clock.now()
         with self._uow_factory() as uow:
             key = uow.api_keys.get_by_hash(hash_key(presented_key))
-        if key is None:
-            raise UnauthenticatedError("unknown API key")
+            if key is None or not key.is_usable(now):
+                raise UnauthenticatedError(INVALID_KEY)
+            if key.last_use_time is None or now - key.last_use_time >= LAST_USE_PRECISION:
+                uow.api_keys.record_use(key.key_id, now)
+                uow.commit()
         return Principal(tenant_id=key.tenant_id, permissions=key.permissions)

@@ -412,13 +412,26 @@ class Permission(enum.Enum):
 
 @dataclass(frozen=True)
 class ApiKey:
-    """An API key as stored: only the hash of the secret is kept."""
+    """An API key as stored: only the hash of the secret is kept.
+
+    A key works until it is revoked or its expiry passes, whichever comes first; `last_use_time` is when
+    it last authenticated a call, to within `core.auth.LAST_USE_PRECISION` (None: never used).
+    """
 
     key_id: str
     tenant_id: str
     secret_hash: str
     permissions: frozenset[Permission]
     create_time: datetime
+    expire_time: datetime | None = None
+    revoke_time: datetime | None = None
+    last_use_time: datetime | None = None
+
+    def is_usable(self, now: datetime) -> bool:
+        """Whether the key may authenticate a call at `now`."""
+        if self.revoke_time is not None:
+            return False
+        return self.expire_time is None or now < self.expire_time
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -59,6 +60,21 @@ class ValidationError(QbsyncError):
 
 class UnauthenticatedError(QbsyncError):
     reason = "UNAUTHENTICATED"
+
+
+class TooManyFailedAuthenticationsError(QbsyncError):
+    """The caller's address failed to authenticate with this key id too often of late: the call is refused
+    before its key is even looked at, for `retry_after_seconds`. Said alike for known and unknown key ids."""
+
+    reason = "TOO_MANY_FAILED_AUTHENTICATIONS"
+
+    def __init__(self, retry_after_seconds: float) -> None:
+        seconds = max(1, math.ceil(retry_after_seconds))
+        super().__init__(
+            f"too many failed authentications; try again in {seconds} s",
+            metadata={"retry_after_seconds": str(seconds)},
+        )
+        self.retry_after_seconds = retry_after_seconds
 
 
 class PermissionDeniedError(QbsyncError):

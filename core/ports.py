@@ -254,7 +254,27 @@ class ApiKeyRepository(Protocol):
         ...
 
     def get_by_hash(self, secret_hash: str) -> ApiKey | None:
-        """The key whose secret hashes to `secret_hash`, if any.
+        """The key whose secret hashes to `secret_hash`, if any, revoked and expired ones included.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def get(self, key_id: str) -> ApiKey | None:
+        """The key with this id, if any. Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def list_keys(self, tenant_id: str | None = None) -> list[ApiKey]:
+        """Every key (of `tenant_id` only, when given), oldest first, then by id; revoked and expired ones
+        included. Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def revoke(self, key_id: str, when: datetime) -> None:
+        """Marks the key revoked at `when`; a key revoked already keeps its first revocation time, and an
+        unknown id changes nothing. Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def record_use(self, key_id: str, when: datetime) -> None:
+        """Sets the key's last use to `when` unless it is later already (two processes may record the same
+        minute in either order); an unknown id changes nothing.
         Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 

@@ -21,6 +21,7 @@ from adapters.quickbooks.module import QuickBooksModule
 from adapters.quickbooks.oauth_module import IntuitAuthorizationModule
 from adapters.system import SystemClock, UuidIdSource
 from core.auth import ApiKeys
+from core.auth_throttle import FailedAuthentications
 from core.connections_service import ConnectionService
 from core.ports import (
     AccountingSystems,
@@ -92,8 +93,13 @@ class CoreModule(Module):
 
     @singleton
     @provider
-    def api_keys(self, uow: UnitOfWorkFactory, clock: Clock, ids: IdSource) -> ApiKeys:
-        return ApiKeys(uow, clock, ids)
+    def failed_authentications(self, clock: Clock) -> FailedAuthentications:
+        return FailedAuthentications(clock)
+
+    @singleton
+    @provider
+    def api_keys(self, uow: UnitOfWorkFactory, clock: Clock, ids: IdSource, failures: FailedAuthentications) -> ApiKeys:
+        return ApiKeys(uow, clock, ids, failures)
 
     @singleton
     @provider

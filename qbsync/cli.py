@@ -1,4 +1,5 @@
-"""`qbsync`, the operators' command line: serve, migrate, keys create, demo, connect, emulator, errors, retry."""
+"""`qbsync`, the operators' command line: serve, migrate, keys (qbsync.key_commands), demo, connect, emulator,
+errors, retry."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from injector import Injector
 from core.auth import ApiKeys, parse_permissions
 from core.connection import PRODUCTION, SANDBOX
 from core.connections_service import ConnectionService
-from core.errors import StorageUnavailableError, ValidationError
+from core.errors import StorageUnavailableError
 from core.ports import UnitOfWorkFactory
 from qbsync.bootstrap import bootstrap
 from qbsync.config import ROLES, ConfigError, Settings
+from qbsync.key_commands import keys
 from qbsync.operator_commands import COMMANDS
 from qbsync.tls import check_listen_is_safe, load_server_tls
 
@@ -103,26 +105,6 @@ def migrate() -> None:
     settings = _settings()
     _migrate(settings)
     click.echo("database is up to date")
-
-
-@main.group()
-def keys() -> None:
-    """API keys."""
-
-
-@keys.command("create")
-@click.option("--tenant", required=True, help="The tenant (moving company) the key belongs to; created if new.")
-@click.option("--permissions", default=ALL_PERMISSIONS, show_default=True, help="Comma-separated permissions.")
-def keys_create(tenant: str, permissions: str) -> None:
-    """Creates an API key and prints it as the last line; only its hash is stored."""
-    settings = _settings()
-    try:
-        perms = parse_permissions([p.strip() for p in permissions.split(",") if p.strip()])
-        key = bootstrap(settings=settings).get(ApiKeys).create(tenant, perms)
-    except ValidationError as exc:
-        raise click.UsageError("; ".join(f"{v.field}: {v.description}" for v in exc.violations)) from exc
-    click.echo(f"created a key for tenant {tenant!r} with permissions {permissions}; keep it secret:")
-    click.echo(key)
 
 
 @main.command()
@@ -257,6 +239,7 @@ def _redacted(url: str) -> str:
 
 for _command in COMMANDS:
     main.add_command(_command)
+main.add_command(keys)
 
 
 if __name__ == "__main__":

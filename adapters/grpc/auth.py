@@ -12,8 +12,8 @@ thread itself could outlive the call.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import grpc
 from grpc_status import rpc_status
@@ -25,8 +25,23 @@ from core.errors import QbsyncError, UnauthenticatedError
 
 AUTHORIZATION = "authorization"
 
-Authenticate = Callable[[str], Principal]
-"""Takes the presented key; returns its principal or raises UnauthenticatedError (core.auth.ApiKeys)."""
+
+class Authenticate(Protocol):
+    """Takes the presented key and the caller's address (`client_address`); returns the principal, or
+    raises UnauthenticatedError or TooManyFailedAuthenticationsError (core.auth.ApiKeys.authenticate)."""
+
+    def __call__(self, presented_key: str, peer: str) -> Principal: ...
+
+
+def client_address(peer: str) -> str:
+    """grpc's peer string without the client's port ("ipv4:10.0.0.7:53211" -> "ipv4:10.0.0.7"): failures
+    are counted per address, and every new connection comes from a new port."""
+    kind, separator, address = peer.partition(":")
+    if not separator or kind not in ("ipv4", "ipv6"):
+        return peer  # unix sockets and the like: the whole string is the address
+    host, colon, port = address.rpartition(":")
+    return f"{kind}:{host}" if colon and port.isdigit() else peer
+
 
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("qbsync_principal", default=None)
 
@@ -90,10 +105,11 @@ class AuthInterceptor(HandlerInterceptor):
         return authenticated
 
     def _call_context(self, context: grpc.ServicerContext) -> contextvars.Context:
-        """A copy of the current context holding the caller's principal; aborts UNAUTHENTICATED, or
+        """A copy of the current context holding the caller's principal; aborts UNAUTHENTICATED,
+        RESOURCE_EXHAUSTED after too many failures from the caller's address (with a RetryInfo), or
         UNAVAILABLE when the keys cannot be looked up (StorageUnavailableError)."""
         try:
-            principal = self._authenticate(presented_key(context.invocation_metadata()))
+            principal = self._authenticate(presented_key(context.invocation_metadata()), client_address(context.peer()))
         except QbsyncError as exc:
             # Answered here rather than left to ErrorMappingInterceptor, so that this interceptor is
             # safe in any order: an unauthenticated call must never reach the servicer, nor be UNKNOWN.

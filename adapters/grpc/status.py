@@ -28,6 +28,7 @@ from core.errors import (
     RequestIdReusedError,
     StorageUnavailableError,
     ThrottledError,
+    TooManyFailedAuthenticationsError,
     UnauthenticatedError,
     ValidationError,
 )
@@ -51,6 +52,8 @@ _ELLIPSIS = "…"
 _CODES: tuple[tuple[type[QbsyncError], grpc.StatusCode], ...] = (
     (ValidationError, grpc.StatusCode.INVALID_ARGUMENT),
     (UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
+    # A caller slowed down after failed authentications: told when to try again (RetryInfo).
+    (TooManyFailedAuthenticationsError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
     (RequestIdReusedError, grpc.StatusCode.ALREADY_EXISTS),
@@ -129,7 +132,7 @@ def status_for_error(error: QbsyncError) -> status_pb2.Status:
     """The status a client receives for a domain error raised while serving its call; at most
     MAX_STATUS_BYTES whatever the error holds."""
     details: list[Message] = [error_info(error.reason, error.metadata)]
-    if isinstance(error, ThrottledError):
+    if isinstance(error, ThrottledError | TooManyFailedAuthenticationsError):
         details.append(_retry_after(error.retry_after_seconds))
     elif isinstance(error, StorageUnavailableError):
         details.append(_retry_after(STORAGE_RETRY_SECONDS))

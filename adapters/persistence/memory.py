@@ -147,12 +147,30 @@ class _Staged(Generic[K, V]):
         self._writes.clear()
 
 
+class _StagedApiKeys(_Staged[str, ApiKey]):
+    """API keys change only in their revocation and last use, and SQL updates just those columns: a unit of
+    work that recorded a use must not, on committing, put back a revocation another one committed since
+    (nor an older last use). So a changed key is merged into the committed one rather than replacing it."""
+
+    def apply(self) -> None:
+        for secret_hash, value in self._writes.items():
+            committed = self._committed.get(secret_hash)
+            if committed is not None and isinstance(value, ApiKey):
+                uses = [t for t in (committed.last_use_time, value.last_use_time) if t is not None]
+                self._writes[secret_hash] = dataclasses.replace(
+                    committed,
+                    revoke_time=committed.revoke_time or value.revoke_time,
+                    last_use_time=max(uses) if uses else None,
+                )
+        super().apply()
+
+
 class _Transaction:
     """What one unit of work has written but not yet committed."""
 
     def __init__(self, tables: _Tables) -> None:
         self.tenants = _Staged(tables.tenants)
-        self.api_keys = _Staged(tables.api_keys)
+        self.api_keys = _StagedApiKeys(tables.api_keys)
         self.opportunities = _Staged(tables.opportunities)
         self.payments = _Staged(tables.payments)
         self.refund_owners = _Staged(tables.refund_owners)
@@ -223,6 +241,32 @@ class InMemoryApiKeyRepository(_Repository, ApiKeyRepository):
     def get_by_hash(self, secret_hash: str) -> ApiKey | None:
         with self._db.lock:
             return _copy(self._tx.api_keys.get(secret_hash))
+
+    def get(self, key_id: str) -> ApiKey | None:
+        with self._db.lock:
+            found = self._by_id(key_id)
+            return None if found is None else _copy(found[1])
+
+    def list_keys(self, tenant_id: str | None = None) -> list[ApiKey]:
+        with self._db.lock:
+            keys = [_copy(k) for _, k in self._tx.api_keys.items() if tenant_id is None or k.tenant_id == tenant_id]
+        return sorted(keys, key=lambda k: (k.create_time, k.key_id))
+
+    def revoke(self, key_id: str, when: datetime) -> None:
+        with self._db.lock:
+            found = self._by_id(key_id)
+            if found is not None and found[1].revoke_time is None:
+                self._tx.api_keys.put(found[0], dataclasses.replace(found[1], revoke_time=when))
+
+    def record_use(self, key_id: str, when: datetime) -> None:
+        with self._db.lock:
+            found = self._by_id(key_id)
+            if found is not None and (found[1].last_use_time is None or found[1].last_use_time < when):
+                self._tx.api_keys.put(found[0], dataclasses.replace(found[1], last_use_time=when))
+
+    def _by_id(self, key_id: str) -> tuple[str, ApiKey] | None:
+        """A scan: keys are few, and looked up by id only by operators and by the use record (once a minute)."""
+        return next(((h, k) for h, k in self._tx.api_keys.items() if k.key_id == key_id), None)
 
 
 class InMemorySnapshotRepository(_Repository, SnapshotRepository):
@@ -462,6 +506,7 @@ class InMemoryConnectionRepository(_Repository, ConnectionRepository):
             connection.sales_tax = preferences.sales_tax
             self._tx.connections.put(tenant_id, connection)
             return True
+
     def save_tokens(self, tenant_id: str, grant: TokenGrant, *, replacing: str) -> bool:
         current = self._locked(tenant_id)
         if current is None or current.state is not ConnectionState.CONNECTED or current.refresh_token != replacing:

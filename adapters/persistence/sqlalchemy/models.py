@@ -41,6 +41,9 @@ class ApiKeyRow(Base):
     secret_hash: Mapped[str] = mapped_column(String, unique=True)
     permissions: Mapped[str] = mapped_column(Text)  # space-separated Permission values, sorted
     create_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class OpportunityRow(Base):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -110,21 +110,57 @@ class SqlAlchemyApiKeyRepository(SqlRepository, ApiKeyRepository):
                 secret_hash=key.secret_hash,
                 permissions=" ".join(sorted(p.value for p in key.permissions)),
                 create_time=key.create_time,
+                expires_at=key.expire_time,
+                revoked_at=key.revoke_time,
+                last_used_at=key.last_use_time,
             )
         )
         self._session.flush()
 
     def get_by_hash(self, secret_hash: str) -> ApiKey | None:
         row = self._one(select(ApiKeyRow).where(ApiKeyRow.secret_hash == secret_hash))
-        if row is None:
-            return None
-        return ApiKey(
-            key_id=row.key_id,
-            tenant_id=row.tenant_id,
-            secret_hash=row.secret_hash,
-            permissions=frozenset(Permission(p) for p in row.permissions.split()),
-            create_time=row.create_time,
+        return None if row is None else _api_key_from(row)
+
+    def get(self, key_id: str) -> ApiKey | None:
+        row = self._one(select(ApiKeyRow).where(ApiKeyRow.key_id == key_id))
+        return None if row is None else _api_key_from(row)
+
+    def list_keys(self, tenant_id: str | None = None) -> list[ApiKey]:
+        statement = select(ApiKeyRow).order_by(ApiKeyRow.create_time, ApiKeyRow.key_id)
+        if tenant_id is not None:
+            statement = statement.where(ApiKeyRow.tenant_id == tenant_id)
+        return [_api_key_from(row) for row in self._fresh(statement)]
+
+    def revoke(self, key_id: str, when: datetime) -> None:
+        # One conditional UPDATE of the one column: a concurrent revocation keeps the first time, and a
+        # concurrent record_use (another column) is neither lost nor undoes this.
+        self._session.execute(
+            update(ApiKeyRow)
+            .where(ApiKeyRow.key_id == key_id, ApiKeyRow.revoked_at.is_(None))
+            .values(revoked_at=when)
+            .execution_options(synchronize_session=False)
         )
+
+    def record_use(self, key_id: str, when: datetime) -> None:
+        self._session.execute(
+            update(ApiKeyRow)
+            .where(ApiKeyRow.key_id == key_id, or_(ApiKeyRow.last_used_at.is_(None), ApiKeyRow.last_used_at < when))
+            .values(last_used_at=when)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _api_key_from(row: ApiKeyRow) -> ApiKey:
+    return ApiKey(
+        key_id=row.key_id,
+        tenant_id=row.tenant_id,
+        secret_hash=row.secret_hash,
+        permissions=frozenset(Permission(p) for p in row.permissions.split()),
+        create_time=row.create_time,
+        expire_time=row.expires_at,
+        revoke_time=row.revoked_at,
+        last_use_time=row.last_used_at,
+    )
 
 
 def _opportunity_from(row: OpportunityRow) -> Opportunity:
@@ -258,7 +294,6 @@ class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
             for row in rows
             if (closed := row.closed_time) is not None
         ]
-
 
     def save_payout(self, tenant_id: str, payout: Payout) -> None:
         self._upsert(

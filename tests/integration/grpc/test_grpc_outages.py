@@ -60,7 +60,7 @@ def channel(unreachable_url: str, tmp_path: Path) -> Iterator[grpc.Channel]:
     # The servicers as bootstrap wires them; a caller who needs no stored key (the database is down).
     server, port = build_server(
         injector.get(SyncServicer),
-        lambda key: CALLER,
+        lambda key, peer: CALLER,
         "127.0.0.1:0",
         connection_servicer=injector.get(ConnectionServicer),
     )

@@ -70,7 +70,7 @@ KEY_WHILE_THE_DATABASE_IS_DOWN = "db-down-key"
 SECRET_IN_A_BUG = "postgresql://qbsync:hunter2@db"
 
 
-def authenticate(key: str) -> Principal:
+def authenticate(key: str, peer: str) -> Principal:
     if key == KEY_WHILE_THE_DATABASE_IS_DOWN:
         raise StorageUnavailableError()  # what core.auth.ApiKeys raises when the key lookup cannot connect
     try:
