@@ -48,7 +48,7 @@ _SECRET_KEY = re.compile(
 _VALUE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # An HTTP credential: "Authorization: Bearer <token>", "Basic <base64 id:secret>" (long enough not to
     # be words: "a Bearer token" stays).
-    (re.compile(r"(?i)\b(bearer)(\s+)[A-Za-z0-9._~+/=-]{8,}"), rf"\1\2{REDACTED}"),
+    (re.compile(r"(?i)(?<![/\w])(bearer)(\s+)(?!HTTP/)[A-Za-z0-9._~+/=-]{8,}"), rf"\1\2{REDACTED}"),
     (re.compile(r"\b(Basic)(\s+)[A-Za-z0-9+/]{12,}={0,2}"), rf"\1\2{REDACTED}"),
     # A qbsync API key (core/auth.py: qbs_<key id>_<secret>): the key id names it, the secret is masked.
     (re.compile(r"\b(qbs_[A-Za-z0-9-]+)_[A-Za-z0-9_-]+"), rf"\1_{REDACTED}"),
