@@ -4,6 +4,11 @@ Failures that may pass (QuickBooks down or throttled, a crash) are retried with 
 backoff and jitter, up to the job's max_attempts; failures a person must fix end the job FAILED at once
 with a message a bookkeeper understands. Either way nothing accepted is lost (R7): a FAILED job can be
 retried with RetrySync.
+
+Each run of a job ends with one log line saying how: succeeded and retry scheduled at INFO, failed at
+WARNING (a person must act, or the retries ran out), with the job's fields as `extra` (job, tenant, kind,
+target, attempts, duration_ms; reason, error and QuickBooks' intuit_tid for a failure). A run that lost its
+lease writes no outcome (the job's new owner will) and says so in a warning.
 """
 
 from __future__ import annotations
@@ -91,7 +96,7 @@ class SyncWorker:
             try:
                 ran = self.run_next(worker_id)
             except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable: keep going.
-                log.exception("worker %s could not claim a job", worker_id)
+                log.exception("worker %s could not claim a job", worker_id, extra={"worker": worker_id})
                 ran = None
             if ran is None:
                 stop.wait(idle_seconds)
@@ -166,7 +171,8 @@ class SyncWorker:
         read for update: no claimer can take it between this check and the commit of our outcome."""
         current = uow.jobs.get_for_update(job.tenant_id, job.job_id)
         if current is None or current.state is not SyncJobState.RUNNING or current.claimed_by != worker_id:
-            log.warning("sync job %s is no longer held by %s; leaving it", job.name, worker_id)
+            fields = _job_fields(job, worker_id)
+            log.warning("sync job %s is no longer held by %s; leaving it", job.name, worker_id, extra=fields)
             return None
         return current
 
