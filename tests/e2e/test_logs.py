@@ -25,6 +25,7 @@ import grpc
 import pytest
 import requests
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2
 
 from adapters.persistence.encryption import generate_key
 from adapters.persistence.sqlalchemy.migrate import migrate
@@ -208,6 +209,8 @@ def test_a_full_sync_logs_json_lines_one_outcome_per_job_run_warnings_for_quickb
     assert (failed["outcome"], failed["level"], failed["reason"]) == ("failed", "warning", "QUICKBOOKS_CLOSED_PERIOD")
     refused = {e["intuit_tid"] for e in emulator_requests(emulator, realm) if e["status"] == 400}
     assert failed["intuit_tid"] in refused  # the id Intuit's support would ask for
+    info = error_details_pb2.ErrorInfo()
+    assert jobs[2].error.details[0].Unpack(info) and info.metadata["intuit_tid"] == failed["intuit_tid"]  # API too
     retried, succeeded = by_job[outage.name]
     assert (retried["outcome"], retried["level"], retried["reason"]) == (
         "retry_scheduled",
