@@ -60,7 +60,12 @@ class JobLease(WriteFence):
     def held(self) -> bool:
         with self._guard:
             if not self._lost.is_set() and self._clock.now() >= self._expires:
-                log.warning("the lease of sync job %s held by %s ran out", self.job.name, self.worker_id)
+                log.warning(
+                    "the lease of sync job %s held by %s ran out",
+                    self.job.name,
+                    self.worker_id,
+                    extra={"job": self.job.name, "tenant": self.job.tenant_id, "worker": self.worker_id},
+                )
                 self._lost.set()
             return not self._lost.is_set()
 
@@ -124,6 +129,9 @@ class LeaseHeartbeat:
         self._stop.set()
         self._thread.join()
 
+    def _fields(self) -> dict[str, str]:
+        return {"job": self._job.name, "tenant": self._job.tenant_id, "worker": self._worker_id}
+
     def beat(self) -> bool:
         """Extends the lease once; whether it is still held. What the thread does every interval."""
         if not self.lease.held():
@@ -132,10 +140,15 @@ class LeaseHeartbeat:
         try:
             extended = self._extend(expires)
         except Exception:  # noqa: BLE001 - a missed beat is survivable; the next one may get through.
-            log.exception("could not extend the lease of sync job %s", self._job.name)
+            log.exception("could not extend the lease of sync job %s", self._job.name, extra=self._fields())
             return self.lease.held()
         if not extended:
-            log.warning("sync job %s is no longer held by %s; its lease ran out", self._job.name, self._worker_id)
+            log.warning(
+                "sync job %s is no longer held by %s; its lease ran out",
+                self._job.name,
+                self._worker_id,
+                extra=self._fields(),
+            )
             self.lease.lose()
             return False
         self.lease.extended(expires)

@@ -4,6 +4,11 @@ Failures that may pass (QuickBooks down or throttled, a crash) are retried with 
 backoff and jitter, up to the job's max_attempts; failures a person must fix end the job FAILED at once
 with a message a bookkeeper understands. Either way nothing accepted is lost (R7): a FAILED job can be
 retried with RetrySync.
+
+Each run of a job ends with one log line saying how: succeeded and retry scheduled at INFO, failed at
+WARNING (a person must act, or the retries ran out), with the job's fields as `extra` (job, tenant, kind,
+target, attempts, duration_ms; reason, error and QuickBooks' intuit_tid for a failure). A run that lost its
+lease writes no outcome (the job's new owner will) and says so in a warning.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from datetime import timedelta
 
 from core.domain import (
@@ -67,6 +73,7 @@ class SyncWorker:
             uow.commit()
         if job is None:
             return None
+        started = time.monotonic()
         try:
             # The heartbeat stops before the outcome is recorded: a beat must not race the final write.
             with LeaseHeartbeat(self._uow_factory, self._clock, job, worker_id, lease=self._lease) as heartbeat:
@@ -74,17 +81,18 @@ class SyncWorker:
         except LeaseLostError as exc:
             # Another worker owns the job now (or may at any moment): its outcome, its records' states and
             # its audit trail are the new owner's to write.
-            log.warning("%s", exc.message)
+            log.warning("%s", exc.message, extra={**_job_fields(job, worker_id), "reason": exc.reason})
             return job
         except (AccountingError, StorageUnavailableError) as exc:  # both say whether a retry may succeed
-            return self._failed(job, worker_id, JobError(exc.reason, exc.message, exc.retryable, exc.metadata), exc)
+            error = JobError(exc.reason, exc.message, exc.retryable, exc.metadata)
+            return self._failed(job, worker_id, error, exc, started)
         except QbsyncError as exc:
-            return self._failed(job, worker_id, JobError(exc.reason, exc.message, False, exc.metadata), exc)
+            return self._failed(job, worker_id, JobError(exc.reason, exc.message, False, exc.metadata), exc, started)
         except Exception as exc:  # noqa: BLE001 - a bug must not lose the job: record it, retry later.
-            log.exception("sync job %s crashed", job.name)
+            log.exception("sync job %s crashed", job.name, extra=_job_fields(job, worker_id))
             error = JobError("INTERNAL", "qbsync hit an unexpected error while syncing; it will try again", True)
-            return self._failed(job, worker_id, error, exc)
-        return self._succeeded(job, worker_id, results)
+            return self._failed(job, worker_id, error, exc, started)
+        return self._succeeded(job, worker_id, results, started)
 
     def run_until(self, stop: threading.Event, worker_id: str, idle_seconds: float = 0.2) -> None:
         """The loop of one background worker thread; returns soon after `stop` is set."""
@@ -92,7 +100,7 @@ class SyncWorker:
             try:
                 ran = self.run_next(worker_id)
             except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable: keep going.
-                log.exception("worker %s could not claim a job", worker_id)
+                log.exception("worker %s could not claim a job", worker_id, extra={"worker": worker_id})
                 ran = None
             if ran is None:
                 stop.wait(idle_seconds)
@@ -106,7 +114,7 @@ class SyncWorker:
 
     # --- endings ------------------------------------------------------------------------------------
 
-    def _succeeded(self, job: SyncJob, worker_id: str, results: list[SyncResult]) -> SyncJob:
+    def _succeeded(self, job: SyncJob, worker_id: str, results: list[SyncResult], started: float) -> SyncJob:
         with self._uow_factory() as uow:
             current = self._still_ours(uow, job, worker_id)
             if current is None:
@@ -121,9 +129,10 @@ class SyncWorker:
             uow.jobs.save(current)
             uow.audit.append(AuditEvent(job.tenant_id, now, AuditKind.SYNC_SUCCEEDED, job.target, job.job_id, ""))
             uow.commit()
-            return current
+        _log_outcome(logging.INFO, "succeeded", current, worker_id, started)
+        return current
 
-    def _failed(self, job: SyncJob, worker_id: str, error: JobError, exc: BaseException) -> SyncJob:
+    def _failed(self, job: SyncJob, worker_id: str, error: JobError, exc: BaseException, started: float) -> SyncJob:
         with self._uow_factory() as uow:
             current = self._still_ours(uow, job, worker_id)
             if current is None:
@@ -147,7 +156,12 @@ class SyncWorker:
             kind = AuditKind.SYNC_FAILED if final else AuditKind.SYNC_RETRY_SCHEDULED
             uow.audit.append(AuditEvent(job.tenant_id, now, kind, job.target, job.job_id, error.message))
             uow.commit()
-            return current
+        if final:
+            # A person must act (closed books, a bad setting) or the retries ran out: an operator should hear.
+            _log_outcome(logging.WARNING, "failed", current, worker_id, started)
+        else:
+            _log_outcome(logging.INFO, "retry scheduled", current, worker_id, started)
+        return current
 
     def _backoff(self, attempts: int, exc: BaseException) -> timedelta:
         base = self._backoff_base.total_seconds()
@@ -163,7 +177,8 @@ class SyncWorker:
         read for update: no claimer can take it between this check and the commit of our outcome."""
         current = uow.jobs.get_for_update(job.tenant_id, job.job_id)
         if current is None or current.state is not SyncJobState.RUNNING or current.claimed_by != worker_id:
-            log.warning("sync job %s is no longer held by %s; leaving it", job.name, worker_id)
+            fields = _job_fields(job, worker_id)
+            log.warning("sync job %s is no longer held by %s; leaving it", job.name, worker_id, extra=fields)
             return None
         return current
 
@@ -188,3 +203,36 @@ class SyncWorker:
             else:
                 record.mark_retrying(message)
             uow.sync_records.save(record)
+
+
+# --- the log ----------------------------------------------------------------------------------------
+
+
+def _job_fields(job: SyncJob, worker_id: str) -> dict[str, object]:
+    return {
+        "job": job.name,
+        "tenant": job.tenant_id,
+        "kind": job.kind.value,
+        "target": str(job.target),
+        "attempts": job.attempts,
+        "worker": worker_id,
+    }
+
+
+def _log_outcome(level: int, outcome: str, job: SyncJob, worker_id: str, started: float) -> None:
+    """The one line a job run ends with: how it ended, the job, and for a failure its reason and
+    QuickBooks' transaction id (`intuit_tid`, when an answer of QuickBooks is behind it)."""
+    fields = {
+        **_job_fields(job, worker_id),
+        "outcome": outcome.replace(" ", "_"),
+        "max_attempts": job.max_attempts,
+        "duration_ms": round((time.monotonic() - started) * 1000, 1),
+    }
+    if job.error is not None:
+        fields["reason"] = job.error.reason
+        fields["error"] = job.error.message
+        if job.error.metadata.get("intuit_tid"):
+            fields["intuit_tid"] = job.error.metadata["intuit_tid"]
+    if job.next_attempt_time is not None and job.state is SyncJobState.PENDING:
+        fields["next_attempt_time"] = job.next_attempt_time.isoformat()
+    log.log(level, "sync job %s", outcome, extra=fields)

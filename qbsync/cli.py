@@ -92,11 +92,23 @@ def _migrate(settings: Settings) -> None:
 @click.option("--verbose", is_flag=True, help="Log debug detail.")
 def main(verbose: bool) -> None:
     """qbsync keeps a moving company's books in QuickBooks Online in step with its CRM."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # Alembic narrates every plugin it loads at INFO; an operator only needs to hear about problems.
-    logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    _configure_logs(verbose)
+
+
+def _configure_logs(verbose: bool) -> None:
+    """Structured logs for every command and role (qbsync/logs.py: QBSYNC_LOG_FORMAT, QBSYNC_LOG_LEVEL)."""
+    import os
+
+    from adapters.persistence.encryption import ENCRYPTION_KEY_ENV, parse_keys
+    from qbsync import logs
+
+    try:
+        settings = logs.LogSettings.from_env(os.environ, verbose=verbose)
+    except ValueError as exc:
+        raise click.UsageError(f"bad configuration: {exc}") from exc
+    # The configured secrets are masked in every line, whatever logs them (belt and braces).
+    secrets = [*parse_keys(os.environ.get(ENCRYPTION_KEY_ENV, "")), os.environ.get("QBSYNC_QBO_CLIENT_SECRET", "")]
+    logs.configure(settings, secrets=secrets)
 
 
 @main.command()

@@ -115,6 +115,15 @@ def emulator(port: int, host: str, realm: str | None) -> None:
 
     if not is_loopback(host):
         click.echo(f"warning: {host} is not a loopback address and the emulator has no authentication", err=True)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received signal %s: stopping the emulator", signum)
+        stopping.set()
+
+    # Before anything is printed: whoever reads the output may signal at once (SIGTERM must stop, not kill).
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     server = run_emulator(host, port)
     click.echo(f"QuickBooks emulator on {server.url}")
     click.echo(f"  API base URL:  {server.base_api_url}")
@@ -129,14 +138,6 @@ def emulator(port: int, host: str, realm: str | None) -> None:
             f"--environment {server.discovery_url} --api-base-url {server.base_api_url}\n"
         )
     sys.stdout.flush()
-    stopping = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("received signal %s: stopping the emulator", signum)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     stopping.wait()
     server.stop()
     click.echo("emulator stopped")

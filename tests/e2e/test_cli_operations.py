@@ -4,10 +4,12 @@ database, and `emulator` as a real process stopped with SIGTERM."""
 from __future__ import annotations
 
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -259,6 +261,8 @@ def test_payouts_for_a_tenant_without_any_unknown_or_with_more_than_a_page(
 
 
 def test_emulator_serves_until_sigterm(tmp_path: Path) -> None:
+    """Its output is read by one thread from the start (so nothing a first `readline` buffered can be lost),
+    and the emulator is used only once it printed the connect command, i.e. once its company exists."""
     errors = (tmp_path / "stderr.txt").open("w+")
     process = subprocess.Popen(
         [sys.executable, "-m", "qbsync.cli", "emulator", "--port", "0", "--realm", "4620"],
@@ -267,26 +271,42 @@ def test_emulator_serves_until_sigterm(tmp_path: Path) -> None:
         text=True,
         env={**os.environ, "QBSYNC_DATA_DIR": str(tmp_path)},
     )
-    try:
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read_all() -> None:
         assert process.stdout is not None
-        first = process.stdout.readline()
-        match = re.search(r"emulator on (http://127\.0\.0\.1:\d+)", first)
-        assert match, first + (tmp_path / "stderr.txt").read_text()
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)  # end of output
+
+    reader = threading.Thread(target=read_all, daemon=True)
+    reader.start()
+    seen: list[str] = []
+
+    def until(text: str) -> str:
+        while not any(text in line for line in seen):
+            line = lines.get(timeout=30)
+            assert line is not None, "".join(seen) + (tmp_path / "stderr.txt").read_text()
+            seen.append(line)
+        return "".join(seen)
+
+    try:
+        match = re.search(r"emulator on (http://127\.0\.0\.1:\d+)", until("emulator on"))
+        assert match, "".join(seen)
         url = match.group(1)
+        assert "qbsync connect --tenant demo --realm-id 4620" in until("qbsync connect")
         discovery = requests.get(f"{url}/.well-known/openid_configuration", timeout=5).json()
         assert discovery["token_endpoint"] == f"{url}/oauth2/v1/tokens/bearer"
         assert requests.get(f"{url}/_emulator/realms", timeout=5).json()["realms"] == ["4620"]
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=15)
-        # Read through the same text buffer as `first`: what readline() already buffered would be lost to
-        # communicate(), which reads the pipe underneath it.
-        out = first + process.stdout.read()
+        reader.join(timeout=15)
+        out = until("emulator stopped")
     finally:
         if process.poll() is None:
             process.kill()
         errors.close()
-    assert process.returncode == 0
-    assert "qbsync connect --tenant demo --realm-id 4620" in out
+    assert process.returncode == 0, (tmp_path / "stderr.txt").read_text()
     assert "emulator stopped" in out
 
 

@@ -43,6 +43,7 @@ from adapters.quickbooks.qbo.transport import (
     TransportError,
     Unauthorized,
     api_base_url,
+    tagged,
 )
 from core.connection import QuickBooksConnection
 from core.errors import AccountingUnavailableError, ReconnectRequiredError, ThrottledError
@@ -129,6 +130,17 @@ class CompanySession:
                         return found
                 return operation(client)
             except Unauthorized:
+                # The first 401 is routine (a token revoked or expired early): refreshed once, then retried.
+                log.log(
+                    logging.WARNING if reauthorized else logging.INFO,
+                    "quickbooks refused the access token",
+                    extra={
+                        "tenant": self.connection.tenant_id,
+                        "operation": what,
+                        "status": 401,
+                        "will_retry": not reauthorized,
+                    },
+                )
                 if reauthorized:
                     raise ReconnectRequiredError(
                         "QuickBooks refused a freshly refreshed access token: reconnect the company"
@@ -138,27 +150,71 @@ class CompanySession:
             except Throttled as exc:
                 throttles += 1
                 wait = exc.retry_after if exc.retry_after is not None else policy.throttle_default_wait
-                if throttles > policy.throttle_retries or wait > policy.throttle_max_wait:
-                    raise ThrottledError(
-                        f"QuickBooks is limiting requests for this company ({what}); retrying in {wait:g}s",
-                        retry_after_seconds=wait,
+                retrying = throttles <= policy.throttle_retries and wait <= policy.throttle_max_wait
+                self._warn(
+                    "quickbooks throttled the request",
+                    what=what, status=429, attempt=throttles, retrying=retrying, intuit_tid=exc.intuit_tid, wait=wait,
+                )
+                if not retrying:
+                    raise tagged(
+                        ThrottledError(
+                            f"QuickBooks is limiting requests for this company ({what}); retrying in {wait:g}s",
+                            retry_after_seconds=wait,
+                        ),
+                        exc.intuit_tid,
                     ) from None
-                log.info("quickbooks throttled", extra={"what": what, "wait": wait, "intuit_tid": exc.intuit_tid})
                 self._sleep(wait)
             except (TransportError, QuickbooksException) as exc:
                 # QuickbooksException here is an answer the library could not parse (a 200 with a bad body).
                 sent = exc.maybe_sent if isinstance(exc, TransportError) else True
                 maybe_committed = maybe_committed or (write and sent)
                 failures += 1
-                if failures >= policy.attempts:
-                    raise AccountingUnavailableError(
-                        _unavailable_message(exc, what), maybe_committed=maybe_committed
-                    ) from None
-                log.info(
-                    "quickbooks call failed; retrying",
-                    extra={"what": what, "error": type(exc).__name__, "attempt": failures},
+                retrying = failures < policy.attempts
+                backoff = self._backoff(failures) if retrying else 0.0
+                status = exc.status if isinstance(exc, ServerError) else None
+                tid = getattr(exc, "intuit_tid", "")
+                self._warn(
+                    "quickbooks request failed",
+                    what=what, status=status, attempt=failures, retrying=retrying, intuit_tid=tid, wait=backoff,
+                    error=_failure(exc),
                 )
-                self._sleep(self._backoff(failures))
+                if not retrying:
+                    raise tagged(
+                        AccountingUnavailableError(_unavailable_message(exc, what), maybe_committed=maybe_committed),
+                        tid,
+                    ) from None
+                self._sleep(backoff)
+
+    def _warn(
+        self,
+        event: str,
+        *,
+        what: str,
+        status: int | None,
+        attempt: int,
+        retrying: bool,
+        intuit_tid: str,
+        wait: float,
+        error: str = "",
+    ) -> None:
+        """One warning per failed request (not per retry loop, nor per byte): an outage or throttling shows
+        in the log as it happens, with the operation, the HTTP status (None: no answer came) and the
+        attempt. Never a token: the request itself is not logged."""
+        fields: dict[str, object] = {
+            "tenant": self.connection.tenant_id,
+            "realm_id": self.connection.realm_id,
+            "operation": what,
+            "status": status,
+            "attempt": attempt,
+            "will_retry": retrying,
+        }
+        if error:
+            fields["error"] = error
+        if retrying:
+            fields["retry_in_s"] = round(wait, 3)
+        if intuit_tid:
+            fields["intuit_tid"] = intuit_tid
+        log.warning(event, extra=fields)
 
     def _fenced_client(self, fence: WriteFence) -> QuickBooksClient:
         """A client for one write: the session's HTTP connections, limiter and current token, with
@@ -200,12 +256,16 @@ class _FencedLimiter(RequestLimiter):
             yield
 
 
-def _unavailable_message(exc: Exception, what: str) -> str:
+def _failure(exc: Exception) -> str:
+    """What went wrong with a request, for the log: an HTTP status says it, else the transport's words."""
     if isinstance(exc, ServerError):
-        detail = f"HTTP {exc.status}"
-    elif isinstance(exc, TransportError):
-        detail = str(exc)
-    else:
-        detail = "an answer that could not be read"
+        return f"HTTP {exc.status}"
+    if isinstance(exc, TransportError):
+        return str(exc)
+    return "an answer that could not be read"
+
+
+def _unavailable_message(exc: Exception, what: str) -> str:
+    detail = _failure(exc)
     tid = getattr(exc, "intuit_tid", "")
     return f"QuickBooks could not be reached for {what} ({detail}{', intuit_tid ' + tid if tid else ''}); will retry"

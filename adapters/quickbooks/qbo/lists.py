@@ -12,7 +12,7 @@ from typing import Any
 
 from adapters.quickbooks.qbo.calls import CompanySession
 from adapters.quickbooks.qbo.queries import escape, query_all
-from adapters.quickbooks.qbo.transport import QboFault
+from adapters.quickbooks.qbo.transport import QboFault, tagged
 from core.company_lists import TAX_CODE_PSEUDO, TAX_CODE_RATE, ListEntry, ListKind, leaf_name, pick_by_name
 from core.connection import ListRef
 from core.errors import BookkeepingError
@@ -72,7 +72,8 @@ def _by_id(session: CompanySession, kind: ListKind, entry_id: str) -> ListEntry 
     except QboFault as fault:
         if "610" in fault.codes:  # Object Not Found
             return None
-        raise BookkeepingError(f"QuickBooks refused to read {entity} {entry_id}: {fault}") from None
+        refused = BookkeepingError(f"QuickBooks refused to read {entity} {entry_id}: {fault}")
+        raise tagged(refused, fault.intuit_tid) from None
     row = (answer or {}).get(entity)
     return list_entry(kind, row) if row else None
 

@@ -33,7 +33,7 @@ from adapters.quickbooks.qbo.mapping import (
 )
 from adapters.quickbooks.qbo.queries import PAGE_SIZE, escape, query_all, query_page
 from adapters.quickbooks.qbo.settings import ITEM_SETTINGS, SettingsResolver, setting_error, settings_maybe_used
-from adapters.quickbooks.qbo.transport import QboFault, QuickBooksClient
+from adapters.quickbooks.qbo.transport import QboFault, QuickBooksClient, tagged
 from core.accounting import (
     AccountingCustomer,
     DepositLineKind,
@@ -124,7 +124,7 @@ class QuickBooksAccountingSystem(AccountingSystem):
                 ours = self._our_customer(customer)
                 if ours is not None:
                     return ours
-                raise DuplicateNameError(customer.display_name) from None
+                raise tagged(DuplicateNameError(customer.display_name), fault.intuit_tid) from None
             raise _rejected("create the customer " + repr(customer.display_name), fault) from None
 
     def _our_customer(self, customer: NewCustomer) -> AccountingCustomer | None:
@@ -367,6 +367,10 @@ class QuickBooksAccountingSystem(AccountingSystem):
         return holders
 
     def _refusal(self, spec: TxnSpec, fault: QboFault, *, action: str, own_id: str = "") -> AccountingError:
+        """The domain error for a Fault on a transaction write, carrying the refusal's `intuit_tid`."""
+        return tagged(self._refusal_of(spec, fault, action=action, own_id=own_id), fault.intuit_tid)
+
+    def _refusal_of(self, spec: TxnSpec, fault: QboFault, *, action: str, own_id: str = "") -> AccountingError:
         """The domain error for a Fault on a transaction write. The Fault's `element` names the field at
         fault when QBO gives it; when it does not, the references are checked one by one (a few reads,
         only on this error path) so that the error says what a person or the core can act on. `own_id`: the
@@ -455,7 +459,7 @@ def _said(fault: QboFault) -> str:
 
 
 def _rejected(what: str, fault: QboFault) -> BookkeepingError:
-    return BookkeepingError(f"QuickBooks refused to {what}: {_said(fault)}")
+    return tagged(BookkeepingError(f"QuickBooks refused to {what}: {_said(fault)}"), fault.intuit_tid)
 
 
 def _is_reference_fault(fault: QboFault) -> bool:

@@ -12,6 +12,7 @@ disconnection or reconnection made meanwhile stands). Tokens never appear in a m
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -23,6 +24,8 @@ from intuitlib.exceptions import AuthClientError
 from core.connection import ConnectionState, QuickBooksConnection, TokenGrant
 from core.errors import AccountingUnavailableError, ReconnectRequiredError
 from core.ports import Clock, CompanyLock, UnitOfWorkFactory
+
+log = logging.getLogger(__name__)
 
 RECONNECT_MESSAGE = "QuickBooks refused qbsync's authorization for this company: reconnect it"
 NOT_CONNECTED_MESSAGE = "QuickBooks is not connected for this company: connect it first"
@@ -84,17 +87,27 @@ class TokenKeeper:
             return self._refresh(stored)
 
     def _refresh(self, stored: QuickBooksConnection) -> QuickBooksConnection:
+        who = {"tenant": stored.tenant_id, "realm_id": stored.realm_id}
         try:
             client = self._auth_client_factory(stored)
             client.refresh(refresh_token=stored.refresh_token)
         except AuthClientError as exc:
             if _is_refused(exc):
+                log.warning(
+                    "quickbooks refused the token refresh: the company must be reconnected",
+                    extra={**who, "status": exc.status_code, "error": _oauth_error(exc)},
+                )
                 self._mark_reconnect_required(stored, _oauth_error(exc))
                 raise ReconnectRequiredError(RECONNECT_MESSAGE) from None
+            log.warning("quickbooks token refresh failed", extra={**who, "status": exc.status_code, "will_retry": True})
             raise AccountingUnavailableError(
                 f"QuickBooks' token service answered HTTP {exc.status_code}; will retry"
             ) from None
         except requests.RequestException as exc:
+            log.warning(
+                "quickbooks token refresh failed",
+                extra={**who, "status": None, "error": type(exc).__name__, "will_retry": True},
+            )
             raise AccountingUnavailableError(
                 f"QuickBooks' token service could not be reached ({type(exc).__name__}); will retry"
             ) from None
@@ -115,6 +128,10 @@ class TokenKeeper:
         with self._uow_factory() as uow:
             saved = uow.connections.save_tokens(stored.tenant_id, grant, replacing=stored.refresh_token)
             uow.commit()
+        log.info(
+            "quickbooks tokens refreshed",
+            extra={**who, "access_token_lifetime_s": lifetime.total_seconds(), "stored": saved},
+        )
         if not saved:
             # Disconnected or connected again while we were at Intuit: what is stored now is newer.
             current = self._load(stored.tenant_id)

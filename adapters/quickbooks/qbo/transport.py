@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -22,6 +22,7 @@ from quickbooks import QuickBooks
 
 from adapters.quickbooks.qbo.limiter import RequestLimiter
 from core.connection_rules import is_loopback
+from core.errors import QbsyncError
 
 PRODUCTION_API = "https://quickbooks.api.intuit.com/v3"
 SANDBOX_API = "https://sandbox-quickbooks.api.intuit.com/v3"
@@ -53,6 +54,18 @@ class Throttled(Exception):
         super().__init__("QuickBooks throttled the request")
         self.retry_after = retry_after
         self.intuit_tid = intuit_tid
+
+
+E = TypeVar("E", bound=QbsyncError)
+
+
+def tagged(error: E, intuit_tid: str) -> E:
+    """`error` carrying Intuit's transaction id of the answer behind it (metadata `intuit_tid`), so that a
+    job's error, its log line and a support ticket to Intuit can name the request. An id already there
+    (from an earlier answer) is kept."""
+    if intuit_tid:
+        error.metadata.setdefault("intuit_tid", intuit_tid)
+    return error
 
 
 class Unauthorized(Exception):
