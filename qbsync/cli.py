@@ -102,10 +102,7 @@ def _configure_logs(verbose: bool) -> None:
     from adapters.persistence.encryption import ENCRYPTION_KEY_ENV, parse_keys
     from qbsync import logs
 
-    try:
-        settings = logs.LogSettings.from_env(os.environ, verbose=verbose)
-    except ValueError as exc:
-        raise click.UsageError(f"bad configuration: {exc}") from exc
+    settings = logs.LogSettings.from_env(os.environ, verbose=verbose)  # a ConfigError: one line, exit 78
     # The configured secrets are masked in every line, whatever logs them (belt and braces).
     secrets = [*parse_keys(os.environ.get(ENCRYPTION_KEY_ENV, "")), os.environ.get("QBSYNC_QBO_CLIENT_SECRET", "")]
     logs.configure(settings, secrets=secrets)

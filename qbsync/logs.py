@@ -32,6 +32,8 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from qbsync.config import ConfigError
+
 LOG_FORMAT_ENV = "QBSYNC_LOG_FORMAT"
 LOG_LEVEL_ENV = "QBSYNC_LOG_LEVEL"
 FORMATS = ("auto", "json", "text")
@@ -129,12 +131,12 @@ class LogSettings:
         `stream` (stderr by default) is a terminal. Raises ValueError naming the variable that is wrong."""
         chosen = environ.get(LOG_FORMAT_ENV, "").strip().lower() or "auto"
         if chosen not in FORMATS:
-            raise ValueError(f"{LOG_FORMAT_ENV} must be one of {', '.join(FORMATS)}, not {chosen!r}")
+            raise ConfigError(LOG_FORMAT_ENV, f"must be one of {', '.join(FORMATS)}, not {chosen!r}")
         if chosen == "auto":
             chosen = "text" if _is_terminal(stream or sys.stderr) else "json"
         level_name = environ.get(LOG_LEVEL_ENV, "").strip().upper() or "INFO"
         if level_name not in LEVELS:
-            raise ValueError(f"{LOG_LEVEL_ENV} must be one of {', '.join(LEVELS)}, not {level_name!r}")
+            raise ConfigError(LOG_LEVEL_ENV, f"must be one of {', '.join(LEVELS)}, not {level_name!r}")
         return cls(chosen, logging.DEBUG if verbose else logging.getLevelNamesMapping()[level_name])
 
 

@@ -87,8 +87,8 @@ def test_the_cli_refuses_a_bad_log_setting_without_a_traceback(
 ) -> None:
     monkeypatch.setenv("QBSYNC_LOG_LEVEL", "chatty")
     result = CliRunner().invoke(main, ["migrate"])
-    assert result.exit_code == 2
-    assert "bad configuration: QBSYNC_LOG_LEVEL must be one of DEBUG, INFO" in result.output
+    assert result.exit_code == 78  # EX_CONFIG, as every configuration mistake (qbsync/cli.py)
+    assert "configuration: QBSYNC_LOG_LEVEL must be one of DEBUG, INFO" in result.output
     assert "Traceback" not in result.output
 
 
