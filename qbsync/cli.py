@@ -1,5 +1,5 @@
 """`qbsync`, the operators' command line: serve, migrate, keys (qbsync.key_commands), demo, connect, emulator,
-errors, retry."""
+errors, retry, status, payouts."""
 
 from __future__ import annotations
 
