@@ -300,7 +300,7 @@ def payouts(tenant: str, limit: int, as_json: bool) -> None:
 
 @click.command()
 @click.option("--tenant", required=True)
-@click.option("--all", "every", is_flag=True, help="Retry every FAILED job of the tenant (instead of NAME).")
+@click.option("--all", "every", is_flag=True, help="Retry every FAILED job of the tenant, each once.")
 @click.argument("name", metavar="[syncJobs/ID]", required=False)
 def retry(tenant: str, every: bool, name: str | None) -> None:
     """Runs a failed sync job again, or with --all every failed job of the tenant, each once (the workers of
