@@ -281,7 +281,8 @@ class SyncService:
             now = self._clock.now()
             job.dismiss_time = job.update_time = now
             uow.jobs.save(job)
-            uow.audit.append(AuditEvent(principal.tenant_id, now, AuditKind.SYNC_ERROR_DISMISSED, job.target, job_id, ""))
+            event = AuditEvent(principal.tenant_id, now, AuditKind.SYNC_ERROR_DISMISSED, job.target, job_id, "")
+            uow.audit.append(event)
             uow.commit()
             return job
 
