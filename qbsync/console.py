@@ -2,9 +2,9 @@
 
 Configuration (environment; flags win):
 - QBSYNC_CONSOLE_LISTEN (--listen): host:port, default 127.0.0.1:8080.
-- QBSYNC_CONSOLE_URL: where browsers reach the console, default http://<listen>. Its `/oauth/callback` is
-  the redirect URI to register with qbsync's Intuit app (QBSYNC_QBO_CLIENT_ID / _SECRET). An https URL (a
-  TLS-terminating proxy in front) makes the session cookie Secure.
+- QBSYNC_CONSOLE_URL: where browsers reach the console, default http://<listen> (with the port bound). Its
+  `/oauth/callback` is the redirect URI to register with qbsync's Intuit app (QBSYNC_QBO_CLIENT_ID /
+  _SECRET). An https URL (a TLS-terminating proxy in front) makes the session cookie Secure.
 - QBSYNC_CONSOLE_SESSION_SECRET: signs the session cookies (at least 32 characters); when unset, one is
   generated into QBSYNC_DATA_DIR/console-session.key (0600) and kept, like the encryption key. Several
   console processes behind one address must share it.
@@ -18,12 +18,15 @@ import logging
 import os
 import secrets
 import signal
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+from starlette.applications import Starlette
 
+from adapters.console.server import ConsoleServer
 from core.connection_rules import is_loopback
 from qbsync.config import INSECURE_ENV, ConfigError, Settings, env_bool
 
@@ -40,8 +43,11 @@ MIN_SECRET_LENGTH = 32
 @dataclass(frozen=True)
 class ConsoleSettings:
     listen: str
-    public_url: str
+    public_url: str  # "" when not configured: http://<listen host>:<port bound>
     session_secret: str = field(repr=False)
+
+    def url_for_port(self, port: int) -> str:
+        return self.public_url or f"http://{self.listen.rpartition(':')[0]}:{port}"
 
     @classmethod
     def from_env(
@@ -52,8 +58,8 @@ class ConsoleSettings:
         host, sep, port = listen.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ConfigError(variable, f"must be host:port (e.g. {DEFAULT_LISTEN}), not {listen!r}")
-        public_url = env.get(URL_ENV, "").strip().rstrip("/") or f"http://{listen}"
-        if not public_url.startswith(("http://", "https://")):
+        public_url = env.get(URL_ENV, "").strip().rstrip("/")
+        if public_url and not public_url.startswith(("http://", "https://")):
             raise ConfigError(URL_ENV, f"must be an http:// or https:// URL, not {public_url!r}")
         bare_host = host.removeprefix("[").removesuffix("]")
         insecure = insecure or env_bool(env, INSECURE_ENV)
@@ -89,23 +95,22 @@ def _session_secret(env: dict[str, str], data_dir: Path) -> str:
     return secret
 
 
-def build_console(settings: Settings, console: ConsoleSettings):  # type: ignore[no-untyped-def]
+def build_console(settings: Settings, console: ConsoleSettings) -> ConsoleServer:
     """The console server over the production wiring (qbsync.bootstrap) for `settings`."""
     from adapters.console.app import ConsoleConfig, create_app
-    from adapters.console.server import ConsoleServer
     from core.auth import ApiKeys
     from core.connections_service import ConnectionService
     from core.service import SyncService
     from qbsync.bootstrap import bootstrap
 
     injector = bootstrap(settings=settings)
-    app = create_app(
-        injector.get(SyncService),
-        injector.get(ConnectionService),
-        injector.get(ApiKeys),
-        ConsoleConfig(session_secret=console.session_secret, public_url=console.public_url),
-    )
-    return ConsoleServer(app, console.listen)
+    sync, connections, keys = injector.get(SyncService), injector.get(ConnectionService), injector.get(ApiKeys)
+
+    def app_for_port(port: int) -> Starlette:
+        config = ConsoleConfig(session_secret=console.session_secret, public_url=console.url_for_port(port))
+        return create_app(sync, connections, keys, config)
+
+    return ConsoleServer(app_for_port, console.listen)
 
 
 @click.command("console")
@@ -119,9 +124,10 @@ def console_command(listen: str | None, insecure: bool) -> None:
     console = ConsoleSettings.from_env(dict(os.environ), settings.data_dir, listen=listen, insecure=insecure)
     server = build_console(settings, console)
     port = server.start()
-    host = console.listen.rpartition(":")[0]
-    click.echo(f"qbsync console is serving on {host}:{port} (open {console.public_url}/)")
-    click.echo(f"OAuth redirect URI to register with the Intuit app: {console.public_url}/oauth/callback")
+    host, url = console.listen.rpartition(":")[0], console.url_for_port(port)
+    click.echo(f"qbsync console is serving on {host}:{port} (open {url}/)")
+    click.echo(f"OAuth redirect URI to register with the Intuit app: {url}/oauth/callback")
+    sys.stdout.flush()
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())

@@ -1,11 +1,13 @@
 """Serves the console's ASGI app with uvicorn, on a socket bound first (so that a taken port is one clear
-error before anything runs, and port 0 tells which port it got), in a thread of this process."""
+error before anything runs, and port 0 tells which port it got), in a thread of this process. The app is
+made once the port is known: its OAuth redirect URI names it."""
 
 from __future__ import annotations
 
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import uvicorn
 from starlette.applications import Starlette
@@ -14,8 +16,10 @@ from adapters.grpc.server import ListenError
 
 
 class ConsoleServer:
-    def __init__(self, app: Starlette, listen: str) -> None:
-        self._app = app
+    def __init__(self, app_for_port: Callable[[int], Starlette], listen: str) -> None:
+        """`app_for_port(port)`: the app to serve, given the port bound (the one asked for, or the one the
+        system chose for port 0)."""
+        self._app_for_port = app_for_port
         self._listen = listen
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -37,7 +41,10 @@ class ConsoleServer:
             raise ListenError(f"the console cannot listen on {self._listen}: {exc.strerror or exc}") from exc
         # No access log: the OAuth callback's query carries Intuit's one-time code. log_config None: qbsync's
         # own logging (qbsync/logs.py) formats uvicorn's error lines like every other line.
-        config = uvicorn.Config(self._app, log_config=None, access_log=False, lifespan="off", ws="none")
+        port_bound = int(sock.getsockname()[1])
+        config = uvicorn.Config(
+            self._app_for_port(port_bound), log_config=None, access_log=False, lifespan="off", ws="none"
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [sock]}, name="qbsync-console", daemon=True
@@ -48,7 +55,7 @@ class ConsoleServer:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise ListenError(f"the console did not start on {self._listen}")
             time.sleep(0.02)
-        return int(sock.getsockname()[1])
+        return port_bound
 
     def stop(self, timeout_seconds: float = 5.0) -> None:
         if self._server is None or self._thread is None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from adapters.console.app import ConsoleConfig, create_app
 from adapters.console.server import ConsoleServer
 from adapters.persistence.sqlalchemy.migrate import migrate
 from adapters.quickbooks.emulator import EmulatorServer, run_emulator
-from core.auth import ApiKeys
+from core.auth import ApiKeys, presented_key_id
 from core.connections_service import ConnectionService
 from core.domain import Permission
 from core.service import SyncService
@@ -106,12 +105,6 @@ class Deployment:
         return accepted.name
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[Deployment]:
     emulator = run_emulator("127.0.0.1", 0)
@@ -143,16 +136,14 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
     )
     runtime = Runtime(injector)
     grpc_port = runtime.start()
-    port = _free_port()
-    console_url = f"http://127.0.0.1:{port}"
-    app = create_app(
-        injector.get(SyncService),
-        injector.get(ConnectionService),
-        injector.get(ApiKeys),
-        ConsoleConfig(session_secret="s" * 48, public_url=console_url),
+    sync, connections, keys = injector.get(SyncService), injector.get(ConnectionService), injector.get(ApiKeys)
+    console = ConsoleServer(
+        lambda port: create_app(
+            sync, connections, keys, ConsoleConfig(session_secret="s" * 48, public_url=f"http://127.0.0.1:{port}")
+        ),
+        "127.0.0.1:0",
     )
-    console = ConsoleServer(app, f"127.0.0.1:{port}")
-    console.start()
+    console_url = f"http://127.0.0.1:{console.start()}"
     channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
     try:
         yield Deployment(
@@ -216,6 +207,13 @@ def test_sign_in_takes_an_admin_key_only(page: Page, deployment: Deployment) -> 
     page.get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(re.compile(r"/signin$"))
     page.goto("/")
+    expect(page).to_have_url(re.compile(r"/signin$"))
+
+    # A key revoked while signed in ends its session at the next request.
+    sign_in(page, admin_key)
+    expect(page.locator("#tenant")).to_have_text("acme")
+    deployment.keys.revoke(presented_key_id(admin_key))
+    page.reload()
     expect(page).to_have_url(re.compile(r"/signin$"))
 
 
