@@ -38,10 +38,12 @@ from core.connection import QuickBooksConnection
 from core.connections_service import ConnectionService
 from core.domain import Permission, Principal, SyncJob, SyncJobState
 from core.errors import (
+    AccountingUnavailableError,
     FailedPreconditionError,
     NotFoundError,
     PermissionDeniedError,
     QbsyncError,
+    StorageUnavailableError,
     TooManyFailedAuthenticationsError,
     UnauthenticatedError,
 )
@@ -371,6 +373,14 @@ class _SecurityHeaders:
         await self._app(scope, receive, with_headers)
 
 
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    """What a page shows when the database (or QuickBooks, for a read) is away: a plain 503, its message only
+    (never a traceback, a statement or a URL)."""
+    message = exc.message if isinstance(exc, QbsyncError) else "unavailable"
+    log.warning("console page unavailable: %s", message, extra={"path": request.url.path})
+    return PlainTextResponse(f"unavailable: {message}", 503, headers={"Retry-After": "5"})
+
+
 def create_app(sync: SyncService, connections: ConnectionService, keys: ApiKeys, config: ConsoleConfig) -> Starlette:
     """The console as an ASGI app (served by uvicorn: `qbsync console`)."""
     console = Console(sync, connections, keys, config)
@@ -395,4 +405,5 @@ def create_app(sync: SyncService, connections: ConnectionService, keys: ApiKeys,
             https_only=config.https,
         ),
     ]
-    return Starlette(routes=routes, middleware=middleware)
+    handlers = {StorageUnavailableError: _unavailable, AccountingUnavailableError: _unavailable}
+    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)  # type: ignore[arg-type]

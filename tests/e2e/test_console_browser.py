@@ -25,6 +25,7 @@ from adapters.quickbooks.emulator import EmulatorServer, run_emulator
 from core.auth import ApiKeys, presented_key_id
 from core.connections_service import ConnectionService
 from core.domain import Permission
+from core.ports import UnitOfWorkFactory
 from core.service import SyncService
 from qbsync.bootstrap import bootstrap
 from qbsync.config import Settings
@@ -75,6 +76,8 @@ class Deployment:
     keys: ApiKeys
     emulator: EmulatorServer
     realm_id: str
+    database: Path
+    uow_factory: object  # the SQLAlchemy unit of work factory: its engine is disposed to take the file away
 
     def key(self, *permissions: Permission, tenant: str = "acme") -> str:
         return self.keys.create(tenant, frozenset(permissions or Permission))
@@ -152,6 +155,8 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
             injector.get(ApiKeys),
             emulator,
             company["realm_id"],
+            tmp_path / "qbsync.db",
+            injector.get(UnitOfWorkFactory),  # type: ignore[type-abstract]
         )
     finally:
         channel.close()
@@ -295,3 +300,28 @@ def test_forms_need_the_sessions_csrf_token_and_pages_carry_no_secret(page: Page
     body = answer.text()
     tokens = [t["token"] for t in state["tokens"]["access_tokens"]] + state["tokens"]["refresh_tokens"]
     assert tokens and all(token not in body for token in tokens)
+
+
+def test_a_database_outage_is_a_plain_503_and_the_page_comes_back(page: Page, deployment: Deployment) -> None:
+    sign_in(page, deployment.key())
+    expect(page.locator("#tenant")).to_have_text("acme")
+    deployment.uow_factory.engine.dispose()  # type: ignore[attr-defined]
+    files = [
+        p
+        for p in (deployment.database, Path(f"{deployment.database}-wal"), Path(f"{deployment.database}-shm"))
+        if p.exists()
+    ]
+    for path in files:
+        path.rename(f"{path}.away")
+    deployment.database.mkdir()  # a directory where the file was: nobody can open it
+    try:
+        answer = page.request.get("/")
+        assert answer.status == 503 and answer.headers["retry-after"] == "5"
+        assert answer.text().startswith("unavailable: the database is unavailable")
+        assert "Traceback" not in answer.text() and "sqlite" not in answer.text().lower()
+    finally:
+        deployment.database.rmdir()
+        for path in files:
+            Path(f"{path}.away").rename(path)
+    page.reload()
+    expect(page.locator("#tenant")).to_have_text("acme")
