@@ -4,6 +4,7 @@ made once the port is known: its OAuth redirect URI names it."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -41,6 +42,8 @@ class ConsoleServer:
             raise ListenError(f"the console cannot listen on {self._listen}: {exc.strerror or exc}") from exc
         # No access log: the OAuth callback's query carries Intuit's one-time code. log_config None: qbsync's
         # own logging (qbsync/logs.py) formats uvicorn's error lines like every other line.
+        # And off for good, whoever adds a handler to it later: uvicorn's access logger is this process's.
+        logging.getLogger("uvicorn.access").disabled = True
         port_bound = int(sock.getsockname()[1])
         config = uvicorn.Config(
             self._app_for_port(port_bound), log_config=None, access_log=False, lifespan="off", ws="none"

@@ -8,11 +8,13 @@ these tests skip naming what is missing."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import grpc
 import pytest
@@ -191,7 +193,8 @@ def recent_row(page: Page, name: str):  # type: ignore[no-untyped-def]
     return page.locator(f'tr.recent-row[data-job="{name}"]')
 
 
-def test_sign_in_takes_an_admin_key_only(page: Page, deployment: Deployment) -> None:
+def test_sign_in_takes_an_admin_key_only(page: Page, deployment: Deployment, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     sign_in(page, "qbs_nokey_notasecret")
     expect(page.locator("#problem")).to_have_text("unknown, revoked or expired API key")
     sign_in(page, deployment.key(Permission.READ, Permission.SYNC))
@@ -208,6 +211,7 @@ def test_sign_in_takes_an_admin_key_only(page: Page, deployment: Deployment) -> 
     cookies = {c["name"]: c for c in page.context.cookies()}
     assert cookies["qbsync_console"]["httpOnly"] and cookies["qbsync_console"]["sameSite"] == "Lax"
     assert admin_key.rsplit("_", 1)[1] not in cookies["qbsync_console"]["value"]
+    assert "console sign-in: tenant acme" in caplog.text and admin_key.rsplit("_", 1)[1] not in caplog.text
 
     page.get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(re.compile(r"/signin$"))
@@ -253,7 +257,10 @@ def test_a_failed_job_is_retried_after_the_fix_and_another_is_dismissed(page: Pa
     assert deployment.stub.GetSyncJob(s.GetSyncJobRequest(name=second), metadata=md).HasField("dismiss_time")
 
 
-def test_reconnect_runs_the_oauth_flow_through_the_callback(page: Page, deployment: Deployment) -> None:
+def test_reconnect_runs_the_oauth_flow_through_the_callback(
+    page: Page, deployment: Deployment, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     md = deployment.md()
     # Intuit kills the tokens: the next sync finds the connection needing a reconnection.
     deployment.admin("tokens/expire", {"realm_id": deployment.realm_id})
@@ -270,7 +277,9 @@ def test_reconnect_runs_the_oauth_flow_through_the_callback(page: Page, deployme
     expect(page.locator("#connection-state")).to_have_text("CONNECTED")
     expect(page).to_have_url(f"{deployment.console_url}/")
     assert any(hop.startswith(f"{deployment.emulator.url}/oauth2/v1/authorize?") for hop in oauth_hops)
-    assert any(hop.startswith(f"{deployment.console_url}/oauth/callback?code=") for hop in oauth_hops)
+    [callback] = [hop for hop in oauth_hops if hop.startswith(f"{deployment.console_url}/oauth/callback?code=")]
+    code = parse_qs(urlsplit(callback).query)["code"][0]
+    assert code not in caplog.text and code not in page.content()  # Intuit's one-time code is logged nowhere
 
     error_row(page, stuck).get_by_role("button", name="Retry").click()  # the new tokens work
     assert deployment.settle(stuck, md).state == r.SyncJob.STATE_SUCCEEDED
