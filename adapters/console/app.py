@@ -46,6 +46,7 @@ from core.errors import (
     StorageUnavailableError,
     TooManyFailedAuthenticationsError,
     UnauthenticatedError,
+    ValidationError,
 )
 from core.service import SyncService
 
@@ -213,7 +214,7 @@ class Console:
         try:
             await run_in_threadpool(use_case, principal, name)
         except QbsyncError as exc:
-            _flash(request, "error", f"{name}: {exc.message}")
+            _flash(request, "error", f"{name}: {_said(exc)}")
         else:
             _flash(request, "info", done.format(name=name))
         return _see_other("/")
@@ -236,7 +237,7 @@ class Console:
         try:
             url = await run_in_threadpool(start)
         except QbsyncError as exc:
-            _flash(request, "error", f"reconnect: {exc.message}")
+            _flash(request, "error", f"reconnect: {_said(exc)}")
             return _see_other("/")
         return RedirectResponse(url, status_code=303)
 
@@ -260,7 +261,7 @@ class Console:
                 self._config.redirect_uri,
             )
         except QbsyncError as exc:
-            _flash(request, "error", f"QuickBooks did not connect: {exc.message}")
+            _flash(request, "error", f"QuickBooks did not connect: {_said(exc)}")
         else:
             company = connection.company_name or f"company {connection.realm_id}"
             _flash(request, "info", f"connected to {company}")
@@ -338,6 +339,13 @@ def _attempt(read: Callable[[], T], problems: list[str], *, none_on: type[Qbsync
             raise
         problems.append(exc.message)
         return None
+
+
+def _said(exc: QbsyncError) -> str:
+    """A refusal in words for the page: each violated field with what is wrong with it, else the message."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{v.field} {v.description}" for v in exc.violations)
+    return exc.message
 
 
 def _flash(request: Request, level: str, message: str) -> None:

@@ -281,6 +281,13 @@ def test_reconnect_runs_the_oauth_flow_through_the_callback(
     code = parse_qs(urlsplit(callback).query)["code"][0]
     assert code not in caplog.text and code not in page.content()  # Intuit's one-time code is logged nowhere
 
+    # Intuit's refusal, and a callback the tenant did not start (forged or replayed state), change nothing.
+    page.goto("/oauth/callback?error=access_denied&state=x")
+    expect(page.locator(".flash.error")).to_have_text("QuickBooks did not connect: access_denied")
+    page.goto(f"/oauth/callback?code=emu-code-forged&state=forged&realmId={deployment.realm_id}")
+    expect(page.locator(".flash.error")).to_contain_text("QuickBooks did not connect: no authorization is pending")
+    expect(page.locator("#connection-state")).to_have_text("CONNECTED")
+
     error_row(page, stuck).get_by_role("button", name="Retry").click()  # the new tokens work
     assert deployment.settle(stuck, md).state == r.SyncJob.STATE_SUCCEEDED
 
