@@ -109,6 +109,11 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
     ) -> resources_pb2.SyncJob:
         return convert.sync_job_to_proto(self._service.retry(current_principal(), request.name))
 
+    def DismissSyncError(
+        self, request: sync_service_pb2.DismissSyncErrorRequest, context: grpc.ServicerContext
+    ) -> resources_pb2.SyncJob:
+        return convert.sync_job_to_proto(self._service.dismiss(current_principal(), request.name))
+
     # --- reading --------------------------------------------------------------------------------
 
     def GetSyncJob(
