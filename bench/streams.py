@@ -59,7 +59,8 @@ def _serve(url: str, bare: bool, pipe: Connection) -> None:
     injector = bootstrap(FakeQuickBooksModule(), settings=settings)
     if bare:
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=16), interceptors=[AuthInterceptor(injector.get(ApiKeys).authenticate)]
+            futures.ThreadPoolExecutor(max_workers=16),
+            interceptors=[AuthInterceptor(injector.get(ApiKeys).authenticate)],
         )
         g.add_SyncServiceServicer_to_server(injector.get(SyncServicer), server)
         health_servicer = health.HealthServicer()
@@ -170,15 +171,21 @@ def main() -> None:
                 stream.cancel()  # type: ignore[attr-defined]
         served.stop()
 
-    print(f"{args.streams} jobs accepted in {accepted:.1f} s; {args.streams} WatchSyncJob streams opened in {opened:.1f} s")
+    print(
+        f"{args.streams} jobs accepted in {accepted:.1f} s; "
+        f"{args.streams} WatchSyncJob streams opened in {opened:.1f} s"
+    )
     print(f"{still_open} streams still open while measuring ({args.calls} timed calls of each kind, one at a time)\n")
     header = f"{'call':<18} {'bare server':>16} {'qbsync, 0 streams':>20} {f'qbsync, {args.streams} streams':>24}"
     print(header + f" {'÷ bare':>9} {'÷ 0 streams':>12}")
     for call in ("health Check", "GetSyncStatus"):
         for index, label in ((0, "p50"), (1, "p99")):
-            b, z, l = baseline_bare[call][index], baseline[call][index], loaded[call][index]
+            bare_ms, idle_ms, busy_ms = baseline_bare[call][index], baseline[call][index], loaded[call][index]
             name = f"{call} {label}"
-            print(f"{name:<18} {b:>9.2f} ms {z:>17.2f} ms {l:>21.2f} ms {l / b:>8.2f}x {l / z:>11.2f}x")
+            print(
+                f"{name:<18} {bare_ms:>9.2f} ms {idle_ms:>17.2f} ms {busy_ms:>21.2f} ms"
+                f" {busy_ms / bare_ms:>8.2f}x {busy_ms / idle_ms:>11.2f}x"
+            )
     print(f"\ntotal {time.monotonic() - began:.1f} s")
 
 
