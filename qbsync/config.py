@@ -70,6 +70,8 @@ class Settings:
     # QBSYNC_INSECURE / --insecure: allow plaintext gRPC on an address other than loopback (behind a
     # TLS-terminating proxy, or on a network you trust). Loopback never needs it.
     insecure: bool = False
+    # QBSYNC_MAX_STREAMS_PER_KEY: open WatchSyncJob streams one API key may hold; one more is RESOURCE_EXHAUSTED.
+    max_streams_per_key: int = 100
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -82,6 +84,8 @@ class Settings:
             raise ConfigError("QBSYNC_SHUTDOWN_GRACE_SECONDS", f"must not be negative, not {self.grace_seconds}")
         if not self.watch_poll_seconds > 0:
             raise ConfigError("QBSYNC_WATCH_POLL_SECONDS", f"must be positive, not {self.watch_poll_seconds}")
+        if self.max_streams_per_key < 1:
+            raise ConfigError("QBSYNC_MAX_STREAMS_PER_KEY", f"must be at least 1, not {self.max_streams_per_key}")
         _check_listen(self.listen)
         _check_database_url(self.database_url)
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
@@ -137,6 +141,7 @@ class Settings:
             tls_key_file=env_path(env, TLS_KEY_ENV),
             tls_client_ca_file=env_path(env, TLS_CLIENT_CA_ENV),
             insecure=env_bool(env, INSECURE_ENV),
+            max_streams_per_key=env_int(env, "QBSYNC_MAX_STREAMS_PER_KEY", 100),
         )
 
     def ensure_data_dir(self) -> None:
