@@ -20,7 +20,18 @@ from adapters.quickbooks.fake import FakeCustomer, FakeQuickBooks, FakeTxn, Faul
 from adapters.quickbooks.qbo import QuickBooksAccountingSystems, RateLimits, RetryPolicy
 from adapters.quickbooks.qbo.settings import METHOD_NAMES
 from adapters.system import SystemClock
-from core.accounting import DiscountSpec, InvoiceSpec, LinkLine, PaymentSpec, RefundSpec, TxnKind, TxnSpec
+from core.accounting import (
+    DepositLine,
+    DepositLineKind,
+    DepositSpec,
+    DiscountSpec,
+    InvoiceSpec,
+    LinkLine,
+    PaymentSpec,
+    RefundSpec,
+    TxnKind,
+    TxnSpec,
+)
 from core.company_lists import ListKind
 from core.company_tax import SalesTax
 from core.connection import ListRef, QuickBooksConnection
@@ -511,6 +522,8 @@ class EmulatedBooks:
     invoice_balances: dict[str, Decimal]
     unapplied: dict[str, Decimal]
     invoice_taxes: dict[str, Decimal] = field(default_factory=dict)  # TxnTaxDetail.TotalTax by invoice Id
+    payments_deposited: dict[str, str] = field(default_factory=dict)  # the ledger: payment Id -> its Deposit
+    undeposited: Decimal = Decimal("0.00")  # the Undeposited Funds account's balance
 
     @classmethod
     def read(cls, state: dict[str, Any], *, tips_item: str = "", surcharge_item: str = "") -> EmulatedBooks:
@@ -533,10 +546,11 @@ class EmulatedBooks:
                 voided=f"{entity}/{record['Id']}" in voided,
                 total_amt=record["TotalAmt"],
             )
-            for entity in ("Payment", "Purchase", "Invoice")
+            for entity in ("Payment", "Purchase", "Invoice", "Deposit")
             for record in entities[entity]
         ]
         balances = state["balances"]
+        funds = next(a["Id"] for a in entities["Account"] if a.get("AccountSubType") == "UndepositedFunds")
         return cls(
             customers,
             {r["DisplayName"] for entity in ("Vendor", "Employee") for r in entities[entity]},
@@ -544,6 +558,8 @@ class EmulatedBooks:
             {k: v for k, v in balances["invoices"].items()},
             {k: v for k, v in balances["payments_unapplied"].items() if v is not None},
             {r["Id"]: (r.get("TxnTaxDetail") or {}).get("TotalTax", Decimal("0.00")) for r in entities["Invoice"]},
+            dict(balances["payments_deposited"]),
+            balances["accounts"][funds],
         )
 
     def live(self, entity: str) -> list[FakeTxn]:
@@ -558,6 +574,12 @@ class EmulatedBooks:
     def invoice_tax(self, invoice_id: str) -> Decimal:
         return self.invoice_taxes[invoice_id]
 
+    def deposited_payments(self) -> dict[str, str]:
+        return self.payments_deposited
+
+    def undeposited_funds(self) -> Decimal:
+        return self.undeposited
+
 
 def _spec(
     entity: str,
@@ -569,6 +591,15 @@ def _spec(
     """The core spec a QBO record holds (the marker is left out: the machine reads it from PrivateNote)."""
     txn_date = date.fromisoformat(record["TxnDate"])
     note = record.get("PrivateNote") or ""
+    if entity == "Deposit":
+        # Its payment lines only (the Id each links, for its amount): the accounts the other lines book to are
+        # the adapter's contract tests'. QBO's own TotalAmt is the EmulatedTxn's.
+        payments = tuple(
+            DepositLine(DepositLineKind.PAYMENT, line["Amount"], links[0]["TxnId"])
+            for line in record.get("Line", [])
+            if (links := line.get("LinkedTxn"))
+        )
+        return DepositSpec(txn_date, payments, note, "")
     if entity == "Payment":
         method = methods.get((record.get("PaymentMethodRef") or {}).get("value", ""))
         lines = tuple(
