@@ -703,8 +703,9 @@ def _payouts_in_the_bank(crm: Crm, seen: Seen) -> None:
         quickbooks_id = seen.status(EntityRef(EntityType.PAYOUT, payout.payout_id)).quickbooks_id
         deposit = deposits.get(quickbooks_id or "")
         assert deposit is not None, f"R10: payout {payout.payout_id} names QBO deposit {quickbooks_id}, not live"
-        assert type(deposit.total) is Decimal and deposit.total == payout.amount, (
-            f"R10: payout {payout.payout_id} is deposited as {deposit.total!r}, not {payout.amount}"
+        assert type(deposit.total) is Decimal, f"R10: payout {payout.payout_id} is deposited as {deposit.total!r}"
+        assert deposit.total == payout.amount, (
+            f"R10: payout {payout.payout_id} is deposited as {deposit.total}, not {payout.amount}"
         )
         wanted = sorted(seen.one("payment", p).id for p in payout.payment_ids)
         assert sorted(_payment_lines(deposit)) == wanted, (

@@ -1161,6 +1161,73 @@ BREAKS: list[tuple[Callable[[Crm, Seen], None], Callable[[SyncRulesMachine], obj
 ]
 
 
+def a_deposit_paid_out(machine: SyncRulesMachine | None = None) -> SyncRulesMachine:
+    """After `a_deposit_refunded_then_closed_out`: Mary's $100.00 paid out, its $10.00 refund netted and a $2.00
+    fee kept: $88.00 reaches the bank (SPEC section 9)."""
+    machine = a_deposit_refunded_then_closed_out(machine)
+    payment = _only_payment(machine)
+    payout_id = machine.crm.new_id("po")
+    refunds = (payment.refunds[0].refund_id,)
+    machine._sync_payout(
+        Payout(payout_id, date(2026, 3, 2), Decimal("88.00"), (payment.payment_id,), refunds, fees=Decimal("2.00"))
+    )
+    check_every_rule(machine)
+    return machine
+
+
+def its_deposit_deleted_and_resynced(machine: SyncRulesMachine) -> None:
+    """After `a_deposit_paid_out`: someone deletes the deposit in QuickBooks, the payout is resynced as it was
+    (the refund netted, the fee kept, no adjustment): a new deposit of $88.00, every rule holds."""
+    [payout_id] = machine.crm.payouts
+    [refund] = _only_payment(machine).refunds
+    machine.resync_payout(Drawn([payout_id, [refund], 200, False]), True)
+    check_every_rule(machine)
+    assert machine.one_live("payout", payout_id).total == Decimal("88.00")
+
+
+def test_a_deleted_deposit_is_written_again_on_the_fake() -> None:
+    """SPEC section 9 (tests/integration/quickbooks/test_sync_rules_machine_emulator.py runs the same on the
+    emulator, where R10 reads QuickBooks' own ledger)."""
+    its_deposit_deleted_and_resynced(a_deposit_paid_out())
+
+
+def _the_payout(machine: SyncRulesMachine, **changes: object) -> None:
+    """The model's payout changed behind the machine's back (QuickBooks kept the deposit as written)."""
+    [(payout_id, payout)] = machine.crm.payouts.items()
+    machine.crm.payouts[payout_id] = replace(payout, **changes)  # type: ignore[arg-type]
+
+
+def _delete_the_deposit(machine: SyncRulesMachine) -> None:
+    machine.side.delete(TxnKind.DEPOSIT, machine.qbo.live("Deposit")[0].id)
+
+
+# SPEC section 9's parts of R7 and R10 broken in turn, after `a_deposit_paid_out`.
+PAYOUT_BREAKS: list[tuple[Callable[[Crm, Seen], None], Callable[[SyncRulesMachine], object], str]] = [
+    (r7_exactly_once, _delete_the_deposit, ""),
+    (r10_the_books_balance, _delete_the_deposit, "payout po6 names QBO deposit"),
+    (r10_the_books_balance, lambda m: _the_payout(m, amount=Decimal("89.00")), "deposited as 88.00, not 89.00"),
+    (r10_the_books_balance, lambda m: _the_payout(m, payment_ids=("p3", "p3")), "links payments"),
+    (r10_the_books_balance, lambda m: m.crm.payouts.clear(), "Undeposited Funds holds payments [], not"),
+]
+
+
+@pytest.mark.parametrize(
+    ("check", "breaking", "says"),
+    PAYOUT_BREAKS,
+    ids=[f"{check.__name__}-{i}" for i, (check, _, _) in enumerate(PAYOUT_BREAKS)],
+)
+def test_a_broken_payout_rule_is_caught_and_named(
+    check: Callable[[Crm, Seen], None], breaking: Callable[[SyncRulesMachine], object], says: str
+) -> None:
+    machine = a_deposit_paid_out()
+    assert set(machine.crm.payouts) == {"po6"}
+    breaking(machine)
+    machine.changed()
+    rule = check.__name__.split("_")[0].upper()
+    with pytest.raises(AssertionError, match=f"^{rule}: .*{re.escape(says)}"):
+        getattr(machine, check.__name__)()
+
+
 def test_a_tax_change_is_resynced_on_the_fake() -> None:
     """SPEC section 8: Mary's taxed move, its tax corrected to none and then to more: QuickBooks follows each
     time (tests/integration/quickbooks/test_sync_rules_machine_emulator.py runs the same on the emulator)."""

@@ -470,6 +470,14 @@ class EmulatedCompany:
             discount_account=ListRef(discounts["Id"], discounts["Name"]),
         )
 
+    def set_up_payouts(self) -> None:
+        """What a bookkeeper sets up for SPEC section 9, the way the machine's company has it: the processor's fees
+        expense account (found by its name, as a default) and the account payout adjustments book to (which has
+        no default), in the tenant's settings."""
+        self.add_list_entry(ListKind.ACCOUNT, "Merchant account fees", "Expense", "BankCharges")
+        reserve = self.add_list_entry(ListKind.ACCOUNT, "Processor reserve", "Other Current Asset")
+        self.use_settings(adjustment_account=ListRef(reserve, "Processor reserve"))
+
     def manual_tax_code(self) -> ListRef:
         """The company's first sales tax rate (the one switching to MANUAL makes), as the tax code setting."""
         code = self.rig.state()["entities"]["TaxCode"][0]
