@@ -3,10 +3,12 @@
 The machine plays the CRM: it makes customers (shared names, apostrophes, unicode, odd spacing,
 company-only), opportunities, payments with refunds (some with a tip and a processor's fee in them), edits and
 close-outs (lines taxable or not; half of the jobs with SPEC.md section 8's tax, discounts, tip and surcharge; a
-closed job's tax changed and resynced) in a company whose sales tax is automated, manual or none, and sends them
-through SyncService; a SyncWorker drains the queue while the fake QuickBooks fails in every way it can (before
-and after a write commits, with and without requestid replay). Someone else meanwhile adds customers and
-vendors in QuickBooks, and deletes or voids what qbsync wrote.
+closed job's tax changed and resynced) in a company whose sales tax is automated, manual or none, payouts of the
+payments (SPEC.md section 9: refunds netted, fees, adjustments; resynced with payments dropped or added; refused when
+a cent off, listing another payout's payment or one never sent), and sends them through SyncService; a SyncWorker
+drains the queue while the fake QuickBooks fails in every way it can (before and after a write commits, with and
+without requestid replay). Someone else meanwhile adds customers and vendors in QuickBooks, and deletes or voids
+what qbsync wrote (a deposit too; never a payment a deposit holds, which QuickBooks refuses).
 
 After every step the QuickBooks company itself (not qbsync's records) is checked against `Crm`, a plain
 model of what the CRM has said, which knows nothing of the code under test: one invariant per rule, each
