@@ -162,11 +162,13 @@ class SettingsResolver:
         """`needed` set and checked; `unmatched_rate`: the job's tax rate name QuickBooks has no rate of."""
         settings = self._session.connection.settings
         resolved: dict[str, ListRef] = {}
+        kept: dict[str, ListRef] = {}  # set already, and checked: what the write relies on
         lists = _CompanyLists(self._session)
         for name in needed:
             current: ListRef = getattr(settings, name)
             if current.is_set:
                 self._validate(name, current)
+                kept[name] = current
                 continue
             if current.name:
                 # Given by name only (stored before UpdateSettings resolved names): resolved, never ignored.
@@ -208,7 +210,7 @@ class SettingsResolver:
                 methods = self._default_methods(missing)
             self._methods_looked_up = True  # a method QBO lacks is left unset, without asking again
         if resolved or methods:
-            settings = self._save(resolved, methods)
+            settings = self._save(resolved, methods, kept)
         return settings
 
     def _tax_rate(self, rate_name: str) -> ListRef | None:
@@ -273,17 +275,26 @@ class SettingsResolver:
                     break
         return found
 
-    def _save(self, resolved: dict[str, ListRef], methods: dict[PaymentMethod, ListRef]) -> QuickBooksSettings:
+    def _save(
+        self, resolved: dict[str, ListRef], methods: dict[PaymentMethod, ListRef], kept: dict[str, ListRef]
+    ) -> QuickBooksSettings:
         """Records the defaults on the stored connection, without overwriting a setting someone set since.
 
         Only the settings are written (`save_settings`): the tokens read here may have been rotated by a
         refresh committed since, and must not be put back. They are read locked, so that a setting an admin
-        saves meanwhile is merged rather than overwritten."""
+        saves meanwhile is merged rather than overwritten.
+
+        `kept`: the settings this write needs that were set already. They are recorded again where the stored
+        connection lacks them: an admin's UpdateSettings may have saved settings it read before a worker
+        recorded a default (it saves the whole settings), and the settings returned here — what the write is
+        made with — must still hold every setting it needs (else, e.g., a payment goes with a blank
+        DepositToAccountRef, which QuickBooks refuses for good)."""
         tenant_id = self._session.connection.tenant_id
         with self._uow_factory() as uow:
             stored = uow.connections.get_for_update(tenant_id) or self._session.connection
             settings = stored.settings
-            changes: dict[str, Any] = {n: ref for n, ref in resolved.items() if not getattr(settings, n).is_set}
+            wanted = {**kept, **resolved}
+            changes: dict[str, Any] = {n: ref for n, ref in wanted.items() if not getattr(settings, n).is_set}
             merged_methods = dict(settings.payment_methods)
             for method, ref in methods.items():
                 merged_methods.setdefault(method, ref)

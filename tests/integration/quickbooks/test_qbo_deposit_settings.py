@@ -12,13 +12,13 @@ import pytest
 from qbo_support import QboRig
 
 from adapters.quickbooks.qbo.settings import SETTING_INVALID, settings_needed
-from core.accounting import DepositLine, DepositLineKind, DepositSpec, NewCustomer, PaymentSpec
-from core.connection import ListRef
+from core.accounting import DepositLine, DepositLineKind, DepositSpec, NewCustomer, PaymentSpec, RefundSpec, TxnKind
+from core.connection import ListRef, QuickBooksSettings
 from core.domain import PaymentMethod
 from core.errors import BookkeepingError
 
 D = Decimal
-CHECKING, RECEIVABLE = "1", "3"  # the seeded chart's Ids
+CHECKING, UNDEPOSITED, RECEIVABLE = "1", "2", "3"  # the seeded chart's Ids
 
 
 def _payment(rig: QboRig, amount: str = "300.10") -> str:
@@ -146,3 +146,24 @@ def test_a_payout_needs_only_the_settings_of_its_lines() -> None:
         "refund_bank_account",
         "chargeback_account",
     )
+
+
+def test_a_default_an_admins_stale_settings_save_dropped_is_still_sent_and_recorded_again(rig: QboRig) -> None:
+    """UpdateSettings saves the whole settings it read; a worker may have recorded a default since. A payment
+    whose look-up of payment methods then saves settings must still be written with the deposit account it
+    checked, never a blank DepositToAccountRef (which QuickBooks refuses for good)."""
+    rig.settings(log_bodies=True)
+    system = rig.system  # one session throughout, as one worker's
+    who = system.create_customer(NewCustomer("Pat Mover", "", "", "", "", "", ""), request_id="c1").id
+    refund = RefundSpec(who, D("5.00"), date(2026, 1, 2), TxnKind.EXPENSE, "refund", "r1 [m-r1]", "[m-r1]")
+    system.create(refund, request_id="r1")  # resolves and records every §5 account, the deposit account too
+    assert rig.connection().settings.deposit_account.is_set
+    with rig.uow_factory() as uow:  # the admin's save, of settings read before those defaults were recorded
+        uow.connections.save_settings("acme", QuickBooksSettings(doc_number_prefix="M-"))
+        uow.commit()
+    payment = PaymentSpec(who, D("80.00"), date(2026, 1, 2), PaymentMethod.CASH, "", (), "p1 [m-p1]", "[m-p1]")
+    system.create(payment, request_id="p1")  # looks up payment methods (unset) and saves them
+    [sent] = [e["body"] for e in rig.log() if e["entity"] == "Payment" and e["operation"] == "create"]
+    assert sent["DepositToAccountRef"]["value"] == UNDEPOSITED
+    stored = rig.connection().settings
+    assert (stored.deposit_account.id, stored.doc_number_prefix) == (UNDEPOSITED, "M-")
