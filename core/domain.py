@@ -387,6 +387,9 @@ class SyncJob:
     # The customer's `Customer.identity_key` when the job was accepted; "" for jobs accepted before qbsync
     # recorded it (they are kept apart by lock_key only).
     identity_key: str = ""
+    # Set by `claim_next` on the job it returns: the job was RUNNING under a lease that had run out (its
+    # worker died or stalled), so this claim takes it over. Not stored; no part of the job's value.
+    taken_over: bool = field(default=False, compare=False, repr=False)
 
     @property
     def name(self) -> str:
