@@ -259,3 +259,29 @@ def test_the_health_monitor_passes_on_each_change_of_the_database() -> None:
     for _ in range(5):
         monitor.check()
     assert told == [True, False, True]
+
+
+def test_the_grafana_dashboard_is_json_whose_panels_query_only_metrics_qbsync_exports() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from adapters import metrics as defined
+
+    dashboard = json.loads((Path(__file__).parents[2] / "docs" / "grafana-qbsync.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    queried = {name for expr in exprs for name in re.findall(r"\bqbsync_[a-z_]+", expr)}
+    rig = Rig()
+    exported = {s.name for family in QueueCollector(rig.uow_factory, rig.clock).collect() for s in family.samples}
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+    for metric in vars(defined).values():
+        if isinstance(metric, MetricWrapperBase):
+            exported |= {f"{f.name}{suffix}" for f in metric.describe() for suffix in suffixes[f.type]}
+    assert queried and queried <= exported, queried - exported
+    assert {
+        "qbsync_queue_due_jobs",
+        "qbsync_sync_jobs_ended_total",
+        "qbsync_qbo_limiter_wait_seconds_bucket",
+    } <= queried
