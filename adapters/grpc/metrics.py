@@ -5,18 +5,24 @@ qbsync_grpc_server_handling_seconds).
 Put it first (outermost) in the server's interceptors, so that it sees the status the error mapping chose
 and the time authentication took. grpc's own services (health, reflection) are not counted: a load
 balancer's health checks would drown the API's own calls.
+
+`MetricsInterceptor` serves grpc's thread-pool server, `AioMetricsInterceptor` an asyncio one
+(`grpc.aio.server(interceptors=[AioMetricsInterceptor(), ...])`): same metrics, same labels.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
+import grpc.aio
 
 from adapters import metrics
-from adapters.grpc._handlers import Behavior, HandlerInterceptor, wrap_handler
+from adapters.grpc._handlers import Behavior, HandlerInterceptor, is_infrastructure, wrap_handler
 
 
 class MetricsInterceptor(HandlerInterceptor):
@@ -49,8 +55,7 @@ def _timed_stream(behavior: Behavior, method: str) -> Behavior:
         try:
             yield from behavior(request, context)
         except GeneratorExit:  # the caller went away (cancelled): grpc closes the stream
-            if _code(context) is None:
-                context.set_code(grpc.StatusCode.CANCELLED)
+            _cancelled(context)
             raise
         except BaseException:
             failed = True
@@ -61,17 +66,87 @@ def _timed_stream(behavior: Behavior, method: str) -> Behavior:
     return timed
 
 
-def _code(context: grpc.ServicerContext) -> grpc.StatusCode | None:
-    # grpc's sync server has ServicerContext.code(); some typings of grpc lack it.
+class AioMetricsInterceptor(grpc.aio.ServerInterceptor):
+    """The same for grpc's asyncio server: its behaviours are coroutines, its response streams async
+    generators (or coroutines that `context.write`)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or is_infrastructure(method):
+            return handler
+
+        def wrap(behavior: Behavior, response_streaming: bool) -> Behavior:
+            if response_streaming and inspect.isasyncgenfunction(behavior):
+                return _timed_async_stream(behavior, method)
+            return _timed_coroutine(behavior, method)
+
+        return wrap_handler(handler, wrap)
+
+
+def _timed_coroutine(behavior: Behavior, method: str) -> Behavior:
+    async def timed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started = time.monotonic()
+        failed = False
+        try:
+            return await behavior(request, context)
+        except asyncio.CancelledError:
+            _cancelled(context)
+            raise
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            _record(method, context, failed, started)
+
+    return timed
+
+
+def _timed_async_stream(behavior: Behavior, method: str) -> Behavior:
+    async def timed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        started = time.monotonic()
+        failed = False
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except (asyncio.CancelledError, GeneratorExit):  # the caller went away
+            _cancelled(context)
+            raise
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            _record(method, context, failed, started)
+
+    return timed
+
+
+def _cancelled(context: Any) -> None:
+    if _code(context) in (None, grpc.StatusCode.OK):
+        context.set_code(grpc.StatusCode.CANCELLED)
+
+
+# The asyncio server's context may give the code as grpc's integer.
+_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _code(context: Any) -> grpc.StatusCode | None:
+    # grpc's servers have ServicerContext.code(); some typings of grpc lack it.
     code = getattr(context, "code", None)
-    return code() if code is not None else None
+    found = code() if code is not None else None
+    if isinstance(found, int):
+        return _BY_VALUE.get(found, grpc.StatusCode.UNKNOWN)
+    return found if isinstance(found, grpc.StatusCode) else None
 
 
-def _record(method: str, context: grpc.ServicerContext, failed: bool, started: float) -> None:
+def _record(method: str, context: Any, failed: bool, started: float) -> None:
     code = _code(context)
-    if code is None:
+    if code is None or (failed and code is grpc.StatusCode.OK):
         # No status chosen: a normal return is OK; an exception nobody mapped reaches the caller as UNKNOWN.
         code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
-    name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-    metrics.GRPC_HANDLED.labels(method, name).inc()
+    metrics.GRPC_HANDLED.labels(method, code.name).inc()
     metrics.GRPC_HANDLING_SECONDS.labels(method).observe(time.monotonic() - started)
