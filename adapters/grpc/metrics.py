@@ -1,10 +1,10 @@
 """The metrics server interceptor: every call of qbsync's services counted by method and status code, and
-its latency observed (`adapters.metrics`: qbsync_grpc_server_handled_total,
-qbsync_grpc_server_handling_seconds).
+its latency observed (qbsync_grpc_server_handled_total, qbsync_grpc_server_handling_seconds).
 
-Put it first (outermost) in the server's interceptors, so that it sees the status the error mapping chose
-and the time authentication took. grpc's own services (health, reflection) are not counted: a load
-balancer's health checks would drown the API's own calls.
+The method label is the full method name (a bounded set: the served services' methods); the code a
+gRPC status code name. Put it first (outermost) in the server's interceptors, so that it sees the status
+the error mapping chose and the time authentication took. grpc's own services (health, reflection) are
+not counted: a load balancer's health checks would drown the API's own calls.
 
 `MetricsInterceptor` serves grpc's thread-pool server, `AioMetricsInterceptor` an asyncio one
 (`grpc.aio.server(interceptors=[AioMetricsInterceptor(), ...])`): same metrics, same labels.
@@ -20,9 +20,22 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from prometheus_client import Counter, Histogram
 
-from adapters import metrics
 from adapters.grpc._handlers import Behavior, HandlerInterceptor, is_infrastructure, wrap_handler
+
+# Seconds: a GetSyncStatus answers in milliseconds; a stream lasts as long as its caller watches.
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+GRPC_HANDLED = Counter(
+    "qbsync_grpc_server_handled", "gRPC calls answered, by method and status code.", ["method", "code"]
+)
+GRPC_HANDLING_SECONDS = Histogram(
+    "qbsync_grpc_server_handling_seconds",
+    "Time from a gRPC call's arrival to its answer (a stream: to its end), by method.",
+    ["method"],
+    buckets=_BUCKETS,
+)
 
 
 class MetricsInterceptor(HandlerInterceptor):
@@ -148,5 +161,5 @@ def _record(method: str, context: Any, failed: bool, started: float) -> None:
     if code is None or (failed and code is grpc.StatusCode.OK):
         # No status chosen: a normal return is OK; an exception nobody mapped reaches the caller as UNKNOWN.
         code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
-    metrics.GRPC_HANDLED.labels(method, code.name).inc()
-    metrics.GRPC_HANDLING_SECONDS.labels(method).observe(time.monotonic() - started)
+    GRPC_HANDLED.labels(method, code.name).inc()
+    GRPC_HANDLING_SECONDS.labels(method).observe(time.monotonic() - started)

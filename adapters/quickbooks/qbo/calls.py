@@ -34,7 +34,7 @@ from typing import TypeVar
 
 from quickbooks.exceptions import QuickbooksException
 
-from adapters import metrics
+from adapters.quickbooks.qbo import metrics
 from adapters.quickbooks.qbo.limiter import RequestLimiter
 from adapters.quickbooks.qbo.tokens import TokenKeeper
 from adapters.quickbooks.qbo.transport import (

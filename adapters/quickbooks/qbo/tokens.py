@@ -21,7 +21,7 @@ import requests
 from intuitlib.client import AuthClient
 from intuitlib.exceptions import AuthClientError
 
-from adapters import metrics
+from adapters.quickbooks.qbo import metrics
 from core.connection import ConnectionState, QuickBooksConnection, TokenGrant
 from core.errors import AccountingUnavailableError, ReconnectRequiredError
 from core.ports import Clock, CompanyLock, UnitOfWorkFactory

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import requests
 from quickbooks import QuickBooks
 
-from adapters import metrics
+from adapters.quickbooks.qbo import metrics
 from adapters.quickbooks.qbo.limiter import RequestLimiter
 from core.connection_rules import is_loopback
 from core.errors import QbsyncError
