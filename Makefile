@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint proto proto-check bench clean
+.PHONY: run test lint proto proto-check bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,20 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/qbsync demo
 
-test: $(STAMP) proto-check
+test: $(STAMP) proto-check browser
 	$(BIN)/pytest -q
+
+# The console's browser test (tests/e2e/test_console_browser.py) drives Debian's chromium through Playwright.
+# Installed with apt-get when missing and this user is root; otherwise that test skips, naming what is missing.
+# (Never `playwright install`: it downloads browsers from outside the package registries.)
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium for the console's browser test"; \
+		apt-get install -y -qq chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+			|| echo "could not install chromium: the console's browser test will skip"; \
+	else echo "no $(CHROMIUM) and not root: the console's browser test will skip (apt-get install chromium)"; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check core adapters qbsync tests bench

@@ -161,6 +161,16 @@ class ApiKeys:
         self._failures.succeeded(key_id, peer)
         return principal
 
+    def principal_of(self, key_id: str) -> Principal:
+        """The principal of the key with this id while it is usable: how a session signed in with a key (the
+        console's) is checked again on every request without keeping the secret. UnauthenticatedError, in
+        the words of an unknown key, once it is revoked or expired (or was never issued)."""
+        with self._uow_factory() as uow:
+            key = uow.api_keys.get(key_id)
+        if key is None or not key.is_usable(self._clock.now()):
+            raise UnauthenticatedError(INVALID_KEY)
+        return Principal(tenant_id=key.tenant_id, permissions=key.permissions)
+
     def _principal(self, presented_key: str) -> Principal:
         if not presented_key.startswith(KEY_PREFIX):
             raise UnauthenticatedError(MALFORMED_KEY)

@@ -387,6 +387,9 @@ class SyncJob:
     # The customer's `Customer.identity_key` when the job was accepted; "" for jobs accepted before qbsync
     # recorded it (they are kept apart by lock_key only).
     identity_key: str = ""
+    # When an admin dismissed the FAILED job (DismissSyncError): it leaves ListSyncErrors and keeps its
+    # history. None for jobs never dismissed; a retry clears it, so a job that fails again is listed again.
+    dismiss_time: datetime | None = None
     # Set by `claim_next` on the job it returns: the job was RUNNING under a lease that had run out (its
     # worker died or stalled), so this claim takes it over. Not stored; no part of the job's value.
     taken_over: bool = field(default=False, compare=False, repr=False)
@@ -458,6 +461,8 @@ class AuditKind(enum.Enum):
     SYNC_PAYOUT_ACCEPTED = "SYNC_PAYOUT_ACCEPTED"
     # Someone asked to run a FAILED job again (SyncService.retry).
     RETRY_REQUESTED = "RETRY_REQUESTED"
+    # An admin dismissed a FAILED job: it leaves the sync errors list (SyncService.dismiss).
+    SYNC_ERROR_DISMISSED = "SYNC_ERROR_DISMISSED"
     # A job run ended well: its records are in QuickBooks (SyncWorker).
     SYNC_SUCCEEDED = "SYNC_SUCCEEDED"
     # A job run failed and another attempt is scheduled (SyncWorker).

@@ -77,6 +77,20 @@ class TooManyFailedAuthenticationsError(QbsyncError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class TooManyStreamsError(QbsyncError):
+    """The caller's API key holds as many open WatchSyncJob streams as a key may (QBSYNC_MAX_STREAMS_PER_KEY):
+    one must end before another opens."""
+
+    reason = "TOO_MANY_STREAMS"
+
+    def __init__(self, max_streams: int) -> None:
+        super().__init__(
+            f"this API key has {max_streams} open WatchSyncJob streams, the most it may hold; close one first",
+            metadata={"max_streams_per_key": str(max_streams)},
+        )
+        self.max_streams = max_streams
+
+
 class PermissionDeniedError(QbsyncError):
     reason = "PERMISSION_DENIED"
 

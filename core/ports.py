@@ -425,7 +425,14 @@ class SyncJobRepository(Protocol):
         ...
 
     def list_failed(self, tenant_id: str, *, offset: int, limit: int) -> list[SyncJob]:
-        """The tenant's FAILED jobs, most recently updated first.
+        """The tenant's FAILED jobs that were not dismissed (`dismiss_time` None), most recently updated
+        first, then by job_id descending.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def list_recent(self, tenant_id: str, *, limit: int) -> list[SyncJob]:
+        """The tenant's jobs in any state (dismissed ones included), most recently updated first, then by
+        job_id descending; at most `limit`.
         Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 

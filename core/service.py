@@ -254,9 +254,35 @@ class SyncService:
             job.max_attempts = job.attempts + self._max_attempts
             job.next_attempt_time = None
             job.update_time = now
+            job.dismiss_time = None  # should it fail again, it is a sync error again
             uow.jobs.save(job)
             mark_pending(uow, principal.tenant_id, [job.target], keep_error=True)
             uow.audit.append(AuditEvent(principal.tenant_id, now, AuditKind.RETRY_REQUESTED, job.target, job_id, ""))
+            uow.commit()
+            return job
+
+    def dismiss(self, principal: Principal, name: str) -> SyncJob:
+        """Takes a FAILED job off the sync errors list, keeping the job and its history (GetSyncJob, the
+        audit log still show it); it can still be retried. Dismissing a job dismissed already returns it
+        unchanged (the first dismissal counts)."""
+        require(principal, Permission.SYNC)
+        job_id = _job_id(name)
+        with self._uow_factory() as uow:
+            job = uow.jobs.get_for_update(principal.tenant_id, job_id)
+            if job is None:
+                raise NotFoundError(f"{name} not found")
+            if job.state is not SyncJobState.FAILED:
+                raise FailedPreconditionError(
+                    f"{name} is {job.state.value}: only a FAILED job can be dismissed",
+                    metadata={"state": job.state.value},
+                )
+            if job.dismiss_time is not None:
+                return job
+            now = self._clock.now()
+            job.dismiss_time = job.update_time = now
+            uow.jobs.save(job)
+            event = AuditEvent(principal.tenant_id, now, AuditKind.SYNC_ERROR_DISMISSED, job.target, job_id, "")
+            uow.audit.append(event)
             uow.commit()
             return job
 
@@ -309,6 +335,15 @@ class SyncService:
         with self._uow_factory() as uow:
             jobs = uow.jobs.list_failed(principal.tenant_id, offset=offset, limit=limit + 1)
         return _page_of(jobs, offset, limit)
+
+    def recent_jobs(self, principal: Principal, limit: int = 20) -> list[SyncJob]:
+        """The tenant's most recently changed jobs, in any state, newest first: at most `limit` (1 to
+        MAX_PAGE_SIZE)."""
+        require(principal, Permission.READ)
+        if not 0 < limit <= MAX_PAGE_SIZE:
+            raise ValidationError([FieldViolation("limit", f"must be between 1 and {MAX_PAGE_SIZE}")])
+        with self._uow_factory() as uow:
+            return uow.jobs.list_recent(principal.tenant_id, limit=limit)
 
     def list_payouts(self, principal: Principal, page_size: int, page_token: str) -> tuple[list[PayoutStatus], str]:
         """SPEC §9: the tenant's payouts, newest arrival date first, each with its sync record (state, the

@@ -16,6 +16,7 @@ from adapters.coordination import INTUIT_RATE_LIMITS, InProcessCoordinationModul
 from adapters.grpc.connection_servicer import ConnectionServicer
 from adapters.grpc.server import GrpcServerFactory
 from adapters.grpc.servicer import SyncServicer
+from adapters.grpc.watch import JobChanges
 from adapters.metrics import PrometheusMetrics
 from adapters.persistence.module import SqlAlchemyPersistenceModule
 from adapters.quickbooks.module import QuickBooksModule
@@ -138,8 +139,13 @@ class GrpcModule(Module):
 
     @singleton
     @provider
-    def sync_servicer(self, service: SyncService, settings: Settings) -> SyncServicer:
-        return SyncServicer(service, poll_seconds=settings.watch_poll_seconds)
+    def sync_servicer(self, service: SyncService, settings: Settings, uow: UnitOfWorkFactory) -> SyncServicer:
+        return SyncServicer(
+            service,
+            poll_seconds=settings.watch_poll_seconds,
+            changes=job_changes_for(uow),
+            max_streams_per_key=settings.max_streams_per_key,
+        )
 
     @singleton
     @provider
@@ -156,6 +162,17 @@ class GrpcModule(Module):
         return GrpcServerFactory(
             servicer, keys.authenticate, settings.listen, connection_servicer, tls=load_server_tls(settings)
         )
+
+
+def job_changes_for(uow: UnitOfWorkFactory) -> JobChanges | None:
+    """WatchSyncJob's one change feed for the database `uow` writes to: LISTEN/NOTIFY on PostgreSQL, one
+    poller on SQLite; none for the in-memory store (each watched job is re-read every tick: no SQL)."""
+    engine = getattr(uow, "engine", None)  # SqlAlchemyUnitOfWorkFactory's
+    if engine is None:
+        return None
+    from adapters.persistence.sqlalchemy.job_changes import job_changes_for as for_engine
+
+    return for_engine(engine)
 
 
 def coordination_module(database_url: str, rate_limits: RateLimits = INTUIT_RATE_LIMITS) -> Module:

@@ -1,5 +1,5 @@
 """`qbsync`, the operators' command line: serve, migrate, keys (qbsync.key_commands), demo, connect, emulator,
-errors, retry."""
+errors, retry, status, payouts."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from core.errors import StorageUnavailableError
 from core.ports import UnitOfWorkFactory
 from qbsync.bootstrap import bootstrap
 from qbsync.config import ROLES, ConfigError, Settings
+from qbsync.console import console_command
 from qbsync.key_commands import keys
 from qbsync.operator_commands import COMMANDS
 from qbsync.tls import check_listen_is_safe, load_server_tls
@@ -254,6 +255,7 @@ def _redacted(url: str) -> str:
 for _command in COMMANDS:
     main.add_command(_command)
 main.add_command(keys)
+main.add_command(console_command)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,8 @@ class Settings:
     # QBSYNC_INSECURE / --insecure: allow plaintext gRPC on an address other than loopback (behind a
     # TLS-terminating proxy, or on a network you trust). Loopback never needs it.
     insecure: bool = False
+    # QBSYNC_MAX_STREAMS_PER_KEY: open WatchSyncJob streams one API key may hold; one more is RESOURCE_EXHAUSTED.
+    max_streams_per_key: int = 100
     # QBSYNC_METRICS_LISTEN: host:port of the HTTP listener serving /metrics, /healthz and /readyz
     # (qbsync.health); "" (the default): none. Off unless asked for: a fixed default port would collide
     # when api and worker processes share a machine (the README's scale-out recipe), and it is one more
@@ -95,6 +97,8 @@ class Settings:
             raise ConfigError("QBSYNC_SHUTDOWN_GRACE_SECONDS", f"must not be negative, not {self.grace_seconds}")
         if not self.watch_poll_seconds > 0:
             raise ConfigError("QBSYNC_WATCH_POLL_SECONDS", f"must be positive, not {self.watch_poll_seconds}")
+        if self.max_streams_per_key < 1:
+            raise ConfigError("QBSYNC_MAX_STREAMS_PER_KEY", f"must be at least 1, not {self.max_streams_per_key}")
         _check_listen(self.listen)
         if self.metrics_listen:
             _check_listen(self.metrics_listen, METRICS_LISTEN_ENV, "127.0.0.1:9464")
@@ -157,6 +161,7 @@ class Settings:
             tls_key_file=env_path(env, TLS_KEY_ENV),
             tls_client_ca_file=env_path(env, TLS_CLIENT_CA_ENV),
             insecure=env_bool(env, INSECURE_ENV),
+            max_streams_per_key=env_int(env, "QBSYNC_MAX_STREAMS_PER_KEY", 100),
             metrics_listen=env.get(METRICS_LISTEN_ENV, "").strip(),
             ready_claim_loop_seconds=env_float(env, "QBSYNC_READY_CLAIM_LOOP_SECONDS", 300),
             health_probe_seconds=env_float(env, "QBSYNC_HEALTH_PROBE_SECONDS", 2),

@@ -1,18 +1,22 @@
 """The operators' commands around QuickBooks: `connect`, `emulator`, `errors`, `retry` (SPEC.md section 6),
-`payouts` (section 9).
+`payouts` (section 9), `status` (R8, R9).
 
 Registered on the `qbsync` group by qbsync.cli. Secrets given to `connect` may come from environment
 variables instead of the command line, where `ps` and shell history would show them; they are never
-echoed back.
+echoed back. `errors`, `payouts` and `status` print `--json` for scripts (one JSON document on stdout;
+times in UTC, amounts as decimal strings). An operator's mistake (an unknown tenant, a bad entity or job
+name) is one line and exit status 2; a refusal of the use case (not found, not FAILED) one line and 1.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import click
@@ -21,8 +25,8 @@ from core.company_tax import SalesTax
 from core.connection import PRODUCTION, SANDBOX, QuickBooksConnection
 from core.connection_rules import is_loopback
 from core.connections_service import ConnectionService
-from core.domain import Permission, Principal, SyncJob
-from core.errors import QbsyncError, ValidationError
+from core.domain import EntityRef, EntityType, Permission, Principal, SyncJob, SyncRecord
+from core.errors import FailedPreconditionError, NotFoundError, QbsyncError, ValidationError
 from core.payout_listing import PayoutStatus
 from core.ports import UnitOfWorkFactory
 from core.service import MAX_PAGE_SIZE, SyncService
@@ -40,8 +44,33 @@ def _settings() -> Settings:
     return settings
 
 
-def _usage_error(exc: ValidationError) -> click.UsageError:
-    return click.UsageError("; ".join(f"{v.field}: {v.description}" for v in exc.violations))
+class OperatorMistake(click.ClickException):
+    """What the operator typed cannot be: one line naming it, exit status 2 as for click's own usage
+    errors, without the usage text (the mistake is in a value, not in how the command is called)."""
+
+    exit_code = 2
+
+
+def _usage_error(exc: ValidationError) -> OperatorMistake:
+    return OperatorMistake("; ".join(f"{v.field}: {v.description}" for v in exc.violations))
+
+
+JSON_HELP = "Print one JSON document instead of text lines."
+
+
+def _echo_json(document: object) -> None:
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+def _timestamp(moment: datetime | None) -> str | None:
+    """A time as JSON carries it: ISO 8601 in UTC with a Z, or null."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _entity_json(entity: EntityRef) -> dict[str, str]:
+    return {"type": entity.type.value, "id": entity.id}
 
 
 def _operator(tenant: str) -> Principal:
@@ -147,7 +176,7 @@ def _known_tenant(settings: Settings, tenant: str) -> SyncService:
     injector = bootstrap(settings=settings)
     with injector.get(UnitOfWorkFactory)() as uow:  # type: ignore[type-abstract]
         if not uow.tenants.exists(tenant):
-            raise click.UsageError(f"unknown tenant {tenant!r}")
+            raise OperatorMistake(f"unknown tenant {tenant!r}")
     return injector.get(SyncService)
 
 
@@ -169,13 +198,52 @@ def _first(limit: int, page: Callable[[int, str], tuple[list[T], str]]) -> list[
     return found
 
 
+def _all_failed(service: SyncService, tenant: str) -> list[SyncJob]:
+    """Every FAILED job of the tenant, each once: a job that fails while the pages are read can shift the
+    offsets, so a job seen on two pages is kept once (the newest-first order of its first sighting)."""
+    seen: dict[str, SyncJob] = {}
+    token = ""
+    while True:
+        jobs, token = service.list_errors(_operator(tenant), MAX_PAGE_SIZE, token)
+        for job in jobs:
+            seen.setdefault(job.name, job)
+        if not token:
+            return list(seen.values())
+
+
+def job_json(job: SyncJob) -> dict[str, object]:
+    """What `errors --json` prints for one job."""
+    error = None
+    if job.error is not None:
+        error = {
+            "reason": job.error.reason,
+            "message": job.error.message,
+            "retryable": job.error.retryable,
+            "metadata": dict(job.error.metadata),
+        }
+    return {
+        "name": job.name,
+        "kind": job.kind.value,
+        "target": _entity_json(job.target),
+        "state": job.state.value,
+        "attempts": job.attempts,
+        "create_time": _timestamp(job.create_time),
+        "update_time": _timestamp(job.update_time),
+        "error": error,
+    }
+
+
 @click.command()
 @click.option("--tenant", required=True)
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="At most this many.")
-def errors(tenant: str, limit: int) -> None:
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP + " A JSON array, one object per job.")
+def errors(tenant: str, limit: int, as_json: bool) -> None:
     """Lists the tenant's failed syncs, newest first."""
     service = _known_tenant(_settings(), tenant)
     jobs = _first(limit, lambda size, token: service.list_errors(_operator(tenant), size, token))
+    if as_json:
+        _echo_json([job_json(job) for job in jobs])
+        return
     if not jobs:
         click.echo(f"no failed syncs for tenant {tenant!r}")
     for job in jobs:
@@ -193,14 +261,37 @@ def _describe_payout(status: PayoutStatus) -> str:
     return f"{line}  {record.last_error}" if record.last_error else line
 
 
+def payout_json(status: PayoutStatus) -> dict[str, object]:
+    """What `payouts --json` prints for one payout: its parts (amounts as decimal strings) and its record."""
+    payout, record = status.payout, status.record
+    return {
+        "payout_id": payout.payout_id,
+        "arrival_date": payout.arrival_date.isoformat(),
+        "amount": str(payout.amount),
+        "payment_ids": list(payout.payment_ids),
+        "refund_ids": list(payout.refund_ids),
+        "fees": str(payout.fees),
+        "chargebacks": str(payout.chargebacks),
+        "adjustments": [{"amount": str(a.amount), "memo": a.memo} for a in payout.adjustments],
+        "state": record.state.value,
+        "quickbooks_id": record.quickbooks_id,
+        "last_synced_time": _timestamp(record.last_synced_time),
+        "last_error": record.last_error or None,
+    }
+
+
 @click.command()
 @click.option("--tenant", required=True)
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="At most this many.")
-def payouts(tenant: str, limit: int) -> None:
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP + " A JSON array, one object per payout.")
+def payouts(tenant: str, limit: int, as_json: bool) -> None:
     """Lists the tenant's payouts, newest arrival first: id, arrival date, amount, number of payments, sync
     state, the QuickBooks Deposit's Id and the last error."""
     service = _known_tenant(_settings(), tenant)
     statuses = _first(limit, lambda size, token: service.list_payouts(_operator(tenant), size, token))
+    if as_json:
+        _echo_json([payout_json(status) for status in statuses])
+        return
     if not statuses:
         click.echo(f"no payouts for tenant {tenant!r}")
     for status in statuses:
@@ -209,17 +300,97 @@ def payouts(tenant: str, limit: int) -> None:
 
 @click.command()
 @click.option("--tenant", required=True)
-@click.argument("name", metavar="syncJobs/ID")
-def retry(tenant: str, name: str) -> None:
-    """Runs a failed sync job again (the workers of a running `qbsync serve` pick it up)."""
+@click.option("--all", "every", is_flag=True, help="Retry every FAILED job of the tenant, each once.")
+@click.argument("name", metavar="[syncJobs/ID]", required=False)
+def retry(tenant: str, every: bool, name: str | None) -> None:
+    """Runs a failed sync job again, or with --all every failed job of the tenant, each once (the workers of
+    a running `qbsync serve` pick them up)."""
+    if every == (name is not None):
+        raise OperatorMistake("give either a job name (syncJobs/ID, as `qbsync errors` shows it) or --all")
     service = _known_tenant(_settings(), tenant)
+    if name is not None:
+        job = _retry_one(service, tenant, name)
+        click.echo(f"{job.name} is {job.state.value} again; it will be retried")
+        return
+    failed = _all_failed(service, tenant)
+    retried = 0
+    for found in failed:
+        try:
+            job = service.retry(_operator(tenant), found.name)
+        except (NotFoundError, FailedPreconditionError) as exc:  # retried or gone since it was listed
+            click.echo(f"{found.name} skipped: {exc.message}")
+            continue
+        retried += 1
+        click.echo(f"{job.name} is {job.state.value} again")
+    click.echo(f"retried {retried} failed job{'' if retried == 1 else 's'} of tenant {tenant!r}")
+
+
+def _retry_one(service: SyncService, tenant: str, name: str) -> SyncJob:
     try:
-        job = service.retry(_operator(tenant), name)
+        return service.retry(_operator(tenant), name)
     except ValidationError as exc:
         raise _usage_error(exc) from exc
     except QbsyncError as exc:  # not found, not FAILED
         raise click.ClickException(exc.message) from exc
-    click.echo(f"{job.name} is {job.state.value} again; it will be retried")
 
 
-COMMANDS = (connect, emulator, errors, payouts, retry)
+_ENTITY_TYPES = {entity_type.value.lower(): entity_type for entity_type in EntityType}
+
+
+def parse_entity(text: str) -> EntityRef:
+    """`payment:pay-1` (type, a colon, the CRM id; an invoice's id is its job's) as an EntityRef."""
+    kind, colon, entity_id = text.partition(":")
+    if not colon or not entity_id.strip():
+        raise OperatorMistake(f"ENTITY_TYPE:ID must look like payment:pay-1, not {text!r}")
+    entity_type = _ENTITY_TYPES.get(kind.strip().lower())
+    if entity_type is None:
+        raise OperatorMistake(f"unknown entity type {kind!r}: use one of {', '.join(_ENTITY_TYPES)}")
+    return EntityRef(entity_type, entity_id)
+
+
+def status_json(record: SyncRecord, link: str | None) -> dict[str, object]:
+    """What `status --json` prints: the record's state (R8) and its "View in QuickBooks" link (R9)."""
+    return {
+        "entity": _entity_json(record.entity),
+        "state": record.state.value,
+        "quickbooks_id": record.quickbooks_id,
+        "last_synced_time": _timestamp(record.last_synced_time),
+        "last_error": record.last_error or None,
+        "resync_available": record.resync_available,
+        "link": link,
+    }
+
+
+@click.command()
+@click.option("--tenant", required=True)
+@click.argument("entity", metavar="ENTITY_TYPE:ID")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def status(tenant: str, entity: str, as_json: bool) -> None:
+    """Shows one CRM record's sync state: state, QuickBooks id, last synced, last error and its "View in
+    QuickBooks" link. ENTITY_TYPE is payment, refund, invoice (the id is the job's), customer or payout."""
+    ref = parse_entity(entity)
+    service = _known_tenant(_settings(), tenant)
+    try:
+        record = service.get_status(_operator(tenant), ref)
+    except ValidationError as exc:
+        raise _usage_error(exc) from exc
+    except QbsyncError as exc:  # never sent to qbsync
+        raise click.ClickException(f"{exc.message} (qbsync was never sent it)") from exc
+    link, no_link = None, "not in QuickBooks yet"
+    if record.quickbooks_id:
+        try:
+            link = service.get_link(_operator(tenant), ref)
+        except QbsyncError as exc:  # e.g. disconnected: the record stands, its link cannot be made now
+            no_link = exc.message
+    if as_json:
+        _echo_json(status_json(record, link))
+        return
+    synced = _timestamp(record.last_synced_time) or "never"
+    click.echo(f"{record.entity.type.value.lower()}:{record.entity.id}  {record.state.value}")
+    click.echo(f"  quickbooks id:  {record.quickbooks_id or '-'}")
+    click.echo(f"  last synced:    {synced}")
+    click.echo(f"  last error:     {record.last_error or '-'}")
+    click.echo(f"  link:           {link or f'- ({no_link})'}")
+
+
+COMMANDS = (connect, emulator, errors, payouts, retry, status)

@@ -31,6 +31,19 @@ Wrapper = Callable[[Behavior, bool], Behavior]
 Deserializer = Callable[[bytes], Any]
 
 
+def is_non_blocking(behavior: Behavior) -> bool:
+    """Whether grpc runs `behavior` as a non-blocking stream: called with a third argument (the callback
+    that sends a response, or with None ends the call) and expected to return at once (WatchSyncJob, and
+    health's Watch). A wrapper of such a behaviour must take the third argument and be marked alike."""
+    return bool(getattr(behavior, "experimental_non_blocking", False))
+
+
+def mark_non_blocking(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    """Marks `behavior` (see is_non_blocking); returns it."""
+    behavior.experimental_non_blocking = True  # type: ignore[attr-defined]
+    return behavior
+
+
 def wrap_handler(
     handler: grpc.RpcMethodHandler, wrap: Wrapper, *, request_deserializer: Deserializer | None = None
 ) -> grpc.RpcMethodHandler:

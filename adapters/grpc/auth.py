@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import grpc
 from grpc_status import rpc_status
 
-from adapters.grpc._handlers import Behavior, HandlerInterceptor, wrap_handler
+from adapters.grpc._handlers import Behavior, HandlerInterceptor, is_non_blocking, mark_non_blocking, wrap_handler
 from adapters.grpc.status import status_for_error
 from core.domain import Principal
 from core.errors import QbsyncError, UnauthenticatedError
@@ -80,6 +80,13 @@ class AuthInterceptor(HandlerInterceptor):
         return wrap_handler(handler, self._wrap)
 
     def _wrap(self, behavior: Behavior, response_streaming: bool) -> Behavior:
+        if is_non_blocking(behavior):
+            # It only starts the stream (WatchSyncJob): what it sends later is read as the principal it
+            # was given, not from this context.
+            def authenticated_start(request: Any, context: grpc.ServicerContext, send: Any) -> Any:
+                return self._call_context(context).run(behavior, request, context, send)  # type: ignore[call-arg]
+
+            return mark_non_blocking(authenticated_start)
         if response_streaming:
 
             def authenticated_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:

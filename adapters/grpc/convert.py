@@ -596,6 +596,8 @@ def sync_job_to_proto(job: SyncJob) -> resources_pb2.SyncJob:
     )
     if job.error is not None:
         msg.error.CopyFrom(status_for_job_error(job.error))
+    if job.dismiss_time is not None:
+        msg.dismiss_time.CopyFrom(timestamp_to_proto(job.dismiss_time))
     return msg
 
 

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import grpc
 from grpc_status import rpc_status
 
-from adapters.grpc._handlers import Behavior, HandlerInterceptor, wrap_handler
+from adapters.grpc._handlers import Behavior, HandlerInterceptor, is_non_blocking, mark_non_blocking, wrap_handler
 from adapters.grpc.status import internal_status, status_for_error
 from core.errors import QbsyncError
 
@@ -28,6 +28,8 @@ class ErrorMappingInterceptor(HandlerInterceptor):
 
     def intercept_handler(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         def wrap(behavior: Behavior, response_streaming: bool) -> Behavior:
+            if is_non_blocking(behavior):
+                return _guard_non_blocking(behavior, method)
             return _guard_stream(behavior, method) if response_streaming else _guard_unary(behavior, method)
 
         return wrap_handler(handler, wrap)
@@ -51,6 +53,18 @@ def _guard_stream(behavior: Behavior, method: str) -> Behavior:
             abort_for(context, exc, method)
 
     return guarded
+
+
+def _guard_non_blocking(behavior: Behavior, method: str) -> Behavior:
+    """A stream that sends its responses later (watch.WatchHub maps the errors of those itself)."""
+
+    def guarded(request: Any, context: grpc.ServicerContext, send: Any) -> None:
+        try:
+            behavior(request, context, send)  # type: ignore[call-arg]
+        except Exception as exc:  # the stream's start: reading the job, the stream cap
+            abort_for(context, exc, method)
+
+    return mark_non_blocking(guarded)
 
 
 def _status_already_chosen(context: grpc.ServicerContext) -> bool:

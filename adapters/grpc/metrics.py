@@ -22,7 +22,14 @@ import grpc
 import grpc.aio
 from prometheus_client import Counter, Histogram
 
-from adapters.grpc._handlers import Behavior, HandlerInterceptor, is_infrastructure, wrap_handler
+from adapters.grpc._handlers import (
+    Behavior,
+    HandlerInterceptor,
+    is_infrastructure,
+    is_non_blocking,
+    mark_non_blocking,
+    wrap_handler,
+)
 
 # Seconds: a GetSyncStatus answers in milliseconds; a stream lasts as long as its caller watches.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -41,9 +48,38 @@ GRPC_HANDLING_SECONDS = Histogram(
 class MetricsInterceptor(HandlerInterceptor):
     def intercept_handler(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         def wrap(behavior: Behavior, response_streaming: bool) -> Behavior:
+            if is_non_blocking(behavior):
+                return _timed_non_blocking(behavior, method)
             return _timed_stream(behavior, method) if response_streaming else _timed_unary(behavior, method)
 
         return wrap_handler(handler, wrap)
+
+
+def _timed_non_blocking(behavior: Behavior, method: str) -> Behavior:
+    """A stream that returns at once and sends later (WatchSyncJob): recorded when the call terminates
+    (grpc's termination callback), with the status the servicer chose. A stream the servicer never ended
+    (`send(None)`) was ended by its caller: cancelled, or past its deadline — CANCELLED."""
+
+    def timed(request: Any, context: grpc.ServicerContext, send: Callable[[Any], None]) -> None:
+        started = time.monotonic()
+        ended = False
+
+        def sending(response: Any) -> None:
+            nonlocal ended
+            if response is None:
+                ended = True
+            send(response)
+
+        def terminated() -> None:
+            if not ended:
+                _cancelled(context)
+            _record(method, context, False, started)
+
+        if not context.add_callback(terminated):
+            terminated()  # already over
+        behavior(request, context, sending)  # type: ignore[call-arg]
+
+    return mark_non_blocking(timed)
 
 
 def _timed_unary(behavior: Behavior, method: str) -> Behavior:

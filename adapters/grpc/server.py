@@ -56,7 +56,8 @@ def build_server(
 ) -> tuple[grpc.Server, int]:
     """A server (not started yet) bound to `listen`, and its port: "127.0.0.1:0" picks a free one.
 
-    `max_workers` bounds the calls served at once; each open WatchSyncJob stream holds one.
+    `max_workers` bounds the calls served at once; an open WatchSyncJob stream holds none once it has
+    started (adapters.grpc.watch), so streams never crowd out unary calls or the health check.
     `connection_servicer`, when given, also serves qbsync.v1.ConnectionService. `tls`, when given, is the
     only way in: the port speaks no plaintext. Raises ListenError when the address cannot be bound.
     """

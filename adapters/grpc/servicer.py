@@ -9,15 +9,16 @@ ErrorMappingInterceptor turns them into statuses.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Protocol, TypeVar
 
 import grpc
 
 from adapters.grpc import convert
-from adapters.grpc.auth import current_principal
+from adapters.grpc.auth import current_principal, presented_key
+from adapters.grpc.watch import DEFAULT_MAX_STREAMS_PER_KEY, JobChanges, SendResponse, WatchHub
+from core.auth import hash_key
 from core.currency import AmountCurrency
 from core.domain import EntityRef, Principal, SyncJob
 from core.errors import FieldViolation
@@ -63,10 +64,19 @@ def _on_entity(use_case: _EntityUseCase[_Answer], entity: resources_pb2.EntityRe
 
 
 class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
-    def __init__(self, service: SyncService, *, poll_seconds: float = DEFAULT_POLL_SECONDS) -> None:
-        """`poll_seconds`: how often WatchSyncJob looks for changes of the job it streams."""
+    def __init__(
+        self,
+        service: SyncService,
+        *,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
+        changes: JobChanges | None = None,
+        max_streams_per_key: int = DEFAULT_MAX_STREAMS_PER_KEY,
+    ) -> None:
+        """WatchSyncJob's streams are fed by `changes` (one feed for all of them; without one, each watched
+        job is re-read every `poll_seconds`), at most `max_streams_per_key` open per API key."""
         self._service = service
         self._poll_seconds = poll_seconds
+        self.watch = WatchHub(service, changes, poll_seconds=poll_seconds, max_streams_per_key=max_streams_per_key)
 
     # --- mutating -------------------------------------------------------------------------------
 
@@ -109,6 +119,11 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
     ) -> resources_pb2.SyncJob:
         return convert.sync_job_to_proto(self._service.retry(current_principal(), request.name))
 
+    def DismissSyncError(
+        self, request: sync_service_pb2.DismissSyncErrorRequest, context: grpc.ServicerContext
+    ) -> resources_pb2.SyncJob:
+        return convert.sync_job_to_proto(self._service.dismiss(current_principal(), request.name))
+
     # --- reading --------------------------------------------------------------------------------
 
     def GetSyncJob(
@@ -116,24 +131,13 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
     ) -> resources_pb2.SyncJob:
         return convert.sync_job_to_proto(self._service.get_job(current_principal(), request.name))
 
-    def WatchSyncJob(
-        self, request: sync_service_pb2.GetSyncJobRequest, context: grpc.ServicerContext
-    ) -> Iterator[resources_pb2.SyncJob]:
-        principal = current_principal()
-        job = self._service.get_job(principal, request.name)
-        last = convert.sync_job_to_proto(job)
-        yield last
-        call_ended = threading.Event()
-        # Wakes the wait below at once when the caller cancels or its deadline passes.
-        context.add_callback(call_ended.set)
-        while not job.state.done and context.is_active():
-            if call_ended.wait(self._poll_seconds):
-                return
-            job = self._service.get_job(principal, request.name)
-            current = convert.sync_job_to_proto(job)
-            if current != last:  # any visible change: state, attempts, results, error, update_time
-                yield current
-                last = current
+    def WatchSyncJob(  # type: ignore[override]  # grpc's non-blocking form: see adapters.grpc.watch
+        self, request: sync_service_pb2.GetSyncJobRequest, context: grpc.ServicerContext, send: SendResponse
+    ) -> None:
+        owner = hash_key(presented_key(context.invocation_metadata()))  # the key, as the cap counts it
+        self.watch.open(current_principal(), request.name, owner, context, send)
+
+    WatchSyncJob.experimental_non_blocking = True  # type: ignore[attr-defined]
 
     def GetSyncStatus(
         self, request: sync_service_pb2.GetSyncStatusRequest, context: grpc.ServicerContext

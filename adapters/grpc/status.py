@@ -29,6 +29,7 @@ from core.errors import (
     StorageUnavailableError,
     ThrottledError,
     TooManyFailedAuthenticationsError,
+    TooManyStreamsError,
     UnauthenticatedError,
     ValidationError,
 )
@@ -54,6 +55,8 @@ _CODES: tuple[tuple[type[QbsyncError], grpc.StatusCode], ...] = (
     (UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
     # A caller slowed down after failed authentications: told when to try again (RetryInfo).
     (TooManyFailedAuthenticationsError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    # A key holding the most open WatchSyncJob streams a key may (QBSYNC_MAX_STREAMS_PER_KEY).
+    (TooManyStreamsError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
     (RequestIdReusedError, grpc.StatusCode.ALREADY_EXISTS),

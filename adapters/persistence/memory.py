@@ -457,10 +457,16 @@ class InMemorySyncJobRepository(_Repository, SyncJobRepository):
             failed = [
                 _copy(job)
                 for (tenant, _), job in self._tx.jobs.items()
-                if tenant == tenant_id and job.state is SyncJobState.FAILED
+                if tenant == tenant_id and job.state is SyncJobState.FAILED and job.dismiss_time is None
             ]
         failed.sort(key=lambda job: (job.update_time, job.job_id), reverse=True)
         return failed[offset : offset + limit]
+
+    def list_recent(self, tenant_id: str, *, limit: int) -> list[SyncJob]:
+        with self._db.lock:
+            jobs = [_copy(job) for (tenant, _), job in self._tx.jobs.items() if tenant == tenant_id]
+        jobs.sort(key=lambda job: (job.update_time, job.job_id), reverse=True)
+        return jobs[:limit]
 
     def due_backlog(self, now: datetime) -> DueBacklog:
         with self._db.lock:

@@ -686,6 +686,7 @@ class SyncJob(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    DISMISS_TIME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The job's resource name, `syncJobs/{id}`."""
     state: Global___SyncJob.State.ValueType
@@ -716,6 +717,10 @@ class SyncJob(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the job last changed."""
 
+    @_builtins.property
+    def dismiss_time(self) -> _timestamp_pb2.Timestamp:
+        """When the failed job was dismissed (DismissSyncError); unset if it was not. A retry unsets it."""
+
     def __init__(
         self,
         *,
@@ -728,10 +733,11 @@ class SyncJob(_message.Message):
         error: _status_pb2.Status | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        dismiss_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "target", b"target", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dismiss_time", b"dismiss_time", "error", b"error", "target", b"target", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "create_time", b"create_time", "error", b"error", "name", b"name", "results", b"results", "resync", b"resync", "state", b"state", "target", b"target", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "create_time", b"create_time", "dismiss_time", b"dismiss_time", "error", b"error", "name", b"name", "results", b"results", "resync", b"resync", "state", b"state", "target", b"target", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

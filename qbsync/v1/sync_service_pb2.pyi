@@ -330,3 +330,25 @@ class RetrySyncRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RetrySyncRequest: _TypeAlias = RetrySyncRequest  # noqa: Y015
+
+@_typing.final
+class DismissSyncErrorRequest(_message.Message):
+    """Request of DismissSyncError."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The failed job's resource name, `syncJobs/{id}`."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DismissSyncErrorRequest: _TypeAlias = DismissSyncErrorRequest  # noqa: Y015

@@ -91,6 +91,11 @@ class SyncServiceStub:
                 request_serializer=qbsync_dot_v1_dot_sync__service__pb2.RetrySyncRequest.SerializeToString,
                 response_deserializer=qbsync_dot_v1_dot_resources__pb2.SyncJob.FromString,
                 _registered_method=True)
+        self.DismissSyncError = channel.unary_unary(
+                '/qbsync.v1.SyncService/DismissSyncError',
+                request_serializer=qbsync_dot_v1_dot_sync__service__pb2.DismissSyncErrorRequest.SerializeToString,
+                response_deserializer=qbsync_dot_v1_dot_resources__pb2.SyncJob.FromString,
+                _registered_method=True)
 
 
 class SyncServiceServicer:
@@ -180,6 +185,16 @@ class SyncServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DismissSyncError(self, request, context):
+        """Takes a failed sync job off ListSyncErrors (someone dealt with it another way): the job keeps its
+        history, GetSyncJob still returns it (with `dismiss_time` set), and RetrySync may still run it again.
+        Needs the `sync` permission. A job that is not FAILED is FAILED_PRECONDITION; dismissing a dismissed
+        job again returns it unchanged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SyncServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -231,6 +246,11 @@ def add_SyncServiceServicer_to_server(servicer, server):
             'RetrySync': grpc.unary_unary_rpc_method_handler(
                     servicer.RetrySync,
                     request_deserializer=qbsync_dot_v1_dot_sync__service__pb2.RetrySyncRequest.FromString,
+                    response_serializer=qbsync_dot_v1_dot_resources__pb2.SyncJob.SerializeToString,
+            ),
+            'DismissSyncError': grpc.unary_unary_rpc_method_handler(
+                    servicer.DismissSyncError,
+                    request_deserializer=qbsync_dot_v1_dot_sync__service__pb2.DismissSyncErrorRequest.FromString,
                     response_serializer=qbsync_dot_v1_dot_resources__pb2.SyncJob.SerializeToString,
             ),
     }
@@ -509,6 +529,33 @@ class SyncService:
             target,
             '/qbsync.v1.SyncService/RetrySync',
             qbsync_dot_v1_dot_sync__service__pb2.RetrySyncRequest.SerializeToString,
+            qbsync_dot_v1_dot_resources__pb2.SyncJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DismissSyncError(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qbsync.v1.SyncService/DismissSyncError',
+            qbsync_dot_v1_dot_sync__service__pb2.DismissSyncErrorRequest.SerializeToString,
             qbsync_dot_v1_dot_resources__pb2.SyncJob.FromString,
             options,
             channel_credentials,

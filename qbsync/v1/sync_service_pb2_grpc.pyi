@@ -72,6 +72,12 @@ class SyncServiceStub:
     """Lists the tenant's failed sync jobs, most recently failed first."""
     RetrySync: _grpc.UnaryUnaryMultiCallable[_sync_service_pb2.RetrySyncRequest, _resources_pb2.SyncJob]
     """Runs a failed sync job again. Returns the job, PENDING."""
+    DismissSyncError: _grpc.UnaryUnaryMultiCallable[_sync_service_pb2.DismissSyncErrorRequest, _resources_pb2.SyncJob]
+    """Takes a failed sync job off ListSyncErrors (someone dealt with it another way): the job keeps its
+    history, GetSyncJob still returns it (with `dismiss_time` set), and RetrySync may still run it again.
+    Needs the `sync` permission. A job that is not FAILED is FAILED_PRECONDITION; dismissing a dismissed
+    job again returns it unchanged.
+    """
 
 @_typing.type_check_only
 class SyncServiceAsyncStub(SyncServiceStub):
@@ -116,6 +122,12 @@ class SyncServiceAsyncStub(SyncServiceStub):
     """Lists the tenant's failed sync jobs, most recently failed first."""
     RetrySync: _aio.UnaryUnaryMultiCallable[_sync_service_pb2.RetrySyncRequest, _resources_pb2.SyncJob]  # type: ignore[assignment]
     """Runs a failed sync job again. Returns the job, PENDING."""
+    DismissSyncError: _aio.UnaryUnaryMultiCallable[_sync_service_pb2.DismissSyncErrorRequest, _resources_pb2.SyncJob]  # type: ignore[assignment]
+    """Takes a failed sync job off ListSyncErrors (someone dealt with it another way): the job keeps its
+    history, GetSyncJob still returns it (with `dismiss_time` set), and RetrySync may still run it again.
+    Needs the `sync` permission. A job that is not FAILED is FAILED_PRECONDITION; dismissing a dismissed
+    job again returns it unchanged.
+    """
 
 class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
     """Syncs a tenant's CRM payments, refunds and invoices to its QuickBooks Online company.
@@ -217,5 +229,17 @@ class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.SyncJob, _abc.Awaitable[_resources_pb2.SyncJob]]:
         """Runs a failed sync job again. Returns the job, PENDING."""
+
+    @_abc_1.abstractmethod
+    def DismissSyncError(
+        self,
+        request: _sync_service_pb2.DismissSyncErrorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.SyncJob, _abc.Awaitable[_resources_pb2.SyncJob]]:
+        """Takes a failed sync job off ListSyncErrors (someone dealt with it another way): the job keeps its
+        history, GetSyncJob still returns it (with `dismiss_time` set), and RetrySync may still run it again.
+        Needs the `sync` permission. A job that is not FAILED is FAILED_PRECONDITION; dismissing a dismissed
+        job again returns it unchanged.
+        """
 
 def add_SyncServiceServicer_to_server(servicer: SyncServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

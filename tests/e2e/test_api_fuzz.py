@@ -331,6 +331,7 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Message]] = {
         page_token=st.sampled_from(["", "0", "50", "999999999"]),
     ),
     "RetrySync": st.builds(s.RetrySyncRequest, name=JOB_NAMES),
+    "DismissSyncError": st.builds(s.DismissSyncErrorRequest, name=JOB_NAMES),
 }
 
 
@@ -478,6 +479,7 @@ test_random_GetSyncStatus_requests_are_never_our_error = fuzz_method("GetSyncSta
 test_random_GetQuickBooksLink_requests_are_never_our_error = fuzz_method("GetQuickBooksLink")
 test_random_ListSyncErrors_requests_are_never_our_error = fuzz_method("ListSyncErrors")
 test_random_RetrySync_requests_are_never_our_error = fuzz_method("RetrySync")
+test_random_DismissSyncError_requests_are_never_our_error = fuzz_method("DismissSyncError")
 test_random_GetAuthorizationUrl_requests_are_never_our_error = fuzz_method("GetAuthorizationUrl")
 test_random_CompleteAuthorization_requests_are_never_our_error = fuzz_method("CompleteAuthorization")
 test_random_GetConnection_requests_are_never_our_error = fuzz_method("GetConnection")

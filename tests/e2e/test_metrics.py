@@ -44,6 +44,7 @@ from tests.e2e.test_sync_service import opportunity, payment
 QBSYNC = [sys.executable, "-m", "qbsync.cli"]
 SYNC_PAYMENT = "/qbsync.v1.SyncService/SyncPayment"
 GET_SYNC_JOB = "/qbsync.v1.SyncService/GetSyncJob"
+WATCH_SYNC_JOB = "/qbsync.v1.SyncService/WatchSyncJob"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -186,6 +187,8 @@ def test_a_sync_moves_the_job_rpc_and_quickbooks_metrics_and_readiness_follows_t
                 assert time.monotonic() < deadline, found
                 time.sleep(0.1)
             assert found.state == r.SyncJob.STATE_SUCCEEDED, found
+            watched = list(stub.WatchSyncJob(s.GetSyncJobRequest(name=accepted.name), metadata=md, timeout=10))
+            assert [w.state for w in watched] == [r.SyncJob.STATE_SUCCEEDED]  # a finished job: sent, then ended
             with pytest.raises(grpc.RpcError) as refused:
                 stub.GetSyncJob(s.GetSyncJobRequest(name=accepted.name), metadata=[("authorization", "Bearer nope")])
             assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
@@ -200,6 +203,8 @@ def test_a_sync_moves_the_job_rpc_and_quickbooks_metrics_and_readiness_follows_t
         assert polls >= 1
         assert value(after, "qbsync_grpc_server_handled_total", method=GET_SYNC_JOB, code="UNAUTHENTICATED") == 1
         assert value(after, "qbsync_grpc_server_handling_seconds_count", method=SYNC_PAYMENT) == 1
+        assert value(after, "qbsync_grpc_server_handled_total", method=WATCH_SYNC_JOB, code="OK") == 1
+        assert value(after, "qbsync_grpc_server_handling_seconds_count", method=WATCH_SYNC_JOB) == 1
         assert value(after, "qbsync_grpc_server_handling_seconds_count", method=GET_SYNC_JOB) == polls + 1
         assert value(after, "qbsync_grpc_server_handling_seconds_bucket", method=SYNC_PAYMENT, le="+Inf") == 1
         assert value(after, "qbsync_grpc_server_handling_seconds_sum", method=SYNC_PAYMENT) > 0

@@ -197,6 +197,8 @@ def every_rpc(api: Api, md: list[tuple[str, str]]) -> list[tuple[str, object]]:
                                                                  metadata=md)),
         ("ListSyncErrors", lambda: api.stub.ListSyncErrors(s.ListSyncErrorsRequest(), metadata=md)),
         ("RetrySync", lambda: api.stub.RetrySync(s.RetrySyncRequest(name="syncJobs/x"), metadata=md)),
+        ("DismissSyncError", lambda: api.stub.DismissSyncError(s.DismissSyncErrorRequest(name="syncJobs/x"),
+                                                               metadata=md)),
     ]
 
 

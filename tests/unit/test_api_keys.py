@@ -235,3 +235,20 @@ def test_the_memory_of_failures_is_bounded(clock: ManualClock) -> None:
     failures.check("id0", PEER)  # the longest ago: forgotten, not refused
     with pytest.raises(TooManyFailedAuthenticationsError):
         failures.check("id999", PEER)
+
+
+def test_a_session_signed_in_with_a_key_ends_when_the_key_is_revoked_or_expires(
+    keys: ApiKeys, clock: ManualClock
+) -> None:
+    """principal_of: how the console checks its session's key again on each request, by id only."""
+    admin = frozenset({Permission.ADMIN})
+    expiring = keys.create("t1", admin, expire_time=clock.now() + timedelta(hours=1))
+    revoked = keys.create("t2", admin)
+    assert keys.principal_of(presented_key_id(expiring)) == Principal("t1", admin)
+    assert keys.principal_of(presented_key_id(revoked)) == Principal("t2", admin)
+    keys.revoke(presented_key_id(revoked))
+    clock.advance(timedelta(hours=1))
+    for key_id in (presented_key_id(expiring), presented_key_id(revoked), "never-issued"):
+        with pytest.raises(UnauthenticatedError) as refused:
+            keys.principal_of(key_id)
+        assert refused.value.message == INVALID_KEY

@@ -52,6 +52,7 @@ def _values(job: SyncJob) -> dict[str, Any]:
         "lease_expires": job.lease_expires,
         "create_time": job.create_time,
         "update_time": job.update_time,
+        "dismiss_time": job.dismiss_time,
     }
 
 
@@ -77,6 +78,7 @@ def _to_job(row: SyncJobRow) -> SyncJob:
         claimed_by=row.claimed_by,
         lease_expires=row.lease_expires,
         identity_key=row.identity_key,
+        dismiss_time=row.dismiss_time,
     )
 
 
@@ -216,9 +218,22 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
     def list_failed(self, tenant_id: str, *, offset: int, limit: int) -> list[SyncJob]:
         rows = self._fresh(
             select(SyncJobRow)
-            .where(SyncJobRow.tenant_id == tenant_id, SyncJobRow.state == SyncJobState.FAILED.value)
+            .where(
+                SyncJobRow.tenant_id == tenant_id,
+                SyncJobRow.state == SyncJobState.FAILED.value,
+                SyncJobRow.dismiss_time.is_(None),
+            )
             .order_by(SyncJobRow.update_time.desc(), SyncJobRow.job_id.desc())
             .offset(offset)
+            .limit(limit)
+        )
+        return [_to_job(row) for row in rows]
+
+    def list_recent(self, tenant_id: str, *, limit: int) -> list[SyncJob]:
+        rows = self._fresh(
+            select(SyncJobRow)
+            .where(SyncJobRow.tenant_id == tenant_id)
+            .order_by(SyncJobRow.update_time.desc(), SyncJobRow.job_id.desc())
             .limit(limit)
         )
         return [_to_job(row) for row in rows]

@@ -157,6 +157,7 @@ class SyncJobRow(Base):
         Index(None, "lock_key", "state"),
         Index(None, "identity_key", "state"),
         Index(None, "tenant_id", "state", "update_time"),
+        Index(None, "tenant_id", "update_time"),  # list_recent's order (revision 0009)
     )
 
     tenant_id: Mapped[str] = mapped_column(String, primary_key=True)
@@ -182,6 +183,8 @@ class SyncJobRow(Base):
     lease_expires: Mapped[datetime | None] = mapped_column(UtcDateTime)
     create_time: Mapped[datetime] = mapped_column(UtcDateTime)
     update_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    # When an admin dismissed the FAILED job (revision 0009); NULL when it was never dismissed.
+    dismiss_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class AuditEventRow(Base):

@@ -101,6 +101,7 @@ def every_call(channel: grpc.Channel) -> dict[str, Callable[[], object]]:
         "GetQuickBooksLink": lambda: sync.GetQuickBooksLink(s.GetQuickBooksLinkRequest(entity=ref), metadata=MD),
         "ListSyncErrors": lambda: sync.ListSyncErrors(s.ListSyncErrorsRequest(), metadata=MD),
         "RetrySync": lambda: sync.RetrySync(s.RetrySyncRequest(name="syncJobs/1"), metadata=MD),
+        "DismissSyncError": lambda: sync.DismissSyncError(s.DismissSyncErrorRequest(name="syncJobs/1"), metadata=MD),
         "GetConnection": lambda: connections.GetConnection(cs.GetConnectionRequest(), metadata=MD),
     }
 

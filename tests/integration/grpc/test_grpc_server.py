@@ -545,3 +545,97 @@ def test_sigterm_stops_the_server(served: Served) -> None:
     with pytest.raises(grpc.RpcError) as raised:
         served.stub.GetSyncJob(s.GetSyncJobRequest(name="syncJobs/j1"), metadata=key(), timeout=2)
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+# --- streams: no thread each, errors after the start, graceful stop -----------------------------------
+
+
+class FlakySyncService(FakeSyncService):
+    """get_job raises `failure` once it is set: what a stream's later re-read may meet."""
+
+    failure: Exception | None = None
+
+    def get_job(self, principal: Principal, name: str) -> SyncJob:
+        if self.failure is not None:
+            raise self.failure
+        return super().get_job(principal, name)
+
+
+@pytest.fixture
+def small() -> Iterator[Served]:
+    """Two server threads only, and three streams per key."""
+    service = FlakySyncService()
+    servicer = SyncServicer(service, poll_seconds=0.02, max_streams_per_key=3)  # type: ignore[arg-type]
+    server, port = build_server(servicer, authenticate, "127.0.0.1:0", max_workers=2)
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Served(server, channel, sync_service_pb2_grpc.SyncServiceStub(channel), service)
+    finally:
+        channel.close()
+        server.stop(0).wait()
+
+
+def _pending_job(served: Served) -> str:
+    return served.stub.SyncPayment(
+        s.SyncPaymentRequest(opportunity=opportunity(), payment=payment()), metadata=key()
+    ).name
+
+
+def test_streams_beyond_the_thread_count_leave_unary_calls_answered(small: Served) -> None:
+    name = _pending_job(small)
+    streams = [small.stub.WatchSyncJob(s.GetSyncJobRequest(name=name), metadata=key(k)) for k in ("all-key",) * 3]
+    streams += [small.stub.WatchSyncJob(s.GetSyncJobRequest(name=name), metadata=key("read-key")) for _ in range(3)]
+    assert all(next(stream).state == r.SyncJob.STATE_PENDING for stream in streams)  # 6 streams, 2 threads
+    health = health_pb2_grpc.HealthStub(small.channel)
+    assert health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == health_pb2.HealthCheckResponse.SERVING
+    assert small.stub.GetSyncJob(s.GetSyncJobRequest(name=name), metadata=key(), timeout=2).name == name
+    small.service.advance(name, SyncJobState.RUNNING, 1)
+    assert all(next(stream).state == r.SyncJob.STATE_RUNNING for stream in streams)
+
+
+def test_a_fourth_stream_of_a_key_is_resource_exhausted(small: Served) -> None:
+    name = _pending_job(small)
+    streams = [small.stub.WatchSyncJob(s.GetSyncJobRequest(name=name), metadata=key()) for _ in range(3)]
+    assert all(next(stream).state == r.SyncJob.STATE_PENDING for stream in streams)
+    with pytest.raises(grpc.RpcError) as raised:
+        list(small.stub.WatchSyncJob(s.GetSyncJobRequest(name=name), metadata=key(), timeout=5))
+    code, info, _ = error_of(raised.value)
+    assert (code, info.reason, info.metadata["max_streams_per_key"]) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "TOO_MANY_STREAMS",
+        "3",
+    )
+
+
+@pytest.mark.parametrize(
+    ("failure", "code", "reason"),
+    [
+        (StorageUnavailableError(), grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE"),
+        (RuntimeError(f"a bug that mentions {SECRET_IN_A_BUG}"), grpc.StatusCode.INTERNAL, "INTERNAL"),
+    ],
+)
+def test_a_stream_whose_reread_fails_ends_with_the_mapped_status(
+    small: Served, failure: Exception, code: grpc.StatusCode, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = _pending_job(small)
+    stream = small.stub.WatchSyncJob(s.GetSyncJobRequest(name=name), metadata=key(), timeout=5)
+    assert next(stream).state == r.SyncJob.STATE_PENDING
+    assert isinstance(small.service, FlakySyncService)
+    small.service.failure = failure
+    with caplog.at_level(logging.ERROR), pytest.raises(grpc.RpcError) as raised:
+        next(stream)
+    got, info, _ = error_of(raised.value)
+    assert (got, info.reason) == (code, reason)
+    assert SECRET_IN_A_BUG not in str(raised.value.details()) + str(raised.value.trailing_metadata())
+
+
+def test_a_graceful_stop_ends_open_streams_within_the_grace(small: Served) -> None:
+    name = _pending_job(small)
+    stream = small.stub.WatchSyncJob(s.GetSyncJobRequest(name=name), metadata=key(), timeout=30)
+    assert next(stream).state == r.SyncJob.STATE_PENDING
+    started = time.monotonic()
+    stop_gracefully(small.server, 0.5)
+    assert time.monotonic() - started < 3
+    with pytest.raises(grpc.RpcError):
+        next(stream)

@@ -616,3 +616,34 @@ def test_list_failed_is_newest_first_and_paginated(backend: Backend) -> None:
         pages = [[j.job_id for j in uow.jobs.list_failed("t1", offset=o, limit=2)] for o in (0, 2, 4, 6)]
     assert everything == ["j4", "j2", "j3", "j1", "j5"]
     assert pages == [["j4", "j2"], ["j3", "j1"], ["j5"], []]
+
+
+def test_a_dismissed_job_is_kept_with_its_dismiss_time_and_leaves_the_failed_list(backend: Backend) -> None:
+    failed = replace(sync_job("j1", created=at(0)), state=SyncJobState.FAILED, update_time=at(1))
+    _add(backend, failed, replace(sync_job("j2", created=at(0)), state=SyncJobState.FAILED, update_time=at(2)))
+    with backend.uow() as uow:
+        uow.jobs.save(replace(failed, dismiss_time=at(5), update_time=at(5)))
+        uow.commit()
+    with backend.uow() as uow:
+        kept = uow.jobs.get("t1", "j1")
+        other = uow.jobs.get("t1", "j2")
+        listed = [j.job_id for j in uow.jobs.list_failed("t1", offset=0, limit=10)]
+    assert kept is not None and (kept.state, kept.dismiss_time) == (SyncJobState.FAILED, at(5))
+    assert other is not None and other.dismiss_time is None
+    assert listed == ["j2"]
+
+
+def test_list_recent_is_every_state_newest_first_limited_and_per_tenant(backend: Backend) -> None:
+    _add(
+        backend,
+        replace(sync_job("j1", created=at(0)), state=SyncJobState.FAILED, update_time=at(1), dismiss_time=at(1)),
+        replace(sync_job("j2", created=at(0)), state=SyncJobState.SUCCEEDED, update_time=at(3)),
+        replace(sync_job("j3", created=at(0)), update_time=at(2)),
+        replace(sync_job("j4", created=at(0)), update_time=at(3)),
+        replace(sync_job("j9", tenant_id="t2", created=at(0)), update_time=at(9)),
+    )
+    with backend.uow() as uow:
+        everything = [j.job_id for j in uow.jobs.list_recent("t1", limit=10)]
+        two = [j.job_id for j in uow.jobs.list_recent("t1", limit=2)]
+    assert everything == ["j4", "j2", "j3", "j1"]
+    assert two == ["j4", "j2"]

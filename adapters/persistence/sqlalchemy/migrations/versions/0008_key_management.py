@@ -4,7 +4,7 @@ Plain SQLAlchemy types, as in 0001: UtcDateTime is DateTime(timezone=True). All 
 existing row changes: the keys issued so far never expire, are not revoked and have no recorded use.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-02
 """
 
