@@ -17,7 +17,9 @@ python-quickbooks adapter): the same model, the same invariants, two backends.
 Checked here: R1 to R10, each as far as the QuickBooks company and qbsync's answers show it, with SPEC.md section
 8's invoices (tax, discounts, tips and surcharges) inside R5, R6 and R10: QuickBooks' own TotalAmt and TotalTax
 are the CRM's, the tip and the surcharge are lines of their own, and the balance is the CRM total less what was
-applied. Not here:
+applied. SPEC.md section 9's payouts are records too (one live Deposit each: R6 to R9) and R10's books: each
+deposit is its payout's amount and links exactly its payments, and Undeposited Funds holds exactly the synced
+payments in no payout. Not here:
 - R1's "no query on the next sync": tests/unit/test_sync_scenarios.py
   (test_a_linked_customer_is_reused_without_a_query);
 - R7 across crashes and concurrent workers (a worker killed between QBO's commit and ours, two workers on
@@ -44,7 +46,7 @@ from functools import cached_property
 from typing import Protocol
 
 from adapters.quickbooks.fake import FakeCustomer, FakeTxn
-from core.accounting import InvoiceSpec, PaymentSpec, RefundSpec, TxnKind
+from core.accounting import DepositLineKind, DepositSpec, InvoiceSpec, PaymentSpec, RefundSpec, TxnKind
 from core.company_tax import SalesTax
 from core.domain import (
     Customer,
@@ -56,6 +58,7 @@ from core.domain import (
     Opportunity,
     Payment,
     PaymentMethod,
+    Payout,
     Principal,
     Refund,
     SyncJobState,
@@ -213,7 +216,7 @@ class CrmJob:
         )
 
 
-Key = tuple[str, str]  # ("payment" | "refund" | "invoice", CRM id): a CRM record, as its marker names it
+Key = tuple[str, str]  # ("payment" | "refund" | "invoice" | "payout", CRM id): a CRM record, as its marker names it
 
 
 @dataclass
@@ -222,8 +225,10 @@ class Crm:
     opportunities: dict[str, Opportunity] = field(default_factory=dict)
     payments: dict[str, CrmPayment] = field(default_factory=dict)
     closed_jobs: dict[str, CrmJob] = field(default_factory=dict)  # in close-out order
+    payouts: dict[str, Payout] = field(default_factory=dict)  # each as qbsync last accepted it (SPEC section 9)
     links: dict[str, str] = field(default_factory=dict)  # CRM customer -> the QBO customer it is linked to
     accepted: list[str] = field(default_factory=list)  # the SyncJobs qbsync accepted (R7: none is lost)
+    succeeded: set[str] = field(default_factory=set)  # those seen SUCCEEDED, a state a job never leaves
     # What someone else did in QuickBooks meanwhile.
     deactivated: set[str] = field(default_factory=set)  # QBO customers made inactive (R1: to be replaced)
     removed: set[Key] = field(default_factory=set)  # records whose QBO record was deleted or voided (R6)
@@ -253,10 +258,15 @@ class Crm:
     def sent(self) -> list[CrmPayment]:
         return [p for p in self.payments.values() if p.sent]
 
+    def payout_of(self, payment_id: str) -> str | None:
+        """The payout that lists the payment (a payment is in one payout at most), if any."""
+        return next((p.payout_id for p in self.payouts.values() if payment_id in p.payment_ids), None)
+
     def expected(self) -> set[Key]:
         """Every CRM record sent to qbsync: each must have exactly one live QBO record."""
         keys = {("payment", p.payment_id) for p in self.sent}
         keys |= {("refund", r.refund_id) for p in self.sent for r in p.refunds}
+        keys |= {("payout", payout_id) for payout_id in self.payouts}
         return keys | {("invoice", job_id) for job_id in self.closed_jobs}
 
 
@@ -278,7 +288,16 @@ class Books(Protocol):
         ...
 
     def live(self, entity: str) -> list[FakeTxn]:
-        """Payments, Purchases or Invoices neither deleted nor voided."""
+        """Payments, Purchases, Invoices or Deposits neither deleted nor voided. A Deposit's spec holds at least
+        its PAYMENT lines (each with the linked payment's Id); its `total` is QBO's TotalAmt."""
+        ...
+
+    def deposited_payments(self) -> Mapping[str, str]:
+        """QuickBooks' own ledger: payment Id -> the Deposit that took it out of Undeposited Funds."""
+        ...
+
+    def undeposited_funds(self) -> Decimal:
+        """The balance of the Undeposited Funds account."""
         ...
 
     def invoice_balance(self, invoice_id: str) -> Decimal: ...
@@ -294,7 +313,7 @@ class Books(Protocol):
 
 def live_by_record(books: Books) -> dict[Key, list[FakeTxn]]:
     found: dict[Key, list[FakeTxn]] = defaultdict(list)
-    for entity in ("Payment", "Purchase", "Invoice"):
+    for entity in ("Payment", "Purchase", "Invoice", "Deposit"):
         for txn in books.live(entity):
             found[marked(txn)].append(txn)
     return found
@@ -558,9 +577,14 @@ def r6_resync_updates_never_duplicates(crm: Crm, seen: Seen) -> None:
 def r7_exactly_once(crm: Crm, seen: Seen) -> None:
     """R7: every accepted sync succeeded, and each CRM record sent has exactly one live QBO record (and
     nothing else has one)."""
+    # Each job is read until it is seen SUCCEEDED, not after: read every step, the jobs of a long run were
+    # most of the machine's time.
     for name in crm.accepted:
+        if name in crm.succeeded:
+            continue
         job = seen.service.get_job(seen.principal, name)
         assert job.state is SyncJobState.SUCCEEDED, f"R7: {name} is {job.state}: {job.error}"
+        crm.succeeded.add(name)
     live = seen.live
     expected = crm.expected()
     assert set(live) == expected, (
@@ -573,6 +597,7 @@ def r7_exactly_once(crm: Crm, seen: Seen) -> None:
     refunds = sum(len(p.refunds) for p in sent)
     assert len(seen.books.live("Purchase")) == refunds, "R7: one live QBO Purchase per refund sent"
     assert len(seen.books.live("Invoice")) == len(crm.closed_jobs), "R7: one live QBO Invoice per job closed out"
+    assert len(seen.books.live("Deposit")) == len(crm.payouts), "R7: one live QBO Deposit per payout accepted"
 
 
 def r8_state_you_can_show(crm: Crm, seen: Seen) -> None:
@@ -585,7 +610,12 @@ def r8_state_you_can_show(crm: Crm, seen: Seen) -> None:
             continue
         status = seen.status(entity)
         assert status.state is SyncState.SYNCED, f"R8: customer {customer_id} is {status.state}"
-    types = {"payment": EntityType.PAYMENT, "refund": EntityType.REFUND, "invoice": EntityType.INVOICE}
+    types = {
+        "payment": EntityType.PAYMENT,
+        "refund": EntityType.REFUND,
+        "invoice": EntityType.INVOICE,
+        "payout": EntityType.PAYOUT,
+    }
     for kind, crm_id in sorted(crm.expected()):
         status = seen.status(EntityRef(types[kind], crm_id))
         assert status.state is SyncState.SYNCED, f"R8: {kind} {crm_id} is {status.state}: {status.last_error}"
@@ -615,6 +645,9 @@ def r9_view_in_quickbooks(crm: Crm, seen: Seen) -> None:
             pages.append((EntityRef(EntityType.REFUND, refund.refund_id), f"{page}?txnId={expense.id}"))
     for job, txn in seen.invoices(crm):
         pages.append((EntityRef(EntityType.INVOICE, job.job_id), f"invoice?txnId={txn.id}"))
+    for payout_id in crm.payouts:
+        deposit = seen.one("payout", payout_id)
+        pages.append((EntityRef(EntityType.PAYOUT, payout_id), f"deposit?txnId={deposit.id}"))
     for entity, page in pages:
         link = seen.service.get_link(seen.principal, entity)
         wanted = [f"{host}/app/{page}&deeplinkcompanyid={seen.realm_id}" for host in APP_HOSTS]
@@ -624,7 +657,8 @@ def r9_view_in_quickbooks(crm: Crm, seen: Seen) -> None:
 def r10_the_books_balance(crm: Crm, seen: Seen) -> None:
     """R10: per QBO customer, payments (whole: tips in, processing fees not netted) and refund expenses sum
     to the CRM's, to the cent, in exact decimals; each invoice's balance is the CRM total (SPEC section 8)
-    minus what was applied to it."""
+    minus what was applied to it; for every payout, its QBO deposit is the payout's amount and links exactly
+    its payments, and Undeposited Funds holds exactly the synced payments in no payout (SPEC section 9)."""
     for payment, spec in seen.payments(crm):
         assert type(spec.amount) is Decimal, f"R10: payment {payment.payment_id} is {spec.amount!r}"
         for refund in payment.refunds:
@@ -656,6 +690,55 @@ def r10_the_books_balance(crm: Crm, seen: Seen) -> None:
     assert _nonzero(qbo_refunded) == _nonzero(crm_refunded), (
         f"R10: refunds per customer {dict(qbo_refunded)}, CRM {dict(crm_refunded)}"
     )
+    _payouts_in_the_bank(crm, seen)
+
+
+def _payouts_in_the_bank(crm: Crm, seen: Seen) -> None:
+    """R10's part for SPEC section 9: each payout's deposit (the one its sync record names) totals the payout's
+    amount and links exactly its payments; no payment is in two deposits, QuickBooks' ledger says the same,
+    and Undeposited Funds holds the synced payments in no payout, to the cent (the machine's company has
+    nothing else there)."""
+    deposits = {txn.id: txn for txn in seen.books.live("Deposit")}
+    holders: dict[str, list[str]] = defaultdict(list)  # QBO payment Id -> the live deposits linking it
+    for txn in deposits.values():
+        for payment_id in _payment_lines(txn):
+            holders[payment_id].append(txn.id)
+    twice = {payment: held for payment, held in holders.items() if len(held) > 1}
+    assert not twice, f"R10: payments in more than one deposit: {twice}"
+    for payout in crm.payouts.values():
+        quickbooks_id = seen.status(EntityRef(EntityType.PAYOUT, payout.payout_id)).quickbooks_id
+        deposit = deposits.get(quickbooks_id or "")
+        assert deposit is not None, f"R10: payout {payout.payout_id} names QBO deposit {quickbooks_id}, not live"
+        assert type(deposit.total) is Decimal, f"R10: payout {payout.payout_id} is deposited as {deposit.total!r}"
+        assert deposit.total == payout.amount, (
+            f"R10: payout {payout.payout_id} is deposited as {deposit.total}, not {payout.amount}"
+        )
+        wanted = sorted(seen.one("payment", p).id for p in payout.payment_ids)
+        assert sorted(_payment_lines(deposit)) == wanted, (
+            f"R10: payout {payout.payout_id}'s deposit links payments {sorted(_payment_lines(deposit))}, "
+            f"not its payments' {wanted}"
+        )
+    ledger = dict(seen.books.deposited_payments())
+    assert ledger == {payment: held[0] for payment, held in holders.items()}, (
+        f"R10: QuickBooks' ledger deposits payments {ledger}, the deposits' lines {dict(holders)}"
+    )
+    in_payouts = {p for payout in crm.payouts.values() for p in payout.payment_ids}
+    undeposited = {seen.one("payment", p.payment_id).id: p.amount for p in crm.sent if p.payment_id not in in_payouts}
+    left = {t.id for t in seen.books.live("Payment") if t.id not in ledger}
+    assert left == set(undeposited), (
+        f"R10: Undeposited Funds holds payments {sorted(left)}, not the ones in no payout {sorted(undeposited)}"
+    )
+    funds = seen.books.undeposited_funds()
+    assert funds == sum(undeposited.values(), ZERO), (
+        f"R10: Undeposited Funds holds {funds}, not the {sum(undeposited.values(), ZERO)} of the payments in no payout"
+    )
+
+
+def _payment_lines(deposit: FakeTxn) -> list[str]:
+    """The QBO Ids of the payments a deposit links."""
+    spec = deposit.spec
+    assert isinstance(spec, DepositSpec), f"R10: QBO Deposit {deposit.id} is read as {type(spec).__name__}"
+    return [line.txn_id for line in spec.lines if line.kind is DepositLineKind.PAYMENT]
 
 
 INVARIANTS = (

@@ -3,10 +3,12 @@
 The machine plays the CRM: it makes customers (shared names, apostrophes, unicode, odd spacing,
 company-only), opportunities, payments with refunds (some with a tip and a processor's fee in them), edits and
 close-outs (lines taxable or not; half of the jobs with SPEC.md section 8's tax, discounts, tip and surcharge; a
-closed job's tax changed and resynced) in a company whose sales tax is automated, manual or none, and sends them
-through SyncService; a SyncWorker drains the queue while the fake QuickBooks fails in every way it can (before
-and after a write commits, with and without requestid replay). Someone else meanwhile adds customers and
-vendors in QuickBooks, and deletes or voids what qbsync wrote.
+closed job's tax changed and resynced) in a company whose sales tax is automated, manual or none, payouts of the
+payments (SPEC.md section 9: refunds netted, fees, adjustments; resynced with payments dropped or added; refused when
+a cent off, listing another payout's payment or one never sent), and sends them through SyncService; a SyncWorker
+drains the queue while the fake QuickBooks fails in every way it can (before and after a write commits, with and
+without requestid replay). Someone else meanwhile adds customers and vendors in QuickBooks, and deletes or voids
+what qbsync wrote (a deposit too; never a payment a deposit holds, which QuickBooks refuses).
 
 After every step the QuickBooks company itself (not qbsync's records) is checked against `Crm`, a plain
 model of what the CRM has said, which knows nothing of the code under test: one invariant per rule, each
@@ -47,11 +49,15 @@ from core.domain import (
     Opportunity,
     Payment,
     PaymentMethod,
+    Payout,
+    PayoutAdjustment,
     Principal,
     Refund,
     SyncJobState,
 )
 from core.errors import FailedPreconditionError, NotFoundError, RequestIdReusedError, ValidationError
+from core.outbox import PAYMENT_DEPOSITED
+from core.payout_intake import PAYMENT_IN_ANOTHER_PAYOUT, PAYMENT_UNKNOWN
 from core.record_writer import marker_for
 from core.service import SyncService
 from core.worker import SyncWorker
@@ -182,6 +188,22 @@ def job_bodies(draw: st.DrawFn) -> tuple[tuple[InvoiceLine, ...], Charges]:
     return lines, draw(st.one_of(st.just(NO_CHARGES), charges_for(lines)))
 
 
+def _some(
+    data: st.DataObject, payments: list[CrmPayment], *, min_size: int = 0, max_size: int | None = None
+) -> list[CrmPayment]:
+    """Some of these payments, each once, in the order drawn (none when there are none)."""
+    if not payments:
+        return []
+    return data.draw(
+        st.lists(st.sampled_from(payments), unique_by=lambda p: p.payment_id, min_size=min_size, max_size=max_size)
+    )
+
+
+def _one_of_or_none(data: st.DataObject, ids: list[str]) -> str | None:
+    """One of these ids, or None (a new one is wanted)."""
+    return data.draw(st.one_of(st.none(), st.sampled_from(ids))) if ids else None
+
+
 def _share(amount: Decimal, percent: int) -> Decimal:
     """`percent` of a payment, in whole cents and never more than it: its tip, or the processor's fee."""
     return (amount * percent / 100).quantize(CENT, rounding=ROUND_DOWN)
@@ -259,6 +281,13 @@ class FakeBooks:
 
     def unapplied_amount(self, payment_id: str) -> Decimal:
         return self.fake.unapplied_amount(payment_id)
+
+    def deposited_payments(self) -> Mapping[str, str]:
+        held = {t.id: self.fake.deposit_holding(t.id) for t in self.fake.live("Payment")}
+        return {payment: deposit for payment, deposit in held.items() if deposit is not None}
+
+    def undeposited_funds(self) -> Decimal:
+        return self.fake.undeposited_funds()
 
     def invoice_tax(self, invoice_id: str) -> Decimal:
         txn = self.fake.txn(invoice_id)
@@ -380,8 +409,9 @@ class SyncRulesMachine(RuleBasedStateMachine):
                 self.h.service.retry(self.p, job.name)
         raise AssertionError("jobs keep failing")
 
-    def send(self, call, *, customer_id: str, request: bool = False) -> str:  # type: ignore[no-untyped-def]
-        """Send a request, drain, and check the customer link made on the way (R1/R2)."""
+    def send(self, call, *, customer_id: str | None, request: bool = False) -> str:  # type: ignore[no-untyped-def]
+        """Send a request, drain, and check the customer link made on the way (R1/R2; a payout's request names
+        no customer: None)."""
         before = Before.read(self.qbo)
         request_id = f"req-{len(self.requests) + 1}" if request else ""
         job = call(request_id)
@@ -391,7 +421,8 @@ class SyncRulesMachine(RuleBasedStateMachine):
             self.requests.append((request_id, call, job.name))
         self.settle()
         self.changed()
-        link_made(self.crm, self.seen(), customer_id, before)
+        if customer_id is not None:
+            link_made(self.crm, self.seen(), customer_id, before)
         return job.name
 
     def opportunity_payments(self, opportunity_id: str) -> list[Payment]:
@@ -579,9 +610,24 @@ class SyncRulesMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.crm.payments)
     @rule(data=st.data(), amount=cents, change_method=st.booleans())
     def edit_payment_and_resync(self, data: st.DataObject, amount: int, change_method: bool) -> None:
-        """R6: a resync after the amount (or method) changed in the CRM; refunds stay within it."""
+        """R6: a resync after the amount (or method) changed in the CRM; refunds stay within it. A payment in a
+        payout keeps its amount (SPEC section 9: its deposit must keep matching the bank): refused, nothing
+        stored."""
         payment = data.draw(st.sampled_from(sorted(self.crm.payments.values(), key=lambda p: p.payment_id)))
-        payment.amount = max(money(amount), payment.refunded, CENT)
+        new_amount = max(money(amount), payment.refunded, CENT)
+        payout_id = self.crm.payout_of(payment.payment_id)
+        if payout_id is not None and new_amount != payment.amount:
+            body = payment.as_sent()
+            # Its tip and fee fitted as below: the refusal is for the amount alone.
+            tip, fee = min(body.tip, new_amount), min(body.processing_fee, new_amount)
+            changed = replace(body, amount=new_amount, tip=tip, processing_fee=fee)
+            opportunity = self.crm.opportunities[payment.opportunity_id]
+            with pytest.raises(FailedPreconditionError) as caught:
+                self.h.service.sync_payment(self.p, opportunity, changed)
+            assert caught.value.reason == PAYMENT_DEPOSITED, caught.value
+            assert self.h.worker.drain() == 0, "a refused request queued a job"
+            return
+        payment.amount = new_amount
         # The tip and the processor's fee are parts of the payment: never more than it.
         payment.tip, payment.processing_fee = (
             min(payment.tip, payment.amount),
@@ -590,6 +636,123 @@ class SyncRulesMachine(RuleBasedStateMachine):
         if change_method:
             payment.method = data.draw(methods)
         self._sync_payment(payment)
+
+    # --- payouts (SPEC section 9) ------------------------------------------------------------------
+
+    def _free_payments(self) -> list[CrmPayment]:
+        """The payments qbsync has that no payout lists."""
+        return [p for p in self.crm.sent if self.crm.payout_of(p.payment_id) is None]
+
+    def _payout_of(self, data: st.DataObject, payout_id: str, payments: list[CrmPayment]) -> Payout:
+        """A payout of these payments whose parts add up, as the processor sends it: some of their refunds
+        netted, a small fee, perhaps a signed adjustment, and at least a cent left to reach the bank."""
+        refunds = [r for p in payments for r in p.refunds]
+        netted = data.draw(st.lists(st.sampled_from(refunds), unique_by=lambda r: r.refund_id)) if refunds else []
+        paid = sum((p.amount for p in payments), ZERO)
+        if paid - sum((r.amount for r in netted), ZERO) < CENT:
+            netted = []  # fully refunded: nothing would reach the bank
+        gross = paid - sum((r.amount for r in netted), ZERO)
+        fees = money(data.draw(st.integers(0, min(500, int(gross * 100) - 1))))
+        adjustments: tuple[PayoutAdjustment, ...] = ()
+        if data.draw(st.booleans()):
+            room = int((gross - fees) * 100) - 1  # an adjustment may take all but the last cent
+            cents_off = data.draw(st.integers(-room, 2_000)) or 1
+            adjustments = (PayoutAdjustment(money(cents_off), data.draw(st.sampled_from(["", "reserve released"]))),)
+        amount = gross - fees + sum((a.amount for a in adjustments), ZERO)
+        return Payout(
+            payout_id,
+            date(2026, 3, 2) + timedelta(days=len(self.crm.payouts)),
+            amount,
+            tuple(p.payment_id for p in payments),
+            tuple(r.refund_id for r in netted),
+            fees=fees,
+            adjustments=adjustments,
+        )
+
+    def _sync_payout(self, payout: Payout, *, request: bool = False) -> None:
+        _note(f"sync_payout {payout}")
+        self.send(lambda rid: self.h.service.sync_payout(self.p, payout, rid), customer_id=None, request=request)
+        self.crm.payouts[payout.payout_id] = payout
+
+    @rule(data=st.data(), fresh=st.booleans(), amount=cents, request=st.booleans())
+    def payout(self, data: st.DataObject, fresh: bool, amount: int, request: bool) -> None:
+        """SPEC section 9: a payout of payments in no payout, perhaps one sent just before whose own job has not
+        run yet (the payout's waits for it): one deposit of its amount, its payments out of Undeposited Funds."""
+        free = self._free_payments()
+        listed = _some(data, free, max_size=4)
+        before = Before.read(self.qbo)
+        fresh_customer = None
+        if fresh or not listed:
+            opportunity = self.crm.opportunities[data.draw(st.sampled_from(sorted(self.crm.opportunities)))]
+            payment = CrmPayment(
+                self.crm.new_id("p"), opportunity.opportunity_id, money(amount), data.draw(methods), self.tick()
+            )
+            self.crm.payments[payment.payment_id] = payment
+            _note(f"sync_payment {payment.as_sent()} (not drained)")
+            job = self.h.service.sync_payment(self.p, opportunity, payment.as_sent())
+            self.crm.accepted.append(job.name)
+            payment.sent = True
+            listed.append(payment)
+            fresh_customer = opportunity.customer.customer_id
+        self._sync_payout(self._payout_of(data, self.crm.new_id("po"), listed), request=request)
+        if fresh_customer is not None:
+            link_made(self.crm, self.seen(), fresh_customer, before)
+
+    @precondition(lambda self: self.crm.payouts)
+    @rule(data=st.data(), deleted_first=st.booleans())
+    def resync_payout(self, data: st.DataObject, deleted_first: bool) -> None:
+        """SPEC section 9: a payout resynced with payments dropped or added (its amount follows): the same
+        deposit (R6), the dropped payments back in Undeposited Funds. Or its deposit was deleted in
+        QuickBooks first (its payments back in Undeposited Funds): written again, as it was (R6)."""
+        payout = self.crm.payouts[data.draw(st.sampled_from(sorted(self.crm.payouts)))]
+        current = [self.crm.payments[p] for p in payout.payment_ids]
+        if deleted_first:
+            deposit = self.one_live("payout", payout.payout_id)
+            self.crm.removed.add(("payout", payout.payout_id))
+            self.side.delete(TxnKind.DEPOSIT, deposit.id)
+            self.changed()
+            # Its amount afresh all the same: a refund it nets may have been corrected since.
+            self._sync_payout(self._payout_of(data, payout.payout_id, current))
+            assert self.one_live("payout", payout.payout_id).id != deposit.id
+            return
+        kept = _some(data, current)
+        added = _some(data, self._free_payments(), max_size=3)
+        self._sync_payout(self._payout_of(data, payout.payout_id, kept + added or current[:1]))
+
+    @precondition(lambda self: self.crm.sent)
+    @rule(data=st.data(), why=st.sampled_from(["a cent off", "another payout's payment", "a payment never sent"]))
+    def payout_refused(self, data: st.DataObject, why: str) -> None:
+        """SPEC section 9: a payout (new, or a resync) refused, and nothing of it stored or queued: its amount a
+        cent off its parts (INVALID_ARGUMENT naming payout.amount); listing a payment another payout holds (a
+        payment is in one payout at most: PAYMENT_IN_ANOTHER_PAYOUT); or one qbsync was never sent
+        (PAYMENT_UNKNOWN)."""
+        payout_id = _one_of_or_none(data, sorted(self.crm.payouts))
+        mine = [self.crm.payments[p] for p in self.crm.payouts[payout_id].payment_ids] if payout_id else []
+        listed = _some(data, mine + self._free_payments(), max_size=3)
+        others = [p for p in self.crm.sent if self.crm.payout_of(p.payment_id) not in (None, payout_id)]
+        unsent = [p for p in self.crm.payments.values() if not p.sent]
+        if why == "another payout's payment" and others:
+            listed.append(data.draw(st.sampled_from(others)))
+            reason = PAYMENT_IN_ANOTHER_PAYOUT
+        elif why == "a payment never sent" and unsent:
+            listed.append(data.draw(st.sampled_from(unsent)))
+            reason = PAYMENT_UNKNOWN
+        else:
+            reason = ""
+        payout = self._payout_of(data, payout_id or self.crm.new_id("po"), listed or self.crm.sent[:1])
+        if reason:
+            with pytest.raises(FailedPreconditionError) as refused:
+                self.h.service.sync_payout(self.p, payout)
+            assert refused.value.reason == reason, refused.value
+        else:
+            off = data.draw(st.sampled_from([CENT, -CENT]))
+            with pytest.raises(ValidationError) as invalid:
+                self.h.service.sync_payout(self.p, replace(payout, amount=payout.amount + off))
+            assert "payout.amount" in [v.field for v in invalid.value.violations], invalid.value
+        if payout.payout_id in self.crm.payouts:
+            assert self.h.worker.drain() == 0, "a refused request queued a job"  # the invariants: its deposit as was
+        else:
+            self._nothing_stored(EntityRef(EntityType.PAYOUT, payout.payout_id))
 
     def _fitted(self, charges: Charges) -> Charges:
         """The charges as this company's CRM would send them: no tax where QuickBooks has no sales tax."""
@@ -730,17 +893,25 @@ class SyncRulesMachine(RuleBasedStateMachine):
     def quickbooks_forgets_request_ids(self) -> None:
         self.side.forget_request_ids()
 
-    @precondition(lambda self: any(p.sent for p in self.crm.payments.values()))
+    def _removable(self) -> list[tuple[str, str, str]]:
+        """(kind, CRM id, opportunity) of what someone may delete or void in QuickBooks: the payments, refunds
+        and invoices sent, but no payment in a payout (QuickBooks deletes none in a deposit)."""
+        choices = [
+            ("payment", p.payment_id, p.opportunity_id)
+            for p in self.crm.payments.values()
+            if p.sent and self.crm.payout_of(p.payment_id) is None
+        ]
+        choices += [
+            ("refund", r.refund_id, p.opportunity_id) for p in self.crm.payments.values() if p.sent for r in p.refunds
+        ]
+        return choices + [("invoice", j.job_id, j.opportunity_id) for j in self.crm.closed_jobs.values()]
+
+    @precondition(lambda self: self._removable())
     @rule(data=st.data(), void=st.booleans())
     def someone_deletes_in_quickbooks_then_resync(self, data: st.DataObject, void: bool) -> None:
         """R6: a payment, refund or invoice deleted (or voided) in QuickBooks is recreated on resync,
         even when other syncs of the same opportunity ran in between."""
-        choices = [("payment", p.payment_id, p.opportunity_id) for p in self.crm.payments.values() if p.sent]
-        choices += [
-            ("refund", r.refund_id, p.opportunity_id) for p in self.crm.payments.values() if p.sent for r in p.refunds
-        ]
-        choices += [("invoice", j.job_id, j.opportunity_id) for j in self.crm.closed_jobs.values()]
-        kind, crm_id, opportunity_id = data.draw(st.sampled_from(sorted(choices)))
+        kind, crm_id, opportunity_id = data.draw(st.sampled_from(sorted(self._removable())))
         txn = self.one_live(kind, crm_id)
         self.crm.removed.add((kind, crm_id))
         (self.side.void if void else self.side.delete)(txn.kind, txn.id)
@@ -806,6 +977,10 @@ class SyncRulesMachine(RuleBasedStateMachine):
         event(f"invoices discounted: {any(c.discounts for c in charges)}")
         event(f"invoices with a tip or surcharge: {any(c.tip or c.surcharge for c in charges)}")
         event(f"invoices without charges: {any(c == NO_CHARGES for c in charges)}")
+        event(f"payouts: {min(len(self.crm.payouts), 3)}+")
+        deposited = sum(len(p.payment_ids) for p in self.crm.payouts.values())
+        event(f"payments in a payout: {min(deposited, 4)}+")
+        event(f"payouts netting a refund: {any(p.refund_ids for p in self.crm.payouts.values())}")
 
     # --- the rules of SPEC.md section 2, checked against the model (tests/rules_model.py) -----------
     # One invariant per rule: a failure names the rule that broke.
@@ -986,6 +1161,73 @@ BREAKS: list[tuple[Callable[[Crm, Seen], None], Callable[[SyncRulesMachine], obj
     (r10_the_books_balance, _raise_the_payment, "payments per customer"),
     (r10_the_books_balance, _recharge_the_job(surcharge=Decimal("3.40")), "has balance 4.34, not 95.34 less 90.00"),
 ]
+
+
+def a_deposit_paid_out(machine: SyncRulesMachine | None = None) -> SyncRulesMachine:
+    """After `a_deposit_refunded_then_closed_out`: Mary's $100.00 paid out, its $10.00 refund netted and a $2.00
+    fee kept: $88.00 reaches the bank (SPEC section 9)."""
+    machine = a_deposit_refunded_then_closed_out(machine)
+    payment = _only_payment(machine)
+    payout_id = machine.crm.new_id("po")
+    refunds = (payment.refunds[0].refund_id,)
+    machine._sync_payout(
+        Payout(payout_id, date(2026, 3, 2), Decimal("88.00"), (payment.payment_id,), refunds, fees=Decimal("2.00"))
+    )
+    check_every_rule(machine)
+    return machine
+
+
+def its_deposit_deleted_and_resynced(machine: SyncRulesMachine) -> None:
+    """After `a_deposit_paid_out`: someone deletes the deposit in QuickBooks, the payout is resynced as it was
+    (the refund netted, the fee kept, no adjustment): a new deposit of $88.00, every rule holds."""
+    [payout_id] = machine.crm.payouts
+    [refund] = _only_payment(machine).refunds
+    machine.resync_payout(Drawn([payout_id, [refund], 200, False]), True)
+    check_every_rule(machine)
+    assert machine.one_live("payout", payout_id).total == Decimal("88.00")
+
+
+def test_a_deleted_deposit_is_written_again_on_the_fake() -> None:
+    """SPEC section 9 (tests/integration/quickbooks/test_sync_rules_machine_emulator.py runs the same on the
+    emulator, where R10 reads QuickBooks' own ledger)."""
+    its_deposit_deleted_and_resynced(a_deposit_paid_out())
+
+
+def _the_payout(machine: SyncRulesMachine, **changes: object) -> None:
+    """The model's payout changed behind the machine's back (QuickBooks kept the deposit as written)."""
+    [(payout_id, payout)] = machine.crm.payouts.items()
+    machine.crm.payouts[payout_id] = replace(payout, **changes)  # type: ignore[arg-type]
+
+
+def _delete_the_deposit(machine: SyncRulesMachine) -> None:
+    machine.side.delete(TxnKind.DEPOSIT, machine.qbo.live("Deposit")[0].id)
+
+
+# SPEC section 9's parts of R7 and R10 broken in turn, after `a_deposit_paid_out`.
+PAYOUT_BREAKS: list[tuple[Callable[[Crm, Seen], None], Callable[[SyncRulesMachine], object], str]] = [
+    (r7_exactly_once, _delete_the_deposit, ""),
+    (r10_the_books_balance, _delete_the_deposit, "payout po6 names QBO deposit"),
+    (r10_the_books_balance, lambda m: _the_payout(m, amount=Decimal("89.00")), "deposited as 88.00, not 89.00"),
+    (r10_the_books_balance, lambda m: _the_payout(m, payment_ids=("p3", "p3")), "links payments"),
+    (r10_the_books_balance, lambda m: m.crm.payouts.clear(), "Undeposited Funds holds payments [], not"),
+]
+
+
+@pytest.mark.parametrize(
+    ("check", "breaking", "says"),
+    PAYOUT_BREAKS,
+    ids=[f"{check.__name__}-{i}" for i, (check, _, _) in enumerate(PAYOUT_BREAKS)],
+)
+def test_a_broken_payout_rule_is_caught_and_named(
+    check: Callable[[Crm, Seen], None], breaking: Callable[[SyncRulesMachine], object], says: str
+) -> None:
+    machine = a_deposit_paid_out()
+    assert set(machine.crm.payouts) == {"po6"}
+    breaking(machine)
+    machine.changed()
+    rule = check.__name__.split("_")[0].upper()
+    with pytest.raises(AssertionError, match=f"^{rule}: .*{re.escape(says)}"):
+        getattr(machine, check.__name__)()
 
 
 def test_a_tax_change_is_resynced_on_the_fake() -> None:

@@ -20,7 +20,18 @@ from adapters.quickbooks.fake import FakeCustomer, FakeQuickBooks, FakeTxn, Faul
 from adapters.quickbooks.qbo import QuickBooksAccountingSystems, RateLimits, RetryPolicy
 from adapters.quickbooks.qbo.settings import METHOD_NAMES
 from adapters.system import SystemClock
-from core.accounting import DiscountSpec, InvoiceSpec, LinkLine, PaymentSpec, RefundSpec, TxnKind, TxnSpec
+from core.accounting import (
+    DepositLine,
+    DepositLineKind,
+    DepositSpec,
+    DiscountSpec,
+    InvoiceSpec,
+    LinkLine,
+    PaymentSpec,
+    RefundSpec,
+    TxnKind,
+    TxnSpec,
+)
 from core.company_lists import ListKind
 from core.company_tax import SalesTax
 from core.connection import ListRef, QuickBooksConnection
@@ -459,6 +470,14 @@ class EmulatedCompany:
             discount_account=ListRef(discounts["Id"], discounts["Name"]),
         )
 
+    def set_up_payouts(self) -> None:
+        """What a bookkeeper sets up for SPEC section 9, the way the machine's company has it: the processor's fees
+        expense account (found by its name, as a default) and the account payout adjustments book to (which has
+        no default), in the tenant's settings."""
+        self.add_list_entry(ListKind.ACCOUNT, "Merchant account fees", "Expense", "BankCharges")
+        reserve = self.add_list_entry(ListKind.ACCOUNT, "Processor reserve", "Other Current Asset")
+        self.use_settings(adjustment_account=ListRef(reserve, "Processor reserve"))
+
     def manual_tax_code(self) -> ListRef:
         """The company's first sales tax rate (the one switching to MANUAL makes), as the tax code setting."""
         code = self.rig.state()["entities"]["TaxCode"][0]
@@ -511,6 +530,8 @@ class EmulatedBooks:
     invoice_balances: dict[str, Decimal]
     unapplied: dict[str, Decimal]
     invoice_taxes: dict[str, Decimal] = field(default_factory=dict)  # TxnTaxDetail.TotalTax by invoice Id
+    payments_deposited: dict[str, str] = field(default_factory=dict)  # the ledger: payment Id -> its Deposit
+    undeposited: Decimal = Decimal("0.00")  # the Undeposited Funds account's balance
 
     @classmethod
     def read(cls, state: dict[str, Any], *, tips_item: str = "", surcharge_item: str = "") -> EmulatedBooks:
@@ -533,10 +554,11 @@ class EmulatedBooks:
                 voided=f"{entity}/{record['Id']}" in voided,
                 total_amt=record["TotalAmt"],
             )
-            for entity in ("Payment", "Purchase", "Invoice")
+            for entity in ("Payment", "Purchase", "Invoice", "Deposit")
             for record in entities[entity]
         ]
         balances = state["balances"]
+        funds = next(a["Id"] for a in entities["Account"] if a.get("AccountSubType") == "UndepositedFunds")
         return cls(
             customers,
             {r["DisplayName"] for entity in ("Vendor", "Employee") for r in entities[entity]},
@@ -544,6 +566,8 @@ class EmulatedBooks:
             {k: v for k, v in balances["invoices"].items()},
             {k: v for k, v in balances["payments_unapplied"].items() if v is not None},
             {r["Id"]: (r.get("TxnTaxDetail") or {}).get("TotalTax", Decimal("0.00")) for r in entities["Invoice"]},
+            dict(balances["payments_deposited"]),
+            balances["accounts"][funds],
         )
 
     def live(self, entity: str) -> list[FakeTxn]:
@@ -558,6 +582,12 @@ class EmulatedBooks:
     def invoice_tax(self, invoice_id: str) -> Decimal:
         return self.invoice_taxes[invoice_id]
 
+    def deposited_payments(self) -> dict[str, str]:
+        return self.payments_deposited
+
+    def undeposited_funds(self) -> Decimal:
+        return self.undeposited
+
 
 def _spec(
     entity: str,
@@ -569,6 +599,15 @@ def _spec(
     """The core spec a QBO record holds (the marker is left out: the machine reads it from PrivateNote)."""
     txn_date = date.fromisoformat(record["TxnDate"])
     note = record.get("PrivateNote") or ""
+    if entity == "Deposit":
+        # Its payment lines only (the Id each links, for its amount): the accounts the other lines book to are
+        # the adapter's contract tests'. QBO's own TotalAmt is the EmulatedTxn's.
+        payments = tuple(
+            DepositLine(DepositLineKind.PAYMENT, line["Amount"], links[0]["TxnId"])
+            for line in record.get("Line", [])
+            if (links := line.get("LinkedTxn"))
+        )
+        return DepositSpec(txn_date, payments, note, "")
     if entity == "Payment":
         method = methods.get((record.get("PaymentMethodRef") or {}).get("value", ""))
         lines = tuple(

@@ -3,8 +3,9 @@ real python-quickbooks adapter over HTTP: the same rules, the same model and inv
 one per rule of SPEC.md section 2), another QuickBooks (the fakeredis pattern: one state machine, both
 implementations).
 
-The realm is set up as the machine's company is (qbo_support.EmulatedCompany.set_up_charges): a Tips item on a
-liability account and a Card surcharge item in the settings, its sales tax mode drawn per example (automated,
+The realm is set up as the machine's company is (qbo_support.EmulatedCompany.set_up_charges and set_up_payouts): a
+Tips item on a liability account and a Card surcharge item in the settings, a processing fees account and a payout
+adjustments account (SPEC section 9), its sales tax mode drawn per example (automated,
 manual with the rate the emulator makes as the tax code setting, or none), so the invoices' tax, discounts, tips
 and surcharges go through the real adapter and the emulator's sales tax (SPEC section 8).
 
@@ -61,7 +62,9 @@ from tests.unit.test_sync_rules_machine import (  # noqa: E402
     FakeSide,
     QuickBooksSide,
     SyncRulesMachine,
+    a_deposit_paid_out,
     a_deposit_refunded_then_closed_out,
+    its_deposit_deleted_and_resynced,
     resync_the_tax_changes,
 )
 
@@ -102,6 +105,7 @@ class EmulatedSide(EmulatedCompany):
         self.principal = core.principal
         self.realm_id = self.rig.realm_id
         self.set_up_charges()
+        self.set_up_payouts()
 
     def set_sales_tax_mode(self, mode: SalesTax) -> None:
         """The realm's sales tax (the connection's too, as reading the company at connect would), and for
@@ -220,3 +224,10 @@ def test_a_taxed_discounted_invoice_with_a_tip_and_its_tax_changes(mode: SalesTa
     machine.crm.sales_tax = mode
     a_deposit_refunded_then_closed_out(machine)
     resync_the_tax_changes(machine)
+
+
+def test_a_payout_and_its_deleted_deposit_on_the_emulator() -> None:
+    """SPEC section 9 through python-quickbooks and the emulator's ledger, pinned: Mary's deposit paid out with its
+    refund netted and a fee kept, every rule holding (R10 reads the emulator's own Undeposited Funds balance and
+    which deposit holds which payment); then its deposit deleted in QuickBooks and the payout resynced."""
+    its_deposit_deleted_and_resynced(a_deposit_paid_out(EmulatedSyncRulesMachine()))
