@@ -90,4 +90,5 @@ def claimed(job: SyncJob, worker_id: str, now: datetime, lease_expires: datetime
         lease_expires=lease_expires,
         attempts=job.attempts + 1,
         update_time=now,
+        taken_over=job.state is SyncJobState.RUNNING,
     )

@@ -390,6 +390,9 @@ class SyncJob:
     # When an admin dismissed the FAILED job (DismissSyncError): it leaves ListSyncErrors and keeps its
     # history. None for jobs never dismissed; a retry clears it, so a job that fails again is listed again.
     dismiss_time: datetime | None = None
+    # Set by `claim_next` on the job it returns: the job was RUNNING under a lease that had run out (its
+    # worker died or stalled), so this claim takes it over. Not stored; no part of the job's value.
+    taken_over: bool = field(default=False, compare=False, repr=False)
 
     @property
     def name(self) -> str:

@@ -373,6 +373,14 @@ class RequestIdTakenError(Exception):
     """Raised by `SyncJobRepository.add` when another job already holds (tenant, request_id)."""
 
 
+@dataclass(frozen=True)
+class DueBacklog:
+    """The queue as an operator watches it: due PENDING jobs, and when the oldest of them became due."""
+
+    jobs: int
+    oldest_due_since: datetime | None
+
+
 class SyncJobRepository(Protocol):
     def add(self, job: SyncJob) -> None:
         """Queues the job. Raises: `RequestIdTakenError` if the tenant already has a job with the same
@@ -425,6 +433,13 @@ class SyncJobRepository(Protocol):
     def list_recent(self, tenant_id: str, *, limit: int) -> list[SyncJob]:
         """The tenant's jobs in any state (dismissed ones included), most recently updated first, then by
         job_id descending; at most `limit`.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def due_backlog(self, now: datetime) -> DueBacklog:
+        """Over every tenant: how many PENDING jobs are due at `now` (no next_attempt_time, or one not
+        after `now`), and since when the longest-waiting of them has been due (its next_attempt_time, or
+        its create_time when it never had one). One cheap query: what a metrics scrape asks.
         Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
@@ -609,3 +624,36 @@ class IdSource(Protocol):
     def new_id(self) -> str:
         """A new unique id (for sync jobs and API keys). Raises: nothing."""
         ...
+
+
+class Metrics(Protocol):
+    """What the core tells an operator's metrics (the adapter: `adapters.metrics`); the core names no
+    metrics technology. Labels are bounded sets: a job kind, an outcome, a reason code. `NO_METRICS`
+    records nothing (tests, tools)."""
+
+    def job_ended(self, kind: str, outcome: str, reason: str) -> None:
+        """A run of a job ended: outcome "succeeded", "retry" (rescheduled) or "failed"; reason "" on
+        success, else the error's reason code (`QbsyncError.reason`)."""
+        ...
+
+    def lease_taken_over(self, kind: str) -> None:
+        """A worker claimed a job whose previous worker's lease had run out."""
+        ...
+
+    def claim_loop_ran(self) -> None:
+        """A worker's claim loop went round once (claimed a job, or found none): its liveness."""
+        ...
+
+
+class NoMetrics(Metrics):
+    def job_ended(self, kind: str, outcome: str, reason: str) -> None:
+        pass
+
+    def lease_taken_over(self, kind: str) -> None:
+        pass
+
+    def claim_loop_ran(self) -> None:
+        pass
+
+
+NO_METRICS: Metrics = NoMetrics()

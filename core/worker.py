@@ -33,7 +33,7 @@ from core.domain import (
 )
 from core.errors import AccountingError, LeaseLostError, QbsyncError, StorageUnavailableError, ThrottledError
 from core.lease import LeaseHeartbeat
-from core.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from core.ports import NO_METRICS, Clock, Metrics, UnitOfWork, UnitOfWorkFactory
 from core.sync_engine import SyncEngine
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class SyncWorker:
         lease: timedelta = timedelta(seconds=120),
         backoff_base: timedelta = timedelta(seconds=2),
         backoff_cap: timedelta = timedelta(minutes=10),
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self._uow_factory = uow_factory
         self._engine = engine
@@ -64,6 +65,7 @@ class SyncWorker:
         self._lease = lease
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
+        self._metrics = metrics
 
     def run_next(self, worker_id: str) -> SyncJob | None:
         """Runs the next due job, if any, and returns it as it ended."""
@@ -73,6 +75,8 @@ class SyncWorker:
             uow.commit()
         if job is None:
             return None
+        if job.taken_over:
+            self._metrics.lease_taken_over(job.kind.value)
         started = time.monotonic()
         try:
             # The heartbeat stops before the outcome is recorded: a beat must not race the final write.
@@ -102,6 +106,8 @@ class SyncWorker:
             except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable: keep going.
                 log.exception("worker %s could not claim a job", worker_id, extra={"worker": worker_id})
                 ran = None
+            else:
+                self._metrics.claim_loop_ran()
             if ran is None:
                 stop.wait(idle_seconds)
 
@@ -129,6 +135,7 @@ class SyncWorker:
             uow.jobs.save(current)
             uow.audit.append(AuditEvent(job.tenant_id, now, AuditKind.SYNC_SUCCEEDED, job.target, job.job_id, ""))
             uow.commit()
+        self._metrics.job_ended(job.kind.value, "succeeded", "")
         _log_outcome(logging.INFO, "succeeded", current, worker_id, started)
         return current
 
@@ -156,6 +163,7 @@ class SyncWorker:
             kind = AuditKind.SYNC_FAILED if final else AuditKind.SYNC_RETRY_SCHEDULED
             uow.audit.append(AuditEvent(job.tenant_id, now, kind, job.target, job.job_id, error.message))
             uow.commit()
+        self._metrics.job_ended(job.kind.value, "failed" if final else "retry", error.reason)
         if final:
             # A person must act (closed books, a bad setting) or the retries ran out: an operator should hear.
             _log_outcome(logging.WARNING, "failed", current, worker_id, started)

@@ -17,6 +17,7 @@ from adapters.grpc.connection_servicer import ConnectionServicer
 from adapters.grpc.server import GrpcServerFactory
 from adapters.grpc.servicer import SyncServicer
 from adapters.grpc.watch import JobChanges
+from adapters.metrics import PrometheusMetrics
 from adapters.persistence.module import SqlAlchemyPersistenceModule
 from adapters.quickbooks.module import QuickBooksModule
 from adapters.quickbooks.oauth_module import IntuitAuthorizationModule
@@ -28,6 +29,7 @@ from core.ports import (
     AccountingSystems,
     Clock,
     IdSource,
+    Metrics,
     QuickBooksAuthorization,
     RateLimits,
     UnitOfWorkFactory,
@@ -59,6 +61,21 @@ class SystemModule(Module):
     @provider
     def ids(self) -> IdSource:
         return UuidIdSource()
+
+
+class MetricsModule(Module):
+    """The core's `Metrics` port on Prometheus (adapters.metrics); one per wiring, which also tells the
+    runtime's /readyz when a claim loop last ran."""
+
+    @singleton
+    @provider
+    def prometheus_metrics(self) -> PrometheusMetrics:
+        return PrometheusMetrics()
+
+    @singleton
+    @provider
+    def metrics(self, prometheus: PrometheusMetrics) -> Metrics:
+        return prometheus
 
 
 class CoreModule(Module):
@@ -105,10 +122,15 @@ class CoreModule(Module):
     @singleton
     @provider
     def sync_worker(
-        self, uow: UnitOfWorkFactory, accounting: AccountingSystems, clock: Clock, settings: Settings
+        self,
+        uow: UnitOfWorkFactory,
+        accounting: AccountingSystems,
+        clock: Clock,
+        settings: Settings,
+        metrics: Metrics,
     ) -> SyncWorker:
         lease = timedelta(seconds=settings.lease_seconds)
-        return SyncWorker(uow, SyncEngine(uow, accounting, clock), clock, lease=lease)
+        return SyncWorker(uow, SyncEngine(uow, accounting, clock), clock, lease=lease, metrics=metrics)
 
 
 class GrpcModule(Module):
@@ -179,6 +201,7 @@ def bootstrap(*overrides: Module, settings: Settings | None = None) -> Injector:
         coordination_module(settings.database_url),
         QuickBooksModule(),
         IntuitAuthorizationModule(settings.qbo_client_id, settings.qbo_client_secret),
+        MetricsModule(),
         CoreModule(),
         GrpcModule(),
         *overrides,

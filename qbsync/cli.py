@@ -51,6 +51,7 @@ class _Commands(click.Group):
         from sqlalchemy.exc import OperationalError
 
         from adapters.grpc.server import ListenError
+        from qbsync.health import MetricsListenError
 
         try:
             return super().invoke(ctx)
@@ -58,6 +59,8 @@ class _Commands(click.Group):
             raise ConfigurationProblem(str(exc)) from exc
         except ListenError as exc:
             raise ConfigurationProblem(f"{exc}; choose another address with --listen or QBSYNC_LISTEN") from exc
+        except MetricsListenError as exc:
+            raise ConfigurationProblem(str(exc)) from exc
         except OperationalError as exc:  # the URL parsed, but there is no database there (or no way in)
             raise click.ClickException(
                 f"cannot reach the database of QBSYNC_DATABASE_URL: {_driver_says(exc)}"
@@ -208,6 +211,8 @@ def _serve(settings: Settings, banner: str | None, note: str = "") -> None:
     else:
         # Scripts and supervisors wait for this line as they wait for "serving on" from an API process.
         click.echo(f"qbsync is running {settings.workers} workers, no API (database {database})")
+    if runtime.health is not None:
+        click.echo(f"qbsync serves /metrics, /healthz and /readyz on http://{runtime.health.address}")
     if banner:
         click.echo(
             f"\nYour demo API key (tenant '{DEMO_TENANT}', all permissions):\n\n  {banner}\n\n"

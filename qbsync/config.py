@@ -27,6 +27,8 @@ TLS_CERT_ENV = "QBSYNC_TLS_CERT"
 TLS_KEY_ENV = "QBSYNC_TLS_KEY"
 TLS_CLIENT_CA_ENV = "QBSYNC_TLS_CLIENT_CA"
 INSECURE_ENV = "QBSYNC_INSECURE"
+# The HTTP listener of /metrics, /healthz and /readyz (qbsync.health).
+METRICS_LISTEN_ENV = "QBSYNC_METRICS_LISTEN"
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
@@ -72,6 +74,17 @@ class Settings:
     insecure: bool = False
     # QBSYNC_MAX_STREAMS_PER_KEY: open WatchSyncJob streams one API key may hold; one more is RESOURCE_EXHAUSTED.
     max_streams_per_key: int = 100
+    # QBSYNC_METRICS_LISTEN: host:port of the HTTP listener serving /metrics, /healthz and /readyz
+    # (qbsync.health); "" (the default): none. Off unless asked for: a fixed default port would collide
+    # when api and worker processes share a machine (the README's scale-out recipe), and it is one more
+    # open port an operator did not choose.
+    metrics_listen: str = ""
+    # QBSYNC_READY_CLAIM_LOOP_SECONDS: a process running workers is not ready (/readyz 503) when no claim
+    # loop went round for this long (a loop goes round between jobs, so: longer than a slow job).
+    ready_claim_loop_seconds: float = 300.0
+    # QBSYNC_HEALTH_PROBE_SECONDS: how often the API process asks the database whether it answers, for
+    # gRPC health (SERVING / NOT_SERVING).
+    health_probe_seconds: float = 2.0
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -87,6 +100,13 @@ class Settings:
         if self.max_streams_per_key < 1:
             raise ConfigError("QBSYNC_MAX_STREAMS_PER_KEY", f"must be at least 1, not {self.max_streams_per_key}")
         _check_listen(self.listen)
+        if self.metrics_listen:
+            _check_listen(self.metrics_listen, METRICS_LISTEN_ENV, "127.0.0.1:9464")
+        if not self.ready_claim_loop_seconds > 0:
+            seconds = self.ready_claim_loop_seconds
+            raise ConfigError("QBSYNC_READY_CLAIM_LOOP_SECONDS", f"must be positive, not {seconds}")
+        if not self.health_probe_seconds > 0:
+            raise ConfigError("QBSYNC_HEALTH_PROBE_SECONDS", f"must be positive, not {self.health_probe_seconds}")
         _check_database_url(self.database_url)
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             missing = TLS_KEY_ENV if self.tls_key_file is None else TLS_CERT_ENV
@@ -142,6 +162,9 @@ class Settings:
             tls_client_ca_file=env_path(env, TLS_CLIENT_CA_ENV),
             insecure=env_bool(env, INSECURE_ENV),
             max_streams_per_key=env_int(env, "QBSYNC_MAX_STREAMS_PER_KEY", 100),
+            metrics_listen=env.get(METRICS_LISTEN_ENV, "").strip(),
+            ready_claim_loop_seconds=env_float(env, "QBSYNC_READY_CLAIM_LOOP_SECONDS", 300),
+            health_probe_seconds=env_float(env, "QBSYNC_HEALTH_PROBE_SECONDS", 2),
         )
 
     def ensure_data_dir(self) -> None:
@@ -192,10 +215,10 @@ def env_path(env: dict[str, str], name: str) -> Path | None:
     return Path(text).expanduser() if text else None
 
 
-def _check_listen(listen: str) -> None:
+def _check_listen(listen: str, variable: str = "QBSYNC_LISTEN (--listen)", example: str = "127.0.0.1:50051") -> None:
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError("QBSYNC_LISTEN (--listen)", f"must be host:port (e.g. 127.0.0.1:50051), not {listen!r}")
+        raise ConfigError(variable, f"must be host:port (e.g. {example}), not {listen!r}")
 
 
 def _check_database_url(url: str) -> None:

@@ -20,9 +20,12 @@ from dataclasses import replace
 import grpc
 from injector import Injector
 
-from adapters.grpc.server import GrpcServerFactory, stop_gracefully
+from adapters.grpc.server import GrpcServerFactory, set_serving, stop_gracefully
+from adapters.metrics import PrometheusMetrics, QueueCollector
+from core.ports import Clock, UnitOfWorkFactory
 from core.worker import SyncWorker
 from qbsync.config import Settings
+from qbsync.health import DatabaseProbe, HealthListener, HealthMonitor, Readiness
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,9 @@ class Runtime:
         self._threads: list[threading.Thread] = []
         self.server: grpc.Server | None = None
         self.port = 0
+        self.health: HealthListener | None = None  # QBSYNC_METRICS_LISTEN's listener, when set
+        self.monitor: HealthMonitor | None = None  # gRPC health from the database, for an API process
+        self._serving = False
 
     @property
     def role(self) -> str:
@@ -46,14 +52,31 @@ class Runtime:
 
     def start(self) -> int:
         """Starts what the role asks for; returns the port the API listens on (0 for a worker process)."""
+        if self._settings.metrics_listen:
+            # Bound first, like the gRPC port: a taken port is one line (MetricsListenError), nothing started.
+            self.health = self._health_listener()
+            self.health.start()
         if self._settings.serves_api:
             # Bound before any worker starts: a taken port or a TLS mistake stops the process with nothing
             # to clean up (see ListenError and ConfigError).
-            self.server, self.port = self._injector.get(GrpcServerFactory).build()
+            try:
+                self.server, self.port = self._injector.get(GrpcServerFactory).build()
+            except BaseException:
+                if self.health is not None:
+                    self.health.stop()
+                raise
         if self._settings.runs_workers:
             self._start_workers()
         if self.server is not None:
             self.server.start()
+            self._serving = True
+            server = self.server
+            self.monitor = HealthMonitor(
+                self._database_probe(),
+                lambda serving: set_serving(server, serving),
+                self._settings.health_probe_seconds,
+            )
+            self.monitor.start()
         log.info(
             "qbsync started as %s: %s, %s worker threads",
             self._settings.role,
@@ -61,6 +84,19 @@ class Runtime:
             len(self._threads),
         )
         return self.port
+
+    def _database_probe(self) -> DatabaseProbe:
+        return DatabaseProbe(self._injector.get(UnitOfWorkFactory), self._injector.get(Clock))  # type: ignore[type-abstract]
+
+    def _health_listener(self) -> HealthListener:
+        readiness = Readiness(
+            database=self._database_probe(),
+            workers=self._injector.get(PrometheusMetrics) if self._settings.runs_workers else None,
+            claim_loop_seconds=self._settings.ready_claim_loop_seconds,
+            api=(lambda: self._serving) if self._settings.serves_api else None,
+        )
+        uow = self._injector.get(UnitOfWorkFactory)  # type: ignore[type-abstract]
+        return HealthListener(self._settings.metrics_listen, readiness, QueueCollector(uow, self._injector.get(Clock)))  # type: ignore[type-abstract]
 
     def _start_workers(self) -> None:
         worker = self._injector.get(SyncWorker)
@@ -81,8 +117,13 @@ class Runtime:
         """Health turns NOT_SERVING, calls in flight get `grace` seconds, then the workers stop after their
         current job (a job cut short is simply claimed again once its lease runs out)."""
         grace = self._settings.grace_seconds if grace is None else grace
+        self._serving = False  # /readyz says 503 from now on
+        if self.monitor is not None:
+            self.monitor.stop()
         if self.server is not None:
             stop_gracefully(self.server, grace)
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=grace)
+        if self.health is not None:
+            self.health.stop()

@@ -30,6 +30,7 @@ from adapters.grpc.auth import Authenticate, AuthInterceptor
 from adapters.grpc.connection_servicer import ConnectionServicer
 from adapters.grpc.decoding import DecodingInterceptor
 from adapters.grpc.errors import ErrorMappingInterceptor
+from adapters.grpc.metrics import MetricsInterceptor
 from adapters.grpc.servicer import SyncServicer
 from qbsync.v1 import connection_service_pb2, connection_service_pb2_grpc, sync_service_pb2, sync_service_pb2_grpc
 
@@ -41,6 +42,7 @@ DEFAULT_MAX_WORKERS = 16
 
 # Each server's health servicer, for stop_gracefully(); weak, so a dropped server is not kept alive.
 _HEALTH: weakref.WeakKeyDictionary[grpc.Server, health.HealthServicer] = weakref.WeakKeyDictionary()
+_SERVICES: weakref.WeakKeyDictionary[grpc.Server, tuple[str, ...]] = weakref.WeakKeyDictionary()
 
 
 def build_server(
@@ -61,9 +63,15 @@ def build_server(
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="qbsync-grpc"),
-        # Error mapping first (outermost), so it also maps what authentication raises; decoding last, so
-        # that a caller is authenticated before its request bytes are judged.
-        interceptors=[ErrorMappingInterceptor(), AuthInterceptor(authenticate), DecodingInterceptor()],
+        # Metrics outermost (it counts the status the others chose); error mapping next, so it also maps
+        # what authentication raises; decoding last, so that a caller is authenticated before its request
+        # bytes are judged.
+        interceptors=[
+            MetricsInterceptor(),
+            ErrorMappingInterceptor(),
+            AuthInterceptor(authenticate),
+            DecodingInterceptor(),
+        ],
         options=[("grpc.so_reuseport", 0)],
     )
     sync_service_pb2_grpc.add_SyncServiceServicer_to_server(servicer, server)
@@ -77,6 +85,7 @@ def build_server(
     for service in ("", *services):  # "" is the whole server
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     _HEALTH[server] = health_servicer
+    _SERVICES[server] = ("", *services)
 
     reflection.enable_server_reflection((*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
@@ -158,6 +167,17 @@ class GrpcServerFactory:
             connection_servicer=self.connection_servicer,
             tls=self.tls,
         )
+
+
+def set_serving(server: grpc.Server, serving: bool) -> None:
+    """Health SERVING or NOT_SERVING for every service of `server` (the runtime's database probe says
+    which). Once a graceful stop began, health stays NOT_SERVING whatever is set."""
+    health_servicer = _HEALTH.get(server)
+    if health_servicer is None:
+        return
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for service in _SERVICES.get(server, ("",)):
+        health_servicer.set(service, status)
 
 
 def stop_gracefully(server: grpc.Server, grace_seconds: float) -> None:

@@ -54,6 +54,7 @@ from core.ports import (
     ApiKeyRepository,
     AuditLog,
     ConnectionRepository,
+    DueBacklog,
     RequestIdTakenError,
     SnapshotRepository,
     SyncJobRepository,
@@ -466,6 +467,15 @@ class InMemorySyncJobRepository(_Repository, SyncJobRepository):
             jobs = [_copy(job) for (tenant, _), job in self._tx.jobs.items() if tenant == tenant_id]
         jobs.sort(key=lambda job: (job.update_time, job.job_id), reverse=True)
         return jobs[:limit]
+
+    def due_backlog(self, now: datetime) -> DueBacklog:
+        with self._db.lock:
+            since = [
+                job.next_attempt_time or job.create_time
+                for _, job in self._tx.jobs.items()
+                if job.state is SyncJobState.PENDING and (job.next_attempt_time is None or job.next_attempt_time <= now)
+            ]
+        return DueBacklog(len(since), min(since, default=None))
 
 
 class InMemoryAuditLog(_Repository, AuditLog):

@@ -11,16 +11,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select, text, update
+from sqlalchemy import and_, exists, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 from sqlalchemy.sql.expression import Exists
 
 from adapters.persistence.sqlalchemy import codec
+from adapters.persistence.sqlalchemy.columns import UtcDateTime
 from adapters.persistence.sqlalchemy.models import SyncJobRow
 from adapters.persistence.sqlalchemy.repositories import SqlRepository
 from core.domain import EntityRef, EntityType, SyncJob, SyncJobKind, SyncJobState
-from core.ports import RequestIdTakenError, SyncJobRepository
+from core.ports import DueBacklog, RequestIdTakenError, SyncJobRepository
 
 # One key for every claimer in the database (hashtext is stable across sessions and servers).
 _CLAIM_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('qbsync-claim'))")
@@ -168,6 +169,7 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
         row = self._one(statement)
         if row is None:
             return None
+        taken_over = row.state == SyncJobState.RUNNING.value  # read before the UPDATE below
         self._session.execute(
             update(SyncJobRow)
             .where(SyncJobRow.tenant_id == row.tenant_id, SyncJobRow.job_id == row.job_id)
@@ -182,6 +184,7 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
         )
         claimed = self.get(row.tenant_id, row.job_id)
         assert claimed is not None  # we hold the row
+        claimed.taken_over = taken_over
         return claimed
 
     def get_for_update(self, tenant_id: str, job_id: str) -> SyncJob | None:
@@ -234,3 +237,14 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
             .limit(limit)
         )
         return [_to_job(row) for row in rows]
+
+    def due_backlog(self, now: datetime) -> DueBacklog:
+        # One aggregate over the (state, next_attempt_time) index.
+        due_since = func.coalesce(SyncJobRow.next_attempt_time, SyncJobRow.create_time)
+        count, oldest = self._session.execute(
+            select(func.count(), func.min(due_since, type_=UtcDateTime())).where(
+                SyncJobRow.state == SyncJobState.PENDING.value,
+                or_(SyncJobRow.next_attempt_time.is_(None), SyncJobRow.next_attempt_time <= now),
+            )
+        ).one()
+        return DueBacklog(int(count), oldest)

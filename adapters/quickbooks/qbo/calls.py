@@ -34,6 +34,7 @@ from typing import TypeVar
 
 from quickbooks.exceptions import QuickbooksException
 
+from adapters.quickbooks.qbo import metrics
 from adapters.quickbooks.qbo.limiter import RequestLimiter
 from adapters.quickbooks.qbo.tokens import TokenKeeper
 from adapters.quickbooks.qbo.transport import (
@@ -146,6 +147,7 @@ class CompanySession:
                         "QuickBooks refused a freshly refreshed access token: reconnect the company"
                     ) from None
                 reauthorized = True
+                metrics.QBO_RETRIES.labels("unauthorized").inc()
                 self.adopt(self._tokens.fresh(self.connection, rejected_token=token))
             except Throttled as exc:
                 throttles += 1
@@ -163,6 +165,7 @@ class CompanySession:
                         ),
                         exc.intuit_tid,
                     ) from None
+                metrics.QBO_RETRIES.labels("throttled").inc()
                 self._sleep(wait)
             except (TransportError, QuickbooksException) as exc:
                 # QuickbooksException here is an answer the library could not parse (a 200 with a bad body).
@@ -183,6 +186,7 @@ class CompanySession:
                         AccountingUnavailableError(_unavailable_message(exc, what), maybe_committed=maybe_committed),
                         tid,
                     ) from None
+                metrics.QBO_RETRIES.labels("server_error" if status is not None else "transport").inc()
                 self._sleep(backoff)
 
     def _warn(

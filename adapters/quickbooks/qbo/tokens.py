@@ -21,6 +21,7 @@ import requests
 from intuitlib.client import AuthClient
 from intuitlib.exceptions import AuthClientError
 
+from adapters.quickbooks.qbo import metrics
 from core.connection import ConnectionState, QuickBooksConnection, TokenGrant
 from core.errors import AccountingUnavailableError, ReconnectRequiredError
 from core.ports import Clock, CompanyLock, UnitOfWorkFactory
@@ -97,13 +98,16 @@ class TokenKeeper:
                     "quickbooks refused the token refresh: the company must be reconnected",
                     extra={**who, "status": exc.status_code, "error": _oauth_error(exc)},
                 )
+                metrics.QBO_TOKEN_REFRESHES.labels("refused").inc()
                 self._mark_reconnect_required(stored, _oauth_error(exc))
                 raise ReconnectRequiredError(RECONNECT_MESSAGE) from None
+            metrics.QBO_TOKEN_REFRESHES.labels("failed").inc()
             log.warning("quickbooks token refresh failed", extra={**who, "status": exc.status_code, "will_retry": True})
             raise AccountingUnavailableError(
                 f"QuickBooks' token service answered HTTP {exc.status_code}; will retry"
             ) from None
         except requests.RequestException as exc:
+            metrics.QBO_TOKEN_REFRESHES.labels("failed").inc()
             log.warning(
                 "quickbooks token refresh failed",
                 extra={**who, "status": None, "error": type(exc).__name__, "will_retry": True},
@@ -111,6 +115,7 @@ class TokenKeeper:
             raise AccountingUnavailableError(
                 f"QuickBooks' token service could not be reached ({type(exc).__name__}); will retry"
             ) from None
+        metrics.QBO_TOKEN_REFRESHES.labels("refreshed").inc()
         now = self._clock.now()
         lifetime = timedelta(seconds=float(client.expires_in or 3600))
         grant = TokenGrant(

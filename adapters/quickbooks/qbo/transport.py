@@ -12,6 +12,7 @@ them on their code.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 import requests
 from quickbooks import QuickBooks
 
+from adapters.quickbooks.qbo import metrics
 from adapters.quickbooks.qbo.limiter import RequestLimiter
 from core.connection_rules import is_loopback
 from core.errors import QbsyncError
@@ -170,25 +172,23 @@ class QuickBooksClient(QuickBooks):
     ) -> requests.Response:
         headers = dict(headers or {})
         headers["Authorization"] = "Bearer " + self._access_token()
+        operation = metrics.qbo_operation(request_type, url)  # a bounded label: no id, no query
+        waiting = time.monotonic()
         with self._limiter.acquire(str(self.company_id)):
+            sent = time.monotonic()
+            metrics.QBO_LIMITER_WAIT_SECONDS.observe(sent - waiting)
             try:
-                response = self.session.request(  # type: ignore[union-attr]
-                    request_type, url, headers=headers, params=params, data=data, timeout=self._timeout
-                )
-            except requests.ConnectTimeout as exc:
-                message = f"could not connect to QuickBooks: {type(exc).__name__}"
-                raise TransportError(message, maybe_sent=False) from exc
-            except requests.ConnectionError as exc:
-                # A refused connection never reached QuickBooks; a reset or an aborted answer may have.
-                sent = not _never_connected(exc)
-                raise TransportError(f"QuickBooks connection failed: {type(exc).__name__}", maybe_sent=sent) from exc
-            except requests.Timeout as exc:
-                raise TransportError(f"QuickBooks did not answer within {self._timeout:g}s", maybe_sent=True) from exc
-            except requests.RequestException as exc:
-                raise TransportError(f"QuickBooks request failed: {type(exc).__name__}", maybe_sent=True) from exc
+                response = self._send(request_type, url, headers, params, data)
+            except TransportError:
+                metrics.QBO_REQUESTS.labels(operation, "none").inc()  # no answer came
+                metrics.QBO_REQUEST_SECONDS.labels(operation).observe(time.monotonic() - sent)
+                raise
+        metrics.QBO_REQUESTS.labels(operation, str(response.status_code)).inc()
+        metrics.QBO_REQUEST_SECONDS.labels(operation).observe(time.monotonic() - sent)
         tid = response.headers.get("intuit_tid", "")
         self.last = LastResponse(response.status_code, tid)
         if response.status_code == 429 or _is_throttle_fault(response):
+            metrics.QBO_THROTTLED.labels(operation).inc()
             raise Throttled(_retry_after(response), tid)
         if response.status_code == 401:
             raise Unauthorized()
@@ -197,6 +197,23 @@ class QuickBooksClient(QuickBooks):
         if response.status_code >= 400:
             raise QboFault(response.status_code, _fault_entries(response), tid)
         return response
+
+    def _send(self, request_type: str, url: str, headers: Any, params: Any, data: Any) -> requests.Response:
+        try:
+            return self.session.request(  # type: ignore[union-attr, no-any-return]
+                request_type, url, headers=headers, params=params, data=data, timeout=self._timeout
+            )
+        except requests.ConnectTimeout as exc:
+            message = f"could not connect to QuickBooks: {type(exc).__name__}"
+            raise TransportError(message, maybe_sent=False) from exc
+        except requests.ConnectionError as exc:
+            # A refused connection never reached QuickBooks; a reset or an aborted answer may have.
+            sent = not _never_connected(exc)
+            raise TransportError(f"QuickBooks connection failed: {type(exc).__name__}", maybe_sent=sent) from exc
+        except requests.Timeout as exc:
+            raise TransportError(f"QuickBooks did not answer within {self._timeout:g}s", maybe_sent=True) from exc
+        except requests.RequestException as exc:
+            raise TransportError(f"QuickBooks request failed: {type(exc).__name__}", maybe_sent=True) from exc
 
 
 def _fault_entries(response: requests.Response) -> list[FaultEntry]:

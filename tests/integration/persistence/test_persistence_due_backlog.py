@@ -1,0 +1,58 @@
+"""The `due_backlog` contract on every backend (what the metrics scrape reads): due PENDING jobs over all
+tenants, and since when the longest-waiting of them has been due; lease takeovers marked by claim_next."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from persistence_builders import Backend, at, sync_job
+
+from core.domain import SyncJob, SyncJobState
+from core.ports import DueBacklog
+
+
+def _add(backend: Backend, *jobs: SyncJob) -> None:
+    with backend.uow() as uow:
+        for job in jobs:
+            uow.jobs.add(job)
+        uow.commit()
+
+
+def _backlog(backend: Backend, minutes: float) -> DueBacklog:
+    with backend.uow() as uow:
+        return uow.jobs.due_backlog(at(minutes))
+
+
+def test_an_empty_queue_has_no_backlog(backend: Backend) -> None:
+    assert _backlog(backend, 0) == DueBacklog(0, None)
+
+
+def test_due_backlog_counts_due_pending_jobs_of_every_tenant_and_the_oldest_due_time(backend: Backend) -> None:
+    _add(
+        backend,
+        sync_job("new", created=at(5)),  # due since it was created
+        sync_job("other-tenant", tenant_id="t2", created=at(2)),
+        sync_job("retry-due", created=at(0), next_attempt=at(3)),  # due since its retry time, not creation
+        sync_job("retry-later", created=at(-60), next_attempt=at(30)),  # not due yet: not counted
+        sync_job("running", state=SyncJobState.RUNNING, created=at(-50), lease_expires=at(60)),
+        sync_job("failed", state=SyncJobState.FAILED, created=at(-40)),
+        sync_job("succeeded", state=SyncJobState.SUCCEEDED, created=at(-30)),
+    )
+    assert _backlog(backend, 10) == DueBacklog(3, at(2))
+    # A retry at exactly `now` is due (as claim_next's `<=`); before it, not.
+    assert _backlog(backend, 3) == DueBacklog(3, at(2))
+    assert _backlog(backend, 2.5) == DueBacklog(2, at(2))
+    assert _backlog(backend, 60) == DueBacklog(4, at(2))
+
+
+def test_claim_next_marks_a_claim_of_a_job_whose_lease_ran_out_as_a_takeover(backend: Backend) -> None:
+    _add(backend, sync_job("j1"))
+    with backend.uow() as uow:
+        first = uow.jobs.claim_next("w1", at(0), at(0) + timedelta(minutes=2))
+        uow.commit()
+    assert first is not None and not first.taken_over  # it was PENDING
+    with backend.uow() as uow:
+        assert uow.jobs.claim_next("w2", at(1), at(3)) is None  # the lease still holds
+        second = uow.jobs.claim_next("w2", at(3), at(5))
+        uow.commit()
+    assert second is not None and second.job_id == "j1" and second.claimed_by == "w2" and second.taken_over
