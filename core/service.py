@@ -241,14 +241,7 @@ class SyncService:
         require(principal, Permission.SYNC)
         job_id = _job_id(name)
         with self._uow_factory() as uow:
-            job = uow.jobs.get(principal.tenant_id, job_id)
-            if job is None:
-                raise NotFoundError(f"{name} not found")
-            if job.state is not SyncJobState.FAILED:
-                raise FailedPreconditionError(
-                    f"{name} is {job.state.value}: only a FAILED job can be retried",
-                    metadata={"state": job.state.value},
-                )
+            job = _failed_job(uow.jobs.get(principal.tenant_id, job_id), name, "retried")
             now = self._clock.now()
             job.state = SyncJobState.PENDING
             job.max_attempts = job.attempts + self._max_attempts
@@ -268,14 +261,7 @@ class SyncService:
         require(principal, Permission.SYNC)
         job_id = _job_id(name)
         with self._uow_factory() as uow:
-            job = uow.jobs.get_for_update(principal.tenant_id, job_id)
-            if job is None:
-                raise NotFoundError(f"{name} not found")
-            if job.state is not SyncJobState.FAILED:
-                raise FailedPreconditionError(
-                    f"{name} is {job.state.value}: only a FAILED job can be dismissed",
-                    metadata={"state": job.state.value},
-                )
+            job = _failed_job(uow.jobs.get_for_update(principal.tenant_id, job_id), name, "dismissed")
             if job.dismiss_time is not None:
                 return job
             now = self._clock.now()
@@ -353,6 +339,17 @@ class SyncService:
         with self._uow_factory() as uow:
             statuses = payouts_page(uow, principal.tenant_id, offset=offset, limit=limit + 1)
         return _page_of(statuses, offset, limit)
+
+
+def _failed_job(job: SyncJob | None, name: str, done: str) -> SyncJob:
+    """The job `name` names, which only a FAILED job may be (to be retried, or dismissed)."""
+    if job is None:
+        raise NotFoundError(f"{name} not found")
+    if job.state is not SyncJobState.FAILED:
+        raise FailedPreconditionError(
+            f"{name} is {job.state.value}: only a FAILED job can be {done}", metadata={"state": job.state.value}
+        )
+    return job
 
 
 def _job_id(name: str) -> str:
