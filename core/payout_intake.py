@@ -2,9 +2,10 @@
 
 A payout names CRM records qbsync already has (payments, and refunds of them) by id. Accepting it checks,
 in the request's transaction, that each is the tenant's and is in no other payout, that the parts add up to
-the amount, then assigns the payments and refunds to the payout and queues a SyncPayment job for each listed payment
-not yet in QuickBooks as listed (its refunds ride with it, R4). The payout's own job writes the deposit only,
-once they are (core/payout_sync.py): one writer per record, so the payments keep their customer's lock (R7).
+the amount, then assigns the payments and refunds to the payout (each to one payout at most) and queues a
+SyncPayment job for each listed payment not yet in QuickBooks as listed (its refunds ride with it, R4). The
+payout's own job writes the deposit only, once they are (core/payout_sync.py): one writer per record, so the
+payments keep their customer's lock (R7).
 """
 
 from __future__ import annotations
