@@ -6,6 +6,7 @@ made (R7), judged by the request's fingerprint (core/fingerprint.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NoReturn
 
 from core.domain import (
     AuditEvent,
@@ -148,27 +149,24 @@ def mark_pending(uow: UnitOfWork, tenant: str, refs: list[EntityRef], *, keep_er
 
 def _refuse_changing_deposited(uow: UnitOfWork, tenant: str, known: Payment, payment: Payment, path: str) -> None:
     """SPEC §9: a payment in a payout is in a bank deposit, which must keep matching the bank: its amount, and
-    that of a refund the payout nets, cannot change (QuickBooks refuses the first too) until the payout is
-    resynced without it. (A refund netted by a later payout than its payment's is not found here: no index
-    maps refunds to payouts.)"""
-    earlier = {r.refund_id: r.amount for r in known.refunds}
-    resized = [(i, r) for i, r in enumerate(payment.refunds) if earlier.get(r.refund_id, r.amount) != r.amount]
-    if known.amount == payment.amount and not resized:
-        return
-    payout_id = uow.snapshots.payout_of_payment(tenant, payment.payment_id)
-    if payout_id is None:
-        return
+    that of a refund any payout nets, cannot change (QuickBooks refuses the first too) until that payout is
+    resynced without it."""
     if known.amount != payment.amount:
-        field, what = f"{path}.amount", f"payment {payment.payment_id}"
-    else:
-        payout = uow.snapshots.get_payout(tenant, payout_id)
-        netted = [(i, r) for i, r in resized if payout is not None and r.refund_id in payout.refund_ids]
-        if not netted:
-            return
-        i, refund = netted[0]
-        field, what = f"{path}.refunds[{i}].amount", f"refund {refund.refund_id}"
+        payout_id = uow.snapshots.payout_of_payment(tenant, payment.payment_id)
+        if payout_id is not None:
+            _refuse_deposited(payment, payout_id, f"{path}.amount", f"payment {payment.payment_id} is deposited")
+    earlier = {r.refund_id: r.amount for r in known.refunds}
+    for i, refund in enumerate(payment.refunds):
+        if earlier.get(refund.refund_id, refund.amount) == refund.amount:
+            continue
+        payout_id = uow.snapshots.payout_of_refund(tenant, refund.refund_id)
+        if payout_id is not None:
+            _refuse_deposited(payment, payout_id, f"{path}.refunds[{i}].amount", f"refund {refund.refund_id} is netted")
+
+
+def _refuse_deposited(payment: Payment, payout_id: str, field: str, what: str) -> NoReturn:
     raise FailedPreconditionError(
-        f"{what} is deposited in payout {payout_id}: its amount cannot change while it is; "
+        f"{what} in payout {payout_id}: its amount cannot change while it is; "
         f"resync payout {payout_id} without it first",
         metadata={"payment_id": payment.payment_id, "payout_id": payout_id, "field": field},
         reason=PAYMENT_DEPOSITED,

@@ -2,9 +2,10 @@
 
 A payout names CRM records qbsync already has (payments, and refunds of them) by id. Accepting it checks,
 in the request's transaction, that each is the tenant's and is in no other payout, that the parts add up to
-the amount, then assigns the payments to the payout and queues a SyncPayment job for each listed payment
-not yet in QuickBooks as listed (its refunds ride with it, R4). The payout's own job writes the deposit only,
-once they are (core/payout_sync.py): one writer per record, so the payments keep their customer's lock (R7).
+the amount, then assigns the payments and refunds to the payout (each to one payout at most) and queues a
+SyncPayment job for each listed payment not yet in QuickBooks as listed (its refunds ride with it, R4). The
+payout's own job writes the deposit only, once they are (core/payout_sync.py): one writer per record, so the
+payments keep their customer's lock (R7).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from core.validation import payout_parts_violations
 PAYMENT_UNKNOWN = "PAYMENT_UNKNOWN"
 REFUND_NOT_IN_PAYOUT = "REFUND_NOT_IN_PAYOUT"
 PAYMENT_IN_ANOTHER_PAYOUT = "PAYMENT_IN_ANOTHER_PAYOUT"
+REFUND_IN_ANOTHER_PAYOUT = "REFUND_IN_ANOTHER_PAYOUT"
 
 
 def stage_payout(uow: UnitOfWork, tenant: str, payout: Payout, outbox: Outbox) -> None:
@@ -38,6 +40,7 @@ def stage_payout(uow: UnitOfWork, tenant: str, payout: Payout, outbox: Outbox) -
     if violations:
         raise ValidationError(violations)
     _refuse_payments_of_other_payouts(uow, tenant, payout)
+    _refuse_refunds_of_other_payouts(uow, tenant, payout)
     uow.snapshots.save_payout(tenant, payout)
     for stored in owners.values():
         if _waits_for_its_job(uow, tenant, stored, payout):
@@ -103,6 +106,19 @@ def _refuse_payments_of_other_payouts(uow: UnitOfWork, tenant: str, payout: Payo
                 f"resync payout {holder} without it first",
                 metadata={"payment_id": payment_id, "payout_id": holder},
                 reason=PAYMENT_IN_ANOTHER_PAYOUT,
+            )
+
+
+def _refuse_refunds_of_other_payouts(uow: UnitOfWork, tenant: str, payout: Payout) -> None:
+    """A refund is netted by one payout at most: netted by two, it would be taken from the bank twice."""
+    for refund_id in payout.refund_ids:
+        holder = uow.snapshots.payout_of_refund(tenant, refund_id)
+        if holder is not None and holder != payout.payout_id:
+            raise FailedPreconditionError(
+                f"refund {refund_id} is already netted by payout {holder} (a refund comes out of one bank "
+                f"deposit only); resync payout {holder} without it first",
+                metadata={"refund_id": refund_id, "payout_id": holder},
+                reason=REFUND_IN_ANOTHER_PAYOUT,
             )
 
 

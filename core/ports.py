@@ -335,8 +335,9 @@ class SnapshotRepository(Protocol):
 
     def save_payout(self, tenant_id: str, payout: Payout) -> None:
         """Stores the payout's newest snapshot and makes its `payment_ids` exactly the payments assigned to
-        it: a payment a resync no longer lists is no longer in any payout. The caller checks first that no
-        listed payment is in another payout (`payout_of_payment`, in the same unit of work).
+        it, and its `refund_ids` exactly the refunds it nets: a payment or refund a resync no longer lists is
+        no longer in any payout. The caller checks first that no listed payment or refund is in another
+        payout (`payout_of_payment`, `payout_of_refund`, in the same unit of work).
         Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
@@ -347,6 +348,11 @@ class SnapshotRepository(Protocol):
 
     def payout_of_payment(self, tenant_id: str, payment_id: str) -> str | None:
         """The id of the payout the payment is assigned to, or None.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def payout_of_refund(self, tenant_id: str, refund_id: str) -> str | None:
+        """The id of the payout that nets the refund, or None.
         Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 

@@ -84,6 +84,7 @@ class _Tables:
     crm_jobs: dict[tuple[str, str], tuple[str, Job, datetime | None]] = field(default_factory=dict)
     payouts: dict[tuple[str, str], Payout] = field(default_factory=dict)
     payout_of_payment: dict[tuple[str, str], str] = field(default_factory=dict)  # (tenant, payment) -> payout
+    payout_of_refund: dict[tuple[str, str], str] = field(default_factory=dict)  # (tenant, refund) -> payout
     sync_records: dict[tuple[str, EntityRef], SyncRecord] = field(default_factory=dict)
     jobs: dict[tuple[str, str], SyncJob] = field(default_factory=dict)
     audit: list[AuditEvent] = field(default_factory=list)
@@ -178,6 +179,7 @@ class _Transaction:
         self.crm_jobs = _Staged(tables.crm_jobs)
         self.payouts = _Staged(tables.payouts)
         self.payout_of_payment = _Staged(tables.payout_of_payment)
+        self.payout_of_refund = _Staged(tables.payout_of_refund)
         self.sync_records = _Staged(tables.sync_records)
         self.jobs = _Staged(tables.jobs)
         self.connections = _Staged(tables.connections)
@@ -194,6 +196,7 @@ class _Transaction:
             self.crm_jobs,
             self.payouts,
             self.payout_of_payment,
+            self.payout_of_refund,
             self.sync_records,
             self.jobs,
             self.connections,
@@ -346,12 +349,17 @@ class InMemorySnapshotRepository(_Repository, SnapshotRepository):
 
     def save_payout(self, tenant_id: str, payout: Payout) -> None:
         with self._db.lock:
-            # The assignment follows the stored payout, as in SQL: payments it no longer lists leave it.
-            for (tenant, payment_id), owner in list(self._tx.payout_of_payment.items()):
-                if tenant == tenant_id and owner == payout.payout_id:
-                    self._tx.payout_of_payment.delete((tenant, payment_id))
-            for payment_id in payout.payment_ids:
-                self._tx.payout_of_payment.put((tenant_id, payment_id), payout.payout_id)
+            # The assignments follow the stored payout, as in SQL: payments and refunds it no longer lists
+            # leave it.
+            for assigned, ids in (
+                (self._tx.payout_of_payment, payout.payment_ids),
+                (self._tx.payout_of_refund, payout.refund_ids),
+            ):
+                for (tenant, part_id), owner in list(assigned.items()):
+                    if tenant == tenant_id and owner == payout.payout_id:
+                        assigned.delete((tenant, part_id))
+                for part_id in ids:
+                    assigned.put((tenant_id, part_id), payout.payout_id)
             self._tx.payouts.put((tenant_id, payout.payout_id), _copy(payout))
 
     def get_payout(self, tenant_id: str, payout_id: str) -> Payout | None:
@@ -361,6 +369,10 @@ class InMemorySnapshotRepository(_Repository, SnapshotRepository):
     def payout_of_payment(self, tenant_id: str, payment_id: str) -> str | None:
         with self._db.lock:
             return self._tx.payout_of_payment.get((tenant_id, payment_id))
+
+    def payout_of_refund(self, tenant_id: str, refund_id: str) -> str | None:
+        with self._db.lock:
+            return self._tx.payout_of_refund.get((tenant_id, refund_id))
 
     def list_payouts(self, tenant_id: str, *, offset: int, limit: int) -> list[Payout]:
         with self._db.lock:

@@ -595,3 +595,85 @@ def test_a_netted_refunds_amount_cannot_change_while_its_payout_nets_it(h: Harne
     changed = h.service.sync_payment(h.principal(), OPP_ANN, payment("p1", "300.00", refund("r2", "12.00")))
     h.worker.drain()
     assert ended(h, changed).state is SyncJobState.SUCCEEDED
+
+
+# --- a refund is netted by one payout at most ----------------------------------------------------------
+
+
+def netted_by(h: Harness, refund_id: str) -> str | None:
+    with h.uow_factory() as uow:
+        return uow.snapshots.payout_of_refund("acme", refund_id)
+
+
+def refund_netted_by_a_later_payout(h: Harness) -> None:
+    """p1 deposited by po1 without its refund r1 (made after p1 reached the bank), which po2 nets."""
+    synced(h, payment("p1", "300.00", refund("r1", "50.00")), payment("p2", "200.00"), payment("p3", "100.00"))
+    h.service.sync_payout(h.principal(), payout("po1", "300.00", "p1"))
+    h.service.sync_payout(h.principal(), payout("po2", "150.00", "p2", refund_ids=("r1",)))
+    h.worker.drain()
+    assert (netted_by(h, "r1"), record(h, EntityRef(EntityType.PAYOUT, "po2")).state) == ("po2", SyncState.SYNCED)
+
+
+def test_a_refund_another_payout_nets_is_refused_and_nothing_is_stored(h: Harness) -> None:
+    refund_netted_by_a_later_payout(h)
+    payout_jobs = all_jobs(h, SyncJobKind.SYNC_PAYOUT)
+    error = refused(lambda: h.service.sync_payout(h.principal(), payout("po3", "50.00", "p3", refund_ids=("r1",))))
+    assert error.reason == "REFUND_IN_ANOTHER_PAYOUT"
+    assert (error.metadata["refund_id"], error.metadata["payout_id"]) == ("r1", "po2")
+    with h.uow_factory() as uow:
+        assert uow.snapshots.get_payout("acme", "po3") is None
+        assert uow.snapshots.payout_of_payment("acme", "p3") is None
+        assert uow.sync_records.get("acme", EntityRef(EntityType.PAYOUT, "po3")) is None
+    # Nor may the payment's own payout take it over: a resync of po1 netting r1 too is refused, po1 as it was.
+    error = refused(lambda: h.service.sync_payout(h.principal(), payout("po1", "250.00", "p1", refund_ids=("r1",))))
+    assert (error.reason, error.metadata["payout_id"]) == ("REFUND_IN_ANOTHER_PAYOUT", "po2")
+    with h.uow_factory() as uow:
+        assert uow.snapshots.get_payout("acme", "po1") == payout("po1", "300.00", "p1")
+    assert netted_by(h, "r1") == "po2"
+    assert all_jobs(h, SyncJobKind.SYNC_PAYOUT) == payout_jobs
+    assert h.worker.drain() == 0
+    # The bank was debited the refund once: po2's deposit alone nets it.
+    netting = [
+        d
+        for d in deposits(h.qbo())
+        if isinstance(d.spec, DepositSpec) and any(line.kind is DepositLineKind.REFUND for line in d.spec.lines)
+    ]
+    assert [d.id for d in netting] == [record(h, EntityRef(EntityType.PAYOUT, "po2")).quickbooks_id]
+
+
+def test_a_resync_that_drops_a_refund_frees_it_for_another_payout(h: Harness) -> None:
+    refund_netted_by_a_later_payout(h)
+    h.service.sync_payout(h.principal(), payout("po2", "200.00", "p2"))
+    assert netted_by(h, "r1") is None
+    job = h.service.sync_payout(h.principal(), payout("po3", "50.00", "p3", refund_ids=("r1",)))
+    assert netted_by(h, "r1") == "po3"
+    h.worker.drain()
+    assert ended(h, job).state is SyncJobState.SUCCEEDED, ended(h, job).error
+    totals = {p: h.qbo().txn(record(h, EntityRef(EntityType.PAYOUT, p)).quickbooks_id).total for p in ("po2", "po3")}
+    assert totals == {"po2": D("200.00"), "po3": D("50.00")}
+
+
+def test_a_refund_a_later_payout_nets_cannot_change_amount_until_it_is_dropped(h: Harness) -> None:
+    refund_netted_by_a_later_payout(h)
+    bigger = payment("p1", "300.00", refund("r1", "60.00"))
+    error = refused(lambda: h.service.sync_payment(h.principal(), OPP_ANN, bigger))
+    assert error.reason == "PAYMENT_DEPOSITED"
+    # Named by the payout that nets the refund, not by po1, which deposited the payment.
+    assert (error.metadata["payout_id"], error.metadata["field"]) == ("po2", "payment.refunds[0].amount")
+    with h.uow_factory() as uow:
+        stored = uow.snapshots.get_payment("acme", "p1")
+    assert stored is not None and [r.amount for r in stored.payment.refunds] == [D("50.00")]
+    assert h.worker.drain() == 0
+    # Once po2 no longer nets it, the refund may change (p1's own amount is still po1's to keep).
+    h.service.sync_payout(h.principal(), payout("po2", "200.00", "p2"))
+    h.worker.drain()
+    changed = h.service.sync_payment(h.principal(), OPP_ANN, bigger)
+    h.worker.drain()
+    assert ended(h, changed).state is SyncJobState.SUCCEEDED, ended(h, changed).error
+    assert h.qbo().txn(record(h, EntityRef(EntityType.REFUND, "r1")).quickbooks_id).total == D("60.00")
+    error = refused(lambda: h.service.sync_payment(h.principal(), OPP_ANN, payment("p1", "310.00")))
+    assert (error.reason, error.metadata["payout_id"], error.metadata["field"]) == (
+        "PAYMENT_DEPOSITED",
+        "po1",
+        "payment.amount",
+    )

@@ -580,12 +580,24 @@ class SyncRulesMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def edit_refund_and_resync(self, data: st.DataObject) -> None:
         """R4/R6: a refund's amount corrected in the CRM (lower or higher, within the payment), then resynced:
-        QuickBooks refuses an expense below what its payment links, so the order of writes matters."""
+        QuickBooks refuses an expense below what its payment links, so the order of writes matters. A refund
+        a payout nets keeps its amount (SPEC section 9, like a deposited payment): refused, nothing stored."""
         payment = data.draw(st.sampled_from([p for p in self.crm.payments.values() if p.refunds]))
         index = data.draw(st.integers(0, len(payment.refunds) - 1))
         old = payment.refunds[index]
         room = int((payment.amount - payment.refunded + old.amount) * 100)
         amount = money(data.draw(st.integers(1, room)))
+        netted_by = [p.payout_id for p in self.crm.payouts.values() if old.refund_id in p.refund_ids]
+        if netted_by and payment.sent and amount != old.amount:
+            refunds = list(payment.refunds)
+            refunds[index] = Refund(old.refund_id, amount, old.refunded_time, old.memo)
+            opportunity = self.crm.opportunities[payment.opportunity_id]
+            with pytest.raises(FailedPreconditionError) as caught:
+                self.h.service.sync_payment(self.p, opportunity, payment.as_sent(refunds))
+            assert caught.value.reason == PAYMENT_DEPOSITED, caught.value
+            assert caught.value.metadata["payout_id"] == netted_by[0], caught.value
+            assert self.h.worker.drain() == 0, "a refused request queued a job"
+            return
         payment.refunds[index] = Refund(old.refund_id, amount, old.refunded_time, old.memo)
         self._sync_payment(payment)
 

@@ -126,6 +126,24 @@ class PayoutPaymentRow(Base):
     payout_id: Mapped[str] = mapped_column(String)
 
 
+class PayoutRefundRow(Base):
+    """Which payout nets a refund, kept in step with the payout's JSON on every save. The key is the refund
+    alone, so that the database itself holds a refund to one payout (SPEC §9): netted twice, it would be
+    taken from the bank twice."""
+
+    __tablename__ = "payout_refunds"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "payout_id"], ["payouts.tenant_id", "payouts.payout_id"], ondelete="CASCADE"
+        ),
+        Index(None, "tenant_id", "payout_id"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String, primary_key=True)
+    refund_id: Mapped[str] = mapped_column(String, primary_key=True)
+    payout_id: Mapped[str] = mapped_column(String)
+
+
 class SyncRecordRow(Base):
     __tablename__ = "sync_records"
 

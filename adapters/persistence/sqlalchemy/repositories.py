@@ -24,6 +24,7 @@ from adapters.persistence.sqlalchemy.models import (
     OpportunityRow,
     PaymentRow,
     PayoutPaymentRow,
+    PayoutRefundRow,
     PayoutRow,
     RefundRow,
     SyncRecordRow,
@@ -306,19 +307,21 @@ class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
             },
             ["tenant_id", "payout_id"],
         )
-        # The assignment follows the stored payout: payments it no longer lists leave it. A listed payment
-        # still in another payout is the caller's precondition; the key refuses it should one slip past.
-        self._session.execute(
-            delete(PayoutPaymentRow).where(
-                PayoutPaymentRow.tenant_id == tenant_id, PayoutPaymentRow.payout_id == payout.payout_id
+        # The assignments follow the stored payout: payments and refunds it no longer lists leave it. A
+        # listed payment or refund still in another payout is the caller's precondition.
+        for model, key, ids in (
+            (PayoutPaymentRow, "payment_id", payout.payment_ids),
+            (PayoutRefundRow, "refund_id", payout.refund_ids),
+        ):
+            self._session.execute(
+                delete(model).where(model.tenant_id == tenant_id, model.payout_id == payout.payout_id)
             )
-        )
-        for payment_id in payout.payment_ids:
-            self._upsert(
-                PayoutPaymentRow,
-                {"tenant_id": tenant_id, "payment_id": payment_id, "payout_id": payout.payout_id},
-                ["tenant_id", "payment_id"],
-            )
+            for part_id in ids:
+                self._upsert(
+                    model,
+                    {"tenant_id": tenant_id, key: part_id, "payout_id": payout.payout_id},
+                    ["tenant_id", key],
+                )
 
     def get_payout(self, tenant_id: str, payout_id: str) -> Payout | None:
         row = self._one(select(PayoutRow).where(PayoutRow.tenant_id == tenant_id, PayoutRow.payout_id == payout_id))
@@ -328,6 +331,14 @@ class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
         row = self._one(
             select(PayoutPaymentRow).where(
                 PayoutPaymentRow.tenant_id == tenant_id, PayoutPaymentRow.payment_id == payment_id
+            )
+        )
+        return None if row is None else row.payout_id
+
+    def payout_of_refund(self, tenant_id: str, refund_id: str) -> str | None:
+        row = self._one(
+            select(PayoutRefundRow).where(
+                PayoutRefundRow.tenant_id == tenant_id, PayoutRefundRow.refund_id == refund_id
             )
         )
         return None if row is None else row.payout_id
@@ -344,6 +355,7 @@ class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
             .limit(limit)
         )
         return [codec.payout_from_json(row.data) for row in rows]
+
 
 class SqlAlchemySyncRecordRepository(SqlRepository, SyncRecordRepository):
     def get(self, tenant_id: str, entity: EntityRef) -> SyncRecord | None:

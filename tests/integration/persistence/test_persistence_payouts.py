@@ -1,6 +1,7 @@
 """Payouts in every persistence backend (SPEC §9): the snapshot round-trips exactly, the payment → payout
-assignment follows the newest snapshot (a resync that drops a payment frees it), per tenant, and the
-tenant's payouts are listed newest first, in pages that neither overlap nor skip one."""
+and refund → payout assignments follow the newest snapshot (a resync that drops a payment or refund frees
+it), per tenant, and the tenant's payouts are listed newest first, in pages that neither overlap nor skip
+one."""
 
 from __future__ import annotations
 
@@ -17,13 +18,15 @@ from adapters.persistence.sqlalchemy.migrate import alembic_config
 from core.domain import Payout, PayoutAdjustment
 
 
-def _payout(payout_id: str = "PO1", *payment_ids: str, fees: str = "8.90") -> Payout:
+def _payout(
+    payout_id: str = "PO1", *payment_ids: str, fees: str = "8.90", refund_ids: tuple[str, ...] = ("R1",)
+) -> Payout:
     return Payout(
         payout_id=payout_id,
         arrival_date=date(2026, 3, 4),
         amount=Decimal("1234.56"),
         payment_ids=payment_ids or ("P1", "P2"),
-        refund_ids=("R1",),
+        refund_ids=refund_ids,
         fees=Decimal(fees),
         chargebacks=Decimal("0.00"),
         adjustments=(PayoutAdjustment(Decimal("-10.05"), "reserve held"), PayoutAdjustment(Decimal("0.01"), "")),
@@ -45,6 +48,34 @@ def test_a_payout_round_trips_exactly_and_per_tenant(backend: Backend) -> None:
         assert uow.snapshots.payout_of_payment("t1", "P2") == "PO1"
         assert uow.snapshots.payout_of_payment("t2", "P1") is None
         assert uow.snapshots.payout_of_payment("t1", "P3") is None
+        assert uow.snapshots.payout_of_refund("t1", "R1") == "PO1"
+        assert uow.snapshots.payout_of_refund("t2", "R1") is None
+        assert uow.snapshots.payout_of_refund("t1", "R2") is None
+        assert uow.snapshots.payout_of_refund("t1", "P1") is None  # a payment is not a refund
+
+
+def test_a_resync_drops_and_adds_refunds_and_a_dropped_one_may_be_netted_by_another_payout(backend: Backend) -> None:
+    with backend.uow() as uow:
+        uow.snapshots.save_payout("t1", _payout("PO1", "P1", refund_ids=("R1", "R2")))
+        uow.snapshots.save_payout("t2", _payout("PO1", "P1", refund_ids=("R1",)))
+        uow.commit()
+    with backend.uow() as uow:
+        uow.snapshots.save_payout("t1", _payout("PO1", "P1", refund_ids=("R2", "R3")))
+        uow.commit()
+    with backend.uow() as uow:
+        assert uow.snapshots.get_payout("t1", "PO1") == _payout("PO1", "P1", refund_ids=("R2", "R3"))
+        assert [uow.snapshots.payout_of_refund("t1", r) for r in ("R1", "R2", "R3")] == [None, "PO1", "PO1"]
+        assert uow.snapshots.payout_of_refund("t2", "R1") == "PO1"  # the other tenant's is its own
+        uow.snapshots.save_payout("t1", _payout("PO2", "P2", refund_ids=("R1",)))
+        uow.commit()
+    with backend.uow() as uow:
+        assert uow.snapshots.payout_of_refund("t1", "R1") == "PO2"
+        # A resync netting none frees them all, and keeps its payments.
+        uow.snapshots.save_payout("t1", _payout("PO1", "P1", refund_ids=()))
+        uow.commit()
+    with backend.uow() as uow:
+        assert [uow.snapshots.payout_of_refund("t1", r) for r in ("R1", "R2", "R3")] == ["PO2", None, None]
+        assert uow.snapshots.payout_of_payment("t1", "P1") == "PO1"
 
 
 def test_a_resync_drops_and_adds_payments_and_a_dropped_one_may_join_another_payout(backend: Backend) -> None:
@@ -72,6 +103,7 @@ def test_an_uncommitted_payout_is_discarded(backend: Backend) -> None:
     with backend.uow() as uow:
         assert uow.snapshots.get_payout("t1", "PO1") is None
         assert uow.snapshots.payout_of_payment("t1", "P1") is None
+        assert uow.snapshots.payout_of_refund("t1", "R1") is None
 
 
 def _listed(backend: Backend, tenant_id: str, *, offset: int = 0, limit: int = 100) -> list[str]:
@@ -130,3 +162,24 @@ def test_migration_0007_dates_existing_payouts_and_keeps_their_payments(sql_back
     with sql_backend.uow() as uow:
         assert uow.snapshots.payout_of_payment("t1", "PO1-P") == "PO1"
         assert uow.snapshots.get_payout("t1", "PO2") == replace(_payout("PO2", "PO2-P"), arrival_date=date(2026, 3, 5))
+
+
+def test_migration_0011_assigns_existing_payouts_refunds_each_to_one_payout(sql_backend: Backend) -> None:
+    """Refunds netted before 0011 are assigned from the payouts' snapshots; one that two payouts netted (nothing
+    stopped it before) goes to the one that arrived first. Payment assignments are kept."""
+    with sql_backend.uow() as uow:
+        first = replace(_payout("PO1", "P1", refund_ids=("R1",)), arrival_date=date(2026, 3, 4))
+        later = replace(_payout("PO0", "P2", refund_ids=("R1", "R2")), arrival_date=date(2026, 3, 5))
+        uow.snapshots.save_payout("t1", first)
+        uow.snapshots.save_payout("t1", later)  # saved last: R1 is PO0's until the migration rebuilds
+        uow.snapshots.save_payout("t2", _payout("PO9", "P1", refund_ids=("R1",)))
+        uow.commit()
+    with sql_backend.uow() as uow:
+        assert uow.snapshots.payout_of_refund("t1", "R1") == "PO0"
+    _migrate_to(sql_backend.url, "0010", down=True)
+    _migrate_to(sql_backend.url, "head", down=False)
+    with sql_backend.uow() as uow:
+        assert [uow.snapshots.payout_of_refund("t1", r) for r in ("R1", "R2")] == ["PO1", "PO0"]
+        assert uow.snapshots.payout_of_refund("t2", "R1") == "PO9"
+        assert [uow.snapshots.payout_of_payment("t1", p) for p in ("P1", "P2")] == ["PO1", "PO0"]
+        assert uow.snapshots.get_payout("t1", "PO0") == later
