@@ -274,6 +274,15 @@ class PayoutWaitingError(AccountingError):
     uses_attempt = False  # the payments' jobs may be in a long backoff of their own (an outage)
 
 
+class PayoutPaymentFailedError(AccountingError):
+    """A payment (or netted refund) a payout needs failed its own sync. Retryable: that failure may be an
+    outage that used up its job's attempts, which a retry of both jobs overcomes; the payout's own attempts
+    run out meanwhile, and it is then listed with the payment among the sync errors."""
+
+    reason = "PAYOUT_PAYMENT_FAILED"
+    retryable = True
+
+
 class ReconnectRequiredError(AccountingError):
     reason = "QUICKBOOKS_RECONNECT_REQUIRED"
 

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from core.accounting import DepositLine, DepositLineKind, DepositSpec
 from core.domain import EntityRef, EntityType, Payout, StoredPayment, SyncRecord, SyncState
-from core.errors import BookkeepingError, DepositTotalMismatchError, FailedPreconditionError, PayoutWaitingError
+from core.errors import (
+    DepositTotalMismatchError,
+    FailedPreconditionError,
+    PayoutPaymentFailedError,
+    PayoutWaitingError,
+)
 from core.record_writer import RecordWriter, SpecBuilder, SyncResults
 from core.sync_run import SyncRun
-
-PAYOUT_PAYMENT_FAILED = "PAYOUT_PAYMENT_FAILED"
 
 
 def write_payout_deposit(run: SyncRun, results: SyncResults) -> None:
@@ -115,10 +118,9 @@ class _Waiting:
         payout = self._payout.payout_id
         if self._failed:
             first = self._failed[0]
-            raise BookkeepingError(
+            raise PayoutPaymentFailedError(
                 f"payout {payout} waits for {_named(self._failed)}, whose sync failed ({first.last_error}); fix "
-                "that and retry its sync, then retry this payout",
-                reason=PAYOUT_PAYMENT_FAILED,
+                "that and retry its sync (`qbsync retry --all` retries this payout too)"
             )
         if self._pending:
             raise PayoutWaitingError(
