@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.customer_matching import CustomerMatching
-from core.domain import EntityRef, EntityType, SyncJob, SyncJobKind, SyncResult
+from core.domain import EntityRef, EntityType, Opportunity, SyncJob, SyncJobKind, SyncResult
 from core.errors import CustomerUnusableError, StaleRecordError
 from core.lease import FencedAccountingSystem, JobLease
 from core.payout_sync import write_payout_deposit
@@ -75,8 +75,11 @@ class SyncEngine:
             write_payout_deposit(run, results)  # a deposit names no customer: nothing to match (SPEC §9)
             return
         matching = CustomerMatching(run, results)
-        customer = run.opportunity().customer
-        plan = self._plan(run)  # a target qbsync does not know fails here, before anything is written
+        opportunity = run.opportunity()
+        customer = opportunity.customer
+        # A target qbsync does not know fails here, before anything is written. The plan is made from the
+        # same snapshot of the opportunity as the customer it is written for.
+        plan = self._plan(run, opportunity)
         if isinstance(self._carry_out(plan, self._writer(run, matching.resolve(customer), results)), Synced):
             return
         # What of the customer is already in QuickBooks still names the old customer, and a payment can
@@ -91,9 +94,10 @@ class SyncEngine:
         writer.carry_out(self._plan(run))
 
     @staticmethod
-    def _plan(run: SyncRun) -> Plan:
-        """The plan of the job's target, from the newest snapshots and records."""
-        books = run.books_of(run.opportunity())
+    def _plan(run: SyncRun, opportunity: Opportunity | None = None) -> Plan:
+        """The plan of the job's target, from the newest snapshots and records (`opportunity`: the newest
+        snapshot of the job's opportunity, when just read)."""
+        books = run.books_of(opportunity or run.opportunity())
         if run.job.kind is SyncJobKind.SYNC_PAYMENT:
             return plan_payment_sync(books, run.job.target.id)
         return plan_invoice_sync(books, run.job.target.id)

@@ -80,15 +80,18 @@ class SyncRun:
 
     def books_of(self, opportunity: Opportunity) -> OpportunityBooks:
         """The newest snapshots of the opportunity's payments and closed jobs, with their records."""
+        # One transaction for the snapshots and all their records: one consistent read, not 1 + N.
         with self.uow_factory() as uow:
             payments = uow.snapshots.payments_of(self.tenant, opportunity.opportunity_id)
             closed = uow.snapshots.closed_jobs_of(self.tenant, opportunity.opportunity_id)
-        entities = [EntityRef(EntityType.PAYMENT, p.payment_id) for p in payments]
-        entities += [EntityRef(EntityType.REFUND, r.refund_id) for p in payments for r in p.refunds]
-        entities += [EntityRef(EntityType.INVOICE, c.job.job_id) for c in closed]
-        return OpportunityBooks(
-            opportunity, tuple(payments), tuple(closed), {entity: self.record(entity) for entity in entities}
-        )
+            entities = [EntityRef(EntityType.PAYMENT, p.payment_id) for p in payments]
+            entities += [EntityRef(EntityType.REFUND, r.refund_id) for p in payments for r in p.refunds]
+            entities += [EntityRef(EntityType.INVOICE, c.job.job_id) for c in closed]
+            records = {
+                entity: uow.sync_records.get(self.tenant, entity) or SyncRecord(tenant_id=self.tenant, entity=entity)
+                for entity in entities
+            }
+        return OpportunityBooks(opportunity, tuple(payments), tuple(closed), records)
 
     def opportunities_of_customer(self) -> list[Opportunity]:
         """Every opportunity of the job's CRM customer: what moves when its QuickBooks customer does."""

@@ -7,11 +7,11 @@ for `populate_existing` so a row written by an upsert is never served stale from
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy import Insert, Row, Select, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -71,32 +71,75 @@ class SqlRepository:
         rows = self._fresh(statement.limit(1))
         return rows[0] if rows else None
 
+    def _first(self, model: type[Base], **keys: Any) -> Row[Any] | None:
+        """The first row of `model`'s table whose columns equal `keys`, as a plain row (Core: no identity
+        map, so never stale, and no ORM object to build). Its statement is built once per table and keys."""
+        return self._session.execute(_select_statement(model, tuple(keys)), keys).first()
+
     def _upsert(
         self,
         model: type[Base],
         values: dict[str, Any],
         keys: Sequence[str],
         *,
-        update: dict[str, Any] | None = None,
+        update: OnConflict = "all",
     ) -> None:
-        """Insert `values`, or on a `keys` conflict set `update` (default: every non-key value).
+        """Insert `values`, or on a `keys` conflict set `update`: "all" (every non-key value), "nothing"
+        (insert if missing: DO NOTHING), or a function of the `excluded` row giving the SET clause (a
+        module-level one: it is part of the cache key).
 
-        An empty update means "insert if missing" (DO NOTHING).
+        The statement is built once per dialect, table, columns and conflict rule, and then executed with
+        `values` as its parameters: building an insert with its on-conflict clause (the `excluded` alias
+        copies every column) cost more than executing it.
         """
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        statement = insert(model).values(**values)
-        if update is None:
-            update = {k: statement.excluded[k] for k in values if k not in keys}
-        if update:
-            statement = statement.on_conflict_do_update(index_elements=list(keys), set_=update)
-        else:
-            statement = statement.on_conflict_do_nothing(index_elements=list(keys))
-        self._session.execute(statement)
+        statement = _upsert_statement(self.dialect, model, tuple(values), tuple(keys), update)
+        self._session.execute(statement, values)
+
+
+_SELECTS: dict[tuple[Any, ...], Select[Any]] = {}
+
+
+def _select_statement(model: type[Base], keys: tuple[str, ...]) -> Select[Any]:
+    statement = _SELECTS.get((model, keys))
+    if statement is None:
+        table = model.__table__
+        statement = select(table).where(*(table.c[k] == bindparam(k) for k in keys)).limit(1)  # type: ignore[attr-defined]
+        _SELECTS[(model, keys)] = statement  # a race builds it twice, harmlessly
+    return statement
+
+
+OnConflict = Literal["all", "nothing"] | Callable[[Any], dict[str, Any]]
+
+_UPSERTS: dict[tuple[Any, ...], Insert] = {}
+
+
+def _upsert_statement(
+    dialect: str, model: type[Base], columns: tuple[str, ...], keys: tuple[str, ...], update: OnConflict
+) -> Insert:
+    cache_key = (dialect, model, columns, keys, update)
+    statement = _UPSERTS.get(cache_key)
+    if statement is not None:
+        return statement
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # On the table, not the mapped class: a Core statement, its parameters given at execution (the
+    # columns it inserts are `columns`, the keys of every `values` passed with it).
+    built = insert(model.__table__)  # type: ignore[arg-type]
+    set_: dict[str, Any] = {}
+    if update == "all":
+        set_ = {k: built.excluded[k] for k in columns if k not in keys}
+    elif update != "nothing":
+        set_ = update(built.excluded)
+    if set_:
+        statement = built.on_conflict_do_update(index_elements=list(keys), set_=set_)
+    else:
+        statement = built.on_conflict_do_nothing(index_elements=list(keys))
+    _UPSERTS[cache_key] = statement  # a race builds it twice, harmlessly
+    return statement
 
 
 class SqlAlchemyTenantRepository(SqlRepository, TenantRepository):
     def ensure(self, tenant_id: str) -> None:
-        self._upsert(TenantRow, {"tenant_id": tenant_id}, ["tenant_id"], update={})
+        self._upsert(TenantRow, {"tenant_id": tenant_id}, ["tenant_id"], update="nothing")
 
     def exists(self, tenant_id: str) -> bool:
         return self._one(select(TenantRow).where(TenantRow.tenant_id == tenant_id)) is not None
@@ -164,7 +207,7 @@ def _api_key_from(row: ApiKeyRow) -> ApiKey:
     )
 
 
-def _opportunity_from(row: OpportunityRow) -> Opportunity:
+def _opportunity_from(row: OpportunityRow | Row[Any]) -> Opportunity:
     customer = Customer(
         customer_id=row.customer_id,
         first_name=row.first_name,
@@ -196,11 +239,7 @@ class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
         )
 
     def get_opportunity(self, tenant_id: str, opportunity_id: str) -> Opportunity | None:
-        row = self._one(
-            select(OpportunityRow).where(
-                OpportunityRow.tenant_id == tenant_id, OpportunityRow.opportunity_id == opportunity_id
-            )
-        )
+        row = self._first(OpportunityRow, tenant_id=tenant_id, opportunity_id=opportunity_id)
         return None if row is None else _opportunity_from(row)
 
     def opportunities_of_customer(self, tenant_id: str, customer_id: str) -> list[Opportunity]:
@@ -239,9 +278,7 @@ class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
             )
 
     def get_payment(self, tenant_id: str, payment_id: str) -> StoredPayment | None:
-        row = self._one(
-            select(PaymentRow).where(PaymentRow.tenant_id == tenant_id, PaymentRow.payment_id == payment_id)
-        )
+        row = self._first(PaymentRow, tenant_id=tenant_id, payment_id=payment_id)
         return None if row is None else StoredPayment(row.opportunity_id, codec.payment_from_json(row.data))
 
     def payments_of(self, tenant_id: str, opportunity_id: str) -> list[Payment]:
@@ -251,7 +288,7 @@ class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
         return payments_oldest_first([codec.payment_from_json(row.data) for row in rows])
 
     def payment_of_refund(self, tenant_id: str, refund_id: str) -> str | None:
-        row = self._one(select(RefundRow).where(RefundRow.tenant_id == tenant_id, RefundRow.refund_id == refund_id))
+        row = self._first(RefundRow, tenant_id=tenant_id, refund_id=refund_id)
         return None if row is None else row.payment_id
 
     def save_job(self, tenant_id: str, opportunity_id: str, job: Job, closed_time: datetime | None) -> None:
@@ -262,22 +299,10 @@ class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
             "closed_time": closed_time,
             "data": codec.job_to_json(job),
         }
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        excluded = insert(CrmJobRow).excluded
-        self._upsert(
-            CrmJobRow,
-            values,
-            ["tenant_id", "job_id"],
-            update={
-                "opportunity_id": excluded.opportunity_id,
-                "data": excluded.data,
-                # The first close-out counts: a closed_time once stored is never replaced nor erased.
-                "closed_time": func.coalesce(CrmJobRow.closed_time, excluded.closed_time),
-            },
-        )
+        self._upsert(CrmJobRow, values, ["tenant_id", "job_id"], update=_crm_job_update)
 
     def get_job(self, tenant_id: str, job_id: str) -> StoredJob | None:
-        row = self._one(select(CrmJobRow).where(CrmJobRow.tenant_id == tenant_id, CrmJobRow.job_id == job_id))
+        row = self._first(CrmJobRow, tenant_id=tenant_id, job_id=job_id)
         return None if row is None else StoredJob(row.opportunity_id, codec.job_from_json(row.data), row.closed_time)
 
     def closed_jobs_of(self, tenant_id: str, opportunity_id: str) -> list[ClosedJob]:
@@ -324,23 +349,15 @@ class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
                 )
 
     def get_payout(self, tenant_id: str, payout_id: str) -> Payout | None:
-        row = self._one(select(PayoutRow).where(PayoutRow.tenant_id == tenant_id, PayoutRow.payout_id == payout_id))
+        row = self._first(PayoutRow, tenant_id=tenant_id, payout_id=payout_id)
         return None if row is None else codec.payout_from_json(row.data)
 
     def payout_of_payment(self, tenant_id: str, payment_id: str) -> str | None:
-        row = self._one(
-            select(PayoutPaymentRow).where(
-                PayoutPaymentRow.tenant_id == tenant_id, PayoutPaymentRow.payment_id == payment_id
-            )
-        )
+        row = self._first(PayoutPaymentRow, tenant_id=tenant_id, payment_id=payment_id)
         return None if row is None else row.payout_id
 
     def payout_of_refund(self, tenant_id: str, refund_id: str) -> str | None:
-        row = self._one(
-            select(PayoutRefundRow).where(
-                PayoutRefundRow.tenant_id == tenant_id, PayoutRefundRow.refund_id == refund_id
-            )
-        )
+        row = self._first(PayoutRefundRow, tenant_id=tenant_id, refund_id=refund_id)
         return None if row is None else row.payout_id
 
     def list_payouts(self, tenant_id: str, *, offset: int, limit: int) -> list[Payout]:
@@ -357,15 +374,18 @@ class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
         return [codec.payout_from_json(row.data) for row in rows]
 
 
+def _crm_job_update(excluded: Any) -> dict[str, Any]:
+    return {
+        "opportunity_id": excluded.opportunity_id,
+        "data": excluded.data,
+        # The first close-out counts: a closed_time once stored is never replaced nor erased.
+        "closed_time": func.coalesce(CrmJobRow.__table__.c.closed_time, excluded.closed_time),
+    }
+
+
 class SqlAlchemySyncRecordRepository(SqlRepository, SyncRecordRepository):
     def get(self, tenant_id: str, entity: EntityRef) -> SyncRecord | None:
-        row = self._one(
-            select(SyncRecordRow).where(
-                SyncRecordRow.tenant_id == tenant_id,
-                SyncRecordRow.entity_type == entity.type.value,
-                SyncRecordRow.entity_id == entity.id,
-            )
-        )
+        row = self._first(SyncRecordRow, tenant_id=tenant_id, entity_type=entity.type.value, entity_id=entity.id)
         if row is None:
             return None
         return SyncRecord(
