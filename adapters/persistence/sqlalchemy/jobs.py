@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, text, update
+from sqlalchemy import BindParameter, Select, and_, bindparam, exists, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 from sqlalchemy.sql.expression import Exists
@@ -82,7 +82,7 @@ def _to_job(row: SyncJobRow) -> SyncJob:
     )
 
 
-def _held_by_another(key: InstrumentedAttribute[str], now: datetime) -> Exists:
+def _held_by_another(key: InstrumentedAttribute[str], now: BindParameter[datetime]) -> Exists:
     """Some other job with the same value in `key`'s column is RUNNING under an unexpired lease
     (`claim_rule.holds_lease` and `claim_rule.blocks`)."""
     other = aliased(SyncJobRow)
@@ -92,6 +92,53 @@ def _held_by_another(key: InstrumentedAttribute[str], now: datetime) -> Exists:
         other.lease_expires >= now,
         or_(other.tenant_id != SyncJobRow.tenant_id, other.job_id != SyncJobRow.job_id),
     )
+
+
+_CLAIMS: dict[bool, Select[Any]] = {}
+
+
+def _claim_statement(postgres: bool) -> Select[Any]:
+    """claim_next's SELECT, built once per dialect (its construction, two aliased EXISTS, cost more than
+    running it); `now` is its one parameter."""
+    cached = _CLAIMS.get(postgres)
+    if cached is not None:
+        return cached
+    # Two EXISTS rather than one with an OR: each can use its own (key, state) index.
+    now = bindparam("now", type_=UtcDateTime())
+    lock_held = _held_by_another(SyncJobRow.lock_key, now)
+    identity_held = and_(SyncJobRow.identity_key != "", _held_by_another(SyncJobRow.identity_key, now))
+    # claim_rule.is_due, with the same `<=` (a retry at its instant) and `<` (a lease at its last
+    # instant is still held).
+    due = or_(
+        and_(
+            SyncJobRow.state == SyncJobState.PENDING.value,
+            or_(SyncJobRow.next_attempt_time.is_(None), SyncJobRow.next_attempt_time <= now),
+        ),
+        # A RUNNING job without a lease is treated as expired (it can only come from a bug).
+        and_(
+            SyncJobRow.state == SyncJobState.RUNNING.value,
+            or_(SyncJobRow.lease_expires.is_(None), SyncJobRow.lease_expires < now),
+        ),
+    )
+    # claim_rule.claim_order. The ids compare by code point, as Python's str does: SQLite's BINARY
+    # collation does so already, PostgreSQL's database collation (en_US.UTF-8, say) need not.
+    job_id, tenant_id = (
+        (SyncJobRow.job_id.collate("C"), SyncJobRow.tenant_id.collate("C"))
+        if postgres
+        else (SyncJobRow.job_id, SyncJobRow.tenant_id)
+    )
+    statement = (
+        select(SyncJobRow)
+        .where(due, ~lock_held, ~identity_held)
+        .order_by(SyncJobRow.create_time, job_id, tenant_id)
+        .limit(1)
+    )
+    if postgres:
+        # Skip rows another transaction is writing (a worker saving its result) instead of waiting.
+        statement = statement.with_for_update(skip_locked=True, of=SyncJobRow)
+    statement = statement.execution_options(populate_existing=True)
+    _CLAIMS[postgres] = statement  # a race builds it twice, harmlessly
+    return statement
 
 
 class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
@@ -134,39 +181,7 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
             # This transaction-scoped lock makes "check lock_key free, then claim" atomic across
             # processes; it is released at commit. (On SQLite, BEGIN IMMEDIATE already did that.)
             self._session.execute(_CLAIM_LOCK)
-        # Two EXISTS rather than one with an OR: each can use its own (key, state) index.
-        lock_held = _held_by_another(SyncJobRow.lock_key, now)
-        identity_held = and_(SyncJobRow.identity_key != "", _held_by_another(SyncJobRow.identity_key, now))
-        # claim_rule.is_due, with the same `<=` (a retry at its instant) and `<` (a lease at its last
-        # instant is still held).
-        due = or_(
-            and_(
-                SyncJobRow.state == SyncJobState.PENDING.value,
-                or_(SyncJobRow.next_attempt_time.is_(None), SyncJobRow.next_attempt_time <= now),
-            ),
-            # A RUNNING job without a lease is treated as expired (it can only come from a bug).
-            and_(
-                SyncJobRow.state == SyncJobState.RUNNING.value,
-                or_(SyncJobRow.lease_expires.is_(None), SyncJobRow.lease_expires < now),
-            ),
-        )
-        # claim_rule.claim_order. The ids compare by code point, as Python's str does: SQLite's BINARY
-        # collation does so already, PostgreSQL's database collation (en_US.UTF-8, say) need not.
-        job_id, tenant_id = (
-            (SyncJobRow.job_id.collate("C"), SyncJobRow.tenant_id.collate("C"))
-            if postgres
-            else (SyncJobRow.job_id, SyncJobRow.tenant_id)
-        )
-        statement = (
-            select(SyncJobRow)
-            .where(due, ~lock_held, ~identity_held)
-            .order_by(SyncJobRow.create_time, job_id, tenant_id)
-            .limit(1)
-        )
-        if postgres:
-            # Skip rows another transaction is writing (a worker saving its result) instead of waiting.
-            statement = statement.with_for_update(skip_locked=True, of=SyncJobRow)
-        row = self._one(statement)
+        row: SyncJobRow | None = self._session.scalars(_claim_statement(postgres), {"now": now}).first()
         if row is None:
             return None
         taken_over = row.state == SyncJobState.RUNNING.value  # read before the UPDATE below
