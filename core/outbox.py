@@ -58,7 +58,7 @@ class Outbox:
                 return job
         except RequestIdTakenError:
             # Two identical requests raced: the other one won; answer as if we had come second.
-            with self._uow_factory() as uow:
+            with self._uow_factory.read_only() as uow:
                 earlier = uow.jobs.find_by_request_id(tenant, request_id)
             if earlier is None:
                 raise
@@ -76,7 +76,8 @@ class Outbox:
         fingerprint: str = "",
     ) -> SyncJob:
         """Adds the job to `uow` (the caller commits), its target PENDING, with its audit event."""
-        record = uow.sync_records.get(tenant, target)
+        # Marking PENDING keeps last_synced_time, hence resync_available: one read serves both.
+        (record,) = mark_pending(uow, tenant, [target])
         now = self._clock.now()
         job = SyncJob(
             job_id=self._ids.new_id(),
@@ -87,13 +88,12 @@ class Outbox:
             customer_id=opportunity.customer.customer_id if opportunity else "",
             create_time=now,
             update_time=now,
-            resync=record is not None and record.resync_available,
+            resync=record.resync_available,
             request_id=request_id,
             request_fingerprint=fingerprint,
             max_attempts=self._max_attempts,
             identity_key=opportunity.customer.identity_key(tenant) if opportunity else "",
         )
-        mark_pending(uow, tenant, [target])
         uow.jobs.add(job)
         uow.audit.append(AuditEvent(tenant, now, AuditKind.accepted(kind), target, job.job_id, ""))
         return job
@@ -139,12 +139,16 @@ class Outbox:
         mark_pending(uow, tenant, refs)
 
 
-def mark_pending(uow: UnitOfWork, tenant: str, refs: list[EntityRef], *, keep_error: bool = False) -> None:
-    """R8: the records a request names are PENDING until its job runs (in the request's transaction)."""
+def mark_pending(uow: UnitOfWork, tenant: str, refs: list[EntityRef], *, keep_error: bool = False) -> list[SyncRecord]:
+    """R8: the records a request names are PENDING until its job runs (in the request's transaction).
+    Returns them as saved."""
+    records = []
     for ref in refs:
         record = uow.sync_records.get(tenant, ref) or SyncRecord(tenant_id=tenant, entity=ref)
         record.mark_pending(keep_error=keep_error)
         uow.sync_records.save(record)
+        records.append(record)
+    return records
 
 
 def _refuse_changing_deposited(uow: UnitOfWork, tenant: str, known: Payment, payment: Payment, path: str) -> None:
