@@ -135,9 +135,9 @@ class SyncService:
         fingerprint = request_fingerprint(SyncJobKind.SYNC_PAYMENT, opportunity, payment)
         target = EntityRef(EntityType.PAYMENT, payment.payment_id)
 
-        def stage(uow: UnitOfWork) -> None:
+        def stage(uow: UnitOfWork) -> list[SyncRecord]:
             self._outbox.stage_opportunity(uow, principal.tenant_id, opportunity, "opportunity")
-            self._outbox.stage_payment(uow, principal.tenant_id, opportunity, payment, "payment")
+            return self._outbox.stage_payment(uow, principal.tenant_id, opportunity, payment, "payment")
 
         return self._outbox.accept(
             principal.tenant_id, SyncJobKind.SYNC_PAYMENT, target, opportunity, request_id, fingerprint, stage
