@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint proto proto-check bench clean browser
+.PHONY: run test lint proto proto-check bench bench-throughput clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,9 +44,17 @@ proto: $(STAMP)
 proto-check: $(STAMP)
 	$(BIN)/python -m qbsync.protogen --check
 
+# The benches that print issue 12's targets with their ratios and PASS/FAIL (figures, not tests). PostgreSQL
+# runs need QBSYNC_TEST_DATABASE_URL; API_BENCH_ARGS e.g. "--seconds 2 --clients 32", WORKER_BENCH_ARGS
+# likewise. A bench whose file is missing is skipped.
+bench: $(STAMP)
+	$(BIN)/python bench/api.py $(API_BENCH_ARGS)
+	@if [ -f bench/worker_cpu.py ]; then $(BIN)/python bench/worker_cpu.py $(WORKER_BENCH_ARGS); \
+	else echo "bench/worker_cpu.py not there: skipped"; fi
+
 # Sync throughput (1, 2, 4 worker processes on PostgreSQL vs 1 on SQLite; 0 and 100 ms QBO latency).
 # PostgreSQL runs need QBSYNC_TEST_DATABASE_URL; BENCH_ARGS e.g. "--syncs 60 --tenants 8".
-bench: $(STAMP)
+bench-throughput: $(STAMP)
 	$(BIN)/python bench/throughput.py $(BENCH_ARGS)
 
 clean:

@@ -25,7 +25,7 @@ class CompanyChecks:
         """SPEC §7 against the company's currency as last read from QuickBooks (core/currency.py)."""
         if not any(amount.code for amount in currencies):
             return []  # an empty currency_code is the home currency, whatever it is: nothing to look up
-        with self._uow_factory() as uow:
+        with self._uow_factory.read_only() as uow:
             connection = uow.connections.get(tenant)
         if connection is None:
             return currency_violations(currencies, CompanyCurrency())
@@ -42,7 +42,7 @@ class CompanyChecks:
         (core/company_preferences.py), judged by the company's sales tax mode as last read."""
         if job.tax <= 0:
             return []  # no tax charged: whatever the company's mode, nothing to look up
-        with self._uow_factory() as uow:
+        with self._uow_factory.read_only() as uow:
             connection = uow.connections.get(tenant)
         if connection is None:
             return []  # not connected: the mode is unknown, and an unknown mode refuses nothing

@@ -5,7 +5,7 @@ made (R7), judged by the request's fingerprint (core/fingerprint.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from core.domain import (
@@ -41,10 +41,11 @@ class Outbox:
         opportunity: Opportunity | None,
         request_id: str,
         fingerprint: str,
-        stage: Callable[[UnitOfWork], None],
+        stage: Callable[[UnitOfWork], Sequence[SyncRecord] | None],
     ) -> SyncJob:
         """Queues a job of `kind` for `target` after `stage` stored the request's snapshots (in the same
         transaction); a request_id seen before answers with its job instead, if the request is the same.
+        `stage` may return the records it marked PENDING: the target among them is not read nor written again.
         `opportunity`: the one the job syncs; None for a payout, whose payments may belong to many."""
         try:
             with self._uow_factory() as uow:
@@ -52,13 +53,22 @@ class Outbox:
                     earlier = uow.jobs.find_by_request_id(tenant, request_id)
                     if earlier is not None:
                         return _same_request(earlier, fingerprint, request_id)
-                stage(uow)
-                job = self.queue(uow, tenant, kind, target, opportunity, request_id=request_id, fingerprint=fingerprint)
+                marked = next((record for record in stage(uow) or () if record.entity == target), None)
+                job = self.queue(
+                    uow,
+                    tenant,
+                    kind,
+                    target,
+                    opportunity,
+                    request_id=request_id,
+                    fingerprint=fingerprint,
+                    marked=marked,
+                )
                 uow.commit()
                 return job
         except RequestIdTakenError:
             # Two identical requests raced: the other one won; answer as if we had come second.
-            with self._uow_factory() as uow:
+            with self._uow_factory.read_only() as uow:
                 earlier = uow.jobs.find_by_request_id(tenant, request_id)
             if earlier is None:
                 raise
@@ -74,9 +84,12 @@ class Outbox:
         *,
         request_id: str = "",
         fingerprint: str = "",
+        marked: SyncRecord | None = None,
     ) -> SyncJob:
-        """Adds the job to `uow` (the caller commits), its target PENDING, with its audit event."""
-        record = uow.sync_records.get(tenant, target)
+        """Adds the job to `uow` (the caller commits), its target PENDING, with its audit event. `marked`: the
+        target's record if this unit of work marked it PENDING already (and so holds it as saved)."""
+        # Marking PENDING keeps last_synced_time, hence resync_available: one read serves both.
+        (record,) = [marked] if marked is not None else mark_pending(uow, tenant, [target])
         now = self._clock.now()
         job = SyncJob(
             job_id=self._ids.new_id(),
@@ -87,13 +100,12 @@ class Outbox:
             customer_id=opportunity.customer.customer_id if opportunity else "",
             create_time=now,
             update_time=now,
-            resync=record is not None and record.resync_available,
+            resync=record.resync_available,
             request_id=request_id,
             request_fingerprint=fingerprint,
             max_attempts=self._max_attempts,
             identity_key=opportunity.customer.identity_key(tenant) if opportunity else "",
         )
-        mark_pending(uow, tenant, [target])
         uow.jobs.add(job)
         uow.audit.append(AuditEvent(tenant, now, AuditKind.accepted(kind), target, job.job_id, ""))
         return job
@@ -113,7 +125,11 @@ class Outbox:
         uow.snapshots.save_opportunity(tenant, opportunity)
 
     @staticmethod
-    def stage_payment(uow: UnitOfWork, tenant: str, opportunity: Opportunity, payment: Payment, path: str) -> None:
+    def stage_payment(
+        uow: UnitOfWork, tenant: str, opportunity: Opportunity, payment: Payment, path: str
+    ) -> list[SyncRecord]:
+        """Stores the payment (its refunds merged with those stored) and returns its records and its refunds',
+        marked PENDING."""
         known = uow.snapshots.get_payment(tenant, payment.payment_id)
         if known is not None and known.opportunity_id != opportunity.opportunity_id:
             raise ValidationError(
@@ -136,15 +152,19 @@ class Outbox:
         uow.snapshots.save_payment(tenant, opportunity.opportunity_id, merged)
         refs = [EntityRef(EntityType.PAYMENT, payment.payment_id)]
         refs += [EntityRef(EntityType.REFUND, r.refund_id) for r in merged.refunds]
-        mark_pending(uow, tenant, refs)
+        return mark_pending(uow, tenant, refs)
 
 
-def mark_pending(uow: UnitOfWork, tenant: str, refs: list[EntityRef], *, keep_error: bool = False) -> None:
-    """R8: the records a request names are PENDING until its job runs (in the request's transaction)."""
+def mark_pending(uow: UnitOfWork, tenant: str, refs: list[EntityRef], *, keep_error: bool = False) -> list[SyncRecord]:
+    """R8: the records a request names are PENDING until its job runs (in the request's transaction).
+    Returns them as saved."""
+    records = []
     for ref in refs:
         record = uow.sync_records.get(tenant, ref) or SyncRecord(tenant_id=tenant, entity=ref)
         record.mark_pending(keep_error=keep_error)
         uow.sync_records.save(record)
+        records.append(record)
+    return records
 
 
 def _refuse_changing_deposited(uow: UnitOfWork, tenant: str, known: Payment, payment: Payment, path: str) -> None:

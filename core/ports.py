@@ -578,6 +578,14 @@ class UnitOfWorkFactory(Protocol):
         """Raises: nothing (the unit of work connects when first used)."""
         ...
 
+    def read_only(self) -> UnitOfWork:
+        """A unit of work that only reads, for a use case that writes nothing: it may then skip taking the
+        storage's write lock up front (SQLite's BEGIN IMMEDIATE), so reads need not queue behind writers.
+        Its `commit` raises RuntimeError, so nothing written in it can last. Reading-then-writing belongs
+        in an ordinary unit of work, which keeps its lost-update protection. By default an ordinary one.
+        Raises: nothing (as `__call__`)."""
+        return self()
+
 
 # --- coordination between the threads and processes of one deployment -----------------------------
 

@@ -135,9 +135,9 @@ class SyncService:
         fingerprint = request_fingerprint(SyncJobKind.SYNC_PAYMENT, opportunity, payment)
         target = EntityRef(EntityType.PAYMENT, payment.payment_id)
 
-        def stage(uow: UnitOfWork) -> None:
+        def stage(uow: UnitOfWork) -> list[SyncRecord]:
             self._outbox.stage_opportunity(uow, principal.tenant_id, opportunity, "opportunity")
-            self._outbox.stage_payment(uow, principal.tenant_id, opportunity, payment, "payment")
+            return self._outbox.stage_payment(uow, principal.tenant_id, opportunity, payment, "payment")
 
         return self._outbox.accept(
             principal.tenant_id, SyncJobKind.SYNC_PAYMENT, target, opportunity, request_id, fingerprint, stage
@@ -276,7 +276,7 @@ class SyncService:
 
     def get_job(self, principal: Principal, name: str) -> SyncJob:
         require(principal, Permission.READ)
-        with self._uow_factory() as uow:
+        with self._uow_factory.read_only() as uow:
             job = uow.jobs.get(principal.tenant_id, _job_id(name))
         if job is None:
             raise NotFoundError(f"{name} not found")
@@ -308,7 +308,7 @@ class SyncService:
         """The record of `entity`, for a caller with `permission`; NOT_FOUND when qbsync was never sent it."""
         require(principal, permission)
         _raise_if_any(merge_violations(conversion_violations, _entity_violations(entity)))
-        with self._uow_factory() as uow:
+        with self._uow_factory.read_only() as uow:
             record = uow.sync_records.get(principal.tenant_id, entity)
         if record is None:
             raise NotFoundError(f"{entity} not found")
@@ -318,7 +318,7 @@ class SyncService:
         """The tenant's failed syncs, newest first; the token is an opaque offset."""
         require(principal, Permission.READ)
         offset, limit = _page(page_size, page_token)
-        with self._uow_factory() as uow:
+        with self._uow_factory.read_only() as uow:
             jobs = uow.jobs.list_failed(principal.tenant_id, offset=offset, limit=limit + 1)
         return _page_of(jobs, offset, limit)
 
@@ -328,7 +328,7 @@ class SyncService:
         require(principal, Permission.READ)
         if not 0 < limit <= MAX_PAGE_SIZE:
             raise ValidationError([FieldViolation("limit", f"must be between 1 and {MAX_PAGE_SIZE}")])
-        with self._uow_factory() as uow:
+        with self._uow_factory.read_only() as uow:
             return uow.jobs.list_recent(principal.tenant_id, limit=limit)
 
     def list_payouts(self, principal: Principal, page_size: int, page_token: str) -> tuple[list[PayoutStatus], str]:
@@ -336,7 +336,7 @@ class SyncService:
         Deposit's QuickBooks Id, last error); paged as list_errors is."""
         require(principal, Permission.READ)
         offset, limit = _page(page_size, page_token)
-        with self._uow_factory() as uow:
+        with self._uow_factory.read_only() as uow:
             statuses = payouts_page(uow, principal.tenant_id, offset=offset, limit=limit + 1)
         return _page_of(statuses, offset, limit)
 

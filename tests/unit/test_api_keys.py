@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
-from core.auth import INVALID_KEY, LAST_USE_PRECISION, ApiKeys, presented_key_id
+from core.auth import INVALID_KEY, LAST_USE_PRECISION, PRINCIPAL_CACHE_TTL, ApiKeys, presented_key_id
 from core.auth_throttle import FailedAuthentications, ThrottlePolicy
 from core.domain import Permission, Principal
 from core.errors import NotFoundError, TooManyFailedAuthenticationsError, UnauthenticatedError, ValidationError
@@ -252,3 +252,83 @@ def test_a_session_signed_in_with_a_key_ends_when_the_key_is_revoked_or_expires(
         with pytest.raises(UnauthenticatedError) as refused:
             keys.principal_of(key_id)
         assert refused.value.message == INVALID_KEY
+
+
+# --- the principal cache (issue 12): a key looked up lately is not looked up again within PRINCIPAL_CACHE_TTL
+
+
+class Lookups(InMemoryUnitOfWorkFactory):
+    """Counts the units of work opened: how many lookups authentication costs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened = 0
+
+    def __call__(self):  # type: ignore[no-untyped-def]
+        self.opened += 1
+        return super().__call__()
+
+
+def test_a_key_authenticated_lately_is_not_looked_up_again_until_the_ttl_passes(clock: ManualClock) -> None:
+    uow = Lookups()
+    keys = ApiKeys(uow, clock, CountingIds())
+    key = keys.create("t1", READ)
+    keys.authenticate(key, PEER)  # looked up, and its first use recorded
+    opened = uow.opened
+    for _ in range(9):
+        clock.advance(PRINCIPAL_CACHE_TTL / 10)
+        assert keys.authenticate(key, PEER) == Principal("t1", READ)
+    assert uow.opened == opened
+    clock.advance(PRINCIPAL_CACHE_TTL / 10)  # the TTL is up: looked up again
+    keys.authenticate(key, PEER)
+    assert uow.opened == opened + 1
+
+
+def test_a_key_revoked_in_this_process_is_refused_at_once_though_cached(keys: ApiKeys, clock: ManualClock) -> None:
+    key = keys.create("t1", READ)
+    assert keys.authenticate(key, PEER) == Principal("t1", READ)  # now cached
+    keys.revoke(presented_key_id(key))
+    with pytest.raises(UnauthenticatedError) as refused:
+        keys.authenticate(key, PEER)
+    assert refused.value.message == INVALID_KEY
+
+
+def test_an_expired_key_is_refused_though_cached(keys: ApiKeys, clock: ManualClock) -> None:
+    key = keys.create("t1", READ, expire_time=clock.now() + PRINCIPAL_CACHE_TTL / 2)
+    assert keys.authenticate(key, PEER) == Principal("t1", READ)  # now cached, for longer than it lives
+    clock.advance(PRINCIPAL_CACHE_TTL / 2)  # the expiry itself, well within the TTL
+    with pytest.raises(UnauthenticatedError) as refused:
+        keys.authenticate(key, PEER)
+    assert refused.value.message == INVALID_KEY
+
+
+def test_a_key_revoked_by_another_process_is_refused_once_the_ttl_passes(clock: ManualClock) -> None:
+    """The staleness bound across processes: `qbsync keys revoke` runs in a process of its own."""
+    shared = InMemoryUnitOfWorkFactory()
+    api, cli = ApiKeys(shared, clock, CountingIds()), ApiKeys(shared, clock, CountingIds())
+    key = api.create("t1", READ)
+    api.authenticate(key, PEER)
+    cli.revoke(presented_key_id(key))
+    clock.advance(PRINCIPAL_CACHE_TTL)
+    with pytest.raises(UnauthenticatedError):
+        api.authenticate(key, PEER)
+
+
+def test_unknown_keys_are_not_cached_so_a_key_created_elsewhere_works_at_once(clock: ManualClock) -> None:
+    shared = InMemoryUnitOfWorkFactory()
+    api, cli = ApiKeys(shared, clock, CountingIds()), ApiKeys(shared, clock, CountingIds())
+    with pytest.raises(UnauthenticatedError):
+        api.authenticate("qbs_nokey_secret", PEER)
+    key = cli.create("t1", READ)
+    assert api.authenticate(key, PEER) == Principal("t1", READ)
+
+
+def test_the_cache_is_bounded(clock: ManualClock) -> None:
+    uow = Lookups()
+    keys = ApiKeys(uow, clock, CountingIds(), cache_size=2)
+    first, *others = [keys.create("t1", READ) for _ in range(3)]
+    for key in (first, *others):
+        keys.authenticate(key, PEER)
+    opened = uow.opened
+    keys.authenticate(first, PEER)  # the least recently used, pushed out by the other two
+    assert uow.opened == opened + 1

@@ -12,6 +12,10 @@ from sqlalchemy.pool import ConnectionPoolEntry
 # How long a SQLite connection waits for another's write lock before failing with "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
+# The execution option that marks a read-only unit of work's connection (SqlAlchemyUnitOfWorkFactory's
+# read_only): on SQLite its transaction begins DEFERRED, without the write lock.
+READ_ONLY = "qbsync_read_only"
+
 
 def normalise_url(url: str | URL) -> URL:
     """`postgresql://` means psycopg 3 here: it is the driver qbsync ships (SPEC §6 uses the bare form)."""
@@ -61,5 +65,10 @@ def _configure_sqlite(engine: Engine) -> None:
         # connection committed in between SQLite fails at once with SQLITE_BUSY (busy_timeout does not
         # apply to a stale snapshot). Taking the lock up front serialises writers, so two workers in
         # threads or processes can never both see a job as free and claim it. SQLite allows a single
-        # writer anyway, so this costs little.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # writer anyway, so this costs little - for writers. A read-only unit of work (one that cannot
+        # commit) needs no write lock: its plain BEGIN reads one WAL snapshot without queueing behind the
+        # writers (and the workers' claims) for up to busy_timeout.
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")

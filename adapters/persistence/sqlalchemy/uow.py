@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from adapters.persistence.encryption import SecretBox
 from adapters.persistence.sqlalchemy.connections import SqlAlchemyConnectionRepository
+from adapters.persistence.sqlalchemy.engine import READ_ONLY
 from adapters.persistence.sqlalchemy.jobs import SqlAlchemySyncJobRepository
 from adapters.persistence.sqlalchemy.repositories import (
     SqlAlchemyApiKeyRepository,
@@ -63,9 +64,12 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
     written outside a transaction by mistake.
     """
 
-    def __init__(self, session_factory: sessionmaker[Session], secrets: SecretBox | None = None) -> None:
+    def __init__(
+        self, session_factory: sessionmaker[Session], secrets: SecretBox | None = None, *, read_only: bool = False
+    ) -> None:
         self._session_factory = session_factory
         self._secrets = secrets
+        self._read_only = read_only
         self._session: Session | None = None
 
     def __enter__(self) -> Self:
@@ -96,6 +100,10 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
             raise storage_unavailable(exc) from exc
 
     def commit(self) -> None:
+        if self._read_only:
+            # Its transaction began without the write lock (engine.py): a write in it could be lost
+            # to another's read-then-write, so it never lasts.
+            raise RuntimeError("a read-only unit of work cannot commit: use an ordinary one to write")
         self._require_session().commit()
 
     def rollback(self) -> None:
@@ -127,6 +135,13 @@ class SqlAlchemyUnitOfWorkFactory(UnitOfWorkFactory):
         # expire_on_commit=False: repositories return domain objects, never rows, so nothing to expire;
         # autoflush is harmless but pointless since writes go straight to SQL.
         self._sessions = sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
+        # The same pool, marked so that a transaction begins without the write lock (engine.py).
+        self._reading_sessions = sessionmaker(
+            bind=engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False, autoflush=False
+        )
 
     def __call__(self) -> SqlAlchemyUnitOfWork:
         return SqlAlchemyUnitOfWork(self._sessions, self.secrets)
+
+    def read_only(self) -> SqlAlchemyUnitOfWork:
+        return SqlAlchemyUnitOfWork(self._reading_sessions, self.secrets, read_only=True)
