@@ -24,6 +24,7 @@ from qbsync.bootstrap import bootstrap
 from qbsync.config import Settings
 from qbsync.runtime import Runtime
 from qbsync.v1 import sync_service_pb2_grpc
+from tests.e2e.emulated_company import connect_to_emulated
 
 
 @dataclass
@@ -114,16 +115,7 @@ def emulated(tmp_path) -> Iterator[EmulatedServer]:  # type: ignore[no-untyped-d
     emulator = run_emulator("127.0.0.1", 0)
     company = emulator.create_realm(company_name="Acme Movers")
     injector = bootstrap(settings=settings)  # the production wiring: QuickBooksModule over HTTP
-    injector.get(ConnectionService).connect_with_tokens(
-        "acme",
-        company["realm_id"],
-        company["client_id"],
-        company["client_secret"],
-        company["refresh_token"],
-        company["access_token"],
-        environment=emulator.discovery_url,
-        api_base_url=emulator.base_api_url,
-    )
+    connect_to_emulated(injector.get(ConnectionService), "acme", company, emulator)
     runtime = Runtime(injector)
     port = runtime.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")

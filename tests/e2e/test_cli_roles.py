@@ -28,6 +28,7 @@ from qbsync.config import Settings
 from qbsync.v1 import resources_pb2 as r
 from qbsync.v1 import sync_service_pb2 as s
 from qbsync.v1 import sync_service_pb2_grpc as g
+from tests.e2e.emulated_company import connect_to_emulated
 from tests.e2e.test_sync_service import opportunity, payment
 
 QBSYNC = [sys.executable, "-m", "qbsync.cli"]
@@ -62,16 +63,7 @@ def _connected_key(env: dict[str, str], emulator: EmulatorServer, tenant: str) -
     migrate(settings.database_url)
     injector = bootstrap(settings=settings)
     company = emulator.create_realm(company_name=f"{tenant} Movers")
-    injector.get(ConnectionService).connect_with_tokens(
-        tenant,
-        company["realm_id"],
-        company["client_id"],
-        company["client_secret"],
-        company["refresh_token"],
-        company["access_token"],
-        environment=emulator.discovery_url,
-        api_base_url=emulator.base_api_url,
-    )
+    connect_to_emulated(injector.get(ConnectionService), tenant, company, emulator)
     key = injector.get(ApiKeys).create(tenant, frozenset(Permission))
     return [("authorization", f"Bearer {key}")]
 

@@ -35,6 +35,7 @@ from qbsync.runtime import Runtime
 from qbsync.v1 import resources_pb2 as r
 from qbsync.v1 import sync_service_pb2 as s
 from qbsync.v1 import sync_service_pb2_grpc
+from tests.e2e.emulated_company import connect_to_emulated
 from tests.e2e.test_sync_service import opportunity, payment
 
 CHROMIUM = Path(os.environ.get("QBSYNC_TEST_CHROMIUM", "/usr/bin/chromium"))
@@ -129,16 +130,7 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
         qbo_environment=emulator.discovery_url,
     )
     injector = bootstrap(settings=settings)
-    injector.get(ConnectionService).connect_with_tokens(
-        "acme",
-        company["realm_id"],
-        company["client_id"],
-        company["client_secret"],
-        company["refresh_token"],
-        company["access_token"],
-        environment=emulator.discovery_url,
-        api_base_url=emulator.base_api_url,
-    )
+    connect_to_emulated(injector.get(ConnectionService), "acme", company, emulator)
     runtime = Runtime(injector)
     grpc_port = runtime.start()
     sync, connections, keys = injector.get(SyncService), injector.get(ConnectionService), injector.get(ApiKeys)

@@ -30,6 +30,7 @@ from qbsync.v1 import resources_pb2 as r
 from qbsync.v1 import sync_service_pb2 as s
 from qbsync.v1 import sync_service_pb2_grpc
 from tests.e2e.conftest import EmulatedServer, Server
+from tests.e2e.emulated_company import connect_to_emulated
 from tests.e2e.test_sync_service import entity, job, opportunity, payment, refund
 from tests.e2e.test_sync_via_emulator import finished
 
@@ -128,16 +129,7 @@ def canadian(tmp_path) -> Iterator[EmulatedServer]:  # type: ignore[no-untyped-d
         f"{emulator.admin_url}/realms/{company['realm_id']}/preferences", json={"home_currency": "CAD"}, timeout=5
     ).raise_for_status()
     injector = bootstrap(settings=settings)
-    connection = injector.get(ConnectionService).connect_with_tokens(
-        "maple",
-        company["realm_id"],
-        company["client_id"],
-        company["client_secret"],
-        company["refresh_token"],
-        company["access_token"],
-        environment=emulator.discovery_url,
-        api_base_url=emulator.base_api_url,
-    )
+    connection = connect_to_emulated(injector.get(ConnectionService), "maple", company, emulator)
     assert connection.home_currency == "CAD"  # read at connect time, through python-quickbooks over HTTP
     runtime = Runtime(injector)
     port = runtime.start()

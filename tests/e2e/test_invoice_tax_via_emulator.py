@@ -16,6 +16,7 @@ from core.connections_service import ConnectionService
 from qbsync.v1 import resources_pb2 as r
 from qbsync.v1 import sync_service_pb2 as s
 from tests.e2e.conftest import EmulatedServer
+from tests.e2e.emulated_company import connect_to_emulated
 from tests.e2e.test_invoice_charges import charged_job, paid_in_full
 from tests.e2e.test_sync_service import money, opportunity
 from tests.e2e.test_sync_via_emulator import finished
@@ -124,16 +125,7 @@ def test_manual_sales_tax_names_the_rate_and_keeps_the_crm_tax(emulated: Emulate
         "POST", f"realms/{realm}/records/TaxCode", {"Name": "Seattle", "SalesTaxRateList": {"TaxRateDetail": [detail]}}
     )["TaxCode"]
     books_for_tips(emulated, realm)
-    emulated.injector.get(ConnectionService).connect_with_tokens(
-        "beta",
-        realm,
-        company["client_id"],
-        company["client_secret"],
-        company["refresh_token"],
-        company["access_token"],
-        environment=emulated.emulator.discovery_url,
-        api_base_url=emulated.emulator.base_api_url,
-    )
+    connect_to_emulated(emulated.injector.get(ConnectionService), "beta", company, emulated.emulator)
     md = emulated.key("beta")
     done = close_out(emulated, md, taxed_job(), card_payment())
     assert done.state == r.SyncJob.STATE_SUCCEEDED, done.error.message

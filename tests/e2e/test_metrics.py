@@ -39,6 +39,7 @@ from qbsync.config import Settings
 from qbsync.v1 import resources_pb2 as r
 from qbsync.v1 import sync_service_pb2 as s
 from qbsync.v1 import sync_service_pb2_grpc as g
+from tests.e2e.emulated_company import connect_to_emulated
 from tests.e2e.test_sync_service import opportunity, payment
 
 QBSYNC = [sys.executable, "-m", "qbsync.cli"]
@@ -147,16 +148,7 @@ def test_a_sync_moves_the_job_rpc_and_quickbooks_metrics_and_readiness_follows_t
     injector = bootstrap(settings=settings)
     company = emulator.create_realm(company_name="Measured Movers")
     realm = str(company["realm_id"])
-    injector.get(ConnectionService).connect_with_tokens(
-        "acme",
-        realm,
-        company["client_id"],
-        company["client_secret"],
-        company["refresh_token"],
-        company["access_token"],
-        environment=emulator.discovery_url,
-        api_base_url=emulator.base_api_url,
-    )
+    connect_to_emulated(injector.get(ConnectionService), "acme", company, emulator)
     key = injector.get(ApiKeys).create("acme", frozenset(Permission))
     md = [("authorization", f"Bearer {key}")]
     connecting = len(emulator_requests(emulator, realm))  # what connecting asked, from this test's process

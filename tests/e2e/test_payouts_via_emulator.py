@@ -34,6 +34,7 @@ from qbsync.runtime import Runtime
 from qbsync.v1 import resources_pb2 as r
 from qbsync.v1 import sync_service_pb2 as s
 from qbsync.v1 import sync_service_pb2_grpc
+from tests.e2e.emulated_company import connect_to_emulated
 from tests.e2e.test_sync_service import money, opportunity, refund, ts
 
 D = Decimal
@@ -168,16 +169,7 @@ class Company:
 def company(stack: Stack) -> Company:
     tenant = f"t-{uuid.uuid4().hex[:10]}"
     realm = stack.emulator.create_realm(company_name="Acme Movers")
-    stack.connections.connect_with_tokens(
-        tenant,
-        realm["realm_id"],
-        realm["client_id"],
-        realm["client_secret"],
-        realm["refresh_token"],
-        realm["access_token"],
-        environment=stack.emulator.discovery_url,
-        api_base_url=stack.emulator.base_api_url,
-    )
+    connect_to_emulated(stack.connections, tenant, realm, stack.emulator)
     md = [("authorization", f"Bearer {stack.keys.create(tenant, frozenset(Permission))}")]
     return Company(stack, realm["realm_id"], md)
 

@@ -29,6 +29,7 @@ from qbsync.v1 import connection_service_pb2 as c
 from qbsync.v1 import connection_service_pb2_grpc, sync_service_pb2_grpc
 from qbsync.v1 import resources_pb2 as r
 from qbsync.v1 import sync_service_pb2 as s
+from tests.e2e.emulated_company import connect_to_emulated
 from tests.e2e.test_currency import STORED_TABLES, refusal, stored_rows
 from tests.e2e.test_sync_service import job, money, opportunity
 from tests.emulator_sales_tax import set_realm_sales_tax
@@ -71,16 +72,7 @@ def connect_company(tmp_path) -> Iterator:  # type: ignore[no-untyped-def,type-a
         company = emulator.create_realm(company_name="Tax Test Movers")
         set_realm_sales_tax(emulator.state.realm(company["realm_id"]), mode.value)
         injector = bootstrap(settings=settings)  # the production wiring: QuickBooksModule over HTTP
-        injector.get(ConnectionService).connect_with_tokens(
-            "acme",
-            company["realm_id"],
-            company["client_id"],
-            company["client_secret"],
-            company["refresh_token"],
-            company["access_token"],
-            environment=emulator.discovery_url,
-            api_base_url=emulator.base_api_url,
-        )
+        connect_to_emulated(injector.get(ConnectionService), "acme", company, emulator)
         runtime = Runtime(injector)
         port = runtime.start()
         stops.append(lambda: runtime.stop(grace=1))
