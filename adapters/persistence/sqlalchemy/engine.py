@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import threading
 from typing import Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy import create_engine as _create_engine
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -32,14 +36,77 @@ def create_engine_for(url: str | URL, **kwargs: Any) -> Engine:
         if parsed.database in (None, "", ":memory:"):
             # Each pooled connection would get its own empty database: workers would not share a queue.
             raise ValueError("qbsync needs a SQLite file (sqlite:///path.db), not an in-memory database")
-        engine = _create_engine(parsed, **kwargs)
-        _configure_sqlite(engine)
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        connect_args.setdefault("factory", _WriterConnection)
+        engine = _create_engine(parsed, connect_args=connect_args, **kwargs)
+        _configure_sqlite(engine, _writer_lock(parsed.database))
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return _create_engine(parsed, **kwargs)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+# One lock per SQLite file in this process, taken before BEGIN IMMEDIATE: SQLite admits one writer at a
+# time anyway, and threads that wait for it in SQLite's busy handler sleep and poll (1, 2, 5, 10 ... 100 ms
+# between tries), so under contention the file sat idle while its next writer slept. Queued on a lock, the
+# next writer starts the moment the last one ends. Other processes still meet busy_timeout.
+_WRITER_LOCKS: dict[str, threading.Lock] = {}
+_WRITER_LOCKS_GUARD = threading.Lock()
+
+
+def _writer_lock(database: str) -> threading.Lock:
+    path = os.path.realpath(database)
+    with _WRITER_LOCKS_GUARD:
+        return _WRITER_LOCKS.setdefault(path, threading.Lock())
+
+
+class _WriterConnection(sqlite3.Connection):
+    """A sqlite3 connection that gives back the file's writer lock when its transaction ends, whichever way:
+    commit, rollback (SQLAlchemy's, or the pool's reset on return) or close (the pool closes a connection it
+    invalidates). Releasing after the driver's own call, in a `finally`, so that a failed COMMIT or ROLLBACK
+    cannot keep it."""
+
+    writer_lock: threading.Lock | None = None
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.release_writer_lock()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.release_writer_lock()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.release_writer_lock()
+
+    def __del__(self) -> None:
+        # A connection dropped without close (a pool gone with it): the lock must not outlive it.
+        self.release_writer_lock()
+
+    def take_writer_lock(self, lock: threading.Lock) -> None:
+        if self.writer_lock is lock:
+            return  # still held from this connection's last transaction (a BEGIN that failed): keep it
+        # A thread needing a second write transaction while it holds one would wait forever: SQLite's
+        # busy_timeout bounds the wait, as it would if the driver waited; then "database is locked".
+        if not lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            raise sa_exc.OperationalError(
+                "BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked (by this process)")
+            )
+        self.writer_lock = lock
+
+    def release_writer_lock(self) -> None:
+        lock, self.writer_lock = self.writer_lock, None
+        if lock is not None:
+            lock.release()
+
+
+def _configure_sqlite(engine: Engine, writer_lock: threading.Lock) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # Take transaction control away from the sqlite3 driver: in its legacy mode it only emits BEGIN
@@ -70,5 +137,14 @@ def _configure_sqlite(engine: Engine) -> None:
         # writers (and the workers' claims) for up to busy_timeout.
         if connection.get_execution_options().get(READ_ONLY):
             connection.exec_driver_sql("BEGIN")
-        else:
+            return
+        dbapi_connection = connection.connection.dbapi_connection
+        if not isinstance(dbapi_connection, _WriterConnection):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")  # a caller's own connect_args factory: no lock
+            return
+        dbapi_connection.take_writer_lock(writer_lock)
+        try:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            dbapi_connection.release_writer_lock()
+            raise
