@@ -25,8 +25,9 @@ class CompanyChecks:
         """SPEC §7 against the company's currency as last read from QuickBooks (core/currency.py)."""
         if not any(amount.code for amount in currencies):
             return []  # an empty currency_code is the home currency, whatever it is: nothing to look up
-        with self._uow_factory.read_only() as uow:
-            connection = uow.connections.get(tenant)
+        # The facts may be a few seconds old when another process changed the connection (the adapter's
+        # cache); a change made here is seen at once, and so is the read below.
+        connection = self._uow_factory.company_facts(tenant)
         if connection is None:
             return currency_violations(currencies, CompanyCurrency())
         company = connection.company_currency
@@ -42,8 +43,7 @@ class CompanyChecks:
         (core/company_preferences.py), judged by the company's sales tax mode as last read."""
         if job.tax <= 0:
             return []  # no tax charged: whatever the company's mode, nothing to look up
-        with self._uow_factory.read_only() as uow:
-            connection = uow.connections.get(tenant)
+        connection = self._uow_factory.company_facts(tenant)  # as for the currency
         if connection is None:
             return []  # not connected: the mode is unknown, and an unknown mode refuses nothing
         sales_tax = connection.sales_tax

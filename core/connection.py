@@ -128,6 +128,21 @@ class QuickBooksConnection:
         )
 
 
+@dataclass(frozen=True)
+class CompanyFacts:
+    """What the accept path's checks need of a tenant's connection (core/company_checks.py): its state and
+    what was last read of the company. Nothing secret, so an adapter may keep it in memory for a while
+    (UnitOfWorkFactory.company_facts)."""
+
+    state: ConnectionState
+    company_currency: CompanyCurrency
+    sales_tax: SalesTax | None
+
+    @classmethod
+    def of(cls, connection: QuickBooksConnection) -> CompanyFacts:
+        return cls(connection.state, connection.company_currency, connection.sales_tax)
+
+
 def refresh_margin(lifetime: timedelta | None) -> timedelta:
     """How long before its expiry an access token granted for `lifetime` is refreshed."""
     return min(MAX_REFRESH_MARGIN, (lifetime or USUAL_ACCESS_TOKEN_LIFETIME) * REFRESH_MARGIN_SHARE)

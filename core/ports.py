@@ -16,7 +16,7 @@ from typing import Protocol, Self, TypeVar
 from core.accounting import AccountingCustomer, NewCustomer, QuickBooksRef, TxnKind, TxnSpec
 from core.company_lists import ListEntry, ListKind
 from core.company_preferences import CompanyPreferences
-from core.connection import ListRef, QuickBooksConnection, QuickBooksSettings, TokenGrant
+from core.connection import CompanyFacts, ListRef, QuickBooksConnection, QuickBooksSettings, TokenGrant
 from core.domain import (
     ApiKey,
     AuditEvent,
@@ -585,6 +585,15 @@ class UnitOfWorkFactory(Protocol):
         in an ordinary unit of work, which keeps its lost-update protection. By default an ordinary one.
         Raises: nothing (as `__call__`)."""
         return self()
+
+    def company_facts(self, tenant_id: str) -> CompanyFacts | None:
+        """What the accept checks need of the tenant's connection; None when it has none. An adapter may
+        answer from memory: for a few seconds, and never after its own process changed the connection
+        (whatever wrote it). By default it reads the connection each time.
+        Raises: StorageUnavailableError (as a unit of work)."""
+        with self.read_only() as uow:
+            connection = uow.connections.get(tenant_id)
+        return None if connection is None else CompanyFacts.of(connection)
 
 
 # --- coordination between the threads and processes of one deployment -----------------------------

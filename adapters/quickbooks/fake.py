@@ -229,6 +229,7 @@ class FakeQuickBooks(AccountingSystem):
             self._call(write=False)
             entries = self.lists[kind]
             return entries.get(ref.id) if ref.id else pick_by_name(entries.values(), ref.name)
+
     def company_preferences(self) -> CompanyPreferences:
         with self._lock:
             self._call(write=False)
@@ -497,9 +498,7 @@ class FakeQuickBooks(AccountingSystem):
             for line in spec.lines:
                 target = self.txns.get(line.txn_id)
                 if target is None or not target.live or target.entity != _entity_of(line.txn_kind):
-                    raise LinkedRecordGoneError(
-                        f"the payment links {line.txn_kind.value} {line.txn_id}, which is gone"
-                    )
+                    raise LinkedRecordGoneError(f"the payment links {line.txn_kind.value} {line.txn_id}, which is gone")
                 if target.spec.customer_id != spec.customer_id:
                     raise BookkeepingError("a payment can only link its own customer's transactions")
                 if line.txn_kind is TxnKind.INVOICE:

@@ -43,6 +43,8 @@ class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
     def __init__(self, session: Session, secrets: SecretBox | None) -> None:
         super().__init__(session)
         self._secrets = secrets
+        # The tenants whose connection this unit of work wrote: its commit drops their cached company facts.
+        self.written: set[str] = set()
 
     def get(self, tenant_id: str) -> QuickBooksConnection | None:
         return self._connection(self._row(tenant_id))
@@ -79,6 +81,7 @@ class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
         )
 
     def save(self, connection: QuickBooksConnection) -> None:
+        self.written.add(connection.tenant_id)
         secrets = {name: getattr(connection, name) for name in SECRET_FIELDS}
         secrets[LIFETIME] = _seconds(connection.access_token_lifetime)
         self._upsert(
@@ -106,6 +109,7 @@ class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
         )
 
     def save_company_preferences(self, tenant_id: str, preferences: CompanyPreferences) -> bool:
+        self.written.add(tenant_id)
         statement = (
             update(QuickBooksConnectionRow)
             .where(QuickBooksConnectionRow.tenant_id == tenant_id)
@@ -178,6 +182,7 @@ class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
 
     def _update(self, tenant_id: str, **columns: Any) -> bool:
         """Sets `columns` of the tenant's row, and no other; whether there was a row."""
+        self.written.add(tenant_id)
         result = self._session.execute(
             update(QuickBooksConnectionRow)
             .where(QuickBooksConnectionRow.tenant_id == tenant_id)

@@ -15,6 +15,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from adapters.persistence.encryption import SecretBox
+from adapters.persistence.sqlalchemy.company_facts import CompanyFactsCache, cache_for, read_company_facts
 from adapters.persistence.sqlalchemy.connections import SqlAlchemyConnectionRepository
 from adapters.persistence.sqlalchemy.engine import READ_ONLY
 from adapters.persistence.sqlalchemy.jobs import SqlAlchemySyncJobRepository
@@ -25,6 +26,7 @@ from adapters.persistence.sqlalchemy.repositories import (
     SqlAlchemySyncRecordRepository,
     SqlAlchemyTenantRepository,
 )
+from core.connection import CompanyFacts
 from core.errors import StorageUnavailableError
 from core.ports import UnitOfWork, UnitOfWorkFactory
 
@@ -65,11 +67,17 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
     """
 
     def __init__(
-        self, session_factory: sessionmaker[Session], secrets: SecretBox | None = None, *, read_only: bool = False
+        self,
+        session_factory: sessionmaker[Session],
+        secrets: SecretBox | None = None,
+        *,
+        read_only: bool = False,
+        company_facts: CompanyFactsCache | None = None,
     ) -> None:
         self._session_factory = session_factory
         self._secrets = secrets
         self._read_only = read_only
+        self._company_facts = company_facts
         self._session: Session | None = None
 
     def __enter__(self) -> Self:
@@ -105,6 +113,9 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
             # to another's read-then-write, so it never lasts.
             raise RuntimeError("a read-only unit of work cannot commit: use an ordinary one to write")
         self._require_session().commit()
+        if self._company_facts is not None and self.connections.written:
+            self._company_facts.drop(self.connections.written)
+            self.connections.written = set()
 
     def rollback(self) -> None:
         self._require_session().rollback()
@@ -140,8 +151,20 @@ class SqlAlchemyUnitOfWorkFactory(UnitOfWorkFactory):
             bind=engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False, autoflush=False
         )
 
+        self._company_facts = cache_for(engine)
+
     def __call__(self) -> SqlAlchemyUnitOfWork:
-        return SqlAlchemyUnitOfWork(self._sessions, self.secrets)
+        return SqlAlchemyUnitOfWork(self._sessions, self.secrets, company_facts=self._company_facts)
 
     def read_only(self) -> SqlAlchemyUnitOfWork:
         return SqlAlchemyUnitOfWork(self._reading_sessions, self.secrets, read_only=True)
+
+    def company_facts(self, tenant_id: str) -> CompanyFacts | None:
+        """From this process's cache (company_facts.py: a few seconds; dropped by a commit that wrote the
+        tenant's connection in this process)."""
+        try:
+            return self._company_facts.get(tenant_id, lambda tenant: read_company_facts(self.engine, tenant))
+        except Exception as error:
+            if is_outage(error):
+                raise storage_unavailable(error) from error
+            raise

@@ -215,12 +215,15 @@ def _realms(state: EmulatorState, method: str, parts: list[str], body: JsonDict)
         return json_response(404, {"error": "no_such_realm", "realm_id": parts[0]})
     rest = parts[1:]
     if rest == ["state"]:
-        return json_response(200, {
-            **realm.state(),
-            "limits": state.limiter.snapshot(realm.realm_id),
-            "tokens": state.oauth.summary(realm.realm_id),
-            "at": time.time(),
-        })
+        return json_response(
+            200,
+            {
+                **realm.state(),
+                "limits": state.limiter.snapshot(realm.realm_id),
+                "tokens": state.oauth.summary(realm.realm_id),
+                "at": time.time(),
+            },
+        )
     if rest == ["closing_date"]:
         if method == "POST":
             if "date" not in body:

@@ -108,18 +108,30 @@ def throttle_response(state: EmulatorState, xml: bool) -> Response:
 
 def _auth_fault(status: int, detail: str) -> Response:
     if status == 401:
-        body = fault_body([error_entry("3200", "message=AuthenticationFailed; errorCode=003200; statusCode=401",
-                                       detail)], "AuthenticationFault")
+        body = fault_body(
+            [error_entry("3200", "message=AuthenticationFailed; errorCode=003200; statusCode=401", detail)],
+            "AuthenticationFault",
+        )
         return json_response(401, body, {"WWW-Authenticate": 'Bearer realm="Intuit", error="invalid_token"'})
-    body = fault_body([error_entry("3100", "message=ApplicationAuthorizationFailed; errorCode=003100; "
-                                   "statusCode=403", detail)], "AuthorizationFault")
+    body = fault_body(
+        [error_entry("3100", "message=ApplicationAuthorizationFailed; errorCode=003100; statusCode=403", detail)],
+        "AuthorizationFault",
+    )
     return json_response(403, body)
 
 
 def _server_error(status: int, as_json: bool) -> Response:
     if as_json:
-        body = fault_body([error_entry("10000", "An application error has occurred while processing your request",
-                                       "System Failure Error: emulated")], "SystemFault")
+        body = fault_body(
+            [
+                error_entry(
+                    "10000",
+                    "An application error has occurred while processing your request",
+                    "System Failure Error: emulated",
+                )
+            ],
+            "SystemFault",
+        )
         return json_response(status, body)
     page = f"<html><body><h1>{status} Service Unavailable</h1></body></html>".encode()
     return Response(status, page, "text/html")
@@ -178,8 +190,11 @@ def _batch(realm: Realm, body: Any) -> list[JsonDict]:
         raise errors.required_missing("BatchItemRequest")
     if len(items) > MAX_BATCH_ITEMS:
         # *guess* at the code; QBO refuses the whole batch above 30 operations.
-        raise QboFault("2050", "Invalid Request",
-                       f"Number of items in a batch request exceeded the limit of {MAX_BATCH_ITEMS}: {len(items)}")
+        raise QboFault(
+            "2050",
+            "Invalid Request",
+            f"Number of items in a batch request exceeded the limit of {MAX_BATCH_ITEMS}: {len(items)}",
+        )
     results: list[JsonDict] = []
     for item in items:
         bid = str(item.get("bId", ""))
@@ -301,4 +316,3 @@ def _early_fault(state: EmulatorState, kind: str, seconds: float, body: str | No
     if kind == "auth401":
         return _auth_fault(401, "Token expired")
     return None
-

@@ -81,8 +81,10 @@ def invalid_property(detail: str, element: str = "") -> QboFault:
 def business_rule(detail: str, element: str = "") -> QboFault:
     """6000: QBO's catch-all business validation error."""
     return QboFault(
-        "6000", "A business validation error has occurred while processing your request",
-        f"Business Validation Error: {detail}", element,
+        "6000",
+        "A business validation error has occurred while processing your request",
+        f"Business Validation Error: {detail}",
+        element,
     )
 
 
@@ -99,9 +101,7 @@ def amount_mismatch(supplied: str, expected: str) -> QboFault:
 
 def duplicate_name(existing_id: str) -> QboFault:
     """6240: DisplayName (or Account/Item Name) already used, inactive records included."""
-    return QboFault(
-        "6240", "Duplicate Name Exists Error", f"The name supplied already exists. : Id={existing_id}"
-    )
+    return QboFault("6240", "Duplicate Name Exists Error", f"The name supplied already exists. : Id={existing_id}")
 
 
 def stale_object(entity: str, entity_id: str, current: str, supplied: str) -> QboFault:

@@ -28,10 +28,20 @@ from dataclasses import asdict, dataclass
 
 from .shapes import JsonDict
 
-KINDS = frozenset({
-    "http500", "http503", "throttle", "throttle_xml", "timeout", "reset",
-    "commit_then_reset", "commit_then_500", "auth401", "none",
-})
+KINDS = frozenset(
+    {
+        "http500",
+        "http503",
+        "throttle",
+        "throttle_xml",
+        "timeout",
+        "reset",
+        "commit_then_reset",
+        "commit_then_500",
+        "auth401",
+        "none",
+    }
+)
 WRITE_OPERATIONS = frozenset({"create", "update", "delete", "void"})
 _ids = itertools.count(1)
 

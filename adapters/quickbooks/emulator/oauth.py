@@ -179,7 +179,8 @@ class OAuthRegistry:
                 self.retired[token] = (grant.realm_id, "revoked")
                 self._retire(grant.predecessor, "revoked")  # lenient rotation: the one it replaced goes too
                 self.access = {
-                    k: v for k, v in self.access.items()
+                    k: v
+                    for k, v in self.access.items()
                     if not (v.client_id == grant.client_id and v.realm_id == grant.realm_id)
                 }
             self.access.pop(token, None)
@@ -215,7 +216,8 @@ class OAuthRegistry:
         """Invalidate refresh tokens (one, or all of a realm, or all): the company must reconnect."""
         with self._lock:
             doomed = [
-                t for t, g in self.refresh.items()
+                t
+                for t, g in self.refresh.items()
                 if (token is None or t == token) and (realm_id is None or g.realm_id == realm_id)
             ]
             for t in doomed:
@@ -229,7 +231,8 @@ class OAuthRegistry:
             return {
                 "access_tokens": [
                     {"token": t, "expires_in": round(g.expires_at - now, 3)}
-                    for t, g in self.access.items() if g.realm_id == realm_id
+                    for t, g in self.access.items()
+                    if g.realm_id == realm_id
                 ],
                 "refresh_tokens": [t for t, g in self.refresh.items() if g.realm_id == realm_id],
                 "refreshes": self.refreshes.get(realm_id, 0),

@@ -139,15 +139,27 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(response)
 
     def _oauth(
-        self, state: EmulatorState, method: str, path: str, params: dict[str, str], raw: bytes,
+        self,
+        state: EmulatorState,
+        method: str,
+        path: str,
+        params: dict[str, str],
+        raw: bytes,
         headers: dict[str, str],
     ) -> Response:
         base = self.server.url
         if path == "/.well-known/openid_configuration" and method == "GET":
             return json_response(200, discovery_document(base))
         if path == "/oauth2/v1/tokens/bearer" and method == "POST":
-            entry: JsonDict = {"realm_id": None, "method": method, "path": path, "entity": "oauth",
-                               "operation": "token", "started_at": time.time(), "fault": None}
+            entry: JsonDict = {
+                "realm_id": None,
+                "method": method,
+                "path": path,
+                "entity": "oauth",
+                "operation": "token",
+                "started_at": time.time(),
+                "fault": None,
+            }
             rule = state.faults.take(None, method, "oauth", "token")
             form = dict(parse_qsl(raw.decode("utf-8", "replace")))
             if rule is not None and rule.kind != "none":
@@ -155,14 +167,22 @@ class _Handler(BaseHTTPRequestHandler):
                 response = admin.oauth_fault(rule.kind, rule.seconds)
                 if response is None:  # commit_then_*: the refresh happens, its answer is lost
                     state.oauth.token(headers.get("authorization"), form)
-                    response = Response(action="reset") if rule.kind == "commit_then_reset" else Response(
-                        500, b"<html><body>500</body></html>", "text/html")
+                    response = (
+                        Response(action="reset")
+                        if rule.kind == "commit_then_reset"
+                        else Response(500, b"<html><body>500</body></html>", "text/html")
+                    )
             else:
                 status, body = state.oauth.token(headers.get("authorization"), form)
                 response = json_response(status, body, {"Cache-Control": "no-store"})
-            entry.update({"status": response.status if response.action is None else None,
-                          "outcome": response.action or "answered", "ended_at": time.time(),
-                          "grant_type": form.get("grant_type")})
+            entry.update(
+                {
+                    "status": response.status if response.action is None else None,
+                    "outcome": response.action or "answered",
+                    "ended_at": time.time(),
+                    "grant_type": form.get("grant_type"),
+                }
+            )
             state.record(entry)
             return response
         if path == "/oauth2/v1/tokens/revoke" and method == "POST":
@@ -179,8 +199,16 @@ class _Handler(BaseHTTPRequestHandler):
                 return json_response(400, {"error": "invalid_request"})
             return Response(302, b"", "text/plain", {"Location": location})
         if path == "/v1/openid_connect/userinfo" and method == "GET":
-            return json_response(200, {"sub": "emulated-user", "email": "bookkeeper@example.com",
-                                       "emailVerified": True, "givenName": "Emulated", "familyName": "User"})
+            return json_response(
+                200,
+                {
+                    "sub": "emulated-user",
+                    "email": "bookkeeper@example.com",
+                    "emailVerified": True,
+                    "givenName": "Emulated",
+                    "familyName": "User",
+                },
+            )
         if path == "/oauth2/v1/keys" and method == "GET":
             return json_response(200, {"keys": []})
         return json_response(404, {"error": "not_found", "path": path})
@@ -262,8 +290,10 @@ class EmulatorServer:
         """Serve on a daemon thread (idempotent)."""
         if self._thread is None:
             self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                name=f"qbo-emulator-{self.port}", daemon=True,
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"qbo-emulator-{self.port}",
+                daemon=True,
             )
             self._thread.start()
         return self

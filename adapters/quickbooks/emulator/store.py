@@ -124,8 +124,16 @@ DOC_NUMBER_MAX = 21  # QBO's limit on DocNumber length
 # shows up as a Fault here (tests/integration/quickbooks/test_field_limits.py also compares the two).
 # Lengths are Intuit's API reference ("max N chars"); a longer value is Fault 2050, as QBO answers it.
 _NAME_LIMITS = {
-    "DisplayName": 500, "Title": 16, "GivenName": 100, "MiddleName": 100, "FamilyName": 100, "Suffix": 16,
-    "CompanyName": 100, "PrintOnCheckName": 110, "Notes": 2000, "PrimaryEmailAddr.Address": 100,
+    "DisplayName": 500,
+    "Title": 16,
+    "GivenName": 100,
+    "MiddleName": 100,
+    "FamilyName": 100,
+    "Suffix": 16,
+    "CompanyName": 100,
+    "PrintOnCheckName": 110,
+    "Notes": 2000,
+    "PrimaryEmailAddr.Address": 100,
     "PrimaryPhone.FreeFormNumber": 30,
 }
 MAX_LENGTH: dict[str, dict[str, int]] = {
@@ -194,9 +202,11 @@ def _txn_date(record: JsonDict) -> None:
 def _check_length(element: str, value: str, limit: int) -> None:
     if len(value) > limit:
         raise QboFault(
-            "2050", "String length is either shorter or longer than supported by specification",
+            "2050",
+            "String length is either shorter or longer than supported by specification",
             f"String length specified does not match the supported length. Min:0 Max:{limit} supported. "
-            f"Supplied length:{len(value)}", element,
+            f"Supplied length:{len(value)}",
+            element,
         )
 
 
@@ -233,7 +243,8 @@ def _check_text(entity: str, record: JsonDict) -> None:
     for text in _strings(record):
         if any(_xml_illegal(char) for char in text):
             raise QboFault(
-                "2040", "Invalid String",
+                "2040",
+                "Invalid String",
                 "The String may contain unsupported or illegal chars: Element contains invalid characters",
             )
     for path, limit in MAX_LENGTH.get(entity, {}).items():
@@ -305,9 +316,13 @@ class Realm:
         income = self.find_by_name("Account", "Services")
         assert income is not None
         self._insert("Item", {"Name": "Services", "Type": "Service", "IncomeAccountRef": {"value": income["Id"]}})
-        for method, kind in [("Cash", "NON_CREDIT_CARD"), ("Check", "NON_CREDIT_CARD"),
-                             ("Credit Card", "CREDIT_CARD"), ("ACH", "NON_CREDIT_CARD"),
-                             ("Other", "NON_CREDIT_CARD")]:
+        for method, kind in [
+            ("Cash", "NON_CREDIT_CARD"),
+            ("Check", "NON_CREDIT_CARD"),
+            ("Credit Card", "CREDIT_CARD"),
+            ("ACH", "NON_CREDIT_CARD"),
+            ("Other", "NON_CREDIT_CARD"),
+        ]:
             self._insert("PaymentMethod", {"Name": method, "Type": kind})
 
     def find_by_name(self, entity: str, name: str) -> JsonDict | None:
@@ -320,7 +335,7 @@ class Realm:
 
     @property
     def sales_tax(self) -> str:
-        """"AUTOMATED", "MANUAL" or "NONE" (Preferences.TaxPrefs is read from this)."""
+        """ "AUTOMATED", "MANUAL" or "NONE" (Preferences.TaxPrefs is read from this)."""
         return self.tax.sales_tax
 
     def set_sales_tax(self, changes: JsonDict) -> JsonDict:
@@ -354,16 +369,24 @@ class Realm:
         """A TaxRate and a TaxCode charging it, as QBO's TaxService makes them. Returns the TaxCode."""
         with self.lock:
             tax_rate = self._insert("TaxRate", {"Name": name, "RateValue": rate})
-            return self._insert("TaxCode", {
-                "Name": name,
-                "Taxable": True,
-                "TaxGroup": True,
-                "SalesTaxRateList": {"TaxRateDetail": [
-                    {"TaxRateRef": {"value": tax_rate["Id"], "name": name}, "TaxTypeApplicable": "TaxOnAmount",
-                     "TaxOrder": 0},
-                ]},
-                "PurchaseTaxRateList": {"TaxRateDetail": []},
-            })
+            return self._insert(
+                "TaxCode",
+                {
+                    "Name": name,
+                    "Taxable": True,
+                    "TaxGroup": True,
+                    "SalesTaxRateList": {
+                        "TaxRateDetail": [
+                            {
+                                "TaxRateRef": {"value": tax_rate["Id"], "name": name},
+                                "TaxTypeApplicable": "TaxOnAmount",
+                                "TaxOrder": 0,
+                            },
+                        ]
+                    },
+                    "PurchaseTaxRateList": {"TaxRateDetail": []},
+                },
+            )
 
     # ----------------------------------------------------------------- public operations
     def create(self, entity: str, body: JsonDict, *, enforce_closing: bool = True) -> JsonDict:
@@ -634,9 +657,14 @@ class Realm:
                 (line["Amount"] for line in record.get("Line", []) if line.get("DetailType") == "SalesItemLineDetail"),
                 Decimal("0.00"),
             )
-            out["Line"] = [*out.get("Line", []), {
-                "Amount": subtotal, "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {},
-            }]
+            out["Line"] = [
+                *out.get("Line", []),
+                {
+                    "Amount": subtotal,
+                    "DetailType": "SubTotalLineDetail",
+                    "SubTotalLineDetail": {},
+                },
+            ]
         elif entity == "Account" and record["Id"] in ledger.account_balance:
             out["CurrentBalance"] = ledger.account_balance[record["Id"]]
         elif entity == "Customer":
@@ -688,24 +716,28 @@ class Realm:
         if not normalized:
             self._normalize(entity, record, None)
         stamp = qbo_time()
-        record.update({
-            "Id": self._next_id(entity),
-            "SyncToken": "0",
-            "domain": "QBO",
-            "sparse": False,
-            "MetaData": {"CreateTime": stamp, "LastUpdatedTime": stamp},
-        })
+        record.update(
+            {
+                "Id": self._next_id(entity),
+                "SyncToken": "0",
+                "domain": "QBO",
+                "sparse": False,
+                "MetaData": {"CreateTime": stamp, "LastUpdatedTime": stamp},
+            }
+        )
         self.records[entity][record["Id"]] = record
         return record
 
     def _replace(self, entity: str, current: JsonDict, record: JsonDict) -> JsonDict:
-        record.update({
-            "Id": current["Id"],
-            "SyncToken": str(int(current["SyncToken"]) + 1),
-            "domain": "QBO",
-            "sparse": False,
-            "MetaData": {"CreateTime": current["MetaData"]["CreateTime"], "LastUpdatedTime": qbo_time()},
-        })
+        record.update(
+            {
+                "Id": current["Id"],
+                "SyncToken": str(int(current["SyncToken"]) + 1),
+                "domain": "QBO",
+                "sparse": False,
+                "MetaData": {"CreateTime": current["MetaData"]["CreateTime"], "LastUpdatedTime": qbo_time()},
+            }
+        )
         self.records[entity][current["Id"]] = record
         return record
 
@@ -715,7 +747,8 @@ class Realm:
         for payment in list(self.records["Payment"].values()):
             lines = payment.get("Line", [])
             kept = [
-                line for line in lines
+                line
+                for line in lines
                 if not any(
                     link["TxnId"] == entity_id and link["TxnType"] in txn_types for link in line.get("LinkedTxn", [])
                 )
@@ -728,7 +761,13 @@ class Realm:
 
     # ----------------------------------------------------------------- references
     def _ref(
-        self, record: JsonDict, key: str, entities: Iterable[str], element: str, *, required: bool = False,
+        self,
+        record: JsonDict,
+        key: str,
+        entities: Iterable[str],
+        element: str,
+        *,
+        required: bool = False,
         allow_inactive: bool = False,
     ) -> tuple[str, JsonDict] | None:
         """Resolve ``record[key]`` (a ``{"value": id}`` ref) among ``entities``; fill in its ``name``."""
@@ -800,7 +839,7 @@ class Realm:
         record["FullyQualifiedName"] = name
         email = record.get("PrimaryEmailAddr")
         if email is not None and not (isinstance(email, dict) and isinstance(email.get("Address", ""), str)):
-            raise errors.invalid_property("PrimaryEmailAddr must be {\"Address\": ...}", "PrimaryEmailAddr")
+            raise errors.invalid_property('PrimaryEmailAddr must be {"Address": ...}', "PrimaryEmailAddr")
 
     def _list_name(self, entity: str, record: JsonDict, own_id: str | None) -> str:
         name = record.get("Name")
@@ -858,8 +897,9 @@ class Realm:
         record.setdefault("TaxGroup", True)
         rates = (record.get("SalesTaxRateList") or {}).get("TaxRateDetail", [])
         for number, item in enumerate(rates):
-            self._ref(item, "TaxRateRef", ["TaxRate"], f"SalesTaxRateList.TaxRateDetail[{number}].TaxRateRef",
-                      required=True)
+            self._ref(
+                item, "TaxRateRef", ["TaxRate"], f"SalesTaxRateList.TaxRateDetail[{number}].TaxRateRef", required=True
+            )
 
     def _payment_method(self, record: JsonDict, own_id: str | None) -> None:
         self._list_name("PaymentMethod", record, own_id)
@@ -934,8 +974,9 @@ class Realm:
                 default = self.find_by_name("Account", "Discounts given")  # *guess*: QBO's default account
                 if default is not None:
                     detail["DiscountAccountRef"] = {"value": default["Id"]}
-            self._ref(detail, "DiscountAccountRef", ["Account"], "Line.DiscountLineDetail.DiscountAccountRef",
-                      required=True)
+            self._ref(
+                detail, "DiscountAccountRef", ["Account"], "Line.DiscountLineDetail.DiscountAccountRef", required=True
+            )
         before_tax = _is_true(record.get("ApplyTaxAfterDiscount"))
         record["ApplyTaxAfterDiscount"] = before_tax
         base = sales_tax.taxable_base(taxable, subtotal, discount, before_tax)
@@ -1001,8 +1042,7 @@ class Realm:
             amount = _money_field(line, "Amount", "Line.Amount", required=True)
             assert amount is not None
             detail = line.setdefault("AccountBasedExpenseLineDetail", {})
-            self._ref(detail, "AccountRef", ["Account"], "Line.AccountBasedExpenseLineDetail.AccountRef",
-                      required=True)
+            self._ref(detail, "AccountRef", ["Account"], "Line.AccountBasedExpenseLineDetail.AccountRef", required=True)
             total += amount
             line["Id"] = str(number)
             line["LineNum"] = number
@@ -1022,8 +1062,8 @@ class Realm:
         deposit_id = self._ledger().deposited_in.get(entity_id)
         if deposit_id is not None:
             raise errors.business_rule(
-                f"Payment {entity_id} is in Deposit {deposit_id} and cannot be {how}; remove it from the deposit "
-                "first", "Id",
+                f"Payment {entity_id} is in Deposit {deposit_id} and cannot be {how}; remove it from the deposit first",
+                "Id",
             )
 
     def _deposit(self, record: JsonDict, own_id: str | None) -> None:
@@ -1067,7 +1107,12 @@ class Realm:
         record.setdefault("HomeTotalAmt", total)
 
     def _deposit_link(
-        self, line: JsonDict, links: list[Any], amount: Decimal, own_id: str | None, ledger: Ledger,
+        self,
+        line: JsonDict,
+        links: list[Any],
+        amount: Decimal,
+        own_id: str | None,
+        ledger: Ledger,
         linked_here: set[str],
     ) -> None:
         """One line taking one Payment out of Undeposited Funds (see the module docstring for the rules)."""
@@ -1077,8 +1122,9 @@ class Realm:
         txn_type, txn_id = link.get("TxnType"), str(link.get("TxnId", ""))
         if txn_type != "Payment":
             # QBO deposits other kinds too (sales receipts, refund receipts…); the emulator models payments only.
-            raise errors.invalid_property(f"Unsupported LinkedTxn.TxnType {txn_type!r} on Deposit",
-                                          "Line.LinkedTxn.TxnType")
+            raise errors.invalid_property(
+                f"Unsupported LinkedTxn.TxnType {txn_type!r} on Deposit", "Line.LinkedTxn.TxnType"
+            )
         if link.get("TxnLineId") in (None, ""):
             raise errors.required_missing("Line.LinkedTxn.TxnLineId")
         payment = self.records["Payment"].get(txn_id)
@@ -1090,7 +1136,8 @@ class Realm:
         if account.get("AccountSubType") != "UndepositedFunds":
             raise errors.business_rule(
                 f"Payment {txn_id} was deposited to {account.get('Name', where)!r}, not Undeposited Funds: it "
-                "cannot be in a deposit", "Line.LinkedTxn",
+                "cannot be in a deposit",
+                "Line.LinkedTxn",
             )
         elsewhere = ledger.deposited_in.get(txn_id)
         if txn_id in linked_here or (elsewhere is not None and elsewhere != own_id):
@@ -1118,7 +1165,8 @@ class Realm:
                 role = "payee" if entity == "Purchase" else "customer"
                 raise errors.business_rule(
                     f"{entity} {own_id} is linked from Payment {payment_id} of customer {payment_customer}; "
-                    f"its {role} cannot change", "CustomerRef" if entity == "Invoice" else "EntityRef",
+                    f"its {role} cannot change",
+                    "CustomerRef" if entity == "Invoice" else "EntityRef",
                 )
 
     def _payment(self, record: JsonDict, own_id: str | None) -> None:
@@ -1135,8 +1183,9 @@ class Realm:
                 record["DepositToAccountRef"] = {"value": undeposited["Id"]}
         deposit = self._ref(record, "DepositToAccountRef", ["Account"], "DepositToAccountRef")
         if deposit is not None and deposit[1].get("AccountType") not in ("Bank", "Other Current Asset"):
-            raise errors.business_rule("DepositToAccountRef must be a bank or other current asset account",
-                                       "DepositToAccountRef")
+            raise errors.business_rule(
+                "DepositToAccountRef must be a bank or other current asset account", "DepositToAccountRef"
+            )
         _txn_date(record)
         ledger = self._ledger()
         applied_here: dict[tuple[str, str], Decimal] = {}
@@ -1156,8 +1205,9 @@ class Realm:
             target_entity = _LINKABLE[txn_type]
             target = self.records[target_entity].get(txn_id)
             if target is None:
-                raise errors.invalid_reference("Line.LinkedTxn.TxnId",
-                                               f"Invalid Reference Id : {txn_type} {txn_id} does not exist")
+                raise errors.invalid_reference(
+                    "Line.LinkedTxn.TxnId", f"Invalid Reference Id : {txn_type} {txn_id} does not exist"
+                )
             if target_entity == "Purchase":
                 is_check = target.get("PaymentType") == "Check"
                 if is_check != (txn_type == "Check"):
@@ -1183,8 +1233,12 @@ class Realm:
             if own_id is not None:  # the payment's own previous lines are being replaced
                 old = self.records["Payment"][own_id]
                 elsewhere -= sum(
-                    (line["Amount"] for line in old.get("Line", [])
-                     for link in line.get("LinkedTxn", []) if (_LINKABLE[link["TxnType"]], link["TxnId"]) == key),
+                    (
+                        line["Amount"]
+                        for line in old.get("Line", [])
+                        for link in line.get("LinkedTxn", [])
+                        if (_LINKABLE[link["TxnType"]], link["TxnId"]) == key
+                    ),
                     Decimal("0.00"),
                 )
             available = self.records[key[0]][key[1]]["TotalAmt"] - elsewhere
@@ -1196,8 +1250,8 @@ class Realm:
         unapplied = total - sum(applied_here.values(), Decimal("0.00"))
         if unapplied < 0:
             raise errors.business_rule(
-                f"The payment amount ({total}) is less than the total applied to transactions "
-                f"({total - unapplied})", "TotalAmt",
+                f"The payment amount ({total}) is less than the total applied to transactions ({total - unapplied})",
+                "TotalAmt",
             )
         record["UnappliedAmt"] = unapplied
         record.setdefault("ProcessPayment", False)
@@ -1213,5 +1267,6 @@ class Realm:
                     # refuses, so a deposit's total stays what reached the bank.
                     raise errors.business_rule(
                         f"Payment {own_id} is in Deposit {deposit_id}: its {element} cannot change; remove it from "
-                        "the deposit first", element,
+                        "the deposit first",
+                        element,
                     )

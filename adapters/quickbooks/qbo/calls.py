@@ -155,7 +155,12 @@ class CompanySession:
                 retrying = throttles <= policy.throttle_retries and wait <= policy.throttle_max_wait
                 self._warn(
                     "quickbooks throttled the request",
-                    what=what, status=429, attempt=throttles, retrying=retrying, intuit_tid=exc.intuit_tid, wait=wait,
+                    what=what,
+                    status=429,
+                    attempt=throttles,
+                    retrying=retrying,
+                    intuit_tid=exc.intuit_tid,
+                    wait=wait,
                 )
                 if not retrying:
                     raise tagged(
@@ -178,7 +183,12 @@ class CompanySession:
                 tid = getattr(exc, "intuit_tid", "")
                 self._warn(
                     "quickbooks request failed",
-                    what=what, status=status, attempt=failures, retrying=retrying, intuit_tid=tid, wait=backoff,
+                    what=what,
+                    status=status,
+                    attempt=failures,
+                    retrying=retrying,
+                    intuit_tid=tid,
+                    wait=backoff,
                     error=_failure(exc),
                 )
                 if not retrying:

@@ -174,9 +174,7 @@ class QuickBooksAccountingSystem(AccountingSystem):
                 record.SyncToken = ref.sync_token
                 return _ref_of(spec.kind, record.save(qb=qb, request_id=rid))
 
-            return self.session.call(
-                save, write=True, what=f"updating the {_label(spec.kind)} {ref.id}", fence=fence
-            )
+            return self.session.call(save, write=True, what=f"updating the {_label(spec.kind)} {ref.id}", fence=fence)
 
         rid, confirmed = request_id, False
         while True:
@@ -267,6 +265,7 @@ class QuickBooksAccountingSystem(AccountingSystem):
 
     def find_list_entry(self, kind: ListKind, ref: ListRef) -> ListEntry | None:
         return read_list_entry(self.session, kind, ref)
+
     def company_preferences(self) -> CompanyPreferences:
         # The raw JSON, not python-quickbooks' Preferences.get: its TaxPrefs starts with UsingSalesTax and
         # PartnerTaxEnabled True and keeps those defaults for whatever QBO leaves out, so a company without
@@ -445,8 +444,13 @@ def _ref_of(kind: TxnKind, saved: QboTxn) -> QuickBooksRef:
 
 
 def _label(kind: TxnKind) -> str:
-    return {TxnKind.PAYMENT: "payment", TxnKind.EXPENSE: "refund expense", TxnKind.CHECK: "refund check",
-            TxnKind.INVOICE: "invoice", TxnKind.DEPOSIT: "deposit"}[kind]
+    return {
+        TxnKind.PAYMENT: "payment",
+        TxnKind.EXPENSE: "refund expense",
+        TxnKind.CHECK: "refund check",
+        TxnKind.INVOICE: "invoice",
+        TxnKind.DEPOSIT: "deposit",
+    }[kind]
 
 
 def _said(fault: QboFault) -> str:

@@ -40,17 +40,27 @@ def test_nul_in_names_and_notes_is_collapsed_before_it_is_stored(backend: Backen
     service, worker, principal = _core(backend, companies)
     customer = Customer("c1", f"Mary{NUL}", f"O'Brien{NUL}Smith", f"Acme{NUL}", f"mary{NUL}@example.com", f"555{NUL}1")
     opportunity = Opportunity("o1", f"10{NUL}01", customer)
-    payment = Payment("p1", Decimal("100.00"), PaymentMethod.CASH, T, f"chk{NUL}1",
-                      (Refund("r1", Decimal("10.00"), T, f"sofa{NUL}"),))
-    job = Job("j1", f"J{NUL}1", date(2026, 4, 2), (InvoiceLine(f"Move{NUL}", Decimal("1"), Decimal("50.00"),
-                                                                Decimal("50.00")),))
+    payment = Payment(
+        "p1", Decimal("100.00"), PaymentMethod.CASH, T, f"chk{NUL}1", (Refund("r1", Decimal("10.00"), T, f"sofa{NUL}"),)
+    )
+    job = Job(
+        "j1",
+        f"J{NUL}1",
+        date(2026, 4, 2),
+        (InvoiceLine(f"Move{NUL}", Decimal("1"), Decimal("50.00"), Decimal("50.00")),),
+    )
     with pytest.raises(ValidationError) as refused:  # the e-mail, once cleaned, is no e-mail address
         service.sync_payment(principal, opportunity, payment)
     assert [v.field for v in refused.value.violations] == ["opportunity.customer.email"]
-    opportunity = Opportunity("o1", f"10{NUL}01", Customer("c1", f"Mary{NUL}", f"O'Brien{NUL}Smith", f"Acme{NUL}",
-                                                            f"mary@example.com{NUL}", f"555{NUL}1"))
-    accepted = [service.sync_payment(principal, opportunity, payment), service.close_out_job(principal, opportunity,
-                                                                                            job, [payment])]
+    opportunity = Opportunity(
+        "o1",
+        f"10{NUL}01",
+        Customer("c1", f"Mary{NUL}", f"O'Brien{NUL}Smith", f"Acme{NUL}", f"mary@example.com{NUL}", f"555{NUL}1"),
+    )
+    accepted = [
+        service.sync_payment(principal, opportunity, payment),
+        service.close_out_job(principal, opportunity, job, [payment]),
+    ]
     worker.drain()
     for job_accepted in accepted:
         assert service.get_job(principal, job_accepted.name).state is SyncJobState.SUCCEEDED
@@ -101,7 +111,10 @@ def _core(backend: Backend, companies: FakeQuickBooksCompanies) -> tuple[SyncSer
     clock = _Clock()
     service = SyncService(backend.uow, companies, clock, _Ids())
     worker = SyncWorker(
-        backend.uow, SyncEngine(backend.uow, companies, clock), clock, backoff_base=timedelta(0),
+        backend.uow,
+        SyncEngine(backend.uow, companies, clock),
+        clock,
+        backoff_base=timedelta(0),
         backoff_cap=timedelta(0),
     )
     with backend.uow() as uow:
