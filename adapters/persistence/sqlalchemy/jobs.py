@@ -19,6 +19,7 @@ from sqlalchemy.sql.expression import Exists
 from adapters.persistence.sqlalchemy import codec
 from adapters.persistence.sqlalchemy.columns import UtcDateTime
 from adapters.persistence.sqlalchemy.models import SyncJobRow
+from adapters.persistence.sqlalchemy.prepared import Prepared
 from adapters.persistence.sqlalchemy.repositories import SqlRepository
 from core.domain import EntityRef, EntityType, SyncJob, SyncJobKind, SyncJobState
 from core.ports import DueBacklog, RequestIdTakenError, SyncJobRepository
@@ -56,7 +57,7 @@ def _values(job: SyncJob) -> dict[str, Any]:
     }
 
 
-def _to_job(row: SyncJobRow) -> SyncJob:
+def _to_job(row: Any) -> SyncJob:  # a SyncJobRow, or a named tuple of its columns
     return SyncJob(
         job_id=row.job_id,
         tenant_id=row.tenant_id,
@@ -141,33 +142,42 @@ def _claim_statement(postgres: bool) -> Select[Any]:
     return statement
 
 
+_ADDS: dict[tuple[str, tuple[str, ...]], Prepared] = {}
+
+
+def _add_statement(dialect: str, columns: tuple[str, ...]) -> Prepared:
+    """add's INSERT of `columns` (`_values`'s keys), compiled once per dialect (prepared.py)."""
+    cached = _ADDS.get((dialect, columns))
+    if cached is None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = (
+            insert(SyncJobRow.__table__)  # type: ignore[arg-type]
+            .on_conflict_do_nothing(index_elements=["tenant_id", "request_id"])
+            .returning(SyncJobRow.__table__.c.job_id)
+        )
+        cached = _ADDS[(dialect, columns)] = Prepared(statement, columns)
+    return cached
+
+
 class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
     def add(self, job: SyncJob) -> None:
         # ON CONFLICT DO NOTHING on the request_id constraint instead of catching IntegrityError: on
         # PostgreSQL a failed INSERT aborts the whole transaction, and the caller still needs it to
         # look up the job that holds the request_id. A clash on job_id still raises IntegrityError.
         # RETURNING tells whether the row went in (rowcount is not reliable for this on every driver).
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        statement = (
-            insert(SyncJobRow)
-            .values(**_values(job))
-            .on_conflict_do_nothing(index_elements=["tenant_id", "request_id"])
-            .returning(SyncJobRow.job_id)
-        )
-        inserted = self._session.execute(statement).first()
+        values = _values(job)
+        inserted = _add_statement(self.dialect, tuple(values)).first(self._session.connection(), values)
         if inserted is None:
             raise RequestIdTakenError(f"request_id {job.request_id!r} is already used")
 
     def get(self, tenant_id: str, job_id: str) -> SyncJob | None:
-        row = self._one(select(SyncJobRow).where(SyncJobRow.tenant_id == tenant_id, SyncJobRow.job_id == job_id))
+        row = self._first(SyncJobRow, tenant_id=tenant_id, job_id=job_id)
         return None if row is None else _to_job(row)
 
     def find_by_request_id(self, tenant_id: str, request_id: str) -> SyncJob | None:
         if not request_id:
             return None  # an empty request_id means "not idempotent", never a match
-        row = self._one(
-            select(SyncJobRow).where(SyncJobRow.tenant_id == tenant_id, SyncJobRow.request_id == request_id)
-        )
+        row = self._first(SyncJobRow, tenant_id=tenant_id, request_id=request_id)
         return None if row is None else _to_job(row)
 
     def claim_next(self, worker_id: str, now: datetime, lease_expires: datetime) -> SyncJob | None:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import Insert, Row, Select, bindparam, delete, func, or_, select, update
+from sqlalchemy import Insert, Select, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -30,6 +30,7 @@ from adapters.persistence.sqlalchemy.models import (
     SyncRecordRow,
     TenantRow,
 )
+from adapters.persistence.sqlalchemy.prepared import Prepared
 from core.domain import (
     ApiKey,
     AuditEvent,
@@ -71,10 +72,11 @@ class SqlRepository:
         rows = self._fresh(statement.limit(1))
         return rows[0] if rows else None
 
-    def _first(self, model: type[Base], **keys: Any) -> Row[Any] | None:
-        """The first row of `model`'s table whose columns equal `keys`, as a plain row (Core: no identity
-        map, so never stale, and no ORM object to build). Its statement is built once per table and keys."""
-        return self._session.execute(_select_statement(model, tuple(keys)), keys).first()
+    def _first(self, model: type[Base], **keys: Any) -> Any | None:
+        """The first row of `model`'s table whose columns equal `keys`, as a named tuple (Core: no identity
+        map, so never stale, and no ORM object to build). Its statement is compiled once per dialect, table
+        and keys (prepared.py)."""
+        return _select_statement(model, tuple(keys)).first(self._session.connection(), keys)
 
     def _upsert(
         self,
@@ -92,34 +94,43 @@ class SqlRepository:
         `values` as its parameters: building an insert with its on-conflict clause (the `excluded` alias
         copies every column) cost more than executing it.
         """
-        statement = _upsert_statement(self.dialect, model, tuple(values), tuple(keys), update)
-        self._session.execute(statement, values)
+        _upsert_statement(self.dialect, model, tuple(values), tuple(keys), update).execute(
+            self._session.connection(), values
+        )
+
+    def _upsert_many(
+        self, model: type[Base], many: Sequence[dict[str, Any]], keys: Sequence[str], *, update: OnConflict = "all"
+    ) -> None:
+        """`_upsert` of every one of `many` (all with the same columns) in one executemany."""
+        if many:
+            statement = _upsert_statement(self.dialect, model, tuple(many[0]), tuple(keys), update)
+            statement.execute_many(self._session.connection(), many)
 
 
-_SELECTS: dict[tuple[Any, ...], Select[Any]] = {}
+_SELECTS: dict[tuple[Any, ...], Prepared] = {}
 
 
-def _select_statement(model: type[Base], keys: tuple[str, ...]) -> Select[Any]:
+def _select_statement(model: type[Base], keys: tuple[str, ...]) -> Prepared:
     statement = _SELECTS.get((model, keys))
     if statement is None:
         table = model.__table__
-        statement = select(table).where(*(table.c[k] == bindparam(k) for k in keys)).limit(1)  # type: ignore[attr-defined]
+        statement = Prepared(select(table).where(*(table.c[k] == bindparam(k) for k in keys)).limit(1))  # type: ignore[attr-defined]
         _SELECTS[(model, keys)] = statement  # a race builds it twice, harmlessly
     return statement
 
 
 OnConflict = Literal["all", "nothing"] | Callable[[Any], dict[str, Any]]
 
-_UPSERTS: dict[tuple[Any, ...], Insert] = {}
+_UPSERTS: dict[tuple[Any, ...], Prepared] = {}
 
 
 def _upsert_statement(
     dialect: str, model: type[Base], columns: tuple[str, ...], keys: tuple[str, ...], update: OnConflict
-) -> Insert:
+) -> Prepared:
     cache_key = (dialect, model, columns, keys, update)
-    statement = _UPSERTS.get(cache_key)
-    if statement is not None:
-        return statement
+    cached = _UPSERTS.get(cache_key)
+    if cached is not None:
+        return cached
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     # On the table, not the mapped class: a Core statement, its parameters given at execution (the
     # columns it inserts are `columns`, the keys of every `values` passed with it).
@@ -130,9 +141,10 @@ def _upsert_statement(
     elif update != "nothing":
         set_ = update(built.excluded)
     if set_:
-        statement = built.on_conflict_do_update(index_elements=list(keys), set_=set_)
+        upsert: Insert = built.on_conflict_do_update(index_elements=list(keys), set_=set_)
     else:
-        statement = built.on_conflict_do_nothing(index_elements=list(keys))
+        upsert = built.on_conflict_do_nothing(index_elements=list(keys))
+    statement = Prepared(upsert, columns)
     _UPSERTS[cache_key] = statement  # a race builds it twice, harmlessly
     return statement
 
@@ -207,7 +219,7 @@ def _api_key_from(row: ApiKeyRow) -> ApiKey:
     )
 
 
-def _opportunity_from(row: OpportunityRow | Row[Any]) -> Opportunity:
+def _opportunity_from(row: Any) -> Opportunity:  # an OpportunityRow or a named tuple of its columns
     customer = Customer(
         customer_id=row.customer_id,
         first_name=row.first_name,
@@ -217,6 +229,13 @@ def _opportunity_from(row: OpportunityRow | Row[Any]) -> Opportunity:
         phone=row.phone,
     )
     return Opportunity(opportunity_id=row.opportunity_id, number=row.number, customer=customer)
+
+
+_REFUNDS_OF_PAYMENT = Prepared(
+    delete(RefundRow).where(
+        RefundRow.tenant_id == bindparam("tenant_id"), RefundRow.payment_id == bindparam("payment_id")
+    )
+)
 
 
 class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
@@ -263,19 +282,18 @@ class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
         )
         # The refund -> payment map follows the stored payment: refunds it no longer has are forgotten,
         # and a refund id seen last on this payment belongs to it.
-        refund_ids = [r.refund_id for r in payment.refunds]
-        self._session.execute(
-            delete(RefundRow).where(
-                RefundRow.tenant_id == tenant_id,
-                (RefundRow.payment_id == payment.payment_id) | RefundRow.refund_id.in_(refund_ids),
-            )
+        # The upsert moves a refund stored under another payment (ON CONFLICT ... SET payment_id).
+        _REFUNDS_OF_PAYMENT.execute(
+            self._session.connection(), {"tenant_id": tenant_id, "payment_id": payment.payment_id}
         )
-        for refund_id in refund_ids:
-            self._upsert(
-                RefundRow,
-                {"tenant_id": tenant_id, "refund_id": refund_id, "payment_id": payment.payment_id},
-                ["tenant_id", "refund_id"],
-            )
+        self._upsert_many(
+            RefundRow,
+            [
+                {"tenant_id": tenant_id, "refund_id": r.refund_id, "payment_id": payment.payment_id}
+                for r in payment.refunds
+            ],
+            ["tenant_id", "refund_id"],
+        )
 
     def get_payment(self, tenant_id: str, payment_id: str) -> StoredPayment | None:
         row = self._first(PaymentRow, tenant_id=tenant_id, payment_id=payment_id)
@@ -429,20 +447,22 @@ class SqlAlchemySyncRecordRepository(SqlRepository, SyncRecordRepository):
         )
 
 
+_EVENT_COLUMNS = ("tenant_id", "time", "kind", "entity_type", "entity_id", "job_id", "message")
+_APPEND_EVENT = Prepared(insert(AuditEventRow.__table__), _EVENT_COLUMNS)  # type: ignore[arg-type]
+
+
 class SqlAlchemyAuditLog(SqlRepository, AuditLog):
     def append(self, event: AuditEvent) -> None:
-        self._session.add(
-            AuditEventRow(
-                tenant_id=event.tenant_id,
-                time=event.time,
-                kind=event.kind.value,
-                entity_type=None if event.entity is None else event.entity.type.value,
-                entity_id=None if event.entity is None else event.entity.id,
-                job_id=event.job_id,
-                message=event.message,
-            )
-        )
-        self._session.flush()
+        values = {
+            "tenant_id": event.tenant_id,
+            "time": event.time,
+            "kind": event.kind.value,
+            "entity_type": None if event.entity is None else event.entity.type.value,
+            "entity_id": None if event.entity is None else event.entity.id,
+            "job_id": event.job_id,
+            "message": event.message,
+        }
+        _APPEND_EVENT.execute(self._session.connection(), values)
 
     def list(self, tenant_id: str, *, limit: int) -> list[AuditEvent]:
         rows = self._fresh(

@@ -1,0 +1,125 @@
+"""Core statements compiled once per dialect and then executed as their SQL text (issue 12).
+
+The accept path's statements are few and fixed, and SQLAlchemy's per-call work around them - building the
+statement, its cache key, the ORM execution layers, parameter processing - cost many times the database's
+own execution. A `Prepared` statement is compiled once per dialect; each call applies the columns' own bind
+and result processors (UtcDateTime, ExactDecimal, Boolean: the same conversions SQLAlchemy would apply) and
+runs the SQL with `Connection.exec_driver_sql`, which still fires the engine's events, wraps the driver's
+errors in SQLAlchemy's (so the unit of work still sees an outage as one) and runs in the session's
+transaction.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import namedtuple
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.expression import Executable
+
+Processor = Callable[[Any], Any] | None
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    positional: bool
+    # (rendered name, the bind parameter) in the order the driver takes them (positional), or by name.
+    binds: tuple[tuple[str, BindParameter[Any], Processor], ...]
+    row: type | None  # a namedtuple of the result columns, None for a statement that returns none
+    results: tuple[Processor, ...]
+
+
+class Prepared:
+    """One statement; `columns`: an INSERT's columns (the keys of every `params` given with it)."""
+
+    def __init__(self, statement: Executable, columns: Sequence[str] | None = None) -> None:
+        self._statement = statement
+        self._columns = list(columns) if columns is not None else None
+        self._by_dialect: dict[str, _Compiled] = {}
+        self._lock = threading.Lock()
+
+    def rows(self, connection: Connection, params: Mapping[str, Any]) -> list[Any]:
+        """Runs it with `params`; its result rows, each a named tuple of processed values."""
+        compiled = self._compiled(connection.dialect)
+        result = connection.exec_driver_sql(compiled.sql, _parameters(compiled, params))
+        if compiled.row is None:
+            return []
+        make, processors = compiled.row, compiled.results
+        return [
+            make(
+                *[value if process is None else process(value) for value, process in zip(row, processors, strict=True)]
+            )
+            for row in result.fetchall()
+        ]
+
+    def first(self, connection: Connection, params: Mapping[str, Any]) -> Any | None:
+        found = self.rows(connection, params)
+        return found[0] if found else None
+
+    def execute(self, connection: Connection, params: Mapping[str, Any]) -> None:
+        compiled = self._compiled(connection.dialect)
+        connection.exec_driver_sql(compiled.sql, _parameters(compiled, params))
+
+    def execute_many(self, connection: Connection, many: Sequence[Mapping[str, Any]]) -> None:
+        """One executemany for all of `many` (one round trip on drivers that batch it)."""
+        if not many:
+            return
+        compiled = self._compiled(connection.dialect)
+        parameters: Any = [_parameters(compiled, params) for params in many]
+        connection.exec_driver_sql(compiled.sql, parameters)
+
+    def _compiled(self, dialect: Dialect) -> _Compiled:
+        found = self._by_dialect.get(dialect.name)
+        if found is None:
+            with self._lock:
+                found = self._by_dialect.get(dialect.name) or _compile(self._statement, self._columns, dialect)
+                self._by_dialect[dialect.name] = found
+        return found
+
+
+def _compile(statement: Executable, columns: list[str] | None, dialect: Dialect) -> _Compiled:
+    compiled = statement.compile(dialect=dialect, column_keys=columns)  # type: ignore[attr-defined]
+    assert isinstance(compiled, SQLCompiler)
+    by_name = {name: bind for bind, name in compiled.bind_names.items()}
+    if compiled.positional:
+        names: Sequence[str] = compiled.positiontup or ()
+    else:
+        names = list(by_name)
+    binds = tuple(
+        (name, by_name[name], by_name[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names
+    )
+    made: type | None = None
+    results: tuple[Processor, ...] = ()
+    # A SELECT's columns, or an INSERT's RETURNING ones.
+    returned = list(getattr(statement, "selected_columns", None) or getattr(statement, "_returning", None) or ())
+    if returned:
+        made = _row_type([column.key for column in returned])
+        results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in returned)
+    return _Compiled(compiled.string, compiled.positional, binds, made, results)
+
+
+def _row_type(fields: list[str]) -> type:
+    return namedtuple("Row", fields)  # type: ignore[misc]  # mypy wants a literal name and fields
+
+
+def _parameters(compiled: _Compiled, params: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+    values = []
+    for _name, bind, process in compiled.binds:
+        # A bind the statement gave its own value (a LIMIT, a constant) is not the caller's to pass.
+        if bind.key in params:
+            value = params[bind.key]
+        elif bind.required:
+            raise KeyError(f"no value for {bind.key!r}")  # as SQLAlchemy would: never a silent NULL
+        else:
+            value = bind.value
+        values.append(value if process is None else process(value))
+    if compiled.positional:
+        return tuple(values)
+    return {name: value for (name, _bind, _process), value in zip(compiled.binds, values, strict=True)}
