@@ -73,6 +73,12 @@ class HandlerInterceptor(grpc.ServerInterceptor):
 
     intercepts_infrastructure = False
 
+    def __init__(self) -> None:
+        # Each method's handler wrapped once, not per call: grpc calls intercept_service for every call on
+        # its one polling thread, so building handlers there serialised every call behind it (issue 12).
+        # Keyed by method, and kept only while grpc hands back the same handler for it.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
@@ -82,7 +88,12 @@ class HandlerInterceptor(grpc.ServerInterceptor):
         method: str = handler_call_details.method
         if handler is None or (is_infrastructure(method) and not self.intercepts_infrastructure):
             return handler
-        return self.intercept_handler(handler, method)
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self.intercept_handler(handler, method)
+        self._wrapped[method] = (handler, wrapped)  # a race wraps it twice, harmlessly
+        return wrapped
 
     @abc.abstractmethod
     def intercept_handler(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:

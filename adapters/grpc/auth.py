@@ -74,6 +74,7 @@ class AuthInterceptor(HandlerInterceptor):
     """Callers need no key to ask whether the server is up or what it serves (grpc's own services)."""
 
     def __init__(self, authenticate: Authenticate) -> None:
+        super().__init__()
         self._authenticate = authenticate
 
     def intercept_handler(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:

@@ -197,5 +197,19 @@ def _record(method: str, context: Any, failed: bool, started: float) -> None:
     if code is None or (failed and code is grpc.StatusCode.OK):
         # No status chosen: a normal return is OK; an exception nobody mapped reaches the caller as UNKNOWN.
         code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
-    GRPC_HANDLED.labels(method, code.name).inc()
-    GRPC_HANDLING_SECONDS.labels(method).observe(time.monotonic() - started)
+    handled, seconds = _children(method, code)
+    handled.inc()
+    seconds.observe(time.monotonic() - started)
+
+
+# The label children of each (method, code) seen, resolved once: `labels()` takes the metric's lock and
+# builds its key on every call (issue 12). Bounded like the labels themselves: served methods x codes.
+_CHILDREN: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}
+
+
+def _children(method: str, code: grpc.StatusCode) -> tuple[Any, Any]:
+    found = _CHILDREN.get((method, code))
+    if found is None:
+        found = (GRPC_HANDLED.labels(method, code.name), GRPC_HANDLING_SECONDS.labels(method))
+        _CHILDREN[(method, code)] = found  # a race resolves it twice, harmlessly
+    return found
