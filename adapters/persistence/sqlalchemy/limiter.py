@@ -171,10 +171,11 @@ class PostgresRequestLimiter(RequestLimiter):
             **self._release_params(carried),
         }
         try:
-            start_id, wait = self._call(_ADMIT, params)
+            row = self._call(_ADMIT, params)
         except BaseException:
             self._put_back(carried)  # sent again with the next round trip: giving back twice is harmless
             raise
+        start_id, wait = row[0], row[1]
         if start_id is None:
             return None, float(wait)
         self._start_ids[slot_id] = int(start_id)
