@@ -19,7 +19,7 @@ would be the moment the statement began, before the lock wait): the processes' o
 
 A release costs no round trip of its own: the answered request is queued in this process and carried by
 the next admission this process sends (to any company), which gives the slots back and re-dates the starts
-before it looks for room. Only when no admission comes within `release_delay` (50 ms) does a background
+before it looks for room. Only when no admission comes within `release_delay` (200 ms) does a background
 thread send the queue alone (`qbsync_release`), so that a quiet process does not hold a company's capacity.
 
 Why the accounting stays exact with a release sent late:
@@ -56,7 +56,6 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine, event, text
-from sqlalchemy.engine import Row
 from sqlalchemy.exc import DBAPIError
 
 from core.ports import RateLimits, RequestLimiter
@@ -70,10 +69,12 @@ POLL_MAX_SECONDS = 0.25
 # When the in-flight cap is what blocks, no time can be computed: a request ends when QuickBooks answers.
 # 50 ms adds little to a request that takes hundreds, and keeps ten waiting processes at 200 polls a second.
 IN_FLIGHT_POLL_SECONDS = 0.05
-# How long an answered request may wait for an admission to carry its release. Well under a second, so
-# that the windows are not affected (see the module docstring), and about the in-flight poll: a process
-# waiting for the cap sees the slot free by its next poll or the one after.
-RELEASE_DELAY_SECONDS = 0.05
+# How long an answered request may wait for an admission to carry its release. Well under a second, so that
+# the windows are not affected (see the module docstring); only the in-flight count is held, and a company
+# doing QBO's 500 a minute with answers within a second keeps under 10 in flight even so (8.3/s x 1.2 s).
+# Long enough that a worker thread's next request, after its unit of work and the next claim on 2 loaded
+# cores, usually carries it: at 50 ms a third of the syncs of bench/worker_cpu.py needed a release of its own.
+RELEASE_DELAY_SECONDS = 0.2
 # The release thread ends after this long with nothing to send, and starts again with the next release.
 RELEASER_IDLE_SECONDS = 5.0
 # After a failed release (database unreachable), the queue is kept and sent again this much later.
@@ -171,11 +172,10 @@ class PostgresRequestLimiter(RequestLimiter):
             **self._release_params(carried),
         }
         try:
-            row = self._call(_ADMIT, params)
+            start_id, wait = self._call(_ADMIT, params)
         except BaseException:
             self._put_back(carried)  # sent again with the next round trip: giving back twice is harmless
             raise
-        start_id, wait = row[0], row[1]
         if start_id is None:
             return None, float(wait)
         self._start_ids[slot_id] = int(start_id)
@@ -212,19 +212,19 @@ class PostgresRequestLimiter(RequestLimiter):
         with self._turns_guard:
             return self._turns.setdefault(realm_id, threading.Lock())
 
-    def _call(self, statement: Any, params: Mapping[str, Any]) -> Row[Any]:
+    def _call(self, statement: Any, params: Mapping[str, Any]) -> tuple[Any, ...]:
         # The engine may not ping connections before use (one round trip saved per request): a connection
         # the database dropped fails once, invalidating the pool, and the call is made again on a new one.
         # Again is safe: an admission that did go through only holds a slot until its lease runs out, and
         # giving a slot back twice gives it back once.
         try:
             with self._engine.connect() as connection:
-                return connection.execute(statement, params).one()
+                return tuple(connection.execute(statement, params).one())
         except DBAPIError as error:
             if not error.connection_invalidated:
                 raise
         with self._engine.connect() as connection:
-            return connection.execute(statement, params).one()
+            return tuple(connection.execute(statement, params).one())
 
     def _release_params(self, carried: list[_Answered]) -> dict[str, list[Any]]:
         # Measured last, just before the statement goes out: `ago` may only be too short, never too long.
