@@ -64,6 +64,7 @@ class PostgresCoordinationModule(Module):
         self._rate_limits = rate_limits
         self._slot_lease = slot_lease
         self._engine_or_none: Engine | None = None
+        self._limiter_engine_or_none: Engine | None = None
         self._engine_guard = threading.Lock()
 
     @singleton
@@ -72,7 +73,7 @@ class PostgresCoordinationModule(Module):
         # Imported here so that choosing the in-process module never imports SQLAlchemy.
         from adapters.persistence.sqlalchemy.limiter import PostgresRequestLimiter
 
-        return PostgresRequestLimiter(self._engine(), self._rate_limits, slot_lease=self._slot_lease)
+        return PostgresRequestLimiter(self._limiter_engine(), self._rate_limits, slot_lease=self._slot_lease)
 
     @singleton
     @provider
@@ -92,3 +93,14 @@ class PostgresCoordinationModule(Module):
             if self._engine_or_none is None:
                 self._engine_or_none = create_engine_for(self.database_url)
             return self._engine_or_none
+
+    def _limiter_engine(self) -> Engine:
+        """The limiter's pool, apart from the lock's for the same reason, and without a ping before each use:
+        that would be a second round trip per QuickBooks request (the limiter retries once on a connection
+        the database dropped instead)."""
+        from adapters.persistence.sqlalchemy import create_engine_for
+
+        with self._engine_guard:
+            if self._limiter_engine_or_none is None:
+                self._limiter_engine_or_none = create_engine_for(self.database_url, pool_pre_ping=False)
+            return self._limiter_engine_or_none

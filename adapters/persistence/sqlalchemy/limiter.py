@@ -8,29 +8,59 @@ minute and 10 at once (QUICKBOOKS.md). So the windows and the in-flight count li
   future (its slot's expiry), so that it counts as inside every window;
 * `qbo_request_slots` holds a lease per request in flight. A process that dies mid-request cannot give
   its slot back, so every slot expires (`slot_lease`, e.g. twice the HTTP timeout) and is dropped by the
-  next admission to that company.
+  next admission to that company; its start, dated at the expiry, then counts as a request that arrived
+  then, and leaves the minute window a minute later.
 
-An admission is one short transaction under `pg_advisory_xact_lock(hashtext('qbsync-limit:' || realm))`:
-admissions to one company are serialised, other companies never wait. All times are the database
-server's (`clock_timestamp()`, not `now()`, which would be the moment the transaction began, before the
-lock wait): the processes' own clocks may disagree. When the company is full the process sleeps outside
-any transaction and polls again.
+One round trip per request. An admission is one statement, `SELECT ... FROM qbsync_admit(...)` (a PL/pgSQL
+function, migration 0012), in a transaction of its own (autocommit), under
+`pg_advisory_xact_lock(hashtext('qbsync-limit:' || realm))`: admissions to one company are serialised,
+other companies never wait. All times are the database server's (`clock_timestamp()`, not `now()`, which
+would be the moment the statement began, before the lock wait): the processes' own clocks may disagree.
+
+A release costs no round trip of its own: the answered request is queued in this process and carried by
+the next admission this process sends (to any company), which gives the slots back and re-dates the starts
+before it looks for room. Only when no admission comes within `release_delay` (200 ms) does a background
+thread send the queue alone (`qbsync_release`), so that a quiet process does not hold a company's capacity.
+
+Why the accounting stays exact with a release sent late:
+
+* the start is re-dated to the answer, not to when the release reaches the database: the process notes
+  the answer on its own monotonic clock and sends how long ago it was; the database dates the start
+  `clock_timestamp() - ago`. The statement runs after `ago` was measured, so that date is no earlier than
+  the answer in the database's clock (the two clocks need only tick at one rate over those milliseconds),
+  and so no earlier than the request's arrival at QuickBooks;
+* until the release arrives, the start is dated in the future and counts in every window: for the one-second
+  window that is what its true date would do anyway as long as the release arrives within a second of the
+  answer; only the in-flight count is held back, by at most `release_delay` (plus a transaction);
+* a process that dies with releases queued loses them like a process dying mid-request: its slots expire.
+
+When the company is full the caller sleeps outside any transaction for the time the function computed
+(exact for a window, `IN_FLIGHT_POLL_SECONDS` for the in-flight cap) and tries again; within one process,
+threads waiting for one company take turns (one polls the database, the others wait for it in memory).
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import socket
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, event, text
+from sqlalchemy.exc import DBAPIError
 
-from adapters.persistence.sqlalchemy.models import RequestSlotRow, RequestStartRow
 from core.ports import RateLimits, RequestLimiter
+
+log = logging.getLogger(__name__)
 
 # Polling bounds while a company is full: short enough to use a freed slot promptly, long enough not to
 # turn waiting processes into a load on the database.
@@ -39,11 +69,40 @@ POLL_MAX_SECONDS = 0.25
 # When the in-flight cap is what blocks, no time can be computed: a request ends when QuickBooks answers.
 # 50 ms adds little to a request that takes hundreds, and keeps ten waiting processes at 200 polls a second.
 IN_FLIGHT_POLL_SECONDS = 0.05
+# How long an answered request may wait for an admission to carry its release. Well under a second, so that
+# the windows are not affected (see the module docstring); only the in-flight count is held, and a company
+# doing QBO's 500 a minute with answers within a second keeps under 10 in flight even so (8.3/s x 1.2 s).
+# Long enough that a worker thread's next request, after its unit of work and the next claim on 2 loaded
+# cores, usually carries it: at 50 ms a third of the syncs of bench/worker_cpu.py needed a release of its own.
+RELEASE_DELAY_SECONDS = 0.2
+# The release thread ends after this long with nothing to send, and starts again with the next release.
+RELEASER_IDLE_SECONDS = 5.0
+# After a failed release (database unreachable), the queue is kept and sent again this much later.
+RELEASE_RETRY_SECONDS = 1.0
+
+_ADMIT = text(
+    "SELECT admitted_start, wait_seconds FROM qbsync_admit(:realm, :slot, :holder, :per_second, :per_minute, "
+    ":in_flight, :second, :minute, :lease, :poll, "
+    "CAST(:slots AS text[]), CAST(:starts AS bigint[]), CAST(:answered_ago AS double precision[]))"
+)
+_RELEASE = text(
+    "SELECT qbsync_release(CAST(:slots AS text[]), CAST(:starts AS bigint[]), "
+    "CAST(:answered_ago AS double precision[]))"
+)
 
 
 def holder_name() -> str:
     """Who holds a slot, for an operator looking at the table: host and process id."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class _Answered:
+    """A request QuickBooks has answered, whose slot this process has not given back yet."""
+
+    slot_id: str
+    start_id: int | None  # None: a slot this limiter did not admit (nothing to re-date)
+    answered: float  # this process' monotonic clock
 
 
 class PostgresRequestLimiter(RequestLimiter):
@@ -56,16 +115,30 @@ class PostgresRequestLimiter(RequestLimiter):
         limits: RateLimits | None = None,
         *,
         slot_lease: timedelta = timedelta(seconds=60),
+        release_delay: float = RELEASE_DELAY_SECONDS,
         sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if engine.dialect.name != "postgresql":
             raise ValueError("PostgresRequestLimiter needs PostgreSQL (on SQLite use the in-process limiter)")
-        self._engine = engine
+        # Autocommit: the function's one statement is its own transaction, so no BEGIN and COMMIT trips.
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._limits = limits or RateLimits()
         self._slot_lease = slot_lease
+        self._release_delay = release_delay
         self._sleep = sleep
+        self._monotonic = monotonic
         self._holder = holder_name()
         self._start_ids: dict[str, int] = {}  # slot id -> its qbo_request_starts row, until released
+        self._answered: list[_Answered] = []  # oldest first
+        self._answered_changed = threading.Condition()
+        self._releaser: threading.Thread | None = None
+        self._turns: dict[str, threading.Lock] = {}
+        self._turns_guard = threading.Lock()
+        # Queued releases go out when the engine is disposed or the interpreter exits, not with the process.
+        flush = _weak_flush(self)
+        event.listen(engine, "engine_disposed", lambda _engine: flush())
+        atexit.register(flush)
 
     @property
     def limits(self) -> RateLimits:
@@ -80,81 +153,140 @@ class PostgresRequestLimiter(RequestLimiter):
             self.release(slot_id)
 
     def try_admit(self, realm_id: str) -> tuple[str | None, float]:
-        """One admission attempt: (slot id, 0) when admitted (give the slot back with `release`), else
-        (None, seconds worth waiting)."""
-        with self._engine.begin() as connection:
-            connection.execute(select(func.pg_advisory_xact_lock(func.hashtext("qbsync-limit:" + realm_id))))
-            now = connection.execute(select(func.clock_timestamp())).scalar_one()
-            wait = self._wait_needed(connection, realm_id, now)
-            if wait > 0:
-                return None, wait
-            slot_id = uuid.uuid4().hex
-            connection.execute(
-                insert(RequestSlotRow).values(
-                    slot_id=slot_id, realm_id=realm_id, holder=self._holder, expires=now + self._slot_lease
-                )
-            )
-            # Why not `started=now`: QuickBooks counts a request when it arrives, and that can be well after
-            # `now` (the rest of this transaction, the commit, a thread waiting for the GIL or a CPU, the
-            # network): 220 ms was measured with 4 worker processes on 2 cores, more than `margin_seconds`,
-            # and QBO then saw 11 requests in one second and answered 429 (without Retry-After: the job
-            # waited 60 s). Only the answer bounds the arrival, so the row is re-dated at `release`; until
-            # then it is dated at the slot's expiry, i.e. inside every window.
-            start_id = connection.execute(
-                insert(RequestStartRow)
-                .values(realm_id=realm_id, started=now + self._slot_lease)
-                .returning(RequestStartRow.id)
-            ).scalar_one()
-            self._start_ids[slot_id] = start_id
-            return slot_id, 0.0
-
-    def _admit(self, realm_id: str) -> str:
-        while True:
-            slot_id, wait = self.try_admit(realm_id)
-            if slot_id is not None:
-                return slot_id
-            self._sleep(min(max(wait, POLL_MIN_SECONDS), POLL_MAX_SECONDS))
-
-    def _wait_needed(self, connection: Connection, realm_id: str, now: datetime) -> float:
-        """How long until the company has room; 0 when it has room now. Drops what has run out first."""
+        """One admission attempt (one round trip, carrying this process' queued releases): (slot id, 0) when
+        admitted (give the slot back with `release`), else (None, seconds worth waiting)."""
         limits = self._limits
-        minute = timedelta(seconds=60 + limits.margin_seconds)
-        second = timedelta(seconds=1 + limits.margin_seconds)
-        connection.execute(
-            delete(RequestSlotRow).where(RequestSlotRow.realm_id == realm_id, RequestSlotRow.expires <= now)
-        )
-        connection.execute(
-            delete(RequestStartRow).where(RequestStartRow.realm_id == realm_id, RequestStartRow.started <= now - minute)
-        )
-        waits = [0.0]
-        in_flight = connection.execute(
-            select(func.count()).select_from(RequestSlotRow).where(RequestSlotRow.realm_id == realm_id)
-        ).scalar_one()
-        if in_flight >= limits.in_flight:
-            # We cannot know when a request will finish: poll (a crashed holder's slot expires at worst).
-            waits.append(IN_FLIGHT_POLL_SECONDS)
-        for window, allowed in ((minute, limits.per_minute), (second, limits.per_second)):
-            # The allowed-th newest admission: while it is inside the window, the window is full.
-            nth = connection.execute(
-                select(RequestStartRow.started)
-                .where(RequestStartRow.realm_id == realm_id)
-                .order_by(RequestStartRow.started.desc())
-                .offset(allowed - 1)
-                .limit(1)
-            ).scalar_one_or_none()
-            if nth is not None and nth > now:
-                waits.append(IN_FLIGHT_POLL_SECONDS)  # still in flight: it leaves the window 1 s after its answer
-            elif nth is not None and now - nth < window:
-                waits.append((window - (now - nth)).total_seconds())
-        return max(waits)
+        slot_id = uuid.uuid4().hex
+        carried = self._take_answered()
+        params: dict[str, Any] = {
+            "realm": realm_id,
+            "slot": slot_id,
+            "holder": self._holder,
+            "per_second": limits.per_second,
+            "per_minute": limits.per_minute,
+            "in_flight": limits.in_flight,
+            "second": 1 + limits.margin_seconds,
+            "minute": 60 + limits.margin_seconds,
+            "lease": self._slot_lease.total_seconds(),
+            "poll": IN_FLIGHT_POLL_SECONDS,
+            **self._release_params(carried),
+        }
+        try:
+            start_id, wait = self._call(_ADMIT, params)
+        except BaseException:
+            self._put_back(carried)  # sent again with the next round trip: giving back twice is harmless
+            raise
+        if start_id is None:
+            return None, float(wait)
+        self._start_ids[slot_id] = int(start_id)
+        return slot_id, 0.0
 
     def release(self, slot_id: str) -> None:
-        # No advisory lock needed: deleting one's own slot, and dating one's own start back from the future
-        # to now (the request has been answered, so it arrived before now), only ever makes room.
-        start_id = self._start_ids.pop(slot_id, None)
-        with self._engine.begin() as connection:
-            connection.execute(delete(RequestSlotRow).where(RequestSlotRow.slot_id == slot_id))
-            if start_id is not None:
-                connection.execute(
-                    update(RequestStartRow).where(RequestStartRow.id == start_id).values(started=func.clock_timestamp())
-                )
+        """The request has been answered: its slot goes back with this process' next round trip, within
+        `release_delay` at the latest."""
+        answered = _Answered(slot_id, self._start_ids.pop(slot_id, None), self._monotonic())
+        with self._answered_changed:
+            self._answered.append(answered)
+            if self._releaser is None:
+                self._releaser = threading.Thread(target=self._release_when_idle, name="qbo-releases", daemon=True)
+                self._releaser.start()
+            self._answered_changed.notify()
+
+    def flush(self) -> None:
+        """Sends the queued releases now (at exit, or when the engine is disposed)."""
+        carried = self._take_answered()
+        if carried:
+            self._send_releases(carried)
+
+    def _admit(self, realm_id: str) -> str:
+        # One thread of this process at a time polls for a company: the others would only ask the database
+        # the same question at the same moment and be told the same wait.
+        with self._turn(realm_id):
+            while True:
+                slot_id, wait = self.try_admit(realm_id)
+                if slot_id is not None:
+                    return slot_id
+                self._sleep(min(max(wait, POLL_MIN_SECONDS), POLL_MAX_SECONDS))
+
+    def _turn(self, realm_id: str) -> threading.Lock:
+        with self._turns_guard:
+            return self._turns.setdefault(realm_id, threading.Lock())
+
+    def _call(self, statement: Any, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        # The engine may not ping connections before use (one round trip saved per request): a connection
+        # the database dropped fails once, invalidating the pool, and the call is made again on a new one.
+        # Again is safe: an admission that did go through only holds a slot until its lease runs out, and
+        # giving a slot back twice gives it back once.
+        try:
+            with self._engine.connect() as connection:
+                return tuple(connection.execute(statement, params).one())
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+        with self._engine.connect() as connection:
+            return tuple(connection.execute(statement, params).one())
+
+    def _release_params(self, carried: list[_Answered]) -> dict[str, list[Any]]:
+        # Measured last, just before the statement goes out: `ago` may only be too short, never too long.
+        now = self._monotonic()
+        dated = [a for a in carried if a.start_id is not None]
+        return {
+            "slots": [a.slot_id for a in carried],
+            "starts": [a.start_id for a in dated],
+            "answered_ago": [max(0.0, now - a.answered) for a in dated],
+        }
+
+    def _send_releases(self, carried: list[_Answered]) -> None:
+        try:
+            self._call(_RELEASE, self._release_params(carried))
+        except BaseException:
+            self._put_back(carried)
+            raise
+
+    def _take_answered(self) -> list[_Answered]:
+        with self._answered_changed:
+            carried, self._answered = self._answered, []
+            return carried
+
+    def _put_back(self, carried: list[_Answered]) -> None:
+        with self._answered_changed:
+            self._answered[:0] = carried
+            self._answered_changed.notify()
+
+    def _release_when_idle(self) -> None:
+        """The release thread: sends the queue once its oldest entry has waited `release_delay` without an
+        admission to carry it; ends when nothing has been queued for `RELEASER_IDLE_SECONDS`."""
+        while True:
+            with self._answered_changed:
+                idle = not self._answered and not self._answered_changed.wait(RELEASER_IDLE_SECONDS)
+                if idle and not self._answered:
+                    self._releaser = None
+                    return
+                if not self._answered:
+                    continue
+                due = self._answered[0].answered + self._release_delay - self._monotonic()
+                if due > 0:
+                    self._answered_changed.wait(due)
+                    continue
+                carried, self._answered = self._answered, []
+            try:
+                self._send_releases(carried)
+            except Exception as error:  # the database is unreachable: the releases wait, the requests go on
+                log.warning("could not give back %d QuickBooks request slots (%s); trying again", len(carried), error)
+                time.sleep(RELEASE_RETRY_SECONDS)
+
+
+def _weak_flush(limiter: PostgresRequestLimiter) -> Callable[[], None]:
+    """A flush that does not keep the limiter alive (atexit and the engine's listeners hold it)."""
+    ref = weakref.ref(limiter)
+
+    def flush() -> None:
+        live = ref()
+        if live is None:
+            return
+        try:
+            live.flush()
+        except Exception as error:
+            log.warning("could not give back QuickBooks request slots at shutdown (%s): they expire", error)
+
+    return flush

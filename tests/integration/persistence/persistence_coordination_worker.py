@@ -78,3 +78,16 @@ def hold_lock_forever(url: str, key: str, ready: Any) -> None:
     with PostgresCompanyLock(engine).hold(key):
         ready.set()
         time.sleep(3600)
+
+
+def answer_then_hang(url: str, realm: str, limits: RateLimits, slot_lease: float, ready: Any) -> None:
+    """Completes one request, so that its release waits in the queue (the release delay is an hour), then
+    hangs: the test SIGKILLs this process with the release never sent."""
+    from datetime import timedelta
+
+    engine = create_engine_for(url)
+    limiter = PostgresRequestLimiter(engine, limits, slot_lease=timedelta(seconds=slot_lease), release_delay=3600)
+    with limiter.acquire(realm):
+        pass
+    ready.set()
+    time.sleep(3600)
