@@ -214,6 +214,24 @@ class DepositSpec:
 TxnSpec = PaymentSpec | RefundSpec | InvoiceSpec | DepositSpec
 
 
+@dataclass(frozen=True)
+class BatchWrite:
+    """One write of a batch (`AccountingSystem.write_many`): a create of `spec` when `ref` is None, else the
+    update of `ref` to `spec`, idempotent per `request_id` as the single write with that id is."""
+
+    spec: TxnSpec
+    request_id: str
+    ref: QuickBooksRef | None = None
+
+
+@dataclass(frozen=True)
+class CustomerLookup:
+    """One customer look-up of a batch (`AccountingSystem.find_customers_many`), as `find_customers` takes it."""
+
+    display_name: str
+    email: str
+
+
 def spec_fingerprint(spec: object) -> str:
     """A stable digest of what would be written: equal digests mean there is nothing to update."""
     return hashlib.sha256(repr(spec).encode()).hexdigest()

@@ -6,14 +6,22 @@ returns, which domain error it raises (its `Raises:` sentence), and what is idem
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self, TypeVar
 
-from core.accounting import AccountingCustomer, NewCustomer, QuickBooksRef, TxnKind, TxnSpec
+from core.accounting import (
+    AccountingCustomer,
+    BatchWrite,
+    CustomerLookup,
+    NewCustomer,
+    QuickBooksRef,
+    TxnKind,
+    TxnSpec,
+)
 from core.company_lists import ListEntry, ListKind
 from core.company_preferences import CompanyPreferences
 from core.connection import CompanyFacts, ListRef, QuickBooksConnection, QuickBooksSettings, TokenGrant
@@ -31,6 +39,7 @@ from core.domain import (
     SyncJob,
     SyncRecord,
 )
+from core.errors import AccountingError
 from core.limits import FieldLimits
 
 T = TypeVar("T")
@@ -115,6 +124,27 @@ class AccountingSystem(Protocol):
         write and is not fenced)."""
         ...
 
+    def write_many(
+        self, writes: Sequence[BatchWrite], *, fence: WriteFence = UNFENCED
+    ) -> list[QuickBooksRef | AccountingError]:
+        """Every write of `writes` (creates and updates, of any kinds), in as few requests as QuickBooks allows
+        (its batch endpoint: at most 30 writes a request, each written or refused alone), answered in the
+        order given: each write's `QuickBooksRef` as `create` or `update` returns it, or the error the single
+        write would raise (`StaleRecordError`, `RecordGoneError`, `CustomerUnusableError`,
+        `LinkedRecordGoneError`, `BookkeepingError`...) for a write refused alone; the others still land.
+        Idempotent per write: a write's `request_id` replays as the single write's would, so a batch sent
+        again after its answer was lost writes nothing twice. `fence` is checked before each request.
+        Raises: what concerns a whole request rather than one write — the errors every method may raise (see
+        the class) and whatever `fence.check()` raises — with nothing more sent; the writes of earlier
+        requests (above 30 writes) may have been sent and committed, and their `request_id`s replay them."""
+        ...
+
+    def find_customers_many(self, lookups: Sequence[CustomerLookup]) -> list[list[AccountingCustomer]]:
+        """`find_customers` for each of `lookups`, in as few requests as QuickBooks allows (its batch endpoint),
+        answered in the order given.
+        Raises: only the errors every method may raise (see the class)."""
+        ...
+
     def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str) -> QuickBooksRef | None:
         """The live record of `kind` whose private note carries `marker`, if any: how a create whose
         outcome was uncertain is found before it is attempted again (R7). `customer_id` is the customer
@@ -177,6 +207,14 @@ class ForwardingAccountingSystem(AccountingSystem):
         self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str, fence: WriteFence = UNFENCED
     ) -> QuickBooksRef:
         return self._send("update", fence, lambda f: self._system.update(ref, spec, request_id=request_id, fence=f))
+
+    def write_many(
+        self, writes: Sequence[BatchWrite], *, fence: WriteFence = UNFENCED
+    ) -> list[QuickBooksRef | AccountingError]:
+        return self._send("write_many", fence, lambda f: self._system.write_many(writes, fence=f))
+
+    def find_customers_many(self, lookups: Sequence[CustomerLookup]) -> list[list[AccountingCustomer]]:
+        return self._system.find_customers_many(lookups)
 
     def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str) -> QuickBooksRef | None:
         return self._system.find_by_marker(kind, marker, customer_id)

@@ -28,13 +28,17 @@ from __future__ import annotations
 import enum
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
 
+from adapters.quickbooks.qbo.batch import batches
 from adapters.quickbooks.qbo.limits import QBO_FIELD_LIMITS
 from core import company_lists
 from core.accounting import (
     AccountingCustomer,
+    BatchWrite,
+    CustomerLookup,
     DepositLineKind,
     DepositSpec,
     InvoiceSpec,
@@ -52,6 +56,7 @@ from core.connection import ListRef
 from core.currency import CompanyCurrency
 from core.domain import normalise
 from core.errors import (
+    AccountingError,
     AccountingUnavailableError,
     BookkeepingError,
     CustomerUnusableError,
@@ -181,12 +186,15 @@ class FakeQuickBooks(AccountingSystem):
     def find_customers(self, display_name: str, email: str) -> list[AccountingCustomer]:
         with self._lock:
             self._call(write=False)
-            wanted_email = normalise(email)
-            return [
-                AccountingCustomer(c.id, c.display_name, c.email, c.active)
-                for c in self.customers.values()
-                if c.active and normalise(c.email) == wanted_email
-            ]
+            return self._customers_matching(email)
+
+    def find_customers_many(self, lookups: Sequence[CustomerLookup]) -> list[list[AccountingCustomer]]:
+        found: list[list[AccountingCustomer]] = []
+        with self._lock:
+            for chunk in batches(lookups):
+                self._call(write=False)  # one batch request of queries
+                found.extend(self._customers_matching(lookup.email) for lookup in chunk)
+        return found
 
     def create_customer(
         self, customer: NewCustomer, *, request_id: str, fence: WriteFence = UNFENCED
@@ -203,6 +211,15 @@ class FakeQuickBooks(AccountingSystem):
     ) -> QuickBooksRef:
         with self._lock:
             return self._write(request_id, fence, lambda: self._update(ref, spec))
+
+    def write_many(
+        self, writes: Sequence[BatchWrite], *, fence: WriteFence = UNFENCED
+    ) -> list[QuickBooksRef | AccountingError]:
+        results: list[QuickBooksRef | AccountingError] = []
+        with self._lock:
+            for chunk in batches(writes):
+                results.extend(self._write_batch(chunk, fence))
+        return results
 
     def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str = "") -> QuickBooksRef | None:
         # customer_id narrows QBO's search; the marker alone identifies the record, so the fake ignores it.
@@ -394,16 +411,41 @@ class FakeQuickBooks(AccountingSystem):
     def _write(self, request_id: str, fence: WriteFence, do):  # type: ignore[no-untyped-def]
         fence.check()  # the moment the write would leave: a refused one is not sent (nor counted)
         fault = self._call(write=True)
-        if request_id in self.replays:
-            result = self.replays[request_id]
-        else:
-            result = do()
-            self.write_count += 1
-            self.replays[request_id] = result
+        result = self._replayed(request_id, do)
         if fault is Fault.COMMIT_THEN_LOSE:
             raise AccountingUnavailableError(
                 "the connection was reset after QuickBooks committed", maybe_committed=True
             )
+        return result
+
+    def _write_batch(self, chunk: Sequence[BatchWrite], fence: WriteFence) -> list[QuickBooksRef | AccountingError]:
+        """One batch request: a fault strikes the whole request, a refusal only its own write (as in QBO)."""
+        fence.check()
+        fault = self._call(write=True)
+        results: list[QuickBooksRef | AccountingError] = []
+        for write in chunk:
+            try:
+                results.append(self._replayed(write.request_id, lambda w=write: self._batch_item(w)))
+            except AccountingError as refused:
+                # The real adapter confirms a refused item as a single write (qbo/batch.py): one more request.
+                self.request_count += 1
+                results.append(refused)
+        if fault is Fault.COMMIT_THEN_LOSE:
+            raise AccountingUnavailableError(
+                "the connection was reset after QuickBooks committed the batch", maybe_committed=True
+            )
+        return results
+
+    def _batch_item(self, write: BatchWrite) -> QuickBooksRef:
+        return self._create(write.spec) if write.ref is None else self._update(write.ref, write.spec)
+
+    def _replayed(self, request_id: str, do):  # type: ignore[no-untyped-def]
+        """`do()`'s answer, or the answer kept for `request_id` (a refusal is not kept: nothing was written)."""
+        if request_id in self.replays:
+            return self.replays[request_id]
+        result = do()
+        self.write_count += 1
+        self.replays[request_id] = result
         return result
 
     def _create_customer(self, new: NewCustomer) -> AccountingCustomer:
@@ -564,6 +606,14 @@ class FakeQuickBooks(AccountingSystem):
             if isinstance(t.spec, PaymentSpec) and any(line.txn_id == txn_id for line in t.spec.lines):
                 t.spec = replace(t.spec, lines=tuple(line for line in t.spec.lines if line.txn_id != txn_id))
                 t.sync_token += 1
+
+    def _customers_matching(self, email: str) -> list[AccountingCustomer]:
+        wanted_email = normalise(email)
+        return [
+            AccountingCustomer(c.id, c.display_name, c.email, c.active)
+            for c in self.customers.values()
+            if c.active and normalise(c.email) == wanted_email
+        ]
 
     def _name_taken(self, display_name: str) -> bool:
         wanted = normalise(display_name)

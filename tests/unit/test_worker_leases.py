@@ -18,7 +18,7 @@ import pytest
 
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from adapters.quickbooks.fake import FakeQuickBooks, FakeQuickBooksCompanies
-from core.accounting import NewCustomer, PaymentSpec, QuickBooksRef, TxnKind
+from core.accounting import BatchWrite, NewCustomer, PaymentSpec, QuickBooksRef, TxnKind
 from core.domain import (
     Customer,
     EntityRef,
@@ -199,6 +199,7 @@ def test_a_lost_lease_refuses_every_write_before_it_is_sent_and_lets_reads_throu
         lambda: fenced.create_customer(NewCustomer("Bo Li", "", "", "", "", "", ""), request_id="c2"),
         lambda: fenced.create(spec, request_id="p"),
         lambda: fenced.update(QuickBooksRef(TxnKind.PAYMENT, "1", "0"), spec, request_id="u"),
+        lambda: fenced.write_many([BatchWrite(spec, "b1"), BatchWrite(spec, "b2")]),
     ]
     for write in writes:
         with pytest.raises(LeaseLostError):

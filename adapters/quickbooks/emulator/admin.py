@@ -252,8 +252,9 @@ def _realms(state: EmulatorState, method: str, parts: list[str], body: JsonDict)
         return json_response(200, {"code": code})
     if rest == ["requestids", "forget"] and method == "POST":
         with realm.lock:
-            forgotten = len(realm.replay)
+            forgotten = len(realm.replay) + len(realm.batch_replay)
             realm.replay.clear()
+            realm.batch_replay.clear()
         return json_response(200, {"forgotten": forgotten})
     if rest and rest[0] == "records" and method == "POST":
         return _records(state, realm, rest[1:], body)

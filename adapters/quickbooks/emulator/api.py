@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import errors
+from .batch import run_batch
 from .errors import QboFault
 from .shapes import JsonDict, dumps, error_entry, fault_body, loads, response_time, xml_fault
 from .store import ENTITIES, TAX_ENTITIES, Realm
@@ -20,7 +21,6 @@ from .store import ENTITIES, TAX_ENTITIES, Realm
 if TYPE_CHECKING:
     from .server import EmulatorState
 
-MAX_BATCH_ITEMS = 30
 _ENTITY_BY_PATH = {name.lower(): name for name in ENTITIES}
 
 
@@ -156,8 +156,6 @@ def _dispatch(realm: Realm, call: ApiCall) -> JsonDict:
         raise errors.invalid_property(f"Request body is not valid JSON: {call.body_error}")
     if call.operation == "query":
         return {"QueryResponse": realm.query(str(call.body or ""))}
-    if call.operation == "batch":
-        return {"BatchItemResponse": _batch(realm, call.body)}
     if call.entity == "preferences" and call.operation == "read":
         # GET /preferences: one object per company, no Id in the path (python-quickbooks' PrefMixin).
         return {"Preferences": realm.preferences()}
@@ -182,48 +180,6 @@ def _writable_through_api(entity: str) -> None:
         # QBO makes tax codes and rates through its TaxService endpoint, which the emulator does not offer;
         # the admin API's records route stands for a bookkeeper setting them up.
         raise errors.unsupported(f"Operation Create/Update is not supported for {entity}; use the TaxService.")
-
-
-def _batch(realm: Realm, body: Any) -> list[JsonDict]:
-    items = body.get("BatchItemRequest") if isinstance(body, dict) else None
-    if not isinstance(items, list) or not items:
-        raise errors.required_missing("BatchItemRequest")
-    if len(items) > MAX_BATCH_ITEMS:
-        # *guess* at the code; QBO refuses the whole batch above 30 operations.
-        raise QboFault(
-            "2050",
-            "Invalid Request",
-            f"Number of items in a batch request exceeded the limit of {MAX_BATCH_ITEMS}: {len(items)}",
-        )
-    results: list[JsonDict] = []
-    for item in items:
-        bid = str(item.get("bId", ""))
-        try:
-            if "Query" in item:
-                results.append({"bId": bid, "QueryResponse": realm.query(str(item["Query"]))})
-                continue
-            entity = next((key for key in item if key in ENTITIES), None)
-            if entity is None:
-                raise errors.required_missing("BatchItemRequest entity")
-            _writable_through_api(entity)
-            payload = item[entity]
-            operation = str(item.get("operation", "create")).lower()
-            if str(item.get("optionsData", "")).lower() == "void":
-                operation = "void"
-            if operation == "create":
-                result = realm.create(entity, payload)
-            elif operation == "update":
-                result = realm.update(entity, payload)
-            elif operation == "delete":
-                result = realm.delete(entity, payload)
-            elif operation == "void":
-                result = realm.void(entity, payload)
-            else:
-                raise errors.unsupported(f"Batch operation {operation!r}")
-            results.append({"bId": bid, entity: result})
-        except QboFault as fault:
-            results.append({"bId": bid, "Fault": {"Error": [fault.entry()], "type": fault.fault_type}})
-    return results
 
 
 def handle_api(state: EmulatorState, call: ApiCall, headers: dict[str, str]) -> tuple[Response, JsonDict]:
@@ -285,7 +241,9 @@ def _handle(state: EmulatorState, call: ApiCall, headers: dict[str, str], entry:
         return throttle_response(state, state.settings.throttle_format == "xml")
     request_id = call.params.get("requestid") if call.method == "POST" else None
     with realm.lock:
-        if request_id and request_id in realm.replay:
+        if call.operation == "batch":
+            response = _batch(state, realm, call, request_id, entry)
+        elif request_id and request_id in realm.replay:
             status, body = realm.replay[request_id]
             entry["replayed"] = True
             response = Response(status, body)
@@ -299,6 +257,27 @@ def _handle(state: EmulatorState, call: ApiCall, headers: dict[str, str], entry:
     if rule is not None and rule.kind == "commit_then_500":
         return _server_error(500, as_json=rule.body != "html")
     return response
+
+
+def _batch(state: EmulatorState, realm: Realm, call: ApiCall, request_id: str | None, entry: JsonDict) -> Response:
+    """A batch, replayed per item rather than whole (see batch.py)."""
+
+    def item_fault(entity: str, operation: str) -> QboFault | None:
+        rule = state.faults.take_item(call.realm_id, entity, operation)
+        if rule is None:
+            return None
+        entry["fault"] = rule.kind
+        return errors.item_refused(rule.body or "6000", f"{entity} {operation} refused (injected item fault)")
+
+    if call.body_error is not None:
+        status, payload = execute(realm, call)  # the invalid-JSON Fault, as any call answers it
+        return json_response(status, payload)
+    try:
+        results, replayed = run_batch(realm, call.body, request_id, item_fault)
+    except QboFault as fault:
+        return json_response(fault.status, fault.body())
+    entry["replayed"] = replayed > 0
+    return json_response(200, {"BatchItemResponse": results, "time": response_time()})
 
 
 def _early_fault(state: EmulatorState, kind: str, seconds: float, body: str | None) -> Response | None:

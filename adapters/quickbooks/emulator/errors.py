@@ -136,3 +136,9 @@ def closed_period(closing_date: str) -> QboFault:
         "The account period has closed and the account books cannot be updated through the QBO Services API. "
         f"Please use the QBO website to make these changes. (Closing date: {closing_date})",
     )
+
+
+def item_refused(code: str, detail: str) -> QboFault:
+    """An injected refusal of one batch item (faults.py ``item_fault``): 6000, QBO's catch-all business
+    validation error, unless the rule names another code."""
+    return QboFault(code, "A business validation error has occurred while processing your request", detail)

@@ -10,6 +10,10 @@ Kinds:
   With a ``requestid`` the committed answer is kept for replay, as QBO keeps it.
 - ``auth401``: 401 AuthenticationFault as if the token had just expired.
 - ``none``: the call goes through untouched; armed before other kinds, it aims them at later calls.
+- ``item_fault``: one *item* of a batch is refused alone (a Fault in its ``BatchItemResponse``, code
+  ``6000`` or the code in ``body``) and not applied, the others landing (batch.py). Matched per write item,
+  never by whole calls: ``entity`` is the item's (Payment, Purchase, ...), ``operation`` its own (create,
+  update, delete, void, or "write"); ``count`` items are refused.
 
 Scheduled changes (``schedule_deactivation``): someone makes a record inactive in the QBO UI just before the
 (N+1)th API call to its realm from now, which lands in the middle of a sync (the fake's
@@ -40,8 +44,11 @@ KINDS = frozenset(
         "commit_then_500",
         "auth401",
         "none",
+        "item_fault",
     }
 )
+# Kinds taken by batch items (`take_item`), never by whole calls (`take`).
+ITEM_KINDS = frozenset({"item_fault"})
 WRITE_OPERATIONS = frozenset({"create", "update", "delete", "void"})
 _ids = itertools.count(1)
 
@@ -136,9 +143,18 @@ class FaultBook:
 
     def take(self, realm_id: str | None, method: str, entity: str | None, operation: str | None) -> FaultRule | None:
         """The first rule matching the request, with one use consumed, or None."""
+        return self._take(realm_id, method, entity, operation, items=False)
+
+    def take_item(self, realm_id: str | None, entity: str, operation: str) -> FaultRule | None:
+        """The first item rule matching a batch's write item, with one use consumed, or None."""
+        return self._take(realm_id, "POST", entity, operation, items=True)
+
+    def _take(
+        self, realm_id: str | None, method: str, entity: str | None, operation: str | None, *, items: bool
+    ) -> FaultRule | None:
         with self._lock:
             for rule in self._rules:
-                if rule.matches(realm_id, method, entity, operation):
+                if (rule.kind in ITEM_KINDS) == items and rule.matches(realm_id, method, entity, operation):
                     rule.remaining -= 1
                     rule.fired += 1
                     if rule.remaining <= 0:

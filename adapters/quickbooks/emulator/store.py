@@ -284,6 +284,8 @@ class Realm:
         self.tax = sales_tax.TaxKnobs()
         # requestid → (HTTP status, body): a repeated requestid replays the first answer.
         self.replay: dict[str, tuple[int, bytes]] = {}
+        # (requestid, bId) → a batch item's answer: a batch is replayed per item (see batch.py).
+        self.batch_replay: dict[tuple[str, str], JsonDict] = {}
         stamp = qbo_time()
         self.records["CompanyInfo"]["1"] = {
             "CompanyName": company_name or f"Emulated Company {realm_id}",

@@ -16,15 +16,20 @@ def escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
-def query_page(
-    session: CompanySession, entity: str, where: str, *, order_by: str = "", start: int = 1, what: str
-) -> list[dict[str, Any]]:
+def page_select(entity: str, where: str, *, order_by: str = "", start: int = 1) -> str:
+    """The SELECT of one page (of PAGE_SIZE rows from `start`), as a query or a batch item sends it."""
     select = f"SELECT * FROM {entity}"
     if where:
         select += f" WHERE {where}"
     if order_by:
         select += f" ORDERBY {order_by}"
-    select += f" STARTPOSITION {start} MAXRESULTS {PAGE_SIZE}"
+    return select + f" STARTPOSITION {start} MAXRESULTS {PAGE_SIZE}"
+
+
+def query_page(
+    session: CompanySession, entity: str, where: str, *, order_by: str = "", start: int = 1, what: str
+) -> list[dict[str, Any]]:
+    select = page_select(entity, where, order_by=order_by, start=start)
     answer = session.call(lambda qb: qb.query(select), write=False, what=what)
     rows = (answer or {}).get("QueryResponse", {}).get(entity, [])
     return list(rows)

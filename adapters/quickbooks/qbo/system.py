@@ -14,11 +14,13 @@ import hashlib
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from functools import partial
 from typing import Any
 
 from quickbooks.objects.preferences import Preferences
 
+from adapters.quickbooks.qbo.batch import batch_request_id, batches, query_item, send_batch, write_item
 from adapters.quickbooks.qbo.calls import CompanySession
 from adapters.quickbooks.qbo.lists import read_list_entry
 from adapters.quickbooks.qbo.mapping import (
@@ -31,11 +33,13 @@ from adapters.quickbooks.qbo.mapping import (
     total_of,
     txn_object,
 )
-from adapters.quickbooks.qbo.queries import PAGE_SIZE, escape, query_all, query_page
+from adapters.quickbooks.qbo.queries import PAGE_SIZE, escape, page_select, query_all, query_page
 from adapters.quickbooks.qbo.settings import ITEM_SETTINGS, SettingsResolver, setting_error, settings_maybe_used
 from adapters.quickbooks.qbo.transport import QboFault, QuickBooksClient, tagged
 from core.accounting import (
     AccountingCustomer,
+    BatchWrite,
+    CustomerLookup,
     DepositLineKind,
     DepositSpec,
     NewCustomer,
@@ -52,13 +56,16 @@ from core.connection import PRODUCTION, ListRef
 from core.currency import CompanyCurrency
 from core.errors import (
     AccountingError,
+    AccountingUnavailableError,
     BookkeepingError,
     CustomerUnusableError,
     DuplicateNameError,
     LinkedRecordGoneError,
     PaymentAlreadyDepositedError,
+    ReconnectRequiredError,
     RecordGoneError,
     StaleRecordError,
+    ThrottledError,
 )
 from core.ports import UNFENCED, AccountingSystem, UnitOfWorkFactory, WriteFence
 
@@ -93,15 +100,29 @@ class QuickBooksAccountingSystem(AccountingSystem):
     # --- customers ---------------------------------------------------------------------------------
 
     def find_customers(self, display_name: str, email: str) -> list[AccountingCustomer]:
-        # By email when there is one (filterable, and few customers share one); else by name prefix, so
-        # that "Name - 2" comes too. Only active customers: QBO hides inactive ones unless asked, and we
-        # say so explicitly.
-        if email.strip():
-            where = f"PrimaryEmailAddr = '{escape(email.strip())}' AND Active = true"
-        else:
-            where = f"DisplayName LIKE '{escape(' '.join(display_name.split()))}%' AND Active = true"
-        rows = query_all(self.session, "Customer", where, what="looking up customers")
-        return [accounting_customer(_Obj(row)) for row in rows if row.get("Active") is not False]
+        rows = query_all(self.session, "Customer", _customer_where(display_name, email), what="looking up customers")
+        return _active_customers(rows)
+
+    def find_customers_many(self, lookups: Sequence[CustomerLookup]) -> list[list[AccountingCustomer]]:
+        found: list[list[AccountingCustomer]] = []
+        for chunk in batches(lookups):
+            items = [
+                query_item(str(i), page_select("Customer", _customer_where(lookup.display_name, lookup.email)))
+                for i, lookup in enumerate(chunk)
+            ]
+            answers = self.session.call(
+                partial(send_batch, items=items), write=False, what="looking up customers (batch)"
+            )
+            for i, lookup in enumerate(chunk):
+                response = (answers.get(str(i)) or {}).get("QueryResponse")
+                rows = response.get("Customer", []) if isinstance(response, dict) else None  # none found: {}
+                if not isinstance(rows, list) or len(rows) >= PAGE_SIZE:
+                    # A refused query, or a full page (more rows to page through): asked alone, as the single
+                    # look-up does it, so the answer and its errors are the single look-up's.
+                    found.append(self.find_customers(lookup.display_name, lookup.email))
+                else:
+                    found.append(_active_customers(rows))
+        return found
 
     def create_customer(
         self, customer: NewCustomer, *, request_id: str, fence: WriteFence = UNFENCED
@@ -189,6 +210,85 @@ class QuickBooksAccountingSystem(AccountingSystem):
                 if confirmed:
                     raise self._refusal(spec, fault, action="update", own_id=ref.id) from None
                 rid, confirmed = _fresh_request_id(request_id), True  # once more: see _fresh_request_id
+
+    def write_many(
+        self, writes: Sequence[BatchWrite], *, fence: WriteFence = UNFENCED
+    ) -> list[QuickBooksRef | AccountingError]:
+        results: list[QuickBooksRef | AccountingError] = []
+        for chunk in batches(writes):
+            results.extend(self._write_batch(chunk, fence))
+        return results
+
+    def _write_batch(self, chunk: Sequence[BatchWrite], fence: WriteFence) -> list[QuickBooksRef | AccountingError]:
+        """One batch request for `chunk` (see batch.py for its requestid). A write whose settings do not hold
+        is answered with their error, unsent, as the single write raises it before sending. A write QBO
+        refuses inside the batch is confirmed as a single write under its own request id: the batch's
+        requestid would replay the refusal on every later attempt of the same writes (see
+        `_fresh_request_id`), and the single write turns the Fault into the domain's error with its
+        context (`_refusal`, the SyncToken read of `_stale`). One more request, on the error path only."""
+        results: dict[int, QuickBooksRef | AccountingError] = {}
+        pending: dict[int, BatchWrite] = {}
+        items: dict[int, dict[str, Any]] = {}
+        records: dict[int, QboTxn] = {}
+        for i, write in enumerate(chunk):
+            try:
+                settings = self._settings.for_spec(write.spec)
+            except BookkeepingError as refused:
+                results[i] = refused
+                continue
+            record = txn_object(write.spec, settings, self.session.connection.sales_tax)
+            if write.ref is not None:
+                record.Id, record.SyncToken = write.ref.id, write.ref.sync_token
+            items[i] = write_item(str(i), "create" if write.ref is None else "update", record)
+            records[i], pending[i] = record, write
+        request_id = batch_request_id([write.request_id for write in chunk])
+
+        def recover() -> dict[str, Any] | None:
+            # The batch may have committed with its answer lost: a create found by its marker is not sent
+            # again (should QBO not replay the requestid); updates rely on the replay, and a re-applied one
+            # would only meet a stale SyncToken (5010), which is never re-applied (`update`).
+            for i, write in list(pending.items()):
+                if write.ref is None:
+                    found = self._find_written(write.spec.kind, write.spec.marker, write.spec.customer_id)
+                    if found is not None:
+                        results[i] = found
+                        del pending[i]
+            return {} if not pending else None
+
+        answers: dict[str, Any] = {}
+        if pending:
+            try:
+                answers = self.session.call(
+                    lambda qb: send_batch(qb, [items[i] for i in pending], request_id=request_id),
+                    write=True,
+                    what=f"writing {len(pending)} records (batch)",
+                    recover=recover,
+                    fence=fence,
+                )
+            except QboFault as fault:
+                # The whole batch refused (QBO has no documented reason for it with valid items): each write
+                # goes alone, and says for itself what is wrong.
+                log.warning("quickbooks refused a batch: %s", fault, extra={"intuit_tid": fault.intuit_tid})
+        for i, write in pending.items():
+            answer = answers.get(str(i)) or {}
+            entity = records[i].qbo_object_name
+            if isinstance(answer.get(entity), dict) and "Fault" not in answer:
+                results[i] = _ref_of(write.spec.kind, type(records[i]).from_json(answer[entity]))
+            else:
+                results[i] = self._write_alone(write, fence)
+        return [results[i] for i in range(len(chunk))]
+
+    def _write_alone(self, write: BatchWrite, fence: WriteFence) -> QuickBooksRef | AccountingError:
+        """The write as a single `create` or `update`: its answer, or its own refusal as a value. What concerns
+        the request rather than the write (unavailable, throttled, reconnect, the fence) is raised."""
+        try:
+            if write.ref is None:
+                return self.create(write.spec, request_id=write.request_id, fence=fence)
+            return self.update(write.ref, write.spec, request_id=write.request_id, fence=fence)
+        except (AccountingUnavailableError, ThrottledError, ReconnectRequiredError):
+            raise
+        except AccountingError as refused:
+            return refused
 
     def _stale(self, kind: TxnKind, ref: QuickBooksRef) -> StaleRecordError:
         """QBO 5010: the SyncToken sent is not the record's (edited in QuickBooks, or written meanwhile by a
@@ -427,6 +527,18 @@ class QuickBooksAccountingSystem(AccountingSystem):
         except BookkeepingError as error:
             return error
         return None
+
+
+def _customer_where(display_name: str, email: str) -> str:
+    """By email when there is one (filterable, and few customers share one); else by name prefix, so that
+    "Name - 2" comes too. Only active customers: QBO hides inactive ones unless asked, and we say so."""
+    if email.strip():
+        return f"PrimaryEmailAddr = '{escape(email.strip())}' AND Active = true"
+    return f"DisplayName LIKE '{escape(' '.join(display_name.split()))}%' AND Active = true"
+
+
+def _active_customers(rows: list[dict[str, Any]]) -> list[AccountingCustomer]:
+    return [accounting_customer(_Obj(row)) for row in rows if row.get("Active") is not False]
 
 
 class _Obj:
