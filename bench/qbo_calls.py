@@ -1,0 +1,229 @@
+"""QuickBooks requests per scenario, with and without QBO's batch endpoint (issue 12: "QBO calls per scenario
+at the minimum *with* the batch endpoint").
+
+    .venv/bin/python bench/qbo_calls.py [--path adapter] [--latency-ms 0]
+
+Scenarios, each on a fresh emulator company (the bundled emulator, over HTTP, through the real adapter:
+python-quickbooks, the request limiter, retries):
+- refunds: a payment with 3 refunds: the refunds, then the payment linking them. Batched: the 3 refunds in
+  one batch (QBO items do not see each other's Ids, so the payment that links them is a second request).
+- close-out: a close-out applying 4 payments to the job's invoice: 4 payment updates. Batched: one batch.
+- deposits: 10 concurrent new-customer deposits of one company: 10 customer look-ups, 10 customer creates,
+  10 payments. Batched: the look-ups in one batch and the payments in one batch (the port batches no
+  customer create yet, so those stay 10 single requests: the minimum counts them).
+
+What a scenario costs is counted on the emulator's request log for its company (every request QBO received,
+reads included); what the settings cost once per company is paid before counting, in both paths alike. Each
+scenario prints the requests without batching, with batching and the minimum, and one target line
+`PASS|FAIL <label>: <figure>` (batched == minimum), which `make bench` collects.
+
+Paths. `adapter` (the only one for now) drives the port directly: single calls (`create`, `update`,
+`find_customers`) against `write_many` / `find_customers_many`. The engine does not use batches yet (wiring
+`write_many` into core/transaction_writer comes after the engine's reshaping); an `engine` path will run the
+same scenarios as sync jobs through SyncService and SyncWorker and is added to `PATHS` then, the scenarios
+and the counting unchanged. Not a test: it asserts only that every write landed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from adapters.quickbooks.emulator import EmulatorServer, run_emulator  # noqa: E402
+from core.accounting import (  # noqa: E402
+    BatchWrite,
+    CustomerLookup,
+    InvoiceSpec,
+    LinkLine,
+    NewCustomer,
+    PaymentSpec,
+    QuickBooksRef,
+    RefundSpec,
+    TxnKind,
+)
+from core.domain import InvoiceLine, PaymentMethod  # noqa: E402
+from core.ports import AccountingSystem  # noqa: E402
+from tests.integration.quickbooks.qbo_support import QboRig  # noqa: E402
+
+DAY = date(2026, 1, 2)
+REFUNDS = 3
+CLOSE_OUT_PAYMENTS = 4
+DEPOSITS = 10
+
+
+def payment(customer_id: str, amount: str, n: int, lines: tuple[LinkLine, ...] = ()) -> PaymentSpec:
+    marker = f"[m-p{n}]"
+    return PaymentSpec(customer_id, Decimal(amount), DAY, PaymentMethod.CASH, f"R-{n}", lines, f"CRM {marker}", marker)
+
+
+def refund(customer_id: str, n: int) -> RefundSpec:
+    marker = f"[m-r{n}]"
+    return RefundSpec(customer_id, Decimal("10.00"), DAY, TxnKind.EXPENSE, "refund", f"CRM {marker}", marker)
+
+
+def landed(results: list[QuickBooksRef | Exception]) -> list[QuickBooksRef]:
+    refs = [r for r in results if isinstance(r, QuickBooksRef)]
+    if len(refs) != len(results):
+        raise SystemExit(f"a batched write was refused: {results}")
+    return refs
+
+
+# --- the scenarios: set-up (not counted), then the work done singly or batched -------------------------
+
+
+@dataclass
+class Scenario:
+    """`prepare` builds what the scenario starts from (not counted) and returns the state `run` needs; `run`
+    does the scenario's work, batched or not."""
+
+    name: str
+    label: str
+    minimum: int  # requests with the batch endpoint used wherever QBO allows it through the port
+    prepare: Callable[[AccountingSystem], object]
+    run: Callable[[AccountingSystem, object, bool], None]
+
+
+def _customer(system: AccountingSystem, name: str = "Bench Movers") -> str:
+    return system.create_customer(NewCustomer(name, "", "", "", "", "", "CRM c1"), request_id=f"c-{name}").id
+
+
+def _prepare_refunds(system: AccountingSystem) -> object:
+    who = _customer(system)
+    system.create(refund(who, 0), request_id="warm-r")  # the refund's settings, looked up once per company
+    system.create(payment(who, "1.00", 0), request_id="warm-p")
+    return who
+
+
+def _run_refunds(system: AccountingSystem, state: object, batched: bool) -> None:
+    who = str(state)
+    writes = [BatchWrite(refund(who, n), f"r-{n}") for n in range(1, REFUNDS + 1)]
+    if batched:
+        refunds = landed(system.write_many(writes))
+    else:
+        refunds = [system.create(w.spec, request_id=w.request_id) for w in writes]
+    lines = tuple(LinkLine(r.kind, r.id, Decimal("10.00")) for r in refunds)
+    system.create(payment(who, "300.00", 1, lines), request_id="p-1")
+
+
+def _prepare_close_out(system: AccountingSystem) -> object:
+    who = _customer(system)
+    line = InvoiceLine("Moving", Decimal("4"), Decimal("100.00"), Decimal("400.00"))
+    billed = system.create(InvoiceSpec(who, "1001", DAY, (line,), "CRM job [m-i1]", "[m-i1]"), request_id="i-1")
+    paid = [system.create(payment(who, "100.00", n), request_id=f"p-{n}") for n in range(1, CLOSE_OUT_PAYMENTS + 1)]
+    return who, billed, paid
+
+
+def _run_close_out(system: AccountingSystem, state: object, batched: bool) -> None:
+    who, billed, paid = state  # type: ignore[misc]
+    link = (LinkLine(TxnKind.INVOICE, billed.id, Decimal("100.00")),)
+    writes = [BatchWrite(payment(who, "100.00", n, link), f"u-{n}", ref) for n, ref in enumerate(paid, start=1)]
+    if batched:
+        landed(system.write_many(writes))
+    else:
+        for w in writes:
+            assert w.ref is not None
+            system.update(w.ref, w.spec, request_id=w.request_id)
+
+
+def _prepare_deposits(system: AccountingSystem) -> object:
+    who = _customer(system, "Warm Up")
+    system.create(payment(who, "1.00", 0), request_id="warm-p")
+    return None
+
+
+def _run_deposits(system: AccountingSystem, state: object, batched: bool) -> None:
+    people = [CustomerLookup(f"Customer {n}", f"c{n}@example.com") for n in range(1, DEPOSITS + 1)]
+    if batched:
+        found = system.find_customers_many(people)
+    else:
+        found = [system.find_customers(p.display_name, p.email) for p in people]
+    assert all(not f for f in found)  # new customers: none exists yet
+    made = [
+        system.create_customer(NewCustomer(p.display_name, "", "", "", p.email, "", "CRM"), request_id=p.email).id
+        for p in people
+    ]
+    writes = [BatchWrite(payment(who, "50.00", n), f"d-{n}") for n, who in enumerate(made, start=1)]
+    if batched:
+        landed(system.write_many(writes))
+    else:
+        for w in writes:
+            system.create(w.spec, request_id=w.request_id)
+
+
+SCENARIOS = [
+    Scenario("refunds", f"a payment with {REFUNDS} refunds: the refunds in 1 batch", 2, _prepare_refunds, _run_refunds),
+    Scenario(
+        "close-out",
+        f"a close-out applying {CLOSE_OUT_PAYMENTS} payments: their updates in 1 batch",
+        1,
+        _prepare_close_out,
+        _run_close_out,
+    ),
+    Scenario(
+        "deposits",
+        f"{DEPOSITS} new-customer deposits of one company: look-ups in 1 batch",
+        1 + DEPOSITS + 1,
+        _prepare_deposits,
+        _run_deposits,
+    ),
+]
+
+
+# --- paths: what drives a scenario ---------------------------------------------------------------------
+
+
+def adapter_path(server: EmulatorServer, scenario: Scenario, batched: bool) -> tuple[int, float]:
+    """The scenario on the port, against a fresh emulator company: (requests QBO received, seconds)."""
+    rig = QboRig.connect(server)
+    system = rig.system
+    state = scenario.prepare(system)
+    rig.clear_log()
+    started = time.perf_counter()
+    scenario.run(system, state, batched)
+    elapsed = time.perf_counter() - started
+    return len(rig.log()), elapsed
+
+
+PATHS: dict[str, Callable[[EmulatorServer, Scenario, bool], tuple[int, float]]] = {"adapter": adapter_path}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--path", choices=sorted(PATHS), default="adapter")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="added by the emulator to every API call")
+    args = parser.parse_args()
+    drive = PATHS[args.path]
+    server = run_emulator("127.0.0.1", 0)
+    try:
+        QboRig.connect(server).settings(latency_ms=args.latency_ms)
+        print(f"QBO requests per scenario, {args.path} path, emulator latency {args.latency_ms:g} ms")
+        print(f"{'scenario':<12}{'single':>8}{'batched':>9}{'minimum':>9}{'single ms':>11}{'batched ms':>12}")
+        verdicts = []
+        for scenario in SCENARIOS:
+            single, single_s = drive(server, scenario, False)
+            batched, batched_s = drive(server, scenario, True)
+            print(
+                f"{scenario.name:<12}{single:>8}{batched:>9}{scenario.minimum:>9}"
+                f"{single_s * 1000:>11.1f}{batched_s * 1000:>12.1f}"
+            )
+            verdict = "PASS" if batched <= scenario.minimum else "FAIL"
+            verdicts.append(
+                f"  {verdict}  QBO calls, {scenario.label} ({args.path}): {batched} requests "
+                f"(minimum {scenario.minimum}; {single} without batching)"
+            )
+        print()
+        print("\n".join(verdicts))
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
