@@ -12,6 +12,11 @@ one operation per batch and no queries. Its `QuickBooks.post` is used instead, s
 `QuickBooksClient.process_request` like every call: the request limiter (one batch, one admission), the
 timeout, and the classification of 401/429/5xx that `CompanySession.call` retries on.
 
+Limits. A batch is one request to the company's request limiter (one admission, one in flight) and counts
+once against QBO's 10 a second and 500 a minute; QBO also allows only 40 batch requests a minute per
+company, which the limiter does not count apart (a burst above it meets a 429, which `CompanySession.call`
+waits out like any other).
+
 Idempotency. QBO's `requestid` is a query parameter of the whole batch request (Intuit's SDKs set one per
 batch; ≤ 36 characters there, QUICKBOOKS.md), and a repeated one replays the first answer. A batch's
 requestid is therefore derived from what it carries: the request ids of its writes, in order
