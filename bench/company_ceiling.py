@@ -24,6 +24,7 @@ QBSYNC_TEST_DATABASE_URL (or --database-url); without one only SQLite runs.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -35,6 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -110,6 +112,7 @@ def run(kind: str, args: argparse.Namespace, emulator: Emulator, workdir: Path) 
                 stub = g.SyncServiceStub(channel)
                 with ThreadPoolExecutor(8) as pool:
                     list(pool.map(lambda req: stub.SyncPayment(req, metadata=metadata, timeout=60), _deposits(backlog)))
+            mark = time.time()  # the requests before (connecting the tenant) are not the workers'
             if kind == "sqlite":
                 # One process serves a SQLite database: the API stops, the all-in-one process takes over.
                 api.terminate()
@@ -120,11 +123,13 @@ def run(kind: str, args: argparse.Namespace, emulator: Emulator, workdir: Path) 
                 for n in range(args.workers):
                     cluster.start_worker(f"worker{n}", threads=args.threads, wait=False)
                 label = f"postgresql, {args.workers} workers x {args.threads} threads"
-            samples = _sample_states(url, emulator, realm, args.seconds)
-            log = [entry for entry in emulator.requests(realm) if "in_flight_at_start" in entry]
+            samples = _sample_states(url, emulator, realm, mark, args.seconds)
+            log = _workers_requests(emulator, realm, mark)
+            if args.dump:
+                (Path(args.dump) / f"{kind}.json").write_text(json.dumps(log, default=str))
         finally:
             cluster.stop_all()
-    first = min(float(entry["started_at"]) for entry in log)
+    first = float(log[0]["started_at"])
     end = first + args.seconds
     inside = [entry for entry in log if float(entry["started_at"]) < end]
     times = [t for t, _ in samples]
@@ -140,7 +145,13 @@ def run(kind: str, args: argparse.Namespace, emulator: Emulator, workdir: Path) 
     )
 
 
-def _sample_states(url: str, emulator: Emulator, realm: str, seconds: float) -> list[tuple[float, int]]:
+def _workers_requests(emulator: Emulator, realm: str, mark: float) -> list[dict[str, Any]]:
+    """The company's API requests since `mark` (wall clock, as the emulator logs them), oldest first."""
+    log = [e for e in emulator.requests(realm) if "in_flight_at_start" in e and float(e["started_at"]) >= mark]
+    return sorted(log, key=lambda e: float(e["started_at"]))
+
+
+def _sample_states(url: str, emulator: Emulator, realm: str, mark: float, seconds: float) -> list[tuple[float, int]]:
     """(wall-clock time, jobs succeeded) every STATE_POLL_SECONDS until `seconds` after the company's first
     request (the emulator logs wall-clock times)."""
     samples: list[tuple[float, int]] = []
@@ -148,8 +159,8 @@ def _sample_states(url: str, emulator: Emulator, realm: str, seconds: float) -> 
     while first is None or time.time() < first + seconds + STATE_POLL_SECONDS:
         samples.append((time.time(), job_states(url)["SUCCEEDED"]))
         if first is None:
-            started = [float(e["started_at"]) for e in emulator.requests(realm) if "in_flight_at_start" in e]
-            first = min(started) if started else None
+            log = _workers_requests(emulator, realm, mark)
+            first = float(log[0]["started_at"]) if log else None
         time.sleep(STATE_POLL_SECONDS)
     return samples
 
@@ -196,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=4, help="worker threads per worker process")
     parser.add_argument("--latency", type=int, default=100, help="ms added to every QBO request")
     parser.add_argument("--databases", default="postgresql,sqlite", help="which databases to run")
+    parser.add_argument("--dump", default="", help="a directory to write the emulator's request log to")
     parser.add_argument("--database-url", default=os.environ.get(POSTGRES_ENV, ""), help="PostgreSQL URL")
     args = parser.parse_args(argv)
     kinds = args.databases.split(",")
