@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -69,7 +70,7 @@ class Figures:
     label: str
     seconds: float
     answered: int  # QBO requests answered (not throttled) within the measured span
-    throttled: int  # 429s over the whole run
+    throttled: Counter[str]  # 429s over the whole run, by the limit the emulator said was broken
     synced: int  # jobs succeeded within the measured span
     peak_in_flight: int
     ceiling_per_minute: int
@@ -138,7 +139,7 @@ def run(kind: str, args: argparse.Namespace, emulator: Emulator, workdir: Path) 
         label=label,
         seconds=args.seconds,
         answered=sum(1 for entry in inside if not entry["throttled"]),
-        throttled=sum(1 for entry in log if entry["throttled"]),
+        throttled=Counter(str(entry["throttled"]) for entry in log if entry["throttled"]),
         synced=at_end,
         peak_in_flight=max(int(entry["in_flight_at_start"]) for entry in log),
         ceiling_per_minute=limits.per_minute,
@@ -186,7 +187,7 @@ def print_figures(rows: list[Figures]) -> None:
     for f in rows:
         print(
             f"{f.label:<36} {f.seconds:>5.0f} {f.answered:>8} {f.per_minute:>8.1f} {f.ceiling_per_minute:>7} "
-            f"{f.throttled:>5} {f.syncs_per_second:>7.2f} {f.peak_in_flight:>4}"
+            f"{f.throttled.total():>5} {f.syncs_per_second:>7.2f} {f.peak_in_flight:>4}"
         )
     print("peak: most QBO requests in flight at once for the company, as the emulator saw them\n")
     for f in rows:
@@ -195,7 +196,9 @@ def print_figures(rows: list[Figures]) -> None:
             f"  {verdict}  {f.label} requests/min >= {CEILING_SHARE:.0%} of the ceiling: "
             f"{f.share:.1%} ({f.per_minute:.0f} of {f.ceiling_per_minute})"
         )
-        print(f"  {'PASS' if f.throttled == 0 else 'FAIL'}  {f.label} 429s provoked = 0: {f.throttled}")
+        reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(f.throttled.items()))
+        verdict = "PASS" if not f.throttled else "FAIL"
+        print(f"  {verdict}  {f.label} 429s provoked = 0: {f.throttled.total()}{f' ({reasons})' if reasons else ''}")
         verdict = "PASS" if f.syncs_per_second > TODAY_SYNCS_PER_SECOND else "FAIL"
         print(f"  {verdict}  {f.label} syncs/s per company > {TODAY_SYNCS_PER_SECOND}: {f.syncs_per_second:.2f}")
 
