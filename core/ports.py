@@ -645,10 +645,9 @@ class RateLimits:
     per_minute: int = 500
     per_second: int = 10
     in_flight: int = 10
-    # QBO counts a request when it arrives, we when we send it: network jitter can bring two requests sent
-    # a second apart within a second of each other there. Windows a little longer than a second (and a
-    # minute) absorb that.
-    margin_seconds: float = 0.1
+    # No margin on the windows: QBO counts a request when it arrives, some time between its sending and its
+    # answer, so the limiters count it from its admission until its answer and then as if it arrived then
+    # (a request held up by a busy machine cannot arrive closer to the next than a window).
 
 
 class RequestLimiter(Protocol):
