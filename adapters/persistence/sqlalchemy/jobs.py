@@ -174,8 +174,9 @@ def _claim_statement(postgres: bool, form: str) -> Select[Any]:
     claimable = (open_state, due, ~lock_held, ~identity_held)
     statement: Select[Any]
     if form == "candidates":
+        keys: list[Any] = [SyncJobRow.tenant_id, SyncJobRow.job_id, SyncJobRow.lock_key, SyncJobRow.identity_key]
         statement = (
-            select(SyncJobRow.tenant_id, SyncJobRow.job_id, SyncJobRow.lock_key, SyncJobRow.identity_key)
+            select(*keys)
             .where(*claimable)
             .order_by(SyncJobRow.create_time, job_id, tenant_id)
             .offset(bindparam("offset"))
