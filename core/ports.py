@@ -671,6 +671,19 @@ class CompanyLock(Protocol):
         ...
 
 
+class WorkSignal(Protocol):
+    """Wakes idle workers when a job may have become claimable, whichever process enqueued it (e.g. the
+    database's notifications of a job added or retried). Signals may be spurious or several in one, and
+    none comes for work that falls due by time alone (a lease running out, a retry's next attempt): a
+    worker still polls for that, less often."""
+
+    def wait(self, timeout: float) -> bool:
+        """Blocks until a signal (True) or until `timeout` seconds have passed (False); a signal that came
+        since this thread's last `wait` returned counts at once. Raises: nothing (a signal whose source is
+        unreachable only waits out the timeout)."""
+        ...
+
+
 # --- time and identity ---------------------------------------------------------------------------
 
 

@@ -9,7 +9,8 @@ READ COMMITTED database rather than like a dict:
 * objects are deep-copied in and out, so mutating a returned `SyncJob` changes nothing until `save()`;
 * `claim_next` takes the job the claim rule picks (`core.claim_rule.next_to_claim`) and holds a claim
   lock until the unit of work ends, as the SQL adapter holds SQLite's write lock (`BEGIN IMMEDIATE`) or
-  PostgreSQL's advisory lock: two workers never claim the same job, nor two jobs with the same
+  PostgreSQL's row and per-key advisory locks (there claimers run in parallel; here, one at a time,
+  which a fake's callers cannot tell apart): two workers never claim the same job, nor two jobs with the same
   `lock_key` or `identity_key`; `get_for_update` takes the same lock, as a row lock keeps a claimer
   from slipping in before the outcome is committed;
 * a request_id added by an uncommitted unit of work is held: another unit of work adding it waits for

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import Date, ForeignKeyConstraint, Index, Integer, MetaData, String, Text, UniqueConstraint, false
+from sqlalchemy import Date, ForeignKeyConstraint, Index, Integer, MetaData, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from adapters.persistence.sqlalchemy.columns import ExactDecimal, UtcDateTime
@@ -176,6 +176,15 @@ class SyncJobRow(Base):
         Index(None, "identity_key", "state"),
         Index(None, "tenant_id", "state", "update_time"),
         Index(None, "tenant_id", "update_time"),  # list_recent's order (revision 0009)
+        # The claim's order over the open jobs (revision 0013, where PostgreSQL's ids are in "C" collation).
+        Index(
+            "ix_sync_jobs_claim_order",
+            "create_time",
+            "job_id",
+            "tenant_id",
+            sqlite_where=text("+state IN ('PENDING', 'RUNNING')"),  # as the claim tests it there
+            postgresql_where=text("state IN ('PENDING', 'RUNNING')"),
+        ),
     )
 
     tenant_id: Mapped[str] = mapped_column(String, primary_key=True)
