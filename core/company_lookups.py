@@ -50,3 +50,9 @@ class CompanyLookup:
     def answers(self, realm_id: str, against: str, now: datetime) -> bool:
         """True when this look-up still stands for the same company and the same question."""
         return self.realm_id == realm_id and self.against == against and now - self.checked_time < LOOKUP_LIFETIME
+
+
+def setting_checked(realm_id: str, setting: str, found: ListRef, now: datetime) -> CompanyLookup:
+    """A list setting (QuickBooksSettings' field) found usable as `found` (its Id and name) in the company:
+    what UpdateSettings' check and the sync-time check both record, so that neither repeats the other's."""
+    return CompanyLookup(realm_id, LookupKind.SETTING, setting, found.id, found, now)

@@ -31,7 +31,7 @@ from adapters.quickbooks.qbo.mapping import DEPOSIT_LINE_SETTINGS
 from adapters.quickbooks.qbo.queries import escape, query_all
 from core.accounting import DepositSpec, InvoiceSpec, TxnKind, TxnSpec
 from core.company_lists import LIST_SETTINGS, ListEntry, ListKind, leaf_name
-from core.company_lookups import CompanyLookup, LookupKind
+from core.company_lookups import CompanyLookup, LookupKind, setting_checked
 from core.company_tax import SalesTax
 from core.connection import ListRef, QuickBooksSettings
 from core.domain import PaymentMethod, normalise
@@ -302,7 +302,7 @@ class SettingsResolver:
         if self._known(LookupKind.SETTING, name, current.id) is not None:
             return
         entry = self._checked(name, current, pass_)
-        pass_.found.append(self._lookup(LookupKind.SETTING, name, current.id, entry))
+        pass_.found.append(setting_checked(self._session.connection.realm_id, name, entry, self._lookups.now()))
 
     def _checked(self, name: str, current: ListRef, pass_: _Pass) -> ListRef:
         """What the setting points to in the company (its Id and name), if it may be used; else raises
@@ -369,7 +369,8 @@ class SettingsResolver:
             uow.connections.save_settings(tenant_id, merged)
             uow.commit()
         # Just found in the company's lists (or read by name): checked as much as a read by Id would.
-        pass_.found += [self._lookup(LookupKind.SETTING, name, ref.id, ref) for name, ref in resolved.items()]
+        realm_id, now = stored.realm_id, self._lookups.now()
+        pass_.found += [setting_checked(realm_id, name, ref, now) for name, ref in resolved.items()]
         # Only the settings changed here: the session keeps the tokens it holds.
         self._session.adopt(dataclasses.replace(self._session.connection, settings=merged))
         return merged
