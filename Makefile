@@ -52,6 +52,7 @@ bench: $(STAMP)
 	@if [ -f bench/worker_cpu.py ]; then $(BIN)/python bench/worker_cpu.py $(WORKER_BENCH_ARGS); \
 	else echo "bench/worker_cpu.py not there: skipped"; fi
 	$(BIN)/python bench/backlog.py $(BACKLOG_BENCH_ARGS)
+	$(BIN)/python bench/settings_lookups.py
 
 # Sync throughput (1, 2, 4 worker processes on PostgreSQL vs 1 on SQLite; 0 and 100 ms QBO latency).
 # PostgreSQL runs need QBSYNC_TEST_DATABASE_URL; BENCH_ARGS e.g. "--syncs 60 --tenants 8".

@@ -1,14 +1,15 @@
 """QuickBooks look-ups a fresh worker process makes for its first sync of a company (issue 12: "settings and
 look-ups cached per company across processes").
 
-    .venv/bin/python bench/settings_lookups.py [--processes 4]
+    .venv/bin/python bench/settings_lookups.py [--processes 4] [--database sqlite,postgresql]
 
 A tenant is connected to a fresh company of the bundled emulator (over HTTP), with every setting a sync uses
 configured by Id (as UpdateSettings stores them) and a manual sales tax mode. One "sync" is what the real
 adapter (adapters/quickbooks/qbo, python-quickbooks) writes for a moving job: an invoice with a tip, a
 discount and the job's tax rate name, the customer's card payment, and a refund expense. A "process" is a
 `QuickBooksAccountingSystems` of its own over the tenant's shared storage: what a new worker process has
-(nothing in memory, the same database).
+(nothing in memory, the same database: a SQLite file, or a fresh PostgreSQL schema when
+QBSYNC_TEST_DATABASE_URL is set, with the deployment's PostgreSQL CompanyLock).
 
 Counted, from the emulator's request log: the requests other than the writes (reads and queries of the
 accounts, items, tax codes and payment methods the settings name), for
@@ -26,9 +27,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
+import tempfile
 import threading
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -37,10 +42,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration" / "quickbooks"))
+sys.path.insert(0, str(ROOT / "tests" / "scale"))
 
 from qbo_support import FAST_RETRY, TENANT, QboRig  # noqa: E402
+from scale_support import POSTGRES_ENV, fresh_postgres_schema  # noqa: E402
+from sqlalchemy import Engine  # noqa: E402
 
 from adapters.inprocess import InProcessCompanyLock, InProcessRequestLimiter  # noqa: E402
+from adapters.persistence.encryption import SecretBox, generate_key  # noqa: E402
+from adapters.persistence.sqlalchemy import SqlAlchemyUnitOfWorkFactory, create_engine_for, migrate  # noqa: E402
+from adapters.persistence.sqlalchemy.company_lock import PostgresCompanyLock  # noqa: E402
 from adapters.quickbooks.emulator import run_emulator  # noqa: E402
 from adapters.quickbooks.qbo import QuickBooksAccountingSystems, RateLimits  # noqa: E402
 from adapters.system import SystemClock  # noqa: E402
@@ -60,8 +71,10 @@ RATE_NAME = "Sales tax"  # the TaxCode the emulator gives a company switched to 
 class Company:
     """A tenant on a fresh emulator company, every setting a sync uses configured by Id."""
 
-    def __init__(self, server: Any) -> None:
-        self.rig = QboRig.connect(server)
+    def __init__(self, server: Any, engine: Engine, lock: CompanyLock) -> None:
+        storage = SqlAlchemyUnitOfWorkFactory(engine, SecretBox([generate_key()]))
+        self.rig = QboRig.connect(server, uow_factory=storage, company_lock=lock)
+        self.lock = lock  # the deployment's: shared by its processes
         rig = self.rig
         rig.set_sales_tax(SalesTax.MANUAL)
         accounts = {a["Name"]: a for a in rig.records("Account")}
@@ -96,7 +109,6 @@ class Company:
         customer = NewCustomer("Mary O'Brien", "Mary", "O'Brien", "", "mary@example.com", "", "")
         self.customer_id = rig.system.create_customer(customer, request_id="c1").id
         self.limiter: RequestLimiter = InProcessRequestLimiter(RateLimits())
-        self.lock: CompanyLock = InProcessCompanyLock()  # the deployment's: shared by its processes
 
     def process(self) -> QuickBooksAccountingSystems:
         """What a new worker process has: the deployment's storage, limiter and lock, nothing in memory."""
@@ -134,7 +146,7 @@ class Company:
     def lookups(self) -> Counter[str]:
         """The requests since the log was cleared that are not writes, by entity and operation."""
         return Counter(
-            f"{e['entity']} {e['operation']}"
+            "query" if e["operation"] == "query" else f"{e['entity']} {e['operation']}"
             for e in self.rig.log()
             if e.get("operation") and e["operation"] not in WRITES
         )
@@ -148,13 +160,31 @@ def _describe(counts: Counter[str]) -> str:
     return ", ".join(f"{n}× {what}" for what, n in sorted(counts.items())) or "-"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--processes", type=int, default=4, help="fresh processes syncing one company at once")
-    args = parser.parse_args(argv)
-    server = run_emulator("127.0.0.1", 0)
-    try:
-        company = Company(server)
+@contextmanager
+def database(kind: str) -> Iterator[tuple[Engine, Callable[[Engine], CompanyLock]]]:
+    """A migrated database, and the deployment's CompanyLock over it."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite:///{tmp}/qbsync.db"
+            migrate(url)
+            engine = create_engine_for(url)
+            try:
+                yield engine, lambda _: InProcessCompanyLock()  # one process serves a SQLite database
+            finally:
+                engine.dispose()
+        return
+    with fresh_postgres_schema(os.environ[POSTGRES_ENV]) as url:
+        engine = create_engine_for(url)
+        try:
+            yield engine, PostgresCompanyLock
+        finally:
+            engine.dispose()
+
+
+def measure(server: Any, kind: str, processes: int) -> tuple[Counter[str], Counter[str], Counter[str]]:
+    """(first sync ever, first sync of a fresh second process, `processes` fresh processes at once)."""
+    with database(kind) as (engine, lock_of):
+        company = Company(server, engine, lock_of(engine))
         company.rig.clear_log()
         company.sync(company.process(), "a")
         cold = company.lookups()
@@ -162,39 +192,51 @@ def main(argv: list[str] | None = None) -> int:
         company.sync(company.process(), "b")
         warm = company.lookups()
 
-        other = Company(server)
-        processes = [other.process() for _ in range(args.processes)]
+        other = Company(server, engine, lock_of(engine))
+        fresh = [other.process() for _ in range(processes)]
         other.rig.clear_log()
         errors: list[BaseException] = []
 
         def run(n: int) -> None:
             try:
-                other.sync(processes[n], f"c{n}")
-            except BaseException as error:  # reported below: a failed write makes the figures meaningless
+                other.sync(fresh[n], f"c{n}")
+            except BaseException as error:  # re-raised below: a failed write makes the figures meaningless
                 errors.append(error)
 
-        threads = [threading.Thread(target=run, args=(n,)) for n in range(args.processes)]
+        threads = [threading.Thread(target=run, args=(n,)) for n in range(processes)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         if errors:
             raise errors[0]
-        concurrent = other.lookups()
+        return cold, warm, other.lookups()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--processes", type=int, default=4, help="fresh processes syncing one company at once")
+    parser.add_argument("--database", default="sqlite,postgresql", help=f"sqlite, postgresql (needs {POSTGRES_ENV})")
+    args = parser.parse_args(argv)
+    kinds = [k for k in args.database.split(",") if k == "sqlite" or os.environ.get(POSTGRES_ENV)]
+    server = run_emulator("127.0.0.1", 0)
+    try:
+        results = {kind: measure(server, kind, args.processes) for kind in kinds}
     finally:
         server.stop()
-
-    one, fresh, together = sum(cold.values()), sum(warm.values()), sum(concurrent.values())
     print("QuickBooks look-ups (requests other than writes) for a first sync: invoice + payment + refund")
-    print(f"  company's first sync, first process:        {one:>3}  {_describe(cold)}")
-    print(f"  first sync in a fresh second process:       {fresh:>3}  {_describe(warm)}")
-    print(f"  {args.processes} fresh processes' first syncs at once:  {together:>3}  {_describe(concurrent)}")
     label = "settings and look-ups cached per company across processes"
-    verdict = "PASS" if fresh == 0 and together <= one else "FAIL"
-    print(
-        f"  {verdict}  {label}: a fresh process's first sync {fresh} look-ups (first ever: {one}); "
-        f"{args.processes} at once {together} ({together / one if one else 0:.1f}× one first sync)"
-    )
+    for kind, (cold, warm, concurrent) in results.items():
+        one, fresh, together = sum(cold.values()), sum(warm.values()), sum(concurrent.values())
+        print(f"{kind}:")
+        print(f"  company's first sync, first process:        {one:>3}  {_describe(cold)}")
+        print(f"  first sync in a fresh second process:       {fresh:>3}  {_describe(warm)}")
+        print(f"  {args.processes} fresh processes' first syncs at once:  {together:>3}  {_describe(concurrent)}")
+        verdict = "PASS" if fresh == 0 and together <= one else "FAIL"
+        print(
+            f"  {verdict}  {kind} {label}: a fresh process's first sync {fresh} look-ups (first ever: {one}); "
+            f"{args.processes} at once {together} ({together / one if one else 0:.1f}x one first sync)"
+        )
     return 0
 
 
