@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/qbo_calls.py $(QBO_CALLS_BENCH_ARGS)
 	$(BIN)/python bench/company_ceiling.py $(CEILING_BENCH_ARGS)
 	$(BIN)/python bench/claims.py $(CLAIMS_BENCH_ARGS)
+	$(BIN)/python bench/settings_lookups.py
 
 # Sync throughput (1, 2, 4 worker processes on PostgreSQL vs 1 on SQLite; 0 and 100 ms QBO latency).
 # PostgreSQL runs need QBSYNC_TEST_DATABASE_URL; BENCH_ARGS e.g. "--syncs 60 --tenants 8".

@@ -23,6 +23,7 @@ from core.accounting import (
     TxnSpec,
 )
 from core.company_lists import ListEntry, ListKind
+from core.company_lookups import CompanyLookup, LookupKind
 from core.company_preferences import CompanyPreferences
 from core.connection import CompanyFacts, ListRef, QuickBooksConnection, QuickBooksSettings, TokenGrant
 from core.domain import (
@@ -556,6 +557,26 @@ class ConnectionRepository(Protocol):
         ...
 
 
+class CompanyLookupRepository(Protocol):
+    """What the sync-time checks found in each tenant's company lists (core/company_lookups.py), kept for
+    every process of the deployment. At most one look-up per tenant, kind and name: a newer one replaces it."""
+
+    def of_tenant(self, tenant_id: str) -> list[CompanyLookup]:
+        """Every look-up stored for the tenant, whatever company or age (the caller judges them).
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def save(self, tenant_id: str, lookups: list[CompanyLookup]) -> None:
+        """Stores each look-up, replacing the tenant's one of the same kind and name.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def forget(self, tenant_id: str, kind: LookupKind, name: str | None = None) -> None:
+        """Removes the tenant's look-up of that kind and name; every one of that kind when `name` is None.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+
 class AuditLog(Protocol):
     def append(self, event: AuditEvent) -> None:
         """Records the event. Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
@@ -581,6 +602,7 @@ class UnitOfWork(Protocol):
     jobs: SyncJobRepository
     audit: AuditLog
     connections: ConnectionRepository
+    company_lookups: CompanyLookupRepository
 
     # `__enter__` and `__exit__` have default bodies (cosmicpython's unit of work): an adapter writes only
     # `commit` and `rollback`, unless it opens or closes something of its own on entering or leaving.

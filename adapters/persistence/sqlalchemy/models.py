@@ -279,3 +279,19 @@ class RequestStartRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     realm_id: Mapped[str] = mapped_column(String)
     started: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class CompanyLookupRow(Base):
+    """What the sync-time checks found in a tenant's company lists (core/company_lookups.py): one row per
+    tenant, kind and name, replaced by a newer look-up."""
+
+    __tablename__ = "company_lookups"
+
+    tenant_id: Mapped[str] = mapped_column(String, primary_key=True)
+    kind: Mapped[str] = mapped_column(String, primary_key=True)  # a LookupKind value
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    realm_id: Mapped[str] = mapped_column(String)
+    against: Mapped[str] = mapped_column(Text)
+    found_id: Mapped[str] = mapped_column(String)
+    found_name: Mapped[str] = mapped_column(Text)
+    checked_time: Mapped[datetime] = mapped_column(UtcDateTime)
