@@ -58,7 +58,7 @@ from scale_support import (  # noqa: E402
     QBSYNC,
     Cluster,
     customer_message,
-    fresh_postgres_schema,
+    fresh_database,
     payment_message,
 )
 
@@ -498,7 +498,7 @@ async def _enqueue_with_watchers(dep: Deployment, args: argparse.Namespace, labe
 
 
 def run_database(database: str, args: argparse.Namespace, workdir: Path, template: dict[str, Any]) -> Figures:
-    with _database(database, args.database_url, workdir) as url:
+    with fresh_database(database, args.database_url, workdir) as url:
         seed_seconds = seed(url, template, args.jobs, args.failed)
         print(
             f"{database}: {args.jobs} PENDING and {args.failed} FAILED jobs seeded in {seed_seconds:.0f} s", flush=True
@@ -523,20 +523,6 @@ def run_database(database: str, args: argparse.Namespace, workdir: Path, templat
                 reads,
                 peak_rss_mib(dep.console_pid),
             )
-
-
-@contextmanager
-def _database(database: str, postgres: str, workdir: Path) -> Iterator[str]:
-    from adapters.persistence.sqlalchemy import migrate
-
-    if database == "postgresql":
-        with fresh_postgres_schema(postgres) as url:
-            yield url
-        return
-    path = workdir / f"backlog-{time.monotonic_ns()}.db"
-    url = f"sqlite:///{path}"
-    migrate(url)
-    yield url
 
 
 # --- the report ------------------------------------------------------------------------------------------------
