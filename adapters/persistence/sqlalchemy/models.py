@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import Date, ForeignKeyConstraint, Index, Integer, MetaData, String, Text, UniqueConstraint, false
+from sqlalchemy import Date, ForeignKeyConstraint, Index, Integer, MetaData, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from adapters.persistence.sqlalchemy.columns import ExactDecimal, UtcDateTime
@@ -176,6 +176,14 @@ class SyncJobRow(Base):
         Index(None, "identity_key", "state"),
         Index(None, "tenant_id", "state", "update_time"),
         Index(None, "tenant_id", "update_time"),  # list_recent's order (revision 0009)
+        # The due backlog of the queue gauges and the database probe (revision 0013; jobs.due_backlog).
+        Index(
+            "ix_sync_jobs_due_backlog",
+            "next_attempt_time",
+            "create_time",
+            sqlite_where=text("state = 'PENDING'"),
+            postgresql_where=text("state = 'PENDING'"),
+        ),
     )
 
     tenant_id: Mapped[str] = mapped_column(String, primary_key=True)
