@@ -23,15 +23,16 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 
-# The benches that print issue 12's targets, in the order they run, with the defaults `make bench` uses:
-# chosen so that the whole run stays under 15 minutes on a shared 2-core machine (each bench's own defaults
-# measure longer; `--args name=...` replaces a bench's defaults here).
+# The benches that print issue 12's targets, in the order they run, with the arguments `make bench` gives
+# them (`--args name=...` replaces these): chosen so that the whole run stays under 15 minutes on a shared
+# 2-core machine. The backlog bench keeps its 100,000 pending jobs (seeding them is most of its time) but
+# enqueues 1,000 (its target is a rate: 10,000 in 20 s), after the same on an empty database.
 BENCHES: dict[str, str] = {
-    "api": "--seconds 3",
+    "api": "",
     "worker_cpu": "",
     "qbo_calls": "",
     "company_ceiling": "",
-    "backlog": "--seconds 2 --web-rounds 3",
+    "backlog": "--enqueue 1000 --seconds 2 --web-rounds 3",
 }
 
 # The agreed format; the label is everything up to the first ": " (a figure may hold one: "(echo's own: 9 ms)").
