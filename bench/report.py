@@ -80,7 +80,7 @@ def run_bench(name: str, args: list[str], python: str = sys.executable, bench_di
     run.exit_code = process.returncode
     run.seconds = time.monotonic() - began
     if not run.targets:
-        run.status = f"not run: bench/{script.name} printed no target (exit code {run.exit_code})"
+        run.status = f"not run: bench/{script.name} printed no target in the agreed format (exit code {run.exit_code})"
     return run
 
 

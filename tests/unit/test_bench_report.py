@@ -48,7 +48,7 @@ def test_each_bench_runs_with_its_arguments_and_the_summary_lists_every_target_a
     lines = report.summary(runs)
     assert any(line.split() == ["good", "PASS", "enqueue", "of", "10,000", "jobs:", "12.0", "s"] for line in lines)
     assert any(line.split()[:3] == ["good", "FAIL", "rss:"] for line in lines)
-    assert any("silent" in line and "printed no target (exit code 3)" in line for line in lines)
+    assert any("silent" in line and "printed no target in the agreed format (exit code 3)" in line for line in lines)
     assert any("missing" in line and "not run: missing.py is not there" in line for line in lines)
     assert "1 PASS, 1 FAIL, 2 bench(es) not run" in lines[-1]
 
