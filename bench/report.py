@@ -32,6 +32,7 @@ BENCHES: dict[str, str] = {
     "worker_cpu": "",
     "qbo_calls": "",
     "company_ceiling": "",
+    "claims": "",
     "backlog": "--enqueue 1000 --seconds 2 --web-rounds 3",
 }
 
