@@ -44,21 +44,18 @@ proto: $(STAMP)
 proto-check: $(STAMP)
 	$(BIN)/python -m qbsync.protogen --check
 
-# The benches that print issue 12's targets with their ratios and PASS/FAIL (figures, not tests). PostgreSQL
-# runs need QBSYNC_TEST_DATABASE_URL; API_BENCH_ARGS e.g. "--seconds 2 --clients 32", WORKER_BENCH_ARGS
-# likewise; BACKLOG_BENCH_ARGS e.g. "--jobs 20000 --enqueue 2000"; CEILING_BENCH_ARGS e.g. "--seconds 120
-# --workers 4". A bench whose file is missing is skipped.
-# likewise; BACKLOG_BENCH_ARGS e.g. "--jobs 20000 --enqueue 2000"; CLAIMS_BENCH_ARGS e.g. "--jobs 20000".
-# A bench whose file is missing is skipped.
+# The benches that print issue 12's targets with their ratios and PASS/FAIL (figures, not tests), one after
+# another (bench/report.py), ending with a summary of every target; a bench whose file is missing is listed
+# as "not run". PostgreSQL runs need QBSYNC_TEST_DATABASE_URL. Each NAME_BENCH_ARGS replaces that bench's
+# defaults in bench/report.py, e.g. BACKLOG_BENCH_ARGS="--jobs 20000 --enqueue 2000", API_BENCH_ARGS="--seconds 2";
+# BENCHES=api,backlog runs only those.
+BENCHES ?= api,worker_cpu,qbo_calls,company_ceiling,claims,settings_lookups,backlog
 bench: $(STAMP)
-	$(BIN)/python bench/api.py $(API_BENCH_ARGS)
-	@if [ -f bench/worker_cpu.py ]; then $(BIN)/python bench/worker_cpu.py $(WORKER_BENCH_ARGS); \
-	else echo "bench/worker_cpu.py not there: skipped"; fi
-	$(BIN)/python bench/backlog.py $(BACKLOG_BENCH_ARGS)
-	$(BIN)/python bench/qbo_calls.py $(QBO_CALLS_BENCH_ARGS)
-	$(BIN)/python bench/company_ceiling.py $(CEILING_BENCH_ARGS)
-	$(BIN)/python bench/claims.py $(CLAIMS_BENCH_ARGS)
-	$(BIN)/python bench/settings_lookups.py
+	$(BIN)/python bench/report.py --only '$(BENCHES)' --args api='$(API_BENCH_ARGS)' \
+		--args worker_cpu='$(WORKER_BENCH_ARGS)' --args qbo_calls='$(QBO_CALLS_BENCH_ARGS)' \
+		--args company_ceiling='$(CEILING_BENCH_ARGS)' --args claims='$(CLAIMS_BENCH_ARGS)' \
+		--args settings_lookups='$(SETTINGS_BENCH_ARGS)' \
+		--args backlog='$(BACKLOG_BENCH_ARGS)'
 
 # Sync throughput (1, 2, 4 worker processes on PostgreSQL vs 1 on SQLite; 0 and 100 ms QBO latency).
 # PostgreSQL runs need QBSYNC_TEST_DATABASE_URL; BENCH_ARGS e.g. "--syncs 60 --tenants 8".

@@ -71,8 +71,9 @@ class PrometheusMetrics(Metrics):
 
 class QueueCollector(Collector):
     """The queue, read from the database at each scrape: due PENDING jobs and how long the oldest of
-    them has waited. One aggregate query (`SyncJobRepository.due_backlog`); when the database cannot be
-    read the two gauges are left out of that scrape (absent, not a false 0) and
+    them has waited. One aggregate query (`SyncJobRepository.due_backlog`) in a read-only unit of work
+    (on SQLite, a scrape must not hold the write lock that every enqueue waits for); when the database
+    cannot be read the two gauges are left out of that scrape (absent, not a false 0) and
     `qbsync_database_up` says 0."""
 
     def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
@@ -86,7 +87,7 @@ class QueueCollector(Collector):
         up = GaugeMetricFamily("qbsync_database_up", "1 when the database answered this scrape's query, else 0.")
         now = self._clock.now()
         try:
-            with self._uow_factory() as uow:
+            with self._uow_factory.read_only() as uow:
                 backlog = uow.jobs.due_backlog(now)
         except Exception:  # noqa: BLE001 - a scrape must answer, whatever the database does
             up.add_metric([], 0)

@@ -58,7 +58,8 @@ class MetricsListenError(RuntimeError):
 
 
 class DatabaseProbe:
-    """Whether the database answers: one cheap aggregate query (the one a scrape runs for the queue)."""
+    """Whether the database answers: one cheap aggregate query (the one a scrape runs for the queue), read
+    only (on SQLite, a probe every few seconds must not take the write lock that enqueues wait for)."""
 
     def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
         self._uow_factory = uow_factory
@@ -66,7 +67,7 @@ class DatabaseProbe:
 
     def __call__(self) -> bool:
         try:
-            with self._uow_factory() as uow:
+            with self._uow_factory.read_only() as uow:
                 uow.jobs.due_backlog(self._clock.now())
         except Exception:  # noqa: BLE001 - down, locked out, never migrated: not ready, whatever the cause
             return False

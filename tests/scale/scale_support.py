@@ -67,6 +67,21 @@ def fresh_postgres_schema(base: str) -> Iterator[str]:
         admin.dispose()
 
 
+@contextmanager
+def fresh_database(kind: str, postgres: str, workdir: Path) -> Iterator[str]:
+    """A new, migrated database of `kind` ("sqlite": a file of its own in `workdir`; "postgresql": a fresh
+    schema of the server at `postgres`, dropped afterwards); yields its URL, usable by every process."""
+    if kind == "postgresql":
+        with fresh_postgres_schema(postgres) as url:
+            yield url
+        return
+    if kind != "sqlite":
+        raise ValueError(f"unknown database kind {kind!r}: sqlite or postgresql")
+    url = f"sqlite:///{workdir / f'{kind}-{uuid.uuid4().hex[:12]}.db'}"
+    migrate(url)
+    yield url
+
+
 def rows(database_url: str, sql: str) -> list[tuple[Any, ...]]:
     """The rows `sql` selects, straight from the database, on a connection of its own."""
     engine = create_engine_for(database_url)

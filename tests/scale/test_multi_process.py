@@ -192,8 +192,10 @@ def check_books(emulator: Emulator, realm_id: str, tenant: str, customers: list[
     """R7 (one QBO record per CRM record) and R10 (the books balance), per customer."""
     state = emulator.state(realm_id)
     gone = set(state["deleted"]) | set(state["voided"])
-    live = {entity: [x for x in state["entities"].get(entity, []) if x["Id"] not in gone]
-            for entity in ("Customer", "Payment", "Purchase", "Invoice")}
+    live = {
+        entity: [x for x in state["entities"].get(entity, []) if x["Id"] not in gone]
+        for entity in ("Customer", "Payment", "Purchase", "Invoice")
+    }
     ours = [x for x in live["Customer"] if str(x["DisplayName"]).startswith("Scale")]
     assert len(ours) == len(customers), sorted(x["DisplayName"] for x in ours)
     payments_seen = refunds_seen = invoices_seen = 0
@@ -211,10 +213,12 @@ def check_books(emulator: Emulator, realm_id: str, tenant: str, customers: list[
                 assert Decimal(purchase["TotalAmt"]) == refunded, refund_id
                 refunds_seen += 1
         # R10, summed over whatever QuickBooks holds for the customer, marked or not.
-        paid = sum((Decimal(p["TotalAmt"]) for p in live["Payment"] if p["CustomerRef"]["value"] == customer_id),
-                   Decimal(0))
-        refunded = sum((Decimal(p["TotalAmt"]) for p in live["Purchase"] if p["EntityRef"]["value"] == customer_id),
-                       Decimal(0))
+        paid = sum(
+            (Decimal(p["TotalAmt"]) for p in live["Payment"] if p["CustomerRef"]["value"] == customer_id), Decimal(0)
+        )
+        refunded = sum(
+            (Decimal(p["TotalAmt"]) for p in live["Purchase"] if p["EntityRef"]["value"] == customer_id), Decimal(0)
+        )
         assert paid == sum(crm.payments.values(), Decimal(0)), crm.customer_id
         assert refunded == crm.refunded, crm.customer_id
         assert crm.job is not None
@@ -225,7 +229,9 @@ def check_books(emulator: Emulator, realm_id: str, tenant: str, customers: list[
         invoices_seen += 1
     # Nothing beyond what the CRM holds: no duplicate left unmarked either.
     assert (len(live["Payment"]), len(live["Purchase"]), len(live["Invoice"])) == (
-        payments_seen, refunds_seen, invoices_seen
+        payments_seen,
+        refunds_seen,
+        invoices_seen,
     )
 
 
@@ -259,12 +265,27 @@ def test_many_syncs_through_an_api_process_and_four_worker_processes(
     for fault in (
         {"kind": "http503", "count": 4, "realm_id": realms["atlas"], "entity": "Payment"},
         {"kind": "http503", "count": 4, "realm_id": realms["bayside"], "entity": "query"},
-        {"kind": "commit_then_reset", "count": 3, "realm_id": realms["atlas"], "entity": "Payment",
-         "operation": "create"},
-        {"kind": "commit_then_reset", "count": 2, "realm_id": realms["bayside"], "entity": "Purchase",
-         "operation": "create"},
-        {"kind": "commit_then_reset", "count": 2, "realm_id": realms["bayside"], "entity": "Invoice",
-         "operation": "create"},
+        {
+            "kind": "commit_then_reset",
+            "count": 3,
+            "realm_id": realms["atlas"],
+            "entity": "Payment",
+            "operation": "create",
+        },
+        {
+            "kind": "commit_then_reset",
+            "count": 2,
+            "realm_id": realms["bayside"],
+            "entity": "Purchase",
+            "operation": "create",
+        },
+        {
+            "kind": "commit_then_reset",
+            "count": 2,
+            "realm_id": realms["bayside"],
+            "entity": "Invoice",
+            "operation": "create",
+        },
     ):
         emulator.admin("POST", "faults", fault)
 
@@ -299,7 +320,8 @@ def test_many_syncs_through_an_api_process_and_four_worker_processes(
         states = wait_until_settled(database_url, FINISH_WITHIN_SECONDS - (time.monotonic() - started), 0.5)
         assert states == Counter({"SUCCEEDED": len(job_names)}), states
         killed = stub.GetSyncJob(
-            s.GetSyncJobRequest(name=f"syncJobs/{killed_job}"), metadata=_metadata_of(killed_job, tenants, stub),
+            s.GetSyncJobRequest(name=f"syncJobs/{killed_job}"),
+            metadata=_metadata_of(killed_job, tenants, stub),
             timeout=10,
         )
         assert killed.state == r.SyncJob.STATE_SUCCEEDED and killed.attempts >= 2
@@ -345,18 +367,25 @@ def test_a_job_held_by_a_killed_worker_completes_elsewhere_exactly_once(
     writing twice."""
     realm_id, md = cluster.connect_tenant("atlas", emulator)
     emulator.admin(
-        "POST", "faults",
+        "POST",
+        "faults",
         {"kind": "timeout", "seconds": 8, "realm_id": realm_id, "entity": "Payment", "operation": "create"},
     )
     api, target = cluster.start_api()
     doomed = cluster.start_worker("doomed", threads=1, lease_seconds=3)
-    crm = CrmCustomer("atlas", "cust-lease", "Lease Customer", {"cust-lease-p1": Decimal("300.00")},
-                      {"cust-lease-p1": {"cust-lease-r1": Decimal("40.00")}})
+    crm = CrmCustomer(
+        "atlas",
+        "cust-lease",
+        "Lease Customer",
+        {"cust-lease-p1": Decimal("300.00")},
+        {"cust-lease-p1": {"cust-lease-r1": Decimal("40.00")}},
+    )
     with grpc.insecure_channel(target) as channel:
         stub = g.SyncServiceStub(channel)
         accepted = stub.SyncPayment(
             s.SyncPaymentRequest(opportunity=crm.opportunity(), payment=crm.payment("cust-lease-p1")),
-            metadata=md, timeout=30,
+            metadata=md,
+            timeout=30,
         )
         deadline = time.monotonic() + 60
         # The timeout fault fires (its rule is used up) when the payment's create reaches QuickBooks.

@@ -140,4 +140,3 @@ def test_strict_rotation_with_short_lived_tokens_across_worker_processes_loses_n
         # request.
         assert 1 <= tokens["refreshes"] < api_calls / 2, (tokens["refreshes"], api_calls)
     assert emulator.admin("GET", "errors")["errors"] == []
-

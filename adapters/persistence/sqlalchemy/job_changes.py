@@ -5,7 +5,8 @@ update of a sync_jobs row, in the writer's transaction (so a change is announced
 committed, by whichever process made it); `PostgresJobChanges` LISTENs on one connection of its own. On
 SQLite, `PolledJobChanges` reads what the streams can see of every watched job in one query per tick and
 reports those that differ from the last read: its cost follows the number of watched jobs, never the
-number of streams, and it runs on one thread.
+number of streams, and it runs on one thread. Its reads are read-only transactions (engine.READ_ONLY): a
+poll every tick must not take the write lock that every enqueue and claim of the process waits for.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from adapters.persistence.sqlalchemy.engine import READ_ONLY
 from adapters.persistence.sqlalchemy.models import SyncJobRow
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ class PolledJobChanges:
             by_tenant[tenant_id].append(job_id)
         now: dict[JobKey, tuple[Any, ...] | None] = dict.fromkeys(watched)  # None: gone (the re-read says so)
         try:
-            with self._engine.connect() as connection:
+            with self._engine.connect().execution_options(**{READ_ONLY: True}) as connection:
                 for tenant_id, job_ids in by_tenant.items():
                     for start in range(0, len(job_ids), _IDS_PER_QUERY):
                         rows = connection.execute(

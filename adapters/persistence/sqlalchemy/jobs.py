@@ -355,12 +355,20 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
         return [_to_job(row) for row in rows]
 
     def due_backlog(self, now: datetime) -> DueBacklog:
-        # One aggregate over the (state, next_attempt_time) index.
-        due_since = func.coalesce(SyncJobRow.next_attempt_time, SyncJobRow.create_time)
-        count, oldest = self._session.execute(
-            select(func.count(), func.min(due_since, type_=UtcDateTime())).where(
-                SyncJobRow.state == SyncJobState.PENDING.value,
-                or_(SyncJobRow.next_attempt_time.is_(None), SyncJobRow.next_attempt_time <= now),
+        # Three reads of the due-backlog index (revision 0013) in one statement: the count scans the index
+        # alone; each oldest is its first entry (a new job's next_attempt_time is NULL, a retry's its due
+        # time). The state is a literal, not a parameter: a partial index serves only a plan that knows the
+        # WHERE says what the index's says, and PostgreSQL's generic plans of prepared statements do not.
+        pending = SyncJobRow.state == literal_column(f"'{SyncJobState.PENDING.value}'")
+        never_tried = SyncJobRow.next_attempt_time.is_(None)
+        retry_due = SyncJobRow.next_attempt_time <= now
+        count, oldest_new, oldest_retry = self._session.execute(
+            select(
+                select(func.count()).where(pending, or_(never_tried, retry_due)).scalar_subquery(),
+                select(func.min(SyncJobRow.create_time)).where(pending, never_tried).scalar_subquery(),
+                select(func.min(SyncJobRow.next_attempt_time)).where(pending, retry_due).scalar_subquery(),
             )
         ).one()
+        due = [since for since in (oldest_new, oldest_retry) if since is not None]
+        oldest = min(due) if due else None
         return DueBacklog(int(count), oldest)

@@ -185,6 +185,14 @@ class SyncJobRow(Base):
             sqlite_where=text("+state IN ('PENDING', 'RUNNING')"),  # as the claim tests it there
             postgresql_where=text("state IN ('PENDING', 'RUNNING')"),
         ),
+        # The due backlog of the queue gauges and the database probe (revision 0015; jobs.due_backlog).
+        Index(
+            "ix_sync_jobs_due_backlog",
+            "next_attempt_time",
+            "create_time",
+            sqlite_where=text("state = 'PENDING'"),
+            postgresql_where=text("state = 'PENDING'"),
+        ),
     )
 
     tenant_id: Mapped[str] = mapped_column(String, primary_key=True)

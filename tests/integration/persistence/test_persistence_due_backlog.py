@@ -4,9 +4,12 @@ tenants, and since when the longest-waiting of them has been due; lease takeover
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from persistence_builders import Backend, at, sync_job
+from sqlalchemy import event
 
+from adapters.persistence.sqlalchemy import SqlAlchemyUnitOfWorkFactory, create_engine_for
 from core.domain import SyncJob, SyncJobState
 from core.ports import DueBacklog
 
@@ -56,3 +59,28 @@ def test_claim_next_marks_a_claim_of_a_job_whose_lease_ran_out_as_a_takeover(bac
         second = uow.jobs.claim_next("w2", at(3), at(5))
         uow.commit()
     assert second is not None and second.job_id == "j1" and second.claimed_by == "w2" and second.taken_over
+
+
+def test_the_due_backlog_reads_indexes_never_the_whole_table(sql_backend: Backend) -> None:
+    # With 100,000 pending jobs a scan of sync_jobs cost each /metrics scrape and /readyz probe half a
+    # second; the oldest new job's creation time comes from the partial index of revision 0013 (usable only
+    # while the query names the state as its WHERE does).
+    assert sql_backend.url is not None
+    _add(sql_backend, sync_job("new", created=at(5)), sync_job("retry", created=at(0), next_attempt=at(3)))
+    engine = create_engine_for(sql_backend.url)
+    statements: list[tuple[str, Any]] = []
+    event.listen(engine, "before_cursor_execute", lambda _c, _k, sql, params, *_: statements.append((sql, params)))
+
+    with SqlAlchemyUnitOfWorkFactory(engine).read_only() as uow:
+        assert uow.jobs.due_backlog(at(10)) == DueBacklog(2, at(3))
+    [(sql, params)] = [(sql, params) for sql, params in statements if "sync_jobs" in sql]
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.exec_driver_sql("SET enable_seqscan = off")  # a few rows: the planner would scan them
+            plan = "\n".join(row[0] for row in connection.exec_driver_sql(f"EXPLAIN {sql}", params))
+            assert "Seq Scan" not in plan, plan
+        else:
+            plan = "\n".join(row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
+            assert "SCAN sync_jobs" not in plan and "TEMP B-TREE" not in plan, plan
+    engine.dispose()
+    assert "ix_sync_jobs_due_backlog" in plan, plan
