@@ -227,7 +227,7 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
         # look up the job that holds the request_id. A clash on job_id still raises IntegrityError.
         # RETURNING tells whether the row went in (rowcount is not reliable for this on every driver).
         values = _values(job)
-        inserted = _add_statement(self.dialect, tuple(values)).first(self._session.connection(), values)
+        inserted = _add_statement(self.dialect, tuple(values)).first(self._bound_connection(), values)
         if inserted is None:
             raise RequestIdTakenError(f"request_id {job.request_id!r} is already used")
 
