@@ -53,6 +53,7 @@ bench: $(STAMP)
 	else echo "bench/worker_cpu.py not there: skipped"; fi
 	$(BIN)/python bench/backlog.py $(BACKLOG_BENCH_ARGS)
 	$(BIN)/python bench/qbo_calls.py $(QBO_CALLS_BENCH_ARGS)
+	$(BIN)/python bench/qbo_calls.py --path engine $(QBO_CALLS_ENGINE_BENCH_ARGS)
 
 # Sync throughput (1, 2, 4 worker processes on PostgreSQL vs 1 on SQLite; 0 and 100 ms QBO latency).
 # PostgreSQL runs need QBSYNC_TEST_DATABASE_URL; BENCH_ARGS e.g. "--syncs 60 --tenants 8".
