@@ -14,9 +14,9 @@ waits at most for the request in flight plus its own, and the batch grows exactl
 Each caller gets its own answer, matched by position (the port answers `find_customers_many` in the order
 given); an error of the whole request (QBO unreachable, a 429 the adapter gave up on, a reconnection) is
 raised to every caller of that batch, as it would have been raised to each on its own. Whichever way a
-leader's request ends — an answer, an error, even a `BaseException` — the leader hands the queue over to
-the next waiter before it returns, so nothing waits forever: every wait ends on an answer, an error, or the
-turn to lead.
+leader's request ends — an answer, an error, even a `BaseException` stopping its thread (the others then
+get `AccountingUnavailableError`, retried as any outage) — the leader hands the queue over to the next waiter
+before it returns, so nothing waits forever: every wait ends on an answer, an error, or the turn to lead.
 
 Only look-ups are coalesced. A look-up changes nothing, so sending it together with others, or a little
 later than asked, gives an answer at least as fresh as the caller's own request would have; writes keep
@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 from adapters.quickbooks.qbo.batch import BATCH_MAX_ITEMS
 from core.accounting import AccountingCustomer, CustomerLookup
+from core.errors import AccountingUnavailableError
 from core.ports import AccountingSystem, AccountingSystems, ForwardingAccountingSystem
 
 
@@ -49,6 +50,7 @@ class _Waiter:
 
     def result(self) -> list[AccountingCustomer]:
         if self.error is not None:
+            # One instance raised in every waiter's thread, as `concurrent.futures.Future.result` does.
             raise self.error
         assert self.answer is not None
         return list(self.answer)  # a caller's own list: two callers of one look-up never share one
@@ -87,16 +89,22 @@ class LookupCoalescer:
             self.requests += 1
         answers: list[list[AccountingCustomer]] | None = None
         error: BaseException | None = None
+        interrupted: BaseException | None = None
         try:
             answers = self._send([w.lookup for w in batch])
-            if len(answers) != len(batch):
-                raise RuntimeError(f"{len(answers)} answers to {len(batch)} customer look-ups")
-        except BaseException as exc:  # noqa: BLE001 - every waiter of this request gets it, the leader re-raises it
+        except Exception as exc:  # noqa: BLE001 - the request's error: every waiter of this request raises it
             error = exc
+        except BaseException as exc:
+            # The leader's thread is being stopped (KeyboardInterrupt, SystemExit): that is the leader's own
+            # business; the others' look-up was merely not answered, which a worker retries like any outage.
+            interrupted = exc
+            error = AccountingUnavailableError("the customer look-up was interrupted before QuickBooks answered")
         finally:
             self._hand_over()
         for n, waiter in enumerate(batch):
             waiter.wake(None if answers is None else answers[n], error)
+        if interrupted is not None:
+            raise interrupted
 
     def _send(self, lookups: Sequence[CustomerLookup]) -> list[list[AccountingCustomer]]:
         unique = list(dict.fromkeys(lookups))  # two jobs of one customer ask once
@@ -104,6 +112,8 @@ class LookupCoalescer:
             alone = unique[0]
             found = {alone: self._system.find_customers(alone.display_name, alone.email)}
         else:
+            # strict: an answer missing for a look-up raises (ValueError) rather than answering a caller
+            # with another caller's customers.
             found = dict(zip(unique, self._system.find_customers_many(unique), strict=True))
         return [found[lookup] for lookup in lookups]
 

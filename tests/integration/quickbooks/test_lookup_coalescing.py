@@ -141,6 +141,26 @@ def test_an_error_of_the_batch_request_reaches_every_waiter_of_that_batch() -> N
     assert [c.email for c in coalescer.find_customers("Name", EMAILS[1])] == EMAILS[1:2]  # nothing left stuck
 
 
+class Stopped(BaseException):
+    """A thread being stopped (as KeyboardInterrupt or SystemExit): not an error of the request."""
+
+
+def test_a_leader_stopped_mid_request_raises_its_stop_and_its_waiters_get_an_outage_to_retry() -> None:
+    fake = fake_with_customers(EMAILS)
+    gate = Gate(fake)
+    gate.fail_many = Stopped()  # the second request's leader (the oldest queued look-up) is stopped in it
+    coalescer = LookupCoalescer(gate)
+    with ThreadPoolExecutor(4) as pool:
+        futures = held_then_queued(coalescer, gate, pool, EMAILS[:4])
+        assert [c.email for c in futures[0].result(10)] == EMAILS[:1]
+        with pytest.raises(Stopped):
+            futures[1].result(10)
+        for waiter in futures[2:]:
+            with pytest.raises(AccountingUnavailableError, match="interrupted"):
+                waiter.result(10)
+    assert [c.email for c in coalescer.find_customers("Name", EMAILS[2])] == EMAILS[2:3]  # the queue moved on
+
+
 def test_a_leader_whose_request_fails_hands_the_queue_over_and_only_it_gets_the_error() -> None:
     fake = fake_with_customers(EMAILS)
     gate = Gate(fake)
