@@ -46,7 +46,10 @@ proto-check: $(STAMP)
 
 # The benches that print issue 12's targets with their ratios and PASS/FAIL (figures, not tests). PostgreSQL
 # runs need QBSYNC_TEST_DATABASE_URL; API_BENCH_ARGS e.g. "--seconds 2 --clients 32", WORKER_BENCH_ARGS
-# likewise; BACKLOG_BENCH_ARGS e.g. "--jobs 20000 --enqueue 2000". A bench whose file is missing is skipped.
+# likewise; BACKLOG_BENCH_ARGS e.g. "--jobs 20000 --enqueue 2000"; CEILING_BENCH_ARGS e.g. "--seconds 120
+# --workers 4". A bench whose file is missing is skipped.
+# likewise; BACKLOG_BENCH_ARGS e.g. "--jobs 20000 --enqueue 2000"; CLAIMS_BENCH_ARGS e.g. "--jobs 20000".
+# A bench whose file is missing is skipped.
 bench: $(STAMP)
 	$(BIN)/python bench/api.py $(API_BENCH_ARGS)
 	@if [ -f bench/worker_cpu.py ]; then $(BIN)/python bench/worker_cpu.py $(WORKER_BENCH_ARGS); \
@@ -54,6 +57,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/backlog.py $(BACKLOG_BENCH_ARGS)
 	$(BIN)/python bench/qbo_calls.py $(QBO_CALLS_BENCH_ARGS)
 	$(BIN)/python bench/qbo_calls.py --path engine $(QBO_CALLS_ENGINE_BENCH_ARGS)
+	$(BIN)/python bench/company_ceiling.py $(CEILING_BENCH_ARGS)
+	$(BIN)/python bench/claims.py $(CLAIMS_BENCH_ARGS)
+	$(BIN)/python bench/settings_lookups.py
 
 # Sync throughput (1, 2, 4 worker processes on PostgreSQL vs 1 on SQLite; 0 and 100 ms QBO latency).
 # PostgreSQL runs need QBSYNC_TEST_DATABASE_URL; BENCH_ARGS e.g. "--syncs 60 --tenants 8".

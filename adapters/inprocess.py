@@ -11,6 +11,7 @@ Intuit meters each company (realm) per app: 500 requests a minute, 10 a second a
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -20,18 +21,28 @@ from dataclasses import dataclass, field
 
 from core.ports import CompanyLock, RateLimits, RequestLimiter
 
+# The windows QuickBooks meters a company by, in seconds.
+SECOND, MINUTE = 1.0, 60.0
+
 
 @dataclass
 class _Window:
-    """The requests of one company: start times in the last minute and how many are in flight."""
+    """The requests of one company: when those of the last minute were answered, and how many are in flight."""
 
-    started: deque[float] = field(default_factory=deque)
+    answered: deque[float] = field(default_factory=deque)  # oldest first
     in_flight: int = 0
 
 
 class InProcessRequestLimiter(RequestLimiter):
     """Sliding one-second and one-minute windows plus a cap on concurrent requests, per company, shared by
-    every thread of this process."""
+    every thread of this process.
+
+    QuickBooks counts a request when it arrives, some time between our sending it and its answer (a busy
+    machine can hold a request between its admission and its arrival longer than any margin). So a request
+    counts in every window from its admission until it is answered, and then as if it had arrived at its
+    answer: the next one may go exactly a window after that, never sooner, and no margin is needed.
+    A request that would overfill a window waits exactly until the window's oldest answer leaves it (or, when
+    requests in flight fill it, until one is answered)."""
 
     def __init__(
         self,
@@ -54,36 +65,48 @@ class InProcessRequestLimiter(RequestLimiter):
         try:
             yield
         finally:
-            with self._changed:
-                self._windows[realm_id].in_flight -= 1
-                self._changed.notify_all()
+            self._answered(realm_id)
+
+    def try_admit(self, realm_id: str) -> float:
+        """One admission attempt: 0 when admitted (then `_answered` gives the request back), else how many
+        seconds are worth waiting (infinite: until a request in flight is answered)."""
+        with self._changed:
+            window = self._windows.setdefault(realm_id, _Window())
+            now = self._monotonic()
+            while window.answered and now - window.answered[0] >= MINUTE:
+                window.answered.popleft()
+            wait = self._wait_needed(window, now)
+            if wait <= 0:
+                window.in_flight += 1
+            return wait
 
     def _admit(self, realm_id: str) -> None:
         with self._changed:
-            window = self._windows.setdefault(realm_id, _Window())
-            while True:
-                now = self._monotonic()
-                while window.started and now - window.started[0] >= 60.0 + self._limits.margin_seconds:
-                    window.started.popleft()
-                wait = self._wait_needed(window, now)
-                if wait <= 0:
-                    window.started.append(now)
-                    window.in_flight += 1
-                    return
-                # Woken early when a request finishes (in-flight cap); otherwise when the window slides.
-                self._changed.wait(timeout=wait)
+            while (wait := self.try_admit(realm_id)) > 0:
+                # Woken early when a request is answered (it may free the in-flight cap or a window).
+                self._changed.wait(timeout=None if wait == math.inf else wait)
+
+    def _answered(self, realm_id: str) -> None:
+        with self._changed:
+            window = self._windows[realm_id]
+            window.in_flight -= 1
+            window.answered.append(self._monotonic())  # read under the lock: the deque stays in order
+            self._changed.notify_all()
 
     def _wait_needed(self, window: _Window, now: float) -> float:
         limits = self._limits
-        waits = [0.0]
         if window.in_flight >= limits.in_flight:
-            waits.append(1.0)  # a finishing request notifies sooner
-        minute, second = 60.0 + limits.margin_seconds, 1.0 + limits.margin_seconds
-        if len(window.started) >= limits.per_minute:
-            waits.append(minute - (now - window.started[-limits.per_minute]))
-        last_second = [t for t in window.started if now - t < second]
-        if len(last_second) >= limits.per_second:
-            waits.append(second - (now - last_second[-limits.per_second]))
+            return math.inf
+        waits = [0.0]
+        for length, allowed in ((MINUTE, limits.per_minute), (SECOND, limits.per_second)):
+            # Requests in flight count as arriving now; the rest of the room is the window's answered ones.
+            room = allowed - window.in_flight
+            if room <= 0:
+                return math.inf
+            if len(window.answered) >= room:
+                nth = window.answered[-room]  # while it is inside the window, the window is full
+                if now - nth < length:
+                    waits.append(length - (now - nth))
         return max(waits)
 
 

@@ -26,6 +26,7 @@ from dataclasses import replace
 from typing import Any
 
 from core.company_lists import ListEntry
+from core.company_lookups import setting_checked
 from core.company_preferences import CompanyPreferences, read_company_preferences
 from core.connection import ConnectionState, QuickBooksConnection, QuickBooksSettings
 from core.connection_rules import (
@@ -202,6 +203,12 @@ class ConnectionService:
             changes = {name: getattr(settings, name) for name in fields}
             connection.settings = replace(connection.settings, **_resolved(changes, found))
             uow.connections.save_settings(tenant, connection.settings)  # never the tokens read with them
+            # Just checked in the company: the first sync need not read them again (core/company_lookups.py).
+            now = self._clock.now()
+            checked = [
+                setting_checked(realm_id, item.setting, entry.ref, now) for item, entry in found if not item.method
+            ]
+            uow.company_lookups.save(tenant, checked)
             self._audit(uow, tenant, AuditKind.QUICKBOOKS_SETTINGS_UPDATED, ", ".join(sorted(set(fields))))
             uow.commit()
         return connection.settings

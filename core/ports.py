@@ -23,6 +23,7 @@ from core.accounting import (
     TxnSpec,
 )
 from core.company_lists import ListEntry, ListKind
+from core.company_lookups import CompanyLookup, LookupKind
 from core.company_preferences import CompanyPreferences
 from core.connection import CompanyFacts, ListRef, QuickBooksConnection, QuickBooksSettings, TokenGrant
 from core.domain import (
@@ -556,6 +557,26 @@ class ConnectionRepository(Protocol):
         ...
 
 
+class CompanyLookupRepository(Protocol):
+    """What the sync-time checks found in each tenant's company lists (core/company_lookups.py), kept for
+    every process of the deployment. At most one look-up per tenant, kind and name: a newer one replaces it."""
+
+    def of_tenant(self, tenant_id: str) -> list[CompanyLookup]:
+        """Every look-up stored for the tenant, whatever company or age (the caller judges them).
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def save(self, tenant_id: str, lookups: list[CompanyLookup]) -> None:
+        """Stores each look-up, replacing the tenant's one of the same kind and name.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def forget(self, tenant_id: str, kind: LookupKind, name: str | None = None) -> None:
+        """Removes the tenant's look-up of that kind and name; every one of that kind when `name` is None.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+
 class AuditLog(Protocol):
     def append(self, event: AuditEvent) -> None:
         """Records the event. Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
@@ -581,6 +602,7 @@ class UnitOfWork(Protocol):
     jobs: SyncJobRepository
     audit: AuditLog
     connections: ConnectionRepository
+    company_lookups: CompanyLookupRepository
 
     # `__enter__` and `__exit__` have default bodies (cosmicpython's unit of work): an adapter writes only
     # `commit` and `rollback`, unless it opens or closes something of its own on entering or leaving.
@@ -645,10 +667,9 @@ class RateLimits:
     per_minute: int = 500
     per_second: int = 10
     in_flight: int = 10
-    # QBO counts a request when it arrives, we when we send it: network jitter can bring two requests sent
-    # a second apart within a second of each other there. Windows a little longer than a second (and a
-    # minute) absorb that.
-    margin_seconds: float = 0.1
+    # No margin on the windows: QBO counts a request when it arrives, some time between its sending and its
+    # answer, so the limiters count it from its admission until its answer and then as if it arrived then
+    # (a request held up by a busy machine cannot arrive closer to the next than a window).
 
 
 class RequestLimiter(Protocol):
@@ -669,6 +690,19 @@ class CompanyLock(Protocol):
         """Blocks until the lock for `key` is ours; released when the context exits.
         Raises: nothing of its own; one shared through PostgreSQL lets the database driver's error
         through when it cannot reach the database."""
+        ...
+
+
+class WorkSignal(Protocol):
+    """Wakes idle workers when a job may have become claimable, whichever process enqueued it (e.g. the
+    database's notifications of a job added or retried). Signals may be spurious or several in one, and
+    none comes for work that falls due by time alone (a lease running out, a retry's next attempt): a
+    worker still polls for that, less often."""
+
+    def wait(self, timeout: float) -> bool:
+        """Blocks until a signal (True) or until `timeout` seconds have passed (False); a signal that came
+        since this thread's last `wait` returned counts at once. Raises: nothing (a signal whose source is
+        unreachable only waits out the timeout)."""
         ...
 
 

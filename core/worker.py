@@ -33,7 +33,7 @@ from core.domain import (
 )
 from core.errors import AccountingError, LeaseLostError, QbsyncError, StorageUnavailableError, ThrottledError
 from core.lease import LeaseHeartbeat
-from core.ports import NO_METRICS, Clock, Metrics, UnitOfWork, UnitOfWorkFactory
+from core.ports import NO_METRICS, Clock, Metrics, UnitOfWork, UnitOfWorkFactory, WorkSignal
 from core.sync_engine import SyncEngine
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 # How many attempts a job may spend waiting for other jobs (a payout for its payments) before it fails
 # anyway: with the backoff's 10-minute cap, many hours — the other job ends long before, SUCCEEDED or FAILED.
 MAX_WAITING_ATTEMPTS = 100
+
+# How often an idle worker with a WorkSignal still looks for work no signal announces (a lease that ran
+# out, a retry falling due): the signal covers new and retried jobs, so this can be far longer than the
+# plain polling interval.
+SIGNALLED_POLL_SECONDS = 2.0
 
 
 class SyncWorker:
@@ -58,8 +63,10 @@ class SyncWorker:
         backoff_base: timedelta = timedelta(seconds=2),
         backoff_cap: timedelta = timedelta(minutes=10),
         metrics: Metrics = NO_METRICS,
+        work_signal: WorkSignal | None = None,
     ) -> None:
         self._uow_factory = uow_factory
+        self._work_signal = work_signal
         self._engine = engine
         self._clock = clock
         self._lease = lease
@@ -109,7 +116,18 @@ class SyncWorker:
             else:
                 self._metrics.claim_loop_ran()
             if ran is None:
-                stop.wait(idle_seconds)
+                self._idle(stop, idle_seconds)
+
+    def _idle(self, stop: threading.Event, idle_seconds: float) -> None:
+        """Waits for work: `idle_seconds` without a WorkSignal; with one, until it signals or
+        SIGNALLED_POLL_SECONDS pass, looking at `stop` every `idle_seconds`."""
+        if self._work_signal is None:
+            stop.wait(idle_seconds)
+            return
+        deadline = time.monotonic() + SIGNALLED_POLL_SECONDS
+        while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            if self._work_signal.wait(min(left, idle_seconds)):
+                return
 
     def drain(self, worker_id: str = "drain", limit: int = 10_000) -> int:
         """Runs due jobs until none is left (tests, the demo). Returns how many ran."""

@@ -33,6 +33,7 @@ from core.ports import (
     QuickBooksAuthorization,
     RateLimits,
     UnitOfWorkFactory,
+    WorkSignal,
 )
 from core.service import SyncService
 from core.sync_engine import SyncEngine
@@ -130,7 +131,14 @@ class CoreModule(Module):
         metrics: Metrics,
     ) -> SyncWorker:
         lease = timedelta(seconds=settings.lease_seconds)
-        return SyncWorker(uow, SyncEngine(uow, accounting, clock), clock, lease=lease, metrics=metrics)
+        return SyncWorker(
+            uow,
+            SyncEngine(uow, accounting, clock),
+            clock,
+            lease=lease,
+            metrics=metrics,
+            work_signal=work_signal_for(uow),
+        )
 
 
 class GrpcModule(Module):
@@ -171,6 +179,17 @@ def job_changes_for(uow: UnitOfWorkFactory) -> JobChanges | None:
     if engine is None:
         return None
     from adapters.persistence.sqlalchemy.job_changes import job_changes_for as for_engine
+
+    return for_engine(engine)
+
+
+def work_signal_for(uow: UnitOfWorkFactory) -> WorkSignal | None:
+    """What wakes idle workers of the database `uow` writes to: its notifications on PostgreSQL; none on
+    SQLite or in memory (the workers poll)."""
+    engine = getattr(uow, "engine", None)  # SqlAlchemyUnitOfWorkFactory's
+    if engine is None:
+        return None
+    from adapters.persistence.sqlalchemy.work_signal import work_signal_for as for_engine
 
     return for_engine(engine)
 

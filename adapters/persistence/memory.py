@@ -9,7 +9,8 @@ READ COMMITTED database rather than like a dict:
 * objects are deep-copied in and out, so mutating a returned `SyncJob` changes nothing until `save()`;
 * `claim_next` takes the job the claim rule picks (`core.claim_rule.next_to_claim`) and holds a claim
   lock until the unit of work ends, as the SQL adapter holds SQLite's write lock (`BEGIN IMMEDIATE`) or
-  PostgreSQL's advisory lock: two workers never claim the same job, nor two jobs with the same
+  PostgreSQL's row and per-key advisory locks (there claimers run in parallel; here, one at a time,
+  which a fake's callers cannot tell apart): two workers never claim the same job, nor two jobs with the same
   `lock_key` or `identity_key`; `get_for_update` takes the same lock, as a row lock keeps a claimer
   from slipping in before the outcome is committed;
 * a request_id added by an uncommitted unit of work is held: another unit of work adding it waits for
@@ -31,6 +32,7 @@ from datetime import datetime
 from typing import Generic, TypeVar
 
 from core.claim_rule import claimed, next_to_claim
+from core.company_lookups import CompanyLookup, LookupKind
 from core.company_preferences import CompanyPreferences
 from core.connection import ConnectionState, QuickBooksConnection, QuickBooksSettings, TokenGrant
 from core.domain import (
@@ -53,6 +55,7 @@ from core.errors import NotFoundError
 from core.ports import (
     ApiKeyRepository,
     AuditLog,
+    CompanyLookupRepository,
     ConnectionRepository,
     DueBacklog,
     RequestIdTakenError,
@@ -89,6 +92,7 @@ class _Tables:
     jobs: dict[tuple[str, str], SyncJob] = field(default_factory=dict)
     audit: list[AuditEvent] = field(default_factory=list)
     connections: dict[str, QuickBooksConnection] = field(default_factory=dict)
+    company_lookups: dict[tuple[str, LookupKind, str], CompanyLookup] = field(default_factory=dict)
 
 
 class InMemoryDatabase:
@@ -183,6 +187,7 @@ class _Transaction:
         self.sync_records = _Staged(tables.sync_records)
         self.jobs = _Staged(tables.jobs)
         self.connections = _Staged(tables.connections)
+        self.company_lookups = _Staged(tables.company_lookups)
         self._tables = tables
         self.new_audit: list[AuditEvent] = []
 
@@ -200,6 +205,7 @@ class _Transaction:
             self.sync_records,
             self.jobs,
             self.connections,
+            self.company_lookups,
         )  # type: ignore[return-value]
 
     def apply(self) -> None:
@@ -389,6 +395,23 @@ class InMemorySyncRecordRepository(_Repository, SyncRecordRepository):
     def save(self, record: SyncRecord) -> None:
         with self._db.lock:
             self._tx.sync_records.put((record.tenant_id, record.entity), _copy(record))
+
+
+class InMemoryCompanyLookupRepository(_Repository, CompanyLookupRepository):
+    def of_tenant(self, tenant_id: str) -> list[CompanyLookup]:
+        with self._db.lock:
+            return [lookup for (tenant, _, _), lookup in self._tx.company_lookups.items() if tenant == tenant_id]
+
+    def save(self, tenant_id: str, lookups: list[CompanyLookup]) -> None:
+        with self._db.lock:
+            for lookup in lookups:  # frozen, of immutable parts: nothing to copy
+                self._tx.company_lookups.put((tenant_id, lookup.kind, lookup.name), lookup)
+
+    def forget(self, tenant_id: str, kind: LookupKind, name: str | None = None) -> None:
+        with self._db.lock:
+            for key, _ in list(self._tx.company_lookups.items()):
+                if key[:2] == (tenant_id, kind) and name in (None, key[2]):
+                    self._tx.company_lookups.delete(key)
 
 
 class InMemorySyncJobRepository(_Repository, SyncJobRepository):
@@ -591,6 +614,7 @@ class InMemoryUnitOfWork(UnitOfWork):
         self.jobs = InMemorySyncJobRepository(db, self._tx, self)
         self.audit = InMemoryAuditLog(db, self._tx)
         self.connections = InMemoryConnectionRepository(db, self._tx, self)
+        self.company_lookups = InMemoryCompanyLookupRepository(db, self._tx)
         self._connection_locks: list[threading.Lock] = []
 
     def commit(self) -> None:

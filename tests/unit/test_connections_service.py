@@ -11,6 +11,7 @@ from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from adapters.quickbooks.fake import FakeQuickBooks, FakeQuickBooksCompanies, Fault
 from adapters.quickbooks.fake_oauth import FakeQuickBooksAuthorization
 from core.company_lists import ListKind
+from core.company_lookups import LookupKind
 from core.company_tax import SalesTax
 from core.connection import ConnectionState, ListRef, QuickBooksSettings
 from core.connections_service import ConnectionService
@@ -696,3 +697,22 @@ def test_another_company_unread_forgets_the_sales_tax_mode(world: World) -> None
     world.companies.for_tenant("acme").inject(Fault.UNAVAILABLE)
     world.service.connect_with_tokens("acme", "78", "cid", "s", "rt3")
     assert world.stored().sales_tax is None  # another company: unknown until read
+
+
+def test_the_settings_checked_are_recorded_so_that_the_first_sync_need_not_check_them_again(world: World) -> None:
+    world.connect()
+    before = world.clock.now()  # a step clock: each reading is later
+    world.service.update_settings(
+        ADMIN,
+        QuickBooksSettings(
+            deposit_account=ListRef(name="undeposited funds"),
+            payment_methods={PaymentMethod.CHECK: ListRef("2", "Check")},
+        ),
+        ["deposit_account", "payment_methods"],
+    )
+    with world.uow() as uow:
+        [checked] = uow.company_lookups.of_tenant("acme")
+    # What the sync-time check looks for: the setting, against the Id stored; not the payment methods.
+    assert (checked.kind, checked.name, checked.against) == (LookupKind.SETTING, "deposit_account", "2")
+    assert checked.found == ListRef("2", "Undeposited Funds")
+    assert checked.realm_id == "4620" and before < checked.checked_time < world.clock.now()

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import date
@@ -13,9 +12,12 @@ from typing import Any
 
 import pytest
 
+from adapters.inprocess import InProcessCompanyLock
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from adapters.quickbooks.qbo.lists import _usable_id, list_entry
+from adapters.quickbooks.qbo.lookups import CompanyLookups
 from adapters.quickbooks.qbo.settings import SettingsResolver, _default_by_name, settings_needed
+from adapters.system import SystemClock
 from core.accounting import DiscountSpec, InvoiceSpec, PaymentSpec, RefundSpec, TxnKind
 from core.company_lists import LIST_SETTINGS, TAX_CODE_PSEUDO, TAX_CODE_RATE, ListEntry, ListKind
 from core.company_tax import SalesTax
@@ -194,7 +196,8 @@ def _resolver(
         tx.connections.save(connection)
         tx.commit()
     company = StubCompany(connection, {"Item": [SERVICES], **rows})
-    return company, SettingsResolver(company, uow, set(), threading.Lock())  # type: ignore[arg-type]
+    lookups = CompanyLookups(uow, SystemClock(), InProcessCompanyLock())
+    return company, SettingsResolver(company, uow, lookups)  # type: ignore[arg-type]
 
 
 TAX_CODES = [CALIFORNIA, PSEUDO_TAX, {"Id": "3", "Name": "Boston", "TaxGroup": True, "Active": True}]

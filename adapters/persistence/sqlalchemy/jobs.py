@@ -11,7 +11,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BindParameter, Select, and_, bindparam, exists, func, or_, select, text, update
+from sqlalchemy import (
+    BindParameter,
+    Select,
+    String,
+    and_,
+    bindparam,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 from sqlalchemy.sql.expression import Exists
@@ -24,8 +37,22 @@ from adapters.persistence.sqlalchemy.repositories import SqlRepository
 from core.domain import EntityRef, EntityType, SyncJob, SyncJobKind, SyncJobState
 from core.ports import DueBacklog, RequestIdTakenError, SyncJobRepository
 
-# One key for every claimer in the database (hashtext is stable across sessions and servers).
-_CLAIM_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('qbsync-claim'))")
+# How many claimable jobs a PostgreSQL claim reads at once: it takes the first whose keys no other claimer
+# is taking; more are read only when another claimer is taking every one of these.
+_CANDIDATES = 16
+
+# The claim rule's exclusivity on PostgreSQL, per key rather than one lock for every claimer: a claim tries
+# the transaction-scoped advisory lock of its job's lock_key (class 1) and identity_key (class 2), so two
+# claimers never take two jobs with one key at once, and one that finds a key taken moves on instead of
+# waiting. Two-int keys are a key space apart from the single-bigint locks of limiter.py and company_lock.py;
+# hashtext is stable across sessions and servers; two keys sharing a hash only make a claimer skip a job for
+# the other's transaction. Answers 0 (both held), 1 (the lock_key is taken) or 2 (the identity_key is taken);
+# nested CASEs because only CASE fixes the order in which PostgreSQL evaluates the tries.
+_TRY_KEY_LOCKS = text(
+    "SELECT CASE WHEN NOT pg_try_advisory_xact_lock(1, hashtext(:lock_key)) THEN 1 "
+    "ELSE CASE WHEN :identity_key = '' THEN 0 "
+    "WHEN NOT pg_try_advisory_xact_lock(2, hashtext(:identity_key)) THEN 2 ELSE 0 END END"
+)
 
 
 def _values(job: SyncJob) -> dict[str, Any]:
@@ -95,50 +122,84 @@ def _held_by_another(key: InstrumentedAttribute[str], now: BindParameter[datetim
     )
 
 
-_CLAIMS: dict[bool, Select[Any]] = {}
+_CLAIMS: dict[tuple[bool, str], Select[Any]] = {}
 
 
-def _claim_statement(postgres: bool) -> Select[Any]:
-    """claim_next's SELECT, built once per dialect (its construction, two aliased EXISTS, cost more than
-    running it); `now` is its one parameter."""
-    cached = _CLAIMS.get(postgres)
+def _claim_statement(postgres: bool, form: str) -> Select[Any]:
+    """claim_next's SELECT of what `next_to_claim` may pick, built once per dialect and form (its
+    construction, two aliased EXISTS, costs more than running it); `now` is its one parameter.
+
+    Forms: "first" (SQLite) the one job to claim; "candidates" (PostgreSQL) the keys of the first
+    claimable jobs, in claim order, from `offset` on; "recheck" (PostgreSQL) the one job `tenant_id`,
+    `job_id`, if it is still claimable, row-locked."""
+    cached = _CLAIMS.get((postgres, form))
     if cached is not None:
         return cached
     # Two EXISTS rather than one with an OR: each can use its own (key, state) index.
     now = bindparam("now", type_=UtcDateTime())
     lock_held = _held_by_another(SyncJobRow.lock_key, now)
     identity_held = and_(SyncJobRow.identity_key != "", _held_by_another(SyncJobRow.identity_key, now))
+    # The job's own state, as the claim tests it. On SQLite as `+state`, which is the same value but no
+    # term an index on state can serve (SQLite's documented way to steer its planner): without statistics
+    # the planner takes `state = 'PENDING'` for selective, reads every open job through the (state,
+    # next_attempt_time) index and sorts them all, where 0013's partial index, whose predicate is
+    # `+state IN (...)` there, gives the first claimable job in order at once.
+    state: Any = SyncJobRow.state if postgres else literal_column("+sync_jobs.state", String())
     # claim_rule.is_due, with the same `<=` (a retry at its instant) and `<` (a lease at its last
     # instant is still held).
     due = or_(
         and_(
-            SyncJobRow.state == SyncJobState.PENDING.value,
+            state == SyncJobState.PENDING.value,
             or_(SyncJobRow.next_attempt_time.is_(None), SyncJobRow.next_attempt_time <= now),
         ),
         # A RUNNING job without a lease is treated as expired (it can only come from a bug).
         and_(
-            SyncJobRow.state == SyncJobState.RUNNING.value,
+            state == SyncJobState.RUNNING.value,
             or_(SyncJobRow.lease_expires.is_(None), SyncJobRow.lease_expires < now),
         ),
     )
     # claim_rule.claim_order. The ids compare by code point, as Python's str does: SQLite's BINARY
-    # collation does so already, PostgreSQL's database collation (en_US.UTF-8, say) need not.
+    # collation does so already, PostgreSQL's database collation (en_US.UTF-8, say) need not. Migration
+    # 0013's partial index has this very order, so the claim reads it from the index instead of sorting.
     job_id, tenant_id = (
         (SyncJobRow.job_id.collate("C"), SyncJobRow.tenant_id.collate("C"))
         if postgres
         else (SyncJobRow.job_id, SyncJobRow.tenant_id)
     )
-    statement = (
-        select(SyncJobRow)
-        .where(due, ~lock_held, ~identity_held)
-        .order_by(SyncJobRow.create_time, job_id, tenant_id)
-        .limit(1)
+    # Written out (not only implied by `due`), and as literals, so that both planners match the partial
+    # index's predicate: SQLite uses a partial index only for a query term the same as its WHERE's.
+    open_state = state.in_(
+        [literal_column(f"'{SyncJobState.PENDING.value}'"), literal_column(f"'{SyncJobState.RUNNING.value}'")]
     )
-    if postgres:
-        # Skip rows another transaction is writing (a worker saving its result) instead of waiting.
-        statement = statement.with_for_update(skip_locked=True, of=SyncJobRow)
-    statement = statement.execution_options(populate_existing=True)
-    _CLAIMS[postgres] = statement  # a race builds it twice, harmlessly
+    claimable = (open_state, due, ~lock_held, ~identity_held)
+    statement: Select[Any]
+    if form == "candidates":
+        keys: list[Any] = [SyncJobRow.tenant_id, SyncJobRow.job_id, SyncJobRow.lock_key, SyncJobRow.identity_key]
+        statement = (
+            select(*keys)
+            .where(*claimable)
+            .order_by(SyncJobRow.create_time, job_id, tenant_id)
+            .offset(bindparam("offset"))
+            .limit(_CANDIDATES)
+        )
+    elif form == "recheck":
+        statement = (
+            select(SyncJobRow)
+            .where(SyncJobRow.tenant_id == bindparam("tenant_id"), SyncJobRow.job_id == bindparam("job_id"))
+            .where(*claimable)
+            # Skip the row if another transaction is writing it (a worker saving its result).
+            .with_for_update(skip_locked=True, of=SyncJobRow)
+            .execution_options(populate_existing=True)
+        )
+    else:
+        statement = (
+            select(SyncJobRow)
+            .where(*claimable)
+            .order_by(SyncJobRow.create_time, job_id, tenant_id)
+            .limit(1)
+            .execution_options(populate_existing=True)
+        )
+    _CLAIMS[(postgres, form)] = statement  # a race builds it twice, harmlessly
     return statement
 
 
@@ -182,16 +243,13 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
 
     def claim_next(self, worker_id: str, now: datetime, lease_expires: datetime) -> SyncJob | None:
         """See the port; the rule is `core.claim_rule` (`next_to_claim`, then `claimed`), in SQL. Call it
-        in its own unit of work and commit at once: the claim lock (SQLite's write lock, PostgreSQL's
-        advisory lock) is held until the transaction ends."""
-        postgres = self.dialect == "postgresql"
-        if postgres:
-            # Row locks alone cannot keep two jobs with the same lock_key apart: two workers could
-            # each lock a different PENDING job of one customer, both seeing no RUNNING sibling.
-            # This transaction-scoped lock makes "check lock_key free, then claim" atomic across
-            # processes; it is released at commit. (On SQLite, BEGIN IMMEDIATE already did that.)
-            self._session.execute(_CLAIM_LOCK)
-        row: SyncJobRow | None = self._session.scalars(_claim_statement(postgres), {"now": now}).first()
+        in its own unit of work and commit at once: what makes the claim exclusive (SQLite's write lock,
+        PostgreSQL's row and key locks) is held until the transaction ends."""
+        if self.dialect == "postgresql":
+            row = self._claimable_postgres(now)
+        else:
+            # BEGIN IMMEDIATE already serialises claimers: the first claimable job is ours.
+            row = self._session.scalars(_claim_statement(False, "first"), {"now": now}).first()
         if row is None:
             return None
         taken_over = row.state == SyncJobState.RUNNING.value  # read before the UPDATE below
@@ -211,6 +269,39 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
         assert claimed is not None  # we hold the row
         claimed.taken_over = taken_over
         return claimed
+
+    def _claimable_postgres(self, now: datetime) -> SyncJobRow | None:
+        """The first claimable job no other claimer is taking, row-locked, with its keys' locks held.
+
+        Claimers run in parallel: each reads candidates in claim order, tries the advisory locks of a
+        candidate's keys (`_TRY_KEY_LOCKS`, never waiting) and, holding them, reads the job again in a new
+        statement. That statement sees every claim committed before the locks were granted (READ
+        COMMITTED: a snapshot per statement), so a sibling another claimer has just taken blocks it; and
+        its row lock (SKIP LOCKED) keeps the row from a worker writing it. With one claimer this is the
+        first candidate: the same pick as `next_to_claim`."""
+        busy: set[tuple[int, str]] = set()  # keys another claimer is taking
+        offset = 0
+        while True:
+            candidates = self._session.execute(
+                _claim_statement(True, "candidates"), {"now": now, "offset": offset}
+            ).all()
+            for tenant_id, job_id, lock_key, identity_key in candidates:
+                if (1, lock_key) in busy or (identity_key and (2, identity_key) in busy):
+                    continue
+                taken = self._session.execute(
+                    _TRY_KEY_LOCKS, {"lock_key": lock_key, "identity_key": identity_key}
+                ).scalar_one()
+                if taken:
+                    busy.add((taken, lock_key if taken == 1 else identity_key))
+                    continue
+                row: SyncJobRow | None = self._session.scalars(
+                    _claim_statement(True, "recheck"), {"now": now, "tenant_id": tenant_id, "job_id": job_id}
+                ).first()
+                if row is not None:
+                    return row
+            if len(candidates) < _CANDIDATES:
+                return None
+            offset += _CANDIDATES
 
     def get_for_update(self, tenant_id: str, job_id: str) -> SyncJob | None:
         statement = select(SyncJobRow).where(SyncJobRow.tenant_id == tenant_id, SyncJobRow.job_id == job_id)

@@ -34,6 +34,12 @@ Why the accounting stays exact with a release sent late:
   answer; only the in-flight count is held back, by at most `release_delay` (plus a transaction);
 * a process that dies with releases queued loses them like a process dying mid-request: its slots expire.
 
+So the windows are QuickBooks' own, 1 and 60 seconds, with no margin: the next request is admitted (in the
+database's clock) no sooner than a window after an answer that is no earlier than its request's arrival, and
+it arrives after its admission. A margin would only cost throughput: at 100 ms per request a start holds the
+one-second window for 1.1 s, ten requests in 1.1 s are 545 a minute, above the minute's 500; with another
+0.1 s they are 500 at most, and one company could not reach QBO's ceiling (bench/company_ceiling.py).
+
 When the company is full the caller sleeps outside any transaction for the time the function computed
 (exact for a window, `IN_FLIGHT_POLL_SECONDS` for the in-flight cap) and tries again; within one process,
 threads waiting for one company take turns (one polls the database, the others wait for it in memory).
@@ -58,6 +64,7 @@ from typing import Any
 from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import DBAPIError
 
+from adapters.inprocess import MINUTE, SECOND
 from core.ports import RateLimits, RequestLimiter
 
 log = logging.getLogger(__name__)
@@ -165,8 +172,10 @@ class PostgresRequestLimiter(RequestLimiter):
             "per_second": limits.per_second,
             "per_minute": limits.per_minute,
             "in_flight": limits.in_flight,
-            "second": 1 + limits.margin_seconds,
-            "minute": 60 + limits.margin_seconds,
+            # Exactly QuickBooks' windows: a start dated at its answer is no earlier than the request's
+            # arrival there, which is all the windows need (no margin for network jitter: see above).
+            "second": SECOND,
+            "minute": MINUTE,
             "lease": self._slot_lease.total_seconds(),
             "poll": IN_FLIGHT_POLL_SECONDS,
             **self._release_params(carried),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import Date, ForeignKeyConstraint, Index, Integer, MetaData, String, Text, UniqueConstraint, false
+from sqlalchemy import Date, ForeignKeyConstraint, Index, Integer, MetaData, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from adapters.persistence.sqlalchemy.columns import ExactDecimal, UtcDateTime
@@ -176,6 +176,15 @@ class SyncJobRow(Base):
         Index(None, "identity_key", "state"),
         Index(None, "tenant_id", "state", "update_time"),
         Index(None, "tenant_id", "update_time"),  # list_recent's order (revision 0009)
+        # The claim's order over the open jobs (revision 0013, where PostgreSQL's ids are in "C" collation).
+        Index(
+            "ix_sync_jobs_claim_order",
+            "create_time",
+            "job_id",
+            "tenant_id",
+            sqlite_where=text("+state IN ('PENDING', 'RUNNING')"),  # as the claim tests it there
+            postgresql_where=text("state IN ('PENDING', 'RUNNING')"),
+        ),
     )
 
     tenant_id: Mapped[str] = mapped_column(String, primary_key=True)
@@ -270,3 +279,19 @@ class RequestStartRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     realm_id: Mapped[str] = mapped_column(String)
     started: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class CompanyLookupRow(Base):
+    """What the sync-time checks found in a tenant's company lists (core/company_lookups.py): one row per
+    tenant, kind and name, replaced by a newer look-up."""
+
+    __tablename__ = "company_lookups"
+
+    tenant_id: Mapped[str] = mapped_column(String, primary_key=True)
+    kind: Mapped[str] = mapped_column(String, primary_key=True)  # a LookupKind value
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    realm_id: Mapped[str] = mapped_column(String)
+    against: Mapped[str] = mapped_column(Text)
+    found_id: Mapped[str] = mapped_column(String)
+    found_name: Mapped[str] = mapped_column(Text)
+    checked_time: Mapped[datetime] = mapped_column(UtcDateTime)

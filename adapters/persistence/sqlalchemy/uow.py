@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from adapters.persistence.encryption import SecretBox
 from adapters.persistence.sqlalchemy.company_facts import CompanyFactsCache, cache_for, read_company_facts
+from adapters.persistence.sqlalchemy.company_lookups import SqlAlchemyCompanyLookupRepository
 from adapters.persistence.sqlalchemy.connections import SqlAlchemyConnectionRepository
 from adapters.persistence.sqlalchemy.engine import READ_ONLY
 from adapters.persistence.sqlalchemy.jobs import SqlAlchemySyncJobRepository
@@ -90,6 +91,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         self.jobs = SqlAlchemySyncJobRepository(session)
         self.audit = SqlAlchemyAuditLog(session)
         self.connections = SqlAlchemyConnectionRepository(session, self._secrets)
+        self.company_lookups = SqlAlchemyCompanyLookupRepository(session)
         return self
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:

@@ -1,11 +1,17 @@
-"""The tenant's account mapping, resolved against the company on first use and validated once per process.
+"""The tenant's account mapping, resolved against the company on first use and validated once per company.
 
 An unset setting gets its default, found by name or type in the company's lists (SPEC.md section 5), and
 the result is saved on the connection so that later syncs need no look-ups. A configured setting is read
-once per process (per value) to check it exists, is active and has the right type — by the same rules
-and the same read as UpdateSettings (core.company_lists, lists.py), since it may have changed in
-QuickBooks since it was set: a wrong one fails the sync with a message naming the setting, which is what
-a bookkeeper can fix. A setting stored with a name and no Id is resolved by that name, never ignored.
+to check it exists, is active and has the right type — by the same rules and the same read as
+UpdateSettings (core.company_lists, lists.py), since it may have changed in QuickBooks since it was set: a
+wrong one fails the sync with a message naming the setting, which is what a bookkeeper can fix. A setting
+stored with a name and no Id is resolved by that name, never ignored.
+
+What was checked (and a job's tax rate found by name, and the payment methods looked for) is stored per
+company (core/company_lookups.py, lookups.py) with the value it was checked against: every process of the
+deployment relies on it until it expires, the setting changes, or QuickBooks refuses what it supplied
+(`forget`). A sync that must look something up does so holding the company's look-up lock, so concurrent
+first syncs of a company look it up once.
 
 A setting is resolved only when a record needs it (`settings_needed`): a company that never invoices a
 tip needs no tips item, and is never failed for lacking one.
@@ -14,16 +20,18 @@ tip needs no tips item, and is never failed for lacking one.
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.quickbooks.qbo.calls import CompanySession
 from adapters.quickbooks.qbo.lists import list_entry, read_list_entry
+from adapters.quickbooks.qbo.lookups import CompanyLookups
 from adapters.quickbooks.qbo.mapping import DEPOSIT_LINE_SETTINGS
 from adapters.quickbooks.qbo.queries import escape, query_all
 from core.accounting import DepositSpec, InvoiceSpec, TxnKind, TxnSpec
 from core.company_lists import LIST_SETTINGS, ListEntry, ListKind, leaf_name
+from core.company_lookups import CompanyLookup, LookupKind, setting_checked
 from core.company_tax import SalesTax
 from core.connection import ListRef, QuickBooksSettings
 from core.domain import PaymentMethod, normalise
@@ -128,54 +136,94 @@ def setting_error(setting: str, problem: str) -> BookkeepingError:
     return BookkeepingError(f"the {LABELS.get(setting, setting)} setting {problem}", reason=SETTING_INVALID)
 
 
-class SettingsResolver:
-    """Resolves and validates one tenant's settings; `validated` is shared by the process."""
+class _LookUpNeeded(Exception):
+    """A pass that may not look anything up needed to (`SettingsResolver.for_spec`)."""
 
-    def __init__(
-        self,
-        session: CompanySession,
-        uow_factory: UnitOfWorkFactory,
-        validated: set[tuple[str, str, str]],
-        validated_guard: threading.Lock,
-    ) -> None:
+
+@dataclass
+class _Pass:
+    """One resolution of a spec's settings: whether it may ask QuickBooks, and what it found there (stored
+    when it ends, for every process)."""
+
+    may_look_up: bool
+    found: list[CompanyLookup] = field(default_factory=list)
+
+    def ask(self) -> None:
+        """Called before each look-up."""
+        if not self.may_look_up:
+            raise _LookUpNeeded
+
+
+class SettingsResolver:
+    """Resolves and validates one tenant's settings; `lookups` is shared by the process (and stored for
+    the deployment)."""
+
+    def __init__(self, session: CompanySession, uow_factory: UnitOfWorkFactory, lookups: CompanyLookups) -> None:
         self._session = session
         self._uow_factory = uow_factory
-        self._validated = validated
-        self._validated_guard = validated_guard
-        self._methods_looked_up = False
-        self._tax_rates: dict[str, ListRef] = {}  # a job's tax_rate_name (normalised) -> its TaxCode
+        self._lookups = lookups
 
     def for_spec(self, spec: TxnSpec) -> QuickBooksSettings:
         """The settings `spec` is written with, everything it needs set and checked (raises
         BookkeepingError naming the setting). For a taxed invoice of a manual-tax company, the tax code is
         the TaxCode the job's tax_rate_name names when there is one (for this record only: it is the
-        job's, not a setting), else the tax code setting."""
+        job's, not a setting), else the tax code setting.
+
+        First from what is known, without a lock or a request; when something must be looked up, again
+        holding the company's look-up lock, on the settings and look-ups as stored once it is ours (another
+        process may have resolved them while this one waited)."""
+        try:
+            return self._for_spec(spec, _Pass(may_look_up=False))
+        except _LookUpNeeded:
+            pass
+        tenant_id = self._session.connection.tenant_id
+        with self._lookups.looking_up(tenant_id):
+            self._adopt_stored_settings()
+            looked_up = _Pass(may_look_up=True)
+            try:
+                return self._for_spec(spec, looked_up)
+            finally:
+                # What was found stands even when another setting of this spec failed.
+                self._lookups.record(tenant_id, looked_up.found)
+
+    def _for_spec(self, spec: TxnSpec, pass_: _Pass) -> QuickBooksSettings:
         needed = settings_needed(spec, self._session.connection.sales_tax)
         rate_name = spec.tax_rate_name.strip() if isinstance(spec, InvoiceSpec) and TAX_CODE in needed else ""
-        job_rate = self._tax_rate(rate_name) if rate_name else None
+        job_rate = self._tax_rate(rate_name, pass_) if rate_name else None
         if job_rate is not None:
             needed = tuple(name for name in needed if name != TAX_CODE)
-        settings = self._resolve(needed, payment=spec.kind is TxnKind.PAYMENT, unmatched_rate=rate_name)
+        settings = self._resolve(needed, pass_, payment=spec.kind is TxnKind.PAYMENT, unmatched_rate=rate_name)
         return dataclasses.replace(settings, tax_code=job_rate) if job_rate is not None else settings
 
-    def _resolve(self, needed: tuple[str, ...], *, payment: bool, unmatched_rate: str = "") -> QuickBooksSettings:
+    def _adopt_stored_settings(self) -> None:
+        """The settings as stored now (defaults another process saved since this sync read the connection);
+        only the settings: the session keeps the tokens it holds."""
+        connection = self._session.connection
+        with self._uow_factory.read_only() as uow:
+            stored = uow.connections.get(connection.tenant_id)
+        if stored is not None and stored.settings != connection.settings:
+            self._session.adopt(dataclasses.replace(connection, settings=stored.settings))
+
+    def _resolve(
+        self, needed: tuple[str, ...], pass_: _Pass, *, payment: bool, unmatched_rate: str = ""
+    ) -> QuickBooksSettings:
         """`needed` set and checked; `unmatched_rate`: the job's tax rate name QuickBooks has no rate of."""
         settings = self._session.connection.settings
         resolved: dict[str, ListRef] = {}
         kept: dict[str, ListRef] = {}  # set already, and checked: what the write relies on
-        lists = _CompanyLists(self._session)
+        lists = _CompanyLists(self._session, pass_)
         for name in needed:
             current: ListRef = getattr(settings, name)
             if current.is_set:
-                self._validate(name, current)
+                self._validate(name, current, pass_)
                 kept[name] = current
                 continue
             if current.name:
                 # Given by name only (stored before UpdateSettings resolved names): resolved, never ignored.
-                resolved[name] = self._checked(name, current)
+                resolved[name] = self._checked(name, current, pass_)
                 continue
             if name == INCOME_ITEM:
-                resolved[name] = self._default_item()
+                resolved[name] = self._default_item(pass_)
             elif name == TAX_CODE:
                 raise _no_tax_code(unmatched_rate)
             elif name in PAYOUT_ACCOUNT_SETTINGS:
@@ -203,51 +251,63 @@ class SettingsResolver:
                     raise setting_error(name, "is not set and QuickBooks has no account to use by default: set it")
             else:
                 resolved[name] = _section8_default(name, lists)
-        methods: dict[PaymentMethod, ListRef] = {}
-        if payment and not self._methods_looked_up:
-            missing = [m for m in PaymentMethod if not settings.payment_methods.get(m, ListRef()).is_set]
-            if missing:
-                methods = self._default_methods(missing)
-            self._methods_looked_up = True  # a method QBO lacks is left unset, without asking again
+        methods = self._methods(settings, pass_) if payment else {}
         if resolved or methods:
-            settings = self._save(resolved, methods, kept)
+            settings = self._save(resolved, methods, kept, pass_)
         return settings
 
-    def _tax_rate(self, rate_name: str) -> ListRef | None:
+    def _methods(self, settings: QuickBooksSettings, pass_: _Pass) -> dict[PaymentMethod, ListRef]:
+        """Defaults for the payment methods left unset, looked for once: a method QBO lacks is left unset,
+        without asking again while the same ones are unset."""
+        missing = [m for m in PaymentMethod if not settings.payment_methods.get(m, ListRef()).is_set]
+        if not missing or self._known(LookupKind.PAYMENT_METHODS, "", _method_names(missing)):
+            return {}
+        pass_.ask()
+        methods = self._default_methods(missing)
+        lacking = _method_names([m for m in missing if m not in methods])
+        pass_.found.append(self._lookup(LookupKind.PAYMENT_METHODS, "", lacking, ListRef()))
+        return methods
+
+    def _known(self, kind: LookupKind, name: str, against: str) -> CompanyLookup | None:
+        connection = self._session.connection
+        return self._lookups.known(connection.tenant_id, connection.realm_id, kind, name, against)
+
+    def _lookup(self, kind: LookupKind, name: str, against: str, found: ListRef) -> CompanyLookup:
+        return CompanyLookup(self._session.connection.realm_id, kind, name, against, found, self._lookups.now())
+
+    def _tax_rate(self, rate_name: str, pass_: _Pass) -> ListRef | None:
         """The active sales tax rate (TaxCode) a job's tax_rate_name names, or None. Remembered once found,
         until a write refuses it (`forget`)."""
         key = normalise(rate_name)
-        known = self._tax_rates.get(key)
+        known = self._known(LookupKind.TAX_RATE, key, key)
         if known is not None:
-            return known
+            return known.found
+        pass_.ask()
         rule = LIST_SETTINGS[TAX_CODE]
         wanted = ListRef(name=rate_name.strip())
         entry = read_list_entry(self._session, ListKind.TAX_CODE, wanted)
         if entry is None or rule.problem(wanted, entry) is not None:
-            return None
-        self._tax_rates[key] = entry.ref
+            return None  # not remembered: the bookkeeper told to create the rate is heeded on the next sync
+        pass_.found.append(self._lookup(LookupKind.TAX_RATE, key, key, entry.ref))
         return entry.ref
 
     def forget(self, setting: str) -> None:
         """QuickBooks refused a reference this setting supplied: check it again next time."""
+        tenant_id = self._session.connection.tenant_id
         if setting == TAX_CODE:
-            self._tax_rates.clear()  # a job's rate stands in for the setting
-        with self._validated_guard:
-            for key in [k for k in self._validated if k[1] == setting]:
-                self._validated.discard(key)
+            self._lookups.forget(tenant_id, LookupKind.TAX_RATE)  # a job's rate stands in for the setting
+        self._lookups.forget(tenant_id, LookupKind.SETTING, setting)
 
-    def _validate(self, name: str, current: ListRef) -> None:
-        key = (self._session.connection.realm_id, name, current.id)
-        with self._validated_guard:
-            if key in self._validated:
-                return
-        self._checked(name, current)
-        with self._validated_guard:
-            self._validated.add(key)
+    def _validate(self, name: str, current: ListRef, pass_: _Pass) -> None:
+        if self._known(LookupKind.SETTING, name, current.id) is not None:
+            return
+        entry = self._checked(name, current, pass_)
+        pass_.found.append(setting_checked(self._session.connection.realm_id, name, entry, self._lookups.now()))
 
-    def _checked(self, name: str, current: ListRef) -> ListRef:
+    def _checked(self, name: str, current: ListRef, pass_: _Pass) -> ListRef:
         """What the setting points to in the company (its Id and name), if it may be used; else raises
         BookkeepingError naming the setting."""
+        pass_.ask()
         rule = LIST_SETTINGS[name]
         entry = read_list_entry(self._session, rule.kind, current)
         problem = rule.problem(current, entry)
@@ -255,7 +315,8 @@ class SettingsResolver:
             raise setting_error(name, f"cannot be used: {problem}")
         return entry.ref
 
-    def _default_item(self) -> ListRef:
+    def _default_item(self, pass_: _Pass) -> ListRef:
+        pass_.ask()
         items = query_all(self._session, "Item", "Type = 'Service'", what="looking up the income item")
         named = [i for i in items if str(i.get("Name", "")).casefold() == "services"]
         chosen = (named or sorted(items, key=_id_order))[:1]
@@ -276,7 +337,11 @@ class SettingsResolver:
         return found
 
     def _save(
-        self, resolved: dict[str, ListRef], methods: dict[PaymentMethod, ListRef], kept: dict[str, ListRef]
+        self,
+        resolved: dict[str, ListRef],
+        methods: dict[PaymentMethod, ListRef],
+        kept: dict[str, ListRef],
+        pass_: _Pass,
     ) -> QuickBooksSettings:
         """Records the defaults on the stored connection, without overwriting a setting someone set since.
 
@@ -303,9 +368,9 @@ class SettingsResolver:
             merged = dataclasses.replace(settings, payment_methods=merged_methods, **changes)
             uow.connections.save_settings(tenant_id, merged)
             uow.commit()
-        with self._validated_guard:
-            for name, ref in resolved.items():
-                self._validated.add((stored.realm_id, name, ref.id))
+        # Just found in the company's lists (or read by name): checked as much as a read by Id would.
+        realm_id, now = stored.realm_id, self._lookups.now()
+        pass_.found += [setting_checked(realm_id, name, ref, now) for name, ref in resolved.items()]
         # Only the settings changed here: the session keeps the tokens it holds.
         self._session.adopt(dataclasses.replace(self._session.connection, settings=merged))
         return merged
@@ -343,22 +408,29 @@ def _default_account(setting: str, accounts: list[dict[str, Any]]) -> ListRef | 
 class _CompanyLists:
     """The chart of accounts and the sales items, each read at most once while settings are resolved."""
 
-    def __init__(self, session: CompanySession) -> None:
+    def __init__(self, session: CompanySession, pass_: _Pass) -> None:
         self._session = session
+        self._pass = pass_
         self._accounts: list[dict[str, Any]] | None = None
         self._items: list[ListEntry] | None = None
 
     def accounts(self) -> list[dict[str, Any]]:
         if self._accounts is None:
+            self._pass.ask()
             self._accounts = query_all(self._session, "Account", "", what="looking up the chart of accounts")
         return self._accounts
 
     def items(self) -> list[ListEntry]:
         if self._items is None:
+            self._pass.ask()
             where = "Type IN ('Service', 'NonInventory')"
             rows = query_all(self._session, "Item", where, what="looking up items")
             self._items = [list_entry(ListKind.ITEM, row) for row in rows]
         return self._items
+
+
+def _method_names(methods: list[PaymentMethod]) -> str:
+    return ",".join(sorted(m.value for m in methods))
 
 
 def _no_tax_code(unmatched_rate: str) -> BookkeepingError:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from functools import partial
@@ -23,6 +22,7 @@ from quickbooks.objects.preferences import Preferences
 from adapters.quickbooks.qbo.batch import batch_request_id, batches, query_item, send_batch, write_item
 from adapters.quickbooks.qbo.calls import CompanySession
 from adapters.quickbooks.qbo.lists import read_list_entry
+from adapters.quickbooks.qbo.lookups import CompanyLookups
 from adapters.quickbooks.qbo.mapping import (
     QboTxn,
     accounting_customer,
@@ -91,11 +91,11 @@ class QuickBooksAccountingSystem(AccountingSystem):
         session: CompanySession,
         uow_factory: UnitOfWorkFactory,
         *,
-        validated: set[tuple[str, str, str]],
-        validated_guard: threading.Lock,
+        lookups: CompanyLookups,
     ) -> None:
+        """`lookups`: the settings' look-ups, shared by the process's companies (lookups.py)."""
         self.session = session
-        self._settings = SettingsResolver(session, uow_factory, validated, validated_guard)
+        self._settings = SettingsResolver(session, uow_factory, lookups)
 
     # --- customers ---------------------------------------------------------------------------------
 

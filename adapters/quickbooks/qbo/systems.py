@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from adapters.quickbooks.qbo.calls import CompanySession, RetryPolicy
 from adapters.quickbooks.qbo.limits import QBO_FIELD_LIMITS
+from adapters.quickbooks.qbo.lookups import CompanyLookups
 from adapters.quickbooks.qbo.system import QuickBooksAccountingSystem
 from adapters.quickbooks.qbo.tokens import NOT_CONNECTED_MESSAGE, RECONNECT_MESSAGE, AuthClientFactory, TokenKeeper
 from adapters.quickbooks.qbo.transport import api_base_url, check_transport_security
@@ -63,8 +64,7 @@ class QuickBooksAccountingSystems(AccountingSystems):
         )
         self._systems: dict[str, tuple[tuple[str, ...], QuickBooksAccountingSystem]] = {}
         self._guard = threading.Lock()
-        self._validated: set[tuple[str, str, str]] = set()
-        self._validated_guard = threading.Lock()
+        self._lookups = CompanyLookups(uow_factory, clock, company_lock)
 
     def for_tenant(self, tenant_id: str) -> QuickBooksAccountingSystem:
         with self._uow_factory() as uow:
@@ -97,8 +97,7 @@ class QuickBooksAccountingSystems(AccountingSystems):
             system = QuickBooksAccountingSystem(
                 session,
                 self._uow_factory,
-                validated=self._validated,
-                validated_guard=self._validated_guard,
+                lookups=self._lookups,
             )
             self._systems[tenant_id] = (identity, system)
             return system

@@ -193,3 +193,27 @@ def test_threads_of_two_engines_never_admit_more_than_the_minute_allows(engines:
     time.sleep(0.5)  # the other engine's releases go out after the release delay
     slot, wait = limiters[0].try_admit(realm)
     assert slot is None and 59.0 < wait <= 60.1  # answered now: the minute runs from their answers
+
+
+def test_a_refused_admission_is_told_the_instant_a_slot_frees_in_the_second_window(
+    engines: tuple[Engine, Engine],
+) -> None:
+    """The wait is exact, counted from the answers: after sleeping it the next request goes at once (not a
+    poll or a window later), and no sooner than a second after the answers (no margin on top)."""
+    engine, other = engines
+    limits = RateLimits(per_minute=500, per_second=2, in_flight=10)
+    limiter, second_process = PostgresRequestLimiter(engine, limits), PostgresRequestLimiter(other, limits)
+    realm = _realm()
+    held = [limiter.try_admit(realm)[0] for _ in range(2)]
+    for slot in held:
+        assert slot is not None
+        limiter.release(slot)
+    limiter.flush()
+    answered = _db_now(engine).timestamp()
+    refused, wait = second_process.try_admit(realm)
+    assert refused is None and 0.8 < wait <= 1.0
+    time.sleep(wait)
+    admitted, _ = second_process.try_admit(realm)
+    assert admitted is not None
+    assert _db_now(other).timestamp() - answered >= 1.0 - 0.05  # the answers were dated a moment before
+    second_process.release(admitted)

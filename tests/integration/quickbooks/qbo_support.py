@@ -36,7 +36,7 @@ from core.company_lists import ListKind
 from core.company_tax import SalesTax
 from core.connection import ListRef, QuickBooksConnection
 from core.domain import InvoiceLine, PaymentMethod
-from core.ports import AccountingSystem
+from core.ports import AccountingSystem, CompanyLock, UnitOfWorkFactory
 
 TENANT = "acme"
 FAST_RETRY = RetryPolicy(backoff_base=0.01, backoff_cap=0.05, throttle_default_wait=0.2, throttle_max_wait=2.0)
@@ -48,7 +48,7 @@ class QboRig:
 
     server: EmulatorServer
     realm_id: str
-    uow_factory: InMemoryUnitOfWorkFactory
+    uow_factory: UnitOfWorkFactory
     systems: QuickBooksAccountingSystems
     credentials: dict[str, Any] = field(default_factory=dict)
 
@@ -61,7 +61,11 @@ class QboRig:
         retry: RetryPolicy = FAST_RETRY,
         http_timeout: float = 2.0,
         emulator_limits: dict[str, int] | None = None,
+        uow_factory: UnitOfWorkFactory | None = None,
+        company_lock: CompanyLock | None = None,
     ) -> QboRig:
+        """`uow_factory`: the tenant's storage (in memory unless given); `company_lock`: the deployment's
+        (in-process unless given)."""
         credentials = requests.post(
             f"{server.admin_url}/realms", json={"company_name": "Mover & Sons"}, timeout=10
         ).json()
@@ -70,7 +74,7 @@ class QboRig:
             json={"limits": emulator_limits or {"per_second": 0, "per_minute": 0, "concurrent": 0}},
             timeout=10,
         )
-        uow_factory = InMemoryUnitOfWorkFactory()
+        uow_factory = uow_factory if uow_factory is not None else InMemoryUnitOfWorkFactory()
         now = datetime.now(UTC)
         connection = QuickBooksConnection(
             tenant_id=TENANT,
@@ -93,7 +97,7 @@ class QboRig:
             uow_factory,
             SystemClock(),
             limiter=InProcessRequestLimiter(limits or RateLimits()),
-            company_lock=InProcessCompanyLock(),
+            company_lock=company_lock or InProcessCompanyLock(),
             http_timeout=http_timeout,
             retry=retry,
         )
