@@ -49,10 +49,11 @@ proto-check: $(STAMP)
 # as "not run". PostgreSQL runs need QBSYNC_TEST_DATABASE_URL. Each NAME_BENCH_ARGS replaces that bench's
 # defaults in bench/report.py, e.g. BACKLOG_BENCH_ARGS="--jobs 20000 --enqueue 2000", API_BENCH_ARGS="--seconds 2";
 # BENCHES=api,backlog runs only those.
-BENCHES ?= api,worker_cpu,qbo_calls,company_ceiling,claims,settings_lookups,backlog
+BENCHES ?= api,worker_cpu,qbo_calls,qbo_calls_engine,company_ceiling,claims,settings_lookups,backlog
 bench: $(STAMP)
 	$(BIN)/python bench/report.py --only '$(BENCHES)' --args api='$(API_BENCH_ARGS)' \
 		--args worker_cpu='$(WORKER_BENCH_ARGS)' --args qbo_calls='$(QBO_CALLS_BENCH_ARGS)' \
+		--args qbo_calls_engine='$(QBO_CALLS_ENGINE_BENCH_ARGS)' \
 		--args company_ceiling='$(CEILING_BENCH_ARGS)' --args claims='$(CLAIMS_BENCH_ARGS)' \
 		--args settings_lookups='$(SETTINGS_BENCH_ARGS)' \
 		--args backlog='$(BACKLOG_BENCH_ARGS)'

@@ -17,27 +17,44 @@ reads included); what the settings cost once per company is paid before counting
 scenario prints the requests without batching, with batching and the minimum, and one target line
 `PASS|FAIL <label>: <figure>` (batched == minimum), which `make bench` collects.
 
-Paths. `adapter` (the only one for now) drives the port directly: single calls (`create`, `update`,
-`find_customers`) against `write_many` / `find_customers_many`. The engine does not use batches yet (wiring
-`write_many` into core/transaction_writer comes after the engine's reshaping); an `engine` path will run the
-same scenarios as sync jobs through SyncService and SyncWorker and is added to `PATHS` then, the scenarios
-and the counting unchanged. Not a test: it asserts only that every write landed.
+Paths. `adapter` drives the port directly: single calls (`create`, `update`, `find_customers`) against
+`write_many` / `find_customers_many`. `engine` runs the deposits scenario as the product does: 10
+SyncPayment jobs of new customers of one company, accepted by SyncService, then run by 10 worker threads
+(the real SyncWorker, as qbsync/runtime.py runs them, started together on a barrier) over the production
+wiring (SQLite, the real adapter, the emulator), once with `QuickBooksModule(coalesce_lookups=False)` and
+once with the default, which coalesces concurrent customer look-ups of one company into batches
+(adapters/quickbooks/coalescing.py). It counts the customer look-up requests QBO received (single queries
+and batches of queries) against the 10 jobs: PASS when they are fewer than the jobs. The look-ups overlap
+only while one is in flight, so this path adds 100 ms of emulator latency unless `--latency-ms` says
+otherwise (QBO's own is 100-300 ms). The engine does not batch writes yet (wiring `write_many` into
+core/transaction_writer comes after the engine's reshaping): the refunds and close-out scenarios join the
+engine path then. Not a test: it asserts only that every write landed and every job succeeded.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+# The deployment helpers are shared with the scale tests, which must not depend on bench/.
+sys.path.insert(0, str(ROOT / "tests" / "scale"))
 
+import requests  # noqa: E402
+from scale_support import Cluster  # noqa: E402
+
+from adapters.persistence.sqlalchemy import migrate  # noqa: E402
 from adapters.quickbooks.emulator import EmulatorServer, run_emulator  # noqa: E402
+from adapters.quickbooks.module import QuickBooksModule  # noqa: E402
 from core.accounting import (  # noqa: E402
     BatchWrite,
     CustomerLookup,
@@ -49,8 +66,13 @@ from core.accounting import (  # noqa: E402
     RefundSpec,
     TxnKind,
 )
-from core.domain import InvoiceLine, PaymentMethod  # noqa: E402
+from core.connections_service import ConnectionService  # noqa: E402
+from core.domain import Customer, InvoiceLine, Opportunity, PaymentMethod, Permission, Principal  # noqa: E402
+from core.domain import Payment as CrmPayment  # noqa: E402
 from core.ports import AccountingSystem  # noqa: E402
+from core.service import SyncService  # noqa: E402
+from core.worker import SyncWorker  # noqa: E402
+from qbsync.bootstrap import bootstrap  # noqa: E402
 from tests.integration.quickbooks.qbo_support import QboRig  # noqa: E402
 
 DAY = date(2026, 1, 2)
@@ -193,18 +215,115 @@ def adapter_path(server: EmulatorServer, scenario: Scenario, batched: bool) -> t
 
 
 PATHS: dict[str, Callable[[EmulatorServer, Scenario, bool], tuple[int, float]]] = {"adapter": adapter_path}
+ENGINE_LATENCY_MS = 100.0
+RECEIVED = datetime(2026, 1, 2, 9, 0, tzinfo=UTC)
+
+
+@dataclass
+class EngineRun:
+    lookups: int  # customer look-up requests QBO received: single queries and batches of queries
+    requests: int  # every request QBO received for the company
+    seconds: float
+
+
+def _is_lookup(entry: dict[str, object]) -> bool:
+    """A customer look-up request: a query (in a warmed company, the jobs of new customers query nothing
+    else), or a batch whose items are queries (the batches of writes carry none)."""
+    if entry["entity"] == "query":
+        return True
+    body = entry.get("body")
+    items = body.get("BatchItemRequest", []) if isinstance(body, dict) else []
+    return entry["entity"] == "batch" and any("Query" in item for item in items)
+
+
+def _deposit(n: int) -> tuple[Opportunity, CrmPayment]:
+    who = Customer(f"c{n}", "Deposit", f"Customer{n}", email=f"c{n}@example.com")
+    payment = CrmPayment(f"pay-{n}", Decimal("50.00"), PaymentMethod.CASH, RECEIVED, f"ch_{n}")
+    return Opportunity(f"opp-{n}", f"{1000 + n}", who), payment
+
+
+def engine_deposits(server: EmulatorServer, coalesced: bool, workdir: Path) -> EngineRun:
+    """The deposits scenario as sync jobs run by `DEPOSITS` worker threads, on a fresh company and database."""
+    url = f"sqlite:///{workdir / f'engine-{coalesced}.db'}"
+    migrate(url)
+    injector = bootstrap(QuickBooksModule(coalesce_lookups=coalesced), settings=Cluster(url, workdir).settings())
+    company = requests.post(f"{server.admin_url}/realms", json={"company_name": "Deposit Movers"}, timeout=10).json()
+    realm = str(company["realm_id"])
+    injector.get(ConnectionService).connect_with_tokens(
+        "movers",
+        realm,
+        str(company["client_id"]),
+        str(company["client_secret"]),
+        str(company["refresh_token"]),
+        str(company["access_token"]),
+        environment=server.discovery_url,
+        api_base_url=server.base_api_url,
+    )
+    principal = Principal("movers", frozenset(Permission))
+    service, worker = injector.get(SyncService), injector.get(SyncWorker)
+    # Not counted: a first sync reads the company's settings and preferences, once per company.
+    warm = service.sync_payment(principal, *_deposit(0))
+    worker.drain()
+    jobs = [warm] + [service.sync_payment(principal, *_deposit(n)) for n in range(1, DEPOSITS + 1)]
+    requests.post(f"{server.admin_url}/requests/clear", timeout=10)
+    start = threading.Barrier(DEPOSITS + 1)
+
+    def run(n: int) -> None:
+        start.wait()
+        worker.drain(f"bench-worker-{n}")
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(DEPOSITS)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    for job in jobs:
+        ended = service.get_job(principal, job.name)
+        if ended.state.name != "SUCCEEDED":
+            raise SystemExit(f"{job.name} ended {ended.state.name}: {ended.error}")
+    log = requests.get(f"{server.admin_url}/requests", params={"realm_id": realm}, timeout=10).json()["requests"]
+    return EngineRun(sum(1 for e in log if _is_lookup(e)), len(log), elapsed)
+
+
+def engine_main(server: EmulatorServer) -> None:
+    label = f"customer look-ups of {DEPOSITS} concurrent new-customer deposits of one company batched (engine)"
+    print(f"{'worker threads':<16}{'look-ups':>10}{'requests':>10}{'seconds':>9}")
+    with tempfile.TemporaryDirectory(prefix="qbo-calls-") as workdir:
+        single = engine_deposits(server, False, Path(workdir))
+        print(f"{'not coalesced':<16}{single.lookups:>10}{single.requests:>10}{single.seconds:>9.2f}")
+        coalesced = engine_deposits(server, True, Path(workdir))
+        print(f"{'coalesced':<16}{coalesced.lookups:>10}{coalesced.requests:>10}{coalesced.seconds:>9.2f}")
+    verdict = "PASS" if coalesced.lookups < DEPOSITS else "FAIL"
+    print()
+    print(
+        f"  {verdict}  QBO calls, {label}: {coalesced.lookups} look-up requests for {DEPOSITS} jobs "
+        f"({single.lookups} without coalescing; {coalesced.requests} requests in all, {single.requests} without)"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--path", choices=sorted(PATHS), default="adapter")
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="added by the emulator to every API call")
+    parser.add_argument("--path", choices=sorted([*PATHS, "engine"]), default="adapter")
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=None,
+        help=f"added by the emulator to every API call (default 0, {ENGINE_LATENCY_MS:g} on the engine path)",
+    )
     args = parser.parse_args()
-    drive = PATHS[args.path]
+    engine = args.path == "engine"
+    latency = args.latency_ms if args.latency_ms is not None else (ENGINE_LATENCY_MS if engine else 0.0)
     server = run_emulator("127.0.0.1", 0)
     try:
-        QboRig.connect(server).settings(latency_ms=args.latency_ms)
-        print(f"QBO requests per scenario, {args.path} path, emulator latency {args.latency_ms:g} ms")
+        QboRig.connect(server).settings(latency_ms=latency, log_bodies=engine)
+        print(f"QBO requests per scenario, {args.path} path, emulator latency {latency:g} ms")
+        if engine:
+            engine_main(server)
+            return
+        drive = PATHS[args.path]
         print(f"{'scenario':<12}{'single':>8}{'batched':>9}{'minimum':>9}{'single ms':>11}{'batched ms':>12}")
         verdicts = []
         for scenario in SCENARIOS:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from injector import Module, provider, singleton
 
+from adapters.quickbooks.coalescing import CoalescingAccountingSystems
 from adapters.quickbooks.fake import FakeQuickBooksCompanies
 from adapters.quickbooks.qbo import QuickBooksAccountingSystems, RetryPolicy
 from core.ports import AccountingSystems, Clock, CompanyLock, RequestLimiter, UnitOfWorkFactory
@@ -29,18 +30,25 @@ class QuickBooksModule(Module):
     The `RequestLimiter` and `CompanyLock` are the ones the injector binds (the coordination module the
     composition root chose: shared across processes on PostgreSQL, in this process otherwise). A test
     that wants other ones binds them in a later module.
+
+    Concurrent customer look-ups of one company (the worker threads' first syncs) are coalesced into QBO's
+    batch endpoint (adapters/quickbooks/coalescing.py); `coalesce_lookups=False` sends each alone (benches
+    compare the two).
     """
 
-    def __init__(self, *, http_timeout: float = 30.0, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self, *, http_timeout: float = 30.0, retry: RetryPolicy | None = None, coalesce_lookups: bool = True
+    ) -> None:
         self._http_timeout = http_timeout
         self._retry = retry
+        self._coalesce_lookups = coalesce_lookups
 
     @singleton
     @provider
     def accounting_systems(
         self, uow_factory: UnitOfWorkFactory, clock: Clock, limiter: RequestLimiter, company_lock: CompanyLock
     ) -> AccountingSystems:
-        return QuickBooksAccountingSystems(
+        systems = QuickBooksAccountingSystems(
             uow_factory,
             clock,
             limiter=limiter,
@@ -48,3 +56,4 @@ class QuickBooksModule(Module):
             http_timeout=self._http_timeout,
             retry=self._retry,
         )
+        return CoalescingAccountingSystems(systems) if self._coalesce_lookups else systems

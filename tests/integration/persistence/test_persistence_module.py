@@ -17,6 +17,7 @@ from adapters.persistence.sqlalchemy import SqlAlchemyUnitOfWorkFactory, create_
 from adapters.persistence.sqlalchemy.company_lock import PostgresCompanyLock
 from adapters.persistence.sqlalchemy.engine import normalise_url
 from adapters.persistence.sqlalchemy.limiter import PostgresRequestLimiter
+from adapters.quickbooks.coalescing import CoalescingAccountingSystems
 from adapters.quickbooks.module import QuickBooksModule
 from adapters.quickbooks.qbo import QuickBooksAccountingSystems
 from adapters.system import SystemClock
@@ -114,7 +115,9 @@ def test_the_quickbooks_module_uses_the_bound_limiter_and_lock() -> None:
     injector = Injector(
         [InMemoryPersistenceModule(), InProcessCoordinationModule(), Clocks(), QuickBooksModule()], auto_bind=False
     )
-    systems = injector.get(AccountingSystems)  # type: ignore[type-abstract]
+    coalescing = injector.get(AccountingSystems)  # type: ignore[type-abstract]
+    assert isinstance(coalescing, CoalescingAccountingSystems)
+    systems = coalescing.inner
     assert isinstance(systems, QuickBooksAccountingSystems)
     assert systems._limiter is injector.get(RequestLimiter)  # type: ignore[type-abstract]
     assert systems._tokens._company_lock is injector.get(CompanyLock)  # type: ignore[type-abstract]

@@ -1,0 +1,165 @@
+"""Concurrent customer look-ups of one company, coalesced into QBO's batch endpoint (issue 12).
+
+A worker process runs several worker threads, and concurrent first syncs of one company each look their
+customer up (`find_customers`, R1): one QBO request each, a third of all requests in a burst of new-customer
+deposits. `CoalescingAccountingSystems` sits in front of the real `AccountingSystems` and sends the
+look-ups of one tenant's company that overlap in time as one `find_customers_many` (one batch request).
+
+"Natural batching", with no timer: a look-up arriving while none of its company is in flight is sent at
+once, alone, as the plain `find_customers` (no added latency, no batch overhead). Look-ups arriving while
+one is in flight queue; when it returns, the oldest of them leads the next request, carrying every queued
+look-up (at most `BATCH_MAX_ITEMS`, QBO's limit per batch; the rest wait for the one after). So a look-up
+waits at most for the request in flight plus its own, and the batch grows exactly as much as QBO is slow.
+
+Each caller gets its own answer, matched by position (the port answers `find_customers_many` in the order
+given); an error of the whole request (QBO unreachable, a 429 the adapter gave up on, a reconnection) is
+raised to every caller of that batch, as it would have been raised to each on its own. Whichever way a
+leader's request ends — an answer, an error, even a `BaseException` stopping its thread (the others then
+get `AccountingUnavailableError`, retried as any outage) — the leader hands the queue over to the next waiter
+before it returns, so nothing waits forever: every wait ends on an answer, an error, or the turn to lead.
+
+Only look-ups are coalesced. A look-up changes nothing, so sending it together with others, or a little
+later than asked, gives an answer at least as fresh as the caller's own request would have; writes keep
+their own requests (their requestids, fences and order are the engine's).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from adapters.quickbooks.qbo.batch import BATCH_MAX_ITEMS
+from core.accounting import AccountingCustomer, CustomerLookup
+from core.errors import AccountingUnavailableError
+from core.ports import AccountingSystem, AccountingSystems, ForwardingAccountingSystem
+
+
+class _Waiter:
+    """One caller's look-up: woken once, with its answer, its error, or its turn to lead the next request."""
+
+    def __init__(self, lookup: CustomerLookup) -> None:
+        self.lookup = lookup
+        self.answer: list[AccountingCustomer] | None = None
+        self.error: BaseException | None = None
+        self.leads = False
+        self.woken = threading.Event()
+
+    def wake(self, answer: list[AccountingCustomer] | None = None, error: BaseException | None = None) -> None:
+        self.answer, self.error = answer, error
+        self.woken.set()
+
+    def result(self) -> list[AccountingCustomer]:
+        if self.error is not None:
+            # One instance raised in every waiter's thread, as `concurrent.futures.Future.result` does.
+            raise self.error
+        assert self.answer is not None
+        return list(self.answer)  # a caller's own list: two callers of one look-up never share one
+
+
+class LookupCoalescer:
+    """The look-ups of one company: at most one request in flight, the others queued for the next."""
+
+    def __init__(self, system: AccountingSystem, *, max_batch: int = BATCH_MAX_ITEMS) -> None:
+        self._system = system
+        self._max_batch = max_batch
+        self._guard = threading.Lock()
+        self._queue: list[_Waiter] = []
+        self._in_flight = False  # a leader is sending (or about to send) a request
+        self.requests = 0  # look-up requests sent (single or batched): what the tests and benches count
+
+    def find_customers(self, display_name: str, email: str) -> list[AccountingCustomer]:
+        waiter = _Waiter(CustomerLookup(display_name, email))
+        with self._guard:
+            self._queue.append(waiter)
+            leads = not self._in_flight
+            self._in_flight = True
+        if not leads:
+            waiter.woken.wait()
+            if not waiter.leads:
+                return waiter.result()
+        self._lead()
+        return waiter.result()
+
+    def _lead(self) -> None:
+        """Sends the queue's oldest look-ups (the leader's among them: it is the oldest) as one request,
+        hands the rest over to the next leader, then answers every waiter of this request."""
+        with self._guard:
+            batch = self._queue[: self._max_batch]
+            del self._queue[: self._max_batch]
+            self.requests += 1
+        answers: list[list[AccountingCustomer]] | None = None
+        error: BaseException | None = None
+        interrupted: BaseException | None = None
+        try:
+            answers = self._send([w.lookup for w in batch])
+        except Exception as exc:  # noqa: BLE001 - the request's error: every waiter of this request raises it
+            error = exc
+        except BaseException as exc:
+            # The leader's thread is being stopped (KeyboardInterrupt, SystemExit): that is the leader's own
+            # business; the others' look-up was merely not answered, which a worker retries like any outage.
+            interrupted = exc
+            error = AccountingUnavailableError("the customer look-up was interrupted before QuickBooks answered")
+        finally:
+            self._hand_over()
+        for n, waiter in enumerate(batch):
+            waiter.wake(None if answers is None else answers[n], error)
+        if interrupted is not None:
+            raise interrupted
+
+    def _send(self, lookups: Sequence[CustomerLookup]) -> list[list[AccountingCustomer]]:
+        unique = list(dict.fromkeys(lookups))  # two jobs of one customer ask once
+        if len(unique) == 1:  # a lone look-up goes as the plain query: the cheapest request for one
+            alone = unique[0]
+            found = {alone: self._system.find_customers(alone.display_name, alone.email)}
+        else:
+            # strict: an answer missing for a look-up raises (ValueError) rather than answering a caller
+            # with another caller's customers.
+            found = dict(zip(unique, self._system.find_customers_many(unique), strict=True))
+        return [found[lookup] for lookup in lookups]
+
+    def _hand_over(self) -> None:
+        with self._guard:
+            if not self._queue:
+                self._in_flight = False
+                return
+            successor = self._queue[0]
+        successor.leads = True
+        successor.woken.set()
+
+
+class CoalescingAccountingSystem(ForwardingAccountingSystem):
+    """One tenant's company, its `find_customers` going through the company's `LookupCoalescer`."""
+
+    def __init__(self, system: AccountingSystem, coalescer: LookupCoalescer) -> None:
+        super().__init__(system)
+        self.coalescer = coalescer
+
+    @property
+    def inner(self) -> AccountingSystem:
+        return self._system
+
+    def find_customers(self, display_name: str, email: str) -> list[AccountingCustomer]:
+        return self.coalescer.find_customers(display_name, email)
+
+
+class CoalescingAccountingSystems(AccountingSystems):
+    """`systems`, with each tenant's look-ups coalesced. One coalescer per tenant's company object: when
+    `systems` hands out another one for a tenant (its connection now points at another realm or app), the
+    next look-ups form a new queue on it, and the old queue's request ends on the old company — two
+    companies never share a request."""
+
+    def __init__(self, systems: AccountingSystems, *, max_batch: int = BATCH_MAX_ITEMS) -> None:
+        self.inner = systems
+        self.field_limits = systems.field_limits
+        self._max_batch = max_batch
+        self._coalescers: dict[str, tuple[AccountingSystem, LookupCoalescer]] = {}
+        self._guard = threading.Lock()
+
+    def for_tenant(self, tenant_id: str) -> CoalescingAccountingSystem:
+        system = self.inner.for_tenant(tenant_id)
+        with self._guard:
+            known = self._coalescers.get(tenant_id)
+            if known is None or known[0] is not system:
+                known = (system, LookupCoalescer(system, max_batch=self._max_batch))
+                self._coalescers[tenant_id] = known
+        return CoalescingAccountingSystem(system, known[1])
