@@ -15,6 +15,7 @@ import requests
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+import adapters.grpc.metrics  # noqa: F401  (registers the gRPC families, as a server process imports them)
 from adapters.metrics import PrometheusMetrics, QueueCollector
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from adapters.quickbooks.fake import FakeQuickBooks, FakeQuickBooksCompanies, Fault
