@@ -1,11 +1,11 @@
 """R6 Resync updates, never duplicates; R7 Exactly once: how one CRM record's QuickBooks record is written.
 
-Every write is recorded in its own transaction as soon as QuickBooks confirms it, so a crash between two
-writes loses nothing. Before a create is sent, the intent is recorded (`create_started`), so a crash
-between QuickBooks' commit and ours is found again — by the request id QuickBooks replays and by the
-marker in the record's private note — rather than written twice. A record deleted or voided in
-QuickBooks is recreated under a new generation, so that its create is not answered with the replay of
-the first one.
+Before a create is sent, its intent (`create_started`) is committed (core.sync_run: a plan's intents
+together, up front); what QuickBooks confirmed is committed with the run's next transaction. So a crash
+anywhere loses nothing QuickBooks has: a create whose answer was not committed yet is found again — by
+the request id QuickBooks replays and by the marker in the record's private note — not written twice. A record
+deleted or voided in QuickBooks is recreated under a new generation, so that its create is not answered
+with the replay of the first one.
 """
 
 from __future__ import annotations
@@ -143,14 +143,17 @@ class RecordWriter:
     def _create_once(self, record: SyncRecord, spec: TxnSpec, digest: str) -> QuickBooksRef:
         """R7: a create an earlier attempt sent and never heard back from may exist already: adopt it."""
         tenant = self._run.tenant
-        if record.create_started:
+        # An intent this run declared and committed, its create not sent yet: nothing to find.
+        if record.create_started and not self._run.intent_unsent(record):
             found = self._find_created(spec.kind, self._marker(record))
             if found is not None:
                 return self._run.accounting.update(
                     found, spec, request_id=request_id_for(tenant, record.entity, "adopt", found.sync_token, digest)
                 )
-        record.create_started = True
-        self._run.save(record)
+        if not record.create_started:
+            record.create_started = True
+            self._run.save(record)
+        self._run.sending_create(record)  # the intent is committed before the create leaves (R7)
         return self._run.accounting.create(
             spec, request_id=request_id_for(tenant, record.entity, "create", record.generation)
         )
