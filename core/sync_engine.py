@@ -105,11 +105,10 @@ class SyncEngine:
             write_payout_deposit(run, results)  # a deposit names no customer: nothing to match (SPEC §9)
             return
         matching = CustomerMatching(run, results)
-        books = run.books()
-        customer = books.opportunity.customer
         # A target qbsync does not know fails here, before anything is written. The plan is made from the
         # same snapshot of the opportunity as the customer it is written for.
-        plan = self._plan_of(run, books)
+        plan = run.prepare(lambda books: self._plan_of(run, books))
+        customer = plan.books.opportunity.customer
         if isinstance(self._carry_out(plan, self._writer(run, matching.resolve(customer), results)), Synced):
             return
         # What of the customer is already in QuickBooks still names the old customer, and a payment can

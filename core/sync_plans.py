@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from core.allocation import Applications, InvoiceDue, PaymentFunds, plan_applications, shrink_only
-from core.domain import ClosedJob, EntityType, Payment, Refund
+from core.domain import ClosedJob, EntityRef, EntityType, Payment, Refund
 from core.errors import FailedPreconditionError
 from core.sync_run import OpportunityBooks
 
@@ -52,6 +52,23 @@ Step = WritePayment | DetachPayment | WriteRefund | WriteInvoice
 class Plan:
     books: OpportunityBooks
     steps: list[Step] = field(default_factory=list)
+
+    def writes(self) -> list[EntityRef]:
+        """The records the steps write (those not in QuickBooks yet are created): R7 declares their
+        intents before the first write."""
+        entities: list[EntityRef] = []
+        for step in self.steps:
+            match step:
+                case WritePayment(payment):  # with its refunds, first (R4)
+                    entities += [EntityRef(EntityType.REFUND, r.refund_id) for r in payment.refunds]
+                    entities.append(EntityRef(EntityType.PAYMENT, payment.payment_id))
+                case DetachPayment(payment):
+                    entities.append(EntityRef(EntityType.PAYMENT, payment.payment_id))
+                case WriteRefund(_, refund):
+                    entities.append(EntityRef(EntityType.REFUND, refund.refund_id))
+                case WriteInvoice(closed):
+                    entities.append(EntityRef(EntityType.INVOICE, closed.job.job_id))
+        return entities
 
 
 def plan_payment_sync(books: OpportunityBooks, payment_id: str) -> Plan:

@@ -7,12 +7,23 @@ place fences every save with the job's lease.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from core.domain import ClosedJob, EntityRef, EntityType, Opportunity, Payment, SyncJob, SyncRecord
 from core.errors import FailedPreconditionError
 from core.lease import JobLease
 from core.ports import AccountingSystem, Clock, UnitOfWork, UnitOfWorkFactory
+
+
+class Planned(Protocol):
+    def writes(self) -> list[EntityRef]:
+        """The records the plan writes (those not in QuickBooks yet are created)."""
+        ...
+
+
+P = TypeVar("P", bound=Planned)
 
 
 @dataclass(frozen=True)
@@ -90,16 +101,33 @@ class SyncRun:
         self._records[record.entity] = record
         self._unsaved[record.entity] = record
 
+    def prepare(self, make: Callable[[OpportunityBooks], P]) -> P:
+        """The plan `make` makes from the job's books, read and its create intents committed in one
+        transaction (`declare_creates`): the run's one read, and its one write before QuickBooks."""
+        with self.uow_factory() as uow:
+            plan = make(self._books_in(uow, self._opportunity_in(uow)))
+            self._declare(plan.writes())
+            self.save_into(uow)
+            uow.commit()
+        self._unsaved.clear()
+        return plan
+
     def declare_creates(self, entities: list[EntityRef]) -> None:
         """R7, up front: marks each of `entities` not in QuickBooks as about to be created, and commits
         these intents (with whatever else is unsaved) in one transaction, before the first create."""
+        if self._declare(entities):
+            self.flush()
+
+    def _declare(self, entities: list[EntityRef]) -> bool:
+        declared = False
         for entity in entities:
             record = self.record(entity)
             if record.quickbooks_id is None and not record.create_started:
                 record.create_started = True
                 self.save(record)
                 self._unsent.add(entity)
-        self.flush()
+                declared = True
+        return declared
 
     def intent_unsent(self, record: SyncRecord) -> bool:
         """Whether `record`'s intent was declared by this run and its create not sent yet."""
@@ -131,20 +159,21 @@ class SyncRun:
         """The job's opportunity, its payments and closed jobs as last received and all their records (and
         its customer's), in one read."""
         with self.uow_factory.read_only() as uow:
-            opportunity = uow.snapshots.get_opportunity(self.tenant, self.job.opportunity_id)
-            if opportunity is None:
-                raise FailedPreconditionError(f"opportunity {self.job.opportunity_id} is not known to qbsync")
-            customer = EntityRef(EntityType.CUSTOMER, opportunity.customer.customer_id)
-            if customer not in self._records:
-                self._keep(customer, uow.sync_records.get(self.tenant, customer))
-            return self._books_in(uow, opportunity)
+            return self._books_in(uow, self._opportunity_in(uow))
 
     def opportunity(self) -> Opportunity:
         """The job's opportunity, as last received."""
         with self.uow_factory.read_only() as uow:
-            opportunity = uow.snapshots.get_opportunity(self.tenant, self.job.opportunity_id)
+            return self._opportunity_in(uow)
+
+    def _opportunity_in(self, uow: UnitOfWork) -> Opportunity:
+        """The job's opportunity, with its customer's record kept (R1 reads it next)."""
+        opportunity = uow.snapshots.get_opportunity(self.tenant, self.job.opportunity_id)
         if opportunity is None:
             raise FailedPreconditionError(f"opportunity {self.job.opportunity_id} is not known to qbsync")
+        customer = EntityRef(EntityType.CUSTOMER, opportunity.customer.customer_id)
+        if customer not in self._records:
+            self._keep(customer, uow.sync_records.get(self.tenant, customer))
         return opportunity
 
     def books_of(self, opportunity: Opportunity) -> OpportunityBooks:

@@ -37,7 +37,7 @@ class TransactionWriter:
     def carry_out(self, plan: Plan) -> None:
         self._books = plan.books
         # R7 up front: every create the plan may send has its intent committed, in one transaction.
-        self._run.declare_creates(_creatable(plan))
+        self._run.declare_creates(plan.writes())
         for step in plan.steps:
             self._do(step)
 
@@ -208,23 +208,6 @@ def invoice_spec(customer_id: str, opportunity: Opportunity, job: Job) -> SpecBu
         )
 
     return spec
-
-
-def _creatable(plan: Plan) -> list[EntityRef]:
-    """The records the plan's steps write (those not in QuickBooks yet are created)."""
-    entities: list[EntityRef] = []
-    for step in plan.steps:
-        match step:
-            case WritePayment(payment):  # with its refunds, first (R4)
-                entities += [EntityRef(EntityType.REFUND, r.refund_id) for r in payment.refunds]
-                entities.append(_payment_ref(payment))
-            case DetachPayment(payment):
-                entities.append(_payment_ref(payment))
-            case WriteRefund(_, refund):
-                entities.append(EntityRef(EntityType.REFUND, refund.refund_id))
-            case WriteInvoice(closed):
-                entities.append(EntityRef(EntityType.INVOICE, closed.job.job_id))
-    return entities
 
 
 def _payment_ref(payment: Payment) -> EntityRef:

@@ -7,7 +7,6 @@ database refuses every commit, as a killed process commits nothing more."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -168,7 +167,7 @@ def _assert_exactly_once(deployment: Deployment) -> None:
 
 
 def test_a_clean_run_commits_three_times() -> None:
-    # The claim, the create intents, the records with the job's completion (the one read commits nothing).
+    # The claim, the books read with the create intents, the records with the job's completion.
     assert _commits_of_a_clean_run() == 3
 
 
@@ -194,11 +193,10 @@ def test_a_crash_right_after_quickbooks_confirmed_a_write_then_a_retry_writes_it
 
 def test_the_crash_points_are_real() -> None:
     """Each injected crash stops the first worker before the job is done (else the tests above prove nothing)."""
-    crashing: list[Callable[[Deployment], None]] = [lambda d: d.crash_after(w, n) for w, n in WRITES]
-    for crash in crashing:
+    for write, nth in WRITES:
         deployment = Deployment()
         job = deployment.accept()
-        crash(deployment)
+        deployment.crash_after(write, nth)
         with pytest.raises(Crash):
             deployment.worker.drain("w1")
         assert deployment.service.get_job(deployment.principal, job).state is SyncJobState.RUNNING

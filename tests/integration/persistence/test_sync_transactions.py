@@ -1,7 +1,7 @@
 """Issue 12: a sync's database transactions, counted on the real engines (SQLite, and PostgreSQL when
-QBSYNC_TEST_DATABASE_URL is set). A new customer's payment with one refund costs at most four: the claim,
-one read of the opportunity's books and records, one commit of the create intents before the first create
-(R7), and the records QuickBooks confirmed saved with the job's completion."""
+QBSYNC_TEST_DATABASE_URL is set). A new customer's payment with one refund costs at most four (three today):
+the claim, one read of the opportunity's books and records that commits the plan's create intents before
+the first create (R7), and the records QuickBooks confirmed saved with the job's completion."""
 
 from __future__ import annotations
 
