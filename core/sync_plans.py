@@ -73,7 +73,7 @@ class Plan:
 
 def plan_payment_sync(books: OpportunityBooks, payment_id: str) -> Plan:
     """R3: the payment (with its refunds, R4), applied only to invoices already in QuickBooks, oldest
-    first; with none, it stays unapplied and no invoice is made. Forced: an explicit sync rewrites it."""
+    first; with none, it stays unapplied and no invoice is made."""
     payment = books.payment(payment_id)
     if payment is None:
         raise FailedPreconditionError(f"payment {payment_id} is not known to qbsync")
@@ -83,7 +83,8 @@ def plan_payment_sync(books: OpportunityBooks, payment_id: str) -> Plan:
         if (record := books.record(EntityType.INVOICE, c.job.job_id)).quickbooks_id and record.amount is not None
     ]
     plan = plan_applications(_funds(books.payments), invoices, _applied(books, books.payments), movable={payment_id})
-    return Plan(books, [WritePayment(payment, plan.get(payment_id, {}), force=True)])
+    # Not forced: an explicit sync reads what is unchanged rather than rewriting it (core.record_writer).
+    return Plan(books, [WritePayment(payment, plan.get(payment_id, {}))])
 
 
 def plan_invoice_sync(books: OpportunityBooks, job_id: str) -> Plan:

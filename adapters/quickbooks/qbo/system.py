@@ -21,6 +21,7 @@ from quickbooks.objects.preferences import Preferences
 
 from adapters.quickbooks.qbo.calls import CompanySession
 from adapters.quickbooks.qbo.lists import read_list_entry
+from adapters.quickbooks.qbo.liveness import read_live
 from adapters.quickbooks.qbo.mapping import (
     QboTxn,
     accounting_customer,
@@ -247,6 +248,9 @@ class QuickBooksAccountingSystem(AccountingSystem):
             if len(page) < PAGE_SIZE:
                 return
             start += PAGE_SIZE
+
+    def read_live(self, kind: TxnKind, ids: list[str]) -> dict[str, QuickBooksRef]:
+        return read_live(self.session, kind, ids)
 
     def link_for(self, kind: TxnKind | None, quickbooks_id: str) -> str:
         connection = self.session.connection
