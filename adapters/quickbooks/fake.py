@@ -376,7 +376,7 @@ class FakeQuickBooks(AccountingSystem):
             return {
                 txn.id: QuickBooksRef(txn.kind, txn.id, str(txn.sync_token))
                 for txn in found
-                if txn is not None and txn.live and txn.entity == _entity_of(kind)
+                if txn is not None and txn.live and txn.kind is kind  # a check is no expense
             }
 
     def unapplied_amount(self, payment_id: str) -> Decimal:
