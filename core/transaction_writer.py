@@ -14,7 +14,7 @@ from decimal import Decimal
 from core.accounting import DiscountSpec, InvoiceSpec, LinkLine, PaymentSpec, RefundSpec, TxnKind
 from core.allocation import shrink_only
 from core.domain import ClosedJob, EntityRef, EntityType, Job, Opportunity, Payment, PaymentMethod, Refund, SyncRecord
-from core.errors import InvoiceTotalMismatchError, LinkedRecordGoneError
+from core.errors import CustomerUnusableError, InvoiceTotalMismatchError, LinkedRecordGoneError
 from core.record_writer import RecordWriter, SpecBuilder
 from core.sync_plans import DetachPayment, Plan, Step, WriteInvoice, WritePayment, WriteRefund
 from core.sync_run import OpportunityBooks, SyncRun
@@ -88,10 +88,17 @@ class TransactionWriter:
 
     def _check_live(self, payment: Payment, applications: dict[str, Decimal]) -> None:
         """An explicit sync (a resync) of an unchanged payment must still notice its records deleted or
-        voided in QuickBooks (R6): the unchanged refunds, and the invoices it applies, are read — one
-        request for each kind — rather than rewritten; a gone one is recreated before the payment links it.
+        voided in QuickBooks (R6), or its customer made inactive (R1): the customer, the unchanged refunds
+        and the invoices it applies are read — one request for each kind — rather than rewritten; a gone
+        one is recreated before the payment links it.
         The payment itself is read by its own write (`RecordWriter.write`, `resync`)."""
         customer, opportunity = self._records.customer_id, self._opportunity
+        # A payment about to be written (new or changed) hears of its customer and invoices from QuickBooks'
+        # answer; only one that would be left alone has them read.
+        unchanged_payment = self._payment_unchanged(payment, applications)
+        if unchanged_payment and customer not in self._run.accounting.active_customers([customer]):
+            # As QuickBooks would refuse the payment's next write: re-resolve the customer and move (R1).
+            raise CustomerUnusableError(f"the QuickBooks customer {customer} is inactive")
         unchanged = [
             entity
             for refund in payment.refunds
@@ -101,7 +108,22 @@ class TransactionWriter:
             )
         ]
         self._records.check_live(refund_kind(payment.method), unchanged)
-        self._records.check_live(TxnKind.INVOICE, [EntityRef(EntityType.INVOICE, job_id) for job_id in applications])
+        if unchanged_payment:
+            invoices = [EntityRef(EntityType.INVOICE, job_id) for job_id in applications]
+            self._records.check_live(TxnKind.INVOICE, invoices)
+
+    def _payment_unchanged(self, payment: Payment, applications: dict[str, Decimal]) -> bool:
+        """Whether the payment, linking its refunds as written and `applications`, is as last written."""
+        kind = refund_kind(payment.method)
+        lines = []
+        for refund in payment.refunds:
+            written = self._run.record(EntityRef(EntityType.REFUND, refund.refund_id)).quickbooks_id
+            if written is None:
+                return False
+            lines.append(LinkLine(kind, written, refund.amount))
+        lines += self._invoice_lines(applications)
+        spec = payment_spec(self._records.customer_id, self._opportunity, payment, lines)
+        return self._records.unchanged(_payment_ref(payment), spec)
 
     def _lower_refund_links_first(self, payment: Payment, applications: dict[str, Decimal]) -> None:
         """QuickBooks refuses an expense whose total falls below what a payment links to it: when a refund

@@ -379,6 +379,12 @@ class FakeQuickBooks(AccountingSystem):
                 if txn is not None and txn.live and txn.kind is kind  # a check is no expense
             }
 
+    def active_customers(self, ids: list[str]) -> set[str]:
+        with self._lock:
+            self._call(write=False)
+            self.live_reads += 1
+            return {i for i in ids if (c := self.customers.get(i)) is not None and c.active}
+
     def unapplied_amount(self, payment_id: str) -> Decimal:
         with self._lock:
             spec = self.txns[payment_id].spec

@@ -21,7 +21,7 @@ from quickbooks.objects.preferences import Preferences
 
 from adapters.quickbooks.qbo.calls import CompanySession
 from adapters.quickbooks.qbo.lists import read_list_entry
-from adapters.quickbooks.qbo.liveness import read_live
+from adapters.quickbooks.qbo.liveness import active_customers, read_live
 from adapters.quickbooks.qbo.mapping import (
     QboTxn,
     accounting_customer,
@@ -251,6 +251,9 @@ class QuickBooksAccountingSystem(AccountingSystem):
 
     def read_live(self, kind: TxnKind, ids: list[str]) -> dict[str, QuickBooksRef]:
         return read_live(self.session, kind, ids)
+
+    def active_customers(self, ids: list[str]) -> set[str]:
+        return active_customers(self.session, ids)
 
     def link_for(self, kind: TxnKind | None, quickbooks_id: str) -> str:
         connection = self.session.connection
