@@ -21,7 +21,9 @@ from core.sync_engine import SyncEngine
 from core.worker import SyncWorker
 
 T = datetime(2026, 4, 1, 10, tzinfo=UTC)
-MAX_TRANSACTIONS_PER_SYNC = 4
+# Issue 12's target is 4; the engine takes 3 — the real QuickBooks adapter reads the company's connection
+# once more per job (bench/worker_cpu.py counts that too).
+MAX_TRANSACTIONS_PER_SYNC = 3
 
 
 class _Clock:
@@ -57,7 +59,7 @@ def counting_begins(engine: Engine) -> Iterator[list[int]]:
         event.remove(engine, "begin", begun)
 
 
-def test_a_new_customers_payment_with_a_refund_takes_at_most_four_transactions(sql_backend: Backend) -> None:
+def test_a_new_customers_payment_with_a_refund_takes_three_transactions(sql_backend: Backend) -> None:
     companies = FakeQuickBooksCompanies()
     clock = _Clock()
     service = SyncService(sql_backend.uow, companies, clock, _Ids())
