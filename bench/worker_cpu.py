@@ -17,7 +17,7 @@ database, no limiter, no retries; measured just before and just after the worker
 ratios and PASS/FAIL against the targets:
 
 * worker CPU per sync <= 1.5x raw python-quickbooks,
-* <= 4 database transactions per sync,
+* <= 4 database transactions per sync (the units of work's; the limiter's are the next target's),
 * <= 1 limiter round trip per QuickBooks request (PostgreSQL; SQLite's limiter is in-process: 0).
 
 PostgreSQL runs need QBSYNC_TEST_DATABASE_URL (a fresh schema per run); without one only SQLite runs. Not a
@@ -335,8 +335,9 @@ def worker_cpu(
     return seconds, len(emulator.requests()) - before, WATCH
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
+def _target(label: str, ok: bool, figure: str) -> None:
+    """One issue-12 target as `make bench` collects it (as bench/api.py prints them)."""
+    print(f"  {'PASS' if ok else 'FAIL'}  {label}: {figure}")
 
 
 def report(rows: list[Figures]) -> None:
@@ -357,20 +358,24 @@ def report(rows: list[Figures]) -> None:
     print()
     for f in rows:
         requests_ = max(f.qbo_requests, 1)
-        print(
-            f"{f.database}: worker CPU per sync {f.ratio:.2f}x raw python-quickbooks (target <= "
-            f"{TARGET_CPU_RATIO}x): {verdict(f.ratio <= TARGET_CPU_RATIO)}"
+        _target(
+            f"{f.database}: worker CPU per sync <= {TARGET_CPU_RATIO}x raw python-quickbooks",
+            f.ratio <= TARGET_CPU_RATIO,
+            f"{f.ratio:.2f}x",
         )
-        tx = f.per_sync(f.transactions)
-        print(
-            f"{f.database}: {tx:.2f} database transactions per sync (target <= {TARGET_TRANSACTIONS}): "
-            f"{verdict(tx <= TARGET_TRANSACTIONS)}"
+        # The units of work's transactions: the limiter's (PostgreSQL) are counted by the next target.
+        tx = f.per_sync(f.transactions - f.limiter_transactions)
+        _target(
+            f"{f.database}: <= {TARGET_TRANSACTIONS} transactions per sync",
+            tx <= TARGET_TRANSACTIONS,
+            f"{tx:.2f} (all engines: {f.per_sync(f.transactions):.2f}; statements {f.per_sync(f.statements):.2f})",
         )
         if f.database == "postgresql":
             trips = f.limiter_transactions / requests_
-            print(
-                f"{f.database}: {trips:.2f} limiter round trips per QBO request (target <= "
-                f"{TARGET_LIMITER_TRIPS:g}): {verdict(trips <= TARGET_LIMITER_TRIPS)}"
+            _target(
+                f"{f.database}: <= {TARGET_LIMITER_TRIPS:g} limiter round trip per QBO request",
+                trips <= TARGET_LIMITER_TRIPS,
+                f"{trips:.2f}",
             )
     print(
         "\nratio: this process' CPU over the worker's drain / CPU of python-quickbooks sending the same requests "

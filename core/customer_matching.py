@@ -8,7 +8,7 @@ deleted or inactive; `create_with_unique_name` is R2.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from core.accounting import AccountingCustomer, NewCustomer, request_id_for
 from core.domain import Customer, EntityRef, EntityType, SyncAction, SyncRecord, SyncResult, normalise
@@ -59,7 +59,9 @@ class CustomerMatching:
         the link is saved only once everything of the CRM customer has moved to it, so that a move cut
         short (a crash, an outage) is done again by the retry, which finds the old customer unusable once
         more (R1, R7)."""
-        record = self._run.record(EntityRef(EntityType.CUSTOMER, customer.customer_id))
+        # A copy: the run's own record keeps the old link until the successor is linked (a flush meanwhile
+        # must not commit the new generation).
+        record = replace(self._run.record(EntityRef(EntityType.CUSTOMER, customer.customer_id)))
         # A new generation, so that creating the successor is not answered with the replay of the create
         # that made the unusable one. Not saved until the successor is linked: a retry counts the same.
         record.generation += 1

@@ -154,6 +154,20 @@ class AccountingSystem(Protocol):
         Raises: only the errors every method may raise (see the class)."""
         ...
 
+    def read_live(self, kind: TxnKind, ids: list[str]) -> dict[str, QuickBooksRef]:
+        """Of the records of `kind` with these Ids, those live now (neither deleted nor voided), by Id, with
+        their current SyncToken: one read for all of them (a query by Id), however many. An Id missing
+        from the answer is gone. How an explicit resync tells an unchanged record live without rewriting
+        it (R6).
+        Raises: only the errors every method may raise (see the class)."""
+        ...
+
+    def active_customers(self, ids: list[str]) -> set[str]:
+        """Which of these customer Ids are active now, in one read: how an explicit resync that writes
+        nothing still learns that the linked customer was made inactive (R1).
+        Raises: only the errors every method may raise (see the class)."""
+        ...
+
     def link_for(self, kind: TxnKind | None, quickbooks_id: str) -> str:
         """The URL that opens the record in the QuickBooks web app (R9); kind None is a customer.
         Raises: nothing: the URL is built from the connection, QuickBooks is not asked."""
@@ -219,6 +233,12 @@ class ForwardingAccountingSystem(AccountingSystem):
 
     def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str) -> QuickBooksRef | None:
         return self._system.find_by_marker(kind, marker, customer_id)
+
+    def read_live(self, kind: TxnKind, ids: list[str]) -> dict[str, QuickBooksRef]:
+        return self._system.read_live(kind, ids)
+
+    def active_customers(self, ids: list[str]) -> set[str]:
+        return self._system.active_customers(ids)
 
     def link_for(self, kind: TxnKind | None, quickbooks_id: str) -> str:
         return self._system.link_for(kind, quickbooks_id)

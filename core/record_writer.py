@@ -1,11 +1,11 @@
 """R6 Resync updates, never duplicates; R7 Exactly once: how one CRM record's QuickBooks record is written.
 
-Every write is recorded in its own transaction as soon as QuickBooks confirms it, so a crash between two
-writes loses nothing. Before a create is sent, the intent is recorded (`create_started`), so a crash
-between QuickBooks' commit and ours is found again — by the request id QuickBooks replays and by the
-marker in the record's private note — rather than written twice. A record deleted or voided in
-QuickBooks is recreated under a new generation, so that its create is not answered with the replay of
-the first one.
+Before a create is sent, its intent (`create_started`) is committed (core.sync_run: a plan's intents
+together, up front); what QuickBooks confirmed is committed with the run's next transaction. So a crash
+anywhere loses nothing QuickBooks has: a create whose answer was not committed yet is found again — by
+the request id QuickBooks replays and by the marker in the record's private note — not written twice. A record
+deleted or voided in QuickBooks is recreated under a new generation, so that its create is not answered
+with the replay of the first one.
 """
 
 from __future__ import annotations
@@ -76,17 +76,60 @@ class RecordWriter:
         # default because reads are metered and such deletions are rare.
         self._verify_links = False
         self._confirmed: set[EntityRef] = set()  # records this run wrote, or saw live in QuickBooks
+        self._gone: set[EntityRef] = set()  # records a read found deleted or voided in QuickBooks
 
     def verify_links_from_now_on(self) -> None:
         self._verify_links = True
 
-    def write(self, entity: EntityRef, build: SpecBuilder, *, force: bool, on_written: OnWritten) -> Written:
-        """Creates or updates one record (R6), exactly once (R7). `force` writes even when nothing
-        changed, which is how a resync notices a record deleted in QuickBooks."""
+    def unchanged(self, entity: EntityRef, build: SpecBuilder) -> bool:
+        """Whether QuickBooks holds the record as `build` would write it now (as far as qbsync knows)."""
         record = self._run.record(entity)
+        return record.quickbooks_id is not None and record.content_hash == spec_fingerprint(build(self._marker(record)))
+
+    def check_live(self, kind: TxnKind, entities: list[EntityRef]) -> None:
+        """Reads, in one request, whether the written records of `entities` (all of `kind`) are still live
+        in QuickBooks, unless this run knows already: a live one is not rewritten by a resync (R6), a gone
+        one is recreated by its next write. One whose SyncToken moved (edited in QuickBooks) is neither:
+        a resync rewrites it, from its current SyncToken."""
+        records = [
+            r
+            for e in dict.fromkeys(entities)
+            if e not in self._confirmed and e not in self._gone and (r := self._run.record(e)).quickbooks_id
+        ]
+        if not records:
+            return
+        live = self._run.accounting.read_live(kind, [r.quickbooks_id for r in records if r.quickbooks_id])
+        for record in records:
+            found = live.get(record.quickbooks_id or "")
+            if found is None:
+                self._gone.add(record.entity)
+            elif found.sync_token == record.sync_token:
+                self._confirmed.add(record.entity)
+            else:
+                record.sync_token = found.sync_token
+                self._run.save(record)
+
+    def write(
+        self, entity: EntityRef, build: SpecBuilder, *, force: bool, on_written: OnWritten, resync: bool = False
+    ) -> Written:
+        """Creates or updates one record (R6), exactly once (R7). `force` writes even when nothing
+        changed. `resync` (an explicit sync) reads an unchanged record instead (`check_live`): left alone
+        when live, recreated when deleted or voided in QuickBooks, rewritten when edited there."""
+        record = self._run.record(entity)
+        if entity in self._gone:  # found so by a read: recreated, nothing is sent to the gone record
+            self._forget_gone(record)
         spec = build(self._marker(record))
         digest = spec_fingerprint(spec)
         unchanged = record.quickbooks_id is not None and record.content_hash == digest
+        if unchanged and resync and not force:
+            self.check_live(spec.kind, [entity])
+            if entity in self._gone:
+                self._forget_gone(record)
+                spec = build(self._marker(record))
+                digest = spec_fingerprint(spec)
+                unchanged = False
+            else:
+                force = entity not in self._confirmed  # edited in QuickBooks: rewritten
         if unchanged and not force:
             self._finish(record, digest, None, SyncAction.UNCHANGED, on_written)
             return Written(record)
@@ -106,6 +149,8 @@ class RecordWriter:
     def still_live(self, entity: EntityRef, kind: TxnKind) -> bool:
         """False when the record qbsync wrote for `entity` is gone from QuickBooks (deleted or voided
         there); True when it is live or was never written (the write that follows creates it)."""
+        if entity in self._gone:
+            return False
         if not self._verify_links or entity in self._confirmed:
             return True
         record = self._run.record(entity)
@@ -133,24 +178,32 @@ class RecordWriter:
             self._run.save(record)
             raise
         except RecordGoneError:
-            record.quickbooks_id = None
-            record.sync_token = None
-            record.generation += 1
-            record.create_started = False
-            self._run.save(record)
+            self._forget_gone(record)
             return None
+
+    def _forget_gone(self, record: SyncRecord) -> None:
+        """The record is gone from QuickBooks: made ready to be recreated under its next generation."""
+        record.quickbooks_id = None
+        record.sync_token = None
+        record.generation += 1
+        record.create_started = False
+        self._gone.discard(record.entity)
+        self._run.save(record)
 
     def _create_once(self, record: SyncRecord, spec: TxnSpec, digest: str) -> QuickBooksRef:
         """R7: a create an earlier attempt sent and never heard back from may exist already: adopt it."""
         tenant = self._run.tenant
-        if record.create_started:
+        # An intent this run declared and committed, its create not sent yet: nothing to find.
+        if record.create_started and not self._run.intent_unsent(record):
             found = self._find_created(spec.kind, self._marker(record))
             if found is not None:
                 return self._run.accounting.update(
                     found, spec, request_id=request_id_for(tenant, record.entity, "adopt", found.sync_token, digest)
                 )
-        record.create_started = True
-        self._run.save(record)
+        if not record.create_started:
+            record.create_started = True
+            self._run.save(record)
+        self._run.sending_create(record)  # the intent is committed before the create leaves (R7)
         return self._run.accounting.create(
             spec, request_id=request_id_for(tenant, record.entity, "create", record.generation)
         )

@@ -11,22 +11,38 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from core.customer_matching import CustomerMatching
-from core.domain import EntityRef, EntityType, Opportunity, SyncJob, SyncJobKind, SyncResult
-from core.errors import CustomerUnusableError, StaleRecordError
+from core.domain import EntityRef, EntityType, SyncJob, SyncJobKind, SyncResult
+from core.errors import CustomerUnusableError, LeaseLostError, StaleRecordError
 from core.lease import FencedAccountingSystem, JobLease
 from core.payout_sync import write_payout_deposit
-from core.ports import AccountingSystems, Clock, UnitOfWorkFactory
+from core.ports import AccountingSystems, Clock, UnitOfWork, UnitOfWorkFactory
 from core.record_writer import RecordWriter, SyncResults
 from core.sync_plans import Plan, plan_customer_move, plan_invoice_sync, plan_payment_sync
-from core.sync_run import SyncRun
+from core.sync_run import OpportunityBooks, SyncRun
 from core.transaction_writer import TransactionWriter
 
 # Runs of one job from the newest snapshots after QuickBooks said a record changed meanwhile (Fault 5010);
 # beyond them the attempt fails, retryably.
 MAX_STALE_ROUNDS = 3
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A job's run that did all it had to: what it did, and its run, whose last confirmed records are
+    still to be committed (`save_records`, in the transaction that records the job's outcome)."""
+
+    results: list[SyncResult]
+    run: SyncRun
+
+    def save_records(self, uow: UnitOfWork) -> None:
+        """Writes the records into `uow`, fenced by the job's lease (`LeaseLostError` once it is lost)."""
+        self.run.save_into(uow)
 
 
 @dataclass(frozen=True)
@@ -49,9 +65,17 @@ class SyncEngine:
         self._clock = clock
 
     def run(self, job: SyncJob, lease: JobLease) -> list[SyncResult]:
+        """Runs the job (see `run_unsaved`) and commits its records at once."""
+        finished = self.run_unsaved(job, lease)
+        finished.run.flush()
+        return finished.results
+
+    def run_unsaved(self, job: SyncJob, lease: JobLease) -> FinishedRun:
         """Runs the job while `lease` is held: every QuickBooks write and every record saved is refused
         with `LeaseLostError` once it is not (fencing), so a worker that stalled past its lease writes
-        nothing over what the job's new owner wrote.
+        nothing over what the job's new owner wrote. The records QuickBooks confirmed last are left for the
+        caller to commit with the job's outcome (`FinishedRun.save_records`): their create intents are
+        committed already (R7). A run that fails commits them itself before the error goes on.
 
         A record QuickBooks says changed since qbsync wrote it (`StaleRecordError`: edited there, or
         written by the worker that took the job over) is never written from the snapshot this run loaded,
@@ -60,14 +84,20 @@ class SyncEngine:
         accounting = FencedAccountingSystem(self._accounting.for_tenant(job.tenant_id), lease)
         run = SyncRun(job, self._uow_factory, accounting, self._clock, lease)
         results = SyncResults()
-        for round_ in range(1, MAX_STALE_ROUNDS + 1):
-            try:
-                self._run_once(run, results)
-                return results.as_list()
-            except StaleRecordError:
-                lease.check()
-                if round_ == MAX_STALE_ROUNDS:
-                    raise  # retryable: the worker tries again later, from the newest snapshots again
+        try:
+            for round_ in range(1, MAX_STALE_ROUNDS + 1):
+                try:
+                    self._run_once(run, results)
+                    return FinishedRun(results.as_list(), run)
+                except StaleRecordError:
+                    lease.check()
+                    if round_ == MAX_STALE_ROUNDS:
+                        raise  # retryable: the worker tries again later, from the newest snapshots again
+        except LeaseLostError:
+            raise  # the records are the new owner's now
+        except BaseException:
+            _save_what_was_confirmed(run)
+            raise
         raise AssertionError("unreachable: the last round returns or raises")
 
     def _run_once(self, run: SyncRun, results: SyncResults) -> None:
@@ -75,11 +105,10 @@ class SyncEngine:
             write_payout_deposit(run, results)  # a deposit names no customer: nothing to match (SPEC §9)
             return
         matching = CustomerMatching(run, results)
-        opportunity = run.opportunity()
-        customer = opportunity.customer
         # A target qbsync does not know fails here, before anything is written. The plan is made from the
         # same snapshot of the opportunity as the customer it is written for.
-        plan = self._plan(run, opportunity)
+        plan = run.prepare(lambda books: self._plan_of(run, books))
+        customer = plan.books.opportunity.customer
         if isinstance(self._carry_out(plan, self._writer(run, matching.resolve(customer), results)), Synced):
             return
         # What of the customer is already in QuickBooks still names the old customer, and a payment can
@@ -91,13 +120,11 @@ class SyncEngine:
         for opportunity in run.opportunities_of_customer():
             writer.carry_out(plan_customer_move(run.books_of(opportunity)))
         matching.link(successor)
-        writer.carry_out(self._plan(run))
+        writer.carry_out(self._plan_of(run, run.books()))
 
     @staticmethod
-    def _plan(run: SyncRun, opportunity: Opportunity | None = None) -> Plan:
-        """The plan of the job's target, from the newest snapshots and records (`opportunity`: the newest
-        snapshot of the job's opportunity, when just read)."""
-        books = run.books_of(opportunity or run.opportunity())
+    def _plan_of(run: SyncRun, books: OpportunityBooks) -> Plan:
+        """The plan of the job's target, from the newest snapshots and records."""
         if run.job.kind is SyncJobKind.SYNC_PAYMENT:
             return plan_payment_sync(books, run.job.target.id)
         return plan_invoice_sync(books, run.job.target.id)
@@ -116,3 +143,12 @@ class SyncEngine:
         except CustomerUnusableError:
             return CustomerChanged()
         return Synced()
+
+
+def _save_what_was_confirmed(run: SyncRun) -> None:
+    """A failed run still commits what QuickBooks confirmed (the retry then need not find it again by its
+    marker). Best effort: should the database fail too, the committed intents make the retry find them."""
+    try:
+        run.flush()
+    except Exception:  # noqa: BLE001 - the run's own error is the one to report
+        log.warning("could not save the records of sync job %s before it failed", run.job.name, exc_info=True)

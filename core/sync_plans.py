@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from core.allocation import Applications, InvoiceDue, PaymentFunds, plan_applications, shrink_only
-from core.domain import ClosedJob, EntityType, Payment, Refund
+from core.domain import ClosedJob, EntityRef, EntityType, Payment, Refund
 from core.errors import FailedPreconditionError
 from core.sync_run import OpportunityBooks
 
@@ -53,10 +53,27 @@ class Plan:
     books: OpportunityBooks
     steps: list[Step] = field(default_factory=list)
 
+    def writes(self) -> list[EntityRef]:
+        """The records the steps write (those not in QuickBooks yet are created): R7 declares their
+        intents before the first write."""
+        entities: list[EntityRef] = []
+        for step in self.steps:
+            match step:
+                case WritePayment(payment):  # with its refunds, first (R4)
+                    entities += [EntityRef(EntityType.REFUND, r.refund_id) for r in payment.refunds]
+                    entities.append(EntityRef(EntityType.PAYMENT, payment.payment_id))
+                case DetachPayment(payment):
+                    entities.append(EntityRef(EntityType.PAYMENT, payment.payment_id))
+                case WriteRefund(_, refund):
+                    entities.append(EntityRef(EntityType.REFUND, refund.refund_id))
+                case WriteInvoice(closed):
+                    entities.append(EntityRef(EntityType.INVOICE, closed.job.job_id))
+        return entities
+
 
 def plan_payment_sync(books: OpportunityBooks, payment_id: str) -> Plan:
     """R3: the payment (with its refunds, R4), applied only to invoices already in QuickBooks, oldest
-    first; with none, it stays unapplied and no invoice is made. Forced: an explicit sync rewrites it."""
+    first; with none, it stays unapplied and no invoice is made."""
     payment = books.payment(payment_id)
     if payment is None:
         raise FailedPreconditionError(f"payment {payment_id} is not known to qbsync")
@@ -66,7 +83,8 @@ def plan_payment_sync(books: OpportunityBooks, payment_id: str) -> Plan:
         if (record := books.record(EntityType.INVOICE, c.job.job_id)).quickbooks_id and record.amount is not None
     ]
     plan = plan_applications(_funds(books.payments), invoices, _applied(books, books.payments), movable={payment_id})
-    return Plan(books, [WritePayment(payment, plan.get(payment_id, {}), force=True)])
+    # Not forced: an explicit sync reads what is unchanged rather than rewriting it (core.record_writer).
+    return Plan(books, [WritePayment(payment, plan.get(payment_id, {}))])
 
 
 def plan_invoice_sync(books: OpportunityBooks, job_id: str) -> Plan:

@@ -7,12 +7,23 @@ place fences every save with the job's lease.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from core.domain import ClosedJob, EntityRef, EntityType, Opportunity, Payment, SyncJob, SyncRecord
 from core.errors import FailedPreconditionError
 from core.lease import JobLease
-from core.ports import AccountingSystem, Clock, UnitOfWorkFactory
+from core.ports import AccountingSystem, Clock, UnitOfWork, UnitOfWorkFactory
+
+
+class Planned(Protocol):
+    def writes(self) -> list[EntityRef]:
+        """The records the plan writes (those not in QuickBooks yet are created)."""
+        ...
+
+
+P = TypeVar("P", bound=Planned)
 
 
 @dataclass(frozen=True)
@@ -45,56 +56,152 @@ class OpportunityBooks:
         return next((c for c in self.closed if c.job.job_id == job_id), None)
 
 
-@dataclass(frozen=True)
 class SyncRun:
-    job: SyncJob
-    uow_factory: UnitOfWorkFactory
-    accounting: AccountingSystem  # fenced by `lease` (core.lease.FencedAccountingSystem)
-    clock: Clock
-    lease: JobLease
+    """One run of a job: its records as the run knows them (read once, kept, newest wins), and the changes
+    not yet committed. Every save is fenced by the job's lease.
+
+    Durable before QuickBooks (R7): a create intent (`create_started`) is committed before its create is
+    sent — a plan declares all its intents up front (`declare_creates`), committed together in one
+    transaction. A record QuickBooks confirmed is kept here and committed with the run's next transaction:
+    the next flush of intents, or the job's completion (`save_into`, the worker's final transaction). A
+    crash before that loses nothing QuickBooks has: the record's intent is committed, so the retry finds
+    the create again by its request id and marker (core.record_writer) rather than sending it twice."""
+
+    def __init__(
+        self, job: SyncJob, uow_factory: UnitOfWorkFactory, accounting: AccountingSystem, clock: Clock, lease: JobLease
+    ) -> None:
+        self.job = job
+        self.uow_factory = uow_factory
+        self.accounting = accounting  # fenced by `lease` (core.lease.FencedAccountingSystem)
+        self.clock = clock
+        self.lease = lease
+        # One object per record for the whole run: whoever changes a record changes this one, so a flush
+        # can never write an older copy over a fresher state (an intent just declared, a confirmed write).
+        self._records: dict[EntityRef, SyncRecord] = {}
+        self._unsaved: dict[EntityRef, SyncRecord] = {}
+        # Intents declared and committed by this run whose create has not been sent yet: nothing can exist
+        # in QuickBooks for them, so no search by marker is due before sending it.
+        self._unsent: set[EntityRef] = set()
 
     @property
     def tenant(self) -> str:
         return self.job.tenant_id
 
     def record(self, entity: EntityRef) -> SyncRecord:
-        """The record as stored now, or a blank one for a CRM record never written."""
-        with self.uow_factory() as uow:
-            record = uow.sync_records.get(self.tenant, entity)
-        return record or SyncRecord(tenant_id=self.tenant, entity=entity)
+        """The record as the run knows it: stored (read once), or a blank one for a CRM record never written."""
+        known = self._records.get(entity)
+        if known is None:
+            with self.uow_factory.read_only() as uow:
+                known = self._keep(entity, uow.sync_records.get(self.tenant, entity))
+        return known
 
     def save(self, record: SyncRecord) -> None:
-        """Saves at once, in its own transaction (a crash right after loses nothing QuickBooks has)."""
+        """Keeps `record` as the newest state of its CRM record, committed with the run's next transaction."""
         self.lease.check()  # fencing: once the job is another worker's, its records are too
+        self._records[record.entity] = record
+        self._unsaved[record.entity] = record
+
+    def prepare(self, make: Callable[[OpportunityBooks], P]) -> P:
+        """The plan `make` makes from the job's books, read and its create intents committed in one
+        transaction (`declare_creates`): the run's one read, and its one write before QuickBooks."""
         with self.uow_factory() as uow:
-            uow.sync_records.save(record)
+            plan = make(self._books_in(uow, self._opportunity_in(uow)))
+            self._declare(plan.writes())
+            self.save_into(uow)
             uow.commit()
+        self._unsaved.clear()
+        return plan
+
+    def declare_creates(self, entities: list[EntityRef]) -> None:
+        """R7, up front: marks each of `entities` not in QuickBooks as about to be created, and commits
+        these intents (with whatever else is unsaved) in one transaction, before the first create."""
+        if self._declare(entities):
+            self.flush()
+
+    def _declare(self, entities: list[EntityRef]) -> bool:
+        declared = False
+        for entity in entities:
+            record = self.record(entity)
+            if record.quickbooks_id is None and not record.create_started:
+                record.create_started = True
+                self.save(record)
+                self._unsent.add(entity)
+                declared = True
+        return declared
+
+    def intent_unsent(self, record: SyncRecord) -> bool:
+        """Whether `record`'s intent was declared by this run and its create not sent yet."""
+        return record.entity in self._unsent
+
+    def sending_create(self, record: SyncRecord) -> None:
+        """Right before `record`'s create is sent: its intent is committed first (R7)."""
+        if record.entity in self._unsaved and record.create_started:
+            self.flush()
+        self._unsent.discard(record.entity)
+
+    def flush(self) -> None:
+        """Commits what is unsaved, in one transaction."""
+        if not self._unsaved:
+            return
+        with self.uow_factory() as uow:
+            self.save_into(uow)
+            uow.commit()
+        self._unsaved.clear()
+
+    def save_into(self, uow: UnitOfWork) -> None:
+        """Writes what is unsaved into `uow`, the caller's transaction (the job's completion), fenced by the
+        lease. Forgotten here only by `flush`; the caller's commit makes it durable."""
+        self.lease.check()
+        for record in self._unsaved.values():
+            uow.sync_records.save(record)
+
+    def books(self) -> OpportunityBooks:
+        """The job's opportunity, its payments and closed jobs as last received and all their records (and
+        its customer's), in one read."""
+        with self.uow_factory.read_only() as uow:
+            return self._books_in(uow, self._opportunity_in(uow))
 
     def opportunity(self) -> Opportunity:
         """The job's opportunity, as last received."""
-        with self.uow_factory() as uow:
-            opportunity = uow.snapshots.get_opportunity(self.tenant, self.job.opportunity_id)
+        with self.uow_factory.read_only() as uow:
+            return self._opportunity_in(uow)
+
+    def _opportunity_in(self, uow: UnitOfWork) -> Opportunity:
+        """The job's opportunity, with its customer's record kept (R1 reads it next)."""
+        opportunity = uow.snapshots.get_opportunity(self.tenant, self.job.opportunity_id)
         if opportunity is None:
             raise FailedPreconditionError(f"opportunity {self.job.opportunity_id} is not known to qbsync")
+        customer = EntityRef(EntityType.CUSTOMER, opportunity.customer.customer_id)
+        if customer not in self._records:
+            self._keep(customer, uow.sync_records.get(self.tenant, customer))
         return opportunity
 
     def books_of(self, opportunity: Opportunity) -> OpportunityBooks:
         """The newest snapshots of the opportunity's payments and closed jobs, with their records."""
-        # One transaction for the snapshots and all their records: one consistent read, not 1 + N.
-        with self.uow_factory() as uow:
-            payments = uow.snapshots.payments_of(self.tenant, opportunity.opportunity_id)
-            closed = uow.snapshots.closed_jobs_of(self.tenant, opportunity.opportunity_id)
-            entities = [EntityRef(EntityType.PAYMENT, p.payment_id) for p in payments]
-            entities += [EntityRef(EntityType.REFUND, r.refund_id) for p in payments for r in p.refunds]
-            entities += [EntityRef(EntityType.INVOICE, c.job.job_id) for c in closed]
-            records = {
-                entity: uow.sync_records.get(self.tenant, entity) or SyncRecord(tenant_id=self.tenant, entity=entity)
-                for entity in entities
-            }
+        with self.uow_factory.read_only() as uow:
+            return self._books_in(uow, opportunity)
+
+    def _books_in(self, uow: UnitOfWork, opportunity: Opportunity) -> OpportunityBooks:
+        # One transaction for the snapshots and all their records: one consistent read, not 1 + N. A
+        # record the run knows already is not read again: the run's copy is the newest.
+        payments = uow.snapshots.payments_of(self.tenant, opportunity.opportunity_id)
+        closed = uow.snapshots.closed_jobs_of(self.tenant, opportunity.opportunity_id)
+        entities = [EntityRef(EntityType.PAYMENT, p.payment_id) for p in payments]
+        entities += [EntityRef(EntityType.REFUND, r.refund_id) for p in payments for r in p.refunds]
+        entities += [EntityRef(EntityType.INVOICE, c.job.job_id) for c in closed]
+        records = {
+            entity: self._records.get(entity) or self._keep(entity, uow.sync_records.get(self.tenant, entity))
+            for entity in entities
+        }
         return OpportunityBooks(opportunity, tuple(payments), tuple(closed), records)
+
+    def _keep(self, entity: EntityRef, stored: SyncRecord | None) -> SyncRecord:
+        record = stored or SyncRecord(tenant_id=self.tenant, entity=entity)
+        self._records[entity] = record
+        return record
 
     def opportunities_of_customer(self) -> list[Opportunity]:
         """Every opportunity of the job's CRM customer: what moves when its QuickBooks customer does."""
         customer = self.opportunity().customer
-        with self.uow_factory() as uow:
+        with self.uow_factory.read_only() as uow:
             return uow.snapshots.opportunities_of_customer(self.tenant, customer.customer_id)

@@ -14,7 +14,7 @@ from decimal import Decimal
 from core.accounting import DiscountSpec, InvoiceSpec, LinkLine, PaymentSpec, RefundSpec, TxnKind
 from core.allocation import shrink_only
 from core.domain import ClosedJob, EntityRef, EntityType, Job, Opportunity, Payment, PaymentMethod, Refund, SyncRecord
-from core.errors import InvoiceTotalMismatchError, LinkedRecordGoneError
+from core.errors import CustomerUnusableError, InvoiceTotalMismatchError, LinkedRecordGoneError
 from core.record_writer import RecordWriter, SpecBuilder
 from core.sync_plans import DetachPayment, Plan, Step, WriteInvoice, WritePayment, WriteRefund
 from core.sync_run import OpportunityBooks, SyncRun
@@ -27,7 +27,8 @@ def refund_kind(method: PaymentMethod) -> TxnKind:
 
 class TransactionWriter:
     """Writes the steps of plans for one QuickBooks customer. The job's own payment, when it is the
-    target, is always rewritten with its refunds: an explicit sync is how a resync repairs them (R4, R6)."""
+    target, is checked with its refunds and invoices: an explicit sync is how a resync repairs them (R4,
+    R6) — what is unchanged is read, and rewritten only when gone or edited in QuickBooks."""
 
     def __init__(self, run: SyncRun, records: RecordWriter) -> None:
         self._run = run
@@ -36,6 +37,8 @@ class TransactionWriter:
 
     def carry_out(self, plan: Plan) -> None:
         self._books = plan.books
+        # R7 up front: every create the plan may send has its intent committed, in one transaction.
+        self._run.declare_creates(plan.writes())
         for step in plan.steps:
             self._do(step)
 
@@ -69,6 +72,8 @@ class TransactionWriter:
     def _write_payment_once(self, payment: Payment, applications: dict[str, Decimal], *, force: bool) -> None:
         self._lower_refund_links_first(payment, applications)
         kind = refund_kind(payment.method)
+        if self._explicit(payment):
+            self._check_live(payment, applications)
         lines = [LinkLine(kind, self._write_refund(payment, refund), refund.amount) for refund in payment.refunds]
         for job_id in applications:
             if not self._records.still_live(EntityRef(EntityType.INVOICE, job_id), TxnKind.INVOICE):
@@ -80,6 +85,45 @@ class TransactionWriter:
                 self._write_invoice(closed)
         lines += self._invoice_lines(applications)
         self._write_payment_record(payment, lines, applications, force=force)
+
+    def _check_live(self, payment: Payment, applications: dict[str, Decimal]) -> None:
+        """An explicit sync (a resync) of an unchanged payment must still notice its records deleted or
+        voided in QuickBooks (R6), or its customer made inactive (R1): the customer, the unchanged refunds
+        and the invoices it applies are read — one request for each kind — rather than rewritten; a gone
+        one is recreated before the payment links it.
+        The payment itself is read by its own write (`RecordWriter.write`, `resync`)."""
+        customer, opportunity = self._records.customer_id, self._opportunity
+        # A payment about to be written (new or changed) hears of its customer and invoices from QuickBooks'
+        # answer; only one that would be left alone has them read.
+        unchanged_payment = self._payment_unchanged(payment, applications)
+        if unchanged_payment and customer not in self._run.accounting.active_customers([customer]):
+            # As QuickBooks would refuse the payment's next write: re-resolve the customer and move (R1).
+            raise CustomerUnusableError(f"the QuickBooks customer {customer} is inactive")
+        unchanged = [
+            entity
+            for refund in payment.refunds
+            if self._records.unchanged(
+                entity := EntityRef(EntityType.REFUND, refund.refund_id),
+                refund_spec(customer, opportunity, payment, refund),
+            )
+        ]
+        self._records.check_live(refund_kind(payment.method), unchanged)
+        if unchanged_payment:
+            invoices = [EntityRef(EntityType.INVOICE, job_id) for job_id in applications]
+            self._records.check_live(TxnKind.INVOICE, invoices)
+
+    def _payment_unchanged(self, payment: Payment, applications: dict[str, Decimal]) -> bool:
+        """Whether the payment, linking its refunds as written and `applications`, is as last written."""
+        kind = refund_kind(payment.method)
+        lines = []
+        for refund in payment.refunds:
+            written = self._run.record(EntityRef(EntityType.REFUND, refund.refund_id)).quickbooks_id
+            if written is None:
+                return False
+            lines.append(LinkLine(kind, written, refund.amount))
+        lines += self._invoice_lines(applications)
+        spec = payment_spec(self._records.customer_id, self._opportunity, payment, lines)
+        return self._records.unchanged(_payment_ref(payment), spec)
 
     def _lower_refund_links_first(self, payment: Payment, applications: dict[str, Decimal]) -> None:
         """QuickBooks refuses an expense whose total falls below what a payment links to it: when a refund
@@ -116,20 +160,21 @@ class TransactionWriter:
             record.amount = payment.amount
 
         spec = payment_spec(self._records.customer_id, self._opportunity, payment, lines)
-        force = force or self._explicit(payment)
-        self._records.write(_payment_ref(payment), spec, force=force, on_written=remember)
+        resync = self._explicit(payment)
+        self._records.write(_payment_ref(payment), spec, force=force, on_written=remember, resync=resync)
 
     def _write_refund(self, payment: Payment, refund: Refund) -> str:
         def remember(record: SyncRecord) -> None:
             record.amount = refund.amount
 
-        # An explicit sync of the payment rewrites its refunds too; otherwise an unchanged refund is left
-        # alone unless it was deleted or voided in QuickBooks: the payment about to be written must link
-        # a live expense, or QuickBooks refuses it for good (R4, R6).
+        # An unchanged refund is left alone unless it was deleted or voided in QuickBooks (read so by an
+        # explicit sync of its payment, or after QuickBooks refused a link): the payment about to be
+        # written must link a live expense, or QuickBooks refuses it for good (R4, R6).
         spec = refund_spec(self._records.customer_id, self._opportunity, payment, refund)
         entity = EntityRef(EntityType.REFUND, refund.refund_id)
-        force = self._explicit(payment) or not self._records.still_live(entity, refund_kind(payment.method))
-        record = self._records.write(entity, spec, force=force, on_written=remember).record
+        force = not self._records.still_live(entity, refund_kind(payment.method))
+        resync = self._explicit(payment)
+        record = self._records.write(entity, spec, force=force, on_written=remember, resync=resync).record
         assert record.quickbooks_id is not None
         return record.quickbooks_id
 

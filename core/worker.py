@@ -28,13 +28,12 @@ from core.domain import (
     SyncJob,
     SyncJobState,
     SyncRecord,
-    SyncResult,
     SyncState,
 )
 from core.errors import AccountingError, LeaseLostError, QbsyncError, StorageUnavailableError, ThrottledError
 from core.lease import LeaseHeartbeat
 from core.ports import NO_METRICS, Clock, Metrics, UnitOfWork, UnitOfWorkFactory, WorkSignal
-from core.sync_engine import SyncEngine
+from core.sync_engine import FinishedRun, SyncEngine
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +87,7 @@ class SyncWorker:
         try:
             # The heartbeat stops before the outcome is recorded: a beat must not race the final write.
             with LeaseHeartbeat(self._uow_factory, self._clock, job, worker_id, lease=self._lease) as heartbeat:
-                results = self._engine.run(job, heartbeat.lease)
+                finished = self._engine.run_unsaved(job, heartbeat.lease)
         except LeaseLostError as exc:
             # Another worker owns the job now (or may at any moment): its outcome, its records' states and
             # its audit trail are the new owner's to write.
@@ -103,7 +102,7 @@ class SyncWorker:
             log.exception("sync job %s crashed", job.name, extra=_job_fields(job, worker_id))
             error = JobError("INTERNAL", "qbsync hit an unexpected error while syncing; it will try again", True)
             return self._failed(job, worker_id, error, exc, started)
-        return self._succeeded(job, worker_id, results, started)
+        return self._succeeded(job, worker_id, finished, started)
 
     def run_until(self, stop: threading.Event, worker_id: str, idle_seconds: float = 0.2) -> None:
         """The loop of one background worker thread; returns soon after `stop` is set."""
@@ -138,14 +137,20 @@ class SyncWorker:
 
     # --- endings ------------------------------------------------------------------------------------
 
-    def _succeeded(self, job: SyncJob, worker_id: str, results: list[SyncResult], started: float) -> SyncJob:
+    def _succeeded(self, job: SyncJob, worker_id: str, finished: FinishedRun, started: float) -> SyncJob:
+        # One transaction: the run's last confirmed records, and the job's completion.
         with self._uow_factory() as uow:
             current = self._still_ours(uow, job, worker_id)
             if current is None:
                 return job
+            try:
+                finished.save_records(uow)
+            except LeaseLostError as exc:  # its committed intents let the new owner find what was written
+                log.warning("%s", exc.message, extra={**_job_fields(job, worker_id), "reason": exc.reason})
+                return job
             now = self._clock.now()
             current.state = SyncJobState.SUCCEEDED
-            current.results = results
+            current.results = finished.results
             current.error = None
             current.update_time = now
             current.claimed_by = ""

@@ -168,6 +168,7 @@ class FakeQuickBooks(AccountingSystem):
     faults: deque[Fault] = field(default_factory=deque)
     request_count: int = 0
     write_count: int = 0
+    live_reads: int = 0  # read_live calls
     stale_token_refusals: int = 0
     # CurrencyPrefs: a new QuickBooks company in the US is in USD with multicurrency off.
     home_currency: str = "USD"
@@ -383,6 +384,23 @@ class FakeQuickBooks(AccountingSystem):
     def invoice_balance(self, invoice_id: str) -> Decimal:
         with self._lock:
             return self.txns[invoice_id].total - self._linked_to(invoice_id)
+
+    def read_live(self, kind: TxnKind, ids: list[str]) -> dict[str, QuickBooksRef]:
+        with self._lock:
+            self._call(write=False)
+            self.live_reads += 1
+            found = (self.txns.get(i) for i in ids)
+            return {
+                txn.id: QuickBooksRef(txn.kind, txn.id, str(txn.sync_token))
+                for txn in found
+                if txn is not None and txn.live and txn.kind is kind  # a check is no expense
+            }
+
+    def active_customers(self, ids: list[str]) -> set[str]:
+        with self._lock:
+            self._call(write=False)
+            self.live_reads += 1
+            return {i for i in ids if (c := self.customers.get(i)) is not None and c.active}
 
     def unapplied_amount(self, payment_id: str) -> Decimal:
         with self._lock:

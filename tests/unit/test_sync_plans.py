@@ -67,10 +67,10 @@ def written(entity_type: EntityType, entity_id: str, *, amount: str, applied: di
     return entity, record
 
 
-def test_r3_a_deposit_before_close_out_is_one_forced_unapplied_payment_write() -> None:
+def test_r3_a_deposit_before_close_out_is_one_unapplied_payment_write() -> None:
     p1 = pay("p1", "200.00")
     plan = plan_payment_sync(books([p1], [], {}), "p1")
-    assert plan.steps == [WritePayment(p1, {}, force=True)]
+    assert plan.steps == [WritePayment(p1, {})]
 
 
 def test_r3_a_payment_after_close_out_applies_only_to_invoices_already_in_quickbooks() -> None:
@@ -79,7 +79,7 @@ def test_r3_a_payment_after_close_out_applies_only_to_invoices_already_in_quickb
     inv1 = written(EntityType.INVOICE, "j1", amount="400.00")
     plan = plan_payment_sync(books([p1, p2], [j1, j2], dict([inv1])), "p2")
     # j2 is closed out but not in QuickBooks yet: nothing is applied to it, and no invoice is written.
-    assert plan.steps == [WritePayment(p2, {"j1": D("300.00")}, force=True)]
+    assert plan.steps == [WritePayment(p2, {"j1": D("300.00")})]
 
 
 def test_r3_a_payment_qbsync_does_not_know_is_refused_before_anything_is_planned() -> None:

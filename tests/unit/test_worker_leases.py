@@ -274,8 +274,9 @@ def test_a_stalled_update_sent_after_a_newer_resync_never_overwrites_it() -> Non
 
     assert rig.payment_amount() == Decimal("300.00")  # QuickBooks refused w1's stale update; no retry
     assert rig.qbo.stale_token_refusals == 1
-    assert hooked.amounts == [Decimal("200.00"), Decimal("300.00"), Decimal("300.00")]  # w1's, then w2's two
-    assert rig.qbo.write_count - writes_before == 2  # w2's two updates (both jobs), none of w1's
+    # w1's, then w2's: its second job finds the payment unchanged and live (read, not rewritten).
+    assert hooked.amounts == [Decimal("200.00"), Decimal("300.00")]
+    assert rig.qbo.write_count - writes_before == 1  # w2's one update (of its two jobs), none of w1's
     assert rig.stored(older).state is rig.stored(newer[0]).state is SyncJobState.SUCCEEDED
     record = rig.service.get_status(rig.principal, P1)
     assert record.amount == Decimal("300.00") and record.sync_token == str(rig.qbo.live("Payment")[0].sync_token)
@@ -299,8 +300,9 @@ def test_a_write_handed_on_with_the_lease_held_is_not_sent_once_it_runs_out_befo
     writes_before = rig.qbo.write_count
     rig.worker.run_next("w1")
 
-    assert hooked.amounts == [Decimal("200.00"), Decimal("300.00"), Decimal("300.00")]  # w1's, then w2's two
-    assert rig.qbo.write_count - writes_before == 2  # w2's two updates
+    # w1's, then w2's: its second job finds the payment unchanged and live (read, not rewritten).
+    assert hooked.amounts == [Decimal("200.00"), Decimal("300.00")]
+    assert rig.qbo.write_count - writes_before == 1  # w2's one update (its second job: unchanged, read)
     assert rig.qbo.stale_token_refusals == 0  # w1's was checked as it would leave, and never sent
     assert rig.payment_amount() == Decimal("300.00")
     assert rig.stored(older).state is rig.stored(newer[0]).state is SyncJobState.SUCCEEDED
@@ -425,8 +427,10 @@ def test_an_older_queued_sync_run_after_a_newer_one_was_accepted_writes_the_newe
     rig.sync("200.00")
     rig.sync("300.00")
     assert rig.worker.drain("w1") == 3
-    # Each job writes the newest accepted snapshot: never an older amount after a newer one.
-    assert hooked.amounts == [Decimal("300.00")] * 3
+    # Each job writes the newest accepted snapshot: never an older amount after a newer one (the first
+    # writes it; the next two find it unchanged and live in QuickBooks, and write nothing).
+    assert hooked.amounts == [Decimal("300.00")]
+    assert rig.qbo.live_reads == 4  # each of the two: its customer, its payment
     assert rig.payment_amount() == Decimal("300.00")
 
 

@@ -27,11 +27,11 @@ class EngineDuringAnOutage(SyncEngine):
         super().__init__(*args, **kwargs)
         self.outages = 1
 
-    def run(self, job: SyncJob, lease: JobLease):  # type: ignore[no-untyped-def]
+    def run_unsaved(self, job: SyncJob, lease: JobLease):  # type: ignore[no-untyped-def]
         if self.outages:
             self.outages -= 1
             raise StorageUnavailableError()
-        return super().run(job, lease)
+        return super().run_unsaved(job, lease)
 
 
 def test_a_job_cut_short_by_a_database_outage_is_retried_and_then_succeeds() -> None:

@@ -22,6 +22,7 @@ from quickbooks.objects.preferences import Preferences
 from adapters.quickbooks.qbo.batch import batch_request_id, batches, query_item, send_batch, write_item
 from adapters.quickbooks.qbo.calls import CompanySession
 from adapters.quickbooks.qbo.lists import read_list_entry
+from adapters.quickbooks.qbo.liveness import active_customers, read_live
 from adapters.quickbooks.qbo.lookups import CompanyLookups
 from adapters.quickbooks.qbo.mapping import (
     QboTxn,
@@ -347,6 +348,12 @@ class QuickBooksAccountingSystem(AccountingSystem):
             if len(page) < PAGE_SIZE:
                 return
             start += PAGE_SIZE
+
+    def read_live(self, kind: TxnKind, ids: list[str]) -> dict[str, QuickBooksRef]:
+        return read_live(self.session, kind, ids)
+
+    def active_customers(self, ids: list[str]) -> set[str]:
+        return active_customers(self.session, ids)
 
     def link_for(self, kind: TxnKind | None, quickbooks_id: str) -> str:
         connection = self.session.connection

@@ -274,6 +274,25 @@ def test_find_by_marker_finds_the_live_record_only(company: Company) -> None:
     assert company.system.find_by_marker(TxnKind.PAYMENT, "[qbsync acme/payment/p1]", customer) is None
 
 
+def test_read_live_answers_the_live_records_of_the_kind_with_their_sync_tokens(company: Company) -> None:
+    customer = company.system.create_customer(new_customer("Live Reads"), request_id="c-1").id
+    kept = company.system.create(refund(customer, marker="[m-r1]"), request_id="r-1")
+    deleted = company.system.create(refund(customer, marker="[m-r2]"), request_id="r-2")
+    check = company.system.create(refund(customer, kind=TxnKind.CHECK, marker="[m-r3]"), request_id="r-3")
+    paid = company.system.create(payment(customer, marker="[m-p1]"), request_id="p-1")
+    voided = company.system.create(payment(customer, marker="[m-p2]"), request_id="p-2")
+    edited = company.system.update(paid, payment(customer, amount="310.00", marker="[m-p1]"), request_id="p-3")
+    company.delete(TxnKind.EXPENSE, deleted.id)
+    company.void(TxnKind.PAYMENT, voided.id)
+
+    expenses = company.system.read_live(TxnKind.EXPENSE, [kept.id, deleted.id, check.id, "999999"])
+    assert expenses == {kept.id: QuickBooksRef(TxnKind.EXPENSE, kept.id, kept.sync_token)}  # a check is no expense
+    payments = company.system.read_live(TxnKind.PAYMENT, [paid.id, voided.id])
+    assert payments == {paid.id: QuickBooksRef(TxnKind.PAYMENT, paid.id, edited.sync_token)}
+    assert edited.sync_token != paid.sync_token
+    assert company.system.read_live(TxnKind.CHECK, [check.id]).keys() == {check.id}
+
+
 def test_links_open_the_record_in_the_right_company(company: Company) -> None:
     link = company.system.link_for(TxnKind.CHECK, "42")
     assert link.startswith("https://app.sandbox.qbo.intuit.com/app/check?txnId=42&deeplinkcompanyid=")

@@ -1,0 +1,81 @@
+"""Issue 12: a sync's database transactions, counted on the real engines (SQLite, and PostgreSQL when
+QBSYNC_TEST_DATABASE_URL is set). A new customer's payment with one refund costs at most four (three today):
+the claim, one read of the opportunity's books and records that commits the plan's create intents before
+the first create (R7), and the records QuickBooks confirmed saved with the job's completion."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from persistence_builders import Backend
+from sqlalchemy import Engine, event
+
+from adapters.quickbooks.fake import FakeQuickBooksCompanies
+from core.domain import Customer, Opportunity, Payment, PaymentMethod, Permission, Principal, Refund, SyncJobState
+from core.service import SyncService
+from core.sync_engine import SyncEngine
+from core.worker import SyncWorker
+
+T = datetime(2026, 4, 1, 10, tzinfo=UTC)
+# Issue 12's target is 4; the engine takes 3 — the real QuickBooks adapter reads the company's connection
+# once more per job (bench/worker_cpu.py counts that too).
+MAX_TRANSACTIONS_PER_SYNC = 3
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self._now = T
+
+    def now(self) -> datetime:
+        self._now += timedelta(seconds=1)
+        return self._now
+
+
+class _Ids:
+    def __init__(self) -> None:
+        self._next = 0
+
+    def new_id(self) -> str:
+        self._next += 1
+        return f"id{self._next}"
+
+
+@contextmanager
+def counting_begins(engine: Engine) -> Iterator[list[int]]:
+    """How many transactions `engine` began inside the block (its one element)."""
+    count = [0]
+
+    def begun(_connection: Any) -> None:
+        count[0] += 1
+
+    event.listen(engine, "begin", begun)
+    try:
+        yield count
+    finally:
+        event.remove(engine, "begin", begun)
+
+
+def test_a_new_customers_payment_with_a_refund_takes_three_transactions(sql_backend: Backend) -> None:
+    companies = FakeQuickBooksCompanies()
+    clock = _Clock()
+    service = SyncService(sql_backend.uow, companies, clock, _Ids())
+    worker = SyncWorker(sql_backend.uow, SyncEngine(sql_backend.uow, companies, clock), clock)
+    with sql_backend.uow() as uow:
+        uow.tenants.ensure("acme")
+        uow.commit()
+    principal = Principal("acme", frozenset(Permission))
+    customer = Customer("c1", "Mary", "Lee", email="mary@example.com")
+    payment = Payment("p1", Decimal("100.00"), PaymentMethod.CASH, T, "", (Refund("r1", Decimal("10.00"), T),))
+    accepted = service.sync_payment(principal, Opportunity("o1", "1001", customer), payment)
+
+    with counting_begins(sql_backend.uow.engine) as began:  # type: ignore[attr-defined]
+        assert worker.run_next("w1") is not None
+
+    assert service.get_job(principal, accepted.name).state is SyncJobState.SUCCEEDED
+    qbo = companies.for_tenant("acme")
+    assert len(qbo.customers) == 1 and len(qbo.live("Payment")) == 1 and len(qbo.live("Purchase")) == 1
+    assert began[0] <= MAX_TRANSACTIONS_PER_SYNC, f"{began[0]} transactions for one sync"
