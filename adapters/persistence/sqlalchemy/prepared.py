@@ -152,7 +152,7 @@ def on_driver(connection: Connection, sql: str, parameters: Any = (), *, many: b
         cursor.close()
 
 
-def _wrapped(connection: Connection, error: Exception, sql: str, parameters: Any, cursor: Any) -> sa_exc.DBAPIError:
+def _wrapped(connection: Connection, error: Any, sql: str, parameters: Any, cursor: Any) -> sa_exc.StatementError:
     dialect = connection.dialect
     invalidated = dialect.is_disconnect(error, connection.connection.dbapi_connection, cursor)
     if invalidated:
