@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from adapters.persistence.encryption import SecretBox
 from adapters.persistence.sqlalchemy import codec
 from adapters.persistence.sqlalchemy.models import QuickBooksConnectionRow
-from adapters.persistence.sqlalchemy.repositories import SqlRepository
+from adapters.persistence.sqlalchemy.repositories import ReadScope, SqlRepository
 from core.company_preferences import CompanyPreferences
 from core.company_tax import SalesTax
 from core.connection import ConnectionState, QuickBooksConnection, QuickBooksSettings, TokenGrant
@@ -40,7 +40,7 @@ class MissingEncryptionKeyError(RuntimeError):
 
 
 class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
-    def __init__(self, session: Session, secrets: SecretBox | None) -> None:
+    def __init__(self, session: Session | ReadScope, secrets: SecretBox | None) -> None:
         super().__init__(session)
         self._secrets = secrets
         # The tenants whose connection this unit of work wrote: its commit drops their cached company facts.

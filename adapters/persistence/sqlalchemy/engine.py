@@ -13,6 +13,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from adapters.persistence.sqlalchemy.prepared import on_driver
+
 # How long a SQLite connection waits for another's write lock before failing with "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -143,17 +145,18 @@ def _configure_sqlite(engine: Engine, writer_lock: threading.Lock) -> None:
         # threads or processes can never both see a job as free and claim it. SQLite allows a single
         # writer anyway, so this costs little - for writers. A read-only unit of work (one that cannot
         # commit) needs no write lock: its plain BEGIN reads one WAL snapshot without queueing behind the
-        # writers (and the workers' claims) for up to busy_timeout.
+        # writers (and the workers' claims) for up to busy_timeout. Sent on the driver's cursor (prepared.py):
+        # through exec_driver_sql, a BEGIN cost as much CPU as the statement it began.
         if connection.get_execution_options().get(READ_ONLY):
-            connection.exec_driver_sql("BEGIN")
+            on_driver(connection, "BEGIN")
             return
         dbapi_connection = connection.connection.dbapi_connection
         if not isinstance(dbapi_connection, _WriterConnection):
-            connection.exec_driver_sql("BEGIN IMMEDIATE")  # a caller's own connect_args factory: no lock
+            on_driver(connection, "BEGIN IMMEDIATE")  # a caller's own connect_args factory: no lock
             return
         dbapi_connection.take_writer_lock(writer_lock)
         try:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            on_driver(connection, "BEGIN IMMEDIATE")
         except BaseException:
             dbapi_connection.release_writer_lock()
             raise

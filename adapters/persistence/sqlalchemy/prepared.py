@@ -4,9 +4,7 @@ The accept path's statements are few and fixed, and SQLAlchemy's per-call work a
 statement, its cache key, the ORM execution layers, parameter processing - cost many times the database's
 own execution. A `Prepared` statement is compiled once per dialect; each call applies the columns' own bind
 and result processors (UtcDateTime, ExactDecimal, Boolean: the same conversions SQLAlchemy would apply) and
-runs the SQL with `Connection.exec_driver_sql`, which still fires the engine's events, wraps the driver's
-errors in SQLAlchemy's (so the unit of work still sees an outage as one) and runs in the session's
-transaction.
+runs the SQL on the DBAPI cursor of the connection's transaction (`on_driver`).
 """
 
 from __future__ import annotations
@@ -18,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import BindParameter
@@ -48,15 +47,16 @@ class Prepared:
     def rows(self, connection: Connection, params: Mapping[str, Any]) -> list[Any]:
         """Runs it with `params`; its result rows, each a named tuple of processed values."""
         compiled = self._compiled(connection.dialect)
-        result = connection.exec_driver_sql(compiled.sql, _parameters(compiled, params))
         if compiled.row is None:
+            on_driver(connection, compiled.sql, _parameters(compiled, params))
             return []
+        found = on_driver(connection, compiled.sql, _parameters(compiled, params), rows=True)
         make, processors = compiled.row, compiled.results
         return [
             make(
                 *[value if process is None else process(value) for value, process in zip(row, processors, strict=True)]
             )
-            for row in result.fetchall()
+            for row in found
         ]
 
     def first(self, connection: Connection, params: Mapping[str, Any]) -> Any | None:
@@ -65,7 +65,7 @@ class Prepared:
 
     def execute(self, connection: Connection, params: Mapping[str, Any]) -> None:
         compiled = self._compiled(connection.dialect)
-        connection.exec_driver_sql(compiled.sql, _parameters(compiled, params))
+        on_driver(connection, compiled.sql, _parameters(compiled, params))
 
     def execute_many(self, connection: Connection, many: Sequence[Mapping[str, Any]]) -> None:
         """One executemany for all of `many` (one round trip on drivers that batch it)."""
@@ -73,7 +73,7 @@ class Prepared:
             return
         compiled = self._compiled(connection.dialect)
         parameters: Any = [_parameters(compiled, params) for params in many]
-        connection.exec_driver_sql(compiled.sql, parameters)
+        on_driver(connection, compiled.sql, parameters, many=True)
 
     def _compiled(self, dialect: Dialect) -> _Compiled:
         found = self._by_dialect.get(dialect.name)
@@ -123,3 +123,48 @@ def _parameters(compiled: _Compiled, params: Mapping[str, Any]) -> tuple[Any, ..
     if compiled.positional:
         return tuple(values)
     return {name: value for (name, _bind, _process), value in zip(compiled.binds, values, strict=True)}
+
+
+def on_driver(connection: Connection, sql: str, parameters: Any = (), *, many: bool = False, rows: bool = False) -> Any:
+    """Runs `sql` on a DBAPI cursor of `connection`, in the transaction it is in; the rows when `rows`.
+
+    `Connection.exec_driver_sql` spent a third of an accept's CPU around the driver's own call (an execution
+    context, result metadata, a CursorResult per statement; issue 12). What of it qbsync relies on is kept
+    here: the `before_cursor_execute` listeners still see every statement (the tests and benches count
+    statements with them), and a driver error is wrapped as SQLAlchemy would (a DBAPIError subclass, the
+    connection invalidated on a disconnect), so the unit of work still tells an outage from a bad statement.
+    """
+    dbapi_connection = connection.connection.dbapi_connection
+    assert dbapi_connection is not None  # `connection.connection` revalidates an invalidated one
+    cursor = dbapi_connection.cursor()
+    try:
+        dispatch = connection.dispatch
+        if dispatch.before_cursor_execute:
+            dispatch.before_cursor_execute(connection, cursor, sql, parameters, None, many)
+        if many:
+            cursor.executemany(sql, parameters)
+        else:
+            cursor.execute(sql, parameters)
+        return cursor.fetchall() if rows else None
+    except connection.dialect.loaded_dbapi.Error as error:
+        raise _wrapped(connection, error, sql, parameters, cursor) from error
+    finally:
+        cursor.close()
+
+
+def _wrapped(connection: Connection, error: Any, sql: str, parameters: Any, cursor: Any) -> sa_exc.StatementError:
+    dialect = connection.dialect
+    invalidated = dialect.is_disconnect(error, connection.connection.dbapi_connection, cursor)
+    if invalidated:
+        # As SQLAlchemy does: the pool discards this connection (and, for a disconnect, the ones opened
+        # before it) instead of handing it out again.
+        connection.invalidate(error)
+    return sa_exc.DBAPIError.instance(
+        sql,
+        parameters,
+        error,
+        dialect.loaded_dbapi.Error,
+        hide_parameters=connection.engine.hide_parameters,
+        dialect=dialect,
+        connection_invalidated=invalidated,
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from sqlalchemy import Connection, Insert, Select, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -55,25 +55,43 @@ from core.ports import ApiKeyRepository, AuditLog, SnapshotRepository, SyncRecor
 R = TypeVar("R", bound=Base)
 
 
+class ReadScope(Protocol):
+    """A read-only unit of work's transaction without an ORM `Session` up front (uow.py's ConnectionScope)."""
+
+    dialect_name: str
+
+    def connection(self) -> Connection:
+        """Its connection, in its transaction."""
+
+    def session(self) -> Session:
+        """A `Session` in that same transaction, for the reads that go through the ORM."""
+
+
 class SqlRepository:
     """What every SQL repository shares: the unit of work's session, fresh reads, dialect upserts."""
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
+    def __init__(self, source: Session | ReadScope) -> None:
+        self._source = source
         self._bound: Connection | None = None
 
     @property
+    def _session(self) -> Session:
+        source = self._source
+        return source if isinstance(source, Session) else source.session()
+
+    @property
     def dialect(self) -> str:
-        return self._session.get_bind().dialect.name
+        source = self._source
+        return source.get_bind().dialect.name if isinstance(source, Session) else source.dialect_name
 
     def _bound_connection(self) -> Connection:
-        """The session's connection in its current transaction. Kept between calls: `Session.connection()`
-        walks the session's transaction state machine each time, a tenth of an accept's CPU for its dozen
-        statements (issue 12). A commit or rollback closes that connection (the session gives it back to the
-        pool), and the next call asks the session again, which begins the next transaction."""
+        """The session's (or read scope's) connection in its current transaction. Kept between calls:
+        `Session.connection()` walks the session's transaction state machine each time, a tenth of an
+        accept's CPU for its dozen statements (issue 12). A commit or rollback closes that connection (the
+        session gives it back to the pool), and the next call asks again, which begins the next transaction."""
         bound = self._bound
         if bound is None or bound.closed or not bound.in_transaction():
-            bound = self._bound = self._session.connection()
+            bound = self._bound = self._source.connection()
         return bound
 
     def _fresh(self, statement: Select[R]) -> list[R]:

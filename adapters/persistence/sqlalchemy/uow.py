@@ -8,9 +8,10 @@ retry the job, without either importing SQLAlchemy.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Self
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -69,7 +70,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
 
     def __init__(
         self,
-        session_factory: sessionmaker[Session],
+        session_factory: sessionmaker[Session] | Callable[[], ConnectionScope],
         secrets: SecretBox | None = None,
         *,
         read_only: bool = False,
@@ -79,7 +80,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         self._secrets = secrets
         self._read_only = read_only
         self._company_facts = company_facts
-        self._session: Session | None = None
+        self._session: Session | ConnectionScope | None = None
 
     def __enter__(self) -> Self:
         session = self._session_factory()
@@ -110,11 +111,12 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
             raise storage_unavailable(exc) from exc
 
     def commit(self) -> None:
-        if self._read_only:
+        session = self._require_session()
+        if self._read_only or not isinstance(session, Session):
             # Its transaction began without the write lock (engine.py): a write in it could be lost
             # to another's read-then-write, so it never lasts.
             raise RuntimeError("a read-only unit of work cannot commit: use an ordinary one to write")
-        self._require_session().commit()
+        session.commit()
         if self._company_facts is not None and self.connections.written:
             self._company_facts.drop(self.connections.written)
             self.connections.written = set()
@@ -122,17 +124,63 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
     def rollback(self) -> None:
         self._require_session().rollback()
 
-    def _require_session(self) -> Session:
+    def _require_session(self) -> Session | ConnectionScope:
         if self._session is None:
             raise RuntimeError("use the unit of work in a `with` block")
         return self._session
 
 
-def _roll_back_and_close(session: Session) -> None:
+def _roll_back_and_close(session: Session | ConnectionScope) -> None:
     try:
         session.rollback()
     finally:
         session.close()
+
+
+class ConnectionScope:
+    """A read-only unit of work's transaction: a pooled connection, and an ORM `Session` only if a read needs
+    one. The lean reads (GetSyncStatus, GetSyncJob: one prepared statement) never build one: making a
+    `Session` and walking its transaction states to a connection, then rolling it back and closing it, cost
+    more CPU than the read itself (issue 12). The transaction is the same as a read-only `Session`'s: the
+    connection carries READ_ONLY, so on SQLite it begins with a plain BEGIN (engine.py) when first used, and
+    every read of the unit of work - through the `Session` too, which joins it - sees one snapshot."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine  # the factory's READ_ONLY one
+        self.dialect_name = engine.dialect.name
+        self._connection: Connection | None = None
+        self._session: Session | None = None
+
+    def connection(self) -> Connection:
+        connection = self._connection
+        if connection is None:
+            connection = self._connection = self._engine.connect()
+        if not connection.in_transaction():
+            connection.begin()
+        return connection
+
+    def session(self) -> Session:
+        if self._session is None:
+            # Bound to the connection, the session joins its transaction rather than taking another
+            # connection (another snapshot) from the pool.
+            self._session = Session(bind=self.connection(), expire_on_commit=False, autoflush=False)
+        return self._session
+
+    def rollback(self) -> None:
+        if self._session is not None:
+            self._session.rollback()
+        if self._connection is not None:
+            self._connection.rollback()
+
+    def close(self) -> None:
+        session, self._session = self._session, None
+        connection, self._connection = self._connection, None
+        try:
+            if session is not None:
+                session.close()
+        finally:
+            if connection is not None:
+                connection.close()  # ends the transaction and gives the connection back to the pool
 
 
 class SqlAlchemyUnitOfWorkFactory(UnitOfWorkFactory):
@@ -149,9 +197,7 @@ class SqlAlchemyUnitOfWorkFactory(UnitOfWorkFactory):
         # autoflush is harmless but pointless since writes go straight to SQL.
         self._sessions = sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
         # The same pool, marked so that a transaction begins without the write lock (engine.py).
-        self._reading_sessions = sessionmaker(
-            bind=engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False, autoflush=False
-        )
+        self._reading = engine.execution_options(**{READ_ONLY: True})
 
         self._company_facts = cache_for(engine)
 
@@ -159,7 +205,7 @@ class SqlAlchemyUnitOfWorkFactory(UnitOfWorkFactory):
         return SqlAlchemyUnitOfWork(self._sessions, self.secrets, company_facts=self._company_facts)
 
     def read_only(self) -> SqlAlchemyUnitOfWork:
-        return SqlAlchemyUnitOfWork(self._reading_sessions, self.secrets, read_only=True)
+        return SqlAlchemyUnitOfWork(lambda: ConnectionScope(self._reading), self.secrets, read_only=True)
 
     def company_facts(self, tenant_id: str) -> CompanyFacts | None:
         """From this process's cache (company_facts.py: a few seconds; dropped by a commit that wrote the
