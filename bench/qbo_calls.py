@@ -18,17 +18,19 @@ scenario prints the requests without batching, with batching and the minimum, an
 `PASS|FAIL <label>: <figure>` (batched == minimum), which `make bench` collects.
 
 Paths. `adapter` drives the port directly: single calls (`create`, `update`, `find_customers`) against
-`write_many` / `find_customers_many`. `engine` runs the deposits scenario as the product does: 10
-SyncPayment jobs of new customers of one company, accepted by SyncService, then run by 10 worker threads
-(the real SyncWorker, as qbsync/runtime.py runs them, started together on a barrier) over the production
-wiring (SQLite, the real adapter, the emulator), once with `QuickBooksModule(coalesce_lookups=False)` and
-once with the default, which coalesces concurrent customer look-ups of one company into batches
-(adapters/quickbooks/coalescing.py). It counts the customer look-up requests QBO received (single queries
-and batches of queries) against the 10 jobs: PASS when they are fewer than the jobs. The look-ups overlap
-only while one is in flight, so this path adds 100 ms of emulator latency unless `--latency-ms` says
-otherwise (QBO's own is 100-300 ms). The engine does not batch writes yet (wiring `write_many` into
-core/transaction_writer comes after the engine's reshaping): the refunds and close-out scenarios join the
-engine path then. Not a test: it asserts only that every write landed and every job succeeded.
+`write_many` / `find_customers_many`. `engine` runs the scenarios as the product does, over the production
+wiring (SQLite, the real adapter, the emulator): SyncService accepts the jobs, the real SyncWorker runs
+them. refunds: a SyncPayment of a payment with 3 refunds for a customer already in QuickBooks; close-out:
+a CloseOutJob whose 4 payments are in QuickBooks, unapplied. Each counts every request QBO received for
+the job, PASS at the adapter path's minimum (the close-out's adds the invoice, which the adapter path takes
+as prepared: its payments link it, so it cannot ride in their batch). deposits: 10 SyncPayment jobs of
+new customers of one company, run by 10 worker threads (as qbsync/runtime.py runs them, started together
+on a barrier), once with `QuickBooksModule(coalesce_lookups=False)` and once with the default, which
+coalesces concurrent customer look-ups of one company into batches (adapters/quickbooks/coalescing.py). It
+counts the customer look-up requests QBO received (single queries and batches of queries) against the 10
+jobs: PASS when they are fewer than the jobs. The look-ups overlap only while one is in flight, so this
+path adds 100 ms of emulator latency unless `--latency-ms` says otherwise (QBO's own is 100-300 ms).
+Not a test: it asserts only that every write landed and every job succeeded.
 """
 
 from __future__ import annotations

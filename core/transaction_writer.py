@@ -4,6 +4,12 @@ R4 is here: a payment is written after its refunds, linking each (a Purchase —
 payment — against A/R); R6 is here for what a payment links: a refund or invoice deleted or voided in
 QuickBooks is recreated before the payment that must link it. Each record itself is written by
 `core.record_writer` (R6/R7).
+
+Writes go together where QuickBooks allows (its batch endpoint, through `RecordWriter.write_many`): a
+payment's refunds in one request, then the payment (batch items cannot see each other's new Ids); a run
+of consecutive payment steps of a plan — a close-out's payments applying the invoice written before them —
+in one request. A plan never puts a payment next to another it must wait for: the lowering of
+applications comes first, then the invoice, then the payments that only raise theirs (core.sync_plans).
 """
 
 from __future__ import annotations
