@@ -6,6 +6,9 @@ anywhere loses nothing QuickBooks has: a create whose answer was not committed y
 the request id QuickBooks replays and by the marker in the record's private note — not written twice. A record
 deleted or voided in QuickBooks is recreated under a new generation, so that its create is not answered
 with the replay of the first one.
+
+Several records' writes may share one request (`RecordWriter.write_many`, QuickBooks' batch endpoint): each
+is prepared, and its answer settled, by the same steps as a lone write (`write`), with its own request id.
 """
 
 from __future__ import annotations
