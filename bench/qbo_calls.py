@@ -18,17 +18,19 @@ scenario prints the requests without batching, with batching and the minimum, an
 `PASS|FAIL <label>: <figure>` (batched == minimum), which `make bench` collects.
 
 Paths. `adapter` drives the port directly: single calls (`create`, `update`, `find_customers`) against
-`write_many` / `find_customers_many`. `engine` runs the deposits scenario as the product does: 10
-SyncPayment jobs of new customers of one company, accepted by SyncService, then run by 10 worker threads
-(the real SyncWorker, as qbsync/runtime.py runs them, started together on a barrier) over the production
-wiring (SQLite, the real adapter, the emulator), once with `QuickBooksModule(coalesce_lookups=False)` and
-once with the default, which coalesces concurrent customer look-ups of one company into batches
-(adapters/quickbooks/coalescing.py). It counts the customer look-up requests QBO received (single queries
-and batches of queries) against the 10 jobs: PASS when they are fewer than the jobs. The look-ups overlap
-only while one is in flight, so this path adds 100 ms of emulator latency unless `--latency-ms` says
-otherwise (QBO's own is 100-300 ms). The engine does not batch writes yet (wiring `write_many` into
-core/transaction_writer comes after the engine's reshaping): the refunds and close-out scenarios join the
-engine path then. Not a test: it asserts only that every write landed and every job succeeded.
+`write_many` / `find_customers_many`. `engine` runs the scenarios as the product does, over the production
+wiring (SQLite, the real adapter, the emulator): SyncService accepts the jobs, the real SyncWorker runs
+them. refunds: a SyncPayment of a payment with 3 refunds for a customer already in QuickBooks; close-out:
+a CloseOutJob whose 4 payments are in QuickBooks, unapplied. Each counts every request QBO received for
+the job, PASS at the adapter path's minimum (the close-out's adds the invoice, which the adapter path takes
+as prepared: its payments link it, so it cannot ride in their batch). deposits: 10 SyncPayment jobs of
+new customers of one company, run by 10 worker threads (as qbsync/runtime.py runs them, started together
+on a barrier), once with `QuickBooksModule(coalesce_lookups=False)` and once with the default, which
+coalesces concurrent customer look-ups of one company into batches (adapters/quickbooks/coalescing.py). It
+counts the customer look-up requests QBO received (single queries and batches of queries) against the 10
+jobs: PASS when they are fewer than the jobs. The look-ups overlap only while one is in flight, so this
+path adds 100 ms of emulator latency unless `--latency-ms` says otherwise (QBO's own is 100-300 ms).
+Not a test: it asserts only that every write landed and every job succeeded.
 """
 
 from __future__ import annotations
@@ -67,8 +69,9 @@ from core.accounting import (  # noqa: E402
     TxnKind,
 )
 from core.connections_service import ConnectionService  # noqa: E402
-from core.domain import Customer, InvoiceLine, Opportunity, PaymentMethod, Permission, Principal  # noqa: E402
+from core.domain import Customer, InvoiceLine, Job, Opportunity, PaymentMethod, Permission, Principal, SyncJob  # noqa: E402
 from core.domain import Payment as CrmPayment  # noqa: E402
+from core.domain import Refund as CrmRefund  # noqa: E402
 from core.ports import AccountingSystem  # noqa: E402
 from core.service import SyncService  # noqa: E402
 from core.worker import SyncWorker  # noqa: E402
@@ -242,12 +245,34 @@ def _deposit(n: int) -> tuple[Opportunity, CrmPayment]:
     return Opportunity(f"opp-{n}", f"{1000 + n}", who), payment
 
 
-def engine_deposits(server: EmulatorServer, coalesced: bool, workdir: Path) -> EngineRun:
-    """The deposits scenario as sync jobs run by `DEPOSITS` worker threads, on a fresh company and database."""
-    url = f"sqlite:///{workdir / f'engine-{coalesced}.db'}"
+@dataclass
+class EngineCompany:
+    """A fresh emulator company connected to a fresh database, with the product's service and worker."""
+
+    service: SyncService
+    worker: SyncWorker
+    principal: Principal
+    realm: str
+
+    def clear_log(self, server: EmulatorServer) -> None:
+        requests.post(f"{server.admin_url}/requests/clear", timeout=10)
+
+    def log(self, server: EmulatorServer) -> list[dict[str, object]]:
+        answer = requests.get(f"{server.admin_url}/requests", params={"realm_id": self.realm}, timeout=10)
+        return list(answer.json()["requests"])
+
+    def succeeded(self, jobs: list[SyncJob]) -> None:
+        for job in jobs:
+            ended = self.service.get_job(self.principal, job.name)
+            if ended.state.name != "SUCCEEDED":
+                raise SystemExit(f"{job.name} ended {ended.state.name}: {ended.error}")
+
+
+def engine_company(server: EmulatorServer, workdir: Path, name: str, *, coalesced: bool = True) -> EngineCompany:
+    url = f"sqlite:///{workdir / f'engine-{name}.db'}"
     migrate(url)
     injector = bootstrap(QuickBooksModule(coalesce_lookups=coalesced), settings=Cluster(url, workdir).settings())
-    company = requests.post(f"{server.admin_url}/realms", json={"company_name": "Deposit Movers"}, timeout=10).json()
+    company = requests.post(f"{server.admin_url}/realms", json={"company_name": name}, timeout=10).json()
     realm = str(company["realm_id"])
     injector.get(ConnectionService).connect_with_tokens(
         "movers",
@@ -260,12 +285,18 @@ def engine_deposits(server: EmulatorServer, coalesced: bool, workdir: Path) -> E
         api_base_url=server.base_api_url,
     )
     principal = Principal("movers", frozenset(Permission))
-    service, worker = injector.get(SyncService), injector.get(SyncWorker)
+    return EngineCompany(injector.get(SyncService), injector.get(SyncWorker), principal, realm)
+
+
+def engine_deposits(server: EmulatorServer, coalesced: bool, workdir: Path) -> EngineRun:
+    """The deposits scenario as sync jobs run by `DEPOSITS` worker threads, on a fresh company and database."""
+    company = engine_company(server, workdir, f"Deposit Movers {coalesced}", coalesced=coalesced)
+    service, worker, principal = company.service, company.worker, company.principal
     # Not counted: a first sync reads the company's settings and preferences, once per company.
     warm = service.sync_payment(principal, *_deposit(0))
     worker.drain()
     jobs = [warm] + [service.sync_payment(principal, *_deposit(n)) for n in range(1, DEPOSITS + 1)]
-    requests.post(f"{server.admin_url}/requests/clear", timeout=10)
+    company.clear_log(server)
     start = threading.Barrier(DEPOSITS + 1)
 
     def run(n: int) -> None:
@@ -280,24 +311,94 @@ def engine_deposits(server: EmulatorServer, coalesced: bool, workdir: Path) -> E
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
-    for job in jobs:
-        ended = service.get_job(principal, job.name)
-        if ended.state.name != "SUCCEEDED":
-            raise SystemExit(f"{job.name} ended {ended.state.name}: {ended.error}")
-    log = requests.get(f"{server.admin_url}/requests", params={"realm_id": realm}, timeout=10).json()["requests"]
+    company.succeeded(jobs)
+    log = company.log(server)
     return EngineRun(sum(1 for e in log if _is_lookup(e)), len(log), elapsed)
+
+
+MOVER = Customer("c1", "Bench", "Mover", email="mover@example.com")
+
+
+def _crm_payment(n: int, amount: str = "100.00", refunds: int = 0) -> CrmPayment:
+    backs = tuple(CrmRefund(f"ref-{n}-{k}", Decimal("10.00"), RECEIVED) for k in range(1, refunds + 1))
+    return CrmPayment(f"pay-{n}", Decimal(amount), PaymentMethod.CASH, RECEIVED, f"ch_{n}", backs)
+
+
+def _counted(server: EmulatorServer, company: EngineCompany, accept: Callable[[], SyncJob]) -> EngineRun:
+    """One job, accepted by `accept` and run by the worker: the requests QBO received for it."""
+    job = accept()
+    company.clear_log(server)
+    started = time.perf_counter()
+    company.worker.drain()
+    elapsed = time.perf_counter() - started
+    company.succeeded([job])
+    return EngineRun(0, len(company.log(server)), elapsed)
+
+
+def engine_refunds(server: EmulatorServer, workdir: Path) -> EngineRun:
+    """A payment with `REFUNDS` refunds synced by the engine, for a customer already in QuickBooks."""
+    company = engine_company(server, workdir, "Refund Movers")
+    service, principal = company.service, company.principal
+    opportunity = Opportunity("opp-r", "2001", MOVER)
+    # Not counted: the customer, and the settings a refund and a payment look up once per company.
+    warm = service.sync_payment(principal, opportunity, _crm_payment(0, refunds=1))
+    company.worker.drain()
+    company.succeeded([warm])
+    return _counted(
+        server, company, lambda: service.sync_payment(principal, opportunity, _crm_payment(1, "300.00", REFUNDS))
+    )
+
+
+def engine_close_out(server: EmulatorServer, workdir: Path) -> EngineRun:
+    """The close-out of a job paid by `CLOSE_OUT_PAYMENTS` payments already in QuickBooks (unapplied)."""
+    company = engine_company(server, workdir, "Close-out Movers")
+    service, principal = company.service, company.principal
+    line = InvoiceLine("Moving", Decimal("4"), Decimal("100.00"), Decimal("400.00"))
+    # Not counted: the customer, and what an invoice and a payment look up once per company (a first job).
+    warm_opportunity = Opportunity("opp-w", "3000", MOVER)
+    warm = [service.sync_payment(principal, warm_opportunity, _crm_payment(0))]
+    warm.append(service.close_out_job(principal, warm_opportunity, Job("job-w", "3000", DAY, (line,)), []))
+    opportunity = Opportunity("opp-c", "3001", MOVER)
+    paid = [_crm_payment(n) for n in range(1, CLOSE_OUT_PAYMENTS + 1)]
+    warm += [service.sync_payment(principal, opportunity, p) for p in paid]
+    company.worker.drain()
+    company.succeeded(warm)
+    job = Job("job-1", "3001", DAY, (line,))
+    return _counted(server, company, lambda: service.close_out_job(principal, opportunity, job, paid))
+
+
+# The engine's minimum: what the adapter path's batched scenario sends, plus what it takes as prepared —
+# the close-out's invoice, which its payments link (QBO items cannot see each other's new Ids).
+ENGINE_SCENARIOS: list[tuple[str, str, int, Callable[[EmulatorServer, Path], EngineRun]]] = [
+    ("refunds", f"a payment with {REFUNDS} refunds: the refunds in 1 batch (engine)", 2, engine_refunds),
+    (
+        "close-out",
+        f"a close-out applying {CLOSE_OUT_PAYMENTS} payments: the invoice, then their updates in 1 batch (engine)",
+        2,
+        engine_close_out,
+    ),
+]
 
 
 def engine_main(server: EmulatorServer) -> None:
     label = f"customer look-ups of {DEPOSITS} concurrent new-customer deposits of one company batched (engine)"
-    print(f"{'worker threads':<16}{'look-ups':>10}{'requests':>10}{'seconds':>9}")
+    verdicts = []
     with tempfile.TemporaryDirectory(prefix="qbo-calls-") as workdir:
+        print(f"{'scenario':<16}{'requests':>10}{'minimum':>9}{'seconds':>9}")
+        for name, scenario_label, minimum, drive in ENGINE_SCENARIOS:
+            run = drive(server, Path(workdir))
+            print(f"{name:<16}{run.requests:>10}{minimum:>9}{run.seconds:>9.2f}")
+            verdict = "PASS" if run.requests <= minimum else "FAIL"
+            verdicts.append(f"  {verdict}  QBO calls, {scenario_label}: {run.requests} requests (minimum {minimum})")
+        print()
+        print(f"{'worker threads':<16}{'look-ups':>10}{'requests':>10}{'seconds':>9}")
         single = engine_deposits(server, False, Path(workdir))
         print(f"{'not coalesced':<16}{single.lookups:>10}{single.requests:>10}{single.seconds:>9.2f}")
         coalesced = engine_deposits(server, True, Path(workdir))
         print(f"{'coalesced':<16}{coalesced.lookups:>10}{coalesced.requests:>10}{coalesced.seconds:>9.2f}")
     verdict = "PASS" if coalesced.lookups < DEPOSITS else "FAIL"
     print()
+    print("\n".join(verdicts))
     print(
         f"  {verdict}  QBO calls, {label}: {coalesced.lookups} look-up requests for {DEPOSITS} jobs "
         f"({single.lookups} without coalescing; {coalesced.requests} requests in all, {single.requests} without)"

@@ -6,6 +6,9 @@ anywhere loses nothing QuickBooks has: a create whose answer was not committed y
 the request id QuickBooks replays and by the marker in the record's private note — not written twice. A record
 deleted or voided in QuickBooks is recreated under a new generation, so that its create is not answered
 with the replay of the first one.
+
+Several records' writes may share one request (`RecordWriter.write_many`, QuickBooks' batch endpoint): each
+is prepared, and its answer settled, by the same steps as a lone write (`write`), with its own request id.
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from core.accounting import QuickBooksRef, TxnKind, TxnSpec, request_id_for, spec_fingerprint
+from core.accounting import BatchWrite, QuickBooksRef, TxnKind, TxnSpec, request_id_for, spec_fingerprint
 from core.domain import EntityRef, SyncAction, SyncRecord, SyncResult
-from core.errors import RecordGoneError, StaleRecordError
+from core.errors import AccountingError, RecordGoneError, StaleRecordError
 from core.sync_run import SyncRun
 
 # Of two writes of one record in a job (lowered, then raised), the result reports the stronger.
@@ -59,6 +62,29 @@ class Written:
 
 SpecBuilder = Callable[[str], TxnSpec]  # the record's spec, given the marker of its generation
 OnWritten = Callable[[SyncRecord], None]  # what the caller remembers of what was written
+
+
+@dataclass(frozen=True)
+class WriteItem:
+    """One record for `RecordWriter.write_many` to write, as `RecordWriter.write` takes it."""
+
+    entity: EntityRef
+    build: SpecBuilder
+    on_written: OnWritten
+    force: bool = False
+    resync: bool = False
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A write ready to be sent (`request`), and what its record becomes once QuickBooks confirms it."""
+
+    item: WriteItem
+    record: SyncRecord
+    digest: str
+    request: BatchWrite
+    action: SyncAction
+    updates: bool = False  # an update of the record's own QuickBooks record (not a create, nor an adoption)
 
 
 class RecordWriter:
@@ -115,13 +141,47 @@ class RecordWriter:
         """Creates or updates one record (R6), exactly once (R7). `force` writes even when nothing
         changed. `resync` (an explicit sync) reads an unchanged record instead (`check_live`): left alone
         when live, recreated when deleted or voided in QuickBooks, rewritten when edited there."""
+        [written] = self.write_many([WriteItem(entity, build, on_written, force=force, resync=resync)])
+        if isinstance(written, AccountingError):
+            raise written
+        return written
+
+    def write_many(self, items: list[WriteItem]) -> list[Written | AccountingError]:
+        """`write` for each of `items`, their writes sent together (QuickBooks' batch endpoint; a lone write
+        as its single request), answered in the order given. A write QuickBooks refused is answered with the
+        error `write` would raise, already acted on as `write` acts on it (a stale record keeps its current
+        SyncToken; a gone one is recreated under its next generation, in a further request): the caller
+        raises it once the others are kept. Each write keeps its own request id, and every create its
+        committed intent, so a batch sent again after its answer was lost writes nothing twice (R7)."""
+        answers: dict[int, Written | AccountingError] = {}
+        pending: dict[int, _Pending] = {}
+        for i, item in enumerate(items):
+            prepared = self._prepare(item)
+            if isinstance(prepared, Written):
+                answers[i] = prepared
+            else:
+                pending[i] = prepared
+        while pending:  # a second round only for records found gone by their update: their creates
+            again: dict[int, _Pending] = {}
+            for (i, write), reply in zip(pending.items(), self._send(list(pending.values())), strict=True):
+                settled = self._settle(write, reply)
+                if isinstance(settled, _Pending):
+                    again[i] = settled
+                else:
+                    answers[i] = settled
+            pending = again
+        return [answers[i] for i in range(len(items))]
+
+    def _prepare(self, item: WriteItem) -> Written | _Pending:
+        """What writing `item` takes: nothing (an unchanged record, finished here), or the write to send."""
+        entity, build, force = item.entity, item.build, item.force
         record = self._run.record(entity)
         if entity in self._gone:  # found so by a read: recreated, nothing is sent to the gone record
             self._forget_gone(record)
         spec = build(self._marker(record))
         digest = spec_fingerprint(spec)
         unchanged = record.quickbooks_id is not None and record.content_hash == digest
-        if unchanged and resync and not force:
+        if unchanged and item.resync and not force:
             self.check_live(spec.kind, [entity])
             if entity in self._gone:
                 self._forget_gone(record)
@@ -131,20 +191,49 @@ class RecordWriter:
             else:
                 force = entity not in self._confirmed  # edited in QuickBooks: rewritten
         if unchanged and not force:
-            self._finish(record, digest, None, SyncAction.UNCHANGED, on_written)
+            self._finish(record, digest, None, SyncAction.UNCHANGED, item.on_written)
             return Written(record)
-        ref: QuickBooksRef | None = None
         if record.quickbooks_id:
-            ref = self._update(record, spec, digest)
-            if ref is None:  # gone from QuickBooks: the new generation's spec is created below
-                spec = build(self._marker(record))
-                digest = spec_fingerprint(spec)
-        if ref is not None:
+            # R6: the same QuickBooks record, in place.
+            current = QuickBooksRef(spec.kind, record.quickbooks_id, record.sync_token or "0")
+            request_id = request_id_for(self._run.tenant, entity, "update", record.sync_token, digest)
             action = SyncAction.UNCHANGED if unchanged else SyncAction.UPDATED
-        else:
-            ref, action = self._create_once(record, spec, digest), SyncAction.CREATED
-        self._finish(record, digest, ref, action, on_written)
-        return Written(record, ref.total)
+            return _Pending(item, record, digest, BatchWrite(spec, request_id, current), action, updates=True)
+        return self._create_once(item, record, spec, digest)
+
+    def _send(self, writes: list[_Pending]) -> list[QuickBooksRef | AccountingError]:
+        for write in writes:
+            if write.request.ref is None:
+                self._run.sending_create(write.record)  # the intent is committed before the create leaves (R7)
+        accounting = self._run.accounting
+        if len(writes) > 1:
+            return accounting.write_many([write.request for write in writes])
+        request = writes[0].request
+        try:
+            if request.ref is None:
+                return [accounting.create(request.spec, request_id=request.request_id)]
+            return [accounting.update(request.ref, request.spec, request_id=request.request_id)]
+        except AccountingError as refused:
+            return [refused]
+
+    def _settle(self, write: _Pending, reply: QuickBooksRef | AccountingError) -> Written | AccountingError | _Pending:
+        """What QuickBooks' reply to `write` leaves: the record written, the error to raise, or (the record
+        found gone by its update) the create of its next generation."""
+        record = write.record
+        if isinstance(reply, QuickBooksRef):
+            self._finish(record, write.digest, reply, write.action, write.item.on_written)
+            return Written(record, reply.total)
+        if write.updates and isinstance(reply, StaleRecordError):
+            # Changed in QuickBooks since qbsync wrote it: keep its current SyncToken, and let the run
+            # start over from the newest snapshots (SyncEngine.run) rather than re-send this spec.
+            record.sync_token = reply.sync_token
+            self._run.save(record)
+        elif write.updates and isinstance(reply, RecordGoneError):
+            # Deleted or voided in QuickBooks: the new generation's spec is created instead.
+            self._forget_gone(record)
+            spec = write.item.build(self._marker(record))
+            return self._create_once(write.item, record, spec, spec_fingerprint(spec))
+        return reply
 
     def still_live(self, entity: EntityRef, kind: TxnKind) -> bool:
         """False when the record qbsync wrote for `entity` is gone from QuickBooks (deleted or voided
@@ -161,26 +250,6 @@ class RecordWriter:
         self._confirmed.add(entity)
         return True
 
-    def _update(self, record: SyncRecord, spec: TxnSpec, digest: str) -> QuickBooksRef | None:
-        """R6: the same QuickBooks record, in place; None once it was found gone (deleted or voided), with
-        the record made ready to be recreated under its next generation."""
-        assert record.quickbooks_id is not None
-        current = QuickBooksRef(spec.kind, record.quickbooks_id, record.sync_token or "0")
-        tenant = self._run.tenant
-        try:
-            return self._run.accounting.update(
-                current, spec, request_id=request_id_for(tenant, record.entity, "update", record.sync_token, digest)
-            )
-        except StaleRecordError as stale:
-            # Changed in QuickBooks since qbsync wrote it: keep its current SyncToken, and let the run
-            # start over from the newest snapshots (SyncEngine.run) rather than re-send this spec.
-            record.sync_token = stale.sync_token
-            self._run.save(record)
-            raise
-        except RecordGoneError:
-            self._forget_gone(record)
-            return None
-
     def _forget_gone(self, record: SyncRecord) -> None:
         """The record is gone from QuickBooks: made ready to be recreated under its next generation."""
         record.quickbooks_id = None
@@ -190,23 +259,20 @@ class RecordWriter:
         self._gone.discard(record.entity)
         self._run.save(record)
 
-    def _create_once(self, record: SyncRecord, spec: TxnSpec, digest: str) -> QuickBooksRef:
+    def _create_once(self, item: WriteItem, record: SyncRecord, spec: TxnSpec, digest: str) -> _Pending:
         """R7: a create an earlier attempt sent and never heard back from may exist already: adopt it."""
         tenant = self._run.tenant
         # An intent this run declared and committed, its create not sent yet: nothing to find.
         if record.create_started and not self._run.intent_unsent(record):
             found = self._find_created(spec.kind, self._marker(record))
             if found is not None:
-                return self._run.accounting.update(
-                    found, spec, request_id=request_id_for(tenant, record.entity, "adopt", found.sync_token, digest)
-                )
+                request_id = request_id_for(tenant, record.entity, "adopt", found.sync_token, digest)
+                return _Pending(item, record, digest, BatchWrite(spec, request_id, found), SyncAction.CREATED)
         if not record.create_started:
             record.create_started = True
             self._run.save(record)
-        self._run.sending_create(record)  # the intent is committed before the create leaves (R7)
-        return self._run.accounting.create(
-            spec, request_id=request_id_for(tenant, record.entity, "create", record.generation)
-        )
+        request_id = request_id_for(tenant, record.entity, "create", record.generation)
+        return _Pending(item, record, digest, BatchWrite(spec, request_id), SyncAction.CREATED)
 
     def _find_created(self, kind: TxnKind, marker: str) -> QuickBooksRef | None:
         found = self._run.accounting.find_by_marker(kind, marker, self.customer_id)

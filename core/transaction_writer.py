@@ -4,6 +4,12 @@ R4 is here: a payment is written after its refunds, linking each (a Purchase —
 payment — against A/R); R6 is here for what a payment links: a refund or invoice deleted or voided in
 QuickBooks is recreated before the payment that must link it. Each record itself is written by
 `core.record_writer` (R6/R7).
+
+Writes go together where QuickBooks allows (its batch endpoint, through `RecordWriter.write_many`): a
+payment's refunds in one request, then the payment (batch items cannot see each other's new Ids); a run
+of consecutive payment steps of a plan — a close-out's payments applying the invoice written before them —
+in one request. A plan never puts a payment next to another it must wait for: the lowering of
+applications comes first, then the invoice, then the payments that only raise theirs (core.sync_plans).
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ from decimal import Decimal
 from core.accounting import DiscountSpec, InvoiceSpec, LinkLine, PaymentSpec, RefundSpec, TxnKind
 from core.allocation import shrink_only
 from core.domain import ClosedJob, EntityRef, EntityType, Job, Opportunity, Payment, PaymentMethod, Refund, SyncRecord
-from core.errors import CustomerUnusableError, InvoiceTotalMismatchError, LinkedRecordGoneError
-from core.record_writer import RecordWriter, SpecBuilder
+from core.errors import AccountingError, CustomerUnusableError, InvoiceTotalMismatchError, LinkedRecordGoneError
+from core.record_writer import RecordWriter, SpecBuilder, WriteItem, Written
 from core.sync_plans import DetachPayment, Plan, Step, WriteInvoice, WritePayment, WriteRefund
 from core.sync_run import OpportunityBooks, SyncRun
 
@@ -39,18 +45,21 @@ class TransactionWriter:
         self._books = plan.books
         # R7 up front: every create the plan may send has its intent committed, in one transaction.
         self._run.declare_creates(plan.writes())
-        for step in plan.steps:
-            self._do(step)
+        for group in _payments_together(plan.steps):
+            if isinstance(group, list):
+                self._write_payments(group)
+            else:
+                self._do(group)
 
     def _do(self, step: Step) -> None:
         match step:
-            case WritePayment(payment, applications, force):
-                self._write_payment(payment, applications, force=force)
+            case WritePayment():
+                self._write_payments([step])
             case DetachPayment(payment):
                 applied = dict(self._run.record(_payment_ref(payment)).applied)
-                self._write_payment_record(payment, [], applied, force=False)
+                _landed(self._records.write_many([self._payment_item(payment, [], applied, force=False)]))
             case WriteRefund(payment, refund):
-                self._write_refund(payment, refund)
+                self._write_refunds([(payment, refund)])
             case WriteInvoice(closed):
                 self._write_invoice(closed)
 
@@ -62,29 +71,47 @@ class TransactionWriter:
     def _explicit(self, payment: Payment) -> bool:
         return self._run.job.target == _payment_ref(payment)
 
-    def _write_payment(self, payment: Payment, applications: dict[str, Decimal], *, force: bool) -> None:
+    def _write_payments(self, steps: list[WritePayment]) -> None:
+        """Consecutive payment steps of a plan, their payments in one request (and their refunds in one
+        before): a plan orders its steps so that payments next to each other may land in any order."""
         try:
-            self._write_payment_once(payment, applications, force=force)
-        except LinkedRecordGoneError:
+            outcomes = self._write_payments_once(steps)
+        except LinkedRecordGoneError as gone:  # refused a write lowering its links first: no payment sent yet
+            outcomes = [gone] * len(steps)
+        _landed([o for o in outcomes if not isinstance(o, LinkedRecordGoneError)])
+        refused = [
+            replace(s, force=True) for s, o in zip(steps, outcomes, strict=True) if isinstance(o, LinkedRecordGoneError)
+        ]
+        if refused:
+            # QuickBooks refused a payment for linking a record deleted there: what payments link is
+            # checked from now on, and what is gone recreated before the payment is written again.
             self._records.verify_links_from_now_on()
-            self._write_payment_once(payment, applications, force=True)
+            _landed(self._write_payments_once(refused))
 
-    def _write_payment_once(self, payment: Payment, applications: dict[str, Decimal], *, force: bool) -> None:
-        self._lower_refund_links_first(payment, applications)
-        kind = refund_kind(payment.method)
-        if self._explicit(payment):
-            self._check_live(payment, applications)
-        lines = [LinkLine(kind, self._write_refund(payment, refund), refund.amount) for refund in payment.refunds]
-        for job_id in applications:
-            if not self._records.still_live(EntityRef(EntityType.INVOICE, job_id), TxnKind.INVOICE):
-                # Deleted or voided in QuickBooks since it was written: a payment linking it would be
-                # refused (and retrying would never help), so recreate it first (R6).
-                assert self._books is not None
-                closed = self._books.closed_job(job_id)
-                assert closed is not None, "a payment applies only to its opportunity's closed jobs"
-                self._write_invoice(closed)
-        lines += self._invoice_lines(applications)
-        self._write_payment_record(payment, lines, applications, force=force)
+    def _write_payments_once(self, steps: list[WritePayment]) -> list[Written | AccountingError]:
+        for step in steps:
+            self._lower_refund_links_first(step.payment, step.applications)
+        for step in steps:
+            if self._explicit(step.payment):
+                self._check_live(step.payment, step.applications)
+        # R4: a payment is written after its refunds, which it links.
+        refunds = self._write_refunds([(step.payment, refund) for step in steps for refund in step.payment.refunds])
+        items = []
+        for step in steps:
+            payment, applications = step.payment, step.applications
+            kind = refund_kind(payment.method)
+            lines = [LinkLine(kind, refunds[refund.refund_id], refund.amount) for refund in payment.refunds]
+            for job_id in applications:
+                if not self._records.still_live(EntityRef(EntityType.INVOICE, job_id), TxnKind.INVOICE):
+                    # Deleted or voided in QuickBooks since it was written: a payment linking it would be
+                    # refused (and retrying would never help), so recreate it first (R6).
+                    assert self._books is not None
+                    closed = self._books.closed_job(job_id)
+                    assert closed is not None, "a payment applies only to its opportunity's closed jobs"
+                    self._write_invoice(closed)
+            lines += self._invoice_lines(applications)
+            items.append(self._payment_item(payment, lines, applications, force=step.force))
+        return self._records.write_many(items)
 
     def _check_live(self, payment: Payment, applications: dict[str, Decimal]) -> None:
         """An explicit sync (a resync) of an unchanged payment must still notice its records deleted or
@@ -142,7 +169,8 @@ class TransactionWriter:
             lines.append(LinkLine(TxnKind(written.quickbooks_type), written.quickbooks_id, linked))
         if shrinking:
             lowered = shrink_only(record.applied, applications)
-            self._write_payment_record(payment, lines + self._invoice_lines(lowered), lowered, force=False)
+            lines += self._invoice_lines(lowered)
+            _landed(self._records.write_many([self._payment_item(payment, lines, lowered, force=False)]))
 
     def _invoice_lines(self, applications: dict[str, Decimal]) -> list[LinkLine]:
         lines = []
@@ -152,31 +180,36 @@ class TransactionWriter:
                 lines.append(LinkLine(TxnKind.INVOICE, invoice.quickbooks_id, amount))
         return lines
 
-    def _write_payment_record(
+    def _payment_item(
         self, payment: Payment, lines: list[LinkLine], applications: dict[str, Decimal], *, force: bool
-    ) -> None:
+    ) -> WriteItem:
         def remember(record: SyncRecord) -> None:
             record.applied = dict(applications)
             record.amount = payment.amount
 
         spec = payment_spec(self._records.customer_id, self._opportunity, payment, lines)
-        resync = self._explicit(payment)
-        self._records.write(_payment_ref(payment), spec, force=force, on_written=remember, resync=resync)
+        return WriteItem(_payment_ref(payment), spec, remember, force=force, resync=self._explicit(payment))
 
-    def _write_refund(self, payment: Payment, refund: Refund) -> str:
-        def remember(record: SyncRecord) -> None:
-            record.amount = refund.amount
+    def _write_refunds(self, refunds: list[tuple[Payment, Refund]]) -> dict[str, str]:
+        """The refunds, in one request: the QuickBooks Id of each, by refund id."""
+        items = []
+        for payment, refund in refunds:
 
-        # An unchanged refund is left alone unless it was deleted or voided in QuickBooks (read so by an
-        # explicit sync of its payment, or after QuickBooks refused a link): the payment about to be
-        # written must link a live expense, or QuickBooks refuses it for good (R4, R6).
-        spec = refund_spec(self._records.customer_id, self._opportunity, payment, refund)
-        entity = EntityRef(EntityType.REFUND, refund.refund_id)
-        force = not self._records.still_live(entity, refund_kind(payment.method))
-        resync = self._explicit(payment)
-        record = self._records.write(entity, spec, force=force, on_written=remember, resync=resync).record
-        assert record.quickbooks_id is not None
-        return record.quickbooks_id
+            def remember(record: SyncRecord, amount: Decimal = refund.amount) -> None:
+                record.amount = amount
+
+            # An unchanged refund is left alone unless it was deleted or voided in QuickBooks (read so by
+            # an explicit sync of its payment, or after QuickBooks refused a link): the payment about to
+            # be written must link a live expense, or QuickBooks refuses it for good (R4, R6).
+            spec = refund_spec(self._records.customer_id, self._opportunity, payment, refund)
+            entity = EntityRef(EntityType.REFUND, refund.refund_id)
+            force = not self._records.still_live(entity, refund_kind(payment.method))
+            items.append(WriteItem(entity, spec, remember, force=force, resync=self._explicit(payment)))
+        ids = {}
+        for written in _landed(self._records.write_many(items)):
+            assert written.record.quickbooks_id is not None
+            ids[written.record.entity.id] = written.record.quickbooks_id
+        return ids
 
     def _write_invoice(self, closed: ClosedJob) -> None:
         job = closed.job
@@ -255,3 +288,22 @@ def invoice_spec(customer_id: str, opportunity: Opportunity, job: Job) -> SpecBu
 
 def _payment_ref(payment: Payment) -> EntityRef:
     return EntityRef(EntityType.PAYMENT, payment.payment_id)
+
+
+def _payments_together(steps: list[Step]) -> list[Step | list[WritePayment]]:
+    """The steps, each run of consecutive payment steps as one group (written together)."""
+    grouped: list[Step | list[WritePayment]] = []
+    for step in steps:
+        if isinstance(step, WritePayment) and grouped and isinstance(grouped[-1], list):
+            grouped[-1].append(step)
+        else:
+            grouped.append([step] if isinstance(step, WritePayment) else step)
+    return grouped
+
+
+def _landed(outcomes: list[Written | AccountingError]) -> list[Written]:
+    """The writes, once every one landed: else the first refusal, raised once the others were kept."""
+    for outcome in outcomes:
+        if isinstance(outcome, AccountingError):
+            raise outcome
+    return [o for o in outcomes if isinstance(o, Written)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -11,9 +11,10 @@ from typing import TypeVar
 
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from adapters.quickbooks.fake import FakeQuickBooks, FakeQuickBooksCompanies
-from core.accounting import PaymentSpec, QuickBooksRef, TxnSpec
+from core.accounting import BatchWrite, PaymentSpec, QuickBooksRef, TxnSpec
 from core.auth import ApiKeys
 from core.domain import Permission, Principal
+from core.errors import AccountingError
 from core.limits import FieldLimits
 from core.ports import UNFENCED, AccountingSystem, AccountingSystems, ForwardingAccountingSystem, WriteFence
 from core.service import SyncService
@@ -139,6 +140,13 @@ class HookedCompany(ForwardingAccountingSystem):
     ) -> QuickBooksRef:
         self._note(spec)
         return super().update(ref, spec, request_id=request_id, fence=fence)
+
+    def write_many(
+        self, writes: Sequence[BatchWrite], *, fence: WriteFence = UNFENCED
+    ) -> list[QuickBooksRef | AccountingError]:
+        for write in writes:
+            self._note(write.spec)
+        return super().write_many(writes, fence=fence)
 
     def _note(self, spec: TxnSpec) -> None:
         if isinstance(spec, PaymentSpec):
