@@ -1,7 +1,7 @@
 """Idle workers woken by PostgreSQL (issue 12): `PostgresWorkSignal`, the `WorkSignal` of a PostgreSQL database.
 
-Migration 0013's trigger sends NOTIFY on channel `qbsync_jobs` whenever a sync_jobs row becomes PENDING with
-no next attempt time (a job added, or retried with RetrySync), in the writer's transaction, so the signal
+Migration 0013's trigger sends NOTIFY on the schema's channel (`channel_for`) whenever a sync_jobs row becomes
+PENDING with no next attempt time (a job added, or retried with RetrySync), in the writer's transaction, so the signal
 comes at its commit, from whichever process enqueued. One thread per process LISTENs on a connection of its
 own and wakes every worker thread waiting in `wait`. When the connection is lost it reconnects; meanwhile
 the workers only wait out their timeouts, so they poll as they would without the signal.
@@ -12,6 +12,7 @@ Nothing on SQLite: one process serves a SQLite database, and its workers poll.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 from typing import Any
@@ -22,7 +23,14 @@ from core.ports import WorkSignal
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "qbsync_jobs"
+
+def channel_for(schema: str) -> str:
+    """The schema's NOTIFY channel, as migration 0013's trigger names it from its table's schema: NOTIFY is
+    database-wide, so each schema's deployment has a channel of its own (hashed: a channel name is an
+    identifier of at most 63 bytes, and a schema name may be as long)."""
+    return "qbsync_jobs_" + hashlib.md5(schema.encode(), usedforsecurity=False).hexdigest()[:16]
+
+
 _LISTEN_SLICE_SECONDS = 1.0  # how long one wait for a notification lasts: the listener's reaction to close()
 _RECONNECT_SECONDS = 1.0
 
@@ -72,7 +80,8 @@ class PostgresWorkSignal(WorkSignal):
             connection: Any = None
             try:
                 connection = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
-                connection.execute(f"LISTEN {CHANNEL}")
+                schema = connection.execute("SELECT current_schema()").fetchone()[0]
+                connection.execute(f"LISTEN {channel_for(schema)}")
                 self._signal()
                 while not self._closed.is_set():
                     for _notify in connection.notifies(timeout=_LISTEN_SLICE_SECONDS):

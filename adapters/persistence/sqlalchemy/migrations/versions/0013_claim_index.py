@@ -10,10 +10,11 @@ index's order is the claim's; SQLite's BINARY collation is that order already. O
 `+state`: the claim tests its job's state so (see jobs.py), and SQLite uses a partial index only for a
 query whose WHERE has the index's own terms.
 
-The wake-up, on PostgreSQL only: a trigger sends NOTIFY `qbsync_jobs` whenever a sync_jobs row becomes
-PENDING with no next attempt time (a job added, or retried with RetrySync), in the writer's transaction, so
-that idle workers (adapters.persistence.sqlalchemy.work_signal LISTENs) claim it at its commit instead of at
-their next poll. A retry scheduled for later sends nothing: the workers' polling finds it once it is due.
+The wake-up, on PostgreSQL only: a trigger sends NOTIFY on its schema's channel
+(`qbsync_jobs_<md5 of the schema, 16 hex>`) whenever a sync_jobs row becomes PENDING with no next attempt
+time (a job added, or retried with RetrySync), in the writer's transaction, so that idle workers
+(adapters.persistence.sqlalchemy.work_signal LISTENs) claim it at its commit instead of at their next poll.
+A retry scheduled for later sends nothing: the workers' polling finds it once it is due.
 The payload is empty, so that the notifications of one transaction fold into one.
 
 Revision ID: 0013
@@ -48,7 +49,9 @@ def upgrade() -> None:
         """
         CREATE OR REPLACE FUNCTION qbsync_notify_work() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            PERFORM pg_notify('qbsync_jobs', '');
+            -- One channel per schema (work_signal.channel_for): NOTIFY is database-wide, and deployments (or
+            -- test runs) sharing a database in schemas of their own must not wake each other's workers.
+            PERFORM pg_notify('qbsync_jobs_' || substr(md5(TG_TABLE_SCHEMA), 1, 16), '');
             RETURN NULL;
         END
         $$
