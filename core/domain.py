@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -50,6 +50,13 @@ class EntityRef:
 
     def __str__(self) -> str:
         return f"{self.type.value.lower()} {self.id}"
+
+
+def in_lock_order(entities: Iterable[EntityRef]) -> list[EntityRef]:
+    """The order in which one transaction writes several sync records: their key's. Two transactions that
+    upsert overlapping records (an accept marking a payment and its refunds PENDING, a job saving what it
+    wrote) then lock the rows in the same order, so PostgreSQL never has to break a deadlock between them."""
+    return sorted(entities, key=lambda entity: (entity.type.value, entity.id))
 
 
 @dataclass(frozen=True)

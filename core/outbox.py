@@ -18,6 +18,7 @@ from core.domain import (
     SyncJob,
     SyncJobKind,
     SyncRecord,
+    in_lock_order,
 )
 from core.errors import FailedPreconditionError, FieldViolation, RequestIdReusedError, ValidationError
 from core.ports import Clock, IdSource, RequestIdTakenError, UnitOfWork, UnitOfWorkFactory
@@ -158,13 +159,13 @@ class Outbox:
 def mark_pending(uow: UnitOfWork, tenant: str, refs: list[EntityRef], *, keep_error: bool = False) -> list[SyncRecord]:
     """R8: the records a request names are PENDING until its job runs (in the request's transaction).
     Returns them as saved."""
-    records = []
-    for ref in refs:
+    records = {}
+    for ref in in_lock_order(refs):
         record = uow.sync_records.get(tenant, ref) or SyncRecord(tenant_id=tenant, entity=ref)
         record.mark_pending(keep_error=keep_error)
         uow.sync_records.save(record)
-        records.append(record)
-    return records
+        records[ref] = record
+    return [records[ref] for ref in refs]
 
 
 def _refuse_changing_deposited(uow: UnitOfWork, tenant: str, known: Payment, payment: Payment, path: str) -> None:

@@ -11,7 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from core.domain import ClosedJob, EntityRef, EntityType, Opportunity, Payment, SyncJob, SyncRecord
+from core.domain import (
+    ClosedJob,
+    EntityRef,
+    EntityType,
+    Opportunity,
+    Payment,
+    SyncJob,
+    SyncRecord,
+    in_lock_order,
+)
 from core.errors import FailedPreconditionError
 from core.lease import JobLease
 from core.ports import AccountingSystem, Clock, UnitOfWork, UnitOfWorkFactory
@@ -152,8 +161,8 @@ class SyncRun:
         """Writes what is unsaved into `uow`, the caller's transaction (the job's completion), fenced by the
         lease. Forgotten here only by `flush`; the caller's commit makes it durable."""
         self.lease.check()
-        for record in self._unsaved.values():
-            uow.sync_records.save(record)
+        for entity in in_lock_order(self._unsaved):
+            uow.sync_records.save(self._unsaved[entity])
 
     def books(self) -> OpportunityBooks:
         """The job's opportunity, its payments and closed jobs as last received and all their records (and

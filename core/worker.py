@@ -29,6 +29,7 @@ from core.domain import (
     SyncJobState,
     SyncRecord,
     SyncState,
+    in_lock_order,
 )
 from core.errors import AccountingError, LeaseLostError, QbsyncError, StorageUnavailableError, ThrottledError
 from core.lease import LeaseHeartbeat
@@ -225,7 +226,7 @@ class SyncWorker:
             payments = uow.snapshots.payments_of(job.tenant_id, job.opportunity_id)
             refs += [EntityRef(EntityType.PAYMENT, p.payment_id) for p in payments]
         refs += [EntityRef(EntityType.REFUND, r.refund_id) for p in payments for r in p.refunds]
-        for ref in refs:
+        for ref in in_lock_order(refs):
             record = uow.sync_records.get(job.tenant_id, ref) or SyncRecord(tenant_id=job.tenant_id, entity=ref)
             if ref != job.target and record.state is not SyncState.PENDING:
                 continue
