@@ -646,3 +646,10 @@ _JOBS = st.builds(r.Job, lines=_LINES, discounts=_DISCOUNTS, tax=st.none() | _MO
 def test_every_amount_set_anywhere_is_found_in_field_order(request: s.CloseOutJobRequest) -> None:
     found = convert.amount_currencies(request)
     assert [(a.field, a.code) for a in found] == _reference_currencies(request)
+
+
+@given(st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5)), timezone.utc])) | st.datetimes())
+def test_a_time_becomes_the_timestamp_the_library_makes_of_it(time: datetime) -> None:
+    expected = Timestamp()
+    expected.FromDatetime(time)
+    assert convert.timestamp_to_proto(time) == expected
