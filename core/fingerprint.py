@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Callable
-from functools import partial
 
 # The fields each record had when fingerprints were first stored (release of issue 8), rendered always.
 _FIRST_FIELDS: dict[str, frozenset[str]] = {
@@ -65,7 +64,7 @@ def _plan(kind: type) -> _Fields:
     plan: _Fields
     if dataclasses.is_dataclass(kind):
         first = _FIRST_FIELDS.get(kind.__name__, frozenset())
-        fields = tuple((f.name, f.name in first, partial(_at_default, f)) for f in dataclasses.fields(kind) if f.repr)
+        fields = tuple((f.name, f.name in first, _at_default(f)) for f in dataclasses.fields(kind) if f.repr)
         plan = (kind.__qualname__, fields)
     elif issubclass(kind, tuple):
         plan = _TUPLE
@@ -77,9 +76,12 @@ def _plan(kind: type) -> _Fields:
     return plan
 
 
-def _at_default(f: dataclasses.Field[object], value: object) -> bool:
+def _at_default(f: dataclasses.Field[object]) -> Callable[[object], bool]:
+    """Whether a value of field `f` is its default."""
     if f.default is not dataclasses.MISSING:
-        return bool(value == f.default)
+        default = f.default
+        return lambda value: bool(value == default)
     if f.default_factory is not dataclasses.MISSING:
-        return bool(value == f.default_factory())
-    return False
+        factory = f.default_factory
+        return lambda value: bool(value == factory())
+    return lambda value: False

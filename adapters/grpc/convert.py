@@ -190,8 +190,11 @@ def amount_currencies(message: Message, path: str = "") -> tuple[AmountCurrency,
 
 
 def _collect_currencies(message: Message, path: str, found: list[AmountCurrency]) -> None:
-    # The upb runtime's descriptor type is another class with the same interface.
-    for name, repeated, is_money in _money_paths(cast(Descriptor, message.DESCRIPTOR)):
+    paths = _MONEY_PATHS.get(type(message))
+    if paths is None:
+        # The upb runtime's descriptor type is another class with the same interface.
+        paths = _MONEY_PATHS[type(message)] = _money_paths(cast(Descriptor, message.DESCRIPTOR))
+    for name, repeated, is_money in paths:
         if repeated:
             items = getattr(message, name)
             if not items:
@@ -211,8 +214,9 @@ def _collect_currencies(message: Message, path: str, found: list[AmountCurrency]
 
 
 _MoneyPaths = tuple[tuple[str, bool, bool], ...]
-# Per message type: the fields that are a Money or lead to one, worked out once per type rather than per call.
-_MONEY_PATHS: dict[str, _MoneyPaths] = {}
+# Per message class: the fields that are a Money or lead to one, worked out once per class rather than per
+# call (two threads racing to fill it in only work the same entry out twice).
+_MONEY_PATHS: dict[type[Message], _MoneyPaths] = {}
 
 
 def _money_paths(descriptor: Descriptor) -> _MoneyPaths:
@@ -220,15 +224,11 @@ def _money_paths(descriptor: Descriptor) -> _MoneyPaths:
     repeated, is a Money), in field-number order (the order the walk reports amounts in). Scalars and maps
     hold no Money in this API; a message type without any Money below it (Customer, Timestamp) is not
     entered at all."""
-    paths = _MONEY_PATHS.get(descriptor.full_name)
-    if paths is None:
-        paths = tuple(
-            (field.name, field.is_repeated, kind.full_name == _MONEY_TYPE)
-            for field, kind in _message_fields(descriptor)
-            if _holds_money(kind)
-        )
-        _MONEY_PATHS[descriptor.full_name] = paths  # two threads racing here only work it out twice
-    return paths
+    return tuple(
+        (field.name, field.is_repeated, kind.full_name == _MONEY_TYPE)
+        for field, kind in _message_fields(descriptor)
+        if _holds_money(kind)
+    )
 
 
 _MONEY_TYPE = money_pb2.Money.DESCRIPTOR.full_name
