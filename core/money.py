@@ -14,6 +14,8 @@ def has_at_most_cents(value: Decimal) -> bool:
     Read from the digits, not by quantizing: quantizing 1E+40 to cents overflows the decimal context."""
     if not value.is_finite():
         return False
+    if value.same_quantum(CENT):
+        return True  # exactly cents, as every converted amount is: no need to read its digits
     _sign, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)
     beyond_cents = -2 - exponent

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from google.type.date_pb2 import Date
@@ -548,3 +549,111 @@ def test_what_is_not_a_plain_bounded_decimal_is_named_with_a_short_quote(text: s
     [violation] = violations
     assert violation.field == "job.lines[0].quantity"
     assert len(violation.description) < 200
+
+
+# --- the shortcuts conversion takes give what the general way gives (issue 12) ------------------------------
+
+
+@given(st.integers(-(2**63), INT64_MAX), st.integers(-(2**31), 2**31 - 1))
+def test_money_is_the_exact_sum_quantized_to_cents_digit_for_digit(units: int, nanos: int) -> None:
+    """Value *and* exponent (a request's fingerprint holds the amount's repr): what quantizing the exact
+    units + nanos to cents gives, or the exact sum itself beside a violation."""
+    amount, violations = from_proto(Money(units=units, nanos=nanos))
+    exact = Decimal(units) + Decimal(nanos).scaleb(-9)
+    if violations:
+        assert amount.as_tuple() == exact.as_tuple()
+    else:
+        assert amount.as_tuple() == exact.quantize(Decimal("0.01")).as_tuple()
+
+
+def _reference_timestamp(timestamp: Timestamp) -> datetime | None:
+    try:
+        return timestamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+EARLIEST, LATEST = -62_135_596_800, 253_402_300_799  # 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [
+        (0, 0),
+        (EARLIEST, 0),
+        (EARLIEST - 1, 999_999_999),
+        (LATEST, 999_999_999),
+        (LATEST + 1, 0),
+        (1_767_312_000, 1_999),
+        (-1, 999_999_999),
+        (0, -1),
+        (0, 1_000_000_000),
+        (-(2**63), 0),
+        (2**63 - 1, 0),
+    ],
+)
+def test_a_timestamp_at_or_past_the_bounds_converts_as_the_library_converts_it(seconds: int, nanos: int) -> None:
+    timestamp = Timestamp(seconds=seconds, nanos=nanos)
+    violations: list[FieldViolation] = []
+    converted = convert.timestamp_from_proto(r.Refund(refunded_time=timestamp), "refunded_time", "refund", violations)
+    expected = _reference_timestamp(timestamp)
+    if expected is None:
+        assert converted == datetime(1970, 1, 1, tzinfo=UTC) and [v.field for v in violations] == [
+            "refund.refunded_time"
+        ]
+    else:
+        assert (converted, converted.tzinfo, violations) == (expected, UTC, [])
+
+
+@given(st.integers(EARLIEST - 10, LATEST + 10), st.integers(-10, 10**9 + 10))
+def test_any_timestamp_converts_as_the_library_converts_it(seconds: int, nanos: int) -> None:
+    timestamp = Timestamp(seconds=seconds, nanos=nanos)
+    violations: list[FieldViolation] = []
+    converted = convert.timestamp_from_proto(r.Refund(refunded_time=timestamp), "refunded_time", "refund", violations)
+    expected = _reference_timestamp(timestamp)
+    assert (converted if not violations else None) == expected
+
+
+def _reference_currencies(message: Message, path: str = "") -> list[tuple[str, str]]:
+    """Every Money set in `message`, found through ListFields (the walk as it was first written)."""
+    found = []
+    for descriptor, value in message.ListFields():
+        kind = descriptor.message_type
+        if kind is None or kind.GetOptions().map_entry:
+            continue
+        field_path = f"{path}.{descriptor.name}" if path else descriptor.name
+        items = list(enumerate(value)) if descriptor.is_repeated else [(None, value)]
+        for index, item in items:
+            item_path = field_path if index is None else f"{field_path}[{index}]"
+            if kind.full_name == Money.DESCRIPTOR.full_name:
+                found.append((item_path, item.currency_code))
+            else:
+                found.extend(_reference_currencies(item, item_path))
+    return found
+
+
+_MONEY = st.builds(Money, currency_code=st.sampled_from(["", "USD", "EUR"]), units=st.integers(0, 9))
+_REFUNDS = st.lists(st.builds(r.Refund, refund_id=st.just("r"), amount=st.none() | _MONEY), max_size=2)
+_PAYMENTS = st.builds(
+    r.Payment, amount=st.none() | _MONEY, tip=st.none() | _MONEY, processing_fee=st.none() | _MONEY, refunds=_REFUNDS
+)
+_LINES = st.lists(st.builds(r.InvoiceLine, unit_price=st.none() | _MONEY, amount=st.none() | _MONEY), max_size=2)
+_DISCOUNTS = st.lists(st.builds(r.Discount, amount=st.none() | _MONEY), max_size=2)
+_JOBS = st.builds(r.Job, lines=_LINES, discounts=_DISCOUNTS, tax=st.none() | _MONEY, total=st.none() | _MONEY)
+
+
+@given(st.builds(s.CloseOutJobRequest, job=st.none() | _JOBS, payments=st.lists(_PAYMENTS, max_size=3)))
+def test_every_amount_set_anywhere_is_found_in_field_order(request: s.CloseOutJobRequest) -> None:
+    found = convert.amount_currencies(request)
+    assert [(a.field, a.code) for a in found] == _reference_currencies(request)
+
+
+# UTC itself, another zone, another object meaning UTC, and naive times (taken as UTC).
+_ZONES = st.sampled_from([UTC, timezone(timedelta(hours=-5)), timezone(timedelta(0), "Z")])
+
+
+@given(st.datetimes(timezones=_ZONES) | st.datetimes())
+def test_a_time_becomes_the_timestamp_the_library_makes_of_it(time: datetime) -> None:
+    expected = Timestamp()
+    expected.FromDatetime(time)
+    assert convert.timestamp_to_proto(time) == expected
