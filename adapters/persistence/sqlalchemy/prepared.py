@@ -129,7 +129,7 @@ def _parameters(compiled: _Compiled, params: Mapping[str, Any]) -> tuple[Any, ..
     get = params.get
     values = [get(key, own) for key, own in compiled.sources]
     if _REQUIRED in values:
-        missing = next(key for (key, _own), value in zip(compiled.sources, values) if value is _REQUIRED)
+        missing = next(key for (key, _own), value in zip(compiled.sources, values, strict=True) if value is _REQUIRED)
         raise KeyError(f"no value for {missing!r}")  # as SQLAlchemy would: never a silent NULL
     for position, process in compiled.conversions:
         values[position] = process(values[position])
