@@ -159,12 +159,14 @@ class Outbox:
 def mark_pending(uow: UnitOfWork, tenant: str, refs: list[EntityRef], *, keep_error: bool = False) -> list[SyncRecord]:
     """R8: the records a request names are PENDING until its job runs (in the request's transaction).
     Returns them as saved."""
+    ordered = list(dict.fromkeys(in_lock_order(refs)))  # a ref named twice is one record
+    known = uow.sync_records.get_many(tenant, ordered)
     records = {}
-    for ref in in_lock_order(refs):
-        record = uow.sync_records.get(tenant, ref) or SyncRecord(tenant_id=tenant, entity=ref)
+    for ref in ordered:
+        record = known.get(ref) or SyncRecord(tenant_id=tenant, entity=ref)
         record.mark_pending(keep_error=keep_error)
-        uow.sync_records.save(record)
         records[ref] = record
+    uow.sync_records.save_many(list(records.values()))  # in lock order: the dict keeps `ordered`'s
     return [records[ref] for ref in refs]
 
 

@@ -433,6 +433,19 @@ class SyncRecordRepository(Protocol):
         Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
+    def get_many(self, tenant_id: str, entities: Sequence[EntityRef]) -> dict[EntityRef, SyncRecord]:
+        """`get` of each of `entities`: the tracked ones, by entity (an adapter may read them at once).
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        found = {entity: self.get(tenant_id, entity) for entity in entities}
+        return {entity: record for entity, record in found.items() if record is not None}
+
+    def save_many(self, records: Sequence[SyncRecord]) -> None:
+        """`save` of each of `records`, written in the order given (callers give `in_lock_order`'s), at most
+        one per entity (an adapter may send them together).
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        for record in records:
+            self.save(record)
+
 
 class RequestIdTakenError(Exception):
     """Raised by `SyncJobRepository.add` when another job already holds (tenant, request_id)."""

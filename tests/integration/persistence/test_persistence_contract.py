@@ -351,6 +351,34 @@ def test_sync_records_are_inserted_replaced_and_kept_per_tenant_and_type(backend
         assert uow.sync_records.get("t2", PAYMENT_REF) is None
 
 
+def test_sync_records_are_read_and_saved_many_at_once(backend: Backend) -> None:
+    refund_ref = EntityRef(EntityType.REFUND, "R1")
+    other_ref = EntityRef(EntityType.REFUND, "R2")
+    synced = SyncRecord("t1", PAYMENT_REF, state=SyncState.SYNCED, quickbooks_id="7", amount=Decimal("10.05"))
+    with backend.uow() as uow:
+        uow.sync_records.save_many([synced, SyncRecord("t1", refund_ref, last_error="nope")])
+        uow.sync_records.save(SyncRecord("t2", other_ref, quickbooks_id="other tenant's"))
+        uow.commit()
+    with backend.uow() as uow:
+        # Only the tracked ones, by entity; another tenant's record of the same id is not this one's.
+        got = uow.sync_records.get_many("t1", [refund_ref, PAYMENT_REF, other_ref])
+        assert got == {PAYMENT_REF: synced, refund_ref: SyncRecord("t1", refund_ref, last_error="nope")}
+        assert str(got[PAYMENT_REF].amount) == "10.05"
+        assert uow.sync_records.get_many("t1", [other_ref]) == {}
+        assert uow.sync_records.get_many("t1", []) == {}
+        # save_many replaces, as save does, and inserts what is new.
+        uow.sync_records.save_many(
+            [replace(synced, state=SyncState.PENDING, quickbooks_id=None), SyncRecord("t1", other_ref)]
+        )
+        uow.commit()
+    with backend.uow() as uow:
+        got = uow.sync_records.get_many("t1", [PAYMENT_REF, refund_ref, other_ref])
+        assert got[PAYMENT_REF] == replace(synced, state=SyncState.PENDING, quickbooks_id=None)
+        assert got[other_ref] == SyncRecord("t1", other_ref)
+        assert got[refund_ref].last_error == "nope"
+        assert uow.sync_records.get("t2", other_ref) == SyncRecord("t2", other_ref, quickbooks_id="other tenant's")
+
+
 def test_api_keys_are_found_by_hash(backend: Backend) -> None:
     key = ApiKey("k1", "t1", "hash-1", frozenset({Permission.SYNC, Permission.QUICKBOOKS_VIEW}), at(0))
     with backend.uow() as uow:
