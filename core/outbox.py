@@ -113,17 +113,16 @@ class Outbox:
 
     @staticmethod
     def stage_opportunity(uow: UnitOfWork, tenant: str, opportunity: Opportunity, path: str) -> None:
-        known = uow.snapshots.get_opportunity(tenant, opportunity.opportunity_id)
-        if known is not None and known.customer.customer_id != opportunity.customer.customer_id:
+        owner = uow.snapshots.save_opportunity_of_its_customer(tenant, opportunity)
+        if owner is not None:
             raise ValidationError(
                 [
                     FieldViolation(
                         f"{path}.customer.customer_id",
-                        f"opportunity {opportunity.opportunity_id} belongs to customer {known.customer.customer_id}",
+                        f"opportunity {opportunity.opportunity_id} belongs to customer {owner}",
                     )
                 ]
             )
-        uow.snapshots.save_opportunity(tenant, opportunity)
 
     @staticmethod
     def stage_payment(

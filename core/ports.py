@@ -346,6 +346,16 @@ class SnapshotRepository(Protocol):
         Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
+    def save_opportunity_of_its_customer(self, tenant_id: str, opportunity: Opportunity) -> str | None:
+        """`save_opportunity`, unless the opportunity is stored under another customer: then nothing is
+        saved and that customer's id is returned (an adapter may check and save in one statement).
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        known = self.get_opportunity(tenant_id, opportunity.opportunity_id)
+        if known is not None and known.customer.customer_id != opportunity.customer.customer_id:
+            return known.customer.customer_id
+        self.save_opportunity(tenant_id, opportunity)
+        return None
+
     def get_opportunity(self, tenant_id: str, opportunity_id: str) -> Opportunity | None:
         """The opportunity as last received, if any.
         Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""

@@ -260,6 +260,41 @@ def _opportunity_from(row: Any) -> Opportunity:  # an OpportunityRow or a named 
     return Opportunity(opportunity_id=row.opportunity_id, number=row.number, customer=customer)
 
 
+_OPPORTUNITY_KEY = ("tenant_id", "opportunity_id")
+
+
+def _opportunity_values(tenant_id: str, opportunity: Opportunity) -> dict[str, Any]:
+    customer = opportunity.customer
+    return {
+        "tenant_id": tenant_id,
+        "opportunity_id": opportunity.opportunity_id,
+        "number": opportunity.number,
+        "customer_id": customer.customer_id,
+        "first_name": customer.first_name,
+        "last_name": customer.last_name,
+        "company_name": customer.company_name,
+        "email": customer.email,
+        "phone": customer.phone,
+    }
+
+
+def _save_of_its_customer(insert: Callable[..., Any]) -> Prepared:
+    table = OpportunityRow.__table__
+    built = insert(table)
+    columns = tuple(_opportunity_values("", Opportunity("", "", Customer(""))))
+    upsert = built.on_conflict_do_update(
+        index_elements=list(_OPPORTUNITY_KEY),
+        set_={k: built.excluded[k] for k in columns if k not in _OPPORTUNITY_KEY},
+        where=table.c.customer_id == built.excluded.customer_id,  # type: ignore[attr-defined]
+    ).returning(table.c.opportunity_id)  # type: ignore[attr-defined]
+    return Prepared(upsert, columns)
+
+
+_SAVE_OPPORTUNITY_OF_ITS_CUSTOMER = {
+    "sqlite": _save_of_its_customer(sqlite.insert),
+    "postgresql": _save_of_its_customer(postgresql.insert),
+}
+
 _REFUNDS_OF_PAYMENT = Prepared(
     delete(RefundRow).where(
         RefundRow.tenant_id == bindparam("tenant_id"), RefundRow.payment_id == bindparam("payment_id")
@@ -269,22 +304,18 @@ _REFUNDS_OF_PAYMENT = Prepared(
 
 class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
     def save_opportunity(self, tenant_id: str, opportunity: Opportunity) -> None:
-        customer = opportunity.customer
-        self._upsert(
-            OpportunityRow,
-            {
-                "tenant_id": tenant_id,
-                "opportunity_id": opportunity.opportunity_id,
-                "number": opportunity.number,
-                "customer_id": customer.customer_id,
-                "first_name": customer.first_name,
-                "last_name": customer.last_name,
-                "company_name": customer.company_name,
-                "email": customer.email,
-                "phone": customer.phone,
-            },
-            ["tenant_id", "opportunity_id"],
+        self._upsert(OpportunityRow, _opportunity_values(tenant_id, opportunity), _OPPORTUNITY_KEY)
+
+    def save_opportunity_of_its_customer(self, tenant_id: str, opportunity: Opportunity) -> str | None:
+        """One statement instead of a read and an upsert (issue 12): the upsert updates only a row of the
+        same customer and returns it; none returned means the stored row is another customer's."""
+        saved = _SAVE_OPPORTUNITY_OF_ITS_CUSTOMER[self.dialect].first(
+            self._bound_connection(), _opportunity_values(tenant_id, opportunity)
         )
+        if saved is not None:
+            return None
+        known = self.get_opportunity(tenant_id, opportunity.opportunity_id)
+        return None if known is None else known.customer.customer_id
 
     def get_opportunity(self, tenant_id: str, opportunity_id: str) -> Opportunity | None:
         row = self._first(OpportunityRow, tenant_id=tenant_id, opportunity_id=opportunity_id)

@@ -224,6 +224,23 @@ def test_opportunity_is_replaced_by_the_newest_and_kept_per_tenant(backend: Back
         assert uow.snapshots.get_opportunity("t3", "O1") is None
 
 
+def test_an_opportunity_is_saved_only_under_its_own_customer(backend: Backend) -> None:
+    with backend.uow() as uow:
+        assert uow.snapshots.save_opportunity_of_its_customer("t1", opportunity(first_name="Ann")) is None
+        uow.commit()
+    with backend.uow() as uow:
+        # The same customer's opportunity is replaced by the newest...
+        assert uow.snapshots.save_opportunity_of_its_customer("t1", opportunity(first_name="Annie")) is None
+        # ...another customer's is refused, the stored one kept: its customer is named.
+        assert uow.snapshots.save_opportunity_of_its_customer("t1", opportunity(customer_id="C2")) == "C1"
+        # Per tenant: another tenant's opportunity of the same id belongs to nobody here.
+        assert uow.snapshots.save_opportunity_of_its_customer("t2", opportunity(customer_id="C2")) is None
+        uow.commit()
+    with backend.uow() as uow:
+        assert uow.snapshots.get_opportunity("t1", "O1") == opportunity(first_name="Annie")
+        assert uow.snapshots.get_opportunity("t2", "O1") == opportunity(customer_id="C2")
+
+
 def test_payments_with_refunds_and_the_refund_to_payment_map(backend: Backend) -> None:
     with backend.uow() as uow:
         uow.snapshots.save_payment("t1", "O1", payment("P1", refunds=(refund("R1"), refund("R2"))))
