@@ -132,7 +132,7 @@ def parallel_claims(engine: Engine, threads: int, seconds: float, hold_ms: float
             now = datetime.now(UTC)
             with factory() as uow:
                 if single_lock:
-                    session: Session = uow._session  # type: ignore[attr-defined]  # noqa: SLF001 - the old lock
+                    session: Session = uow._session.session()  # type: ignore[attr-defined]  # noqa: SLF001 - the old lock
                     session.execute(_OLD_LOCK)
                 job = uow.jobs.claim_next(f"par-{index}", now, now + timedelta(minutes=30))
                 time.sleep(hold_ms / 1000)

@@ -113,17 +113,16 @@ class Outbox:
 
     @staticmethod
     def stage_opportunity(uow: UnitOfWork, tenant: str, opportunity: Opportunity, path: str) -> None:
-        known = uow.snapshots.get_opportunity(tenant, opportunity.opportunity_id)
-        if known is not None and known.customer.customer_id != opportunity.customer.customer_id:
+        owner = uow.snapshots.save_opportunity_of_its_customer(tenant, opportunity)
+        if owner is not None:
             raise ValidationError(
                 [
                     FieldViolation(
                         f"{path}.customer.customer_id",
-                        f"opportunity {opportunity.opportunity_id} belongs to customer {known.customer.customer_id}",
+                        f"opportunity {opportunity.opportunity_id} belongs to customer {owner}",
                     )
                 ]
             )
-        uow.snapshots.save_opportunity(tenant, opportunity)
 
     @staticmethod
     def stage_payment(
@@ -159,12 +158,14 @@ class Outbox:
 def mark_pending(uow: UnitOfWork, tenant: str, refs: list[EntityRef], *, keep_error: bool = False) -> list[SyncRecord]:
     """R8: the records a request names are PENDING until its job runs (in the request's transaction).
     Returns them as saved."""
+    ordered = list(dict.fromkeys(in_lock_order(refs)))  # a ref named twice is one record
+    known = uow.sync_records.get_many(tenant, ordered)
     records = {}
-    for ref in in_lock_order(refs):
-        record = uow.sync_records.get(tenant, ref) or SyncRecord(tenant_id=tenant, entity=ref)
+    for ref in ordered:
+        record = known.get(ref) or SyncRecord(tenant_id=tenant, entity=ref)
         record.mark_pending(keep_error=keep_error)
-        uow.sync_records.save(record)
         records[ref] = record
+    uow.sync_records.save_many(list(records.values()))  # in lock order: the dict keeps `ordered`'s
     return [records[ref] for ref in refs]
 
 

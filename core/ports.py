@@ -346,6 +346,16 @@ class SnapshotRepository(Protocol):
         Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
+    def save_opportunity_of_its_customer(self, tenant_id: str, opportunity: Opportunity) -> str | None:
+        """`save_opportunity`, unless the opportunity is stored under another customer: then nothing is
+        saved and that customer's id is returned (an adapter may check and save in one statement).
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        known = self.get_opportunity(tenant_id, opportunity.opportunity_id)
+        if known is not None and known.customer.customer_id != opportunity.customer.customer_id:
+            return known.customer.customer_id
+        self.save_opportunity(tenant_id, opportunity)
+        return None
+
     def get_opportunity(self, tenant_id: str, opportunity_id: str) -> Opportunity | None:
         """The opportunity as last received, if any.
         Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
@@ -432,6 +442,19 @@ class SyncRecordRepository(Protocol):
         """Inserts or replaces the record for (tenant_id, entity).
         Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
+
+    def get_many(self, tenant_id: str, entities: Sequence[EntityRef]) -> dict[EntityRef, SyncRecord]:
+        """`get` of each of `entities`: the tracked ones, by entity (an adapter may read them at once).
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        found = {entity: self.get(tenant_id, entity) for entity in entities}
+        return {entity: record for entity, record in found.items() if record is not None}
+
+    def save_many(self, records: Sequence[SyncRecord]) -> None:
+        """`save` of each of `records`, written in the order given (callers give `in_lock_order`'s), at most
+        one per entity (an adapter may send them together).
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        for record in records:
+            self.save(record)
 
 
 class RequestIdTakenError(Exception):

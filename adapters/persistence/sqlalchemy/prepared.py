@@ -29,8 +29,13 @@ Processor = Callable[[Any], Any] | None
 class _Compiled:
     sql: str
     positional: bool
-    # (rendered name, the bind parameter) in the order the driver takes them (positional), or by name.
-    binds: tuple[tuple[str, BindParameter[Any], Processor], ...]
+    # The rendered names, in the order the driver takes them (positional), or by name.
+    names: tuple[str, ...]
+    # Per bind, in that order: the caller's key and the value if the caller gives none (the statement's own
+    # value: a LIMIT, a constant), or _REQUIRED.
+    sources: tuple[tuple[str, Any], ...]
+    # (position, conversion) of the binds whose type converts the value; identity conversions are left out.
+    conversions: tuple[tuple[int, Callable[[Any], Any]], ...]
     row: type | None  # a namedtuple of the result columns, None for a statement that returns none
     results: tuple[Processor, ...]
 
@@ -52,6 +57,8 @@ class Prepared:
             return []
         found = on_driver(connection, compiled.sql, _parameters(compiled, params), rows=True)
         make, processors = compiled.row, compiled.results
+        if not any(processors):  # identity conversions only (ids, text): the driver's row as it is
+            return [make(*row) for row in found]
         return [
             make(
                 *[value if process is None else process(value) for value, process in zip(row, processors, strict=True)]
@@ -92,8 +99,12 @@ def _compile(statement: Executable, columns: list[str] | None, dialect: Dialect)
         names: Sequence[str] = compiled.positiontup or ()
     else:
         names = list(by_name)
-    binds = tuple(
-        (name, by_name[name], by_name[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names
+    binds: list[BindParameter[Any]] = [by_name[name] for name in names]
+    sources = tuple((bind.key, _REQUIRED if bind.required else bind.value) for bind in binds)
+    conversions = tuple(
+        (position, process)
+        for position, bind in enumerate(binds)
+        if (process := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
     )
     made: type | None = None
     results: tuple[Processor, ...] = ()
@@ -102,27 +113,29 @@ def _compile(statement: Executable, columns: list[str] | None, dialect: Dialect)
     if returned:
         made = _row_type([column.key for column in returned])
         results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in returned)
-    return _Compiled(compiled.string, compiled.positional, binds, made, results)
+    return _Compiled(compiled.string, compiled.positional, tuple(names), sources, conversions, made, results)
 
 
 def _row_type(fields: list[str]) -> type:
     return namedtuple("Row", fields)  # type: ignore[misc]  # mypy wants a literal name and fields
 
 
+_REQUIRED: Any = object()  # a bind without a value of its own: the caller must give one
+
+
 def _parameters(compiled: _Compiled, params: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
-    values = []
-    for _name, bind, process in compiled.binds:
-        # A bind the statement gave its own value (a LIMIT, a constant) is not the caller's to pass.
-        if bind.key in params:
-            value = params[bind.key]
-        elif bind.required:
-            raise KeyError(f"no value for {bind.key!r}")  # as SQLAlchemy would: never a silent NULL
-        else:
-            value = bind.value
-        values.append(value if process is None else process(value))
+    """The driver's parameters for `params`: each bind's value (the caller's, else the statement's own),
+    converted by its type. Its loops are the plainest Python can run: an accept converts ~150 values (issue 12)."""
+    get = params.get
+    values = [get(key, own) for key, own in compiled.sources]
+    if _REQUIRED in values:
+        missing = next(key for (key, _own), value in zip(compiled.sources, values, strict=True) if value is _REQUIRED)
+        raise KeyError(f"no value for {missing!r}")  # as SQLAlchemy would: never a silent NULL
+    for position, process in compiled.conversions:
+        values[position] = process(values[position])
     if compiled.positional:
         return tuple(values)
-    return {name: value for (name, _bind, _process), value in zip(compiled.binds, values, strict=True)}
+    return dict(zip(compiled.names, values, strict=True))
 
 
 def on_driver(connection: Connection, sql: str, parameters: Any = (), *, many: bool = False, rows: bool = False) -> Any:

@@ -260,6 +260,41 @@ def _opportunity_from(row: Any) -> Opportunity:  # an OpportunityRow or a named 
     return Opportunity(opportunity_id=row.opportunity_id, number=row.number, customer=customer)
 
 
+_OPPORTUNITY_KEY = ("tenant_id", "opportunity_id")
+
+
+def _opportunity_values(tenant_id: str, opportunity: Opportunity) -> dict[str, Any]:
+    customer = opportunity.customer
+    return {
+        "tenant_id": tenant_id,
+        "opportunity_id": opportunity.opportunity_id,
+        "number": opportunity.number,
+        "customer_id": customer.customer_id,
+        "first_name": customer.first_name,
+        "last_name": customer.last_name,
+        "company_name": customer.company_name,
+        "email": customer.email,
+        "phone": customer.phone,
+    }
+
+
+def _save_of_its_customer(insert: Callable[..., Any]) -> Prepared:
+    table = OpportunityRow.__table__
+    built = insert(table)
+    columns = tuple(_opportunity_values("", Opportunity("", "", Customer(""))))
+    upsert = built.on_conflict_do_update(
+        index_elements=list(_OPPORTUNITY_KEY),
+        set_={k: built.excluded[k] for k in columns if k not in _OPPORTUNITY_KEY},
+        where=table.c.customer_id == built.excluded.customer_id,  # type: ignore[attr-defined]
+    ).returning(table.c.opportunity_id)  # type: ignore[attr-defined]
+    return Prepared(upsert, columns)
+
+
+_SAVE_OPPORTUNITY_OF_ITS_CUSTOMER = {
+    "sqlite": _save_of_its_customer(sqlite.insert),
+    "postgresql": _save_of_its_customer(postgresql.insert),
+}
+
 _REFUNDS_OF_PAYMENT = Prepared(
     delete(RefundRow).where(
         RefundRow.tenant_id == bindparam("tenant_id"), RefundRow.payment_id == bindparam("payment_id")
@@ -269,22 +304,18 @@ _REFUNDS_OF_PAYMENT = Prepared(
 
 class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
     def save_opportunity(self, tenant_id: str, opportunity: Opportunity) -> None:
-        customer = opportunity.customer
-        self._upsert(
-            OpportunityRow,
-            {
-                "tenant_id": tenant_id,
-                "opportunity_id": opportunity.opportunity_id,
-                "number": opportunity.number,
-                "customer_id": customer.customer_id,
-                "first_name": customer.first_name,
-                "last_name": customer.last_name,
-                "company_name": customer.company_name,
-                "email": customer.email,
-                "phone": customer.phone,
-            },
-            ["tenant_id", "opportunity_id"],
+        self._upsert(OpportunityRow, _opportunity_values(tenant_id, opportunity), _OPPORTUNITY_KEY)
+
+    def save_opportunity_of_its_customer(self, tenant_id: str, opportunity: Opportunity) -> str | None:
+        """One statement instead of a read and an upsert (issue 12): the upsert updates only a row of the
+        same customer and returns it; none returned means the stored row is another customer's."""
+        saved = _SAVE_OPPORTUNITY_OF_ITS_CUSTOMER[self.dialect].first(
+            self._bound_connection(), _opportunity_values(tenant_id, opportunity)
         )
+        if saved is not None:
+            return None
+        known = self.get_opportunity(tenant_id, opportunity.opportunity_id)
+        return None if known is None else known.customer.customer_id
 
     def get_opportunity(self, tenant_id: str, opportunity_id: str) -> Opportunity | None:
         row = self._first(OpportunityRow, tenant_id=tenant_id, opportunity_id=opportunity_id)
@@ -433,47 +464,84 @@ def _crm_job_update(excluded: Any) -> dict[str, Any]:
 class SqlAlchemySyncRecordRepository(SqlRepository, SyncRecordRepository):
     def get(self, tenant_id: str, entity: EntityRef) -> SyncRecord | None:
         row = self._first(SyncRecordRow, tenant_id=tenant_id, entity_type=entity.type.value, entity_id=entity.id)
-        if row is None:
-            return None
-        return SyncRecord(
-            tenant_id=row.tenant_id,
-            entity=EntityRef(EntityType(row.entity_type), row.entity_id),
-            state=SyncState(row.state),
-            quickbooks_id=row.quickbooks_id,
-            sync_token=row.sync_token,
-            quickbooks_type=row.quickbooks_type,
-            generation=row.generation,
-            create_started=row.create_started,
-            content_hash=row.content_hash,
-            last_synced_time=row.last_synced_time,
-            last_error=row.last_error,
-            display_name=row.display_name,
-            amount=row.amount,
-            applied=codec.applied_from_json(row.applied),
-        )
+        return None if row is None else _record_from(row)
+
+    def get_many(self, tenant_id: str, entities: Sequence[EntityRef]) -> dict[EntityRef, SyncRecord]:
+        """In one SELECT: an accept reads its payment's and refunds' records at once (issue 12)."""
+        if len(entities) <= 1:
+            return super().get_many(tenant_id, entities)
+        params: dict[str, Any] = {"tenant_id": tenant_id}
+        for n, entity in enumerate(entities):
+            params[f"type_{n}"] = entity.type.value
+            params[f"id_{n}"] = entity.id
+        rows = _records_statement(len(entities)).rows(self._bound_connection(), params)
+        return {record.entity: record for record in map(_record_from, rows)}
 
     def save(self, record: SyncRecord) -> None:
-        self._upsert(
-            SyncRecordRow,
-            {
-                "tenant_id": record.tenant_id,
-                "entity_type": record.entity.type.value,
-                "entity_id": record.entity.id,
-                "state": record.state.value,
-                "quickbooks_id": record.quickbooks_id,
-                "sync_token": record.sync_token,
-                "quickbooks_type": record.quickbooks_type,
-                "generation": record.generation,
-                "create_started": record.create_started,
-                "content_hash": record.content_hash,
-                "last_synced_time": record.last_synced_time,
-                "last_error": record.last_error,
-                "display_name": record.display_name,
-                "amount": record.amount,
-                "applied": codec.applied_to_json(record.applied),
-            },
-            ["tenant_id", "entity_type", "entity_id"],
-        )
+        self._upsert(SyncRecordRow, _record_values(record), _RECORD_KEY)
+
+    def save_many(self, records: Sequence[SyncRecord]) -> None:
+        """One executemany, in the order given (the rows are locked in it): on psycopg one pipelined round
+        trip, on SQLite one driver call."""
+        self._upsert_many(SyncRecordRow, [_record_values(record) for record in records], _RECORD_KEY)
+
+
+_RECORD_KEY = ("tenant_id", "entity_type", "entity_id")
+_RECORDS_BY_COUNT: dict[int, Prepared] = {}
+
+
+def _records_statement(count: int) -> Prepared:
+    """The records of `count` entities of one tenant: (type, id) pairs ORed, which both planners serve from
+    the primary key (one index probe per pair)."""
+    statement = _RECORDS_BY_COUNT.get(count)
+    if statement is None:
+        table = SyncRecordRow.__table__
+        pairs = [
+            (table.c.entity_type == bindparam(f"type_{n}")) & (table.c.entity_id == bindparam(f"id_{n}"))  # type: ignore[attr-defined]
+            for n in range(count)
+        ]
+        statement = Prepared(select(table).where(table.c.tenant_id == bindparam("tenant_id"), or_(*pairs)))  # type: ignore[attr-defined]
+        _RECORDS_BY_COUNT[count] = statement  # a race builds it twice, harmlessly
+    return statement
+
+
+def _record_from(row: Any) -> SyncRecord:  # a named tuple of sync_records' columns
+    return SyncRecord(
+        tenant_id=row.tenant_id,
+        entity=EntityRef(EntityType(row.entity_type), row.entity_id),
+        state=SyncState(row.state),
+        quickbooks_id=row.quickbooks_id,
+        sync_token=row.sync_token,
+        quickbooks_type=row.quickbooks_type,
+        generation=row.generation,
+        create_started=row.create_started,
+        content_hash=row.content_hash,
+        last_synced_time=row.last_synced_time,
+        last_error=row.last_error,
+        display_name=row.display_name,
+        amount=row.amount,
+        applied=codec.applied_from_json(row.applied),
+    )
+
+
+def _record_values(record: SyncRecord) -> dict[str, Any]:
+    return {
+        "tenant_id": record.tenant_id,
+        "entity_type": record.entity.type.value,
+        "entity_id": record.entity.id,
+        "state": record.state.value,
+        "quickbooks_id": record.quickbooks_id,
+        "sync_token": record.sync_token,
+        "quickbooks_type": record.quickbooks_type,
+        "generation": record.generation,
+        "create_started": record.create_started,
+        "content_hash": record.content_hash,
+        "last_synced_time": record.last_synced_time,
+        "last_error": record.last_error,
+        "display_name": record.display_name,
+        "amount": record.amount,
+        "applied": codec.applied_to_json(record.applied),
+    }
 
 
 _EVENT_COLUMNS = ("tenant_id", "time", "kind", "entity_type", "entity_id", "job_id", "message")

@@ -1,4 +1,5 @@
-"""The unit of work over SQLAlchemy: one `Session`, hence one database transaction.
+"""The unit of work over SQLAlchemy: one connection's transaction (`ConnectionScope`), an ORM `Session` joining it
+only for the statements that need one.
 
 It is also where the database's failures become the core's: a lost or refused connection leaves the
 unit of work as StorageUnavailableError, so that the API answers UNAVAILABLE (retry) and the workers
@@ -13,7 +14,7 @@ from typing import Self
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from adapters.persistence.encryption import SecretBox
 from adapters.persistence.sqlalchemy.company_facts import CompanyFactsCache, cache_for, read_company_facts
@@ -62,15 +63,15 @@ def storage_unavailable(error: BaseException) -> StorageUnavailableError:
 
 
 class SqlAlchemyUnitOfWork(UnitOfWork):
-    """Opens a session on `with`, rolls back whatever was not committed on leaving it.
+    """Opens a transaction scope on `with`, rolls back whatever was not committed on leaving it.
 
-    The repositories exist only inside the `with` block, bound to its session, so nothing can be
+    The repositories exist only inside the `with` block, bound to its scope, so nothing can be
     written outside a transaction by mistake.
     """
 
     def __init__(
         self,
-        session_factory: sessionmaker[Session] | Callable[[], ConnectionScope],
+        session_factory: Callable[[], ConnectionScope],
         secrets: SecretBox | None = None,
         *,
         read_only: bool = False,
@@ -80,7 +81,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         self._secrets = secrets
         self._read_only = read_only
         self._company_facts = company_facts
-        self._session: Session | ConnectionScope | None = None
+        self._session: ConnectionScope | None = None
 
     def __enter__(self) -> Self:
         session = self._session_factory()
@@ -112,7 +113,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
 
     def commit(self) -> None:
         session = self._require_session()
-        if self._read_only or not isinstance(session, Session):
+        if self._read_only:
             # Its transaction began without the write lock (engine.py): a write in it could be lost
             # to another's read-then-write, so it never lasts.
             raise RuntimeError("a read-only unit of work cannot commit: use an ordinary one to write")
@@ -124,13 +125,13 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
     def rollback(self) -> None:
         self._require_session().rollback()
 
-    def _require_session(self) -> Session | ConnectionScope:
+    def _require_session(self) -> ConnectionScope:
         if self._session is None:
             raise RuntimeError("use the unit of work in a `with` block")
         return self._session
 
 
-def _roll_back_and_close(session: Session | ConnectionScope) -> None:
+def _roll_back_and_close(session: ConnectionScope) -> None:
     try:
         session.rollback()
     finally:
@@ -138,12 +139,13 @@ def _roll_back_and_close(session: Session | ConnectionScope) -> None:
 
 
 class ConnectionScope:
-    """A read-only unit of work's transaction: a pooled connection, and an ORM `Session` only if a read needs
-    one. The lean reads (GetSyncStatus, GetSyncJob: one prepared statement) never build one: making a
-    `Session` and walking its transaction states to a connection, then rolling it back and closing it, cost
-    more CPU than the read itself (issue 12). The transaction is the same as a read-only `Session`'s: the
-    connection carries READ_ONLY, so on SQLite it begins with a plain BEGIN (engine.py) when first used, and
-    every read of the unit of work - through the `Session` too, which joins it - sees one snapshot."""
+    """A unit of work's transaction: a pooled connection, and an ORM `Session` only if a statement needs one.
+    The lean paths (the accept, GetSyncStatus, GetSyncJob: prepared statements only) never build one: making
+    a `Session` and walking its transaction states to a connection, then committing or rolling it back and
+    closing it, cost more CPU than a read and a tenth of an accept (issue 12). The transaction is the same
+    as a `Session`'s: it begins when the connection is first used (on SQLite BEGIN IMMEDIATE, or a plain
+    BEGIN when the engine carries READ_ONLY: engine.py), and every statement of the unit of work - through
+    the `Session` too, which joins it - runs in it."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine  # the factory's READ_ONLY one
@@ -162,15 +164,34 @@ class ConnectionScope:
     def session(self) -> Session:
         if self._session is None:
             # Bound to the connection, the session joins its transaction rather than taking another
-            # connection (another snapshot) from the pool.
+            # connection (another snapshot, or a second writer) from the pool. expire_on_commit=False:
+            # repositories return domain objects, never rows; autoflush is pointless: writes go straight to SQL.
             self._session = Session(bind=self.connection(), expire_on_commit=False, autoflush=False)
         return self._session
 
+    def commit(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            # The session joined the connection's transaction, so its commit only flushes (SQLAlchemy's
+            # "conservative_savepoint" join): the transaction is the connection's to commit, below. It is
+            # closed with its transaction; a later statement of this unit of work makes a new one.
+            try:
+                session.commit()
+            finally:
+                session.close()
+        connection = self._connection
+        if connection is not None and connection.in_transaction():
+            connection.commit()  # the next statement begins the next transaction (`connection()`)
+
     def rollback(self) -> None:
-        if self._session is not None:
-            self._session.rollback()
-        if self._connection is not None:
-            self._connection.rollback()
+        session, self._session = self._session, None
+        try:
+            if session is not None:
+                session.rollback()  # the joined session's rollback is the transaction's
+                session.close()
+        finally:
+            if self._connection is not None:
+                self._connection.rollback()
 
     def close(self) -> None:
         session, self._session = self._session, None
@@ -193,16 +214,15 @@ class SqlAlchemyUnitOfWorkFactory(UnitOfWorkFactory):
     def __init__(self, engine: Engine, secrets: SecretBox | None = None) -> None:
         self.engine = engine
         self.secrets = secrets
-        # expire_on_commit=False: repositories return domain objects, never rows, so nothing to expire;
-        # autoflush is harmless but pointless since writes go straight to SQL.
-        self._sessions = sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
         # The same pool, marked so that a transaction begins without the write lock (engine.py).
         self._reading = engine.execution_options(**{READ_ONLY: True})
 
         self._company_facts = cache_for(engine)
 
     def __call__(self) -> SqlAlchemyUnitOfWork:
-        return SqlAlchemyUnitOfWork(self._sessions, self.secrets, company_facts=self._company_facts)
+        return SqlAlchemyUnitOfWork(
+            lambda: ConnectionScope(self.engine), self.secrets, company_facts=self._company_facts
+        )
 
     def read_only(self) -> SqlAlchemyUnitOfWork:
         return SqlAlchemyUnitOfWork(lambda: ConnectionScope(self._reading), self.secrets, read_only=True)

@@ -224,6 +224,23 @@ def test_opportunity_is_replaced_by_the_newest_and_kept_per_tenant(backend: Back
         assert uow.snapshots.get_opportunity("t3", "O1") is None
 
 
+def test_an_opportunity_is_saved_only_under_its_own_customer(backend: Backend) -> None:
+    with backend.uow() as uow:
+        assert uow.snapshots.save_opportunity_of_its_customer("t1", opportunity(first_name="Ann")) is None
+        uow.commit()
+    with backend.uow() as uow:
+        # The same customer's opportunity is replaced by the newest...
+        assert uow.snapshots.save_opportunity_of_its_customer("t1", opportunity(first_name="Annie")) is None
+        # ...another customer's is refused, the stored one kept: its customer is named.
+        assert uow.snapshots.save_opportunity_of_its_customer("t1", opportunity(customer_id="C2")) == "C1"
+        # Per tenant: another tenant's opportunity of the same id belongs to nobody here.
+        assert uow.snapshots.save_opportunity_of_its_customer("t2", opportunity(customer_id="C2")) is None
+        uow.commit()
+    with backend.uow() as uow:
+        assert uow.snapshots.get_opportunity("t1", "O1") == opportunity(first_name="Annie")
+        assert uow.snapshots.get_opportunity("t2", "O1") == opportunity(customer_id="C2")
+
+
 def test_payments_with_refunds_and_the_refund_to_payment_map(backend: Backend) -> None:
     with backend.uow() as uow:
         uow.snapshots.save_payment("t1", "O1", payment("P1", refunds=(refund("R1"), refund("R2"))))
@@ -349,6 +366,34 @@ def test_sync_records_are_inserted_replaced_and_kept_per_tenant_and_type(backend
         refund_record = uow.sync_records.get("t1", EntityRef(EntityType.REFUND, "P1"))
         assert refund_record is not None and refund_record.last_error == "nope"
         assert uow.sync_records.get("t2", PAYMENT_REF) is None
+
+
+def test_sync_records_are_read_and_saved_many_at_once(backend: Backend) -> None:
+    refund_ref = EntityRef(EntityType.REFUND, "R1")
+    other_ref = EntityRef(EntityType.REFUND, "R2")
+    synced = SyncRecord("t1", PAYMENT_REF, state=SyncState.SYNCED, quickbooks_id="7", amount=Decimal("10.05"))
+    with backend.uow() as uow:
+        uow.sync_records.save_many([synced, SyncRecord("t1", refund_ref, last_error="nope")])
+        uow.sync_records.save(SyncRecord("t2", other_ref, quickbooks_id="other tenant's"))
+        uow.commit()
+    with backend.uow() as uow:
+        # Only the tracked ones, by entity; another tenant's record of the same id is not this one's.
+        got = uow.sync_records.get_many("t1", [refund_ref, PAYMENT_REF, other_ref])
+        assert got == {PAYMENT_REF: synced, refund_ref: SyncRecord("t1", refund_ref, last_error="nope")}
+        assert str(got[PAYMENT_REF].amount) == "10.05"
+        assert uow.sync_records.get_many("t1", [other_ref]) == {}
+        assert uow.sync_records.get_many("t1", []) == {}
+        # save_many replaces, as save does, and inserts what is new.
+        uow.sync_records.save_many(
+            [replace(synced, state=SyncState.PENDING, quickbooks_id=None), SyncRecord("t1", other_ref)]
+        )
+        uow.commit()
+    with backend.uow() as uow:
+        got = uow.sync_records.get_many("t1", [PAYMENT_REF, refund_ref, other_ref])
+        assert got[PAYMENT_REF] == replace(synced, state=SyncState.PENDING, quickbooks_id=None)
+        assert got[other_ref] == SyncRecord("t1", other_ref)
+        assert got[refund_ref].last_error == "nope"
+        assert uow.sync_records.get("t2", other_ref) == SyncRecord("t2", other_ref, quickbooks_id="other tenant's")
 
 
 def test_api_keys_are_found_by_hash(backend: Backend) -> None:
