@@ -202,6 +202,34 @@ class Deployment:
     key: str  # every permission of the bench tenant
     job_names: list[str]
     payment_ids: list[str]
+    url: str  # the database's (the bench's own connections)
+    api_backends: str  # on PostgreSQL, the application_name of the API's connections ("" on SQLite)
+
+
+def tagged(url: str, application_name: str) -> str:
+    """`url` whose PostgreSQL connections name themselves `application_name` in pg_stat_activity."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).update_query_dict({"application_name": application_name}).render_as_string(False)
+
+
+def backend_cpu(dep: Deployment) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend serving the API (the server runs on this machine)."""
+    if not dep.api_backends:
+        return {}
+    from sqlalchemy import text
+
+    from adapters.persistence.sqlalchemy import create_engine_for
+
+    engine = create_engine_for(dep.url)
+    try:
+        with engine.connect() as connection:
+            pids = connection.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"), {"name": dep.api_backends}
+            ).scalars()
+            return {pid: cpu_seconds(pid) for pid in pids}
+    finally:
+        engine.dispose()
 
 
 @contextmanager
@@ -216,13 +244,15 @@ def deployment(url: str, workdir: Path, label: str) -> Iterator[Deployment]:
         def env(self, **extra: str) -> dict[str, str]:
             return super().env(QBSYNC_METRICS_LISTEN=f"127.0.0.1:{metrics_port}", **extra)
 
-    cluster = BacklogCluster(url, workdir)
+    # On PostgreSQL the API's connections carry a name, so that the CPU of their backends can be counted.
+    api_backends = f"qbsync-backlog-{label}-{os.getpid()}" if url.startswith("postgresql") else ""
+    cluster = BacklogCluster(tagged(url, api_backends) if api_backends else url, workdir)
     console_process: subprocess.Popen[bytes] | None = None
     try:
         key = bootstrap(settings=cluster.settings()).get(ApiKeys).create(TENANT, frozenset(Permission))
         api, target = cluster.start_api(f"backlog-api-{label}", role="api")
         out = workdir / f"backlog-console-{label}.out"
-        env = cluster.env(QBSYNC_CONSOLE_SESSION_SECRET="b" * 40)
+        env = cluster.env(QBSYNC_CONSOLE_SESSION_SECRET="b" * 40, QBSYNC_DATABASE_URL=url)
         with out.open("wb") as stdout, (workdir / f"backlog-console-{label}.err").open("wb") as stderr:
             console_process = subprocess.Popen(
                 [*QBSYNC, "console", "--listen", "127.0.0.1:0"], env=env, stdout=stdout, stderr=stderr
@@ -242,6 +272,8 @@ def deployment(url: str, workdir: Path, label: str) -> Iterator[Deployment]:
             key,
             names,
             payments,
+            url,
+            api_backends,
         )
     finally:
         if console_process is not None:
@@ -370,33 +402,39 @@ class WebClient:
 # --- the enqueue ---------------------------------------------------------------------------------------------
 
 
-async def _enqueue(target: str, key: str, clients: int, calls: int, prefix: str) -> dict[str, Any]:
+async def _enqueue(
+    target: str, key: str, requests: list[list[s.SyncPaymentRequest]], start_at: float
+) -> dict[str, Any]:
     metadata = (("authorization", f"Bearer {key}"),)
     timings = Timings()
-    began_at = time.time()
     async with grpc.aio.insecure_channel(target) as channel:
         stub = g.SyncServiceStub(channel)
-        shares = [calls // clients + (1 if c < calls % clients else 0) for c in range(clients)]
+        await channel.channel_ready()
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        began_at = time.time()
 
         async def client(c: int) -> None:
-            for n in range(shares[c]):
+            for request in requests[c]:
                 began = time.monotonic()
                 try:
-                    await stub.SyncPayment(backlog_payment(f"{prefix}c{c}-{n}", n), metadata=metadata, timeout=120)
+                    await stub.SyncPayment(request, metadata=metadata, timeout=120)
                     timings.add(began)
                 except grpc.aio.AioRpcError as exc:
                     timings.add(began, f"{exc.code().name}: {exc.details()}")
 
         cpu_began = time.process_time()
-        await asyncio.gather(*(client(c) for c in range(clients)))
+        await asyncio.gather(*(client(c) for c in range(len(requests))))
         cpu = time.process_time() - cpu_began
     return {**dataclasses.asdict(timings), "began": began_at, "ended": time.time(), "cpu": cpu}
 
 
 def enqueue_process(target: str, key: str, clients: int, calls: int, prefix: str, start_at: float) -> dict[str, Any]:
-    # Every process starts at the same instant (time.time: shared by processes), after its own import.
-    time.sleep(max(0.0, start_at - time.time()))
-    return asyncio.run(_enqueue(target, key, clients, calls, prefix))
+    # The requests are built before the start: on this 2-core machine the clients' CPU is taken from the
+    # server's, and a CRM builds its requests elsewhere. Every process starts at the same instant (time.time:
+    # shared by processes), after its own import, request building and channel connection.
+    shares = [calls // clients + (1 if c < calls % clients else 0) for c in range(clients)]
+    requests = [[backlog_payment(f"{prefix}c{c}-{n}", n) for n in range(shares[c])] for c in range(clients)]
+    return asyncio.run(_enqueue(target, key, requests, start_at))
 
 
 @dataclasses.dataclass
@@ -423,17 +461,24 @@ def enqueue(dep: Deployment, args: argparse.Namespace, label: str) -> Enqueue:
     clients = [args.clients // processes + (1 if p < args.clients % processes else 0) for p in range(processes)]
     calls = [args.enqueue // processes + (1 if p < args.enqueue % processes else 0) for p in range(processes)]
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        start_at = time.time() + 3.0  # the pool's processes import grpc and the stubs meanwhile
-        api_cpu, console_cpu = cpu_seconds(dep.api_pid), cpu_seconds(dep.console_pid)
-        results = pool.starmap(
+        start_at = time.time() + 5.0  # the pool's processes import grpc, build their requests and connect meanwhile
+        running = pool.starmap_async(
             enqueue_process,
             [(dep.target, dep.key, clients[p], calls[p], f"{label}p{p}", start_at) for p in range(processes)],
         )
+        time.sleep(max(0.0, start_at - time.time()))  # the servers' CPU from the first call on
+        api_cpu, console_cpu, backends = cpu_seconds(dep.api_pid), cpu_seconds(dep.console_pid), backend_cpu(dep)
+        results = running.get()
         cpu = {
             "API": cpu_seconds(dep.api_pid) - api_cpu,
             "console": cpu_seconds(dep.console_pid) - console_cpu,
             "clients": sum(result["cpu"] for result in results),
         }
+        if dep.api_backends:
+            # A backend opened during the enqueue counts from 0; one closed during it is not counted.
+            cpu["API's PostgreSQL backends"] = sum(
+                seconds - backends.get(pid, 0.0) for pid, seconds in backend_cpu(dep).items()
+            )
     # From the first call of any process to the last answer of all.
     wall = max(result["ended"] for result in results) - min(result["began"] for result in results)
     merged = Timings()
