@@ -58,6 +58,7 @@ from scale_support import (  # noqa: E402
     POSTGRES_ENV,
     QBSYNC,
     Cluster,
+    cpu_seconds,
     customer_message,
     fresh_database,
     payment_message,
@@ -201,6 +202,34 @@ class Deployment:
     key: str  # every permission of the bench tenant
     job_names: list[str]
     payment_ids: list[str]
+    url: str  # the database's (the bench's own connections)
+    api_backends: str  # on PostgreSQL, the application_name of the API's connections ("" on SQLite)
+
+
+def tagged(url: str, application_name: str) -> str:
+    """`url` whose PostgreSQL connections name themselves `application_name` in pg_stat_activity."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).update_query_dict({"application_name": application_name}).render_as_string(False)
+
+
+def backend_cpu(dep: Deployment) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend serving the API (the server runs on this machine)."""
+    if not dep.api_backends:
+        return {}
+    from sqlalchemy import text
+
+    from adapters.persistence.sqlalchemy import create_engine_for
+
+    engine = create_engine_for(dep.url)
+    try:
+        with engine.connect() as connection:
+            pids = connection.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"), {"name": dep.api_backends}
+            ).scalars()
+            return {pid: cpu_seconds(pid) for pid in pids}
+    finally:
+        engine.dispose()
 
 
 @contextmanager
@@ -215,13 +244,15 @@ def deployment(url: str, workdir: Path, label: str) -> Iterator[Deployment]:
         def env(self, **extra: str) -> dict[str, str]:
             return super().env(QBSYNC_METRICS_LISTEN=f"127.0.0.1:{metrics_port}", **extra)
 
-    cluster = BacklogCluster(url, workdir)
+    # On PostgreSQL the API's connections carry a name, so that the CPU of their backends can be counted.
+    api_backends = f"qbsync-backlog-{label}-{os.getpid()}" if url.startswith("postgresql") else ""
+    cluster = BacklogCluster(tagged(url, api_backends) if api_backends else url, workdir)
     console_process: subprocess.Popen[bytes] | None = None
     try:
         key = bootstrap(settings=cluster.settings()).get(ApiKeys).create(TENANT, frozenset(Permission))
         api, target = cluster.start_api(f"backlog-api-{label}", role="api")
         out = workdir / f"backlog-console-{label}.out"
-        env = cluster.env(QBSYNC_CONSOLE_SESSION_SECRET="b" * 40)
+        env = cluster.env(QBSYNC_CONSOLE_SESSION_SECRET="b" * 40, QBSYNC_DATABASE_URL=url)
         with out.open("wb") as stdout, (workdir / f"backlog-console-{label}.err").open("wb") as stderr:
             console_process = subprocess.Popen(
                 [*QBSYNC, "console", "--listen", "127.0.0.1:0"], env=env, stdout=stdout, stderr=stderr
@@ -241,6 +272,8 @@ def deployment(url: str, workdir: Path, label: str) -> Iterator[Deployment]:
             key,
             names,
             payments,
+            url,
+            api_backends,
         )
     finally:
         if console_process is not None:
@@ -369,45 +402,83 @@ class WebClient:
 # --- the enqueue ---------------------------------------------------------------------------------------------
 
 
-async def _enqueue(target: str, key: str, clients: int, calls: int, prefix: str) -> dict[str, Any]:
+async def _enqueue(
+    target: str, key: str, requests: list[list[s.SyncPaymentRequest]], start_at: float
+) -> dict[str, Any]:
     metadata = (("authorization", f"Bearer {key}"),)
     timings = Timings()
-    began_at = time.time()
     async with grpc.aio.insecure_channel(target) as channel:
         stub = g.SyncServiceStub(channel)
-        shares = [calls // clients + (1 if c < calls % clients else 0) for c in range(clients)]
+        await channel.channel_ready()
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        began_at = time.time()
 
         async def client(c: int) -> None:
-            for n in range(shares[c]):
+            for request in requests[c]:
                 began = time.monotonic()
                 try:
-                    await stub.SyncPayment(backlog_payment(f"{prefix}c{c}-{n}", n), metadata=metadata, timeout=120)
+                    await stub.SyncPayment(request, metadata=metadata, timeout=120)
                     timings.add(began)
                 except grpc.aio.AioRpcError as exc:
                     timings.add(began, f"{exc.code().name}: {exc.details()}")
 
-        await asyncio.gather(*(client(c) for c in range(clients)))
-    return {**dataclasses.asdict(timings), "began": began_at, "ended": time.time()}
+        cpu_began = time.process_time()
+        await asyncio.gather(*(client(c) for c in range(len(requests))))
+        cpu = time.process_time() - cpu_began
+    return {**dataclasses.asdict(timings), "began": began_at, "ended": time.time(), "cpu": cpu}
 
 
 def enqueue_process(target: str, key: str, clients: int, calls: int, prefix: str, start_at: float) -> dict[str, Any]:
-    # Every process starts at the same instant (time.time: shared by processes), after its own import.
-    time.sleep(max(0.0, start_at - time.time()))
-    return asyncio.run(_enqueue(target, key, clients, calls, prefix))
+    # The requests are built before the start: on this 2-core machine the clients' CPU is taken from the
+    # server's, and a CRM builds its requests elsewhere. Every process starts at the same instant (time.time:
+    # shared by processes), after its own import, request building and channel connection.
+    shares = [calls // clients + (1 if c < calls % clients else 0) for c in range(clients)]
+    requests = [[backlog_payment(f"{prefix}c{c}-{n}", n) for n in range(shares[c])] for c in range(clients)]
+    return asyncio.run(_enqueue(target, key, requests, start_at))
 
 
-def enqueue(dep: Deployment, args: argparse.Namespace, label: str) -> tuple[float, Timings]:
+@dataclasses.dataclass
+class Enqueue:
+    seconds: float  # from the first call to the last answer
+    timings: Timings
+    cpu: dict[str, float]  # CPU seconds spent meanwhile: "API", "console", "clients"
+
+    @property
+    def rate(self) -> float:
+        return len(self.timings.latencies_ms) / self.seconds
+
+    def cpu_line(self) -> str:
+        calls = max(1, len(self.timings.latencies_ms))
+        return "CPU per call: " + ", ".join(f"{who} {cpu / calls * 1000:.2f} ms" for who, cpu in self.cpu.items())
+
+
+def enqueue(dep: Deployment, args: argparse.Namespace, label: str) -> Enqueue:
     """`--enqueue` SyncPayment calls from `--clients` clients over `--client-processes` processes: wall seconds
-    from the first call to the last answer, and every call's latency."""
+    from the first call to the last answer, every call's latency, and the CPU seconds each party spent
+    meanwhile (the API and console processes from /proc, the client processes their own; the whole run's
+    CPU, so wall time on a loaded machine can be told apart from work the API does)."""
     processes = min(args.client_processes, args.clients)
     clients = [args.clients // processes + (1 if p < args.clients % processes else 0) for p in range(processes)]
     calls = [args.enqueue // processes + (1 if p < args.enqueue % processes else 0) for p in range(processes)]
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        start_at = time.time() + 3.0  # the pool's processes import grpc and the stubs meanwhile
-        results = pool.starmap(
+        start_at = time.time() + 5.0  # the pool's processes import grpc, build their requests and connect meanwhile
+        running = pool.starmap_async(
             enqueue_process,
             [(dep.target, dep.key, clients[p], calls[p], f"{label}p{p}", start_at) for p in range(processes)],
         )
+        time.sleep(max(0.0, start_at - time.time()))  # the servers' CPU from the first call on
+        api_cpu, console_cpu, backends = cpu_seconds(dep.api_pid), cpu_seconds(dep.console_pid), backend_cpu(dep)
+        results = running.get()
+        cpu = {
+            "API": cpu_seconds(dep.api_pid) - api_cpu,
+            "console": cpu_seconds(dep.console_pid) - console_cpu,
+            "clients": sum(result["cpu"] for result in results),
+        }
+        if dep.api_backends:
+            # A backend opened during the enqueue counts from 0; one closed during it is not counted.
+            cpu["API's PostgreSQL backends"] = sum(
+                seconds - backends.get(pid, 0.0) for pid, seconds in backend_cpu(dep).items()
+            )
     # From the first call of any process to the last answer of all.
     wall = max(result["ended"] for result in results) - min(result["began"] for result in results)
     merged = Timings()
@@ -415,7 +486,7 @@ def enqueue(dep: Deployment, args: argparse.Namespace, label: str) -> tuple[floa
         merged.latencies_ms += result["latencies_ms"]
         merged.errors += result["errors"]
         merged.first_error = merged.first_error or result["first_error"]
-    return wall, merged
+    return Enqueue(wall, merged, cpu)
 
 
 # --- one database --------------------------------------------------------------------------------------------
@@ -427,12 +498,10 @@ class Figures:
     seed_seconds: float
     rss_start_mib: float
     rss_peak_mib: float
-    enqueue_seconds: float
-    enqueue: Timings
+    enqueue: Enqueue
     reads: dict[str, Timings]
     console_peak_mib: float
-    empty_enqueue_seconds: float | None  # the same enqueue on an empty database, this run (None: --no-baseline)
-    empty_enqueue: Timings | None
+    empty_enqueue: Enqueue | None  # the same enqueue on an empty database, this run (None: --no-baseline)
 
 
 async def _reads(dep: Deployment, args: argparse.Namespace) -> dict[str, Timings]:
@@ -486,34 +555,36 @@ async def _watch(dep: Deployment, count: int, opened: asyncio.Event, stop: async
             stream.cancel()
 
 
-async def _enqueue_with_watchers(dep: Deployment, args: argparse.Namespace, label: str, web: WebClient) -> Any:
+async def _enqueue_with_watchers(
+    dep: Deployment, args: argparse.Namespace, label: str, web: WebClient, *, streams: bool = True
+) -> tuple[Enqueue, Timings]:
     opened, stop = asyncio.Event(), asyncio.Event()
     watch_timings = Timings()
-    watching = asyncio.create_task(_watch(dep, args.streams, opened, stop, watch_timings))
+    watching = asyncio.create_task(_watch(dep, args.streams if streams else 0, opened, stop, watch_timings))
     await opened.wait()
     polling = threading.Event()
-    poller = web.every(1.0, polling)
+    poller = web.every(1.0, polling) if args.web_polling else None
     try:
-        wall, timings = await asyncio.get_running_loop().run_in_executor(None, enqueue, dep, args, label)
+        done = await asyncio.get_running_loop().run_in_executor(None, enqueue, dep, args, label)
     finally:
         polling.set()
-        poller.join(timeout=60)
+        if poller is not None:
+            poller.join(timeout=60)
         stop.set()
         await watching
-    return wall, timings, watch_timings
+    return done, watch_timings
 
 
-def empty_enqueue(database: str, args: argparse.Namespace, workdir: Path) -> tuple[float, Timings]:
+def empty_enqueue(database: str, args: argparse.Namespace, workdir: Path) -> Enqueue:
     """The baseline: the same enqueue (and web polling) on an empty database of the same kind, in this run,
     so that the backlog's own cost shows as a ratio whatever the machine's load."""
     with fresh_database(database, args.database_url, workdir) as url, deployment(url, workdir, f"{database}0") as dep:
-        no_streams = argparse.Namespace(**{**vars(args), "streams": 0})
-        wall, timings, _ = asyncio.run(_enqueue_with_watchers(dep, no_streams, f"{database}0", WebClient(dep)))
-        return wall, timings
+        done, _ = asyncio.run(_enqueue_with_watchers(dep, args, f"{database}0", WebClient(dep), streams=False))
+        return done
 
 
 def run_database(database: str, args: argparse.Namespace, workdir: Path, template: dict[str, Any]) -> Figures:
-    baseline = empty_enqueue(database, args, workdir) if args.baseline else (None, None)
+    baseline = empty_enqueue(database, args, workdir) if args.baseline else None
     with fresh_database(database, args.database_url, workdir) as url:
         seed_seconds = seed(url, template, args.jobs, args.failed)
         print(
@@ -525,7 +596,7 @@ def run_database(database: str, args: argparse.Namespace, workdir: Path, templat
             for _ in range(args.web_rounds):
                 web.round()
             reads = asyncio.run(_reads(dep, args))
-            wall, enqueue_timings, watch_timings = asyncio.run(_enqueue_with_watchers(dep, args, database, web))
+            done, watch_timings = asyncio.run(_enqueue_with_watchers(dep, args, database, web))
             web.round()
             reads["WatchSyncJob first message"] = watch_timings
             reads.update(web.timings)
@@ -534,11 +605,10 @@ def run_database(database: str, args: argparse.Namespace, workdir: Path, templat
                 seed_seconds,
                 rss_start,
                 peak_rss_mib(dep.api_pid),
-                wall,
-                enqueue_timings,
+                done,
                 reads,
                 peak_rss_mib(dep.console_pid),
-                *baseline,
+                baseline,
             )
 
 
@@ -556,6 +626,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per read measured")
     parser.add_argument(
         "--web-rounds", type=int, default=5, help="/metrics, /readyz, console rounds before the enqueue"
+    )
+    parser.add_argument(
+        "--web-polling",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fetch /metrics, /readyz and the console's home page every second during the enqueue",
     )
     parser.add_argument("--database-url", default=os.environ.get(POSTGRES_ENV, ""), help="PostgreSQL (optional)")
     parser.add_argument("--databases", default="sqlite,postgresql")
@@ -586,15 +662,17 @@ def main() -> None:
             f"  API RSS at start {f.rss_start_mib:.0f} MiB, peak {f.rss_peak_mib:.0f} MiB;"
             f" console peak {f.console_peak_mib:.0f} MiB"
         )
-        rate = len(f.enqueue.latencies_ms) / f.enqueue_seconds
-        print(f"  enqueue of {args.enqueue:,}: {f.enqueue_seconds:.1f} s ({rate:.0f} calls/s)")
-        if f.empty_enqueue_seconds is not None and f.empty_enqueue is not None:
-            empty_rate = len(f.empty_enqueue.latencies_ms) / f.empty_enqueue_seconds
+        print(
+            f"  enqueue of {args.enqueue:,}: {f.enqueue.seconds:.1f} s ({f.enqueue.rate:.0f} calls/s);"
+            f" {f.enqueue.cpu_line()}"
+        )
+        if f.empty_enqueue is not None:
+            empty = f.empty_enqueue
             print(
-                f"  the same on an empty database (this run): {f.empty_enqueue_seconds:.1f} s ({empty_rate:.0f}"
-                f" calls/s); with the backlog {rate / empty_rate:.0%} of that rate"
+                f"  the same on an empty database (this run): {empty.seconds:.1f} s ({empty.rate:.0f} calls/s);"
+                f" with the backlog {f.enqueue.rate / empty.rate:.0%} of that rate; {empty.cpu_line()}"
             )
-        print(f.enqueue.line("SyncPayment (during the enqueue)"))
+        print(f.enqueue.timings.line("SyncPayment (during the enqueue)"))
         for name, timings in f.reads.items():
             print(timings.line(name))
 
@@ -605,12 +683,12 @@ def main() -> None:
             f"  {verdict}  {f.database} API peak RSS with {args.jobs:,} pending jobs <= {RSS_LIMIT_MIB:g} MiB:"
             f" {f.rss_peak_mib:.0f} MiB"
         )
-        rate = len(f.enqueue.latencies_ms) / f.enqueue_seconds
-        ok = rate * ENQUEUE_LIMIT_SECONDS >= TARGET_ENQUEUE and f.enqueue.errors == 0
+        rate = f.enqueue.rate
+        ok = rate * ENQUEUE_LIMIT_SECONDS >= TARGET_ENQUEUE and f.enqueue.timings.errors == 0
         verdict = "PASS" if ok else "FAIL"
-        errors = f", {f.enqueue.errors} errors" if f.enqueue.errors else ""
+        errors = f", {f.enqueue.timings.errors} errors" if f.enqueue.timings.errors else ""
         measured = (
-            "" if args.enqueue == TARGET_ENQUEUE else f" at the rate of {args.enqueue:,} in {f.enqueue_seconds:.1f} s"
+            "" if args.enqueue == TARGET_ENQUEUE else f" at the rate of {args.enqueue:,} in {f.enqueue.seconds:.1f} s"
         )
         print(
             f"  {verdict}  {f.database} enqueue of {TARGET_ENQUEUE:,} jobs with {args.jobs:,} pending"

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from persistence_builders import Backend, at, sync_job
-from sqlalchemy import event
+from sqlalchemy import event, inspect
 
 from adapters.persistence.sqlalchemy import SqlAlchemyUnitOfWorkFactory, create_engine_for
 from core.domain import SyncJob, SyncJobState
@@ -84,3 +84,49 @@ def test_the_due_backlog_reads_indexes_never_the_whole_table(sql_backend: Backen
             assert "SCAN sync_jobs" not in plan and "TEMP B-TREE" not in plan, plan
     engine.dispose()
     assert "ix_sync_jobs_due_backlog" in plan, plan
+
+
+def test_the_oldest_new_job_is_read_from_an_index_of_new_jobs_whatever_runs_or_waits_before_it(
+    sql_backend: Backend,
+) -> None:
+    # The oldest jobs of a busy queue are RUNNING ones and retries scheduled later: walking the claim index in
+    # creation order past them cost PostgreSQL 70,000 filtered rows (74 ms) per scrape at 100,000 open jobs.
+    # Revision 0016's index (PostgreSQL) and 0015's (SQLite, where IS NULL is an equality) start at the job.
+    assert sql_backend.url is not None
+    _add(
+        sql_backend,
+        *(sync_job(f"running{n}", created=at(n), state=SyncJobState.RUNNING) for n in range(3)),
+        *(sync_job(f"later{n}", created=at(3 + n), next_attempt=at(60)) for n in range(3)),
+        sync_job("new", created=at(7)),
+        sync_job("newer", created=at(8)),
+    )
+    engine = create_engine_for(sql_backend.url)
+    statements: list[tuple[str, Any]] = []
+    event.listen(engine, "before_cursor_execute", lambda _c, _k, sql, params, *_: statements.append((sql, params)))
+
+    with SqlAlchemyUnitOfWorkFactory(engine).read_only() as uow:
+        assert uow.jobs.due_backlog(at(10)) == DueBacklog(2, at(7))
+    [(sql, params)] = [(sql, params) for sql, params in statements if "sync_jobs" in sql]
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.exec_driver_sql("SET enable_seqscan = off")  # a few rows: the planner would scan them
+            plan = "\n".join(row[0] for row in connection.exec_driver_sql(f"EXPLAIN {sql}", params))
+            assert "ix_sync_jobs_oldest_new" in plan, plan
+            # Not a walk of another index in creation order, filtering out the jobs before the new one.
+            assert "Filter: ((next_attempt_time IS NULL) AND" not in plan, plan
+        else:
+            plan = "\n".join(row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
+            assert "ix_sync_jobs_due_backlog (next_attempt_time=?)" in plan, plan
+    engine.dispose()
+
+
+def test_the_index_of_new_jobs_is_postgresql_s_alone(sql_backend: Backend) -> None:
+    # SQLite reads its oldest new job from 0015's index: a second one would cost every enqueue its upkeep.
+    assert sql_backend.url is not None
+    engine = create_engine_for(sql_backend.url)
+    try:
+        with engine.connect() as connection:
+            names = {index["name"] for index in inspect(connection).get_indexes("sync_jobs")}
+    finally:
+        engine.dispose()
+    assert ("ix_sync_jobs_oldest_new" in names) == (engine.dialect.name == "postgresql"), names

@@ -11,7 +11,7 @@ from sqlalchemy.engine import URL
 
 from adapters.persistence.sqlalchemy import create_engine_for, migrate
 from adapters.persistence.sqlalchemy.migrate import alembic_config
-from adapters.persistence.sqlalchemy.models import Base
+from adapters.persistence.sqlalchemy.models import Base, in_schema_of
 from core.domain import AuditEvent, AuditKind
 
 
@@ -20,7 +20,9 @@ def test_migrated_schema_matches_the_models(sql_backend: Backend) -> None:
     engine = create_engine_for(sql_backend.url)
     try:
         with engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            context = MigrationContext.configure(
+                connection, opts={"compare_type": True, "include_object": in_schema_of(connection.dialect.name)}
+            )
             diffs = compare_metadata(context, Base.metadata)
             tables = set(inspect(connection).get_table_names())
             revision = context.get_current_revision()

@@ -6,14 +6,19 @@ from alembic import context
 from sqlalchemy import Connection
 
 from adapters.persistence.sqlalchemy.engine import create_engine_for
-from adapters.persistence.sqlalchemy.models import Base
+from adapters.persistence.sqlalchemy.models import Base, in_schema_of
 
 config = context.config
 target_metadata = Base.metadata
 
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        compare_type=True,
+        include_object=in_schema_of(connection.dialect.name),
+    )
     with context.begin_transaction():
         context.run_migrations()
 
