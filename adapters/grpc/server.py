@@ -63,15 +63,7 @@ def build_server(
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="qbsync-grpc"),
-        # Metrics outermost (it counts the status the others chose); error mapping next, so it also maps
-        # what authentication raises; decoding last, so that a caller is authenticated before its request
-        # bytes are judged.
-        interceptors=[
-            MetricsInterceptor(),
-            ErrorMappingInterceptor(),
-            AuthInterceptor(authenticate),
-            DecodingInterceptor(),
-        ],
+        interceptors=interceptors_for(authenticate),
         options=[("grpc.so_reuseport", 0)],
     )
     sync_service_pb2_grpc.add_SyncServiceServicer_to_server(servicer, server)
@@ -99,6 +91,13 @@ def build_server(
             raise ListenError(taken) from exc
         raise ListenError(f"cannot listen on {listen}: not an address of this machine") from exc
     return server, port
+
+
+def interceptors_for(authenticate: Authenticate) -> list[grpc.ServerInterceptor]:
+    """The server's interceptors, in order. Metrics outermost (it counts the status the others chose);
+    error mapping next, so it also maps what authentication raises; decoding last, so that a caller is
+    authenticated before its request bytes are judged."""
+    return [MetricsInterceptor(), ErrorMappingInterceptor(), AuthInterceptor(authenticate), DecodingInterceptor()]
 
 
 def _is_taken(listen: str) -> bool:
