@@ -33,15 +33,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -65,17 +67,37 @@ P99_LIMIT_MS = 20.0
 P99_CLIENTS = 200
 SUSTAINED_SHARE = 0.8  # of the server's own closed-loop calls/s: the informative open loop's rate
 TENANT = "bench"
+PHASES = ("enqueue", "status")
+ECHO_STACK = "echo+stack"  # the echo server behind qbsync's interceptors
 
 
 # --- the echo server -------------------------------------------------------------------------------------
 
 
-def serve_echo(max_workers: int) -> None:
-    """The baseline: decodes the request and sends it back, on grpc's thread pool as qbsync's server."""
+def serve_echo(max_workers: int, stack: bool) -> None:
+    """The baseline: decodes the request and sends it back, on grpc's thread pool as qbsync's server.
+
+    With `stack`, behind qbsync's own interceptors (adapters.grpc.server.interceptors_for: metrics, error
+    mapping, authentication, decoding) with a real ApiKeys over the in-memory store (its key cached after
+    the first call): what the gRPC layer costs per call without a database. Prints the key it made."""
     from concurrent import futures
 
     def echo(request: Any, context: grpc.ServicerContext) -> Any:
         return request
+
+    interceptors: list[grpc.ServerInterceptor] = []
+    key = ""
+    if stack:
+        from adapters.grpc.server import interceptors_for
+        from adapters.persistence.module import InMemoryPersistenceModule
+        from core.auth import ApiKeys
+        from core.domain import Permission
+        from qbsync.bootstrap import bootstrap
+        from qbsync.config import Settings
+
+        keys = bootstrap(InMemoryPersistenceModule(), settings=Settings.from_env({})).get(ApiKeys)
+        key = keys.create(TENANT, frozenset(Permission))
+        interceptors = interceptors_for(keys.authenticate)
 
     handlers = {
         "Payment": grpc.unary_unary_rpc_method_handler(
@@ -89,31 +111,77 @@ def serve_echo(max_workers: int) -> None:
             response_serializer=s.GetSyncStatusRequest.SerializeToString,
         ),
     }
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=interceptors)
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("bench.Echo", handlers)])
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    print(f"serving on 127.0.0.1:{port}", flush=True)
+    print(f"serving on 127.0.0.1:{port} {key}".rstrip(), flush=True)
     server.wait_for_termination()
 
 
 @contextmanager
-def echo_server(workdir: Path, max_workers: int) -> Iterator[str]:
-    out = workdir / "echo.out"
+def echo_server(workdir: Path, max_workers: int, stack: bool = False) -> Iterator[tuple[str, str, CpuMeter]]:
+    """The echo server in a process of its own: yields its target, its key (with `stack`) and its CPU meter."""
+    out = workdir / f"echo-{stack}.out"
+    command = [sys.executable, __file__, "--serve-echo", str(max_workers), *(["--echo-stack"] if stack else [])]
     with out.open("wb") as stdout:
-        process = subprocess.Popen(
-            [sys.executable, __file__, "--serve-echo", str(max_workers)], stdout=stdout, stderr=subprocess.STDOUT
-        )
+        process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         while not out.read_text().endswith("\n"):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the echo server did not start: {out.read_text()}")
             time.sleep(0.05)
-        yield out.read_text().split()[-1]
+        banner = out.read_text().split()
+        target, key = banner[2], banner[3] if len(banner) > 3 else ""
+        with CpuMeter(process.pid) as meter:
+            yield target, key, meter
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+class CpuMeter:
+    """A server process's CPU time (all its threads, user + system), sampled every 20 ms from /proc so that
+    the CPU of a phase's measured window can be read afterwards (`cpu_seconds(start, stop)`, monotonic
+    times: the client processes' event loops use the same clock). CPU per call is steadier than calls/s on
+    a shared machine: other processes slow a server down but do not make its calls cost more CPU."""
+
+    PERIOD = 0.02
+
+    def __init__(self, pid: int) -> None:
+        self._stat = Path(f"/proc/{pid}/stat")
+        self._tick = 1 / os.sysconf("SC_CLK_TCK")
+        self._samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> CpuMeter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _read(self) -> float | None:
+        try:
+            fields = self._stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None  # the process has ended
+        return (int(fields[11]) + int(fields[12])) * self._tick  # utime + stime, in clock ticks
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            cpu = self._read()
+            if cpu is not None:
+                self._samples.append((time.monotonic(), cpu))
+            self._stop.wait(self.PERIOD)
+
+    def cpu_seconds(self, start: float, stop: float) -> float:
+        """CPU seconds the process used between the two monotonic times (the nearest samples)."""
+        inside = [cpu for at, cpu in self._samples if start <= at <= stop]
+        return inside[-1] - inside[0] if len(inside) > 1 else float("nan")
 
 
 # --- the clients -------------------------------------------------------------------------------------------
@@ -127,10 +195,19 @@ class Phase:
     errors: int
     latencies_ms: list[float]
     seconds: float
+    # The measured window in monotonic time (the mean over the client processes), for the server's CPU.
+    window: tuple[float, float] = (math.nan, math.nan)
+    # The server's CPU per call in the window (CpuMeter), ms: set once the phase is over.
+    cpu_ms: float = math.nan
 
     @property
     def per_second(self) -> float:
         return self.calls / self.seconds
+
+    def measure_cpu(self, meter: CpuMeter) -> None:
+        start, stop = self.window
+        if self.calls:
+            self.cpu_ms = meter.cpu_seconds(start, stop) / (stop - start) / self.per_second * 1000
 
     def percentile(self, share: float) -> float:
         if not self.latencies_ms:
@@ -154,7 +231,8 @@ def status_request(payment_id: str) -> s.GetSyncStatusRequest:
 async def _drive(
     target: str, echo: bool, key: str, clients: int, warmup: float, seconds: float, prefix: str
 ) -> dict[str, Any]:
-    metadata = () if echo else (("authorization", f"Bearer {key}"),)
+    """`echo`: call the echo server's methods; `key`, when given, is sent as the bearer key."""
+    metadata = (("authorization", f"Bearer {key}"),) if key else ()
     async with grpc.aio.insecure_channel(target) as channel:
         if echo:
             enqueue: Callable[..., Any] = channel.unary_unary(
@@ -202,7 +280,7 @@ async def _drive(
                             latencies.append((ended - began) * 1000)
 
             await asyncio.gather(*(client(c) for c in range(clients)))
-            return Phase(counted[0], counted[1], latencies, seconds)
+            return Phase(counted[0], counted[1], latencies, seconds, (measure_from, stop_at))
 
         def enqueue_call(c: int, n: int) -> tuple[Callable[..., Any], Any, str]:
             request = payment_request(f"{prefix}c{c}", n)
@@ -231,7 +309,7 @@ async def _drive_open(
     Each call's latency runs from its scheduled send time, not from when a free client sent it: a call that
     had to wait for one (the server falling behind) counts that wait, so the p99 is the server's at this
     load rather than the closed loop's C / (calls/s) (Little's law). Calls scheduled in the window count."""
-    metadata = () if echo else (("authorization", f"Bearer {key}"),)
+    metadata = (("authorization", f"Bearer {key}"),) if key else ()
     async with grpc.aio.insecure_channel(target) as channel:
         if echo:
             enqueue: Callable[..., Any] = channel.unary_unary(
@@ -281,7 +359,7 @@ async def _drive_open(
         for task in calls:
             task.cancel()
         await asyncio.gather(*calls, return_exceptions=True)
-    return Phase(counted[0], counted[1], latencies, seconds).__dict__
+    return Phase(counted[0], counted[1], latencies, seconds, (measure_from, stop_at)).__dict__
 
 
 def open_client_process(
@@ -290,7 +368,9 @@ def open_client_process(
     return asyncio.run(_drive_open(target, echo, key, clients, rate, warmup, seconds, prefix))
 
 
-def drive_open(target: str, echo: bool, key: str, rate: float, args: argparse.Namespace, label: str) -> Phase:
+def drive_open(
+    target: str, echo: bool, key: str, rate: float, args: argparse.Namespace, label: str, meter: CpuMeter
+) -> Phase:
     """The open loop at `rate` calls/s over P99_CLIENTS clients, both spread over the client processes."""
     processes = min(args.client_processes, P99_CLIENTS)
     shares = [P99_CLIENTS // processes + (1 if p < P99_CLIENTS % processes else 0) for p in range(processes)]
@@ -300,15 +380,26 @@ def drive_open(target: str, echo: bool, key: str, rate: float, args: argparse.Na
     ]
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         parts = [Phase(**result) for result in pool.starmap(open_client_process, jobs)]
-    return Phase(
+    return _merged(parts, args.seconds, meter)
+
+
+def _merged(parts: list[Phase], seconds: float, meter: CpuMeter) -> Phase:
+    """The client processes' figures of one phase summed, and the server's CPU per call in its window."""
+    windows = [p.window for p in parts]
+    phase = Phase(
         sum(p.calls for p in parts),
         sum(p.errors for p in parts),
         [latency for p in parts for latency in p.latencies_ms],
-        args.seconds,
+        seconds,
+        (sum(w[0] for w in windows) / len(windows), sum(w[1] for w in windows) / len(windows)),
     )
+    phase.measure_cpu(meter)
+    return phase
 
 
-def drive(target: str, echo: bool, key: str, clients: int, args: argparse.Namespace, label: str) -> dict[str, Phase]:
+def drive(
+    target: str, echo: bool, key: str, clients: int, args: argparse.Namespace, label: str, meter: CpuMeter
+) -> dict[str, Phase]:
     """`clients` clients spread over the client processes; the phases' figures summed over them."""
     processes = min(args.client_processes, clients)
     shares = [clients // processes + (1 if p < clients % processes else 0) for p in range(processes)]
@@ -317,34 +408,39 @@ def drive(target: str, echo: bool, key: str, clients: int, args: argparse.Namesp
     ]
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         results = pool.starmap(client_process, jobs)
-    merged: dict[str, Phase] = {}
-    for name in ("enqueue", "status"):
-        parts = [Phase(**result[name]) for result in results]
-        merged[name] = Phase(
-            sum(p.calls for p in parts),
-            sum(p.errors for p in parts),
-            [latency for p in parts for latency in p.latencies_ms],
-            args.seconds,
-        )
-    return merged
+    return {name: _merged([Phase(**result[name]) for result in results], args.seconds, meter) for name in PHASES}
 
 
 # --- qbsync's API role ---------------------------------------------------------------------------------------
 
 
+@dataclass
+class _ApiCluster(Cluster):
+    """A Cluster whose processes also get `extra_env` (the gRPC thread pool size under test)."""
+
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return super().env(**{**self.extra_env, **extra})
+
+
 @contextmanager
-def qbsync_api(database: str, args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, str]]:
-    """`qbsync serve --role api` on a fresh database; yields its target and a key with every permission."""
+def qbsync_api(database: str, args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, str, CpuMeter]]:
+    """`qbsync serve --role api` on a fresh database; yields its target, a key with every permission and
+    the CPU meter of its process."""
     from core.auth import ApiKeys
     from core.domain import Permission
     from qbsync.bootstrap import bootstrap
+    from qbsync.config import GRPC_THREADS_ENV
 
     with _database(database, args.database_url, workdir) as url:
-        cluster = Cluster(url, workdir)
+        threads = {GRPC_THREADS_ENV: str(args.server_threads)} if args.server_threads else {}
+        cluster = _ApiCluster(url, workdir, extra_env=threads)
         try:
             key = bootstrap(settings=cluster.settings()).get(ApiKeys).create(TENANT, frozenset(Permission))
-            _process, target = cluster.start_api(f"api-{database}", role="api")
-            yield target, key
+            process, target = cluster.start_api(f"api-{database}", role="api")
+            with CpuMeter(process.pid) as meter:
+                yield target, key, meter
         finally:
             cluster.stop_all()
 
@@ -436,7 +532,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring, per method")
     parser.add_argument("--clients", default=f"32,{P99_CLIENTS}", help="concurrent clients, comma-separated")
     parser.add_argument("--client-processes", type=int, default=2)
-    parser.add_argument("--server-threads", type=int, default=0, help="echo's thread pool (0: qbsync's default)")
+    parser.add_argument(
+        "--server-threads", type=int, default=0, help="every server's gRPC thread pool (0: qbsync's default)"
+    )
+    parser.add_argument("--skip-echo-stack", action="store_true", help="no echo behind qbsync's interceptors")
     parser.add_argument("--database-url", default=os.environ.get(POSTGRES_ENV, ""), help="PostgreSQL (optional)")
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument(
@@ -446,13 +545,15 @@ def main() -> None:
     parser.add_argument("--skip-in-process", action="store_true")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     parser.add_argument("--serve-echo", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--echo-stack", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_echo:
-        serve_echo(args.serve_echo)
+        serve_echo(args.serve_echo, args.echo_stack)
         return
 
     from adapters.grpc.server import DEFAULT_MAX_WORKERS
 
+    threads = args.server_threads or DEFAULT_MAX_WORKERS
     clients = [int(c) for c in args.clients.split(",")]
     databases = [d for d in args.databases.split(",") if d == "sqlite" or (d == "postgresql" and args.database_url)]
     if "postgresql" in args.databases and not args.database_url:
@@ -463,39 +564,49 @@ def main() -> None:
     sustained: dict[str, float] = {}  # database -> the rate of its informative open loop
     with tempfile.TemporaryDirectory(prefix="qbsync-bench-api-") as tmp:
         workdir = Path(tmp)
-        with echo_server(workdir, args.server_threads or DEFAULT_MAX_WORKERS) as target:
+        with echo_server(workdir, threads) as (target, _key, meter):
             for c in clients:
-                results[("echo", c)] = drive(target, True, "", c, args, "echo")
+                results[("echo", c)] = drive(target, True, "", c, args, "echo", meter)
             if P99_CLIENTS in clients:
                 # The enqueue target's own rate: half the echo's closed-loop calls/s, measured just now.
                 open_rate = args.open_rate or ENQUEUE_SHARE * results[("echo", P99_CLIENTS)]["enqueue"].per_second
-                open_loop["echo"] = drive_open(target, True, "", open_rate, args, "echo")
+                open_loop["echo"] = drive_open(target, True, "", open_rate, args, "echo", meter)
+        if not args.skip_echo_stack:
+            # What qbsync's gRPC layer alone costs: the echo behind its interceptors (no database).
+            with echo_server(workdir, threads, stack=True) as (target, key, meter):
+                for c in clients:
+                    results[(ECHO_STACK, c)] = drive(target, True, key, c, args, ECHO_STACK, meter)
         for database in databases:
             for c in clients:
                 # A fresh server and database per client count: each starts from the same empty queue.
-                with qbsync_api(database, args, workdir) as (target, key):
-                    results[(database, c)] = drive(target, False, key, c, args, database)
+                with qbsync_api(database, args, workdir) as (target, key, meter):
+                    results[(database, c)] = drive(target, False, key, c, args, database, meter)
             if open_rate:
-                with qbsync_api(database, args, workdir) as (target, key):
-                    open_loop[database] = drive_open(target, False, key, open_rate, args, database)
+                with qbsync_api(database, args, workdir) as (target, key, meter):
+                    open_loop[database] = drive_open(target, False, key, open_rate, args, database, meter)
                 # For the record, not a target: the latency at a load this server sustains (below its own
                 # closed-loop calls/s), which tells its queueing from its per-call cost.
                 sustained[database] = SUSTAINED_SHARE * results[(database, P99_CLIENTS)]["enqueue"].per_second
-                with qbsync_api(database, args, workdir) as (target, key):
-                    open_loop[f"{database}@"] = drive_open(target, False, key, sustained[database], args, database)
+                with qbsync_api(database, args, workdir) as (target, key, meter):
+                    open_loop[f"{database}@"] = drive_open(
+                        target, False, key, sustained[database], args, database, meter
+                    )
         figures = {} if args.skip_in_process else in_process(workdir, args.in_process_calls)
 
-    print(f"\nAPI calls, {args.seconds:g} s measured per method after {args.warmup:g} s warm-up (closed loop)")
+    print(
+        f"\nAPI calls, {args.seconds:g} s measured per method after {args.warmup:g} s warm-up (closed loop), "
+        f"{threads} server threads; 'CPU ms': the server process' CPU per call"
+    )
     print(
         f"{'server':<11}{'clients':>8}  {'method':<14}{'calls/s':>9}{'vs echo':>9}"
-        f"{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        f"{'p50 ms':>9}{'p99 ms':>9}{'CPU ms':>8}{'errors':>8}"
     )
     for (server, c), phases in results.items():
         for name, method in (("enqueue", "SyncPayment"), ("status", "GetSyncStatus")):
             phase, echo = phases[name], results[("echo", c)][name]
             print(
                 f"{server:<11}{c:>8}  {method:<14}{phase.per_second:>9.0f}{phase.per_second / echo.per_second:>8.1%}"
-                f"{phase.percentile(0.5):>9.1f}{phase.percentile(0.99):>9.1f}{phase.errors:>8}"
+                f"{phase.percentile(0.5):>9.1f}{phase.percentile(0.99):>9.1f}{phase.cpu_ms:>8.3f}{phase.errors:>8}"
             )
 
     if open_loop:
@@ -552,6 +663,7 @@ def main() -> None:
                             "p50_ms": phase.percentile(0.5),
                             "p99_ms": phase.percentile(0.99),
                             "errors": phase.errors,
+                            "cpu_ms": phase.cpu_ms,
                         }
                         for (server, c), phases in results.items()
                         for name, phase in phases.items()

@@ -168,7 +168,12 @@ class GrpcModule(Module):
         # Checked here, before anything binds: plaintext beyond loopback is refused, TLS files must be sound.
         check_listen_is_safe(settings)
         return GrpcServerFactory(
-            servicer, keys.authenticate, settings.listen, connection_servicer, tls=load_server_tls(settings)
+            servicer,
+            keys.authenticate,
+            settings.listen,
+            connection_servicer,
+            max_workers=settings.grpc_threads,
+            tls=load_server_tls(settings),
         )
 
 

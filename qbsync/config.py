@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapters.grpc.server import DEFAULT_MAX_WORKERS
 from adapters.persistence.encryption import ENCRYPTION_KEY_ENV, parse_keys
 
 DEFAULT_DATA_DIR = Path("var")
@@ -29,6 +30,8 @@ TLS_CLIENT_CA_ENV = "QBSYNC_TLS_CLIENT_CA"
 INSECURE_ENV = "QBSYNC_INSECURE"
 # The HTTP listener of /metrics, /healthz and /readyz (qbsync.health).
 METRICS_LISTEN_ENV = "QBSYNC_METRICS_LISTEN"
+# How many gRPC calls the API serves at once (its thread pool; adapters.grpc.server says why the default).
+GRPC_THREADS_ENV = "QBSYNC_GRPC_THREADS"
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
@@ -72,6 +75,10 @@ class Settings:
     # QBSYNC_INSECURE / --insecure: allow plaintext gRPC on an address other than loopback (behind a
     # TLS-terminating proxy, or on a network you trust). Loopback never needs it.
     insecure: bool = False
+    # QBSYNC_GRPC_THREADS: the gRPC server's thread pool, the calls served at once (an open WatchSyncJob
+    # stream holds none). More threads only help while calls wait on the database or QuickBooks; past that
+    # they fight over the GIL (see DEFAULT_MAX_WORKERS).
+    grpc_threads: int = DEFAULT_MAX_WORKERS
     # QBSYNC_MAX_STREAMS_PER_KEY: open WatchSyncJob streams one API key may hold; one more is RESOURCE_EXHAUSTED.
     max_streams_per_key: int = 100
     # QBSYNC_METRICS_LISTEN: host:port of the HTTP listener serving /metrics, /healthz and /readyz
@@ -97,6 +104,8 @@ class Settings:
             raise ConfigError("QBSYNC_SHUTDOWN_GRACE_SECONDS", f"must not be negative, not {self.grace_seconds}")
         if not self.watch_poll_seconds > 0:
             raise ConfigError("QBSYNC_WATCH_POLL_SECONDS", f"must be positive, not {self.watch_poll_seconds}")
+        if self.grpc_threads < 1:
+            raise ConfigError(GRPC_THREADS_ENV, f"must be at least 1, not {self.grpc_threads}")
         if self.max_streams_per_key < 1:
             raise ConfigError("QBSYNC_MAX_STREAMS_PER_KEY", f"must be at least 1, not {self.max_streams_per_key}")
         _check_listen(self.listen)
@@ -161,6 +170,7 @@ class Settings:
             tls_key_file=env_path(env, TLS_KEY_ENV),
             tls_client_ca_file=env_path(env, TLS_CLIENT_CA_ENV),
             insecure=env_bool(env, INSECURE_ENV),
+            grpc_threads=env_int(env, GRPC_THREADS_ENV, DEFAULT_MAX_WORKERS),
             max_streams_per_key=env_int(env, "QBSYNC_MAX_STREAMS_PER_KEY", 100),
             metrics_listen=env.get(METRICS_LISTEN_ENV, "").strip(),
             ready_claim_loop_seconds=env_float(env, "QBSYNC_READY_CLAIM_LOOP_SECONDS", 300),

@@ -11,7 +11,7 @@ from google.type.money_pb2 import Money
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from adapters.coordination import InProcessCoordinationModule
-from adapters.grpc.server import GrpcServerFactory
+from adapters.grpc.server import DEFAULT_MAX_WORKERS, GrpcServerFactory
 from adapters.grpc.servicer import SyncServicer
 from adapters.inprocess import InProcessRequestLimiter
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
@@ -43,6 +43,14 @@ def test_the_grpc_module_builds_the_server_from_the_settings(tmp_path: Path) -> 
     assert factory.servicer._poll_seconds == 0.03
     assert factory.connection_servicer is not None
     assert not (tmp_path / "qbsync.db").exists()  # the in-memory module replaced the SQLite one
+
+
+def test_the_grpc_thread_pool_size_comes_from_the_settings(tmp_path: Path) -> None:
+    configured = Settings.from_env({"QBSYNC_DATA_DIR": str(tmp_path), "QBSYNC_GRPC_THREADS": "6"})
+    assert configured.grpc_threads == 6
+    injector = bootstrap(InMemoryPersistenceModule(), FakeQuickBooksModule(), settings=replace(configured, workers=1))
+    assert injector.get(GrpcServerFactory).max_workers == 6
+    assert Settings.from_env({}).grpc_threads == DEFAULT_MAX_WORKERS
 
 
 def test_a_tester_runs_the_whole_service_on_the_fakes(tmp_path: Path) -> None:

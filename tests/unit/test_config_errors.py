@@ -37,6 +37,8 @@ def test_tls_and_insecure_settings_come_from_the_environment(tmp_path: Path) -> 
         ({"QBSYNC_SHUTDOWN_GRACE_SECONDS": "nan"}, "QBSYNC_SHUTDOWN_GRACE_SECONDS"),
         ({"QBSYNC_WATCH_POLL_SECONDS": "0"}, "QBSYNC_WATCH_POLL_SECONDS"),
         ({"QBSYNC_MAX_STREAMS_PER_KEY": "0"}, "QBSYNC_MAX_STREAMS_PER_KEY"),
+        ({"QBSYNC_GRPC_THREADS": "0"}, "QBSYNC_GRPC_THREADS"),
+        ({"QBSYNC_GRPC_THREADS": "many"}, "QBSYNC_GRPC_THREADS"),
         ({"QBSYNC_MAX_STREAMS_PER_KEY": "many"}, "QBSYNC_MAX_STREAMS_PER_KEY"),
         ({"QBSYNC_ROLE": "database"}, "QBSYNC_ROLE (--role)"),
         ({"QBSYNC_LISTEN": "localhost:65536"}, "QBSYNC_LISTEN (--listen)"),
