@@ -257,8 +257,10 @@ class AccountingSystems(Protocol):
     # exceeds them (INVALID_ARGUMENT) before accepting a job, so that no accepted job fails on them.
     field_limits: FieldLimits
 
-    def for_tenant(self, tenant_id: str) -> AccountingSystem:
-        """The tenant's company, ready to use.
+    def for_tenant(self, tenant_id: str, connection: QuickBooksConnection | None = None) -> AccountingSystem:
+        """The tenant's company, ready to use. `connection`: the tenant's stored connection as the caller
+        has just read it (the worker reads it in its claim's transaction, saving one of its own); None
+        makes it read from storage. Implementations without a stored connection ignore it.
         Raises: `ReconnectRequiredError` when the tenant has no usable connection (never connected,
         disconnected, or waiting for a reconnection); storage failures as `UnitOfWork` says (the
         connection is read from storage)."""

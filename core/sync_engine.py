@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from core.connection import QuickBooksConnection
 from core.customer_matching import CustomerMatching
 from core.domain import EntityRef, EntityType, SyncJob, SyncJobKind, SyncResult
 from core.errors import CustomerUnusableError, LeaseLostError, StaleRecordError
@@ -70,7 +71,7 @@ class SyncEngine:
         finished.run.flush()
         return finished.results
 
-    def run_unsaved(self, job: SyncJob, lease: JobLease) -> FinishedRun:
+    def run_unsaved(self, job: SyncJob, lease: JobLease, connection: QuickBooksConnection | None = None) -> FinishedRun:
         """Runs the job while `lease` is held: every QuickBooks write and every record saved is refused
         with `LeaseLostError` once it is not (fencing), so a worker that stalled past its lease writes
         nothing over what the job's new owner wrote. The records QuickBooks confirmed last are left for the
@@ -80,8 +81,11 @@ class SyncEngine:
         A record QuickBooks says changed since qbsync wrote it (`StaleRecordError`: edited there, or
         written by the worker that took the job over) is never written from the snapshot this run loaded,
         which may be older than the newest accepted one: the run starts over from the newest snapshots and
-        the record's current SyncToken, only while the lease is held, at most MAX_STALE_ROUNDS times."""
-        accounting = FencedAccountingSystem(self._accounting.for_tenant(job.tenant_id), lease)
+        the record's current SyncToken, only while the lease is held, at most MAX_STALE_ROUNDS times.
+
+        `connection`: the tenant's stored connection, read in the claim's transaction (None: the
+        accounting system reads it)."""
+        accounting = FencedAccountingSystem(self._accounting.for_tenant(job.tenant_id, connection), lease)
         run = SyncRun(job, self._uow_factory, accounting, self._clock, lease)
         results = SyncResults()
         try:

@@ -19,6 +19,7 @@ import threading
 import time
 from datetime import timedelta
 
+from core.connection import QuickBooksConnection
 from core.domain import (
     AuditEvent,
     AuditKind,
@@ -79,6 +80,7 @@ class SyncWorker:
         now = self._clock.now()
         with self._uow_factory() as uow:
             job = uow.jobs.claim_next(worker_id, now, now + self._lease)
+            connection = None if job is None else _connection_of(uow, job)
             uow.commit()
         if job is None:
             return None
@@ -88,7 +90,7 @@ class SyncWorker:
         try:
             # The heartbeat stops before the outcome is recorded: a beat must not race the final write.
             with LeaseHeartbeat(self._uow_factory, self._clock, job, worker_id, lease=self._lease) as heartbeat:
-                finished = self._engine.run_unsaved(job, heartbeat.lease)
+                finished = self._engine.run_unsaved(job, heartbeat.lease, connection)
         except LeaseLostError as exc:
             # Another worker owns the job now (or may at any moment): its outcome, its records' states and
             # its audit trail are the new owner's to write.
@@ -235,6 +237,20 @@ class SyncWorker:
             else:
                 record.mark_retrying(message)
             uow.sync_records.save(record)
+
+
+def _connection_of(uow: UnitOfWork, job: SyncJob) -> QuickBooksConnection | None:
+    """The job's tenant's stored connection, read in the claim's transaction: the run needs it first, and
+    a transaction of its own would be one more per sync. It is as fresh as a read at the run's start
+    (tokens another process rotated later are re-read by the token keeper before it refreshes). One
+    that cannot be opened (a stored secret no configured key decrypts) is left for the run to read again:
+    its error then ends the job as before, instead of failing every claim of the queue."""
+    try:
+        return uow.connections.get(job.tenant_id)
+    except StorageUnavailableError:
+        raise  # the claim's transaction is lost with it: the claim is tried again
+    except Exception:  # noqa: BLE001 - see above: the run reads it again and reports why it cannot
+        return None
 
 
 # --- the log ----------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 from adapters.quickbooks.qbo.batch import BATCH_MAX_ITEMS
 from core.accounting import AccountingCustomer, CustomerLookup
+from core.connection import QuickBooksConnection
 from core.errors import AccountingUnavailableError
 from core.ports import AccountingSystem, AccountingSystems, ForwardingAccountingSystem
 
@@ -155,8 +156,8 @@ class CoalescingAccountingSystems(AccountingSystems):
         self._coalescers: dict[str, tuple[AccountingSystem, LookupCoalescer]] = {}
         self._guard = threading.Lock()
 
-    def for_tenant(self, tenant_id: str) -> CoalescingAccountingSystem:
-        system = self.inner.for_tenant(tenant_id)
+    def for_tenant(self, tenant_id: str, connection: QuickBooksConnection | None = None) -> CoalescingAccountingSystem:
+        system = self.inner.for_tenant(tenant_id, connection)
         with self._guard:
             known = self._coalescers.get(tenant_id)
             if known is None or known[0] is not system:

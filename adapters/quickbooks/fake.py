@@ -52,7 +52,7 @@ from core.accounting import (
 from core.company_lists import ListEntry, ListKind, pick_by_name
 from core.company_preferences import CompanyPreferences
 from core.company_tax import SalesTax
-from core.connection import ListRef
+from core.connection import ListRef, QuickBooksConnection
 from core.currency import CompanyCurrency
 from core.domain import normalise
 from core.errors import (
@@ -719,7 +719,7 @@ class FakeQuickBooksCompanies(AccountingSystems):
         self._companies: dict[str, FakeQuickBooks] = {}
         self._lock = threading.Lock()
 
-    def for_tenant(self, tenant_id: str) -> FakeQuickBooks:
+    def for_tenant(self, tenant_id: str, connection: QuickBooksConnection | None = None) -> FakeQuickBooks:
         with self._lock:
             if tenant_id not in self._companies:
                 realm = str(9130000000000000 + len(self._companies) + 1)

@@ -13,6 +13,7 @@ from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from adapters.quickbooks.fake import FakeQuickBooks, FakeQuickBooksCompanies
 from core.accounting import BatchWrite, PaymentSpec, QuickBooksRef, TxnSpec
 from core.auth import ApiKeys
+from core.connection import QuickBooksConnection
 from core.domain import Permission, Principal
 from core.errors import AccountingError
 from core.limits import FieldLimits
@@ -175,8 +176,8 @@ class HookedCompanies(AccountingSystems):
     companies: AccountingSystems
     hooked: dict[str, HookedCompany] = field(default_factory=dict)
 
-    def for_tenant(self, tenant_id: str) -> AccountingSystem:
-        return self.hooked.get(tenant_id) or self.companies.for_tenant(tenant_id)
+    def for_tenant(self, tenant_id: str, connection: QuickBooksConnection | None = None) -> AccountingSystem:
+        return self.hooked.get(tenant_id) or self.companies.for_tenant(tenant_id, connection)
 
     @property
     def field_limits(self) -> FieldLimits:  # type: ignore[override]

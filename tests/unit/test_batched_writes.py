@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from adapters.quickbooks.fake import FakeQuickBooksCompanies, Fault
 from core.accounting import BatchWrite, QuickBooksRef
+from core.connection import QuickBooksConnection
 from core.domain import (
     Customer,
     EntityRef,
@@ -118,8 +119,8 @@ class _UnbatchedCompanies(AccountingSystems):
     def __init__(self, companies: FakeQuickBooksCompanies) -> None:
         self._companies = companies
 
-    def for_tenant(self, tenant_id: str) -> AccountingSystem:
-        return _Unbatched(self._companies.for_tenant(tenant_id))
+    def for_tenant(self, tenant_id: str, connection: QuickBooksConnection | None = None) -> AccountingSystem:
+        return _Unbatched(self._companies.for_tenant(tenant_id, connection))
 
     @property
     def field_limits(self) -> FieldLimits:  # type: ignore[override]

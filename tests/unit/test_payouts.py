@@ -12,6 +12,7 @@ import pytest
 
 from adapters.quickbooks.fake import FakeQuickBooks, FakeQuickBooksCompanies, FakeTxn
 from core.accounting import DepositLineKind, DepositSpec, QuickBooksRef, TxnSpec
+from core.connection import QuickBooksConnection
 from core.domain import (
     Customer,
     EntityRef,
@@ -508,8 +509,8 @@ class _TotalOff(ForwardingAccountingSystem):
 class _TotalOffCompanies(AccountingSystems):
     companies: FakeQuickBooksCompanies
 
-    def for_tenant(self, tenant_id: str) -> AccountingSystem:
-        return _TotalOff(self.companies.for_tenant(tenant_id))
+    def for_tenant(self, tenant_id: str, connection: QuickBooksConnection | None = None) -> AccountingSystem:
+        return _TotalOff(self.companies.for_tenant(tenant_id, connection))
 
     @property
     def field_limits(self) -> FieldLimits:  # type: ignore[override]

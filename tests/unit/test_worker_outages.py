@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from adapters.persistence.memory import InMemoryUnitOfWorkFactory
 from adapters.quickbooks.fake import FakeQuickBooksCompanies
+from core.connection import QuickBooksConnection
 from core.domain import Customer, Opportunity, Payment, PaymentMethod, Permission, Principal, SyncJob, SyncJobState
 from core.errors import StorageUnavailableError
 from core.lease import JobLease
@@ -27,11 +28,11 @@ class EngineDuringAnOutage(SyncEngine):
         super().__init__(*args, **kwargs)
         self.outages = 1
 
-    def run_unsaved(self, job: SyncJob, lease: JobLease):  # type: ignore[no-untyped-def]
+    def run_unsaved(self, job: SyncJob, lease: JobLease, connection: QuickBooksConnection | None = None):  # type: ignore[no-untyped-def]
         if self.outages:
             self.outages -= 1
             raise StorageUnavailableError()
-        return super().run_unsaved(job, lease)
+        return super().run_unsaved(job, lease, connection)
 
 
 def test_a_job_cut_short_by_a_database_outage_is_retried_and_then_succeeds() -> None:

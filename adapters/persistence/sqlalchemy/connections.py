@@ -47,12 +47,13 @@ class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
         self.written: set[str] = set()
 
     def get(self, tenant_id: str) -> QuickBooksConnection | None:
-        return self._connection(self._row(tenant_id))
+        # A compiled Core read (no ORM row): the worker reads the connection with every claim.
+        return self._connection(self._first(QuickBooksConnectionRow, tenant_id=tenant_id))
 
     def get_for_update(self, tenant_id: str) -> QuickBooksConnection | None:
         return self._connection(self._row(tenant_id, locked=True))
 
-    def _connection(self, row: QuickBooksConnectionRow | None) -> QuickBooksConnection | None:
+    def _connection(self, row: Any) -> QuickBooksConnection | None:  # a QuickBooksConnectionRow or its columns
         if row is None:
             return None
         opened = self._open(row)
@@ -191,7 +192,7 @@ class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
         )
         return bool(getattr(result, "rowcount", 0))
 
-    def _open(self, row: QuickBooksConnectionRow) -> dict[str, Any]:
+    def _open(self, row: Any) -> dict[str, Any]:
         opened: dict[str, Any] = json.loads(
             self._box().decrypt(row.secrets, what=f"the QuickBooks secrets of tenant {row.tenant_id!r}")
         )

@@ -13,10 +13,11 @@ from typing import Any
 
 from sqlalchemy import (
     BindParameter,
-    Select,
+    Integer,
     String,
     and_,
     bindparam,
+    column,
     exists,
     func,
     literal_column,
@@ -110,6 +111,9 @@ def _to_job(row: Any) -> SyncJob:  # a SyncJobRow, or a named tuple of its colum
     )
 
 
+_JOBS: Any = SyncJobRow.__table__  # Core statements: no ORM entity to build per row
+
+
 def _held_by_another(key: InstrumentedAttribute[str], now: BindParameter[datetime]) -> Exists:
     """Some other job with the same value in `key`'s column is RUNNING under an unexpired lease
     (`claim_rule.holds_lease` and `claim_rule.blocks`)."""
@@ -122,16 +126,18 @@ def _held_by_another(key: InstrumentedAttribute[str], now: BindParameter[datetim
     )
 
 
-_CLAIMS: dict[tuple[bool, str], Select[Any]] = {}
+_CLAIMS: dict[tuple[bool, str], Prepared] = {}
 
 
-def _claim_statement(postgres: bool, form: str) -> Select[Any]:
-    """claim_next's SELECT of what `next_to_claim` may pick, built once per dialect and form (its
-    construction, two aliased EXISTS, costs more than running it); `now` is its one parameter.
+def _claim_statement(postgres: bool, form: str) -> Prepared:
+    """A statement of claim_next, built and compiled once per dialect and form (its construction, two
+    aliased EXISTS, costs more than running it; prepared.py runs it as SQL text on the driver).
 
-    Forms: "first" (SQLite) the one job to claim; "candidates" (PostgreSQL) the keys of the first
-    claimable jobs, in claim order, from `offset` on; "recheck" (PostgreSQL) the one job `tenant_id`,
-    `job_id`, if it is still claimable, row-locked."""
+    Forms: "first" (SQLite) the key and state of the one job to claim; "candidates" (PostgreSQL) the keys
+    of the first claimable jobs, in claim order, from `offset` on; "take" (PostgreSQL) the claim of the one
+    job `tenant_id`, `job_id` if it is still claimable, row-locked (a recheck and the UPDATE in one
+    statement); "update" (SQLite) the claim of that job. Both claims return the claimed row and the state
+    it had (`previous_state`)."""
     cached = _CLAIMS.get((postgres, form))
     if cached is not None:
         return cached
@@ -172,35 +178,57 @@ def _claim_statement(postgres: bool, form: str) -> Select[Any]:
         [literal_column(f"'{SyncJobState.PENDING.value}'"), literal_column(f"'{SyncJobState.RUNNING.value}'")]
     )
     claimable = (open_state, due, ~lock_held, ~identity_held)
-    statement: Select[Any]
+    keys: list[Any] = [SyncJobRow.tenant_id, SyncJobRow.job_id]
+    statement: Any
     if form == "candidates":
-        keys: list[Any] = [SyncJobRow.tenant_id, SyncJobRow.job_id, SyncJobRow.lock_key, SyncJobRow.identity_key]
         statement = (
-            select(*keys)
+            select(*keys, SyncJobRow.lock_key, SyncJobRow.identity_key)
             .where(*claimable)
             .order_by(SyncJobRow.create_time, job_id, tenant_id)
             .offset(bindparam("offset"))
             .limit(_CANDIDATES)
         )
-    elif form == "recheck":
+    elif form == "first":
         statement = (
-            select(SyncJobRow)
-            .where(SyncJobRow.tenant_id == bindparam("tenant_id"), SyncJobRow.job_id == bindparam("job_id"))
-            .where(*claimable)
-            # Skip the row if another transaction is writing it (a worker saving its result).
-            .with_for_update(skip_locked=True, of=SyncJobRow)
-            .execution_options(populate_existing=True)
-        )
-    else:
-        statement = (
-            select(SyncJobRow)
+            select(*keys, SyncJobRow.state)
             .where(*claimable)
             .order_by(SyncJobRow.create_time, job_id, tenant_id)
             .limit(1)
-            .execution_options(populate_existing=True)
         )
-    _CLAIMS[(postgres, form)] = statement  # a race builds it twice, harmlessly
-    return statement
+    else:
+        table = _JOBS
+        if form == "take":
+            picked = (
+                select(*keys, SyncJobRow.state)
+                .where(SyncJobRow.tenant_id == bindparam("tenant_id"), SyncJobRow.job_id == bindparam("job_id"))
+                .where(*claimable)
+                # Skip the row if another transaction is writing it (a worker saving its result).
+                .with_for_update(skip_locked=True, of=SyncJobRow)
+                .cte("picked")
+            )
+            where: tuple[Any, ...] = (table.c.tenant_id == picked.c.tenant_id, table.c.job_id == picked.c.job_id)
+            previous: Any = picked.c.state
+        else:  # "update": SQLite's claim of the job "first" chose, under BEGIN IMMEDIATE's write lock
+            where = (table.c.tenant_id == bindparam("tenant_id"), table.c.job_id == bindparam("job_id"))
+            previous = bindparam("previous_state", type_=String())
+        statement = (
+            update(table)
+            .where(*where)
+            .values(
+                state=SyncJobState.RUNNING.value,
+                claimed_by=bindparam("worker_id"),
+                lease_expires=bindparam("lease_expires", type_=UtcDateTime()),
+                attempts=table.c.attempts + 1,
+                update_time=bindparam("update_time", type_=UtcDateTime()),
+            )
+            .returning(*table.c, previous.label("previous_state"))
+        )
+    prepared = _CLAIMS[(postgres, form)] = Prepared(statement)  # a race builds it twice, harmlessly
+    return prepared
+
+
+# The locks of a PostgreSQL claim's candidate (see _TRY_KEY_LOCKS), as a prepared statement.
+_TRY_KEY_LOCKS_PREPARED = Prepared(_TRY_KEY_LOCKS.columns(column("taken", Integer())))
 
 
 _ADDS: dict[tuple[str, tuple[str, ...]], Prepared] = {}
@@ -218,6 +246,23 @@ def _add_statement(dialect: str, columns: tuple[str, ...]) -> Prepared:
         )
         cached = _ADDS[(dialect, columns)] = Prepared(statement, columns)
     return cached
+
+
+_BY_KEY = select(_JOBS).where(_JOBS.c.tenant_id == bindparam("tenant_id"), _JOBS.c.job_id == bindparam("job_id"))
+_JOB = Prepared(_BY_KEY)
+_JOB_FOR_UPDATE = Prepared(_BY_KEY.with_for_update())
+
+_EXTEND_LEASE = Prepared(
+    update(_JOBS)
+    .where(
+        _JOBS.c.tenant_id == bindparam("tenant_id"),
+        _JOBS.c.job_id == bindparam("job_id"),
+        _JOBS.c.state == SyncJobState.RUNNING.value,
+        _JOBS.c.claimed_by == bindparam("worker_id"),
+    )
+    .values(lease_expires=bindparam("lease_expires", type_=UtcDateTime()))
+    .returning(_JOBS.c.job_id)
+)
 
 
 class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
@@ -245,58 +290,50 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
         """See the port; the rule is `core.claim_rule` (`next_to_claim`, then `claimed`), in SQL. Call it
         in its own unit of work and commit at once: what makes the claim exclusive (SQLite's write lock,
         PostgreSQL's row and key locks) is held until the transaction ends."""
+        claim = {"worker_id": worker_id, "lease_expires": lease_expires, "update_time": now, "now": now}
+        connection = self._bound_connection()
         if self.dialect == "postgresql":
-            row = self._claimable_postgres(now)
+            row = self._claim_postgres(connection, claim)
         else:
             # BEGIN IMMEDIATE already serialises claimers: the first claimable job is ours.
-            row = self._session.scalars(_claim_statement(False, "first"), {"now": now}).first()
+            first = _claim_statement(False, "first").first(connection, {"now": now})
+            if first is None:
+                return None
+            keys = {"tenant_id": first.tenant_id, "job_id": first.job_id, "previous_state": first.state}
+            row = _claim_statement(False, "update").first(connection, {**claim, **keys})
         if row is None:
             return None
-        taken_over = row.state == SyncJobState.RUNNING.value  # read before the UPDATE below
-        self._session.execute(
-            update(SyncJobRow)
-            .where(SyncJobRow.tenant_id == row.tenant_id, SyncJobRow.job_id == row.job_id)
-            .values(
-                state=SyncJobState.RUNNING.value,
-                claimed_by=worker_id,
-                lease_expires=lease_expires,
-                attempts=SyncJobRow.attempts + 1,
-                update_time=now,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        claimed = self.get(row.tenant_id, row.job_id)
-        assert claimed is not None  # we hold the row
-        claimed.taken_over = taken_over
+        claimed = _to_job(row)
+        claimed.taken_over = row.previous_state == SyncJobState.RUNNING.value
         return claimed
 
-    def _claimable_postgres(self, now: datetime) -> SyncJobRow | None:
-        """The first claimable job no other claimer is taking, row-locked, with its keys' locks held.
+    def _claim_postgres(self, connection: Any, claim: dict[str, Any]) -> Any | None:
+        """Claims the first claimable job no other claimer is taking: its row as claimed, or None.
 
         Claimers run in parallel: each reads candidates in claim order, tries the advisory locks of a
-        candidate's keys (`_TRY_KEY_LOCKS`, never waiting) and, holding them, reads the job again in a new
-        statement. That statement sees every claim committed before the locks were granted (READ
-        COMMITTED: a snapshot per statement), so a sibling another claimer has just taken blocks it; and
-        its row lock (SKIP LOCKED) keeps the row from a worker writing it. With one claimer this is the
-        first candidate: the same pick as `next_to_claim`."""
+        candidate's keys (`_TRY_KEY_LOCKS`, never waiting) and, holding them, claims the job in a new
+        statement that reads it again (the "take" form: a row-locked recheck and the UPDATE). That
+        statement sees every claim committed before the locks were granted (READ COMMITTED: a snapshot per
+        statement), so a sibling another claimer has just taken blocks it; and its row lock (SKIP LOCKED)
+        keeps the row from a worker writing it. With one claimer this is the first candidate: the same
+        pick as `next_to_claim`. Three round trips for an uncontended claim."""
         busy: set[tuple[int, str]] = set()  # keys another claimer is taking
         offset = 0
         while True:
-            candidates = self._session.execute(
-                _claim_statement(True, "candidates"), {"now": now, "offset": offset}
-            ).all()
+            candidates = _claim_statement(True, "candidates").rows(connection, {"now": claim["now"], "offset": offset})
             for tenant_id, job_id, lock_key, identity_key in candidates:
                 if (1, lock_key) in busy or (identity_key and (2, identity_key) in busy):
                     continue
-                taken = self._session.execute(
-                    _TRY_KEY_LOCKS, {"lock_key": lock_key, "identity_key": identity_key}
-                ).scalar_one()
+                (tried,) = _TRY_KEY_LOCKS_PREPARED.rows(
+                    connection, {"lock_key": lock_key, "identity_key": identity_key}
+                )
+                taken = tried.taken
                 if taken:
                     busy.add((taken, lock_key if taken == 1 else identity_key))
                     continue
-                row: SyncJobRow | None = self._session.scalars(
-                    _claim_statement(True, "recheck"), {"now": now, "tenant_id": tenant_id, "job_id": job_id}
-                ).first()
+                row = _claim_statement(True, "take").first(
+                    connection, {**claim, "tenant_id": tenant_id, "job_id": job_id}
+                )
                 if row is not None:
                     return row
             if len(candidates) < _CANDIDATES:
@@ -304,28 +341,19 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
             offset += _CANDIDATES
 
     def get_for_update(self, tenant_id: str, job_id: str) -> SyncJob | None:
-        statement = select(SyncJobRow).where(SyncJobRow.tenant_id == tenant_id, SyncJobRow.job_id == job_id)
-        if self.dialect == "postgresql":
-            # A claimer's SKIP LOCKED passes over the row until we commit, so it cannot take the job
-            # between our "still ours?" and our outcome. (SQLite's BEGIN IMMEDIATE already serialises.)
-            statement = statement.with_for_update()
-        row = self._one(statement)
+        # On PostgreSQL row-locked: a claimer's SKIP LOCKED passes over the row until we commit, so it
+        # cannot take the job between our "still ours?" and our outcome. (SQLite's BEGIN IMMEDIATE already
+        # serialises.)
+        statement = _JOB_FOR_UPDATE if self.dialect == "postgresql" else _JOB
+        row = statement.first(self._bound_connection(), {"tenant_id": tenant_id, "job_id": job_id})
         return None if row is None else _to_job(row)
 
     def extend_lease(self, tenant_id: str, job_id: str, worker_id: str, lease_expires: datetime) -> bool:
         # One conditional UPDATE: the check and the write cannot be split by a claimer.
-        extended = self._session.execute(
-            update(SyncJobRow)
-            .where(
-                SyncJobRow.tenant_id == tenant_id,
-                SyncJobRow.job_id == job_id,
-                SyncJobRow.state == SyncJobState.RUNNING.value,
-                SyncJobRow.claimed_by == worker_id,
-            )
-            .values(lease_expires=lease_expires)
-            .returning(SyncJobRow.job_id)
-            .execution_options(synchronize_session=False)
-        ).first()
+        extended = _EXTEND_LEASE.first(
+            self._bound_connection(),
+            {"tenant_id": tenant_id, "job_id": job_id, "worker_id": worker_id, "lease_expires": lease_expires},
+        )
         return extended is not None
 
     def save(self, job: SyncJob) -> None:

@@ -66,9 +66,10 @@ class QuickBooksAccountingSystems(AccountingSystems):
         self._guard = threading.Lock()
         self._lookups = CompanyLookups(uow_factory, clock, company_lock)
 
-    def for_tenant(self, tenant_id: str) -> QuickBooksAccountingSystem:
-        with self._uow_factory() as uow:
-            connection = uow.connections.get(tenant_id)
+    def for_tenant(self, tenant_id: str, connection: QuickBooksConnection | None = None) -> QuickBooksAccountingSystem:
+        if connection is None:
+            with self._uow_factory() as uow:
+                connection = uow.connections.get(tenant_id)
         if connection is None or connection.state is ConnectionState.DISCONNECTED:
             raise ReconnectRequiredError(NOT_CONNECTED_MESSAGE)
         if connection.state is ConnectionState.RECONNECT_REQUIRED:

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import requests
 from quickbooks import QuickBooks
 
 from adapters.quickbooks.qbo import metrics
+from adapters.quickbooks.qbo.http import Answer, ConnectFailed, ConnectTimeout, HttpError, HttpSession, ReadTimeout
 from adapters.quickbooks.qbo.limiter import RequestLimiter
 from core.connection_rules import is_loopback
 from core.errors import QbsyncError
@@ -131,7 +131,7 @@ class LastResponse:
 
 
 class QuickBooksClient(QuickBooks):
-    """One company's python-quickbooks client over a plain `requests.Session`.
+    """One company's python-quickbooks client over the adapter's own HTTP session (http.py).
 
     Why not the library's `OAuth2Session`: it refuses http:// unless the process-wide
     OAUTHLIB_INSECURE_TRANSPORT is set, which would weaken every connection of the process; a bearer
@@ -147,7 +147,7 @@ class QuickBooksClient(QuickBooks):
         access_token: Callable[[], str],
         limiter: RequestLimiter,
         timeout: float,
-        session: requests.Session | None = None,
+        session: HttpSession | None = None,
     ) -> None:
         # QuickBooks.__new__ takes keyword arguments only and does the set-up; nothing to call here.
         check_transport_security(base_url)
@@ -157,7 +157,7 @@ class QuickBooksClient(QuickBooks):
         self.sandbox = False
         self.api_url_v3 = base_url
         self.sandbox_api_url_v3 = base_url
-        self.session = session or requests.Session()  # type: ignore[assignment]
+        self.session = session or HttpSession(base_url)  # type: ignore[assignment]
         self._access_token = access_token
         self._limiter = limiter
         self._timeout = timeout
@@ -169,7 +169,7 @@ class QuickBooksClient(QuickBooks):
 
     def process_request(
         self, request_type: str, url: str, headers: Any = "", params: Any = "", data: Any = ""
-    ) -> requests.Response:
+    ) -> Answer:
         headers = dict(headers or {})
         headers["Authorization"] = "Bearer " + self._access_token()
         operation = metrics.qbo_operation(request_type, url)  # a bounded label: no id, no query
@@ -198,25 +198,24 @@ class QuickBooksClient(QuickBooks):
             raise QboFault(response.status_code, _fault_entries(response), tid)
         return response
 
-    def _send(self, request_type: str, url: str, headers: Any, params: Any, data: Any) -> requests.Response:
+    def _send(self, request_type: str, url: str, headers: Any, params: Any, data: Any) -> Answer:
+        session: HttpSession = self.session  # type: ignore[assignment]
         try:
-            return self.session.request(  # type: ignore[union-attr, no-any-return]
-                request_type, url, headers=headers, params=params, data=data, timeout=self._timeout
-            )
-        except requests.ConnectTimeout as exc:
+            return session.request(request_type, url, headers=headers, params=params, data=data, timeout=self._timeout)
+        except ConnectFailed as exc:  # refused, or the name did not resolve: QuickBooks never saw it
+            raise TransportError(f"QuickBooks connection failed: {type(exc).__name__}", maybe_sent=False) from exc
+        except ConnectTimeout as exc:
             message = f"could not connect to QuickBooks: {type(exc).__name__}"
             raise TransportError(message, maybe_sent=False) from exc
-        except requests.ConnectionError as exc:
-            # A refused connection never reached QuickBooks; a reset or an aborted answer may have.
+        except ReadTimeout as exc:
+            raise TransportError(f"QuickBooks did not answer within {self._timeout:g}s", maybe_sent=True) from exc
+        except (HttpError, OSError) as exc:
+            # A reset or an aborted answer may have reached QuickBooks; a proxy that refused did not.
             sent = not _never_connected(exc)
             raise TransportError(f"QuickBooks connection failed: {type(exc).__name__}", maybe_sent=sent) from exc
-        except requests.Timeout as exc:
-            raise TransportError(f"QuickBooks did not answer within {self._timeout:g}s", maybe_sent=True) from exc
-        except requests.RequestException as exc:
-            raise TransportError(f"QuickBooks request failed: {type(exc).__name__}", maybe_sent=True) from exc
 
 
-def _fault_entries(response: requests.Response) -> list[FaultEntry]:
+def _fault_entries(response: Answer) -> list[FaultEntry]:
     try:
         body = json.loads(response.text)
         errors = body.get("Fault", {}).get("Error", [])
@@ -230,12 +229,12 @@ def _fault_entries(response: requests.Response) -> list[FaultEntry]:
         return [FaultEntry("", f"HTTP {response.status_code}", _short(response.text))]
 
 
-def _never_connected(exc: requests.ConnectionError) -> bool:
+def _never_connected(exc: Exception) -> bool:
     text = repr(exc)
     return any(s in text for s in ("NewConnectionError", "Connection refused", "Name or service not known"))
 
 
-def _retry_after(response: requests.Response) -> float | None:
+def _retry_after(response: Answer) -> float | None:
     value = response.headers.get("Retry-After", "").strip()
     try:
         return max(0.0, float(value)) if value else None
@@ -243,7 +242,7 @@ def _retry_after(response: requests.Response) -> float | None:
         return None  # an HTTP date: rare for QBO; the default back-off applies
 
 
-def _is_throttle_fault(response: requests.Response) -> bool:
+def _is_throttle_fault(response: Answer) -> bool:
     """QBO has been seen to report throttling as a Fault 3001 with another status."""
     if response.status_code < 400 or "3001" not in response.text:
         return False

@@ -16,6 +16,7 @@ from adapters.quickbooks.coalescing import CoalescingAccountingSystems, LookupCo
 from adapters.quickbooks.fake import FakeCustomer, FakeQuickBooks
 from adapters.quickbooks.qbo.limits import QBO_FIELD_LIMITS
 from core.accounting import AccountingCustomer, CustomerLookup, NewCustomer
+from core.connection import QuickBooksConnection
 from core.errors import AccountingUnavailableError
 from core.ports import AccountingSystem, AccountingSystems, ForwardingAccountingSystem
 
@@ -196,7 +197,7 @@ class GatedCompanies(AccountingSystems):
         self.fakes = {t: fake_with_customers([f"{t}@example.com"]) for t in tenants}
         self.gates = {t: Gate(fake) for t, fake in self.fakes.items()}
 
-    def for_tenant(self, tenant_id: str) -> Gate:
+    def for_tenant(self, tenant_id: str, connection: QuickBooksConnection | None = None) -> Gate:
         return self.gates[tenant_id]
 
 

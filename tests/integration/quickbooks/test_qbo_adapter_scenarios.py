@@ -353,8 +353,8 @@ class _BeforeCall:
     def __init__(self, systems: Any, n: int, action: Any) -> None:
         self._systems, self._left, self._action = systems, n, action
 
-    def for_tenant(self, tenant_id: str) -> Any:
-        outer, inner = self, self._systems.for_tenant(tenant_id)
+    def for_tenant(self, tenant_id: str, connection: Any = None) -> Any:
+        outer, inner = self, self._systems.for_tenant(tenant_id, connection)
 
         class Counting:
             def __getattr__(self, name: str) -> Any:
