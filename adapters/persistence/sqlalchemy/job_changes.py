@@ -1,8 +1,9 @@
 """Which sync jobs changed, for WatchSyncJob's streams (adapters.grpc.watch.JobChanges): one feed per process.
 
-On PostgreSQL, migration 0010's trigger sends a NOTIFY on channel `qbsync_job_changes` with every insert or
-update of a sync_jobs row, in the writer's transaction (so a change is announced when, and only if, it is
-committed, by whichever process made it); `PostgresJobChanges` LISTENs on one connection of its own. On
+On PostgreSQL, migration 0017's triggers send a NOTIFY on the schema's channel (`qbsync_job_changes_<md5 of
+the schema>`) with every insert of a sync_jobs row and every update of what a stream shows, in the writer's
+transaction (so a change is announced when, and only if, it is committed, by whichever process made it);
+`PostgresJobChanges` LISTENs on one connection of its own. On
 SQLite, `PolledJobChanges` reads what the streams can see of every watched job in one query per tick and
 reports those that differ from the last read: its cost follows the number of watched jobs, never the
 number of streams, and it runs on one thread. Its reads are read-only transactions (engine.READ_ONLY): a
@@ -24,10 +25,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.persistence.sqlalchemy.engine import READ_ONLY
 from adapters.persistence.sqlalchemy.models import SyncJobRow
+from adapters.persistence.sqlalchemy.work_signal import channel_for
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "qbsync_job_changes"
+CHANNEL_BASE = "qbsync_job_changes"
 JobKey = tuple[str, str]  # (tenant_id, job_id)
 
 # What a stream shows of a job (adapters.grpc.convert.sync_job_to_proto); a lease extension changes none.
@@ -95,7 +97,8 @@ class PostgresJobChanges:
         if self._connection is None:
             try:
                 self._connection = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
-                self._connection.execute(f"LISTEN {CHANNEL}")
+                schema = self._connection.execute("SELECT current_schema()").fetchone()[0]
+                self._connection.execute(f"LISTEN {channel_for(schema, CHANNEL_BASE)}")
             except psycopg.Error:
                 log.warning("could not LISTEN for job changes; re-reading every watched job", exc_info=True)
                 self.close()

@@ -24,11 +24,12 @@ from core.ports import WorkSignal
 log = logging.getLogger(__name__)
 
 
-def channel_for(schema: str) -> str:
-    """The schema's NOTIFY channel, as migration 0013's trigger names it from its table's schema: NOTIFY is
-    database-wide, so each schema's deployment has a channel of its own (hashed: a channel name is an
-    identifier of at most 63 bytes, and a schema name may be as long)."""
-    return "qbsync_jobs_" + hashlib.md5(schema.encode(), usedforsecurity=False).hexdigest()[:16]
+def channel_for(schema: str, base: str = "qbsync_jobs") -> str:
+    """The schema's NOTIFY channel named `base`, as the migrations' triggers name it from their table's schema
+    (0013's `qbsync_jobs`, 0017's `qbsync_job_changes`): NOTIFY is database-wide, so each schema's deployment
+    has channels of its own (hashed: a channel name is an identifier of at most 63 bytes, and a schema name
+    may be as long)."""
+    return f"{base}_" + hashlib.md5(schema.encode(), usedforsecurity=False).hexdigest()[:16]
 
 
 _LISTEN_SLICE_SECONDS = 1.0  # how long one wait for a notification lasts: the listener's reaction to close()
