@@ -14,7 +14,11 @@ The baseline, in the same run against the same emulator: for each sync, python-q
 (`QuickBooks` with a bearer token, `Customer`, `Purchase`, `Payment`) sending the requests the worker sends
 for one sync (a customer query by name, then Customer, Purchase and Payment creates), and nothing else: no
 database, no limiter, no retries; measured just before and just after the worker, their mean. It prints the
-ratios and PASS/FAIL against the targets:
+ratios and PASS/FAIL against the targets. (The adapter sends python-quickbooks' requests through urllib3,
+adapters/quickbooks/qbo/http.py; the baseline keeps the library's own `requests.Session`, as an application
+using the library would.)
+
+Targets:
 
 * worker CPU per sync <= 1.5x raw python-quickbooks,
 * <= 4 database transactions per sync (the units of work's; the limiter's are the next target's),
