@@ -75,6 +75,16 @@ class Unfenced(WriteFence):
 UNFENCED: WriteFence = Unfenced()
 
 
+@dataclass(frozen=True)
+class CustomerCreate:
+    """One customer create of a batch (`AccountingSystem.create_customers_many`), as `create_customer` takes
+    it: each with its own request id and its own fence (the creates of one batch may be different jobs')."""
+
+    customer: NewCustomer
+    request_id: str
+    fence: WriteFence = UNFENCED
+
+
 class AccountingSystem(Protocol):
     """One tenant's QuickBooks company.
 
@@ -138,6 +148,17 @@ class AccountingSystem(Protocol):
         Raises: what concerns a whole request rather than one write — the errors every method may raise (see
         the class) and whatever `fence.check()` raises — with nothing more sent; the writes of earlier
         requests (above 30 writes) may have been sent and committed, and their `request_id`s replay them."""
+        ...
+
+    def create_customers_many(
+        self, creates: Sequence[CustomerCreate], *, fence: WriteFence = UNFENCED
+    ) -> list[AccountingCustomer | Exception]:
+        """`create_customer` for each of `creates`, in as few requests as QuickBooks allows (its batch endpoint),
+        answered in the order given: each create's customer, or the error its own `create_customer` would raise
+        (`DuplicateNameError`, `BookkeepingError`, whatever its fence raises: a create whose fence refuses is
+        not sent, the others are). Idempotent per create as `create_customer` is.
+        Raises: what concerns a whole request (the errors every method may raise, see the class, and whatever
+        `fence.check()` raises), with nothing more sent; the creates of an earlier request may have landed."""
         ...
 
     def find_customers_many(self, lookups: Sequence[CustomerLookup]) -> list[list[AccountingCustomer]]:
@@ -227,6 +248,13 @@ class ForwardingAccountingSystem(AccountingSystem):
         self, writes: Sequence[BatchWrite], *, fence: WriteFence = UNFENCED
     ) -> list[QuickBooksRef | AccountingError]:
         return self._send("write_many", fence, lambda f: self._system.write_many(writes, fence=f))
+
+    def create_customers_many(
+        self, creates: Sequence[CustomerCreate], *, fence: WriteFence = UNFENCED
+    ) -> list[AccountingCustomer | Exception]:
+        return self._send(
+            "create_customers_many", fence, lambda f: self._system.create_customers_many(creates, fence=f)
+        )
 
     def find_customers_many(self, lookups: Sequence[CustomerLookup]) -> list[list[AccountingCustomer]]:
         return self._system.find_customers_many(lookups)
