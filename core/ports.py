@@ -715,6 +715,9 @@ class RateLimits:
     per_minute: int = 500
     per_second: int = 10
     in_flight: int = 10
+    # QBO's batch endpoint: at most this many batch requests a minute per company, on top of the windows above
+    # (a batch counts once there, whatever it carries).
+    batch_per_minute: int = 40
     # No margin on the windows: QBO counts a request when it arrives, some time between its sending and its
     # answer, so the limiters count it from its admission until its answer and then as if it arrived then
     # (a request held up by a busy machine cannot arrive closer to the next than a window).
@@ -723,10 +726,18 @@ class RateLimits:
 class RequestLimiter(Protocol):
     """Admits one HTTP request to a company's API, within `RateLimits` for every process that shares it."""
 
-    def acquire(self, realm_id: str) -> AbstractContextManager[None]:
-        """Blocks until the request may be sent; the request is in flight until the context exits.
+    def acquire(self, realm_id: str, *, batch: bool = False) -> AbstractContextManager[None]:
+        """Blocks until the request may be sent; the request is in flight until the context exits. A `batch`
+        request (QBO's batch endpoint) also needs room in the company's batch window (`batch_per_minute`).
         Raises: nothing of its own; one shared through PostgreSQL lets the database driver's error
         through when it cannot reach the database."""
+        ...
+
+    def batch_room(self, realm_id: str) -> bool:
+        """Whether a batch request admitted now would find room in the company's batch window. A hint, nothing
+        reserved: a caller that is told no sends its items as single requests rather than wait for a minute
+        window to pass (single requests are cheaper to wait for: ten a second against forty a minute).
+        Raises: as `acquire`."""
         ...
 
 

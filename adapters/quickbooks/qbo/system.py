@@ -107,6 +107,9 @@ class QuickBooksAccountingSystem(AccountingSystem):
     def find_customers_many(self, lookups: Sequence[CustomerLookup]) -> list[list[AccountingCustomer]]:
         found: list[list[AccountingCustomer]] = []
         for chunk in batches(lookups):
+            if not self._batch_now(chunk):
+                found.extend(self.find_customers(lookup.display_name, lookup.email) for lookup in chunk)
+                continue
             items = [
                 query_item(str(i), page_select("Customer", _customer_where(lookup.display_name, lookup.email)))
                 for i, lookup in enumerate(chunk)
@@ -154,7 +157,12 @@ class QuickBooksAccountingSystem(AccountingSystem):
     ) -> list[AccountingCustomer | Exception]:
         results: list[AccountingCustomer | Exception] = []
         for chunk in batches(creates):
-            results.extend(self._create_customer_batch(chunk, fence))
+            if self._batch_now(chunk):
+                results.extend(self._create_customer_batch(chunk, fence))
+                continue
+            for create in chunk:
+                fence.check()  # the whole request's fence: nothing more is sent once it refuses
+                results.append(self._create_customer_alone(create))
         return results
 
     def _create_customer_batch(
@@ -290,8 +298,17 @@ class QuickBooksAccountingSystem(AccountingSystem):
     ) -> list[QuickBooksRef | AccountingError]:
         results: list[QuickBooksRef | AccountingError] = []
         for chunk in batches(writes):
-            results.extend(self._write_batch(chunk, fence))
+            if self._batch_now(chunk):
+                results.extend(self._write_batch(chunk, fence))
+            else:
+                results.extend(self._write_alone(write, fence) for write in chunk)
         return results
+
+    def _batch_now(self, chunk: Sequence[object]) -> bool:
+        """Whether `chunk` goes as one batch request: it holds more than one item and the company's batch
+        window has room (QBO allows 40 batch requests a minute). When it is full the items go as single
+        requests, each as cheap against the other limits as the batch, rather than wait up to a minute."""
+        return len(chunk) > 1 and self.session.batch_room()
 
     def _write_batch(self, chunk: Sequence[BatchWrite], fence: WriteFence) -> list[QuickBooksRef | AccountingError]:
         """One batch request for `chunk` (see batch.py for its requestid). A write whose settings do not hold
