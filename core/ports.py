@@ -167,6 +167,13 @@ class AccountingSystem(Protocol):
         Raises: only the errors every method may raise (see the class)."""
         ...
 
+    def batch_room(self) -> bool:
+        """Whether a batch request sent now would leave without waiting for QuickBooks' limit on batch
+        requests (40 a minute per company): a hint, nothing reserved. A caller holding requests of several
+        jobs sends them as their own requests, each on its own thread, when it says no.
+        Raises: only the errors every method may raise (see the class)."""
+        ...
+
     def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str) -> QuickBooksRef | None:
         """The live record of `kind` whose private note carries `marker`, if any: how a create whose
         outcome was uncertain is found before it is attempted again (R7). `customer_id` is the customer
@@ -258,6 +265,9 @@ class ForwardingAccountingSystem(AccountingSystem):
 
     def find_customers_many(self, lookups: Sequence[CustomerLookup]) -> list[list[AccountingCustomer]]:
         return self._system.find_customers_many(lookups)
+
+    def batch_room(self) -> bool:
+        return self._system.batch_room()
 
     def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str) -> QuickBooksRef | None:
         return self._system.find_by_marker(kind, marker, customer_id)

@@ -59,6 +59,7 @@ class _Waiter(Generic[Q, A]):
         self.answer: A | None = None
         self.error: BaseException | None = None
         self.leads = False
+        self.alone = False  # told to send its own request (QuickBooks' batch window is full)
         self.woken = threading.Event()
 
     def wake(self, answer: A | None = None, error: BaseException | None = None) -> None:
@@ -93,6 +94,10 @@ class _Coalescer(ABC, Generic[Q, A]):
             self._in_flight = True
         if not leads:
             waiter.woken.wait()
+            if waiter.alone:
+                with self._guard:
+                    self.requests += 1
+                return self._send([waiter.request])[0]
             if not waiter.leads:
                 return waiter.result()
         self._lead()
@@ -113,6 +118,13 @@ class _Coalescer(ABC, Generic[Q, A]):
         error: BaseException | None = None
         interrupted: BaseException | None = None
         try:
+            if len(batch) > 1 and not self._system.batch_room():
+                # QuickBooks' batch window is full (40 batch requests a minute): rather than one thread sending
+                # them one after the other, every waiter sends its own request on its own thread, at once.
+                for waiter in batch[1:]:
+                    waiter.alone = True
+                    waiter.woken.set()
+                batch = batch[:1]
             answers = self._send([w.request for w in batch])
         except Exception as exc:  # noqa: BLE001 - the request's error: every waiter of this request raises it
             error = exc

@@ -231,6 +231,9 @@ class FakeQuickBooks(AccountingSystem):
                 results.extend(self._write_batch(chunk, fence))
         return results
 
+    def batch_room(self) -> bool:
+        return True  # the fake meters no batch requests
+
     def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str = "") -> QuickBooksRef | None:
         # customer_id narrows QBO's search; the marker alone identifies the record, so the fake ignores it.
         with self._lock:

@@ -161,8 +161,7 @@ class QuickBooksAccountingSystem(AccountingSystem):
                 results.extend(self._create_customer_batch(chunk, fence))
                 continue
             for create in chunk:
-                fence.check()  # the whole request's fence: nothing more is sent once it refuses
-                results.append(self._create_customer_alone(create))
+                results.append(self._create_customer_alone(create, fence))
         return results
 
     def _create_customer_batch(
@@ -217,12 +216,14 @@ class QuickBooksAccountingSystem(AccountingSystem):
             if isinstance(answer.get("Customer"), dict) and "Fault" not in answer:
                 results[i] = accounting_customer(_Obj(answer["Customer"]))
             else:
-                results[i] = self._create_customer_alone(create)
+                results[i] = self._create_customer_alone(create, fence)
         return [results[i] for i in range(len(chunk))]
 
-    def _create_customer_alone(self, create: CustomerCreate) -> AccountingCustomer | Exception:
+    def _create_customer_alone(self, create: CustomerCreate, fence: WriteFence) -> AccountingCustomer | Exception:
         """The create as a single `create_customer`: its customer, or its own refusal as a value. What concerns
-        the request rather than the create (unavailable, throttled, reconnect) is raised."""
+        the request rather than the create (unavailable, throttled, reconnect, the batch's own `fence`) is
+        raised."""
+        fence.check()
         try:
             return self.create_customer(create.customer, request_id=create.request_id, fence=create.fence)
         except (AccountingUnavailableError, ThrottledError, ReconnectRequiredError):
@@ -304,11 +305,14 @@ class QuickBooksAccountingSystem(AccountingSystem):
                 results.extend(self._write_alone(write, fence) for write in chunk)
         return results
 
+    def batch_room(self) -> bool:
+        return self.session.batch_room()
+
     def _batch_now(self, chunk: Sequence[object]) -> bool:
         """Whether `chunk` goes as one batch request: it holds more than one item and the company's batch
         window has room (QBO allows 40 batch requests a minute). When it is full the items go as single
         requests, each as cheap against the other limits as the batch, rather than wait up to a minute."""
-        return len(chunk) > 1 and self.session.batch_room()
+        return len(chunk) > 1 and self.batch_room()
 
     def _write_batch(self, chunk: Sequence[BatchWrite], fence: WriteFence) -> list[QuickBooksRef | AccountingError]:
         """One batch request for `chunk` (see batch.py for its requestid). A write whose settings do not hold

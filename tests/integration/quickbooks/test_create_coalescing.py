@@ -174,3 +174,32 @@ def test_creates_are_coalesced_per_company_unless_turned_off(rig: QboRig, create
     assert systems.for_tenant(TENANT).creates is company.creates
     made = company.create_customer(new("Solo Sam"), request_id="solo")
     assert made.display_name == "Solo Sam"
+
+
+class FullBatchWindow(CreateGate):
+    """QuickBooks' batch window is full: no batch request may go now."""
+
+    def __init__(self, system: AccountingSystem) -> None:
+        super().__init__(system)
+        self.threads: set[int] = set()
+
+    def batch_room(self) -> bool:
+        return False
+
+    def create_customer(
+        self, customer: NewCustomer, *, request_id: str, fence: WriteFence = UNFENCED
+    ) -> AccountingCustomer:
+        self.threads.add(threading.get_ident())
+        return super().create_customer(customer, request_id=request_id, fence=fence)
+
+
+def test_with_the_batch_window_full_each_queued_create_is_sent_alone_on_its_own_thread() -> None:
+    fake = FakeQuickBooks()
+    gate = FullBatchWindow(fake)
+    coalescer = CreateCoalescer(gate)
+    with ThreadPoolExecutor(len(NAMES)) as pool:
+        made = outcomes(held_then_queued(coalescer, gate, pool, NAMES, {"Di Fox": Lost()}))
+    assert isinstance(made[NAMES.index("Di Fox")], LeaseLostError)  # its own fence still holds it back
+    assert [c.display_name for c in made if isinstance(c, AccountingCustomer)] == [n for n in NAMES if n != "Di Fox"]
+    assert sorted(map(tuple, gate.sent)) == sorted((n,) for n in NAMES)  # no batch: one create each
+    assert len(gate.threads) == len(NAMES)  # each on its caller's thread, not one after the other on one
