@@ -25,12 +25,14 @@ a CloseOutJob whose 4 payments are in QuickBooks, unapplied. Each counts every r
 the job, PASS at the adapter path's minimum (the close-out's adds the invoice, which the adapter path takes
 as prepared: its payments link it, so it cannot ride in their batch). deposits: 10 SyncPayment jobs of
 new customers of one company, run by 10 worker threads (as qbsync/runtime.py runs them, started together
-on a barrier), once with `QuickBooksModule(coalesce_lookups=False)` and once with the default, which
-coalesces concurrent customer look-ups of one company into batches (adapters/quickbooks/coalescing.py). It
-counts the customer look-up requests QBO received (single queries and batches of queries) against the 10
-jobs: PASS when they are fewer than the jobs. The look-ups overlap only while one is in flight, so this
-path adds 100 ms of emulator latency unless `--latency-ms` says otherwise (QBO's own is 100-300 ms).
-Not a test: it asserts only that every write landed and every job succeeded.
+on a barrier), once with `QuickBooksModule(coalesce_lookups=False)`, once with look-ups coalesced only
+(`coalesce_creates=False`) and once with the default, which coalesces concurrent customer look-ups and
+customer creates of one company into batches (adapters/quickbooks/coalescing.py). It counts the customer
+look-up requests (single queries and batches of queries) and the customer create requests (single creates
+and batches of creates) QBO received against the 10 jobs: PASS when each is fewer than the jobs. It also
+checks that no batch mixes kinds (a job's payment never rides with its customer's create). The requests
+overlap only while one is in flight, so this path adds 100 ms of emulator latency unless `--latency-ms`
+says otherwise (QBO's own is 100-300 ms). Not a test: it asserts only that every write landed and every job succeeded.
 """
 
 from __future__ import annotations
@@ -227,6 +229,7 @@ class EngineRun:
     lookups: int  # customer look-up requests QBO received: single queries and batches of queries
     requests: int  # every request QBO received for the company
     seconds: float
+    creates: int = 0  # customer create requests QBO received: single creates and batches of creates
 
 
 def _is_lookup(entry: dict[str, object]) -> bool:
@@ -237,6 +240,28 @@ def _is_lookup(entry: dict[str, object]) -> bool:
     body = entry.get("body")
     items = body.get("BatchItemRequest", []) if isinstance(body, dict) else []
     return entry["entity"] == "batch" and any("Query" in item for item in items)
+
+
+def _batch_items(entry: dict[str, object]) -> list[dict[str, object]]:
+    body = entry.get("body")
+    items = body.get("BatchItemRequest", []) if isinstance(body, dict) else []
+    return [item for item in items if isinstance(item, dict)]
+
+
+def _is_customer_create(entry: dict[str, object]) -> bool:
+    """A customer create request: a single one, or a batch whose items create customers."""
+    if entry["entity"] == "Customer" and entry["operation"] == "create":
+        return True
+    return entry["entity"] == "batch" and any("Customer" in item for item in _batch_items(entry))
+
+
+def _kinds_unmixed(log: list[dict[str, object]]) -> None:
+    """Every batch carries one kind of item: a job's payment goes in a request after its customer exists."""
+    for entry in log:
+        if entry["entity"] == "batch":
+            kinds = {next((k for k in item if k not in ("bId", "operation")), "") for item in _batch_items(entry)}
+            if len(kinds) != 1:
+                raise SystemExit(f"a batch mixed {sorted(kinds)}")
 
 
 def _deposit(n: int) -> tuple[Opportunity, CrmPayment]:
@@ -268,10 +293,18 @@ class EngineCompany:
                 raise SystemExit(f"{job.name} ended {ended.state.name}: {ended.error}")
 
 
-def engine_company(server: EmulatorServer, workdir: Path, name: str, *, coalesced: bool = True) -> EngineCompany:
+# How concurrent customer requests of one company leave: alone, look-ups coalesced, look-ups and creates.
+COALESCING = {"not coalesced": (False, False), "look-ups": (True, False), "look-ups+creates": (True, True)}
+
+
+def engine_company(
+    server: EmulatorServer, workdir: Path, name: str, *, coalescing: str = "look-ups+creates"
+) -> EngineCompany:
     url = f"sqlite:///{workdir / f'engine-{name}.db'}"
     migrate(url)
-    injector = bootstrap(QuickBooksModule(coalesce_lookups=coalesced), settings=Cluster(url, workdir).settings())
+    lookups, creates = COALESCING[coalescing]
+    module = QuickBooksModule(coalesce_lookups=lookups, coalesce_creates=creates)
+    injector = bootstrap(module, settings=Cluster(url, workdir).settings())
     company = requests.post(f"{server.admin_url}/realms", json={"company_name": name}, timeout=10).json()
     realm = str(company["realm_id"])
     injector.get(ConnectionService).connect_with_tokens(
@@ -288,9 +321,9 @@ def engine_company(server: EmulatorServer, workdir: Path, name: str, *, coalesce
     return EngineCompany(injector.get(SyncService), injector.get(SyncWorker), principal, realm)
 
 
-def engine_deposits(server: EmulatorServer, coalesced: bool, workdir: Path) -> EngineRun:
+def engine_deposits(server: EmulatorServer, coalescing: str, workdir: Path) -> EngineRun:
     """The deposits scenario as sync jobs run by `DEPOSITS` worker threads, on a fresh company and database."""
-    company = engine_company(server, workdir, f"Deposit Movers {coalesced}", coalesced=coalesced)
+    company = engine_company(server, workdir, f"Deposit Movers {coalescing}", coalescing=coalescing)
     service, worker, principal = company.service, company.worker, company.principal
     # Not counted: a first sync reads the company's settings and preferences, once per company.
     warm = service.sync_payment(principal, *_deposit(0))
@@ -313,7 +346,9 @@ def engine_deposits(server: EmulatorServer, coalesced: bool, workdir: Path) -> E
     elapsed = time.perf_counter() - started
     company.succeeded(jobs)
     log = company.log(server)
-    return EngineRun(sum(1 for e in log if _is_lookup(e)), len(log), elapsed)
+    _kinds_unmixed(log)
+    lookups, creates = sum(1 for e in log if _is_lookup(e)), sum(1 for e in log if _is_customer_create(e))
+    return EngineRun(lookups, len(log), elapsed, creates)
 
 
 MOVER = Customer("c1", "Bench", "Mover", email="mover@example.com")
@@ -391,17 +426,25 @@ def engine_main(server: EmulatorServer) -> None:
             verdict = "PASS" if run.requests <= minimum else "FAIL"
             verdicts.append(f"  {verdict}  QBO calls, {scenario_label}: {run.requests} requests (minimum {minimum})")
         print()
-        print(f"{'worker threads':<16}{'look-ups':>10}{'requests':>10}{'seconds':>9}")
-        single = engine_deposits(server, False, Path(workdir))
-        print(f"{'not coalesced':<16}{single.lookups:>10}{single.requests:>10}{single.seconds:>9.2f}")
-        coalesced = engine_deposits(server, True, Path(workdir))
-        print(f"{'coalesced':<16}{coalesced.lookups:>10}{coalesced.requests:>10}{coalesced.seconds:>9.2f}")
-    verdict = "PASS" if coalesced.lookups < DEPOSITS else "FAIL"
+        print(f"{'coalesced':<18}{'look-ups':>10}{'creates':>9}{'requests':>10}{'seconds':>9}")
+        runs = {}
+        for coalescing in COALESCING:
+            run = runs[coalescing] = engine_deposits(server, coalescing, Path(workdir))
+            print(f"{coalescing:<18}{run.lookups:>10}{run.creates:>9}{run.requests:>10}{run.seconds:>9.2f}")
+    single, lookups_only, both = runs["not coalesced"], runs["look-ups"], runs["look-ups+creates"]
     print()
     print("\n".join(verdicts))
+    verdict = "PASS" if both.lookups < DEPOSITS else "FAIL"
     print(
-        f"  {verdict}  QBO calls, {label}: {coalesced.lookups} look-up requests for {DEPOSITS} jobs "
-        f"({single.lookups} without coalescing; {coalesced.requests} requests in all, {single.requests} without)"
+        f"  {verdict}  QBO calls, {label}: {both.lookups} look-up requests for {DEPOSITS} jobs "
+        f"({single.lookups} without coalescing; {both.requests} requests in all, {single.requests} without)"
+    )
+    label = f"customer creates of {DEPOSITS} concurrent new-customer deposits of one company batched (engine)"
+    verdict = "PASS" if both.creates < DEPOSITS else "FAIL"
+    print(
+        f"  {verdict}  QBO calls, {label}: {both.creates} create requests for {DEPOSITS} jobs "
+        f"({lookups_only.creates} with look-ups coalesced only; {both.requests} requests in all, "
+        f"{lookups_only.requests} with look-ups coalesced only, {single.requests} without coalescing)"
     )
 
 

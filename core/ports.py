@@ -75,6 +75,16 @@ class Unfenced(WriteFence):
 UNFENCED: WriteFence = Unfenced()
 
 
+@dataclass(frozen=True)
+class CustomerCreate:
+    """One customer create of a batch (`AccountingSystem.create_customers_many`), as `create_customer` takes
+    it: each with its own request id and its own fence (the creates of one batch may be different jobs')."""
+
+    customer: NewCustomer
+    request_id: str
+    fence: WriteFence = UNFENCED
+
+
 class AccountingSystem(Protocol):
     """One tenant's QuickBooks company.
 
@@ -140,9 +150,27 @@ class AccountingSystem(Protocol):
         requests (above 30 writes) may have been sent and committed, and their `request_id`s replay them."""
         ...
 
+    def create_customers_many(
+        self, creates: Sequence[CustomerCreate], *, fence: WriteFence = UNFENCED
+    ) -> list[AccountingCustomer | Exception]:
+        """`create_customer` for each of `creates`, in as few requests as QuickBooks allows (its batch endpoint),
+        answered in the order given: each create's customer, or the error its own `create_customer` would raise
+        (`DuplicateNameError`, `BookkeepingError`, whatever its fence raises: a create whose fence refuses is
+        not sent, the others are). Idempotent per create as `create_customer` is.
+        Raises: what concerns a whole request (the errors every method may raise, see the class, and whatever
+        `fence.check()` raises), with nothing more sent; the creates of an earlier request may have landed."""
+        ...
+
     def find_customers_many(self, lookups: Sequence[CustomerLookup]) -> list[list[AccountingCustomer]]:
         """`find_customers` for each of `lookups`, in as few requests as QuickBooks allows (its batch endpoint),
         answered in the order given.
+        Raises: only the errors every method may raise (see the class)."""
+        ...
+
+    def batch_room(self) -> bool:
+        """Whether a batch request sent now would leave without waiting for QuickBooks' limit on batch
+        requests (40 a minute per company): a hint, nothing reserved. A caller holding requests of several
+        jobs sends them as their own requests, each on its own thread, when it says no.
         Raises: only the errors every method may raise (see the class)."""
         ...
 
@@ -228,8 +256,18 @@ class ForwardingAccountingSystem(AccountingSystem):
     ) -> list[QuickBooksRef | AccountingError]:
         return self._send("write_many", fence, lambda f: self._system.write_many(writes, fence=f))
 
+    def create_customers_many(
+        self, creates: Sequence[CustomerCreate], *, fence: WriteFence = UNFENCED
+    ) -> list[AccountingCustomer | Exception]:
+        return self._send(
+            "create_customers_many", fence, lambda f: self._system.create_customers_many(creates, fence=f)
+        )
+
     def find_customers_many(self, lookups: Sequence[CustomerLookup]) -> list[list[AccountingCustomer]]:
         return self._system.find_customers_many(lookups)
+
+    def batch_room(self) -> bool:
+        return self._system.batch_room()
 
     def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str) -> QuickBooksRef | None:
         return self._system.find_by_marker(kind, marker, customer_id)
@@ -712,6 +750,9 @@ class RateLimits:
     per_minute: int = 500
     per_second: int = 10
     in_flight: int = 10
+    # QBO's batch endpoint: at most this many batch requests a minute per company, on top of the windows above
+    # (a batch counts once there, whatever it carries).
+    batch_per_minute: int = 40
     # No margin on the windows: QBO counts a request when it arrives, some time between its sending and its
     # answer, so the limiters count it from its admission until its answer and then as if it arrived then
     # (a request held up by a busy machine cannot arrive closer to the next than a window).
@@ -720,10 +761,18 @@ class RateLimits:
 class RequestLimiter(Protocol):
     """Admits one HTTP request to a company's API, within `RateLimits` for every process that shares it."""
 
-    def acquire(self, realm_id: str) -> AbstractContextManager[None]:
-        """Blocks until the request may be sent; the request is in flight until the context exits.
+    def acquire(self, realm_id: str, *, batch: bool = False) -> AbstractContextManager[None]:
+        """Blocks until the request may be sent; the request is in flight until the context exits. A `batch`
+        request (QBO's batch endpoint) also needs room in the company's batch window (`batch_per_minute`).
         Raises: nothing of its own; one shared through PostgreSQL lets the database driver's error
         through when it cannot reach the database."""
+        ...
+
+    def batch_room(self, realm_id: str) -> bool:
+        """Whether a batch request admitted now would find room in the company's batch window. A hint, nothing
+        reserved: a caller that is told no sends its items as single requests rather than wait for a minute
+        window to pass (single requests are cheaper to wait for: ten a second against forty a minute).
+        Raises: as `acquire`."""
         ...
 
 

@@ -1,4 +1,4 @@
-"""Concurrent customer look-ups of one company, coalesced into QBO's batch endpoint (issue 12).
+"""Concurrent customer look-ups and creates of one company, coalesced into QBO's batch endpoint (issue 12).
 
 A worker process runs several worker threads, and concurrent first syncs of one company each look their
 customer up (`find_customers`, R1): one QBO request each, a third of all requests in a burst of new-customer
@@ -18,94 +18,148 @@ leader's request ends — an answer, an error, even a `BaseException` stopping i
 get `AccountingUnavailableError`, retried as any outage) — the leader hands the queue over to the next waiter
 before it returns, so nothing waits forever: every wait ends on an answer, an error, or the turn to lead.
 
-Only look-ups are coalesced. A look-up changes nothing, so sending it together with others, or a little
-later than asked, gives an answer at least as fresh as the caller's own request would have; writes keep
-their own requests (their requestids, fences and order are the engine's).
+Customer creates of concurrent new-customer syncs are coalesced the same way (`CreateCoalescer`, one
+`create_customers_many`), which is safe because every create of a batch keeps what its single create has:
+its own request id and its own fence (each job's lease, checked by the adapter before the request leaves:
+a job that lost its lease has its create left out, the others go); after an uncertain send each create is
+looked up before it is sent again (R7); a create QBO refuses (a taken name, 6240) fails only its own job,
+with the error the single create raises (R2 then tries the next name). A job's payment still goes in a
+request of its own after its customer exists: only customer creates are coalesced with each other. Other
+writes keep their own requests (their order and batching are the engine's: core.record_writer).
 """
 
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Generic, TypeVar
 
 from adapters.quickbooks.qbo.batch import BATCH_MAX_ITEMS
-from core.accounting import AccountingCustomer, CustomerLookup
+from core.accounting import AccountingCustomer, CustomerLookup, NewCustomer
 from core.connection import QuickBooksConnection
 from core.errors import AccountingUnavailableError
-from core.ports import AccountingSystem, AccountingSystems, ForwardingAccountingSystem
+from core.ports import (
+    UNFENCED,
+    AccountingSystem,
+    AccountingSystems,
+    CustomerCreate,
+    ForwardingAccountingSystem,
+    WriteFence,
+)
+
+Q = TypeVar("Q")  # what one caller asks
+A = TypeVar("A")  # what it is answered
 
 
-class _Waiter:
-    """One caller's look-up: woken once, with its answer, its error, or its turn to lead the next request."""
+class _Waiter(Generic[Q, A]):
+    """One caller's request: woken once, with its answer, its error, or its turn to lead the next request."""
 
-    def __init__(self, lookup: CustomerLookup) -> None:
-        self.lookup = lookup
-        self.answer: list[AccountingCustomer] | None = None
+    def __init__(self, request: Q) -> None:
+        self.request = request
+        self.answer: A | None = None
         self.error: BaseException | None = None
         self.leads = False
+        self.alone = False  # told to send its own request (QuickBooks' batch window is full)
         self.woken = threading.Event()
 
-    def wake(self, answer: list[AccountingCustomer] | None = None, error: BaseException | None = None) -> None:
+    def wake(self, answer: A | None = None, error: BaseException | None = None) -> None:
         self.answer, self.error = answer, error
         self.woken.set()
 
-    def result(self) -> list[AccountingCustomer]:
+    def result(self) -> A:
         if self.error is not None:
             # One instance raised in every waiter's thread, as `concurrent.futures.Future.result` does.
             raise self.error
         assert self.answer is not None
-        return list(self.answer)  # a caller's own list: two callers of one look-up never share one
+        return self.answer
 
 
-class LookupCoalescer:
-    """The look-ups of one company: at most one request in flight, the others queued for the next."""
+class _Coalescer(ABC, Generic[Q, A]):
+    """The requests of one kind to one company: at most one request in flight, the others queued for the
+    next. A subclass says how a list of them is sent (`_send`: one answer per request, in order)."""
 
     def __init__(self, system: AccountingSystem, *, max_batch: int = BATCH_MAX_ITEMS) -> None:
         self._system = system
         self._max_batch = max_batch
         self._guard = threading.Lock()
-        self._queue: list[_Waiter] = []
+        self._queue: list[_Waiter[Q, A]] = []
         self._in_flight = False  # a leader is sending (or about to send) a request
-        self.requests = 0  # look-up requests sent (single or batched): what the tests and benches count
+        self.requests = 0  # requests sent (single or batched): what the tests and benches count
 
-    def find_customers(self, display_name: str, email: str) -> list[AccountingCustomer]:
-        waiter = _Waiter(CustomerLookup(display_name, email))
+    def _submit(self, request: Q) -> A:
+        waiter: _Waiter[Q, A] = _Waiter(request)
         with self._guard:
             self._queue.append(waiter)
             leads = not self._in_flight
             self._in_flight = True
         if not leads:
             waiter.woken.wait()
+            if waiter.alone:
+                with self._guard:
+                    self.requests += 1
+                return self._send([waiter.request])[0]
             if not waiter.leads:
                 return waiter.result()
         self._lead()
         return waiter.result()
 
+    @abstractmethod
+    def _send(self, requests: Sequence[Q]) -> list[A]:
+        """One request for `requests` (one answer each, in order), or its error for all of them."""
+
     def _lead(self) -> None:
-        """Sends the queue's oldest look-ups (the leader's among them: it is the oldest) as one request,
+        """Sends the queue's oldest requests (the leader's among them: it is the oldest) as one request,
         hands the rest over to the next leader, then answers every waiter of this request."""
         with self._guard:
             batch = self._queue[: self._max_batch]
             del self._queue[: self._max_batch]
             self.requests += 1
-        answers: list[list[AccountingCustomer]] | None = None
+        answers: list[A] | None = None
         error: BaseException | None = None
         interrupted: BaseException | None = None
         try:
-            answers = self._send([w.lookup for w in batch])
+            if len(batch) > 1 and not self._system.batch_room():
+                # QuickBooks' batch window is full (40 batch requests a minute): rather than one thread sending
+                # them one after the other, every waiter sends its own request on its own thread, at once.
+                for waiter in batch[1:]:
+                    waiter.alone = True
+                    waiter.woken.set()
+                batch = batch[:1]
+            answers = self._send([w.request for w in batch])
         except Exception as exc:  # noqa: BLE001 - the request's error: every waiter of this request raises it
             error = exc
         except BaseException as exc:
             # The leader's thread is being stopped (KeyboardInterrupt, SystemExit): that is the leader's own
-            # business; the others' look-up was merely not answered, which a worker retries like any outage.
+            # business; the others' request was merely not answered (a create may have landed: its
+            # retry looks before it creates, R1), which a worker retries like any outage.
             interrupted = exc
-            error = AccountingUnavailableError("the customer look-up was interrupted before QuickBooks answered")
+            error = AccountingUnavailableError(
+                "the request was interrupted before QuickBooks answered", maybe_committed=True
+            )
         finally:
             self._hand_over()
         for n, waiter in enumerate(batch):
             waiter.wake(None if answers is None else answers[n], error)
         if interrupted is not None:
             raise interrupted
+
+    def _hand_over(self) -> None:
+        with self._guard:
+            if not self._queue:
+                self._in_flight = False
+                return
+            successor = self._queue[0]
+        successor.leads = True
+        successor.woken.set()
+
+
+class LookupCoalescer(_Coalescer[CustomerLookup, list[AccountingCustomer]]):
+    """The customer look-ups of one company."""
+
+    def find_customers(self, display_name: str, email: str) -> list[AccountingCustomer]:
+        # A caller's own list: two callers of one look-up never share one.
+        return list(self._submit(CustomerLookup(display_name, email)))
 
     def _send(self, lookups: Sequence[CustomerLookup]) -> list[list[AccountingCustomer]]:
         unique = list(dict.fromkeys(lookups))  # two jobs of one customer ask once
@@ -118,22 +172,36 @@ class LookupCoalescer:
             found = dict(zip(unique, self._system.find_customers_many(unique), strict=True))
         return [found[lookup] for lookup in lookups]
 
-    def _hand_over(self) -> None:
-        with self._guard:
-            if not self._queue:
-                self._in_flight = False
-                return
-            successor = self._queue[0]
-        successor.leads = True
-        successor.woken.set()
+
+class CreateCoalescer(_Coalescer[CustomerCreate, "AccountingCustomer | Exception"]):
+    """The customer creates of one company: each caller gets its own customer, or its own create's error."""
+
+    def create_customer(self, customer: NewCustomer, *, request_id: str, fence: WriteFence) -> AccountingCustomer:
+        answer = self._submit(CustomerCreate(customer, request_id, fence))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def _send(self, creates: Sequence[CustomerCreate]) -> list[AccountingCustomer | Exception]:
+        if len(creates) == 1:  # a lone create goes as the plain create: its refusal raised to its one caller
+            alone = creates[0]
+            return [self._system.create_customer(alone.customer, request_id=alone.request_id, fence=alone.fence)]
+        answers = self._system.create_customers_many(creates)
+        if len(answers) != len(creates):
+            raise ValueError(f"{len(answers)} answers for {len(creates)} customer creates")
+        return answers
 
 
 class CoalescingAccountingSystem(ForwardingAccountingSystem):
-    """One tenant's company, its `find_customers` going through the company's `LookupCoalescer`."""
+    """One tenant's company, its `find_customers` going through the company's `LookupCoalescer` and its
+    `create_customer` through its `CreateCoalescer` (when given one)."""
 
-    def __init__(self, system: AccountingSystem, coalescer: LookupCoalescer) -> None:
+    def __init__(
+        self, system: AccountingSystem, coalescer: LookupCoalescer, creates: CreateCoalescer | None = None
+    ) -> None:
         super().__init__(system)
         self.coalescer = coalescer
+        self.creates = creates
 
     @property
     def inner(self) -> AccountingSystem:
@@ -142,6 +210,13 @@ class CoalescingAccountingSystem(ForwardingAccountingSystem):
     def find_customers(self, display_name: str, email: str) -> list[AccountingCustomer]:
         return self.coalescer.find_customers(display_name, email)
 
+    def create_customer(
+        self, customer: NewCustomer, *, request_id: str, fence: WriteFence = UNFENCED
+    ) -> AccountingCustomer:
+        if self.creates is None:
+            return super().create_customer(customer, request_id=request_id, fence=fence)
+        return self.creates.create_customer(customer, request_id=request_id, fence=fence)
+
 
 class CoalescingAccountingSystems(AccountingSystems):
     """`systems`, with each tenant's look-ups coalesced. One coalescer per tenant's company object: when
@@ -149,11 +224,15 @@ class CoalescingAccountingSystems(AccountingSystems):
     next look-ups form a new queue on it, and the old queue's request ends on the old company — two
     companies never share a request."""
 
-    def __init__(self, systems: AccountingSystems, *, max_batch: int = BATCH_MAX_ITEMS) -> None:
+    def __init__(
+        self, systems: AccountingSystems, *, max_batch: int = BATCH_MAX_ITEMS, coalesce_creates: bool = True
+    ) -> None:
+        """`coalesce_creates=False` coalesces look-ups only (benches compare)."""
         self.inner = systems
         self.field_limits = systems.field_limits
         self._max_batch = max_batch
-        self._coalescers: dict[str, tuple[AccountingSystem, LookupCoalescer]] = {}
+        self._coalesce_creates = coalesce_creates
+        self._coalescers: dict[str, tuple[AccountingSystem, LookupCoalescer, CreateCoalescer | None]] = {}
         self._guard = threading.Lock()
 
     def for_tenant(self, tenant_id: str, connection: QuickBooksConnection | None = None) -> CoalescingAccountingSystem:
@@ -161,6 +240,7 @@ class CoalescingAccountingSystems(AccountingSystems):
         with self._guard:
             known = self._coalescers.get(tenant_id)
             if known is None or known[0] is not system:
-                known = (system, LookupCoalescer(system, max_batch=self._max_batch))
+                creates = CreateCoalescer(system, max_batch=self._max_batch) if self._coalesce_creates else None
+                known = (system, LookupCoalescer(system, max_batch=self._max_batch), creates)
                 self._coalescers[tenant_id] = known
-        return CoalescingAccountingSystem(system, known[1])
+        return CoalescingAccountingSystem(system, known[1], known[2])

@@ -68,7 +68,7 @@ from core.errors import (
     ThrottledError,
 )
 from core.money import CENT, ZERO, money_sum
-from core.ports import UNFENCED, AccountingSystem, AccountingSystems, WriteFence
+from core.ports import UNFENCED, AccountingSystem, AccountingSystems, CustomerCreate, WriteFence
 
 SANDBOX_APP = "https://app.sandbox.qbo.intuit.com"
 PAYMENT_ALREADY_DEPOSITED = "PAYMENT_ALREADY_DEPOSITED"  # the real adapter's reason (qbo/system.py)
@@ -207,6 +207,15 @@ class FakeQuickBooks(AccountingSystem):
         with self._lock:
             return self._write(request_id, fence, lambda: self._create(spec))
 
+    def create_customers_many(
+        self, creates: Sequence[CustomerCreate], *, fence: WriteFence = UNFENCED
+    ) -> list[AccountingCustomer | Exception]:
+        results: list[AccountingCustomer | Exception] = []
+        with self._lock:
+            for chunk in batches(creates):
+                results.extend(self._create_customer_batch(chunk, fence))
+        return results
+
     def update(
         self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str, fence: WriteFence = UNFENCED
     ) -> QuickBooksRef:
@@ -221,6 +230,9 @@ class FakeQuickBooks(AccountingSystem):
             for chunk in batches(writes):
                 results.extend(self._write_batch(chunk, fence))
         return results
+
+    def batch_room(self) -> bool:
+        return True  # the fake meters no batch requests
 
     def find_by_marker(self, kind: TxnKind, marker: str, customer_id: str = "") -> QuickBooksRef | None:
         # customer_id narrows QBO's search; the marker alone identifies the record, so the fake ignores it.
@@ -453,6 +465,34 @@ class FakeQuickBooks(AccountingSystem):
                 "the connection was reset after QuickBooks committed the batch", maybe_committed=True
             )
         return results
+
+    def _create_customer_batch(
+        self, chunk: Sequence[CustomerCreate], fence: WriteFence
+    ) -> list[AccountingCustomer | Exception]:
+        """One batch request of the creates whose fences let them go (as the real adapter: qbo/system.py)."""
+        fence.check()
+        results: dict[int, AccountingCustomer | Exception] = {}
+        for i, create in enumerate(chunk):
+            try:
+                create.fence.check()
+            except Exception as fenced:  # noqa: BLE001 - that create's own refusal, as its single create raises it
+                results[i] = fenced
+        if len(results) == len(chunk):
+            return [results[i] for i in range(len(chunk))]  # nothing left to send: no request
+        fault = self._call(write=True)
+        for i, create in enumerate(chunk):
+            if i in results:
+                continue
+            try:
+                results[i] = self._replayed(create.request_id, lambda c=create: self._create_customer(c.customer))
+            except AccountingError as refused:
+                self.request_count += 1  # the real adapter confirms a refused item as a single create
+                results[i] = refused
+        if fault is Fault.COMMIT_THEN_LOSE:
+            raise AccountingUnavailableError(
+                "the connection was reset after QuickBooks committed the batch", maybe_committed=True
+            )
+        return [results[i] for i in range(len(chunk))]
 
     def _batch_item(self, write: BatchWrite) -> QuickBooksRef:
         return self._create(write.spec) if write.ref is None else self._update(write.ref, write.spec)

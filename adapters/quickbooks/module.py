@@ -31,17 +31,23 @@ class QuickBooksModule(Module):
     composition root chose: shared across processes on PostgreSQL, in this process otherwise). A test
     that wants other ones binds them in a later module.
 
-    Concurrent customer look-ups of one company (the worker threads' first syncs) are coalesced into QBO's
-    batch endpoint (adapters/quickbooks/coalescing.py); `coalesce_lookups=False` sends each alone (benches
-    compare the two).
+    Concurrent customer look-ups and customer creates of one company (the worker threads' first syncs) are
+    coalesced into QBO's batch endpoint (adapters/quickbooks/coalescing.py); `coalesce_lookups=False` sends
+    each alone, `coalesce_creates=False` coalesces look-ups only (benches compare them).
     """
 
     def __init__(
-        self, *, http_timeout: float = 30.0, retry: RetryPolicy | None = None, coalesce_lookups: bool = True
+        self,
+        *,
+        http_timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        coalesce_lookups: bool = True,
+        coalesce_creates: bool = True,
     ) -> None:
         self._http_timeout = http_timeout
         self._retry = retry
         self._coalesce_lookups = coalesce_lookups
+        self._coalesce_creates = coalesce_creates
 
     @singleton
     @provider
@@ -56,4 +62,6 @@ class QuickBooksModule(Module):
             http_timeout=self._http_timeout,
             retry=self._retry,
         )
-        return CoalescingAccountingSystems(systems) if self._coalesce_lookups else systems
+        if not self._coalesce_lookups:
+            return systems
+        return CoalescingAccountingSystems(systems, coalesce_creates=self._coalesce_creates)

@@ -146,3 +146,27 @@ def test_a_waiting_thread_is_admitted_as_soon_as_a_request_is_answered() -> None
 def _acquire_and_note(limiter: InProcessRequestLimiter, order: list[str]) -> None:
     with limiter.acquire("realm"):
         order.append("admitted")
+
+
+def test_batch_requests_also_fill_a_batch_window_of_their_own_and_other_requests_go_on() -> None:
+    limiter, clock = _limiter(RateLimits(per_minute=100, per_second=100, in_flight=10, batch_per_minute=2))
+    for _ in range(2):
+        assert limiter.batch_room("realm")
+        with limiter.acquire("realm", batch=True):
+            clock.now += 1.0
+    assert not limiter.batch_room("realm")
+    assert limiter.try_admit("realm", batch=True) == pytest.approx(59.0)  # until the first batch leaves the minute
+    assert limiter.try_admit("realm") == 0  # a single request does not wait for the batch window
+    limiter._answered("realm")
+    assert limiter.batch_room("other")  # companies never wait for each other
+    clock.now += 59.0
+    assert limiter.batch_room("realm") and limiter.try_admit("realm", batch=True) == 0
+    limiter._answered("realm", batch=True)
+
+
+def test_a_batch_in_flight_counts_in_the_batch_window_and_in_the_companys() -> None:
+    limiter, _ = _limiter(RateLimits(per_minute=100, per_second=2, in_flight=10, batch_per_minute=1))
+    assert limiter.try_admit("realm", batch=True) == 0
+    assert not limiter.batch_room("realm")  # in flight: counted already
+    assert limiter.try_admit("realm") == 0
+    assert limiter.try_admit("realm") == math.inf  # the batch holds one of the second's two places

@@ -40,6 +40,11 @@ it arrives after its admission. A margin would only cost throughput: at 100 ms p
 one-second window for 1.1 s, ten requests in 1.1 s are 545 a minute, above the minute's 500; with another
 0.1 s they are 500 at most, and one company could not reach QBO's ceiling (bench/company_ceiling.py).
 
+A batch request (QBO's 40 batch requests a minute) is admitted first into the company's batch window, kept
+by the same function in the same tables under the key `batch_window_key(realm)` with `batch_limits`, then
+into the company's own: two round trips for a batch, one for any other request. `batch_room` reads the batch
+window's count (one statement, nothing reserved) so that a caller can send single requests instead.
+
 When the company is full the caller sleeps outside any transaction for the time the function computed
 (exact for a window, `IN_FLIGHT_POLL_SECONDS` for the in-flight cap) and tries again; within one process,
 threads waiting for one company take turns (one polls the database, the others wait for it in memory).
@@ -64,7 +69,7 @@ from typing import Any
 from sqlalchemy import Engine, TextClause, event, text
 from sqlalchemy.exc import DBAPIError
 
-from adapters.inprocess import MINUTE, SECOND
+from adapters.inprocess import MINUTE, SECOND, batch_limits, batch_window_key
 from adapters.persistence.sqlalchemy.prepared import on_driver
 from core.ports import RateLimits, RequestLimiter
 
@@ -92,6 +97,11 @@ _ADMIT = text(
     "SELECT admitted_start, wait_seconds FROM qbsync_admit(:realm, :slot, :holder, :per_second, :per_minute, "
     ":in_flight, :second, :minute, :lease, :poll, "
     "CAST(:slots AS text[]), CAST(:starts AS bigint[]), CAST(:answered_ago AS double precision[]))"
+)
+# Batch requests in the batch window now: those in flight are dated in the future (their slot's expiry).
+_BATCHES = text(
+    "SELECT count(*) FROM qbo_request_starts "
+    "WHERE realm_id = :key AND started > clock_timestamp() - make_interval(secs => :minute)"
 )
 _RELEASE = text(
     "SELECT qbsync_release(CAST(:slots AS text[]), CAST(:starts AS bigint[]), "
@@ -132,6 +142,7 @@ class PostgresRequestLimiter(RequestLimiter):
         # Autocommit: the function's one statement is its own transaction, so no BEGIN and COMMIT trips.
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._limits = limits or RateLimits()
+        self._batch_limits = batch_limits(self._limits)
         self._slot_lease = slot_lease
         self._release_delay = release_delay
         self._sleep = sleep
@@ -154,17 +165,27 @@ class PostgresRequestLimiter(RequestLimiter):
         return self._limits
 
     @contextmanager
-    def acquire(self, realm_id: str) -> Iterator[None]:
-        slot_id = self._admit(realm_id)
+    def acquire(self, realm_id: str, *, batch: bool = False) -> Iterator[None]:
+        batch_slot = self._admit(batch_window_key(realm_id), self._batch_limits) if batch else None
         try:
-            yield
+            slot_id = self._admit(realm_id)
+            try:
+                yield
+            finally:
+                self.release(slot_id)
         finally:
-            self.release(slot_id)
+            if batch_slot is not None:
+                self.release(batch_slot)
 
-    def try_admit(self, realm_id: str) -> tuple[str | None, float]:
+    def batch_room(self, realm_id: str) -> bool:
+        (taken,) = self._call(_BATCHES, {"key": batch_window_key(realm_id), "minute": MINUTE})
+        return int(taken) < self._limits.batch_per_minute
+
+    def try_admit(self, realm_id: str, limits: RateLimits | None = None) -> tuple[str | None, float]:
         """One admission attempt (one round trip, carrying this process' queued releases): (slot id, 0) when
-        admitted (give the slot back with `release`), else (None, seconds worth waiting)."""
-        limits = self._limits
+        admitted (give the slot back with `release`), else (None, seconds worth waiting). `limits`: the
+        window's, when not the company's (its batch window)."""
+        limits = limits or self._limits
         slot_id = uuid.uuid4().hex
         carried = self._take_answered()
         params: dict[str, Any] = {
@@ -209,12 +230,12 @@ class PostgresRequestLimiter(RequestLimiter):
         if carried:
             self._send_releases(carried)
 
-    def _admit(self, realm_id: str) -> str:
+    def _admit(self, realm_id: str, limits: RateLimits | None = None) -> str:
         # One thread of this process at a time polls for a company: the others would only ask the database
         # the same question at the same moment and be told the same wait.
         with self._turn(realm_id):
             while True:
-                slot_id, wait = self.try_admit(realm_id)
+                slot_id, wait = self.try_admit(realm_id, limits)
                 if slot_id is not None:
                     return slot_id
                 self._sleep(min(max(wait, POLL_MIN_SECONDS), POLL_MAX_SECONDS))

@@ -14,8 +14,10 @@ timeout, and the classification of 401/429/5xx that `CompanySession.call` retrie
 
 Limits. A batch is one request to the company's request limiter (one admission, one in flight) and counts
 once against QBO's 10 a second and 500 a minute; QBO also allows only 40 batch requests a minute per
-company, which the limiter does not count apart (a burst above it meets a 429, which `CompanySession.call`
-waits out like any other).
+company, which the limiter counts in a batch window of its own (`RequestLimiter.acquire(batch=True)`). When
+that window is full the adapter sends the items as single requests instead (`batch_room`, system.py
+`_batch_now`): each is as cheap as the batch against the other limits, and waiting would hold them up to a
+minute.
 
 Idempotency. QBO's `requestid` is a query parameter of the whole batch request (Intuit's SDKs set one per
 batch; ≤ 36 characters there, QUICKBOOKS.md), and a repeated one replays the first answer. A batch's

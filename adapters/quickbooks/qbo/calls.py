@@ -243,6 +243,11 @@ class CompanySession:
             session=shared.session,  # type: ignore[arg-type]
         )
 
+    def batch_room(self) -> bool:
+        """Whether a batch request sent now would find room in the company's batch window (the limiter's
+        hint): when it would not, the adapter sends single requests instead of waiting for the window."""
+        return self._limiter.batch_room(self.connection.realm_id)
+
     def _ensure_token(self) -> str:
         connection = self.connection
         fresh = self._tokens.fresh(connection)
@@ -264,10 +269,13 @@ class _FencedLimiter(RequestLimiter):
         self._fence = fence
 
     @contextmanager
-    def acquire(self, realm_id: str) -> Iterator[None]:
-        with self._limiter.acquire(realm_id):
+    def acquire(self, realm_id: str, *, batch: bool = False) -> Iterator[None]:
+        with self._limiter.acquire(realm_id, batch=batch):
             self._fence.check()
             yield
+
+    def batch_room(self, realm_id: str) -> bool:
+        return self._limiter.batch_room(realm_id)
 
 
 def _failure(exc: Exception) -> str:

@@ -68,7 +68,7 @@ from core.errors import (
     StaleRecordError,
     ThrottledError,
 )
-from core.ports import UNFENCED, AccountingSystem, UnitOfWorkFactory, WriteFence
+from core.ports import UNFENCED, AccountingSystem, CustomerCreate, UnitOfWorkFactory, WriteFence
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,9 @@ class QuickBooksAccountingSystem(AccountingSystem):
     def find_customers_many(self, lookups: Sequence[CustomerLookup]) -> list[list[AccountingCustomer]]:
         found: list[list[AccountingCustomer]] = []
         for chunk in batches(lookups):
+            if not self._batch_now(chunk):
+                found.extend(self.find_customers(lookup.display_name, lookup.email) for lookup in chunk)
+                continue
             items = [
                 query_item(str(i), page_select("Customer", _customer_where(lookup.display_name, lookup.email)))
                 for i, lookup in enumerate(chunk)
@@ -148,6 +151,85 @@ class QuickBooksAccountingSystem(AccountingSystem):
                     return ours
                 raise tagged(DuplicateNameError(customer.display_name), fault.intuit_tid) from None
             raise _rejected("create the customer " + repr(customer.display_name), fault) from None
+
+    def create_customers_many(
+        self, creates: Sequence[CustomerCreate], *, fence: WriteFence = UNFENCED
+    ) -> list[AccountingCustomer | Exception]:
+        results: list[AccountingCustomer | Exception] = []
+        for chunk in batches(creates):
+            if self._batch_now(chunk):
+                results.extend(self._create_customer_batch(chunk, fence))
+                continue
+            for create in chunk:
+                results.append(self._create_customer_alone(create, fence))
+        return results
+
+    def _create_customer_batch(
+        self, chunk: Sequence[CustomerCreate], fence: WriteFence
+    ) -> list[AccountingCustomer | Exception]:
+        """One batch request for the creates of `chunk` (its requestid derived from theirs, batch.py), each
+        settled as its single create would be:
+        - every create's own fence is checked before each request leaves (`_CreateFences`): one that refuses
+          is answered with its fence's error and the request goes without it, the others' still go;
+        - after a send whose outcome is uncertain, a create already made (`_our_customer`: its DisplayName
+          and the note with its marker) is adopted, not sent again (R7);
+        - a create QBO refuses inside the batch is sent alone through `create_customer`, under its own request
+          id: the error is then exactly the single create's (a 6240 first checked against our own lost create,
+          R2), and the batch's requestid never replays that refusal on a later attempt. One more request, on
+          the error path only."""
+        results: dict[int, AccountingCustomer | Exception] = {}
+        pending = dict(enumerate(chunk))
+        items = {i: write_item(str(i), "create", customer_object(c.customer)) for i, c in pending.items()}
+
+        def recover() -> dict[str, Any] | None:
+            for i, create in list(pending.items()):
+                ours = self._our_customer(create.customer)
+                if ours is not None:
+                    results[i] = ours
+                    del pending[i]
+            return {} if not pending else None
+
+        answers: dict[str, Any] = {}
+        uncertain = False  # an earlier request of this batch may have reached QuickBooks
+        while pending:
+            if uncertain and recover() is not None:
+                break
+            fences = _CreateFences(fence, pending, results)
+            request_id = batch_request_id([create.request_id for create in pending.values()])
+            try:
+                answers = self.session.call(
+                    partial(_send_pending, items=items, pending=pending, request_id=request_id),
+                    write=True,
+                    what=f"creating {len(pending)} customers (batch)",
+                    recover=recover,
+                    fence=fences,
+                )
+                break
+            except _CreatesFenced:
+                uncertain = uncertain or fences.attempts > 1  # the attempts before the refused one were sent
+            except QboFault as fault:
+                # The whole batch refused: each create goes alone, and says for itself what is wrong.
+                log.warning("quickbooks refused a batch: %s", fault, extra={"intuit_tid": fault.intuit_tid})
+                break
+        for i, create in pending.items():
+            answer = answers.get(str(i)) or {}
+            if isinstance(answer.get("Customer"), dict) and "Fault" not in answer:
+                results[i] = accounting_customer(_Obj(answer["Customer"]))
+            else:
+                results[i] = self._create_customer_alone(create, fence)
+        return [results[i] for i in range(len(chunk))]
+
+    def _create_customer_alone(self, create: CustomerCreate, fence: WriteFence) -> AccountingCustomer | Exception:
+        """The create as a single `create_customer`: its customer, or its own refusal as a value. What concerns
+        the request rather than the create (unavailable, throttled, reconnect, the batch's own `fence`) is
+        raised."""
+        fence.check()
+        try:
+            return self.create_customer(create.customer, request_id=create.request_id, fence=create.fence)
+        except (AccountingUnavailableError, ThrottledError, ReconnectRequiredError):
+            raise
+        except Exception as refused:  # noqa: BLE001 - its refusal or its fence's: that create's answer alone
+            return refused
 
     def _our_customer(self, customer: NewCustomer) -> AccountingCustomer | None:
         """The customer this very create made, if it exists (same DisplayName and the note qbsync wrote)."""
@@ -217,8 +299,20 @@ class QuickBooksAccountingSystem(AccountingSystem):
     ) -> list[QuickBooksRef | AccountingError]:
         results: list[QuickBooksRef | AccountingError] = []
         for chunk in batches(writes):
-            results.extend(self._write_batch(chunk, fence))
+            if self._batch_now(chunk):
+                results.extend(self._write_batch(chunk, fence))
+            else:
+                results.extend(self._write_alone(write, fence) for write in chunk)
         return results
+
+    def batch_room(self) -> bool:
+        return self.session.batch_room()
+
+    def _batch_now(self, chunk: Sequence[object]) -> bool:
+        """Whether `chunk` goes as one batch request: it holds more than one item and the company's batch
+        window has room (QBO allows 40 batch requests a minute). When it is full the items go as single
+        requests, each as cheap against the other limits as the batch, rather than wait up to a minute."""
+        return len(chunk) > 1 and self.batch_room()
 
     def _write_batch(self, chunk: Sequence[BatchWrite], fence: WriteFence) -> list[QuickBooksRef | AccountingError]:
         """One batch request for `chunk` (see batch.py for its requestid). A write whose settings do not hold
@@ -534,6 +628,46 @@ class QuickBooksAccountingSystem(AccountingSystem):
         except BookkeepingError as error:
             return error
         return None
+
+
+def _send_pending(
+    qb: QuickBooksClient, *, items: dict[int, dict[str, Any]], pending: dict[int, Any], request_id: str
+) -> dict[str, Any]:
+    """The batch of the items still pending (each keeps its `bId`: a replay maps back onto the same item)."""
+    return send_batch(qb, [items[i] for i in pending], request_id=request_id)
+
+
+class _CreatesFenced(Exception):
+    """Some creates of a batch were refused by their fences at the moment the request would leave."""
+
+
+class _CreateFences(WriteFence):
+    """The fences of a batch of customer creates, checked as its request is admitted: the batch's own fence
+    (its refusal raised as is: nothing of the batch goes), then each pending create's. A create whose fence
+    refuses is answered with that refusal and taken out of `pending`, and `_CreatesFenced` stops this request,
+    so that the batch is sent again without it; the others' fences held."""
+
+    def __init__(
+        self, fence: WriteFence, pending: dict[int, CustomerCreate], results: dict[int, AccountingCustomer | Exception]
+    ) -> None:
+        self._fence = fence
+        self._pending = pending
+        self._results = results
+        self.attempts = 0  # requests this batch's call tried to send (checks of the fence)
+
+    def check(self) -> None:
+        self.attempts += 1
+        self._fence.check()
+        refused = False
+        for i, create in list(self._pending.items()):
+            try:
+                create.fence.check()
+            except Exception as fenced:  # noqa: BLE001 - whatever a fence raises is that create's answer
+                self._results[i] = fenced
+                del self._pending[i]
+                refused = True
+        if refused:
+            raise _CreatesFenced()
 
 
 def _customer_where(display_name: str, email: str) -> str:

@@ -17,6 +17,7 @@ from persistence_coordination_worker import Interval, hammer_realm, hold_lock_fo
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import URL
 
+from adapters.inprocess import batch_limits, batch_window_key
 from adapters.persistence.sqlalchemy import create_engine_for
 from adapters.persistence.sqlalchemy.company_lock import PostgresCompanyLock
 from adapters.persistence.sqlalchemy.limiter import PostgresRequestLimiter
@@ -203,3 +204,19 @@ def test_the_company_lock_excludes_threads_and_keeps_keys_apart(engine: Engine) 
 def _hold_then_set(lock: PostgresCompanyLock, key: str, done: threading.Event) -> None:
     with lock.hold(key):
         done.set()
+
+
+def test_batch_requests_fill_a_shared_batch_window_of_their_own(engine: Engine) -> None:
+    limits = RateLimits(per_minute=100, per_second=100, in_flight=10, batch_per_minute=2)
+    limiter = PostgresRequestLimiter(engine, limits)
+    other_process = PostgresRequestLimiter(engine, limits)
+    for _ in range(2):
+        assert other_process.batch_room("busy")
+        with limiter.acquire("busy", batch=True):
+            pass
+    assert not other_process.batch_room("busy")  # the window is the database's, shared by every process
+    assert other_process.batch_room("other")
+    slot, wait = other_process.try_admit(batch_window_key("busy"), batch_limits(limits))
+    assert slot is None and 59.0 < wait <= 60.1
+    with other_process.acquire("busy"):  # a single request does not wait for the batch window
+        pass

@@ -9,7 +9,17 @@ from decimal import Decimal
 
 from qbo_support import QboRig
 
-from core.accounting import BatchWrite, NewCustomer, QuickBooksRef, RefundSpec, TxnKind
+from adapters.quickbooks.emulator import EmulatorServer
+from core.accounting import (
+    AccountingCustomer,
+    BatchWrite,
+    CustomerLookup,
+    NewCustomer,
+    QuickBooksRef,
+    RefundSpec,
+    TxnKind,
+)
+from core.ports import CustomerCreate, RateLimits
 
 
 def refund(customer_id: str, n: int) -> RefundSpec:
@@ -31,12 +41,12 @@ def test_the_same_writes_go_under_the_same_requestid_and_other_writes_under_anot
     writes = [BatchWrite(refund(who, n), f"r-{n}") for n in (1, 2)]
     first = rig.system.write_many(writes)
     again = rig.system.write_many(writes)
-    rig.system.write_many([BatchWrite(refund(who, 3), "r-3")])
+    rig.system.write_many([BatchWrite(refund(who, n), f"r-{n}") for n in (3, 4)])
     batches = [e for e in rig.log() if e["entity"] == "batch"]
     ids = [e["requestid"] for e in batches]
     assert ids[0] == ids[1] != ids[2] and all(0 < len(i) <= 36 for i in ids)
     assert [e["replayed"] for e in batches] == [False, True, False]
-    assert first == again and len(rig.records("Purchase")) == 4
+    assert first == again and len(rig.records("Purchase")) == 5
 
 
 def test_an_item_refused_in_the_batch_is_confirmed_alone(rig: QboRig) -> None:
@@ -59,3 +69,30 @@ def test_a_batch_whose_answer_was_lost_is_found_by_its_markers_not_sent_again(ri
     assert all(isinstance(r, QuickBooksRef) for r in results)
     assert [e["entity"] for e in rig.log()].count("batch") == 1  # the creates were found, not resent
     assert len(rig.records("Purchase")) == 3
+
+
+def test_with_the_batch_window_full_the_items_go_as_single_requests_and_nothing_is_throttled(
+    emulator: EmulatorServer,
+) -> None:
+    """QBO allows 40 batch requests a minute per company; the limiter counts them apart. Once its batch window
+    is full, writes, look-ups and creates go alone (each as cheap as the batch against the other limits)
+    rather than wait for the window, and the emulator, set to the same batch limit, never answers 429."""
+    rig = QboRig.connect(emulator, limits=RateLimits(batch_per_minute=1), emulator_limits={"batch_per_minute": 1})
+    who = set_up(rig)
+    rig.system.write_many([BatchWrite(refund(who, n), f"r-{n}") for n in (1, 2)])  # the minute's one batch
+    rig.system.write_many([BatchWrite(refund(who, n), f"r-{n}") for n in (3, 4)])
+    rig.system.find_customers_many([CustomerLookup("Batch Co", ""), CustomerLookup("Nobody", "no@example.com")])
+    made = rig.system.create_customers_many(
+        [CustomerCreate(NewCustomer(f"Solo {n}", "", "", "", "", "", f"CRM s{n}"), f"s-{n}") for n in (1, 2)]
+    )
+    assert [c.display_name for c in made if isinstance(c, AccountingCustomer)] == ["Solo 1", "Solo 2"]
+    assert [e["entity"] for e in rig.log()] == [
+        "batch",
+        "Purchase",
+        "Purchase",
+        "query",
+        "query",
+        "Customer",
+        "Customer",
+    ]
+    assert not any(e["throttled"] for e in rig.log()) and len(rig.records("Purchase")) == 5

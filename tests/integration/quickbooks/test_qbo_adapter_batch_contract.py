@@ -1,4 +1,5 @@
-"""The batch contract of the `AccountingSystem` port (`write_many`, `find_customers_many`), run against the
+"""The batch contract of the `AccountingSystem` port (`write_many`, `find_customers_many`,
+`create_customers_many`), run against the
 in-memory fake and against the real adapter talking HTTP to the emulator's `/batch`: every write lands or is
 refused alone, a batch resent after its answer was lost writes nothing twice, more than 30 writes are split,
 and a lost lease stops a batch before it is sent."""
@@ -15,6 +16,7 @@ from qbo_support import Company, EmulatedCompany, FakeCompany, QboRig
 from adapters.quickbooks.emulator import run_emulator
 from adapters.quickbooks.fake import FakeQuickBooks, Fault
 from core.accounting import (
+    AccountingCustomer,
     BatchWrite,
     CustomerLookup,
     LinkLine,
@@ -25,8 +27,8 @@ from core.accounting import (
     TxnKind,
 )
 from core.domain import PaymentMethod
-from core.errors import AccountingUnavailableError, LeaseLostError, StaleRecordError
-from core.ports import WriteFence
+from core.errors import AccountingUnavailableError, DuplicateNameError, LeaseLostError, StaleRecordError
+from core.ports import CustomerCreate, WriteFence
 
 
 @pytest.fixture(params=["fake", "emulator"])
@@ -156,3 +158,62 @@ def test_customer_look_ups_in_one_batch_find_what_each_look_up_finds(company: Co
     found = company.system.find_customers_many(lookups)
     assert requests_sent(company) == before + 1
     assert [[c.id for c in each] for each in found] == [[ann], [], [bo]]
+
+
+def new_customer(name: str, email: str) -> NewCustomer:
+    return NewCustomer(name, "", "", "", email, "", f"CRM {email} [qbsync t/customer/{email}]")
+
+
+def test_customer_creates_land_in_one_batch_and_a_taken_name_fails_only_its_own_create(company: Company) -> None:
+    customer(company, "Taken Name")
+    creates = [
+        CustomerCreate(new_customer("Ann Lee", "ann@example.com"), "c-ann"),
+        CustomerCreate(new_customer("Taken Name", "taken@example.com"), "c-taken"),
+        CustomerCreate(new_customer("Bo Li", "bo@example.com"), "c-bo"),
+    ]
+    before = requests_sent(company)
+    ann, taken, bo = company.system.create_customers_many(creates)
+    # One batch; the refused create confirmed alone (the adapter also asks whether the name is its own).
+    assert requests_sent(company) - before == (2 if isinstance(company, FakeCompany) else 3)
+    assert isinstance(ann, AccountingCustomer) and isinstance(bo, AccountingCustomer)
+    assert [ann.display_name, bo.display_name] == ["Ann Lee", "Bo Li"]
+    # The single create's error, after the single create's check (a lost create of our own is not a clash).
+    assert isinstance(taken, DuplicateNameError) and taken.name == "Taken Name"
+    assert [c.id for c in company.system.find_customers("Ann Lee", "ann@example.com")] == [ann.id]
+    assert [c.id for c in company.system.find_customers("Bo Li", "bo@example.com")] == [bo.id]
+
+
+def test_customer_creates_of_a_batch_whose_answer_was_lost_are_not_created_twice(company: Company) -> None:
+    creates = [CustomerCreate(new_customer(f"Lost {n}", f"lost{n}@example.com"), f"c-lost-{n}") for n in range(3)]
+    company.inject(Fault.COMMIT_THEN_LOSE)  # the batch commits, its answer is lost
+    try:
+        first: list[AccountingCustomer | Exception] | None = company.system.create_customers_many(creates)
+    except AccountingUnavailableError as lost:  # the fake hands the loss on; the adapter recovers by itself
+        assert lost.maybe_committed
+        first = None
+    again = company.system.create_customers_many(creates)
+    assert all(isinstance(c, AccountingCustomer) for c in again), again
+    for n, made in enumerate(again):
+        assert isinstance(made, AccountingCustomer)
+        assert [c.id for c in company.system.find_customers(f"Lost {n}", f"lost{n}@example.com")] == [made.id]
+    assert first is None or [c.id for c in first if isinstance(c, AccountingCustomer)] == [
+        c.id for c in again if isinstance(c, AccountingCustomer)
+    ]
+    if isinstance(company, EmulatedCompany):
+        batches_sent = [e for e in company.rig.log() if e["operation"] == "batch"]
+        assert (
+            len(batches_sent) == 2
+        )  # the lost one (its creates then found by look-up, not sent again), and the second call's (replayed)
+
+
+def test_a_create_whose_fence_refuses_is_left_out_of_the_batch_and_the_others_land(company: Company) -> None:
+    creates = [
+        CustomerCreate(new_customer("Kept One", "kept1@example.com"), "c-k1"),
+        CustomerCreate(new_customer("Fenced", "fenced@example.com"), "c-f", fence=_LostLease()),
+        CustomerCreate(new_customer("Kept Two", "kept2@example.com"), "c-k2"),
+    ]
+    one, fenced, two = company.system.create_customers_many(creates)
+    assert isinstance(fenced, LeaseLostError)
+    assert isinstance(one, AccountingCustomer) and isinstance(two, AccountingCustomer)
+    assert company.system.find_customers("Fenced", "fenced@example.com") == []
+    assert [c.id for c in company.system.find_customers("Kept Two", "kept2@example.com")] == [two.id]

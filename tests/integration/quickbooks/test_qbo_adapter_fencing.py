@@ -85,10 +85,13 @@ class StallingLimiter(RequestLimiter):
         self._limiter = UnlimitedRequestLimiter()
 
     @contextmanager
-    def acquire(self, realm_id: str) -> Iterator[None]:
+    def acquire(self, realm_id: str, *, batch: bool = False) -> Iterator[None]:
         self._stalls.wait("limiter")
-        with self._limiter.acquire(realm_id):
+        with self._limiter.acquire(realm_id, batch=batch):
             yield
+
+    def batch_room(self, realm_id: str) -> bool:
+        return True
 
 
 class StallingAuthClient(TimeoutAuthClient):
