@@ -39,7 +39,15 @@ log = logging.getLogger(__name__)
 
 SYNC_SERVICE_NAME: str = sync_service_pb2.DESCRIPTOR.services_by_name["SyncService"].full_name
 CONNECTION_SERVICE_NAME: str = connection_service_pb2.DESCRIPTOR.services_by_name["ConnectionService"].full_name
-DEFAULT_MAX_WORKERS = 16
+# The thread pool's default size (QBSYNC_GRPC_THREADS). The server's Python runs under one GIL, so a thread
+# helps only while its call waits outside it (a PostgreSQL round trip, a QuickBooks call of
+# ConnectionService); beyond that, threads fight over the GIL and every call costs more CPU. Measured with
+# bench/api.py's servers (`--server-threads 4`, 8, 16; runs of each size interleaved in one session, 32 and
+# 200 clients, issue 12): on SQLite, 16 threads cost 17-30% more server CPU per call than 8 (SyncPayment
+# 1.68 vs 1.40 ms, GetSyncStatus 0.63 vs 0.44 ms at 32 clients); on PostgreSQL, 4 threads starved the
+# round trips (SyncPayment at 200 clients 176/s vs 317/s at 8 and 323/s at 16), while 8 was within the
+# noise of 16. So 8: a PostgreSQL deployment under heavy concurrent load may set 16.
+DEFAULT_MAX_WORKERS = 8
 
 # Each server's health servicer, for stop_gracefully(); weak, so a dropped server is not kept alive.
 _HEALTH: weakref.WeakKeyDictionary[grpc.Server, health.HealthServicer] = weakref.WeakKeyDictionary()
