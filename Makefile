@@ -34,6 +34,7 @@ browser:
 
 lint: $(STAMP)
 	$(BIN)/ruff check core adapters qbsync tests bench
+	$(BIN)/ruff format --check core adapters qbsync tests bench
 	$(BIN)/mypy core adapters qbsync
 
 # Regenerates the Python stubs (committed) from proto/.

@@ -102,8 +102,7 @@ def run(setup: Setup, latency_ms: int, args: argparse.Namespace, emulator: Emula
             else:
                 api, target = cluster.start_api()
                 workers = [
-                    cluster.start_worker(f"worker{n}", threads=args.threads)
-                    for n in range(setup.worker_processes)
+                    cluster.start_worker(f"worker{n}", threads=args.threads) for n in range(setup.worker_processes)
                 ]
             requests = _payments(args.syncs, len(tenants))
             cpu_before = {p.pid: cpu_seconds(p.pid) for p in {api, *workers}}
@@ -112,8 +111,11 @@ def run(setup: Setup, latency_ms: int, args: argparse.Namespace, emulator: Emula
             with grpc.insecure_channel(target) as channel:
                 stub = g.SyncServiceStub(channel)
                 with ThreadPoolExecutor(8) as pool:
-                    list(pool.map(lambda req: stub.SyncPayment(req[1], metadata=tenants[req[0]][1], timeout=60),
-                                  requests))
+                    list(
+                        pool.map(
+                            lambda req: stub.SyncPayment(req[1], metadata=tenants[req[0]][1], timeout=60), requests
+                        )
+                    )
             while True:
                 states = job_states(url)
                 if states["PENDING"] + states["RUNNING"] == 0:

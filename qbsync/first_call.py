@@ -62,8 +62,10 @@ def main() -> None:
             print(f"  {r.SyncJob.State.Name(update.state)} (attempts {update.attempts})")
             job = update
         for result in job.results:
-            print(f"  {r.EntityType.Name(result.entity.type)} {result.entity.id} -> QuickBooks id "
-                  f"{result.quickbooks_id} ({r.SyncAction.Name(result.action)})")
+            print(
+                f"  {r.EntityType.Name(result.entity.type)} {result.entity.id} -> QuickBooks id "
+                f"{result.quickbooks_id} ({r.SyncAction.Name(result.action)})"
+            )
         link = stub.GetQuickBooksLink(
             s.GetQuickBooksLinkRequest(entity=r.EntityRef(type=r.ENTITY_TYPE_PAYMENT, id=request.payment.payment_id)),
             metadata=metadata,

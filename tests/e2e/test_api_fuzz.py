@@ -290,10 +290,16 @@ def payout_requests(draw: st.DrawFn) -> s.SyncPayoutRequest:
     payment_ids = draw(
         st.lists(st.sampled_from([f"{o}-p{n}" for o in sorted(OPPORTUNITIES) for n in (1, 2, 3)]), max_size=3)
     )
-    refund_ids = draw(st.lists(st.sampled_from([f"{p}-r{n}" for p in payment_ids for n in (0, 1)]), max_size=2)
-                      if payment_ids else st.just([]))
-    adjustments = draw(st.lists(st.builds(r.PayoutAdjustment, amount=cents(-5000, 5000),
-                                          memo=st.sampled_from(["", "reserve"])), max_size=2))
+    refund_ids = draw(
+        st.lists(st.sampled_from([f"{p}-r{n}" for p in payment_ids for n in (0, 1)]), max_size=2)
+        if payment_ids
+        else st.just([])
+    )
+    adjustments = draw(
+        st.lists(
+            st.builds(r.PayoutAdjustment, amount=cents(-5000, 5000), memo=st.sampled_from(["", "reserve"])), max_size=2
+        )
+    )
     payout = r.Payout(
         payout_id=f"po-{draw(st.integers(1, 3))}",
         arrival_date=Date(year=2026, month=3, day=draw(st.integers(1, 28))),
@@ -376,10 +382,22 @@ def list_refs() -> st.SearchStrategy[cs.QuickBooksListRef]:
     )
 
 
-SETTING_NAMES = ["deposit_account", "refund_bank_account", "accounts_receivable_account", "income_item",
-                 "tax_code", "discount_account", "tips_item", "surcharge_item", "processing_fee_account",
-                 "payout_bank_account", "chargeback_account", "adjustment_account", "payment_methods",
-                 "doc_number_prefix"]
+SETTING_NAMES = [
+    "deposit_account",
+    "refund_bank_account",
+    "accounts_receivable_account",
+    "income_item",
+    "tax_code",
+    "discount_account",
+    "tips_item",
+    "surcharge_item",
+    "processing_fee_account",
+    "payout_bank_account",
+    "chargeback_account",
+    "adjustment_account",
+    "payment_methods",
+    "doc_number_prefix",
+]
 PLAUSIBLE_CONNECTION: dict[str, st.SearchStrategy[Message]] = {
     "GetAuthorizationUrl": st.builds(
         cs.GetAuthorizationUrlRequest,
@@ -503,15 +521,14 @@ def bad_fields(error: grpc.RpcError) -> list[str]:
 def start_authorization(api: LiveApi) -> str:
     """GetAuthorizationUrl as an admin would call it; the state it hands out."""
     request = cs.GetAuthorizationUrlRequest(redirect_uri=REDIRECT, environment=cs.ENVIRONMENT_SANDBOX)
-    response = api.channel.unary_unary(f"/{cs.DESCRIPTOR.services_by_name['ConnectionService'].full_name}/"
-                                       "GetAuthorizationUrl")(request.SerializeToString(), metadata=api.metadata)
+    response = api.channel.unary_unary(
+        f"/{cs.DESCRIPTOR.services_by_name['ConnectionService'].full_name}/GetAuthorizationUrl"
+    )(request.SerializeToString(), metadata=api.metadata)
     return cs.GetAuthorizationUrlResponse.FromString(response).state
 
 
 @pytest.mark.parametrize("control", ["\x00", "\n", "\t"])
-def test_a_redirect_uri_with_a_control_character_is_invalid_argument_naming_it(
-    live_api: LiveApi, control: str
-) -> None:
+def test_a_redirect_uri_with_a_control_character_is_invalid_argument_naming_it(live_api: LiveApi, control: str) -> None:
     """Was INTERNAL on PostgreSQL (a NUL in the stored pending authorization); urlsplit drops tabs and
     newlines, so a URL is judged as it is sent, before it is parsed."""
     request = cs.GetAuthorizationUrlRequest(redirect_uri=REDIRECT + control, environment=cs.ENVIRONMENT_SANDBOX)

@@ -29,7 +29,11 @@ def test_migrate_keys_serve_and_graceful_stop(tmp_path: Path) -> None:
     subprocess.run([*QBSYNC, "migrate"], env=env, check=True, capture_output=True, timeout=60)
     created = subprocess.run(
         [*QBSYNC, "keys", "create", "--tenant", "acme", "--permissions", "read"],
-        env=env, check=True, capture_output=True, text=True, timeout=60,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     key = created.stdout.strip().splitlines()[-1]
     assert key.startswith("qbs_")
@@ -37,12 +41,18 @@ def test_migrate_keys_serve_and_graceful_stop(tmp_path: Path) -> None:
 
     bad = subprocess.run(
         [*QBSYNC, "keys", "create", "--tenant", "acme", "--permissions", "read,root"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert bad.returncode != 0 and "root" in bad.stderr
 
     server = subprocess.Popen(
-        [*QBSYNC, "serve", "--listen", "127.0.0.1:0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [*QBSYNC, "serve", "--listen", "127.0.0.1:0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
@@ -79,7 +89,10 @@ def test_make_run_demo_and_the_readme_first_call(tmp_path: Path) -> None:
     """What `make run` starts (`qbsync demo`), then the first call the README and the banner print."""
     env = {**_env(tmp_path), "QBSYNC_DATA_DIR": str(tmp_path)}
     demo = subprocess.Popen(
-        [*QBSYNC, "demo", "--listen", "127.0.0.1:0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [*QBSYNC, "demo", "--listen", "127.0.0.1:0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
@@ -93,7 +106,9 @@ def test_make_run_demo_and_the_readme_first_call(tmp_path: Path) -> None:
         assert command, banner
         call = subprocess.run(
             [sys.executable, "-m", "qbsync.first_call", "--target", command.group(1), "--key", command.group(2)],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert call.returncode == 0, call.stderr
         assert "STATE_SUCCEEDED" in call.stdout

@@ -174,9 +174,11 @@ def test_a_worker_process_stops_gracefully_mid_job(tmp_path: Path, emulator: Emu
 
 
 def test_an_unknown_role_is_refused(tmp_path: Path) -> None:
-    bad_flag = subprocess.run([*QBSYNC, "serve", "--role", "db"], env=_env(tmp_path), capture_output=True,
-                              text=True, timeout=60)
+    bad_flag = subprocess.run(
+        [*QBSYNC, "serve", "--role", "db"], env=_env(tmp_path), capture_output=True, text=True, timeout=60
+    )
     assert bad_flag.returncode != 0 and "db" in bad_flag.stderr
-    bad_env = subprocess.run([*QBSYNC, "serve"], env=_env(tmp_path, QBSYNC_ROLE="db"), capture_output=True,
-                             text=True, timeout=60)
+    bad_env = subprocess.run(
+        [*QBSYNC, "serve"], env=_env(tmp_path, QBSYNC_ROLE="db"), capture_output=True, text=True, timeout=60
+    )
     assert bad_env.returncode != 0 and "role" in bad_env.stderr

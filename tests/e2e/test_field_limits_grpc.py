@@ -23,13 +23,21 @@ YEAR_9999 = Timestamp(seconds=253402214400)  # 9999-12-31
 
 
 def customer(**fields: str) -> r.Customer:
-    return r.Customer(**({"customer_id": "cust-1", "first_name": "Mary", "last_name": "O'Brien",
-                          "email": "mary@example.com"} | fields))
+    return r.Customer(
+        **(
+            {"customer_id": "cust-1", "first_name": "Mary", "last_name": "O'Brien", "email": "mary@example.com"}
+            | fields
+        )
+    )
 
 
 def payment(**fields: object) -> r.Payment:
-    values: dict[str, object] = {"payment_id": "pay-1", "amount": Money(currency_code="USD", units=500),
-                                 "method": r.PAYMENT_METHOD_CASH, "received_time": Timestamp(seconds=1767312000)}
+    values: dict[str, object] = {
+        "payment_id": "pay-1",
+        "amount": Money(currency_code="USD", units=500),
+        "method": r.PAYMENT_METHOD_CASH,
+        "received_time": Timestamp(seconds=1767312000),
+    }
     return r.Payment(**(values | fields))
 
 
@@ -50,21 +58,29 @@ def test_what_quickbooks_cannot_hold_is_invalid_argument_naming_each_field(serve
     md = server.key("acme")
     request = s.SyncPaymentRequest(
         opportunity=r.Opportunity(opportunity_id="opp-1", number="1001", customer=customer(company_name="A" * 150)),
-        payment=payment(payment_id="pay\x00-1", amount=Money(currency_code="USD", units=10**15),
-                        received_time=YEAR_9999),
+        payment=payment(
+            payment_id="pay\x00-1", amount=Money(currency_code="USD", units=10**15), received_time=YEAR_9999
+        ),
     )
     with pytest.raises(grpc.RpcError) as refused:
         server.stub.SyncPayment(request, metadata=md)
     assert violated_fields(refused.value) == [
-        "opportunity.customer.company_name", "payment.amount", "payment.payment_id", "payment.received_time"
+        "opportunity.customer.company_name",
+        "payment.amount",
+        "payment.payment_id",
+        "payment.received_time",
     ]
     assert server.companies.for_tenant("acme").request_count == 0
 
 
 def test_an_absurd_quantity_is_invalid_argument_not_internal(server: Server) -> None:
     md = server.key("acme")
-    line = r.InvoiceLine(description="Movers", quantity="9E+999999", unit_price=Money(currency_code="USD", units=5),
-                         amount=Money(currency_code="USD", units=5))
+    line = r.InvoiceLine(
+        description="Movers",
+        quantity="9E+999999",
+        unit_price=Money(currency_code="USD", units=5),
+        amount=Money(currency_code="USD", units=5),
+    )
     job = r.Job(job_id="job-1", number="J-1", service_date=Date(year=2026, month=1, day=10), lines=[line])
     request = s.CloseOutJobRequest(
         opportunity=r.Opportunity(opportunity_id="opp-1", number="1001", customer=customer()), job=job
@@ -77,13 +93,19 @@ def test_an_absurd_quantity_is_invalid_argument_not_internal(server: Server) -> 
 def test_tabs_and_colons_in_names_are_cleaned_not_refused(server: Server) -> None:
     md = server.key("acme")
     request = s.SyncPaymentRequest(
-        opportunity=r.Opportunity(opportunity_id="opp-1", number="1001",
-                                  customer=customer(first_name="Mary\tAnn", last_name="O'Brien:\nSmith")),
+        opportunity=r.Opportunity(
+            opportunity_id="opp-1",
+            number="1001",
+            customer=customer(first_name="Mary\tAnn", last_name="O'Brien:\nSmith"),
+        ),
         payment=payment(),
     )
     accepted = server.stub.SyncPayment(request, metadata=md)
     updates = list(server.stub.WatchSyncJob(s.GetSyncJobRequest(name=accepted.name), metadata=md, timeout=30))
     assert updates[-1].state == r.SyncJob.STATE_SUCCEEDED, updates[-1].error
     (made,) = server.companies.for_tenant("acme").customers.values()
-    assert (made.display_name, made.given_name, made.family_name) == ("Mary Ann O'Brien Smith", "Mary Ann",
-                                                                     "O'Brien Smith")
+    assert (made.display_name, made.given_name, made.family_name) == (
+        "Mary Ann O'Brien Smith",
+        "Mary Ann",
+        "O'Brien Smith",
+    )

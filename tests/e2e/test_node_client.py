@@ -24,8 +24,9 @@ def node() -> str:
     if not node or not npm:
         pytest.skip("node and npm are needed for the polyglot client test; install Node.js to run it")
     if not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").exists():
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, timeout=300,
-                       capture_output=True)
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, timeout=300, capture_output=True
+        )
     return node
 
 
@@ -35,7 +36,10 @@ def test_node_client_syncs_a_payment_with_a_refund(server: Server, node: str) ->
     well_known = Path(grpc_tools.__file__).parent / "_proto"  # google/protobuf/*.proto
     run = subprocess.run(
         [node, "client.js", server.target, key, str(ROOT / "proto"), str(google_protos), str(well_known)],
-        cwd=NODE_DIR, capture_output=True, text=True, timeout=60,
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert run.returncode == 0, run.stderr
     job = json.loads(run.stdout.strip().splitlines()[-1])

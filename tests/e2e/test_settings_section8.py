@@ -254,11 +254,13 @@ def test_wrong_typed_payout_settings_are_invalid_argument_naming_each_and_nothin
     assert _code(refused) is grpc.StatusCode.INVALID_ARGUMENT
     found = _bad_fields(refused)
     assert list(found) == [f"settings.{name}" for name in SECTION_9]
-    assert "is an Other Current Asset account; the payout bank account must be a Bank account" in (
-        found["settings.payout_bank_account"]
+    assert (
+        "is an Other Current Asset account; the payout bank account must be a Bank account"
+        in (found["settings.payout_bank_account"])
     )
-    assert "the chargeback account must be an Accounts Receivable or Expense or Other Expense account" in (
-        found["settings.chargeback_account"]
+    assert (
+        "the chargeback account must be an Accounts Receivable or Expense or Other Expense account"
+        in (found["settings.chargeback_account"])
     )
     assert "No such account" in found["settings.adjustment_account"]
     assert api.stub.GetConnection(c.GetConnectionRequest(), metadata=api.admin).settings == before

@@ -129,8 +129,9 @@ def test_an_overflowing_quantity_is_invalid_argument_and_nothing_is_stored(api: 
         api.stub.CloseOutJob(s.CloseOutJobRequest(opportunity=opportunity(), job=bad), metadata=md)
     assert failure(raised.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", ["job.lines[0].quantity"])
     with pytest.raises(grpc.RpcError) as raised:  # the job was not recorded
-        api.stub.GetSyncStatus(s.GetSyncStatusRequest(entity=r.EntityRef(type=r.ENTITY_TYPE_INVOICE, id="job-1")),
-                               metadata=md)
+        api.stub.GetSyncStatus(
+            s.GetSyncStatusRequest(entity=r.EntityRef(type=r.ENTITY_TYPE_INVOICE, id="job-1")), metadata=md
+        )
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -148,8 +149,9 @@ def test_a_sixteen_thousand_character_email_is_named_within_8_kib(api: Api) -> N
     status = rpc_status.from_call(raised.value)
     assert status is not None and len(status.SerializeToString()) * 4 // 3 < MAX_TRAILER_BYTES
     with pytest.raises(grpc.RpcError) as raised:
-        api.stub.GetSyncStatus(s.GetSyncStatusRequest(entity=r.EntityRef(type=r.ENTITY_TYPE_PAYMENT, id="pay-1")),
-                               metadata=md)
+        api.stub.GetSyncStatus(
+            s.GetSyncStatusRequest(entity=r.EntityRef(type=r.ENTITY_TYPE_PAYMENT, id="pay-1")), metadata=md
+        )
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -182,23 +184,35 @@ def every_rpc(api: Api, md: list[tuple[str, str]]) -> list[tuple[str, object]]:
     """One call of each SyncService method, as (name, thunk)."""
     ref = r.EntityRef(type=r.ENTITY_TYPE_PAYMENT, id="pay-1")
     return [
-        ("SyncPayment", lambda: api.stub.SyncPayment(
-            s.SyncPaymentRequest(opportunity=opportunity(), payment=payment("pay-2")), metadata=md)),
-        ("CloseOutJob", lambda: api.stub.CloseOutJob(
-            s.CloseOutJobRequest(opportunity=opportunity(), job=job("job-2")), metadata=md)),
-        ("SyncInvoice", lambda: api.stub.SyncInvoice(
-            s.SyncInvoiceRequest(opportunity=opportunity(), job=job("job-2")), metadata=md)),
-        ("SyncPayout", lambda: api.stub.SyncPayout(s.SyncPayoutRequest(payout=payout("po-1", ["pay-1"])),
-                                                   metadata=md)),
+        (
+            "SyncPayment",
+            lambda: api.stub.SyncPayment(
+                s.SyncPaymentRequest(opportunity=opportunity(), payment=payment("pay-2")), metadata=md
+            ),
+        ),
+        (
+            "CloseOutJob",
+            lambda: api.stub.CloseOutJob(
+                s.CloseOutJobRequest(opportunity=opportunity(), job=job("job-2")), metadata=md
+            ),
+        ),
+        (
+            "SyncInvoice",
+            lambda: api.stub.SyncInvoice(
+                s.SyncInvoiceRequest(opportunity=opportunity(), job=job("job-2")), metadata=md
+            ),
+        ),
+        ("SyncPayout", lambda: api.stub.SyncPayout(s.SyncPayoutRequest(payout=payout("po-1", ["pay-1"])), metadata=md)),
         ("GetSyncJob", lambda: api.stub.GetSyncJob(s.GetSyncJobRequest(name="syncJobs/x"), metadata=md)),
         ("WatchSyncJob", lambda: list(api.stub.WatchSyncJob(s.GetSyncJobRequest(name="syncJobs/x"), metadata=md))),
         ("GetSyncStatus", lambda: api.stub.GetSyncStatus(s.GetSyncStatusRequest(entity=ref), metadata=md)),
-        ("GetQuickBooksLink", lambda: api.stub.GetQuickBooksLink(s.GetQuickBooksLinkRequest(entity=ref),
-                                                                 metadata=md)),
+        ("GetQuickBooksLink", lambda: api.stub.GetQuickBooksLink(s.GetQuickBooksLinkRequest(entity=ref), metadata=md)),
         ("ListSyncErrors", lambda: api.stub.ListSyncErrors(s.ListSyncErrorsRequest(), metadata=md)),
         ("RetrySync", lambda: api.stub.RetrySync(s.RetrySyncRequest(name="syncJobs/x"), metadata=md)),
-        ("DismissSyncError", lambda: api.stub.DismissSyncError(s.DismissSyncErrorRequest(name="syncJobs/x"),
-                                                               metadata=md)),
+        (
+            "DismissSyncError",
+            lambda: api.stub.DismissSyncError(s.DismissSyncErrorRequest(name="syncJobs/x"), metadata=md),
+        ),
     ]
 
 

@@ -60,8 +60,11 @@ def job(job_id: str = "job-1", unit_price: str = "120.00", quantity: str = "5") 
         job_id=job_id,
         number="J-1001",
         service_date=Date(year=2026, month=1, day=10),
-        lines=[r.InvoiceLine(description="Movers (hours)", quantity=quantity, unit_price=money(unit_price),
-                             amount=money(amount))],
+        lines=[
+            r.InvoiceLine(
+                description="Movers (hours)", quantity=quantity, unit_price=money(unit_price), amount=money(amount)
+            )
+        ],
     )
 
 

@@ -73,9 +73,7 @@ def test_deposit_refunds_close_out_and_resync_land_in_quickbooks(emulated: Emula
 
 
 @pytest.mark.parametrize("entity", ["Customer", "Purchase", "Payment"])
-def test_a_lost_answer_after_quickbooks_committed_writes_nothing_twice(
-    emulated: EmulatedServer, entity: str
-) -> None:
+def test_a_lost_answer_after_quickbooks_committed_writes_nothing_twice(emulated: EmulatedServer, entity: str) -> None:
     md = emulated.key("acme")
     emulated.admin(
         "POST",

@@ -29,12 +29,24 @@ def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
 def connection(emulator: EmulatorServer) -> Connection:
     """Realm "4620816365000000001" with an app connected; rate limits relaxed so only the tests about
     throttling meet them (they set their own)."""
-    creds = requests.post(f"{emulator.admin_url}/realms", json={"realm_id": "4620816365000000001",
-                                                                "company_name": "Mover & Sons"}, timeout=10).json()
-    requests.post(f"{emulator.admin_url}/settings",
-                  json={"limits": {"per_second": 0, "per_minute": 0, "batch_per_minute": 0}}, timeout=10)
-    return Connection(emulator, creds["realm_id"], creds["client_id"], creds["client_secret"],
-                      creds["access_token"], creds["refresh_token"])
+    creds = requests.post(
+        f"{emulator.admin_url}/realms",
+        json={"realm_id": "4620816365000000001", "company_name": "Mover & Sons"},
+        timeout=10,
+    ).json()
+    requests.post(
+        f"{emulator.admin_url}/settings",
+        json={"limits": {"per_second": 0, "per_minute": 0, "batch_per_minute": 0}},
+        timeout=10,
+    )
+    return Connection(
+        emulator,
+        creds["realm_id"],
+        creds["client_id"],
+        creds["client_secret"],
+        creds["access_token"],
+        creds["refresh_token"],
+    )
 
 
 @pytest.fixture
@@ -43,8 +55,7 @@ def make_qb(connection: Connection) -> Callable[..., QuickBooks]:
 
     def build(timeout: float | None = None, auth_client: AuthClient | None = None) -> QuickBooks:
         cls = client_class(connection.server.base_api_url, timeout)
-        return cls(auth_client=auth_client or connection.auth_client(), company_id=connection.realm_id,
-                   minorversion=75)
+        return cls(auth_client=auth_client or connection.auth_client(), company_id=connection.realm_id, minorversion=75)
 
     return build
 

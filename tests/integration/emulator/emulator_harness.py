@@ -43,15 +43,20 @@ class Connection:
 
     def api(self, method: str, route: str, **kwargs: Any) -> requests.Response:
         """A raw API call with the realm's access token (``route`` after ``/v3/company/{realm}``)."""
-        headers = {"Authorization": f"Bearer {self.access_token}", "Accept": "application/json",
-                   **kwargs.pop("headers", {})}
-        return requests.request(method, f"{self.server.base_api_url}/company/{self.realm_id}{route}",
-                                headers=headers, timeout=10, **kwargs)
+        headers = {
+            "Authorization": f"Bearer {self.access_token}",
+            "Accept": "application/json",
+            **kwargs.pop("headers", {}),
+        }
+        return requests.request(
+            method, f"{self.server.base_api_url}/company/{self.realm_id}{route}", headers=headers, timeout=10, **kwargs
+        )
 
     def auth_client(self, **overrides: Any) -> AuthClient:
         values = {"access_token": self.access_token, "refresh_token": self.refresh_token, **overrides}
-        return AuthClient(self.client_id, self.client_secret, REDIRECT_URI,
-                          environment=self.server.discovery_url, **values)
+        return AuthClient(
+            self.client_id, self.client_secret, REDIRECT_URI, environment=self.server.discovery_url, **values
+        )
 
 
 def client_class(base_api_url: str, timeout: float | None = None) -> type[QuickBooks]:
@@ -61,12 +66,12 @@ def client_class(base_api_url: str, timeout: float | None = None) -> type[QuickB
         api_url_v3 = base_api_url
         sandbox_api_url_v3 = base_api_url
 
-        def process_request(self, request_type: str, url: str, headers: Any = "", params: Any = "",
-                            data: Any = "") -> Any:
+        def process_request(
+            self, request_type: str, url: str, headers: Any = "", params: Any = "", data: Any = ""
+        ) -> Any:
             if self.session is None:
                 raise AssertionError("no session")
             headers.update({"Authorization": "Bearer " + self.session.access_token})
-            return self.session.request(request_type, url, headers=headers, params=params, data=data,
-                                        timeout=timeout)
+            return self.session.request(request_type, url, headers=headers, params=params, data=data, timeout=timeout)
 
     return EmulatedQuickBooks

@@ -44,15 +44,28 @@ def bodies(customer_id: str, accounts: dict[str, str]) -> dict[str, Callable[[st
     return {
         "Payment": lambda day: {"CustomerRef": {"value": customer_id}, "TotalAmt": "100.00", "TxnDate": day},
         "Invoice": lambda day: {
-            "CustomerRef": {"value": customer_id}, "TxnDate": day,
-            "Line": [{"Amount": "100.00", "DetailType": "SalesItemLineDetail",
-                      "SalesItemLineDetail": {"ItemRef": {"value": "1"}}}],
+            "CustomerRef": {"value": customer_id},
+            "TxnDate": day,
+            "Line": [
+                {
+                    "Amount": "100.00",
+                    "DetailType": "SalesItemLineDetail",
+                    "SalesItemLineDetail": {"ItemRef": {"value": "1"}},
+                }
+            ],
         },
         "Purchase": lambda day: {
-            "PaymentType": "Cash", "TxnDate": day, "AccountRef": {"value": accounts["Checking"]},
+            "PaymentType": "Cash",
+            "TxnDate": day,
+            "AccountRef": {"value": accounts["Checking"]},
             "EntityRef": {"value": customer_id, "type": "Customer"},
-            "Line": [{"Amount": "10.00", "DetailType": "AccountBasedExpenseLineDetail",
-                      "AccountBasedExpenseLineDetail": receivable}],
+            "Line": [
+                {
+                    "Amount": "10.00",
+                    "DetailType": "AccountBasedExpenseLineDetail",
+                    "AccountBasedExpenseLineDetail": receivable,
+                }
+            ],
         },
     }
 
@@ -96,8 +109,12 @@ def test_the_fault_is_a_400_validation_fault(
     connection: Connection, bodies: dict[str, Callable[[str], dict[str, Any]]]
 ) -> None:
     close_books(connection, CLOSING)
-    response = connection.api("POST", "/payment?minorversion=75", data=json.dumps(bodies["Payment"]("2026-01-02")),
-                              headers={"Content-Type": "application/json"})
+    response = connection.api(
+        "POST",
+        "/payment?minorversion=75",
+        data=json.dumps(bodies["Payment"]("2026-01-02")),
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status_code == 400
     fault = response.json()["Fault"]
     assert fault["type"] == "ValidationFault"
@@ -143,11 +160,17 @@ def test_moving_an_open_transaction_into_the_closed_period_is_6210(
     close_books(connection, CLOSING)
     payment = post(qb, "Payment", bodies["Payment"]("2026-02-10"))
     with pytest.raises(QuickbooksException) as raised:
-        qb.update_object("Payment", json.dumps({"Id": payment["Id"], "SyncToken": payment["SyncToken"],
-                                                "sparse": True, "TxnDate": "2026-01-31"}))
+        qb.update_object(
+            "Payment",
+            json.dumps(
+                {"Id": payment["Id"], "SyncToken": payment["SyncToken"], "sparse": True, "TxnDate": "2026-01-31"}
+            ),
+        )
     assert_6210(raised)
-    moved = qb.update_object("Payment", json.dumps({"Id": payment["Id"], "SyncToken": payment["SyncToken"],
-                                                    "sparse": True, "TxnDate": "2026-02-01"}))["Payment"]
+    moved = qb.update_object(
+        "Payment",
+        json.dumps({"Id": payment["Id"], "SyncToken": payment["SyncToken"], "sparse": True, "TxnDate": "2026-02-01"}),
+    )["Payment"]
     assert moved["TxnDate"] == "2026-02-01"
 
 
@@ -155,10 +178,16 @@ def test_a_batch_refuses_only_the_items_in_the_closed_period(
     qb: QuickBooks, connection: Connection, bodies: dict[str, Callable[[str], dict[str, Any]]]
 ) -> None:
     close_books(connection, CLOSING)
-    answer = qb.batch_operation(json.dumps({"BatchItemRequest": [
-        {"bId": "closed", "operation": "create", "Payment": bodies["Payment"]("2026-01-20")},
-        {"bId": "open", "operation": "create", "Payment": bodies["Payment"]("2026-02-20")},
-    ]}))
+    answer = qb.batch_operation(
+        json.dumps(
+            {
+                "BatchItemRequest": [
+                    {"bId": "closed", "operation": "create", "Payment": bodies["Payment"]("2026-01-20")},
+                    {"bId": "open", "operation": "create", "Payment": bodies["Payment"]("2026-02-20")},
+                ]
+            }
+        )
+    )
     items = {item["bId"]: item for item in answer["BatchItemResponse"]}
     assert items["closed"]["Fault"]["Error"][0]["code"] == "6210"
     assert items["open"]["Payment"]["TxnDate"] == "2026-02-20"

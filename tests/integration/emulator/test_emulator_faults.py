@@ -93,8 +93,12 @@ def test_injected_throttle_is_429(connection: Connection, kind: str) -> None:
 
 def test_requests_per_second_limit_throttles(connection: Connection, qb: QuickBooks) -> None:
     connection.admin("POST", "/settings", {"limits": {"per_second": 3}, "retry_after": 60})
-    statuses = [connection.api("POST", "/query", data="SELECT COUNT(*) FROM Customer",
-                               headers={"Content-Type": "application/text"}) for _ in range(5)]
+    statuses = [
+        connection.api(
+            "POST", "/query", data="SELECT COUNT(*) FROM Customer", headers={"Content-Type": "application/text"}
+        )
+        for _ in range(5)
+    ]
     assert [r.status_code for r in statuses] == [200, 200, 200, 429, 429]
     assert statuses[-1].headers["Retry-After"] == "60"
 
@@ -147,7 +151,10 @@ def test_request_log_records_each_call(connection: Connection, qb: QuickBooks) -
 
     log = connection.admin("GET", f"/requests?realm_id={connection.realm_id}")["requests"]
     assert [(e["method"], e["entity"], e["operation"]) for e in log] == [
-        ("POST", "Customer", "create"), ("GET", "Customer", "read"), ("POST", "query", "query")]
+        ("POST", "Customer", "create"),
+        ("GET", "Customer", "read"),
+        ("POST", "query", "query"),
+    ]
     first = log[0]
     assert first["requestid"] == "log-1"
     assert first["minorversion"] == "75"

@@ -149,8 +149,7 @@ def test_customer_cannot_be_deleted_only_made_inactive(qb: QuickBooks, connectio
     with pytest.raises(UnsupportedException):
         qb.delete_object("Customer", f'{{"Id": "{saved.Id}", "SyncToken": "0"}}')
 
-    result = qb.update_object("Customer", f'{{"Id": "{saved.Id}", "SyncToken": "0", "sparse": true, '
-                                          '"Active": false}')
+    result = qb.update_object("Customer", f'{{"Id": "{saved.Id}", "SyncToken": "0", "sparse": true, "Active": false}}')
     assert result["Customer"]["Active"] is False
     assert result["Customer"]["SyncToken"] == "1"
     assert result["Customer"]["DisplayName"] == "Keep Me"  # sparse: untouched fields kept
@@ -185,13 +184,18 @@ def test_read_missing_is_object_not_found(qb: QuickBooks) -> None:
 
 
 def test_query_parse_error_and_unknown_entity_are_validation_faults(connection: Connection) -> None:
-    bad = connection.api("POST", "/query", data="SELECT * FROM Customer WHERE DisplayName = 'unterminated",
-                         headers={"Content-Type": "application/text"})
+    bad = connection.api(
+        "POST",
+        "/query",
+        data="SELECT * FROM Customer WHERE DisplayName = 'unterminated",
+        headers={"Content-Type": "application/text"},
+    )
     assert bad.status_code == 400
     assert bad.json()["Fault"]["Error"][0]["code"] == "4000"
 
-    unknown = connection.api("POST", "/query", data="SELECT * FROM Nonsense",
-                             headers={"Content-Type": "application/text"})
+    unknown = connection.api(
+        "POST", "/query", data="SELECT * FROM Nonsense", headers={"Content-Type": "application/text"}
+    )
     assert unknown.status_code == 400
     assert unknown.json()["Fault"]["type"] == "ValidationFault"
 

@@ -106,8 +106,13 @@ def test_an_unknown_rotation_is_refused(connection: Connection) -> None:
 
 
 def test_wrong_client_secret_is_invalid_client(connection: Connection) -> None:
-    client = AuthClient(connection.client_id, "not-the-secret", REDIRECT_URI,
-                        environment=connection.server.discovery_url, refresh_token=connection.refresh_token)
+    client = AuthClient(
+        connection.client_id,
+        "not-the-secret",
+        REDIRECT_URI,
+        environment=connection.server.discovery_url,
+        refresh_token=connection.refresh_token,
+    )
     with pytest.raises(AuthClientError) as raised:
         client.refresh()
     assert raised.value.status_code == 401
@@ -149,10 +154,14 @@ def test_revoked_refresh_token_forces_reconnect(connection: Connection) -> None:
 
 
 def test_authorization_code_grant_and_authorize_redirect(connection: Connection) -> None:
-    code = connection.admin("POST", f"/realms/{connection.realm_id}/auth_code",
-                            {"client_id": connection.client_id, "redirect_uri": REDIRECT_URI})["code"]
-    client = AuthClient(connection.client_id, connection.client_secret, REDIRECT_URI,
-                        environment=connection.server.discovery_url)
+    code = connection.admin(
+        "POST",
+        f"/realms/{connection.realm_id}/auth_code",
+        {"client_id": connection.client_id, "redirect_uri": REDIRECT_URI},
+    )["code"]
+    client = AuthClient(
+        connection.client_id, connection.client_secret, REDIRECT_URI, environment=connection.server.discovery_url
+    )
     client.get_bearer_token(code, realm_id=connection.realm_id)
     assert client.access_token and client.refresh_token
     with pytest.raises(AuthClientError):  # codes are single-use
@@ -167,8 +176,11 @@ def test_authorization_code_grant_and_authorize_redirect(connection: Connection)
 
 def test_token_for_another_realm_is_refused(connection: Connection) -> None:
     other = connection.admin("POST", "/realms", {"realm_id": "999"})
-    response = requests.get(f"{connection.server.base_api_url}/company/{connection.realm_id}/customer/1",
-                            headers={"Authorization": f"Bearer {other['access_token']}"}, timeout=5)
+    response = requests.get(
+        f"{connection.server.base_api_url}/company/{connection.realm_id}/customer/1",
+        headers={"Authorization": f"Bearer {other['access_token']}"},
+        timeout=5,
+    )
     assert response.status_code == 403
     missing = requests.get(f"{connection.server.base_api_url}/company/{connection.realm_id}/customer/1", timeout=5)
     assert missing.status_code == 401

@@ -35,8 +35,11 @@ def invoice_body(customer_id: str, *amounts: str) -> dict[str, Any]:
         "CustomerRef": {"value": customer_id},
         "DocNumber": "JOB-1001",
         "Line": [
-            {"Amount": a, "DetailType": "SalesItemLineDetail",
-             "SalesItemLineDetail": {"ItemRef": {"value": "1"}, "Qty": "1", "UnitPrice": a}}
+            {
+                "Amount": a,
+                "DetailType": "SalesItemLineDetail",
+                "SalesItemLineDetail": {"ItemRef": {"value": "1"}, "Qty": "1", "UnitPrice": a},
+            }
             for a in amounts
         ],
     }
@@ -47,8 +50,13 @@ def refund_body(customer_id: str, amount: str, ar_account: str, bank: str) -> di
         "PaymentType": "Cash",
         "AccountRef": {"value": bank},
         "EntityRef": {"value": customer_id, "type": "Customer"},
-        "Line": [{"Amount": amount, "DetailType": "AccountBasedExpenseLineDetail",
-                  "AccountBasedExpenseLineDetail": {"AccountRef": {"value": ar_account}}}],
+        "Line": [
+            {
+                "Amount": amount,
+                "DetailType": "AccountBasedExpenseLineDetail",
+                "AccountBasedExpenseLineDetail": {"AccountRef": {"value": ar_account}},
+            }
+        ],
     }
 
 
@@ -62,13 +70,15 @@ def test_payment_linking_invoice_and_refund_keeps_balances(
     qb: QuickBooks, connection: Connection, accounts: dict[str, str]
 ) -> None:
     cid = customer(qb, "Dana Deposit")
-    deposit = post(qb, "Payment", {"CustomerRef": {"value": cid}, "TotalAmt": "500.00",
-                                   "PrivateNote": "crm:payment:77"})
+    deposit = post(
+        qb, "Payment", {"CustomerRef": {"value": cid}, "TotalAmt": "500.00", "PrivateNote": "crm:payment:77"}
+    )
     assert Decimal(str(deposit["UnappliedAmt"])) == Decimal("500.00")
     assert deposit["DepositToAccountRef"]["value"] == accounts["Undeposited Funds"]
 
-    refund = post(qb, "Purchase", refund_body(cid, "120.50", accounts["Accounts Receivable (A/R)"],
-                                              accounts["Checking"]))
+    refund = post(
+        qb, "Purchase", refund_body(cid, "120.50", accounts["Accounts Receivable (A/R)"], accounts["Checking"])
+    )
     assert Decimal(str(refund["TotalAmt"])) == Decimal("120.50")
 
     invoice = post(qb, "Invoice", invoice_body(cid, "300.00", "50.25"))
@@ -76,13 +86,20 @@ def test_payment_linking_invoice_and_refund_keeps_balances(
     assert Decimal(str(invoice["Balance"])) == Decimal("350.25")
 
     # Payment lines are all-or-nothing: resend every line plus the new ones.
-    updated = qb.update_object("Payment", json.dumps({
-        "Id": deposit["Id"], "SyncToken": deposit["SyncToken"], "sparse": True,
-        "Line": [
-            {"Amount": "120.50", "LinkedTxn": [{"TxnId": refund["Id"], "TxnType": "Expense"}]},
-            {"Amount": "300.00", "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}]},
-        ],
-    }))["Payment"]
+    updated = qb.update_object(
+        "Payment",
+        json.dumps(
+            {
+                "Id": deposit["Id"],
+                "SyncToken": deposit["SyncToken"],
+                "sparse": True,
+                "Line": [
+                    {"Amount": "120.50", "LinkedTxn": [{"TxnId": refund["Id"], "TxnType": "Expense"}]},
+                    {"Amount": "300.00", "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}]},
+                ],
+            }
+        ),
+    )["Payment"]
     assert Decimal(str(updated["UnappliedAmt"])) == Decimal("79.50")
     assert updated["SyncToken"] == "1"
 
@@ -98,8 +115,12 @@ def test_payment_linking_invoice_and_refund_keeps_balances(
 
 def test_amounts_are_json_numbers_with_two_decimals(connection: Connection, qb: QuickBooks) -> None:
     cid = customer(qb, "Number Format")
-    response = connection.api("POST", "/payment?minorversion=75", data=json.dumps(
-        {"CustomerRef": {"value": cid}, "TotalAmt": 100}), headers={"Content-Type": "application/json"})
+    response = connection.api(
+        "POST",
+        "/payment?minorversion=75",
+        data=json.dumps({"CustomerRef": {"value": cid}, "TotalAmt": 100}),
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status_code == 200
     assert '"TotalAmt": 100.00' in response.text
     assert '"UnappliedAmt": 100.00' in response.text
@@ -110,17 +131,36 @@ def test_overpayment_and_overapplication_are_6000(qb: QuickBooks) -> None:
     invoice = post(qb, "Invoice", invoice_body(cid, "100.00"))
 
     with pytest.raises(QuickbooksException) as raised:  # lines exceed the payment's total
-        post(qb, "Payment", {"CustomerRef": {"value": cid}, "TotalAmt": "50.00",
-                             "Line": [{"Amount": "60.00", "LinkedTxn": [{"TxnId": invoice["Id"],
-                                                                         "TxnType": "Invoice"}]}]})
+        post(
+            qb,
+            "Payment",
+            {
+                "CustomerRef": {"value": cid},
+                "TotalAmt": "50.00",
+                "Line": [{"Amount": "60.00", "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}]}],
+            },
+        )
     assert raised.value.error_code == 6000
 
-    post(qb, "Payment", {"CustomerRef": {"value": cid}, "TotalAmt": "80.00",
-                         "Line": [{"Amount": "80.00", "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}]}]})
+    post(
+        qb,
+        "Payment",
+        {
+            "CustomerRef": {"value": cid},
+            "TotalAmt": "80.00",
+            "Line": [{"Amount": "80.00", "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}]}],
+        },
+    )
     with pytest.raises(QuickbooksException) as raised:  # only 20.00 left open on the invoice
-        post(qb, "Payment", {"CustomerRef": {"value": cid}, "TotalAmt": "30.00",
-                             "Line": [{"Amount": "30.00", "LinkedTxn": [{"TxnId": invoice["Id"],
-                                                                         "TxnType": "Invoice"}]}]})
+        post(
+            qb,
+            "Payment",
+            {
+                "CustomerRef": {"value": cid},
+                "TotalAmt": "30.00",
+                "Line": [{"Amount": "30.00", "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}]}],
+            },
+        )
     assert raised.value.error_code == 6000
     assert "open balance" in raised.value.detail
 
@@ -135,14 +175,27 @@ def test_references_must_exist_belong_and_be_active(qb: QuickBooks, connection: 
     assert raised.value.error_code == 2500
 
     with pytest.raises(ValidationException) as raised:
-        post(qb, "Payment", {"CustomerRef": {"value": cid}, "TotalAmt": "5.00",
-                             "Line": [{"Amount": "5.00", "LinkedTxn": [{"TxnId": "99999", "TxnType": "Invoice"}]}]})
+        post(
+            qb,
+            "Payment",
+            {
+                "CustomerRef": {"value": cid},
+                "TotalAmt": "5.00",
+                "Line": [{"Amount": "5.00", "LinkedTxn": [{"TxnId": "99999", "TxnType": "Invoice"}]}],
+            },
+        )
     assert raised.value.error_code == 2500
 
     with pytest.raises(QuickbooksException) as raised:
-        post(qb, "Payment", {"CustomerRef": {"value": cid}, "TotalAmt": "5.00",
-                             "Line": [{"Amount": "5.00", "LinkedTxn": [{"TxnId": invoice["Id"],
-                                                                        "TxnType": "Invoice"}]}]})
+        post(
+            qb,
+            "Payment",
+            {
+                "CustomerRef": {"value": cid},
+                "TotalAmt": "5.00",
+                "Line": [{"Amount": "5.00", "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}]}],
+            },
+        )
     assert raised.value.error_code == 6000  # another customer's invoice
 
     connection.admin("POST", f"/realms/{connection.realm_id}/records/Customer/{cid}/deactivate")
@@ -162,8 +215,11 @@ def test_references_must_exist_belong_and_be_active(qb: QuickBooks, connection: 
 def test_purchase_needs_a_bank_account(qb: QuickBooks, accounts: dict[str, str]) -> None:
     cid = customer(qb, "Refund Target")
     with pytest.raises(QuickbooksException) as raised:
-        post(qb, "Purchase", refund_body(cid, "1.00", accounts["Accounts Receivable (A/R)"],
-                                         accounts["Undeposited Funds"]))
+        post(
+            qb,
+            "Purchase",
+            refund_body(cid, "1.00", accounts["Accounts Receivable (A/R)"], accounts["Undeposited Funds"]),
+        )
     assert raised.value.error_code == 6000
 
 
@@ -192,10 +248,21 @@ def test_void_and_delete_payment_restore_invoice_balance(qb: QuickBooks, connect
     cid = customer(qb, "Void Delete")
     invoice = post(qb, "Invoice", invoice_body(cid, "200.00"))
     link = [{"TxnId": invoice["Id"], "TxnType": "Invoice"}]
-    first = post(qb, "Payment", {"CustomerRef": {"value": cid}, "TotalAmt": "150.00", "PrivateNote": "crm:1",
-                                 "Line": [{"Amount": "150.00", "LinkedTxn": link}]})
-    second = post(qb, "Payment", {"CustomerRef": {"value": cid}, "TotalAmt": "50.00",
-                                  "Line": [{"Amount": "50.00", "LinkedTxn": link}]})
+    first = post(
+        qb,
+        "Payment",
+        {
+            "CustomerRef": {"value": cid},
+            "TotalAmt": "150.00",
+            "PrivateNote": "crm:1",
+            "Line": [{"Amount": "150.00", "LinkedTxn": link}],
+        },
+    )
+    second = post(
+        qb,
+        "Payment",
+        {"CustomerRef": {"value": cid}, "TotalAmt": "50.00", "Line": [{"Amount": "50.00", "LinkedTxn": link}]},
+    )
     assert Decimal(str(connection.state()["balances"]["invoices"][invoice["Id"]])) == Decimal("0.00")
 
     Payment.get(first["Id"], qb=qb).void(qb=qb)  # python-quickbooks: operation=update&include=void
@@ -218,13 +285,21 @@ def test_void_and_delete_payment_restore_invoice_balance(qb: QuickBooks, connect
 def test_void_invoice_unlinks_payment_lines(qb: QuickBooks, connection: Connection) -> None:
     cid = customer(qb, "Invoice Void")
     invoice = post(qb, "Invoice", invoice_body(cid, "80.00"))
-    payment = post(qb, "Payment", {"CustomerRef": {"value": cid}, "TotalAmt": "80.00",
-                                   "Line": [{"Amount": "80.00",
-                                             "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}]}]})
+    payment = post(
+        qb,
+        "Payment",
+        {
+            "CustomerRef": {"value": cid},
+            "TotalAmt": "80.00",
+            "Line": [{"Amount": "80.00", "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}]}],
+        },
+    )
 
-    result = qb.post(f"{qb.api_url}/company/{qb.company_id}/invoice",
-                     json.dumps({"Id": invoice["Id"], "SyncToken": invoice["SyncToken"]}),
-                     params={"operation": "void"})
+    result = qb.post(
+        f"{qb.api_url}/company/{qb.company_id}/invoice",
+        json.dumps({"Id": invoice["Id"], "SyncToken": invoice["SyncToken"]}),
+        params={"operation": "void"},
+    )
     assert Decimal(str(result["Invoice"]["TotalAmt"])) == 0
     assert Decimal(str(result["Invoice"]["Balance"])) == 0
     after = qb.get_single_object("Payment", payment["Id"])["Payment"]
@@ -246,7 +321,10 @@ def test_requestid_replays_instead_of_writing_twice(qb: QuickBooks, connection: 
     assert len(connection.state()["entities"]["Payment"]) == 2
     log = connection.admin("GET", "/requests?entity=Payment")["requests"]
     assert [(e["requestid"], e["replayed"]) for e in log] == [
-        ("req-0001", False), ("req-0001", True), ("req-0002", False)]
+        ("req-0001", False),
+        ("req-0001", True),
+        ("req-0002", False),
+    ]
     assert {e["minorversion"] for e in log} == {"75"}
 
     # A replayed fault is replayed too (same requestid, first answer wins).
@@ -268,10 +346,20 @@ def test_batch_create_query_and_faults(qb: QuickBooks, connection: Connection) -
     assert len(result.faults) == 1
     assert result.faults[0].Error[0].code == "6240"
 
-    raw = qb.batch_operation(json.dumps({"BatchItemRequest": [
-        {"bId": "q1", "Query": "SELECT COUNT(*) FROM Customer"},
-        {"bId": "u1", "operation": "update", "Customer": {"Id": "999", "SyncToken": "0", "DisplayName": "X"}},
-    ]}))
+    raw = qb.batch_operation(
+        json.dumps(
+            {
+                "BatchItemRequest": [
+                    {"bId": "q1", "Query": "SELECT COUNT(*) FROM Customer"},
+                    {
+                        "bId": "u1",
+                        "operation": "update",
+                        "Customer": {"Id": "999", "SyncToken": "0", "DisplayName": "X"},
+                    },
+                ]
+            }
+        )
+    )
     by_bid = {item["bId"]: item for item in raw["BatchItemResponse"]}
     assert by_bid["q1"]["QueryResponse"]["totalCount"] == 2
     assert by_bid["u1"]["Fault"]["Error"][0]["code"] == "610"

@@ -81,17 +81,26 @@ def opportunity() -> r.Opportunity:
 def every_call(channel: grpc.Channel) -> dict[str, Callable[[], object]]:
     sync = sync_service_pb2_grpc.SyncServiceStub(channel)
     connections = connection_service_pb2_grpc.ConnectionServiceStub(channel)
-    pay = r.Payment(payment_id="p-1", amount=Money(currency_code="USD", units=10), method=r.PAYMENT_METHOD_CASH,
-                    received_time=Timestamp(seconds=1_767_312_000))
+    pay = r.Payment(
+        payment_id="p-1",
+        amount=Money(currency_code="USD", units=10),
+        method=r.PAYMENT_METHOD_CASH,
+        received_time=Timestamp(seconds=1_767_312_000),
+    )
     line = r.InvoiceLine(description="Movers", quantity="1", unit_price=Money(units=10), amount=Money(units=10))
     job = r.Job(job_id="j-1", number="J-1", service_date=Date(year=2026, month=1, day=2), lines=[line])
     ref = r.EntityRef(type=r.ENTITY_TYPE_PAYMENT, id="p-1")
     name = s.GetSyncJobRequest(name="syncJobs/1")
-    payout = r.Payout(payout_id="po-1", arrival_date=Date(year=2026, month=1, day=5),
-                      amount=Money(currency_code="USD", units=10), payment_ids=["p-1"])
+    payout = r.Payout(
+        payout_id="po-1",
+        arrival_date=Date(year=2026, month=1, day=5),
+        amount=Money(currency_code="USD", units=10),
+        payment_ids=["p-1"],
+    )
     return {
-        "SyncPayment": lambda: sync.SyncPayment(s.SyncPaymentRequest(opportunity=opportunity(), payment=pay),
-                                                metadata=MD),
+        "SyncPayment": lambda: sync.SyncPayment(
+            s.SyncPaymentRequest(opportunity=opportunity(), payment=pay), metadata=MD
+        ),
         "CloseOutJob": lambda: sync.CloseOutJob(s.CloseOutJobRequest(opportunity=opportunity(), job=job), metadata=MD),
         "SyncInvoice": lambda: sync.SyncInvoice(s.SyncInvoiceRequest(opportunity=opportunity(), job=job), metadata=MD),
         "SyncPayout": lambda: sync.SyncPayout(s.SyncPayoutRequest(payout=payout), metadata=MD),

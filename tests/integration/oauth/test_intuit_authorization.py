@@ -194,8 +194,14 @@ def test_a_company_that_cannot_be_read_at_connect_time_stays_connected_unread(
     uow = InMemoryUnitOfWorkFactory()
     service = _service(uow, app)
     connection = service.connect_with_tokens(
-        "acme", "4620", app["client_id"], app["client_secret"], tokens["refresh_token"], tokens["access_token"],
-        environment=emulator.discovery_url, api_base_url=emulator.base_api_url,
+        "acme",
+        "4620",
+        app["client_id"],
+        app["client_secret"],
+        tokens["refresh_token"],
+        tokens["access_token"],
+        environment=emulator.discovery_url,
+        api_base_url=emulator.base_api_url,
     )
     assert connection.state is ConnectionState.CONNECTED and connection.home_currency == ""
 
@@ -217,8 +223,14 @@ def test_connecting_reads_the_sales_tax_mode_through_the_real_adapter_and_a_refr
     uow = InMemoryUnitOfWorkFactory()
     service = _service(uow, app)
     connection = service.connect_with_tokens(
-        "acme", "4620", app["client_id"], app["client_secret"], tokens["refresh_token"], tokens["access_token"],
-        environment=emulator.discovery_url, api_base_url=emulator.base_api_url,
+        "acme",
+        "4620",
+        app["client_id"],
+        app["client_secret"],
+        tokens["refresh_token"],
+        tokens["access_token"],
+        environment=emulator.discovery_url,
+        api_base_url=emulator.base_api_url,
     )
     assert connection.sales_tax is SalesTax.MANUAL
 

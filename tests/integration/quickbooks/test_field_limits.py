@@ -62,8 +62,15 @@ def company(request: pytest.FixtureRequest) -> Iterator[Company]:
 
 
 def customer(**changes: str) -> NewCustomer:
-    values = {"display_name": "Mary O'Brien", "given_name": "Mary", "family_name": "O'Brien", "company_name": "",
-              "email": "mary@example.com", "phone": "", "note": "CRM customer c1"}
+    values = {
+        "display_name": "Mary O'Brien",
+        "given_name": "Mary",
+        "family_name": "O'Brien",
+        "company_name": "",
+        "email": "mary@example.com",
+        "phone": "",
+        "note": "CRM customer c1",
+    }
     values.update(changes)
     return NewCustomer(**values)
 
@@ -92,9 +99,14 @@ def test_a_customer_quickbooks_cannot_hold_is_refused_naming_the_field(
 
 def test_a_customer_at_every_limit_is_created(company: Company) -> None:
     limits = QBO_FIELD_LIMITS
-    at_limit = customer(display_name="D" * limits.display_name, given_name="G" * limits.given_name,
-                        family_name="F" * limits.family_name, company_name="C" * limits.company_name,
-                        email="m" * (limits.email - len("@example.com")) + "@example.com", phone="5" * limits.phone)
+    at_limit = customer(
+        display_name="D" * limits.display_name,
+        given_name="G" * limits.given_name,
+        family_name="F" * limits.family_name,
+        company_name="C" * limits.company_name,
+        email="m" * (limits.email - len("@example.com")) + "@example.com",
+        phone="5" * limits.phone,
+    )
     made = company.system.create_customer(at_limit, request_id="rq-1")
     assert made.display_name == "D" * limits.display_name
 
@@ -118,13 +130,22 @@ def test_over_long_transaction_text_is_refused_naming_the_field(company: Company
 
 def test_an_amount_past_the_maximum_is_refused(company: Company) -> None:
     customer_id = company.system.create_customer(customer(), request_id="rq-c").id
-    too_big = PaymentSpec(customer_id, QBO_FIELD_LIMITS.max_amount + Decimal("0.01"), date(2026, 1, 2),
-                          PaymentMethod.CASH, "", (), "note", "[m]")
+    too_big = PaymentSpec(
+        customer_id,
+        QBO_FIELD_LIMITS.max_amount + Decimal("0.01"),
+        date(2026, 1, 2),
+        PaymentMethod.CASH,
+        "",
+        (),
+        "note",
+        "[m]",
+    )
     with pytest.raises(BookkeepingError) as refused:
         company.system.create(too_big, request_id="rq-1")
     assert "TotalAmt" in refused.value.message
-    largest = PaymentSpec(customer_id, QBO_FIELD_LIMITS.max_amount, date(2026, 1, 2), PaymentMethod.CASH, "", (),
-                          "note", "[m]")
+    largest = PaymentSpec(
+        customer_id, QBO_FIELD_LIMITS.max_amount, date(2026, 1, 2), PaymentMethod.CASH, "", (), "note", "[m]"
+    )
     company.system.create(largest, request_id="rq-2")
     assert company.live_count("Payment") == 1
 
@@ -163,7 +184,6 @@ def test_payment_references_are_truncated_on_purpose_and_the_rest_is_accepted(ri
     assert done.state is SyncJobState.SUCCEEDED, done.error
     (written,) = rig.records("Payment")
     assert written["PaymentRefNum"] == reference[: QBO_FIELD_LIMITS.payment_reference]
-
 
 
 def test_the_invoice_number_prefix_counts_against_quickbooks_doc_number(rig: QboRig) -> None:

@@ -32,8 +32,27 @@ D = Decimal
 CENT = D("0.01")
 
 # What QBO refuses or what breaks storage, mixed into ordinary text much more often than chance would.
-NASTY = ["\x00", "\t", "\n", "\r", "\x0b", "\x7f", "\x85", "\u2028", "\u2029", ":", " ", "\u200d", "\ufeff",
-         "\uffff", "'", "\\", "é", "名", "😀"]
+NASTY = [
+    "\x00",
+    "\t",
+    "\n",
+    "\r",
+    "\x0b",
+    "\x7f",
+    "\x85",
+    "\u2028",
+    "\u2029",
+    ":",
+    " ",
+    "\u200d",
+    "\ufeff",
+    "\uffff",
+    "'",
+    "\\",
+    "é",
+    "名",
+    "😀",
+]
 # Request fields a violation may name: a path into the request ("payments[0].refunds[1].memo").
 REQUEST_PATH = re.compile(r"^(request_id|opportunity|payment|payments\[\d+\]|job)(\.[a-z_]+(\[\d+\])?)*$")
 
@@ -53,8 +72,7 @@ def texts(max_size: int = 12) -> st.SearchStrategy[str]:
     # Control characters, ':' and any Unicode are always fair game: qbsync must clean them, not refuse them.
     sane = st.lists(st.one_of(st.sampled_from(NASTY), st.text(max_size=3)), max_size=max_size // 2).map("".join)
     # Long ones cheaply: a short piece repeated up to past QBO's longest limit (4,000).
-    long = st.builds(lambda piece, n: piece * n, st.text(st.characters(), min_size=1, max_size=4),
-                     st.integers(5, 1100))
+    long = st.builds(lambda piece, n: piece * n, st.text(st.characters(), min_size=1, max_size=4), st.integers(5, 1100))
     return mostly(sane, long)
 
 
@@ -74,8 +92,9 @@ times = mostly(
 days = mostly(st.just(date(2026, 5, 2)), st.dates(min_value=date(1, 1, 1), max_value=date(9999, 12, 31)))
 quantities = mostly(
     st.decimals(min_value=D("0.000001"), max_value=D("1000"), places=6),
-    st.sampled_from([D("9E+999999"), D("1E-999999"), D("12345678901"), D("9999999999.999999"), D("0.0000001"),
-                     D("-2"), D("3.5")]),
+    st.sampled_from(
+        [D("9E+999999"), D("1E-999999"), D("12345678901"), D("9999999999.999999"), D("0.0000001"), D("-2"), D("3.5")]
+    ),
 )
 
 

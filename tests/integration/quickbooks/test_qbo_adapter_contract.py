@@ -326,8 +326,17 @@ def test_a_list_entry_is_found_by_id_and_by_name(
     assert company.system.find_list_entry(kind, ListRef(name=f"  {name.upper()} ")) == expected
 
 
-@pytest.mark.parametrize("ref", [ListRef("999"), ListRef("abc"), ListRef("../Customer/1"), ListRef("²"),
-                                 ListRef(name="No Such Account"), ListRef(name="Checking:Sub")])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        ListRef("999"),
+        ListRef("abc"),
+        ListRef("../Customer/1"),
+        ListRef("²"),
+        ListRef(name="No Such Account"),
+        ListRef(name="Checking:Sub"),
+    ],
+)
 def test_what_the_company_lacks_is_none(company: Company, ref: ListRef) -> None:
     assert company.system.find_list_entry(ListKind.ACCOUNT, ref) is None
 
@@ -374,6 +383,8 @@ def test_the_setting_rules_judge_both_companies_alike(
     rule = LIST_SETTINGS[setting]
     entry = company.system.find_list_entry(rule.kind, ref)
     assert (rule.problem(ref, entry) is None) is usable
+
+
 def test_a_new_company_is_in_us_dollars_without_multicurrency(company: Company) -> None:
     assert company.system.company_preferences().currency == CompanyCurrency("USD", multicurrency=False)
 

@@ -253,9 +253,7 @@ HISTORIES: dict[str, list[tuple[str, Opportunity, Any]]] = {
     "deposit": [("pay", OPP, payment("p1", "500.00"))],
     "deposit with a refund": [("pay", OPP, payment("p1", "500.00", refund("r1", "50.00")))],
     "fully refunded deposit": [("pay", OPP, payment("p1", "500.00", refund("r1", "200.00"), refund("r2", "300.00")))],
-    "fully refunded check": [
-        ("pay", OPP, payment("p1", "120.00", refund("r1", "120.00"), method=PaymentMethod.CHECK))
-    ],
+    "fully refunded check": [("pay", OPP, payment("p1", "120.00", refund("r1", "120.00"), method=PaymentMethod.CHECK))],
     "closed out, paid": [("close", OPP, (MOVE, [payment("p1", "500.00"), payment("p2", "40.00")]))],
     "closed out, then a refund": [
         ("close", OPP, (MOVE, [payment("p1", "300.00"), payment("p2", "100.00")])),
@@ -291,9 +289,17 @@ def _then(history: list[tuple[str, Opportunity, Any]], how: str) -> tuple[str, O
     if how == "refund now":
         room = last_payment.net_amount
         more = refund("r9", str(min(room, D("10.00")))) if room > 0 else None
-        return "pay", opportunity, Payment(
-            last_payment.payment_id, last_payment.amount, last_payment.method, T, last_payment.reference,
-            (*last_payment.refunds, *([more] if more else [])),
+        return (
+            "pay",
+            opportunity,
+            Payment(
+                last_payment.payment_id,
+                last_payment.amount,
+                last_payment.method,
+                T,
+                last_payment.reference,
+                (*last_payment.refunds, *([more] if more else [])),
+            ),
         )
     if how == "new payment":
         return "pay", opportunity, payment("p8", "70.00")
@@ -311,9 +317,7 @@ def test_an_inactive_customer_is_replaced_and_everything_moves(emulator: Emulato
     for kind, opportunity, body in HISTORIES[story]:
         _send(core, kind, opportunity, body)
     first = status(core, EntityType.CUSTOMER, "c1").quickbooks_id
-    before = {
-        entity: {r["Id"]: r for r in live(rig, entity)} for entity in ("Payment", "Purchase", "Invoice")
-    }
+    before = {entity: {r["Id"]: r for r in live(rig, entity)} for entity in ("Payment", "Purchase", "Invoice")}
     rig.act("Customer", first, "deactivate")
 
     _send(core, *_then(HISTORIES[story], how))
