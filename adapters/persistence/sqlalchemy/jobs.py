@@ -47,12 +47,13 @@ _CANDIDATES = 16
 # claimers never take two jobs with one key at once, and one that finds a key taken moves on instead of
 # waiting. Two-int keys are a key space apart from the single-bigint locks of limiter.py and company_lock.py;
 # hashtext is stable across sessions and servers; two keys sharing a hash only make a claimer skip a job for
-# the other's transaction. Answers 0 (both held), 1 (the lock_key is taken) or 2 (the identity_key is taken);
-# nested CASEs because only CASE fixes the order in which PostgreSQL evaluates the tries.
+# the other's transaction. The schema is part of the key: advisory locks are database-wide, and deployments
+# (or test runs) in other schemas of the database have jobs of the same keys that are not ours. Answers 0
+# (both held), 1 (the lock_key is taken) or 2 (the identity_key is taken); nested CASEs because only CASE fixes the order in which PostgreSQL evaluates the tries.
 _TRY_KEY_LOCKS = text(
-    "SELECT CASE WHEN NOT pg_try_advisory_xact_lock(1, hashtext(:lock_key)) THEN 1 "
+    "SELECT CASE WHEN NOT pg_try_advisory_xact_lock(1, hashtext(current_schema() || '/' || :lock_key)) THEN 1 "
     "ELSE CASE WHEN :identity_key = '' THEN 0 "
-    "WHEN NOT pg_try_advisory_xact_lock(2, hashtext(:identity_key)) THEN 2 ELSE 0 END END"
+    "WHEN NOT pg_try_advisory_xact_lock(2, hashtext(current_schema() || '/' || :identity_key)) THEN 2 ELSE 0 END END"
 )
 
 

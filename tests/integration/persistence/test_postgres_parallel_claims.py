@@ -112,3 +112,24 @@ def test_a_second_claimer_passes_over_the_open_claims_identity_key(postgres: Bac
         assert _claim_meanwhile(postgres, "w2") == [None]
         first.commit()
     assert _claim_meanwhile(postgres, "w3") == [None]
+
+
+def test_an_open_claim_in_another_schema_holds_none_of_our_keys(postgres: Backend) -> None:
+    # Advisory locks are database-wide: a deployment in another schema with a job of the same keys (the same
+    # tenant, customer and identity) must not make our claimer pass over ours.
+    with fresh_postgres_schema("claims_other") as other_url:
+        other_engine = create_engine_for(other_url)
+        try:
+            other = Backend(
+                "postgresql", SqlAlchemyUnitOfWorkFactory(other_engine, SecretBox([generate_key()])), other_url
+            )
+            job = sync_job("j1", customer_id="C1", identity_key="ann/lee", created=at(1))
+            _add(other, job)
+            _add(postgres, job)
+            with other.uow() as elsewhere:
+                assert elsewhere.jobs.claim_next("w1", NOW, LEASE) is not None
+
+                assert [claimed.job_id if claimed else None for claimed in _claim_meanwhile(postgres, "w2")] == ["j1"]
+                elsewhere.commit()
+        finally:
+            other_engine.dispose()
