@@ -49,7 +49,8 @@ _CANDIDATES = 16
 # hashtext is stable across sessions and servers; two keys sharing a hash only make a claimer skip a job for
 # the other's transaction. The schema is part of the key: advisory locks are database-wide, and deployments
 # (or test runs) in other schemas of the database have jobs of the same keys that are not ours. Answers 0
-# (both held), 1 (the lock_key is taken) or 2 (the identity_key is taken); nested CASEs because only CASE fixes the order in which PostgreSQL evaluates the tries.
+# (both held), 1 (the lock_key is taken) or 2 (the identity_key is taken); nested CASEs because only CASE
+# fixes the order in which PostgreSQL evaluates the tries.
 _TRY_KEY_LOCKS = text(
     "SELECT CASE WHEN NOT pg_try_advisory_xact_lock(1, hashtext(current_schema() || '/' || :lock_key)) THEN 1 "
     "ELSE CASE WHEN :identity_key = '' THEN 0 "
