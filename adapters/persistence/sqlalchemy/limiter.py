@@ -12,7 +12,7 @@ minute and 10 at once (QUICKBOOKS.md). So the windows and the in-flight count li
   then, and leaves the minute window a minute later.
 
 One round trip per request. An admission is one statement, `SELECT ... FROM qbsync_admit(...)` (a PL/pgSQL
-function, migration 0012), in a transaction of its own (autocommit), under
+function, migrations 0012 and 0018), in a transaction of its own (autocommit), under
 `pg_advisory_xact_lock(hashtext('qbsync-limit:' || realm))`: admissions to one company are serialised,
 other companies never wait. All times are the database server's (`clock_timestamp()`, not `now()`, which
 would be the moment the statement began, before the lock wait): the processes' own clocks may disagree.
@@ -45,9 +45,13 @@ by the same function in the same tables under the key `batch_window_key(realm)` 
 into the company's own: two round trips for a batch, one for any other request. `batch_room` reads the batch
 window's count (one statement, nothing reserved) so that a caller can send single requests instead.
 
-When the company is full the caller sleeps outside any transaction for the time the function computed
-(exact for a window, `IN_FLIGHT_POLL_SECONDS` for the in-flight cap) and tries again; within one process,
-threads waiting for one company take turns (one polls the database, the others wait for it in memory).
+When the company's windows are full until a known moment (the oldest answered request in the way leaves
+the window then), the admission reserves that moment (migration 0018): the request is admitted at once,
+counted in every window like one in flight, and the caller sleeps until the moment before sending - one
+round trip even at QBO's ceiling. When no moment can be known (the in-flight cap, or a window full of
+requests still in flight) the caller sleeps outside any transaction for `IN_FLIGHT_POLL_SECONDS` and tries
+again; within one process, threads waiting for one company take turns (one polls the database, the others
+wait for it in memory).
 """
 
 from __future__ import annotations
@@ -96,7 +100,7 @@ RELEASE_RETRY_SECONDS = 1.0
 _ADMIT = text(
     "SELECT admitted_start, wait_seconds FROM qbsync_admit(:realm, :slot, :holder, :per_second, :per_minute, "
     ":in_flight, :second, :minute, :lease, :poll, "
-    "CAST(:slots AS text[]), CAST(:starts AS bigint[]), CAST(:answered_ago AS double precision[]))"
+    "CAST(:slots AS text[]), CAST(:starts AS bigint[]), CAST(:answered_ago AS double precision[]), :reserve)"
 )
 # Batch requests in the batch window now: those in flight are dated in the future (their slot's expiry).
 _BATCHES = text(
@@ -181,10 +185,13 @@ class PostgresRequestLimiter(RequestLimiter):
         (taken,) = self._call(_BATCHES, {"key": batch_window_key(realm_id), "minute": MINUTE})
         return int(taken) < self._limits.batch_per_minute
 
-    def try_admit(self, realm_id: str, limits: RateLimits | None = None) -> tuple[str | None, float]:
+    def try_admit(
+        self, realm_id: str, limits: RateLimits | None = None, *, reserve: bool = False
+    ) -> tuple[str | None, float]:
         """One admission attempt (one round trip, carrying this process' queued releases): (slot id, 0) when
-        admitted (give the slot back with `release`), else (None, seconds worth waiting). `limits`: the
-        window's, when not the company's (its batch window)."""
+        admitted (give the slot back with `release`), else (None, seconds worth waiting). With `reserve`, a
+        company whose windows free up at a known moment admits the request for that moment at once: (slot id,
+        seconds to wait before sending). `limits`: the window's, when not the company's (its batch window)."""
         limits = limits or self._limits
         slot_id = uuid.uuid4().hex
         carried = self._take_answered()
@@ -202,6 +209,7 @@ class PostgresRequestLimiter(RequestLimiter):
             "lease": self._slot_lease.total_seconds(),
             "poll": IN_FLIGHT_POLL_SECONDS,
             **self._release_params(carried),
+            "reserve": reserve,
         }
         try:
             start_id, wait = self._call(_ADMIT, params)
@@ -211,7 +219,7 @@ class PostgresRequestLimiter(RequestLimiter):
         if start_id is None:
             return None, float(wait)
         self._start_ids[slot_id] = int(start_id)
-        return slot_id, 0.0
+        return slot_id, float(wait)
 
     def release(self, slot_id: str) -> None:
         """The request has been answered: its slot goes back with this process' next round trip, within
@@ -232,13 +240,21 @@ class PostgresRequestLimiter(RequestLimiter):
 
     def _admit(self, realm_id: str, limits: RateLimits | None = None) -> str:
         # One thread of this process at a time polls for a company: the others would only ask the database
-        # the same question at the same moment and be told the same wait.
+        # the same question at the same moment and be told the same wait. A reservation is slept on outside
+        # the turn: the next thread's admission counts it, and may reserve the moment after it.
         with self._turn(realm_id):
             while True:
-                slot_id, wait = self.try_admit(realm_id, limits)
+                slot_id, wait = self.try_admit(realm_id, limits, reserve=True)
                 if slot_id is not None:
-                    return slot_id
+                    break
                 self._sleep(min(max(wait, POLL_MIN_SECONDS), POLL_MAX_SECONDS))
+        if wait > 0:
+            try:
+                self._sleep(wait)
+            except BaseException:
+                self.release(slot_id)
+                raise
+        return slot_id
 
     def _turn(self, realm_id: str) -> threading.Lock:
         with self._turns_guard:

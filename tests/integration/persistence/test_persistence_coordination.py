@@ -14,7 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 from persistence_coordination_worker import Interval, hammer_realm, hold_lock_forever, hold_slot_forever, take_turns
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.engine import URL
 
 from adapters.inprocess import batch_limits, batch_window_key
@@ -114,6 +114,53 @@ def test_the_minute_window_and_the_in_flight_cap_make_a_company_wait(engine: Eng
     assert fourth is not None
     limiter.release(second)
     limiter.release(fourth)
+
+
+def test_a_window_full_until_a_known_moment_is_reserved_in_one_round_trip(engine: Engine) -> None:
+    """At the ceiling a waiting request costs no second round trip: the admission reserves the moment the
+    window frees up, and counts the reservation in every window (migration 0018)."""
+    limiter = PostgresRequestLimiter(
+        engine, RateLimits(per_minute=500, per_second=2, in_flight=3), release_delay=30
+    )  # no release sent on its own: every round trip below is an admission
+    realm = f"realm-{uuid.uuid4().hex[:8]}"
+    with limiter.acquire(realm):
+        pass
+    first_answered = time.monotonic()
+    with limiter.acquire(realm):
+        pass
+    trips: list[str] = []
+
+    def count(_connection: object, _cursor: object, statement: str, *_args: object) -> None:
+        trips.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with limiter.acquire(realm):  # the second window holds two answered requests: it waits for the first's
+            sent = time.monotonic()
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(trips) == 1
+    assert sent - first_answered >= 0.98  # a second after the first answer (the database dates it no earlier)
+
+    other = f"realm-{uuid.uuid4().hex[:8]}"
+    with limiter.acquire(other):
+        pass
+    time.sleep(0.2)
+    with limiter.acquire(other):
+        pass
+    asked = time.monotonic()
+    early, wait = limiter.try_admit(other, reserve=True)  # two answered within the last second
+    assert early is not None and 0.5 < wait <= 1.0
+    assert limiter.try_admit(other)[0] is None  # without reserving: full, the reservation counted in it
+    asked_later = time.monotonic()
+    later, later_wait = limiter.try_admit(other, reserve=True)
+    # The next free moment: a second after the second answer, 0.2 s after the first reservation's.
+    assert later is not None and (asked_later + later_wait) - (asked + wait) > 0.15
+    # Both newest starts are reservations, in flight: when they leave the window is not known yet.
+    blocked, poll = limiter.try_admit(other, reserve=True)
+    assert blocked is None and 0 < poll < 0.1
+    limiter.release(early)
+    limiter.release(later)
 
 
 def test_a_request_counts_in_the_second_window_until_it_has_surely_arrived(engine: Engine) -> None:
