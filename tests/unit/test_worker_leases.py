@@ -34,7 +34,7 @@ from core.domain import (
     SyncState,
 )
 from core.errors import LeaseLostError
-from core.lease import FencedAccountingSystem, JobLease, LeaseHeartbeat
+from core.lease import Beats, FencedAccountingSystem, JobLease, LeaseHeartbeat
 from core.ports import AccountingSystem, UnitOfWork, WriteFence
 from core.service import SyncService
 from core.sync_engine import MAX_STALE_ROUNDS, SyncEngine
@@ -169,6 +169,56 @@ def test_a_lease_whose_beats_fail_is_lost_when_the_clock_reaches_its_last_expiry
     database["up"] = True
     assert not heartbeat.beat()  # lost is final, even though no one has claimed the job yet
     assert rig.stored(job).lease_expires == last_expiry
+
+
+def test_one_thread_beats_every_running_jobs_lease_and_none_after_its_run_ends() -> None:
+    rig = Rig()
+    rig.sync("100.00")
+    bo = Opportunity("o2", "1002", Customer("c2", "Bo", "Li", email="bo@example.com"))  # not held back by Ann's
+    rig.sync("50.00", opportunity=bo, payment_id="p2")
+    first, second = rig.claim("w1"), rig.claim("w2")
+    beats = Beats(idle_seconds=0.2)
+    threads: set[str] = set()
+
+    def recording_factory() -> UnitOfWork:
+        threads.add(threading.current_thread().name)
+        return rig.uow_factory()
+
+    every = timedelta(milliseconds=20)
+    one = LeaseHeartbeat(recording_factory, rig.clock, first, "w1", lease=LEASE, interval=every, beats=beats)
+    two = LeaseHeartbeat(recording_factory, rig.clock, second, "w2", lease=LEASE, interval=every, beats=beats)
+    with one, two:
+        deadline = threading.Event()
+        while (one.beats < 3 or two.beats < 3) and not deadline.wait(0.01):
+            pass
+    ended = (one.beats, two.beats)
+    assert min(ended) >= 3
+    assert threads == {"lease-beats"}
+    threading.Event().wait(0.1)  # five intervals
+    assert (one.beats, two.beats) == ended
+
+
+def test_a_run_that_ends_during_its_beat_waits_for_that_beat() -> None:
+    rig = Rig()
+    rig.sync("100.00")
+    job = rig.claim("w1")
+    beating, finish = threading.Event(), threading.Event()
+
+    def slow_factory() -> UnitOfWork:
+        beating.set()
+        assert finish.wait(10)
+        return rig.uow_factory()
+
+    heartbeat = LeaseHeartbeat(
+        slow_factory, rig.clock, job, "w1", lease=LEASE, interval=timedelta(milliseconds=10), beats=Beats()
+    )
+    heartbeat.__enter__()
+    assert beating.wait(10)
+    exited = threading.Event()
+    threading.Thread(target=lambda: (heartbeat.__exit__(None, None, None), exited.set()), daemon=True).start()
+    assert not exited.wait(0.1)  # the beat under way may still extend the lease: the run has not ended yet
+    finish.set()
+    assert exited.wait(10) and heartbeat.beats == 1
 
 
 def test_a_lease_extended_by_a_beat_is_held_until_the_new_expiry() -> None:
