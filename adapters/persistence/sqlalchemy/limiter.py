@@ -42,7 +42,8 @@ one-second window for 1.1 s, ten requests in 1.1 s are 545 a minute, above the m
 
 A batch request (QBO's 40 batch requests a minute) is admitted first into the company's batch window, kept
 by the same function in the same tables under the key `batch_window_key(realm)` with `batch_limits`, then
-into the company's own: two round trips for a batch, one for any other request. `batch_room` reads the batch
+into the company's own, both in one statement (`qbsync_admit_batch`, migration 0018): one round trip for a
+batch too, unless the company's windows are full with no known moment. `batch_room` reads the batch
 window's count (one statement, nothing reserved) so that a caller can send single requests instead.
 
 When the company's windows are full until a known moment (the oldest answered request in the way leaves
@@ -101,6 +102,12 @@ _ADMIT = text(
     "SELECT admitted_start, wait_seconds FROM qbsync_admit(:realm, :slot, :holder, :per_second, :per_minute, "
     ":in_flight, :second, :minute, :lease, :poll, "
     "CAST(:slots AS text[]), CAST(:starts AS bigint[]), CAST(:answered_ago AS double precision[]), :reserve)"
+)
+_ADMIT_BATCH = text(
+    "SELECT batch_start, batch_wait, admitted_start, wait_seconds FROM qbsync_admit_batch(:batch_key, :batch_slot, "
+    ":realm, :slot, :holder, :batch_per_second, :batch_per_minute, :per_second, :per_minute, :in_flight, :second, "
+    ":minute, :lease, :poll, CAST(:slots AS text[]), CAST(:starts AS bigint[]), "
+    "CAST(:answered_ago AS double precision[]))"
 )
 # Batch requests in the batch window now: those in flight are dated in the future (their slot's expiry).
 _BATCHES = text(
@@ -170,16 +177,12 @@ class PostgresRequestLimiter(RequestLimiter):
 
     @contextmanager
     def acquire(self, realm_id: str, *, batch: bool = False) -> Iterator[None]:
-        batch_slot = self._admit(batch_window_key(realm_id), self._batch_limits) if batch else None
+        slots = self._admit_batch(realm_id) if batch else [self._admit(realm_id)]
         try:
-            slot_id = self._admit(realm_id)
-            try:
-                yield
-            finally:
-                self.release(slot_id)
+            yield
         finally:
-            if batch_slot is not None:
-                self.release(batch_slot)
+            for slot_id in slots:
+                self.release(slot_id)
 
     def batch_room(self, realm_id: str) -> bool:
         (taken,) = self._call(_BATCHES, {"key": batch_window_key(realm_id), "minute": MINUTE})
@@ -237,6 +240,64 @@ class PostgresRequestLimiter(RequestLimiter):
         carried = self._take_answered()
         if carried:
             self._send_releases(carried)
+
+    def _admit_batch(self, realm_id: str) -> list[str]:
+        """A batch request's slots, in its batch window and in the company's: one round trip when both have
+        room (or a known moment), which is then waited for."""
+        batch_key = batch_window_key(realm_id)
+        with self._turn(batch_key):
+            while True:
+                batch_slot, batch_wait, slot_id, wait = self._try_admit_batch(realm_id)
+                if batch_slot is not None:
+                    break
+                self._sleep(min(max(batch_wait, POLL_MIN_SECONDS), POLL_MAX_SECONDS))
+        send_at = self._monotonic() + max(batch_wait, wait if slot_id is not None else 0.0)
+        try:
+            if slot_id is None:  # the company's windows are full with no known moment: as for any request
+                slot_id = self._admit(realm_id)
+            if (left := send_at - self._monotonic()) > 0:
+                self._sleep(left)
+        except BaseException:
+            self.release(batch_slot)
+            if slot_id is not None:
+                self.release(slot_id)
+            raise
+        return [slot_id, batch_slot]
+
+    def _try_admit_batch(self, realm_id: str) -> tuple[str | None, float, str | None, float]:
+        """One round trip of `qbsync_admit_batch`: (batch slot, its wait, company slot, its wait); a slot
+        None when its window had no room at a known moment (then its wait is a poll interval)."""
+        batch_slot, slot_id = uuid.uuid4().hex, uuid.uuid4().hex
+        carried = self._take_answered()
+        params: dict[str, Any] = {
+            "batch_key": batch_window_key(realm_id),
+            "batch_slot": batch_slot,
+            "realm": realm_id,
+            "slot": slot_id,
+            "holder": self._holder,
+            "batch_per_second": self._batch_limits.per_second,
+            "batch_per_minute": self._batch_limits.per_minute,
+            "per_second": self._limits.per_second,
+            "per_minute": self._limits.per_minute,
+            "in_flight": self._limits.in_flight,
+            "second": SECOND,
+            "minute": MINUTE,
+            "lease": self._slot_lease.total_seconds(),
+            "poll": IN_FLIGHT_POLL_SECONDS,
+            **self._release_params(carried),
+        }
+        try:
+            batch_start, batch_wait, start_id, wait = self._call(_ADMIT_BATCH, params)
+        except BaseException:
+            self._put_back(carried)
+            raise
+        if batch_start is None:
+            return None, float(batch_wait), None, 0.0
+        self._start_ids[batch_slot] = int(batch_start)
+        if start_id is None:
+            return batch_slot, float(batch_wait), None, float(wait)
+        self._start_ids[slot_id] = int(start_id)
+        return batch_slot, float(batch_wait), slot_id, float(wait)
 
     def _admit(self, realm_id: str, limits: RateLimits | None = None) -> str:
         # One thread of this process at a time polls for a company: the others would only ask the database

@@ -267,3 +267,46 @@ def test_batch_requests_fill_a_shared_batch_window_of_their_own(engine: Engine) 
     assert slot is None and 59.0 < wait <= 60.1
     with other_process.acquire("busy"):  # a single request does not wait for the batch window
         pass
+
+
+def test_a_batch_request_is_admitted_into_both_windows_in_one_round_trip(engine: Engine) -> None:
+    limits = RateLimits(per_minute=100, per_second=100, in_flight=1, batch_per_minute=5)
+    limiter = PostgresRequestLimiter(engine, limits, release_delay=30)  # releases ride with admissions
+    realm = f"realm-{uuid.uuid4().hex[:8]}"
+    trips: list[str] = []
+
+    def count(_connection: object, _cursor: object, statement: str, *_args: object) -> None:
+        trips.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with limiter.acquire(realm, batch=True):
+            assert len(trips) == 1
+            # Both windows hold it: the company's in-flight cap of one is taken, and so is a batch slot.
+            assert limiter.try_admit(realm)[0] is None
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    with limiter.acquire(realm):  # given back (carried by this very admission)
+        pass
+    held, _ = limiter.try_admit(realm)  # the company full, with no known moment: the batch window still admits
+    assert held is not None
+    admitted = threading.Event()
+
+    def batch() -> None:
+        with limiter.acquire(realm, batch=True):
+            admitted.set()
+
+    waiter = threading.Thread(target=batch, daemon=True)
+    waiter.start()
+    assert not admitted.wait(0.3)  # holding its batch slot, waiting for the company's
+    limiter.release(held)
+    assert admitted.wait(10)
+    waiter.join(10)
+    limiter.flush()
+    with engine.connect() as connection:
+        kept = connection.execute(
+            select(func.count())
+            .select_from(RequestSlotRow)
+            .where(RequestSlotRow.realm_id.in_([realm, batch_window_key(realm)]))
+        ).scalar_one()
+    assert kept == 0  # every slot of both windows given back

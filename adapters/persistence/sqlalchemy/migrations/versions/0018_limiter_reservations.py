@@ -10,6 +10,10 @@ with every request admitted before, and every one admitted after counts this one
 finds more room. When no time can be known (the in-flight cap, or a window full of requests still in flight)
 it answers as 0012's does: NULL and a poll interval.
 
+`qbsync_admit_batch` admits a batch request into the company's batch window and, once there, into the
+company's own windows, in one statement: a batch cost two admissions, two round trips. When the batch window
+admits it and the company's does not yet, the batch slot is kept and the caller asks for the company's alone.
+
 A new overload (14 arguments): 0012's 13-argument function is left as it was, for processes of the previous
 release still running during an upgrade. Nothing on SQLite: its limiter is in-process.
 
@@ -94,16 +98,46 @@ END
 $$
 """
 
+ADMIT_BATCH = """
+CREATE OR REPLACE FUNCTION qbsync_admit_batch(
+    p_batch_key text, p_batch_slot text, p_realm text, p_slot text, p_holder text,
+    p_batch_per_second integer, p_batch_per_minute integer,
+    p_per_second integer, p_per_minute integer, p_in_flight integer,
+    p_second double precision, p_minute double precision, p_lease double precision, p_poll double precision,
+    p_slots text[], p_starts bigint[], p_answered_ago double precision[],
+    OUT batch_start bigint, OUT batch_wait double precision,
+    OUT admitted_start bigint, OUT wait_seconds double precision
+) LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT a.admitted_start, a.wait_seconds INTO batch_start, batch_wait
+      FROM qbsync_admit(p_batch_key, p_batch_slot, p_holder, p_batch_per_second, p_batch_per_minute, p_in_flight,
+                        p_second, p_minute, p_lease, p_poll, p_slots, p_starts, p_answered_ago, true) AS a;
+    IF batch_start IS NULL THEN
+        RETURN;  -- no room in the batch window: the company's is not asked
+    END IF;
+    SELECT a.admitted_start, a.wait_seconds INTO admitted_start, wait_seconds
+      FROM qbsync_admit(p_realm, p_slot, p_holder, p_per_second, p_per_minute, p_in_flight,
+                        p_second, p_minute, p_lease, p_poll, '{}', '{}', '{}', true) AS a;
+END
+$$
+"""
+
 
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     op.execute(ADMIT)
+    op.execute(ADMIT_BATCH)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
+    op.execute(
+        "DROP FUNCTION IF EXISTS qbsync_admit_batch(text, text, text, text, text, integer, integer, integer, "
+        "integer, integer, double precision, double precision, double precision, double precision, text[], "
+        "bigint[], double precision[])"
+    )
     op.execute(
         "DROP FUNCTION IF EXISTS qbsync_admit(text, text, text, integer, integer, integer, double precision, "
         "double precision, double precision, double precision, text[], bigint[], double precision[], boolean)"
