@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import sqlite3
 import threading
 from typing import Any
@@ -52,8 +53,37 @@ def create_engine_for(url: str | URL, **kwargs: Any) -> Engine:
         engine = _create_engine(parsed, connect_args=connect_args, **kwargs)
         _configure_sqlite(engine, _writer_lock(parsed.database))
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return _create_engine(parsed, **kwargs)
+    engine = _create_engine(parsed, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _ping_when_the_server_spoke(engine)
+    return engine
+
+
+def _ping_when_the_server_spoke(engine: Engine) -> None:
+    """Replaces a pooled PostgreSQL connection the server has dropped before it is used, without a round
+    trip for one it has not: SQLAlchemy's `pool_pre_ping` sends `SELECT 1` at every checkout, one round trip
+    per unit of work (of a SyncPayment's two, and a tenth of its CPU on PostgreSQL: issue 12), which no pool
+    option makes conditional. A server that ends a session (a restart, `pg_terminate_backend`, an idle
+    timeout) tells the client so and closes the socket: an idle connection whose socket has something to
+    read is pinged, and one that fails the ping is replaced (`DisconnectionError`: the pool connects anew).
+    A connection cut without a word (a network partition) is found out by its next statement, as the
+    ping's would be; the unit of work then fails as the database being unavailable."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: ConnectionPoolEntry, _proxy: Any) -> None:
+        try:
+            readable, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
+        except (OSError, ValueError) as closed:  # the socket is already gone
+            raise sa_exc.DisconnectionError("the connection's socket is closed") from closed
+        if not readable:
+            return
+        try:
+            alive = dialect.do_ping(dbapi_connection)
+        except Exception as ended:  # noqa: BLE001 - whatever the driver says, this connection is done for
+            raise sa_exc.DisconnectionError("the server ended the connection") from ended
+        if not alive:
+            raise sa_exc.DisconnectionError("the server ended the connection")
 
 
 # One lock per SQLite file in this process, taken before BEGIN IMMEDIATE: SQLite admits one writer at a

@@ -87,10 +87,41 @@ def test_after_postgresql_drops_the_connection_the_next_unit_of_work_works(postg
         backend = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
     admin = create_engine_for(postgres_url)
     with admin.begin() as connection:  # what a restart does to the pooled connection
-        connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+        # Waits (up to 5 s) until the backend has ended, so its goodbye is on the socket before the next use.
+        connection.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": backend})
     admin.dispose()
     with uow_factory() as uow:
         assert uow.api_keys.get_by_hash(SECRET_HASH) is None
     with engine.connect() as connection:  # the dead one was replaced, not reused
         assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() != backend
+    engine.dispose()
+
+
+def test_a_live_pooled_connection_is_used_without_a_ping_and_a_dropped_one_is_pinged(
+    postgres_url: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = create_engine_for(postgres_url)
+    pings: list[bool] = []
+    ping = engine.dialect.do_ping
+
+    def counted_ping(dbapi_connection: object) -> bool:
+        pings.append(True)
+        return ping(dbapi_connection)
+
+    monkeypatch.setattr(engine.dialect, "do_ping", counted_ping)
+    uow_factory = SqlAlchemyUnitOfWorkFactory(engine)
+    for _ in range(3):
+        with uow_factory() as uow:
+            assert uow.api_keys.get_by_hash(SECRET_HASH) is None
+    assert pings == []  # no round trip of its own before a unit of work on a connection the server kept
+    with engine.connect() as connection:
+        backend = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    admin = create_engine_for(postgres_url)
+    with admin.begin() as connection:
+        # Waits (up to 5 s) until the backend has ended, so its goodbye is on the socket before the next use.
+        connection.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": backend})
+    admin.dispose()
+    with uow_factory() as uow:
+        assert uow.api_keys.get_by_hash(SECRET_HASH) is None
+    assert len(pings) == 1  # the server said goodbye on that socket: pinged, failed, replaced
     engine.dispose()
