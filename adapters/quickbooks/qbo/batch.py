@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 
 from quickbooks.mixins import DecimalEncoder
 
+from adapters.quickbooks.qbo.mapping import record_json
 from adapters.quickbooks.qbo.transport import QuickBooksClient
 
 # Intuit's limit per batch request (QUICKBOOKS.md: ≤ 30; an older page says 10): a longer list is split.
@@ -62,8 +63,8 @@ def batch_request_id(request_ids: Sequence[str]) -> str:
 
 
 def write_item(bid: str, operation: str, record: Any) -> dict[str, Any]:
-    """A create or update item for a python-quickbooks object (`record.to_json()`, as its `save()` sends)."""
-    return {"bId": bid, "operation": operation, record.qbo_object_name: json.loads(record.to_json())}
+    """A create or update item for a python-quickbooks object (its JSON as `mapping.save_record` sends it)."""
+    return {"bId": bid, "operation": operation, record.qbo_object_name: json.loads(record_json(record))}
 
 
 def query_item(bid: str, select: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ python-quickbooks serialises `Decimal` as a JSON string ("300.10"), never throug
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any, TypeAlias, TypeVar
 
@@ -53,6 +54,26 @@ QboTxn: TypeAlias = Any
 
 def money(value: Decimal) -> Decimal:
     return value.quantize(CENT)
+
+
+def record_json(record: Any) -> str:
+    """`record` as python-quickbooks' `to_json` writes it (every public non-None attribute, Decimal as a
+    string), without its `indent=4` and `sort_keys`: indenting makes `json` fall back from its C encoder to
+    the pure-Python one, which cost a tenth of a sync's CPU (issue 12). QBO reads the same JSON either way."""
+    return json.dumps(record, default=record.json_filter(), separators=(",", ":"))
+
+
+def save_record(record: Any, qb: Any, request_id: str) -> Any:
+    """`record.save(qb=qb, request_id=request_id)` of python-quickbooks (UpdateMixin.save: an update when it
+    has an Id, else a create; the saved object as QBO answered it), with the body from `record_json`."""
+    name = record.qbo_object_name
+    if record.Id and int(record.Id) > 0:
+        answer = qb.update_object(name, record_json(record), request_id=request_id)
+    else:
+        answer = qb.create_object(name, record_json(record), request_id=request_id)
+    saved = type(record).from_json(answer[record.qbo_json_object_name or name])
+    record.Id = saved.Id
+    return saved
 
 
 def blank(cls: type[T]) -> T:

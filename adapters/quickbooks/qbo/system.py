@@ -31,6 +31,7 @@ from adapters.quickbooks.qbo.mapping import (
     entity_name,
     is_voided,
     kind_of,
+    save_record,
     total_of,
     txn_object,
 )
@@ -132,7 +133,7 @@ class QuickBooksAccountingSystem(AccountingSystem):
         self, customer: NewCustomer, *, request_id: str, fence: WriteFence = UNFENCED
     ) -> AccountingCustomer:
         def save(qb: QuickBooksClient) -> AccountingCustomer:
-            return accounting_customer(customer_object(customer).save(qb=qb, request_id=request_id))
+            return accounting_customer(save_record(customer_object(customer), qb, request_id))
 
         try:
             return self.session.call(
@@ -247,7 +248,7 @@ class QuickBooksAccountingSystem(AccountingSystem):
         def send(rid: str) -> QuickBooksRef:
             def save(qb: QuickBooksClient) -> QuickBooksRef:
                 record = txn_object(spec, settings, self.session.connection.sales_tax)
-                return _ref_of(spec.kind, record.save(qb=qb, request_id=rid))
+                return _ref_of(spec.kind, save_record(record, qb, rid))
 
             return self.session.call(
                 save,
@@ -276,7 +277,7 @@ class QuickBooksAccountingSystem(AccountingSystem):
                 record = txn_object(spec, settings, self.session.connection.sales_tax)
                 record.Id = ref.id
                 record.SyncToken = ref.sync_token
-                return _ref_of(spec.kind, record.save(qb=qb, request_id=rid))
+                return _ref_of(spec.kind, save_record(record, qb, rid))
 
             return self.session.call(save, write=True, what=f"updating the {_label(spec.kind)} {ref.id}", fence=fence)
 
