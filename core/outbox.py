@@ -107,8 +107,7 @@ class Outbox:
             max_attempts=self._max_attempts,
             identity_key=opportunity.customer.identity_key(tenant) if opportunity else "",
         )
-        uow.jobs.add(job)
-        uow.audit.append(AuditEvent(tenant, now, AuditKind.accepted(kind), target, job.job_id, ""))
+        uow.jobs.add(job, accepted=AuditEvent(tenant, now, AuditKind.accepted(kind), target, job.job_id, ""))
         return job
 
     @staticmethod

@@ -510,9 +510,10 @@ class DueBacklog:
 
 
 class SyncJobRepository(Protocol):
-    def add(self, job: SyncJob) -> None:
-        """Queues the job. Raises: `RequestIdTakenError` if the tenant already has a job with the same
-        request_id (nothing stored); storage failures as `UnitOfWork` says."""
+    def add(self, job: SyncJob, *, accepted: AuditEvent | None = None) -> None:
+        """Queues the job, and appends `accepted` (the audit event of its acceptance) with it: an adapter may
+        write both in one statement. Raises: `RequestIdTakenError` if the tenant already has a job with the
+        same request_id (nothing stored, the event neither); storage failures as `UnitOfWork` says."""
         ...
 
     def get(self, tenant_id: str, job_id: str) -> SyncJob | None:

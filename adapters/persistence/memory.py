@@ -419,7 +419,7 @@ class InMemorySyncJobRepository(_Repository, SyncJobRepository):
         super().__init__(db, tx)
         self._uow = uow
 
-    def add(self, job: SyncJob) -> None:
+    def add(self, job: SyncJob, *, accepted: AuditEvent | None = None) -> None:
         with self._db.lock:
             if job.request_id:
                 key = (job.tenant_id, job.request_id)
@@ -431,6 +431,8 @@ class InMemorySyncJobRepository(_Repository, SyncJobRepository):
             if self._tx.jobs.get((job.tenant_id, job.job_id)) is not None:
                 raise ValueError(f"sync job {job.job_id} already exists")  # a primary key in SQL
             self._tx.jobs.put((job.tenant_id, job.job_id), _copy(job))
+            if accepted is not None:
+                self._tx.new_audit.append(_copy(accepted))
 
     def _wait_for_other_holder(self, key: tuple[str, str]) -> None:
         """As a unique index does: wait until another transaction that added the same key ends, so

@@ -32,10 +32,10 @@ from sqlalchemy.sql.expression import Exists
 
 from adapters.persistence.sqlalchemy import codec
 from adapters.persistence.sqlalchemy.columns import UtcDateTime
-from adapters.persistence.sqlalchemy.models import SyncJobRow
+from adapters.persistence.sqlalchemy.models import AuditEventRow, SyncJobRow
 from adapters.persistence.sqlalchemy.prepared import Prepared
-from adapters.persistence.sqlalchemy.repositories import SqlRepository
-from core.domain import EntityRef, EntityType, SyncJob, SyncJobKind, SyncJobState
+from adapters.persistence.sqlalchemy.repositories import SqlRepository, append_event, event_values
+from core.domain import AuditEvent, EntityRef, EntityType, SyncJob, SyncJobKind, SyncJobState
 from core.ports import DueBacklog, RequestIdTakenError, SyncJobRepository
 
 # How many claimable jobs a PostgreSQL claim reads at once: it takes the first whose keys no other claimer
@@ -250,6 +250,42 @@ def _add_statement(dialect: str, columns: tuple[str, ...]) -> Prepared:
     return cached
 
 
+_ADDS_WITH_EVENT: dict[tuple[str, ...], Prepared] = {}
+_EVENT_FIELDS = ("time", "kind", "entity_type", "entity_id", "message")  # the rest are the job's
+
+
+def _add_with_event_statement(columns: tuple[str, ...]) -> Prepared:
+    """PostgreSQL: add's INSERT and the accepted event's in one statement, the event inserted from the job's
+    RETURNING (so only when the job went in): one round trip fewer per accepted request (issue 12)."""
+    cached = _ADDS_WITH_EVENT.get(columns)
+    if cached is None:
+        jobs, events = SyncJobRow.__table__, AuditEventRow.__table__
+        added = (
+            postgresql.insert(jobs)  # type: ignore[arg-type]
+            .values({c: bindparam(c, type_=jobs.c[c].type) for c in columns})  # type: ignore[attr-defined]
+            .on_conflict_do_nothing(index_elements=["tenant_id", "request_id"])
+            .returning(jobs.c.tenant_id, jobs.c.job_id)  # type: ignore[attr-defined]
+            .cte("added")
+        )
+        event = {f: bindparam(f"event_{f}", type_=events.c[f].type) for f in _EVENT_FIELDS}  # type: ignore[attr-defined]
+        row = select(
+            added.c.tenant_id,
+            event["time"],
+            event["kind"],
+            event["entity_type"],
+            event["entity_id"],
+            added.c.job_id,
+            event["message"],
+        )
+        statement = (
+            postgresql.insert(events)  # type: ignore[arg-type]
+            .from_select(["tenant_id", "time", "kind", "entity_type", "entity_id", "job_id", "message"], row)
+            .returning(events.c.job_id)  # type: ignore[attr-defined]
+        )
+        cached = _ADDS_WITH_EVENT[columns] = Prepared(statement)
+    return cached
+
+
 _BY_KEY = select(_JOBS).where(_JOBS.c.tenant_id == bindparam("tenant_id"), _JOBS.c.job_id == bindparam("job_id"))
 _JOB = Prepared(_BY_KEY)
 _JOB_FOR_UPDATE = Prepared(_BY_KEY.with_for_update())
@@ -268,15 +304,24 @@ _EXTEND_LEASE = Prepared(
 
 
 class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
-    def add(self, job: SyncJob) -> None:
+    def add(self, job: SyncJob, *, accepted: AuditEvent | None = None) -> None:
         # ON CONFLICT DO NOTHING on the request_id constraint instead of catching IntegrityError: on
         # PostgreSQL a failed INSERT aborts the whole transaction, and the caller still needs it to
         # look up the job that holds the request_id. A clash on job_id still raises IntegrityError.
         # RETURNING tells whether the row went in (rowcount is not reliable for this on every driver).
         values = _values(job)
-        inserted = _add_statement(self.dialect, tuple(values)).first(self._bound_connection(), values)
+        connection = self._bound_connection()
+        if accepted is not None and self.dialect == "postgresql":
+            event = event_values(accepted)
+            values.update({f"event_{f}": event[f] for f in _EVENT_FIELDS})
+            inserted = _add_with_event_statement(tuple(_values(job))).first(connection, values)
+            accepted = None  # written with it, or not at all
+        else:
+            inserted = _add_statement(self.dialect, tuple(values)).first(connection, values)
         if inserted is None:
             raise RequestIdTakenError(f"request_id {job.request_id!r} is already used")
+        if accepted is not None:
+            append_event(connection, accepted)
 
     def get(self, tenant_id: str, job_id: str) -> SyncJob | None:
         row = self._first(SyncJobRow, tenant_id=tenant_id, job_id=job_id)

@@ -321,6 +321,32 @@ _REFUNDS_OF_PAYMENT = Prepared(
 )
 
 
+def _save_payment_forgetting_its_refunds() -> Prepared:
+    """PostgreSQL's payment upsert with the DELETE of its refund map in one statement (a data-modifying CTE,
+    run to completion whether or not the INSERT reads it): one round trip fewer per accepted payment, about a
+    twelfth of its statements (issue 12). The refunds it has are upserted after, by a later statement that
+    sees the deletion. SQLite sends the two statements (no round trips: the database is in the process)."""
+    table = PaymentRow.__table__
+    gone = (
+        delete(RefundRow)
+        .where(
+            RefundRow.tenant_id == bindparam("refunds_tenant_id"),
+            RefundRow.payment_id == bindparam("refunds_payment_id"),
+        )
+        .cte("forgotten_refunds")
+    )
+    built = postgresql.insert(table)  # type: ignore[arg-type]
+    columns = ("tenant_id", "payment_id", "opportunity_id", "data")
+    upsert = built.values({c: bindparam(c, type_=table.c[c].type) for c in columns}).on_conflict_do_update(  # type: ignore[attr-defined]
+        index_elements=["tenant_id", "payment_id"],
+        set_={c: built.excluded[c] for c in ("opportunity_id", "data")},
+    )
+    return Prepared(upsert.add_cte(gone))
+
+
+_SAVE_PAYMENT_FORGETTING_ITS_REFUNDS = _save_payment_forgetting_its_refunds()
+
+
 class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
     def save_opportunity(self, tenant_id: str, opportunity: Opportunity) -> None:
         self._upsert(OpportunityRow, _opportunity_values(tenant_id, opportunity), _OPPORTUNITY_KEY)
@@ -349,22 +375,23 @@ class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
         return [_opportunity_from(row) for row in rows]
 
     def save_payment(self, tenant_id: str, opportunity_id: str, payment: Payment) -> None:
-        self._upsert(
-            PaymentRow,
-            {
-                "tenant_id": tenant_id,
-                "payment_id": payment.payment_id,
-                "opportunity_id": opportunity_id,
-                "data": codec.payment_to_json(payment),
-            },
-            ["tenant_id", "payment_id"],
-        )
+        values = {
+            "tenant_id": tenant_id,
+            "payment_id": payment.payment_id,
+            "opportunity_id": opportunity_id,
+            "data": codec.payment_to_json(payment),
+        }
         # The refund -> payment map follows the stored payment: refunds it no longer has are forgotten,
         # and a refund id seen last on this payment belongs to it.
         # The upsert moves a refund stored under another payment (ON CONFLICT ... SET payment_id).
-        _REFUNDS_OF_PAYMENT.execute(
-            self._bound_connection(), {"tenant_id": tenant_id, "payment_id": payment.payment_id}
-        )
+        if self.dialect == "postgresql":
+            forgetting = {**values, "refunds_tenant_id": tenant_id, "refunds_payment_id": payment.payment_id}
+            _SAVE_PAYMENT_FORGETTING_ITS_REFUNDS.execute(self._bound_connection(), forgetting)
+        else:
+            self._upsert(PaymentRow, values, ["tenant_id", "payment_id"])
+            _REFUNDS_OF_PAYMENT.execute(
+                self._bound_connection(), {"tenant_id": tenant_id, "payment_id": payment.payment_id}
+            )
         self._upsert_many(
             RefundRow,
             [
@@ -559,18 +586,26 @@ _EVENT_COLUMNS = ("tenant_id", "time", "kind", "entity_type", "entity_id", "job_
 _APPEND_EVENT = Prepared(insert(AuditEventRow.__table__), _EVENT_COLUMNS)  # type: ignore[arg-type]
 
 
+def event_values(event: AuditEvent) -> dict[str, Any]:
+    """An audit event's row (`_EVENT_COLUMNS`)."""
+    return {
+        "tenant_id": event.tenant_id,
+        "time": event.time,
+        "kind": event.kind.value,
+        "entity_type": None if event.entity is None else event.entity.type.value,
+        "entity_id": None if event.entity is None else event.entity.id,
+        "job_id": event.job_id,
+        "message": event.message,
+    }
+
+
+def append_event(connection: Connection, event: AuditEvent) -> None:
+    _APPEND_EVENT.execute(connection, event_values(event))
+
+
 class SqlAlchemyAuditLog(SqlRepository, AuditLog):
     def append(self, event: AuditEvent) -> None:
-        values = {
-            "tenant_id": event.tenant_id,
-            "time": event.time,
-            "kind": event.kind.value,
-            "entity_type": None if event.entity is None else event.entity.type.value,
-            "entity_id": None if event.entity is None else event.entity.id,
-            "job_id": event.job_id,
-            "message": event.message,
-        }
-        _APPEND_EVENT.execute(self._bound_connection(), values)
+        append_event(self._bound_connection(), event)
 
     def list(self, tenant_id: str, *, limit: int) -> list[AuditEvent]:
         rows = self._fresh(

@@ -24,6 +24,7 @@ from core.domain import (
     StoredPayment,
     SyncAction,
     SyncJob,
+    SyncJobKind,
     SyncJobState,
     SyncRecord,
     SyncResult,
@@ -527,6 +528,22 @@ def test_a_taken_request_id_is_refused_within_a_tenant_only(backend: Backend) ->
             True,
             True,
             True,
+        ]
+
+
+def test_a_job_is_added_with_its_accepted_event_and_a_refused_one_leaves_none(backend: Backend) -> None:
+    def accepted(job_id: str) -> AuditEvent:
+        return AuditEvent("t1", T0, AuditKind.accepted(SyncJobKind.SYNC_PAYMENT), PAYMENT_REF, job_id, "")
+
+    with backend.uow() as uow:
+        uow.jobs.add(sync_job("j1", request_id="req-1"), accepted=accepted("j1"))
+        with pytest.raises(RequestIdTakenError):
+            uow.jobs.add(sync_job("j2", request_id="req-1"), accepted=accepted("j2"))
+        uow.commit()
+    with backend.uow() as uow:
+        assert uow.jobs.get("t1", "j1") is not None and uow.jobs.get("t1", "j2") is None
+        assert [(e.job_id, e.kind, e.entity, e.time) for e in uow.audit.list("t1", limit=10)] == [
+            ("j1", AuditKind.accepted(SyncJobKind.SYNC_PAYMENT), PAYMENT_REF, T0)
         ]
 
 
