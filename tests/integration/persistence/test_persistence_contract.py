@@ -267,6 +267,18 @@ def test_payments_with_refunds_and_the_refund_to_payment_map(backend: Backend) -
         assert uow.snapshots.payment_of_refund("t2", "R1") == "P9"
         assert uow.snapshots.get_payment("t2", "P1") is None
 
+        # A refund id seen last on another payment moves to it; one repeated counts once.
+        uow.snapshots.save_payment("t1", "O2", payment("P2", refunds=(refund("R3"), refund("R3"))))
+        uow.commit()
+    with backend.uow() as uow:
+        assert uow.snapshots.payment_of_refund("t1", "R3") == "P2"
+        assert uow.snapshots.payment_of_refund("t1", "R2") == "P1"
+        uow.snapshots.save_payment("t1", "O2", payment("P2"))  # its refunds gone: none is mapped to it
+        uow.commit()
+    with backend.uow() as uow:
+        assert uow.snapshots.payment_of_refund("t1", "R3") is None
+        assert uow.snapshots.payment_of_refund("t1", "R2") == "P1"
+
 
 def test_payments_of_lists_the_opportunitys_payments_oldest_first(backend: Backend) -> None:
     with backend.uow() as uow:
