@@ -30,6 +30,7 @@ writes keep their own requests (their order and batching are the engine's: core.
 
 from __future__ import annotations
 
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -47,6 +48,13 @@ from core.ports import (
     ForwardingAccountingSystem,
     WriteFence,
 )
+
+log = logging.getLogger(__name__)
+
+# How long a queued caller waits for the request in flight before it says so in the log (and again each time
+# as long): a request is answered within the HTTP timeout (30 s) plus the limiter's waits, so a caller still
+# waiting after a minute points at a request, or a leader, that never came back.
+WAIT_WARNING_SECONDS = 60.0
 
 Q = TypeVar("Q")  # what one caller asks
 A = TypeVar("A")  # what it is answered
@@ -79,9 +87,16 @@ class _Coalescer(ABC, Generic[Q, A]):
     """The requests of one kind to one company: at most one request in flight, the others queued for the
     next. A subclass says how a list of them is sent (`_send`: one answer per request, in order)."""
 
-    def __init__(self, system: AccountingSystem, *, max_batch: int = BATCH_MAX_ITEMS) -> None:
+    def __init__(
+        self,
+        system: AccountingSystem,
+        *,
+        max_batch: int = BATCH_MAX_ITEMS,
+        wait_warning_seconds: float = WAIT_WARNING_SECONDS,
+    ) -> None:
         self._system = system
         self._max_batch = max_batch
+        self._wait_warning_seconds = wait_warning_seconds
         self._guard = threading.Lock()
         self._queue: list[_Waiter[Q, A]] = []
         self._in_flight = False  # a leader is sending (or about to send) a request
@@ -94,7 +109,7 @@ class _Coalescer(ABC, Generic[Q, A]):
             leads = not self._in_flight
             self._in_flight = True
         if not leads:
-            waiter.woken.wait()
+            self._wait(waiter)
             if waiter.alone:
                 with self._guard:
                     self.requests += 1
@@ -103,6 +118,21 @@ class _Coalescer(ABC, Generic[Q, A]):
                 return waiter.result()
         self._lead()
         return waiter.result()
+
+    def _wait(self, waiter: _Waiter[Q, A]) -> None:
+        """Until `waiter` is woken (it has no deadline of its own: the request in flight has), saying so in the
+        log every `wait_warning_seconds`."""
+        waited = 0.0
+        while not waiter.woken.wait(self._wait_warning_seconds):
+            waited += self._wait_warning_seconds
+            with self._guard:
+                queued = len(self._queue)
+            log.warning(
+                "a %s has waited %.0f s for the request in flight to its company (%d queued)",
+                type(self).__name__,
+                waited,
+                queued,
+            )
 
     @abstractmethod
     def _send(self, requests: Sequence[Q]) -> list[A]:

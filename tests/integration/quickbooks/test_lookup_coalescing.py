@@ -228,3 +228,19 @@ def test_a_company_handed_out_anew_gets_a_new_queue(rig: QboRig) -> None:
     again = systems.for_tenant(TENANT)
     assert again.coalescer is not first.coalescer and again.inner is not first.inner
     assert again.find_customers("Nobody", "nobody@example.com") == []
+
+
+def test_a_look_up_queued_behind_a_slow_request_says_so_in_the_log_and_still_gets_its_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gate = Gate(fake_with_customers(["a@x.com", "b@x.com"]))
+    coalescer = LookupCoalescer(gate, wait_warning_seconds=0.05)
+    with caplog.at_level("WARNING", logger="adapters.quickbooks.coalescing"), ThreadPoolExecutor(2) as pool:
+        first = pool.submit(coalescer.find_customers, "Name a@x.com", "a@x.com")
+        assert gate.entered.wait(10)
+        second = pool.submit(coalescer.find_customers, "Name b@x.com", "b@x.com")
+        wait_until(lambda: "has waited" in caplog.text)  # held well past the warning's interval
+        gate.release.set()
+        assert [c.email for c in first.result(10)] == ["a@x.com"]
+        assert [c.email for c in second.result(10)] == ["b@x.com"]
+    assert "LookupCoalescer has waited" in caplog.text and "(1 queued)" in caplog.text
