@@ -310,14 +310,15 @@ class SqlAlchemySyncJobRepository(SqlRepository, SyncJobRepository):
         # look up the job that holds the request_id. A clash on job_id still raises IntegrityError.
         # RETURNING tells whether the row went in (rowcount is not reliable for this on every driver).
         values = _values(job)
+        columns = tuple(values)
         connection = self._bound_connection()
         if accepted is not None and self.dialect == "postgresql":
             event = event_values(accepted)
             values.update({f"event_{f}": event[f] for f in _EVENT_FIELDS})
-            inserted = _add_with_event_statement(tuple(_values(job))).first(connection, values)
+            inserted = _add_with_event_statement(columns).first(connection, values)
             accepted = None  # written with it, or not at all
         else:
-            inserted = _add_statement(self.dialect, tuple(values)).first(connection, values)
+            inserted = _add_statement(self.dialect, columns).first(connection, values)
         if inserted is None:
             raise RequestIdTakenError(f"request_id {job.request_id!r} is already used")
         if accepted is not None:

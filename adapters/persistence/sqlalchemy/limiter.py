@@ -201,18 +201,11 @@ class PostgresRequestLimiter(RequestLimiter):
         params: dict[str, Any] = {
             "realm": realm_id,
             "slot": slot_id,
-            "holder": self._holder,
             "per_second": limits.per_second,
             "per_minute": limits.per_minute,
             "in_flight": limits.in_flight,
-            # Exactly QuickBooks' windows: a start dated at its answer is no earlier than the request's
-            # arrival there, which is all the windows need (no margin for network jitter: see above).
-            "second": SECOND,
-            "minute": MINUTE,
-            "lease": self._slot_lease.total_seconds(),
-            "poll": IN_FLIGHT_POLL_SECONDS,
-            **self._release_params(carried),
             "reserve": reserve,
+            **self._admission_params(carried),
         }
         try:
             start_id, wait = self._call(_ADMIT, params)
@@ -274,17 +267,12 @@ class PostgresRequestLimiter(RequestLimiter):
             "batch_slot": batch_slot,
             "realm": realm_id,
             "slot": slot_id,
-            "holder": self._holder,
             "batch_per_second": self._batch_limits.per_second,
             "batch_per_minute": self._batch_limits.per_minute,
             "per_second": self._limits.per_second,
             "per_minute": self._limits.per_minute,
             "in_flight": self._limits.in_flight,
-            "second": SECOND,
-            "minute": MINUTE,
-            "lease": self._slot_lease.total_seconds(),
-            "poll": IN_FLIGHT_POLL_SECONDS,
-            **self._release_params(carried),
+            **self._admission_params(carried),
         }
         try:
             batch_start, batch_wait, start_id, wait = self._call(_ADMIT_BATCH, params)
@@ -348,6 +336,20 @@ class PostgresRequestLimiter(RequestLimiter):
         if compiled is None:
             compiled = self._compiled[statement] = str(statement.compile(dialect=self._engine.dialect))
         return compiled
+
+    def _admission_params(self, carried: list[_Answered]) -> dict[str, Any]:
+        """What every admission statement sends besides its windows' limits: the holder, the windows, the
+        lease, the poll interval and the releases it carries (measured last)."""
+        return {
+            "holder": self._holder,
+            # Exactly QuickBooks' windows: a start dated at its answer is no earlier than the request's
+            # arrival there, which is all the windows need (no margin for network jitter: see above).
+            "second": SECOND,
+            "minute": MINUTE,
+            "lease": self._slot_lease.total_seconds(),
+            "poll": IN_FLIGHT_POLL_SECONDS,
+            **self._release_params(carried),
+        }
 
     def _release_params(self, carried: list[_Answered]) -> dict[str, list[Any]]:
         # Measured last, just before the statement goes out: `ago` may only be too short, never too long.
