@@ -27,6 +27,33 @@ class TxnKind(enum.Enum):
 
 
 @dataclass(frozen=True)
+class Tracking:
+    """The class and location (QBO Department) a transaction carries (SPEC §10), by QuickBooks Id ("" for
+    none). `class_per_line`: the company tracks classes per line (ClassTrackingPerTxnLine), so the class goes
+    on each line rather than on the transaction. QuickBooks' Payment holds neither: payments carry none."""
+
+    class_id: str = ""
+    department_id: str = ""
+    class_per_line: bool = False
+
+    @property
+    def is_set(self) -> bool:
+        return bool(self.class_id or self.department_id)
+
+
+NO_TRACKING = Tracking()
+
+
+@dataclass(frozen=True)
+class NumberedInvoice:
+    """An invoice QuickBooks holds under a DocNumber (`AccountingSystem.invoices_numbered`): its Id and its
+    private note, where qbsync's marker says whether it is ours."""
+
+    id: str
+    private_note: str
+
+
+@dataclass(frozen=True)
 class QuickBooksRef:
     """A record in the accounting system: its kind, Id and the SyncToken an update must quote."""
 
@@ -97,6 +124,7 @@ class RefundSpec:
     memo: str
     private_note: str
     marker: str
+    tracking: Tracking = NO_TRACKING  # DepartmentRef on the purchase, ClassRef on its line (it has no other)
 
     @property
     def kind(self) -> TxnKind:
@@ -133,7 +161,8 @@ class DiscountSpec:
 @dataclass(frozen=True)
 class InvoiceSpec:
     """An invoice: its sales lines (each TAX or NON), then the discount, the tip and surcharge lines on
-    their items, and the CRM's tax total as TxnTaxDetail.TotalTax (SPEC §8)."""
+    their items, and the CRM's tax total as TxnTaxDetail.TotalTax (SPEC §8). An empty `doc_number` sends no
+    DocNumber: QuickBooks numbers the invoice (InvoiceNumbering.QUICKBOOKS, SPEC §10)."""
 
     customer_id: str
     doc_number: str
@@ -146,6 +175,8 @@ class InvoiceSpec:
     discount: DiscountSpec | None = None
     tip: Decimal = ZERO
     surcharge: Decimal = ZERO
+    memo: str = ""  # the customer-visible CustomerMemo: the job number when QuickBooks numbers the invoice
+    tracking: Tracking = NO_TRACKING  # DepartmentRef; ClassRef on the invoice, or on every line when per line
 
     @property
     def kind(self) -> TxnKind:
@@ -201,6 +232,7 @@ class DepositSpec:
     private_note: str
     marker: str
     customer_id: str = ""  # a deposit names no customer; kept so every spec answers the writer alike
+    tracking: Tracking = NO_TRACKING  # DepartmentRef on the deposit, ClassRef on its account lines
 
     @property
     def kind(self) -> TxnKind:

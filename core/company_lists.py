@@ -50,6 +50,8 @@ class ListKind(enum.Enum):
     ITEM = "Item"
     PAYMENT_METHOD = "PaymentMethod"
     TAX_CODE = "TaxCode"
+    CLASS = "Class"  # SPEC §10: what a branch mapping names
+    DEPARTMENT = "Department"  # shown as "Location" in QuickBooks
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ _NOUNS = {
     ListKind.ITEM: "item",
     ListKind.PAYMENT_METHOD: "payment method",
     ListKind.TAX_CODE: "tax code",
+    ListKind.CLASS: "class",
+    ListKind.DEPARTMENT: "location",
 }
 # A TaxCode's `type` as ListEntry has it: Intuit's TaxGroup true (one or more rates: what an invoice's
 # TxnTaxCodeRef names) or false (the pseudo codes TAX and NON, which only mark lines).

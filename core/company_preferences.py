@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from core.company_tax import SalesTax
+from core.connection import ClassTracking
 from core.currency import CompanyCurrency
 from core.domain import AuditEvent, AuditKind
 from core.errors import AccountingError, FieldViolation
@@ -30,10 +31,15 @@ SALES_TAX_NOT_SET_UP = "SALES_TAX_NOT_SET_UP"
 
 @dataclass(frozen=True)
 class CompanyPreferences:
-    """What a QuickBooks company's `Preferences` say that qbsync needs: `CurrencyPrefs` and `TaxPrefs`."""
+    """What a QuickBooks company's `Preferences` say that qbsync needs: `CurrencyPrefs`, `TaxPrefs`, and
+    (SPEC §10) `AccountingInfoPrefs` (ClassTrackingPerTxn, ClassTrackingPerTxnLine, TrackDepartments) and
+    `SalesFormsPrefs.CustomTxnNumbers`."""
 
     currency: CompanyCurrency
     sales_tax: SalesTax
+    class_tracking: ClassTracking = ClassTracking.OFF
+    track_departments: bool = False
+    custom_txn_numbers: bool = True
 
 
 def read_company_preferences(

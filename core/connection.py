@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -46,6 +47,49 @@ class ListRef:
         return bool(self.id)
 
 
+class InvoiceNumbering(enum.Enum):
+    """Who numbers invoices (SPEC §10). CRM: DocNumber is the prefix + the job number, checked free in
+    QuickBooks before the invoice is created (DOC_NUMBER_TAKEN when another invoice has it). QUICKBOOKS: no
+    DocNumber is sent and QuickBooks numbers the invoice; the job number goes in the memo."""
+
+    CRM = "CRM"
+    QUICKBOOKS = "QUICKBOOKS"
+
+
+class ClassTracking(enum.Enum):
+    """Whether and where the company tracks classes (Preferences.AccountingInfoPrefs): OFF, one class per
+    transaction (ClassTrackingPerTxn) or one per line (ClassTrackingPerTxnLine)."""
+
+    OFF = "OFF"
+    PER_TRANSACTION = "PER_TRANSACTION"
+    PER_LINE = "PER_LINE"
+
+
+@dataclass(frozen=True)
+class BranchMapping:
+    """What a branch's transactions carry in QuickBooks (SPEC §10): a Class and/or a Department (shown as
+    "Location"), each by Id or by name. An empty `service_type` is the branch's mapping for every service
+    type without one of its own."""
+
+    branch_id: str
+    service_type: str = ""
+    class_ref: ListRef = field(default_factory=ListRef)
+    department_ref: ListRef = field(default_factory=ListRef)
+
+    @property
+    def names_something(self) -> bool:
+        return bool(self.class_ref.id or self.class_ref.name or self.department_ref.id or self.department_ref.name)
+
+
+def branch_mapping(mappings: Sequence[BranchMapping], branch_id: str, service_type: str) -> BranchMapping | None:
+    """The mapping for a branch's job of `service_type`: the one for that branch and service type, else the
+    branch's own (empty service type), else None (the transactions carry no class or location)."""
+    exact = next((m for m in mappings if m.branch_id == branch_id and m.service_type == service_type), None)
+    if exact is not None or not service_type:
+        return exact
+    return next((m for m in mappings if m.branch_id == branch_id and not m.service_type), None)
+
+
 @dataclass
 class QuickBooksSettings:
     """The tenant's account mapping (SPEC.md section 5). Unset entries get a default found by name in the
@@ -67,6 +111,10 @@ class QuickBooksSettings:
     adjustment_account: ListRef = field(default_factory=ListRef)  # a payout's other adjustments
     payment_methods: dict[PaymentMethod, ListRef] = field(default_factory=dict)
     doc_number_prefix: str = ""
+    # SPEC §10. None: not chosen, which follows the company's "custom transaction numbers" preference as read
+    # at connect (`QuickBooksConnection.invoice_numbering`).
+    invoice_numbering: InvoiceNumbering | None = None
+    branch_mappings: tuple[BranchMapping, ...] = ()
 
 
 @dataclass
@@ -80,6 +128,9 @@ class QuickBooksConnection:
     client_id: str
     client_secret: str = field(repr=False)
     refresh_token: str = field(repr=False)
+    # The branch this connection is for (SPEC §10); "" is the tenant's default connection, which every branch
+    # without one of its own syncs to. (tenant_id, branch_id) is the connection's key.
+    branch_id: str = ""
     access_token: str = field(default="", repr=False)
     access_token_expires: datetime | None = None
     refresh_token_expires: datetime | None = None
@@ -94,6 +145,11 @@ class QuickBooksConnection:
     multicurrency: bool = False
     # The company's TaxPrefs, read with them (None until read): how QuickBooks treats sales tax (SPEC §8).
     sales_tax: SalesTax | None = None
+    # The company's AccountingInfoPrefs and SalesFormsPrefs, read with them (SPEC §10): where it tracks classes,
+    # whether it tracks locations (departments), and whether invoice numbers are its users' (CustomTxnNumbers).
+    class_tracking: ClassTracking = ClassTracking.OFF
+    track_departments: bool = False
+    custom_txn_numbers: bool = True
     last_error: str = ""
     settings: QuickBooksSettings = field(default_factory=QuickBooksSettings)
     oauth_state: str = field(default="", repr=False)  # the pending authorization's anti-forgery token
@@ -102,6 +158,14 @@ class QuickBooksConnection:
     @property
     def company_currency(self) -> CompanyCurrency:
         return CompanyCurrency(self.home_currency, self.multicurrency)
+
+    @property
+    def invoice_numbering(self) -> InvoiceNumbering:
+        """The setting, or, when not chosen, what the company's preference implies: its users' own numbers
+        (custom transaction numbers on) are the CRM's job numbers; QuickBooks' sequence otherwise."""
+        if self.settings.invoice_numbering is not None:
+            return self.settings.invoice_numbering
+        return InvoiceNumbering.CRM if self.custom_txn_numbers else InvoiceNumbering.QUICKBOOKS
 
     def needs_refresh(self, now: datetime) -> bool:
         """Whether the access token is missing or near its expiry (see REFRESH_MARGIN_SHARE)."""

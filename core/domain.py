@@ -90,9 +90,33 @@ class Customer:
 
 @dataclass(frozen=True)
 class Opportunity:
+    """`branch_id` picks the QuickBooks company (the branch's own connection, else the tenant's default one)
+    and, with `service_type`, the class and location its transactions carry (SPEC §10); both may be empty."""
+
     opportunity_id: str
     number: str
     customer: Customer
+    branch_id: str = ""
+    service_type: str = ""
+
+
+# Joins a CRM customer id and the branch of the QuickBooks company it is linked in (`customer_link`). CRM ids
+# never hold control characters (core/text.py refuses them), so the joined id cannot be another customer's.
+COMPANY_SEPARATOR = "\x1f"
+
+
+def customer_link(customer_id: str, company: str = "") -> EntityRef:
+    """The sync record of a CRM customer's link to its QuickBooks customer in one company: `company` is the
+    branch of the connection the link was made through ("" for the tenant's default connection). Each company
+    has its own customers, so the same CRM customer synced in two branches' companies has two links."""
+    if not company:
+        return EntityRef(EntityType.CUSTOMER, customer_id)
+    return EntityRef(EntityType.CUSTOMER, f"{customer_id}{COMPANY_SEPARATOR}{company}")
+
+
+def crm_customer_id(link: EntityRef) -> str:
+    """The CRM customer id of a `customer_link` record (the id as the CRM sent it)."""
+    return link.id.split(COMPANY_SEPARATOR, 1)[0]
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from core.accounting import (
     BatchWrite,
     CustomerLookup,
     NewCustomer,
+    NumberedInvoice,
     QuickBooksRef,
     TxnKind,
     TxnSpec,
@@ -214,9 +215,19 @@ class AccountingSystem(Protocol):
     def company_preferences(self) -> CompanyPreferences:
         """What the company's Preferences say now, in one read (never cached by the adapter): its home
         currency and whether multicurrency is on (`CurrencyPrefs`), and how it treats sales tax (`TaxPrefs`:
-        `PartnerTaxEnabled` is automated sales tax, else `UsingSalesTax` is manual sales tax, else none).
+        `PartnerTaxEnabled` is automated sales tax, else `UsingSalesTax` is manual sales tax, else none);
+        where it tracks classes (`AccountingInfoPrefs.ClassTrackingPerTxnLine` wins over `ClassTrackingPerTxn`;
+        neither: OFF), whether it tracks locations (`TrackDepartments`) and whether invoice numbers are its
+        users' own (`SalesFormsPrefs.CustomTxnNumbers`).
         Raises: as the other reads do (`AccountingUnavailableError`, `ThrottledError`,
         `ReconnectRequiredError`)."""
+        ...
+
+    def invoices_numbered(self, doc_number: str) -> list[NumberedInvoice]:
+        """Every invoice of the company whose DocNumber is `doc_number` (exactly; QuickBooks compares it so),
+        lowest Id first, in one query: how an invoice number is checked free before the invoice is created
+        (InvoiceNumbering.CRM, DOC_NUMBER_TAKEN). Voided invoices keep their number and are included.
+        Raises: only the errors every method may raise (see the class)."""
         ...
 
 
@@ -287,6 +298,9 @@ class ForwardingAccountingSystem(AccountingSystem):
     def company_preferences(self) -> CompanyPreferences:
         return self._system.company_preferences()
 
+    def invoices_numbered(self, doc_number: str) -> list[NumberedInvoice]:
+        return self._system.invoices_numbered(doc_number)
+
 
 class AccountingSystems(Protocol):
     """Hands out each tenant's accounting system, and says what any of them can hold."""
@@ -295,10 +309,14 @@ class AccountingSystems(Protocol):
     # exceeds them (INVALID_ARGUMENT) before accepting a job, so that no accepted job fails on them.
     field_limits: FieldLimits
 
-    def for_tenant(self, tenant_id: str, connection: QuickBooksConnection | None = None) -> AccountingSystem:
-        """The tenant's company, ready to use. `connection`: the tenant's stored connection as the caller
-        has just read it (the worker reads it in its claim's transaction, saving one of its own); None
-        makes it read from storage. Implementations without a stored connection ignore it.
+    def for_tenant(
+        self, tenant_id: str, connection: QuickBooksConnection | None = None, *, branch_id: str = ""
+    ) -> AccountingSystem:
+        """The company of the tenant's connection `branch_id` ("" the default connection; exactly that one:
+        routing a branch to the default is the caller's, `ConnectionRepository.for_branch`), ready to use.
+        `connection`: that stored connection as the caller has just read it (the worker reads it in its claim's
+        transaction, saving one of its own; its `branch_id` then wins over the argument); None makes it read
+        from storage. Implementations without a stored connection ignore both.
         Raises: `ReconnectRequiredError` when the tenant has no usable connection (never connected,
         disconnected, or waiting for a reconnection); storage failures as `UnitOfWork` says (the
         connection is read from storage)."""
@@ -574,7 +592,9 @@ class SyncJobRepository(Protocol):
 
 
 class ConnectionRepository(Protocol):
-    """Each tenant's QuickBooks connection. Adapters encrypt the tokens and client secret at rest.
+    """Each tenant's QuickBooks connections: the default one (`branch_id` "") and one per branch that has its
+    own company (SPEC §10), keyed by (tenant_id, branch_id); every method but `for_branch` and `of_tenant`
+    works on exactly the connection `branch_id` names. Adapters encrypt the tokens and client secret at rest.
 
     A connection has writers that run at the same time, in several processes: workers refreshing its
     tokens, workers recording the settings they looked up, an admin changing settings or starting an
@@ -586,11 +606,24 @@ class ConnectionRepository(Protocol):
     disconnecting, which set the tokens themselves.
     """
 
-    def get(self, tenant_id: str) -> QuickBooksConnection | None:
-        """The tenant's connection, if it has one. Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+    def get(self, tenant_id: str, *, branch_id: str = "") -> QuickBooksConnection | None:
+        """The tenant's connection for `branch_id` ("" the default one), if it has one (exactly that one).
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
-    def get_for_update(self, tenant_id: str) -> QuickBooksConnection | None:
+    def for_branch(self, tenant_id: str, branch_id: str) -> QuickBooksConnection | None:
+        """The connection a branch's syncs go to (SPEC §10), in one read: the branch's own connection, whatever
+        its state (a disconnected branch fails its syncs rather than write to another company), else the
+        tenant's default connection (branch ""), else None.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def of_tenant(self, tenant_id: str) -> list[QuickBooksConnection]:
+        """Every connection of the tenant, the default one first, then by branch.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def get_for_update(self, tenant_id: str, *, branch_id: str = "") -> QuickBooksConnection | None:
         """`get`, holding the connection's row lock until the unit of work ends: for a read-modify-write
         (merging settings) that no other writer may get into. Do not call QuickBooks while holding it: a
         token refresh would wait for the lock.
@@ -603,7 +636,7 @@ class ConnectionRepository(Protocol):
         Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
-    def save_tokens(self, tenant_id: str, grant: TokenGrant, *, replacing: str) -> bool:
+    def save_tokens(self, tenant_id: str, grant: TokenGrant, *, replacing: str, branch_id: str = "") -> bool:
         """Stores a refreshed grant (both tokens, their expiries, the access token's lifetime) and clears
         `last_error`, changing nothing else, provided the connection is still CONNECTED and still holds
         `replacing`, the refresh token that was used; returns whether it did. False means the company was
@@ -612,20 +645,22 @@ class ConnectionRepository(Protocol):
         Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
-    def mark_reconnect_required(self, tenant_id: str, last_error: str, *, refused_token: str) -> bool:
+    def mark_reconnect_required(
+        self, tenant_id: str, last_error: str, *, refused_token: str, branch_id: str = ""
+    ) -> bool:
         """Intuit refused `refused_token`: the connection becomes RECONNECT_REQUIRED with `last_error`, its
         access token forgotten and nothing else changed, provided it still holds that refresh token (a
         refresh or reconnection committed meanwhile stands); returns whether it did.
         Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
-    def save_settings(self, tenant_id: str, settings: QuickBooksSettings) -> None:
+    def save_settings(self, tenant_id: str, settings: QuickBooksSettings, *, branch_id: str = "") -> None:
         """Replaces the connection's settings, and nothing else.
         Raises: `NotFoundError` when the tenant has no connection (store a new one with `save`)."""
         ...
 
     def save_authorization_request(
-        self, tenant_id: str, *, environment: str, redirect_uri: str, oauth_state: str
+        self, tenant_id: str, *, environment: str, redirect_uri: str, oauth_state: str, branch_id: str = ""
     ) -> None:
         """Records a pending authorization (its anti-forgery state, where Intuit sends the admin back, the
         environment), and nothing else: a live connection keeps working with its tokens until the new
@@ -633,8 +668,11 @@ class ConnectionRepository(Protocol):
         Raises: `NotFoundError` when the tenant has no connection."""
         ...
 
-    def save_company_preferences(self, tenant_id: str, preferences: CompanyPreferences) -> bool:
-        """Records the company's preferences (`home_currency`, `multicurrency`, `sales_tax`) on the tenant's
+    def save_company_preferences(
+        self, tenant_id: str, preferences: CompanyPreferences, *, branch_id: str = ""
+    ) -> bool:
+        """Records the company's preferences (`home_currency`, `multicurrency`, `sales_tax`, `class_tracking`,
+        `track_departments`, `custom_txn_numbers`) on the tenant's
         connection and changes nothing else, so a token another worker refreshed meanwhile is never written back over.
         False, and nothing stored, when the tenant has no connection.
         Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
@@ -643,19 +681,20 @@ class ConnectionRepository(Protocol):
 
 class CompanyLookupRepository(Protocol):
     """What the sync-time checks found in each tenant's company lists (core/company_lookups.py), kept for
-    every process of the deployment. At most one look-up per tenant, kind and name: a newer one replaces it."""
+    every process of the deployment. At most one look-up per tenant, connection (`branch_id`, "" the default
+    one: each connection is its own company), kind and name: a newer one replaces it."""
 
-    def of_tenant(self, tenant_id: str) -> list[CompanyLookup]:
+    def of_tenant(self, tenant_id: str, *, branch_id: str = "") -> list[CompanyLookup]:
         """Every look-up stored for the tenant, whatever company or age (the caller judges them).
         Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
-    def save(self, tenant_id: str, lookups: list[CompanyLookup]) -> None:
+    def save(self, tenant_id: str, lookups: list[CompanyLookup], *, branch_id: str = "") -> None:
         """Stores each look-up, replacing the tenant's one of the same kind and name.
         Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 
-    def forget(self, tenant_id: str, kind: LookupKind, name: str | None = None) -> None:
+    def forget(self, tenant_id: str, kind: LookupKind, name: str | None = None, *, branch_id: str = "") -> None:
         """Removes the tenant's look-up of that kind and name; every one of that kind when `name` is None.
         Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
@@ -730,13 +769,14 @@ class UnitOfWorkFactory(Protocol):
         Raises: nothing (as `__call__`)."""
         return self()
 
-    def company_facts(self, tenant_id: str) -> CompanyFacts | None:
-        """What the accept checks need of the tenant's connection; None when it has none. An adapter may
+    def company_facts(self, tenant_id: str, branch_id: str = "") -> CompanyFacts | None:
+        """What the accept checks need of the connection `branch_id`'s syncs go to (`for_branch`); None when
+        there is none. An adapter may
         answer from memory: for a few seconds, and never after its own process changed the connection
         (whatever wrote it). By default it reads the connection each time.
         Raises: StorageUnavailableError (as a unit of work)."""
         with self.read_only() as uow:
-            connection = uow.connections.get(tenant_id)
+            connection = uow.connections.for_branch(tenant_id, branch_id)
         return None if connection is None else CompanyFacts.of(connection)
 
 

@@ -27,39 +27,45 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from qbsync.v1 import resources_pb2 as qbsync_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"qbsync/v1/connection_service.proto\x12\tqbsync.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19qbsync/v1/resources.proto\"_\n\x1aGetAuthorizationUrlRequest\x12\x14\n\x0credirect_uri\x18\x01 \x01(\t\x12+\n\x0b\x65nvironment\x18\x02 \x01(\x0e\x32\x16.qbsync.v1.Environment\"G\n\x1bGetAuthorizationUrlResponse\x12\x19\n\x11\x61uthorization_url\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\"c\n\x1c\x43ompleteAuthorizationRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08realm_id\x18\x03 \x01(\t\x12\x14\n\x0credirect_uri\x18\x04 \x01(\t\"\x16\n\x14GetConnectionRequest\"o\n\x15UpdateSettingsRequest\x12%\n\x08settings\x18\x01 \x01(\x0b\x32\x13.qbsync.v1.Settings\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x13\n\x11\x44isconnectRequest\"\x93\x03\n\nConnection\x12)\n\x05state\x18\x01 \x01(\x0e\x32\x1a.qbsync.v1.ConnectionState\x12\x10\n\x08realm_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63ompany_name\x18\x03 \x01(\t\x12+\n\x0b\x65nvironment\x18\x04 \x01(\x0e\x32\x16.qbsync.v1.Environment\x12\x30\n\x0c\x63onnect_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12=\n\x19refresh_token_expire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x08settings\x18\x08 \x01(\x0b\x32\x13.qbsync.v1.Settings\x12/\n\x0esales_tax_mode\x18\t \x01(\x0e\x32\x17.qbsync.v1.SalesTaxMode\"-\n\x11QuickBooksListRef\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x81\x01\n\x14PaymentMethodMapping\x12(\n\x06method\x18\x01 \x01(\x0e\x32\x18.qbsync.v1.PaymentMethod\x12?\n\x19quickbooks_payment_method\x18\x02 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\"\x83\x06\n\x08Settings\x12\x35\n\x0f\x64\x65posit_account\x18\x01 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x39\n\x13refund_bank_account\x18\x02 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x41\n\x1b\x61\x63\x63ounts_receivable_account\x18\x03 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x31\n\x0bincome_item\x18\x04 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x38\n\x0fpayment_methods\x18\x05 \x03(\x0b\x32\x1f.qbsync.v1.PaymentMethodMapping\x12\x19\n\x11\x64oc_number_prefix\x18\x06 \x01(\t\x12.\n\x08tax_code\x18\x07 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x36\n\x10\x64iscount_account\x18\x08 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12/\n\ttips_item\x18\t \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x34\n\x0esurcharge_item\x18\n \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12<\n\x16processing_fee_account\x18\x0b \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x39\n\x13payout_bank_account\x18\x0c \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x38\n\x12\x63hargeback_account\x18\r \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x38\n\x12\x61\x64justment_account\x18\x0e \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef*_\n\x0b\x45nvironment\x12\x1b\n\x17\x45NVIRONMENT_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45NVIRONMENT_SANDBOX\x10\x01\x12\x1a\n\x16\x45NVIRONMENT_PRODUCTION\x10\x02*\x9f\x01\n\x0f\x43onnectionState\x12 \n\x1c\x43ONNECTION_STATE_UNSPECIFIED\x10\x00\x12!\n\x1d\x43ONNECTION_STATE_DISCONNECTED\x10\x01\x12\x1e\n\x1a\x43ONNECTION_STATE_CONNECTED\x10\x02\x12\'\n#CONNECTION_STATE_RECONNECT_REQUIRED\x10\x03*\x80\x01\n\x0cSalesTaxMode\x12\x1e\n\x1aSALES_TAX_MODE_UNSPECIFIED\x10\x00\x12\x1c\n\x18SALES_TAX_MODE_AUTOMATED\x10\x01\x12\x19\n\x15SALES_TAX_MODE_MANUAL\x10\x02\x12\x17\n\x13SALES_TAX_MODE_NONE\x10\x03\x32\xa7\x03\n\x11\x43onnectionService\x12\x64\n\x13GetAuthorizationUrl\x12%.qbsync.v1.GetAuthorizationUrlRequest\x1a&.qbsync.v1.GetAuthorizationUrlResponse\x12W\n\x15\x43ompleteAuthorization\x12\'.qbsync.v1.CompleteAuthorizationRequest\x1a\x15.qbsync.v1.Connection\x12G\n\rGetConnection\x12\x1f.qbsync.v1.GetConnectionRequest\x1a\x15.qbsync.v1.Connection\x12G\n\x0eUpdateSettings\x12 .qbsync.v1.UpdateSettingsRequest\x1a\x13.qbsync.v1.Settings\x12\x41\n\nDisconnect\x12\x1c.qbsync.v1.DisconnectRequest\x1a\x15.qbsync.v1.Connectionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"qbsync/v1/connection_service.proto\x12\tqbsync.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19qbsync/v1/resources.proto\"r\n\x1aGetAuthorizationUrlRequest\x12\x14\n\x0credirect_uri\x18\x01 \x01(\t\x12+\n\x0b\x65nvironment\x18\x02 \x01(\x0e\x32\x16.qbsync.v1.Environment\x12\x11\n\tbranch_id\x18\x03 \x01(\t\"G\n\x1bGetAuthorizationUrlResponse\x12\x19\n\x11\x61uthorization_url\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\"v\n\x1c\x43ompleteAuthorizationRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08realm_id\x18\x03 \x01(\t\x12\x14\n\x0credirect_uri\x18\x04 \x01(\t\x12\x11\n\tbranch_id\x18\x05 \x01(\t\")\n\x14GetConnectionRequest\x12\x11\n\tbranch_id\x18\x01 \x01(\t\"\x82\x01\n\x15UpdateSettingsRequest\x12%\n\x08settings\x18\x01 \x01(\x0b\x32\x13.qbsync.v1.Settings\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x11\n\tbranch_id\x18\x03 \x01(\t\"&\n\x11\x44isconnectRequest\x12\x11\n\tbranch_id\x18\x01 \x01(\t\"\xd9\x04\n\nConnection\x12)\n\x05state\x18\x01 \x01(\x0e\x32\x1a.qbsync.v1.ConnectionState\x12\x10\n\x08realm_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63ompany_name\x18\x03 \x01(\t\x12+\n\x0b\x65nvironment\x18\x04 \x01(\x0e\x32\x16.qbsync.v1.Environment\x12\x30\n\x0c\x63onnect_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12=\n\x19refresh_token_expire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x08settings\x18\x08 \x01(\x0b\x32\x13.qbsync.v1.Settings\x12/\n\x0esales_tax_mode\x18\t \x01(\x0e\x32\x17.qbsync.v1.SalesTaxMode\x12\x11\n\tbranch_id\x18\n \x01(\t\x12\x30\n\x0e\x63lass_tracking\x18\x0b \x01(\x0e\x32\x18.qbsync.v1.ClassTracking\x12\x19\n\x11track_departments\x18\x0c \x01(\x08\x12\"\n\x1a\x63ustom_transaction_numbers\x18\r \x01(\x08\x12@\n\x1b\x65\x66\x66\x65\x63tive_invoice_numbering\x18\x0e \x01(\x0e\x32\x1b.qbsync.v1.InvoiceNumbering\"\x8e\x01\n\rBranchMapping\x12\x11\n\tbranch_id\x18\x01 \x01(\t\x12\x14\n\x0cservice_type\x18\x02 \x01(\t\x12\x12\n\nclass_name\x18\x03 \x01(\t\x12\x10\n\x08\x63lass_id\x18\x04 \x01(\t\x12\x17\n\x0f\x64\x65partment_name\x18\x05 \x01(\t\x12\x15\n\rdepartment_id\x18\x06 \x01(\t\"-\n\x11QuickBooksListRef\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x81\x01\n\x14PaymentMethodMapping\x12(\n\x06method\x18\x01 \x01(\x0e\x32\x18.qbsync.v1.PaymentMethod\x12?\n\x19quickbooks_payment_method\x18\x02 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\"\xee\x06\n\x08Settings\x12\x35\n\x0f\x64\x65posit_account\x18\x01 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x39\n\x13refund_bank_account\x18\x02 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x41\n\x1b\x61\x63\x63ounts_receivable_account\x18\x03 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x31\n\x0bincome_item\x18\x04 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x38\n\x0fpayment_methods\x18\x05 \x03(\x0b\x32\x1f.qbsync.v1.PaymentMethodMapping\x12\x19\n\x11\x64oc_number_prefix\x18\x06 \x01(\t\x12.\n\x08tax_code\x18\x07 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x36\n\x10\x64iscount_account\x18\x08 \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12/\n\ttips_item\x18\t \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x34\n\x0esurcharge_item\x18\n \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12<\n\x16processing_fee_account\x18\x0b \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x39\n\x13payout_bank_account\x18\x0c \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x38\n\x12\x63hargeback_account\x18\r \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x38\n\x12\x61\x64justment_account\x18\x0e \x01(\x0b\x32\x1c.qbsync.v1.QuickBooksListRef\x12\x31\n\x0f\x62ranch_mappings\x18\x0f \x03(\x0b\x32\x18.qbsync.v1.BranchMapping\x12\x36\n\x11invoice_numbering\x18\x10 \x01(\x0e\x32\x1b.qbsync.v1.InvoiceNumbering*_\n\x0b\x45nvironment\x12\x1b\n\x17\x45NVIRONMENT_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45NVIRONMENT_SANDBOX\x10\x01\x12\x1a\n\x16\x45NVIRONMENT_PRODUCTION\x10\x02*\x9f\x01\n\x0f\x43onnectionState\x12 \n\x1c\x43ONNECTION_STATE_UNSPECIFIED\x10\x00\x12!\n\x1d\x43ONNECTION_STATE_DISCONNECTED\x10\x01\x12\x1e\n\x1a\x43ONNECTION_STATE_CONNECTED\x10\x02\x12\'\n#CONNECTION_STATE_RECONNECT_REQUIRED\x10\x03*\x80\x01\n\x0cSalesTaxMode\x12\x1e\n\x1aSALES_TAX_MODE_UNSPECIFIED\x10\x00\x12\x1c\n\x18SALES_TAX_MODE_AUTOMATED\x10\x01\x12\x19\n\x15SALES_TAX_MODE_MANUAL\x10\x02\x12\x17\n\x13SALES_TAX_MODE_NONE\x10\x03*\x88\x01\n\rClassTracking\x12\x1e\n\x1a\x43LASS_TRACKING_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43LASS_TRACKING_OFF\x10\x01\x12\"\n\x1e\x43LASS_TRACKING_PER_TRANSACTION\x10\x02\x12\x1b\n\x17\x43LASS_TRACKING_PER_LINE\x10\x03*N\n\x10InvoiceNumbering\x12!\n\x1dINVOICE_NUMBERING_UNSPECIFIED\x10\x00\x12\x07\n\x03\x43RM\x10\x01\x12\x0e\n\nQUICKBOOKS\x10\x02\x32\xa7\x03\n\x11\x43onnectionService\x12\x64\n\x13GetAuthorizationUrl\x12%.qbsync.v1.GetAuthorizationUrlRequest\x1a&.qbsync.v1.GetAuthorizationUrlResponse\x12W\n\x15\x43ompleteAuthorization\x12\'.qbsync.v1.CompleteAuthorizationRequest\x1a\x15.qbsync.v1.Connection\x12G\n\rGetConnection\x12\x1f.qbsync.v1.GetConnectionRequest\x1a\x15.qbsync.v1.Connection\x12G\n\x0eUpdateSettings\x12 .qbsync.v1.UpdateSettingsRequest\x1a\x13.qbsync.v1.Settings\x12\x41\n\nDisconnect\x12\x1c.qbsync.v1.DisconnectRequest\x1a\x15.qbsync.v1.Connectionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qbsync.v1.connection_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENVIRONMENT']._serialized_start=1931
-  _globals['_ENVIRONMENT']._serialized_end=2026
-  _globals['_CONNECTIONSTATE']._serialized_start=2029
-  _globals['_CONNECTIONSTATE']._serialized_end=2188
-  _globals['_SALESTAXMODE']._serialized_start=2191
-  _globals['_SALESTAXMODE']._serialized_end=2319
+  _globals['_ENVIRONMENT']._serialized_start=2477
+  _globals['_ENVIRONMENT']._serialized_end=2572
+  _globals['_CONNECTIONSTATE']._serialized_start=2575
+  _globals['_CONNECTIONSTATE']._serialized_end=2734
+  _globals['_SALESTAXMODE']._serialized_start=2737
+  _globals['_SALESTAXMODE']._serialized_end=2865
+  _globals['_CLASSTRACKING']._serialized_start=2868
+  _globals['_CLASSTRACKING']._serialized_end=3004
+  _globals['_INVOICENUMBERING']._serialized_start=3006
+  _globals['_INVOICENUMBERING']._serialized_end=3084
   _globals['_GETAUTHORIZATIONURLREQUEST']._serialized_start=143
-  _globals['_GETAUTHORIZATIONURLREQUEST']._serialized_end=238
-  _globals['_GETAUTHORIZATIONURLRESPONSE']._serialized_start=240
-  _globals['_GETAUTHORIZATIONURLRESPONSE']._serialized_end=311
-  _globals['_COMPLETEAUTHORIZATIONREQUEST']._serialized_start=313
-  _globals['_COMPLETEAUTHORIZATIONREQUEST']._serialized_end=412
-  _globals['_GETCONNECTIONREQUEST']._serialized_start=414
-  _globals['_GETCONNECTIONREQUEST']._serialized_end=436
-  _globals['_UPDATESETTINGSREQUEST']._serialized_start=438
-  _globals['_UPDATESETTINGSREQUEST']._serialized_end=549
-  _globals['_DISCONNECTREQUEST']._serialized_start=551
-  _globals['_DISCONNECTREQUEST']._serialized_end=570
-  _globals['_CONNECTION']._serialized_start=573
-  _globals['_CONNECTION']._serialized_end=976
-  _globals['_QUICKBOOKSLISTREF']._serialized_start=978
-  _globals['_QUICKBOOKSLISTREF']._serialized_end=1023
-  _globals['_PAYMENTMETHODMAPPING']._serialized_start=1026
-  _globals['_PAYMENTMETHODMAPPING']._serialized_end=1155
-  _globals['_SETTINGS']._serialized_start=1158
-  _globals['_SETTINGS']._serialized_end=1929
-  _globals['_CONNECTIONSERVICE']._serialized_start=2322
-  _globals['_CONNECTIONSERVICE']._serialized_end=2745
+  _globals['_GETAUTHORIZATIONURLREQUEST']._serialized_end=257
+  _globals['_GETAUTHORIZATIONURLRESPONSE']._serialized_start=259
+  _globals['_GETAUTHORIZATIONURLRESPONSE']._serialized_end=330
+  _globals['_COMPLETEAUTHORIZATIONREQUEST']._serialized_start=332
+  _globals['_COMPLETEAUTHORIZATIONREQUEST']._serialized_end=450
+  _globals['_GETCONNECTIONREQUEST']._serialized_start=452
+  _globals['_GETCONNECTIONREQUEST']._serialized_end=493
+  _globals['_UPDATESETTINGSREQUEST']._serialized_start=496
+  _globals['_UPDATESETTINGSREQUEST']._serialized_end=626
+  _globals['_DISCONNECTREQUEST']._serialized_start=628
+  _globals['_DISCONNECTREQUEST']._serialized_end=666
+  _globals['_CONNECTION']._serialized_start=669
+  _globals['_CONNECTION']._serialized_end=1270
+  _globals['_BRANCHMAPPING']._serialized_start=1273
+  _globals['_BRANCHMAPPING']._serialized_end=1415
+  _globals['_QUICKBOOKSLISTREF']._serialized_start=1417
+  _globals['_QUICKBOOKSLISTREF']._serialized_end=1462
+  _globals['_PAYMENTMETHODMAPPING']._serialized_start=1465
+  _globals['_PAYMENTMETHODMAPPING']._serialized_end=1594
+  _globals['_SETTINGS']._serialized_start=1597
+  _globals['_SETTINGS']._serialized_end=2475
+  _globals['_CONNECTIONSERVICE']._serialized_start=3087
+  _globals['_CONNECTIONSERVICE']._serialized_end=3510
 # @@protoc_insertion_point(module_scope)

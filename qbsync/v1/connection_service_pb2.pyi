@@ -116,6 +116,62 @@ SALES_TAX_NOT_SET_UP naming `job.tax`, until it is set up.
 """
 Global___SalesTaxMode: _TypeAlias = SalesTaxMode  # noqa: Y015
 
+class _ClassTracking:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ClassTrackingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ClassTracking.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CLASS_TRACKING_UNSPECIFIED: _ClassTracking.ValueType  # 0
+    """Not read yet."""
+    CLASS_TRACKING_OFF: _ClassTracking.ValueType  # 1
+    """Class tracking is off: a branch mapping naming a class fails until it is turned on in QuickBooks."""
+    CLASS_TRACKING_PER_TRANSACTION: _ClassTracking.ValueType  # 2
+    """One class per transaction: ClassRef on the invoice (refund expenses and deposits carry it on their lines)."""
+    CLASS_TRACKING_PER_LINE: _ClassTracking.ValueType  # 3
+    """One class per line: ClassRef on each line."""
+
+class ClassTracking(_ClassTracking, metaclass=_ClassTrackingEnumTypeWrapper):
+    """Where a QuickBooks company tracks classes."""
+
+CLASS_TRACKING_UNSPECIFIED: ClassTracking.ValueType  # 0
+"""Not read yet."""
+CLASS_TRACKING_OFF: ClassTracking.ValueType  # 1
+"""Class tracking is off: a branch mapping naming a class fails until it is turned on in QuickBooks."""
+CLASS_TRACKING_PER_TRANSACTION: ClassTracking.ValueType  # 2
+"""One class per transaction: ClassRef on the invoice (refund expenses and deposits carry it on their lines)."""
+CLASS_TRACKING_PER_LINE: ClassTracking.ValueType  # 3
+"""One class per line: ClassRef on each line."""
+Global___ClassTracking: _TypeAlias = ClassTracking  # noqa: Y015
+
+class _InvoiceNumbering:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _InvoiceNumberingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InvoiceNumbering.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INVOICE_NUMBERING_UNSPECIFIED: _InvoiceNumbering.ValueType  # 0
+    """Not set: follows the company's custom-transaction-numbers preference (on: CRM, off: QUICKBOOKS)."""
+    CRM: _InvoiceNumbering.ValueType  # 1
+    """DocNumber is the prefix + the job number. Before creating, qbsync checks QuickBooks for an invoice with
+    that number: one that is not qbsync's fails the sync with reason DOC_NUMBER_TAKEN.
+    """
+    QUICKBOOKS: _InvoiceNumbering.ValueType  # 2
+    """No DocNumber is sent: QuickBooks numbers the invoice; the job number goes into the invoice's memo."""
+
+class InvoiceNumbering(_InvoiceNumbering, metaclass=_InvoiceNumberingEnumTypeWrapper):
+    """Who numbers invoices (SPEC §10)."""
+
+INVOICE_NUMBERING_UNSPECIFIED: InvoiceNumbering.ValueType  # 0
+"""Not set: follows the company's custom-transaction-numbers preference (on: CRM, off: QUICKBOOKS)."""
+CRM: InvoiceNumbering.ValueType  # 1
+"""DocNumber is the prefix + the job number. Before creating, qbsync checks QuickBooks for an invoice with
+that number: one that is not qbsync's fails the sync with reason DOC_NUMBER_TAKEN.
+"""
+QUICKBOOKS: InvoiceNumbering.ValueType  # 2
+"""No DocNumber is sent: QuickBooks numbers the invoice; the job number goes into the invoice's memo."""
+Global___InvoiceNumbering: _TypeAlias = InvoiceNumbering  # noqa: Y015
+
 @_typing.final
 class GetAuthorizationUrlRequest(_message.Message):
     """Request of GetAuthorizationUrl."""
@@ -124,21 +180,25 @@ class GetAuthorizationUrlRequest(_message.Message):
 
     REDIRECT_URI_FIELD_NUMBER: _builtins.int
     ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
     redirect_uri: _builtins.str
     """Where Intuit sends the user back; must be registered with the Intuit app. Empty means the
     server's configured redirect URI.
     """
     environment: Global___Environment.ValueType
     """The environment to connect to; unset means the server's default."""
+    branch_id: _builtins.str
+    """The branch whose own QuickBooks company is being connected; empty: the tenant's default connection."""
     def __init__(
         self,
         *,
         redirect_uri: _builtins.str = ...,
         environment: Global___Environment.ValueType = ...,
+        branch_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["environment", b"environment", "redirect_uri", b"redirect_uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "environment", b"environment", "redirect_uri", b"redirect_uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -180,6 +240,7 @@ class CompleteAuthorizationRequest(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     REALM_ID_FIELD_NUMBER: _builtins.int
     REDIRECT_URI_FIELD_NUMBER: _builtins.int
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """The authorization code Intuit passed to the redirect URI."""
     state: _builtins.str
@@ -188,6 +249,8 @@ class CompleteAuthorizationRequest(_message.Message):
     """The QuickBooks company id (`realmId`) Intuit passed back."""
     redirect_uri: _builtins.str
     """The redirect URI used in GetAuthorizationUrl, if one was given there."""
+    branch_id: _builtins.str
+    """The branch given to GetAuthorizationUrl; empty: the default connection."""
     def __init__(
         self,
         *,
@@ -195,10 +258,11 @@ class CompleteAuthorizationRequest(_message.Message):
         state: _builtins.str = ...,
         realm_id: _builtins.str = ...,
         redirect_uri: _builtins.str = ...,
+        branch_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "realm_id", b"realm_id", "redirect_uri", b"redirect_uri", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "code", b"code", "realm_id", b"realm_id", "redirect_uri", b"redirect_uri", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -210,12 +274,17 @@ class GetConnectionRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    branch_id: _builtins.str
+    """The branch whose connection is wanted; empty: the default connection."""
     def __init__(
         self,
+        *,
+        branch_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -229,6 +298,11 @@ class UpdateSettingsRequest(_message.Message):
 
     SETTINGS_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    branch_id: _builtins.str
+    """The branch whose connection's settings change; empty: the default connection. (Branch mappings for
+    branches that sync to the default company live in the default connection's settings.)
+    """
     @_builtins.property
     def settings(self) -> Global___Settings:
         """The new settings; only the fields named in `update_mask` are changed."""
@@ -242,10 +316,11 @@ class UpdateSettingsRequest(_message.Message):
         *,
         settings: Global___Settings | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
+        branch_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "settings", b"settings", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -257,12 +332,19 @@ class DisconnectRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    branch_id: _builtins.str
+    """The branch whose connection is disconnected; empty: the default connection. A disconnected branch's
+    syncs fail with QUICKBOOKS_RECONNECT_REQUIRED: they never fall back to another company.
+    """
     def __init__(
         self,
+        *,
+        branch_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -283,6 +365,11 @@ class Connection(_message.Message):
     REFRESH_TOKEN_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     SETTINGS_FIELD_NUMBER: _builtins.int
     SALES_TAX_MODE_FIELD_NUMBER: _builtins.int
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    CLASS_TRACKING_FIELD_NUMBER: _builtins.int
+    TRACK_DEPARTMENTS_FIELD_NUMBER: _builtins.int
+    CUSTOM_TRANSACTION_NUMBERS_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_INVOICE_NUMBERING_FIELD_NUMBER: _builtins.int
     state: Global___ConnectionState.ValueType
     """Where the connection stands."""
     realm_id: _builtins.str
@@ -293,6 +380,18 @@ class Connection(_message.Message):
     """The environment the company lives in."""
     sales_tax_mode: Global___SalesTaxMode.ValueType
     """How the company treats sales tax, read from QuickBooks at connect time."""
+    branch_id: _builtins.str
+    """The branch this connection is for; empty: the tenant's default connection."""
+    class_tracking: Global___ClassTracking.ValueType
+    """Where the company tracks classes (Preferences.AccountingInfoPrefs), read at connect time."""
+    track_departments: _builtins.bool
+    """Whether the company tracks locations (TrackDepartments; QuickBooks Plus or Advanced)."""
+    custom_transaction_numbers: _builtins.bool
+    """Whether the company's invoice numbers are its users' own (SalesFormsPrefs.CustomTxnNumbers): the
+    default of `Settings.invoice_numbering` when that is unset.
+    """
+    effective_invoice_numbering: Global___InvoiceNumbering.ValueType
+    """Who numbers invoices in effect: the setting, or the default the company's preference implies."""
     @_builtins.property
     def connect_time(self) -> _timestamp_pb2.Timestamp:
         """When the tenant connected."""
@@ -321,14 +420,66 @@ class Connection(_message.Message):
         refresh_token_expire_time: _timestamp_pb2.Timestamp | None = ...,
         settings: Global___Settings | None = ...,
         sales_tax_mode: Global___SalesTaxMode.ValueType = ...,
+        branch_id: _builtins.str = ...,
+        class_tracking: Global___ClassTracking.ValueType = ...,
+        track_departments: _builtins.bool = ...,
+        custom_transaction_numbers: _builtins.bool = ...,
+        effective_invoice_numbering: Global___InvoiceNumbering.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["access_token_expire_time", b"access_token_expire_time", "connect_time", b"connect_time", "refresh_token_expire_time", b"refresh_token_expire_time", "settings", b"settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token_expire_time", b"access_token_expire_time", "company_name", b"company_name", "connect_time", b"connect_time", "environment", b"environment", "realm_id", b"realm_id", "refresh_token_expire_time", b"refresh_token_expire_time", "sales_tax_mode", b"sales_tax_mode", "settings", b"settings", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token_expire_time", b"access_token_expire_time", "branch_id", b"branch_id", "class_tracking", b"class_tracking", "company_name", b"company_name", "connect_time", b"connect_time", "custom_transaction_numbers", b"custom_transaction_numbers", "effective_invoice_numbering", b"effective_invoice_numbering", "environment", b"environment", "realm_id", b"realm_id", "refresh_token_expire_time", b"refresh_token_expire_time", "sales_tax_mode", b"sales_tax_mode", "settings", b"settings", "state", b"state", "track_departments", b"track_departments"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Connection: _TypeAlias = Connection  # noqa: Y015
+
+@_typing.final
+class BranchMapping(_message.Message):
+    """What a branch's transactions carry in QuickBooks: a class and/or a location (QuickBooks' Department).
+    Each is given by Id or by name and checked against the company when set; a mapping to a missing or
+    inactive class or location fails the branch's syncs, naming the mapping.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    SERVICE_TYPE_FIELD_NUMBER: _builtins.int
+    CLASS_NAME_FIELD_NUMBER: _builtins.int
+    CLASS_ID_FIELD_NUMBER: _builtins.int
+    DEPARTMENT_NAME_FIELD_NUMBER: _builtins.int
+    DEPARTMENT_ID_FIELD_NUMBER: _builtins.int
+    branch_id: _builtins.str
+    """The CRM branch (Opportunity.branch_id); required."""
+    service_type: _builtins.str
+    """The CRM service type (Opportunity.service_type); empty: every service type of the branch without a
+    mapping of its own.
+    """
+    class_name: _builtins.str
+    """The QuickBooks Class, by name (fully qualified for a sub-class) ..."""
+    class_id: _builtins.str
+    """... or by Id."""
+    department_name: _builtins.str
+    """The QuickBooks Department (a "Location"), by name ..."""
+    department_id: _builtins.str
+    """... or by Id. Locations need QuickBooks Plus or Advanced with location tracking turned on."""
+    def __init__(
+        self,
+        *,
+        branch_id: _builtins.str = ...,
+        service_type: _builtins.str = ...,
+        class_name: _builtins.str = ...,
+        class_id: _builtins.str = ...,
+        department_name: _builtins.str = ...,
+        department_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "class_id", b"class_id", "class_name", b"class_name", "department_id", b"department_id", "department_name", b"department_name", "service_type", b"service_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BranchMapping: _TypeAlias = BranchMapping  # noqa: Y015
 
 @_typing.final
 class QuickBooksListRef(_message.Message):
@@ -406,8 +557,12 @@ class Settings(_message.Message):
     PAYOUT_BANK_ACCOUNT_FIELD_NUMBER: _builtins.int
     CHARGEBACK_ACCOUNT_FIELD_NUMBER: _builtins.int
     ADJUSTMENT_ACCOUNT_FIELD_NUMBER: _builtins.int
+    BRANCH_MAPPINGS_FIELD_NUMBER: _builtins.int
+    INVOICE_NUMBERING_FIELD_NUMBER: _builtins.int
     doc_number_prefix: _builtins.str
     """Prepended to the job number to make the invoice's DocNumber."""
+    invoice_numbering: Global___InvoiceNumbering.ValueType
+    """Who numbers invoices; unset follows the company's preference (Connection.effective_invoice_numbering)."""
     @_builtins.property
     def deposit_account(self) -> Global___QuickBooksListRef:
         """The account payments are deposited to (default: Undeposited Funds)."""
@@ -478,6 +633,12 @@ class Settings(_message.Message):
         any account. No default: required once a payout has an adjustment.
         """
 
+    @_builtins.property
+    def branch_mappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___BranchMapping]:
+        """Branch (and service type) to class and location (SPEC §10). Replaced as a whole when named in the
+        update mask; at most one mapping per branch and service type.
+        """
+
     def __init__(
         self,
         *,
@@ -495,10 +656,12 @@ class Settings(_message.Message):
         payout_bank_account: Global___QuickBooksListRef | None = ...,
         chargeback_account: Global___QuickBooksListRef | None = ...,
         adjustment_account: Global___QuickBooksListRef | None = ...,
+        branch_mappings: _abc.Iterable[Global___BranchMapping] | None = ...,
+        invoice_numbering: Global___InvoiceNumbering.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["accounts_receivable_account", b"accounts_receivable_account", "adjustment_account", b"adjustment_account", "chargeback_account", b"chargeback_account", "deposit_account", b"deposit_account", "discount_account", b"discount_account", "income_item", b"income_item", "payout_bank_account", b"payout_bank_account", "processing_fee_account", b"processing_fee_account", "refund_bank_account", b"refund_bank_account", "surcharge_item", b"surcharge_item", "tax_code", b"tax_code", "tips_item", b"tips_item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts_receivable_account", b"accounts_receivable_account", "adjustment_account", b"adjustment_account", "chargeback_account", b"chargeback_account", "deposit_account", b"deposit_account", "discount_account", b"discount_account", "doc_number_prefix", b"doc_number_prefix", "income_item", b"income_item", "payment_methods", b"payment_methods", "payout_bank_account", b"payout_bank_account", "processing_fee_account", b"processing_fee_account", "refund_bank_account", b"refund_bank_account", "surcharge_item", b"surcharge_item", "tax_code", b"tax_code", "tips_item", b"tips_item"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts_receivable_account", b"accounts_receivable_account", "adjustment_account", b"adjustment_account", "branch_mappings", b"branch_mappings", "chargeback_account", b"chargeback_account", "deposit_account", b"deposit_account", "discount_account", b"discount_account", "doc_number_prefix", b"doc_number_prefix", "income_item", b"income_item", "invoice_numbering", b"invoice_numbering", "payment_methods", b"payment_methods", "payout_bank_account", b"payout_bank_account", "processing_fee_account", b"processing_fee_account", "refund_bank_account", b"refund_bank_account", "surcharge_item", b"surcharge_item", "tax_code", b"tax_code", "tips_item", b"tips_item"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,8 +26,12 @@ if _version_not_supported:
 
 
 class ConnectionServiceStub:
-    """Connects the calling tenant to one QuickBooks Online company (Intuit's OAuth2 code flow) and
-    manages its accounting settings. Every call needs an API key with the `admin` permission.
+    """Connects the calling tenant to its QuickBooks Online companies (Intuit's OAuth2 code flow) and
+    manages their accounting settings. Every call needs an API key with the `admin` permission.
+
+    Branches (SPEC §10): a tenant has a default connection (`branch_id` empty) and may connect one more
+    QuickBooks company per branch; a branch without a connection of its own syncs to the default one. Every
+    request names the connection it is about with `branch_id` (empty: the default connection).
     """
 
     def __init__(self, channel):
@@ -64,8 +68,12 @@ class ConnectionServiceStub:
 
 
 class ConnectionServiceServicer:
-    """Connects the calling tenant to one QuickBooks Online company (Intuit's OAuth2 code flow) and
-    manages its accounting settings. Every call needs an API key with the `admin` permission.
+    """Connects the calling tenant to its QuickBooks Online companies (Intuit's OAuth2 code flow) and
+    manages their accounting settings. Every call needs an API key with the `admin` permission.
+
+    Branches (SPEC §10): a tenant has a default connection (`branch_id` empty) and may connect one more
+    QuickBooks company per branch; a branch without a connection of its own syncs to the default one. Every
+    request names the connection it is about with `branch_id` (empty: the default connection).
     """
 
     def GetAuthorizationUrl(self, request, context):
@@ -143,8 +151,12 @@ def add_ConnectionServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ConnectionService:
-    """Connects the calling tenant to one QuickBooks Online company (Intuit's OAuth2 code flow) and
-    manages its accounting settings. Every call needs an API key with the `admin` permission.
+    """Connects the calling tenant to its QuickBooks Online companies (Intuit's OAuth2 code flow) and
+    manages their accounting settings. Every call needs an API key with the `admin` permission.
+
+    Branches (SPEC §10): a tenant has a default connection (`branch_id` empty) and may connect one more
+    QuickBooks company per branch; a branch without a connection of its own syncs to the default one. Every
+    request names the connection it is about with `branch_id` (empty: the default connection).
     """
 
     @staticmethod

@@ -27,8 +27,12 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ConnectionServiceStub:
-    """Connects the calling tenant to one QuickBooks Online company (Intuit's OAuth2 code flow) and
-    manages its accounting settings. Every call needs an API key with the `admin` permission.
+    """Connects the calling tenant to its QuickBooks Online companies (Intuit's OAuth2 code flow) and
+    manages their accounting settings. Every call needs an API key with the `admin` permission.
+
+    Branches (SPEC §10): a tenant has a default connection (`branch_id` empty) and may connect one more
+    QuickBooks company per branch; a branch without a connection of its own syncs to the default one. Every
+    request names the connection it is about with `branch_id` (empty: the default connection).
     """
 
     @_typing.overload
@@ -54,8 +58,12 @@ class ConnectionServiceStub:
 
 @_typing.type_check_only
 class ConnectionServiceAsyncStub(ConnectionServiceStub):
-    """Connects the calling tenant to one QuickBooks Online company (Intuit's OAuth2 code flow) and
-    manages its accounting settings. Every call needs an API key with the `admin` permission.
+    """Connects the calling tenant to its QuickBooks Online companies (Intuit's OAuth2 code flow) and
+    manages their accounting settings. Every call needs an API key with the `admin` permission.
+
+    Branches (SPEC §10): a tenant has a default connection (`branch_id` empty) and may connect one more
+    QuickBooks company per branch; a branch without a connection of its own syncs to the default one. Every
+    request names the connection it is about with `branch_id` (empty: the default connection).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -77,8 +85,12 @@ class ConnectionServiceAsyncStub(ConnectionServiceStub):
     """
 
 class ConnectionServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Connects the calling tenant to one QuickBooks Online company (Intuit's OAuth2 code flow) and
-    manages its accounting settings. Every call needs an API key with the `admin` permission.
+    """Connects the calling tenant to its QuickBooks Online companies (Intuit's OAuth2 code flow) and
+    manages their accounting settings. Every call needs an API key with the `admin` permission.
+
+    Branches (SPEC §10): a tenant has a default connection (`branch_id` empty) and may connect one more
+    QuickBooks company per branch; a branch without a connection of its own syncs to the default one. Every
+    request names the connection it is about with `branch_id` (empty: the default connection).
     """
 
     @_abc_1.abstractmethod

@@ -28,47 +28,47 @@ from google.type import date_pb2 as google_dot_type_dot_date__pb2
 from google.type import money_pb2 as google_dot_type_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19qbsync/v1/resources.proto\x12\tqbsync.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16google/type/date.proto\x1a\x17google/type/money.proto\"z\n\x08\x43ustomer\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x12\n\nfirst_name\x18\x02 \x01(\t\x12\x11\n\tlast_name\x18\x03 \x01(\t\x12\x14\n\x0c\x63ompany_name\x18\x04 \x01(\t\x12\r\n\x05\x65mail\x18\x05 \x01(\t\x12\r\n\x05phone\x18\x06 \x01(\t\"\\\n\x0bOpportunity\x12\x16\n\x0eopportunity_id\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\t\x12%\n\x08\x63ustomer\x18\x03 \x01(\x0b\x32\x13.qbsync.v1.Customer\"\xa2\x02\n\x07Payment\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\"\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12(\n\x06method\x18\x03 \x01(\x0e\x32\x18.qbsync.v1.PaymentMethod\x12\x31\n\rreceived_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\treference\x18\x05 \x01(\t\x12\"\n\x07refunds\x18\x06 \x03(\x0b\x32\x11.qbsync.v1.Refund\x12\x1f\n\x03tip\x18\x07 \x01(\x0b\x32\x12.google.type.Money\x12*\n\x0eprocessing_fee\x18\x08 \x01(\x0b\x32\x12.google.type.Money\"\x80\x01\n\x06Refund\x12\x11\n\trefund_id\x18\x01 \x01(\t\x12\"\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12\x31\n\rrefunded_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04memo\x18\x04 \x01(\t\"\x8e\x02\n\x06Payout\x12\x11\n\tpayout_id\x18\x01 \x01(\t\x12\'\n\x0c\x61rrival_date\x18\x02 \x01(\x0b\x32\x11.google.type.Date\x12\"\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12\x13\n\x0bpayment_ids\x18\x04 \x03(\t\x12\x12\n\nrefund_ids\x18\x05 \x03(\t\x12 \n\x04\x66\x65\x65s\x18\x06 \x01(\x0b\x32\x12.google.type.Money\x12\'\n\x0b\x63hargebacks\x18\x07 \x01(\x0b\x32\x12.google.type.Money\x12\x30\n\x0b\x61\x64justments\x18\x08 \x03(\x0b\x32\x1b.qbsync.v1.PayoutAdjustment\"D\n\x10PayoutAdjustment\x12\"\n\x06\x61mount\x18\x01 \x01(\x0b\x32\x12.google.type.Money\x12\x0c\n\x04memo\x18\x02 \x01(\t\"\xc0\x02\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\t\x12\'\n\x0cservice_date\x18\x03 \x01(\x0b\x32\x11.google.type.Date\x12%\n\x05lines\x18\x04 \x03(\x0b\x32\x16.qbsync.v1.InvoiceLine\x12\x1f\n\x03tax\x18\x05 \x01(\x0b\x32\x12.google.type.Money\x12\x15\n\rtax_rate_name\x18\x06 \x01(\t\x12&\n\tdiscounts\x18\x07 \x03(\x0b\x32\x13.qbsync.v1.Discount\x12\x1f\n\x03tip\x18\x08 \x01(\x0b\x32\x12.google.type.Money\x12%\n\tsurcharge\x18\t \x01(\x0b\x32\x12.google.type.Money\x12!\n\x05total\x18\n \x01(\x0b\x32\x12.google.type.Money\"t\n\x08\x44iscount\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12$\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x12.google.type.MoneyH\x00\x12\x11\n\x07percent\x18\x03 \x01(\tH\x00\x12\x11\n\tafter_tax\x18\x04 \x01(\x08\x42\x07\n\x05value\"\x91\x01\n\x0bInvoiceLine\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12&\n\nunit_price\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12\"\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x12.google.type.Money\x12\x0f\n\x07taxable\x18\x05 \x01(\x08\"<\n\tEntityRef\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.qbsync.v1.EntityType\x12\n\n\x02id\x18\x02 \x01(\t\"\xd4\x03\n\x07SyncJob\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.qbsync.v1.SyncJob.State\x12$\n\x06target\x18\x03 \x01(\x0b\x32\x14.qbsync.v1.EntityRef\x12\x0e\n\x06resync\x18\x04 \x01(\x08\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12&\n\x07results\x18\x06 \x03(\x0b\x32\x15.qbsync.v1.SyncResult\x12!\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x12.google.rpc.Status\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64ismiss_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"k\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_PENDING\x10\x01\x12\x11\n\rSTATE_RUNNING\x10\x02\x12\x13\n\x0fSTATE_SUCCEEDED\x10\x03\x12\x10\n\x0cSTATE_FAILED\x10\x04\"p\n\nSyncResult\x12$\n\x06\x65ntity\x18\x01 \x01(\x0b\x32\x14.qbsync.v1.EntityRef\x12\x15\n\rquickbooks_id\x18\x02 \x01(\t\x12%\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x15.qbsync.v1.SyncAction\"\xd5\x01\n\nSyncStatus\x12$\n\x06\x65ntity\x18\x01 \x01(\x0b\x32\x14.qbsync.v1.EntityRef\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.qbsync.v1.SyncState\x12\x34\n\x10last_synced_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rquickbooks_id\x18\x04 \x01(\t\x12\x15\n\rerror_message\x18\x05 \x01(\t\x12\x18\n\x10resync_available\x18\x06 \x01(\x08*\xb4\x01\n\rPaymentMethod\x12\x1e\n\x1aPAYMENT_METHOD_UNSPECIFIED\x10\x00\x12\x17\n\x13PAYMENT_METHOD_CASH\x10\x01\x12\x18\n\x14PAYMENT_METHOD_CHECK\x10\x02\x12\x1e\n\x1aPAYMENT_METHOD_CREDIT_CARD\x10\x03\x12\x16\n\x12PAYMENT_METHOD_ACH\x10\x04\x12\x18\n\x14PAYMENT_METHOD_OTHER\x10\x05*\xa5\x01\n\nEntityType\x12\x1b\n\x17\x45NTITY_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45NTITY_TYPE_PAYMENT\x10\x01\x12\x16\n\x12\x45NTITY_TYPE_REFUND\x10\x02\x12\x17\n\x13\x45NTITY_TYPE_INVOICE\x10\x03\x12\x18\n\x14\x45NTITY_TYPE_CUSTOMER\x10\x04\x12\x16\n\x12\x45NTITY_TYPE_PAYOUT\x10\x05*\x88\x01\n\tSyncState\x12\x1a\n\x16SYNC_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SYNC_STATE_NOT_SYNCED\x10\x01\x12\x16\n\x12SYNC_STATE_PENDING\x10\x02\x12\x15\n\x11SYNC_STATE_SYNCED\x10\x03\x12\x15\n\x11SYNC_STATE_FAILED\x10\x04*\x8e\x01\n\nSyncAction\x12\x1b\n\x17SYNC_ACTION_UNSPECIFIED\x10\x00\x12\x17\n\x13SYNC_ACTION_CREATED\x10\x01\x12\x17\n\x13SYNC_ACTION_UPDATED\x10\x02\x12\x19\n\x15SYNC_ACTION_UNCHANGED\x10\x03\x12\x16\n\x12SYNC_ACTION_LINKED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19qbsync/v1/resources.proto\x12\tqbsync.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16google/type/date.proto\x1a\x17google/type/money.proto\"z\n\x08\x43ustomer\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x12\n\nfirst_name\x18\x02 \x01(\t\x12\x11\n\tlast_name\x18\x03 \x01(\t\x12\x14\n\x0c\x63ompany_name\x18\x04 \x01(\t\x12\r\n\x05\x65mail\x18\x05 \x01(\t\x12\r\n\x05phone\x18\x06 \x01(\t\"\x85\x01\n\x0bOpportunity\x12\x16\n\x0eopportunity_id\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\t\x12%\n\x08\x63ustomer\x18\x03 \x01(\x0b\x32\x13.qbsync.v1.Customer\x12\x11\n\tbranch_id\x18\x04 \x01(\t\x12\x14\n\x0cservice_type\x18\x05 \x01(\t\"\xa2\x02\n\x07Payment\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\"\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12(\n\x06method\x18\x03 \x01(\x0e\x32\x18.qbsync.v1.PaymentMethod\x12\x31\n\rreceived_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\treference\x18\x05 \x01(\t\x12\"\n\x07refunds\x18\x06 \x03(\x0b\x32\x11.qbsync.v1.Refund\x12\x1f\n\x03tip\x18\x07 \x01(\x0b\x32\x12.google.type.Money\x12*\n\x0eprocessing_fee\x18\x08 \x01(\x0b\x32\x12.google.type.Money\"\x80\x01\n\x06Refund\x12\x11\n\trefund_id\x18\x01 \x01(\t\x12\"\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12\x31\n\rrefunded_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04memo\x18\x04 \x01(\t\"\x8e\x02\n\x06Payout\x12\x11\n\tpayout_id\x18\x01 \x01(\t\x12\'\n\x0c\x61rrival_date\x18\x02 \x01(\x0b\x32\x11.google.type.Date\x12\"\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12\x13\n\x0bpayment_ids\x18\x04 \x03(\t\x12\x12\n\nrefund_ids\x18\x05 \x03(\t\x12 \n\x04\x66\x65\x65s\x18\x06 \x01(\x0b\x32\x12.google.type.Money\x12\'\n\x0b\x63hargebacks\x18\x07 \x01(\x0b\x32\x12.google.type.Money\x12\x30\n\x0b\x61\x64justments\x18\x08 \x03(\x0b\x32\x1b.qbsync.v1.PayoutAdjustment\"D\n\x10PayoutAdjustment\x12\"\n\x06\x61mount\x18\x01 \x01(\x0b\x32\x12.google.type.Money\x12\x0c\n\x04memo\x18\x02 \x01(\t\"\xc0\x02\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\t\x12\'\n\x0cservice_date\x18\x03 \x01(\x0b\x32\x11.google.type.Date\x12%\n\x05lines\x18\x04 \x03(\x0b\x32\x16.qbsync.v1.InvoiceLine\x12\x1f\n\x03tax\x18\x05 \x01(\x0b\x32\x12.google.type.Money\x12\x15\n\rtax_rate_name\x18\x06 \x01(\t\x12&\n\tdiscounts\x18\x07 \x03(\x0b\x32\x13.qbsync.v1.Discount\x12\x1f\n\x03tip\x18\x08 \x01(\x0b\x32\x12.google.type.Money\x12%\n\tsurcharge\x18\t \x01(\x0b\x32\x12.google.type.Money\x12!\n\x05total\x18\n \x01(\x0b\x32\x12.google.type.Money\"t\n\x08\x44iscount\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12$\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x12.google.type.MoneyH\x00\x12\x11\n\x07percent\x18\x03 \x01(\tH\x00\x12\x11\n\tafter_tax\x18\x04 \x01(\x08\x42\x07\n\x05value\"\x91\x01\n\x0bInvoiceLine\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12&\n\nunit_price\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12\"\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x12.google.type.Money\x12\x0f\n\x07taxable\x18\x05 \x01(\x08\"<\n\tEntityRef\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.qbsync.v1.EntityType\x12\n\n\x02id\x18\x02 \x01(\t\"\xd4\x03\n\x07SyncJob\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.qbsync.v1.SyncJob.State\x12$\n\x06target\x18\x03 \x01(\x0b\x32\x14.qbsync.v1.EntityRef\x12\x0e\n\x06resync\x18\x04 \x01(\x08\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12&\n\x07results\x18\x06 \x03(\x0b\x32\x15.qbsync.v1.SyncResult\x12!\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x12.google.rpc.Status\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64ismiss_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"k\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_PENDING\x10\x01\x12\x11\n\rSTATE_RUNNING\x10\x02\x12\x13\n\x0fSTATE_SUCCEEDED\x10\x03\x12\x10\n\x0cSTATE_FAILED\x10\x04\"p\n\nSyncResult\x12$\n\x06\x65ntity\x18\x01 \x01(\x0b\x32\x14.qbsync.v1.EntityRef\x12\x15\n\rquickbooks_id\x18\x02 \x01(\t\x12%\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x15.qbsync.v1.SyncAction\"\xd5\x01\n\nSyncStatus\x12$\n\x06\x65ntity\x18\x01 \x01(\x0b\x32\x14.qbsync.v1.EntityRef\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.qbsync.v1.SyncState\x12\x34\n\x10last_synced_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rquickbooks_id\x18\x04 \x01(\t\x12\x15\n\rerror_message\x18\x05 \x01(\t\x12\x18\n\x10resync_available\x18\x06 \x01(\x08*\xb4\x01\n\rPaymentMethod\x12\x1e\n\x1aPAYMENT_METHOD_UNSPECIFIED\x10\x00\x12\x17\n\x13PAYMENT_METHOD_CASH\x10\x01\x12\x18\n\x14PAYMENT_METHOD_CHECK\x10\x02\x12\x1e\n\x1aPAYMENT_METHOD_CREDIT_CARD\x10\x03\x12\x16\n\x12PAYMENT_METHOD_ACH\x10\x04\x12\x18\n\x14PAYMENT_METHOD_OTHER\x10\x05*\xa5\x01\n\nEntityType\x12\x1b\n\x17\x45NTITY_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45NTITY_TYPE_PAYMENT\x10\x01\x12\x16\n\x12\x45NTITY_TYPE_REFUND\x10\x02\x12\x17\n\x13\x45NTITY_TYPE_INVOICE\x10\x03\x12\x18\n\x14\x45NTITY_TYPE_CUSTOMER\x10\x04\x12\x16\n\x12\x45NTITY_TYPE_PAYOUT\x10\x05*\x88\x01\n\tSyncState\x12\x1a\n\x16SYNC_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SYNC_STATE_NOT_SYNCED\x10\x01\x12\x16\n\x12SYNC_STATE_PENDING\x10\x02\x12\x15\n\x11SYNC_STATE_SYNCED\x10\x03\x12\x15\n\x11SYNC_STATE_FAILED\x10\x04*\x8e\x01\n\nSyncAction\x12\x1b\n\x17SYNC_ACTION_UNSPECIFIED\x10\x00\x12\x17\n\x13SYNC_ACTION_CREATED\x10\x01\x12\x17\n\x13SYNC_ACTION_UPDATED\x10\x02\x12\x19\n\x15SYNC_ACTION_UNCHANGED\x10\x03\x12\x16\n\x12SYNC_ACTION_LINKED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qbsync.v1.resources_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYMENTMETHOD']._serialized_start=2585
-  _globals['_PAYMENTMETHOD']._serialized_end=2765
-  _globals['_ENTITYTYPE']._serialized_start=2768
-  _globals['_ENTITYTYPE']._serialized_end=2933
-  _globals['_SYNCSTATE']._serialized_start=2936
-  _globals['_SYNCSTATE']._serialized_end=3072
-  _globals['_SYNCACTION']._serialized_start=3075
-  _globals['_SYNCACTION']._serialized_end=3217
+  _globals['_PAYMENTMETHOD']._serialized_start=2627
+  _globals['_PAYMENTMETHOD']._serialized_end=2807
+  _globals['_ENTITYTYPE']._serialized_start=2810
+  _globals['_ENTITYTYPE']._serialized_end=2975
+  _globals['_SYNCSTATE']._serialized_start=2978
+  _globals['_SYNCSTATE']._serialized_end=3114
+  _globals['_SYNCACTION']._serialized_start=3117
+  _globals['_SYNCACTION']._serialized_end=3259
   _globals['_CUSTOMER']._serialized_start=147
   _globals['_CUSTOMER']._serialized_end=269
-  _globals['_OPPORTUNITY']._serialized_start=271
-  _globals['_OPPORTUNITY']._serialized_end=363
-  _globals['_PAYMENT']._serialized_start=366
-  _globals['_PAYMENT']._serialized_end=656
-  _globals['_REFUND']._serialized_start=659
-  _globals['_REFUND']._serialized_end=787
-  _globals['_PAYOUT']._serialized_start=790
-  _globals['_PAYOUT']._serialized_end=1060
-  _globals['_PAYOUTADJUSTMENT']._serialized_start=1062
-  _globals['_PAYOUTADJUSTMENT']._serialized_end=1130
-  _globals['_JOB']._serialized_start=1133
-  _globals['_JOB']._serialized_end=1453
-  _globals['_DISCOUNT']._serialized_start=1455
-  _globals['_DISCOUNT']._serialized_end=1571
-  _globals['_INVOICELINE']._serialized_start=1574
-  _globals['_INVOICELINE']._serialized_end=1719
-  _globals['_ENTITYREF']._serialized_start=1721
-  _globals['_ENTITYREF']._serialized_end=1781
-  _globals['_SYNCJOB']._serialized_start=1784
-  _globals['_SYNCJOB']._serialized_end=2252
-  _globals['_SYNCJOB_STATE']._serialized_start=2145
-  _globals['_SYNCJOB_STATE']._serialized_end=2252
-  _globals['_SYNCRESULT']._serialized_start=2254
-  _globals['_SYNCRESULT']._serialized_end=2366
-  _globals['_SYNCSTATUS']._serialized_start=2369
-  _globals['_SYNCSTATUS']._serialized_end=2582
+  _globals['_OPPORTUNITY']._serialized_start=272
+  _globals['_OPPORTUNITY']._serialized_end=405
+  _globals['_PAYMENT']._serialized_start=408
+  _globals['_PAYMENT']._serialized_end=698
+  _globals['_REFUND']._serialized_start=701
+  _globals['_REFUND']._serialized_end=829
+  _globals['_PAYOUT']._serialized_start=832
+  _globals['_PAYOUT']._serialized_end=1102
+  _globals['_PAYOUTADJUSTMENT']._serialized_start=1104
+  _globals['_PAYOUTADJUSTMENT']._serialized_end=1172
+  _globals['_JOB']._serialized_start=1175
+  _globals['_JOB']._serialized_end=1495
+  _globals['_DISCOUNT']._serialized_start=1497
+  _globals['_DISCOUNT']._serialized_end=1613
+  _globals['_INVOICELINE']._serialized_start=1616
+  _globals['_INVOICELINE']._serialized_end=1761
+  _globals['_ENTITYREF']._serialized_start=1763
+  _globals['_ENTITYREF']._serialized_end=1823
+  _globals['_SYNCJOB']._serialized_start=1826
+  _globals['_SYNCJOB']._serialized_end=2294
+  _globals['_SYNCJOB_STATE']._serialized_start=2187
+  _globals['_SYNCJOB_STATE']._serialized_end=2294
+  _globals['_SYNCRESULT']._serialized_start=2296
+  _globals['_SYNCRESULT']._serialized_end=2408
+  _globals['_SYNCSTATUS']._serialized_start=2411
+  _globals['_SYNCSTATUS']._serialized_end=2624
 # @@protoc_insertion_point(module_scope)

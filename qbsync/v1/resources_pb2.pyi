@@ -214,10 +214,19 @@ class Opportunity(_message.Message):
     OPPORTUNITY_ID_FIELD_NUMBER: _builtins.int
     NUMBER_FIELD_NUMBER: _builtins.int
     CUSTOMER_FIELD_NUMBER: _builtins.int
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    SERVICE_TYPE_FIELD_NUMBER: _builtins.int
     opportunity_id: _builtins.str
     """The CRM's id of the opportunity, unique within the tenant."""
     number: _builtins.str
     """The human-readable opportunity number."""
+    branch_id: _builtins.str
+    """The CRM's branch of the opportunity (SPEC §10): its syncs go to the branch's own QuickBooks connection,
+    or to the tenant's default one when the branch has none; settings may map it to a class and a location.
+    Empty: the default connection, no branch mapping.
+    """
+    service_type: _builtins.str
+    """The CRM's service type (e.g. "moving", "storage"); with `branch_id`, picks the branch mapping."""
     @_builtins.property
     def customer(self) -> Global___Customer:
         """The customer of the opportunity."""
@@ -228,10 +237,12 @@ class Opportunity(_message.Message):
         opportunity_id: _builtins.str = ...,
         number: _builtins.str = ...,
         customer: Global___Customer | None = ...,
+        branch_id: _builtins.str = ...,
+        service_type: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "number", b"number", "opportunity_id", b"opportunity_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "customer", b"customer", "number", b"number", "opportunity_id", b"opportunity_id", "service_type", b"service_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -192,6 +192,12 @@ class GetSyncStatusRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTITY_FIELD_NUMBER: _builtins.int
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    branch_id: _builtins.str
+    """For a CUSTOMER: the branch whose QuickBooks company's link is wanted (SPEC §10: a customer synced in two
+    branches' companies has a link in each). Empty: the default connection's. Ignored for other types (a
+    payment, refund, invoice or payout lives in the one company its opportunity's branch syncs to).
+    """
     @_builtins.property
     def entity(self) -> _resources_pb2.EntityRef:
         """The CRM record."""
@@ -200,10 +206,11 @@ class GetSyncStatusRequest(_message.Message):
         self,
         *,
         entity: _resources_pb2.EntityRef | None = ...,
+        branch_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "entity", b"entity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -216,6 +223,9 @@ class GetQuickBooksLinkRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTITY_FIELD_NUMBER: _builtins.int
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    branch_id: _builtins.str
+    """As in GetSyncStatusRequest: for a CUSTOMER, the branch whose company's link is wanted."""
     @_builtins.property
     def entity(self) -> _resources_pb2.EntityRef:
         """The CRM record; it must have been synced."""
@@ -224,10 +234,11 @@ class GetQuickBooksLinkRequest(_message.Message):
         self,
         *,
         entity: _resources_pb2.EntityRef | None = ...,
+        branch_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity", b"entity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "entity", b"entity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
