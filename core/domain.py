@@ -421,6 +421,9 @@ class SyncJob:
     # When an admin dismissed the FAILED job (DismissSyncError): it leaves ListSyncErrors and keeps its
     # history. None for jobs never dismissed; a retry clears it, so a job that fails again is listed again.
     dismiss_time: datetime | None = None
+    # The branch whose connection the job syncs to (SPEC §10: `ConnectionRepository.for_branch`), as the
+    # opportunity said when the job was accepted; "" for the default connection and for jobs accepted before.
+    branch_id: str = ""
     # Set by `claim_next` on the job it returns: the job was RUNNING under a lease that had run out (its
     # worker died or stalled), so this claim takes it over. Not stored; no part of the job's value.
     taken_over: bool = field(default=False, compare=False, repr=False)
