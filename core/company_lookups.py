@@ -36,6 +36,10 @@ class LookupKind(enum.Enum):
     # The company's payment methods queried for the methods left unset: name is "", against the unset
     # methods (sorted, comma separated) — a method QuickBooks lacks stays unset without asking again.
     PAYMENT_METHODS = "payment_methods"
+    # A branch mapping's class or location found active (core/branch_tracking.py): name and against are the
+    # question (the mapping's Id, or its normalised name), found the entry.
+    BRANCH_CLASS = "branch_class"
+    BRANCH_DEPARTMENT = "branch_department"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from core.company_tax import SalesTax
-from core.connection import ClassTracking
+from core.connection import ClassTracking, QuickBooksConnection
 from core.currency import CompanyCurrency
 from core.domain import AuditEvent, AuditKind
 from core.errors import AccountingError, FieldViolation
@@ -43,26 +43,30 @@ class CompanyPreferences:
 
 
 def read_company_preferences(
-    tenant_id: str, accounting: AccountingSystems, uow_factory: UnitOfWorkFactory, clock: Clock
+    tenant_id: str, accounting: AccountingSystems, uow_factory: UnitOfWorkFactory, clock: Clock, *, branch_id: str = ""
 ) -> CompanyPreferences | None:
     """Reads the company's Preferences from QuickBooks and stores what qbsync keeps of them with the tenant's
     connection (only those facts are written: a token refreshed meanwhile is kept), with an audit event for
     each fact that changed (QUICKBOOKS_CURRENCY_READ, QUICKBOOKS_SALES_TAX_READ). None, nothing stored and a
     warning logged, when QuickBooks could not be read or the tenant has no connection. QuickBooks is called
-    outside any transaction."""
+    outside any transaction. `branch_id`: the connection's ("" the default one), read and written exactly."""
     try:
-        preferences = accounting.for_tenant(tenant_id).company_preferences()
+        preferences = accounting.for_tenant(tenant_id, branch_id=branch_id).company_preferences()
     except AccountingError as error:
         log.warning("could not read the QuickBooks preferences of tenant %s (%s): %s", tenant_id, error.reason, error)
         return None
     with uow_factory() as uow:
-        known = uow.connections.get(tenant_id)
+        known = uow.connections.get(tenant_id, branch_id=branch_id)
         if known is None:
             return None
         currency, sales_tax = preferences.currency, preferences.sales_tax
-        if known.company_currency == currency and known.sales_tax is sales_tax:
+        if (
+            known.company_currency == currency
+            and known.sales_tax is sales_tax
+            and _tracking(known) == _tracking(preferences)
+        ):
             return preferences
-        uow.connections.save_company_preferences(tenant_id, preferences)
+        uow.connections.save_company_preferences(tenant_id, preferences, branch_id=branch_id)
         now = clock.now()
         if known.company_currency != currency:
             mode = "on" if currency.multicurrency else "off"
@@ -72,8 +76,24 @@ def read_company_preferences(
             was = "not read" if known.sales_tax is None else known.sales_tax.value
             message = f"sales tax {sales_tax.value} (was {was})"
             uow.audit.append(AuditEvent(tenant_id, now, AuditKind.QUICKBOOKS_SALES_TAX_READ, None, "", message))
+        if _tracking(known) != _tracking(preferences):
+            classes, departments, numbers = _tracking(preferences)
+            message = (
+                f"{_company(branch_id)}class tracking {classes.value}, location tracking "
+                f"{'on' if departments else 'off'}, custom transaction numbers {'on' if numbers else 'off'}"
+            )
+            uow.audit.append(AuditEvent(tenant_id, now, AuditKind.QUICKBOOKS_PREFERENCES_READ, None, "", message))
         uow.commit()
     return preferences
+
+
+def _tracking(source: QuickBooksConnection | CompanyPreferences) -> tuple[ClassTracking, bool, bool]:
+    """What SPEC §10 reads of the company's preferences."""
+    return source.class_tracking, source.track_departments, source.custom_txn_numbers
+
+
+def _company(branch_id: str) -> str:
+    return f"branch {branch_id}: " if branch_id else ""
 
 
 def sales_tax_violations(tax: Decimal, sales_tax: SalesTax | None) -> list[FieldViolation]:

@@ -201,10 +201,11 @@ class CompanyFacts:
     state: ConnectionState
     company_currency: CompanyCurrency
     sales_tax: SalesTax | None
+    branch_id: str = ""  # the connection's (SPEC §10): "" the default one
 
     @classmethod
     def of(cls, connection: QuickBooksConnection) -> CompanyFacts:
-        return cls(connection.state, connection.company_currency, connection.sales_tax)
+        return cls(connection.state, connection.company_currency, connection.sales_tax, connection.branch_id)
 
 
 def refresh_margin(lifetime: timedelta | None) -> timedelta:

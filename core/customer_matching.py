@@ -11,7 +11,16 @@ import re
 from dataclasses import dataclass, replace
 
 from core.accounting import AccountingCustomer, NewCustomer, request_id_for
-from core.domain import Customer, EntityRef, EntityType, SyncAction, SyncRecord, SyncResult, normalise
+from core.domain import (
+    Customer,
+    EntityRef,
+    EntityType,
+    SyncAction,
+    SyncRecord,
+    SyncResult,
+    crm_customer_id,
+    normalise,
+)
 from core.errors import CustomerNameConflictError, DuplicateNameError
 from core.record_writer import SyncResults, marker_for
 from core.sync_run import SyncRun
@@ -47,7 +56,7 @@ class CustomerMatching:
 
     def resolve(self, customer: Customer) -> str:
         """The QuickBooks customer's id: the remembered link (no query), else R1's choice, linked now."""
-        record = self._run.record(EntityRef(EntityType.CUSTOMER, customer.customer_id))
+        record = self._run.record(self._run.customer_ref(customer.customer_id))
         if record.quickbooks_id:
             return record.quickbooks_id
         choice = self._choose(customer, record)
@@ -61,7 +70,7 @@ class CustomerMatching:
         more (R1, R7)."""
         # A copy: the run's own record keeps the old link until the successor is linked (a flush meanwhile
         # must not commit the new generation).
-        record = replace(self._run.record(EntityRef(EntityType.CUSTOMER, customer.customer_id)))
+        record = replace(self._run.record(self._run.customer_ref(customer.customer_id)))
         # A new generation, so that creating the successor is not answered with the replay of the create
         # that made the unusable one. Not saved until the successor is linked: a retry counts the same.
         record.generation += 1
@@ -75,7 +84,9 @@ class CustomerMatching:
         record.quickbooks_type = "Customer"
         record.mark_synced(self._run.clock.now())
         self._run.save(record)
-        self._results.report(SyncResult(record.entity, choice.customer.id, choice.action))
+        # Reported under the CRM customer's own id, whatever company the link is in.
+        entity = EntityRef(EntityType.CUSTOMER, crm_customer_id(record.entity))
+        self._results.report(SyncResult(entity, choice.customer.id, choice.action))
 
     def _choose(self, customer: Customer, record: SyncRecord) -> CustomerChoice:
         """R1: an active QuickBooks customer with the CRM name and email, the oldest of several; else new."""

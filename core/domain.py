@@ -515,6 +515,7 @@ class AuditKind(enum.Enum):
     QUICKBOOKS_CURRENCY_READ = "QUICKBOOKS_CURRENCY_READ"
     # The company's sales tax mode (TaxPrefs) was read and differed from what was stored (SPEC §8).
     QUICKBOOKS_SALES_TAX_READ = "QUICKBOOKS_SALES_TAX_READ"
+    QUICKBOOKS_PREFERENCES_READ = "QUICKBOOKS_PREFERENCES_READ"  # class/location tracking, invoice numbers (§10)
 
     @staticmethod
     def accepted(kind: SyncJobKind) -> AuditKind:

@@ -42,19 +42,23 @@ class Outbox:
         opportunity: Opportunity | None,
         request_id: str,
         fingerprint: str,
-        stage: Callable[[UnitOfWork], Sequence[SyncRecord] | None],
+        stage: Callable[[UnitOfWork], Sequence[SyncRecord] | str | None],
     ) -> SyncJob:
         """Queues a job of `kind` for `target` after `stage` stored the request's snapshots (in the same
         transaction); a request_id seen before answers with its job instead, if the request is the same.
         `stage` may return the records it marked PENDING: the target among them is not read nor written again.
-        `opportunity`: the one the job syncs; None for a payout, whose payments may belong to many."""
+        `opportunity`: the one the job syncs; None for a payout, whose payments may belong to many: its `stage`
+        returns the branch the job syncs to instead (SPEC §10; an opportunity's job syncs to its branch's)."""
         try:
             with self._uow_factory() as uow:
                 if request_id:
                     earlier = uow.jobs.find_by_request_id(tenant, request_id)
                     if earlier is not None:
                         return _same_request(earlier, fingerprint, request_id)
-                marked = next((record for record in stage(uow) or () if record.entity == target), None)
+                staged = stage(uow)
+                branch = staged if isinstance(staged, str) else None
+                records = staged if not isinstance(staged, str) else None
+                marked = next((record for record in records or () if record.entity == target), None)
                 job = self.queue(
                     uow,
                     tenant,
@@ -64,6 +68,7 @@ class Outbox:
                     request_id=request_id,
                     fingerprint=fingerprint,
                     marked=marked,
+                    branch_id=branch,
                 )
                 uow.commit()
                 return job
@@ -86,9 +91,11 @@ class Outbox:
         request_id: str = "",
         fingerprint: str = "",
         marked: SyncRecord | None = None,
+        branch_id: str | None = None,
     ) -> SyncJob:
         """Adds the job to `uow` (the caller commits), its target PENDING, with its audit event. `marked`: the
-        target's record if this unit of work marked it PENDING already (and so holds it as saved)."""
+        target's record if this unit of work marked it PENDING already (and so holds it as saved). `branch_id`:
+        the branch the job syncs to; None: the opportunity's."""
         # Marking PENDING keeps last_synced_time, hence resync_available: one read serves both.
         (record,) = [marked] if marked is not None else mark_pending(uow, tenant, [target])
         now = self._clock.now()
@@ -106,6 +113,7 @@ class Outbox:
             request_fingerprint=fingerprint,
             max_attempts=self._max_attempts,
             identity_key=opportunity.customer.identity_key(tenant) if opportunity else "",
+            branch_id=branch_id if branch_id is not None else (opportunity.branch_id if opportunity else ""),
         )
         uow.jobs.add(job, accepted=AuditEvent(tenant, now, AuditKind.accepted(kind), target, job.job_id, ""))
         return job

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from core.domain import EntityRef, EntityType, Payout, StoredPayment, SyncJobKind, SyncState
+from core.domain import EntityRef, EntityType, Opportunity, Payout, StoredPayment, SyncJobKind, SyncState
 from core.errors import FailedPreconditionError, ValidationError
 from core.outbox import Outbox
 from core.ports import UnitOfWork
@@ -22,10 +22,12 @@ PAYMENT_UNKNOWN = "PAYMENT_UNKNOWN"
 REFUND_NOT_IN_PAYOUT = "REFUND_NOT_IN_PAYOUT"
 PAYMENT_IN_ANOTHER_PAYOUT = "PAYMENT_IN_ANOTHER_PAYOUT"
 REFUND_IN_ANOTHER_PAYOUT = "REFUND_IN_ANOTHER_PAYOUT"
+PAYOUT_SPANS_COMPANIES = "PAYOUT_SPANS_COMPANIES"
 
 
-def stage_payout(uow: UnitOfWork, tenant: str, payout: Payout, outbox: Outbox) -> None:
-    """Checks the payout against what qbsync holds, saves it, and queues the payment jobs it waits for."""
+def stage_payout(uow: UnitOfWork, tenant: str, payout: Payout, outbox: Outbox) -> str:
+    """Checks the payout against what qbsync holds, saves it, and queues the payment jobs it waits for.
+    Returns the branch whose connection the deposit goes to: its payments' (SPEC §10)."""
     payments = _listed_payments(uow, tenant, payout)
     refund_owners = _refund_owners(uow, tenant, payout)
     owners = {**payments, **{p.payment.payment_id: p for p in refund_owners.values()}}
@@ -41,12 +43,43 @@ def stage_payout(uow: UnitOfWork, tenant: str, payout: Payout, outbox: Outbox) -
         raise ValidationError(violations)
     _refuse_payments_of_other_payouts(uow, tenant, payout)
     _refuse_refunds_of_other_payouts(uow, tenant, payout)
+    opportunities = {
+        oid: _opportunity(uow, tenant, oid) for oid in dict.fromkeys(o.opportunity_id for o in owners.values())
+    }
+    branch = _one_company(uow, tenant, payout, list(opportunities.values()))
     uow.snapshots.save_payout(tenant, payout)
     for stored in owners.values():
         if _waits_for_its_job(uow, tenant, stored, payout):
-            opportunity = uow.snapshots.get_opportunity(tenant, stored.opportunity_id)
-            assert opportunity is not None, "a payment is stored with its opportunity"
+            opportunity = opportunities[stored.opportunity_id]
             outbox.queue(uow, tenant, SyncJobKind.SYNC_PAYMENT, _payment_ref(stored.payment.payment_id), opportunity)
+    return branch
+
+
+def _opportunity(uow: UnitOfWork, tenant: str, opportunity_id: str) -> Opportunity:
+    opportunity = uow.snapshots.get_opportunity(tenant, opportunity_id)
+    assert opportunity is not None, "a payment is stored with its opportunity"
+    return opportunity
+
+
+def _one_company(uow: UnitOfWork, tenant: str, payout: Payout, opportunities: list[Opportunity]) -> str:
+    """The branch of the payout's payments, which must all sync to one QuickBooks company: a Deposit lives in
+    one company and links that company's payments only. Raises: `FailedPreconditionError` (reason
+    PAYOUT_SPANS_COMPANIES) naming the branches when they sync to different companies."""
+    branches = sorted({o.branch_id for o in opportunities})
+    if len(branches) <= 1:
+        return branches[0] if branches else ""
+    companies: dict[str, list[str]] = {}
+    for branch in branches:
+        connection = uow.connections.for_branch(tenant, branch)
+        companies.setdefault(connection.branch_id if connection is not None else "", []).append(branch or "(none)")
+    if len(companies) > 1:
+        raise FailedPreconditionError(
+            f"payout {payout.payout_id} holds payments of branches that sync to different QuickBooks companies "
+            f"({'; '.join(', '.join(b) for b in companies.values())}): a deposit lives in one company, so send "
+            "one payout per company",
+            reason=PAYOUT_SPANS_COMPANIES,
+        )
+    return branches[0]
 
 
 def _listed_payments(uow: UnitOfWork, tenant: str, payout: Payout) -> dict[str, StoredPayment]:

@@ -12,8 +12,8 @@ retryably rather than write a payment under another job's nose (R7: one writer p
 
 from __future__ import annotations
 
-from core.accounting import DepositLine, DepositLineKind, DepositSpec
-from core.domain import EntityRef, EntityType, Payout, StoredPayment, SyncRecord, SyncState
+from core.accounting import NO_TRACKING, DepositLine, DepositLineKind, DepositSpec, Tracking
+from core.domain import EntityRef, EntityType, Opportunity, Payout, StoredPayment, SyncRecord, SyncState
 from core.errors import (
     DepositTotalMismatchError,
     FailedPreconditionError,
@@ -25,7 +25,7 @@ from core.sync_run import SyncRun
 
 
 def write_payout_deposit(run: SyncRun, results: SyncResults) -> None:
-    payout, payments = _load(run)
+    payout, payments, opportunities = _load(run)
     lines = [*_payment_lines(run, payout, payments), *_kept_back_lines(run, payout, payments)]
     entity = EntityRef(EntityType.PAYOUT, payout.payout_id)
 
@@ -33,25 +33,35 @@ def write_payout_deposit(run: SyncRun, results: SyncResults) -> None:
         record.amount = payout.amount
 
     # Forced: an explicit sync rewrites the deposit, which is how a resync finds it deleted in QuickBooks.
-    written = RecordWriter(run, "", results).write(entity, deposit_spec(payout, lines), force=True, on_written=remember)
+    spec = deposit_spec(payout, lines, _tracking(run, opportunities))
+    written = RecordWriter(run, "", results).write(entity, spec, force=True, on_written=remember)
     if written.quickbooks_total is not None and written.quickbooks_total != payout.amount:
         raise DepositTotalMismatchError(payout.payout_id, payout.amount, written.quickbooks_total)
 
 
-def deposit_spec(payout: Payout, lines: list[DepositLine]) -> SpecBuilder:
+def deposit_spec(payout: Payout, lines: list[DepositLine], tracking: Tracking = NO_TRACKING) -> SpecBuilder:
     def spec(marker: str) -> DepositSpec:
         return DepositSpec(
             txn_date=payout.arrival_date,
             lines=tuple(lines),
             private_note=f"CRM payout {payout.payout_id} {marker}",
             marker=marker,
+            tracking=tracking,
         )
 
     return spec
 
 
-def _load(run: SyncRun) -> tuple[Payout, dict[str, StoredPayment]]:
-    """The payout, and every payment it lists or nets a refund of, as last received."""
+def _tracking(run: SyncRun, opportunities: list[Opportunity]) -> Tracking:
+    """The deposit's class and location (SPEC §10): its payments' branch mapping when they all share one
+    branch and service type; none when they are several branches' (a deposit has one location, and its
+    payment lines, linked out of Undeposited Funds, take no class)."""
+    kinds = {(o.branch_id, o.service_type) for o in opportunities}
+    return run.tracking(opportunities[0]) if len(kinds) == 1 else NO_TRACKING
+
+
+def _load(run: SyncRun) -> tuple[Payout, dict[str, StoredPayment], list[Opportunity]]:
+    """The payout, every payment it lists or nets a refund of, as last received, and their opportunities."""
     with run.uow_factory() as uow:
         payout = uow.snapshots.get_payout(run.tenant, run.job.target.id)
         if payout is None:
@@ -59,7 +69,9 @@ def _load(run: SyncRun) -> tuple[Payout, dict[str, StoredPayment]]:
         ids = list(payout.payment_ids)
         ids += [owner for r in payout.refund_ids if (owner := uow.snapshots.payment_of_refund(run.tenant, r))]
         payments = {pid: stored for pid in ids if (stored := uow.snapshots.get_payment(run.tenant, pid))}
-    return payout, payments
+        owners = dict.fromkeys(stored.opportunity_id for stored in payments.values())
+        opportunities = [o for oid in owners if (o := uow.snapshots.get_opportunity(run.tenant, oid))]
+    return payout, payments, opportunities
 
 
 def _payment_lines(run: SyncRun, payout: Payout, payments: dict[str, StoredPayment]) -> list[DepositLine]:

@@ -668,9 +668,7 @@ class ConnectionRepository(Protocol):
         Raises: `NotFoundError` when the tenant has no connection."""
         ...
 
-    def save_company_preferences(
-        self, tenant_id: str, preferences: CompanyPreferences, *, branch_id: str = ""
-    ) -> bool:
+    def save_company_preferences(self, tenant_id: str, preferences: CompanyPreferences, *, branch_id: str = "") -> bool:
         """Records the company's preferences (`home_currency`, `multicurrency`, `sales_tax`, `class_tracking`,
         `track_departments`, `custom_txn_numbers`) on the tenant's
         connection and changes nothing else, so a token another worker refreshed meanwhile is never written back over.

@@ -17,10 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from core.accounting import BatchWrite, QuickBooksRef, TxnKind, TxnSpec, request_id_for, spec_fingerprint
-from core.domain import EntityRef, SyncAction, SyncRecord, SyncResult
-from core.errors import AccountingError, RecordGoneError, StaleRecordError
+from core.accounting import BatchWrite, InvoiceSpec, QuickBooksRef, TxnKind, TxnSpec, request_id_for, spec_fingerprint
+from core.domain import COMPANY_SEPARATOR, EntityRef, SyncAction, SyncRecord, SyncResult
+from core.errors import AccountingError, BookkeepingError, RecordGoneError, StaleRecordError
 from core.sync_run import SyncRun
+
+DOC_NUMBER_TAKEN = "DOC_NUMBER_TAKEN"
 
 # Of two writes of one record in a job (lowered, then raised), the result reports the stronger.
 _STRENGTH = [SyncAction.UNCHANGED, SyncAction.LINKED, SyncAction.UPDATED, SyncAction.CREATED]
@@ -29,7 +31,15 @@ _STRENGTH = [SyncAction.UNCHANGED, SyncAction.LINKED, SyncAction.UPDATED, SyncAc
 def marker_for(tenant_id: str, entity: EntityRef, generation: int) -> str:
     """The tag written into a record's private note so that qbsync can find it again (R7)."""
     suffix = f"/{generation}" if generation else ""
-    return f"[qbsync {tenant_id}/{entity.type.value.lower()}/{entity.id}{suffix}]"
+    # A customer's link in a branch's company joins the ids with a control character, which no note may hold.
+    shown = entity.id.replace(COMPANY_SEPARATOR, "@")
+    return f"[qbsync {tenant_id}/{entity.type.value.lower()}/{shown}{suffix}]"
+
+
+def _marks(note: str, own: str) -> bool:
+    """Whether `note` carries the marker prefix `own` of one of a record's generations ("...]" or ".../2]")."""
+    start = note.find(own)
+    return start >= 0 and note[start + len(own) : start + len(own) + 1] in ("]", "/")
 
 
 class SyncResults:
@@ -268,11 +278,28 @@ class RecordWriter:
             if found is not None:
                 request_id = request_id_for(tenant, record.entity, "adopt", found.sync_token, digest)
                 return _Pending(item, record, digest, BatchWrite(spec, request_id, found), SyncAction.CREATED)
+        if isinstance(spec, InvoiceSpec) and spec.doc_number:
+            self._check_doc_number_free(record, spec.doc_number)
         if not record.create_started:
             record.create_started = True
             self._run.save(record)
         request_id = request_id_for(tenant, record.entity, "create", record.generation)
         return _Pending(item, record, digest, BatchWrite(spec, request_id), SyncAction.CREATED)
+
+    def _check_doc_number_free(self, record: SyncRecord, doc_number: str) -> None:
+        """SPEC §10, InvoiceNumbering.CRM: an invoice about to be created under a number another invoice of the
+        company has (typed into QuickBooks, or another CRM's) fails instead, naming both. One of this record's
+        own earlier generations (a voided or deleted one) does not count: the number is still this job's.
+        Raises: `BookkeepingError` (DOC_NUMBER_TAKEN)."""
+        own = marker_for(self._run.tenant, record.entity, 0)[:-1]  # "[qbsync t/invoice/id": any generation
+        taken = [i for i in self._run.accounting.invoices_numbered(doc_number) if not _marks(i.private_note, own)]
+        if taken:
+            raise BookkeepingError(
+                f"invoice number {doc_number} is already used in QuickBooks by invoice {taken[0].id}, which is not "
+                f"this job's ({record.entity}): change the job number or the invoice number prefix, renumber that "
+                "invoice in QuickBooks, or let QuickBooks number invoices (setting invoice_numbering QUICKBOOKS)",
+                reason=DOC_NUMBER_TAKEN,
+            )
 
     def _find_created(self, kind: TxnKind, marker: str) -> QuickBooksRef | None:
         found = self._run.accounting.find_by_marker(kind, marker, self.customer_id)

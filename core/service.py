@@ -8,10 +8,13 @@ its job. The work itself happens in the background (core/worker.py).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Concatenate, ParamSpec, TypeVar
 
 from core.accounting import TxnKind
+from core.branches import branch_of_record
 from core.company_checks import CompanyChecks
+from core.connection import QuickBooksConnection
 from core.currency import AmountCurrency
 from core.domain import (
     AuditEvent,
@@ -28,6 +31,7 @@ from core.domain import (
     SyncJobKind,
     SyncJobState,
     SyncRecord,
+    customer_link,
 )
 from core.errors import (
     FailedPreconditionError,
@@ -47,6 +51,7 @@ from core.validation import (
     job_request_limits,
     payment_request_limits,
     payout_request_limits,
+    text_id_violations,
     validate_job_request,
     validate_payment_request,
     validate_payout_request,
@@ -128,10 +133,11 @@ class SyncService:
                 [
                     *validate_payment_request(opportunity, payment, request_id),
                     *payment_request_limits(opportunity, payment, self._accounting.field_limits),
-                    *self._company.currency_violations(principal.tenant_id, currencies),
+                    *self._company.currency_violations(principal.tenant_id, currencies, opportunity.branch_id),
                 ],
             )
         )
+        self._company.require_company(principal.tenant_id, opportunity.branch_id)
         fingerprint = request_fingerprint(SyncJobKind.SYNC_PAYMENT, opportunity, payment)
         target = EntityRef(EntityType.PAYMENT, payment.payment_id)
 
@@ -166,17 +172,18 @@ class SyncService:
                 [
                     *validate_job_request(opportunity, job, payments, request_id),
                     *job_request_limits(opportunity, job, payments, self._accounting.field_limits),
-                    *self._company.currency_violations(principal.tenant_id, currencies),
-                    *self._company.sales_tax_violations(principal.tenant_id, job),
+                    *self._company.currency_violations(principal.tenant_id, currencies, opportunity.branch_id),
+                    *self._company.sales_tax_violations(principal.tenant_id, job, opportunity.branch_id),
                 ],
             )
         )
+        self._company.require_company(principal.tenant_id, opportunity.branch_id)
         fingerprint = request_fingerprint(kind, opportunity, job, tuple(payments))
         target = EntityRef(EntityType.INVOICE, job.job_id)
         tenant = principal.tenant_id
 
         def stage(uow: UnitOfWork) -> None:
-            _raise_if_any(self._company.doc_number_fits(uow, tenant, job))
+            _raise_if_any(self._company.doc_number_fits(uow, tenant, job, opportunity.branch_id))
             self._outbox.stage_opportunity(uow, tenant, opportunity, "opportunity")
             for i, payment in enumerate(payments):
                 self._outbox.stage_payment(uow, tenant, opportunity, payment, f"payments[{i}]")
@@ -229,8 +236,8 @@ class SyncService:
         fingerprint = request_fingerprint(SyncJobKind.SYNC_PAYOUT, payout)
         target = EntityRef(EntityType.PAYOUT, payout.payout_id)
 
-        def stage(uow: UnitOfWork) -> None:
-            stage_payout(uow, principal.tenant_id, payout, self._outbox)
+        def stage(uow: UnitOfWork) -> str:
+            return stage_payout(uow, principal.tenant_id, payout, self._outbox)
 
         return self._outbox.accept(
             principal.tenant_id, SyncJobKind.SYNC_PAYOUT, target, None, request_id, fingerprint, stage
@@ -283,36 +290,64 @@ class SyncService:
         return job
 
     def get_status(
-        self, principal: Principal, entity: EntityRef, *, conversion_violations: Sequence[FieldViolation] = ()
+        self,
+        principal: Principal,
+        entity: EntityRef,
+        *,
+        branch_id: str = "",
+        conversion_violations: Sequence[FieldViolation] = (),
     ) -> SyncRecord:
-        """R8: a record's sync state. A record qbsync was never sent is NOT_FOUND."""
-        return self._sync_record(principal, Permission.READ, entity, conversion_violations)
+        """R8: a record's sync state. A record qbsync was never sent is NOT_FOUND. `branch_id`: for a customer,
+        the branch whose company's link is meant (SPEC §10)."""
+        record, _ = self._sync_record(principal, Permission.READ, entity, branch_id, conversion_violations, False)
+        return record
 
     def get_link(
-        self, principal: Principal, entity: EntityRef, *, conversion_violations: Sequence[FieldViolation] = ()
+        self,
+        principal: Principal,
+        entity: EntityRef,
+        *,
+        branch_id: str = "",
+        conversion_violations: Sequence[FieldViolation] = (),
     ) -> str:
-        """R9: the "View in QuickBooks" URL of a synced record."""
-        record = self._sync_record(principal, Permission.QUICKBOOKS_VIEW, entity, conversion_violations)
+        """R9: the "View in QuickBooks" URL of a synced record, in the company it is in (SPEC §10)."""
+        record, connection = self._sync_record(
+            principal, Permission.QUICKBOOKS_VIEW, entity, branch_id, conversion_violations, True
+        )
         if not record.quickbooks_id:
             raise FailedPreconditionError(f"{entity} is not in QuickBooks yet", metadata={"state": record.state.value})
         kind = None if entity.type is EntityType.CUSTOMER else TxnKind(record.quickbooks_type)
-        return self._accounting.for_tenant(principal.tenant_id).link_for(kind, record.quickbooks_id)
+        company = connection.branch_id if connection is not None else ""
+        accounting = self._accounting.for_tenant(principal.tenant_id, connection, branch_id=company)
+        return accounting.link_for(kind, record.quickbooks_id)
 
     def _sync_record(
         self,
         principal: Principal,
         permission: Permission,
         entity: EntityRef,
+        branch_id: str,
         conversion_violations: Sequence[FieldViolation],
-    ) -> SyncRecord:
-        """The record of `entity`, for a caller with `permission`; NOT_FOUND when qbsync was never sent it."""
+        with_connection: bool,
+    ) -> tuple[SyncRecord, QuickBooksConnection | None]:
+        """The record of `entity`, for a caller with `permission`, and (`with_connection`) the connection of the
+        company it is in; NOT_FOUND when qbsync was never sent it. A status read of anything but a branch's
+        customer link reads the record alone (GetSyncStatus is the API's most frequent call)."""
         require(principal, permission)
-        _raise_if_any(merge_violations(conversion_violations, _entity_violations(entity)))
+        violations = _entity_violations(entity) + text_id_violations(branch_id, "branch_id", required=False)
+        _raise_if_any(merge_violations(conversion_violations, violations))
+        tenant = principal.tenant_id
         with self._uow_factory.read_only() as uow:
-            record = uow.sync_records.get(principal.tenant_id, entity)
+            connection = None
+            if with_connection or (entity.type is EntityType.CUSTOMER and branch_id):
+                connection = uow.connections.for_branch(tenant, branch_of_record(uow, tenant, entity, branch_id))
+            stored = entity
+            if entity.type is EntityType.CUSTOMER:
+                stored = customer_link(entity.id, connection.branch_id if connection is not None else "")
+            record = uow.sync_records.get(tenant, stored)
         if record is None:
             raise NotFoundError(f"{entity} not found")
-        return record
+        return replace(record, entity=entity), connection
 
     def list_errors(self, principal: Principal, page_size: int, page_token: str) -> tuple[list[SyncJob], str]:
         """The tenant's failed syncs, newest first; the token is an opaque offset."""

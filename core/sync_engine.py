@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from core.connection import QuickBooksConnection
+from core.branch_tracking import BranchTracking
+from core.connection import InvoiceNumbering, QuickBooksConnection
 from core.customer_matching import CustomerMatching
-from core.domain import EntityRef, EntityType, SyncJob, SyncJobKind, SyncResult
+from core.domain import SyncJob, SyncJobKind, SyncResult
 from core.errors import CustomerUnusableError, LeaseLostError, StaleRecordError
 from core.lease import FencedAccountingSystem, JobLease
 from core.payout_sync import write_payout_deposit
@@ -83,10 +84,25 @@ class SyncEngine:
         which may be older than the newest accepted one: the run starts over from the newest snapshots and
         the record's current SyncToken, only while the lease is held, at most MAX_STALE_ROUNDS times.
 
-        `connection`: the tenant's stored connection, read in the claim's transaction (None: the
-        accounting system reads it)."""
-        accounting = FencedAccountingSystem(self._accounting.for_tenant(job.tenant_id, connection), lease)
-        run = SyncRun(job, self._uow_factory, accounting, self._clock, lease)
+        `connection`: the stored connection the job syncs to (`ConnectionRepository.for_branch` of its branch),
+        read in the claim's transaction (None: read here)."""
+        if connection is None:
+            with self._uow_factory.read_only() as uow:
+                connection = uow.connections.for_branch(job.tenant_id, job.branch_id)
+        company = connection.branch_id if connection is not None else ""
+        unfenced = self._accounting.for_tenant(job.tenant_id, connection, branch_id=company)
+        accounting = FencedAccountingSystem(unfenced, lease)
+        tracking = BranchTracking(connection, unfenced, self._accounting, self._uow_factory, self._clock)
+        run = SyncRun(
+            job,
+            self._uow_factory,
+            accounting,
+            self._clock,
+            lease,
+            company=company,
+            doc_number_prefix=_doc_number_prefix(connection),
+            tracking=tracking.for_opportunity,
+        )
         results = SyncResults()
         try:
             for round_ in range(1, MAX_STALE_ROUNDS + 1):
@@ -118,7 +134,7 @@ class SyncEngine:
         # What of the customer is already in QuickBooks still names the old customer, and a payment can
         # only link its own customer's records: move it all, link the new one, then sync again. Should the
         # new one prove unusable too, the job fails (CustomerUnusableError) and the retry starts afresh.
-        replaced = run.record(EntityRef(EntityType.CUSTOMER, customer.customer_id)).quickbooks_id or ""
+        replaced = run.record(run.customer_ref(customer.customer_id)).quickbooks_id or ""
         successor = matching.successor(customer)
         writer = self._writer(run, successor.customer.id, results, replaced_customer_id=replaced)
         for opportunity in run.opportunities_of_customer():
@@ -147,6 +163,15 @@ class SyncEngine:
         except CustomerUnusableError:
             return CustomerChanged()
         return Synced()
+
+
+def _doc_number_prefix(connection: QuickBooksConnection | None) -> str | None:
+    """What comes before the job number in the invoice's DocNumber; None when QuickBooks numbers invoices."""
+    if connection is None:
+        return ""  # an accounting system without a stored connection (a fake): the CRM's numbers, unprefixed
+    if connection.invoice_numbering is InvoiceNumbering.QUICKBOOKS:
+        return None
+    return connection.settings.doc_number_prefix
 
 
 def _save_what_was_confirmed(run: SyncRun) -> None:

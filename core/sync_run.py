@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from core.accounting import NO_TRACKING, Tracking
 from core.domain import (
     ClosedJob,
     EntityRef,
@@ -19,6 +20,7 @@ from core.domain import (
     Payment,
     SyncJob,
     SyncRecord,
+    customer_link,
     in_lock_order,
 )
 from core.errors import FailedPreconditionError
@@ -77,9 +79,25 @@ class SyncRun:
     the create again by its request id and marker (core.record_writer) rather than sending it twice."""
 
     def __init__(
-        self, job: SyncJob, uow_factory: UnitOfWorkFactory, accounting: AccountingSystem, clock: Clock, lease: JobLease
+        self,
+        job: SyncJob,
+        uow_factory: UnitOfWorkFactory,
+        accounting: AccountingSystem,
+        clock: Clock,
+        lease: JobLease,
+        *,
+        company: str = "",
+        doc_number_prefix: str | None = "",
+        tracking: Callable[[Opportunity], Tracking] = lambda _: NO_TRACKING,
     ) -> None:
+        """`company`: the branch of the connection the job syncs to ("" the default one: SPEC §10), whose
+        customers the run links; `doc_number_prefix`: the invoice DocNumber's prefix, None when QuickBooks
+        numbers invoices (InvoiceNumbering.QUICKBOOKS); `tracking`: the class and location of the job's
+        branch mapping, resolved on first use (core/branch_tracking.py)."""
         self.job = job
+        self.company = company
+        self.doc_number_prefix = doc_number_prefix
+        self.tracking = tracking
         self.uow_factory = uow_factory
         self.accounting = accounting  # fenced by `lease` (core.lease.FencedAccountingSystem)
         self.clock = clock
@@ -95,6 +113,10 @@ class SyncRun:
     @property
     def tenant(self) -> str:
         return self.job.tenant_id
+
+    def customer_ref(self, customer_id: str) -> EntityRef:
+        """The record of the CRM customer's link in the run's company (`customer_link`)."""
+        return customer_link(customer_id, self.company)
 
     def record(self, entity: EntityRef) -> SyncRecord:
         """The record as the run knows it: stored (read once), or a blank one for a CRM record never written."""
@@ -180,7 +202,7 @@ class SyncRun:
         opportunity = uow.snapshots.get_opportunity(self.tenant, self.job.opportunity_id)
         if opportunity is None:
             raise FailedPreconditionError(f"opportunity {self.job.opportunity_id} is not known to qbsync")
-        customer = EntityRef(EntityType.CUSTOMER, opportunity.customer.customer_id)
+        customer = self.customer_ref(opportunity.customer.customer_id)
         if customer not in self._records:
             self._keep(customer, uow.sync_records.get(self.tenant, customer))
         return opportunity

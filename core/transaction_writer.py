@@ -17,7 +17,16 @@ from __future__ import annotations
 from dataclasses import replace
 from decimal import Decimal
 
-from core.accounting import DiscountSpec, InvoiceSpec, LinkLine, PaymentSpec, RefundSpec, TxnKind
+from core.accounting import (
+    NO_TRACKING,
+    DiscountSpec,
+    InvoiceSpec,
+    LinkLine,
+    PaymentSpec,
+    RefundSpec,
+    Tracking,
+    TxnKind,
+)
 from core.allocation import shrink_only
 from core.domain import ClosedJob, EntityRef, EntityType, Job, Opportunity, Payment, PaymentMethod, Refund, SyncRecord
 from core.errors import AccountingError, CustomerUnusableError, InvoiceTotalMismatchError, LinkedRecordGoneError
@@ -67,6 +76,12 @@ class TransactionWriter:
     def _opportunity(self) -> Opportunity:
         assert self._books is not None, "carry_out sets the books"
         return self._books.opportunity
+
+    @property
+    def _tracking(self) -> Tracking:
+        """The class and location of the opportunity's branch (SPEC §10): resolved at the first write that
+        carries them (a payment carries none), once per run."""
+        return self._run.tracking(self._opportunity)
 
     def _explicit(self, payment: Payment) -> bool:
         return self._run.job.target == _payment_ref(payment)
@@ -131,7 +146,7 @@ class TransactionWriter:
             for refund in payment.refunds
             if self._records.unchanged(
                 entity := EntityRef(EntityType.REFUND, refund.refund_id),
-                refund_spec(customer, opportunity, payment, refund),
+                refund_spec(customer, opportunity, payment, refund, self._tracking),
             )
         ]
         self._records.check_live(refund_kind(payment.method), unchanged)
@@ -201,7 +216,7 @@ class TransactionWriter:
             # An unchanged refund is left alone unless it was deleted or voided in QuickBooks (read so by
             # an explicit sync of its payment, or after QuickBooks refused a link): the payment about to
             # be written must link a live expense, or QuickBooks refuses it for good (R4, R6).
-            spec = refund_spec(self._records.customer_id, self._opportunity, payment, refund)
+            spec = refund_spec(self._records.customer_id, self._opportunity, payment, refund, self._tracking)
             entity = EntityRef(EntityType.REFUND, refund.refund_id)
             force = not self._records.still_live(entity, refund_kind(payment.method))
             items.append(WriteItem(entity, spec, remember, force=force, resync=self._explicit(payment)))
@@ -217,7 +232,9 @@ class TransactionWriter:
         def remember(record: SyncRecord) -> None:
             record.amount = job.total
 
-        spec = invoice_spec(self._records.customer_id, self._opportunity, job)
+        spec = invoice_spec(
+            self._records.customer_id, self._opportunity, job, self._tracking, self._run.doc_number_prefix
+        )
         entity = EntityRef(EntityType.INVOICE, job.job_id)
         written = self._records.write(entity, spec, force=True, on_written=remember)
         # SPEC §8: the books never show a balance the customer does not owe. The record is saved first
@@ -245,7 +262,9 @@ def payment_spec(customer_id: str, opportunity: Opportunity, payment: Payment, l
     return spec
 
 
-def refund_spec(customer_id: str, opportunity: Opportunity, payment: Payment, refund: Refund) -> SpecBuilder:
+def refund_spec(
+    customer_id: str, opportunity: Opportunity, payment: Payment, refund: Refund, tracking: Tracking = NO_TRACKING
+) -> SpecBuilder:
     def spec(marker: str) -> RefundSpec:
         return RefundSpec(
             customer_id=customer_id,
@@ -256,12 +275,20 @@ def refund_spec(customer_id: str, opportunity: Opportunity, payment: Payment, re
             private_note=f"CRM refund {refund.refund_id} of payment {payment.payment_id}, "
             f"opportunity {opportunity.number} {marker}",
             marker=marker,
+            tracking=tracking,
         )
 
     return spec
 
 
-def invoice_spec(customer_id: str, opportunity: Opportunity, job: Job) -> SpecBuilder:
+def invoice_spec(
+    customer_id: str,
+    opportunity: Opportunity,
+    job: Job,
+    tracking: Tracking = NO_TRACKING,
+    doc_number_prefix: str | None = "",
+) -> SpecBuilder:
+    """`doc_number_prefix` None: QuickBooks numbers the invoice (SPEC §10), and the job number goes in the memo."""
     discount = DiscountSpec.of(job)
     # With no tax charged, every line goes as NON: automated sales tax is reported not to honour a zero
     # TotalTax override and would add its own tax to TAX lines (QUICKBOOKS.md), and a line nobody was
@@ -271,7 +298,8 @@ def invoice_spec(customer_id: str, opportunity: Opportunity, job: Job) -> SpecBu
     def spec(marker: str) -> InvoiceSpec:
         return InvoiceSpec(
             customer_id=customer_id,
-            doc_number=job.number,
+            doc_number="" if doc_number_prefix is None else doc_number_prefix + job.number,
+            memo=f"Job {job.number}" if doc_number_prefix is None else "",
             txn_date=job.service_date,
             lines=lines,
             private_note=f"CRM job {job.job_id}, opportunity {opportunity.number} {marker}",
@@ -281,6 +309,7 @@ def invoice_spec(customer_id: str, opportunity: Opportunity, job: Job) -> SpecBu
             discount=discount,
             tip=job.tip,
             surcharge=job.surcharge,
+            tracking=tracking,
         )
 
     return spec

@@ -139,6 +139,14 @@ def _request_id(request_id: str) -> list[FieldViolation]:
     return []
 
 
+def text_id_violations(value: str, path: str, *, required: bool = True) -> list[FieldViolation]:
+    """A CRM id (or a branch, a service type): at most MAX_ID_LENGTH characters, no control characters;
+    `required`: not blank. Branch ids are keys of connections and mappings, so they follow the ids' rules."""
+    if not required and not value:
+        return []
+    return _id(value, path)
+
+
 def _id(value: str, path: str) -> list[FieldViolation]:
     if not value.strip():
         return [FieldViolation(path, "is required")]
@@ -155,6 +163,8 @@ _NO_CONTROLS = "must not contain control or invisible formatting characters (tab
 def _opportunity(opportunity: Opportunity, path: str) -> list[FieldViolation]:
     return [
         *_id(opportunity.opportunity_id, f"{path}.opportunity_id"),
+        *text_id_violations(opportunity.branch_id, f"{path}.branch_id", required=False),
+        *text_id_violations(opportunity.service_type, f"{path}.service_type", required=False),
         *_customer(opportunity.customer, f"{path}.customer"),
     ]
 

@@ -246,7 +246,7 @@ def _connection_of(uow: UnitOfWork, job: SyncJob) -> QuickBooksConnection | None
     that cannot be opened (a stored secret no configured key decrypts) is left for the run to read again:
     its error then ends the job as before, instead of failing every claim of the queue."""
     try:
-        return uow.connections.get(job.tenant_id)
+        return uow.connections.for_branch(job.tenant_id, job.branch_id)
     except StorageUnavailableError:
         raise  # the claim's transaction is lost with it: the claim is tried again
     except Exception:  # noqa: BLE001 - see above: the run reads it again and reports why it cannot
