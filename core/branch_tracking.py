@@ -19,14 +19,13 @@ from core.company_lists import ListKind, SettingRule
 from core.company_lookups import CompanyLookup, LookupKind
 from core.company_preferences import CompanyPreferences, read_company_preferences
 from core.connection import BranchMapping, ClassTracking, ListRef, QuickBooksConnection, branch_mapping
+from core.connection_rules import CLASS_RULE, DEPARTMENT_RULE
 from core.domain import Opportunity, normalise
 from core.errors import BookkeepingError
 from core.ports import AccountingSystem, AccountingSystems, Clock, UnitOfWorkFactory
 
 BRANCH_MAPPING_INVALID = "BRANCH_MAPPING_INVALID"
 
-CLASS_RULE = SettingRule("class", ListKind.CLASS)
-DEPARTMENT_RULE = SettingRule("location", ListKind.DEPARTMENT)
 _LOOKUP_KINDS = {ListKind.CLASS: LookupKind.BRANCH_CLASS, ListKind.DEPARTMENT: LookupKind.BRANCH_DEPARTMENT}
 
 

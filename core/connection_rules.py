@@ -10,11 +10,16 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from core.company_lists import LIST_SETTINGS, PAYMENT_METHOD_RULE, SettingRule
-from core.connection import PRODUCTION, SANDBOX, ListRef, QuickBooksSettings
+from core.company_lists import LIST_SETTINGS, PAYMENT_METHOD_RULE, ListKind, SettingRule
+from core.connection import PRODUCTION, SANDBOX, BranchMapping, ListRef, QuickBooksSettings
 from core.domain import PaymentMethod
 from core.errors import FieldViolation, quoted
 from core.text import is_control, usable_as_id
+from core.validation import text_id_violations
+
+# What a branch mapping's class and location may be (SPEC §10): any active class, any active location.
+CLASS_RULE = SettingRule("class", ListKind.CLASS)
+DEPARTMENT_RULE = SettingRule("location", ListKind.DEPARTMENT)
 
 # The settings an UpdateSettings mask may name (QuickBooksSettings' fields).
 SETTINGS_FIELDS = (
@@ -32,6 +37,8 @@ SETTINGS_FIELDS = (
     "adjustment_account",
     "payment_methods",
     "doc_number_prefix",
+    "invoice_numbering",
+    "branch_mappings",
 )
 
 # QBO's DocNumber holds 21 characters; the job number needs most of them.
@@ -114,6 +121,7 @@ class ListSettingToCheck:
     rule: SettingRule
     ref: ListRef
     method: PaymentMethod | None = None
+    mapping: int | None = None  # a branch mapping's class or location: its index in `branch_mappings`
 
 
 def list_settings_to_check(settings: QuickBooksSettings, fields: list[str]) -> list[ListSettingToCheck]:
@@ -130,7 +138,35 @@ def list_settings_to_check(settings: QuickBooksSettings, fields: list[str]) -> l
             if ref.id or ref.name:
                 path = f"settings.payment_methods[{i}].quickbooks_payment_method"
                 wanted.append(ListSettingToCheck(path, "payment_methods", PAYMENT_METHOD_RULE, ref, method))
+    if "branch_mappings" in fields:
+        for i, mapping in enumerate(settings.branch_mappings):
+            for part, rule, ref in (
+                ("class", CLASS_RULE, mapping.class_ref),
+                ("department", DEPARTMENT_RULE, mapping.department_ref),
+            ):
+                if ref.id or ref.name:
+                    path = f"settings.branch_mappings[{i}].{part}_{'id' if ref.id else 'name'}"
+                    wanted.append(ListSettingToCheck(path, "branch_mappings", rule, ref, mapping=i))
     return wanted
+
+
+def check_branch_mappings(mappings: tuple[BranchMapping, ...]) -> list[FieldViolation]:
+    """Each mapping names its branch (an id's rules) and a class or a location; one per branch and service type."""
+    violations = []
+    seen: dict[tuple[str, str], int] = {}
+    for i, mapping in enumerate(mappings):
+        path = f"settings.branch_mappings[{i}]"
+        violations += text_id_violations(mapping.branch_id, f"{path}.branch_id")
+        violations += text_id_violations(mapping.service_type, f"{path}.service_type", required=False)
+        if not mapping.names_something:
+            violations.append(FieldViolation(path, "names neither a class nor a location (department)"))
+        key = (mapping.branch_id, mapping.service_type)
+        if key in seen:
+            violations.append(
+                FieldViolation(f"{path}.service_type", f"repeats the mapping of branch_mappings[{seen[key]}]")
+            )
+        seen.setdefault(key, i)
+    return violations
 
 
 def check_settings_update(settings: QuickBooksSettings, mask: list[str]) -> list[FieldViolation]:
@@ -140,6 +176,8 @@ def check_settings_update(settings: QuickBooksSettings, mask: list[str]) -> list
         for i, name in enumerate(fields)
         if name not in SETTINGS_FIELDS
     ]
+    if "branch_mappings" in fields:
+        violations += check_branch_mappings(settings.branch_mappings)
     if "doc_number_prefix" in fields and len(settings.doc_number_prefix) > MAX_DOC_NUMBER_PREFIX:
         violations.append(
             FieldViolation(
