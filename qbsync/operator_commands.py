@@ -91,6 +91,11 @@ def _operator(tenant: str) -> Principal:
     help=f"{SANDBOX}, {PRODUCTION}, or the URL of an OpenID discovery document (e.g. the emulator's).",
 )
 @click.option("--api-base-url", default="", help="The QuickBooks API base URL (.../v3); default: Intuit's.")
+@click.option(
+    "--branch",
+    default="",
+    help="Connect this CRM branch's own QuickBooks company (SPEC §10); default: the tenant's default connection.",
+)
 def connect(
     tenant: str,
     realm_id: str,
@@ -100,6 +105,7 @@ def connect(
     access_token: str,
     environment: str,
     api_base_url: str,
+    branch: str,
 ) -> None:
     """Connects a tenant to a QuickBooks company with tokens you already hold (Intuit's OAuth Playground,
     the emulator). Plain http is accepted for loopback addresses only."""
@@ -107,12 +113,23 @@ def connect(
     service = bootstrap(settings=settings).get(ConnectionService)
     try:
         connection = service.connect_with_tokens(
-            tenant, realm_id, client_id, client_secret, refresh_token, access_token, environment, api_base_url
+            tenant,
+            realm_id,
+            client_id,
+            client_secret,
+            refresh_token,
+            access_token,
+            environment,
+            api_base_url,
+            branch_id=branch,
         )
     except ValidationError as exc:
         raise _usage_error(exc) from exc
+    except FailedPreconditionError as exc:  # the company is another connection's already
+        raise click.ClickException(str(exc)) from exc
+    whose = f"branch {branch!r} of tenant {tenant!r}" if branch else f"tenant {tenant!r}"
     click.echo(
-        f"connected tenant {tenant!r} to QuickBooks company {connection.realm_id} ({connection.environment}); "
+        f"connected {whose} to QuickBooks company {connection.realm_id} ({connection.environment}); "
         "its secrets are stored encrypted"
     )
     click.echo(_company_preferences_line(connection))

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from adapters.grpc.convert import payment_method_from_proto, payment_method_to_proto, timestamp_to_proto
 from core.company_tax import SalesTax
-from core.connection import PRODUCTION, SANDBOX, ConnectionState, ListRef, QuickBooksConnection, QuickBooksSettings
+from core.connection import (
+    PRODUCTION,
+    SANDBOX,
+    BranchMapping,
+    ClassTracking,
+    ConnectionState,
+    InvoiceNumbering,
+    ListRef,
+    QuickBooksConnection,
+    QuickBooksSettings,
+)
 from core.domain import PaymentMethod
 from core.errors import FieldViolation
 from qbsync.v1 import connection_service_pb2 as pb
@@ -16,6 +26,9 @@ from qbsync.v1 import connection_service_pb2 as pb
 # Built from the domain enum, so that a state added on one side only fails at import.
 _STATES = {s: pb.ConnectionState.Value(f"CONNECTION_STATE_{s.value}") for s in ConnectionState}
 _SALES_TAX_MODES = {m: pb.SalesTaxMode.Value(f"SALES_TAX_MODE_{m.value}") for m in SalesTax}
+_CLASS_TRACKING = {c: pb.ClassTracking.Value(f"CLASS_TRACKING_{c.value}") for c in ClassTracking}
+_NUMBERINGS = {n: pb.InvoiceNumbering.Value(n.value) for n in InvoiceNumbering}
+_NUMBERINGS_BACK: dict[int, InvoiceNumbering] = {value: numbering for numbering, value in _NUMBERINGS.items()}
 
 
 def environment_from_proto(value: int, violations: list[FieldViolation]) -> str:
@@ -66,6 +79,16 @@ def settings_from_proto(msg: pb.Settings, violations: list[FieldViolation]) -> Q
         adjustment_account=list_ref_from_proto(msg.adjustment_account),
         payment_methods=methods,
         doc_number_prefix=msg.doc_number_prefix,
+        invoice_numbering=_invoice_numbering_from_proto(msg.invoice_numbering, violations),
+        branch_mappings=tuple(
+            BranchMapping(
+                branch_id=m.branch_id.strip(),
+                service_type=m.service_type.strip(),
+                class_ref=ListRef(id=m.class_id.strip(), name=m.class_name.strip()),
+                department_ref=ListRef(id=m.department_id.strip(), name=m.department_name.strip()),
+            )
+            for m in msg.branch_mappings
+        ),
     )
 
 
@@ -92,7 +115,32 @@ def settings_to_proto(settings: QuickBooksSettings) -> pb.Settings:
             )
         ],
         doc_number_prefix=settings.doc_number_prefix,
+        invoice_numbering=_invoice_numbering_to_proto(settings.invoice_numbering),
+        branch_mappings=[
+            pb.BranchMapping(
+                branch_id=m.branch_id,
+                service_type=m.service_type,
+                class_id=m.class_ref.id,
+                class_name=m.class_ref.name,
+                department_id=m.department_ref.id,
+                department_name=m.department_ref.name,
+            )
+            for m in settings.branch_mappings
+        ],
     )
+
+
+def _invoice_numbering_from_proto(value: int, violations: list[FieldViolation]) -> InvoiceNumbering | None:
+    if value == pb.INVOICE_NUMBERING_UNSPECIFIED:
+        return None
+    if value in _NUMBERINGS_BACK:
+        return _NUMBERINGS_BACK[value]
+    violations.append(FieldViolation("settings.invoice_numbering", f"unknown invoice numbering {value}"))
+    return None
+
+
+def _invoice_numbering_to_proto(numbering: InvoiceNumbering | None) -> pb.InvoiceNumbering.ValueType:
+    return pb.INVOICE_NUMBERING_UNSPECIFIED if numbering is None else _NUMBERINGS[numbering]
 
 
 def connection_to_proto(connection: QuickBooksConnection) -> pb.Connection:
@@ -103,6 +151,11 @@ def connection_to_proto(connection: QuickBooksConnection) -> pb.Connection:
         environment=environment_to_proto(connection.environment),
         settings=settings_to_proto(connection.settings),
         sales_tax_mode=sales_tax_mode_to_proto(connection.sales_tax),
+        branch_id=connection.branch_id,
+        class_tracking=_CLASS_TRACKING[connection.class_tracking],
+        track_departments=connection.track_departments,
+        custom_transaction_numbers=connection.custom_txn_numbers,
+        effective_invoice_numbering=_NUMBERINGS[connection.invoice_numbering],
     )
     if connection.connect_time is not None:
         msg.connect_time.CopyFrom(timestamp_to_proto(connection.connect_time))

@@ -26,7 +26,11 @@ class ConnectionServicer(connection_service_pb2_grpc.ConnectionServiceServicer):
         violations: list[FieldViolation] = []
         environment = convert.environment_from_proto(request.environment, violations)
         url, state = self._service.get_authorization_url(
-            current_principal(), request.redirect_uri, environment, conversion_violations=violations
+            current_principal(),
+            request.redirect_uri,
+            environment,
+            branch_id=request.branch_id,
+            conversion_violations=violations,
         )
         return pb.GetAuthorizationUrlResponse(authorization_url=url, state=state)
 
@@ -34,20 +38,30 @@ class ConnectionServicer(connection_service_pb2_grpc.ConnectionServiceServicer):
         self, request: pb.CompleteAuthorizationRequest, context: grpc.ServicerContext
     ) -> pb.Connection:
         connection = self._service.complete_authorization(
-            current_principal(), request.code, request.state, request.realm_id, request.redirect_uri
+            current_principal(),
+            request.code,
+            request.state,
+            request.realm_id,
+            request.redirect_uri,
+            branch_id=request.branch_id,
         )
         return convert.connection_to_proto(connection)
 
     def GetConnection(self, request: pb.GetConnectionRequest, context: grpc.ServicerContext) -> pb.Connection:
-        return convert.connection_to_proto(self._service.get_connection(current_principal()))
+        connection = self._service.get_connection(current_principal(), branch_id=request.branch_id)
+        return convert.connection_to_proto(connection)
 
     def UpdateSettings(self, request: pb.UpdateSettingsRequest, context: grpc.ServicerContext) -> pb.Settings:
         violations: list[FieldViolation] = []
         settings = convert.settings_from_proto(request.settings, violations)
         updated = self._service.update_settings(
-            current_principal(), settings, list(request.update_mask.paths), conversion_violations=violations
+            current_principal(),
+            settings,
+            list(request.update_mask.paths),
+            branch_id=request.branch_id,
+            conversion_violations=violations,
         )
         return convert.settings_to_proto(updated)
 
     def Disconnect(self, request: pb.DisconnectRequest, context: grpc.ServicerContext) -> pb.Connection:
-        return convert.connection_to_proto(self._service.disconnect(current_principal()))
+        return convert.connection_to_proto(self._service.disconnect(current_principal(), branch_id=request.branch_id))

@@ -400,7 +400,13 @@ def customer_to_proto(customer: Customer) -> resources_pb2.Customer:
 
 
 def opportunity_from_proto(msg: resources_pb2.Opportunity) -> Opportunity:
-    return Opportunity(opportunity_id=msg.opportunity_id, number=msg.number, customer=customer_from_proto(msg.customer))
+    return Opportunity(
+        opportunity_id=msg.opportunity_id,
+        number=msg.number,
+        customer=customer_from_proto(msg.customer),
+        branch_id=msg.branch_id,
+        service_type=msg.service_type,
+    )
 
 
 def opportunity_to_proto(opportunity: Opportunity) -> resources_pb2.Opportunity:
@@ -408,6 +414,8 @@ def opportunity_to_proto(opportunity: Opportunity) -> resources_pb2.Opportunity:
         opportunity_id=opportunity.opportunity_id,
         number=opportunity.number,
         customer=customer_to_proto(opportunity.customer),
+        branch_id=opportunity.branch_id,
+        service_type=opportunity.service_type,
     )
 
 

@@ -52,15 +52,20 @@ class _EntityUseCase(Protocol[_Answer]):
     """A use case about one record (get_status, get_link)."""
 
     def __call__(
-        self, principal: Principal, entity: EntityRef, *, conversion_violations: Sequence[FieldViolation] = ()
+        self,
+        principal: Principal,
+        entity: EntityRef,
+        *,
+        branch_id: str = "",
+        conversion_violations: Sequence[FieldViolation] = (),
     ) -> _Answer: ...
 
 
-def _on_entity(use_case: _EntityUseCase[_Answer], entity: resources_pb2.EntityRef) -> _Answer:
-    """Calls `use_case` about the request's `entity`."""
+def _on_entity(use_case: _EntityUseCase[_Answer], entity: resources_pb2.EntityRef, branch_id: str) -> _Answer:
+    """Calls `use_case` about the request's `entity` (a customer's link: in `branch_id`'s company)."""
     violations: list[FieldViolation] = []
     ref = convert.entity_ref_from_proto(entity, "entity", violations)
-    return use_case(current_principal(), ref, conversion_violations=violations)
+    return use_case(current_principal(), ref, branch_id=branch_id, conversion_violations=violations)
 
 
 class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
@@ -142,12 +147,14 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
     def GetSyncStatus(
         self, request: sync_service_pb2.GetSyncStatusRequest, context: grpc.ServicerContext
     ) -> resources_pb2.SyncStatus:
-        return convert.sync_status_to_proto(_on_entity(self._service.get_status, request.entity))
+        return convert.sync_status_to_proto(_on_entity(self._service.get_status, request.entity, request.branch_id))
 
     def GetQuickBooksLink(
         self, request: sync_service_pb2.GetQuickBooksLinkRequest, context: grpc.ServicerContext
     ) -> sync_service_pb2.QuickBooksLink:
-        return sync_service_pb2.QuickBooksLink(url=_on_entity(self._service.get_link, request.entity))
+        return sync_service_pb2.QuickBooksLink(
+            url=_on_entity(self._service.get_link, request.entity, request.branch_id)
+        )
 
     def ListSyncErrors(
         self, request: sync_service_pb2.ListSyncErrorsRequest, context: grpc.ServicerContext
