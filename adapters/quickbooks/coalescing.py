@@ -262,15 +262,19 @@ class CoalescingAccountingSystems(AccountingSystems):
         self.field_limits = systems.field_limits
         self._max_batch = max_batch
         self._coalesce_creates = coalesce_creates
-        self._coalescers: dict[str, tuple[AccountingSystem, LookupCoalescer, CreateCoalescer | None]] = {}
+        self._coalescers: dict[tuple[str, str], tuple[AccountingSystem, LookupCoalescer, CreateCoalescer | None]] = {}
         self._guard = threading.Lock()
 
-    def for_tenant(self, tenant_id: str, connection: QuickBooksConnection | None = None) -> CoalescingAccountingSystem:
-        system = self.inner.for_tenant(tenant_id, connection)
+    def for_tenant(
+        self, tenant_id: str, connection: QuickBooksConnection | None = None, *, branch_id: str = ""
+    ) -> CoalescingAccountingSystem:
+        system = self.inner.for_tenant(tenant_id, connection, branch_id=branch_id)
+        # One queue per connection: a branch's company is another company (as the inner systems key them).
+        key = (tenant_id, connection.branch_id if connection is not None else branch_id)
         with self._guard:
-            known = self._coalescers.get(tenant_id)
+            known = self._coalescers.get(key)
             if known is None or known[0] is not system:
                 creates = CreateCoalescer(system, max_batch=self._max_batch) if self._coalesce_creates else None
                 known = (system, LookupCoalescer(system, max_batch=self._max_batch), creates)
-                self._coalescers[tenant_id] = known
+                self._coalescers[key] = known
         return CoalescingAccountingSystem(system, known[1], known[2])

@@ -21,6 +21,14 @@ payment is in one deposit only (a second is refused with reason PAYMENT_ALREADY_
 reports it); updating a deposit without a payment, or deleting it, releases the payment. Every payment the fake
 holds went to Undeposited Funds (the fake has no settings: the adapter's default deposit account). While a
 payment is in a deposit, it cannot be deleted or voided and its amount cannot change.
+
+Branches (SPEC §10) as the emulator models QBO: classes and locations are lists (`add_list_entry` with
+ListKind.CLASS or DEPARTMENT, `parent_id` for a sub-class); a transaction's tracking that names a missing or
+inactive one is refused, a location in a company that does not track locations too (the adapter's
+BookkeepingError, reason QUICKBOOKS_SETTING_INVALID). A deposit sends its class on its account lines only, so
+a deposit of payments alone carries none. An invoice without a DocNumber is numbered by QuickBooks when custom
+transaction numbers are off (one more than the highest number, 1001 first), and a duplicate number is refused
+(DOC_NUMBER_TAKEN) only with `refuse_duplicate_doc_numbers` on (QBO's "warn if duplicate").
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from adapters.quickbooks.qbo.batch import batches
 from adapters.quickbooks.qbo.limits import QBO_FIELD_LIMITS
 from core import company_lists
 from core.accounting import (
+    NO_TRACKING,
     AccountingCustomer,
     BatchWrite,
     CustomerLookup,
@@ -43,6 +52,7 @@ from core.accounting import (
     DepositSpec,
     InvoiceSpec,
     NewCustomer,
+    NumberedInvoice,
     PaymentSpec,
     QuickBooksRef,
     RefundSpec,
@@ -52,7 +62,7 @@ from core.accounting import (
 from core.company_lists import ListEntry, ListKind, pick_by_name
 from core.company_preferences import CompanyPreferences
 from core.company_tax import SalesTax
-from core.connection import ListRef, QuickBooksConnection
+from core.connection import ClassTracking, ListRef, QuickBooksConnection
 from core.currency import CompanyCurrency
 from core.domain import normalise
 from core.errors import (
@@ -72,6 +82,8 @@ from core.ports import UNFENCED, AccountingSystem, AccountingSystems, CustomerCr
 
 SANDBOX_APP = "https://app.sandbox.qbo.intuit.com"
 PAYMENT_ALREADY_DEPOSITED = "PAYMENT_ALREADY_DEPOSITED"  # the real adapter's reason (qbo/system.py)
+DOC_NUMBER_TAKEN = "DOC_NUMBER_TAKEN"  # the real adapter's reason for QBO's 6140 (qbo/system.py)
+SETTING_INVALID = "QUICKBOOKS_SETTING_INVALID"  # the real adapter's (qbo/settings.py)
 
 
 class Fault(enum.Enum):
@@ -107,6 +119,7 @@ class FakeTxn:
     deleted: bool = False
     voided: bool = False
     quickbooks_total: Decimal | None = None  # an invoice's TotalAmt as QBO worked it out (None: the spec's)
+    doc_number: str = ""  # an invoice's DocNumber as QBO holds it: the spec's, or the one QuickBooks gave
 
     @property
     def live(self) -> bool:
@@ -178,6 +191,11 @@ class FakeQuickBooks(AccountingSystem):
     ast_rate: Decimal = Decimal("8.25")  # percent, what automated sales tax charges
     invoice_total_drift: Decimal = ZERO  # testers: added to every invoice's TotalAmt (INVOICE_TOTAL_MISMATCH)
     ignore_total_tax: bool = False  # testers: automated sales tax computes its own tax even when TotalTax is sent
+    # AccountingInfoPrefs and SalesFormsPrefs (SPEC §10), as the emulator's new company has them.
+    class_tracking: ClassTracking = ClassTracking.OFF
+    track_departments: bool = False
+    custom_txn_numbers: bool = False  # off: QuickBooks numbers an invoice sent without a DocNumber
+    refuse_duplicate_doc_numbers: bool = False  # QBO's "warn if duplicate" (off in a new company)
     pending_deactivations: dict[str, int] = field(default_factory=dict)  # customer id -> calls to wait
     _next_id: int = 1
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -264,7 +282,21 @@ class FakeQuickBooks(AccountingSystem):
         with self._lock:
             self._call(write=False)
             currency = CompanyCurrency(self.home_currency, self.multicurrency)
-            return CompanyPreferences(currency, self.sales_tax)
+            return CompanyPreferences(
+                currency,
+                self.sales_tax,
+                class_tracking=self.class_tracking,
+                track_departments=self.track_departments,
+                custom_txn_numbers=self.custom_txn_numbers,
+            )
+
+    def invoices_numbered(self, doc_number: str) -> list[NumberedInvoice]:
+        with self._lock:
+            self._call(write=False)
+            found = [
+                t for t in self.txns.values() if t.entity == "Invoice" and not t.deleted and t.doc_number == doc_number
+            ]
+            return [NumberedInvoice(t.id, t.spec.private_note) for t in sorted(found, key=lambda t: int(t.id))]
 
     # --- what testers use ---------------------------------------------------------------------------
 
@@ -298,6 +330,22 @@ class FakeQuickBooks(AccountingSystem):
             if self.sales_tax is SalesTax.MANUAL and not codes:
                 codes["1"] = ListEntry(ListKind.TAX_CODE, "1", "Sales tax", True, type=company_lists.TAX_CODE_RATE)
 
+    def set_preferences(
+        self,
+        *,
+        class_tracking: ClassTracking | None = None,
+        track_departments: bool | None = None,
+        custom_txn_numbers: bool | None = None,
+        refuse_duplicate_doc_numbers: bool | None = None,
+    ) -> None:
+        """The emulator's ``POST /_emulator/realms/{realm}/preferences`` for SPEC §10's preferences."""
+        with self._lock:
+            self.class_tracking = self.class_tracking if class_tracking is None else class_tracking
+            self.track_departments = self.track_departments if track_departments is None else track_departments
+            self.custom_txn_numbers = self.custom_txn_numbers if custom_txn_numbers is None else custom_txn_numbers
+            if refuse_duplicate_doc_numbers is not None:
+                self.refuse_duplicate_doc_numbers = refuse_duplicate_doc_numbers
+
     def inject(self, *faults: Fault) -> None:
         """The next calls fail, one fault each, in order."""
         with self._lock:
@@ -322,10 +370,19 @@ class FakeQuickBooks(AccountingSystem):
             return new_id
 
     def add_list_entry(
-        self, kind: ListKind, name: str, type: str = "", sub_type: str = "", *, income_account_id: str = ""
+        self,
+        kind: ListKind,
+        name: str,
+        type: str = "",
+        sub_type: str = "",
+        *,
+        income_account_id: str = "",
+        parent_id: str = "",
     ) -> str:
-        """An account, item, payment method or tax code created in QuickBooks; returns its Id. An item's type
-        defaults to Service, a payment method's to NON_CREDIT_CARD and a tax code's to a rate, as in QBO."""
+        """An account, item, payment method, tax code, class or location created in QuickBooks; returns its Id.
+        An item's type defaults to Service, a payment method's to NON_CREDIT_CARD and a tax code's to a rate,
+        as in QBO. `parent_id`: the entry it is a sub-entry of (a sub-class), whose name its fully qualified
+        name starts with."""
         defaults = {
             ListKind.ITEM: "Service",
             ListKind.PAYMENT_METHOD: "NON_CREDIT_CARD",
@@ -334,6 +391,8 @@ class FakeQuickBooks(AccountingSystem):
         type = type or defaults.get(kind, "")
         with self._lock:
             entries = self.lists[kind]
+            if parent_id:
+                name = f"{entries[parent_id].name}{company_lists.LEVEL_SEPARATOR}{name}"
             new_id = str(max((int(i) for i in entries), default=0) + 1)
             entries[new_id] = ListEntry(kind, new_id, name, True, type, sub_type, income_account_id)
             return new_id
@@ -525,9 +584,37 @@ class FakeQuickBooks(AccountingSystem):
 
     def _create(self, spec: TxnSpec) -> QuickBooksRef:
         total = self._check(spec, replacing=None)
+        doc_number = self._doc_number(spec, None)
         new_id = self._new_id()
-        self.txns[new_id] = FakeTxn(new_id, _entity_of(spec.kind), spec, quickbooks_total=total)
+        self.txns[new_id] = FakeTxn(new_id, _entity_of(spec.kind), spec, quickbooks_total=total, doc_number=doc_number)
         return QuickBooksRef(spec.kind, new_id, "0", total)
+
+    def _doc_number(self, spec: TxnSpec, replacing: FakeTxn | None) -> str:
+        """An invoice's DocNumber as QuickBooks will hold it (the emulator's rules, see the module docstring);
+        refuses one another invoice has when the company refuses duplicates."""
+        if not isinstance(spec, InvoiceSpec):
+            return ""
+        doc_number = spec.doc_number
+        if not doc_number and not self.custom_txn_numbers:
+            if replacing is not None:
+                doc_number = replacing.doc_number
+            else:
+                numbers = [
+                    int(t.doc_number)
+                    for t in self.txns.values()
+                    if t.entity == "Invoice" and not t.deleted and t.doc_number.isdigit()
+                ]
+                doc_number = str(max(numbers, default=1000) + 1)
+        if doc_number and self.refuse_duplicate_doc_numbers:
+            for other in self.txns.values():
+                mine = replacing is not None and other.id == replacing.id
+                if other.entity == "Invoice" and not other.deleted and not mine and other.doc_number == doc_number:
+                    raise BookkeepingError(
+                        f"QuickBooks refused to write the invoice: another invoice has the number {doc_number!r} "
+                        f"and the company refuses duplicate invoice numbers (Invoice {other.id})",
+                        reason=DOC_NUMBER_TAKEN,
+                    )
+        return doc_number
 
     def _update(self, ref: QuickBooksRef, spec: TxnSpec) -> QuickBooksRef:
         txn = self.txns.get(ref.id)
@@ -542,6 +629,7 @@ class FakeQuickBooks(AccountingSystem):
                 sync_token=str(txn.sync_token),
             )
         total = self._check(spec, replacing=txn)
+        txn.doc_number = self._doc_number(spec, txn)
         txn.spec = spec
         txn.quickbooks_total = total
         txn.sync_token += 1
@@ -580,6 +668,7 @@ class FakeQuickBooks(AccountingSystem):
         """The business rules QBO enforces on a write; the record's TotalAmt as QBO will hold it."""
         _refuse_what_qbo_cannot_hold(_txn_fields(spec), f"write the {_entity_of(spec.kind)}")
         _refuse_amounts_qbo_cannot_hold(spec)
+        self._check_tracking(spec)
         if isinstance(spec, DepositSpec):
             return self._check_deposit(spec, replacing)
         if isinstance(spec, PaymentSpec) and replacing is not None and spec.amount != replacing.total:
@@ -618,6 +707,34 @@ class FakeQuickBooks(AccountingSystem):
         if isinstance(spec, RefundSpec) and replacing is not None and spec.amount < self._linked_to(replacing.id):
             raise BookkeepingError("the expense total would fall below what its payment links to it")
         return total
+
+    def _check_tracking(self, spec: TxnSpec) -> None:
+        """The class and location a write carries, as the emulator checks the ClassRef and DepartmentRef the
+        adapter sends (a deposit's class rides on its account lines: none without one), refused worded as the
+        adapter reports it."""
+        tracking = getattr(spec, "tracking", NO_TRACKING)
+        what = f"QuickBooks refused to write the {_entity_of(spec.kind)}"
+        if tracking.department_id:
+            if not self.track_departments:
+                raise BookkeepingError(
+                    f"{what}: the branch mapping names the location {tracking.department_id}, and QuickBooks does "
+                    "not accept it: location tracking is off in QuickBooks",
+                    reason=SETTING_INVALID,
+                )
+            self._check_tracked(ListKind.DEPARTMENT, tracking.department_id, what, "location")
+        sends_class = not isinstance(spec, DepositSpec) or any(
+            line.kind is not DepositLineKind.PAYMENT for line in spec.lines
+        )
+        if tracking.class_id and sends_class:
+            self._check_tracked(ListKind.CLASS, tracking.class_id, what, "class")
+
+    def _check_tracked(self, kind: ListKind, entry_id: str, what: str, noun: str) -> None:
+        entry = self.lists[kind].get(entry_id)
+        if entry is None or not entry.active:
+            raise BookkeepingError(
+                f"{what}: the {noun} {entry_id} of the branch mapping is missing or inactive in QuickBooks",
+                reason=SETTING_INVALID,
+            )
 
     def _check_deposit(self, spec: DepositSpec, replacing: FakeTxn | None) -> Decimal:
         """The emulator's deposit rules (see the module docstring); the deposit's TotalAmt."""
@@ -751,17 +868,29 @@ def _refuse_amounts_qbo_cannot_hold(spec: TxnSpec) -> None:
 
 
 class FakeQuickBooksCompanies(AccountingSystems):
-    """One fake company per tenant, made on first use."""
+    """One fake company per tenant, made on first use. With `company_per_branch`, one per connection instead:
+    each (tenant, branch) its own company (SPEC §10: a branch may connect a company of its own), the branch
+    taken from the connection handed in, else from `branch_id`. Without it (the default) every branch of a
+    tenant shares the tenant's one company, as a test that does not care about branches expects."""
 
     field_limits = QBO_FIELD_LIMITS
 
-    def __init__(self) -> None:
-        self._companies: dict[str, FakeQuickBooks] = {}
+    def __init__(self, *, company_per_branch: bool = False) -> None:
+        self._companies: dict[tuple[str, str], FakeQuickBooks] = {}
+        self._per_branch = company_per_branch
         self._lock = threading.Lock()
 
-    def for_tenant(self, tenant_id: str, connection: QuickBooksConnection | None = None) -> FakeQuickBooks:
+    def for_tenant(
+        self, tenant_id: str, connection: QuickBooksConnection | None = None, *, branch_id: str = ""
+    ) -> FakeQuickBooks:
+        return self.company(tenant_id, connection.branch_id if connection is not None else branch_id)
+
+    def company(self, tenant_id: str, branch_id: str = "") -> FakeQuickBooks:
+        """The company of the tenant's connection `branch_id` (the tenant's only one without
+        `company_per_branch`), made on first use: what a test seeds before syncing to it."""
+        key = (tenant_id, branch_id if self._per_branch else "")
         with self._lock:
-            if tenant_id not in self._companies:
+            if key not in self._companies:
                 realm = str(9130000000000000 + len(self._companies) + 1)
-                self._companies[tenant_id] = FakeQuickBooks(realm_id=realm)
-            return self._companies[tenant_id]
+                self._companies[key] = FakeQuickBooks(realm_id=realm)
+            return self._companies[key]

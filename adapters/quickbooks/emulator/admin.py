@@ -33,6 +33,15 @@ Routes (bodies are JSON objects; every field optional unless said otherwise):
   ``{"CurrencyPrefs": {"HomeCurrency": {"value"}, "MultiCurrencyEnabled"}}``: the company's currency settings,
   as the API's ``GET /preferences`` serves them. QBO's rules hold: once multicurrency is on it cannot be
   turned off and the home currency cannot change (Fault 6000, HTTP 400). A new realm is USD, multicurrency off.
+  The same route sets SPEC §10's preferences, each true or false: ``class_tracking_per_txn``,
+  ``class_tracking_per_txn_line`` (QBO has one or the other: turning one on turns the other off),
+  ``track_departments`` (locations), ``custom_txn_numbers`` (off: QuickBooks numbers an invoice sent without a
+  DocNumber, one more than the highest number, 1001 first) and ``refuse_duplicate_doc_numbers`` (QBO's "warn
+  if duplicate", off by default: on, an invoice with another invoice's DocNumber is Fault 6140 "Duplicate
+  Document Number Error"). It answers ``CurrencyPrefs``, ``AccountingInfoPrefs``, ``SalesFormsPrefs`` and
+  ``refuse_duplicate_doc_numbers``. A new realm tracks neither classes nor locations, and numbers invoices.
+  Classes and locations are seeded as records: ``POST .../records/Class`` ``{"Name", "ParentRef": {"value"}}``,
+  ``.../records/Department`` likewise, ``.../records/Class/{id}/deactivate``.
 - ``GET|POST /_emulator/realms/{realm}/sales_tax`` ``{"sales_tax": "AUTOMATED"|"MANUAL"|"NONE", "ast_rate": "8.25",
   "invoice_total_drift": "0.01", "ignore_total_tax": true}`` → those four, as now in force: how the company
   treats sales tax (``sales_tax.py``; Preferences.TaxPrefs follows ``sales_tax``). AUTOMATED (the default)
@@ -236,10 +245,12 @@ def _realms(state: EmulatorState, method: str, parts: list[str], body: JsonDict)
             multicurrency = body.get("multicurrency")
             if multicurrency is not None and not isinstance(multicurrency, bool):
                 raise _BadRequest("multicurrency must be true or false")
-            prefs = realm.set_currency(body.get("home_currency"), multicurrency)
-        else:
-            prefs = realm.preferences()["CurrencyPrefs"]
-        return json_response(200, {"CurrencyPrefs": prefs})
+            if "home_currency" in body or "multicurrency" in body:
+                realm.set_currency(body.get("home_currency"), multicurrency)
+            realm.set_tracking_preferences(body)
+        return json_response(
+            200, {"CurrencyPrefs": realm.preferences()["CurrencyPrefs"], **realm.tracking_preferences()}
+        )
     if rest == ["sales_tax"]:
         if method == "POST":
             return json_response(200, realm.set_sales_tax(body))

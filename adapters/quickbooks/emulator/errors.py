@@ -104,6 +104,18 @@ def duplicate_name(existing_id: str) -> QboFault:
     return QboFault("6240", "Duplicate Name Exists Error", f"The name supplied already exists. : Id={existing_id}")
 
 
+def duplicate_doc_number(doc_number: str, entity: str, existing_id: str) -> QboFault:
+    """6140: a DocNumber another transaction of the kind has, in a company whose "warn if duplicate" setting
+    is on (python-quickbooks raises the base QuickbooksException for it, as for every 5000–9999 code)."""
+    return QboFault(
+        "6140",
+        "Duplicate Document Number Error",
+        f"Duplicate Document Number Error : You must specify a different number. This number has already been "
+        f"used. DocNumber={doc_number} is assigned to TxnType={entity} with TxnId={existing_id}",
+        "DocNumber",
+    )
+
+
 def stale_object(entity: str, entity_id: str, current: str, supplied: str) -> QboFault:
     """5010: the SyncToken sent is not the current one."""
     return QboFault(

@@ -24,7 +24,9 @@ DEFAULT_MAX_RESULTS = 100
 LIMIT_MAX_RESULTS = 1000
 
 # Name lists hide inactive records from queries unless the WHERE clause mentions Active.
-NAME_LISTS = frozenset({"Customer", "Vendor", "Employee", "Account", "Item", "PaymentMethod", "TaxCode", "TaxRate"})
+NAME_LISTS = frozenset(
+    {"Customer", "Vendor", "Employee", "Account", "Item", "PaymentMethod", "TaxCode", "TaxRate", "Class", "Department"}
+)
 
 # Filtering on an aggregate field compares its natural key: PrimaryEmailAddr = 'x' means its Address.
 _AGGREGATE_KEYS = ("value", "Address", "FreeFormNumber", "URI")

@@ -66,9 +66,11 @@ from .shapes import JsonDict, money, now, qbo_time, to_decimal
 NAME_ENTITIES = ("Customer", "Vendor", "Employee")
 TXN_ENTITIES = ("Payment", "Invoice", "Purchase", "Deposit")
 LIST_ENTITIES = ("Account", "Item", "PaymentMethod")
+# Classes and locations (QBO's Department): what a transaction or a line is tracked by (SPEC §10).
+TRACKING_ENTITIES = ("Class", "Department")
 # Sales tax lists: read-only through the API (QBO creates them through its TaxService), made by the admin API.
 TAX_ENTITIES = ("TaxCode", "TaxRate")
-ENTITIES = (*NAME_ENTITIES, *TXN_ENTITIES, *LIST_ENTITIES, *TAX_ENTITIES, "CompanyInfo")
+ENTITIES = (*NAME_ENTITIES, *TXN_ENTITIES, *LIST_ENTITIES, *TAX_ENTITIES, *TRACKING_ENTITIES, "CompanyInfo")
 
 # Customers, vendors and employees share QBO's "names" Id sequence (a 6240 Detail "Id=58" may be a vendor);
 # transactions share another. Separate sequences make an Id used with the wrong entity fail loudly.
@@ -80,6 +82,8 @@ _SEQUENCE = {
     "PaymentMethod": "PaymentMethod",
     "TaxCode": "TaxCode",
     "TaxRate": "TaxRate",
+    "Class": "Class",
+    "Department": "Department",
 }
 
 # Fields QBO computes; whatever a client sends for them is ignored (python-quickbooks sends them all back).
@@ -97,6 +101,8 @@ _DERIVED = {
     "PaymentMethod": set(),
     "TaxCode": set(),
     "TaxRate": set(),
+    "Class": {"FullyQualifiedName"},
+    "Department": {"FullyQualifiedName"},
 }
 
 ACCOUNT_CLASSIFICATION = {
@@ -279,6 +285,15 @@ class Realm:
         # CurrencyPrefs: a new US company is in USD with multicurrency off (see set_currency for the rules).
         self.home_currency = "USD"
         self.multicurrency = False
+        # AccountingInfoPrefs and SalesFormsPrefs (SPEC §10), as a new QBO company has them: no class or location
+        # tracking, and QuickBooks numbering invoices itself (custom transaction numbers off).
+        self.class_tracking_per_txn = False
+        self.class_tracking_per_txn_line = False
+        self.track_departments = False
+        self.custom_txn_numbers = False
+        # QBO's "warn if duplicate" setting (off in a new company): on, a second invoice with the DocNumber of
+        # another is Fault 6140 rather than accepted.
+        self.refuse_duplicate_doc_numbers = False
         self.preferences_stamp = qbo_time()
         # How the company treats sales tax (see sales_tax.py), and the testers' controls to make it disagree.
         self.tax = sales_tax.TaxKnobs()
@@ -505,6 +520,44 @@ class Realm:
             self.preferences_stamp = qbo_time()
             return self._currency_prefs()
 
+    def set_tracking_preferences(self, changes: JsonDict) -> JsonDict:
+        """Change the class, location and numbering preferences as the company's admin would in QBO's settings
+        (the admin API's ``preferences`` route): ``class_tracking_per_txn``, ``class_tracking_per_txn_line``,
+        ``track_departments``, ``custom_txn_numbers`` and ``refuse_duplicate_doc_numbers`` (QBO's "warn if
+        duplicate"), each true or false. QBO's settings screen offers one class per transaction or one per
+        line, never both: turning one on turns the other off. Returns the prefs now in force."""
+        with self.lock:
+            known = (
+                "class_tracking_per_txn",
+                "class_tracking_per_txn_line",
+                "track_departments",
+                "custom_txn_numbers",
+                "refuse_duplicate_doc_numbers",
+            )
+            for name in known:
+                if name in changes and not isinstance(changes[name], bool):
+                    raise errors.invalid_property(f"{name} must be true or false", name)
+            if changes.get("class_tracking_per_txn") is True:
+                self.class_tracking_per_txn_line = False
+            if changes.get("class_tracking_per_txn_line") is True:
+                self.class_tracking_per_txn = False
+            for name in known:
+                if name in changes:
+                    setattr(self, name, changes[name])
+            self.preferences_stamp = qbo_time()
+            return self.tracking_preferences()
+
+    def tracking_preferences(self) -> JsonDict:
+        """The parts of ``Preferences`` set_tracking_preferences changes, as GET /preferences has them, and the
+        duplicate switch (which QBO does not expose through the API)."""
+        with self.lock:
+            prefs = self.preferences()
+            return {
+                "AccountingInfoPrefs": prefs["AccountingInfoPrefs"],
+                "SalesFormsPrefs": prefs["SalesFormsPrefs"],
+                "refuse_duplicate_doc_numbers": self.refuse_duplicate_doc_numbers,
+            }
+
     def preferences(self) -> JsonDict:
         """GET /preferences: the ``Preferences`` object (the parts the emulator models). QBO answers the
         whole company's preferences in one object, Id "1"; MultiCurrencyEnabled is sent even when false."""
@@ -513,10 +566,11 @@ class Realm:
             return {
                 "AccountingInfoPrefs": {
                     "BookCloseDate": self.closing_date.isoformat() if self.closing_date else None,
-                    "TrackDepartments": False,
-                    "ClassTrackingPerTxn": False,
-                    "ClassTrackingPerTxnLine": False,
+                    "TrackDepartments": self.track_departments,
+                    "ClassTrackingPerTxn": self.class_tracking_per_txn,
+                    "ClassTrackingPerTxnLine": self.class_tracking_per_txn_line,
                 },
+                "SalesFormsPrefs": {"CustomTxnNumbers": self.custom_txn_numbers},
                 "CurrencyPrefs": self._currency_prefs(),
                 "TaxPrefs": self._tax_prefs(),
                 "Id": "1",
@@ -815,6 +869,9 @@ class Realm:
         if "Active" in record and not isinstance(record["Active"], bool):
             record["Active"] = _is_true(record["Active"])
         _check_text(entity, record)
+        if entity in TRACKING_ENTITIES:
+            self._tracking_entry(entity, record, own_id)
+            return
         rules[entity](record, own_id)
 
     def _name_entity(self, record: JsonDict, own_id: str | None) -> None:
@@ -903,27 +960,99 @@ class Realm:
                 item, "TaxRateRef", ["TaxRate"], f"SalesTaxRateList.TaxRateDetail[{number}].TaxRateRef", required=True
             )
 
+    def _tracking_entry(self, entity: str, record: JsonDict, own_id: str | None) -> None:
+        """A Class or a Department (location): a Name, and for a sub-class (SubClass true) or sub-location
+        (SubDepartment true) a ParentRef naming an active one of the same list. FullyQualifiedName joins the
+        parents' names with ':' as QBO's does, and is unique within the list, inactive entries included (QBO:
+        "Duplicate Name Exists Error"; siblings may not share a name, cousins may)."""
+        name = record.get("Name")
+        if not name:
+            raise errors.required_missing("Name")
+        name = str(name)
+        if ":" in name:
+            raise errors.business_rule("Name cannot contain a colon (:).", "Name")
+        sub_flag = "SubClass" if entity == "Class" else "SubDepartment"
+        parent_name = ""
+        if record.get("ParentRef") is not None:
+            found = self._ref(record, "ParentRef", [entity], "ParentRef")
+            assert found is not None
+            if found[0] == entity and own_id is not None and found[1]["Id"] == own_id:
+                raise errors.business_rule(f"A {entity} cannot be its own parent", "ParentRef")
+            parent_name = str(found[1]["FullyQualifiedName"])
+            record[sub_flag] = True
+        else:
+            record[sub_flag] = False
+        full_name = f"{parent_name}:{name}" if parent_name else name
+        for other in self.records[entity].values():
+            if other["Id"] != own_id and str(other["FullyQualifiedName"]).casefold() == full_name.casefold():
+                raise errors.duplicate_name(other["Id"])
+        record["Name"] = name
+        record["FullyQualifiedName"] = full_name
+        record.setdefault("Active", True)
+
+    def _tracking_refs(self, entity: str, record: JsonDict) -> None:
+        """The class and location a transaction carries (SPEC §10): DepartmentRef on the header of an Invoice,
+        Purchase or Deposit; ClassRef on an invoice's header, or on a line's detail (SalesItemLineDetail,
+        DiscountLineDetail, AccountBasedExpenseLineDetail, DepositLineDetail). Each must name an active entry
+        (2500 "Invalid Reference Id" otherwise, as for any reference). A DepartmentRef in a company that does
+        not track locations is refused (6000, *guess* at the code: QBO hides the field then, and the API has no
+        documented answer); a ClassRef in one that does not track classes is kept, as QBO keeps it (*verify*)."""
+        if record.get("DepartmentRef") is not None:
+            if not self.track_departments:
+                raise errors.business_rule(
+                    "Location tracking (TrackDepartments) is off for this company: DepartmentRef cannot be used",
+                    "DepartmentRef",
+                )
+            self._ref(record, "DepartmentRef", ["Department"], "DepartmentRef")
+        if entity == "Invoice" and record.get("ClassRef") is not None:
+            self._ref(record, "ClassRef", ["Class"], "ClassRef")
+        for line in record.get("Line", []):
+            kind = line.get("DetailType")
+            detail = line.get(kind) if isinstance(kind, str) else None
+            if isinstance(detail, dict) and detail.get("ClassRef") is not None:
+                self._ref(detail, "ClassRef", ["Class"], f"Line.{kind}.ClassRef")
+
     def _payment_method(self, record: JsonDict, own_id: str | None) -> None:
         self._list_name("PaymentMethod", record, own_id)
         record.setdefault("Type", "NON_CREDIT_CARD")
 
     def _doc_number(self, entity: str, record: JsonDict, own_id: str | None) -> None:
         doc_number = record.get("DocNumber")
+        if doc_number is None and entity == "Invoice" and not self.custom_txn_numbers:
+            if own_id is not None:
+                # *guess*: an update that sends no DocNumber keeps the number QuickBooks gave (its users cannot
+                # type one in either while custom transaction numbers are off).
+                doc_number = self.records[entity][own_id].get("DocNumber")
+            else:
+                doc_number = self._next_invoice_number()
         if doc_number is None:
             return
         doc_number = str(doc_number)
         _check_length("DocNumber", doc_number, DOC_NUMBER_MAX)
         for other in self.records[entity].values():
             if other["Id"] != own_id and other.get("DocNumber") == doc_number:
+                if entity == "Invoice" and self.refuse_duplicate_doc_numbers:
+                    raise errors.duplicate_doc_number(doc_number, entity, other["Id"])
                 # QBO only rejects duplicates (6140) when the company turns on "warn if duplicate"; new
                 # companies do not, so the write goes through and the emulator just remembers it.
                 self.notes.append(f"duplicate DocNumber {doc_number!r} on {entity} (also Id={other['Id']})")
                 break
         record["DocNumber"] = doc_number
 
+    def _next_invoice_number(self) -> str:
+        """What QuickBooks numbers a new invoice when its users do not (custom transaction numbers off): one
+        more than the highest numeric invoice number, 1001 in a company without one (QBO's first)."""
+        numbers = [
+            int(str(r.get("DocNumber")))
+            for r in self.records["Invoice"].values()
+            if str(r.get("DocNumber", "")).isdigit()
+        ]
+        return str(max(numbers, default=1000) + 1)
+
     def _invoice(self, record: JsonDict, own_id: str | None) -> None:
         self._ref(record, "CustomerRef", ["Customer"], "CustomerRef", required=True)
         self._doc_number("Invoice", record, own_id)
+        self._tracking_refs("Invoice", record)
         _txn_date(record)
         lines = [line for line in record.get("Line", []) if line.get("DetailType") != "SubTotalLineDetail"]
         if not any(line.get("DetailType") == "SalesItemLineDetail" for line in lines):
@@ -1031,6 +1160,7 @@ class Realm:
             assert resolved is not None
             record["EntityRef"]["type"] = resolved[0]
         self._doc_number("Purchase", record, own_id)
+        self._tracking_refs("Purchase", record)
         _txn_date(record)
         lines = record.get("Line", [])
         if not lines:
@@ -1078,6 +1208,7 @@ class Realm:
                 "DepositToAccountRef",
             )
         self._doc_number("Deposit", record, own_id)
+        self._tracking_refs("Deposit", record)
         _txn_date(record)
         lines = record.get("Line", [])
         if not lines:

@@ -137,6 +137,7 @@ class CompanySession:
                     "quickbooks refused the access token",
                     extra={
                         "tenant": self.connection.tenant_id,
+                        "branch": self.connection.branch_id,
                         "operation": what,
                         "status": 401,
                         "will_retry": not reauthorized,
@@ -216,6 +217,7 @@ class CompanySession:
         attempt. Never a token: the request itself is not logged."""
         fields: dict[str, object] = {
             "tenant": self.connection.tenant_id,
+            "branch": self.connection.branch_id,
             "realm_id": self.connection.realm_id,
             "operation": what,
             "status": status,

@@ -13,7 +13,7 @@ import json
 from decimal import Decimal
 from typing import Any, TypeAlias, TypeVar
 
-from quickbooks.objects.base import EmailAddress, LinkedTxn, PhoneNumber, Ref
+from quickbooks.objects.base import CustomerMemo, EmailAddress, LinkedTxn, PhoneNumber, Ref
 from quickbooks.objects.customer import Customer
 from quickbooks.objects.deposit import Deposit, DepositLine, DepositLineDetail
 from quickbooks.objects.detailline import (
@@ -38,6 +38,7 @@ from core.accounting import (
     NewCustomer,
     PaymentSpec,
     RefundSpec,
+    Tracking,
     TxnKind,
     TxnSpec,
 )
@@ -179,8 +180,10 @@ def _purchase(spec: RefundSpec, settings: QuickBooksSettings) -> Purchase:
     line.Description = spec.memo or None
     detail = blank(AccountBasedExpenseLineDetail)
     detail.AccountRef = ref(settings.accounts_receivable_account.id)
+    detail.ClassRef = _class_ref(spec.tracking)  # a Purchase has no ClassRef of its own: its lines carry it
     line.AccountBasedExpenseLineDetail = detail
     purchase.Line = [line]
+    purchase.DepartmentRef = _department_ref(spec.tracking)
     return purchase
 
 
@@ -220,9 +223,13 @@ def _deposit(spec: DepositSpec, settings: QuickBooksSettings) -> Deposit:
             line.DetailType = "DepositLineDetail"
             detail = blank(DepositLineDetail)
             detail.AccountRef = ref(getattr(settings, DEPOSIT_LINE_SETTINGS[source.kind]).id)
+            # The class goes on the account lines: a linked payment line has no detail to hold one, and the
+            # payment itself carries none (QBO's Payment has no ClassRef).
+            detail.ClassRef = _class_ref(spec.tracking)
             line.DepositLineDetail = detail
         lines.append(line)
     deposit.Line = lines  # every line, every time: a full update replaces them (dropped payments are released)
+    deposit.DepartmentRef = _department_ref(spec.tracking)
     return deposit
 
 
@@ -234,9 +241,17 @@ def _invoice(spec: InvoiceSpec, settings: QuickBooksSettings, sales_tax: SalesTa
     coded = sales_tax is not SalesTax.NONE
     invoice = blank(Invoice)
     invoice.CustomerRef = ref(spec.customer_id)
-    invoice.DocNumber = settings.doc_number_prefix + spec.doc_number
+    # No DocNumber at all when QuickBooks numbers the invoice (SPEC §10): an empty one would be a number too.
+    invoice.DocNumber = settings.doc_number_prefix + spec.doc_number if spec.doc_number else None
     invoice.TxnDate = spec.txn_date.isoformat()
     invoice.PrivateNote = spec.private_note
+    if spec.memo:
+        invoice.CustomerMemo = blank(CustomerMemo)
+        invoice.CustomerMemo.value = spec.memo
+    tracking = spec.tracking
+    line_class = _class_ref(tracking) if tracking.class_per_line else None
+    invoice.ClassRef = None if tracking.class_per_line else _class_ref(tracking)
+    invoice.DepartmentRef = _department_ref(tracking)
     lines: list[Any] = [
         _sales_line(
             settings.income_item.id,
@@ -244,14 +259,19 @@ def _invoice(spec: InvoiceSpec, settings: QuickBooksSettings, sales_tax: SalesTa
             source.description,
             (source.quantity, source.unit_price),
             tax_code=("TAX" if source.taxable else "NON") if coded else None,
+            class_ref=line_class,
         )
         for source in spec.lines
     ]
     non = "NON" if coded else None
     if spec.tip:
-        lines.append(_sales_line(settings.tips_item.id, spec.tip, "Tip", None, tax_code=non))
+        lines.append(_sales_line(settings.tips_item.id, spec.tip, "Tip", None, tax_code=non, class_ref=line_class))
     if spec.surcharge:
-        lines.append(_sales_line(settings.surcharge_item.id, spec.surcharge, "Card surcharge", None, tax_code=non))
+        lines.append(
+            _sales_line(
+                settings.surcharge_item.id, spec.surcharge, "Card surcharge", None, tax_code=non, class_ref=line_class
+            )
+        )
     if spec.discount is not None:
         line = blank(DiscountLine)
         line.DetailType = "DiscountLineDetail"
@@ -261,6 +281,7 @@ def _invoice(spec: InvoiceSpec, settings: QuickBooksSettings, sales_tax: SalesTa
         detail.PercentBased = False  # the CRM's amount, to the cent: QBO computing a percent could round otherwise
         if settings.discount_account.is_set:  # else QBO's own default discount account (Discounts given)
             detail.DiscountAccountRef = ref(settings.discount_account.id)
+        detail.ClassRef = line_class
         line.DiscountLineDetail = detail
         lines.append(line)
         invoice.ApplyTaxAfterDiscount = spec.discount.apply_tax_after_discount
@@ -283,6 +304,7 @@ def _sales_line(
     quantity_price: tuple[Decimal, Decimal] | None,
     *,
     tax_code: str | None,
+    class_ref: Ref | None = None,
 ) -> SalesItemLine:
     line = blank(SalesItemLine)
     line.DetailType = "SalesItemLineDetail"
@@ -294,8 +316,17 @@ def _sales_line(
         detail.Qty, detail.UnitPrice = quantity_price
     if tax_code is not None:
         detail.TaxCodeRef = ref(tax_code)
+    detail.ClassRef = class_ref
     line.SalesItemLineDetail = detail
     return line
+
+
+def _class_ref(tracking: Tracking) -> Ref | None:
+    return ref(tracking.class_id) if tracking.class_id else None
+
+
+def _department_ref(tracking: Tracking) -> Ref | None:
+    return ref(tracking.department_id) if tracking.department_id else None
 
 
 def total_of(saved: Any) -> Decimal | None:

@@ -176,15 +176,16 @@ class SettingsResolver:
             return self._for_spec(spec, _Pass(may_look_up=False))
         except _LookUpNeeded:
             pass
-        tenant_id = self._session.connection.tenant_id
-        with self._lookups.looking_up(tenant_id):
+        connection = self._session.connection
+        tenant_id, branch_id = connection.tenant_id, connection.branch_id
+        with self._lookups.looking_up(tenant_id, branch_id=branch_id):
             self._adopt_stored_settings()
             looked_up = _Pass(may_look_up=True)
             try:
                 return self._for_spec(spec, looked_up)
             finally:
                 # What was found stands even when another setting of this spec failed.
-                self._lookups.record(tenant_id, looked_up.found)
+                self._lookups.record(tenant_id, looked_up.found, branch_id=branch_id)
 
     def _for_spec(self, spec: TxnSpec, pass_: _Pass) -> QuickBooksSettings:
         needed = settings_needed(spec, self._session.connection.sales_tax)
@@ -200,7 +201,7 @@ class SettingsResolver:
         only the settings: the session keeps the tokens it holds."""
         connection = self._session.connection
         with self._uow_factory.read_only() as uow:
-            stored = uow.connections.get(connection.tenant_id)
+            stored = uow.connections.get(connection.tenant_id, branch_id=connection.branch_id)
         if stored is not None and stored.settings != connection.settings:
             self._session.adopt(dataclasses.replace(connection, settings=stored.settings))
 
@@ -270,7 +271,9 @@ class SettingsResolver:
 
     def _known(self, kind: LookupKind, name: str, against: str) -> CompanyLookup | None:
         connection = self._session.connection
-        return self._lookups.known(connection.tenant_id, connection.realm_id, kind, name, against)
+        return self._lookups.known(
+            connection.tenant_id, connection.realm_id, kind, name, against, branch_id=connection.branch_id
+        )
 
     def _lookup(self, kind: LookupKind, name: str, against: str, found: ListRef) -> CompanyLookup:
         return CompanyLookup(self._session.connection.realm_id, kind, name, against, found, self._lookups.now())
@@ -293,10 +296,12 @@ class SettingsResolver:
 
     def forget(self, setting: str) -> None:
         """QuickBooks refused a reference this setting supplied: check it again next time."""
-        tenant_id = self._session.connection.tenant_id
+        connection = self._session.connection
+        tenant_id, branch_id = connection.tenant_id, connection.branch_id
         if setting == TAX_CODE:
-            self._lookups.forget(tenant_id, LookupKind.TAX_RATE)  # a job's rate stands in for the setting
-        self._lookups.forget(tenant_id, LookupKind.SETTING, setting)
+            # a job's rate stands in for the setting
+            self._lookups.forget(tenant_id, LookupKind.TAX_RATE, branch_id=branch_id)
+        self._lookups.forget(tenant_id, LookupKind.SETTING, setting, branch_id=branch_id)
 
     def _validate(self, name: str, current: ListRef, pass_: _Pass) -> None:
         if self._known(LookupKind.SETTING, name, current.id) is not None:
@@ -354,9 +359,9 @@ class SettingsResolver:
         recorded a default (it saves the whole settings), and the settings returned here — what the write is
         made with — must still hold every setting it needs (else, e.g., a payment goes with a blank
         DepositToAccountRef, which QuickBooks refuses for good)."""
-        tenant_id = self._session.connection.tenant_id
+        tenant_id, branch_id = self._session.connection.tenant_id, self._session.connection.branch_id
         with self._uow_factory() as uow:
-            stored = uow.connections.get_for_update(tenant_id) or self._session.connection
+            stored = uow.connections.get_for_update(tenant_id, branch_id=branch_id) or self._session.connection
             settings = stored.settings
             wanted = {**kept, **resolved}
             changes: dict[str, Any] = {n: ref for n, ref in wanted.items() if not getattr(settings, n).is_set}
@@ -366,7 +371,7 @@ class SettingsResolver:
                 if not merged_methods[method].is_set:
                     merged_methods[method] = ref
             merged = dataclasses.replace(settings, payment_methods=merged_methods, **changes)
-            uow.connections.save_settings(tenant_id, merged)
+            uow.connections.save_settings(tenant_id, merged, branch_id=branch_id)
             uow.commit()
         # Just found in the company's lists (or read by name): checked as much as a read by Id would.
         realm_id, now = stored.realm_id, self._lookups.now()

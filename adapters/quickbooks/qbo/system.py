@@ -36,7 +36,13 @@ from adapters.quickbooks.qbo.mapping import (
     txn_object,
 )
 from adapters.quickbooks.qbo.queries import PAGE_SIZE, escape, page_select, query_all, query_page
-from adapters.quickbooks.qbo.settings import ITEM_SETTINGS, SettingsResolver, setting_error, settings_maybe_used
+from adapters.quickbooks.qbo.settings import (
+    ITEM_SETTINGS,
+    SETTING_INVALID,
+    SettingsResolver,
+    setting_error,
+    settings_maybe_used,
+)
 from adapters.quickbooks.qbo.transport import QboFault, QuickBooksClient, tagged
 from core.accounting import (
     AccountingCustomer,
@@ -44,17 +50,20 @@ from core.accounting import (
     CustomerLookup,
     DepositLineKind,
     DepositSpec,
+    InvoiceSpec,
     NewCustomer,
+    NumberedInvoice,
     PaymentSpec,
     QuickBooksRef,
     RefundSpec,
+    Tracking,
     TxnKind,
     TxnSpec,
 )
 from core.company_lists import ListEntry, ListKind
 from core.company_preferences import CompanyPreferences
 from core.company_tax import SalesTax
-from core.connection import PRODUCTION, ListRef
+from core.connection import PRODUCTION, ClassTracking, ListRef
 from core.currency import CompanyCurrency
 from core.errors import (
     AccountingError,
@@ -77,6 +86,7 @@ PRODUCTION_APP = "https://app.qbo.intuit.com"
 SANDBOX_APP = "https://app.sandbox.qbo.intuit.com"
 CLOSED_PERIOD = "QUICKBOOKS_CLOSED_PERIOD"
 PAYMENT_ALREADY_DEPOSITED = "PAYMENT_ALREADY_DEPOSITED"
+DOC_NUMBER_TAKEN = "DOC_NUMBER_TAKEN"  # SPEC §10: an invoice number QuickBooks already holds, refused (6140)
 # How many pages (of PAGE_SIZE, newest first) of Deposits are read when looking for one: a deposit names no
 # customer to narrow the query by, and the one looked for — a create whose answer was lost, or the deposit
 # holding a payment — is among the newest. Bounded so that a company with years of deposits costs at most
@@ -479,7 +489,35 @@ class QuickBooksAccountingSystem(AccountingSystem):
         )
         raw = answer.get("Preferences") if isinstance(answer, dict) else None
         raw = raw if isinstance(raw, dict) else {}
-        return CompanyPreferences(_currency_of(Preferences.from_json(raw)), _sales_tax_of(raw.get("TaxPrefs")))
+        accounting = raw.get("AccountingInfoPrefs")
+        accounting = accounting if isinstance(accounting, dict) else {}
+        sales_forms = raw.get("SalesFormsPrefs")
+        return CompanyPreferences(
+            _currency_of(Preferences.from_json(raw)),
+            _sales_tax_of(raw.get("TaxPrefs")),
+            class_tracking=_class_tracking_of(accounting),
+            track_departments=accounting.get("TrackDepartments") is True,
+            custom_txn_numbers=isinstance(sales_forms, dict) and sales_forms.get("CustomTxnNumbers") is True,
+        )
+
+    def invoices_numbered(self, doc_number: str) -> list[NumberedInvoice]:
+        # Only the fields the answer needs, in one query: a number is on a handful of invoices at most, so one
+        # page of QBO's largest size holds them all.
+        select = (
+            f"SELECT Id, DocNumber, PrivateNote FROM Invoice WHERE DocNumber = '{escape(doc_number)}' "
+            f"ORDERBY Id STARTPOSITION 1 MAXRESULTS {PAGE_SIZE}"
+        )
+        answer = self.session.call(
+            lambda qb: qb.query(select), write=False, what=f"looking up the invoices numbered {doc_number!r}"
+        )
+        rows = (answer or {}).get("QueryResponse", {}).get("Invoice", [])
+        # Kept only when the number is exactly the one asked for (the port's contract), should the query
+        # compare otherwise (case); lowest Id first, by number rather than as text.
+        exact = [row for row in rows if str(row.get("DocNumber") or "") == doc_number]
+        return [
+            NumberedInvoice(str(row["Id"]), str(row.get("PrivateNote") or ""))
+            for row in sorted(exact, key=lambda row: _id_order(str(row.get("Id", ""))))
+        ]
 
     # --- reading ---------------------------------------------------------------------------------------
 
@@ -586,6 +624,15 @@ class QuickBooksAccountingSystem(AccountingSystem):
                 f"(QuickBooks said: {_said(fault)})",
                 reason=CLOSED_PERIOD,
             )
+        if "6140" in fault.codes:
+            return BookkeepingError(
+                f"QuickBooks refused to {what}: another invoice has the number {_doc_number_of(spec)!r} and the "
+                f"company refuses duplicate invoice numbers ({_said(fault)})",
+                reason=DOC_NUMBER_TAKEN,
+            )
+        tracking = _tracking_refusal(spec, fault, what)
+        if tracking is not None:
+            return tracking
         if isinstance(spec, DepositSpec):
             return self._deposit_refusal(spec, fault, what, own_id)
         elements = " ".join(e.element for e in fault.errors)
@@ -727,6 +774,37 @@ def _is_reference_fault(fault: QboFault) -> bool:
     return "invalid reference" in text or "made inactive" in text
 
 
+def _doc_number_of(spec: TxnSpec) -> str:
+    return spec.doc_number if isinstance(spec, InvoiceSpec) else ""
+
+
+def _tracking_refusal(spec: TxnSpec, fault: QboFault, what: str) -> BookkeepingError | None:
+    """A refused ClassRef or DepartmentRef (SPEC §10: a branch mapping to a class or location that is missing
+    or inactive, or a location in a company that tracks none), as the error naming it; None when the Fault
+    is about something else. QBO names the reference in the Fault's `element` (the emulator does; Intuit's
+    Faults for other references do)."""
+    tracking = getattr(spec, "tracking", None)
+    if not isinstance(tracking, Tracking) or not tracking.is_set:
+        return None
+    elements = " ".join(e.element for e in fault.errors)
+    if "ClassRef" in elements and tracking.class_id:
+        problem = f"the class {tracking.class_id} of the branch mapping is missing or inactive in QuickBooks"
+    elif "DepartmentRef" in elements and tracking.department_id:
+        if _is_reference_fault(fault):
+            problem = (
+                f"the location {tracking.department_id} of the branch mapping is missing or inactive in QuickBooks"
+            )
+        else:
+            problem = (
+                f"the branch mapping names the location {tracking.department_id}, and QuickBooks does not accept "
+                "it: turn on location tracking in QuickBooks (Settings > Account and settings > Advanced > "
+                "Categories), or map the branch to no location"
+            )
+    else:
+        return None
+    return BookkeepingError(f"QuickBooks refused to {what}: {problem} ({_said(fault)})", reason=SETTING_INVALID)
+
+
 def _setting_of(elements: str, spec: TxnSpec) -> str | None:
     """The setting that supplied the reference QBO names in `element`."""
     if "DepositToAccountRef" in elements:
@@ -784,6 +862,21 @@ def _sales_tax_of(tax_prefs: object) -> SalesTax:
     if prefs.get("UsingSalesTax") is True:
         return SalesTax.MANUAL
     return SalesTax.NONE
+
+
+def _id_order(record_id: str) -> tuple[int, str]:
+    return (int(record_id), record_id) if record_id.isdigit() else (2**63, record_id)
+
+
+def _class_tracking_of(accounting_prefs: dict[str, Any]) -> ClassTracking:
+    """`AccountingInfoPrefs` as QBO sends it: one class per line wins over one per transaction (QBO's settings
+    offer one or the other; a company answering both is taken at the finer one, so no line goes unclassed);
+    neither, or a missing flag, is no class tracking."""
+    if accounting_prefs.get("ClassTrackingPerTxnLine") is True:
+        return ClassTracking.PER_LINE
+    if accounting_prefs.get("ClassTrackingPerTxn") is True:
+        return ClassTracking.PER_TRANSACTION
+    return ClassTracking.OFF
 
 
 def _currency_of(preferences: Preferences) -> CompanyCurrency:

@@ -29,9 +29,9 @@ def _identity(connection: QuickBooksConnection) -> tuple[str, ...]:
 
 
 class QuickBooksAccountingSystems(AccountingSystems):
-    """Hands out each tenant's `QuickBooksAccountingSystem`, cached per tenant and rebuilt when the stored
-    connection points somewhere else. Building one does no I/O; the first call refreshes the token if
-    needed."""
+    """Hands out each connection's `QuickBooksAccountingSystem` (the tenant's default one, or a branch's),
+    cached per (tenant, branch) and rebuilt when the stored connection points somewhere else. Building one
+    does no I/O; the first call refreshes the token if needed."""
 
     field_limits = QBO_FIELD_LIMITS
 
@@ -62,21 +62,26 @@ class QuickBooksAccountingSystems(AccountingSystems):
             auth_client_factory=auth_client_factory,
             company_lock=company_lock,
         )
-        self._systems: dict[str, tuple[tuple[str, ...], QuickBooksAccountingSystem]] = {}
+        # By connection, (tenant_id, branch_id): a tenant's branches may each have a company of their own.
+        self._systems: dict[tuple[str, str], tuple[tuple[str, ...], QuickBooksAccountingSystem]] = {}
         self._guard = threading.Lock()
         self._lookups = CompanyLookups(uow_factory, clock, company_lock)
 
-    def for_tenant(self, tenant_id: str, connection: QuickBooksConnection | None = None) -> QuickBooksAccountingSystem:
+    def for_tenant(
+        self, tenant_id: str, connection: QuickBooksConnection | None = None, *, branch_id: str = ""
+    ) -> QuickBooksAccountingSystem:
         if connection is None:
             with self._uow_factory() as uow:
-                connection = uow.connections.get(tenant_id)
+                connection = uow.connections.get(tenant_id, branch_id=branch_id)
+        else:
+            branch_id = connection.branch_id  # the connection the caller read says which one it is
         if connection is None or connection.state is ConnectionState.DISCONNECTED:
             raise ReconnectRequiredError(NOT_CONNECTED_MESSAGE)
         if connection.state is ConnectionState.RECONNECT_REQUIRED:
             raise ReconnectRequiredError(connection.last_error or RECONNECT_MESSAGE)
         identity = _identity(connection)
         with self._guard:
-            cached = self._systems.get(tenant_id)
+            cached = self._systems.get((tenant_id, branch_id))
             if cached is not None and cached[0] == identity:
                 system = cached[1]
                 system.session.adopt(connection)
@@ -100,5 +105,5 @@ class QuickBooksAccountingSystems(AccountingSystems):
                 self._uow_factory,
                 lookups=self._lookups,
             )
-            self._systems[tenant_id] = (identity, system)
+            self._systems[(tenant_id, branch_id)] = (identity, system)
             return system

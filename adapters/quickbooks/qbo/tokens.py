@@ -23,6 +23,7 @@ from intuitlib.exceptions import AuthClientError
 
 from adapters.quickbooks.qbo import metrics
 from core.connection import ConnectionState, QuickBooksConnection, TokenGrant
+from core.domain import COMPANY_SEPARATOR
 from core.errors import AccountingUnavailableError, ReconnectRequiredError
 from core.ports import Clock, CompanyLock, UnitOfWorkFactory
 
@@ -48,9 +49,14 @@ class TimeoutAuthClient(AuthClient):
 AuthClientFactory = Callable[[QuickBooksConnection], AuthClient]
 
 
-def refresh_lock_key(tenant_id: str) -> str:
-    """The `CompanyLock` key that serialises a tenant's token refreshes."""
-    return f"qbo-token-refresh/{tenant_id}"
+def refresh_lock_key(tenant_id: str, branch_id: str = "") -> str:
+    """The `CompanyLock` key that serialises the token refreshes of one connection: the tenant's default one
+    (`branch_id` "", the key it always had) or a branch's, which has tokens of its own (SPEC §10). The
+    separator cannot occur in an id (core/text.py refuses control characters), so no two connections share
+    a key."""
+    if not branch_id:
+        return f"qbo-token-refresh/{tenant_id}"
+    return f"qbo-token-refresh/{tenant_id}{COMPANY_SEPARATOR}{branch_id}"
 
 
 class TokenKeeper:
@@ -76,8 +82,8 @@ class TokenKeeper:
         expire and was not `rejected_token` (refused with a 401), else refreshed."""
         if rejected_token is None and not connection.needs_refresh(self._clock.now()):
             return connection
-        with self._company_lock.hold(refresh_lock_key(connection.tenant_id)):
-            stored = self._load(connection.tenant_id)
+        with self._company_lock.hold(refresh_lock_key(connection.tenant_id, connection.branch_id)):
+            stored = self._load(connection.tenant_id, connection.branch_id)
             if stored.state is not ConnectionState.CONNECTED:
                 raise ReconnectRequiredError(stored.last_error or RECONNECT_MESSAGE)
             refreshed_elsewhere = stored.access_token and stored.access_token != (
@@ -88,7 +94,7 @@ class TokenKeeper:
             return self._refresh(stored)
 
     def _refresh(self, stored: QuickBooksConnection) -> QuickBooksConnection:
-        who = {"tenant": stored.tenant_id, "realm_id": stored.realm_id}
+        who = {"tenant": stored.tenant_id, "branch": stored.branch_id, "realm_id": stored.realm_id}
         try:
             client = self._auth_client_factory(stored)
             client.refresh(refresh_token=stored.refresh_token)
@@ -131,7 +137,9 @@ class TokenKeeper:
             access_token_lifetime=lifetime,
         )
         with self._uow_factory() as uow:
-            saved = uow.connections.save_tokens(stored.tenant_id, grant, replacing=stored.refresh_token)
+            saved = uow.connections.save_tokens(
+                stored.tenant_id, grant, replacing=stored.refresh_token, branch_id=stored.branch_id
+            )
             uow.commit()
         log.info(
             "quickbooks tokens refreshed",
@@ -139,7 +147,7 @@ class TokenKeeper:
         )
         if not saved:
             # Disconnected or connected again while we were at Intuit: what is stored now is newer.
-            current = self._load(stored.tenant_id)
+            current = self._load(stored.tenant_id, stored.branch_id)
             if current.state is not ConnectionState.CONNECTED:
                 raise ReconnectRequiredError(current.last_error or RECONNECT_MESSAGE)
             return current
@@ -151,12 +159,15 @@ class TokenKeeper:
                 stored.tenant_id,
                 f"{RECONNECT_MESSAGE} (Intuit said {oauth_error})",
                 refused_token=stored.refresh_token,
+                branch_id=stored.branch_id,
             )
             uow.commit()
 
-    def _load(self, tenant_id: str) -> QuickBooksConnection:
+    def _load(self, tenant_id: str, branch_id: str) -> QuickBooksConnection:
+        """The connection as stored now: exactly this one (a branch's never falls back to the default's, whose
+        tokens are another company's)."""
         with self._uow_factory() as uow:
-            stored = uow.connections.get(tenant_id)
+            stored = uow.connections.get(tenant_id, branch_id=branch_id)
         if stored is None or stored.state is ConnectionState.DISCONNECTED:
             raise ReconnectRequiredError(NOT_CONNECTED_MESSAGE)
         return stored

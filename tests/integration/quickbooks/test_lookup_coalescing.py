@@ -197,7 +197,9 @@ class GatedCompanies(AccountingSystems):
         self.fakes = {t: fake_with_customers([f"{t}@example.com"]) for t in tenants}
         self.gates = {t: Gate(fake) for t, fake in self.fakes.items()}
 
-    def for_tenant(self, tenant_id: str, connection: QuickBooksConnection | None = None) -> Gate:
+    def for_tenant(
+        self, tenant_id: str, connection: QuickBooksConnection | None = None, *, branch_id: str = ""
+    ) -> Gate:
         return self.gates[tenant_id]
 
 

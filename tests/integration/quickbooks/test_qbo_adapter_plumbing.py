@@ -239,7 +239,11 @@ class RefreshRightAfterRead(InMemoryUnitOfWorkFactory):
         uow = super().__call__()
         for name in ("get", "get_for_update"):
             read = getattr(uow.connections, name)
-            setattr(uow.connections, name, lambda tenant_id, read=read: self._then_refresh(read(tenant_id)))
+            setattr(
+                uow.connections,
+                name,
+                lambda tenant_id, read=read, **branch: self._then_refresh(read(tenant_id, **branch)),
+            )
         return uow
 
     def _then_refresh(self, found: QuickBooksConnection | None) -> QuickBooksConnection | None:

@@ -357,8 +357,8 @@ class _BeforeCall:
     def __init__(self, systems: Any, n: int, action: Any) -> None:
         self._systems, self._left, self._action = systems, n, action
 
-    def for_tenant(self, tenant_id: str, connection: Any = None) -> Any:
-        outer, inner = self, self._systems.for_tenant(tenant_id, connection)
+    def for_tenant(self, tenant_id: str, connection: Any = None, *, branch_id: str = "") -> Any:
+        outer, inner = self, self._systems.for_tenant(tenant_id, connection, branch_id=branch_id)
 
         class Counting:
             def __getattr__(self, name: str) -> Any:

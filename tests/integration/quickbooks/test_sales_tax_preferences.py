@@ -43,14 +43,18 @@ def set_sales_tax(company: Company, mode: SalesTax) -> None:
 
 
 def test_a_new_company_has_automated_sales_tax(company: Company) -> None:
-    assert company.system.company_preferences() == CompanyPreferences(CompanyCurrency("USD"), SalesTax.AUTOMATED)
+    assert company.system.company_preferences() == CompanyPreferences(
+        CompanyCurrency("USD"), SalesTax.AUTOMATED, custom_txn_numbers=False
+    )
 
 
 @pytest.mark.parametrize("mode", list(SalesTax))
 def test_the_sales_tax_mode_is_read_as_quickbooks_has_it_now(company: Company, mode: SalesTax) -> None:
     set_sales_tax(company, mode)
     assert company.set_currency("CAD")
-    assert company.system.company_preferences() == CompanyPreferences(CompanyCurrency("CAD"), mode)
+    assert company.system.company_preferences() == CompanyPreferences(
+        CompanyCurrency("CAD"), mode, custom_txn_numbers=False
+    )
 
 
 def _preferences_json(rig: QboRig) -> dict[str, Any]:
