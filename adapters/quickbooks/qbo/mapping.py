@@ -241,8 +241,8 @@ def _invoice(spec: InvoiceSpec, settings: QuickBooksSettings, sales_tax: SalesTa
     coded = sales_tax is not SalesTax.NONE
     invoice = blank(Invoice)
     invoice.CustomerRef = ref(spec.customer_id)
-    # No DocNumber at all when QuickBooks numbers the invoice (SPEC §10): an empty one would be a number too.
-    invoice.DocNumber = settings.doc_number_prefix + spec.doc_number if spec.doc_number else None
+    # The whole DocNumber, prefix included, is the core's (core/transaction_writer.py): "" lets QuickBooks number it.
+    invoice.DocNumber = spec.doc_number or None
     invoice.TxnDate = spec.txn_date.isoformat()
     invoice.PrivateNote = spec.private_note
     if spec.memo:
