@@ -540,8 +540,7 @@ class InMemoryConnectionRepository(_Repository, ConnectionRepository):
         self._uow = uow
 
     def get(self, tenant_id: str, *, branch_id: str = "") -> QuickBooksConnection | None:
-        with self._db.lock:
-            return _copy(self._tx.connections.get((tenant_id, branch_id)))
+        return self._read(tenant_id, branch_id)
 
     def for_branch(self, tenant_id: str, branch_id: str) -> QuickBooksConnection | None:
         with self._db.lock:
@@ -605,7 +604,11 @@ class InMemoryConnectionRepository(_Repository, ConnectionRepository):
     def _locked(self, tenant_id: str, branch_id: str) -> QuickBooksConnection | None:
         """The row as it is now, locked until this unit of work ends."""
         self._uow.take_connection_lock(tenant_id, branch_id)
-        return self.get(tenant_id, branch_id=branch_id)
+        return self._read(tenant_id, branch_id)
+
+    def _read(self, tenant_id: str, branch_id: str) -> QuickBooksConnection | None:
+        with self._db.lock:
+            return _copy(self._tx.connections.get((tenant_id, branch_id)))
 
     def _existing(self, tenant_id: str, branch_id: str) -> QuickBooksConnection:
         current = self._locked(tenant_id, branch_id)
