@@ -91,8 +91,9 @@ class _Tables:
     sync_records: dict[tuple[str, EntityRef], SyncRecord] = field(default_factory=dict)
     jobs: dict[tuple[str, str], SyncJob] = field(default_factory=dict)
     audit: list[AuditEvent] = field(default_factory=list)
-    connections: dict[str, QuickBooksConnection] = field(default_factory=dict)
-    company_lookups: dict[tuple[str, LookupKind, str], CompanyLookup] = field(default_factory=dict)
+    connections: dict[tuple[str, str], QuickBooksConnection] = field(default_factory=dict)  # (tenant, branch)
+    # (tenant, branch, kind, name): each connection's look-ups are its own company's
+    company_lookups: dict[tuple[str, str, LookupKind, str], CompanyLookup] = field(default_factory=dict)
 
 
 class InMemoryDatabase:
@@ -110,7 +111,8 @@ class InMemoryDatabase:
         self.tables = _Tables()
         # (tenant_id, request_id) -> the unit of work that added a job with it but has not committed.
         self.reserved_request_ids: dict[tuple[str, str], object] = {}
-        self.connection_locks: dict[str, threading.Lock] = {}  # tenant_id -> its connection's row lock
+        # (tenant_id, branch_id) -> that connection's row lock
+        self.connection_locks: dict[tuple[str, str], threading.Lock] = {}
 
 
 _DELETED = object()
@@ -398,19 +400,19 @@ class InMemorySyncRecordRepository(_Repository, SyncRecordRepository):
 
 
 class InMemoryCompanyLookupRepository(_Repository, CompanyLookupRepository):
-    def of_tenant(self, tenant_id: str) -> list[CompanyLookup]:
+    def of_tenant(self, tenant_id: str, *, branch_id: str = "") -> list[CompanyLookup]:
         with self._db.lock:
-            return [lookup for (tenant, _, _), lookup in self._tx.company_lookups.items() if tenant == tenant_id]
+            return [lookup for key, lookup in self._tx.company_lookups.items() if key[:2] == (tenant_id, branch_id)]
 
-    def save(self, tenant_id: str, lookups: list[CompanyLookup]) -> None:
+    def save(self, tenant_id: str, lookups: list[CompanyLookup], *, branch_id: str = "") -> None:
         with self._db.lock:
             for lookup in lookups:  # frozen, of immutable parts: nothing to copy
-                self._tx.company_lookups.put((tenant_id, lookup.kind, lookup.name), lookup)
+                self._tx.company_lookups.put((tenant_id, branch_id, lookup.kind, lookup.name), lookup)
 
-    def forget(self, tenant_id: str, kind: LookupKind, name: str | None = None) -> None:
+    def forget(self, tenant_id: str, kind: LookupKind, name: str | None = None, *, branch_id: str = "") -> None:
         with self._db.lock:
             for key, _ in list(self._tx.company_lookups.items()):
-                if key[:2] == (tenant_id, kind) and name in (None, key[2]):
+                if key[:3] == (tenant_id, branch_id, kind) and name in (None, key[3]):
                     self._tx.company_lookups.delete(key)
 
 
@@ -537,68 +539,88 @@ class InMemoryConnectionRepository(_Repository, ConnectionRepository):
         super().__init__(db, tx)
         self._uow = uow
 
-    def get(self, tenant_id: str) -> QuickBooksConnection | None:
-        with self._db.lock:
-            return _copy(self._tx.connections.get(tenant_id))
+    def get(self, tenant_id: str, *, branch_id: str = "") -> QuickBooksConnection | None:
+        return self._read(tenant_id, branch_id)
 
-    def get_for_update(self, tenant_id: str) -> QuickBooksConnection | None:
-        return self._locked(tenant_id)
+    def for_branch(self, tenant_id: str, branch_id: str) -> QuickBooksConnection | None:
+        with self._db.lock:
+            own = self._tx.connections.get((tenant_id, branch_id))
+            return _copy(own if own is not None else self._tx.connections.get((tenant_id, "")))
+
+    def of_tenant(self, tenant_id: str) -> list[QuickBooksConnection]:
+        with self._db.lock:
+            found = [_copy(c) for (tenant, _), c in self._tx.connections.items() if tenant == tenant_id]
+        return sorted(found, key=lambda c: c.branch_id)  # "" (the default) first
+
+    def get_for_update(self, tenant_id: str, *, branch_id: str = "") -> QuickBooksConnection | None:
+        return self._locked(tenant_id, branch_id)
 
     def save(self, connection: QuickBooksConnection) -> None:
-        self._uow.take_connection_lock(connection.tenant_id)
+        self._uow.take_connection_lock(connection.tenant_id, connection.branch_id)
         with self._db.lock:
-            self._tx.connections.put(connection.tenant_id, _copy(connection))
+            self._tx.connections.put((connection.tenant_id, connection.branch_id), _copy(connection))
 
-    def save_company_preferences(self, tenant_id: str, preferences: CompanyPreferences) -> bool:
+    def save_company_preferences(self, tenant_id: str, preferences: CompanyPreferences, *, branch_id: str = "") -> bool:
         with self._db.lock:
-            connection = _copy(self._tx.connections.get(tenant_id))
+            connection = _copy(self._tx.connections.get((tenant_id, branch_id)))
             if connection is None:
                 return False
             connection.home_currency = preferences.currency.home
             connection.multicurrency = preferences.currency.multicurrency
             connection.sales_tax = preferences.sales_tax
-            self._tx.connections.put(tenant_id, connection)
+            connection.class_tracking = preferences.class_tracking
+            connection.track_departments = preferences.track_departments
+            connection.custom_txn_numbers = preferences.custom_txn_numbers
+            self._put(connection)
             return True
 
-    def save_tokens(self, tenant_id: str, grant: TokenGrant, *, replacing: str) -> bool:
-        current = self._locked(tenant_id)
+    def save_tokens(self, tenant_id: str, grant: TokenGrant, *, replacing: str, branch_id: str = "") -> bool:
+        current = self._locked(tenant_id, branch_id)
         if current is None or current.state is not ConnectionState.CONNECTED or current.refresh_token != replacing:
             return False
         self._put(current.with_grant(grant))
         return True
 
-    def mark_reconnect_required(self, tenant_id: str, last_error: str, *, refused_token: str) -> bool:
-        current = self._locked(tenant_id)
+    def mark_reconnect_required(
+        self, tenant_id: str, last_error: str, *, refused_token: str, branch_id: str = ""
+    ) -> bool:
+        current = self._locked(tenant_id, branch_id)
         if current is None or current.refresh_token != refused_token:
             return False
         self._put(current.refused(last_error))
         return True
 
-    def save_settings(self, tenant_id: str, settings: QuickBooksSettings) -> None:
-        self._put(dataclasses.replace(self._existing(tenant_id), settings=_copy(settings)))
+    def save_settings(self, tenant_id: str, settings: QuickBooksSettings, *, branch_id: str = "") -> None:
+        self._put(dataclasses.replace(self._existing(tenant_id, branch_id), settings=_copy(settings)))
 
     def save_authorization_request(
-        self, tenant_id: str, *, environment: str, redirect_uri: str, oauth_state: str
+        self, tenant_id: str, *, environment: str, redirect_uri: str, oauth_state: str, branch_id: str = ""
     ) -> None:
-        current = self._existing(tenant_id)
+        current = self._existing(tenant_id, branch_id)
         self._put(
             dataclasses.replace(current, environment=environment, redirect_uri=redirect_uri, oauth_state=oauth_state)
         )
 
-    def _locked(self, tenant_id: str) -> QuickBooksConnection | None:
+    def _locked(self, tenant_id: str, branch_id: str) -> QuickBooksConnection | None:
         """The row as it is now, locked until this unit of work ends."""
-        self._uow.take_connection_lock(tenant_id)
-        return self.get(tenant_id)
+        self._uow.take_connection_lock(tenant_id, branch_id)
+        return self._read(tenant_id, branch_id)
 
-    def _existing(self, tenant_id: str) -> QuickBooksConnection:
-        current = self._locked(tenant_id)
+    def _read(self, tenant_id: str, branch_id: str) -> QuickBooksConnection | None:
+        with self._db.lock:
+            return _copy(self._tx.connections.get((tenant_id, branch_id)))
+
+    def _existing(self, tenant_id: str, branch_id: str) -> QuickBooksConnection:
+        current = self._locked(tenant_id, branch_id)
         if current is None:
+            if branch_id:
+                raise NotFoundError(f"this tenant has no QuickBooks connection for branch {branch_id!r}")
             raise NotFoundError("this tenant has no QuickBooks connection")
         return current
 
     def _put(self, connection: QuickBooksConnection) -> None:
         with self._db.lock:
-            self._tx.connections.put(connection.tenant_id, connection)
+            self._tx.connections.put((connection.tenant_id, connection.branch_id), connection)
 
 
 class InMemoryUnitOfWork(UnitOfWork):
@@ -637,10 +659,10 @@ class InMemoryUnitOfWork(UnitOfWork):
             raise TimeoutError("another unit of work claimed a job and has not committed")
         self._holds_claim_lock = True
 
-    def take_connection_lock(self, tenant_id: str) -> None:
-        """Holds the tenant's connection row lock until this transaction ends, as an UPDATE does."""
+    def take_connection_lock(self, tenant_id: str, branch_id: str) -> None:
+        """Holds the connection's row lock until this transaction ends, as an UPDATE does."""
         with self._db.lock:
-            lock = self._db.connection_locks.setdefault(tenant_id, threading.Lock())
+            lock = self._db.connection_locks.setdefault((tenant_id, branch_id), threading.Lock())
         if lock in self._connection_locks:
             return
         if not lock.acquire(timeout=LOCK_TIMEOUT_SECONDS):

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from core.connection import ListRef, QuickBooksSettings
+from core.connection import BranchMapping, InvoiceNumbering, ListRef, QuickBooksSettings
 from core.domain import (
     Discount,
     EntityRef,
@@ -286,6 +286,16 @@ def settings_to_json(settings: QuickBooksSettings) -> str:
             "adjustment_account": _ref(settings.adjustment_account),
             "payment_methods": {method.value: _ref(ref) for method, ref in settings.payment_methods.items()},
             "doc_number_prefix": settings.doc_number_prefix,
+            "invoice_numbering": None if settings.invoice_numbering is None else settings.invoice_numbering.value,
+            "branch_mappings": [
+                {
+                    "branch_id": m.branch_id,
+                    "service_type": m.service_type,
+                    "class": _ref(m.class_ref),
+                    "department": _ref(m.department_ref),
+                }
+                for m in settings.branch_mappings
+            ],
         }
     )
 
@@ -310,4 +320,18 @@ def settings_from_json(text: str) -> QuickBooksSettings:
             PaymentMethod(method): _parse_ref(ref) for method, ref in data.get("payment_methods", {}).items()
         },
         doc_number_prefix=data.get("doc_number_prefix", ""),
+        invoice_numbering=_invoice_numbering(data.get("invoice_numbering")),
+        branch_mappings=tuple(
+            BranchMapping(
+                branch_id=m["branch_id"],
+                service_type=m["service_type"],
+                class_ref=_parse_ref(m["class"]),
+                department_ref=_parse_ref(m["department"]),
+            )
+            for m in data.get("branch_mappings", [])
+        ),
     )
+
+
+def _invoice_numbering(value: str | None) -> InvoiceNumbering | None:
+    return None if value is None else InvoiceNumbering(value)

@@ -10,13 +10,15 @@ from core.company_lookups import CompanyLookup, LookupKind
 from core.connection import ListRef
 from core.ports import CompanyLookupRepository
 
-_KEYS = ("tenant_id", "kind", "name")
+_KEYS = ("tenant_id", "branch_id", "kind", "name")  # branch_id: the connection's (revision 0019)
 
 
 class SqlAlchemyCompanyLookupRepository(SqlRepository, CompanyLookupRepository):
-    def of_tenant(self, tenant_id: str) -> list[CompanyLookup]:
+    def of_tenant(self, tenant_id: str, *, branch_id: str = "") -> list[CompanyLookup]:
         table = CompanyLookupRow.__table__
-        rows = self._session.connection().execute(table.select().where(table.c.tenant_id == tenant_id))
+        rows = self._session.connection().execute(
+            table.select().where(table.c.tenant_id == tenant_id, table.c.branch_id == branch_id)
+        )
         return [
             CompanyLookup(
                 row.realm_id,
@@ -29,12 +31,13 @@ class SqlAlchemyCompanyLookupRepository(SqlRepository, CompanyLookupRepository):
             for row in rows
         ]
 
-    def save(self, tenant_id: str, lookups: list[CompanyLookup]) -> None:
+    def save(self, tenant_id: str, lookups: list[CompanyLookup], *, branch_id: str = "") -> None:
         self._upsert_many(
             CompanyLookupRow,
             [
                 {
                     "tenant_id": tenant_id,
+                    "branch_id": branch_id,
                     "kind": lookup.kind.value,
                     "name": lookup.name,
                     "realm_id": lookup.realm_id,
@@ -48,9 +51,11 @@ class SqlAlchemyCompanyLookupRepository(SqlRepository, CompanyLookupRepository):
             _KEYS,
         )
 
-    def forget(self, tenant_id: str, kind: LookupKind, name: str | None = None) -> None:
+    def forget(self, tenant_id: str, kind: LookupKind, name: str | None = None, *, branch_id: str = "") -> None:
         statement = delete(CompanyLookupRow).where(
-            CompanyLookupRow.tenant_id == tenant_id, CompanyLookupRow.kind == kind.value
+            CompanyLookupRow.tenant_id == tenant_id,
+            CompanyLookupRow.branch_id == branch_id,
+            CompanyLookupRow.kind == kind.value,
         )
         if name is not None:
             statement = statement.where(CompanyLookupRow.name == name)

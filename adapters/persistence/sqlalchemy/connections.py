@@ -1,4 +1,5 @@
-"""Each tenant's QuickBooks connection, with its secrets encrypted before they reach the database.
+"""Each tenant's QuickBooks connections (its default one, branch "", and one per branch with its own company:
+SPEC §10), keyed by (tenant_id, branch_id), with their secrets encrypted before they reach the database.
 
 Writers other than `save` change only their own columns, in an UPDATE of the current row: a worker
 recording a looked-up setting must never put back the tokens it read, which a refresh may have rotated
@@ -13,18 +14,19 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, bindparam, case, literal, select, update
 from sqlalchemy.orm import Session
 
 from adapters.persistence.encryption import SecretBox
 from adapters.persistence.sqlalchemy import codec
 from adapters.persistence.sqlalchemy.models import QuickBooksConnectionRow
+from adapters.persistence.sqlalchemy.prepared import Prepared
 from adapters.persistence.sqlalchemy.repositories import ReadScope, SqlRepository
 from core.company_preferences import CompanyPreferences
 from core.company_tax import SalesTax
-from core.connection import ConnectionState, QuickBooksConnection, QuickBooksSettings, TokenGrant
+from core.connection import ClassTracking, ConnectionState, QuickBooksConnection, QuickBooksSettings, TokenGrant
 from core.errors import NotFoundError
 from core.ports import ConnectionRepository
 
@@ -34,24 +36,67 @@ SECRET_FIELDS = ("client_secret", "refresh_token", "access_token", "oauth_state"
 # migration): the access token's lifetime in seconds, absent from rows written before it was kept.
 LIFETIME = "access_token_lifetime"
 
+KEY = ("tenant_id", "branch_id")  # a connection's: the tenant's default one is branch "" (SPEC §10)
+_CONNECTIONS: Any = QuickBooksConnectionRow.__table__
+
+S = TypeVar("S", bound=Select[*tuple[Any, ...]])
+
 
 class MissingEncryptionKeyError(RuntimeError):
     """The unit-of-work factory was built without encryption keys, so connections cannot be stored."""
+
+
+def routed_to_branch(statement: S) -> S:
+    """`statement` (a SELECT from quickbooks_connections) narrowed to the one connection the syncs of branch
+    :branch_id of tenant :tenant_id go to (`ConnectionRepository.for_branch`): the branch's own row whatever its
+    state, else the default one (branch ""), else none. One statement: the worker reads it in its claim's
+    transaction. The CASE, not `ORDER BY branch_id DESC`, puts the default last: a collation's order of ''
+    against other ids is not this rule's to rely on."""
+    branch = _CONNECTIONS.c.branch_id
+    return (
+        statement.where(
+            _CONNECTIONS.c.tenant_id == bindparam("tenant_id"),
+            branch.in_([bindparam("branch_id"), literal("")]),
+        )
+        .order_by(case((branch == "", 1), else_=0))
+        .limit(1)
+    )
+
+
+_FOR_BRANCH = Prepared(routed_to_branch(select(_CONNECTIONS)))
 
 
 class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
     def __init__(self, session: Session | ReadScope, secrets: SecretBox | None) -> None:
         super().__init__(session)
         self._secrets = secrets
-        # The tenants whose connection this unit of work wrote: its commit drops their cached company facts.
-        self.written: set[str] = set()
+        # The connections (tenant_id, branch_id) this unit of work wrote: its commit drops their cached
+        # company facts.
+        self.written: set[tuple[str, str]] = set()
 
-    def get(self, tenant_id: str) -> QuickBooksConnection | None:
-        # A compiled Core read (no ORM row): the worker reads the connection with every claim.
-        return self._connection(self._first(QuickBooksConnectionRow, tenant_id=tenant_id))
+    def get(self, tenant_id: str, *, branch_id: str = "") -> QuickBooksConnection | None:
+        # A compiled Core read (no ORM row).
+        return self._connection(self._first(QuickBooksConnectionRow, tenant_id=tenant_id, branch_id=branch_id))
 
-    def get_for_update(self, tenant_id: str) -> QuickBooksConnection | None:
-        return self._connection(self._row(tenant_id, locked=True))
+    def for_branch(self, tenant_id: str, branch_id: str) -> QuickBooksConnection | None:
+        return self._connection(
+            _FOR_BRANCH.first(self._bound_connection(), {"tenant_id": tenant_id, "branch_id": branch_id})
+        )
+
+    def of_tenant(self, tenant_id: str) -> list[QuickBooksConnection]:
+        # Branch ids compare by code point, as Python's str does: SQLite's BINARY collation does so already,
+        # PostgreSQL's database collation (en_US.UTF-8, say) need not. "" sorts first in both.
+        branch = _CONNECTIONS.c.branch_id
+        statement = (
+            select(_CONNECTIONS)
+            .where(_CONNECTIONS.c.tenant_id == tenant_id)
+            .order_by(branch.collate("C") if self.dialect == "postgresql" else branch)
+        )
+        rows = self._bound_connection().execute(statement)
+        return [connection for row in rows if (connection := self._connection(row)) is not None]
+
+    def get_for_update(self, tenant_id: str, *, branch_id: str = "") -> QuickBooksConnection | None:
+        return self._connection(self._row(tenant_id, branch_id, locked=True))
 
     def _connection(self, row: Any) -> QuickBooksConnection | None:  # a QuickBooksConnectionRow or its columns
         if row is None:
@@ -59,6 +104,7 @@ class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
         opened = self._open(row)
         return QuickBooksConnection(
             tenant_id=row.tenant_id,
+            branch_id=row.branch_id,
             realm_id=row.realm_id,
             environment=row.environment,
             client_id=row.client_id,
@@ -75,6 +121,9 @@ class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
             home_currency=row.home_currency,
             multicurrency=row.multicurrency,
             sales_tax=None if row.sales_tax is None else SalesTax(row.sales_tax),
+            class_tracking=ClassTracking(row.class_tracking),
+            track_departments=row.track_departments,
+            custom_txn_numbers=row.custom_txn_numbers,
             last_error=row.last_error,
             settings=codec.settings_from_json(row.settings),
             oauth_state=opened["oauth_state"],
@@ -82,13 +131,14 @@ class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
         )
 
     def save(self, connection: QuickBooksConnection) -> None:
-        self.written.add(connection.tenant_id)
+        self.written.add((connection.tenant_id, connection.branch_id))
         secrets = {name: getattr(connection, name) for name in SECRET_FIELDS}
         secrets[LIFETIME] = _seconds(connection.access_token_lifetime)
         self._upsert(
             QuickBooksConnectionRow,
             {
                 "tenant_id": connection.tenant_id,
+                "branch_id": connection.branch_id,
                 "realm_id": connection.realm_id,
                 "environment": connection.environment,
                 "api_base_url": connection.api_base_url,
@@ -102,29 +152,30 @@ class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
                 "home_currency": connection.home_currency,
                 "multicurrency": connection.multicurrency,
                 "sales_tax": _sales_tax(connection.sales_tax),
+                "class_tracking": connection.class_tracking.value,
+                "track_departments": connection.track_departments,
+                "custom_txn_numbers": connection.custom_txn_numbers,
                 "last_error": connection.last_error,
                 "settings": codec.settings_to_json(connection.settings),
                 "redirect_uri": connection.redirect_uri,
             },
-            ["tenant_id"],
+            KEY,
         )
 
-    def save_company_preferences(self, tenant_id: str, preferences: CompanyPreferences) -> bool:
-        self.written.add(tenant_id)
-        statement = (
-            update(QuickBooksConnectionRow)
-            .where(QuickBooksConnectionRow.tenant_id == tenant_id)
-            .values(
-                home_currency=preferences.currency.home,
-                multicurrency=preferences.currency.multicurrency,
-                sales_tax=_sales_tax(preferences.sales_tax),
-            )
+    def save_company_preferences(self, tenant_id: str, preferences: CompanyPreferences, *, branch_id: str = "") -> bool:
+        return self._update(
+            tenant_id,
+            branch_id,
+            home_currency=preferences.currency.home,
+            multicurrency=preferences.currency.multicurrency,
+            sales_tax=_sales_tax(preferences.sales_tax),
+            class_tracking=preferences.class_tracking.value,
+            track_departments=preferences.track_departments,
+            custom_txn_numbers=preferences.custom_txn_numbers,
         )
-        result = self._session.execute(statement)
-        return bool(getattr(result, "rowcount", 0))
 
-    def save_tokens(self, tenant_id: str, grant: TokenGrant, *, replacing: str) -> bool:
-        row = self._row(tenant_id, locked=True)
+    def save_tokens(self, tenant_id: str, grant: TokenGrant, *, replacing: str, branch_id: str = "") -> bool:
+        row = self._row(tenant_id, branch_id, locked=True)
         if row is None or row.state != ConnectionState.CONNECTED.value:
             return False
         secrets = self._open(row)
@@ -137,6 +188,7 @@ class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
         )
         self._update(
             tenant_id,
+            branch_id,
             secrets=self._seal(secrets),
             access_token_expires=grant.access_token_expires,
             refresh_token_expires=grant.refresh_token_expires,
@@ -144,8 +196,10 @@ class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
         )
         return True
 
-    def mark_reconnect_required(self, tenant_id: str, last_error: str, *, refused_token: str) -> bool:
-        row = self._row(tenant_id, locked=True)
+    def mark_reconnect_required(
+        self, tenant_id: str, last_error: str, *, refused_token: str, branch_id: str = ""
+    ) -> bool:
+        row = self._row(tenant_id, branch_id, locked=True)
         if row is None:
             return False
         secrets = self._open(row)
@@ -154,39 +208,44 @@ class SqlAlchemyConnectionRepository(SqlRepository, ConnectionRepository):
         secrets["access_token"] = ""
         self._update(
             tenant_id,
+            branch_id,
             secrets=self._seal(secrets),
             state=ConnectionState.RECONNECT_REQUIRED.value,
             last_error=last_error,
         )
         return True
 
-    def save_settings(self, tenant_id: str, settings: QuickBooksSettings) -> None:
-        if not self._update(tenant_id, settings=codec.settings_to_json(settings)):
-            raise NotFoundError("this tenant has no QuickBooks connection")
+    def save_settings(self, tenant_id: str, settings: QuickBooksSettings, *, branch_id: str = "") -> None:
+        if not self._update(tenant_id, branch_id, settings=codec.settings_to_json(settings)):
+            raise NotFoundError(_no_connection(branch_id))
 
     def save_authorization_request(
-        self, tenant_id: str, *, environment: str, redirect_uri: str, oauth_state: str
+        self, tenant_id: str, *, environment: str, redirect_uri: str, oauth_state: str, branch_id: str = ""
     ) -> None:
-        row = self._row(tenant_id, locked=True)
+        row = self._row(tenant_id, branch_id, locked=True)
         if row is None:
-            raise NotFoundError("this tenant has no QuickBooks connection")
+            raise NotFoundError(_no_connection(branch_id))
         secrets = self._open(row)
         secrets["oauth_state"] = oauth_state
-        self._update(tenant_id, secrets=self._seal(secrets), environment=environment, redirect_uri=redirect_uri)
+        self._update(
+            tenant_id, branch_id, secrets=self._seal(secrets), environment=environment, redirect_uri=redirect_uri
+        )
 
-    def _row(self, tenant_id: str, *, locked: bool = False) -> QuickBooksConnectionRow | None:
-        statement = select(QuickBooksConnectionRow).where(QuickBooksConnectionRow.tenant_id == tenant_id)
+    def _row(self, tenant_id: str, branch_id: str, *, locked: bool = False) -> QuickBooksConnectionRow | None:
+        statement = select(QuickBooksConnectionRow).where(
+            QuickBooksConnectionRow.tenant_id == tenant_id, QuickBooksConnectionRow.branch_id == branch_id
+        )
         if locked and self.dialect == "postgresql":
             # Held to the commit: no other writer of the secrets gets between this read and our update.
             statement = statement.with_for_update()
         return self._one(statement)
 
-    def _update(self, tenant_id: str, **columns: Any) -> bool:
-        """Sets `columns` of the tenant's row, and no other; whether there was a row."""
-        self.written.add(tenant_id)
+    def _update(self, tenant_id: str, branch_id: str, **columns: Any) -> bool:
+        """Sets `columns` of the connection's row, and no other; whether there was a row."""
+        self.written.add((tenant_id, branch_id))
         result = self._session.execute(
             update(QuickBooksConnectionRow)
-            .where(QuickBooksConnectionRow.tenant_id == tenant_id)
+            .where(QuickBooksConnectionRow.tenant_id == tenant_id, QuickBooksConnectionRow.branch_id == branch_id)
             .values(**columns)
             .execution_options(synchronize_session=False)
         )
@@ -217,6 +276,12 @@ def _seconds(lifetime: timedelta | None) -> float | None:
 
 def _lifetime(seconds: float | None) -> timedelta | None:
     return None if seconds is None else timedelta(seconds=seconds)
+
+
+def _no_connection(branch_id: str) -> str:
+    if branch_id:
+        return f"this tenant has no QuickBooks connection for branch {branch_id!r}"
+    return "this tenant has no QuickBooks connection"
 
 
 def _sales_tax(mode: SalesTax | None) -> str | None:

@@ -84,6 +84,7 @@ def _values(job: SyncJob) -> dict[str, Any]:
         "create_time": job.create_time,
         "update_time": job.update_time,
         "dismiss_time": job.dismiss_time,
+        "branch_id": job.branch_id,
     }
 
 
@@ -110,6 +111,7 @@ def _to_job(row: Any) -> SyncJob:  # a SyncJobRow, or a named tuple of its colum
         lease_expires=row.lease_expires,
         identity_key=row.identity_key,
         dismiss_time=row.dismiss_time,
+        branch_id=row.branch_id,
     )
 
 

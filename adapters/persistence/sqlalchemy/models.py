@@ -11,7 +11,19 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Date, ForeignKeyConstraint, Index, Integer, MetaData, String, Text, UniqueConstraint, false, text
+from sqlalchemy import (
+    Date,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+    true,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from adapters.persistence.sqlalchemy.columns import ExactDecimal, UtcDateTime
@@ -77,6 +89,9 @@ class OpportunityRow(Base):
     company_name: Mapped[str] = mapped_column(Text)
     email: Mapped[str] = mapped_column(Text)
     phone: Mapped[str] = mapped_column(Text)
+    # SPEC §10 (revision 0019; "" in rows written before): which connection and class/location it syncs to.
+    branch_id: Mapped[str] = mapped_column(String, server_default="")
+    service_type: Mapped[str] = mapped_column(String, server_default="")
 
 
 class PaymentRow(Base):
@@ -248,6 +263,8 @@ class SyncJobRow(Base):
     update_time: Mapped[datetime] = mapped_column(UtcDateTime)
     # When an admin dismissed the FAILED job (revision 0009); NULL when it was never dismissed.
     dismiss_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The branch whose connection the job syncs to (revision 0019; "" for the default connection).
+    branch_id: Mapped[str] = mapped_column(String, server_default="")
 
 
 class AuditEventRow(Base):
@@ -265,13 +282,15 @@ class AuditEventRow(Base):
 
 
 class QuickBooksConnectionRow(Base):
-    """A tenant's QuickBooks connection. `secrets` is one Fernet token over a JSON object holding the
+    """A tenant's QuickBooks connection: its default one (branch_id "") or a branch's own (SPEC §10,
+    revision 0019). `secrets` is one Fernet token over a JSON object holding the
     client secret, both OAuth tokens and the pending anti-forgery state: nothing in it is ever queried,
     and one ciphertext per row means one decryption per read and no column to forget to encrypt."""
 
     __tablename__ = "quickbooks_connections"
 
     tenant_id: Mapped[str] = mapped_column(String, primary_key=True)
+    branch_id: Mapped[str] = mapped_column(String, primary_key=True, server_default="")
     realm_id: Mapped[str] = mapped_column(String)
     environment: Mapped[str] = mapped_column(Text)  # "sandbox", "production" or a discovery URL
     api_base_url: Mapped[str] = mapped_column(Text)
@@ -287,6 +306,12 @@ class QuickBooksConnectionRow(Base):
     multicurrency: Mapped[bool] = mapped_column(server_default=false())
     # TaxPrefs as read with them: a SalesTax value (AUTOMATED, MANUAL, NONE); NULL = not read yet.
     sales_tax: Mapped[str | None] = mapped_column(String)
+    # AccountingInfoPrefs and SalesFormsPrefs.CustomTxnNumbers as read with them (revision 0019). Rows from
+    # before read as a company without class or location tracking that numbers its own invoices: what qbsync
+    # assumed then (DocNumber from the job number).
+    class_tracking: Mapped[str] = mapped_column(String, server_default="OFF")  # a ClassTracking value
+    track_departments: Mapped[bool] = mapped_column(server_default=false())
+    custom_txn_numbers: Mapped[bool] = mapped_column(server_default=true())
     last_error: Mapped[str] = mapped_column(Text)
     settings: Mapped[str] = mapped_column(Text)  # QuickBooksSettings as JSON (see codec)
     redirect_uri: Mapped[str] = mapped_column(Text)
@@ -319,11 +344,12 @@ class RequestStartRow(Base):
 
 class CompanyLookupRow(Base):
     """What the sync-time checks found in a tenant's company lists (core/company_lookups.py): one row per
-    tenant, kind and name, replaced by a newer look-up."""
+    tenant, connection (branch_id, revision 0019), kind and name, replaced by a newer look-up."""
 
     __tablename__ = "company_lookups"
 
     tenant_id: Mapped[str] = mapped_column(String, primary_key=True)
+    branch_id: Mapped[str] = mapped_column(String, primary_key=True, server_default="")
     kind: Mapped[str] = mapped_column(String, primary_key=True)  # a LookupKind value
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     realm_id: Mapped[str] = mapped_column(String)

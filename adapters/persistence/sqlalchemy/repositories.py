@@ -276,7 +276,13 @@ def _opportunity_from(row: Any) -> Opportunity:  # an OpportunityRow or a named 
         email=row.email,
         phone=row.phone,
     )
-    return Opportunity(opportunity_id=row.opportunity_id, number=row.number, customer=customer)
+    return Opportunity(
+        opportunity_id=row.opportunity_id,
+        number=row.number,
+        customer=customer,
+        branch_id=row.branch_id,
+        service_type=row.service_type,
+    )
 
 
 _OPPORTUNITY_KEY = ("tenant_id", "opportunity_id")
@@ -294,6 +300,8 @@ def _opportunity_values(tenant_id: str, opportunity: Opportunity) -> dict[str, A
         "company_name": customer.company_name,
         "email": customer.email,
         "phone": customer.phone,
+        "branch_id": opportunity.branch_id,
+        "service_type": opportunity.service_type,
     }
 
 

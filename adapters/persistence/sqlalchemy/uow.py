@@ -227,11 +227,13 @@ class SqlAlchemyUnitOfWorkFactory(UnitOfWorkFactory):
     def read_only(self) -> SqlAlchemyUnitOfWork:
         return SqlAlchemyUnitOfWork(lambda: ConnectionScope(self._reading), self.secrets, read_only=True)
 
-    def company_facts(self, tenant_id: str) -> CompanyFacts | None:
+    def company_facts(self, tenant_id: str, branch_id: str = "") -> CompanyFacts | None:
         """From this process's cache (company_facts.py: a few seconds; dropped by a commit that wrote the
-        tenant's connection in this process)."""
+        connection in this process)."""
         try:
-            return self._company_facts.get(tenant_id, lambda tenant: read_company_facts(self.engine, tenant))
+            return self._company_facts.get(
+                (tenant_id, branch_id), lambda branch: read_company_facts(self.engine, branch)
+            )
         except Exception as error:
             if is_outage(error):
                 raise storage_unavailable(error) from error

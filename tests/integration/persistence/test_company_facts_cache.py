@@ -106,9 +106,9 @@ def test_a_read_that_began_before_a_change_does_not_store_the_old_facts() -> Non
     old = CompanyFacts(ConnectionState.CONNECTED, CompanyCurrency("USD", False), None)
     new = CompanyFacts(ConnectionState.CONNECTED, CompanyCurrency("EUR", False), None)
 
-    def slow_read(_tenant: str) -> CompanyFacts:
-        cache.drop({TENANT})  # the change commits while the read is under way
+    def slow_read(_branch: tuple[str, str]) -> CompanyFacts:
+        cache.drop({(TENANT, "")})  # the change commits while the read is under way
         return old
 
-    assert cache.get(TENANT, slow_read) == old
-    assert cache.get(TENANT, lambda _tenant: new) == new
+    assert cache.get((TENANT, ""), slow_read) == old
+    assert cache.get((TENANT, ""), lambda _branch: new) == new
