@@ -29,7 +29,14 @@ from core.branch_tracking import CompanyTracking
 from core.company_lists import ListEntry, ListKind
 from core.company_lookups import setting_checked
 from core.company_preferences import CompanyPreferences, read_company_preferences
-from core.connection import BranchMapping, ClassTracking, ConnectionState, QuickBooksConnection, QuickBooksSettings
+from core.connection import (
+    BranchMapping,
+    ClassTracking,
+    ConnectionState,
+    InvoiceNumbering,
+    QuickBooksConnection,
+    QuickBooksSettings,
+)
 from core.connection_rules import (
     ListSettingToCheck,
     check_environment,
@@ -210,6 +217,8 @@ class ConnectionService:
         violations = text_id_violations(branch_id, "branch_id", required=False) + check_settings_update(settings, mask)
         _raise_if_any(merge_violations(conversion_violations, violations))
         tenant = principal.tenant_id
+        if "invoice_numbering" in fields and settings.invoice_numbering is InvoiceNumbering.QUICKBOOKS:
+            _raise_if_any(self._quickbooks_numbering_violations(tenant, branch_id))
         realm_id, found = self._look_up(tenant, list_settings_to_check(settings, fields), branch_id)
         with self._uow_factory() as uow:
             connection = uow.connections.get(tenant, branch_id=branch_id)
@@ -380,6 +389,26 @@ class ConnectionService:
             track_departments=preferences.track_departments,
             custom_txn_numbers=preferences.custom_txn_numbers,
         )
+
+    def _quickbooks_numbering_violations(self, tenant_id: str, branch_id: str) -> list[FieldViolation]:
+        """QuickBooks numbers an invoice sent without a DocNumber only while the company's custom transaction
+        numbers are off; with them on it leaves the invoice unnumbered, which no bookkeeper wants. Judged by the
+        preferences read again when the stored ones say on (turned off since?); an unconnected company is not
+        judged (it is checked when it connects: the setting then follows what it says)."""
+        with self._uow_factory.read_only() as uow:
+            connection = uow.connections.get(tenant_id, branch_id=branch_id)
+        if connection is None or connection.state is not ConnectionState.CONNECTED or not connection.custom_txn_numbers:
+            return []
+        preferences = self.refresh_company_preferences(tenant_id, branch_id)
+        if preferences is not None and not preferences.custom_txn_numbers:
+            return []
+        return [
+            FieldViolation(
+                "settings.invoice_numbering",
+                "QuickBooks numbers invoices only when the company's custom transaction numbers are off (Settings, "
+                "Account and settings, Sales, Custom transaction numbers): turn them off there first, or keep CRM",
+            )
+        ]
 
     def _tracking_violations(
         self, connection: QuickBooksConnection, wanted: list[ListSettingToCheck]
