@@ -176,8 +176,10 @@ class HookedCompanies(AccountingSystems):
     companies: AccountingSystems
     hooked: dict[str, HookedCompany] = field(default_factory=dict)
 
-    def for_tenant(self, tenant_id: str, connection: QuickBooksConnection | None = None) -> AccountingSystem:
-        return self.hooked.get(tenant_id) or self.companies.for_tenant(tenant_id, connection)
+    def for_tenant(
+        self, tenant_id: str, connection: QuickBooksConnection | None = None, *, branch_id: str = ""
+    ) -> AccountingSystem:
+        return self.hooked.get(tenant_id) or self.companies.for_tenant(tenant_id, connection, branch_id=branch_id)
 
     @property
     def field_limits(self) -> FieldLimits:  # type: ignore[override]

@@ -119,8 +119,10 @@ class _UnbatchedCompanies(AccountingSystems):
     def __init__(self, companies: FakeQuickBooksCompanies) -> None:
         self._companies = companies
 
-    def for_tenant(self, tenant_id: str, connection: QuickBooksConnection | None = None) -> AccountingSystem:
-        return _Unbatched(self._companies.for_tenant(tenant_id, connection))
+    def for_tenant(
+        self, tenant_id: str, connection: QuickBooksConnection | None = None, *, branch_id: str = ""
+    ) -> AccountingSystem:
+        return _Unbatched(self._companies.for_tenant(tenant_id, connection, branch_id=branch_id))
 
     @property
     def field_limits(self) -> FieldLimits:  # type: ignore[override]
@@ -168,7 +170,8 @@ def test_a_close_out_sends_the_invoice_then_its_payments_in_one_batch() -> None:
 
     done = h.service.get_job(p, job.name)
     assert done.state is SyncJobState.SUCCEEDED, done.error
-    assert qbo.request_count - before == 2  # the invoice; the 4 payments applying it, in one batch
+    # The invoice number checked free (SPEC §10), the invoice, and the 4 payments applying it in one batch.
+    assert qbo.request_count - before == 3
     (invoice,) = qbo.live("Invoice")
     assert qbo.invoice_balance(invoice.id) == Decimal("0.00")
     assert {invoice.id} == {i for payment in payments for i in _linked(h, payment.payment_id)}

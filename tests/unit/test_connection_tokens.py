@@ -77,8 +77,8 @@ class RefreshRightAfterRead(InMemoryUnitOfWorkFactory):
         uow = super().__call__()
         read = uow.connections.get
 
-        def get_then_refresh(tenant_id: str) -> QuickBooksConnection | None:
-            found = read(tenant_id)
+        def get_then_refresh(tenant_id: str, *, branch_id: str = "") -> QuickBooksConnection | None:
+            found = read(tenant_id, branch_id=branch_id)
             if self.armed and found is not None:
                 self.armed = False
                 with super(RefreshRightAfterRead, self).__call__() as worker:

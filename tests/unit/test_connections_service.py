@@ -612,7 +612,7 @@ def test_settings_checked_in_one_company_are_not_stored_for_another(world: World
                 uow.commit()
             return super().find_list_entry(kind, ref)
 
-    world.companies._companies["acme"] = Reconnecting()
+    world.companies._companies[("acme", "")] = Reconnecting()  # the default connection's company
     with pytest.raises(FailedPreconditionError, match="connection changed"):
         world.service.update_settings(ADMIN, QuickBooksSettings(deposit_account=ListRef("2")), [])
     assert world.stored().settings == QuickBooksSettings()

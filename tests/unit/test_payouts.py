@@ -509,8 +509,10 @@ class _TotalOff(ForwardingAccountingSystem):
 class _TotalOffCompanies(AccountingSystems):
     companies: FakeQuickBooksCompanies
 
-    def for_tenant(self, tenant_id: str, connection: QuickBooksConnection | None = None) -> AccountingSystem:
-        return _TotalOff(self.companies.for_tenant(tenant_id, connection))
+    def for_tenant(
+        self, tenant_id: str, connection: QuickBooksConnection | None = None, *, branch_id: str = ""
+    ) -> AccountingSystem:
+        return _TotalOff(self.companies.for_tenant(tenant_id, connection, branch_id=branch_id))
 
     @property
     def field_limits(self) -> FieldLimits:  # type: ignore[override]

@@ -174,5 +174,7 @@ def test_one_read_gives_the_currency_and_the_sales_tax() -> None:
     qbo = h.qbo()
     qbo.set_currency("CAD")
     qbo.sales_tax = SalesTax.MANUAL
-    assert qbo.company_preferences() == CompanyPreferences(CompanyCurrency("CAD"), SalesTax.MANUAL)
+    # A new company numbers its invoices itself (custom transaction numbers off), as QuickBooks' own do.
+    expected = CompanyPreferences(CompanyCurrency("CAD"), SalesTax.MANUAL, custom_txn_numbers=False)
+    assert qbo.company_preferences() == expected
     assert qbo.request_count == 1

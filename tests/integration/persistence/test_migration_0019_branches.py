@@ -27,7 +27,7 @@ from adapters.persistence.sqlalchemy.engine import normalise_url
 from adapters.persistence.sqlalchemy.migrate import alembic_config
 from core.company_lookups import CompanyLookup, LookupKind
 from core.company_tax import SalesTax
-from core.connection import ClassTracking, ListRef, QuickBooksConnection
+from core.connection import ClassTracking, InvoiceNumbering, ListRef, QuickBooksConnection
 from core.domain import SyncJob
 from tests.postgres_schema import postgres_base_url
 
@@ -188,15 +188,18 @@ def test_an_existing_tenant_keeps_everything_as_its_default_connection(url_at_00
         with factory() as uow:
             default = uow.connections.get("t1")
             # Whole, with the tokens under their old encryption, and as a company that tracks no class or
-            # location and numbers its own invoices: DocNumber from the job number, as before the upgrade.
-            assert default == stored
+            # location and numbers its own invoices: DocNumber from the job number, as before the upgrade —
+            # pinned (CRM), so that reading the company's preferences again cannot switch its numbering.
             assert default is not None and default.branch_id == ""
+            assert default.settings.invoice_numbering is InvoiceNumbering.CRM
+            stored = replace(stored, settings=replace(stored.settings, invoice_numbering=InvoiceNumbering.CRM))
+            assert default == stored
             assert (default.class_tracking, default.track_departments, default.custom_txn_numbers) == (
                 ClassTracking.OFF,
                 False,
                 True,
             )
-            assert (default.settings.invoice_numbering, default.settings.branch_mappings) == (None, ())
+            assert default.settings.branch_mappings == ()
             assert uow.connections.for_branch("t1", "north") == stored  # every branch syncs where it did
             assert uow.connections.of_tenant("t1") == [stored]
             assert uow.company_lookups.of_tenant("t1") == [LOOKUP]
@@ -253,6 +256,9 @@ def test_a_downgrade_keeps_the_default_connection_and_drops_the_branches(url_at_
     engine = create_engine_for(url_at_0018)
     try:
         with SqlAlchemyUnitOfWorkFactory(engine, box)() as uow:
-            assert uow.connections.of_tenant("t1") == [connection()]
+            # As it was, numbering pinned to the CRM's by the upgrade (see 0019).
+            pinned = connection()
+            pinned = replace(pinned, settings=replace(pinned.settings, invoice_numbering=InvoiceNumbering.CRM))
+            assert uow.connections.of_tenant("t1") == [pinned]
     finally:
         engine.dispose()

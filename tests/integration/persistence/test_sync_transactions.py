@@ -57,11 +57,13 @@ class _ConnectedCompanies(FakeQuickBooksCompanies):
         self._uow = uow
         self.handed: list[QuickBooksConnection | None] = []
 
-    def for_tenant(self, tenant_id: str, connection: QuickBooksConnection | None = None) -> FakeQuickBooks:
+    def for_tenant(
+        self, tenant_id: str, connection: QuickBooksConnection | None = None, *, branch_id: str = ""
+    ) -> FakeQuickBooks:
         self.handed.append(connection)
         if connection is None:
             with self._uow() as uow:
-                connection = uow.connections.get(tenant_id)
+                connection = uow.connections.get(tenant_id, branch_id=branch_id)
         assert connection is not None and connection.tenant_id == tenant_id
         return super().for_tenant(tenant_id, connection)
 

@@ -11,7 +11,10 @@ default connection's. `opportunities` stores the branch and service type the CRM
 job syncs to; both "" for rows written before.
 
 The new settings (`invoice_numbering`, `branch_mappings`) live in the settings' JSON, which reads a row written
-before them as unset: nothing to migrate there (codec.settings_from_json).
+before them as unset (codec.settings_from_json). Every existing connection is given `invoice_numbering` CRM
+explicitly, though: unset follows the company's custom-transaction-numbers preference once it is read again,
+which could switch a company whose books are numbered by its CRM's job numbers to QuickBooks' sequence in the
+middle of a month, with nobody having asked. A bookkeeper who wants QuickBooks' numbers sets it.
 
 No index, constraint or foreign key names either table's key but their primary keys, rebuilt here.
 
@@ -58,6 +61,18 @@ def upgrade() -> None:
     op.add_column("opportunities", _branch())
     op.add_column("opportunities", sa.Column("service_type", sa.String(), server_default="", nullable=False))
     op.add_column("sync_jobs", _branch())
+    _keep_crm_numbering()
+
+
+def _keep_crm_numbering() -> None:
+    """The settings' JSON of every connection gains "invoice_numbering": "CRM" (see the module's docstring)."""
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            "UPDATE quickbooks_connections SET settings = "
+            '(settings::jsonb || \'{"invoice_numbering": "CRM"}\'::jsonb)::text'
+        )
+    else:
+        op.execute("UPDATE quickbooks_connections SET settings = json_set(settings, '$.invoice_numbering', 'CRM')")
 
 
 def downgrade() -> None:
