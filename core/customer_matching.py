@@ -79,6 +79,7 @@ class CustomerMatching:
     def link(self, choice: CustomerChoice) -> None:
         """Remembers the choice (R1: reused from now on, with no query)."""
         record = choice.record
+        record.realm_id = self._run.realm_id or record.realm_id
         record.quickbooks_id = choice.customer.id
         record.display_name = choice.customer.display_name
         record.quickbooks_type = "Customer"

@@ -301,6 +301,8 @@ class SyncRecord:
     finding it set means an earlier attempt may have created the record, so look before creating (R7).
     `amount` is the total last written (payment amount, invoice total).
     `applied` (payments only) is what this payment applies to each invoice, by job id, as written.
+    `realm_id` is the QuickBooks company the record was written in (SPEC §10: Ids are only unique within one
+    company); "" for records written before qbsync kept it, taken as the company their connection has now.
     """
 
     tenant_id: str
@@ -317,6 +319,7 @@ class SyncRecord:
     display_name: str = ""
     amount: Decimal | None = None
     applied: dict[str, Decimal] = field(default_factory=dict)
+    realm_id: str = ""
 
     @property
     def resync_available(self) -> bool:

@@ -237,6 +237,20 @@ class PaymentAlreadyDepositedError(BookkeepingError):
         super().__init__(message, reason="PAYMENT_ALREADY_DEPOSITED")
 
 
+class CompanyChangedError(BookkeepingError):
+    """The record was written in another QuickBooks company than the one its job syncs to now (its branch got a
+    company of its own, or the connection was moved to another company: SPEC §10). QuickBooks Ids mean nothing
+    across companies, so qbsync neither updates it by its old Id nor writes a second copy; a person decides."""
+
+    def __init__(self, entity: object, was: str, now: str) -> None:
+        super().__init__(
+            f"{entity} was written to QuickBooks company {was}, but it now syncs to company {now}: qbsync does not "
+            "move records between companies. Book it in the company it is in (reconnect that company to its branch) "
+            "or void it there and have it written anew under a new id",
+            reason="COMPANY_CHANGED",
+        )
+
+
 class InvoiceTotalMismatchError(AccountingError):
     """QuickBooks' invoice total differs from the CRM's after the write (its own tax, its rounding): the
     job fails rather than leave a balance due the customer does not owe (SPEC §8). A person looks: the

@@ -312,6 +312,7 @@ class RecordWriter:
     ) -> None:
         if ref is not None:
             self._confirmed.add(record.entity)
+            record.realm_id = self._run.realm_id or record.realm_id  # the company it is in (SPEC §10)
             record.quickbooks_id = ref.id
             record.sync_token = ref.sync_token
             record.quickbooks_type = ref.kind.value

@@ -100,6 +100,7 @@ class SyncEngine:
             self._clock,
             lease,
             company=company,
+            realm_id=connection.realm_id if connection is not None else "",
             doc_number_prefix=_doc_number_prefix(connection),
             tracking=tracking.for_opportunity,
         )

@@ -23,7 +23,7 @@ from core.domain import (
     customer_link,
     in_lock_order,
 )
-from core.errors import FailedPreconditionError
+from core.errors import CompanyChangedError, FailedPreconditionError
 from core.lease import JobLease
 from core.ports import AccountingSystem, Clock, UnitOfWork, UnitOfWorkFactory
 
@@ -87,15 +87,19 @@ class SyncRun:
         lease: JobLease,
         *,
         company: str = "",
+        realm_id: str = "",
         doc_number_prefix: str | None = "",
         tracking: Callable[[Opportunity], Tracking] = lambda _: NO_TRACKING,
     ) -> None:
         """`company`: the branch of the connection the job syncs to ("" the default one: SPEC §10), whose
-        customers the run links; `doc_number_prefix`: the invoice DocNumber's prefix, None when QuickBooks
-        numbers invoices (InvoiceNumbering.QUICKBOOKS); `tracking`: the class and location of the job's
-        branch mapping, resolved on first use (core/branch_tracking.py)."""
+        customers the run links; `realm_id`: that connection's company ("" unknown: a fake), which every record
+        the run reads must be in (`CompanyChangedError`) and every record it writes is pinned to;
+        `doc_number_prefix`: the invoice DocNumber's prefix, None when QuickBooks numbers invoices
+        (InvoiceNumbering.QUICKBOOKS); `tracking`: the class and location of the job's branch mapping, resolved
+        on first use (core/branch_tracking.py)."""
         self.job = job
         self.company = company
+        self.realm_id = realm_id
         self.doc_number_prefix = doc_number_prefix
         self.tracking = tracking
         self.uow_factory = uow_factory
@@ -227,6 +231,8 @@ class SyncRun:
         return OpportunityBooks(opportunity, tuple(payments), tuple(closed), records)
 
     def _keep(self, entity: EntityRef, stored: SyncRecord | None) -> SyncRecord:
+        if stored is not None and stored.realm_id and self.realm_id and stored.realm_id != self.realm_id:
+            raise CompanyChangedError(entity, stored.realm_id, self.realm_id)
         record = stored or SyncRecord(tenant_id=self.tenant, entity=entity)
         self._records[entity] = record
         return record

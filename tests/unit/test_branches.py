@@ -335,3 +335,15 @@ def test_unset_numbering_follows_the_companys_custom_transaction_numbers(acme: B
     acme.company().set_preferences(custom_txn_numbers=True)
     acme.connections.refresh_company_preferences(TENANT)
     assert acme.connections.get_connection(acme.principal).invoice_numbering is InvoiceNumbering.CRM
+
+
+def test_a_record_is_never_updated_in_another_company_than_the_one_it_is_in(acme: Branches) -> None:
+    succeeded(acme.sync(opportunity("south"), payment("p1", "300.00")))  # south books into the default company
+    acme.connect("south", "300")  # then south gets a company of its own
+    acme.company("south").add_customer("Someone Else")  # whose Ids mean other records there
+
+    job = acme.sync(opportunity("south"), payment("p1", "310.00"))
+    assert job.state is SyncJobState.FAILED and job.error is not None
+    assert job.error.reason == "COMPANY_CHANGED" and "company 100" in job.error.message
+    assert [t.spec.amount for t in acme.company().live("Payment")] == [D("300.00")]  # left as it was
+    assert acme.company("south").live("Payment") == []  # and no second copy

@@ -196,6 +196,7 @@ class SyncRecordRow(Base):
     display_name: Mapped[str] = mapped_column(Text)
     amount: Mapped[Decimal | None] = mapped_column(ExactDecimal)
     applied: Mapped[str] = mapped_column(Text)  # {job_id: "amount"} as JSON
+    realm_id: Mapped[str] = mapped_column(String, server_default="")  # the company it was written in (0019)
 
 
 class SyncJobRow(Base):

@@ -569,6 +569,7 @@ def _record_from(row: Any) -> SyncRecord:  # a named tuple of sync_records' colu
         display_name=row.display_name,
         amount=row.amount,
         applied=codec.applied_from_json(row.applied),
+        realm_id=row.realm_id,
     )
 
 
@@ -589,6 +590,7 @@ def _record_values(record: SyncRecord) -> dict[str, Any]:
         "display_name": record.display_name,
         "amount": record.amount,
         "applied": codec.applied_to_json(record.applied),
+        "realm_id": record.realm_id,
     }
 
 

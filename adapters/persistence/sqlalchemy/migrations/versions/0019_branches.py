@@ -61,6 +61,9 @@ def upgrade() -> None:
     op.add_column("opportunities", _branch())
     op.add_column("opportunities", sa.Column("service_type", sa.String(), server_default="", nullable=False))
     op.add_column("sync_jobs", _branch())
+    # The company each record was written in: QuickBooks Ids are unique within one company only, so a record
+    # whose branch now syncs to another company must not be updated there by its old Id (core.sync_run).
+    op.add_column("sync_records", sa.Column("realm_id", sa.String(), server_default="", nullable=False))
     _keep_crm_numbering()
 
 
@@ -79,6 +82,7 @@ def downgrade() -> None:
     # The earlier schema holds one connection per tenant: the branches' own connections and look-ups go.
     op.execute("DELETE FROM quickbooks_connections WHERE branch_id <> ''")
     op.execute("DELETE FROM company_lookups WHERE branch_id <> ''")
+    op.drop_column("sync_records", "realm_id")
     op.drop_column("sync_jobs", "branch_id")
     op.drop_column("opportunities", "service_type")
     op.drop_column("opportunities", "branch_id")
