@@ -179,11 +179,15 @@ class Console:
     def _home_context(self, principal: Principal) -> dict[str, Any]:
         problems: list[str] = []
         connection = _attempt(lambda: self._connections.get_connection(principal), problems, none_on=NotFoundError)
+        every = _attempt(lambda: self._connections.list_connections(principal), problems) or []
         failed = _attempt(lambda: self._sync.list_errors(principal, ERRORS_PAGE, "")[0], problems) or []
         recent = _attempt(lambda: self._sync.recent_jobs(principal, RECENT_JOBS), problems) or []
         return {
             "tenant": principal.tenant_id,
             "connection": connection_view(connection),
+            # SPEC §10: the branches with a company of their own, each with its health (reconnected through the
+            # API or `qbsync connect --branch`: the console's OAuth flow reconnects the default connection).
+            "branches": [{"branch_id": c.branch_id, **(connection_view(c) or {})} for c in every if c.branch_id],
             "errors": [JobRow(job) for job in failed],
             "recent": [JobRow(job, self._quickbooks_url(principal, job)) for job in recent],
             "problems": problems,

@@ -24,7 +24,7 @@ from qbsync.bootstrap import bootstrap
 from qbsync.config import Settings
 from qbsync.runtime import Runtime
 from qbsync.v1 import sync_service_pb2_grpc
-from tests.e2e.emulated_company import connect_to_emulated
+from tests.e2e.emulated_company import connect_to_emulated, number_invoices_by_the_crm
 
 
 @dataclass
@@ -114,6 +114,7 @@ def emulated(tmp_path) -> Iterator[EmulatedServer]:  # type: ignore[no-untyped-d
     )
     emulator = run_emulator("127.0.0.1", 0)
     company = emulator.create_realm(company_name="Acme Movers")
+    number_invoices_by_the_crm(emulator, company["realm_id"])
     injector = bootstrap(settings=settings)  # the production wiring: QuickBooksModule over HTTP
     connect_to_emulated(injector.get(ConnectionService), "acme", company, emulator)
     runtime = Runtime(injector)

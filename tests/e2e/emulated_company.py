@@ -9,6 +9,12 @@ from core.connection import QuickBooksConnection
 from core.connections_service import ConnectionService
 
 
+def number_invoices_by_the_crm(emulator: EmulatorServer, realm_id: str) -> None:
+    """The company's custom transaction numbers turned on (a new QBO company has them off and numbers invoices
+    itself): qbsync then sends the CRM's job numbers as DocNumbers, as the stories that check them expect."""
+    emulator.state.realms[str(realm_id)].set_tracking_preferences({"custom_txn_numbers": True})
+
+
 def connect_to_emulated(
     connections: ConnectionService, tenant: str, company: dict[str, Any], emulator: EmulatorServer
 ) -> QuickBooksConnection:

@@ -35,6 +35,7 @@ from qbsync.v1 import connection_service_pb2 as c
 from qbsync.v1 import connection_service_pb2_grpc, sync_service_pb2_grpc
 from qbsync.v1 import resources_pb2 as r
 from qbsync.v1 import sync_service_pb2 as s
+from tests.e2e.emulated_company import number_invoices_by_the_crm
 from tests.e2e.test_sync_service import money, ts
 
 D = Decimal
@@ -177,8 +178,7 @@ def acme(stack: Stack) -> Acme:
     for branch in ("", "north"):
         company = stack.emulator.create_realm(company_name=f"Acme Movers {branch or 'HQ'}")
         realms[branch] = str(company["realm_id"])
-        # A company whose invoice numbers are its users' own (the CRM's), unless a story says otherwise.
-        stack.emulator.state.realms[realms[branch]].set_tracking_preferences({"custom_txn_numbers": True})
+        number_invoices_by_the_crm(stack.emulator, realms[branch])  # unless a story says otherwise
         stack.connections.connect_with_tokens(
             tenant,
             realms[branch],
@@ -276,7 +276,8 @@ def test_doc_numbers_never_collide_in_either_numbering_mode(acme: Acme) -> None:
         c.Settings(invoice_numbering=c.CRM, doc_number_prefix="AC-"), "invoice_numbering", "doc_number_prefix"
     )
     someone = acme.seed("Customer", {"DisplayName": "Typed By Hand"})
-    acme.seed("Invoice", {"CustomerRef": {"value": someone}, "DocNumber": "AC-1001", "Line": []})
+    line = {"Amount": "10.00", "DetailType": "SalesItemLineDetail", "SalesItemLineDetail": {"ItemRef": {"value": "1"}}}
+    acme.seed("Invoice", {"CustomerRef": {"value": someone}, "DocNumber": "AC-1001", "Line": [line]})  # typed in QBO
     job = acme.close_out("", "o1", "j1", "1001", "p1")
     assert job.state == r.SyncJob.STATE_FAILED and "AC-1001" in job.error.message
     assert [i["DocNumber"] for i in acme.records("Invoice")] == ["AC-1001"]
@@ -303,3 +304,22 @@ def test_connection_service_answers_per_branch(acme: Acme) -> None:
     with pytest.raises(grpc.RpcError) as missing:
         acme.stack.connection.GetConnection(c.GetConnectionRequest(branch_id="west"), metadata=acme.md)
     assert missing.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_a_branchs_company_throttled_by_quickbooks_holds_up_no_other_company(acme: Acme) -> None:
+    """Limits are per company: north's company answering 429 (its own minute used up) delays north's sync only."""
+    acme.admin("POST", "faults", {"kind": "throttle", "count": 50, "realm_id": acme.realms["north"]})
+    try:
+        north = acme.stack.sync.SyncPayment(
+            s.SyncPaymentRequest(opportunity=_opportunity("north", "o1"), payment=_payment("p1", "10.00")),
+            metadata=acme.md,
+        )
+        acme.stack.worker.drain()
+        held = acme.stack.sync.GetSyncJob(s.GetSyncJobRequest(name=north.name), metadata=acme.md)
+        assert held.state == r.SyncJob.STATE_PENDING  # backing off, retryable
+        assert "limiting requests" in held.error.message  # QUICKBOOKS_THROTTLED, retried after the wait
+        succeeded(acme.pay("", "o2", "p2", "20.00"))  # the default company syncs meanwhile
+    finally:
+        acme.admin("POST", "faults/clear", {})
+    assert [D(p["TotalAmt"]) for p in acme.records("Payment")] == [D("20.00")]
+    assert acme.records("Payment", "north") == []

@@ -25,6 +25,7 @@ from adapters.console.server import ConsoleServer
 from adapters.persistence.sqlalchemy.migrate import migrate
 from adapters.quickbooks.emulator import EmulatorServer, run_emulator
 from core.auth import ApiKeys, presented_key_id
+from core.connection import ConnectionState, QuickBooksConnection
 from core.connections_service import ConnectionService
 from core.domain import Permission
 from core.ports import UnitOfWorkFactory
@@ -216,6 +217,34 @@ def test_sign_in_takes_an_admin_key_only(page: Page, deployment: Deployment, cap
     deployment.keys.revoke(presented_key_id(admin_key))
     page.reload()
     expect(page).to_have_url(re.compile(r"/signin$"))
+
+
+def test_branches_with_a_company_of_their_own_are_listed_with_their_health(page: Page, deployment: Deployment) -> None:
+    factory: UnitOfWorkFactory = deployment.uow_factory  # type: ignore[assignment]
+    with factory() as uow:  # SPEC §10: north's own company, whose refresh token Intuit refused
+        uow.connections.save(
+            QuickBooksConnection(
+                tenant_id="acme",
+                branch_id="north",
+                realm_id="4242",
+                environment=deployment.emulator.discovery_url,
+                client_id="app",
+                client_secret="",
+                refresh_token="",
+                state=ConnectionState.RECONNECT_REQUIRED,
+                company_name="Acme North",
+                last_error="invalid_grant",
+            )
+        )
+        uow.commit()
+    sign_in(page, deployment.key())
+    expect(page.locator("#connection-state")).to_have_text("CONNECTED")  # the default connection, as before
+    row = page.locator("#branch-connections tr.branch-connection")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("north")
+    expect(row.locator(".state")).to_have_text("RECONNECT_REQUIRED")
+    expect(row).to_contain_text("Acme North (realm 4242)")
+    expect(row).to_contain_text("invalid_grant")
 
 
 def test_a_failed_job_is_retried_after_the_fix_and_another_is_dismissed(page: Page, deployment: Deployment) -> None:

@@ -30,13 +30,14 @@ from core.currency import CompanyCurrency
 
 TTL_SECONDS = 5.0
 
-# The four columns, not the row: the facts need no secret, hence no decryption.
+# The five columns, not the row: the facts need no secret, hence no decryption.
 _FACTS = routed_to_branch(
     select(
         QuickBooksConnectionRow.state,
         QuickBooksConnectionRow.home_currency,
         QuickBooksConnectionRow.multicurrency,
         QuickBooksConnectionRow.sales_tax,
+        QuickBooksConnectionRow.branch_id,  # the connection's: the branch's own, or the default's ""
     )
 )
 
@@ -50,11 +51,12 @@ def read_company_facts(engine: Engine, branch: Branch) -> CompanyFacts | None:
         row = connection.execute(_FACTS, {"tenant_id": tenant_id, "branch_id": branch_id}).first()
     if row is None:
         return None
-    state, home, multicurrency, sales_tax = row
+    state, home, multicurrency, sales_tax, connection_branch = row
     return CompanyFacts(
         ConnectionState(state),
         CompanyCurrency(home, multicurrency),
         None if sales_tax is None else SalesTax(sales_tax),
+        connection_branch,
     )
 
 

@@ -156,14 +156,24 @@ class FakeSyncService:
             job.update_time = T0 + timedelta(seconds=seconds)
 
     def get_status(
-        self, principal: Principal, entity: EntityRef, *, conversion_violations: Sequence[FieldViolation] = ()
+        self,
+        principal: Principal,
+        entity: EntityRef,
+        *,
+        branch_id: str = "",
+        conversion_violations: Sequence[FieldViolation] = (),
     ) -> SyncRecord:
         require(principal, Permission.READ)
         _raise_if_any(merge_violations(conversion_violations, _entity_violations(entity)))
         return SyncRecord(tenant_id=principal.tenant_id, entity=entity)
 
     def get_link(
-        self, principal: Principal, entity: EntityRef, *, conversion_violations: Sequence[FieldViolation] = ()
+        self,
+        principal: Principal,
+        entity: EntityRef,
+        *,
+        branch_id: str = "",
+        conversion_violations: Sequence[FieldViolation] = (),
     ) -> str:
         require(principal, Permission.QUICKBOOKS_VIEW)
         _raise_if_any(merge_violations(conversion_violations, _entity_violations(entity)))

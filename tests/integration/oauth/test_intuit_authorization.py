@@ -206,7 +206,7 @@ def test_a_company_that_cannot_be_read_at_connect_time_stays_connected_unread(
     assert connection.state is ConnectionState.CONNECTED and connection.home_currency == ""
 
     assert service.refresh_company_preferences("acme") == CompanyPreferences(
-        CompanyCurrency("USD", multicurrency=False), SalesTax.AUTOMATED
+        CompanyCurrency("USD", multicurrency=False), SalesTax.AUTOMATED, custom_txn_numbers=False
     )
     with uow() as unit:
         stored = unit.connections.get("acme")

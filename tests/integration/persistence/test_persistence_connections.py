@@ -21,7 +21,14 @@ from adapters.persistence.sqlalchemy.connections import MissingEncryptionKeyErro
 from adapters.persistence.sqlalchemy.migrate import alembic_config
 from core.company_preferences import CompanyPreferences
 from core.company_tax import SalesTax
-from core.connection import ConnectionState, ListRef, QuickBooksConnection, QuickBooksSettings, TokenGrant
+from core.connection import (
+    ConnectionState,
+    InvoiceNumbering,
+    ListRef,
+    QuickBooksConnection,
+    QuickBooksSettings,
+    TokenGrant,
+)
 from core.currency import CompanyCurrency
 from core.domain import PaymentMethod
 from core.errors import NotFoundError
@@ -555,11 +562,16 @@ def test_migration_0004_leaves_existing_connections_whole_and_unread(sql_backend
     _save(sql_backend, connection(home_currency="CAD", multicurrency=True))
     _migrate_to(sql_backend.url, "0003", down=True)
     _migrate_to(sql_backend.url, "head", down=False)
-    assert _get(sql_backend, "t1") == connection(home_currency="", multicurrency=False)
+    assert _get(sql_backend, "t1") == _numbered_by_the_crm(connection(home_currency="", multicurrency=False))
 
 
 def test_migration_0005_leaves_existing_connections_whole_with_the_sales_tax_unread(sql_backend: Backend) -> None:
     _save(sql_backend, connection(home_currency="CAD", sales_tax=SalesTax.MANUAL))
     _migrate_to(sql_backend.url, "0004", down=True)
     _migrate_to(sql_backend.url, "head", down=False)
-    assert _get(sql_backend, "t1") == connection(home_currency="CAD", sales_tax=None)
+    assert _get(sql_backend, "t1") == _numbered_by_the_crm(connection(home_currency="CAD", sales_tax=None))
+
+
+def _numbered_by_the_crm(expected: QuickBooksConnection) -> QuickBooksConnection:
+    """`expected` as migration 0019 leaves a connection made before it: its invoice numbering pinned to CRM."""
+    return replace(expected, settings=replace(expected.settings, invoice_numbering=InvoiceNumbering.CRM))

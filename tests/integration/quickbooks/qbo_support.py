@@ -69,6 +69,13 @@ class QboRig:
         credentials = requests.post(
             f"{server.admin_url}/realms", json={"company_name": "Mover & Sons"}, timeout=10
         ).json()
+        # A company whose users number its invoices (custom transaction numbers on; a new QBO company has them
+        # off): qbsync's invoices carry the CRM's job numbers, as the scenarios and the rules machine check.
+        requests.post(
+            f"{server.admin_url}/realms/{credentials['realm_id']}/preferences",
+            json={"custom_txn_numbers": True},
+            timeout=10,
+        )
         requests.post(
             f"{server.admin_url}/settings",
             json={"limits": emulator_limits or {"per_second": 0, "per_minute": 0, "concurrent": 0}},
