@@ -13,6 +13,8 @@ from core.currency import AmountCurrency, CompanyCurrency, currency_violations
 from core.domain import Job
 from core.errors import FailedPreconditionError, FieldViolation
 from core.ports import AccountingSystems, Clock, UnitOfWork, UnitOfWorkFactory
+from core.text import usable_as_id
+from core.validation import MAX_ID_LENGTH
 
 BRANCH_NOT_CONNECTED = "BRANCH_NOT_CONNECTED"
 
@@ -41,7 +43,7 @@ class CompanyChecks:
     ) -> list[FieldViolation]:
         """SPEC §7 against the currency of the company the branch syncs to, as last read from QuickBooks
         (core/currency.py)."""
-        if not any(amount.code for amount in currencies):
+        if not any(amount.code for amount in currencies) or not _storable(branch_id):
             return []  # an empty currency_code is the home currency, whatever it is: nothing to look up
         # The facts may be a few seconds old when another process changed the connection (the adapter's
         # cache); a change made here is seen at once, and so is the read below.
@@ -61,7 +63,7 @@ class CompanyChecks:
     def sales_tax_violations(self, tenant: str, job: Job, branch_id: str = "") -> list[FieldViolation]:
         """SPEC §8: a job charging tax for a company without sales tax set up in QuickBooks is refused
         (core/company_preferences.py), judged by the company's sales tax mode as last read."""
-        if job.tax <= 0:
+        if job.tax <= 0 or not _storable(branch_id):
             return []  # no tax charged: whatever the company's mode, nothing to look up
         connection = self._uow_factory.company_facts(tenant, branch_id)  # as for the currency
         if connection is None:
@@ -95,3 +97,9 @@ class CompanyChecks:
                 )
             ]
         return []
+
+
+def _storable(branch_id: str) -> bool:
+    """Whether the branch can be looked up at all: one validation refuses (a NUL, a line break) is never sent to
+    the database, whose answer would be an error of ours rather than the caller's INVALID_ARGUMENT."""
+    return usable_as_id(branch_id) and len(branch_id) <= MAX_ID_LENGTH
