@@ -307,6 +307,9 @@ def engine_company(
     injector = bootstrap(module, settings=Cluster(url, workdir).settings())
     company = requests.post(f"{server.admin_url}/realms", json={"company_name": name}, timeout=10).json()
     realm = str(company["realm_id"])
+    # A moving company whose invoices carry the CRM's job numbers (custom transaction numbers on): each new
+    # invoice's number is checked free in QuickBooks first (SPEC §10, one query), which the minimum counts.
+    requests.post(f"{server.admin_url}/realms/{realm}/preferences", json={"custom_txn_numbers": True}, timeout=10)
     injector.get(ConnectionService).connect_with_tokens(
         "movers",
         realm,
@@ -403,13 +406,15 @@ def engine_close_out(server: EmulatorServer, workdir: Path) -> EngineRun:
 
 
 # The engine's minimum: what the adapter path's batched scenario sends, plus what it takes as prepared —
-# the close-out's invoice, which its payments link (QBO items cannot see each other's new Ids).
+# the close-out's invoice, which its payments link (QBO items cannot see each other's new Ids), and the query
+# that checks the invoice's number free before it is created (SPEC §10, InvoiceNumbering.CRM).
 ENGINE_SCENARIOS: list[tuple[str, str, int, Callable[[EmulatorServer, Path], EngineRun]]] = [
     ("refunds", f"a payment with {REFUNDS} refunds: the refunds in 1 batch (engine)", 2, engine_refunds),
     (
         "close-out",
-        f"a close-out applying {CLOSE_OUT_PAYMENTS} payments: the invoice, then their updates in 1 batch (engine)",
-        2,
+        f"a close-out applying {CLOSE_OUT_PAYMENTS} payments: its number checked, the invoice, then their updates "
+        "in 1 batch (engine)",
+        3,
         engine_close_out,
     ),
 ]

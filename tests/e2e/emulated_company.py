@@ -2,11 +2,58 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
+import grpc
+from injector import Injector
+
+from adapters.persistence.sqlalchemy.migrate import migrate
+from adapters.quickbooks.emulator import run_emulator
 from adapters.quickbooks.emulator.server import EmulatorServer
 from core.connection import QuickBooksConnection
 from core.connections_service import ConnectionService
+from qbsync.bootstrap import bootstrap
+from qbsync.config import Settings
+from qbsync.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class ApiStack:
+    """qbsync's API role over a SQLite file, wired as in production (QuickBooksModule over HTTP to `emulator`),
+    with no workers: a story runs them itself (`injector.get(SyncWorker).drain()`)."""
+
+    channel: grpc.Channel
+    injector: Injector
+    emulator: EmulatorServer
+
+
+@contextmanager
+def api_stack(data_dir: Path) -> Iterator[ApiStack]:
+    database_url = f"sqlite:///{data_dir / 'qbsync.db'}"
+    migrate(database_url)
+    settings = replace(
+        Settings.from_env({"QBSYNC_DATA_DIR": str(data_dir)}),
+        database_url=database_url,
+        listen="127.0.0.1:0",
+        workers=0,
+        grace_seconds=2,
+        watch_poll_seconds=0.05,
+    )
+    emulator = run_emulator("127.0.0.1", 0)
+    injector = bootstrap(settings=settings)
+    runtime = Runtime(injector, role="api")
+    port = runtime.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield ApiStack(channel, injector, emulator)
+    finally:
+        channel.close()
+        runtime.stop(grace=1)
+        emulator.stop()
 
 
 def number_invoices_by_the_crm(emulator: EmulatorServer, realm_id: str) -> None:

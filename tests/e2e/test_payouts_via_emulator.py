@@ -12,7 +12,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -22,19 +22,15 @@ from google.rpc import error_details_pb2
 from google.type.date_pb2 import Date
 from grpc_status import rpc_status
 
-from adapters.persistence.sqlalchemy.migrate import migrate
-from adapters.quickbooks.emulator import EmulatorServer, run_emulator
+from adapters.quickbooks.emulator import EmulatorServer
 from core.auth import ApiKeys
 from core.connections_service import ConnectionService
 from core.domain import Permission
 from core.worker import SyncWorker
-from qbsync.bootstrap import bootstrap
-from qbsync.config import Settings
-from qbsync.runtime import Runtime
 from qbsync.v1 import resources_pb2 as r
 from qbsync.v1 import sync_service_pb2 as s
 from qbsync.v1 import sync_service_pb2_grpc
-from tests.e2e.emulated_company import connect_to_emulated
+from tests.e2e.emulated_company import api_stack, connect_to_emulated
 from tests.e2e.test_sync_service import money, opportunity, refund, ts
 
 D = Decimal
@@ -53,34 +49,14 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    data_dir = tmp_path_factory.mktemp("payouts")
-    database_url = f"sqlite:///{data_dir / 'qbsync.db'}"
-    migrate(database_url)
-    settings = replace(
-        Settings.from_env({"QBSYNC_DATA_DIR": str(data_dir)}),
-        database_url=database_url,
-        listen="127.0.0.1:0",
-        workers=0,
-        grace_seconds=2,
-        watch_poll_seconds=0.05,
-    )
-    emulator = run_emulator("127.0.0.1", 0)
-    injector = bootstrap(settings=settings)  # the production wiring: QuickBooksModule over HTTP
-    runtime = Runtime(injector, role="api")
-    port = runtime.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    try:
+    with api_stack(tmp_path_factory.mktemp("payouts")) as api:
         yield Stack(
-            sync_service_pb2_grpc.SyncServiceStub(channel),
-            injector.get(ApiKeys),
-            emulator,
-            injector.get(ConnectionService),
-            injector.get(SyncWorker),
+            sync_service_pb2_grpc.SyncServiceStub(api.channel),
+            api.injector.get(ApiKeys),
+            api.emulator,
+            api.injector.get(ConnectionService),
+            api.injector.get(SyncWorker),
         )
-    finally:
-        channel.close()
-        runtime.stop(grace=1)
-        emulator.stop()
 
 
 @dataclass

@@ -63,19 +63,20 @@ class QboRig:
         emulator_limits: dict[str, int] | None = None,
         uow_factory: UnitOfWorkFactory | None = None,
         company_lock: CompanyLock | None = None,
+        numbered_by_the_crm: bool = False,
     ) -> QboRig:
         """`uow_factory`: the tenant's storage (in memory unless given); `company_lock`: the deployment's
-        (in-process unless given)."""
+        (in-process unless given); `numbered_by_the_crm`: the company's custom transaction numbers on (a new QBO
+        company has them off), so that invoices synced through the core carry the CRM's job numbers."""
         credentials = requests.post(
             f"{server.admin_url}/realms", json={"company_name": "Mover & Sons"}, timeout=10
         ).json()
-        # A company whose users number its invoices (custom transaction numbers on; a new QBO company has them
-        # off): qbsync's invoices carry the CRM's job numbers, as the scenarios and the rules machine check.
-        requests.post(
-            f"{server.admin_url}/realms/{credentials['realm_id']}/preferences",
-            json={"custom_txn_numbers": True},
-            timeout=10,
-        )
+        if numbered_by_the_crm:
+            requests.post(
+                f"{server.admin_url}/realms/{credentials['realm_id']}/preferences",
+                json={"custom_txn_numbers": True},
+                timeout=10,
+            )
         requests.post(
             f"{server.admin_url}/settings",
             json={"limits": emulator_limits or {"per_second": 0, "per_minute": 0, "concurrent": 0}},

@@ -98,7 +98,8 @@ class EmulatedSide(EmulatedCompany):
 
     def __init__(self, server: EmulatorServer) -> None:
         # Intuit's 10 requests a second would pace the machine's thousands of calls; the limiter has its own tests.
-        super().__init__(QboRig.connect(server, limits=UNPACED))
+        # The machine's invoices carry the CRM's job numbers (R6 checks them): custom transaction numbers on.
+        super().__init__(QboRig.connect(server, limits=UNPACED, numbered_by_the_crm=True))
         core = CoreRig(self.rig)
         self.service = core.service
         self.worker = core.worker
