@@ -419,11 +419,11 @@ class ConnectionService:
         if not mappings:
             return []
         company = CompanyTracking.of(connection)
-        problems = lambda item: company.problems(_only(item))  # noqa: E731 - read twice below
-        if any(problems(item) for item in mappings):
+        if any(company.problems(_only(item)) for item in mappings):
             preferences = self.refresh_company_preferences(connection.tenant_id, connection.branch_id)
             company = CompanyTracking.of(preferences) if preferences is not None else company
-        return [FieldViolation(item.field, "; ".join(problems(item))) for item in mappings if problems(item)]
+        found = [(item, company.problems(_only(item))) for item in mappings]
+        return [FieldViolation(item.field, "; ".join(problems)) for item, problems in found if problems]
 
     def _blank(self, tenant_id: str, environment: str, branch_id: str = "") -> QuickBooksConnection:
         return QuickBooksConnection(
