@@ -18,6 +18,7 @@ from core.domain import Permission, Principal
 from core.errors import AccountingError
 from core.limits import FieldLimits
 from core.ports import UNFENCED, AccountingSystem, AccountingSystems, ForwardingAccountingSystem, WriteFence
+from core.preview import SyncPreview
 from core.service import SyncService
 from core.sync_engine import SyncEngine
 from core.worker import SyncWorker
@@ -78,6 +79,7 @@ class Harness:
         accounting = self.accounting or self.companies
         self.service = SyncService(self.uow_factory, accounting, self.clock, self.ids)
         self.engine = SyncEngine(self.uow_factory, accounting, self.clock)
+        self.preview = SyncPreview(self.uow_factory, accounting, self.clock, self.ids)
         self.worker = SyncWorker(
             self.uow_factory,
             self.engine,
