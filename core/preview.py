@@ -34,7 +34,7 @@ from core.accounting import (
     TxnSpec,
 )
 from core.connection import QuickBooksConnection
-from core.domain import EntityRef, EntityType, SyncJob
+from core.domain import EntityRef, EntityType
 from core.errors import AccountingError
 from core.lease import JobLease
 from core.limits import FieldLimits
@@ -200,7 +200,7 @@ class SyncPreview:
         self._clock = clock
         self._ids = ids
 
-    def preview(self, accept: Callable[[SyncService], SyncJob]) -> list[PlannedOperation]:
+    def preview(self, accept: Callable[[SyncService], object]) -> list[PlannedOperation]:
         """The writes of the sync that `accept` asks of a `SyncService` (e.g. `lambda s: s.sync_payment(...)`),
         every job the sync queues (a payout's payments first) run in turn.
         Raises: what the sync's use case raises on accept (ValidationError...), then what its run would fail

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from datetime import datetime
+from types import TracebackType
 from typing import Self, TypeVar
 
 from core.company_lookups import CompanyLookup, LookupKind
@@ -379,6 +380,12 @@ class PreviewUnitOfWork(UnitOfWork):
 
     def __init__(self, base: UnitOfWork, overlay: _Overlay) -> None:
         self._base = base
+        self._overlay = overlay
+
+    def __enter__(self) -> Self:
+        # The repositories are made once the storage's unit of work is entered: an adapter may make its own
+        # only then (SqlAlchemyUnitOfWork does).
+        base, overlay = self._base.__enter__(), self._overlay
         self.tenants = _ReadOnlyTenants(base)
         self.api_keys = _ReadOnlyApiKeys(base)
         self.snapshots = _OverlaySnapshots(base, overlay)
@@ -387,13 +394,14 @@ class PreviewUnitOfWork(UnitOfWork):
         self.audit = _PreviewAudit(base, overlay)
         self.connections = _ReadOnlyConnections(base)
         self.company_lookups = _OverlayLookups(base, overlay)
-
-    def __enter__(self) -> Self:
-        self._base.__enter__()
         return self
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._base.__exit__(None, None, None)  # the storage's read-only transaction: nothing to commit
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # The storage's read-only transaction, ended (nothing to commit): given the block's error, so that it
+        # reports a storage failure as it does for any unit of work (StorageUnavailableError).
+        self._base.__exit__(exc_type, exc, tb)
 
     def commit(self) -> None:
         """The preview's writes applied when made (see the module docstring)."""

@@ -35,6 +35,7 @@ from core.ports import (
     UnitOfWorkFactory,
     WorkSignal,
 )
+from core.preview import SyncPreview
 from core.service import SyncService
 from core.sync_engine import SyncEngine
 from core.worker import SyncWorker
@@ -88,6 +89,13 @@ class CoreModule(Module):
         self, uow: UnitOfWorkFactory, accounting: AccountingSystems, clock: Clock, ids: IdSource
     ) -> SyncService:
         return SyncService(uow, accounting, clock, ids)
+
+    @singleton
+    @provider
+    def sync_preview(
+        self, uow: UnitOfWorkFactory, accounting: AccountingSystems, clock: Clock, ids: IdSource
+    ) -> SyncPreview:
+        return SyncPreview(uow, accounting, clock, ids)
 
     @singleton
     @provider
@@ -147,9 +155,12 @@ class GrpcModule(Module):
 
     @singleton
     @provider
-    def sync_servicer(self, service: SyncService, settings: Settings, uow: UnitOfWorkFactory) -> SyncServicer:
+    def sync_servicer(
+        self, service: SyncService, preview: SyncPreview, settings: Settings, uow: UnitOfWorkFactory
+    ) -> SyncServicer:
         return SyncServicer(
             service,
+            preview=preview,
             poll_seconds=settings.watch_poll_seconds,
             changes=job_changes_for(uow),
             max_streams_per_key=settings.max_streams_per_key,

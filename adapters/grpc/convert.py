@@ -37,9 +37,9 @@ from decimal import (
     localcontext,
 )
 from operator import attrgetter
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.type import date_pb2, money_pb2
@@ -68,6 +68,7 @@ from core.domain import (
 )
 from core.errors import FieldViolation, quoted
 from core.money import CENT
+from core.preview import PlannedAction, PlannedOperation
 from qbsync.v1 import resources_pb2, sync_service_pb2
 
 # Stand-ins for values that could not be converted; see the module docstring.
@@ -722,3 +723,22 @@ def sync_status_to_proto(record: SyncRecord) -> resources_pb2.SyncStatus:
     if record.last_synced_time is not None:
         set_timestamp(msg.last_synced_time, record.last_synced_time)
     return msg
+
+
+# --- previews -------------------------------------------------------------------------------------------
+
+_PLANNED_ACTIONS = {a: sync_service_pb2.PlannedAction.Value(f"PLANNED_ACTION_{a.value}") for a in PlannedAction}
+
+
+def planned_operation_to_proto(operation: PlannedOperation) -> sync_service_pb2.PlannedOperation:
+    """`fields` is JSON-able already (amounts as decimal strings): a Struct holds it as is."""
+    fields = struct_pb2.Struct()
+    fields.update(cast(dict[str, Any], operation.fields))
+    return sync_service_pb2.PlannedOperation(
+        entity=entity_ref_to_proto(operation.entity),
+        quickbooks_entity=operation.quickbooks_entity,
+        action=_PLANNED_ACTIONS[operation.action],
+        quickbooks_id=operation.quickbooks_id,
+        amount=money_to_proto(operation.amount) if operation.amount is not None else None,
+        fields=fields,
+    )

@@ -9,7 +9,7 @@ ErrorMappingInterceptor turns them into statuses.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Protocol, TypeVar
 
@@ -20,9 +20,10 @@ from adapters.grpc.auth import current_principal, presented_key
 from adapters.grpc.watch import DEFAULT_MAX_STREAMS_PER_KEY, JobChanges, SendResponse, WatchHub
 from core.auth import hash_key
 from core.currency import AmountCurrency
-from core.domain import EntityRef, Principal, SyncJob
-from core.errors import FieldViolation
-from core.service import SyncService
+from core.domain import EntityRef, Permission, Principal, SyncJob
+from core.errors import FieldViolation, ValidationError
+from core.preview import SyncPreview
+from core.service import SyncService, require
 from qbsync.v1 import resources_pb2, sync_service_pb2, sync_service_pb2_grpc
 
 DEFAULT_POLL_SECONDS = 0.1
@@ -76,10 +77,13 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         changes: JobChanges | None = None,
         max_streams_per_key: int = DEFAULT_MAX_STREAMS_PER_KEY,
+        preview: SyncPreview | None = None,
     ) -> None:
         """WatchSyncJob's streams are fed by `changes` (one feed for all of them; without one, each watched
-        job is re-read every `poll_seconds`), at most `max_streams_per_key` open per API key."""
+        job is re-read every `poll_seconds`), at most `max_streams_per_key` open per API key. PreviewSync
+        runs on `preview` (none: the RPC is UNIMPLEMENTED, as a servicer built for other tests has it)."""
         self._service = service
+        self._preview = preview
         self._poll_seconds = poll_seconds
         self.watch = WatchHub(service, changes, poll_seconds=poll_seconds, max_streams_per_key=max_streams_per_key)
 
@@ -129,6 +133,19 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
     ) -> resources_pb2.SyncJob:
         return convert.sync_job_to_proto(self._service.dismiss(current_principal(), request.name))
 
+    def PreviewSync(
+        self, request: sync_service_pb2.PreviewSyncRequest, context: grpc.ServicerContext
+    ) -> sync_service_pb2.PreviewSyncResponse:
+        """The sync RPC's own conversion and use case, run by the preview (core/preview.py) on its storage."""
+        preview = self._preview
+        if preview is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "PreviewSync is not served here")
+            raise AssertionError("unreachable: abort raises")
+        operations = preview.preview(_previewed_sync(request, current_principal()))
+        return sync_service_pb2.PreviewSyncResponse(
+            operations=[convert.planned_operation_to_proto(o) for o in operations]
+        )
+
     # --- reading --------------------------------------------------------------------------------
 
     def GetSyncJob(
@@ -163,3 +180,36 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
         return sync_service_pb2.ListSyncErrorsResponse(
             sync_jobs=[convert.sync_job_to_proto(job) for job in jobs], next_page_token=next_page_token
         )
+
+
+def _previewed_sync(
+    request: sync_service_pb2.PreviewSyncRequest, principal: Principal
+) -> Callable[[SyncService], object]:
+    """What the sync RPC of the request's body would do, as a call on the `SyncService` a preview gives it."""
+    kind = request.WhichOneof("sync")
+    if kind == "sync_payment":
+        pay = convert.payment_request_from_proto(request.sync_payment)
+
+        def sync_payment(s: SyncService) -> object:
+            return _accept(pay, partial(s.sync_payment, principal, pay.opportunity, pay.payment))
+
+        return sync_payment
+    if kind == "close_out_job" or kind == "sync_invoice":
+        job = convert.job_request_from_proto(getattr(request, kind))
+
+        def sync_job(s: SyncService) -> object:
+            use_case = s.close_out_job if kind == "close_out_job" else s.sync_invoice
+            return _accept(job, partial(use_case, principal, job.opportunity, job.job, job.payments))
+
+        return sync_job
+    if kind == "sync_payout":
+        payout = convert.payout_request_from_proto(request.sync_payout)
+
+        def sync_payout(s: SyncService) -> object:
+            return _accept(payout, partial(s.sync_payout, principal, payout.payout))
+
+        return sync_payout
+    require(principal, Permission.SYNC)  # as every sync: a caller without it learns nothing from bad input
+    raise ValidationError(
+        [FieldViolation("sync", "is required: one of sync_payment, close_out_job, sync_invoice, sync_payout")]
+    )

@@ -6,7 +6,10 @@ The sync API the CRM calls when payments are taken or refunded and when jobs are
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.type import money_pb2 as _money_pb2
 from qbsync.v1 import resources_pb2 as _resources_pb2
 import builtins as _builtins
 import sys
@@ -18,6 +21,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _PlannedAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PlannedActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PlannedAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PLANNED_ACTION_UNSPECIFIED: _PlannedAction.ValueType  # 0
+    """Not set; never returned."""
+    PLANNED_ACTION_CREATE: _PlannedAction.ValueType  # 1
+    """A new QuickBooks record."""
+    PLANNED_ACTION_UPDATE: _PlannedAction.ValueType  # 2
+    """The QuickBooks record `quickbooks_id`, updated in place (R6)."""
+    PLANNED_ACTION_VOID: _PlannedAction.ValueType  # 3
+    """The QuickBooks record `quickbooks_id`, voided (VoidPayment, VoidInvoice)."""
+
+class PlannedAction(_PlannedAction, metaclass=_PlannedActionEnumTypeWrapper):
+    """What a planned QuickBooks write does to its record."""
+
+PLANNED_ACTION_UNSPECIFIED: PlannedAction.ValueType  # 0
+"""Not set; never returned."""
+PLANNED_ACTION_CREATE: PlannedAction.ValueType  # 1
+"""A new QuickBooks record."""
+PLANNED_ACTION_UPDATE: PlannedAction.ValueType  # 2
+"""The QuickBooks record `quickbooks_id`, updated in place (R6)."""
+PLANNED_ACTION_VOID: PlannedAction.ValueType  # 3
+"""The QuickBooks record `quickbooks_id`, voided (VoidPayment, VoidInvoice)."""
+Global___PlannedAction: _TypeAlias = PlannedAction  # noqa: Y015
 
 @_typing.final
 class SyncPaymentRequest(_message.Message):
@@ -363,3 +394,123 @@ class DismissSyncErrorRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DismissSyncErrorRequest: _TypeAlias = DismissSyncErrorRequest  # noqa: Y015
+
+@_typing.final
+class PreviewSyncRequest(_message.Message):
+    """Request of PreviewSync: the body of one sync RPC."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYNC_PAYMENT_FIELD_NUMBER: _builtins.int
+    CLOSE_OUT_JOB_FIELD_NUMBER: _builtins.int
+    SYNC_INVOICE_FIELD_NUMBER: _builtins.int
+    SYNC_PAYOUT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sync_payment(self) -> Global___SyncPaymentRequest:
+        """What SyncPayment would write."""
+
+    @_builtins.property
+    def close_out_job(self) -> Global___CloseOutJobRequest:
+        """What CloseOutJob would write."""
+
+    @_builtins.property
+    def sync_invoice(self) -> Global___SyncInvoiceRequest:
+        """What SyncInvoice would write."""
+
+    @_builtins.property
+    def sync_payout(self) -> Global___SyncPayoutRequest:
+        """What SyncPayout would write (with the payments it queues, first)."""
+
+    def __init__(
+        self,
+        *,
+        sync_payment: Global___SyncPaymentRequest | None = ...,
+        close_out_job: Global___CloseOutJobRequest | None = ...,
+        sync_invoice: Global___SyncInvoiceRequest | None = ...,
+        sync_payout: Global___SyncPayoutRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["close_out_job", b"close_out_job", "sync", b"sync", "sync_invoice", b"sync_invoice", "sync_payment", b"sync_payment", "sync_payout", b"sync_payout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["close_out_job", b"close_out_job", "sync", b"sync", "sync_invoice", b"sync_invoice", "sync_payment", b"sync_payment", "sync_payout", b"sync_payout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_sync: _TypeAlias = _typing.Literal["sync_payment", "close_out_job", "sync_invoice", "sync_payout"]  # noqa: Y015
+    _WhichOneofArgType_sync: _TypeAlias = _typing.Literal["sync", b"sync"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_sync) -> _WhichOneofReturnType_sync | None: ...
+
+Global___PreviewSyncRequest: _TypeAlias = PreviewSyncRequest  # noqa: Y015
+
+@_typing.final
+class PreviewSyncResponse(_message.Message):
+    """Response of PreviewSync."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def operations(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlannedOperation]:
+        """The writes, in the order the sync would send them; none when everything is in QuickBooks as sent."""
+
+    def __init__(
+        self,
+        *,
+        operations: _abc.Iterable[Global___PlannedOperation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operations", b"operations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewSyncResponse: _TypeAlias = PreviewSyncResponse  # noqa: Y015
+
+@_typing.final
+class PlannedOperation(_message.Message):
+    """One QuickBooks write a sync would make."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITY_FIELD_NUMBER: _builtins.int
+    QUICKBOOKS_ENTITY_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    QUICKBOOKS_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    quickbooks_entity: _builtins.str
+    """The QuickBooks entity: "Customer", "Payment", "Purchase" (a refund's expense), "Invoice" or "Deposit"."""
+    action: Global___PlannedAction.ValueType
+    """Create, update or void."""
+    quickbooks_id: _builtins.str
+    """The QuickBooks Id of the record updated or voided; empty for a create, whose made-up Id
+    ("preview-1", ...) is `fields.Id`, as later operations of the same preview link it.
+    """
+    @_builtins.property
+    def entity(self) -> _resources_pb2.EntityRef:
+        """The CRM record written (a payout's deposit: type PAYOUT)."""
+
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """The payment's, the refund's, the invoice's or the deposit's total; unset for a customer."""
+
+    @_builtins.property
+    def fields(self) -> _struct_pb2.Struct:
+        """The main fields written, by their QuickBooks names (`DocNumber`, `TxnDate`, `CustomerRef`, `Line`,
+        `TotalAmt`...), amounts as decimal strings.
+        """
+
+    def __init__(
+        self,
+        *,
+        entity: _resources_pb2.EntityRef | None = ...,
+        quickbooks_entity: _builtins.str = ...,
+        action: Global___PlannedAction.ValueType = ...,
+        quickbooks_id: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        fields: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "entity", b"entity", "fields", b"fields"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "amount", b"amount", "entity", b"entity", "fields", b"fields", "quickbooks_entity", b"quickbooks_entity", "quickbooks_id", b"quickbooks_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlannedOperation: _TypeAlias = PlannedOperation  # noqa: Y015

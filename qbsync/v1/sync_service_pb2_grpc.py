@@ -96,6 +96,11 @@ class SyncServiceStub:
                 request_serializer=qbsync_dot_v1_dot_sync__service__pb2.DismissSyncErrorRequest.SerializeToString,
                 response_deserializer=qbsync_dot_v1_dot_resources__pb2.SyncJob.FromString,
                 _registered_method=True)
+        self.PreviewSync = channel.unary_unary(
+                '/qbsync.v1.SyncService/PreviewSync',
+                request_serializer=qbsync_dot_v1_dot_sync__service__pb2.PreviewSyncRequest.SerializeToString,
+                response_deserializer=qbsync_dot_v1_dot_sync__service__pb2.PreviewSyncResponse.FromString,
+                _registered_method=True)
 
 
 class SyncServiceServicer:
@@ -195,6 +200,21 @@ class SyncServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PreviewSync(self, request, context):
+        """Lists the QuickBooks writes the sync of the request would make now (SPEC §11), writing nothing: no
+        job, record or snapshot is stored and QuickBooks is only read where the sync would read it (the
+        customer match, the company's settings, a resynced record's live state). The request is checked as
+        its sync RPC checks it, with the same errors and the same field paths (`payment.amount`, not
+        `sync_payment.payment.amount`); a sync that would fail in its run (a payout waiting for payments
+        still queued) fails here with its reason. Needs the `sync` permission, not `read`: a preview runs
+        all of the sync but its writes, sees the company's customers and books, and spends the company's
+        QuickBooks request allowance as the sync would. Not idempotent (nothing is stored): `request_id`
+        is checked, not looked up.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SyncServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -252,6 +272,11 @@ def add_SyncServiceServicer_to_server(servicer, server):
                     servicer.DismissSyncError,
                     request_deserializer=qbsync_dot_v1_dot_sync__service__pb2.DismissSyncErrorRequest.FromString,
                     response_serializer=qbsync_dot_v1_dot_resources__pb2.SyncJob.SerializeToString,
+            ),
+            'PreviewSync': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewSync,
+                    request_deserializer=qbsync_dot_v1_dot_sync__service__pb2.PreviewSyncRequest.FromString,
+                    response_serializer=qbsync_dot_v1_dot_sync__service__pb2.PreviewSyncResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -557,6 +582,33 @@ class SyncService:
             '/qbsync.v1.SyncService/DismissSyncError',
             qbsync_dot_v1_dot_sync__service__pb2.DismissSyncErrorRequest.SerializeToString,
             qbsync_dot_v1_dot_resources__pb2.SyncJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewSync(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qbsync.v1.SyncService/PreviewSync',
+            qbsync_dot_v1_dot_sync__service__pb2.PreviewSyncRequest.SerializeToString,
+            qbsync_dot_v1_dot_sync__service__pb2.PreviewSyncResponse.FromString,
             options,
             channel_credentials,
             insecure,

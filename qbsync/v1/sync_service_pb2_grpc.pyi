@@ -78,6 +78,17 @@ class SyncServiceStub:
     Needs the `sync` permission. A job that is not FAILED is FAILED_PRECONDITION; dismissing a dismissed
     job again returns it unchanged.
     """
+    PreviewSync: _grpc.UnaryUnaryMultiCallable[_sync_service_pb2.PreviewSyncRequest, _sync_service_pb2.PreviewSyncResponse]
+    """Lists the QuickBooks writes the sync of the request would make now (SPEC §11), writing nothing: no
+    job, record or snapshot is stored and QuickBooks is only read where the sync would read it (the
+    customer match, the company's settings, a resynced record's live state). The request is checked as
+    its sync RPC checks it, with the same errors and the same field paths (`payment.amount`, not
+    `sync_payment.payment.amount`); a sync that would fail in its run (a payout waiting for payments
+    still queued) fails here with its reason. Needs the `sync` permission, not `read`: a preview runs
+    all of the sync but its writes, sees the company's customers and books, and spends the company's
+    QuickBooks request allowance as the sync would. Not idempotent (nothing is stored): `request_id`
+    is checked, not looked up.
+    """
 
 @_typing.type_check_only
 class SyncServiceAsyncStub(SyncServiceStub):
@@ -127,6 +138,17 @@ class SyncServiceAsyncStub(SyncServiceStub):
     history, GetSyncJob still returns it (with `dismiss_time` set), and RetrySync may still run it again.
     Needs the `sync` permission. A job that is not FAILED is FAILED_PRECONDITION; dismissing a dismissed
     job again returns it unchanged.
+    """
+    PreviewSync: _aio.UnaryUnaryMultiCallable[_sync_service_pb2.PreviewSyncRequest, _sync_service_pb2.PreviewSyncResponse]  # type: ignore[assignment]
+    """Lists the QuickBooks writes the sync of the request would make now (SPEC §11), writing nothing: no
+    job, record or snapshot is stored and QuickBooks is only read where the sync would read it (the
+    customer match, the company's settings, a resynced record's live state). The request is checked as
+    its sync RPC checks it, with the same errors and the same field paths (`payment.amount`, not
+    `sync_payment.payment.amount`); a sync that would fail in its run (a payout waiting for payments
+    still queued) fails here with its reason. Needs the `sync` permission, not `read`: a preview runs
+    all of the sync but its writes, sees the company's customers and books, and spends the company's
+    QuickBooks request allowance as the sync would. Not idempotent (nothing is stored): `request_id`
+    is checked, not looked up.
     """
 
 class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -240,6 +262,23 @@ class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
         history, GetSyncJob still returns it (with `dismiss_time` set), and RetrySync may still run it again.
         Needs the `sync` permission. A job that is not FAILED is FAILED_PRECONDITION; dismissing a dismissed
         job again returns it unchanged.
+        """
+
+    @_abc_1.abstractmethod
+    def PreviewSync(
+        self,
+        request: _sync_service_pb2.PreviewSyncRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sync_service_pb2.PreviewSyncResponse, _abc.Awaitable[_sync_service_pb2.PreviewSyncResponse]]:
+        """Lists the QuickBooks writes the sync of the request would make now (SPEC §11), writing nothing: no
+        job, record or snapshot is stored and QuickBooks is only read where the sync would read it (the
+        customer match, the company's settings, a resynced record's live state). The request is checked as
+        its sync RPC checks it, with the same errors and the same field paths (`payment.amount`, not
+        `sync_payment.payment.amount`); a sync that would fail in its run (a payout waiting for payments
+        still queued) fails here with its reason. Needs the `sync` permission, not `read`: a preview runs
+        all of the sync but its writes, sees the company's customers and books, and spends the company's
+        QuickBooks request allowance as the sync would. Not idempotent (nothing is stored): `request_id`
+        is checked, not looked up.
         """
 
 def add_SyncServiceServicer_to_server(servicer: SyncServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

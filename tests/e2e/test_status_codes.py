@@ -213,6 +213,15 @@ def every_rpc(api: Api, md: list[tuple[str, str]]) -> list[tuple[str, object]]:
             "DismissSyncError",
             lambda: api.stub.DismissSyncError(s.DismissSyncErrorRequest(name="syncJobs/x"), metadata=md),
         ),
+        (
+            "PreviewSync",
+            lambda: api.stub.PreviewSync(
+                s.PreviewSyncRequest(
+                    sync_payment=s.SyncPaymentRequest(opportunity=opportunity(), payment=payment("pay-2"))
+                ),
+                metadata=md,
+            ),
+        ),
     ]
 
 

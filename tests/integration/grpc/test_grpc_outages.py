@@ -111,6 +111,9 @@ def every_call(channel: grpc.Channel) -> dict[str, Callable[[], object]]:
         "ListSyncErrors": lambda: sync.ListSyncErrors(s.ListSyncErrorsRequest(), metadata=MD),
         "RetrySync": lambda: sync.RetrySync(s.RetrySyncRequest(name="syncJobs/1"), metadata=MD),
         "DismissSyncError": lambda: sync.DismissSyncError(s.DismissSyncErrorRequest(name="syncJobs/1"), metadata=MD),
+        "PreviewSync": lambda: sync.PreviewSync(
+            s.PreviewSyncRequest(sync_payment=s.SyncPaymentRequest(opportunity=opportunity(), payment=pay)), metadata=MD
+        ),
         "GetConnection": lambda: connections.GetConnection(cs.GetConnectionRequest(), metadata=MD),
     }
 
