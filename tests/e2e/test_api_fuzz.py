@@ -160,6 +160,7 @@ def check_answer(api: LiveApi, method: str, request: bytes) -> None:
     error = api.call(method, request)
     event(f"{method}: {'OK' if error is None else error.code().name}")  # --hypothesis-show-statistics
     if error is None:
+        assert method != "PreviewSync" or api.stored() == before, "a preview stored something"
         return
     code = error.code()
     if METHODS[method].server_streaming and code is grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -338,6 +339,13 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Message]] = {
     ),
     "RetrySync": st.builds(s.RetrySyncRequest, name=JOB_NAMES),
     "DismissSyncError": st.builds(s.DismissSyncErrorRequest, name=JOB_NAMES),
+    "PreviewSync": st.one_of(
+        payment_requests().map(lambda body: s.PreviewSyncRequest(sync_payment=body)),
+        job_requests(s.CloseOutJobRequest).map(lambda body: s.PreviewSyncRequest(close_out_job=body)),  # type: ignore[arg-type]
+        job_requests(s.SyncInvoiceRequest).map(lambda body: s.PreviewSyncRequest(sync_invoice=body)),  # type: ignore[arg-type]
+        payout_requests().map(lambda body: s.PreviewSyncRequest(sync_payout=body)),
+        st.just(s.PreviewSyncRequest()),
+    ),
 }
 
 
@@ -498,6 +506,7 @@ test_random_GetQuickBooksLink_requests_are_never_our_error = fuzz_method("GetQui
 test_random_ListSyncErrors_requests_are_never_our_error = fuzz_method("ListSyncErrors")
 test_random_RetrySync_requests_are_never_our_error = fuzz_method("RetrySync")
 test_random_DismissSyncError_requests_are_never_our_error = fuzz_method("DismissSyncError")
+test_random_PreviewSync_requests_are_never_our_error = fuzz_method("PreviewSync")
 test_random_GetAuthorizationUrl_requests_are_never_our_error = fuzz_method("GetAuthorizationUrl")
 test_random_CompleteAuthorization_requests_are_never_our_error = fuzz_method("CompleteAuthorization")
 test_random_GetConnection_requests_are_never_our_error = fuzz_method("GetConnection")
