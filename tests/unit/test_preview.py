@@ -230,3 +230,16 @@ def test_the_permission_is_sync(h: Harness) -> None:
     reader = h.principal(permissions=frozenset({Permission.READ}))
     with pytest.raises(PermissionDeniedError):
         h.preview.preview(lambda s: s.sync_payment(reader, OPP, payment()))
+
+
+def test_a_record_deleted_in_quickbooks_is_planned_as_recreated(h: Harness) -> None:
+    p = h.principal()
+    h.service.sync_payment(p, OPP, payment())
+    h.worker.drain()
+    qbo = h.qbo()
+    (pay,) = qbo.live("Payment")
+    qbo.delete(pay.id)
+    reads = qbo.live_reads
+    operations = previewed(h, lambda s: s.sync_payment(p, OPP, payment()))  # R6: the resync reads it live
+    assert qbo.live_reads > reads
+    assert summary(operations) == [(ref(EntityType.PAYMENT, "p1"), "Payment", CREATE, "", D("500.00"))]
