@@ -3,7 +3,7 @@ writes laid over it in memory and thrown away with it.
 
 Why an overlay of the whole unit of work rather than a `SyncRun` that keeps its records to itself: a preview
 runs the real use case (its validation and its staging of the request's snapshots: the same
-INVALID_ARGUMENT, FAILED_PRECONDITION, ALREADY_EXISTS of a refund that is another payment's...) and then
+INVALID_ARGUMENT of a refund that is another payment's, FAILED_PRECONDITION, ALREADY_EXISTS...) and then
 the real engine on the jobs it queued, and both read and write through units of work in many places (the
 outbox, the run, a payout's load, the branch tracking's look-up cache). Overlaying the ports they share
 changes none of them; a `SyncRun` subclass would cover the run's records only, and the snapshots, jobs and
@@ -12,8 +12,9 @@ audit events of the accept would still need a second mechanism.
 Every read goes to the stored state (through a read-only unit of work of the real storage, which takes no
 write lock) unless the preview wrote the same row; every write stays here. Writes apply at once, commit and
 rollback are no-ops: a preview that fails is thrown away whole, so a half-staged request cannot outlive it.
-Jobs are the preview's alone (a request id is never looked up in the stored jobs: a preview is not
-idempotent, it stores nothing to be idempotent with), and `queued()` lists them in the order accepted.
+Jobs are the preview's alone, `queued()` lists them in the order accepted; only a request id is looked up in
+the stored jobs too, so that a preview answers a request id seen before as the sync does: ALREADY_EXISTS for
+another body, and for the same one nothing to do (the sync would return the earlier job and write nothing).
 """
 
 from __future__ import annotations
@@ -223,9 +224,11 @@ class _OverlayRecords(SyncRecordRepository):
 
 
 class _PreviewJobs(SyncJobRepository):
-    """The preview's jobs only: none is claimed by a worker (the preview runs them itself)."""
+    """The preview's jobs (none is claimed by a worker: the preview runs them itself), and the stored ones by
+    request id (see the module docstring)."""
 
-    def __init__(self, overlay: _Overlay) -> None:
+    def __init__(self, base: UnitOfWork, overlay: _Overlay) -> None:
+        self._stored = base.jobs
         self._o = overlay
 
     def add(self, job: SyncJob, *, accepted: AuditEvent | None = None) -> None:
@@ -235,10 +238,11 @@ class _PreviewJobs(SyncJobRepository):
         return _copy(self._o.jobs.get((tenant_id, job_id)))
 
     def find_by_request_id(self, tenant_id: str, request_id: str) -> SyncJob | None:
-        return next(
+        mine = next(
             (_copy(j) for (t, _), j in self._o.jobs.items() if t == tenant_id and j.request_id == request_id),
             None,
         )
+        return mine if mine is not None else self._stored.find_by_request_id(tenant_id, request_id)
 
     def get_for_update(self, tenant_id: str, job_id: str) -> SyncJob | None:
         return self.get(tenant_id, job_id)
@@ -390,7 +394,7 @@ class PreviewUnitOfWork(UnitOfWork):
         self.api_keys = _ReadOnlyApiKeys(base)
         self.snapshots = _OverlaySnapshots(base, overlay)
         self.sync_records = _OverlayRecords(base, overlay)
-        self.jobs = _PreviewJobs(overlay)
+        self.jobs = _PreviewJobs(base, overlay)
         self.audit = _PreviewAudit(base, overlay)
         self.connections = _ReadOnlyConnections(base)
         self.company_lookups = _OverlayLookups(base, overlay)

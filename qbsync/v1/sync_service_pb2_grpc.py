@@ -208,8 +208,9 @@ class SyncServiceServicer:
         `sync_payment.payment.amount`); a sync that would fail in its run (a payout waiting for payments
         still queued) fails here with its reason. Needs the `sync` permission, not `read`: a preview runs
         all of the sync but its writes, sees the company's customers and books, and spends the company's
-        QuickBooks request allowance as the sync would. Not idempotent (nothing is stored): `request_id`
-        is checked, not looked up.
+        QuickBooks request allowance as the sync would. A `request_id` seen before is answered as the sync
+        answers it: ALREADY_EXISTS for another body; for the same body no operations (the sync would only
+        return the earlier job).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

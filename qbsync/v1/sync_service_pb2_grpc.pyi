@@ -86,8 +86,9 @@ class SyncServiceStub:
     `sync_payment.payment.amount`); a sync that would fail in its run (a payout waiting for payments
     still queued) fails here with its reason. Needs the `sync` permission, not `read`: a preview runs
     all of the sync but its writes, sees the company's customers and books, and spends the company's
-    QuickBooks request allowance as the sync would. Not idempotent (nothing is stored): `request_id`
-    is checked, not looked up.
+    QuickBooks request allowance as the sync would. A `request_id` seen before is answered as the sync
+    answers it: ALREADY_EXISTS for another body; for the same body no operations (the sync would only
+    return the earlier job).
     """
 
 @_typing.type_check_only
@@ -147,8 +148,9 @@ class SyncServiceAsyncStub(SyncServiceStub):
     `sync_payment.payment.amount`); a sync that would fail in its run (a payout waiting for payments
     still queued) fails here with its reason. Needs the `sync` permission, not `read`: a preview runs
     all of the sync but its writes, sees the company's customers and books, and spends the company's
-    QuickBooks request allowance as the sync would. Not idempotent (nothing is stored): `request_id`
-    is checked, not looked up.
+    QuickBooks request allowance as the sync would. A `request_id` seen before is answered as the sync
+    answers it: ALREADY_EXISTS for another body; for the same body no operations (the sync would only
+    return the earlier job).
     """
 
 class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -277,8 +279,9 @@ class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
         `sync_payment.payment.amount`); a sync that would fail in its run (a payout waiting for payments
         still queued) fails here with its reason. Needs the `sync` permission, not `read`: a preview runs
         all of the sync but its writes, sees the company's customers and books, and spends the company's
-        QuickBooks request allowance as the sync would. Not idempotent (nothing is stored): `request_id`
-        is checked, not looked up.
+        QuickBooks request allowance as the sync would. A `request_id` seen before is answered as the sync
+        answers it: ALREADY_EXISTS for another body; for the same body no operations (the sync would only
+        return the earlier job).
         """
 
 def add_SyncServiceServicer_to_server(servicer: SyncServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

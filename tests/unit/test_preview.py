@@ -23,7 +23,7 @@ from core.domain import (
     Permission,
     Refund,
 )
-from core.errors import PayoutWaitingError, PermissionDeniedError, ValidationError
+from core.errors import PayoutWaitingError, PermissionDeniedError, RequestIdReusedError, ValidationError
 from core.preview import PlannedAction, PlannedOperation
 from core.service import SyncService
 from tests.unit.support import Harness
@@ -243,3 +243,14 @@ def test_a_record_deleted_in_quickbooks_is_planned_as_recreated(h: Harness) -> N
     operations = previewed(h, lambda s: s.sync_payment(p, OPP, payment()))  # R6: the resync reads it live
     assert qbo.live_reads > reads
     assert summary(operations) == [(ref(EntityType.PAYMENT, "p1"), "Payment", CREATE, "", D("500.00"))]
+
+
+def test_a_request_id_seen_before_is_answered_as_the_sync_answers_it(h: Harness) -> None:
+    p = h.principal()
+    h.service.sync_payment(p, OPP, payment(), "req-1")
+    h.worker.drain()
+    assert previewed(h, lambda s: s.sync_payment(p, OPP, payment(), "req-1")) == []  # the same: nothing new
+    with pytest.raises(RequestIdReusedError):
+        h.preview.preview(lambda s: s.sync_payment(p, OPP, payment("p1", "450.00"), "req-1"))
+    with pytest.raises(RequestIdReusedError):
+        h.service.sync_payment(p, OPP, payment("p1", "450.00"), "req-1")
