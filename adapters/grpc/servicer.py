@@ -129,6 +129,18 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
     ) -> resources_pb2.SyncJob:
         return convert.sync_job_to_proto(self._service.dismiss(current_principal(), request.name))
 
+    def VoidPayment(
+        self, request: sync_service_pb2.VoidPaymentRequest, context: grpc.ServicerContext
+    ) -> resources_pb2.SyncJob:
+        job = self._service.void_payment(current_principal(), request.payment_id, request.request_id)
+        return convert.sync_job_to_proto(job)
+
+    def VoidInvoice(
+        self, request: sync_service_pb2.VoidInvoiceRequest, context: grpc.ServicerContext
+    ) -> resources_pb2.SyncJob:
+        job = self._service.void_invoice(current_principal(), request.job_id, request.request_id)
+        return convert.sync_job_to_proto(job)
+
     # --- reading --------------------------------------------------------------------------------
 
     def GetSyncJob(
