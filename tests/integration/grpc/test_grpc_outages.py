@@ -111,6 +111,8 @@ def every_call(channel: grpc.Channel) -> dict[str, Callable[[], object]]:
         "ListSyncErrors": lambda: sync.ListSyncErrors(s.ListSyncErrorsRequest(), metadata=MD),
         "RetrySync": lambda: sync.RetrySync(s.RetrySyncRequest(name="syncJobs/1"), metadata=MD),
         "DismissSyncError": lambda: sync.DismissSyncError(s.DismissSyncErrorRequest(name="syncJobs/1"), metadata=MD),
+        "VoidPayment": lambda: sync.VoidPayment(s.VoidPaymentRequest(payment_id="pay-1"), metadata=MD),
+        "VoidInvoice": lambda: sync.VoidInvoice(s.VoidInvoiceRequest(job_id="job-1"), metadata=MD),
         "GetConnection": lambda: connections.GetConnection(cs.GetConnectionRequest(), metadata=MD),
     }
 
