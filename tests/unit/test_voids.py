@@ -246,3 +246,11 @@ def test_a_void_whose_answer_was_lost_is_run_again_without_doubling_anything(h: 
     assert qbo.live("Purchase") == [] and qbo.invoice_balance(invoice.id) == D("350.00")
     assert record(h, EntityType.PAYMENT, "p1").state is SyncState.VOIDED
     assert record(h, EntityType.REFUND, "r1").state is SyncState.VOIDED
+
+
+def test_a_payout_listing_a_voided_payment_is_refused(h: Harness) -> None:
+    p = h.principal()
+    run(h, h.service.sync_payment(p, OPP, payment("p1", "300.00")))
+    run(h, h.service.void_payment(p, "p1"))
+    error = refused(lambda: h.service.sync_payout(p, Payout("po1", date(2026, 4, 5), D("300.00"), ("p1",))))
+    assert error.reason == "VOIDED" and error.metadata["field"] == "payout.payment_ids[0]"
