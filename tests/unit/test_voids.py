@@ -254,3 +254,31 @@ def test_a_payout_listing_a_voided_payment_is_refused(h: Harness) -> None:
     run(h, h.service.void_payment(p, "p1"))
     error = refused(lambda: h.service.sync_payout(p, Payout("po1", date(2026, 4, 5), D("300.00"), ("p1",))))
     assert error.reason == "VOIDED" and error.metadata["field"] == "payout.payment_ids[0]"
+
+
+def test_a_sync_accepted_before_the_void_and_run_after_it_fails_saying_so(h: Harness) -> None:
+    p, qbo = h.principal(), h.qbo()
+    run(h, h.service.sync_payment(p, OPP, payment("p1", "300.00")))
+    earlier = h.service.sync_payment(p, OPP, payment("p1", "310.00"))  # queued, not run yet
+    with h.uow_factory() as uow:
+        stored = uow.jobs.get("acme", earlier.job_id)
+        assert stored is not None
+        stored.next_attempt_time = datetime(2030, 1, 1, tzinfo=UTC)  # runs after the void
+        uow.jobs.save(stored)
+        uow.commit()
+    void = h.service.void_payment(p, "p1")
+    assert h.worker.run_next("w1") is not None
+    assert h.service.get_job(p, void.name).state is SyncJobState.SUCCEEDED
+    with h.uow_factory() as uow:
+        stored = uow.jobs.get("acme", earlier.job_id)
+        assert stored is not None
+        stored.next_attempt_time = None
+        uow.jobs.save(stored)
+        uow.commit()
+    h.worker.drain()
+
+    failed = h.service.get_job(p, earlier.name)
+    assert failed.state is SyncJobState.FAILED and failed.error is not None and failed.error.reason == "VOIDED"
+    assert record(h, EntityType.PAYMENT, "p1").state is SyncState.VOIDED  # the failure leaves the void as it is
+    (voided,) = [t for t in qbo.txns.values() if t.entity == "Payment"]
+    assert voided.voided and voided.total == ZERO
