@@ -289,6 +289,10 @@ class SyncState(enum.Enum):
     PENDING = "PENDING"
     SYNCED = "SYNCED"
     FAILED = "FAILED"
+    # Voided from the CRM (SPEC §11, VoidPayment/VoidInvoice): QuickBooks keeps the record at zero (a refund
+    # expense is deleted there: see `AccountingSystem.void`); its QuickBooks Id stays on the record. Final: a
+    # voided record is never written again.
+    VOIDED = "VOIDED"
 
 
 @dataclass
@@ -352,12 +356,22 @@ class SyncRecord:
         self.state = SyncState.FAILED
         self.last_error = message
 
+    def mark_voided(self, now: datetime) -> None:
+        """Voided in QuickBooks at the CRM's request, as of `now`: it counts zero there now, and the record
+        keeps its QuickBooks Id (R8). Nothing of it is applied any more."""
+        self.state = SyncState.VOIDED
+        self.last_synced_time = now
+        self.last_error = ""
+        self.applied = {}
+
 
 class SyncJobKind(enum.Enum):
     SYNC_PAYMENT = "SYNC_PAYMENT"
     CLOSE_OUT_JOB = "CLOSE_OUT_JOB"
     SYNC_INVOICE = "SYNC_INVOICE"
     SYNC_PAYOUT = "SYNC_PAYOUT"
+    VOID_PAYMENT = "VOID_PAYMENT"  # SPEC §11: the payment and its refund expenses voided in QuickBooks
+    VOID_INVOICE = "VOID_INVOICE"  # SPEC §11: the job's invoice voided, the payments applied to it let go
 
 
 class SyncJobState(enum.Enum):
@@ -376,6 +390,7 @@ class SyncAction(enum.Enum):
     UPDATED = "UPDATED"
     UNCHANGED = "UNCHANGED"
     LINKED = "LINKED"
+    VOIDED = "VOIDED"  # SPEC §11: voided at the CRM's request (a refund expense: deleted, see SyncState.VOIDED)
 
 
 @dataclass(frozen=True)
@@ -496,6 +511,8 @@ class AuditKind(enum.Enum):
     CLOSE_OUT_JOB_ACCEPTED = "CLOSE_OUT_JOB_ACCEPTED"
     SYNC_INVOICE_ACCEPTED = "SYNC_INVOICE_ACCEPTED"
     SYNC_PAYOUT_ACCEPTED = "SYNC_PAYOUT_ACCEPTED"
+    VOID_PAYMENT_ACCEPTED = "VOID_PAYMENT_ACCEPTED"
+    VOID_INVOICE_ACCEPTED = "VOID_INVOICE_ACCEPTED"
     # Someone asked to run a FAILED job again (SyncService.retry).
     RETRY_REQUESTED = "RETRY_REQUESTED"
     # An admin dismissed a FAILED job: it leaves the sync errors list (SyncService.dismiss).
@@ -531,6 +548,8 @@ _ACCEPTED = {
     SyncJobKind.CLOSE_OUT_JOB: AuditKind.CLOSE_OUT_JOB_ACCEPTED,
     SyncJobKind.SYNC_INVOICE: AuditKind.SYNC_INVOICE_ACCEPTED,
     SyncJobKind.SYNC_PAYOUT: AuditKind.SYNC_PAYOUT_ACCEPTED,
+    SyncJobKind.VOID_PAYMENT: AuditKind.VOID_PAYMENT_ACCEPTED,
+    SyncJobKind.VOID_INVOICE: AuditKind.VOID_INVOICE_ACCEPTED,
 }
 
 

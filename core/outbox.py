@@ -18,6 +18,7 @@ from core.domain import (
     SyncJob,
     SyncJobKind,
     SyncRecord,
+    SyncState,
     in_lock_order,
 )
 from core.errors import FailedPreconditionError, FieldViolation, RequestIdReusedError, ValidationError
@@ -25,6 +26,7 @@ from core.ports import Clock, IdSource, RequestIdTakenError, UnitOfWork, UnitOfW
 from core.validation import refunds_within_payment
 
 PAYMENT_DEPOSITED = "PAYMENT_DEPOSITED"  # the reason a change to a payment in a payout is refused
+VOIDED = "VOIDED"  # the reason a sync naming a record voided from the CRM is refused (SPEC §11)
 
 
 class Outbox:
@@ -143,6 +145,7 @@ class Outbox:
                 [FieldViolation(f"{path}.payment_id", f"payment {payment.payment_id} belongs to another opportunity")]
             )
         if known is not None:
+            refuse_voided(uow, tenant, EntityRef(EntityType.PAYMENT, payment.payment_id), f"{path}.payment_id")
             _refuse_changing_deposited(uow, tenant, known.payment, payment, path)
         merged = payment.with_refunds_merged(known.payment if known else None)
         violations = refunds_within_payment(merged, path)
@@ -174,6 +177,19 @@ def mark_pending(uow: UnitOfWork, tenant: str, refs: list[EntityRef], *, keep_er
         records[ref] = record
     uow.sync_records.save_many(list(records.values()))  # in lock order: the dict keeps `ordered`'s
     return [records[ref] for ref in refs]
+
+
+def refuse_voided(uow: UnitOfWork, tenant: str, entity: EntityRef, path: str) -> None:
+    """A record voided from the CRM is final (SPEC §11): a later sync naming it is FAILED_PRECONDITION (reason
+    VOIDED) rather than bring it back to life in QuickBooks. The CRM leaves it out of its requests instead."""
+    record = uow.sync_records.get(tenant, entity)
+    if record is not None and record.state is SyncState.VOIDED:
+        raise FailedPreconditionError(
+            f"{entity.type.value.lower()} {entity.id} was voided (VoidPayment/VoidInvoice) and cannot be synced "
+            "again: leave it out of the request",
+            metadata={"field": path, "quickbooks_id": record.quickbooks_id or ""},
+            reason=VOIDED,
+        )
 
 
 def _refuse_changing_deposited(uow: UnitOfWork, tenant: str, known: Payment, payment: Payment, path: str) -> None:

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from core.domain import EntityRef, EntityType, Opportunity, Payout, StoredPayment, SyncJobKind, SyncState
 from core.errors import FailedPreconditionError, ValidationError
-from core.outbox import Outbox
+from core.outbox import VOIDED, Outbox
 from core.ports import UnitOfWork
 from core.validation import payout_parts_violations
 
@@ -41,6 +41,7 @@ def stage_payout(uow: UnitOfWork, tenant: str, payout: Payout, outbox: Outbox) -
     violations = payout_parts_violations(payout, payment_amounts, refund_amounts)
     if violations:
         raise ValidationError(violations)
+    _refuse_voided(uow, tenant, payout)
     _refuse_payments_of_other_payouts(uow, tenant, payout)
     _refuse_refunds_of_other_payouts(uow, tenant, payout)
     opportunities = {
@@ -53,6 +54,22 @@ def stage_payout(uow: UnitOfWork, tenant: str, payout: Payout, outbox: Outbox) -
             opportunity = opportunities[stored.opportunity_id]
             outbox.queue(uow, tenant, SyncJobKind.SYNC_PAYMENT, _payment_ref(stored.payment.payment_id), opportunity)
     return branch
+
+
+def _refuse_voided(uow: UnitOfWork, tenant: str, payout: Payout) -> None:
+    """SPEC §11: a payment (or refund) voided from the CRM is in no bank deposit: FAILED_PRECONDITION (reason
+    VOIDED, as a sync naming it is), in one read of all their records."""
+    listed = [(f"payout.payment_ids[{i}]", _payment_ref(p)) for i, p in enumerate(payout.payment_ids)]
+    listed += [(f"payout.refund_ids[{i}]", EntityRef(EntityType.REFUND, r)) for i, r in enumerate(payout.refund_ids)]
+    records = uow.sync_records.get_many(tenant, [ref for _, ref in listed])
+    for path, ref in listed:
+        if ref in records and records[ref].state is SyncState.VOIDED:
+            raise FailedPreconditionError(
+                f"{ref.type.value.lower()} {ref.id} was voided (VoidPayment) and is in no bank deposit: leave it "
+                "out of the payout",
+                metadata={"field": path},
+                reason=VOIDED,
+            )
 
 
 def _opportunity(uow: UnitOfWork, tenant: str, opportunity_id: str) -> Opportunity:

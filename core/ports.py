@@ -136,6 +136,20 @@ class AccountingSystem(Protocol):
         write and is not fenced)."""
         ...
 
+    def void(self, ref: QuickBooksRef, *, fence: WriteFence = UNFENCED) -> QuickBooksRef:
+        """Voids the payment or invoice `ref` names (SPEC §11): QuickBooks keeps it, its amounts at zero. A refund
+        expense or check (a QBO Purchase) is deleted instead: QuickBooks' API voids Payments and Invoices
+        (`?operation=void`) but offers no void of a Purchase, and a deleted expense counts zero as a voided
+        one would. Returns the record as it is now (total zero).
+        Exactly once without a request id (QuickBooks' void takes none): voiding is idempotent — a record
+        voided (or a Purchase deleted) already is answered as voided, with nothing sent again — and
+        `ref.sync_token` may be stale: the void changes no field the CRM wrote, so the adapter re-sends it
+        with the current SyncToken rather than raise `StaleRecordError`.
+        Raises: `RecordGoneError` when a payment or invoice was deleted in QuickBooks; `BookkeepingError`
+        when QuickBooks refuses (a payment inside a deposit, an invoice a payment still applies to, a
+        closed period); whatever `fence.check()` raises, nothing more sent."""
+        ...
+
     def write_many(
         self, writes: Sequence[BatchWrite], *, fence: WriteFence = UNFENCED
     ) -> list[QuickBooksRef | AccountingError]:
@@ -261,6 +275,9 @@ class ForwardingAccountingSystem(AccountingSystem):
         self, ref: QuickBooksRef, spec: TxnSpec, *, request_id: str, fence: WriteFence = UNFENCED
     ) -> QuickBooksRef:
         return self._send("update", fence, lambda f: self._system.update(ref, spec, request_id=request_id, fence=f))
+
+    def void(self, ref: QuickBooksRef, *, fence: WriteFence = UNFENCED) -> QuickBooksRef:
+        return self._send("void", fence, lambda f: self._system.void(ref, fence=f))
 
     def write_many(
         self, writes: Sequence[BatchWrite], *, fence: WriteFence = UNFENCED

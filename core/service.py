@@ -42,7 +42,7 @@ from core.errors import (
     merge_violations,
 )
 from core.fingerprint import request_fingerprint
-from core.outbox import Outbox, mark_pending
+from core.outbox import Outbox, mark_pending, refuse_voided
 from core.payout_intake import stage_payout
 from core.payout_listing import PayoutStatus, payouts_page
 from core.ports import AccountingSystems, Clock, IdSource, UnitOfWork, UnitOfWorkFactory
@@ -51,11 +51,13 @@ from core.validation import (
     job_request_limits,
     payment_request_limits,
     payout_request_limits,
+    request_id_violations,
     text_id_violations,
     validate_job_request,
     validate_payment_request,
     validate_payout_request,
 )
+from core.void_sync import invoice_to_void, payment_to_void, stage_invoice_void, stage_payment_void
 
 DEFAULT_MAX_ATTEMPTS = 8
 MAX_PAGE_SIZE = 100
@@ -192,6 +194,7 @@ class SyncService:
                 raise ValidationError(
                     [FieldViolation("job.job_id", f"job {job.job_id} belongs to another opportunity")]
                 )
+            refuse_voided(uow, tenant, target, "job.job_id")
             already_closed = known is not None and known.closed_out
             if kind is SyncJobKind.SYNC_INVOICE and not already_closed:
                 raise FailedPreconditionError(
@@ -241,6 +244,45 @@ class SyncService:
 
         return self._outbox.accept(
             principal.tenant_id, SyncJobKind.SYNC_PAYOUT, target, None, request_id, fingerprint, stage
+        )
+
+    def void_payment(self, principal: Principal, payment_id: str, request_id: str = "") -> SyncJob:
+        """SPEC §11: voids the payment in QuickBooks with its refund expenses, its applications undone first
+        (core/void_sync.py). NOT_FOUND when qbsync never received the payment; FAILED_PRECONDITION when it is
+        not in QuickBooks, or inside a payout (PAYMENT_DEPOSITED: the payout is resynced without it first).
+        A payment voided already may be voided again (nothing more happens in QuickBooks)."""
+        require(principal, Permission.SYNC)
+        _raise_if_any([*text_id_violations(payment_id, "payment_id"), *request_id_violations(request_id)])
+        tenant = principal.tenant_id
+        with self._uow_factory.read_only() as uow:
+            opportunity, payment = payment_to_void(uow, tenant, payment_id)
+        fingerprint = request_fingerprint(SyncJobKind.VOID_PAYMENT, payment_id)
+        target = EntityRef(EntityType.PAYMENT, payment_id)
+
+        def stage(uow: UnitOfWork) -> list[SyncRecord]:
+            return stage_payment_void(uow, tenant, payment)
+
+        return self._outbox.accept(
+            tenant, SyncJobKind.VOID_PAYMENT, target, opportunity, request_id, fingerprint, stage
+        )
+
+    def void_invoice(self, principal: Principal, job_id: str, request_id: str = "") -> SyncJob:
+        """SPEC §11: voids the invoice of a closed-out job in QuickBooks, each payment applied to it letting go
+        of it first (core/void_sync.py). NOT_FOUND when qbsync never received the job; FAILED_PRECONDITION
+        when it was not closed out or its invoice is not in QuickBooks."""
+        require(principal, Permission.SYNC)
+        _raise_if_any([*text_id_violations(job_id, "job_id"), *request_id_violations(request_id)])
+        tenant = principal.tenant_id
+        with self._uow_factory.read_only() as uow:
+            opportunity = invoice_to_void(uow, tenant, job_id)
+        fingerprint = request_fingerprint(SyncJobKind.VOID_INVOICE, job_id)
+        target = EntityRef(EntityType.INVOICE, job_id)
+
+        def stage(uow: UnitOfWork) -> list[SyncRecord]:
+            return stage_invoice_void(uow, tenant, job_id)
+
+        return self._outbox.accept(
+            tenant, SyncJobKind.VOID_INVOICE, target, opportunity, request_id, fingerprint, stage
         )
 
     def retry(self, principal: Principal, name: str) -> SyncJob:

@@ -6,6 +6,7 @@
 - `core.transaction_writer`: R4 Refunds ride with their payment, R6 for what a payment links;
 - `core.record_writer`: R6 Resync updates, never duplicates, R7 Exactly once (markers, generations);
 - `core.payout_sync`: SPEC §9, a payout's bank deposit (its payments are their own jobs');
+- `core.void_sync`: SPEC §11, voids from the CRM (a payment with its refunds, an invoice);
 - `core.sync_run`: the job's records, saved only while its lease is held (fencing, R7).
 """
 
@@ -26,6 +27,7 @@ from core.record_writer import RecordWriter, SyncResults
 from core.sync_plans import Plan, plan_customer_move, plan_invoice_sync, plan_payment_sync
 from core.sync_run import OpportunityBooks, SyncRun
 from core.transaction_writer import TransactionWriter
+from core.void_sync import run_invoice_void, run_payment_void
 
 # Runs of one job from the newest snapshots after QuickBooks said a record changed meanwhile (Fault 5010);
 # beyond them the attempt fails, retryably.
@@ -124,6 +126,12 @@ class SyncEngine:
     def _run_once(self, run: SyncRun, results: SyncResults) -> None:
         if run.job.kind is SyncJobKind.SYNC_PAYOUT:
             write_payout_deposit(run, results)  # a deposit names no customer: nothing to match (SPEC §9)
+            return
+        if run.job.kind is SyncJobKind.VOID_PAYMENT:
+            run_payment_void(run, results)  # voids only what is written already: no customer to match
+            return
+        if run.job.kind is SyncJobKind.VOID_INVOICE:
+            run_invoice_void(run, results)
             return
         matching = CustomerMatching(run, results)
         # A target qbsync does not know fails here, before anything is written. The plan is made from the

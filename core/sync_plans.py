@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from core.allocation import Applications, InvoiceDue, PaymentFunds, plan_applications, shrink_only
-from core.domain import ClosedJob, EntityRef, EntityType, Payment, Refund
+from core.domain import ClosedJob, EntityRef, EntityType, Payment, Refund, SyncState
 from core.errors import FailedPreconditionError
+from core.outbox import VOIDED
 from core.sync_run import OpportunityBooks
 
 
@@ -76,6 +77,7 @@ def plan_payment_sync(books: OpportunityBooks, payment_id: str) -> Plan:
     first; with none, it stays unapplied and no invoice is made."""
     payment = books.payment(payment_id)
     if payment is None:
+        _refuse_voided(books, EntityRef(EntityType.PAYMENT, payment_id))
         raise FailedPreconditionError(f"payment {payment_id} is not known to qbsync")
     invoices = [
         InvoiceDue(c.job.job_id, record.amount)
@@ -93,6 +95,7 @@ def plan_invoice_sync(books: OpportunityBooks, job_id: str) -> Plan:
     invoice is ever over-applied while the job's writes are under way."""
     this = books.closed_job(job_id)
     if this is None:
+        _refuse_voided(books, EntityRef(EntityType.INVOICE, job_id))
         raise FailedPreconditionError(f"job {job_id} has not been closed out: no invoice before close-out")
     invoices: list[InvoiceDue] = []
     for c in books.closed:
@@ -140,6 +143,17 @@ def plan_customer_move(books: OpportunityBooks) -> Plan:
     )
     steps += [WritePayment(p, plan.get(p.payment_id, {})) for p in written]
     return Plan(books, steps)
+
+
+def _refuse_voided(books: OpportunityBooks, entity: EntityRef) -> None:
+    """A sync accepted before its record was voided (SPEC §11), run after the void (a retry): the books leave
+    the voided record out, and the job fails saying so rather than that the record is unknown."""
+    record = books.records.get(entity)
+    if record is not None and record.state is SyncState.VOIDED:
+        raise FailedPreconditionError(
+            f"{entity.type.value.lower()} {entity.id} was voided since this sync was accepted: it is not synced again",
+            reason=VOIDED,
+        )
 
 
 def _funds(payments: tuple[Payment, ...] | list[Payment]) -> list[PaymentFunds]:

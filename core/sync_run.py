@@ -20,6 +20,7 @@ from core.domain import (
     Payment,
     SyncJob,
     SyncRecord,
+    SyncState,
     customer_link,
     in_lock_order,
 )
@@ -228,7 +229,10 @@ class SyncRun:
             entity: self._records.get(entity) or self._keep(entity, uow.sync_records.get(self.tenant, entity))
             for entity in entities
         }
-        return OpportunityBooks(opportunity, tuple(payments), tuple(closed), records)
+        # SPEC §11: what was voided from the CRM is out of the books: no plan writes, applies or moves it.
+        live = tuple(p for p in payments if not _voided(records, EntityType.PAYMENT, p.payment_id))
+        open_jobs = tuple(c for c in closed if not _voided(records, EntityType.INVOICE, c.job.job_id))
+        return OpportunityBooks(opportunity, live, open_jobs, records)
 
     def _keep(self, entity: EntityRef, stored: SyncRecord | None) -> SyncRecord:
         if stored is not None and stored.realm_id and self.realm_id and stored.realm_id != self.realm_id:
@@ -242,3 +246,7 @@ class SyncRun:
         customer = self.opportunity().customer
         with self.uow_factory.read_only() as uow:
             return uow.snapshots.opportunities_of_customer(self.tenant, customer.customer_id)
+
+
+def _voided(records: dict[EntityRef, SyncRecord], entity_type: EntityType, entity_id: str) -> bool:
+    return records[EntityRef(entity_type, entity_id)].state is SyncState.VOIDED

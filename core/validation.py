@@ -131,6 +131,11 @@ def payout_request_limits(payout: Payout, limits: FieldLimits) -> list[FieldViol
     return violations
 
 
+def request_id_violations(request_id: str) -> list[FieldViolation]:
+    """What is wrong with a request's optional request_id (AIP-155): its length, control characters."""
+    return _request_id(request_id)
+
+
 def _request_id(request_id: str) -> list[FieldViolation]:
     if len(request_id) > MAX_REQUEST_ID_LENGTH:
         return [FieldViolation("request_id", f"must be at most {MAX_REQUEST_ID_LENGTH} characters")]

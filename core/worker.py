@@ -232,6 +232,8 @@ class SyncWorker:
             record = uow.sync_records.get(job.tenant_id, ref) or SyncRecord(tenant_id=job.tenant_id, entity=ref)
             if ref != job.target and record.state is not SyncState.PENDING:
                 continue
+            if record.state is SyncState.VOIDED:
+                continue  # SPEC §11: final; a sync accepted before the void fails without bringing it back
             if final:
                 record.mark_failed(message)
             else:

@@ -146,6 +146,18 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
             operations=[convert.planned_operation_to_proto(o) for o in operations]
         )
 
+    def VoidPayment(
+        self, request: sync_service_pb2.VoidPaymentRequest, context: grpc.ServicerContext
+    ) -> resources_pb2.SyncJob:
+        job = self._service.void_payment(current_principal(), request.payment_id, request.request_id)
+        return convert.sync_job_to_proto(job)
+
+    def VoidInvoice(
+        self, request: sync_service_pb2.VoidInvoiceRequest, context: grpc.ServicerContext
+    ) -> resources_pb2.SyncJob:
+        job = self._service.void_invoice(current_principal(), request.job_id, request.request_id)
+        return convert.sync_job_to_proto(job)
+
     # --- reading --------------------------------------------------------------------------------
 
     def GetSyncJob(

@@ -240,6 +240,23 @@ class FakeQuickBooks(AccountingSystem):
         with self._lock:
             return self._write(request_id, fence, lambda: self._update(ref, spec))
 
+    def void(self, ref: QuickBooksRef, *, fence: WriteFence = UNFENCED) -> QuickBooksRef:
+        with self._lock:
+            txn = self.txns.get(ref.id)
+            if txn is not None and txn.entity == _entity_of(ref.kind) and (txn.voided or txn.deleted):
+                if txn.deleted and txn.entity != "Purchase":
+                    raise RecordGoneError(f"{txn.entity} {ref.id} was deleted in QuickBooks")
+                return QuickBooksRef(ref.kind, txn.id, str(txn.sync_token), ZERO)  # idempotent: nothing sent
+            fence.check()
+            fault = self._call(write=True)
+            result = self._void(ref)  # QBO's void takes no request id: nothing to replay it by
+            self.write_count += 1
+            if fault is Fault.COMMIT_THEN_LOSE:
+                raise AccountingUnavailableError(
+                    "the connection was reset after QuickBooks committed", maybe_committed=True
+                )
+            return result
+
     def write_many(
         self, writes: Sequence[BatchWrite], *, fence: WriteFence = UNFENCED
     ) -> list[QuickBooksRef | AccountingError]:
@@ -422,7 +439,9 @@ class FakeQuickBooks(AccountingSystem):
             self.txns[quickbooks_id].deleted = True
             self._unlink(quickbooks_id)
 
-    def void(self, quickbooks_id: str) -> None:
+    def void_in_quickbooks(self, quickbooks_id: str) -> None:
+        """A bookkeeper voids the transaction in QuickBooks' web app: payments linking it lose those lines,
+        as in QBO (the port's `void`, qbsync's own, refuses a linked record instead, as QBO's API does)."""
         with self._lock:
             self._not_deposited(quickbooks_id, "voided")
             self.txns[quickbooks_id].voided = True
@@ -634,6 +653,23 @@ class FakeQuickBooks(AccountingSystem):
         txn.quickbooks_total = total
         txn.sync_token += 1
         return QuickBooksRef(spec.kind, txn.id, str(txn.sync_token), total)
+
+    def _void(self, ref: QuickBooksRef) -> QuickBooksRef:
+        """QBO's void (a Purchase: its delete, see `AccountingSystem.void`); a stale SyncToken is re-sent with
+        the current one, as the real adapter does."""
+        txn = self.txns.get(ref.id)
+        if txn is None or txn.entity != _entity_of(ref.kind) or txn.entity == "Deposit":
+            raise RecordGoneError(f"{_entity_of(ref.kind)} {ref.id} is not in QuickBooks")
+        self._not_deposited(txn.id, "voided")
+        linked = self._linked_to(txn.id)
+        if linked:
+            raise BookkeepingError(f"{txn.entity} {txn.id} is linked by a payment ({linked}) and cannot be voided")
+        if txn.entity == "Purchase":
+            txn.deleted = True
+        else:
+            txn.voided = True
+        txn.sync_token += 1
+        return QuickBooksRef(ref.kind, txn.id, str(txn.sync_token), ZERO)
 
     def _invoice_total(self, spec: InvoiceSpec) -> Decimal:
         """TotalAmt as QBO works it out from what the adapter sends (see the module docstring): the

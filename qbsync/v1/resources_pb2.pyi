@@ -115,6 +115,11 @@ class _SyncStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SyncState.V
     """The last sync succeeded; QuickBooks holds the record as last sent."""
     SYNC_STATE_FAILED: _SyncState.ValueType  # 4
     """The last sync failed; `error_message` says why."""
+    SYNC_STATE_VOIDED: _SyncState.ValueType  # 5
+    """Voided at the CRM's request (VoidPayment, VoidInvoice): QuickBooks keeps the record at zero (a refund
+    expense is deleted there, as its API cannot void one), `quickbooks_id` still names it. Final: a voided
+    record is not synced again.
+    """
 
 class SyncState(_SyncState, metaclass=_SyncStateEnumTypeWrapper):
     """Where one CRM record stands with QuickBooks."""
@@ -129,6 +134,11 @@ SYNC_STATE_SYNCED: SyncState.ValueType  # 3
 """The last sync succeeded; QuickBooks holds the record as last sent."""
 SYNC_STATE_FAILED: SyncState.ValueType  # 4
 """The last sync failed; `error_message` says why."""
+SYNC_STATE_VOIDED: SyncState.ValueType  # 5
+"""Voided at the CRM's request (VoidPayment, VoidInvoice): QuickBooks keeps the record at zero (a refund
+expense is deleted there, as its API cannot void one), `quickbooks_id` still names it. Final: a voided
+record is not synced again.
+"""
 Global___SyncState: _TypeAlias = SyncState  # noqa: Y015
 
 class _SyncAction:
@@ -147,6 +157,8 @@ class _SyncActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SyncAction
     """The QuickBooks record already matched the CRM record; nothing was written."""
     SYNC_ACTION_LINKED: _SyncAction.ValueType  # 4
     """The CRM record was linked to an existing QuickBooks record (a customer match)."""
+    SYNC_ACTION_VOIDED: _SyncAction.ValueType  # 5
+    """The QuickBooks record was voided (VoidPayment, VoidInvoice; a refund expense: deleted, see SYNC_STATE_VOIDED)."""
 
 class SyncAction(_SyncAction, metaclass=_SyncActionEnumTypeWrapper):
     """What a sync job did to one QuickBooks record."""
@@ -161,6 +173,8 @@ SYNC_ACTION_UNCHANGED: SyncAction.ValueType  # 3
 """The QuickBooks record already matched the CRM record; nothing was written."""
 SYNC_ACTION_LINKED: SyncAction.ValueType  # 4
 """The CRM record was linked to an existing QuickBooks record (a customer match)."""
+SYNC_ACTION_VOIDED: SyncAction.ValueType  # 5
+"""The QuickBooks record was voided (VoidPayment, VoidInvoice; a refund expense: deleted, see SYNC_STATE_VOIDED)."""
 Global___SyncAction: _TypeAlias = SyncAction  # noqa: Y015
 
 @_typing.final

@@ -514,3 +514,55 @@ class PlannedOperation(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PlannedOperation: _TypeAlias = PlannedOperation  # noqa: Y015
+
+@_typing.final
+class VoidPaymentRequest(_message.Message):
+    """Request of VoidPayment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    payment_id: _builtins.str
+    """The CRM id of the payment to void, as sent in SyncPayment."""
+    request_id: _builtins.str
+    """Optional, at most 50 characters: makes the call idempotent (see SyncPaymentRequest.request_id)."""
+    def __init__(
+        self,
+        *,
+        payment_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_id", b"payment_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoidPaymentRequest: _TypeAlias = VoidPaymentRequest  # noqa: Y015
+
+@_typing.final
+class VoidInvoiceRequest(_message.Message):
+    """Request of VoidInvoice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The CRM id of the job whose invoice is voided, as sent in CloseOutJob."""
+    request_id: _builtins.str
+    """Optional, at most 50 characters: makes the call idempotent (see SyncPaymentRequest.request_id)."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoidInvoiceRequest: _TypeAlias = VoidInvoiceRequest  # noqa: Y015

@@ -101,6 +101,16 @@ class SyncServiceStub:
                 request_serializer=qbsync_dot_v1_dot_sync__service__pb2.PreviewSyncRequest.SerializeToString,
                 response_deserializer=qbsync_dot_v1_dot_sync__service__pb2.PreviewSyncResponse.FromString,
                 _registered_method=True)
+        self.VoidPayment = channel.unary_unary(
+                '/qbsync.v1.SyncService/VoidPayment',
+                request_serializer=qbsync_dot_v1_dot_sync__service__pb2.VoidPaymentRequest.SerializeToString,
+                response_deserializer=qbsync_dot_v1_dot_resources__pb2.SyncJob.FromString,
+                _registered_method=True)
+        self.VoidInvoice = channel.unary_unary(
+                '/qbsync.v1.SyncService/VoidInvoice',
+                request_serializer=qbsync_dot_v1_dot_sync__service__pb2.VoidInvoiceRequest.SerializeToString,
+                response_deserializer=qbsync_dot_v1_dot_resources__pb2.SyncJob.FromString,
+                _registered_method=True)
 
 
 class SyncServiceServicer:
@@ -216,6 +226,28 @@ class SyncServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VoidPayment(self, request, context):
+        """Voids a synced payment in QuickBooks (SPEC §11): its applications to invoices and its links to refund
+        expenses are undone first, its refund expenses are removed, then the payment is voided; all of them end
+        `SYNC_STATE_VOIDED`. Needs the `sync` permission. A payment qbsync never received is NOT_FOUND; one
+        never written to QuickBooks, or inside a payout (reason PAYMENT_DEPOSITED: resync the payout without it
+        first), is FAILED_PRECONDITION. Returns at once with a PENDING job; idempotent with `request_id`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VoidInvoice(self, request, context):
+        """Voids the synced invoice of a closed-out job in QuickBooks (SPEC §11): each payment applied to it lets
+        go of it first (keeping its other applications, its unapplied amount grows), then the invoice is voided
+        and ends `SYNC_STATE_VOIDED`. Needs the `sync` permission. A job qbsync never received is NOT_FOUND; one
+        whose invoice was never written is FAILED_PRECONDITION. Returns at once with a PENDING job; idempotent
+        with `request_id`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SyncServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -278,6 +310,16 @@ def add_SyncServiceServicer_to_server(servicer, server):
                     servicer.PreviewSync,
                     request_deserializer=qbsync_dot_v1_dot_sync__service__pb2.PreviewSyncRequest.FromString,
                     response_serializer=qbsync_dot_v1_dot_sync__service__pb2.PreviewSyncResponse.SerializeToString,
+            ),
+            'VoidPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.VoidPayment,
+                    request_deserializer=qbsync_dot_v1_dot_sync__service__pb2.VoidPaymentRequest.FromString,
+                    response_serializer=qbsync_dot_v1_dot_resources__pb2.SyncJob.SerializeToString,
+            ),
+            'VoidInvoice': grpc.unary_unary_rpc_method_handler(
+                    servicer.VoidInvoice,
+                    request_deserializer=qbsync_dot_v1_dot_sync__service__pb2.VoidInvoiceRequest.FromString,
+                    response_serializer=qbsync_dot_v1_dot_resources__pb2.SyncJob.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -610,6 +652,60 @@ class SyncService:
             '/qbsync.v1.SyncService/PreviewSync',
             qbsync_dot_v1_dot_sync__service__pb2.PreviewSyncRequest.SerializeToString,
             qbsync_dot_v1_dot_sync__service__pb2.PreviewSyncResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VoidPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qbsync.v1.SyncService/VoidPayment',
+            qbsync_dot_v1_dot_sync__service__pb2.VoidPaymentRequest.SerializeToString,
+            qbsync_dot_v1_dot_resources__pb2.SyncJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VoidInvoice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qbsync.v1.SyncService/VoidInvoice',
+            qbsync_dot_v1_dot_sync__service__pb2.VoidInvoiceRequest.SerializeToString,
+            qbsync_dot_v1_dot_resources__pb2.SyncJob.FromString,
             options,
             channel_credentials,
             insecure,

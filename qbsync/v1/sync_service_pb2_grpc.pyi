@@ -90,6 +90,20 @@ class SyncServiceStub:
     answers it: ALREADY_EXISTS for another body; for the same body no operations (the sync would only
     return the earlier job).
     """
+    VoidPayment: _grpc.UnaryUnaryMultiCallable[_sync_service_pb2.VoidPaymentRequest, _resources_pb2.SyncJob]
+    """Voids a synced payment in QuickBooks (SPEC §11): its applications to invoices and its links to refund
+    expenses are undone first, its refund expenses are removed, then the payment is voided; all of them end
+    `SYNC_STATE_VOIDED`. Needs the `sync` permission. A payment qbsync never received is NOT_FOUND; one
+    never written to QuickBooks, or inside a payout (reason PAYMENT_DEPOSITED: resync the payout without it
+    first), is FAILED_PRECONDITION. Returns at once with a PENDING job; idempotent with `request_id`.
+    """
+    VoidInvoice: _grpc.UnaryUnaryMultiCallable[_sync_service_pb2.VoidInvoiceRequest, _resources_pb2.SyncJob]
+    """Voids the synced invoice of a closed-out job in QuickBooks (SPEC §11): each payment applied to it lets
+    go of it first (keeping its other applications, its unapplied amount grows), then the invoice is voided
+    and ends `SYNC_STATE_VOIDED`. Needs the `sync` permission. A job qbsync never received is NOT_FOUND; one
+    whose invoice was never written is FAILED_PRECONDITION. Returns at once with a PENDING job; idempotent
+    with `request_id`.
+    """
 
 @_typing.type_check_only
 class SyncServiceAsyncStub(SyncServiceStub):
@@ -151,6 +165,20 @@ class SyncServiceAsyncStub(SyncServiceStub):
     QuickBooks request allowance as the sync would. A `request_id` seen before is answered as the sync
     answers it: ALREADY_EXISTS for another body; for the same body no operations (the sync would only
     return the earlier job).
+    """
+    VoidPayment: _aio.UnaryUnaryMultiCallable[_sync_service_pb2.VoidPaymentRequest, _resources_pb2.SyncJob]  # type: ignore[assignment]
+    """Voids a synced payment in QuickBooks (SPEC §11): its applications to invoices and its links to refund
+    expenses are undone first, its refund expenses are removed, then the payment is voided; all of them end
+    `SYNC_STATE_VOIDED`. Needs the `sync` permission. A payment qbsync never received is NOT_FOUND; one
+    never written to QuickBooks, or inside a payout (reason PAYMENT_DEPOSITED: resync the payout without it
+    first), is FAILED_PRECONDITION. Returns at once with a PENDING job; idempotent with `request_id`.
+    """
+    VoidInvoice: _aio.UnaryUnaryMultiCallable[_sync_service_pb2.VoidInvoiceRequest, _resources_pb2.SyncJob]  # type: ignore[assignment]
+    """Voids the synced invoice of a closed-out job in QuickBooks (SPEC §11): each payment applied to it lets
+    go of it first (keeping its other applications, its unapplied amount grows), then the invoice is voided
+    and ends `SYNC_STATE_VOIDED`. Needs the `sync` permission. A job qbsync never received is NOT_FOUND; one
+    whose invoice was never written is FAILED_PRECONDITION. Returns at once with a PENDING job; idempotent
+    with `request_id`.
     """
 
 class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -282,6 +310,32 @@ class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
         QuickBooks request allowance as the sync would. A `request_id` seen before is answered as the sync
         answers it: ALREADY_EXISTS for another body; for the same body no operations (the sync would only
         return the earlier job).
+        """
+
+    @_abc_1.abstractmethod
+    def VoidPayment(
+        self,
+        request: _sync_service_pb2.VoidPaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.SyncJob, _abc.Awaitable[_resources_pb2.SyncJob]]:
+        """Voids a synced payment in QuickBooks (SPEC §11): its applications to invoices and its links to refund
+        expenses are undone first, its refund expenses are removed, then the payment is voided; all of them end
+        `SYNC_STATE_VOIDED`. Needs the `sync` permission. A payment qbsync never received is NOT_FOUND; one
+        never written to QuickBooks, or inside a payout (reason PAYMENT_DEPOSITED: resync the payout without it
+        first), is FAILED_PRECONDITION. Returns at once with a PENDING job; idempotent with `request_id`.
+        """
+
+    @_abc_1.abstractmethod
+    def VoidInvoice(
+        self,
+        request: _sync_service_pb2.VoidInvoiceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.SyncJob, _abc.Awaitable[_resources_pb2.SyncJob]]:
+        """Voids the synced invoice of a closed-out job in QuickBooks (SPEC §11): each payment applied to it lets
+        go of it first (keeping its other applications, its unapplied amount grows), then the invoice is voided
+        and ends `SYNC_STATE_VOIDED`. Needs the `sync` permission. A job qbsync never received is NOT_FOUND; one
+        whose invoice was never written is FAILED_PRECONDITION. Returns at once with a PENDING job; idempotent
+        with `request_id`.
         """
 
 def add_SyncServiceServicer_to_server(servicer: SyncServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

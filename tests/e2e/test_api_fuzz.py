@@ -345,6 +345,11 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Message]] = {
         job_requests(s.SyncInvoiceRequest).map(lambda body: s.PreviewSyncRequest(sync_invoice=body)),  # type: ignore[arg-type]
         payout_requests().map(lambda body: s.PreviewSyncRequest(sync_payout=body)),
         st.just(s.PreviewSyncRequest()),
+    "VoidPayment": st.builds(
+        s.VoidPaymentRequest, payment_id=st.sampled_from(["opp-1-p1", "opp-1-p2", "p9"]), request_id=REQUEST_IDS
+    ),
+    "VoidInvoice": st.builds(
+        s.VoidInvoiceRequest, job_id=st.sampled_from(["opp-1-j1", "opp-1-j2", "j9"]), request_id=REQUEST_IDS
     ),
 }
 
@@ -507,6 +512,8 @@ test_random_ListSyncErrors_requests_are_never_our_error = fuzz_method("ListSyncE
 test_random_RetrySync_requests_are_never_our_error = fuzz_method("RetrySync")
 test_random_DismissSyncError_requests_are_never_our_error = fuzz_method("DismissSyncError")
 test_random_PreviewSync_requests_are_never_our_error = fuzz_method("PreviewSync")
+test_random_VoidPayment_requests_are_never_our_error = fuzz_method("VoidPayment")
+test_random_VoidInvoice_requests_are_never_our_error = fuzz_method("VoidInvoice")
 test_random_GetAuthorizationUrl_requests_are_never_our_error = fuzz_method("GetAuthorizationUrl")
 test_random_CompleteAuthorization_requests_are_never_our_error = fuzz_method("CompleteAuthorization")
 test_random_GetConnection_requests_are_never_our_error = fuzz_method("GetConnection")

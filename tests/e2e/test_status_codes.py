@@ -222,6 +222,8 @@ def every_rpc(api: Api, md: list[tuple[str, str]]) -> list[tuple[str, object]]:
                 metadata=md,
             ),
         ),
+        ("VoidPayment", lambda: api.stub.VoidPayment(s.VoidPaymentRequest(payment_id="pay-1"), metadata=md)),
+        ("VoidInvoice", lambda: api.stub.VoidInvoice(s.VoidInvoiceRequest(job_id="job-2"), metadata=md)),
     ]
 
 

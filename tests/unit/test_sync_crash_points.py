@@ -26,6 +26,7 @@ from core.domain import (
     Principal,
     Refund,
     SyncJobState,
+    SyncState,
 )
 from core.service import SyncService
 from core.sync_engine import SyncEngine
@@ -202,3 +203,60 @@ def test_the_crash_points_are_real() -> None:
         with pytest.raises(Crash):
             deployment.worker.drain("w1")
         assert deployment.service.get_job(deployment.principal, job).state is SyncJobState.RUNNING
+
+
+# --- SPEC §11: a void that dies anywhere is run again without doubling anything --------------------------
+
+# The payment unlinked from its refunds (one update), each refund expense deleted, then the payment voided.
+VOID_WRITES: list[tuple[str, int]] = [("update", 1), ("void", 1), ("void", 2), ("void", 3)]
+
+
+def _synced_then_void_accepted(crash_at: int = 0) -> tuple[Deployment, str]:
+    deployment = Deployment(crash_at)
+    deployment.accept()
+    deployment._worker(deployment.db).drain("w0")  # the payment and its refunds are in QuickBooks
+    return deployment, deployment.service.void_payment(deployment.principal, "p1").name
+
+
+def _assert_voided_once(deployment: Deployment) -> None:
+    qbo = deployment.qbo
+    payments = [t for t in qbo.txns.values() if t.entity == "Payment"]
+    assert len(payments) == 1 and payments[0].voided
+    purchases = [t for t in qbo.txns.values() if t.entity == "Purchase"]
+    assert len(purchases) == 2 and all(t.deleted for t in purchases)
+    with deployment.db() as uow:
+        for ref in (
+            EntityRef(EntityType.PAYMENT, "p1"),
+            EntityRef(EntityType.REFUND, "r1"),
+            EntityRef(EntityType.REFUND, "r2"),
+        ):
+            stored = uow.sync_records.get("acme", ref)
+            assert stored is not None and stored.state is SyncState.VOIDED and stored.quickbooks_id
+
+
+def _commits_of_a_clean_void() -> int:
+    deployment, _ = _synced_then_void_accepted()
+    before = deployment.dying.commits
+    assert deployment.worker.run_next("w1") is not None
+    return deployment.dying.commits - before
+
+
+@pytest.mark.parametrize("crash_at", range(1, _commits_of_a_clean_void() + 1))
+def test_a_void_crashing_at_any_commit_then_retried_voids_once(crash_at: int) -> None:
+    deployment, job = _synced_then_void_accepted(crash_at)
+    deployment.run_until_crash_then_retry(job)
+    _assert_voided_once(deployment)
+
+
+@pytest.mark.parametrize(("write", "nth"), VOID_WRITES)
+def test_a_void_crashing_right_after_quickbooks_confirmed_a_write_then_retried_voids_once(write: str, nth: int) -> None:
+    deployment, job = _synced_then_void_accepted()
+    deployment.crash_after(write, nth)
+    with pytest.raises(Crash):
+        deployment.worker.drain("w1")
+    assert deployment.service.get_job(deployment.principal, job).state is SyncJobState.RUNNING  # a real crash point
+    deployment.hooked.hooked.clear()
+    deployment.clock.advance(LEASE * 2)
+    deployment._worker(deployment.db).drain("w2")
+    assert deployment.service.get_job(deployment.principal, job).state is SyncJobState.SUCCEEDED
+    _assert_voided_once(deployment)

@@ -325,7 +325,7 @@ class FakeSide:
         self.fake.delete(record_id)
 
     def void(self, kind: TxnKind, record_id: str) -> None:
-        self.fake.void(record_id)
+        self.fake.void_in_quickbooks(record_id)
 
     def inject(self, *faults: Fault) -> None:
         self.fake.inject(*faults)

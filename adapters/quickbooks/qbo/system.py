@@ -11,12 +11,15 @@ requestid included).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Iterator, Sequence
 from functools import partial
 from typing import Any
 
+from quickbooks.objects.invoice import Invoice as QboInvoice
+from quickbooks.objects.payment import Payment as QboPayment
 from quickbooks.objects.preferences import Preferences
 
 from adapters.quickbooks.qbo.batch import batch_request_id, batches, query_item, send_batch, write_item
@@ -78,6 +81,7 @@ from core.errors import (
     StaleRecordError,
     ThrottledError,
 )
+from core.money import ZERO
 from core.ports import UNFENCED, AccountingSystem, CustomerCreate, UnitOfWorkFactory, WriteFence
 
 log = logging.getLogger(__name__)
@@ -304,6 +308,48 @@ class QuickBooksAccountingSystem(AccountingSystem):
                 if confirmed:
                     raise self._refusal(spec, fault, action="update", own_id=ref.id) from None
                 rid, confirmed = _fresh_request_id(request_id), True  # once more: see _fresh_request_id
+
+    def void(self, ref: QuickBooksRef, *, fence: WriteFence = UNFENCED) -> QuickBooksRef:
+        """`POST /{entity}?operation=void` for a Payment or Invoice (python-quickbooks' `void`, which sends
+        no requestid); a Purchase — which QBO's API cannot void: its reference lists create, read, update and
+        delete only, and the emulator answers its void as unsupported as QBO does — is deleted
+        (`?operation=delete`, with a requestid). Exactly once rests on idempotency, not on a requestid: after
+        any Fault the record is read, and one voided (or a Purchase deleted) already is the answer; a stale
+        SyncToken is replaced by the current one once (a void changes no field the CRM wrote)."""
+        if ref.kind is TxnKind.DEPOSIT:
+            raise BookkeepingError(f"qbsync does not void deposits (deposit {ref.id})")
+        entity = entity_name(ref.kind)
+        label = _label(ref.kind)
+        token = ref.sync_token
+        for attempt in range(2):
+
+            def send(qb: QuickBooksClient, sync_token: str = token) -> dict[str, Any]:
+                body = {"Id": ref.id, "SyncToken": sync_token}
+                if entity == "Purchase":
+                    request_id = request_id_for_void(ref.id, sync_token)
+                    return dict(qb.delete_object(entity, json.dumps(body), request_id=request_id) or {})
+                record = (QboPayment if entity == "Payment" else QboInvoice)()
+                record.Id, record.SyncToken = ref.id, sync_token
+                return dict(record.void(qb=qb) or {})
+
+            try:
+                answer = self.session.call(send, write=True, what=f"voiding the {label} {ref.id}", fence=fence)
+            except QboFault as fault:
+                current = self._read(entity, ref.id)
+                if current is None:
+                    if entity == "Purchase":
+                        return QuickBooksRef(ref.kind, ref.id, token, ZERO)  # deleted already: done
+                    raise RecordGoneError(f"the {label} {ref.id} was deleted in QuickBooks") from None
+                if is_voided(current):
+                    return QuickBooksRef(ref.kind, ref.id, str(current.get("SyncToken", token)), ZERO)
+                fresh = str(current.get("SyncToken", token))
+                if attempt == 0 and fresh != token:
+                    token = fresh
+                    continue
+                raise _rejected(f"void the {label} {ref.id}", fault) from None
+            saved = dict(answer.get(entity) or {})
+            return QuickBooksRef(ref.kind, ref.id, str(saved.get("SyncToken", token)), ZERO)
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def write_many(
         self, writes: Sequence[BatchWrite], *, fence: WriteFence = UNFENCED
@@ -827,6 +873,12 @@ def _setting_of(elements: str, spec: TxnSpec) -> str | None:
 
 def _settings_used(spec: TxnSpec) -> tuple[str, ...]:
     return settings_maybe_used(spec)
+
+
+def request_id_for_void(record_id: str, sync_token: str) -> str:
+    """The requestid of a Purchase's delete (a refund's void, see `void`): the same for a resend of the same
+    delete, so that QBO answers it with its first answer."""
+    return hashlib.sha256(f"void|{record_id}|{sync_token}".encode()).hexdigest()[:40]
 
 
 def _fresh_request_id(request_id: str) -> str:

@@ -308,6 +308,31 @@ def test_void_invoice_unlinks_payment_lines(qb: QuickBooks, connection: Connecti
     assert after["SyncToken"] == "1"
 
 
+def test_a_purchase_cannot_be_voided_through_the_api_only_deleted(qb: QuickBooks, accounts: dict[str, str]) -> None:
+    """QBO's API reference offers no void of a Purchase (an expense or check): the emulator refuses it as
+    unsupported, which is why qbsync deletes a refund expense when its payment is voided (AccountingSystem.void)."""
+    cid = customer(qb, "Purchase Void")
+    expense = post(
+        qb, "Purchase", refund_body(cid, "25.00", accounts["Accounts Receivable (A/R)"], accounts["Checking"])
+    )
+    body = json.dumps({"Id": expense["Id"], "SyncToken": expense["SyncToken"]})
+    with pytest.raises(QuickbooksException):
+        qb.post(f"{qb.api_url}/company/{qb.company_id}/purchase", body, params={"operation": "void"})
+    assert qb.get_single_object("Purchase", expense["Id"])["Purchase"]["TotalAmt"] == Decimal("25.00")
+    qb.delete_object("Purchase", body)
+    with pytest.raises(ObjectNotFoundException):
+        qb.get_single_object("Purchase", expense["Id"])
+
+
+def test_voiding_a_voided_payment_again_keeps_it_voided(qb: QuickBooks) -> None:
+    cid = customer(qb, "Void Twice")
+    paid = post(qb, "Payment", {"CustomerRef": {"value": cid}, "TotalAmt": "40.00", "PrivateNote": "crm:9"})
+    Payment.get(paid["Id"], qb=qb).void(qb=qb)
+    Payment.get(paid["Id"], qb=qb).void(qb=qb)  # with the current SyncToken: answered, nothing changes
+    again = qb.get_single_object("Payment", paid["Id"])["Payment"]
+    assert Decimal(str(again["TotalAmt"])) == 0 and again["PrivateNote"] == "Voided - crm:9"
+
+
 def test_requestid_replays_instead_of_writing_twice(qb: QuickBooks, connection: Connection) -> None:
     cid = customer(qb, "Replay Me")
     body = {"CustomerRef": {"value": cid}, "TotalAmt": "42.00"}

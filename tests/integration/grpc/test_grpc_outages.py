@@ -114,6 +114,8 @@ def every_call(channel: grpc.Channel) -> dict[str, Callable[[], object]]:
         "PreviewSync": lambda: sync.PreviewSync(
             s.PreviewSyncRequest(sync_payment=s.SyncPaymentRequest(opportunity=opportunity(), payment=pay)), metadata=MD
         ),
+        "VoidPayment": lambda: sync.VoidPayment(s.VoidPaymentRequest(payment_id="pay-1"), metadata=MD),
+        "VoidInvoice": lambda: sync.VoidInvoice(s.VoidInvoiceRequest(job_id="job-1"), metadata=MD),
         "GetConnection": lambda: connections.GetConnection(cs.GetConnectionRequest(), metadata=MD),
     }
 

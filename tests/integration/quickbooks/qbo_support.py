@@ -299,7 +299,7 @@ class FakeCompany:
         self.fake.delete(record_id)
 
     def void(self, kind: TxnKind, record_id: str) -> None:
-        self.fake.void(record_id)
+        self.fake.void_in_quickbooks(record_id)
 
     def touch(self, kind: TxnKind, record_id: str) -> None:
         self.fake.txns[record_id].sync_token += 1

@@ -401,3 +401,37 @@ def test_multicurrency_cannot_be_turned_off_nor_the_home_currency_changed_once_o
     assert not company.set_currency(multicurrency=False)
     assert not company.set_currency("USD")
     assert company.system.company_preferences().currency == CompanyCurrency("GBP", multicurrency=True)
+
+
+def test_void_keeps_a_payment_or_invoice_at_zero_and_deletes_a_refund_expense(company: Company) -> None:
+    """SPEC §11 through the port: QBO voids Payments and Invoices; its API cannot void a Purchase, which is
+    deleted. Voiding again is answered as voided (QBO's void takes no requestid: idempotency is what makes a
+    resend safe), and a stale SyncToken does not stop it."""
+    customer = company.system.create_customer(new_customer("Void Test"), request_id="c-1").id
+    expense = company.system.create(refund(customer, marker="[m-r1]"), request_id="r-1")
+    paid = company.system.create(payment(customer, marker="[m-p1]"), request_id="p-1")
+    billed = company.system.create(invoice(customer, marker="[m-i1]"), request_id="i-1")
+    edited = company.system.update(paid, payment(customer, amount="310.00", marker="[m-p1]"), request_id="p-2")
+
+    voided = company.system.void(paid)  # paid's SyncToken is stale: edited since
+    assert (voided.id, voided.total) == (paid.id, Decimal("0"))
+    assert voided.sync_token != edited.sync_token
+    again = company.system.void(voided)  # the emulator voids again, as QBO does; the fake sends nothing
+    assert (again.kind, again.id, again.total) == (TxnKind.PAYMENT, paid.id, Decimal("0"))
+    assert company.system.void(edited).id == paid.id  # an older token again: still answered as voided
+    invoice_voided = company.system.void(billed)
+    assert invoice_voided.total == Decimal("0")
+    assert company.system.void(expense).id == expense.id
+    assert company.system.void(expense).id == expense.id  # deleted already: done
+
+    assert company.system.read_live(TxnKind.PAYMENT, [paid.id]) == {}
+    assert company.system.read_live(TxnKind.INVOICE, [billed.id]) == {}
+    assert company.system.read_live(TxnKind.EXPENSE, [expense.id]) == {}
+
+
+def test_void_of_a_payment_deleted_in_quickbooks_says_it_is_gone(company: Company) -> None:
+    customer = company.system.create_customer(new_customer("Void Gone"), request_id="c-1").id
+    paid = company.system.create(payment(customer, marker="[m-p1]"), request_id="p-1")
+    company.delete(TxnKind.PAYMENT, paid.id)
+    with pytest.raises(RecordGoneError):
+        company.system.void(paid)
