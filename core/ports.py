@@ -16,6 +16,8 @@ from typing import Protocol, Self, TypeVar
 from core.accounting import (
     AccountingCustomer,
     BatchWrite,
+    ChangedEntity,
+    ChangedRecord,
     CustomerLookup,
     NewCustomer,
     NumberedInvoice,
@@ -211,6 +213,15 @@ class AccountingSystem(Protocol):
         Raises: only the errors every method may raise (see the class)."""
         ...
 
+    def changed_since(self, entities: Sequence[ChangedEntity], since: datetime) -> list[ChangedRecord]:
+        """Every record of `entities` QuickBooks changed (created, edited, voided, deleted, merged away) at or
+        after `since`, each once, as it stands now (its Change Data Capture), oldest change first (ties by
+        entity, then Id). QuickBooks looks back at most 30 days: `since` earlier than that is read from 30 days
+        back. However many changed: the adapter pages through QuickBooks' answers (at most 1,000 objects per
+        entity each).
+        Raises: only the errors every method may raise (see the class)."""
+        ...
+
     def link_for(self, kind: TxnKind | None, quickbooks_id: str) -> str:
         """The URL that opens the record in the QuickBooks web app (R9); kind None is a customer.
         Raises: nothing: the URL is built from the connection, QuickBooks is not asked."""
@@ -305,6 +316,9 @@ class ForwardingAccountingSystem(AccountingSystem):
 
     def active_customers(self, ids: list[str]) -> set[str]:
         return self._system.active_customers(ids)
+
+    def changed_since(self, entities: Sequence[ChangedEntity], since: datetime) -> list[ChangedRecord]:
+        return self._system.changed_since(entities, since)
 
     def link_for(self, kind: TxnKind | None, quickbooks_id: str) -> str:
         return self._system.link_for(kind, quickbooks_id)
