@@ -33,6 +33,7 @@ from core.domain import (
     ApiKey,
     AuditEvent,
     ClosedJob,
+    Drift,
     EntityRef,
     Job,
     Opportunity,
@@ -538,6 +539,13 @@ class SyncRecordRepository(Protocol):
         found = {entity: self.get(tenant_id, entity) for entity in entities}
         return {entity: record for entity, record in found.items() if record is not None}
 
+    def with_quickbooks_ids(self, tenant_id: str, quickbooks_ids: Sequence[str]) -> list[SyncRecord]:
+        """The tenant's records whose QuickBooks Id is one of `quickbooks_ids`, in any company and of any
+        QuickBooks type (Ids are unique only per type and company: the caller narrows), in no set order.
+        How a drift sweep finds which of QuickBooks' changed records qbsync wrote.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
     def save_many(self, records: Sequence[SyncRecord]) -> None:
         """`save` of each of `records`, written in the order given (callers give `in_lock_order`'s), at most
         one per entity (an adapter may send them together).
@@ -729,6 +737,39 @@ class CompanyLookupRepository(Protocol):
         ...
 
 
+class DriftRepository(Protocol):
+    """What drift sweeps found (SPEC §11): at most one drift per CRM record, and per connection the moment
+    its next sweep reads QuickBooks' changes from."""
+
+    def get(self, tenant_id: str, entity: EntityRef) -> Drift | None:
+        """The record's drift, or None. Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def save(self, drift: Drift) -> None:
+        """Inserts or replaces the drift of (tenant_id, entity).
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def clear(self, tenant_id: str, entity: EntityRef) -> None:
+        """Forgets the record's drift (an overwrite wrote over it); nothing when it has none.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def list(self, tenant_id: str, *, offset: int, limit: int) -> list[Drift]:
+        """The tenant's drifts, newest detected first, then by entity, so that pages never overlap or skip one.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def watermark(self, tenant_id: str, branch_id: str = "") -> datetime | None:
+        """Where the connection's next sweep reads changes from; None before its first sweep.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def save_watermark(self, tenant_id: str, moment: datetime, branch_id: str = "") -> None:
+        """Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+
 class AuditLog(Protocol):
     def append(self, event: AuditEvent) -> None:
         """Records the event. Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
@@ -755,6 +796,7 @@ class UnitOfWork(Protocol):
     audit: AuditLog
     connections: ConnectionRepository
     company_lookups: CompanyLookupRepository
+    drift: DriftRepository
 
     # `__enter__` and `__exit__` have default bodies (cosmicpython's unit of work): an adapter writes only
     # `commit` and `rollback`, unless it opens or closes something of its own on entering or leaving.
