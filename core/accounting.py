@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 
 from core.domain import InvoiceLine, Job, PaymentMethod
@@ -63,6 +63,49 @@ class QuickBooksRef:
     # The record's TotalAmt as QuickBooks holds it after a write (None where not known, as in a query's
     # answer): what the core compares with the total it sent (SPEC §8, INVOICE_TOTAL_MISMATCH).
     total: Decimal | None = None
+
+
+class ChangedEntity(enum.Enum):
+    """The QuickBooks entities a Change Data Capture read covers (`AccountingSystem.changed_since`): those
+    qbsync writes. A refund's expense or check is a Purchase either way."""
+
+    PAYMENT = "Payment"
+    PURCHASE = "Purchase"
+    INVOICE = "Invoice"
+    DEPOSIT = "Deposit"
+    CUSTOMER = "Customer"
+
+    @classmethod
+    def of(cls, kind: TxnKind | None) -> ChangedEntity:
+        """The entity a record of `kind` is in QuickBooks (None: a customer)."""
+        if kind is None:
+            return cls.CUSTOMER
+        return cls.PURCHASE if kind in (TxnKind.EXPENSE, TxnKind.CHECK) else cls(kind.value)
+
+
+class RecordStatus(enum.Enum):
+    """How a changed record stands in QuickBooks now. QuickBooks keeps a voided Payment or Invoice (amounts at
+    zero); a deleted one, and the losing customer of a merge, are answered as deleted."""
+
+    LIVE = "live"
+    DELETED = "deleted"
+    VOIDED = "voided"
+
+
+@dataclass(frozen=True)
+class ChangedRecord:
+    """One record QuickBooks reports changed (its Change Data Capture): as it stands after its latest change.
+    `total` and `customer_id` are what QuickBooks holds now (None / "" for a deleted record, whose fields
+    QuickBooks no longer gives, and `total` None for a customer); `last_updated` is its
+    MetaData.LastUpdatedTime, in UTC."""
+
+    entity: ChangedEntity
+    id: str
+    sync_token: str
+    status: RecordStatus
+    last_updated: datetime
+    total: Decimal | None = None
+    customer_id: str = ""
 
 
 @dataclass(frozen=True)

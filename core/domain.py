@@ -293,6 +293,9 @@ class SyncState(enum.Enum):
     # expense is deleted there: see `AccountingSystem.void`); its QuickBooks Id stays on the record. Final: a
     # voided record is never written again.
     VOIDED = "VOIDED"
+    # Changed in QuickBooks by someone else since qbsync last wrote it (SPEC §11, Drift): edited, voided, deleted
+    # or merged there (what changed: `Drift`). A resync is refused until it is asked to overwrite QuickBooks.
+    DRIFTED = "DRIFTED"
 
 
 @dataclass
@@ -565,3 +568,27 @@ class AuditEvent:
 
 def payments_oldest_first(payments: list[Payment]) -> list[Payment]:
     return sorted(payments, key=lambda p: (p.received_time, p.payment_id))
+
+
+class DriftChange(enum.Enum):
+    """How a record qbsync wrote was changed in QuickBooks by someone else (SPEC §11)."""
+
+    EDITED = "EDITED"  # a field qbsync wrote holds another value (`Drift.fields` names them)
+    VOIDED = "VOIDED"  # voided in QuickBooks, not through qbsync
+    DELETED = "DELETED"
+    MERGED = "MERGED"  # a customer merged into another: QuickBooks reports the one merged away as deleted
+
+
+@dataclass(frozen=True)
+class Drift:
+    """What a sweep found changed in QuickBooks on one record qbsync wrote. `sync_token` is the record's
+    SyncToken as QuickBooks reported it then: the same change seen again is this drift, not another.
+    `fields` names QuickBooks' fields that differ from qbsync's last write ("TotalAmt", "CustomerRef")."""
+
+    tenant_id: str
+    entity: EntityRef
+    quickbooks_id: str
+    change: DriftChange
+    detected_time: datetime
+    sync_token: str = ""
+    fields: tuple[str, ...] = ()

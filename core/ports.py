@@ -16,6 +16,8 @@ from typing import Protocol, Self, TypeVar
 from core.accounting import (
     AccountingCustomer,
     BatchWrite,
+    ChangedEntity,
+    ChangedRecord,
     CustomerLookup,
     NewCustomer,
     NumberedInvoice,
@@ -31,6 +33,7 @@ from core.domain import (
     ApiKey,
     AuditEvent,
     ClosedJob,
+    Drift,
     EntityRef,
     Job,
     Opportunity,
@@ -211,6 +214,15 @@ class AccountingSystem(Protocol):
         Raises: only the errors every method may raise (see the class)."""
         ...
 
+    def changed_since(self, entities: Sequence[ChangedEntity], since: datetime) -> list[ChangedRecord]:
+        """Every record of `entities` QuickBooks changed (created, edited, voided, deleted, merged away) at or
+        after `since`, each once, as it stands now (its Change Data Capture), oldest change first (ties by
+        entity, then Id). QuickBooks looks back at most 30 days: `since` earlier than that is read from 30 days
+        back. However many changed: the adapter pages through QuickBooks' answers (at most 1,000 objects per
+        entity each).
+        Raises: only the errors every method may raise (see the class)."""
+        ...
+
     def link_for(self, kind: TxnKind | None, quickbooks_id: str) -> str:
         """The URL that opens the record in the QuickBooks web app (R9); kind None is a customer.
         Raises: nothing: the URL is built from the connection, QuickBooks is not asked."""
@@ -305,6 +317,9 @@ class ForwardingAccountingSystem(AccountingSystem):
 
     def active_customers(self, ids: list[str]) -> set[str]:
         return self._system.active_customers(ids)
+
+    def changed_since(self, entities: Sequence[ChangedEntity], since: datetime) -> list[ChangedRecord]:
+        return self._system.changed_since(entities, since)
 
     def link_for(self, kind: TxnKind | None, quickbooks_id: str) -> str:
         return self._system.link_for(kind, quickbooks_id)
@@ -524,6 +539,13 @@ class SyncRecordRepository(Protocol):
         found = {entity: self.get(tenant_id, entity) for entity in entities}
         return {entity: record for entity, record in found.items() if record is not None}
 
+    def with_quickbooks_ids(self, tenant_id: str, quickbooks_ids: Sequence[str]) -> list[SyncRecord]:
+        """The tenant's records whose QuickBooks Id is one of `quickbooks_ids`, in any company and of any
+        QuickBooks type (Ids are unique only per type and company: the caller narrows), in no set order.
+        How a drift sweep finds which of QuickBooks' changed records qbsync wrote.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
     def save_many(self, records: Sequence[SyncRecord]) -> None:
         """`save` of each of `records`, written in the order given (callers give `in_lock_order`'s), at most
         one per entity (an adapter may send them together).
@@ -715,6 +737,39 @@ class CompanyLookupRepository(Protocol):
         ...
 
 
+class DriftRepository(Protocol):
+    """What drift sweeps found (SPEC §11): at most one drift per CRM record, and per connection the moment
+    its next sweep reads QuickBooks' changes from."""
+
+    def get(self, tenant_id: str, entity: EntityRef) -> Drift | None:
+        """The record's drift, or None. Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def save(self, drift: Drift) -> None:
+        """Inserts or replaces the drift of (tenant_id, entity).
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def clear(self, tenant_id: str, entity: EntityRef) -> None:
+        """Forgets the record's drift (an overwrite wrote over it); nothing when it has none.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def list(self, tenant_id: str, *, offset: int, limit: int) -> list[Drift]:
+        """The tenant's drifts, newest detected first, then by entity, so that pages never overlap or skip one.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def watermark(self, tenant_id: str, branch_id: str = "") -> datetime | None:
+        """Where the connection's next sweep reads changes from; None before its first sweep.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def save_watermark(self, tenant_id: str, moment: datetime, branch_id: str = "") -> None:
+        """Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+
 class AuditLog(Protocol):
     def append(self, event: AuditEvent) -> None:
         """Records the event. Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
@@ -741,6 +796,7 @@ class UnitOfWork(Protocol):
     audit: AuditLog
     connections: ConnectionRepository
     company_lookups: CompanyLookupRepository
+    drift: DriftRepository
 
     # `__enter__` and `__exit__` have default bodies (cosmicpython's unit of work): an adapter writes only
     # `commit` and `rollback`, unless it opens or closes something of its own on entering or leaving.

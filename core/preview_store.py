@@ -32,6 +32,7 @@ from core.domain import (
     ApiKey,
     AuditEvent,
     ClosedJob,
+    Drift,
     EntityRef,
     Job,
     Opportunity,
@@ -48,6 +49,7 @@ from core.ports import (
     AuditLog,
     CompanyLookupRepository,
     ConnectionRepository,
+    DriftRepository,
     DueBacklog,
     SnapshotRepository,
     SyncJobRepository,
@@ -221,6 +223,41 @@ class _OverlayRecords(SyncRecordRepository):
     def save_many(self, records: Sequence[SyncRecord]) -> None:
         for record in records:
             self.save(record)
+
+    def with_quickbooks_ids(self, tenant_id: str, quickbooks_ids: Sequence[str]) -> list[SyncRecord]:
+        stored = {r.entity: r for r in self._base.with_quickbooks_ids(tenant_id, quickbooks_ids)}
+        wanted = set(quickbooks_ids)
+        for (tenant, entity), record in self._o.records.items():
+            if tenant == tenant_id:
+                stored.pop(entity, None)
+                if record.quickbooks_id in wanted:
+                    stored[entity] = _copy(record)
+        return list(stored.values())
+
+
+class _ReadOnlyDrift(DriftRepository):
+    """The stored drifts, read as they are: a preview sweeps nothing, and what it would write is dropped."""
+
+    def __init__(self, base: UnitOfWork) -> None:
+        self._base = base.drift
+
+    def get(self, tenant_id: str, entity: EntityRef) -> Drift | None:
+        return self._base.get(tenant_id, entity)
+
+    def save(self, drift: Drift) -> None:
+        """Dropped (see the class)."""
+
+    def clear(self, tenant_id: str, entity: EntityRef) -> None:
+        """Dropped (see the class)."""
+
+    def list(self, tenant_id: str, *, offset: int, limit: int) -> list[Drift]:
+        return self._base.list(tenant_id, offset=offset, limit=limit)
+
+    def watermark(self, tenant_id: str, branch_id: str = "") -> datetime | None:
+        return self._base.watermark(tenant_id, branch_id)
+
+    def save_watermark(self, tenant_id: str, moment: datetime, branch_id: str = "") -> None:
+        """Dropped (see the class)."""
 
 
 class _PreviewJobs(SyncJobRepository):
@@ -398,6 +435,7 @@ class PreviewUnitOfWork(UnitOfWork):
         self.audit = _PreviewAudit(base, overlay)
         self.connections = _ReadOnlyConnections(base)
         self.company_lookups = _OverlayLookups(base, overlay)
+        self.drift = _ReadOnlyDrift(base)
         return self
 
     def __exit__(

@@ -26,7 +26,7 @@ import copy
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -39,6 +39,7 @@ from core.domain import (
     ApiKey,
     AuditEvent,
     ClosedJob,
+    Drift,
     EntityRef,
     Job,
     Opportunity,
@@ -57,6 +58,7 @@ from core.ports import (
     AuditLog,
     CompanyLookupRepository,
     ConnectionRepository,
+    DriftRepository,
     DueBacklog,
     RequestIdTakenError,
     SnapshotRepository,
@@ -94,6 +96,8 @@ class _Tables:
     connections: dict[tuple[str, str], QuickBooksConnection] = field(default_factory=dict)  # (tenant, branch)
     # (tenant, branch, kind, name): each connection's look-ups are its own company's
     company_lookups: dict[tuple[str, str, LookupKind, str], CompanyLookup] = field(default_factory=dict)
+    drifts: dict[tuple[str, EntityRef], Drift] = field(default_factory=dict)
+    drift_watermarks: dict[tuple[str, str], datetime] = field(default_factory=dict)  # (tenant, branch)
 
 
 class InMemoryDatabase:
@@ -190,6 +194,8 @@ class _Transaction:
         self.jobs = _Staged(tables.jobs)
         self.connections = _Staged(tables.connections)
         self.company_lookups = _Staged(tables.company_lookups)
+        self.drifts = _Staged(tables.drifts)
+        self.drift_watermarks = _Staged(tables.drift_watermarks)
         self._tables = tables
         self.new_audit: list[AuditEvent] = []
 
@@ -208,6 +214,8 @@ class _Transaction:
             self.jobs,
             self.connections,
             self.company_lookups,
+            self.drifts,
+            self.drift_watermarks,
         )  # type: ignore[return-value]
 
     def apply(self) -> None:
@@ -397,6 +405,44 @@ class InMemorySyncRecordRepository(_Repository, SyncRecordRepository):
     def save(self, record: SyncRecord) -> None:
         with self._db.lock:
             self._tx.sync_records.put((record.tenant_id, record.entity), _copy(record))
+
+    def with_quickbooks_ids(self, tenant_id: str, quickbooks_ids: Sequence[str]) -> list[SyncRecord]:
+        wanted = set(quickbooks_ids)
+        with self._db.lock:
+            return [
+                _copy(record)
+                for (tenant, _), record in self._tx.sync_records.items()
+                if tenant == tenant_id and record.quickbooks_id in wanted
+            ]
+
+
+class InMemoryDriftRepository(_Repository, DriftRepository):
+    def get(self, tenant_id: str, entity: EntityRef) -> Drift | None:
+        with self._db.lock:
+            return self._tx.drifts.get((tenant_id, entity))
+
+    def save(self, drift: Drift) -> None:
+        with self._db.lock:
+            self._tx.drifts.put((drift.tenant_id, drift.entity), drift)
+
+    def clear(self, tenant_id: str, entity: EntityRef) -> None:
+        with self._db.lock:
+            if self._tx.drifts.get((tenant_id, entity)) is not None:
+                self._tx.drifts.delete((tenant_id, entity))
+
+    def list(self, tenant_id: str, *, offset: int, limit: int) -> list[Drift]:
+        with self._db.lock:
+            drifts = [d for (tenant, _), d in self._tx.drifts.items() if tenant == tenant_id]
+        drifts.sort(key=lambda d: (-d.detected_time.timestamp(), d.entity.type.value, d.entity.id))
+        return drifts[offset : offset + limit]
+
+    def watermark(self, tenant_id: str, branch_id: str = "") -> datetime | None:
+        with self._db.lock:
+            return self._tx.drift_watermarks.get((tenant_id, branch_id))
+
+    def save_watermark(self, tenant_id: str, moment: datetime, branch_id: str = "") -> None:
+        with self._db.lock:
+            self._tx.drift_watermarks.put((tenant_id, branch_id), moment)
 
 
 class InMemoryCompanyLookupRepository(_Repository, CompanyLookupRepository):
@@ -639,6 +685,7 @@ class InMemoryUnitOfWork(UnitOfWork):
         self.audit = InMemoryAuditLog(db, self._tx)
         self.connections = InMemoryConnectionRepository(db, self._tx, self)
         self.company_lookups = InMemoryCompanyLookupRepository(db, self._tx)
+        self.drift = InMemoryDriftRepository(db, self._tx)
         self._connection_locks: list[threading.Lock] = []
 
     def commit(self) -> None:

@@ -36,8 +36,9 @@ from __future__ import annotations
 import enum
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from adapters.quickbooks.qbo.batch import batches
@@ -47,6 +48,8 @@ from core.accounting import (
     NO_TRACKING,
     AccountingCustomer,
     BatchWrite,
+    ChangedEntity,
+    ChangedRecord,
     CustomerLookup,
     DepositLineKind,
     DepositSpec,
@@ -55,6 +58,7 @@ from core.accounting import (
     NumberedInvoice,
     PaymentSpec,
     QuickBooksRef,
+    RecordStatus,
     RefundSpec,
     TxnKind,
     TxnSpec,
@@ -106,6 +110,7 @@ class FakeCustomer:
     phone: str = ""
     note: str = ""
     active: bool = True
+    last_updated: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass
@@ -120,6 +125,7 @@ class FakeTxn:
     voided: bool = False
     quickbooks_total: Decimal | None = None  # an invoice's TotalAmt as QBO worked it out (None: the spec's)
     doc_number: str = ""  # an invoice's DocNumber as QBO holds it: the spec's, or the one QuickBooks gave
+    last_updated: datetime = field(default_factory=lambda: datetime.now(UTC))  # MetaData.LastUpdatedTime
 
     @property
     def live(self) -> bool:
@@ -197,6 +203,8 @@ class FakeQuickBooks(AccountingSystem):
     custom_txn_numbers: bool = False  # off: QuickBooks numbers an invoice sent without a DocNumber
     refuse_duplicate_doc_numbers: bool = False  # QBO's "warn if duplicate" (off in a new company)
     pending_deactivations: dict[str, int] = field(default_factory=dict)  # customer id -> calls to wait
+    # What MetaData.LastUpdatedTime says of a change made now (testers: a controlled clock).
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _next_id: int = 1
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -277,6 +285,32 @@ class FakeQuickBooks(AccountingSystem):
                 if txn.live and txn.entity == _entity_of(kind) and marker in txn.spec.private_note:
                     return QuickBooksRef(txn.kind, txn.id, str(txn.sync_token))
             return None
+
+    def changed_since(self, entities: Sequence[ChangedEntity], since: datetime) -> list[ChangedRecord]:
+        with self._lock:
+            self._call(write=False)
+            since = max(since, self.now() - timedelta(days=30))  # QuickBooks looks back 30 days at most
+            wanted = set(entities)
+            changed: list[ChangedRecord] = []
+            for txn in self.txns.values():
+                entity = ChangedEntity(txn.entity)
+                if entity in wanted and txn.last_updated >= since:
+                    changed.append(self._changed(entity, txn))
+            if ChangedEntity.CUSTOMER in wanted:
+                changed.extend(
+                    ChangedRecord(ChangedEntity.CUSTOMER, c.id, "0", RecordStatus.LIVE, c.last_updated)
+                    for c in self.customers.values()
+                    if c.last_updated >= since
+                )
+            return sorted(changed, key=lambda r: (r.last_updated, r.entity.value, int(r.id)))
+
+    def _changed(self, entity: ChangedEntity, txn: FakeTxn) -> ChangedRecord:
+        if txn.deleted:
+            return ChangedRecord(entity, txn.id, str(txn.sync_token), RecordStatus.DELETED, txn.last_updated)
+        status = RecordStatus.VOIDED if txn.voided else RecordStatus.LIVE
+        return ChangedRecord(
+            entity, txn.id, str(txn.sync_token), status, txn.last_updated, txn.total, txn.spec.customer_id
+        )
 
     def link_for(self, kind: TxnKind | None, quickbooks_id: str) -> str:
         page = {
@@ -383,7 +417,7 @@ class FakeQuickBooks(AccountingSystem):
             if self._name_taken(display_name):
                 raise DuplicateNameError(display_name)
             new_id = self._new_id()
-            self.customers[new_id] = FakeCustomer(new_id, display_name, email, active=active)
+            self.customers[new_id] = FakeCustomer(new_id, display_name, email, active=active, last_updated=self.now())
             return new_id
 
     def add_list_entry(
@@ -426,6 +460,7 @@ class FakeQuickBooks(AccountingSystem):
         with self._lock:
             if after_calls is None:
                 self.customers[customer_id].active = False
+                self.customers[customer_id].last_updated = self.now()
                 self.pending_deactivations.pop(customer_id, None)
             else:
                 self.pending_deactivations[customer_id] = after_calls
@@ -437,14 +472,34 @@ class FakeQuickBooks(AccountingSystem):
         with self._lock:
             self._not_deposited(quickbooks_id, "deleted")
             self.txns[quickbooks_id].deleted = True
+            self.txns[quickbooks_id].last_updated = self.now()
             self._unlink(quickbooks_id)
+
+    def edit_in_quickbooks(
+        self, quickbooks_id: str, *, total: Decimal | None = None, customer_id: str | None = None
+    ) -> None:
+        """A bookkeeper edits the transaction in QuickBooks' web app: its total (TotalAmt) and/or its customer
+        (CustomerRef). Its SyncToken moves on, as any save in QuickBooks moves it."""
+        with self._lock:
+            txn = self.txns[quickbooks_id]
+            if total is not None:
+                txn.quickbooks_total = total
+                if isinstance(txn.spec, PaymentSpec | RefundSpec):
+                    txn.spec = replace(txn.spec, amount=total)
+            if customer_id is not None:
+                txn.spec = replace(txn.spec, customer_id=customer_id)  # type: ignore[type-var]
+            txn.sync_token += 1
+            txn.last_updated = self.now()
 
     def void_in_quickbooks(self, quickbooks_id: str) -> None:
         """A bookkeeper voids the transaction in QuickBooks' web app: payments linking it lose those lines,
         as in QBO (the port's `void`, qbsync's own, refuses a linked record instead, as QBO's API does)."""
         with self._lock:
             self._not_deposited(quickbooks_id, "voided")
-            self.txns[quickbooks_id].voided = True
+            txn = self.txns[quickbooks_id]
+            txn.voided = True
+            txn.sync_token += 1  # QuickBooks' void is an update of the record
+            txn.last_updated = self.now()
             self._unlink(quickbooks_id)
 
     def deposit_holding(self, payment_id: str, excluding: str | None = None) -> str | None:
@@ -598,6 +653,7 @@ class FakeQuickBooks(AccountingSystem):
             new.company_name,
             new.phone,
             new.note,
+            last_updated=self.now(),
         )
         return AccountingCustomer(new_id, new.display_name, new.email)
 
@@ -605,7 +661,9 @@ class FakeQuickBooks(AccountingSystem):
         total = self._check(spec, replacing=None)
         doc_number = self._doc_number(spec, None)
         new_id = self._new_id()
-        self.txns[new_id] = FakeTxn(new_id, _entity_of(spec.kind), spec, quickbooks_total=total, doc_number=doc_number)
+        self.txns[new_id] = FakeTxn(
+            new_id, _entity_of(spec.kind), spec, quickbooks_total=total, doc_number=doc_number, last_updated=self.now()
+        )
         return QuickBooksRef(spec.kind, new_id, "0", total)
 
     def _doc_number(self, spec: TxnSpec, replacing: FakeTxn | None) -> str:
@@ -652,6 +710,7 @@ class FakeQuickBooks(AccountingSystem):
         txn.spec = spec
         txn.quickbooks_total = total
         txn.sync_token += 1
+        txn.last_updated = self.now()
         return QuickBooksRef(spec.kind, txn.id, str(txn.sync_token), total)
 
     def _void(self, ref: QuickBooksRef) -> QuickBooksRef:
@@ -669,6 +728,7 @@ class FakeQuickBooks(AccountingSystem):
         else:
             txn.voided = True
         txn.sync_token += 1
+        txn.last_updated = self.now()
         return QuickBooksRef(ref.kind, txn.id, str(txn.sync_token), ZERO)
 
     def _invoice_total(self, spec: InvoiceSpec) -> Decimal:
@@ -817,6 +877,7 @@ class FakeQuickBooks(AccountingSystem):
             if isinstance(t.spec, PaymentSpec) and any(line.txn_id == txn_id for line in t.spec.lines):
                 t.spec = replace(t.spec, lines=tuple(line for line in t.spec.lines if line.txn_id != txn_id))
                 t.sync_token += 1
+                t.last_updated = self.now()
 
     def _customers_matching(self, email: str) -> list[AccountingCustomer]:
         wanted_email = normalise(email)

@@ -120,6 +120,10 @@ class _SyncStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SyncState.V
     expense is deleted there, as its API cannot void one), `quickbooks_id` still names it. Final: a voided
     record is not synced again.
     """
+    SYNC_STATE_DRIFTED: _SyncState.ValueType  # 6
+    """Changed in QuickBooks by someone else since qbsync last wrote it: edited, voided, deleted or merged there
+    (ListDrift says what). A resync is refused (reason DRIFTED) unless it asks to overwrite QuickBooks' changes.
+    """
 
 class SyncState(_SyncState, metaclass=_SyncStateEnumTypeWrapper):
     """Where one CRM record stands with QuickBooks."""
@@ -138,6 +142,10 @@ SYNC_STATE_VOIDED: SyncState.ValueType  # 5
 """Voided at the CRM's request (VoidPayment, VoidInvoice): QuickBooks keeps the record at zero (a refund
 expense is deleted there, as its API cannot void one), `quickbooks_id` still names it. Final: a voided
 record is not synced again.
+"""
+SYNC_STATE_DRIFTED: SyncState.ValueType  # 6
+"""Changed in QuickBooks by someone else since qbsync last wrote it: edited, voided, deleted or merged there
+(ListDrift says what). A resync is refused (reason DRIFTED) unless it asks to overwrite QuickBooks' changes.
 """
 Global___SyncState: _TypeAlias = SyncState  # noqa: Y015
 

@@ -198,6 +198,35 @@ class SyncRecordRow(Base):
     applied: Mapped[str] = mapped_column(Text)  # {job_id: "amount"} as JSON
     realm_id: Mapped[str] = mapped_column(String, server_default="")  # the company it was written in (0019)
 
+    # A drift sweep finds the records QuickBooks reports changed by their QuickBooks Id (revision 0020).
+    __table_args__ = (Index(None, "tenant_id", "quickbooks_id"),)
+
+
+class DriftRow(Base):
+    """A record changed in QuickBooks by someone else (core.domain.Drift), one per CRM record (revision 0020)."""
+
+    __tablename__ = "drifts"
+    __table_args__ = (Index(None, "tenant_id", "detected_time"),)  # ListDrift's order
+
+    tenant_id: Mapped[str] = mapped_column(String, primary_key=True)
+    entity_type: Mapped[str] = mapped_column(String, primary_key=True)
+    entity_id: Mapped[str] = mapped_column(String, primary_key=True)
+    quickbooks_id: Mapped[str] = mapped_column(String)
+    change: Mapped[str] = mapped_column(String)  # a DriftChange value
+    detected_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    sync_token: Mapped[str] = mapped_column(String)
+    fields: Mapped[str] = mapped_column(Text)  # QuickBooks' field names, comma-separated
+
+
+class DriftWatermarkRow(Base):
+    """Where each connection's next drift sweep reads QuickBooks' changes from (revision 0020)."""
+
+    __tablename__ = "drift_watermarks"
+
+    tenant_id: Mapped[str] = mapped_column(String, primary_key=True)
+    branch_id: Mapped[str] = mapped_column(String, primary_key=True)
+    since: Mapped[datetime] = mapped_column(UtcDateTime)
+
 
 class SyncJobRow(Base):
     """The job queue. request_id is NULL when the caller sent none, so the unique constraint only

@@ -533,6 +533,18 @@ class SqlAlchemySyncRecordRepository(SqlRepository, SyncRecordRepository):
         trip, on SQLite one driver call."""
         self._upsert_many(SyncRecordRow, [_record_values(record) for record in records], _RECORD_KEY)
 
+    def with_quickbooks_ids(self, tenant_id: str, quickbooks_ids: Sequence[str]) -> list[SyncRecord]:
+        wanted = sorted(set(quickbooks_ids))
+        found: list[SyncRecord] = []
+        for start in range(0, len(wanted), 500):  # bounded IN lists, served by (tenant_id, quickbooks_id)
+            rows = self._fresh(
+                select(SyncRecordRow).where(
+                    SyncRecordRow.tenant_id == tenant_id, SyncRecordRow.quickbooks_id.in_(wanted[start : start + 500])
+                )
+            )
+            found.extend(_record_from(row) for row in rows)
+        return found
+
 
 _RECORD_KEY = ("tenant_id", "entity_type", "entity_id")
 _RECORDS_BY_COUNT: dict[int, Prepared] = {}

@@ -20,6 +20,7 @@ from adapters.persistence.encryption import SecretBox
 from adapters.persistence.sqlalchemy.company_facts import CompanyFactsCache, cache_for, read_company_facts
 from adapters.persistence.sqlalchemy.company_lookups import SqlAlchemyCompanyLookupRepository
 from adapters.persistence.sqlalchemy.connections import SqlAlchemyConnectionRepository
+from adapters.persistence.sqlalchemy.drift import SqlAlchemyDriftRepository
 from adapters.persistence.sqlalchemy.engine import READ_ONLY
 from adapters.persistence.sqlalchemy.jobs import SqlAlchemySyncJobRepository
 from adapters.persistence.sqlalchemy.repositories import (
@@ -94,6 +95,7 @@ class SqlAlchemyUnitOfWork(UnitOfWork):
         self.audit = SqlAlchemyAuditLog(session)
         self.connections = SqlAlchemyConnectionRepository(session, self._secrets)
         self.company_lookups = SqlAlchemyCompanyLookupRepository(session)
+        self.drift = SqlAlchemyDriftRepository(session)
         return self
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:

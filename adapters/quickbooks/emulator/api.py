@@ -68,6 +68,9 @@ def parse_call(method: str, path: str, params: dict[str, str], raw: bytes) -> Ap
         call.entity, call.operation = "query", "query"
         call.body = raw.decode("utf-8", "replace") if method == "POST" else params.get("query", "")
         return call
+    if head == "cdc":
+        call.entity, call.operation = "cdc", "cdc"
+        return call
     if head == "batch":
         call.entity, call.operation = "batch", "batch"
     else:
@@ -156,6 +159,9 @@ def _dispatch(realm: Realm, call: ApiCall) -> JsonDict:
         raise errors.invalid_property(f"Request body is not valid JSON: {call.body_error}")
     if call.operation == "query":
         return {"QueryResponse": realm.query(str(call.body or ""))}
+    if call.operation == "cdc":
+        entities = [e for e in call.params.get("entities", "").split(",") if e]
+        return {"CDCResponse": [{"QueryResponse": realm.changed_since(entities, call.params.get("changedSince", ""))}]}
     if call.entity == "preferences" and call.operation == "read":
         # GET /preferences: one object per company, no Id in the path (python-quickbooks' PrefMixin).
         return {"Preferences": realm.preferences()}

@@ -15,6 +15,7 @@ import json
 import logging
 import uuid
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -24,6 +25,7 @@ from quickbooks.objects.preferences import Preferences
 
 from adapters.quickbooks.qbo.batch import batch_request_id, batches, query_item, send_batch, write_item
 from adapters.quickbooks.qbo.calls import CompanySession
+from adapters.quickbooks.qbo.changes import changed_since
 from adapters.quickbooks.qbo.lists import read_list_entry
 from adapters.quickbooks.qbo.liveness import active_customers, read_live
 from adapters.quickbooks.qbo.lookups import CompanyLookups
@@ -50,6 +52,8 @@ from adapters.quickbooks.qbo.transport import QboFault, QuickBooksClient, tagged
 from core.accounting import (
     AccountingCustomer,
     BatchWrite,
+    ChangedEntity,
+    ChangedRecord,
     CustomerLookup,
     DepositLineKind,
     DepositSpec,
@@ -505,6 +509,9 @@ class QuickBooksAccountingSystem(AccountingSystem):
 
     def active_customers(self, ids: list[str]) -> set[str]:
         return active_customers(self.session, ids)
+
+    def changed_since(self, entities: Sequence[ChangedEntity], since: datetime) -> list[ChangedRecord]:
+        return changed_since(self.session, entities, since)
 
     def link_for(self, kind: TxnKind | None, quickbooks_id: str) -> str:
         connection = self.session.connection

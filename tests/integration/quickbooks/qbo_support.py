@@ -302,7 +302,7 @@ class FakeCompany:
         self.fake.void_in_quickbooks(record_id)
 
     def touch(self, kind: TxnKind, record_id: str) -> None:
-        self.fake.txns[record_id].sync_token += 1
+        self.fake.edit_in_quickbooks(record_id)
 
     def live_count(self, entity: str) -> int:
         return len(self.fake.live(entity))
