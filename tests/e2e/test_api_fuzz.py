@@ -345,6 +345,7 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Message]] = {
         job_requests(s.SyncInvoiceRequest).map(lambda body: s.PreviewSyncRequest(sync_invoice=body)),  # type: ignore[arg-type]
         payout_requests().map(lambda body: s.PreviewSyncRequest(sync_payout=body)),
         st.just(s.PreviewSyncRequest()),
+    ),
     "VoidPayment": st.builds(
         s.VoidPaymentRequest, payment_id=st.sampled_from(["opp-1-p1", "opp-1-p2", "p9"]), request_id=REQUEST_IDS
     ),
