@@ -21,6 +21,7 @@ and company (`AccountingSystem.read_amounts`, by Id), the records grouped by the
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -38,7 +39,7 @@ from core.domain import (
     SyncRecord,
     SyncState,
 )
-from core.errors import FieldViolation, ValidationError
+from core.errors import FieldViolation, ValidationError, merge_violations
 from core.money import ZERO, money_sum
 from core.ports import AccountingSystems, UnitOfWork, UnitOfWorkFactory
 from core.service import require
@@ -119,12 +120,19 @@ class ReconcileService:
         self._uow_factory = uow_factory
         self._accounting = accounting
 
-    def reconcile(self, principal: Principal, start: date | None, end: date | None) -> list[Difference]:
+    def reconcile(
+        self,
+        principal: Principal,
+        start: date | None,
+        end: date | None,
+        conversion_violations: Sequence[FieldViolation] = (),
+    ) -> list[Difference]:
         """Every difference between the CRM's records of the period and QuickBooks' books, by entity; none for
         a company whose books agree. INVALID_ARGUMENT naming the field for a missing, reversed or too long
-        period. QuickBooks' errors (unreachable, throttled, reconnect required) are raised as they are."""
+        period (with `conversion_violations`, the fields an adapter could not read). QuickBooks' errors
+        (unreachable, throttled, reconnect required) are raised as they are."""
         require(principal, Permission.READ)
-        violations = period_violations(start, end)
+        violations = merge_violations(conversion_violations, period_violations(start, end))
         if violations:
             raise ValidationError(violations)
         assert start is not None and end is not None
