@@ -29,8 +29,12 @@ from core.domain import (
 from core.errors import PermissionDeniedError, ValidationError
 from core.reconcile import Difference
 from tests.unit.support import Harness
+from tests.unit.test_branches import Branches, acme, succeeded
+from tests.unit.test_branches import opportunity as branch_opportunity
+from tests.unit.test_branches import payment as branch_payment
 
 D = Decimal
+__all__ = ["acme"]  # the branch stories' fixture, used here by name
 T = datetime(2026, 4, 1, 10, 0, tzinfo=UTC)
 APRIL = (date(2026, 4, 1), date(2026, 4, 30))
 MARY = Customer("c1", "Mary", "O'Brien", email="mary@example.com")
@@ -194,3 +198,27 @@ def test_a_missing_reversed_or_too_long_period_is_refused_naming_the_field(
 def test_reconcile_needs_the_read_permission(h: Harness) -> None:
     with pytest.raises(PermissionDeniedError):
         h.reconcile.reconcile(h.principal(permissions=frozenset({Permission.SYNC})), *APRIL)
+
+
+def test_each_branch_is_reconciled_in_the_company_its_connection_holds(acme: Branches) -> None:
+    """North has its own company; the default connection's company holds the rest (SPEC §10). Each company
+    is read once per kind of record, and a change in one company is reported for that branch's record only."""
+    succeeded(acme.sync(branch_opportunity("north", "o1"), branch_payment("p1", "300.00")))
+    succeeded(acme.sync(branch_opportunity("south", "o2"), branch_payment("p2", "200.00")))
+    north, default = acme.company("north"), acme.company("")
+    assert acme.core.reconcile.reconcile(acme.principal, *APRIL) == []
+
+    with acme.store.read_only() as uow:
+        record = uow.sync_records.get("acme", EntityRef(EntityType.PAYMENT, "p1"))
+    assert record is not None and record.quickbooks_id is not None
+    edited = north.txn(record.quickbooks_id)
+    assert isinstance(edited.spec, PaymentSpec)
+    edited.spec, edited.quickbooks_total = replace(edited.spec, amount=D("250.00")), None
+    reads = north.live_reads, default.live_reads
+
+    differences = acme.core.reconcile.reconcile(acme.principal, *APRIL)
+
+    assert [(d.entity.id, d.branch_id, d.what, d.crm_amount, d.quickbooks_amount) for d in differences] == [
+        ("p1", "north", "payment amount differs", D("300.00"), D("250.00"))
+    ]
+    assert (north.live_reads - reads[0], default.live_reads - reads[1]) == (1, 1)  # one query by Id each
