@@ -261,7 +261,7 @@ def _read_period(uow: UnitOfWork, tenant: str, start: date, end: date) -> _Perio
                     )
                 )
                 others += [EntityRef(EntityType.PAYMENT, p) for p in payout.payment_ids]
-        if len(page) < _PAYOUT_PAGE:
+        if len(page) < _PAYOUT_PAGE or page[-1].arrival_date < start:  # newest arrival first: the rest is older
             break
         offset += _PAYOUT_PAGE
     records = uow.sync_records.get_many(tenant, [*{c.entity for c in period.checks}, *applying, *others])
