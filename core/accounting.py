@@ -109,6 +109,22 @@ class ChangedRecord:
 
 
 @dataclass(frozen=True)
+class QuickBooksAmounts:
+    """What QuickBooks' books hold for one of qbsync's records now (`AccountingSystem.read_amounts`), for the
+    reconciliation of SPEC §11: `total` its TotalAmt (zero once voided); `open` an invoice's Balance or a
+    payment's UnappliedAmt (zero for the others); `linked` the sum of a payment's lines (what it applies to
+    invoices and links of refund expenses); `linked_ids` the Ids its lines link (a deposit's: the payments it
+    takes out of Undeposited Funds); `voided` whether QuickBooks holds it voided."""
+
+    total: Decimal
+    open: Decimal = ZERO
+    linked: Decimal = ZERO
+    linked_ids: frozenset[str] = frozenset()
+    voided: bool = False
+    customer_id: str = ""
+
+
+@dataclass(frozen=True)
 class AccountingCustomer:
     id: str
     display_name: str

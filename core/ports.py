@@ -21,6 +21,7 @@ from core.accounting import (
     CustomerLookup,
     NewCustomer,
     NumberedInvoice,
+    QuickBooksAmounts,
     QuickBooksRef,
     TxnKind,
     TxnSpec,
@@ -208,6 +209,13 @@ class AccountingSystem(Protocol):
         Raises: only the errors every method may raise (see the class)."""
         ...
 
+    def read_amounts(self, kind: TxnKind, ids: list[str]) -> dict[str, QuickBooksAmounts]:
+        """The amounts QuickBooks holds for the records of `kind` with these Ids, by Id, voided ones included
+        (`QuickBooksAmounts.voided`): one query by Id per page of Ids, however many. An Id missing from the
+        answer was deleted. How ReconcileCompany compares the books with the CRM (SPEC §11).
+        Raises: only the errors every method may raise (see the class)."""
+        ...
+
     def active_customers(self, ids: list[str]) -> set[str]:
         """Which of these customer Ids are active now, in one read: how an explicit resync that writes
         nothing still learns that the linked customer was made inactive (R1).
@@ -314,6 +322,9 @@ class ForwardingAccountingSystem(AccountingSystem):
 
     def read_live(self, kind: TxnKind, ids: list[str]) -> dict[str, QuickBooksRef]:
         return self._system.read_live(kind, ids)
+
+    def read_amounts(self, kind: TxnKind, ids: list[str]) -> dict[str, QuickBooksAmounts]:
+        return self._system.read_amounts(kind, ids)
 
     def active_customers(self, ids: list[str]) -> set[str]:
         return self._system.active_customers(ids)
@@ -512,6 +523,12 @@ class SnapshotRepository(Protocol):
 
     def payout_of_refund(self, tenant_id: str, refund_id: str) -> str | None:
         """The id of the payout that nets the refund, or None.
+        Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
+        ...
+
+    def list_opportunities(self, tenant_id: str) -> list[Opportunity]:
+        """Every opportunity of the tenant as last received, by opportunity_id: where a reconciliation
+        (SPEC §11) starts from to find the payments, refunds and invoices of a period.
         Raises: nothing of its own (a storage failure: see `UnitOfWork`)."""
         ...
 

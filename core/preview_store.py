@@ -115,6 +115,13 @@ class _OverlaySnapshots(SnapshotRepository):
                 found[opportunity_id] = _copy(o)
         return [found[k] for k in sorted(found)]
 
+    def list_opportunities(self, tenant_id: str) -> list[Opportunity]:
+        found = {o.opportunity_id: o for o in self._base.list_opportunities(tenant_id)}
+        for (tenant, opportunity_id), o in self._o.opportunities.items():
+            if tenant == tenant_id:
+                found[opportunity_id] = _copy(o)
+        return [found[k] for k in sorted(found)]
+
     def save_payment(self, tenant_id: str, opportunity_id: str, payment: Payment) -> None:
         earlier = self.get_payment(tenant_id, payment.payment_id)
         if earlier is not None:  # the refunds it no longer has are forgotten (as the storage does)

@@ -36,6 +36,7 @@ from core.ports import (
     WorkSignal,
 )
 from core.preview import SyncPreview
+from core.reconcile import ReconcileService
 from core.service import SyncService
 from core.sync_engine import SyncEngine
 from core.worker import SyncWorker
@@ -99,6 +100,11 @@ class CoreModule(Module):
 
     @singleton
     @provider
+    def reconcile_service(self, uow: UnitOfWorkFactory, accounting: AccountingSystems) -> ReconcileService:
+        return ReconcileService(uow, accounting)
+
+    @singleton
+    @provider
     def connection_service(
         self,
         uow: UnitOfWorkFactory,
@@ -156,11 +162,17 @@ class GrpcModule(Module):
     @singleton
     @provider
     def sync_servicer(
-        self, service: SyncService, preview: SyncPreview, settings: Settings, uow: UnitOfWorkFactory
+        self,
+        service: SyncService,
+        preview: SyncPreview,
+        reconcile: ReconcileService,
+        settings: Settings,
+        uow: UnitOfWorkFactory,
     ) -> SyncServicer:
         return SyncServicer(
             service,
             preview=preview,
+            reconcile=reconcile,
             poll_seconds=settings.watch_poll_seconds,
             changes=job_changes_for(uow),
             max_streams_per_key=settings.max_streams_per_key,

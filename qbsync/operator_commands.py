@@ -1,9 +1,9 @@
 """The operators' commands around QuickBooks: `connect`, `emulator`, `errors`, `retry` (SPEC.md section 6),
-`payouts` (section 9), `status` (R8, R9).
+`payouts` (section 9), `status` (R8, R9), `reconcile` (section 11).
 
 Registered on the `qbsync` group by qbsync.cli. Secrets given to `connect` may come from environment
 variables instead of the command line, where `ps` and shell history would show them; they are never
-echoed back. `errors`, `payouts` and `status` print `--json` for scripts (one JSON document on stdout;
+echoed back. `errors`, `payouts`, `reconcile` and `status` print `--json` for scripts (one JSON document on stdout;
 times in UTC, amounts as decimal strings). An operator's mistake (an unknown tenant, a bad entity or job
 name) is one line and exit status 2; a refusal of the use case (not found, not FAILED) one line and 1.
 """
@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TypeVar
 
 import click
@@ -29,6 +30,7 @@ from core.domain import EntityRef, EntityType, Permission, Principal, SyncJob, S
 from core.errors import FailedPreconditionError, NotFoundError, QbsyncError, ValidationError
 from core.payout_listing import PayoutStatus
 from core.ports import UnitOfWorkFactory
+from core.reconcile import Difference, ReconcileService
 from core.service import MAX_PAGE_SIZE, SyncService
 from qbsync.bootstrap import bootstrap
 from qbsync.config import Settings
@@ -410,4 +412,62 @@ def status(tenant: str, entity: str, as_json: bool) -> None:
     click.echo(f"  link:           {link or f'- ({no_link})'}")
 
 
-COMMANDS = (connect, emulator, errors, payouts, retry, status)
+# `reconcile`'s exit status when it found differences: distinct from a refusal (1) and a mistake (2), so that a
+# script tells "the books differ" from "reconcile could not run".
+DIFFERENCES_FOUND = 3
+
+
+def difference_json(difference: Difference) -> dict[str, object]:
+    """What `reconcile --json` prints for one difference (amounts as decimal strings, null when none)."""
+
+    def amount(value: Decimal | None) -> str | None:
+        return str(value) if value is not None else None
+
+    return {
+        "entity": _entity_json(difference.entity),
+        "quickbooks_id": difference.quickbooks_id or None,
+        "what": difference.what,
+        "crm_amount": amount(difference.crm_amount),
+        "quickbooks_amount": amount(difference.quickbooks_amount),
+        "customer_id": difference.customer_id or None,
+        "branch_id": difference.branch_id or None,
+    }
+
+
+def _describe_difference(difference: Difference) -> str:
+    crm = difference.crm_amount if difference.crm_amount is not None else "-"
+    books = difference.quickbooks_amount if difference.quickbooks_amount is not None else "-"
+    entity = f"{difference.entity.type.value.lower()}:{difference.entity.id}"
+    # "-" rather than nothing: the columns stay countable for `awk` and `cut`; the words come last.
+    return f"{entity}  {difference.quickbooks_id or '-'}  crm={crm}  quickbooks={books}  {difference.what}"
+
+
+@click.command()
+@click.option("--tenant", required=True)
+@click.option("--from", "start", required=True, type=click.DateTime(["%Y-%m-%d"]), help="First day (YYYY-MM-DD).")
+@click.option("--to", "end", required=True, type=click.DateTime(["%Y-%m-%d"]), help="Last day, inclusive.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP + " A JSON array, one object per difference.")
+def reconcile(tenant: str, start: datetime, end: datetime, as_json: bool) -> None:
+    """Compares the CRM's payments, refunds, invoices and payouts dated in the period (at most a year) with
+    QuickBooks' books and lists every difference. Exit status 0 when the books agree, 3 when differences are
+    found, 1 when QuickBooks could not be read."""
+    settings = _settings()
+    _known_tenant(settings, tenant)
+    service = bootstrap(settings=settings).get(ReconcileService)
+    try:
+        differences = service.reconcile(_operator(tenant), start.date(), end.date())
+    except ValidationError as exc:
+        raise _usage_error(exc) from exc
+    except QbsyncError as exc:
+        raise click.ClickException(exc.message) from exc
+    if as_json:
+        _echo_json([difference_json(d) for d in differences])
+    elif not differences:
+        click.echo(f"no differences for tenant {tenant!r} from {start.date()} to {end.date()}")
+    for difference in differences if not as_json else ():
+        click.echo(_describe_difference(difference))
+    if differences:
+        sys.exit(DIFFERENCES_FOUND)
+
+
+COMMANDS = (connect, emulator, errors, payouts, reconcile, retry, status)

@@ -69,6 +69,7 @@ from core.domain import (
 from core.errors import FieldViolation, quoted
 from core.money import CENT
 from core.preview import PlannedAction, PlannedOperation
+from core.reconcile import Difference
 from qbsync.v1 import resources_pb2, sync_service_pb2
 
 # Stand-ins for values that could not be converted; see the module docstring.
@@ -741,4 +742,34 @@ def planned_operation_to_proto(operation: PlannedOperation) -> sync_service_pb2.
         quickbooks_id=operation.quickbooks_id,
         amount=money_to_proto(operation.amount) if operation.amount is not None else None,
         fields=fields,
+    )
+
+
+# --- reconciliation -------------------------------------------------------------------------------------
+
+
+def reconcile_period_from_proto(
+    request: sync_service_pb2.ReconcileCompanyRequest,
+) -> tuple[date | None, date | None, Violations]:
+    """The period's dates (None where missing or not a full date) and what could not be read of them."""
+    violations: Violations = []
+    dates: list[date | None] = []
+    for name in ("start_date", "end_date"):
+        before = len(violations)
+        value = date_from_proto(request, name, "", violations)
+        dates.append(value if len(violations) == before else None)
+    return dates[0], dates[1], violations
+
+
+def difference_to_proto(difference: Difference) -> sync_service_pb2.Difference:
+    return sync_service_pb2.Difference(
+        entity=entity_ref_to_proto(difference.entity),
+        quickbooks_id=difference.quickbooks_id,
+        what=difference.what,
+        crm_amount=money_to_proto(difference.crm_amount) if difference.crm_amount is not None else None,
+        quickbooks_amount=(
+            money_to_proto(difference.quickbooks_amount) if difference.quickbooks_amount is not None else None
+        ),
+        customer_id=difference.customer_id,
+        branch_id=difference.branch_id,
     )

@@ -23,6 +23,7 @@ from core.currency import AmountCurrency
 from core.domain import EntityRef, Permission, Principal, SyncJob
 from core.errors import FieldViolation, ValidationError
 from core.preview import SyncPreview
+from core.reconcile import ReconcileService
 from core.service import SyncService, require
 from qbsync.v1 import resources_pb2, sync_service_pb2, sync_service_pb2_grpc
 
@@ -78,12 +79,15 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
         changes: JobChanges | None = None,
         max_streams_per_key: int = DEFAULT_MAX_STREAMS_PER_KEY,
         preview: SyncPreview | None = None,
+        reconcile: ReconcileService | None = None,
     ) -> None:
         """WatchSyncJob's streams are fed by `changes` (one feed for all of them; without one, each watched
         job is re-read every `poll_seconds`), at most `max_streams_per_key` open per API key. PreviewSync
-        runs on `preview` (none: the RPC is UNIMPLEMENTED, as a servicer built for other tests has it)."""
+        runs on `preview`, ReconcileCompany on `reconcile` (none: the RPC is UNIMPLEMENTED, as a servicer built for
+        other tests has it)."""
         self._service = service
         self._preview = preview
+        self._reconcile = reconcile
         self._poll_seconds = poll_seconds
         self.watch = WatchHub(service, changes, poll_seconds=poll_seconds, max_streams_per_key=max_streams_per_key)
 
@@ -191,6 +195,19 @@ class SyncServicer(sync_service_pb2_grpc.SyncServiceServicer):
         jobs, next_page_token = self._service.list_errors(current_principal(), request.page_size, request.page_token)
         return sync_service_pb2.ListSyncErrorsResponse(
             sync_jobs=[convert.sync_job_to_proto(job) for job in jobs], next_page_token=next_page_token
+        )
+
+    def ReconcileCompany(
+        self, request: sync_service_pb2.ReconcileCompanyRequest, context: grpc.ServicerContext
+    ) -> sync_service_pb2.ReconcileCompanyResponse:
+        reconcile = self._reconcile
+        if reconcile is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "ReconcileCompany is not served here")
+            raise AssertionError("unreachable: abort raises")
+        start, end, violations = convert.reconcile_period_from_proto(request)
+        differences = reconcile.reconcile(current_principal(), start, end, violations)
+        return sync_service_pb2.ReconcileCompanyResponse(
+            differences=[convert.difference_to_proto(d) for d in differences]
         )
 
 

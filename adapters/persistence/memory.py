@@ -307,6 +307,11 @@ class InMemorySnapshotRepository(_Repository, SnapshotRepository):
             ]
         return sorted(found, key=lambda o: o.opportunity_id)
 
+    def list_opportunities(self, tenant_id: str) -> list[Opportunity]:
+        with self._db.lock:
+            found = [_copy(o) for (tenant, _), o in self._tx.opportunities.items() if tenant == tenant_id]
+        return sorted(found, key=lambda o: o.opportunity_id)
+
     def save_payment(self, tenant_id: str, opportunity_id: str, payment: Payment) -> None:
         with self._db.lock:
             # The refund -> payment map follows the stored payment: refunds it no longer has are

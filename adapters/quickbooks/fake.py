@@ -57,6 +57,7 @@ from core.accounting import (
     NewCustomer,
     NumberedInvoice,
     PaymentSpec,
+    QuickBooksAmounts,
     QuickBooksRef,
     RecordStatus,
     RefundSpec,
@@ -540,6 +541,34 @@ class FakeQuickBooks(AccountingSystem):
                 for txn in found
                 if txn is not None and txn.live and txn.kind is kind  # a check is no expense
             }
+
+    def read_amounts(self, kind: TxnKind, ids: list[str]) -> dict[str, QuickBooksAmounts]:
+        with self._lock:
+            self._call(write=False)
+            self.live_reads += 1
+            found = [t for i in dict.fromkeys(ids) if (t := self.txns.get(i)) is not None]
+            return {t.id: self._amounts(t) for t in found if not t.deleted and t.kind is kind}
+
+    def _amounts(self, txn: FakeTxn) -> QuickBooksAmounts:
+        spec = txn.spec
+        if txn.voided:
+            return QuickBooksAmounts(ZERO, voided=True, customer_id=spec.customer_id)
+        if isinstance(spec, PaymentSpec):
+            return QuickBooksAmounts(
+                txn.total,
+                open=spec.amount - spec.linked_total,
+                linked=spec.linked_total,
+                linked_ids=frozenset(line.txn_id for line in spec.lines),
+                customer_id=spec.customer_id,
+            )
+        if isinstance(spec, InvoiceSpec):
+            return QuickBooksAmounts(txn.total, open=txn.total - self._linked_to(txn.id), customer_id=spec.customer_id)
+        if isinstance(spec, DepositSpec):
+            paid_in = frozenset(
+                line.txn_id for line in spec.lines if line.kind is DepositLineKind.PAYMENT and line.txn_id
+            )
+            return QuickBooksAmounts(txn.total, linked_ids=paid_in)
+        return QuickBooksAmounts(txn.total, customer_id=spec.customer_id)
 
     def active_customers(self, ids: list[str]) -> set[str]:
         with self._lock:

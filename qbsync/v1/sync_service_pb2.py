@@ -23,53 +23,60 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.type import date_pb2 as google_dot_type_dot_date__pb2
 from google.type import money_pb2 as google_dot_type_dot_money__pb2
 from qbsync.v1 import resources_pb2 as qbsync_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cqbsync/v1/sync_service.proto\x12\tqbsync.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17google/type/money.proto\x1a\x19qbsync/v1/resources.proto\"z\n\x12SyncPaymentRequest\x12+\n\x0bopportunity\x18\x01 \x01(\x0b\x32\x16.qbsync.v1.Opportunity\x12#\n\x07payment\x18\x02 \x01(\x0b\x32\x12.qbsync.v1.Payment\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x98\x01\n\x12\x43loseOutJobRequest\x12+\n\x0bopportunity\x18\x01 \x01(\x0b\x32\x16.qbsync.v1.Opportunity\x12\x1b\n\x03job\x18\x02 \x01(\x0b\x32\x0e.qbsync.v1.Job\x12$\n\x08payments\x18\x03 \x03(\x0b\x32\x12.qbsync.v1.Payment\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x98\x01\n\x12SyncInvoiceRequest\x12+\n\x0bopportunity\x18\x01 \x01(\x0b\x32\x16.qbsync.v1.Opportunity\x12\x1b\n\x03job\x18\x02 \x01(\x0b\x32\x0e.qbsync.v1.Job\x12$\n\x08payments\x18\x03 \x03(\x0b\x32\x12.qbsync.v1.Payment\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"J\n\x11SyncPayoutRequest\x12!\n\x06payout\x18\x01 \x01(\x0b\x32\x11.qbsync.v1.Payout\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"!\n\x11GetSyncJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"O\n\x14GetSyncStatusRequest\x12$\n\x06\x65ntity\x18\x01 \x01(\x0b\x32\x14.qbsync.v1.EntityRef\x12\x11\n\tbranch_id\x18\x02 \x01(\t\"S\n\x18GetQuickBooksLinkRequest\x12$\n\x06\x65ntity\x18\x01 \x01(\x0b\x32\x14.qbsync.v1.EntityRef\x12\x11\n\tbranch_id\x18\x02 \x01(\t\"\x1d\n\x0eQuickBooksLink\x12\x0b\n\x03url\x18\x01 \x01(\t\">\n\x15ListSyncErrorsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"X\n\x16ListSyncErrorsResponse\x12%\n\tsync_jobs\x18\x01 \x03(\x0b\x32\x12.qbsync.v1.SyncJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x10RetrySyncRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\'\n\x17\x44ismissSyncErrorRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xf7\x01\n\x12PreviewSyncRequest\x12\x35\n\x0csync_payment\x18\x01 \x01(\x0b\x32\x1d.qbsync.v1.SyncPaymentRequestH\x00\x12\x36\n\rclose_out_job\x18\x02 \x01(\x0b\x32\x1d.qbsync.v1.CloseOutJobRequestH\x00\x12\x35\n\x0csync_invoice\x18\x03 \x01(\x0b\x32\x1d.qbsync.v1.SyncInvoiceRequestH\x00\x12\x33\n\x0bsync_payout\x18\x04 \x01(\x0b\x32\x1c.qbsync.v1.SyncPayoutRequestH\x00\x42\x06\n\x04sync\"F\n\x13PreviewSyncResponse\x12/\n\noperations\x18\x01 \x03(\x0b\x32\x1b.qbsync.v1.PlannedOperation\"\xe1\x01\n\x10PlannedOperation\x12$\n\x06\x65ntity\x18\x01 \x01(\x0b\x32\x14.qbsync.v1.EntityRef\x12\x19\n\x11quickbooks_entity\x18\x02 \x01(\t\x12(\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x18.qbsync.v1.PlannedAction\x12\x15\n\rquickbooks_id\x18\x04 \x01(\t\x12\"\n\x06\x61mount\x18\x05 \x01(\x0b\x32\x12.google.type.Money\x12\'\n\x06\x66ields\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"<\n\x12VoidPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"8\n\x12VoidInvoiceRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t*~\n\rPlannedAction\x12\x1e\n\x1aPLANNED_ACTION_UNSPECIFIED\x10\x00\x12\x19\n\x15PLANNED_ACTION_CREATE\x10\x01\x12\x19\n\x15PLANNED_ACTION_UPDATE\x10\x02\x12\x17\n\x13PLANNED_ACTION_VOID\x10\x03\x32\xe8\x07\n\x0bSyncService\x12@\n\x0bSyncPayment\x12\x1d.qbsync.v1.SyncPaymentRequest\x1a\x12.qbsync.v1.SyncJob\x12@\n\x0b\x43loseOutJob\x12\x1d.qbsync.v1.CloseOutJobRequest\x1a\x12.qbsync.v1.SyncJob\x12@\n\x0bSyncInvoice\x12\x1d.qbsync.v1.SyncInvoiceRequest\x1a\x12.qbsync.v1.SyncJob\x12>\n\nSyncPayout\x12\x1c.qbsync.v1.SyncPayoutRequest\x1a\x12.qbsync.v1.SyncJob\x12>\n\nGetSyncJob\x12\x1c.qbsync.v1.GetSyncJobRequest\x1a\x12.qbsync.v1.SyncJob\x12\x42\n\x0cWatchSyncJob\x12\x1c.qbsync.v1.GetSyncJobRequest\x1a\x12.qbsync.v1.SyncJob0\x01\x12G\n\rGetSyncStatus\x12\x1f.qbsync.v1.GetSyncStatusRequest\x1a\x15.qbsync.v1.SyncStatus\x12S\n\x11GetQuickBooksLink\x12#.qbsync.v1.GetQuickBooksLinkRequest\x1a\x19.qbsync.v1.QuickBooksLink\x12U\n\x0eListSyncErrors\x12 .qbsync.v1.ListSyncErrorsRequest\x1a!.qbsync.v1.ListSyncErrorsResponse\x12<\n\tRetrySync\x12\x1b.qbsync.v1.RetrySyncRequest\x1a\x12.qbsync.v1.SyncJob\x12J\n\x10\x44ismissSyncError\x12\".qbsync.v1.DismissSyncErrorRequest\x1a\x12.qbsync.v1.SyncJob\x12L\n\x0bPreviewSync\x12\x1d.qbsync.v1.PreviewSyncRequest\x1a\x1e.qbsync.v1.PreviewSyncResponse\x12@\n\x0bVoidPayment\x12\x1d.qbsync.v1.VoidPaymentRequest\x1a\x12.qbsync.v1.SyncJob\x12@\n\x0bVoidInvoice\x12\x1d.qbsync.v1.VoidInvoiceRequest\x1a\x12.qbsync.v1.SyncJobb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cqbsync/v1/sync_service.proto\x12\tqbsync.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x16google/type/date.proto\x1a\x17google/type/money.proto\x1a\x19qbsync/v1/resources.proto\"z\n\x12SyncPaymentRequest\x12+\n\x0bopportunity\x18\x01 \x01(\x0b\x32\x16.qbsync.v1.Opportunity\x12#\n\x07payment\x18\x02 \x01(\x0b\x32\x12.qbsync.v1.Payment\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x98\x01\n\x12\x43loseOutJobRequest\x12+\n\x0bopportunity\x18\x01 \x01(\x0b\x32\x16.qbsync.v1.Opportunity\x12\x1b\n\x03job\x18\x02 \x01(\x0b\x32\x0e.qbsync.v1.Job\x12$\n\x08payments\x18\x03 \x03(\x0b\x32\x12.qbsync.v1.Payment\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x98\x01\n\x12SyncInvoiceRequest\x12+\n\x0bopportunity\x18\x01 \x01(\x0b\x32\x16.qbsync.v1.Opportunity\x12\x1b\n\x03job\x18\x02 \x01(\x0b\x32\x0e.qbsync.v1.Job\x12$\n\x08payments\x18\x03 \x03(\x0b\x32\x12.qbsync.v1.Payment\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"J\n\x11SyncPayoutRequest\x12!\n\x06payout\x18\x01 \x01(\x0b\x32\x11.qbsync.v1.Payout\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"!\n\x11GetSyncJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"O\n\x14GetSyncStatusRequest\x12$\n\x06\x65ntity\x18\x01 \x01(\x0b\x32\x14.qbsync.v1.EntityRef\x12\x11\n\tbranch_id\x18\x02 \x01(\t\"S\n\x18GetQuickBooksLinkRequest\x12$\n\x06\x65ntity\x18\x01 \x01(\x0b\x32\x14.qbsync.v1.EntityRef\x12\x11\n\tbranch_id\x18\x02 \x01(\t\"\x1d\n\x0eQuickBooksLink\x12\x0b\n\x03url\x18\x01 \x01(\t\">\n\x15ListSyncErrorsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"X\n\x16ListSyncErrorsResponse\x12%\n\tsync_jobs\x18\x01 \x03(\x0b\x32\x12.qbsync.v1.SyncJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x10RetrySyncRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\'\n\x17\x44ismissSyncErrorRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xf7\x01\n\x12PreviewSyncRequest\x12\x35\n\x0csync_payment\x18\x01 \x01(\x0b\x32\x1d.qbsync.v1.SyncPaymentRequestH\x00\x12\x36\n\rclose_out_job\x18\x02 \x01(\x0b\x32\x1d.qbsync.v1.CloseOutJobRequestH\x00\x12\x35\n\x0csync_invoice\x18\x03 \x01(\x0b\x32\x1d.qbsync.v1.SyncInvoiceRequestH\x00\x12\x33\n\x0bsync_payout\x18\x04 \x01(\x0b\x32\x1c.qbsync.v1.SyncPayoutRequestH\x00\x42\x06\n\x04sync\"F\n\x13PreviewSyncResponse\x12/\n\noperations\x18\x01 \x03(\x0b\x32\x1b.qbsync.v1.PlannedOperation\"\xe1\x01\n\x10PlannedOperation\x12$\n\x06\x65ntity\x18\x01 \x01(\x0b\x32\x14.qbsync.v1.EntityRef\x12\x19\n\x11quickbooks_entity\x18\x02 \x01(\t\x12(\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x18.qbsync.v1.PlannedAction\x12\x15\n\rquickbooks_id\x18\x04 \x01(\t\x12\"\n\x06\x61mount\x18\x05 \x01(\x0b\x32\x12.google.type.Money\x12\'\n\x06\x66ields\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"<\n\x12VoidPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"8\n\x12VoidInvoiceRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"e\n\x17ReconcileCompanyRequest\x12%\n\nstart_date\x18\x01 \x01(\x0b\x32\x11.google.type.Date\x12#\n\x08\x65nd_date\x18\x02 \x01(\x0b\x32\x11.google.type.Date\"F\n\x18ReconcileCompanyResponse\x12*\n\x0b\x64ifferences\x18\x01 \x03(\x0b\x32\x15.qbsync.v1.Difference\"\xd6\x01\n\nDifference\x12$\n\x06\x65ntity\x18\x01 \x01(\x0b\x32\x14.qbsync.v1.EntityRef\x12\x15\n\rquickbooks_id\x18\x02 \x01(\t\x12\x0c\n\x04what\x18\x03 \x01(\t\x12&\n\ncrm_amount\x18\x04 \x01(\x0b\x32\x12.google.type.Money\x12-\n\x11quickbooks_amount\x18\x05 \x01(\x0b\x32\x12.google.type.Money\x12\x13\n\x0b\x63ustomer_id\x18\x06 \x01(\t\x12\x11\n\tbranch_id\x18\x07 \x01(\t*~\n\rPlannedAction\x12\x1e\n\x1aPLANNED_ACTION_UNSPECIFIED\x10\x00\x12\x19\n\x15PLANNED_ACTION_CREATE\x10\x01\x12\x19\n\x15PLANNED_ACTION_UPDATE\x10\x02\x12\x17\n\x13PLANNED_ACTION_VOID\x10\x03\x32\xc5\x08\n\x0bSyncService\x12@\n\x0bSyncPayment\x12\x1d.qbsync.v1.SyncPaymentRequest\x1a\x12.qbsync.v1.SyncJob\x12@\n\x0b\x43loseOutJob\x12\x1d.qbsync.v1.CloseOutJobRequest\x1a\x12.qbsync.v1.SyncJob\x12@\n\x0bSyncInvoice\x12\x1d.qbsync.v1.SyncInvoiceRequest\x1a\x12.qbsync.v1.SyncJob\x12>\n\nSyncPayout\x12\x1c.qbsync.v1.SyncPayoutRequest\x1a\x12.qbsync.v1.SyncJob\x12>\n\nGetSyncJob\x12\x1c.qbsync.v1.GetSyncJobRequest\x1a\x12.qbsync.v1.SyncJob\x12\x42\n\x0cWatchSyncJob\x12\x1c.qbsync.v1.GetSyncJobRequest\x1a\x12.qbsync.v1.SyncJob0\x01\x12G\n\rGetSyncStatus\x12\x1f.qbsync.v1.GetSyncStatusRequest\x1a\x15.qbsync.v1.SyncStatus\x12S\n\x11GetQuickBooksLink\x12#.qbsync.v1.GetQuickBooksLinkRequest\x1a\x19.qbsync.v1.QuickBooksLink\x12U\n\x0eListSyncErrors\x12 .qbsync.v1.ListSyncErrorsRequest\x1a!.qbsync.v1.ListSyncErrorsResponse\x12<\n\tRetrySync\x12\x1b.qbsync.v1.RetrySyncRequest\x1a\x12.qbsync.v1.SyncJob\x12J\n\x10\x44ismissSyncError\x12\".qbsync.v1.DismissSyncErrorRequest\x1a\x12.qbsync.v1.SyncJob\x12L\n\x0bPreviewSync\x12\x1d.qbsync.v1.PreviewSyncRequest\x1a\x1e.qbsync.v1.PreviewSyncResponse\x12@\n\x0bVoidPayment\x12\x1d.qbsync.v1.VoidPaymentRequest\x1a\x12.qbsync.v1.SyncJob\x12@\n\x0bVoidInvoice\x12\x1d.qbsync.v1.VoidInvoiceRequest\x1a\x12.qbsync.v1.SyncJob\x12[\n\x10ReconcileCompany\x12\".qbsync.v1.ReconcileCompanyRequest\x1a#.qbsync.v1.ReconcileCompanyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qbsync.v1.sync_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PLANNEDACTION']._serialized_start=1766
-  _globals['_PLANNEDACTION']._serialized_end=1892
-  _globals['_SYNCPAYMENTREQUEST']._serialized_start=125
-  _globals['_SYNCPAYMENTREQUEST']._serialized_end=247
-  _globals['_CLOSEOUTJOBREQUEST']._serialized_start=250
-  _globals['_CLOSEOUTJOBREQUEST']._serialized_end=402
-  _globals['_SYNCINVOICEREQUEST']._serialized_start=405
-  _globals['_SYNCINVOICEREQUEST']._serialized_end=557
-  _globals['_SYNCPAYOUTREQUEST']._serialized_start=559
-  _globals['_SYNCPAYOUTREQUEST']._serialized_end=633
-  _globals['_GETSYNCJOBREQUEST']._serialized_start=635
-  _globals['_GETSYNCJOBREQUEST']._serialized_end=668
-  _globals['_GETSYNCSTATUSREQUEST']._serialized_start=670
-  _globals['_GETSYNCSTATUSREQUEST']._serialized_end=749
-  _globals['_GETQUICKBOOKSLINKREQUEST']._serialized_start=751
-  _globals['_GETQUICKBOOKSLINKREQUEST']._serialized_end=834
-  _globals['_QUICKBOOKSLINK']._serialized_start=836
-  _globals['_QUICKBOOKSLINK']._serialized_end=865
-  _globals['_LISTSYNCERRORSREQUEST']._serialized_start=867
-  _globals['_LISTSYNCERRORSREQUEST']._serialized_end=929
-  _globals['_LISTSYNCERRORSRESPONSE']._serialized_start=931
-  _globals['_LISTSYNCERRORSRESPONSE']._serialized_end=1019
-  _globals['_RETRYSYNCREQUEST']._serialized_start=1021
-  _globals['_RETRYSYNCREQUEST']._serialized_end=1053
-  _globals['_DISMISSSYNCERRORREQUEST']._serialized_start=1055
-  _globals['_DISMISSSYNCERRORREQUEST']._serialized_end=1094
-  _globals['_PREVIEWSYNCREQUEST']._serialized_start=1097
-  _globals['_PREVIEWSYNCREQUEST']._serialized_end=1344
-  _globals['_PREVIEWSYNCRESPONSE']._serialized_start=1346
-  _globals['_PREVIEWSYNCRESPONSE']._serialized_end=1416
-  _globals['_PLANNEDOPERATION']._serialized_start=1419
-  _globals['_PLANNEDOPERATION']._serialized_end=1644
-  _globals['_VOIDPAYMENTREQUEST']._serialized_start=1646
-  _globals['_VOIDPAYMENTREQUEST']._serialized_end=1706
-  _globals['_VOIDINVOICEREQUEST']._serialized_start=1708
-  _globals['_VOIDINVOICEREQUEST']._serialized_end=1764
-  _globals['_SYNCSERVICE']._serialized_start=1895
-  _globals['_SYNCSERVICE']._serialized_end=2895
+  _globals['_PLANNEDACTION']._serialized_start=2182
+  _globals['_PLANNEDACTION']._serialized_end=2308
+  _globals['_SYNCPAYMENTREQUEST']._serialized_start=149
+  _globals['_SYNCPAYMENTREQUEST']._serialized_end=271
+  _globals['_CLOSEOUTJOBREQUEST']._serialized_start=274
+  _globals['_CLOSEOUTJOBREQUEST']._serialized_end=426
+  _globals['_SYNCINVOICEREQUEST']._serialized_start=429
+  _globals['_SYNCINVOICEREQUEST']._serialized_end=581
+  _globals['_SYNCPAYOUTREQUEST']._serialized_start=583
+  _globals['_SYNCPAYOUTREQUEST']._serialized_end=657
+  _globals['_GETSYNCJOBREQUEST']._serialized_start=659
+  _globals['_GETSYNCJOBREQUEST']._serialized_end=692
+  _globals['_GETSYNCSTATUSREQUEST']._serialized_start=694
+  _globals['_GETSYNCSTATUSREQUEST']._serialized_end=773
+  _globals['_GETQUICKBOOKSLINKREQUEST']._serialized_start=775
+  _globals['_GETQUICKBOOKSLINKREQUEST']._serialized_end=858
+  _globals['_QUICKBOOKSLINK']._serialized_start=860
+  _globals['_QUICKBOOKSLINK']._serialized_end=889
+  _globals['_LISTSYNCERRORSREQUEST']._serialized_start=891
+  _globals['_LISTSYNCERRORSREQUEST']._serialized_end=953
+  _globals['_LISTSYNCERRORSRESPONSE']._serialized_start=955
+  _globals['_LISTSYNCERRORSRESPONSE']._serialized_end=1043
+  _globals['_RETRYSYNCREQUEST']._serialized_start=1045
+  _globals['_RETRYSYNCREQUEST']._serialized_end=1077
+  _globals['_DISMISSSYNCERRORREQUEST']._serialized_start=1079
+  _globals['_DISMISSSYNCERRORREQUEST']._serialized_end=1118
+  _globals['_PREVIEWSYNCREQUEST']._serialized_start=1121
+  _globals['_PREVIEWSYNCREQUEST']._serialized_end=1368
+  _globals['_PREVIEWSYNCRESPONSE']._serialized_start=1370
+  _globals['_PREVIEWSYNCRESPONSE']._serialized_end=1440
+  _globals['_PLANNEDOPERATION']._serialized_start=1443
+  _globals['_PLANNEDOPERATION']._serialized_end=1668
+  _globals['_VOIDPAYMENTREQUEST']._serialized_start=1670
+  _globals['_VOIDPAYMENTREQUEST']._serialized_end=1730
+  _globals['_VOIDINVOICEREQUEST']._serialized_start=1732
+  _globals['_VOIDINVOICEREQUEST']._serialized_end=1788
+  _globals['_RECONCILECOMPANYREQUEST']._serialized_start=1790
+  _globals['_RECONCILECOMPANYREQUEST']._serialized_end=1891
+  _globals['_RECONCILECOMPANYRESPONSE']._serialized_start=1893
+  _globals['_RECONCILECOMPANYRESPONSE']._serialized_end=1963
+  _globals['_DIFFERENCE']._serialized_start=1966
+  _globals['_DIFFERENCE']._serialized_end=2180
+  _globals['_SYNCSERVICE']._serialized_start=2311
+  _globals['_SYNCSERVICE']._serialized_end=3404
 # @@protoc_insertion_point(module_scope)

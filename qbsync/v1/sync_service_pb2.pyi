@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.type import date_pb2 as _date_pb2
 from google.type import money_pb2 as _money_pb2
 from qbsync.v1 import resources_pb2 as _resources_pb2
 import builtins as _builtins
@@ -566,3 +567,109 @@ class VoidInvoiceRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VoidInvoiceRequest: _TypeAlias = VoidInvoiceRequest  # noqa: Y015
+
+@_typing.final
+class ReconcileCompanyRequest(_message.Message):
+    """Request of ReconcileCompany."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_DATE_FIELD_NUMBER: _builtins.int
+    END_DATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start_date(self) -> _date_pb2.Date:
+        """The first day of the period (inclusive). Required."""
+
+    @_builtins.property
+    def end_date(self) -> _date_pb2.Date:
+        """The last day of the period (inclusive), not before `start_date` and less than a year after it. Required."""
+
+    def __init__(
+        self,
+        *,
+        start_date: _date_pb2.Date | None = ...,
+        end_date: _date_pb2.Date | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_date", b"end_date", "start_date", b"start_date"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_date", b"end_date", "start_date", b"start_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileCompanyRequest: _TypeAlias = ReconcileCompanyRequest  # noqa: Y015
+
+@_typing.final
+class ReconcileCompanyResponse(_message.Message):
+    """Response of ReconcileCompany."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIFFERENCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def differences(self) -> _containers.RepeatedCompositeFieldContainer[Global___Difference]:
+        """Every difference found, by entity; none when QuickBooks' books agree with the CRM."""
+
+    def __init__(
+        self,
+        *,
+        differences: _abc.Iterable[Global___Difference] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["differences", b"differences"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileCompanyResponse: _TypeAlias = ReconcileCompanyResponse  # noqa: Y015
+
+@_typing.final
+class Difference(_message.Message):
+    """One way QuickBooks' books differ from the CRM."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITY_FIELD_NUMBER: _builtins.int
+    QUICKBOOKS_ID_FIELD_NUMBER: _builtins.int
+    WHAT_FIELD_NUMBER: _builtins.int
+    CRM_AMOUNT_FIELD_NUMBER: _builtins.int
+    QUICKBOOKS_AMOUNT_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    BRANCH_ID_FIELD_NUMBER: _builtins.int
+    quickbooks_id: _builtins.str
+    """The QuickBooks Id of its record; empty when it was never synced."""
+    what: _builtins.str
+    """What differs, in a bookkeeper's words ("payment amount differs", "refund expense deleted in QuickBooks")."""
+    customer_id: _builtins.str
+    """The CRM customer of the record; empty for a payout."""
+    branch_id: _builtins.str
+    """The branch of the record's opportunity (SPEC §10); empty for the default."""
+    @_builtins.property
+    def entity(self) -> _resources_pb2.EntityRef:
+        """The CRM record (an invoice by its job id, a deposit by its payout id)."""
+
+    @_builtins.property
+    def crm_amount(self) -> _money_pb2.Money:
+        """The amount the CRM says, as qbsync last received it (for a balance: what it should be); unset if none."""
+
+    @_builtins.property
+    def quickbooks_amount(self) -> _money_pb2.Money:
+        """The amount QuickBooks holds; unset when QuickBooks holds none (deleted, never synced)."""
+
+    def __init__(
+        self,
+        *,
+        entity: _resources_pb2.EntityRef | None = ...,
+        quickbooks_id: _builtins.str = ...,
+        what: _builtins.str = ...,
+        crm_amount: _money_pb2.Money | None = ...,
+        quickbooks_amount: _money_pb2.Money | None = ...,
+        customer_id: _builtins.str = ...,
+        branch_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["crm_amount", b"crm_amount", "entity", b"entity", "quickbooks_amount", b"quickbooks_amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_id", b"branch_id", "crm_amount", b"crm_amount", "customer_id", b"customer_id", "entity", b"entity", "quickbooks_amount", b"quickbooks_amount", "quickbooks_id", b"quickbooks_id", "what", b"what"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Difference: _TypeAlias = Difference  # noqa: Y015

@@ -111,6 +111,11 @@ class SyncServiceStub:
                 request_serializer=qbsync_dot_v1_dot_sync__service__pb2.VoidInvoiceRequest.SerializeToString,
                 response_deserializer=qbsync_dot_v1_dot_resources__pb2.SyncJob.FromString,
                 _registered_method=True)
+        self.ReconcileCompany = channel.unary_unary(
+                '/qbsync.v1.SyncService/ReconcileCompany',
+                request_serializer=qbsync_dot_v1_dot_sync__service__pb2.ReconcileCompanyRequest.SerializeToString,
+                response_deserializer=qbsync_dot_v1_dot_sync__service__pb2.ReconcileCompanyResponse.FromString,
+                _registered_method=True)
 
 
 class SyncServiceServicer:
@@ -248,6 +253,21 @@ class SyncServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReconcileCompany(self, request, context):
+        """Compares the CRM's records of a period, as qbsync last received them, with QuickBooks' books (SPEC
+        §11): each payment, refund, closed-out invoice and payout dated in the period (received date, refund
+        date, service date, arrival date), per customer and per payout, in the company its branch syncs to.
+        Lists every difference: a record never synced, deleted or voided in QuickBooks (a record voided
+        through qbsync is none), an amount or total that differs, an invoice balance other than its total
+        less what qbsync applied, a payment's applied total, a deposit's total against its payout, a payment
+        a payout deposited still in Undeposited Funds. None when the books agree. Needs the `read`
+        permission; writes nothing. A missing, reversed or longer than a year period is INVALID_ARGUMENT
+        naming the field (QuickBooks meters reads: reconcile a year at a time).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SyncServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -320,6 +340,11 @@ def add_SyncServiceServicer_to_server(servicer, server):
                     servicer.VoidInvoice,
                     request_deserializer=qbsync_dot_v1_dot_sync__service__pb2.VoidInvoiceRequest.FromString,
                     response_serializer=qbsync_dot_v1_dot_resources__pb2.SyncJob.SerializeToString,
+            ),
+            'ReconcileCompany': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReconcileCompany,
+                    request_deserializer=qbsync_dot_v1_dot_sync__service__pb2.ReconcileCompanyRequest.FromString,
+                    response_serializer=qbsync_dot_v1_dot_sync__service__pb2.ReconcileCompanyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -706,6 +731,33 @@ class SyncService:
             '/qbsync.v1.SyncService/VoidInvoice',
             qbsync_dot_v1_dot_sync__service__pb2.VoidInvoiceRequest.SerializeToString,
             qbsync_dot_v1_dot_resources__pb2.SyncJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReconcileCompany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qbsync.v1.SyncService/ReconcileCompany',
+            qbsync_dot_v1_dot_sync__service__pb2.ReconcileCompanyRequest.SerializeToString,
+            qbsync_dot_v1_dot_sync__service__pb2.ReconcileCompanyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -104,6 +104,17 @@ class SyncServiceStub:
     whose invoice was never written is FAILED_PRECONDITION. Returns at once with a PENDING job; idempotent
     with `request_id`.
     """
+    ReconcileCompany: _grpc.UnaryUnaryMultiCallable[_sync_service_pb2.ReconcileCompanyRequest, _sync_service_pb2.ReconcileCompanyResponse]
+    """Compares the CRM's records of a period, as qbsync last received them, with QuickBooks' books (SPEC
+    §11): each payment, refund, closed-out invoice and payout dated in the period (received date, refund
+    date, service date, arrival date), per customer and per payout, in the company its branch syncs to.
+    Lists every difference: a record never synced, deleted or voided in QuickBooks (a record voided
+    through qbsync is none), an amount or total that differs, an invoice balance other than its total
+    less what qbsync applied, a payment's applied total, a deposit's total against its payout, a payment
+    a payout deposited still in Undeposited Funds. None when the books agree. Needs the `read`
+    permission; writes nothing. A missing, reversed or longer than a year period is INVALID_ARGUMENT
+    naming the field (QuickBooks meters reads: reconcile a year at a time).
+    """
 
 @_typing.type_check_only
 class SyncServiceAsyncStub(SyncServiceStub):
@@ -179,6 +190,17 @@ class SyncServiceAsyncStub(SyncServiceStub):
     and ends `SYNC_STATE_VOIDED`. Needs the `sync` permission. A job qbsync never received is NOT_FOUND; one
     whose invoice was never written is FAILED_PRECONDITION. Returns at once with a PENDING job; idempotent
     with `request_id`.
+    """
+    ReconcileCompany: _aio.UnaryUnaryMultiCallable[_sync_service_pb2.ReconcileCompanyRequest, _sync_service_pb2.ReconcileCompanyResponse]  # type: ignore[assignment]
+    """Compares the CRM's records of a period, as qbsync last received them, with QuickBooks' books (SPEC
+    §11): each payment, refund, closed-out invoice and payout dated in the period (received date, refund
+    date, service date, arrival date), per customer and per payout, in the company its branch syncs to.
+    Lists every difference: a record never synced, deleted or voided in QuickBooks (a record voided
+    through qbsync is none), an amount or total that differs, an invoice balance other than its total
+    less what qbsync applied, a payment's applied total, a deposit's total against its payout, a payment
+    a payout deposited still in Undeposited Funds. None when the books agree. Needs the `read`
+    permission; writes nothing. A missing, reversed or longer than a year period is INVALID_ARGUMENT
+    naming the field (QuickBooks meters reads: reconcile a year at a time).
     """
 
 class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -336,6 +358,23 @@ class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
         and ends `SYNC_STATE_VOIDED`. Needs the `sync` permission. A job qbsync never received is NOT_FOUND; one
         whose invoice was never written is FAILED_PRECONDITION. Returns at once with a PENDING job; idempotent
         with `request_id`.
+        """
+
+    @_abc_1.abstractmethod
+    def ReconcileCompany(
+        self,
+        request: _sync_service_pb2.ReconcileCompanyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sync_service_pb2.ReconcileCompanyResponse, _abc.Awaitable[_sync_service_pb2.ReconcileCompanyResponse]]:
+        """Compares the CRM's records of a period, as qbsync last received them, with QuickBooks' books (SPEC
+        §11): each payment, refund, closed-out invoice and payout dated in the period (received date, refund
+        date, service date, arrival date), per customer and per payout, in the company its branch syncs to.
+        Lists every difference: a record never synced, deleted or voided in QuickBooks (a record voided
+        through qbsync is none), an amount or total that differs, an invoice balance other than its total
+        less what qbsync applied, a payment's applied total, a deposit's total against its payout, a payment
+        a payout deposited still in Undeposited Funds. None when the books agree. Needs the `read`
+        permission; writes nothing. A missing, reversed or longer than a year period is INVALID_ARGUMENT
+        naming the field (QuickBooks meters reads: reconcile a year at a time).
         """
 
 def add_SyncServiceServicer_to_server(servicer: SyncServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

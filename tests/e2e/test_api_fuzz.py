@@ -352,6 +352,11 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Message]] = {
     "VoidInvoice": st.builds(
         s.VoidInvoiceRequest, job_id=st.sampled_from(["opp-1-j1", "opp-1-j2", "j9"]), request_id=REQUEST_IDS
     ),
+    "ReconcileCompany": st.builds(
+        s.ReconcileCompanyRequest,
+        start_date=st.builds(Date, year=st.integers(0, 2100), month=st.integers(0, 13), day=st.integers(0, 32)),
+        end_date=st.builds(Date, year=st.integers(0, 2100), month=st.integers(0, 13), day=st.integers(0, 32)),
+    ),
 }
 
 
@@ -515,6 +520,7 @@ test_random_DismissSyncError_requests_are_never_our_error = fuzz_method("Dismiss
 test_random_PreviewSync_requests_are_never_our_error = fuzz_method("PreviewSync")
 test_random_VoidPayment_requests_are_never_our_error = fuzz_method("VoidPayment")
 test_random_VoidInvoice_requests_are_never_our_error = fuzz_method("VoidInvoice")
+test_random_ReconcileCompany_requests_are_never_our_error = fuzz_method("ReconcileCompany")
 test_random_GetAuthorizationUrl_requests_are_never_our_error = fuzz_method("GetAuthorizationUrl")
 test_random_CompleteAuthorization_requests_are_never_our_error = fuzz_method("CompleteAuthorization")
 test_random_GetConnection_requests_are_never_our_error = fuzz_method("GetConnection")

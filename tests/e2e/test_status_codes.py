@@ -224,6 +224,15 @@ def every_rpc(api: Api, md: list[tuple[str, str]]) -> list[tuple[str, object]]:
         ),
         ("VoidPayment", lambda: api.stub.VoidPayment(s.VoidPaymentRequest(payment_id="pay-1"), metadata=md)),
         ("VoidInvoice", lambda: api.stub.VoidInvoice(s.VoidInvoiceRequest(job_id="job-2"), metadata=md)),
+        (
+            "ReconcileCompany",
+            lambda: api.stub.ReconcileCompany(
+                s.ReconcileCompanyRequest(
+                    start_date=Date(year=2026, month=1, day=1), end_date=Date(year=2026, month=1, day=31)
+                ),
+                metadata=md,
+            ),
+        ),
     ]
 
 

@@ -19,6 +19,7 @@ from core.errors import AccountingError
 from core.limits import FieldLimits
 from core.ports import UNFENCED, AccountingSystem, AccountingSystems, ForwardingAccountingSystem, WriteFence
 from core.preview import SyncPreview
+from core.reconcile import ReconcileService
 from core.service import SyncService
 from core.sync_engine import SyncEngine
 from core.worker import SyncWorker
@@ -80,6 +81,7 @@ class Harness:
         self.service = SyncService(self.uow_factory, accounting, self.clock, self.ids)
         self.engine = SyncEngine(self.uow_factory, accounting, self.clock)
         self.preview = SyncPreview(self.uow_factory, accounting, self.clock, self.ids)
+        self.reconcile = ReconcileService(self.uow_factory, accounting)
         self.worker = SyncWorker(
             self.uow_factory,
             self.engine,

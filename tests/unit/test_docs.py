@@ -20,7 +20,7 @@ DOCS = (README, CONTRACT)
 # Named by the docs but read by no product code: the test suite's database.
 NOT_PRODUCT_VARIABLES = {"QBSYNC_TEST_DATABASE_URL"}
 # Planned in the contract's "Not in this release", so in no .proto yet.
-PLANNED_RPCS = {"ListDrift", "ReconcileCompany", "Backfill"}
+PLANNED_RPCS = {"ListDrift", "Backfill"}
 
 
 def _code_blocks(path: Path) -> list[str]:

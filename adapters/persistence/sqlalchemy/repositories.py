@@ -384,6 +384,12 @@ class SqlAlchemySnapshotRepository(SqlRepository, SnapshotRepository):
         )
         return [_opportunity_from(row) for row in rows]
 
+    def list_opportunities(self, tenant_id: str) -> list[Opportunity]:
+        rows = self._fresh(
+            select(OpportunityRow).where(OpportunityRow.tenant_id == tenant_id).order_by(OpportunityRow.opportunity_id)
+        )
+        return [_opportunity_from(row) for row in rows]
+
     def save_payment(self, tenant_id: str, opportunity_id: str, payment: Payment) -> None:
         values = {
             "tenant_id": tenant_id,

@@ -27,7 +27,7 @@ from adapters.quickbooks.qbo.batch import batch_request_id, batches, query_item,
 from adapters.quickbooks.qbo.calls import CompanySession
 from adapters.quickbooks.qbo.changes import changed_since
 from adapters.quickbooks.qbo.lists import read_list_entry
-from adapters.quickbooks.qbo.liveness import active_customers, read_live
+from adapters.quickbooks.qbo.liveness import active_customers, read_amounts, read_live
 from adapters.quickbooks.qbo.lookups import CompanyLookups
 from adapters.quickbooks.qbo.mapping import (
     QboTxn,
@@ -61,6 +61,7 @@ from core.accounting import (
     NewCustomer,
     NumberedInvoice,
     PaymentSpec,
+    QuickBooksAmounts,
     QuickBooksRef,
     RefundSpec,
     Tracking,
@@ -506,6 +507,9 @@ class QuickBooksAccountingSystem(AccountingSystem):
 
     def read_live(self, kind: TxnKind, ids: list[str]) -> dict[str, QuickBooksRef]:
         return read_live(self.session, kind, ids)
+
+    def read_amounts(self, kind: TxnKind, ids: list[str]) -> dict[str, QuickBooksAmounts]:
+        return read_amounts(self.session, kind, ids)
 
     def active_customers(self, ids: list[str]) -> set[str]:
         return active_customers(self.session, ids)

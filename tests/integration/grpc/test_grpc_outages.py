@@ -116,6 +116,12 @@ def every_call(channel: grpc.Channel) -> dict[str, Callable[[], object]]:
         ),
         "VoidPayment": lambda: sync.VoidPayment(s.VoidPaymentRequest(payment_id="pay-1"), metadata=MD),
         "VoidInvoice": lambda: sync.VoidInvoice(s.VoidInvoiceRequest(job_id="job-1"), metadata=MD),
+        "ReconcileCompany": lambda: sync.ReconcileCompany(
+            s.ReconcileCompanyRequest(
+                start_date=Date(year=2026, month=1, day=1), end_date=Date(year=2026, month=1, day=31)
+            ),
+            metadata=MD,
+        ),
         "GetConnection": lambda: connections.GetConnection(cs.GetConnectionRequest(), metadata=MD),
     }
 

@@ -336,6 +336,13 @@ def test_a_customers_opportunities_are_listed_with_their_newest_customer_details
             opportunity("O2", "C1", first_name="Anna"),
         ]
         assert uow.snapshots.opportunities_of_customer("t1", "C9") == []
+        # Every opportunity of the tenant (a reconciliation, SPEC §11): by id, the newest version, no other tenant's.
+        assert uow.snapshots.list_opportunities("t1") == [
+            opportunity("O1", "C1"),
+            opportunity("O2", "C1", first_name="Anna"),
+            opportunity("O3", "C2"),
+        ]
+        assert uow.snapshots.list_opportunities("t3") == []
 
 
 # --- sync records, keys, tenants, audit ----------------------------------------------------------

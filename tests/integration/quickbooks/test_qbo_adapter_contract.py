@@ -293,6 +293,39 @@ def test_read_live_answers_the_live_records_of_the_kind_with_their_sync_tokens(c
     assert company.system.read_live(TxnKind.CHECK, [check.id]).keys() == {check.id}
 
 
+def test_read_amounts_answers_totals_balances_and_links_voided_ones_included(company: Company) -> None:
+    """ReconcileCompany's read (SPEC §11): the fake and python-quickbooks over the emulator answer alike."""
+    customer = company.system.create_customer(new_customer("Amount Reads"), request_id="c-1").id
+    paid = company.system.create(payment(customer, "500.00"), request_id="p-1")
+    expense = company.system.create(refund(customer, "50.00"), request_id="r-1")
+    gone = company.system.create(refund(customer, "20.00", marker="[m-r2]"), request_id="r-2")
+    billed = company.system.create(invoice(customer), request_id="i-1")
+    lines = (
+        LinkLine(TxnKind.EXPENSE, expense.id, Decimal("50.00")),
+        LinkLine(TxnKind.INVOICE, billed.id, Decimal("300.00")),
+    )
+    company.system.update(paid, payment(customer, "500.00", lines), request_id="p-2")
+    voided = company.system.create(payment(customer, "80.00", marker="[m-p2]"), request_id="p-3")
+    company.void(TxnKind.PAYMENT, voided.id)
+    company.delete(TxnKind.EXPENSE, gone.id)
+
+    payments = company.system.read_amounts(TxnKind.PAYMENT, [paid.id, voided.id, "999999"])
+    assert payments.keys() == {paid.id, voided.id}
+    held = payments[paid.id]
+    assert (held.total, held.open, held.linked, held.voided) == (
+        Decimal("500.00"),
+        Decimal("150.00"),
+        Decimal("350.00"),
+        False,
+    )
+    assert held.linked_ids == {expense.id, billed.id} and held.customer_id == customer
+    assert payments[voided.id].voided and payments[voided.id].total == Decimal("0")
+    invoices = company.system.read_amounts(TxnKind.INVOICE, [billed.id])
+    assert (invoices[billed.id].total, invoices[billed.id].open) == (Decimal("360.10"), Decimal("60.10"))
+    expenses = company.system.read_amounts(TxnKind.EXPENSE, [expense.id, gone.id])
+    assert expenses.keys() == {expense.id} and expenses[expense.id].total == Decimal("50.00")
+
+
 def test_links_open_the_record_in_the_right_company(company: Company) -> None:
     link = company.system.link_for(TxnKind.CHECK, "42")
     assert link.startswith("https://app.sandbox.qbo.intuit.com/app/check?txnId=42&deeplinkcompanyid=")
