@@ -112,23 +112,29 @@ class BranchTracking:
         problems = company.problems(mapping)
         if problems:
             raise mapping_error(mapping, "; ".join(problems))
-        class_id = self._entry_id(connection, mapping, ListKind.CLASS, mapping.class_ref, CLASS_RULE)
+        with self._uow_factory.read_only() as uow:  # one read for the class's and the location's look-ups
+            known = uow.company_lookups.of_tenant(connection.tenant_id, branch_id=connection.branch_id)
+        class_id = self._entry_id(connection, known, mapping, ListKind.CLASS, mapping.class_ref, CLASS_RULE)
         department_id = self._entry_id(
-            connection, mapping, ListKind.DEPARTMENT, mapping.department_ref, DEPARTMENT_RULE
+            connection, known, mapping, ListKind.DEPARTMENT, mapping.department_ref, DEPARTMENT_RULE
         )
         return Tracking(class_id, department_id, class_per_line=company.classes is ClassTracking.PER_LINE)
 
     def _entry_id(
-        self, connection: QuickBooksConnection, mapping: BranchMapping, kind: ListKind, ref: ListRef, rule: SettingRule
+        self,
+        connection: QuickBooksConnection,
+        known: list[CompanyLookup],
+        mapping: BranchMapping,
+        kind: ListKind,
+        ref: ListRef,
+        rule: SettingRule,
     ) -> str:
-        """The Id of the active entry `ref` names: from a look-up that still stands, else read from QuickBooks
-        and remembered for the company."""
+        """The Id of the active entry `ref` names: from a look-up of `known` that still stands, else read from
+        QuickBooks and remembered for the company."""
         if not _named(ref):
             return ""
         lookup_kind, question = _LOOKUP_KINDS[kind], lookup_question(ref)
         now = self._clock.now()
-        with self._uow_factory.read_only() as uow:
-            known = uow.company_lookups.of_tenant(connection.tenant_id, branch_id=connection.branch_id)
         for lookup in known:
             if (
                 lookup.kind is lookup_kind

@@ -13,8 +13,7 @@ from core.currency import AmountCurrency, CompanyCurrency, currency_violations
 from core.domain import Job
 from core.errors import FailedPreconditionError, FieldViolation
 from core.ports import AccountingSystems, Clock, UnitOfWork, UnitOfWorkFactory
-from core.text import usable_as_id
-from core.validation import MAX_ID_LENGTH
+from core.validation import text_id_violations
 
 BRANCH_NOT_CONNECTED = "BRANCH_NOT_CONNECTED"
 
@@ -102,4 +101,4 @@ class CompanyChecks:
 def _storable(branch_id: str) -> bool:
     """Whether the branch can be looked up at all: one validation refuses (a NUL, a line break) is never sent to
     the database, whose answer would be an error of ours rather than the caller's INVALID_ARGUMENT."""
-    return usable_as_id(branch_id) and len(branch_id) <= MAX_ID_LENGTH
+    return not text_id_violations(branch_id, "branch_id", required=False)
